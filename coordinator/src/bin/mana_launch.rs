@@ -1,0 +1,180 @@
+//! `mana_launch`: run a program with the MANA runtime injected (see `mana_launch --help`).
+//!
+//! This binary has no Rust `fn main`: std's runtime start-up would set SIGPIPE to
+//! "ignore" before our code runs, and an ignored signal survives `execve`, so the
+//! application would stop dying on broken pipes. With `#![no_main]` nothing touches the
+//! signal dispositions or the mask, and the program inherits exactly what a native run
+//! would — including what the user set on purpose (`nohup`'s ignored SIGHUP, a
+//! launcher's mask). (glibc hands argv to std through `.init_array`, so `std::env`
+//! works as usual.)
+
+#![no_main]
+
+use clap::Parser;
+use mana_coordinator::launch::{self, LaunchError};
+use mana_coordinator::status;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Run PROGRAM under MANA: it becomes checkpointable (`mana_status --checkpoint`) and
+/// restartable (`mana_restart`).
+///
+/// mana_launch replaces itself with PROGRAM (same pid, standard streams and exit code),
+/// with libmana.so (from mana_launch's own directory) in LD_PRELOAD and MANA_STATUS_FILE,
+/// MANA_CKPT_DIR (and MANA_INTERVAL) set. PROGRAM must be dynamically linked.
+///
+/// The coordinator is found through the status file (--status-file, else
+/// $MANA_STATUS_FILE, else ~/.mana-slurm-$SLURM_JOB_ID.rc in a Slurm job, else
+/// ~/.mana.rc). Outside srun/mpiexec, if none is running, mana_launch starts one
+/// (`mana_coordinator --daemon --exit-on-last`); under a launcher, start
+/// `mana_coordinator --daemon` yourself first, or every rank would start its own.
+#[derive(Parser, Debug)]
+#[command(name = "mana_launch", version)]
+struct Cli {
+    /// Status file of the job's coordinator; it must name a running coordinator.
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<PathBuf>,
+
+    /// Checkpoint directory (default: $MANA_CKPT_DIR, else ./ckpt); created if missing.
+    #[arg(long, value_name = "DIR")]
+    ckptdir: Option<PathBuf>,
+
+    /// Ask for a checkpoint every SECONDS seconds (if the coordinator has no interval
+    /// of its own).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    interval: Option<u64>,
+
+    /// The program to run, then its arguments: everything from PROGRAM on is passed
+    /// through untouched (`--help` and `--` included).
+    #[arg(value_name = "PROGRAM [ARGS]", required = true, num_args = 1.., trailing_var_arg = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("cannot find the MANA runtime {}: it must be installed beside mana_launch", .0.display())]
+    NoRuntime(PathBuf),
+    #[error("cannot create checkpoint directory {}: {source}", path.display())]
+    CkptDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} contains a NUL byte")]
+    Nul { what: String },
+    #[error("cannot execute {}: {source}", path.display())]
+    Exec {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+#[no_mangle]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    let cli = Cli::parse();
+    mana_coordinator::init_logging("warn", true);
+    // run() only returns on failure: on success the process is PROGRAM now.
+    let e = match run(cli) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    eprintln!("mana_launch: {e}");
+    127
+}
+
+fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
+    let program = cli.command[0].to_string_lossy().into_owned();
+    let path = launch::resolve_program(&program)?;
+    launch::check_dynamic(&path)?;
+
+    let exe = std::env::current_exe().unwrap_or_default();
+    let runtime = exe.with_file_name("libmana.so");
+    if !runtime.is_file() {
+        return Err(Error::NoRuntime(runtime));
+    }
+    let runtime = status::absolute(&runtime);
+
+    let ckpt_dir = cli
+        .ckptdir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("MANA_CKPT_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("ckpt"));
+    std::fs::create_dir_all(&ckpt_dir).map_err(|source| Error::CkptDir {
+        path: ckpt_dir.clone(),
+        source,
+    })?;
+    let ckpt_dir = status::absolute(&ckpt_dir);
+
+    let status_file =
+        launch::ensure_coordinator(cli.status_file.as_deref(), cli.interval, "mana_launch")?;
+
+    let mut preload = runtime.as_os_str().to_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let mut ours: Vec<(&str, OsString)> = vec![
+        ("LD_PRELOAD", preload),
+        (status::STATUS_FILE_ENV, status_file.into_os_string()),
+        ("MANA_CKPT_DIR", ckpt_dir.into_os_string()),
+    ];
+    if let Some(i) = cli.interval {
+        ours.push(("MANA_INTERVAL", i.to_string().into()));
+    }
+
+    let mut env: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if ours.iter().any(|(o, _)| OsStr::new(o) == k)
+            || cli.interval.is_none() && k == "MANA_INTERVAL"
+        {
+            continue;
+        }
+        env.push(key_value(&k, &v)?);
+    }
+    for (k, v) in &ours {
+        env.push(key_value(OsStr::new(k), v)?);
+    }
+    let mut argv = vec![c_string(&cli.command[0], "PROGRAM")?];
+    for a in &cli.command[1..] {
+        argv.push(c_string(a, "an argument")?);
+    }
+    let c_path = c_string(path.as_os_str(), "PROGRAM")?;
+    tracing::debug!(program = %path.display(), args = ?&cli.command[1..], "exec");
+    let err = match nix::unistd::execve(&c_path, &argv, &env) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    Err(Error::Exec {
+        path: path.to_path_buf(),
+        source: err,
+    })
+}
+
+fn c_string(s: &OsStr, what: &str) -> Result<CString, Error> {
+    CString::new(s.as_bytes()).map_err(|_| Error::Nul {
+        what: what.to_string(),
+    })
+}
+
+/// A `KEY=VALUE` environment entry; an inherited entry with a NUL cannot exist, ours
+/// are checked.
+fn key_value(k: &OsStr, v: &OsStr) -> Result<CString, Error> {
+    let mut s = k.to_os_string();
+    s.push("=");
+    s.push(v);
+    c_string(
+        &s,
+        &format!("environment variable {}", Path::new(k).display()),
+    )
+}

@@ -1,0 +1,227 @@
+//! Client side of the coordinator protocol, used by `mana_status`, `mana_launch`,
+//! `mana_restart` and the runtime's checkpoint thread.
+
+use crate::protocol::{self, FromCoord, ProtoError, Role, ToCoord};
+use crate::status::{StatusError, StatusFile};
+use std::fmt;
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one connection attempt (per resolved address) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the coordinator may take to answer `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// " (status file F)" when the status file is known, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct FileNote(pub Option<PathBuf>);
+
+impl fmt::Display for FileNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(p) => write!(f, " (status file {})", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("no coordinator reachable at {addr}{file}: {reason}")]
+    Unreachable {
+        addr: String,
+        file: FileNote,
+        reason: String,
+    },
+    #[error("coordinator at {addr} rejected the secret from {}", file.0.as_ref().map_or("the status file".to_string(), |p| p.display().to_string()))]
+    Rejected { addr: String, file: FileNote },
+    /// The coordinator answered with an error (its message is already a full sentence).
+    #[error("{message}")]
+    Refused { addr: String, message: String },
+    #[error("coordinator at {addr}{file}: {source}")]
+    Proto {
+        addr: String,
+        file: FileNote,
+        #[source]
+        source: ProtoError,
+    },
+}
+
+/// One authenticated connection to the coordinator.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    addr: String,
+    file: FileNote,
+}
+
+impl Connection {
+    /// Connects to the coordinator `status` names, sends `Hello{secret, role}` and
+    /// returns the first reply (`Welcome{id}` for a process, `Done` for a command).
+    pub fn connect(
+        status: &StatusFile,
+        role: Role,
+    ) -> Result<(Connection, FromCoord), ClientError> {
+        Self::connect_noted(status, role, FileNote(None))
+    }
+
+    /// Reads the status file at `path`, then [`Connection::connect`]; errors name the file.
+    pub fn open(path: &Path, role: Role) -> Result<(Connection, FromCoord), ClientError> {
+        let status = StatusFile::read(path)?;
+        Self::connect_noted(&status, role, FileNote(Some(path.to_path_buf())))
+    }
+
+    fn connect_noted(
+        status: &StatusFile,
+        role: Role,
+        file: FileNote,
+    ) -> Result<(Connection, FromCoord), ClientError> {
+        let addr = status.addr();
+        let stream = connect_any(status).map_err(|reason| ClientError::Unreachable {
+            addr: addr.clone(),
+            file: file.clone(),
+            reason,
+        })?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection { stream, addr, file };
+        conn.send(&ToCoord::Hello {
+            secret: status.secret.clone(),
+            role,
+        })?;
+        conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
+        let reply = conn.recv()?;
+        conn.set_read_timeout(None)?;
+        match reply {
+            FromCoord::Error(m) if m.contains("authentication") => Err(ClientError::Rejected {
+                addr: conn.addr,
+                file: conn.file,
+            }),
+            FromCoord::Error(message) => Err(ClientError::Refused {
+                addr: conn.addr,
+                message,
+            }),
+            reply => Ok((conn, reply)),
+        }
+    }
+
+    pub fn send(&mut self, msg: &ToCoord) -> Result<(), ClientError> {
+        protocol::send(&mut self.stream, msg).map_err(|e| self.proto(e))
+    }
+
+    /// Blocks for the next message (or until the read timeout, an `Io` error of kind
+    /// `WouldBlock`/`TimedOut`).
+    pub fn recv(&mut self) -> Result<FromCoord, ClientError> {
+        protocol::recv(&mut self.stream).map_err(|e| self.proto(e))
+    }
+
+    /// Sends a command and waits for its one reply; `FromCoord::Error` becomes
+    /// [`ClientError::Refused`].
+    pub fn request(&mut self, msg: &ToCoord) -> Result<FromCoord, ClientError> {
+        self.send(msg)?;
+        match self.recv()? {
+            FromCoord::Error(message) => Err(ClientError::Refused {
+                addr: self.addr.clone(),
+                message,
+            }),
+            reply => Ok(reply),
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(|e| self.proto(ProtoError::Io(e)))
+    }
+
+    /// A second handle on the same connection (e.g. one thread reads, another writes).
+    pub fn try_clone(&self) -> Result<Connection, ClientError> {
+        Ok(Connection {
+            stream: self
+                .stream
+                .try_clone()
+                .map_err(|e| self.proto(ProtoError::Io(e)))?,
+            addr: self.addr.clone(),
+            file: self.file.clone(),
+        })
+    }
+
+    /// Closes both directions (wakes a thread blocked in [`Connection::recv`]).
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// `host:port` of the coordinator.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The underlying socket (e.g. to poll it or to keep its descriptor number).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    fn proto(&self, source: ProtoError) -> ClientError {
+        ClientError::Proto {
+            addr: self.addr.clone(),
+            file: self.file.clone(),
+            source,
+        }
+    }
+}
+
+fn connect_any(status: &StatusFile) -> Result<TcpStream, String> {
+    let mut last = String::from("no address to connect to");
+    for a in status.socket_addrs() {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!(addr = %a, error = %e, "connect failed");
+                last = io_reason(&e);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// "connection refused" rather than "Connection refused (os error 111)".
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        TimedOut | WouldBlock => "connection timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// What a status file leads to.
+#[derive(Debug)]
+pub enum Probe {
+    /// A coordinator answers and accepts the secret.
+    Running(StatusFile),
+    /// No status file.
+    Missing,
+    /// The file names a coordinator that is gone (or is unreadable/garbled).
+    Stale(ClientError),
+}
+
+/// Checks whether the status file at `path` names a live coordinator that accepts its
+/// secret.
+pub fn probe(path: &Path) -> Probe {
+    let status = match StatusFile::read(path) {
+        Ok(s) => s,
+        Err(StatusError::Missing(_)) => return Probe::Missing,
+        Err(e) => return Probe::Stale(e.into()),
+    };
+    match Connection::connect_noted(&status, Role::Command, FileNote(Some(path.to_path_buf()))) {
+        Ok(_) => Probe::Running(status),
+        Err(e) => Probe::Stale(e),
+    }
+}
+
+/// True if the status file at `path` names a live coordinator that accepts its secret.
+pub fn reachable(path: &Path) -> bool {
+    matches!(probe(path), Probe::Running(_))
+}

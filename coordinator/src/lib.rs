@@ -1,0 +1,37 @@
+//! The coordinator: one small TCP server per job (registration, command relay,
+//! checkpoint generations, timed checkpoints), its wire protocol, the status file that
+//! tells every command where it is and which secret to present, and the client used by
+//! `mana_status`, `mana_launch`, `mana_restart` and the runtime's checkpoint thread.
+//!
+//! * [`protocol`]: the messages and their length-prefixed `rmp-serde` framing.
+//! * [`status`]: the status file (`host`, `port`, `secret`, `pid`; mode 0600).
+//! * [`client`]: [`client::Connection`], an authenticated connection.
+//! * [`server`]: the coordinator itself (`mana_coordinator`).
+//! * [`launch`]: finding or starting the job's coordinator, launcher detection, and
+//!   the checks `mana_launch` makes on a program.
+
+pub mod client;
+pub mod launch;
+pub mod protocol;
+pub mod server;
+pub mod status;
+
+pub use client::{reachable, ClientError, Connection};
+pub use launch::{ensure_coordinator, launcher_rank_var, under_launcher, LaunchError};
+pub use protocol::{FromCoord, ProcessInfo, ProcessRow, Role, ToCoord};
+pub use status::{default_path, StatusFile};
+
+/// Logs through `tracing` to stderr; the filter comes from `MANA_LOG` (e.g.
+/// `MANA_LOG=debug`, `MANA_LOG=mana_coordinator=trace`), else `default_filter`.
+/// Colors only when stderr is a terminal and `color` is true.
+pub fn init_logging(default_filter: &str, color: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("MANA_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color && std::io::stderr().is_terminal())
+        .try_init();
+}

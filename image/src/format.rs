@@ -1,0 +1,576 @@
+//! Per-process image format, version 1.
+//!
+//! ```text
+//! offset 0      preamble (64 bytes, little endian)
+//!                 0  magic  "MANAIMG\0"
+//!                 8  format version (u32)
+//!                12  ELF machine of the image (u32, 62 = x86_64)
+//!                16  header offset (u64)
+//!                24  header length (u64)
+//!                32  xxh3-64 of the header bytes (u64)
+//!                40  xxh3-64 of bytes 0..40 (u64) — detects a torn/foreign preamble
+//! offset 4096   region data: each stored extent page-aligned, in header order
+//! header_offset ImageHeader, rmp-serde encoded
+//! ```
+//! The preamble is written last: a crash while writing leaves a file that fails the
+//! magic or checksum test instead of one that looks valid.
+
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: [u8; 8] = *b"MANAIMG\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const EM_X86_64: u32 = 62;
+pub const PAGE_SIZE: u64 = 4096;
+pub const PREAMBLE_LEN: usize = 64;
+/// Region data starts here (the preamble is padded to one page).
+pub const DATA_START: u64 = PAGE_SIZE;
+
+/// Typed errors for everything that can be wrong with an image file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: truncated image ({what})")]
+    Truncated { path: PathBuf, what: String },
+    #[error("{path}: not a MANA image (bad magic)")]
+    BadMagic { path: PathBuf },
+    #[error("{path}: image preamble is corrupt (checksum mismatch)")]
+    PreambleChecksum { path: PathBuf },
+    #[error("{path}: image format version {found} is not supported (this build reads version {expected})")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: image is for ELF machine {found}, this machine is x86_64 ({expected})")]
+    Arch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: image header is corrupt (checksum mismatch)")]
+    HeaderChecksum { path: PathBuf },
+    #[error("{path}: image header cannot be decoded: {msg}")]
+    Decode { path: PathBuf, msg: String },
+    #[error("{path}: data of region {index} ({start:#x}-{end:#x} {name}) is corrupt (checksum mismatch)")]
+    RegionChecksum {
+        path: PathBuf,
+        index: usize,
+        start: u64,
+        end: u64,
+        name: String,
+    },
+}
+
+impl ImageError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Protection bits of a region, as in `/proc/PID/maps`.
+pub mod prot {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const EXEC: u8 = 4;
+}
+
+/// Identity of a file a region maps, so restart can refuse a file that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub path: String,
+    /// Offset of the region's first byte in the file.
+    pub offset: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegionKind {
+    /// Private anonymous memory; stored pages are those ever touched.
+    Anon,
+    /// The brk heap (`[heap]`).
+    Heap,
+    /// The main thread's stack (`[stack]`), restored `MAP_GROWSDOWN`.
+    Stack,
+    /// `MAP_SHARED|MAP_ANONYMOUS` memory, or a shared mapping of a deleted file; all
+    /// touched pages stored, restored as shared anonymous memory.
+    SharedAnon,
+    /// A private file mapping: restored by mapping the file again, then the pages the
+    /// process modified (stored) are laid over it.
+    FilePrivate(FileIdentity),
+    /// A shared file mapping: its contents live in the file; nothing stored.
+    FileShared(FileIdentity),
+}
+
+/// A run of stored pages of one region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// Index of the first page, counted from the region start.
+    pub first_page: u64,
+    pub pages: u64,
+    /// Where the data is in the image file (page aligned).
+    pub file_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u8,
+    /// Name as in `/proc/PID/maps` (path, `[heap]`, `[stack]`, or empty).
+    pub name: String,
+    pub kind: RegionKind,
+    pub extents: Vec<Extent>,
+    /// xxh3-64 over the stored bytes, extent after extent.
+    pub checksum: u64,
+}
+
+impl Region {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn stored_bytes(&self) -> u64 {
+        self.extents.iter().map(|e| e.pages * PAGE_SIZE).sum()
+    }
+    pub fn prot_string(&self) -> String {
+        let mut s = String::with_capacity(4);
+        s.push(if self.prot & prot::READ != 0 { 'r' } else { '-' });
+        s.push(if self.prot & prot::WRITE != 0 { 'w' } else { '-' });
+        s.push(if self.prot & prot::EXEC != 0 { 'x' } else { '-' });
+        s.push(match self.kind {
+            RegionKind::SharedAnon | RegionKind::FileShared(_) => 's',
+            _ => 'p',
+        });
+        s
+    }
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            RegionKind::Anon => "anon",
+            RegionKind::Heap => "heap",
+            RegionKind::Stack => "stack",
+            RegionKind::SharedAnon => "shared-anon",
+            RegionKind::FilePrivate(_) => "file-private",
+            RegionKind::FileShared(_) => "file-shared",
+        }
+    }
+}
+
+/// Callee-saved CPU state of a thread, as stored by the runtime's `save_context`. The
+/// thread resumes as if `save_context` had returned a non-zero value; everything else
+/// (caller-saved registers, full FPU state, signal mask) is restored by the
+/// `rt_sigreturn` of the checkpoint signal handler it was stopped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuContext {
+    pub rbx: u64,
+    pub rbp: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rsp: u64,
+    pub rip: u64,
+    pub mxcsr: u32,
+    pub fpu_cw: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub sig: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub tid: i32,
+    /// The thread-group leader (its tid was the pid).
+    pub is_main: bool,
+    pub ctx: CpuContext,
+    pub fs_base: u64,
+    /// Address the kernel clears at thread exit (glibc's `struct pthread` tid field).
+    pub tid_address: u64,
+    pub robust_list: u64,
+    pub robust_len: u64,
+    pub rseq: Option<Rseq>,
+    /// Blocked signals while stopped (bit n-1 = signal n).
+    pub sigmask: u64,
+    pub altstack: Option<AltStack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// stdin/stdout/stderr: the restarted process uses whatever the restarter has.
+    Stdio,
+    /// A regular file, reopened by path at the same descriptor number.
+    Regular,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub fd: i32,
+    pub kind: FileKind,
+    pub path: String,
+    /// `open` flags as seen in `/proc/PID/fdinfo` (without `O_CREAT|O_TRUNC|O_EXCL`).
+    pub flags: i32,
+    pub offset: i64,
+    pub cloexec: bool,
+}
+
+/// A signal disposition in the kernel's `struct sigaction` layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub signo: i32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// The `mm_struct` fields restored with `prctl(PR_SET_MM, PR_SET_MM_MAP)`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MmLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u64>,
+}
+
+/// Where `[vvar]`, `[vvar_vclock]` and `[vdso]` were (one contiguous block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VdsoInfo {
+    pub block_start: u64,
+    pub block_end: u64,
+    /// Start of `[vdso]` inside the block; with `block_start`, the layout to reproduce.
+    pub vdso_start: u64,
+    pub vdso_len: u64,
+    /// xxh3-64 of the vdso text: restart refuses a kernel whose vdso differs.
+    pub vdso_hash: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageHeader {
+    pub generation: u64,
+    pub rank: u32,
+    pub world_size: u32,
+    pub hostname: String,
+    pub pid: i32,
+    pub program: String,
+    pub created_unix_ns: u64,
+    pub cwd: String,
+    pub umask: u32,
+    pub regions: Vec<Region>,
+    pub threads: Vec<ThreadState>,
+    pub files: Vec<FileState>,
+    pub signals: Vec<SigAction>,
+    pub mm: MmLayout,
+    pub vdso: Option<VdsoInfo>,
+    /// Address of the runtime's restart mailbox (`upper-half`): the restorer writes the
+    /// restart parameters there before resuming the threads.
+    pub restart_mailbox: u64,
+}
+
+impl ImageHeader {
+    pub fn stored_bytes(&self) -> u64 {
+        self.regions.iter().map(Region::stored_bytes).sum()
+    }
+    pub fn mapped_bytes(&self) -> u64 {
+        self.regions.iter().map(Region::len).sum()
+    }
+}
+
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Streaming checksum used for region data.
+pub type RegionHasher = xxhash_rust::xxh3::Xxh3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preamble {
+    pub version: u32,
+    pub machine: u32,
+    pub header_offset: u64,
+    pub header_len: u64,
+    pub header_checksum: u64,
+}
+
+impl Preamble {
+    pub fn encode(&self) -> [u8; PREAMBLE_LEN] {
+        let mut b = [0u8; PREAMBLE_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
+        b[12..16].copy_from_slice(&self.machine.to_le_bytes());
+        b[16..24].copy_from_slice(&self.header_offset.to_le_bytes());
+        b[24..32].copy_from_slice(&self.header_len.to_le_bytes());
+        b[32..40].copy_from_slice(&self.header_checksum.to_le_bytes());
+        let c = checksum(&b[0..40]);
+        b[40..48].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    pub fn decode(path: &Path, b: &[u8]) -> Result<Preamble, ImageError> {
+        if b.len() < PREAMBLE_LEN {
+            return Err(ImageError::Truncated {
+                path: path.into(),
+                what: format!("{} bytes, shorter than the {PREAMBLE_LEN}-byte preamble", b.len()),
+            });
+        }
+        if b[0..8] != MAGIC {
+            return Err(ImageError::BadMagic { path: path.into() });
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        if checksum(&b[0..40]) != u64_at(40) {
+            return Err(ImageError::PreambleChecksum { path: path.into() });
+        }
+        let p = Preamble {
+            version: u32_at(8),
+            machine: u32_at(12),
+            header_offset: u64_at(16),
+            header_len: u64_at(24),
+            header_checksum: u64_at(32),
+        };
+        if p.version != FORMAT_VERSION {
+            return Err(ImageError::Version {
+                path: path.into(),
+                found: p.version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if p.machine != EM_X86_64 {
+            return Err(ImageError::Arch {
+                path: path.into(),
+                found: p.machine,
+                expected: EM_X86_64,
+            });
+        }
+        Ok(p)
+    }
+}
+
+pub fn encode_header(h: &ImageHeader) -> Vec<u8> {
+    rmp_serde::to_vec_named(h).expect("image header is always serializable")
+}
+
+/// An opened image whose preamble and header have been verified. Region data is checked
+/// as it is read ([`ImageReader::read_region`]) or all at once ([`ImageReader::verify_data`]).
+pub struct ImageReader {
+    pub path: PathBuf,
+    pub file: File,
+    pub header: ImageHeader,
+    pub file_len: u64,
+}
+
+impl ImageReader {
+    pub fn open(path: &Path) -> Result<ImageReader, ImageError> {
+        let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+        let mut pre = [0u8; PREAMBLE_LEN];
+        let n = read_full_at(&file, &mut pre, 0).map_err(|e| ImageError::io(path, e))?;
+        let p = Preamble::decode(path, &pre[..n])?;
+        let header_end = p.header_offset.checked_add(p.header_len);
+        if header_end.is_none_or(|e| e > file_len) {
+            return Err(ImageError::Truncated {
+                path: path.into(),
+                what: format!(
+                    "file is {file_len} bytes, header ends at {}",
+                    p.header_offset.saturating_add(p.header_len)
+                ),
+            });
+        }
+        let mut hb = vec![0u8; p.header_len as usize];
+        read_full_at(&file, &mut hb, p.header_offset).map_err(|e| ImageError::io(path, e))?;
+        if checksum(&hb) != p.header_checksum {
+            return Err(ImageError::HeaderChecksum { path: path.into() });
+        }
+        let header: ImageHeader = rmp_serde::from_slice(&hb).map_err(|e| ImageError::Decode {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        for r in &header.regions {
+            for e in &r.extents {
+                let end = e.file_offset + e.pages * PAGE_SIZE;
+                if end > p.header_offset || e.file_offset < DATA_START || e.file_offset % PAGE_SIZE != 0 {
+                    return Err(ImageError::Decode {
+                        path: path.into(),
+                        msg: format!("extent of region {:#x}-{:#x} points outside the data area", r.start, r.end),
+                    });
+                }
+                if e.first_page + e.pages > r.len() / PAGE_SIZE {
+                    return Err(ImageError::Decode {
+                        path: path.into(),
+                        msg: format!("extent of region {:#x}-{:#x} is larger than the region", r.start, r.end),
+                    });
+                }
+            }
+        }
+        Ok(ImageReader {
+            path: path.into(),
+            file,
+            header,
+            file_len,
+        })
+    }
+
+    /// Reads every stored extent of region `index` into `dest` (`dest[0]` is the region's
+    /// first byte; pages not stored are left as they are) and verifies the checksum.
+    pub fn read_region(&self, index: usize, dest: &mut [u8]) -> Result<(), ImageError> {
+        let r = &self.header.regions[index];
+        let mut h = RegionHasher::new();
+        for e in &r.extents {
+            let off = (e.first_page * PAGE_SIZE) as usize;
+            let len = (e.pages * PAGE_SIZE) as usize;
+            let buf = &mut dest[off..off + len];
+            let n = read_full_at(&self.file, buf, e.file_offset).map_err(|err| ImageError::io(&self.path, err))?;
+            if n < len {
+                return Err(ImageError::Truncated {
+                    path: self.path.clone(),
+                    what: format!("data of region {:#x}-{:#x} ends early", r.start, r.end),
+                });
+            }
+            h.update(buf);
+        }
+        if h.digest() != r.checksum {
+            return Err(ImageError::RegionChecksum {
+                path: self.path.clone(),
+                index,
+                start: r.start,
+                end: r.end,
+                name: r.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads all region data through a bounded buffer and verifies every checksum.
+    pub fn verify_data(&self) -> Result<(), ImageError> {
+        let mut buf = vec![0u8; 8 << 20];
+        for (index, r) in self.header.regions.iter().enumerate() {
+            let mut h = RegionHasher::new();
+            for e in &r.extents {
+                let mut left = e.pages * PAGE_SIZE;
+                let mut off = e.file_offset;
+                while left > 0 {
+                    let chunk = left.min(buf.len() as u64) as usize;
+                    let n = read_full_at(&self.file, &mut buf[..chunk], off).map_err(|err| ImageError::io(&self.path, err))?;
+                    if n < chunk {
+                        return Err(ImageError::Truncated {
+                            path: self.path.clone(),
+                            what: format!("data of region {:#x}-{:#x} ends early", r.start, r.end),
+                        });
+                    }
+                    h.update(&buf[..chunk]);
+                    left -= chunk as u64;
+                    off += chunk as u64;
+                }
+            }
+            if h.digest() != r.checksum {
+                return Err(ImageError::RegionChecksum {
+                    path: self.path.clone(),
+                    index,
+                    start: r.start,
+                    end: r.end,
+                    name: r.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `read_at` until `buf` is full or end of file; returns the bytes read.
+pub fn read_full_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                off += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_round_trip_and_corruption() {
+        let p = Preamble {
+            version: FORMAT_VERSION,
+            machine: EM_X86_64,
+            header_offset: 8192,
+            header_len: 100,
+            header_checksum: 42,
+        };
+        let b = p.encode();
+        let path = Path::new("x");
+        assert_eq!(Preamble::decode(path, &b).unwrap(), p);
+        let mut bad = b;
+        bad[20] ^= 1;
+        assert!(matches!(Preamble::decode(path, &bad), Err(ImageError::PreambleChecksum { .. })));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(matches!(Preamble::decode(path, &bad), Err(ImageError::BadMagic { .. })));
+        let v2 = Preamble { version: 2, ..p }.encode();
+        assert!(matches!(Preamble::decode(path, &v2), Err(ImageError::Version { found: 2, .. })));
+        let arm = Preamble { machine: 183, ..p }.encode();
+        assert!(matches!(Preamble::decode(path, &arm), Err(ImageError::Arch { found: 183, .. })));
+        assert!(matches!(Preamble::decode(path, &b[..10]), Err(ImageError::Truncated { .. })));
+    }
+}
+
+/// Restart parameters the restarter writes into the restored runtime (at
+/// [`ImageHeader::restart_mailbox`]) before resuming its threads. Plain `repr(C)` data:
+/// this is an ABI between `mana_restart` and `libmana`, not part of the file format.
+#[repr(C)]
+pub struct RestartMailbox {
+    /// [`MAILBOX_MAGIC`] once written by the restarter.
+    pub magic: u64,
+    /// The restarter's final-stage area, which the runtime unmaps once every thread left it.
+    pub restorer_start: u64,
+    pub restorer_len: u64,
+    /// Generation the process was restored from.
+    pub generation: u64,
+    /// NUL-terminated status file of the coordinator to reconnect to.
+    pub status_file: [u8; 4096],
+    /// NUL-terminated checkpoint directory for the next checkpoints.
+    pub ckpt_dir: [u8; 4096],
+}
+
+pub const MAILBOX_MAGIC: u64 = 0x4d41_4e41_5245_5354; // "MANAREST"

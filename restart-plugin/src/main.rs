@@ -1,0 +1,631 @@
+//! `mana_restart`: the calling process becomes the checkpointed process.
+//!
+//! First stage (this program, ordinary Rust): `locate → verify → reserve → plugin →
+//! descriptors → plan`, then it hands a plain-data plan to the final stage
+//! (`restorer/restorer.rs`), which runs `unmap self → mm/signals/fds → threads → resume`
+//! with raw syscalls only. If any of the restarter's own mappings lies where the image
+//! needs memory, the first stage re-executes itself (a new random layout) before touching
+//! anything.
+
+mod hook;
+mod loader;
+#[path = "plan.rs"]
+#[allow(dead_code)]
+mod plan;
+mod sys;
+
+use clap::Parser;
+use mana_image::{CkptDir, ImageHeader, ImageReader, Region, RegionKind, RestartMailbox, MAILBOX_MAGIC, PAGE_SIZE};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use tracing::{debug, info};
+
+/// How often the restarter re-executes itself to get a layout that does not collide.
+const MAX_ATTEMPTS: u32 = 12;
+const ATTEMPT_ENV: &str = "MANA_RESTART_ATTEMPT";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mana_restart",
+    about = "Restart a checkpointed process from its newest committed generation",
+    long_about = "Restart a checkpointed process. The calling process becomes the restored \
+process: it keeps this terminal's stdin/stdout/stderr and continues where the checkpoint \
+was taken. The image is taken from the newest committed generation in CKPT_DIR (the one \
+LATEST names); under srun/mpiexec each rank restores its own image.\n\nThe restored process \
+reconnects to the coordinator named by --status-file (or $MANA_STATUS_FILE, or the default \
+status file); if none is reachable and none was named, one is started."
+)]
+struct Args {
+    /// Coordinator status file (default: $MANA_STATUS_FILE, else ~/.mana.rc or
+    /// ~/.mana-slurm-$SLURM_JOB_ID.rc).
+    #[arg(long, value_name = "F")]
+    status_file: Option<PathBuf>,
+    /// Checkpoint directory (default: $MANA_CKPT_DIR, else ./ckpt).
+    #[arg(value_name = "CKPT_DIR")]
+    ckpt_dir: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    mana_coordinator::init_logging("warn", true);
+    if let Err(e) = restart(args) {
+        eprintln!("mana_restart: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The rank of this process from the launcher's environment (0 without a launcher).
+fn launcher_rank() -> Result<u32, String> {
+    match mana_coordinator::launcher_rank_var() {
+        Some((var, v)) => v.parse().map_err(|_| format!("{var}={v} is not a rank number")),
+        None => Ok(0),
+    }
+}
+
+fn restart(args: Args) -> Result<(), String> {
+    // locate
+    let dir = args
+        .ckpt_dir
+        .or_else(|| std::env::var_os("MANA_CKPT_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("ckpt"));
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ckpt = CkptDir::new(&dir);
+    let generation = ckpt.require_latest().map_err(|e| e.to_string())?;
+    let manifest = ckpt.read_manifest(generation).map_err(|e| e.to_string())?;
+    let rank = launcher_rank()?;
+    let entry = manifest.images.iter().find(|e| e.rank == rank).ok_or_else(|| {
+        format!(
+            "{}: generation {generation} has no image for rank {rank} (it holds {} process(es))",
+            ckpt.gen_dir(generation).display(),
+            manifest.images.len()
+        )
+    })?;
+    let image_path = ckpt.gen_dir(generation).join(&entry.file);
+
+    // verify
+    let reader = ImageReader::open(&image_path).map_err(|e| e.to_string())?;
+    if mana_image::checksum(&header_bytes_for_manifest(&reader)?) != entry.header_checksum {
+        return Err(format!(
+            "{}: image does not match the MANIFEST of {} (was it replaced?)",
+            image_path.display(),
+            ckpt.gen_dir(generation).display()
+        ));
+    }
+    let h = &reader.header;
+    info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
+    let vdso_moves = plan_vdso(h)?;
+    validate_threads(h)?;
+    let status_file = mana_coordinator::ensure_coordinator(args.status_file.as_deref(), None, "mana_restart")
+        .map_err(|e| e.to_string())?;
+
+    // reserve: every range of the image is mapped with its contents, which also keeps
+    // anything else from landing there.
+    avoid_collisions(h, &vdso_moves)?;
+    for (i, r) in h.regions.iter().enumerate() {
+        restore_region(&reader, i, r)?;
+    }
+    for m in &vdso_moves.placeholders {
+        sys::map_fixed(m.0, m.1, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+            .map_err(|e| format!("cannot reserve {:#x}-{:#x} for [vdso]: {e}", m.0, m.0 + m.1))?;
+    }
+
+    // plugin
+    hook::restart_plugin_hook(&mut hook::PluginContext {
+        header: h,
+        rank,
+        world_size: manifest.world_size,
+    })
+    .map_err(|e| format!("restart plugin: {e}"))?;
+
+    // descriptors, working directory
+    let header = reader.header.clone();
+    drop(reader);
+    let keep_fds = restore_files(&header)?;
+    if !header.cwd.is_empty() && std::env::set_current_dir(&header.cwd).is_err() {
+        tracing::warn!(cwd = %header.cwd, "cannot enter the checkpointed working directory; staying here");
+    }
+    // SAFETY: umask only changes the file-creation mask.
+    unsafe { libc::umask(header.umask as libc::mode_t) };
+
+    // plan
+    let mut restorer = loader::Restorer::load(header.threads.len())?;
+    write_mailbox(&header, &restorer, generation, &status_file, &dir)?;
+    fill_plan(&mut restorer, &header, &vdso_moves, &keep_fds)?;
+    let keep = keep_ranges(&header, &restorer, &vdso_moves);
+    let mut maps_buf = vec![0u8; 1 << 20];
+    let n = read_maps(&mut maps_buf)?;
+    for_each_unmap(&maps_buf[..n], &keep, |s, e, name| {
+        debug!("restarter mapping {s:#x}-{e:#x} {}", String::from_utf8_lossy(name));
+    });
+    debug!(
+        "restarter mapping {:#x}-{:#x} [final stage]",
+        restorer.base,
+        restorer.base + restorer.len
+    );
+    info!(generation, "entering the final stage");
+
+    // unmap self and resume (final stage). From here on: no allocation, so the map list
+    // read last is exactly what exists.
+    sys::block_all_signals();
+    sys::unregister_rseq();
+    let n = read_maps(&mut maps_buf)?;
+    let plan = restorer.plan();
+    plan.n_unmap = 0;
+    let mut overflow = false;
+    for_each_unmap(&maps_buf[..n], &keep, |s, e, _| {
+        let i = plan.n_unmap as usize;
+        if i < plan::MAX_UNMAP {
+            plan.unmap[i] = plan::Range { start: s, len: e - s };
+            plan.n_unmap += 1;
+        } else {
+            overflow = true;
+        }
+    });
+    if overflow {
+        return Err(format!("the restarter has more than {} mappings", plan::MAX_UNMAP));
+    }
+    // SAFETY: the plan is complete; nothing of the first stage is used afterwards.
+    unsafe { restorer.enter() }
+}
+
+fn header_bytes_for_manifest(reader: &ImageReader) -> Result<Vec<u8>, String> {
+    let mut pre = [0u8; mana_image::PREAMBLE_LEN];
+    mana_image::read_full_at(&reader.file, &mut pre, 0).map_err(|e| format!("{}: {e}", reader.path.display()))?;
+    let p = mana_image::Preamble::decode(&reader.path, &pre).map_err(|e| e.to_string())?;
+    let mut hb = vec![0u8; p.header_len as usize];
+    mana_image::read_full_at(&reader.file, &mut hb, p.header_offset)
+        .map_err(|e| format!("{}: {e}", reader.path.display()))?;
+    Ok(hb)
+}
+
+fn validate_threads(h: &ImageHeader) -> Result<(), String> {
+    if h.threads.is_empty() {
+        return Err("image has no threads".into());
+    }
+    if h.threads.len() > plan::MAX_THREADS {
+        return Err(format!("image has {} threads; at most {} are supported", h.threads.len(), plan::MAX_THREADS));
+    }
+    Ok(())
+}
+
+struct VdsoPlan {
+    moves: Vec<plan::VdsoMove>,
+    /// Ranges to reserve so the first stage cannot map anything where [vdso] goes.
+    placeholders: Vec<(u64, u64)>,
+    /// The restarter's own special mappings (kept: they are moved, not unmapped).
+    own: Vec<(u64, u64)>,
+    /// Where the block ends up (checked against the restarter's own mappings).
+    target: Option<(u64, u64)>,
+}
+
+fn own_maps() -> Result<Vec<(u64, u64, String)>, String> {
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (s, e) = it.next()?.split_once('-')?;
+            let name = it.nth(4).unwrap_or("").to_string();
+            Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?, name))
+        })
+        .collect())
+}
+
+fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
+    let maps = own_maps()?;
+    let own: Vec<(u64, u64, String)> = maps
+        .into_iter()
+        .filter(|m| matches!(m.2.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+        .collect();
+    let mut vp = VdsoPlan {
+        moves: vec![],
+        placeholders: vec![],
+        own: own.iter().map(|m| (m.0, m.1)).collect(),
+        target: None,
+    };
+    let Some(saved) = &h.vdso else { return Ok(vp) };
+    let vdso = own.iter().find(|m| m.2 == "[vdso]").ok_or("this process has no [vdso]")?;
+    let start = own.iter().map(|m| m.0).min().unwrap_or(0);
+    let end = own.iter().map(|m| m.1).max().unwrap_or(0);
+    // SAFETY: our own [vdso] is mapped readable.
+    let text = unsafe { sys::slice(vdso.0, vdso.1 - vdso.0) };
+    if end - start != saved.block_end - saved.block_start
+        || vdso.0 - start != saved.vdso_start - saved.block_start
+        || mana_image::checksum(text) != saved.vdso_hash
+    {
+        return Err(
+            "this kernel's vDSO differs from the one the image was taken under (another kernel version?); restart on a node with the same kernel"
+                .into(),
+        );
+    }
+    vp.target = Some((saved.block_start, saved.block_end));
+    if start == saved.block_start {
+        return Ok(vp);
+    }
+    let overlap = start < saved.block_end && saved.block_start < end;
+    let tmp = if overlap {
+        Some(sys::map_anywhere(end - start, libc::PROT_NONE).map_err(|e| format!("cannot map a temporary vdso area: {e}"))?)
+    } else {
+        None
+    };
+    for m in &own {
+        let len = m.1 - m.0;
+        let dst = saved.block_start + (m.0 - start);
+        match tmp {
+            Some(t) => {
+                vp.moves.push(plan::VdsoMove { src: m.0, dst: t + (m.0 - start), len });
+            }
+            None => vp.moves.push(plan::VdsoMove { src: m.0, dst, len }),
+        }
+    }
+    if let Some(t) = tmp {
+        for m in &own {
+            vp.moves.push(plan::VdsoMove {
+                src: t + (m.0 - start),
+                dst: saved.block_start + (m.0 - start),
+                len: m.1 - m.0,
+            });
+        }
+        vp.own.push((t, t + (end - start)));
+    } else {
+        vp.placeholders.push((saved.block_start, saved.block_end - saved.block_start));
+    }
+    Ok(vp)
+}
+
+/// Re-executes the restarter if any of its own mappings lies where the image needs memory.
+fn avoid_collisions(h: &ImageHeader, vp: &VdsoPlan) -> Result<(), String> {
+    let maps = own_maps()?;
+    let mut needed: Vec<(u64, u64, String)> = h.regions.iter().map(|r| (r.start, r.end, r.name.clone())).collect();
+    if let Some((s, e)) = vp.target {
+        if vp.placeholders.iter().any(|p| p.0 == s) {
+            needed.push((s, e, "[vdso]".into()));
+        }
+    }
+    for (ns, ne, nname) in &needed {
+        for (ms, me, mname) in &maps {
+            if mname == "[vsyscall]" || !(ms < ne && ns < me) {
+                continue;
+            }
+            let attempt: u32 = std::env::var(ATTEMPT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let what = format!("image region {ns:#x}-{ne:#x} {nname} collides with the restarter's mapping {ms:#x}-{me:#x} {mname}");
+            if attempt + 1 >= MAX_ATTEMPTS {
+                return Err(format!("{what} (still after {MAX_ATTEMPTS} attempts; is address space randomization off?)"));
+            }
+            debug!("{what}; re-executing for another layout");
+            reexec(attempt + 1)?;
+        }
+    }
+    Ok(())
+}
+
+fn reexec(attempt: u32) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let err = std::process::Command::new(exe).args(args).env(ATTEMPT_ENV, attempt.to_string()).exec();
+    Err(format!("cannot re-execute the restarter: {err}"))
+}
+
+fn prot_flags(p: u8) -> i32 {
+    use mana_image::prot::*;
+    (if p & READ != 0 { libc::PROT_READ } else { 0 })
+        | (if p & WRITE != 0 { libc::PROT_WRITE } else { 0 })
+        | (if p & EXEC != 0 { libc::PROT_EXEC } else { 0 })
+}
+
+/// Maps one region at its address (`MAP_FIXED_NOREPLACE`), fills in its stored pages,
+/// verifies their checksum and applies the saved protection.
+fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), String> {
+    let len = r.len();
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let collide = |e: std::io::Error| format!("cannot reserve {:#x}-{:#x} ({}) for the image: {e}", r.start, r.end, r.name);
+    let mut file_holder = None;
+    match &r.kind {
+        RegionKind::Anon | RegionKind::Heap => sys::map_fixed(r.start, len, rw, anon, -1, 0).map_err(collide)?,
+        RegionKind::Stack => sys::map_fixed(r.start, len, rw, anon | libc::MAP_GROWSDOWN, -1, 0).map_err(collide)?,
+        RegionKind::SharedAnon => {
+            sys::map_fixed(r.start, len, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).map_err(collide)?
+        }
+        RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
+            let shared = matches!(r.kind, RegionKind::FileShared(_));
+            let writable = shared && r.prot & mana_image::prot::WRITE != 0;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&id.path)
+                .map_err(|e| format!("{}: {e} (mapped at {:#x} by the checkpointed process)", id.path, r.start))?;
+            let md = f.metadata().map_err(|e| format!("{}: {e}", id.path))?;
+            use std::os::unix::fs::MetadataExt;
+            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            if !shared && (md.ino() != id.inode || md.size() != id.size || mtime != id.mtime_ns) {
+                return Err(format!(
+                    "{} changed since the checkpoint (it was mapped at {:#x}); restore the original file",
+                    id.path, r.start
+                ));
+            }
+            use std::os::fd::AsRawFd;
+            let (prot, flags) = if shared {
+                (prot_flags(r.prot), libc::MAP_SHARED)
+            } else {
+                (rw, libc::MAP_PRIVATE)
+            };
+            sys::map_fixed(r.start, len, prot, flags, f.as_raw_fd(), id.offset).map_err(collide)?;
+            file_holder = Some(f);
+        }
+    }
+    drop(file_holder);
+    if !r.extents.is_empty() {
+        // SAFETY: the region was just mapped writable by us at exactly this range.
+        let dest = unsafe { sys::slice_mut(r.start, len) };
+        reader.read_region(index, dest).map_err(|e| e.to_string())?;
+    }
+    if !matches!(r.kind, RegionKind::FileShared(_)) {
+        // SAFETY: our own freshly restored mapping gets its saved protection.
+        unsafe { sys::protect(r.start, len, prot_flags(r.prot)) }
+            .map_err(|e| format!("mprotect {:#x}-{:#x}: {e}", r.start, r.end))?;
+    }
+    Ok(())
+}
+
+/// Re-opens regular files at their descriptor numbers; returns the descriptors to keep.
+fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
+    let mut keep = vec![0, 1, 2];
+    for f in &h.files {
+        if f.kind != mana_image::FileKind::Regular {
+            continue;
+        }
+        let c = CString::new(f.path.as_bytes()).map_err(|_| format!("bad path {:?}", f.path))?;
+        // SAFETY: `c` is NUL-terminated; flags exclude O_CREAT/O_TRUNC/O_EXCL.
+        let fd = unsafe { libc::open(c.as_ptr(), f.flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("cannot reopen {} as descriptor {}: {}", f.path, f.fd, std::io::Error::last_os_error()));
+        }
+        // SAFETY: plain descriptor operations on descriptors we own.
+        unsafe {
+            if libc::lseek(fd, f.offset, libc::SEEK_SET) < 0 {
+                return Err(format!("cannot seek {} to {}: {}", f.path, f.offset, std::io::Error::last_os_error()));
+            }
+            if fd != f.fd {
+                let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+                if libc::dup3(fd, f.fd, flags) < 0 {
+                    return Err(format!("cannot place {} at descriptor {}: {}", f.path, f.fd, std::io::Error::last_os_error()));
+                }
+                libc::close(fd);
+            } else if !f.cloexec {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+        }
+        keep.push(f.fd);
+    }
+    keep.sort_unstable();
+    keep.dedup();
+    Ok(keep)
+}
+
+fn write_mailbox(
+    h: &ImageHeader,
+    r: &loader::Restorer,
+    generation: u64,
+    status_file: &Path,
+    ckpt_dir: &Path,
+) -> Result<(), String> {
+    let at = h.restart_mailbox;
+    let size = std::mem::size_of::<RestartMailbox>() as u64;
+    // The mailbox may straddle two adjacent regions (e.g. .data and .bss): check coverage.
+    let mut covered = at;
+    let mut writable: Vec<&Region> = h.regions.iter().filter(|r| r.prot & mana_image::prot::WRITE != 0).collect();
+    writable.sort_by_key(|r| r.start);
+    for reg in writable {
+        if reg.start <= covered && covered < reg.end {
+            covered = reg.end;
+        }
+    }
+    let ok = covered >= at + size;
+    if !ok || at % 8 != 0 {
+        return Err(format!("image's runtime mailbox {at:#x} is not in a writable region (corrupt image?)"));
+    }
+    let mut mb = RestartMailbox {
+        magic: MAILBOX_MAGIC,
+        restorer_start: r.base,
+        restorer_len: r.len,
+        generation,
+        status_file: [0; 4096],
+        ckpt_dir: [0; 4096],
+    };
+    let put = |dst: &mut [u8; 4096], p: &Path| -> Result<(), String> {
+        let b = p.as_os_str().as_bytes();
+        if b.len() >= dst.len() {
+            return Err(format!("path too long: {}", p.display()));
+        }
+        dst[..b.len()].copy_from_slice(b);
+        Ok(())
+    };
+    put(&mut mb.status_file, status_file)?;
+    put(&mut mb.ckpt_dir, ckpt_dir)?;
+    // SAFETY: `at` lies in a restored writable region (checked above), aligned.
+    unsafe { std::ptr::write(at as *mut RestartMailbox, mb) };
+    Ok(())
+}
+
+fn fill_plan(r: &mut loader::Restorer, h: &ImageHeader, vp: &VdsoPlan, keep_fds: &[i32]) -> Result<(), String> {
+    let stacks: Vec<u64> = (0..h.threads.len()).map(|i| r.thread_stack_top(i)).collect();
+    let p = r.plan();
+    if vp.moves.len() > plan::MAX_VDSO_MOVES || keep_fds.len() > plan::MAX_KEEP_FDS {
+        return Err("too many vdso pieces or descriptors".into());
+    }
+    for (i, m) in vp.moves.iter().enumerate() {
+        p.vdso_moves[i] = *m;
+    }
+    p.n_vdso_moves = vp.moves.len() as u64;
+    let mm = &h.mm;
+    let fields = [
+        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start,
+        mm.arg_end, mm.env_start, mm.env_end,
+    ];
+    let valid = fields.iter().all(|&v| (0x10000..0x7fff_ffff_f000).contains(&v))
+        && mm.start_code < mm.end_code
+        && mm.start_data <= mm.end_data
+        && mm.start_brk <= mm.brk
+        && mm.arg_start <= mm.arg_end
+        && mm.env_start <= mm.env_end;
+    if valid {
+        let n = mm.auxv.len().min(plan::MAX_AUXV);
+        p.auxv[..n].copy_from_slice(&mm.auxv[..n]);
+        p.mm = plan::PrctlMmMap {
+            start_code: mm.start_code,
+            end_code: mm.end_code,
+            start_data: mm.start_data,
+            end_data: mm.end_data,
+            start_brk: mm.start_brk,
+            brk: mm.brk,
+            start_stack: mm.start_stack,
+            arg_start: mm.arg_start,
+            arg_end: mm.arg_end,
+            env_start: mm.env_start,
+            env_end: mm.env_end,
+            auxv: p.auxv.as_ptr() as u64,
+            auxv_size: (n * 8) as u32,
+            exe_fd: u32::MAX,
+        };
+        p.set_mm = 1;
+    } else {
+        tracing::warn!("the image's mm layout fails the kernel's checks; brk and the argument area are not restored");
+    }
+    p.n_sigs = 0;
+    for s in h.signals.iter().take(plan::MAX_SIGS) {
+        let i = p.n_sigs as usize;
+        p.sigs[i] = plan::SigAct {
+            signo: s.signo as u64,
+            handler: s.handler,
+            flags: s.flags,
+            restorer: s.restorer,
+            mask: s.mask,
+        };
+        p.n_sigs += 1;
+    }
+    for (i, fd) in keep_fds.iter().enumerate() {
+        p.keep_fds[i] = *fd;
+    }
+    p.n_keep_fds = keep_fds.len() as u64;
+    p.main_index = h.threads.iter().position(|t| t.is_main).unwrap_or(0) as u64;
+    for (i, t) in h.threads.iter().enumerate() {
+        let c = &t.ctx;
+        p.threads[i] = plan::PlanThread {
+            ctx: plan::Ctx {
+                rbx: c.rbx,
+                rbp: c.rbp,
+                r12: c.r12,
+                r13: c.r13,
+                r14: c.r14,
+                r15: c.r15,
+                rsp: c.rsp,
+                rip: c.rip,
+                mxcsr: c.mxcsr,
+                fpu_cw: c.fpu_cw,
+                _pad: 0,
+            },
+            fs_base: t.fs_base,
+            tid_address: t.tid_address,
+            robust_head: t.robust_list,
+            robust_len: t.robust_len,
+            rseq_addr: t.rseq.map_or(0, |r| r.addr),
+            rseq_len: t.rseq.map_or(0, |r| r.len),
+            rseq_sig: t.rseq.map_or(0, |r| r.sig),
+            sigmask: t.sigmask,
+            alt_flags: t.altstack.map_or(libc::SS_DISABLE as i64, |a| a.flags as i64),
+            alt_sp: t.altstack.map_or(0, |a| a.sp),
+            alt_size: t.altstack.map_or(0, |a| a.size),
+            stack_top: stacks[i],
+        };
+    }
+    p.n_threads = h.threads.len() as u64;
+    Ok(())
+}
+
+/// Ranges the final stage must not unmap: the restored regions, the final stage itself,
+/// and the special mappings it moves.
+fn keep_ranges(h: &ImageHeader, r: &loader::Restorer, vp: &VdsoPlan) -> Vec<(u64, u64)> {
+    let mut keep: Vec<(u64, u64)> = h.regions.iter().map(|r| (r.start, r.end)).collect();
+    keep.push((r.base, r.base + r.len));
+    keep.extend(vp.own.iter().copied());
+    if let Some(t) = vp.target {
+        keep.push(t);
+    }
+    keep.sort_unstable();
+    keep
+}
+
+fn read_maps(buf: &mut [u8]) -> Result<usize, String> {
+    let mut f = std::fs::File::open(c"/proc/self/maps".to_str().unwrap()).map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("/proc/self/maps: {e}")),
+        }
+        if n == buf.len() {
+            return Err("/proc/self/maps is larger than 1 MiB".into());
+        }
+    }
+}
+
+/// Calls `f(start, end, name)` for every piece of the restarter's own mappings that is
+/// not in `keep` (sorted). Allocation-free.
+fn for_each_unmap(maps: &[u8], keep: &[(u64, u64)], mut f: impl FnMut(u64, u64, &[u8])) {
+    for line in maps.split(|&c| c == b'\n') {
+        let Some(dash) = line.iter().position(|&c| c == b'-') else { continue };
+        let Some(sp) = line.iter().position(|&c| c == b' ') else { continue };
+        let (Some(s), Some(e)) = (parse_hex(&line[..dash]), parse_hex(&line[dash + 1..sp])) else { continue };
+        // name = sixth whitespace-separated field
+        let mut fields = 0;
+        let mut i = 0;
+        while i < line.len() && fields < 5 {
+            while i < line.len() && line[i] != b' ' {
+                i += 1;
+            }
+            while i < line.len() && line[i] == b' ' {
+                i += 1;
+            }
+            fields += 1;
+        }
+        let name = &line[i.min(line.len())..];
+        if name == b"[vsyscall]" {
+            continue;
+        }
+        let mut cur = s;
+        for &(ks, ke) in keep {
+            if ke <= cur || ks >= e {
+                continue;
+            }
+            if ks > cur {
+                f(cur, ks, name);
+            }
+            cur = cur.max(ke);
+            if cur >= e {
+                break;
+            }
+        }
+        if cur < e {
+            f(cur, e, name);
+        }
+    }
+}
+
+fn parse_hex(b: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    if b.is_empty() {
+        return None;
+    }
+    for &c in b {
+        v = v.checked_mul(16)? + (c as char).to_digit(16)? as u64;
+    }
+    Some(v)
+}
+
+#[allow(dead_code)]
+const _: u64 = PAGE_SIZE;

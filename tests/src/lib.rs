@@ -1,0 +1,41 @@
+//! Support for MANA-rs's end-to-end tests: everything a test needs to read like a session
+//! at a terminal — build a C program, launch it under `mana_launch`, checkpoint it with
+//! `mana_status`, kill it, restart it with `mana_restart`, compare with a native run.
+//!
+//! * [`programs`]: compiles the C programs of `tests/c/` (PIE, `-no-pie`, `-static`);
+//! * [`process`]: a spawned process whose stdout/stderr are collected in the background,
+//!   with waits for observable events (a line, an exit) under a deadline;
+//! * [`session`]: one job — a private temp dir and status file, its own coordinator, and
+//!   the five commands run against it;
+//! * [`transcript`]: what a correct outcome looks like (a restarted job's output is the
+//!   uninterrupted run's, byte for byte; an error is one line);
+//! * [`ckpt`]: reading and damaging checkpoint directories, images, status files and
+//!   memory maps;
+//! * [`tempdir`], [`rng`]: per-test directories and seeded, printed randomness.
+//!
+//! The commands are taken from the directory holding the running test executable's
+//! parent (`target/<profile>/`), or from `MANA_BIN_DIR`: build the workspace first
+//! (`cargo build --release --workspace`; `scripts/test.sh` does).
+
+pub mod ckpt;
+pub mod process;
+pub mod programs;
+pub mod rng;
+pub mod session;
+pub mod tempdir;
+pub mod transcript;
+
+pub use ckpt::*;
+pub use process::*;
+pub use programs::*;
+pub use rng::Rng;
+pub use session::*;
+pub use tempdir::TempDir;
+pub use transcript::*;
+
+use std::time::Duration;
+
+/// Deadline for steps of small programs (a launch, a restart, a short run).
+pub const SHORT: Duration = Duration::from_secs(60);
+/// Deadline for steps that move hundreds of MiB or wait for a whole program to finish.
+pub const LONG: Duration = Duration::from_secs(300);

@@ -1,0 +1,93 @@
+//! The C test programs of `tests/c/`, compiled with gcc into a test's own directory, and
+//! where the MANA-rs commands are.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How a test program is linked. Every program is tested both [`Build::Pie`] and
+/// [`Build::NoPie`]: they load at different addresses (random vs fixed) and the restarter
+/// must stay clear of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// `gcc -O2 -fPIE -pie`
+    Pie,
+    /// `gcc -O2 -no-pie`
+    NoPie,
+    /// `gcc -O2 -static` (only to check that `mana_launch` refuses it)
+    Static,
+}
+
+impl Build {
+    pub const BOTH: [Build; 2] = [Build::Pie, Build::NoPie];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Build::Pie => "pie",
+            Build::NoPie => "no-pie",
+            Build::Static => "static",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Build::Pie => &["-fPIE", "-pie"],
+            Build::NoPie => &["-no-pie"],
+            Build::Static => &["-static"],
+        }
+    }
+}
+
+/// The directory of the C sources (`tests/c/`).
+pub fn c_source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("c")
+}
+
+/// `gcc -O2 <build flags> -pthread -o OUT_DIR/NAME-BUILD tests/c/NAME.c`
+pub fn compile(name: &str, build: Build, out_dir: &Path) -> PathBuf {
+    let src = c_source_dir().join(format!("{name}.c"));
+    let out = out_dir.join(format!("{name}-{}", build.name()));
+    let result = Command::new("gcc")
+        .args(["-O2", "-Wall"])
+        .args(build.flags())
+        .arg("-pthread")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run gcc (install it: scripts/setup.sh): {e}"));
+    assert!(
+        result.status.success(),
+        "gcc failed to build {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out
+}
+
+/// Where the built commands are: `$MANA_BIN_DIR`, else `target/<profile>/` — the parent
+/// of the `deps/` directory holding the running test executable.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MANA_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let deps = exe.parent().expect("test executable has a directory");
+    let dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap_or(deps)
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// The path of one command (`mana_launch`, …), which must have been built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace with the same profile first \
+         (cargo build --release --workspace), or point MANA_BIN_DIR at the binaries",
+        p.display()
+    );
+    p
+}

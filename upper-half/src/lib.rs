@@ -1,0 +1,31 @@
+//! `libmana.so`: the upper-half runtime, injected by `mana_launch` with `LD_PRELOAD`.
+//!
+//! At load time it installs the checkpoint signal handler and starts the checkpoint
+//! thread, which registers with the coordinator and, on request, runs a checkpoint as a
+//! sequence of named phases (`runtime::checkpoint`):
+//! `prepare → quiesce → write → commit → resume`. After a restart the same thread returns
+//! from the write phase a second time and runs `restarted` instead.
+//!
+//! `unsafe` is confined to: [`sys`] (raw syscalls), [`context`] (saving registers),
+//! [`threads`] (the signal handler), [`alloc`] (the runtime's allocator) and the few
+//! places that read the process's own memory in [`write`].
+
+pub mod alloc;
+pub mod context;
+pub mod exclude;
+pub mod procfs;
+pub mod runtime;
+pub mod sys;
+pub mod threads;
+pub mod write;
+
+#[global_allocator]
+static ALLOC: alloc::RuntimeAlloc = alloc::RuntimeAlloc::new();
+
+extern "C" fn mana_init() {
+    runtime::start();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = mana_init;

@@ -1,0 +1,222 @@
+//! Reading the process's own state from /proc and the kernel: mappings, mm layout,
+//! descriptors, signal dispositions. Used inside the write window (allocations go to the
+//! transient arena; no libc call that allocates or locks).
+
+use crate::sys;
+use mana_image::{FileKind, FileState, MmLayout, SigAction};
+
+#[derive(Debug, Clone)]
+pub struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub inode: u64,
+    pub name: String,
+}
+
+pub fn read_proc(path: &core::ffi::CStr, cap: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; cap];
+    loop {
+        match sys::read_file(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(libc::ENOBUFS) => {
+                let l = buf.len() * 4;
+                buf = vec![0u8; l];
+            }
+            Err(e) => return Err(format!("cannot read {} (errno {e})", path.to_string_lossy())),
+        }
+    }
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s, 16).unwrap_or(0)
+}
+
+pub fn parse_maps(text: &[u8]) -> Vec<MapLine> {
+    let text = String::from_utf8_lossy(text);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // start-end perms offset dev inode [name]
+        let mut it = line.splitn(6, ' ');
+        let (Some(range), Some(perms), Some(off), Some(_dev), Some(inode)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let name = it.next().unwrap_or("").trim_start().to_string();
+        let (s, e) = range.split_once('-').unwrap_or(("0", "0"));
+        let p = perms.as_bytes();
+        out.push(MapLine {
+            start: hex(s),
+            end: hex(e),
+            read: p.first() == Some(&b'r'),
+            write: p.get(1) == Some(&b'w'),
+            exec: p.get(2) == Some(&b'x'),
+            shared: p.get(3) == Some(&b's'),
+            offset: hex(off),
+            inode: inode.parse().unwrap_or(0),
+            name,
+        });
+    }
+    out
+}
+
+pub fn own_maps() -> Result<Vec<MapLine>, String> {
+    Ok(parse_maps(&read_proc(c"/proc/self/maps", 256 << 10)?))
+}
+
+/// `mm_struct` layout from /proc/self/stat, the current break and the auxiliary vector.
+pub fn mm_layout() -> Result<MmLayout, String> {
+    let stat = read_proc(c"/proc/self/stat", 4096)?;
+    let stat = String::from_utf8_lossy(&stat);
+    let after = stat.rfind(')').map(|i| &stat[i + 2..]).ok_or("malformed /proc/self/stat")?;
+    // `after` starts at field 3 (state).
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse::<i64>().unwrap_or(0) as u64).collect();
+    let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let auxv_bytes = read_proc(c"/proc/self/auxv", 4096)?;
+    let auxv = auxv_bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    Ok(MmLayout {
+        start_code: field(26),
+        end_code: field(27),
+        start_stack: field(28),
+        start_data: field(45),
+        end_data: field(46),
+        start_brk: field(47),
+        brk: sys::current_brk(),
+        arg_start: field(48),
+        arg_end: field(49),
+        env_start: field(50),
+        env_end: field(51),
+        auxv,
+    })
+}
+
+/// Signal dispositions of signals 1..=64 (not SIGKILL/SIGSTOP).
+pub fn signal_actions() -> Vec<SigAction> {
+    (1..=64)
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+        .filter_map(|s| {
+            sys::sigaction_query(s).map(|a| SigAction {
+                signo: s,
+                handler: a.handler,
+                flags: a.flags,
+                restorer: a.restorer,
+                mask: a.mask,
+            })
+        })
+        .collect()
+}
+
+/// Character devices without state that are reopened by path at restart.
+const STATELESS_DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+
+/// The process's descriptors except the runtime's own. Any descriptor other than stdio
+/// and regular files is an error naming it (restoring it is future work).
+pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
+    let mut fds = [0i32; 4096];
+    let n = sys::list_numeric_dir(c"/proc/self/fd", &mut fds)
+        .map_err(|e| format!("cannot list /proc/self/fd (errno {e})"))?;
+    let mut out = Vec::new();
+    let mut fds = fds[..n].to_vec();
+    fds.sort_unstable();
+    for fd in fds {
+        if runtime_fds.contains(&fd) {
+            continue;
+        }
+        let link = format!("/proc/self/fd/{fd}\0");
+        let mut target = [0u8; 4096];
+        // SAFETY: `link` is NUL-terminated and `target` is a valid buffer.
+        let len = unsafe { libc::readlink(link.as_ptr().cast(), target.as_mut_ptr().cast(), target.len()) };
+        if len < 0 {
+            continue; // closed meanwhile (the listing fd itself)
+        }
+        let path = String::from_utf8_lossy(&target[..len as usize]).into_owned();
+        if fd <= 2 {
+            out.push(FileState {
+                fd,
+                kind: FileKind::Stdio,
+                path,
+                flags: 0,
+                offset: 0,
+                cloexec: false,
+            });
+            continue;
+        }
+        // SAFETY: zeroed `stat` is a valid out-buffer for fstat.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: `fd` is open (it is listed), `st` valid.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        let reopenable = match fmt {
+            libc::S_IFREG | libc::S_IFDIR => true,
+            libc::S_IFCHR => STATELESS_DEVICES.contains(&path.as_str()),
+            _ => false,
+        };
+        if !reopenable || path.ends_with(" (deleted)") || !path.starts_with('/') {
+            return Err(format!(
+                "descriptor {fd} ({path}) cannot be checkpointed: only stdio, regular files, directories and /dev/null-like devices are supported"
+            ));
+        }
+        let info = read_proc(&std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(), 4096)?;
+        let info = String::from_utf8_lossy(&info);
+        let mut flags = 0i32;
+        let mut pos = 0i64;
+        for l in info.lines() {
+            if let Some(v) = l.strip_prefix("flags:") {
+                flags = i32::from_str_radix(v.trim(), 8).unwrap_or(0);
+            } else if let Some(v) = l.strip_prefix("pos:") {
+                pos = v.trim().parse().unwrap_or(0);
+            }
+        }
+        out.push(FileState {
+            fd,
+            kind: FileKind::Regular,
+            path,
+            flags: flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC),
+            offset: pos,
+            cloexec: flags & libc::O_CLOEXEC != 0,
+        });
+    }
+    Ok(out)
+}
+
+pub fn cwd() -> String {
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is a valid buffer of its length; getcwd with a buffer does not allocate.
+    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if p.is_null() {
+        return String::new();
+    }
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+pub fn umask() -> u32 {
+    // SAFETY: umask has no memory effects; we put the old value back at once (the other
+    // threads are stopped).
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: valid buffer of its length.
+    unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}

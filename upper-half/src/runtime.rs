@@ -1,0 +1,466 @@
+//! The checkpoint thread: coordinator session and the checkpoint phases.
+
+use crate::context::{save_and_call, RawContext};
+use crate::threads::{self, ThreadSlot};
+use crate::write::{self, Job, Written};
+use crate::{alloc, procfs, sys};
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use mana_coordinator::client::Connection;
+use mana_coordinator::protocol::{FromCoord, ProcessInfo, Role, ToCoord};
+use mana_coordinator::status::StatusFile;
+use mana_image::{CkptDir, ImageHeader, ManifestEntry, RestartMailbox, MAILBOX_MAGIC};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tracing::{debug, error, info, info_span, warn};
+
+/// Filled by `mana_restart` before the restored threads run (see [`RestartMailbox`]).
+pub struct Mailbox(UnsafeCell<RestartMailbox>);
+// SAFETY: written by the restarter before any thread runs, then read by the checkpoint
+// thread only.
+unsafe impl Sync for Mailbox {}
+pub static MAILBOX: Mailbox = Mailbox(UnsafeCell::new(RestartMailbox {
+    magic: 0,
+    restorer_start: 0,
+    restorer_len: 0,
+    generation: 0,
+    status_file: [0; 4096],
+    ckpt_dir: [0; 4096],
+}));
+
+/// The runtime's own address range (text, data, bss), found at start-up.
+static LIB_START: AtomicU64 = AtomicU64::new(0);
+static LIB_END: AtomicU64 = AtomicU64::new(0);
+
+struct Static<T>(UnsafeCell<T>);
+// SAFETY: used by the checkpoint thread only.
+unsafe impl<T> Sync for Static<T> {}
+
+/// The checkpoint thread's own slot (its context is saved by the write phase).
+static CKPT_SLOT: Static<ThreadSlot> = Static(UnsafeCell::new(ThreadSlot {
+    tid: 0,
+    ctx: RawContext {
+        rbx: 0,
+        rbp: 0,
+        r12: 0,
+        r13: 0,
+        r14: 0,
+        r15: 0,
+        rsp: 0,
+        rip: 0,
+        mxcsr: 0,
+        fpu_cw: 0,
+        _pad: 0,
+    },
+    fs_base: 0,
+    tid_address: 0,
+    robust_list: (0, 0),
+    rseq_addr: 0,
+    sigmask: 0,
+    altstack: sys::StackT { sp: 0, flags: 0, size: 0 },
+}));
+
+/// What the write phase hands back across the window (plain data: anything allocated in
+/// the window is gone when it closes).
+struct WindowCall {
+    cfg: *const Config,
+    generation: u64,
+    parked: usize,
+    fd: i32,
+    pagemap_fd: i32,
+    result: Result<Written, [u8; 512]>,
+}
+static CALL: Static<Option<WindowCall>> = Static(UnsafeCell::new(None));
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub status_file: PathBuf,
+    pub ckpt_dir: PathBuf,
+    pub interval: Option<u64>,
+    pub rank: u32,
+    pub world_size: u32,
+    pub program: String,
+    pub last_generation: u64,
+}
+
+/// The coordinator connection's descriptor (never saved in an image).
+static CONN_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Called from the library constructor.
+pub fn start() {
+    let Ok(status) = std::env::var("MANA_STATUS_FILE") else { return };
+    // Only the process mana_launch exec'd is checkpointed, not children it spawns.
+    if let Ok(pid) = std::env::var("MANA_LAUNCH_PID") {
+        if pid.parse::<i32>().ok() != Some(sys::getpid()) {
+            return;
+        }
+    }
+    mana_coordinator::init_logging("warn", true);
+    find_own_range();
+    let ckpt_dir = std::env::var("MANA_CKPT_DIR").unwrap_or_else(|_| "ckpt".into());
+    let cfg = Config {
+        status_file: status.into(),
+        ckpt_dir: ckpt_dir.into(),
+        interval: std::env::var("MANA_INTERVAL").ok().and_then(|v| v.parse().ok()),
+        rank: 0,
+        world_size: 1,
+        program: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        last_generation: 0,
+    };
+    let cfg = Config {
+        last_generation: CkptDir::new(&cfg.ckpt_dir).latest().ok().flatten().unwrap_or(0),
+        ..cfg
+    };
+    if let Err(e) = threads::install_handler() {
+        eprintln!("mana: {e}; checkpointing is disabled");
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("mana-ckpt".into())
+        .stack_size(1 << 20)
+        .spawn(move || {
+            sys::block_all_signals();
+            run(cfg)
+        });
+    if let Err(e) = spawned {
+        eprintln!("mana: cannot start the checkpoint thread: {e}; checkpointing is disabled");
+    }
+}
+
+fn find_own_range() {
+    // SAFETY: zeroed Dl_info is a valid out-buffer; dladdr only reads loader state.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: any address inside this library identifies it.
+    if unsafe { libc::dladdr(&MAILBOX as *const Mailbox as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
+    let Ok(maps) = procfs::own_maps() else { return };
+    let mut start = u64::MAX;
+    let mut end = 0;
+    for m in &maps {
+        if m.name == path || (end != 0 && m.start == end && m.name.is_empty()) {
+            start = start.min(m.start);
+            end = end.max(m.end);
+        }
+    }
+    if end != 0 {
+        LIB_START.store(start, Ordering::Relaxed);
+        LIB_END.store(end, Ordering::Relaxed);
+    }
+}
+
+fn connect(cfg: &Config) -> Result<Connection, String> {
+    let status = StatusFile::read(&cfg.status_file).map_err(|e| e.to_string())?;
+    let info = ProcessInfo {
+        host: procfs::hostname(),
+        pid: sys::getpid(),
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+        program: cfg.program.clone(),
+        ckpt_dir: cfg.ckpt_dir.display().to_string(),
+        last_generation: cfg.last_generation,
+        interval_secs: cfg.interval,
+    };
+    let (conn, reply) = Connection::connect(&status, Role::Process(info)).map_err(|e| e.to_string())?;
+    use std::os::fd::AsRawFd;
+    CONN_FD.store(conn.stream().as_raw_fd(), Ordering::Relaxed);
+    match reply {
+        FromCoord::Welcome { id } => {
+            info!(id, "registered with the coordinator");
+            Ok(conn)
+        }
+        FromCoord::Error(e) => Err(e),
+        other => Err(format!("unexpected reply from the coordinator: {other:?}")),
+    }
+}
+
+enum Outcome {
+    Continue,
+    Restarted,
+}
+
+fn run(mut cfg: Config) {
+    loop {
+        let mut conn = match connect(&cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mana: {e}; this process will not be checkpointed");
+                return;
+            }
+        };
+        loop {
+            match conn.recv() {
+                Ok(FromCoord::Checkpoint { generation }) => match checkpoint(&mut cfg, &mut conn, generation) {
+                    Outcome::Continue => {}
+                    Outcome::Restarted => {
+                        // The socket of the old process does not exist here; its number may
+                        // now be an application file: never close it.
+                        std::mem::forget(conn);
+                        break;
+                    }
+                },
+                Ok(FromCoord::Kill) => kill_self(),
+                Ok(other) => debug!(?other, "ignoring message"),
+                Err(e) => {
+                    warn!("lost the coordinator ({e}); no further checkpoints");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn kill_self() -> ! {
+    // SAFETY: raising SIGKILL on ourselves.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL returned")
+}
+
+fn fixed_msg(s: &str) -> [u8; 512] {
+    let mut b = [0u8; 512];
+    let n = s.len().min(511);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    b
+}
+
+fn from_fixed(b: &[u8]) -> String {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+/// One checkpoint: `prepare → quiesce → write → commit → resume`.
+fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outcome {
+    let span = info_span!("checkpoint", rank = cfg.rank, generation);
+    let _g = span.enter();
+    let t0 = std::time::Instant::now();
+    let dir = CkptDir::new(&cfg.ckpt_dir);
+    let path = dir.image_path(generation, cfg.rank);
+    let (fd, pagemap_fd) = match prepare(&dir, generation, &path) {
+        Ok(x) => x,
+        Err(e) => {
+            fail(conn, generation, &e);
+            return Outcome::Continue;
+        }
+    };
+    let parked = match threads::quiesce(Duration::from_secs(30)) {
+        Ok(n) => n,
+        Err(e) => {
+            sys::close(fd);
+            sys::close(pagemap_fd);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            fail(conn, generation, &e);
+            return Outcome::Continue;
+        }
+    };
+    debug!(parked, elapsed = ?t0.elapsed(), "quiesced");
+    let written = match write_phase(cfg, generation, parked, fd, pagemap_fd) {
+        None => return restarted(cfg, parked),
+        Some(Ok(w)) => w,
+        Some(Err(e)) => {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            threads::resume(parked);
+            fail(conn, generation, &format!("writing {}: {e}", path.display()));
+            return Outcome::Continue;
+        }
+    };
+    info!(bytes = written.bytes, stored = written.stored, mapped = written.mapped, elapsed = ?t0.elapsed(), "image written");
+    let entry = ManifestEntry {
+        rank: cfg.rank,
+        host: procfs::hostname(),
+        pid: sys::getpid(),
+        file: mana_image::ckptdir::image_name(cfg.rank),
+        bytes: written.bytes,
+        header_checksum: written.header_checksum,
+    };
+    if let Err(e) = conn.send(&ToCoord::Written { generation, entry }) {
+        warn!("lost the coordinator while checkpointing: {e}");
+        threads::resume(parked);
+        return Outcome::Continue;
+    }
+    commit_phase(cfg, conn, &dir, generation, &path);
+    threads::resume(parked);
+    debug!(elapsed = ?t0.elapsed(), "resumed");
+    Outcome::Continue
+}
+
+fn fail(conn: &mut Connection, generation: u64, reason: &str) {
+    error!("checkpoint failed: {reason}");
+    let _ = conn.send(&ToCoord::CheckpointFailed {
+        generation,
+        reason: reason.to_string(),
+    });
+    // The coordinator answers with Resume{committed: false}.
+    let _ = conn.recv();
+}
+
+/// Creates the generation directory and opens the image and pagemap files.
+fn prepare(dir: &CkptDir, generation: u64, path: &std::path::Path) -> Result<(i32, i32), String> {
+    dir.create_gen_dir(generation).map_err(|e| e.to_string())?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is NUL-terminated.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return Err(format!("cannot create {}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    let pm = sys::open_readonly(c"/proc/self/pagemap").map_err(|e| {
+        sys::close(fd);
+        format!("cannot open /proc/self/pagemap (errno {e})")
+    })?;
+    Ok((fd, pm))
+}
+
+/// Saves this thread's context and writes the image. `None` means the process was
+/// restarted from that image (the call returned a second time).
+fn write_phase(cfg: &Config, generation: u64, parked: usize, fd: i32, pagemap_fd: i32) -> Option<Result<Written, String>> {
+    // SAFETY: only the checkpoint thread uses CKPT_SLOT and CALL.
+    let slot = unsafe { &mut *CKPT_SLOT.0.get() };
+    slot.capture_current();
+    // SAFETY: as above.
+    unsafe {
+        *CALL.0.get() = Some(WindowCall {
+            cfg,
+            generation,
+            parked,
+            fd,
+            pagemap_fd,
+            result: Err(fixed_msg("not run")),
+        })
+    };
+    if let Err(e) = alloc::begin_window() {
+        return Some(Err(format!("cannot map the write arena (errno {e})")));
+    }
+    // SAFETY: `slot.ctx` is static memory; `write_in_window` touches only statics and
+    // memory it allocates in the window.
+    let restarted = unsafe { save_and_call(&mut slot.ctx, write_in_window, core::ptr::null_mut()) };
+    if restarted {
+        return None;
+    }
+    alloc::end_window(&crate::ALLOC);
+    sys::close(fd);
+    sys::close(pagemap_fd);
+    // SAFETY: the window is closed; CALL holds plain data only.
+    let call = unsafe { (*CALL.0.get()).take() }.expect("window call");
+    Some(call.result.map_err(|b| from_fixed(&b)))
+}
+
+extern "C" fn write_in_window(_: *mut c_void) {
+    // SAFETY: set by write_phase just before; only this thread uses it.
+    let call = unsafe { (*CALL.0.get()).as_mut() }.expect("window call");
+    // SAFETY: `cfg` outlives the window (it is owned by the checkpoint thread's caller).
+    let cfg = unsafe { &*call.cfg };
+    call.result = build_and_write(cfg, call).map_err(|e| fixed_msg(&e));
+}
+
+fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
+    let pid = sys::getpid();
+    // SAFETY: CKPT_SLOT was filled by write_phase; its ctx by save_and_call.
+    let own = unsafe { *CKPT_SLOT.0.get() };
+    let mut thread_states = vec![own.to_image(pid)];
+    thread_states.extend(threads::parked_slots(call.parked).iter().map(|s| s.to_image(pid)));
+    let files = procfs::files(&[call.fd, call.pagemap_fd, CONN_FD.load(Ordering::Relaxed)])?;
+    let header = ImageHeader {
+        generation: call.generation,
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+        hostname: procfs::hostname(),
+        pid,
+        program: cfg.program.clone(),
+        created_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        cwd: procfs::cwd(),
+        umask: procfs::umask(),
+        regions: Vec::new(),
+        threads: thread_states,
+        files,
+        signals: procfs::signal_actions(),
+        mm: procfs::mm_layout()?,
+        vdso: None,
+        restart_mailbox: MAILBOX.0.get() as u64,
+    };
+    let here = 0u8;
+    let sp = &here as *const u8 as u64;
+    let mut job = Job {
+        fd: call.fd,
+        pagemap_fd: call.pagemap_fd,
+        header,
+        volatile: vec![(sp, sp + 1), (LIB_START.load(Ordering::Relaxed), LIB_END.load(Ordering::Relaxed))],
+    };
+    write::write_image(&mut job)
+}
+
+/// Waits for the coordinator's verdict; the leader writes the MANIFEST and LATEST.
+fn commit_phase(cfg: &Config, conn: &mut Connection, dir: &CkptDir, generation: u64, path: &std::path::Path) {
+    loop {
+        match conn.recv() {
+            Ok(FromCoord::Commit { manifest }) => {
+                let reply = match dir.commit(&manifest) {
+                    Ok(d) => ToCoord::CommitDone {
+                        generation,
+                        dir: d.display().to_string(),
+                    },
+                    Err(e) => ToCoord::CommitFailed {
+                        generation,
+                        reason: e.to_string(),
+                    },
+                };
+                if conn.send(&reply).is_err() {
+                    return;
+                }
+            }
+            Ok(FromCoord::Resume { committed, exit, .. }) => {
+                if committed {
+                    info!("generation committed");
+                } else {
+                    warn!("checkpoint aborted by the coordinator; removing {}", path.display());
+                    let _ = std::fs::remove_file(path);
+                    let _ = std::fs::remove_dir(dir.gen_dir(generation));
+                }
+                if exit {
+                    info!("exiting after the checkpoint, as requested");
+                    // SAFETY: _exit ends the process without running the application's
+                    // atexit handlers or flushing its stdio (the image has those buffers).
+                    unsafe { libc::_exit(0) };
+                }
+                let _ = cfg;
+                return;
+            }
+            Ok(FromCoord::Kill) => kill_self(),
+            Ok(other) => debug!(?other, "ignoring message during commit"),
+            Err(e) => {
+                warn!("lost the coordinator during commit: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// The write phase returned a second time: this is the restored process.
+fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
+    alloc::forget_window();
+    // SAFETY: written by the restarter before it resumed the threads.
+    let mb = unsafe { &*MAILBOX.0.get() };
+    if mb.magic == MAILBOX_MAGIC {
+        cfg.status_file = PathBuf::from(from_fixed(&mb.status_file));
+        cfg.ckpt_dir = PathBuf::from(from_fixed(&mb.ckpt_dir));
+        cfg.last_generation = mb.generation;
+    }
+    threads::wait_arrived(parked);
+    if mb.magic == MAILBOX_MAGIC && mb.restorer_len != 0 {
+        // SAFETY: the restorer's area; every restored thread has left it (wait_arrived).
+        unsafe { sys::unmap(mb.restorer_start as *mut u8, mb.restorer_len as usize) };
+    }
+    // SAFETY: only this thread reads it; cleared so a stale mailbox is never reused.
+    unsafe { (*MAILBOX.0.get()).magic = 0 };
+    info!(generation = cfg.last_generation, parked, "restarted");
+    threads::resume(parked);
+    Outcome::Restarted
+}
