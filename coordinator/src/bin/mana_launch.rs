@@ -128,6 +128,9 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
         ("LD_PRELOAD", preload),
         (status::STATUS_FILE_ENV, status_file.into_os_string()),
         ("MANA_CKPT_DIR", ckpt_dir.into_os_string()),
+        // The runtime activates only in this process (same pid after execve), not in
+        // children that inherit LD_PRELOAD.
+        ("MANA_LAUNCH_PID", std::process::id().to_string().into()),
     ];
     if let Some(i) = cli.interval {
         ours.push(("MANA_INTERVAL", i.to_string().into()));

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine (as root) to build and test MANA-rs, then builds the
+# workspace. Idempotent: installs only what is missing, runs `apt-get update` only when
+# something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The C toolchain the tests compile their programs with (libc6-dev brings libc.a for the
+# static-binary refusal test), and mount/umount for the full-disk test.
+packages=(gcc libc6-dev make pkg-config util-linux mount)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing packages ${missing[*]}; run as root (or install them) first" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Rust comes with the machine (rustup); make sure this shell finds it.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found: install a Rust toolchain (rustup, with rustfmt and clippy) first" >&2
+    exit 1
+fi
+
+cargo build --release --workspace

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything CI checks: formatting, lints, and every test of the workspace (unit tests and
+# the end-to-end checkpoint/restart tests of tests/). The end-to-end tests use the
+# binaries `cargo build --release --workspace` (run by setup.sh) put in target/release/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+if ! command -v cargo >/dev/null; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+# Two test threads: the machine has 2 cores and the heavy tests move 256 MiB each.
+cargo test --workspace --release -- --test-threads=2
