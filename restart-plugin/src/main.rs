@@ -305,6 +305,14 @@ fn reexec(attempt: u32) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // A layout without randomization would collide again: turn it back on for the retry.
+    // SAFETY: querying and setting this process's personality flags.
+    unsafe {
+        let cur = libc::personality(0xffff_ffff);
+        if cur != -1 && cur & libc::ADDR_NO_RANDOMIZE != 0 {
+            libc::personality((cur & !libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
+        }
+    }
     let err = std::process::Command::new(exe).args(args).env(ATTEMPT_ENV, attempt.to_string()).exec();
     Err(format!("cannot re-execute the restarter: {err}"))
 }
