@@ -48,11 +48,17 @@ int main(int argc, char **argv) {
 
 fn arg(name: &str) -> Option<String> {
     let a: Vec<String> = std::env::args().collect();
-    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
 }
 
 fn bin_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn now_mono() -> f64 {
@@ -129,7 +135,11 @@ struct Run {
 }
 
 fn spawn(cmd: &mut Command) -> (Child, ChildStdin, BufReader<ChildStdout>) {
-    let mut c = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let i = c.stdin.take().unwrap();
     let o = BufReader::new(c.stdout.take().unwrap());
     (c, i, o)
@@ -151,9 +161,18 @@ fn one(dir: &Path, prog: &Path, status: &Path, touched: u64, untouched: u64) -> 
     );
     wait_line(&mut out, "ready");
     let t = Instant::now();
-    let st = Command::new(b.join("mana_status")).arg("--status-file").arg(status).arg("--checkpoint").output().unwrap();
+    let st = Command::new(b.join("mana_status"))
+        .arg("--status-file")
+        .arg(status)
+        .arg("--checkpoint")
+        .output()
+        .unwrap();
     let ckpt_s = t.elapsed().as_secs_f64();
-    assert!(st.status.success(), "checkpoint failed: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "checkpoint failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let gen_dir = PathBuf::from(String::from_utf8_lossy(&st.stdout).trim().to_string());
     let image = gen_dir.join("rank-00000.mana");
     let image_bytes = std::fs::metadata(&image).unwrap().len();
@@ -161,8 +180,12 @@ fn one(dir: &Path, prog: &Path, status: &Path, touched: u64, untouched: u64) -> 
     child.wait().unwrap();
     drop_cache(&image);
     let t0 = now_mono();
-    let (mut child, mut stdin, mut out) =
-        spawn(Command::new(b.join("mana_restart")).arg("--status-file").arg(status).arg(&ckpt));
+    let (mut child, mut stdin, mut out) = spawn(
+        Command::new(b.join("mana_restart"))
+            .arg("--status-file")
+            .arg(status)
+            .arg(&ckpt),
+    );
     stdin.write_all(b"x").unwrap();
     stdin.flush().unwrap();
     let line = wait_line(&mut out, "resumed");
@@ -191,11 +214,20 @@ fn main() {
     let src = dir.join("bench_prog.c");
     std::fs::write(&src, PROGRAM).unwrap();
     let prog = dir.join("bench_prog");
-    let cc = Command::new("gcc").args(["-O2", "-o"]).arg(&prog).arg(&src).status().unwrap();
+    let cc = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&prog)
+        .arg(&src)
+        .status()
+        .unwrap();
     assert!(cc.success(), "gcc failed");
 
     let status = dir.join("bench.rc");
-    let _ = Command::new(bin_dir().join("mana_status")).arg("--status-file").arg(&status).arg("--quit").output();
+    let _ = Command::new(bin_dir().join("mana_status"))
+        .arg("--status-file")
+        .arg(&status)
+        .arg("--quit")
+        .output();
     let st = Command::new(bin_dir().join("mana_coordinator"))
         .args(["--daemon", "--port", "0", "--status-file"])
         .arg(&status)
@@ -203,9 +235,16 @@ fn main() {
         .unwrap();
     assert!(st.success(), "cannot start the coordinator");
 
-    println!("MANA-rs checkpoint/restart benchmark ({gib} GiB touched + 1 GiB untouched, dir {})", dir.display());
+    println!(
+        "MANA-rs checkpoint/restart benchmark ({gib} GiB touched + 1 GiB untouched, dir {})",
+        dir.display()
+    );
     let (w, r) = disk_bandwidth(&dir, touched);
-    println!("disk: sequential write+fsync {:.0} MiB/s, cold read {:.0} MiB/s", w / 1048576.0, r / 1048576.0);
+    println!(
+        "disk: sequential write+fsync {:.0} MiB/s, cold read {:.0} MiB/s",
+        w / 1048576.0,
+        r / 1048576.0
+    );
 
     let big = one(&dir, &prog, &status, touched, untouched);
     let ckpt_bw = big.image_bytes as f64 / big.ckpt_s;
@@ -237,5 +276,9 @@ fn main() {
         tiny.restart_touched_s,
         tiny.image_bytes as f64 / 1048576.0
     );
-    let _ = Command::new(bin_dir().join("mana_status")).arg("--status-file").arg(&status).arg("--quit").output();
+    let _ = Command::new(bin_dir().join("mana_status"))
+        .arg("--status-file")
+        .arg(&status)
+        .arg("--quit")
+        .output();
 }

@@ -122,7 +122,8 @@ impl CkptDir {
 
     /// The newest committed generation; an error if there is none.
     pub fn require_latest(&self) -> Result<u64, CkptDirError> {
-        self.latest()?.ok_or_else(|| CkptDirError::NoCommitted(self.root.clone()))
+        self.latest()?
+            .ok_or_else(|| CkptDirError::NoCommitted(self.root.clone()))
     }
 
     pub fn read_manifest(&self, generation: u64) -> Result<Manifest, CkptDirError> {
@@ -135,7 +136,10 @@ impl CkptDir {
         if m.generation != generation {
             return Err(CkptDirError::BadManifest {
                 path: p,
-                msg: format!("describes generation {}, expected {generation}", m.generation),
+                msg: format!(
+                    "describes generation {}, expected {generation}",
+                    m.generation
+                ),
             });
         }
         Ok(m)
@@ -157,7 +161,10 @@ impl CkptDir {
         write_synced(&mpath, text.as_bytes())?;
         sync_dir(&gdir)?;
         let tmp = self.root.join("LATEST.tmp");
-        write_synced(&tmp, format!("{}\n", gen_name(manifest.generation)).as_bytes())?;
+        write_synced(
+            &tmp,
+            format!("{}\n", gen_name(manifest.generation)).as_bytes(),
+        )?;
         let latest = self.latest_path();
         fs::rename(&tmp, &latest).map_err(io(&latest))?;
         sync_dir(&self.root)?;
@@ -191,11 +198,17 @@ mod tests {
     fn commit_moves_latest_only_when_asked() {
         let root = std::env::temp_dir().join(format!("mana-ckptdir-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
-        assert!(matches!(CkptDir::new(&root).latest(), Err(CkptDirError::Missing(_))));
+        assert!(matches!(
+            CkptDir::new(&root).latest(),
+            Err(CkptDirError::Missing(_))
+        ));
         fs::create_dir_all(&root).unwrap();
         let d = CkptDir::new(&root);
         assert_eq!(d.latest().unwrap(), None);
-        assert!(matches!(d.require_latest(), Err(CkptDirError::NoCommitted(_))));
+        assert!(matches!(
+            d.require_latest(),
+            Err(CkptDirError::NoCommitted(_))
+        ));
         d.create_gen_dir(1).unwrap();
         let m = Manifest {
             generation: 1,

@@ -149,9 +149,21 @@ impl Region {
     }
     pub fn prot_string(&self) -> String {
         let mut s = String::with_capacity(4);
-        s.push(if self.prot & prot::READ != 0 { 'r' } else { '-' });
-        s.push(if self.prot & prot::WRITE != 0 { 'w' } else { '-' });
-        s.push(if self.prot & prot::EXEC != 0 { 'x' } else { '-' });
+        s.push(if self.prot & prot::READ != 0 {
+            'r'
+        } else {
+            '-'
+        });
+        s.push(if self.prot & prot::WRITE != 0 {
+            'w'
+        } else {
+            '-'
+        });
+        s.push(if self.prot & prot::EXEC != 0 {
+            'x'
+        } else {
+            '-'
+        });
         s.push(match self.kind {
             RegionKind::SharedAnon | RegionKind::FileShared(_) => 's',
             _ => 'p',
@@ -342,7 +354,10 @@ impl Preamble {
         if b.len() < PREAMBLE_LEN {
             return Err(ImageError::Truncated {
                 path: path.into(),
-                what: format!("{} bytes, shorter than the {PREAMBLE_LEN}-byte preamble", b.len()),
+                what: format!(
+                    "{} bytes, shorter than the {PREAMBLE_LEN}-byte preamble",
+                    b.len()
+                ),
             });
         }
         if b[0..8] != MAGIC {
@@ -420,16 +435,25 @@ impl ImageReader {
         for r in &header.regions {
             for e in &r.extents {
                 let end = e.file_offset + e.pages * PAGE_SIZE;
-                if end > p.header_offset || e.file_offset < DATA_START || e.file_offset % PAGE_SIZE != 0 {
+                if end > p.header_offset
+                    || e.file_offset < DATA_START
+                    || e.file_offset % PAGE_SIZE != 0
+                {
                     return Err(ImageError::Decode {
                         path: path.into(),
-                        msg: format!("extent of region {:#x}-{:#x} points outside the data area", r.start, r.end),
+                        msg: format!(
+                            "extent of region {:#x}-{:#x} points outside the data area",
+                            r.start, r.end
+                        ),
                     });
                 }
                 if e.first_page + e.pages > r.len() / PAGE_SIZE {
                     return Err(ImageError::Decode {
                         path: path.into(),
-                        msg: format!("extent of region {:#x}-{:#x} is larger than the region", r.start, r.end),
+                        msg: format!(
+                            "extent of region {:#x}-{:#x} is larger than the region",
+                            r.start, r.end
+                        ),
                     });
                 }
             }
@@ -451,7 +475,8 @@ impl ImageReader {
             let off = (e.first_page * PAGE_SIZE) as usize;
             let len = (e.pages * PAGE_SIZE) as usize;
             let buf = &mut dest[off..off + len];
-            let n = read_full_at(&self.file, buf, e.file_offset).map_err(|err| ImageError::io(&self.path, err))?;
+            let n = read_full_at(&self.file, buf, e.file_offset)
+                .map_err(|err| ImageError::io(&self.path, err))?;
             if n < len {
                 return Err(ImageError::Truncated {
                     path: self.path.clone(),
@@ -482,7 +507,8 @@ impl ImageReader {
                 let mut off = e.file_offset;
                 while left > 0 {
                     let chunk = left.min(buf.len() as u64) as usize;
-                    let n = read_full_at(&self.file, &mut buf[..chunk], off).map_err(|err| ImageError::io(&self.path, err))?;
+                    let n = read_full_at(&self.file, &mut buf[..chunk], off)
+                        .map_err(|err| ImageError::io(&self.path, err))?;
                     if n < chunk {
                         return Err(ImageError::Truncated {
                             path: self.path.clone(),
@@ -525,36 +551,6 @@ pub fn read_full_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<u
     Ok(done)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preamble_round_trip_and_corruption() {
-        let p = Preamble {
-            version: FORMAT_VERSION,
-            machine: EM_X86_64,
-            header_offset: 8192,
-            header_len: 100,
-            header_checksum: 42,
-        };
-        let b = p.encode();
-        let path = Path::new("x");
-        assert_eq!(Preamble::decode(path, &b).unwrap(), p);
-        let mut bad = b;
-        bad[20] ^= 1;
-        assert!(matches!(Preamble::decode(path, &bad), Err(ImageError::PreambleChecksum { .. })));
-        let mut bad = b;
-        bad[0] = b'X';
-        assert!(matches!(Preamble::decode(path, &bad), Err(ImageError::BadMagic { .. })));
-        let v2 = Preamble { version: 2, ..p }.encode();
-        assert!(matches!(Preamble::decode(path, &v2), Err(ImageError::Version { found: 2, .. })));
-        let arm = Preamble { machine: 183, ..p }.encode();
-        assert!(matches!(Preamble::decode(path, &arm), Err(ImageError::Arch { found: 183, .. })));
-        assert!(matches!(Preamble::decode(path, &b[..10]), Err(ImageError::Truncated { .. })));
-    }
-}
-
 /// Restart parameters the restarter writes into the restored runtime (at
 /// [`ImageHeader::restart_mailbox`]) before resuming its threads. Plain `repr(C)` data:
 /// this is an ABI between `mana_restart` and `libmana`, not part of the file format.
@@ -574,3 +570,48 @@ pub struct RestartMailbox {
 }
 
 pub const MAILBOX_MAGIC: u64 = 0x4d41_4e41_5245_5354; // "MANAREST"
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_round_trip_and_corruption() {
+        let p = Preamble {
+            version: FORMAT_VERSION,
+            machine: EM_X86_64,
+            header_offset: 8192,
+            header_len: 100,
+            header_checksum: 42,
+        };
+        let b = p.encode();
+        let path = Path::new("x");
+        assert_eq!(Preamble::decode(path, &b).unwrap(), p);
+        let mut bad = b;
+        bad[20] ^= 1;
+        assert!(matches!(
+            Preamble::decode(path, &bad),
+            Err(ImageError::PreambleChecksum { .. })
+        ));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(matches!(
+            Preamble::decode(path, &bad),
+            Err(ImageError::BadMagic { .. })
+        ));
+        let v2 = Preamble { version: 2, ..p }.encode();
+        assert!(matches!(
+            Preamble::decode(path, &v2),
+            Err(ImageError::Version { found: 2, .. })
+        ));
+        let arm = Preamble { machine: 183, ..p }.encode();
+        assert!(matches!(
+            Preamble::decode(path, &arm),
+            Err(ImageError::Arch { found: 183, .. })
+        ));
+        assert!(matches!(
+            Preamble::decode(path, &b[..10]),
+            Err(ImageError::Truncated { .. })
+        ));
+    }
+}

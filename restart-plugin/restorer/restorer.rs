@@ -84,17 +84,41 @@ unsafe fn become_thread(t: &PlanThread) -> ! {
     // SAFETY (whole block): plain syscalls on values recorded at checkpoint time.
     unsafe {
         if t.robust_head != 0 {
-            sys6(SYS_SET_ROBUST_LIST, t.robust_head as usize, t.robust_len as usize, 0, 0, 0, 0);
+            sys6(
+                SYS_SET_ROBUST_LIST,
+                t.robust_head as usize,
+                t.robust_len as usize,
+                0,
+                0,
+                0,
+                0,
+            );
         }
         if t.rseq_addr != 0 {
-            sys6(SYS_RSEQ, t.rseq_addr as usize, t.rseq_len as usize, 0, t.rseq_sig as usize, 0, 0);
+            sys6(
+                SYS_RSEQ,
+                t.rseq_addr as usize,
+                t.rseq_len as usize,
+                0,
+                t.rseq_sig as usize,
+                0,
+                0,
+            );
         }
         if t.alt_flags & SS_DISABLE == 0 {
             let ss: [u64; 3] = [t.alt_sp, t.alt_flags as u64, t.alt_size];
             sys6(SYS_SIGALTSTACK, ss.as_ptr() as usize, 0, 0, 0, 0, 0);
         }
         let mask = t.sigmask;
-        sys6(SYS_RT_SIGPROCMASK, 2, &mask as *const u64 as usize, 0, 8, 0, 0);
+        sys6(
+            SYS_RT_SIGPROCMASK,
+            2,
+            &mask as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        );
         jump_to_context(&t.ctx)
     }
 }
@@ -178,8 +202,15 @@ pub unsafe extern "C" fn mana_restorer_main(plan: *const Plan) -> ! {
             sys6(SYS_MUNMAP, r.start as usize, r.len as usize, 0, 0, 0, 0);
         }
         for m in &p.vdso_moves[..p.n_vdso_moves as usize] {
-            let r = sys6(SYS_MREMAP, m.src as usize, m.len as usize, m.len as usize,
-                         MREMAP_MAYMOVE | MREMAP_FIXED, m.dst as usize, 0);
+            let r = sys6(
+                SYS_MREMAP,
+                m.src as usize,
+                m.len as usize,
+                m.len as usize,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                m.dst as usize,
+                0,
+            );
             if r as u64 != m.dst {
                 die(b"cannot move [vvar]/[vdso] to their saved address");
             }
@@ -187,11 +218,27 @@ pub unsafe extern "C" fn mana_restorer_main(plan: *const Plan) -> ! {
         if p.set_mm != 0 {
             let mut mm = p.mm;
             let size = core::mem::size_of::<PrctlMmMap>();
-            let mut r = sys6(SYS_PRCTL, PR_SET_MM, PR_SET_MM_MAP, &mm as *const PrctlMmMap as usize, size, 0, 0);
+            let mut r = sys6(
+                SYS_PRCTL,
+                PR_SET_MM,
+                PR_SET_MM_MAP,
+                &mm as *const PrctlMmMap as usize,
+                size,
+                0,
+                0,
+            );
             if r != 0 {
                 mm.auxv = 0;
                 mm.auxv_size = 0;
-                r = sys6(SYS_PRCTL, PR_SET_MM, PR_SET_MM_MAP, &mm as *const PrctlMmMap as usize, size, 0, 0);
+                r = sys6(
+                    SYS_PRCTL,
+                    PR_SET_MM,
+                    PR_SET_MM_MAP,
+                    &mm as *const PrctlMmMap as usize,
+                    size,
+                    0,
+                    0,
+                );
             }
             if r != 0 {
                 write_err(b"mana_restart: warning: prctl(PR_SET_MM_MAP) failed; brk and /proc/PID/cmdline keep the restarter's values\n");
@@ -199,7 +246,15 @@ pub unsafe extern "C" fn mana_restorer_main(plan: *const Plan) -> ! {
         }
         for s in &p.sigs[..p.n_sigs as usize] {
             let act: [u64; 4] = [s.handler, s.flags, s.restorer, s.mask];
-            sys6(SYS_RT_SIGACTION, s.signo as usize, act.as_ptr() as usize, 0, 8, 0, 0);
+            sys6(
+                SYS_RT_SIGACTION,
+                s.signo as usize,
+                act.as_ptr() as usize,
+                0,
+                8,
+                0,
+                0,
+            );
         }
         let mut next: u64 = 0;
         for &fd in &p.keep_fds[..p.n_keep_fds as usize] {
@@ -221,9 +276,25 @@ pub unsafe extern "C" fn mana_restorer_main(plan: *const Plan) -> ! {
         let tid = sys6(SYS_GETTID, 0, 0, 0, 0, 0, 0) as i32;
         if main.tid_address != 0 {
             core::ptr::write_volatile(main.tid_address as *mut i32, tid);
-            sys6(SYS_SET_TID_ADDRESS, main.tid_address as usize, 0, 0, 0, 0, 0);
+            sys6(
+                SYS_SET_TID_ADDRESS,
+                main.tid_address as usize,
+                0,
+                0,
+                0,
+                0,
+                0,
+            );
         }
-        sys6(SYS_ARCH_PRCTL, ARCH_SET_FS, main.fs_base as usize, 0, 0, 0, 0);
+        sys6(
+            SYS_ARCH_PRCTL,
+            ARCH_SET_FS,
+            main.fs_base as usize,
+            0,
+            0,
+            0,
+            0,
+        );
         become_thread(main)
     }
 }
@@ -245,7 +316,9 @@ unsafe fn close_range(first: u64, last: u64) {
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: rep movsb with caller-guaranteed valid ranges.
-    unsafe { asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack)) };
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack))
+    };
     dst
 }
 
@@ -266,7 +339,9 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     // SAFETY: rep stosb with a caller-guaranteed valid range.
-    unsafe { asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack)) };
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack))
+    };
     dst
 }
 
@@ -275,7 +350,12 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let mut i = 0;
     while i < n {
         // SAFETY: caller-guaranteed valid ranges.
-        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        let (x, y) = unsafe {
+            (
+                core::ptr::read_volatile(a.add(i)),
+                core::ptr::read_volatile(b.add(i)),
+            )
+        };
         if x != y {
             return x as i32 - y as i32;
         }

@@ -24,6 +24,11 @@ pub enum PluginError {
 
 /// Runs the restart plugin for this image. Non-MPI images: nothing to do.
 pub fn restart_plugin_hook(ctx: &mut PluginContext<'_>) -> Result<(), PluginError> {
-    tracing::debug!(rank = ctx.rank, world_size = ctx.world_size, regions = ctx.header.regions.len(), "restart plugin hook: no lower half for a non-MPI image");
+    tracing::debug!(
+        rank = ctx.rank,
+        world_size = ctx.world_size,
+        regions = ctx.header.regions.len(),
+        "restart plugin hook: no lower half for a non-MPI image"
+    );
     Ok(())
 }

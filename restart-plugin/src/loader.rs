@@ -29,7 +29,8 @@ fn align_up(v: u64) -> u64 {
 
 impl Restorer {
     pub fn load(nthreads: usize) -> Result<Restorer, String> {
-        let elf = Elf::parse(RESTORER_ELF).map_err(|e| format!("embedded restorer is not ELF: {e}"))?;
+        let elf =
+            Elf::parse(RESTORER_ELF).map_err(|e| format!("embedded restorer is not ELF: {e}"))?;
         let span = align_up(
             elf.program_headers
                 .iter()
@@ -50,13 +51,20 @@ impl Restorer {
         }
         for r in elf.dynrelas.iter() {
             if r.r_type != R_X86_64_RELATIVE {
-                return Err(format!("embedded restorer has an unsupported relocation type {}", r.r_type));
+                return Err(format!(
+                    "embedded restorer has an unsupported relocation type {}",
+                    r.r_type
+                ));
             }
             let v = base.wrapping_add(r.r_addend.unwrap_or(0) as u64);
             let at = r.r_offset as usize;
             area[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
-        for p in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD && p.is_executable()) {
+        for p in elf
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD && p.is_executable())
+        {
             let start = p.p_vaddr & !(PAGE - 1);
             let end = align_up(p.p_vaddr + p.p_memsz);
             // SAFETY: a range of the area we own; code pages become read+execute.

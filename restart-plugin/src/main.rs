@@ -15,7 +15,9 @@ mod plan;
 mod sys;
 
 use clap::Parser;
-use mana_image::{CkptDir, ImageHeader, ImageReader, Region, RegionKind, RestartMailbox, MAILBOX_MAGIC, PAGE_SIZE};
+use mana_image::{
+    CkptDir, ImageHeader, ImageReader, Region, RegionKind, RestartMailbox, MAILBOX_MAGIC, PAGE_SIZE,
+};
 use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -59,7 +61,9 @@ fn main() {
 /// The rank of this process from the launcher's environment (0 without a launcher).
 fn launcher_rank() -> Result<u32, String> {
     match mana_coordinator::launcher_rank_var() {
-        Some((var, v)) => v.parse().map_err(|_| format!("{var}={v} is not a rank number")),
+        Some((var, v)) => v
+            .parse()
+            .map_err(|_| format!("{var}={v} is not a rank number")),
         None => Ok(0),
     }
 }
@@ -75,13 +79,17 @@ fn restart(args: Args) -> Result<(), String> {
     let generation = ckpt.require_latest().map_err(|e| e.to_string())?;
     let manifest = ckpt.read_manifest(generation).map_err(|e| e.to_string())?;
     let rank = launcher_rank()?;
-    let entry = manifest.images.iter().find(|e| e.rank == rank).ok_or_else(|| {
-        format!(
+    let entry = manifest
+        .images
+        .iter()
+        .find(|e| e.rank == rank)
+        .ok_or_else(|| {
+            format!(
             "{}: generation {generation} has no image for rank {rank} (it holds {} process(es))",
             ckpt.gen_dir(generation).display(),
             manifest.images.len()
         )
-    })?;
+        })?;
     let image_path = ckpt.gen_dir(generation).join(&entry.file);
 
     // verify
@@ -97,8 +105,9 @@ fn restart(args: Args) -> Result<(), String> {
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
     let vdso_moves = plan_vdso(h)?;
     validate_threads(h)?;
-    let status_file = mana_coordinator::ensure_coordinator(args.status_file.as_deref(), None, "mana_restart")
-        .map_err(|e| e.to_string())?;
+    let status_file =
+        mana_coordinator::ensure_coordinator(args.status_file.as_deref(), None, "mana_restart")
+            .map_err(|e| e.to_string())?;
 
     // reserve: every range of the image is mapped with its contents, which also keeps
     // anything else from landing there.
@@ -107,8 +116,15 @@ fn restart(args: Args) -> Result<(), String> {
         restore_region(&reader, i, r)?;
     }
     for m in &vdso_moves.placeholders {
-        sys::map_fixed(m.0, m.1, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
-            .map_err(|e| format!("cannot reserve {:#x}-{:#x} for [vdso]: {e}", m.0, m.0 + m.1))?;
+        sys::map_fixed(
+            m.0,
+            m.1,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+        .map_err(|e| format!("cannot reserve {:#x}-{:#x} for [vdso]: {e}", m.0, m.0 + m.1))?;
     }
 
     // plugin
@@ -137,7 +153,10 @@ fn restart(args: Args) -> Result<(), String> {
     let mut maps_buf = vec![0u8; 1 << 20];
     let n = read_maps(&mut maps_buf)?;
     for_each_unmap(&maps_buf[..n], &keep, |s, e, name| {
-        debug!("restarter mapping {s:#x}-{e:#x} {}", String::from_utf8_lossy(name));
+        debug!(
+            "restarter mapping {s:#x}-{e:#x} {}",
+            String::from_utf8_lossy(name)
+        );
     });
     debug!(
         "restarter mapping {:#x}-{:#x} [final stage]",
@@ -157,14 +176,20 @@ fn restart(args: Args) -> Result<(), String> {
     for_each_unmap(&maps_buf[..n], &keep, |s, e, _| {
         let i = plan.n_unmap as usize;
         if i < plan::MAX_UNMAP {
-            plan.unmap[i] = plan::Range { start: s, len: e - s };
+            plan.unmap[i] = plan::Range {
+                start: s,
+                len: e - s,
+            };
             plan.n_unmap += 1;
         } else {
             overflow = true;
         }
     });
     if overflow {
-        return Err(format!("the restarter has more than {} mappings", plan::MAX_UNMAP));
+        return Err(format!(
+            "the restarter has more than {} mappings",
+            plan::MAX_UNMAP
+        ));
     }
     // SAFETY: the plan is complete; nothing of the first stage is used afterwards.
     unsafe { restorer.enter() }
@@ -172,7 +197,8 @@ fn restart(args: Args) -> Result<(), String> {
 
 fn header_bytes_for_manifest(reader: &ImageReader) -> Result<Vec<u8>, String> {
     let mut pre = [0u8; mana_image::PREAMBLE_LEN];
-    mana_image::read_full_at(&reader.file, &mut pre, 0).map_err(|e| format!("{}: {e}", reader.path.display()))?;
+    mana_image::read_full_at(&reader.file, &mut pre, 0)
+        .map_err(|e| format!("{}: {e}", reader.path.display()))?;
     let p = mana_image::Preamble::decode(&reader.path, &pre).map_err(|e| e.to_string())?;
     let mut hb = vec![0u8; p.header_len as usize];
     mana_image::read_full_at(&reader.file, &mut hb, p.header_offset)
@@ -185,7 +211,11 @@ fn validate_threads(h: &ImageHeader) -> Result<(), String> {
         return Err("image has no threads".into());
     }
     if h.threads.len() > plan::MAX_THREADS {
-        return Err(format!("image has {} threads; at most {} are supported", h.threads.len(), plan::MAX_THREADS));
+        return Err(format!(
+            "image has {} threads; at most {} are supported",
+            h.threads.len(),
+            plan::MAX_THREADS
+        ));
     }
     Ok(())
 }
@@ -201,14 +231,19 @@ struct VdsoPlan {
 }
 
 fn own_maps() -> Result<Vec<(u64, u64, String)>, String> {
-    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let text =
+        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
     Ok(text
         .lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
             let (s, e) = it.next()?.split_once('-')?;
             let name = it.nth(4).unwrap_or("").to_string();
-            Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?, name))
+            Some((
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+                name,
+            ))
         })
         .collect())
 }
@@ -226,7 +261,10 @@ fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
         target: None,
     };
     let Some(saved) = &h.vdso else { return Ok(vp) };
-    let vdso = own.iter().find(|m| m.2 == "[vdso]").ok_or("this process has no [vdso]")?;
+    let vdso = own
+        .iter()
+        .find(|m| m.2 == "[vdso]")
+        .ok_or("this process has no [vdso]")?;
     let start = own.iter().map(|m| m.0).min().unwrap_or(0);
     let end = own.iter().map(|m| m.1).max().unwrap_or(0);
     // SAFETY: our own [vdso] is mapped readable.
@@ -246,7 +284,10 @@ fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
     }
     let overlap = start < saved.block_end && saved.block_start < end;
     let tmp = if overlap {
-        Some(sys::map_anywhere(end - start, libc::PROT_NONE).map_err(|e| format!("cannot map a temporary vdso area: {e}"))?)
+        Some(
+            sys::map_anywhere(end - start, libc::PROT_NONE)
+                .map_err(|e| format!("cannot map a temporary vdso area: {e}"))?,
+        )
     } else {
         None
     };
@@ -255,7 +296,11 @@ fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
         let dst = saved.block_start + (m.0 - start);
         match tmp {
             Some(t) => {
-                vp.moves.push(plan::VdsoMove { src: m.0, dst: t + (m.0 - start), len });
+                vp.moves.push(plan::VdsoMove {
+                    src: m.0,
+                    dst: t + (m.0 - start),
+                    len,
+                });
             }
             None => vp.moves.push(plan::VdsoMove { src: m.0, dst, len }),
         }
@@ -270,7 +315,8 @@ fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
         }
         vp.own.push((t, t + (end - start)));
     } else {
-        vp.placeholders.push((saved.block_start, saved.block_end - saved.block_start));
+        vp.placeholders
+            .push((saved.block_start, saved.block_end - saved.block_start));
     }
     Ok(vp)
 }
@@ -278,7 +324,11 @@ fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
 /// Re-executes the restarter if any of its own mappings lies where the image needs memory.
 fn avoid_collisions(h: &ImageHeader, vp: &VdsoPlan) -> Result<(), String> {
     let maps = own_maps()?;
-    let mut needed: Vec<(u64, u64, String)> = h.regions.iter().map(|r| (r.start, r.end, r.name.clone())).collect();
+    let mut needed: Vec<(u64, u64, String)> = h
+        .regions
+        .iter()
+        .map(|r| (r.start, r.end, r.name.clone()))
+        .collect();
     if let Some((s, e)) = vp.target {
         if vp.placeholders.iter().any(|p| p.0 == s) {
             needed.push((s, e, "[vdso]".into()));
@@ -289,7 +339,10 @@ fn avoid_collisions(h: &ImageHeader, vp: &VdsoPlan) -> Result<(), String> {
             if mname == "[vsyscall]" || !(ms < ne && ns < me) {
                 continue;
             }
-            let attempt: u32 = std::env::var(ATTEMPT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let attempt: u32 = std::env::var(ATTEMPT_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let what = format!("image region {ns:#x}-{ne:#x} {nname} collides with the restarter's mapping {ms:#x}-{me:#x} {mname}");
             if attempt + 1 >= MAX_ATTEMPTS {
                 return Err(format!("{what} (still after {MAX_ATTEMPTS} attempts; is address space randomization off?)"));
@@ -313,7 +366,10 @@ fn reexec(attempt: u32) -> Result<(), String> {
             libc::personality((cur & !libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
         }
     }
-    let err = std::process::Command::new(exe).args(args).env(ATTEMPT_ENV, attempt.to_string()).exec();
+    let err = std::process::Command::new(exe)
+        .args(args)
+        .env(ATTEMPT_ENV, attempt.to_string())
+        .exec();
     Err(format!("cannot re-execute the restarter: {err}"))
 }
 
@@ -330,14 +386,29 @@ fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), 
     let len = r.len();
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    let collide = |e: std::io::Error| format!("cannot reserve {:#x}-{:#x} ({}) for the image: {e}", r.start, r.end, r.name);
+    let collide = |e: std::io::Error| {
+        format!(
+            "cannot reserve {:#x}-{:#x} ({}) for the image: {e}",
+            r.start, r.end, r.name
+        )
+    };
     let mut file_holder = None;
     match &r.kind {
-        RegionKind::Anon | RegionKind::Heap => sys::map_fixed(r.start, len, rw, anon, -1, 0).map_err(collide)?,
-        RegionKind::Stack => sys::map_fixed(r.start, len, rw, anon | libc::MAP_GROWSDOWN, -1, 0).map_err(collide)?,
-        RegionKind::SharedAnon => {
-            sys::map_fixed(r.start, len, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).map_err(collide)?
+        RegionKind::Anon | RegionKind::Heap => {
+            sys::map_fixed(r.start, len, rw, anon, -1, 0).map_err(collide)?
         }
+        RegionKind::Stack => {
+            sys::map_fixed(r.start, len, rw, anon | libc::MAP_GROWSDOWN, -1, 0).map_err(collide)?
+        }
+        RegionKind::SharedAnon => sys::map_fixed(
+            r.start,
+            len,
+            rw,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .map_err(collide)?,
         RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
             let shared = matches!(r.kind, RegionKind::FileShared(_));
             let writable = shared && r.prot & mana_image::prot::WRITE != 0;
@@ -345,7 +416,12 @@ fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), 
                 .read(true)
                 .write(writable)
                 .open(&id.path)
-                .map_err(|e| format!("{}: {e} (mapped at {:#x} by the checkpointed process)", id.path, r.start))?;
+                .map_err(|e| {
+                    format!(
+                        "{}: {e} (mapped at {:#x} by the checkpointed process)",
+                        id.path, r.start
+                    )
+                })?;
             let md = f.metadata().map_err(|e| format!("{}: {e}", id.path))?;
             use std::os::unix::fs::MetadataExt;
             let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
@@ -390,17 +466,32 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         // SAFETY: `c` is NUL-terminated; flags exclude O_CREAT/O_TRUNC/O_EXCL.
         let fd = unsafe { libc::open(c.as_ptr(), f.flags | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("cannot reopen {} as descriptor {}: {}", f.path, f.fd, std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot reopen {} as descriptor {}: {}",
+                f.path,
+                f.fd,
+                std::io::Error::last_os_error()
+            ));
         }
         // SAFETY: plain descriptor operations on descriptors we own.
         unsafe {
             if libc::lseek(fd, f.offset, libc::SEEK_SET) < 0 {
-                return Err(format!("cannot seek {} to {}: {}", f.path, f.offset, std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot seek {} to {}: {}",
+                    f.path,
+                    f.offset,
+                    std::io::Error::last_os_error()
+                ));
             }
             if fd != f.fd {
                 let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
                 if libc::dup3(fd, f.fd, flags) < 0 {
-                    return Err(format!("cannot place {} at descriptor {}: {}", f.path, f.fd, std::io::Error::last_os_error()));
+                    return Err(format!(
+                        "cannot place {} at descriptor {}: {}",
+                        f.path,
+                        f.fd,
+                        std::io::Error::last_os_error()
+                    ));
                 }
                 libc::close(fd);
             } else if !f.cloexec {
@@ -425,7 +516,11 @@ fn write_mailbox(
     let size = std::mem::size_of::<RestartMailbox>() as u64;
     // The mailbox may straddle two adjacent regions (e.g. .data and .bss): check coverage.
     let mut covered = at;
-    let mut writable: Vec<&Region> = h.regions.iter().filter(|r| r.prot & mana_image::prot::WRITE != 0).collect();
+    let mut writable: Vec<&Region> = h
+        .regions
+        .iter()
+        .filter(|r| r.prot & mana_image::prot::WRITE != 0)
+        .collect();
     writable.sort_by_key(|r| r.start);
     for reg in writable {
         if reg.start <= covered && covered < reg.end {
@@ -433,8 +528,10 @@ fn write_mailbox(
         }
     }
     let ok = covered >= at + size;
-    if !ok || at % 8 != 0 {
-        return Err(format!("image's runtime mailbox {at:#x} is not in a writable region (corrupt image?)"));
+    if !ok || !at.is_multiple_of(8) {
+        return Err(format!(
+            "image's runtime mailbox {at:#x} is not in a writable region (corrupt image?)"
+        ));
     }
     let mut mb = RestartMailbox {
         magic: MAILBOX_MAGIC,
@@ -459,8 +556,15 @@ fn write_mailbox(
     Ok(())
 }
 
-fn fill_plan(r: &mut loader::Restorer, h: &ImageHeader, vp: &VdsoPlan, keep_fds: &[i32]) -> Result<(), String> {
-    let stacks: Vec<u64> = (0..h.threads.len()).map(|i| r.thread_stack_top(i)).collect();
+fn fill_plan(
+    r: &mut loader::Restorer,
+    h: &ImageHeader,
+    vp: &VdsoPlan,
+    keep_fds: &[i32],
+) -> Result<(), String> {
+    let stacks: Vec<u64> = (0..h.threads.len())
+        .map(|i| r.thread_stack_top(i))
+        .collect();
     let p = r.plan();
     if vp.moves.len() > plan::MAX_VDSO_MOVES || keep_fds.len() > plan::MAX_KEEP_FDS {
         return Err("too many vdso pieces or descriptors".into());
@@ -471,10 +575,21 @@ fn fill_plan(r: &mut loader::Restorer, h: &ImageHeader, vp: &VdsoPlan, keep_fds:
     p.n_vdso_moves = vp.moves.len() as u64;
     let mm = &h.mm;
     let fields = [
-        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start,
-        mm.arg_end, mm.env_start, mm.env_end,
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
     ];
-    let valid = fields.iter().all(|&v| (0x10000..0x7fff_ffff_f000).contains(&v))
+    let valid = fields
+        .iter()
+        .all(|&v| (0x10000..0x7fff_ffff_f000).contains(&v))
         && mm.start_code < mm.end_code
         && mm.start_data <= mm.end_data
         && mm.start_brk <= mm.brk
@@ -544,7 +659,9 @@ fn fill_plan(r: &mut loader::Restorer, h: &ImageHeader, vp: &VdsoPlan, keep_fds:
             rseq_len: t.rseq.map_or(0, |r| r.len),
             rseq_sig: t.rseq.map_or(0, |r| r.sig),
             sigmask: t.sigmask,
-            alt_flags: t.altstack.map_or(libc::SS_DISABLE as i64, |a| a.flags as i64),
+            alt_flags: t
+                .altstack
+                .map_or(libc::SS_DISABLE as i64, |a| a.flags as i64),
             alt_sp: t.altstack.map_or(0, |a| a.sp),
             alt_size: t.altstack.map_or(0, |a| a.size),
             stack_top: stacks[i],
@@ -568,7 +685,8 @@ fn keep_ranges(h: &ImageHeader, r: &loader::Restorer, vp: &VdsoPlan) -> Vec<(u64
 }
 
 fn read_maps(buf: &mut [u8]) -> Result<usize, String> {
-    let mut f = std::fs::File::open(c"/proc/self/maps".to_str().unwrap()).map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let mut f = std::fs::File::open(c"/proc/self/maps".to_str().unwrap())
+        .map_err(|e| format!("/proc/self/maps: {e}"))?;
     let mut n = 0;
     loop {
         match f.read(&mut buf[n..]) {
@@ -586,9 +704,15 @@ fn read_maps(buf: &mut [u8]) -> Result<usize, String> {
 /// not in `keep` (sorted). Allocation-free.
 fn for_each_unmap(maps: &[u8], keep: &[(u64, u64)], mut f: impl FnMut(u64, u64, &[u8])) {
     for line in maps.split(|&c| c == b'\n') {
-        let Some(dash) = line.iter().position(|&c| c == b'-') else { continue };
-        let Some(sp) = line.iter().position(|&c| c == b' ') else { continue };
-        let (Some(s), Some(e)) = (parse_hex(&line[..dash]), parse_hex(&line[dash + 1..sp])) else { continue };
+        let Some(dash) = line.iter().position(|&c| c == b'-') else {
+            continue;
+        };
+        let Some(sp) = line.iter().position(|&c| c == b' ') else {
+            continue;
+        };
+        let (Some(s), Some(e)) = (parse_hex(&line[..dash]), parse_hex(&line[dash + 1..sp])) else {
+            continue;
+        };
         // name = sixth whitespace-separated field
         let mut fields = 0;
         let mut i = 0;

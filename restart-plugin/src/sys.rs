@@ -8,10 +8,24 @@ pub fn errno() -> io::Error {
 }
 
 /// Maps `len` bytes at exactly `addr` without replacing anything (`MAP_FIXED_NOREPLACE`).
-pub fn map_fixed(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: u64) -> Result<(), io::Error> {
+pub fn map_fixed(
+    addr: u64,
+    len: u64,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: u64,
+) -> Result<(), io::Error> {
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
     let r = unsafe {
-        libc::mmap(addr as *mut libc::c_void, len as usize, prot, flags | libc::MAP_FIXED_NOREPLACE, fd, off as libc::off_t)
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len as usize,
+            prot,
+            flags | libc::MAP_FIXED_NOREPLACE,
+            fd,
+            off as libc::off_t,
+        )
     };
     if r == libc::MAP_FAILED {
         return Err(errno());
@@ -28,7 +42,14 @@ pub fn map_fixed(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: u64) 
 pub fn map_anywhere(len: u64, prot: i32) -> Result<u64, io::Error> {
     // SAFETY: a fresh anonymous mapping at a kernel-chosen free address.
     let r = unsafe {
-        libc::mmap(core::ptr::null_mut(), len as usize, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            core::ptr::null_mut(),
+            len as usize,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if r == libc::MAP_FAILED {
         return Err(errno());
@@ -95,5 +116,13 @@ pub fn unregister_rseq() {
     let tp = unsafe { libc::pthread_self() } as isize;
     // SAFETY: unregistering exactly the area glibc registered for this thread.
     // glibc registers at least 32 bytes (the original `struct rseq`), whatever __rseq_size says.
-    unsafe { libc::syscall(libc::SYS_rseq, tp + off, size.max(32), RSEQ_FLAG_UNREGISTER, RSEQ_SIG) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_rseq,
+            tp + off,
+            size.max(32),
+            RSEQ_FLAG_UNREGISTER,
+            RSEQ_SIG,
+        )
+    };
 }

@@ -138,7 +138,10 @@ pub fn end_window(heap: &RuntimeAlloc) {
     for i in 0..d.n {
         let (p, size, align) = d.items[i];
         // SAFETY: recorded from a dealloc of a dlmalloc pointer with this layout.
-        unsafe { heap.heap.dealloc(p as *mut u8, Layout::from_size_align_unchecked(size, align)) };
+        unsafe {
+            heap.heap
+                .dealloc(p as *mut u8, Layout::from_size_align_unchecked(size, align))
+        };
     }
     d.n = 0;
     drop(d);
@@ -161,7 +164,9 @@ pub fn forget_window() {
 
 /// Bytes used in the arena (for the debug log after a checkpoint).
 pub fn arena_used() -> usize {
-    ARENA_NEXT.load(Ordering::Relaxed).saturating_sub(ARENA_BASE.load(Ordering::Relaxed))
+    ARENA_NEXT
+        .load(Ordering::Relaxed)
+        .saturating_sub(ARENA_BASE.load(Ordering::Relaxed))
 }
 
 mod parking_lot_free {

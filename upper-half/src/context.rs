@@ -74,7 +74,11 @@ core::arch::global_asm!(
 );
 
 extern "C" {
-    fn mana_save_and_call(ctx: *mut RawContext, f: extern "C" fn(*mut c_void), arg: *mut c_void) -> u64;
+    fn mana_save_and_call(
+        ctx: *mut RawContext,
+        f: extern "C" fn(*mut c_void),
+        arg: *mut c_void,
+    ) -> u64;
 }
 
 /// Saves the calling thread's context into `ctx` and runs `f(arg)`. Returns `false` after
@@ -83,7 +87,11 @@ extern "C" {
 /// # Safety
 /// `ctx` must stay valid and be part of the saved memory; `f` must not write into the
 /// caller's stack frame (pass it heap or static state only).
-pub unsafe fn save_and_call(ctx: *mut RawContext, f: extern "C" fn(*mut c_void), arg: *mut c_void) -> bool {
+pub unsafe fn save_and_call(
+    ctx: *mut RawContext,
+    f: extern "C" fn(*mut c_void),
+    arg: *mut c_void,
+) -> bool {
     // SAFETY: the assembly follows the SysV ABI (callee-saved registers preserved on the
     // normal path; on the restart path the restorer loads the same saved values).
     unsafe { mana_save_and_call(ctx, f, arg) != 0 }

@@ -30,7 +30,12 @@ pub fn read_proc(path: &core::ffi::CStr, cap: usize) -> Result<Vec<u8>, String> 
                 let l = buf.len() * 4;
                 buf = vec![0u8; l];
             }
-            Err(e) => return Err(format!("cannot read {} (errno {e})", path.to_string_lossy())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {} (errno {e})",
+                    path.to_string_lossy()
+                ))
+            }
         }
     }
 }
@@ -76,9 +81,15 @@ pub fn own_maps() -> Result<Vec<MapLine>, String> {
 pub fn mm_layout() -> Result<MmLayout, String> {
     let stat = read_proc(c"/proc/self/stat", 4096)?;
     let stat = String::from_utf8_lossy(&stat);
-    let after = stat.rfind(')').map(|i| &stat[i + 2..]).ok_or("malformed /proc/self/stat")?;
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 2..])
+        .ok_or("malformed /proc/self/stat")?;
     // `after` starts at field 3 (state).
-    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse::<i64>().unwrap_or(0) as u64).collect();
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse::<i64>().unwrap_or(0) as u64)
+        .collect();
     let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
     let auxv_bytes = read_proc(c"/proc/self/auxv", 4096)?;
     let auxv = auxv_bytes
@@ -118,7 +129,13 @@ pub fn signal_actions() -> Vec<SigAction> {
 }
 
 /// Character devices without state that are reopened by path at restart.
-const STATELESS_DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+const STATELESS_DEVICES: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// The process's descriptors except the runtime's own. Any descriptor other than stdio
 /// and regular files is an error naming it (restoring it is future work).
@@ -136,7 +153,13 @@ pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
         let link = format!("/proc/self/fd/{fd}\0");
         let mut target = [0u8; 4096];
         // SAFETY: `link` is NUL-terminated and `target` is a valid buffer.
-        let len = unsafe { libc::readlink(link.as_ptr().cast(), target.as_mut_ptr().cast(), target.len()) };
+        let len = unsafe {
+            libc::readlink(
+                link.as_ptr().cast(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
+        };
         if len < 0 {
             continue; // closed meanwhile (the listing fd itself)
         }
@@ -169,7 +192,10 @@ pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
                 "descriptor {fd} ({path}) cannot be checkpointed: only stdio, regular files, directories and /dev/null-like devices are supported"
             ));
         }
-        let info = read_proc(&std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(), 4096)?;
+        let info = read_proc(
+            &std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(),
+            4096,
+        )?;
         let info = String::from_utf8_lossy(&info);
         let mut flags = 0i32;
         let mut pos = 0i64;

@@ -58,7 +58,11 @@ static CKPT_SLOT: Static<ThreadSlot> = Static(UnsafeCell::new(ThreadSlot {
     robust_list: (0, 0),
     rseq_addr: 0,
     sigmask: 0,
-    altstack: sys::StackT { sp: 0, flags: 0, size: 0 },
+    altstack: sys::StackT {
+        sp: 0,
+        flags: 0,
+        size: 0,
+    },
 }));
 
 /// What the write phase hands back across the window (plain data: anything allocated in
@@ -89,7 +93,9 @@ static CONN_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new
 
 /// Called from the library constructor.
 pub fn start() {
-    let Ok(status) = std::env::var("MANA_STATUS_FILE") else { return };
+    let Ok(status) = std::env::var("MANA_STATUS_FILE") else {
+        return;
+    };
     // Only the process mana_launch exec'd is checkpointed, not children it spawns.
     if let Ok(pid) = std::env::var("MANA_LAUNCH_PID") {
         if pid.parse::<i32>().ok() != Some(sys::getpid()) {
@@ -102,7 +108,9 @@ pub fn start() {
     let cfg = Config {
         status_file: status.into(),
         ckpt_dir: ckpt_dir.into(),
-        interval: std::env::var("MANA_INTERVAL").ok().and_then(|v| v.parse().ok()),
+        interval: std::env::var("MANA_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         rank: 0,
         world_size: 1,
         program: std::fs::read_link("/proc/self/exe")
@@ -111,7 +119,11 @@ pub fn start() {
         last_generation: 0,
     };
     let cfg = Config {
-        last_generation: CkptDir::new(&cfg.ckpt_dir).latest().ok().flatten().unwrap_or(0),
+        last_generation: CkptDir::new(&cfg.ckpt_dir)
+            .latest()
+            .ok()
+            .flatten()
+            .unwrap_or(0),
         ..cfg
     };
     if let Err(e) = threads::install_handler() {
@@ -134,11 +146,15 @@ fn find_own_range() {
     // SAFETY: zeroed Dl_info is a valid out-buffer; dladdr only reads loader state.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     // SAFETY: any address inside this library identifies it.
-    if unsafe { libc::dladdr(&MAILBOX as *const Mailbox as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+    if unsafe { libc::dladdr(&MAILBOX as *const Mailbox as *const c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
         return;
     }
     // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
+    let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }
+        .to_string_lossy()
+        .into_owned();
     let Ok(maps) = procfs::own_maps() else { return };
     let mut start = u64::MAX;
     let mut end = 0;
@@ -166,7 +182,8 @@ fn connect(cfg: &Config) -> Result<Connection, String> {
         last_generation: cfg.last_generation,
         interval_secs: cfg.interval,
     };
-    let (conn, reply) = Connection::connect(&status, Role::Process(info)).map_err(|e| e.to_string())?;
+    let (conn, reply) =
+        Connection::connect(&status, Role::Process(info)).map_err(|e| e.to_string())?;
     use std::os::fd::AsRawFd;
     CONN_FD.store(conn.stream().as_raw_fd(), Ordering::Relaxed);
     match reply {
@@ -195,15 +212,17 @@ fn run(mut cfg: Config) {
         };
         loop {
             match conn.recv() {
-                Ok(FromCoord::Checkpoint { generation }) => match checkpoint(&mut cfg, &mut conn, generation) {
-                    Outcome::Continue => {}
-                    Outcome::Restarted => {
-                        // The socket of the old process does not exist here; its number may
-                        // now be an application file: never close it.
-                        std::mem::forget(conn);
-                        break;
+                Ok(FromCoord::Checkpoint { generation }) => {
+                    match checkpoint(&mut cfg, &mut conn, generation) {
+                        Outcome::Continue => {}
+                        Outcome::Restarted => {
+                            // The socket of the old process does not exist here; its number may
+                            // now be an application file: never close it.
+                            std::mem::forget(conn);
+                            break;
+                        }
                     }
-                },
+                }
                 Ok(FromCoord::Kill) => kill_self(),
                 Ok(other) => debug!(?other, "ignoring message"),
                 Err(e) => {
@@ -266,7 +285,11 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(dir.gen_dir(generation));
             threads::resume(parked);
-            fail(conn, generation, &format!("writing {}: {e}", path.display()));
+            fail(
+                conn,
+                generation,
+                &format!("writing {}: {e}", path.display()),
+            );
             return Outcome::Continue;
         }
     };
@@ -303,11 +326,22 @@ fn fail(conn: &mut Connection, generation: u64, reason: &str) {
 /// Creates the generation directory and opens the image and pagemap files.
 fn prepare(dir: &CkptDir, generation: u64, path: &std::path::Path) -> Result<(i32, i32), String> {
     dir.create_gen_dir(generation).map_err(|e| e.to_string())?;
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: `c` is NUL-terminated.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
     if fd < 0 {
-        return Err(format!("cannot create {}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot create {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let pm = sys::open_readonly(c"/proc/self/pagemap").map_err(|e| {
         sys::close(fd);
@@ -318,7 +352,13 @@ fn prepare(dir: &CkptDir, generation: u64, path: &std::path::Path) -> Result<(i3
 
 /// Saves this thread's context and writes the image. `None` means the process was
 /// restarted from that image (the call returned a second time).
-fn write_phase(cfg: &Config, generation: u64, parked: usize, fd: i32, pagemap_fd: i32) -> Option<Result<Written, String>> {
+fn write_phase(
+    cfg: &Config,
+    generation: u64,
+    parked: usize,
+    fd: i32,
+    pagemap_fd: i32,
+) -> Option<Result<Written, String>> {
     // SAFETY: only the checkpoint thread uses CKPT_SLOT and CALL.
     let slot = unsafe { &mut *CKPT_SLOT.0.get() };
     slot.capture_current();
@@ -363,7 +403,11 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
     // SAFETY: CKPT_SLOT was filled by write_phase; its ctx by save_and_call.
     let own = unsafe { *CKPT_SLOT.0.get() };
     let mut thread_states = vec![own.to_image(pid)];
-    thread_states.extend(threads::parked_slots(call.parked).iter().map(|s| s.to_image(pid)));
+    thread_states.extend(
+        threads::parked_slots(call.parked)
+            .iter()
+            .map(|s| s.to_image(pid)),
+    );
     let files = procfs::files(&[call.fd, call.pagemap_fd, CONN_FD.load(Ordering::Relaxed)])?;
     let header = ImageHeader {
         generation: call.generation,
@@ -392,13 +436,25 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         fd: call.fd,
         pagemap_fd: call.pagemap_fd,
         header,
-        volatile: vec![(sp, sp + 1), (LIB_START.load(Ordering::Relaxed), LIB_END.load(Ordering::Relaxed))],
+        volatile: vec![
+            (sp, sp + 1),
+            (
+                LIB_START.load(Ordering::Relaxed),
+                LIB_END.load(Ordering::Relaxed),
+            ),
+        ],
     };
     write::write_image(&mut job)
 }
 
 /// Waits for the coordinator's verdict; the leader writes the MANIFEST and LATEST.
-fn commit_phase(cfg: &Config, conn: &mut Connection, dir: &CkptDir, generation: u64, path: &std::path::Path) {
+fn commit_phase(
+    cfg: &Config,
+    conn: &mut Connection,
+    dir: &CkptDir,
+    generation: u64,
+    path: &std::path::Path,
+) {
     loop {
         match conn.recv() {
             Ok(FromCoord::Commit { manifest }) => {
@@ -416,11 +472,16 @@ fn commit_phase(cfg: &Config, conn: &mut Connection, dir: &CkptDir, generation: 
                     return;
                 }
             }
-            Ok(FromCoord::Resume { committed, exit, .. }) => {
+            Ok(FromCoord::Resume {
+                committed, exit, ..
+            }) => {
                 if committed {
                     info!("generation committed");
                 } else {
-                    warn!("checkpoint aborted by the coordinator; removing {}", path.display());
+                    warn!(
+                        "checkpoint aborted by the coordinator; removing {}",
+                        path.display()
+                    );
                     let _ = std::fs::remove_file(path);
                     let _ = std::fs::remove_dir(dir.gen_dir(generation));
                 }

@@ -28,7 +28,15 @@ pub const SYS_GETPID: usize = 39;
 /// # Safety
 /// The caller must pass arguments valid for syscall `nr`.
 #[inline(always)]
-pub unsafe fn syscall6(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: usize) -> isize {
+pub unsafe fn syscall6(
+    nr: usize,
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+    e: usize,
+    f: usize,
+) -> isize {
     let ret: isize;
     // SAFETY: the x86_64 Linux syscall convention; rcx and r11 are clobbered by `syscall`.
     unsafe {
@@ -60,7 +68,18 @@ pub fn getpid() -> i32 {
 
 pub fn tgkill(pid: i32, tid: i32, sig: i32) -> Result<(), i32> {
     // SAFETY: plain integer arguments.
-    check(unsafe { syscall6(SYS_TGKILL, pid as usize, tid as usize, sig as usize, 0, 0, 0) }).map(|_| ())
+    check(unsafe {
+        syscall6(
+            SYS_TGKILL,
+            pid as usize,
+            tid as usize,
+            sig as usize,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 const ARCH_GET_FS: usize = 0x1003;
@@ -68,7 +87,17 @@ const ARCH_GET_FS: usize = 0x1003;
 pub fn fs_base() -> u64 {
     let mut v: u64 = 0;
     // SAFETY: ARCH_GET_FS writes one u64 to the pointer we pass.
-    unsafe { syscall6(SYS_ARCH_PRCTL, ARCH_GET_FS, &mut v as *mut u64 as usize, 0, 0, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_ARCH_PRCTL,
+            ARCH_GET_FS,
+            &mut v as *mut u64 as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     v
 }
 
@@ -78,7 +107,17 @@ const PR_GET_TID_ADDRESS: usize = 40;
 pub fn tid_address() -> u64 {
     let mut p: u64 = 0;
     // SAFETY: PR_GET_TID_ADDRESS stores one pointer-sized value at the address we pass.
-    unsafe { syscall6(SYS_PRCTL, PR_GET_TID_ADDRESS, &mut p as *mut u64 as usize, 0, 0, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_PRCTL,
+            PR_GET_TID_ADDRESS,
+            &mut p as *mut u64 as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     p
 }
 
@@ -88,7 +127,15 @@ pub fn robust_list() -> (u64, u64) {
     let mut len: u64 = 0;
     // SAFETY: pid 0 = this thread; the kernel writes a pointer and a size_t.
     unsafe {
-        syscall6(SYS_GET_ROBUST_LIST, 0, &mut head as *mut u64 as usize, &mut len as *mut u64 as usize, 0, 0, 0)
+        syscall6(
+            SYS_GET_ROBUST_LIST,
+            0,
+            &mut head as *mut u64 as usize,
+            &mut len as *mut u64 as usize,
+            0,
+            0,
+            0,
+        )
     };
     (head, len)
 }
@@ -97,7 +144,17 @@ pub fn robust_list() -> (u64, u64) {
 pub fn sigmask() -> u64 {
     let mut old: u64 = 0;
     // SAFETY: a NULL new set only queries; the kernel writes 8 bytes.
-    unsafe { syscall6(SYS_RT_SIGPROCMASK, 0, 0, &mut old as *mut u64 as usize, 8, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_RT_SIGPROCMASK,
+            0,
+            0,
+            &mut old as *mut u64 as usize,
+            8,
+            0,
+            0,
+        )
+    };
     old
 }
 
@@ -105,7 +162,17 @@ pub fn sigmask() -> u64 {
 pub fn block_all_signals() {
     let all: u64 = !0;
     // SAFETY: SIG_BLOCK with a valid 8-byte set.
-    unsafe { syscall6(SYS_RT_SIGPROCMASK, 0, &all as *const u64 as usize, 0, 8, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_RT_SIGPROCMASK,
+            0,
+            &all as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        )
+    };
 }
 
 /// The kernel's `struct sigaction` for x86_64.
@@ -121,7 +188,17 @@ pub struct KSigAction {
 pub fn sigaction_query(sig: i32) -> Option<KSigAction> {
     let mut old = KSigAction::default();
     // SAFETY: a NULL new action only queries; `old` has the kernel layout.
-    let r = unsafe { syscall6(SYS_RT_SIGACTION, sig as usize, 0, &mut old as *mut KSigAction as usize, 8, 0, 0) };
+    let r = unsafe {
+        syscall6(
+            SYS_RT_SIGACTION,
+            sig as usize,
+            0,
+            &mut old as *mut KSigAction as usize,
+            8,
+            0,
+            0,
+        )
+    };
     check(r).ok().map(|_| old)
 }
 
@@ -136,7 +213,17 @@ pub struct StackT {
 pub fn altstack() -> StackT {
     let mut old = StackT::default();
     // SAFETY: a NULL new stack only queries; `old` has the kernel's stack_t layout.
-    unsafe { syscall6(SYS_SIGALTSTACK, 0, &mut old as *mut StackT as usize, 0, 0, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_SIGALTSTACK,
+            0,
+            &mut old as *mut StackT as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     old
 }
 
@@ -151,14 +238,31 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, val: u32, timeout_ms: u6
     };
     // SAFETY: `word` is a valid aligned u32 for the duration of the call; `ts` is valid.
     unsafe {
-        syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAIT_PRIVATE, val as usize,
-                 &ts as *const libc::timespec as usize, 0, 0)
+        syscall6(
+            SYS_FUTEX,
+            word.as_ptr() as usize,
+            FUTEX_WAIT_PRIVATE,
+            val as usize,
+            &ts as *const libc::timespec as usize,
+            0,
+            0,
+        )
     };
 }
 
 pub fn futex_wake_all(word: &core::sync::atomic::AtomicU32) {
     // SAFETY: waking has no memory effects beyond the futex word's address.
-    unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAKE_PRIVATE, i32::MAX as usize, 0, 0, 0) };
+    unsafe {
+        syscall6(
+            SYS_FUTEX,
+            word.as_ptr() as usize,
+            FUTEX_WAKE_PRIVATE,
+            i32::MAX as usize,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 pub fn current_brk() -> u64 {
@@ -170,8 +274,15 @@ pub fn current_brk() -> u64 {
 pub fn map_anon(len: usize) -> Result<*mut u8, i32> {
     // SAFETY: a fresh anonymous mapping does not alias anything.
     let r = unsafe {
-        syscall6(SYS_MMAP, 0, len, (libc::PROT_READ | libc::PROT_WRITE) as usize,
-                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as usize, usize::MAX, 0)
+        syscall6(
+            SYS_MMAP,
+            0,
+            len,
+            (libc::PROT_READ | libc::PROT_WRITE) as usize,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as usize,
+            usize::MAX,
+            0,
+        )
     };
     check(r).map(|a| a as *mut u8)
 }
@@ -188,13 +299,34 @@ pub unsafe fn unmap(addr: *mut u8, len: usize) {
 /// adds PROT_READ to stopped memory and puts the original back).
 pub unsafe fn mprotect(addr: u64, len: u64, prot: i32) -> Result<(), i32> {
     // SAFETY: guaranteed by the caller.
-    check(unsafe { syscall6(SYS_MPROTECT, addr as usize, len as usize, prot as usize, 0, 0, 0) }).map(|_| ())
+    check(unsafe {
+        syscall6(
+            SYS_MPROTECT,
+            addr as usize,
+            len as usize,
+            prot as usize,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 pub fn open_readonly(path: &core::ffi::CStr) -> Result<i32, i32> {
     // SAFETY: `path` is NUL-terminated.
-    check(unsafe { syscall6(SYS_OPEN, path.as_ptr() as usize, (libc::O_RDONLY | libc::O_CLOEXEC) as usize, 0, 0, 0, 0) })
-        .map(|fd| fd as i32)
+    check(unsafe {
+        syscall6(
+            SYS_OPEN,
+            path.as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(|fd| fd as i32)
 }
 
 pub fn close(fd: i32) {
@@ -204,12 +336,32 @@ pub fn close(fd: i32) {
 
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
     // SAFETY: `buf` is valid for writes of its length.
-    check(unsafe { syscall6(SYS_READ, fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0) })
+    check(unsafe {
+        syscall6(
+            SYS_READ,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, i32> {
     // SAFETY: `buf` is valid for writes of its length.
-    check(unsafe { syscall6(SYS_PREAD64, fd as usize, buf.as_mut_ptr() as usize, buf.len(), off as usize, 0, 0) })
+    check(unsafe {
+        syscall6(
+            SYS_PREAD64,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            off as usize,
+            0,
+            0,
+        )
+    })
 }
 
 /// Writes from raw memory (the process's own regions).
@@ -248,7 +400,17 @@ pub fn list_numeric_dir(path: &core::ffi::CStr, out: &mut [i32]) -> Result<usize
     let mut n = 0;
     loop {
         // SAFETY: `buf` is valid for writes of its length.
-        let r = unsafe { syscall6(SYS_GETDENTS64, fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0) };
+        let r = unsafe {
+            syscall6(
+                SYS_GETDENTS64,
+                fd as usize,
+                buf.as_mut_ptr() as usize,
+                buf.len(),
+                0,
+                0,
+                0,
+            )
+        };
         let got = match check(r) {
             Ok(0) => break,
             Ok(g) => g,
@@ -293,7 +455,14 @@ pub fn list_numeric_dir(path: &core::ffi::CStr, out: &mut [i32]) -> Result<usize
 fn unsafe_open_dir(path: &core::ffi::CStr) -> isize {
     // SAFETY: `path` is NUL-terminated.
     unsafe {
-        syscall6(SYS_OPEN, path.as_ptr() as usize,
-                 (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as usize, 0, 0, 0, 0)
+        syscall6(
+            SYS_OPEN,
+            path.as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+            0,
+            0,
+        )
     }
 }

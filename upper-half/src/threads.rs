@@ -64,11 +64,13 @@ impl ThreadSlot {
                 sig: RSEQ_SIG,
             }),
             sigmask: self.sigmask,
-            altstack: (self.altstack.flags & libc::SS_DISABLE == 0).then_some(mana_image::AltStack {
-                sp: self.altstack.sp,
-                flags: self.altstack.flags,
-                size: self.altstack.size,
-            }),
+            altstack: (self.altstack.flags & libc::SS_DISABLE == 0).then_some(
+                mana_image::AltStack {
+                    sp: self.altstack.sp,
+                    flags: self.altstack.flags,
+                    size: self.altstack.size,
+                },
+            ),
         }
     }
 }
@@ -115,7 +117,11 @@ static SLOTS: Slots = Slots(UnsafeCell::new(
         robust_list: (0, 0),
         rseq_addr: 0,
         sigmask: 0,
-        altstack: sys::StackT { sp: 0, flags: 0, size: 0 },
+        altstack: sys::StackT {
+            sp: 0,
+            flags: 0,
+            size: 0,
+        },
     }; MAX_THREADS],
 ));
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
@@ -176,9 +182,13 @@ fn wait_for_resume() {
 /// Installs the checkpoint signal handler (all signals blocked while it runs).
 pub fn install_handler() -> Result<(), String> {
     if let Ok(v) = std::env::var("MANA_CKPT_SIGNAL") {
-        let s: i32 = v.parse().map_err(|_| format!("MANA_CKPT_SIGNAL={v} is not a signal number"))?;
+        let s: i32 = v
+            .parse()
+            .map_err(|_| format!("MANA_CKPT_SIGNAL={v} is not a signal number"))?;
         if !(34..=64).contains(&s) {
-            return Err(format!("MANA_CKPT_SIGNAL={v}: choose a real-time signal 34..64"));
+            return Err(format!(
+                "MANA_CKPT_SIGNAL={v}: choose a real-time signal 34..64"
+            ));
         }
         CKPT_SIGNAL.store(s as u32, Ordering::Relaxed);
     }
@@ -191,7 +201,9 @@ pub fn install_handler() -> Result<(), String> {
     unsafe { libc::sigfillset(&mut sa.sa_mask) };
     // SAFETY: installing a handler with a valid sigaction struct.
     if unsafe { libc::sigaction(sig, &sa, core::ptr::null_mut()) } != 0 {
-        return Err(format!("cannot install the checkpoint handler for signal {sig}"));
+        return Err(format!(
+            "cannot install the checkpoint handler for signal {sig}"
+        ));
     }
     Ok(())
 }
@@ -236,7 +248,10 @@ pub fn quiesce(timeout: Duration) -> Result<usize, String> {
                 }
             }
         }
-        let alive = signaled[..nsig].iter().filter(|t| tids[..n].contains(t)).count();
+        let alive = signaled[..nsig]
+            .iter()
+            .filter(|t| tids[..n].contains(t))
+            .count();
         let parked = PARKED.load(Ordering::Acquire) as usize;
         if new == 0 && parked >= alive {
             if OVERFLOW.load(Ordering::Acquire) {

@@ -9,8 +9,8 @@
 use crate::procfs::{self, MapLine};
 use crate::sys;
 use mana_image::{
-    checksum, encode_header, Extent, FileIdentity, ImageHeader, Preamble, Region, RegionHasher, RegionKind, VdsoInfo,
-    DATA_START, EM_X86_64, FORMAT_VERSION, PAGE_SIZE,
+    checksum, encode_header, Extent, FileIdentity, ImageHeader, Preamble, Region, RegionHasher,
+    RegionKind, VdsoInfo, DATA_START, EM_X86_64, FORMAT_VERSION, PAGE_SIZE,
 };
 
 const PM_PRESENT: u64 = 1 << 63;
@@ -90,7 +90,9 @@ fn file_identity(m: &MapLine) -> Option<FileIdentity> {
 
 fn prot_bits(m: &MapLine) -> u8 {
     use mana_image::prot::*;
-    (if m.read { READ } else { 0 }) | (if m.write { WRITE } else { 0 }) | (if m.exec { EXEC } else { 0 })
+    (if m.read { READ } else { 0 })
+        | (if m.write { WRITE } else { 0 })
+        | (if m.exec { EXEC } else { 0 })
 }
 
 /// Runs the write. On success the file is complete and synced.
@@ -102,13 +104,21 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
     let mut data_off = DATA_START;
     seek(job.fd, DATA_START)?;
     for m in &maps {
-        let Some((kind, store)) = classify(m) else { continue };
+        let Some((kind, store)) = classify(m) else {
+            continue;
+        };
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         crate::exclude::for_each_kept(m.start, m.end, |s, e| pieces.push((s, e)));
         for (start, end) in pieces {
             if store == Store::Nothing {
                 // SAFETY: msync on a mapped shared range only flushes it.
-                unsafe { libc::msync(start as *mut libc::c_void, (end - start) as usize, libc::MS_SYNC) };
+                unsafe {
+                    libc::msync(
+                        start as *mut libc::c_void,
+                        (end - start) as usize,
+                        libc::MS_SYNC,
+                    )
+                };
             }
             let extents = select_pages(job.pagemap_fd, start, end, store, &mut pm, &mut data_off)?;
             let volatile = job.volatile.iter().any(|&(s, e)| s < end && e > start);
@@ -170,7 +180,9 @@ fn vdso_info(maps: &[MapLine]) -> Option<VdsoInfo> {
     let start = special.iter().map(|m| m.start).min()?;
     let end = special.iter().map(|m| m.end).max()?;
     // SAFETY: [vdso] is mapped readable for the life of the process.
-    let text = unsafe { core::slice::from_raw_parts(vdso.start as *const u8, (vdso.end - vdso.start) as usize) };
+    let text = unsafe {
+        core::slice::from_raw_parts(vdso.start as *const u8, (vdso.end - vdso.start) as usize)
+    };
     Some(VdsoInfo {
         block_start: start,
         block_end: end,
@@ -226,14 +238,17 @@ fn select_pages(
         // SAFETY: `pm` is a u64 buffer of at least `n` entries, viewed as bytes.
         let buf = unsafe { core::slice::from_raw_parts_mut(pm.as_mut_ptr().cast::<u8>(), bytes) };
         let off = ((start / PAGE_SIZE) + page) * 8;
-        let got = sys::pread(pagemap_fd, buf, off).map_err(|e| format!("cannot read /proc/self/pagemap (errno {e})"))?;
+        let got = sys::pread(pagemap_fd, buf, off)
+            .map_err(|e| format!("cannot read /proc/self/pagemap (errno {e})"))?;
         if got < bytes {
             return Err("short read from /proc/self/pagemap".into());
         }
         for (i, &e) in pm[..n].iter().enumerate() {
             let keep = match store {
                 Store::Touched => e & (PM_PRESENT | PM_SWAPPED) != 0,
-                Store::PrivateCopies => (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0,
+                Store::PrivateCopies => {
+                    (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0
+                }
                 Store::All | Store::Nothing => unreachable!(),
             };
             if keep {
@@ -259,7 +274,9 @@ fn write_extents(
     }
     let unreadable = !m.read;
     if unreadable {
-        let prot = libc::PROT_READ | if m.write { libc::PROT_WRITE } else { 0 } | if m.exec { libc::PROT_EXEC } else { 0 };
+        let prot = libc::PROT_READ
+            | if m.write { libc::PROT_WRITE } else { 0 }
+            | if m.exec { libc::PROT_EXEC } else { 0 };
         // SAFETY: adds read permission to stopped memory; restored below.
         unsafe { sys::mprotect(start, extents_end(start, extents) - start, prot) }
             .map_err(|e| format!("cannot make {start:#x} readable (errno {e})"))?;
@@ -290,7 +307,8 @@ fn write_extents(
         }
     }
     if unreadable {
-        let prot = if m.write { libc::PROT_WRITE } else { 0 } | if m.exec { libc::PROT_EXEC } else { 0 };
+        let prot =
+            if m.write { libc::PROT_WRITE } else { 0 } | if m.exec { libc::PROT_EXEC } else { 0 };
         // SAFETY: puts back the original protection.
         let _ = unsafe { sys::mprotect(start, extents_end(start, extents) - start, prot) };
     }

@@ -76,7 +76,9 @@ fn run(args: &Args) -> Result<(), String> {
             println!("regions:");
             for reg in &h.regions {
                 let extra = match &reg.kind {
-                    RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => format!(" @{:#x}", id.offset),
+                    RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
+                        format!(" @{:#x}", id.offset)
+                    }
                     _ => String::new(),
                 };
                 println!(
@@ -103,13 +105,19 @@ fn run(args: &Args) -> Result<(), String> {
             }
             println!("descriptors:");
             for f in &h.files {
-                println!("  {:>4} {:?} {} (offset {})", f.fd, f.kind, f.path, f.offset);
+                println!(
+                    "  {:>4} {:?} {} (offset {})",
+                    f.fd, f.kind, f.path, f.offset
+                );
             }
             let handled = h.signals.iter().filter(|s| s.handler > 1).count();
             println!("signals:   {handled} handlers installed");
         }
         r.verify_data().map_err(|e| e.to_string())?;
-        println!("checksums  preamble, header and {} regions verified", h.regions.len());
+        println!(
+            "checksums  preamble, header and {} regions verified",
+            h.regions.len()
+        );
     }
     Ok(())
 }
