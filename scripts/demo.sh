@@ -23,6 +23,17 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '\n==> %s\n' "$*"; }
+# A descriptor beyond stdio leaked by whatever started this script (a CI runner's pipe,
+# say) would be inherited by the program, and a checkpoint rightly refuses descriptors it
+# cannot restore: `clean_exec CMD...` execs CMD with only the descriptors a terminal has.
+clean_exec() {
+    local fd closes=""
+    for fd in /proc/$$/fd/*; do
+        fd=${fd##*/}
+        case $fd in 0 | 1 | 2 | 255) ;; *) closes+=" $fd>&-" ;; esac
+    done
+    eval 'exec "$@"'"$closes"
+}
 wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
     local deadline=$((SECONDS + $1))
     shift
@@ -45,10 +56,10 @@ say "Reference: an uninterrupted run without MANA (bigmem 64 150)"
 echo "its last line: $(tail -n 1 "$work/native.out")"
 
 say "Start a coordinator: mana_coordinator --daemon --port 0 --status-file \$MANA_STATUS_FILE"
-mana_coordinator --daemon --port 0 --status-file "$MANA_STATUS_FILE"
+(clean_exec mana_coordinator --daemon --port 0 --status-file "$MANA_STATUS_FILE")
 
 say "Launch under MANA: mana_launch --ckptdir $work/ckpt bigmem 64 150 &"
-mana_launch --ckptdir "$work/ckpt" "$work/bigmem" 64 150 >"$work/run.out" 2>"$work/run.err" &
+clean_exec mana_launch --ckptdir "$work/ckpt" "$work/bigmem" 64 150 >"$work/run.out" 2>"$work/run.err" &
 pid=$!
 wait_for 60 grep -q ready "$work/run.out"
 wait_for 60 bash -c "mana_status --list 2>/dev/null | grep -qw $pid"
@@ -71,7 +82,7 @@ pid=
 echo "the last line it printed before dying: $(tail -n 1 "$work/run.out")"
 
 say "Restart: mana_restart $work/ckpt (this shell's process becomes the program again)"
-mana_restart "$work/ckpt" >"$work/restart.out" 2>"$work/restart.err" || {
+(clean_exec mana_restart "$work/ckpt") >"$work/restart.out" 2>"$work/restart.err" || {
     echo "mana_restart failed:" >&2
     cat "$work/restart.err" >&2
     exit 1

@@ -13,4 +13,4 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # Two test threads: the machine has 2 cores and the heavy tests move 256 MiB each.
-cargo test --workspace --release -- --test-threads=2
+cargo test --workspace --release --no-fail-fast -- --test-threads=2

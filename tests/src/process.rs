@@ -179,9 +179,33 @@ pub struct Proc {
     started: Instant,
 }
 
+/// Marks every descriptor this test process inherited beyond stdio close-on-exec, once.
+/// A test's programs start with stdin, stdout and stderr only, as from a terminal: a
+/// descriptor leaked by whatever started `cargo test` (a jobserver pipe, a CI runner's
+/// pipe) would otherwise be inherited by the launched program, and a checkpoint rightly
+/// refuses descriptors it cannot restore.
+fn stray_descriptors_close_on_exec() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let fds: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect();
+        for fd in fds {
+            // Fails harmlessly for the descriptor read_dir used, now closed.
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+    });
+}
+
 impl Proc {
     /// Spawns `cmd` with stdin from /dev/null and stdout/stderr collected.
     pub fn spawn(label: &str, mut cmd: Command) -> Proc {
+        stray_descriptors_close_on_exec();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -234,10 +234,10 @@ fn status_with_a_wrong_secret_is_refused_and_the_job_runs_on() {
 /// generation, whose image is intact, and the process runs on to the right output.
 #[test]
 fn failed_checkpoint_keeps_the_previous_generation_and_the_process_runs_on() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
     let mut s = Session::start("disk-full");
     let disk = Tmpfs::mount(&s.dir().join("small-disk"), "256m");
     s.ckpt_dir = disk.path().join("ckpt");
