@@ -129,6 +129,9 @@ fn wait_line(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
 
 struct Run {
     ckpt_s: f64,
+    /// Of which: streaming memory into the page cache, and fsync (from libmana's log).
+    write_s: f64,
+    sync_s: f64,
     restart_resume_s: f64,
     restart_touched_s: f64,
     image_bytes: u64,
@@ -149,8 +152,11 @@ fn one(dir: &Path, prog: &Path, status: &Path, touched: u64, untouched: u64) -> 
     let ckpt = dir.join(format!("ckpt-{touched}"));
     let _ = std::fs::remove_dir_all(&ckpt);
     let b = bin_dir();
+    let log = dir.join(format!("launch-{touched}.log"));
     let (mut child, _stdin, mut out) = spawn(
         Command::new(b.join("mana_launch"))
+            .env("MANA_LOG", "info")
+            .stderr(File::create(&log).unwrap())
             .arg("--status-file")
             .arg(status)
             .arg("--ckptdir")
@@ -178,6 +184,19 @@ fn one(dir: &Path, prog: &Path, status: &Path, touched: u64, untouched: u64) -> 
     let image_bytes = std::fs::metadata(&image).unwrap().len();
     child.kill().unwrap();
     child.wait().unwrap();
+    let field = |name: &str| -> f64 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("image written"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+            })
+            .next_back()
+            .unwrap_or(f64::NAN)
+    };
+    let (write_s, sync_s) = (field("write_s="), field("sync_s="));
     drop_cache(&image);
     let t0 = now_mono();
     let (mut child, mut stdin, mut out) = spawn(
@@ -197,6 +216,8 @@ fn one(dir: &Path, prog: &Path, status: &Path, touched: u64, untouched: u64) -> 
     let _ = std::fs::remove_dir_all(&ckpt);
     Run {
         ckpt_s,
+        write_s,
+        sync_s,
         restart_resume_s: resumed - t0,
         restart_touched_s: touched_at - t0,
         image_bytes,
@@ -256,6 +277,12 @@ fn main() {
         ckpt_bw / w
     );
     println!(
+        "  of which: writing memory into the page cache {:.3} s ({:.0} MiB/s), fsync {:.3} s",
+        big.write_s,
+        big.image_bytes as f64 / big.write_s / 1048576.0,
+        big.sync_s
+    );
+    println!(
         "restart:    {:.3} s to resume, {:.3} s until all memory was read = {:.0} MiB/s = {:.2}x disk read bandwidth",
         big.restart_resume_s,
         big.restart_touched_s,
@@ -271,8 +298,10 @@ fn main() {
     );
     let tiny = one(&dir, &prog, &status, 1 << 20, 4096);
     println!(
-        "tiny process (1 MiB): checkpoint {:.3} s, restart {:.3} s, image {:.1} MiB",
+        "tiny process (1 MiB): checkpoint {:.3} s (write {:.3} s, fsync {:.3} s), restart {:.3} s, image {:.1} MiB",
         tiny.ckpt_s,
+        tiny.write_s,
+        tiny.sync_s,
         tiny.restart_touched_s,
         tiny.image_bytes as f64 / 1048576.0
     );

@@ -94,6 +94,15 @@ fn restart(args: Args) -> Result<(), String> {
 
     // verify
     let reader = ImageReader::open(&image_path).map_err(|e| e.to_string())?;
+    // SAFETY: an advisory call on our own descriptor (the image is read front to back).
+    unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&reader.file),
+            0,
+            0,
+            libc::POSIX_FADV_SEQUENTIAL,
+        )
+    };
     if mana_image::checksum(&header_bytes_for_manifest(&reader)?) != entry.header_checksum {
         return Err(format!(
             "{}: image does not match the MANIFEST of {} (was it replaced?)",
@@ -385,7 +394,14 @@ fn prot_flags(p: u8) -> i32 {
 fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), String> {
     let len = r.len();
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    // Mostly-stored regions are populated in one go instead of faulting page by page
+    // while the image is read into them.
+    let populate = if r.stored_bytes() * 2 >= len {
+        libc::MAP_POPULATE
+    } else {
+        0
+    };
+    let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | populate;
     let collide = |e: std::io::Error| {
         format!(
             "cannot reserve {:#x}-{:#x} ({}) for the image: {e}",

@@ -2,7 +2,7 @@
 //! damaging copies of them the way a full disk, a bit flip, another machine or a
 //! stranger would.
 
-use mana_image::{checksum, ImageReader, PREAMBLE_LEN};
+use mana_image::{checksum, encode_header, ImageHeader, ImageReader, Manifest, PREAMBLE_LEN};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -141,6 +141,42 @@ pub fn corrupt_region_data(image: &Path) -> String {
     b[0] ^= 0x5a;
     file.write_all_at(&b, offset).unwrap();
     format!("{:#x}-{:#x} {}", region.start, region.end, region.name)
+}
+
+/// Rewrites the image's header with `edit` applied, keeping it self-consistent (preamble
+/// length and checksum, and the MANIFEST entry's header checksum) — as a header written by
+/// a buggy or foreign writer would be: only the edited content is wrong.
+pub fn rewrite_header(image: &Path, edit: impl FnOnce(&mut ImageHeader)) {
+    let reader =
+        ImageReader::open(image).unwrap_or_else(|e| panic!("the good image must open: {e}"));
+    let mut header = reader.header.clone();
+    drop(reader);
+    edit(&mut header);
+    let bytes = encode_header(&header);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let mut pre = [0u8; PREAMBLE_LEN];
+    file.read_exact_at(&mut pre, 0).unwrap();
+    let offset = u64::from_le_bytes(pre[16..24].try_into().unwrap());
+    file.write_all_at(&bytes, offset).unwrap();
+    file.set_len(offset + bytes.len() as u64).unwrap();
+    drop(file);
+    let sum = checksum(&bytes);
+    edit_preamble(image, |p| {
+        p[24..32].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        p[32..40].copy_from_slice(&sum.to_le_bytes());
+    });
+    let manifest_path = image.parent().unwrap().join("MANIFEST");
+    let mut m: Manifest =
+        serde_json::from_str(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let name = image.file_name().unwrap().to_str().unwrap();
+    for e in m.images.iter_mut().filter(|e| e.file == name) {
+        e.header_checksum = sum;
+    }
+    fs::write(&manifest_path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
 }
 
 /// Cuts the image to half its length.

@@ -163,6 +163,35 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
         "wrong architecture",
     );
 
+    // An image that needs memory where the restarter always is (a region over the whole
+    // area where the kernel puts stacks and libraries): the restarter re-executes itself
+    // for other layouts, then gives up naming both ranges.
+    let (dir, image) = damaged_copy(&s, &good, "unreservable", |i| {
+        rewrite_header(i, |h| {
+            h.regions.push(mana_image::Region {
+                start: 0x7e00_0000_0000,
+                end: 0x7fff_f000_0000,
+                prot: mana_image::prot::READ,
+                name: "forged".into(),
+                kind: mana_image::RegionKind::Anon,
+                extents: vec![],
+                checksum: mana_image::RegionHasher::new().digest(),
+            })
+        })
+    });
+    let out = s.restart(&dir).wait_output(LONG);
+    let line = refusal_line(&out, "unreservable range");
+    assert!(
+        line.contains("0x7e0000000000-0x7ffff0000000")
+            && line.contains("collides with the restarter's mapping 0x"),
+        "the error should name the image range and the restarter's mapping: {line:?}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "unreservable range: the program must not run"
+    );
+    let _ = image;
+
     // The good directory is untouched by all this and still restarts.
     let restored = s.restart(&good).wait_output(LONG);
     restored.assert_success();

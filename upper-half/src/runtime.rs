@@ -293,7 +293,15 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
-    info!(bytes = written.bytes, stored = written.stored, mapped = written.mapped, elapsed = ?t0.elapsed(), "image written");
+    info!(
+        bytes = written.bytes,
+        stored = written.stored,
+        mapped = written.mapped,
+        write_s = written.write_secs,
+        sync_s = written.sync_secs,
+        elapsed = ?t0.elapsed(),
+        "image written"
+    );
     let entry = ManifestEntry {
         rank: cfg.rank,
         host: procfs::hostname(),

@@ -41,6 +41,9 @@ pub struct Job {
 }
 
 pub struct Written {
+    /// Time to stream memory into the file (page cache), and to make it durable.
+    pub write_secs: f64,
+    pub sync_secs: f64,
     pub bytes: u64,
     pub header_checksum: u64,
     pub stored: u64,
@@ -97,6 +100,7 @@ fn prot_bits(m: &MapLine) -> u8 {
 
 /// Runs the write. On success the file is complete and synced.
 pub fn write_image(job: &mut Job) -> Result<Written, String> {
+    let t0 = std::time::Instant::now();
     let maps = procfs::own_maps()?;
     job.header.vdso = vdso_info(&maps);
     let mut pm = vec![0u64; 1 << 16];
@@ -159,11 +163,14 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
     }
     .encode();
     write_all_at(job.fd, &pre, 0)?;
+    let write_secs = t0.elapsed().as_secs_f64();
     // SAFETY: fsync on our own descriptor.
     if unsafe { libc::fsync(job.fd) } != 0 {
         return Err(format!("fsync failed: {}", std::io::Error::last_os_error()));
     }
     Ok(Written {
+        write_secs,
+        sync_secs: t0.elapsed().as_secs_f64() - write_secs,
         bytes: data_off + header_bytes.len() as u64,
         header_checksum,
         stored: job.header.stored_bytes(),
