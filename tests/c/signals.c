@@ -7,6 +7,8 @@
  * SIGUSR2 at itself and counts the deliveries, and checks that glibc's rseq area is
  * still registered with the kernel (re-registering the same area must fail with EBUSY).
  *
+ * It also checks that [vdso] (and clock_gettime through it) and the program break are
+ * where they were (`vdso in place clock=ok`, `brk continues`).
  * stdout: `signals ready`, `step K` every 10 steps, `rseq STATE` (registered, or
  * disabled when glibc did not register it, e.g. under glibc.pthread.rseq=0; lost or an
  * error otherwise) and `final ...` with every check's result.
@@ -16,6 +18,7 @@
 #include <signal.h>
 #include <sys/rseq.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t usr1_count;
 static volatile sig_atomic_t usr2_count;
@@ -57,6 +60,20 @@ static const char *rseq_state(void)
     return msg;
 }
 
+/* Start address of [vdso] in /proc/self/maps (0 if none). */
+static unsigned long vdso_start(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    unsigned long start = 0, end;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "[vdso]") && sscanf(line, "%lx-%lx", &start, &end) == 2)
+            break;
+    if (f)
+        fclose(f);
+    return start;
+}
+
 int main(int argc, char **argv)
 {
     start_program();
@@ -91,6 +108,10 @@ int main(int argc, char **argv)
     }
     raise(SIGUSR1); /* one delivery before the checkpoint */
     printf("signals ready steps=%ld usr1=%d\n", steps, (int)usr1_count);
+    fflush(stdout);
+    /* The restart must put [vdso] and the program break back where they were. */
+    unsigned long vdso0 = vdso_start();
+    char *brk0 = sbrk(0);
 
     for (long k = 1; k <= steps; k++) {
         sleep_ms(20);
@@ -128,6 +149,15 @@ int main(int argc, char **argv)
     int usr2 = (int)usr2_count;
 
     printf("rseq %s\n", rseq_state());
+    struct timespec ts;
+    int clock_ok = clock_gettime(CLOCK_MONOTONIC, &ts) == 0 && ts.tv_sec > 0; /* through the vDSO */
+    printf("vdso %s clock=%s\n", vdso_start() == vdso0 ? "in place" : "MOVED", clock_ok ? "ok" : "BROKEN");
+    char *brk1 = sbrk(0);
+    char *grown = sbrk(8192);
+    int brk_ok = brk1 == brk0 && grown == brk0 && (char *)sbrk(0) == brk0 + 8192;
+    if (brk_ok)
+        memset(grown, 1, 8192);
+    printf("brk %s\n", brk_ok ? "continues" : "LOST");
     printf("final usr1_handler=%s usr2_handler=%s sighup=%s mask=%s usr1_delivered=%d "
            "usr2_pending=%s usr2_delivered=%d\n",
            handler_ok ? "ok" : "LOST", usr2_handler_ok ? "ok" : "LOST",
