@@ -203,3 +203,46 @@ fn launch_starts_its_own_coordinator_when_none_runs() {
     assert_banner_once(&done);
     assert_eq!(done.stdout_text(), native.stdout_text());
 }
+
+/// `mana_launch --interval 1`: the coordinator takes checkpoints on its own; the job is
+/// killed after the second one and restarted from the newest.
+#[test]
+fn interval_checkpoints_are_taken_and_restart_from_the_newest() {
+    let s = Session::start("interval");
+    let bigmem = compile("bigmem", Build::Pie, s.dir());
+    let args = ["8", "400"];
+    let native = native_run(&bigmem, &args);
+
+    // $ mana_launch --interval 1 --ckptdir ckpt ./bigmem 8 400 &
+    let mut cmd = s.command("mana_launch");
+    cmd.args(["--interval", "1", "--ckptdir"])
+        .arg(&s.ckpt_dir)
+        .arg(&bigmem)
+        .args(args);
+    let run = Proc::spawn("mana_launch --interval 1", cmd);
+    run.wait_for_stdout("ready", SHORT);
+
+    // No command asks for a checkpoint: wait until two generations were committed.
+    let deadline = std::time::Instant::now() + LONG;
+    let newest = loop {
+        let n = latest_generation(&s.ckpt_dir)
+            .map(|g| generation_number(&s.ckpt_dir.join(g)))
+            .unwrap_or(0);
+        if n >= 2 {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second timed checkpoint within {LONG:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let killed = s.kill9(run);
+    let latest = latest_generation(&s.ckpt_dir).expect("LATEST");
+    assert!(generation_number(&s.ckpt_dir.join(&latest)) >= newest);
+
+    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    assert_no_banner(&restored);
+    assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
+}
