@@ -1,6 +1,6 @@
 //! The checkpoint thread: coordinator session and the checkpoint phases.
 
-use crate::context::{save_and_call, RawContext};
+use crate::context::save_and_call;
 use crate::threads::{self, ThreadSlot};
 use crate::write::{self, Job, Written};
 use crate::{alloc, procfs, sys};
@@ -38,32 +38,7 @@ struct Static<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for Static<T> {}
 
 /// The checkpoint thread's own slot (its context is saved by the write phase).
-static CKPT_SLOT: Static<ThreadSlot> = Static(UnsafeCell::new(ThreadSlot {
-    tid: 0,
-    ctx: RawContext {
-        rbx: 0,
-        rbp: 0,
-        r12: 0,
-        r13: 0,
-        r14: 0,
-        r15: 0,
-        rsp: 0,
-        rip: 0,
-        mxcsr: 0,
-        fpu_cw: 0,
-        _pad: 0,
-    },
-    fs_base: 0,
-    tid_address: 0,
-    robust_list: (0, 0),
-    rseq_addr: 0,
-    sigmask: 0,
-    altstack: sys::StackT {
-        sp: 0,
-        flags: 0,
-        size: 0,
-    },
-}));
+static CKPT_SLOT: Static<ThreadSlot> = Static(UnsafeCell::new(ThreadSlot::EMPTY));
 
 /// What the write phase hands back across the window (plain data: anything allocated in
 /// the window is gone when it closes).

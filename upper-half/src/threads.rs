@@ -36,6 +36,33 @@ pub struct ThreadSlot {
 }
 
 impl ThreadSlot {
+    pub const EMPTY: ThreadSlot = ThreadSlot {
+        tid: 0,
+        ctx: RawContext {
+            rbx: 0,
+            rbp: 0,
+            r12: 0,
+            r13: 0,
+            r14: 0,
+            r15: 0,
+            rsp: 0,
+            rip: 0,
+            mxcsr: 0,
+            fpu_cw: 0,
+            _pad: 0,
+        },
+        fs_base: 0,
+        tid_address: 0,
+        robust_list: (0, 0),
+        rseq_addr: 0,
+        sigmask: 0,
+        altstack: sys::StackT {
+            sp: 0,
+            flags: 0,
+            size: 0,
+        },
+    };
+
     /// Records the calling thread's kernel-side state (not its registers).
     pub fn capture_current(&mut self) {
         self.tid = sys::gettid();
@@ -96,34 +123,7 @@ struct Slots(UnsafeCell<[ThreadSlot; MAX_THREADS]>);
 // counter) and read by the checkpoint thread only after that thread parked.
 unsafe impl Sync for Slots {}
 
-static SLOTS: Slots = Slots(UnsafeCell::new(
-    [ThreadSlot {
-        tid: 0,
-        ctx: RawContext {
-            rbx: 0,
-            rbp: 0,
-            r12: 0,
-            r13: 0,
-            r14: 0,
-            r15: 0,
-            rsp: 0,
-            rip: 0,
-            mxcsr: 0,
-            fpu_cw: 0,
-            _pad: 0,
-        },
-        fs_base: 0,
-        tid_address: 0,
-        robust_list: (0, 0),
-        rseq_addr: 0,
-        sigmask: 0,
-        altstack: sys::StackT {
-            sp: 0,
-            flags: 0,
-            size: 0,
-        },
-    }; MAX_THREADS],
-));
+static SLOTS: Slots = Slots(UnsafeCell::new([ThreadSlot::EMPTY; MAX_THREADS]));
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW: AtomicBool = AtomicBool::new(false);
 /// Threads that saved their state and are waiting.
