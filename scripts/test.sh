@@ -13,4 +13,13 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # Two test threads: the machine has 2 cores and the heavy tests move 256 MiB each.
-cargo test --workspace --release --no-fail-fast -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --release --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
