@@ -1,8 +1,16 @@
-//! The lower half (DESIGN.md §2): a program linked against the real MPI library, loaded
-//! into the process by MANA's own ELF loader with its own `ld.so` and libc, thrown away
-//! and re-created at every restart. Its implementation is the work of the split-process
-//! issue; until then non-MPI processes have no lower half and this crate holds only the
-//! names shared with the restarter.
+//! The lower half (DESIGN.md §2).
+//!
+//! * [`abi`]: the table the proxy hands to the upper half.
+//! * [`loader`]: starts the proxy inside the running process in a *second loader world* —
+//!   its own `ld.so`, libc and dependencies, mapped by our ELF loader, never by the
+//!   application's `ld.so` (rule 1) — and returns with the table.
+//!
+//! Status: the loader and the table work for a non-MPI proxy (see `lower_smoke`); linking
+//! the proxy with MPICH, the arena for every lower allocation and the generated wrappers
+//! are the rest of the split-process issue.
+
+pub mod abi;
+pub mod loader;
 
 /// Environment variable naming the lower-half program the restart plugin loads.
 pub const LOWER_HALF_ENV: &str = "MANA_LOWER_HALF";

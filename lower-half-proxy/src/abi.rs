@@ -1,0 +1,19 @@
+//! The contract between the upper half and the proxy: plain `repr(C)` data.
+
+/// Environment variable through which the loader tells the proxy where to report back
+/// (hex address of an `extern "C" fn(*const LowerTable) -> !` in the upper half).
+pub const CALLBACK_ENV: &str = "MANA_LOWER_CALLBACK";
+
+pub const TABLE_MAGIC: u64 = 0x4d41_4e41_4c4f_5752; // "MANALOWR"
+
+#[repr(C)]
+pub struct LowerTable {
+    pub magic: u64,
+    /// The proxy main thread's FS base (its TCB): switch to it around every lower call.
+    pub fs_base: u64,
+    /// `dlsym(RTLD_DEFAULT, name)` inside the lower world.
+    pub lookup: unsafe extern "C" fn(name: *const core::ffi::c_char) -> *const core::ffi::c_void,
+    /// A self-test: exercises the lower libc (allocation, formatting, TLS, errno) and
+    /// returns a value derived from `x` (see `mana_lower`).
+    pub probe: unsafe extern "C" fn(x: u64) -> u64,
+}

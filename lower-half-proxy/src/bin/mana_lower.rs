@@ -1,0 +1,171 @@
+//! The lower-half proxy program.
+//!
+//! `#![no_main]` with a C `main` that never returns: Rust's `fn main` runtime would install
+//! process-wide signal handlers and ignore SIGPIPE from lower-half code (DESIGN.md §3).
+//! It exports the `malloc` family so that its whole world allocates with mmap only,
+//! never with `brk`, which belongs to the application's libc.
+
+#![no_main]
+
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicBool, Ordering};
+use mana_lower::abi::{LowerTable, CALLBACK_ENV, TABLE_MAGIC};
+
+struct Heap {
+    lock: AtomicBool,
+    inner: core::cell::UnsafeCell<dlmalloc::Dlmalloc>,
+}
+// SAFETY: `inner` is only used while `lock` is held.
+unsafe impl Sync for Heap {}
+
+static HEAP: Heap = Heap {
+    lock: AtomicBool::new(false),
+    inner: core::cell::UnsafeCell::new(dlmalloc::Dlmalloc::new()),
+};
+
+fn with_heap<R>(f: impl FnOnce(&mut dlmalloc::Dlmalloc) -> R) -> R {
+    while HEAP
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held.
+    let r = f(unsafe { &mut *HEAP.inner.get() });
+    HEAP.lock.store(false, Ordering::Release);
+    r
+}
+
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    // SAFETY: dlmalloc's C-shaped API; any size is accepted.
+    with_heap(|h| unsafe { h.c_malloc(size) }).cast()
+}
+
+#[no_mangle]
+pub extern "C" fn free(p: *mut c_void) {
+    // SAFETY: `p` came from this allocator (the whole lower world binds to it) or is null.
+    with_heap(|h| unsafe { h.c_free(p.cast()) })
+}
+
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        return core::ptr::null_mut();
+    };
+    let p = malloc(total);
+    if !p.is_null() {
+        // SAFETY: `p` is valid for `total` bytes.
+        unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, total) };
+    }
+    p
+}
+
+#[no_mangle]
+pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: `p` came from this allocator or is null.
+    with_heap(|h| unsafe { h.c_realloc(p.cast(), size) }).cast()
+}
+
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `align` is a power of two.
+    with_heap(|h| unsafe { h.c_memalign(align, size) }).cast()
+}
+
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    memalign(align, size)
+}
+
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    memalign(4096, size)
+}
+
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    memalign(4096, size.div_ceil(4096) * 4096)
+}
+
+#[no_mangle]
+/// # Safety
+/// `out` must be valid for a pointer write (the C contract).
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
+        return libc::EINVAL;
+    }
+    let p = memalign(align, size);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a valid out-pointer.
+    unsafe { *out = p };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // dlmalloc keeps the chunk size (low 3 bits: flags) in the word before the payload.
+    // SAFETY: `p` is a live allocation of this allocator.
+    let head = unsafe { *(p as *const usize).sub(1) };
+    (head & !7).saturating_sub(2 * core::mem::size_of::<usize>())
+}
+
+unsafe extern "C" fn lookup(name: *const c_char) -> *const c_void {
+    // SAFETY: `name` is a NUL-terminated symbol name.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name) as *const c_void }
+}
+
+thread_local! {
+    static CALLS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// Uses this world's allocator, formatting, TLS and errno; the result depends on `x` and
+/// on how often it was called on this thread.
+unsafe extern "C" fn probe(x: u64) -> u64 {
+    let n = CALLS.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let v: Vec<String> = (0..64).map(|i| format!("{x}-{i}")).collect();
+    let total: u64 = v.iter().map(|s| s.len() as u64).sum();
+    // SAFETY: errno of this (lower) thread.
+    unsafe { *libc::__errno_location() = 7 };
+    total * 1000 + n
+}
+
+static mut TABLE: LowerTable = LowerTable {
+    magic: TABLE_MAGIC,
+    fs_base: 0,
+    lookup,
+    probe,
+};
+
+/// Entered by the lower `ld.so` after it loaded this world. Reports to the upper half and
+/// never returns (its stack stays as it is; it is the lower world's main thread).
+#[no_mangle]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    let Some(cb) = std::env::var(CALLBACK_ENV)
+        .ok()
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+    else {
+        eprintln!("mana_lower: not started by MANA's loader ({CALLBACK_ENV} unset)");
+        std::process::exit(2);
+    };
+    let mut fs: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes one u64.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    // SAFETY: written once, before the upper half reads it.
+    unsafe { TABLE.fs_base = fs };
+    // SAFETY: the loader put the address of its `extern "C" fn(*const LowerTable) -> !` there.
+    let cb: extern "C" fn(*const LowerTable) -> ! = unsafe { core::mem::transmute(cb as usize) };
+    cb(&raw const TABLE)
+}
