@@ -38,12 +38,9 @@ fn main() {
             "probe call {i}: lower TLS counter or allocation broken"
         );
     }
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { *libc::__errno_location() },
-        42,
-        "the lower world wrote the upper errno"
-    );
+    // SAFETY: errno of this (upper) thread.
+    let errno = unsafe { *libc::__errno_location() };
+    assert_eq!(errno, 42, "the lower world wrote the upper errno");
     let name = c"getpid";
     // SAFETY: `lookup` is a lower-world function taking a C string.
     let getpid = unsafe { loader::call_ptr(t.fs_base, t.lookup, name.as_ptr()) };
