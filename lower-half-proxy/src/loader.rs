@@ -134,6 +134,25 @@ pub unsafe fn call1(fs: u64, f: unsafe extern "C" fn(u64) -> u64, x: u64) -> u64
     }
 }
 
+/// Runs `f` with the FS base switched to the lower TCB `fs`.
+///
+/// # Safety
+/// `f` may only call lower-world functions with plain arguments: any use of this
+/// thread's upper TLS (Rust `thread_local!`, errno, panics) inside it is wrong.
+#[inline(always)]
+pub unsafe fn in_lower<R>(fs: u64, f: impl FnOnce() -> R) -> R {
+    let up: u64;
+    // SAFETY: as in call1.
+    unsafe {
+        core::arch::asm!("rdfsbase {}", out(reg) up, options(nostack, preserves_flags));
+        core::arch::asm!("wrfsbase {}", in(reg) fs, options(nostack, preserves_flags));
+    }
+    let r = f();
+    // SAFETY: back to this thread's own TCB.
+    unsafe { core::arch::asm!("wrfsbase {}", in(reg) up, options(nostack, preserves_flags)) };
+    r
+}
+
 /// Same as [`call1`] for a function taking a pointer.
 ///
 /// # Safety
@@ -355,6 +374,24 @@ fn build_stack(
     put(AT_NULL);
     put(0);
     base
+}
+
+/// The lower world's environment: ours without `LD_PRELOAD`, plus what keeps UCX (MPICH's
+/// transport) from patching allocation functions and installing fault handlers
+/// process-wide while it loads (LOWER-HALF.md, "what broke"), and without glibc's rseq
+/// registration (the thread's rseq belongs to the upper libc).
+pub fn default_env() -> Vec<(String, String)> {
+    let forced = [
+        ("UCX_MEM_EVENTS", "no"),
+        ("UCX_ERROR_SIGNALS", ""),
+        ("UCX_DEBUG_SIGNO", "0"),
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+    ];
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k != "LD_PRELOAD" && !forced.iter().any(|(f, _)| f == k))
+        .collect();
+    env.extend(forced.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
 }
 
 /// Starts `proxy` in its own loader world and returns its table. `env` is the lower
