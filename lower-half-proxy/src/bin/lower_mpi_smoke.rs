@@ -45,7 +45,7 @@ fn main() {
         )
     };
     let (mut rank, mut size, mut sum): (c_int, c_int, c_int) = (-1, -1, -1);
-    // SAFETY (each block): an MPICH call made in the lower world with valid upper buffers.
+    // SAFETY: MPICH calls made in the lower world with valid upper buffers.
     unsafe {
         assert_eq!(
             loader::in_lower(fs, || init(std::ptr::null_mut(), std::ptr::null_mut())),
