@@ -260,18 +260,23 @@ fn main() {
         "MANA-rs checkpoint/restart benchmark ({gib} GiB touched + 1 GiB untouched, dir {})",
         dir.display()
     );
-    let (w, r) = disk_bandwidth(&dir, touched);
-    println!(
-        "disk: sequential write+fsync {:.0} MiB/s, cold read {:.0} MiB/s",
-        w / 1048576.0,
-        r / 1048576.0
-    );
-
+    // This VM's disk varies a lot from minute to minute: measure it right before and right
+    // after the checkpoint/restart and compare against the mean.
+    let (w1, r1) = disk_bandwidth(&dir, touched);
     let big = one(&dir, &prog, &status, touched, untouched);
+    let (w2, r2) = disk_bandwidth(&dir, touched);
+    let (w, r) = ((w1 + w2) / 2.0, (r1 + r2) / 2.0);
+    println!(
+        "disk: sequential write+fsync {:.0} MiB/s before, {:.0} after; cold read {:.0} before, {:.0} after",
+        w1 / 1048576.0,
+        w2 / 1048576.0,
+        r1 / 1048576.0,
+        r2 / 1048576.0
+    );
     let ckpt_bw = big.image_bytes as f64 / big.ckpt_s;
     let rst_bw = big.image_bytes as f64 / big.restart_touched_s;
     println!(
-        "checkpoint: {:.3} s, {:.0} MiB/s = {:.2}x disk write bandwidth",
+        "checkpoint: {:.3} s, {:.0} MiB/s = {:.2}x mean disk write bandwidth",
         big.ckpt_s,
         ckpt_bw / 1048576.0,
         ckpt_bw / w
@@ -283,7 +288,7 @@ fn main() {
         big.sync_s
     );
     println!(
-        "restart:    {:.3} s to resume, {:.3} s until all memory was read = {:.0} MiB/s = {:.2}x disk read bandwidth",
+        "restart:    {:.3} s to resume, {:.3} s until all memory was read = {:.0} MiB/s = {:.2}x mean disk read bandwidth",
         big.restart_resume_s,
         big.restart_touched_s,
         rst_bw / 1048576.0,
