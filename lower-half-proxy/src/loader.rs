@@ -376,6 +376,10 @@ fn build_stack(
     base
 }
 
+/// Set by `mana_launch`: the library path the program was started with (before MANA's
+/// wrapper directory was put first), which is the lower world's.
+pub const LOWER_LIBRARY_PATH_ENV: &str = "MANA_LOWER_LIBRARY_PATH";
+
 /// The lower world's environment: ours without `LD_PRELOAD`, plus what keeps UCX (MPICH's
 /// transport) from patching allocation functions and installing fault handlers
 /// process-wide while it loads (LOWER-HALF.md, "what broke"), and without glibc's rseq
@@ -387,9 +391,16 @@ pub fn default_env() -> Vec<(String, String)> {
         ("UCX_DEBUG_SIGNO", "0"),
         ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
     ];
+    // mana_launch put the wrapper library first on LD_LIBRARY_PATH; the lower world must
+    // find the real MPI: it gets the path the program was started with.
+    let lower_path = std::env::var(LOWER_LIBRARY_PATH_ENV).ok();
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k != "LD_PRELOAD" && !forced.iter().any(|(f, _)| f == k))
+        .filter(|(k, _)| !(lower_path.is_some() && k == "LD_LIBRARY_PATH"))
         .collect();
+    if let Some(p) = lower_path.filter(|p| !p.is_empty()) {
+        env.push(("LD_LIBRARY_PATH".into(), p));
+    }
     env.extend(forced.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
 }

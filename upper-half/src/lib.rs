@@ -13,6 +13,7 @@
 pub mod alloc;
 pub mod context;
 pub mod exclude;
+pub mod mpi;
 pub mod procfs;
 pub mod runtime;
 pub mod sys;

@@ -86,8 +86,15 @@ pub fn start() {
         interval: std::env::var("MANA_INTERVAL")
             .ok()
             .and_then(|v| v.parse().ok()),
-        rank: 0,
-        world_size: 1,
+        rank: launcher_var(&[
+            "PMI_RANK",
+            "SLURM_PROCID",
+            "PMIX_RANK",
+            "OMPI_COMM_WORLD_RANK",
+        ])
+        .unwrap_or(0),
+        world_size: launcher_var(&["PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"])
+            .unwrap_or(1),
         program: std::fs::read_link("/proc/self/exe")
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
@@ -115,6 +122,13 @@ pub fn start() {
     if let Err(e) = spawned {
         eprintln!("mana: cannot start the checkpoint thread: {e}; checkpointing is disabled");
     }
+}
+
+/// The first of `vars` set in the environment, as a number.
+fn launcher_var(vars: &[&str]) -> Option<u32> {
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn find_own_range() {
@@ -241,6 +255,18 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
+    if crate::mpi::loaded() {
+        sys::close(fd);
+        sys::close(pagemap_fd);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(dir.gen_dir(generation));
+        fail(
+            conn,
+            generation,
+            "this process uses MPI, and checkpointing MPI processes is not implemented yet",
+        );
+        return Outcome::Continue;
+    }
     let parked = match threads::quiesce(Duration::from_secs(30)) {
         Ok(n) => n,
         Err(e) => {

@@ -119,6 +119,30 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     let status_file =
         launch::ensure_coordinator(cli.status_file.as_deref(), cli.interval, "mana_launch")?;
 
+    // An MPI program (linked with MPICH) loads MANA's wrapper libmpich.so.12 from
+    // mana-mpi/ beside us, and the real MPI library only inside the lower half.
+    let mut mpi_env: Vec<(&str, OsString)> = Vec::new();
+    if launch::needs_mpich(&path) {
+        let wrappers = exe.with_file_name("mana-mpi");
+        let lower = exe.with_file_name("mana_lower");
+        if !wrappers.join("libmpich.so.12").is_file() || !lower.is_file() {
+            return Err(Error::NoRuntime(if lower.is_file() {
+                wrappers.join("libmpich.so.12")
+            } else {
+                lower
+            }));
+        }
+        let mut libpath = status::absolute(&wrappers).into_os_string();
+        let old = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+        if !old.is_empty() {
+            libpath.push(":");
+            libpath.push(&old);
+        }
+        // The lower world gets the original path (see mana_lower::loader::default_env).
+        mpi_env.push(("MANA_LOWER_LIBRARY_PATH", old));
+        mpi_env.push(("LD_LIBRARY_PATH", libpath));
+        mpi_env.push(("MANA_LOWER_HALF", status::absolute(&lower).into_os_string()));
+    }
     let mut preload = runtime.as_os_str().to_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
@@ -135,6 +159,7 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     if let Some(i) = cli.interval {
         ours.push(("MANA_INTERVAL", i.to_string().into()));
     }
+    ours.extend(mpi_env);
 
     let mut env: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {

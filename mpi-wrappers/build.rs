@@ -1,0 +1,57 @@
+//! Compiles the generated wrappers (`generated/wrappers.c`) and the hand-written ones
+//! (`src/special.c`) with gcc against MPICH's `mpi.h` into `libmpich.so.12`, placed in
+//! `target/<profile>/mana-mpi/` (with `libmpi.so.12`, MPICH's other name), the directory
+//! `mana_launch` puts first on the library path of an MPI program.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    for f in ["generated/wrappers.c", "src/special.c", "src/mana_wrap.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
+    let profile_dir = out
+        .ancestors()
+        .nth(3)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let lib_dir = profile_dir.join("mana-mpi");
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    let cflags = Command::new("pkg-config")
+        .args(["--cflags", "mpich"])
+        .output()
+        .expect("pkg-config (apt-get install pkg-config libmpich-dev)");
+    assert!(
+        cflags.status.success(),
+        "pkg-config --cflags mpich failed: install libmpich-dev"
+    );
+    let cflags = String::from_utf8(cflags.stdout).unwrap();
+    let lib = lib_dir.join("libmpich.so.12");
+    let status = Command::new("gcc")
+        .args([
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fno-stack-protector",
+            "-Wall",
+            "-Werror",
+        ])
+        .args(cflags.split_whitespace())
+        .arg("-I")
+        .arg(dir.join("src"))
+        .arg("-Wl,-soname,libmpich.so.12")
+        .arg("-o")
+        .arg(&lib)
+        .arg(dir.join("generated/wrappers.c"))
+        .arg(dir.join("src/special.c"))
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "compiling the MPI wrappers failed");
+    let alias = lib_dir.join("libmpi.so.12");
+    let _ = std::fs::remove_file(&alias);
+    std::os::unix::fs::symlink("libmpich.so.12", &alias).unwrap();
+    println!("cargo:rustc-env=MANA_MPI_LIB_DIR={}", lib_dir.display());
+}

@@ -1,0 +1,46 @@
+/* MANA-rs MPI wrappers: what every generated and hand-written wrapper uses.
+ *
+ * A wrapper looks up the real function in the lower world once (mana_lower_fn, in
+ * libmana), switches the FS base to the lower world's TCB around the call (wrfsbase)
+ * and back. Handles and statuses pass unchanged for now: the lower half is MPICH with
+ * the same ABI (virtual handles come with checkpoint/restart of MPI state).
+ * Wrappers are static and exported under the MPI names with MANA_EXPORT, so their
+ * prototypes (from the MPI standard) never clash with those of MPICH's mpi.h. */
+#ifndef MANA_WRAP_H
+#define MANA_WRAP_H
+#include <mpi.h>
+
+/* Provided by libmana.so (the upper-half runtime, LD_PRELOADed by mana_launch). */
+extern void *mana_lower_fn(unsigned id, const char *lower_name);
+extern int mana_unsupported(const char *name);
+extern volatile unsigned long mana_lower_fs;
+
+static inline __attribute__((always_inline)) unsigned long mana_enter_lower(void)
+{
+    unsigned long up, fs = mana_lower_fs;
+    __asm__ volatile("rdfsbase %0" : "=r"(up));
+    __asm__ volatile("wrfsbase %0" ::"r"(fs) : "memory");
+    return up;
+}
+
+static inline __attribute__((always_inline)) void mana_leave_lower(unsigned long up)
+{
+    __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
+}
+
+#define MANA_FORWARD(id, lower_name, ret, params, args)                 \
+    typedef ret(*mana_fn_t) params;                                     \
+    mana_fn_t f_ = (mana_fn_t)mana_lower_fn(id, lower_name);            \
+    unsigned long up_ = mana_enter_lower();                             \
+    ret r_ = f_ args;                                                   \
+    mana_leave_lower(up_);                                              \
+    return r_
+
+#define MANA_EXPORT(internal, name)                                     \
+    __asm__(".globl " #name "\n.type " #name ", @function\n.set " #name ", " #internal);
+
+#define MANA_DATA(name, size)                                           \
+    __attribute__((used, aligned(16))) static char mana_d_##name[size]; \
+    __asm__(".globl " #name "\n.type " #name ", @object\n.size " #name ", " #size "\n.set " #name ", mana_d_" #name);
+
+#endif

@@ -1,0 +1,95 @@
+//! The upper half's side of the split process: loads the lower half on the first MPI call
+//! and serves the wrapper library (`mpi-wrappers/`, `libmpich.so.12`) with the lower
+//! world's functions and FS base.
+//!
+//! Current limits (split-process issue, in progress): every thread borrows the lower main
+//! thread's TCB (no per-thread lower TCBs yet), handles are MPICH's own (not virtual), and
+//! a process with a lower half cannot be checkpointed yet (the checkpoint fails saying so).
+
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use mana_lower::abi::LowerTable;
+use mana_lower::loader;
+use std::sync::OnceLock;
+
+/// The lower world's TCB, read by every wrapper around its call.
+#[no_mangle]
+pub static mana_lower_fs: AtomicU64 = AtomicU64::new(0);
+
+const MAX_FNS: usize = 4096;
+static FNS: [AtomicUsize; MAX_FNS] = [const { AtomicUsize::new(0) }; MAX_FNS];
+static LOWER: OnceLock<&'static LowerTable> = OnceLock::new();
+
+const MPI_COMM_WORLD: c_int = 0x4400_0000;
+const MPI_ERR_UNSUPPORTED_OPERATION: c_int = 44;
+
+/// Whether this process has a lower half (then it cannot be checkpointed yet).
+pub fn loaded() -> bool {
+    LOWER.get().is_some()
+}
+
+fn lower() -> &'static LowerTable {
+    LOWER.get_or_init(|| {
+        let Some(path) = std::env::var_os(mana_lower::LOWER_HALF_ENV) else {
+            eprintln!(
+                "mana: this program called MPI, but {} is not set (start it with mana_launch)",
+                mana_lower::LOWER_HALF_ENV
+            );
+            std::process::exit(1);
+        };
+        match loader::load(path.as_ref(), &loader::default_env()) {
+            Ok(world) => {
+                mana_lower_fs.store(world.table.fs_base, Ordering::Release);
+                tracing::debug!(ldso = ?world.ldso, stack = ?world.stack, "lower half loaded");
+                world.table
+            }
+            Err(e) => {
+                eprintln!(
+                    "mana: cannot load the lower half {}: {e}",
+                    std::path::Path::new(&path).display()
+                );
+                std::process::exit(1);
+            }
+        }
+    })
+}
+
+/// The lower world's function `lower_name`, cached under `id` (the wrapper's index).
+#[no_mangle]
+pub extern "C" fn mana_lower_fn(id: u32, lower_name: *const c_char) -> *const c_void {
+    let slot = FNS.get(id as usize);
+    if let Some(p) = slot.map(|s| s.load(Ordering::Acquire)).filter(|&p| p != 0) {
+        return p as *const c_void;
+    }
+    let t = lower();
+    // SAFETY: `lookup` is the lower world's dlsym; the name is a C string from the wrapper.
+    let p = unsafe { loader::call_ptr(t.fs_base, t.lookup, lower_name) };
+    if p.is_null() {
+        // SAFETY: the wrapper passes a NUL-terminated literal.
+        let name = unsafe { CStr::from_ptr(lower_name) }.to_string_lossy();
+        eprintln!("mana: the lower half's MPI library has no {name}");
+        std::process::abort();
+    }
+    if let Some(s) = slot {
+        s.store(p as usize, Ordering::Release);
+    }
+    p
+}
+
+/// A function MANA-rs does not support: report it by name and through the error handler
+/// of `MPI_COMM_WORLD` (which aborts under the default `MPI_ERRORS_ARE_FATAL`).
+#[no_mangle]
+pub extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
+    // SAFETY: the stub passes a NUL-terminated literal.
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    eprintln!("mana: {name} is not supported by MANA-rs (MPI_ERR_UNSUPPORTED_OPERATION)");
+    let f = mana_lower_fn(u32::MAX, c"PMPI_Comm_call_errhandler".as_ptr());
+    // SAFETY: MPICH's MPI_Comm_call_errhandler(MPI_Comm, int) called in the lower world.
+    unsafe {
+        let f: unsafe extern "C" fn(c_int, c_int) -> c_int = core::mem::transmute(f);
+        loader::in_lower(lower().fs_base, || {
+            f(MPI_COMM_WORLD, MPI_ERR_UNSUPPORTED_OPERATION)
+        });
+    }
+    MPI_ERR_UNSUPPORTED_OPERATION
+}
