@@ -55,8 +55,11 @@ fn lower() -> &'static LowerTable {
 }
 
 /// The lower world's function `lower_name`, cached under `id` (the wrapper's index).
+///
+/// # Safety
+/// `lower_name` must be a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn mana_lower_fn(id: u32, lower_name: *const c_char) -> *const c_void {
+pub unsafe extern "C" fn mana_lower_fn(id: u32, lower_name: *const c_char) -> *const c_void {
     let slot = FNS.get(id as usize);
     if let Some(p) = slot.map(|s| s.load(Ordering::Acquire)).filter(|&p| p != 0) {
         return p as *const c_void;
@@ -78,12 +81,16 @@ pub extern "C" fn mana_lower_fn(id: u32, lower_name: *const c_char) -> *const c_
 
 /// A function MANA-rs does not support: report it by name and through the error handler
 /// of `MPI_COMM_WORLD` (which aborts under the default `MPI_ERRORS_ARE_FATAL`).
+///
+/// # Safety
+/// `name` must be a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
+pub unsafe extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
     // SAFETY: the stub passes a NUL-terminated literal.
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
     eprintln!("mana: {name} is not supported by MANA-rs (MPI_ERR_UNSUPPORTED_OPERATION)");
-    let f = mana_lower_fn(u32::MAX, c"PMPI_Comm_call_errhandler".as_ptr());
+    // SAFETY: a C string literal.
+    let f = unsafe { mana_lower_fn(u32::MAX, c"PMPI_Comm_call_errhandler".as_ptr()) };
     // SAFETY: MPICH's MPI_Comm_call_errhandler(MPI_Comm, int) called in the lower world.
     unsafe {
         let f: unsafe extern "C" fn(c_int, c_int) -> c_int = core::mem::transmute(f);
