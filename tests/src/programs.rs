@@ -91,3 +91,26 @@ pub fn bin(name: &str) -> PathBuf {
     );
     p
 }
+
+/// `mpicc.mpich -O2 -o OUT_DIR/NAME tests/mpi/NAME.c` (an unmodified MPICH program).
+pub fn compile_mpi(name: &str, out_dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("mpi")
+        .join(format!("{name}.c"));
+    let out = out_dir.join(name);
+    let result = Command::new("mpicc.mpich")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run mpicc.mpich (install MPICH: scripts/setup.sh): {e}")
+        });
+    assert!(
+        result.status.success(),
+        "mpicc.mpich {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out
+}
