@@ -24,6 +24,13 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# pympistandard (PyPI): the MPI standard's API as data; CI checks that the committed
+# wrapper spec (mpi-wrappers/spec/) is what it gives.
+if ! python3 -c "import pympistandard" 2>/dev/null; then
+    echo "setup: installing pympistandard"
+    python3 -m pip install -q "pympistandard==0.2.0"
+fi
+
 # Rust comes with the machine (rustup); make sure this shell finds it.
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
