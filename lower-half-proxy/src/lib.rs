@@ -5,9 +5,8 @@
 //!   its own `ld.so`, libc and dependencies, mapped by our ELF loader, never by the
 //!   application's `ld.so` (rule 1) — and returns with the table.
 //!
-//! Status: the loader and the table work for a non-MPI proxy (see `lower_smoke`); linking
-//! the proxy with MPICH, the arena for every lower allocation and the generated wrappers
-//! are the rest of the split-process issue.
+//! Status: see `docs/lower-half.md` (MPICH runs in the lower world and serves the
+//! generated wrappers; the arena of rule 2 and per-thread TCBs are still to come).
 
 pub mod abi;
 pub mod loader;

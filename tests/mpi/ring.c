@@ -1,4 +1,5 @@
-/* Ring, sendrecv, nonblocking exchange, and collectives over MPI_COMM_WORLD.
+/* Ring, nonblocking exchange, and collectives over MPI_COMM_WORLD (2 or more ranks:
+ * with one, the blocking send to itself never completes, natively as well).
  * Deterministic output (rank 0 prints after gathering), built with mpicc.mpich. */
 #include <mpi.h>
 #include <stdio.h>
