@@ -14,11 +14,15 @@
 extern void *mana_lower_fn(unsigned id, const char *lower_name);
 extern int mana_unsupported(const char *name);
 extern volatile unsigned long mana_lower_fs;
+/* The FS base of the upper thread that is inside a lower call (one thread at a time
+ * calls MPI for now): callbacks from the lower world switch back to it. */
+extern __attribute__((visibility("hidden"))) volatile unsigned long mana_upper_fs;
 
 static inline __attribute__((always_inline)) unsigned long mana_enter_lower(void)
 {
     unsigned long up, fs = mana_lower_fs;
     __asm__ volatile("rdfsbase %0" : "=r"(up));
+    mana_upper_fs = up;
     __asm__ volatile("wrfsbase %0" ::"r"(fs) : "memory");
     return up;
 }
@@ -26,6 +30,20 @@ static inline __attribute__((always_inline)) unsigned long mana_enter_lower(void
 static inline __attribute__((always_inline)) void mana_leave_lower(unsigned long up)
 {
     __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
+}
+
+/* In a callback the lower world makes into application code: run it on the upper TCB. */
+static inline __attribute__((always_inline)) unsigned long mana_callback_enter(void)
+{
+    unsigned long lower, up = mana_upper_fs;
+    __asm__ volatile("rdfsbase %0" : "=r"(lower));
+    __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
+    return lower;
+}
+
+static inline __attribute__((always_inline)) void mana_callback_leave(unsigned long lower)
+{
+    __asm__ volatile("wrfsbase %0" ::"r"(lower) : "memory");
 }
 
 #define MANA_FORWARD(id, lower_name, ret, params, args)                 \

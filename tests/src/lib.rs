@@ -7,6 +7,7 @@
 //!   with waits for observable events (a line, an exit) under a deadline;
 //! * [`session`]: one job — a private temp dir and status file, its own coordinator, and
 //!   the five commands run against it;
+//! * [`slurm`]: a real local Slurm (munged, slurmctld, slurmd) for `srun` tests;
 //! * [`transcript`]: what a correct outcome looks like (a restarted job's output is the
 //!   uninterrupted run's, byte for byte; an error is one line);
 //! * [`ckpt`]: reading and damaging checkpoint directories, images, status files and
@@ -22,6 +23,7 @@ pub mod process;
 pub mod programs;
 pub mod rng;
 pub mod session;
+pub mod slurm;
 pub mod tempdir;
 pub mod transcript;
 
@@ -30,6 +32,7 @@ pub use process::*;
 pub use programs::*;
 pub use rng::Rng;
 pub use session::*;
+pub use slurm::Slurm;
 pub use tempdir::TempDir;
 pub use transcript::*;
 

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 #[no_mangle]
 pub static mana_lower_fs: AtomicU64 = AtomicU64::new(0);
 
-const MAX_FNS: usize = 4096;
+const MAX_FNS: usize = 8192;
 static FNS: [AtomicUsize; MAX_FNS] = [const { AtomicUsize::new(0) }; MAX_FNS];
 static LOWER: OnceLock<&'static LowerTable> = OnceLock::new();
 

@@ -1,0 +1,61 @@
+//! Unmodified MPICH programs under a real Slurm (started by the test on this machine):
+//! `srun --mpi=pmi2 -n 2 mana_launch ./ring` prints what `srun --mpi=pmi2 -n 2 ./ring`
+//! does, and every rank went through MANA.
+//!
+//! ```text
+//! $ mpicc.mpich -o ring tests/mpi/ring.c
+//! $ srun --mpi=pmi2 -n 2 ./ring > native.out
+//! $ mana_coordinator --daemon; srun --mpi=pmi2 -n 2 mana_launch ./ring > mana.out
+//! $ cmp native.out mana.out
+//! ```
+
+use mana_tests::*;
+use std::path::Path;
+
+fn srun(slurm: &Slurm, s: &Session, n: usize, program: &[&Path]) -> Output {
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-n", &n.to_string()])
+        .args(program)
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana::mpi=debug");
+    Proc::spawn(&format!("srun --mpi=pmi2 -n {n}"), cmd).wait_output(LONG)
+}
+
+#[test]
+fn ring_under_srun_and_mana_launch_equals_native() {
+    let slurm = Slurm::start();
+    eprintln!("slurm on node {} up in {:.2?}", slurm.node, slurm.startup);
+    let s = Session::start("slurm-ring");
+    let ring = compile_mpi("ring", s.dir());
+    let launch = bin("mana_launch");
+    let n = 2;
+    let native = srun(&slurm, &s, n, &[&ring]);
+    assert!(
+        native.status.success(),
+        "native srun failed: {}\n{}",
+        native.describe(),
+        slurm.logs()
+    );
+    let under = srun(&slurm, &s, n, &[&launch, &ring]);
+    assert!(
+        under.status.success(),
+        "srun mana_launch failed: {}\n{}",
+        under.describe(),
+        slurm.logs()
+    );
+    assert!(
+        native.stdout_text().contains(&format!("ring size={n}")),
+        "{}",
+        native.describe()
+    );
+    assert_eq!(
+        under.stdout_text(),
+        native.stdout_text(),
+        "output under srun mana_launch differs from native srun"
+    );
+    // Every rank really went through MANA: its lower half was loaded by libmana.
+    let loaded = under.stderr_text().matches("lower half loaded").count();
+    assert_eq!(loaded, n, "expected {n} lower halves: {}", under.describe());
+}
