@@ -16,4 +16,8 @@ pub struct LowerTable {
     /// A self-test: exercises the lower libc (allocation, formatting, TLS, errno) and
     /// returns a value derived from `x` (see `mana_lower`).
     pub probe: unsafe extern "C" fn(x: u64) -> u64,
+    /// Fills `out` with up to `cap` `[start, end)` ranges that belong to the lower world:
+    /// the segments of every object in its link map, and every mapping made through its
+    /// `mmap`/`mremap` (interposed by the proxy); returns how many there are.
+    pub regions: unsafe extern "C" fn(out: *mut [u64; 2], cap: usize) -> usize,
 }

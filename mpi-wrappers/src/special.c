@@ -103,3 +103,14 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_errhandler(MPI_Comm_errh
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_errhandler, MPI_Comm_create_errhandler)
 MANA_EXPORT(mana_w_MPI_Comm_create_errhandler, PMPI_Comm_create_errhandler)
+
+/* MPI_Finalize: lets the runtime look at the lower half one last time (region dump for
+ * tests, MANA_DUMP_REGIONS) before the real MPI_Finalize. */
+extern void mana_before_finalize(void);
+__attribute__((used)) static int mana_w_MPI_Finalize(void)
+{
+    mana_before_finalize();
+    MANA_FORWARD(4003, "PMPI_Finalize", int, (void), ());
+}
+MANA_EXPORT(mana_w_MPI_Finalize, MPI_Finalize)
+MANA_EXPORT(mana_w_MPI_Finalize, PMPI_Finalize)

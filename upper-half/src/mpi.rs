@@ -19,6 +19,8 @@ pub static mana_lower_fs: AtomicU64 = AtomicU64::new(0);
 const MAX_FNS: usize = 8192;
 static FNS: [AtomicUsize; MAX_FNS] = [const { AtomicUsize::new(0) }; MAX_FNS];
 static LOWER: OnceLock<&'static LowerTable> = OnceLock::new();
+/// The lower main stack (mapped by our loader, so known).
+static LOWER_STACK: OnceLock<(u64, u64)> = OnceLock::new();
 
 const MPI_COMM_WORLD: c_int = 0x4400_0000;
 const MPI_ERR_UNSUPPORTED_OPERATION: c_int = 44;
@@ -40,6 +42,7 @@ fn lower() -> &'static LowerTable {
         match loader::load(path.as_ref(), &loader::default_env()) {
             Ok(world) => {
                 mana_lower_fs.store(world.table.fs_base, Ordering::Release);
+                let _ = LOWER_STACK.set(world.stack);
                 tracing::debug!(ldso = ?world.ldso, stack = ?world.stack, "lower half loaded");
                 world.table
             }
@@ -99,4 +102,44 @@ pub unsafe extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
         });
     }
     MPI_ERR_UNSUPPORTED_OPERATION
+}
+
+/// The address ranges that belong to the lower half, from the loader's and the proxy's own
+/// records (never guessed from mapping names): the lower link map's segments, every
+/// mapping made through the proxy's `mmap`/`mremap`, and the lower main stack. Sorted.
+pub fn lower_regions() -> Vec<(u64, u64)> {
+    let Some(t) = LOWER.get() else {
+        return Vec::new();
+    };
+    let mut buf = vec![[0u64; 2]; 16384];
+    // SAFETY: `regions` is a lower-world function filling at most `cap` entries of `buf`.
+    let n = unsafe { loader::in_lower(t.fs_base, || (t.regions)(buf.as_mut_ptr(), buf.len())) };
+    let mut v: Vec<(u64, u64)> = buf[..n.min(buf.len())]
+        .iter()
+        .map(|r| (r[0], r[1]))
+        .collect();
+    if let Some(&s) = LOWER_STACK.get() {
+        v.push(s);
+    }
+    v.sort_unstable();
+    v
+}
+
+/// Called by the `MPI_Finalize` wrapper before the real one. With `MANA_DUMP_REGIONS=DIR`
+/// writes `DIR/regions-PID.txt`: one `lower START END` line per lower-half range, then
+/// `/proc/self/maps` — so tests can check the region accounting against the kernel's view.
+#[no_mangle]
+pub extern "C" fn mana_before_finalize() {
+    let Some(dir) = std::env::var_os("MANA_DUMP_REGIONS") else {
+        return;
+    };
+    let mut text = String::new();
+    for (s, e) in lower_regions() {
+        text.push_str(&format!("lower {s:x} {e:x}\n"));
+    }
+    text.push_str(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default());
+    let path = std::path::Path::new(&dir).join(format!("regions-{}.txt", std::process::id()));
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("mana: cannot write {}: {e}", path.display());
+    }
 }

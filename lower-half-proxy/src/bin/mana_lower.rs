@@ -142,11 +142,184 @@ unsafe extern "C" fn probe(x: u64) -> u64 {
     total * 1000 + n
 }
 
+// ---- Mappings of the lower world (DESIGN.md rule 2 and 3) ----
+//
+// The proxy exports `mmap`, `mmap64`, `munmap` and `mremap`, so every library of the
+// lower world maps through them; they record what they map. Together with the link map's
+// segments this is the lower-half region set. (Mappings made by raw syscalls or inside
+// libc itself are not seen: to the checkpointer they are unknown, hence saved.)
+
+const MAX_RANGES: usize = 8192;
+struct Ranges {
+    lock: AtomicBool,
+    n: core::cell::UnsafeCell<usize>,
+    r: core::cell::UnsafeCell<[[u64; 2]; MAX_RANGES]>,
+}
+// SAFETY: all access goes through `with_ranges`, which holds `lock`.
+unsafe impl Sync for Ranges {}
+static RANGES: Ranges = Ranges {
+    lock: AtomicBool::new(false),
+    n: core::cell::UnsafeCell::new(0),
+    r: core::cell::UnsafeCell::new([[0; 2]; MAX_RANGES]),
+};
+
+fn with_ranges<R>(f: impl FnOnce(&mut usize, &mut [[u64; 2]; MAX_RANGES]) -> R) -> R {
+    while RANGES
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held.
+    let r = unsafe { f(&mut *RANGES.n.get(), &mut *RANGES.r.get()) };
+    RANGES.lock.store(false, Ordering::Release);
+    r
+}
+
+/// Removes `[s, e)` from the recorded ranges (splitting where needed).
+fn forget(s: u64, e: u64) {
+    with_ranges(|n, r| {
+        let mut i = 0;
+        while i < *n {
+            let [a, b] = r[i];
+            if b <= s || a >= e {
+                i += 1;
+                continue;
+            }
+            if a < s && b > e && *n < MAX_RANGES {
+                r[i] = [a, s];
+                r[*n] = [e, b];
+                *n += 1;
+                i += 1;
+            } else if a < s {
+                r[i] = [a, s];
+                i += 1;
+            } else if b > e {
+                r[i] = [e, b];
+                i += 1;
+            } else {
+                *n -= 1;
+                r[i] = r[*n];
+            }
+        }
+    })
+}
+
+fn remember(s: u64, e: u64) {
+    forget(s, e);
+    with_ranges(|n, r| {
+        if *n < MAX_RANGES {
+            r[*n] = [s, e];
+            *n += 1;
+        }
+    })
+}
+
+fn page_end(addr: u64, len: u64) -> u64 {
+    (addr + len + 4095) & !4095
+}
+
+/// # Safety
+/// The `mmap(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    // SAFETY: the raw system call with the caller's arguments.
+    let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) };
+    if r == -1 {
+        return libc::MAP_FAILED;
+    }
+    remember(r as u64, page_end(r as u64, len as u64));
+    r as *mut c_void
+}
+
+/// # Safety
+/// The `mmap(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    // SAFETY: same contract.
+    unsafe { mmap(addr, len, prot, flags, fd, off) }
+}
+
+/// # Safety
+/// The `munmap(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    // SAFETY: the raw system call with the caller's arguments.
+    let r = unsafe { libc::syscall(libc::SYS_munmap, addr, len) };
+    if r == 0 {
+        forget(addr as u64, page_end(addr as u64, len as u64));
+    }
+    r as c_int
+}
+
+/// `mremap(old, old_size, new_size, flags, ... new_address)`: on x86-64 the optional fifth
+/// argument arrives in the same register whether or not the caller saw a prototype.
+///
+/// # Safety
+/// The `mremap(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn mremap(
+    old: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    flags: c_int,
+    new_addr: *mut c_void,
+) -> *mut c_void {
+    // SAFETY: the raw system call with the caller's arguments.
+    let r = unsafe { libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, new_addr) };
+    if r == -1 {
+        return libc::MAP_FAILED;
+    }
+    forget(old as u64, page_end(old as u64, old_size as u64));
+    remember(r as u64, page_end(r as u64, new_size as u64));
+    r as *mut c_void
+}
+
+unsafe extern "C" fn regions(out: *mut [u64; 2], cap: usize) -> usize {
+    let mut v: Vec<[u64; 2]> = with_ranges(|n, r| r[..*n].to_vec());
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
+        // SAFETY: called by dl_iterate_phdr with valid pointers.
+        let (info, v) = unsafe { (&*info, &mut *(data as *mut Vec<[u64; 2]>)) };
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr has dlpi_phnum entries.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD {
+                let s = (info.dlpi_addr + ph.p_vaddr) & !4095;
+                v.push([s, page_end(info.dlpi_addr + ph.p_vaddr, ph.p_memsz)]);
+            }
+        }
+        0
+    }
+    // SAFETY: `each` matches dl_iterate_phdr's contract; `v` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut v as *mut Vec<[u64; 2]> as *mut c_void) };
+    for (i, r) in v.iter().take(cap).enumerate() {
+        // SAFETY: the caller provides `cap` entries.
+        unsafe { *out.add(i) = *r };
+    }
+    v.len()
+}
+
 static mut TABLE: LowerTable = LowerTable {
     magic: TABLE_MAGIC,
     fs_base: 0,
     lookup,
     probe,
+    regions,
 };
 
 /// Entered by the lower `ld.so` after it loaded this world. Reports to the upper half and

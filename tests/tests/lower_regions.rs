@@ -1,0 +1,108 @@
+//! The lower half's region accounting (DESIGN.md rules 2–3): in a rank running under
+//! `mana_launch`, every mapping of the real MPICH and its transports (UCX, hwloc, shared
+//! memory) lies inside the ranges the runtime reports as lower half — which come from the
+//! loader's and the proxy's own records, not from mapping names — and MANA's own wrapper
+//! library, although named `libmpich.so.12`, is not among them (it is upper half, saved).
+
+use mana_tests::*;
+use std::process::Command;
+
+#[test]
+fn mpich_lives_only_in_the_reported_lower_half_ranges() {
+    let s = Session::start("lower-regions");
+    let ring = compile_mpi("ring", s.dir());
+    let dump = s.dir().join("regions");
+    std::fs::create_dir_all(&dump).unwrap();
+    let mut cmd = Command::new("mpiexec.mpich");
+    cmd.current_dir(s.dir())
+        .args(["-n", "2"])
+        .arg(bin("mana_launch"))
+        .arg(&ring);
+    for v in SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_DUMP_REGIONS", &dump);
+    Proc::spawn("mpiexec -n 2 mana_launch ring", cmd)
+        .wait_output(LONG)
+        .assert_success();
+
+    let files: Vec<_> = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "one region dump per rank: {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut lower: Vec<(u64, u64)> = Vec::new();
+        let mut maps_text = String::new();
+        for line in text.lines() {
+            if let Some(r) = line.strip_prefix("lower ") {
+                let (a, b) = r.split_once(' ').unwrap();
+                lower.push((
+                    u64::from_str_radix(a, 16).unwrap(),
+                    u64::from_str_radix(b, 16).unwrap(),
+                ));
+            } else {
+                maps_text.push_str(line);
+                maps_text.push('\n');
+            }
+        }
+        lower.sort_unstable();
+        let covered = |s: u64, e: u64| {
+            let mut cur = s;
+            for &(a, b) in &lower {
+                if a <= cur && cur < b {
+                    cur = b;
+                }
+            }
+            cur >= e
+        };
+        let maps = parse_proc_maps(&maps_text);
+        assert!(
+            lower.len() > 10,
+            "{}: too few lower ranges: {lower:x?}",
+            f.display()
+        );
+        let mpich_like = [
+            "libmpich.so.12.",
+            "libucp",
+            "libucs",
+            "libuct",
+            "libucm",
+            "libhwloc",
+            "/dev/shm/",
+        ];
+        let mut seen_mpich = false;
+        for m in &maps {
+            if mpich_like.iter().any(|p| m.name.contains(p)) && !m.name.contains("mana-mpi") {
+                seen_mpich |= m.name.contains("libmpich.so.12.");
+                assert!(
+                    covered(m.start, m.end),
+                    "{}: {m} is MPI's but outside the lower-half ranges",
+                    f.display()
+                );
+            }
+            if m.name.contains("mana-mpi/libmpich.so.12") {
+                assert!(
+                    !lower.iter().any(|&(a, b)| a < m.end && m.start < b),
+                    "{}: MANA's wrapper library {m} was counted as lower half (it must be saved)",
+                    f.display()
+                );
+            }
+        }
+        assert!(
+            seen_mpich,
+            "{}: the real libmpich is not mapped at all",
+            f.display()
+        );
+        for &(a, b) in &lower {
+            assert!(
+                maps.iter().any(|m| m.start < b && a < m.end),
+                "{}: lower range {a:#x}-{b:#x} matches no mapping",
+                f.display()
+            );
+        }
+    }
+}
