@@ -33,7 +33,9 @@ const MUNGE_KEY: &str = "/etc/munge/munge.key";
 const MUNGE_RUN_DIR: &str = "/run/munge";
 const POLL: Duration = Duration::from_millis(100);
 
-/// slurmctld and slurmd of this test, running; killed on drop.
+/// slurmctld and slurmd of this test, running; killed on drop. They also die with the
+/// thread that called [`Slurm::start`] (`PR_SET_PDEATHSIG`): keep a `Slurm` in the test's
+/// own thread, not in a static shared by tests.
 pub struct Slurm {
     /// The daemons' directory: `slurm.conf`, `state/`, `spool/`, `*.log`.
     pub dir: TempDir,
@@ -114,6 +116,16 @@ impl Slurm {
             .arg("-f")
             .arg(&self.conf)
             .current_dir(self.dir.path());
+        // A daemon must not outlive a test process that is killed before its drop runs
+        // (it would hold its port and log into a removed directory).
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // prctl(2), which is async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         Proc::spawn(name, cmd)
     }
 
@@ -125,15 +137,14 @@ impl Slurm {
             if ready(self) {
                 return;
             }
-            for (name, p) in [
+            let exited = [
                 ("slurmctld", &mut self.slurmctld),
                 ("slurmd", &mut self.slurmd),
-            ] {
-                if let Some(p) = p.as_mut() {
-                    if !p.is_running() {
-                        panic!("{name} exited while waiting until {what}:\n{}", self.logs());
-                    }
-                }
+            ]
+            .into_iter()
+            .find_map(|(name, p)| p.as_mut().is_some_and(|p| !p.is_running()).then_some(name));
+            if let Some(name) = exited {
+                panic!("{name} exited while waiting until {what}:\n{}", self.logs());
             }
             if Instant::now() >= deadline {
                 panic!(
