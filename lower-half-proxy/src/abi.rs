@@ -6,6 +6,9 @@ pub const CALLBACK_ENV: &str = "MANA_LOWER_CALLBACK";
 
 pub const TABLE_MAGIC: u64 = 0x4d41_4e41_4c4f_5752; // "MANALOWR"
 
+/// Lower-world TCBs the proxy prepares: one per upper thread that calls MPI (DESIGN.md §3).
+pub const MAX_TCBS: usize = 32;
+
 #[repr(C)]
 pub struct LowerTable {
     pub magic: u64,
@@ -20,4 +23,8 @@ pub struct LowerTable {
     /// the segments of every object in its link map, and every mapping made through its
     /// `mmap`/`mremap` (interposed by the proxy); returns how many there are.
     pub regions: unsafe extern "C" fn(out: *mut [u64; 2], cap: usize) -> usize,
+    /// TCBs to lend to upper threads: `tcbs[0]` is the proxy's main thread (== `fs_base`),
+    /// the others belong to lower threads that park forever with every signal blocked.
+    pub n_tcbs: u64,
+    pub tcbs: [u64; MAX_TCBS],
 }

@@ -11,18 +11,27 @@
 #include <mpi.h>
 
 /* Provided by libmana.so (the upper-half runtime, LD_PRELOADed by mana_launch). */
-extern void *mana_lower_fn(unsigned id, const char *lower_name);
+extern void *mana_lower_fn(unsigned id, const char *lower_name, unsigned long fs);
 extern int mana_unsupported(const char *name);
-extern volatile unsigned long mana_lower_fs;
-/* The FS base of the upper thread that is inside a lower call (one thread at a time
- * calls MPI for now): callbacks from the lower world switch back to it. */
-extern __attribute__((visibility("hidden"))) volatile unsigned long mana_upper_fs;
+extern unsigned long mana_lower_tcb_for_this_thread(void);
+extern unsigned long mana_upper_fs_for(unsigned long lower_fs);
 
-static inline __attribute__((always_inline)) unsigned long mana_enter_lower(void)
+/* This thread's lower-world TCB (lent by libmana on its first MPI call). */
+extern __thread unsigned long mana_tls_lower_fs
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+static inline __attribute__((always_inline)) unsigned long mana_thread_lower_fs(void)
 {
-    unsigned long up, fs = mana_lower_fs;
+    unsigned long fs = mana_tls_lower_fs;
+    if (__builtin_expect(fs == 0, 0))
+        fs = mana_tls_lower_fs = mana_lower_tcb_for_this_thread();
+    return fs;
+}
+
+static inline __attribute__((always_inline)) unsigned long mana_enter_lower(unsigned long fs)
+{
+    unsigned long up;
     __asm__ volatile("rdfsbase %0" : "=r"(up));
-    mana_upper_fs = up;
     __asm__ volatile("wrfsbase %0" ::"r"(fs) : "memory");
     return up;
 }
@@ -32,12 +41,15 @@ static inline __attribute__((always_inline)) void mana_leave_lower(unsigned long
     __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
 }
 
-/* In a callback the lower world makes into application code: run it on the upper TCB. */
+/* In a callback the lower world makes into application code: run it on the TCB of the
+ * upper thread that lent this lower TCB. */
 static inline __attribute__((always_inline)) unsigned long mana_callback_enter(void)
 {
-    unsigned long lower, up = mana_upper_fs;
+    unsigned long lower;
     __asm__ volatile("rdfsbase %0" : "=r"(lower));
-    __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
+    unsigned long up = mana_upper_fs_for(lower);
+    if (up)
+        __asm__ volatile("wrfsbase %0" ::"r"(up) : "memory");
     return lower;
 }
 
@@ -48,8 +60,9 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
 
 #define MANA_FORWARD(id, lower_name, ret, params, args)                 \
     typedef ret(*mana_fn_t) params;                                     \
-    mana_fn_t f_ = (mana_fn_t)mana_lower_fn(id, lower_name);            \
-    unsigned long up_ = mana_enter_lower();                             \
+    unsigned long fs_ = mana_thread_lower_fs();                         \
+    mana_fn_t f_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);       \
+    unsigned long up_ = mana_enter_lower(fs_);                          \
     ret r_ = f_ args;                                                   \
     mana_leave_lower(up_);                                              \
     return r_

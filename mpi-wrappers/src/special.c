@@ -2,7 +2,7 @@
 #include "mana_wrap.h"
 #include <stdio.h>
 
-__attribute__((visibility("hidden"))) volatile unsigned long mana_upper_fs;
+__thread unsigned long mana_tls_lower_fs __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 /* Varargs cannot be forwarded generically; MPICH's MPI_Pcontrol only returns
  * MPI_SUCCESS, and so does this. */

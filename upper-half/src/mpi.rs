@@ -8,13 +8,71 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use mana_lower::abi::LowerTable;
+use mana_lower::abi::{LowerTable, MAX_TCBS};
 use mana_lower::loader;
 use std::sync::OnceLock;
 
-/// The lower world's TCB, read by every wrapper around its call.
+/// The lower world's main TCB (also `tcbs[0]`).
 #[no_mangle]
 pub static mana_lower_fs: AtomicU64 = AtomicU64::new(0);
+
+/// Which lower TCB is lent to which upper thread (by FS base), for callbacks that must
+/// find their way back. Written once per slot, read lock-free with the lower FS active.
+static LENT_LOWER: [AtomicU64; MAX_TCBS] = [const { AtomicU64::new(0) }; MAX_TCBS];
+static LENT_UPPER: [AtomicU64; MAX_TCBS] = [const { AtomicU64::new(0) }; MAX_TCBS];
+static NEXT_TCB: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static MY_TCB: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+fn upper_fs() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes one u64.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut v as *mut u64) };
+    v
+}
+
+/// Lends the calling upper thread a lower TCB of its own (DESIGN.md §3: every thread that
+/// calls MPI needs one; the proxy prepared them as parked lower threads). The wrappers
+/// cache the answer per thread.
+#[no_mangle]
+pub extern "C" fn mana_lower_tcb_for_this_thread() -> u64 {
+    let t = lower();
+    let i = NEXT_TCB.fetch_add(1, Ordering::AcqRel);
+    if i as u64 >= t.n_tcbs {
+        eprintln!(
+            "mana: more than {} threads call MPI; MANA-rs lends at most that many lower-half TCBs",
+            t.n_tcbs
+        );
+        std::process::abort();
+    }
+    let fs = t.tcbs[i];
+    LENT_UPPER[i].store(upper_fs(), Ordering::Release);
+    LENT_LOWER[i].store(fs, Ordering::Release);
+    MY_TCB.with(|c| c.set(fs));
+    fs
+}
+
+/// The upper FS base of the thread that borrowed lower TCB `lower_fs` (0 if none). Runs
+/// with the lower FS active: touches no thread-local state.
+#[no_mangle]
+pub extern "C" fn mana_upper_fs_for(lower_fs: u64) -> u64 {
+    for i in 0..MAX_TCBS {
+        if LENT_LOWER[i].load(Ordering::Acquire) == lower_fs {
+            return LENT_UPPER[i].load(Ordering::Acquire);
+        }
+    }
+    0
+}
+
+fn my_tcb() -> u64 {
+    let fs = MY_TCB.with(|c| c.get());
+    if fs != 0 {
+        fs
+    } else {
+        mana_lower_tcb_for_this_thread()
+    }
+}
 
 const MAX_FNS: usize = 8192;
 static FNS: [AtomicUsize; MAX_FNS] = [const { AtomicUsize::new(0) }; MAX_FNS];
@@ -57,19 +115,24 @@ fn lower() -> &'static LowerTable {
     })
 }
 
-/// The lower world's function `lower_name`, cached under `id` (the wrapper's index).
+/// The lower world's function `lower_name`, cached under `id` (the wrapper's index),
+/// looked up on the calling thread's lower TCB `fs`.
 ///
 /// # Safety
-/// `lower_name` must be a NUL-terminated string.
+/// `lower_name` must be a NUL-terminated string; `fs` the TCB lent to this thread.
 #[no_mangle]
-pub unsafe extern "C" fn mana_lower_fn(id: u32, lower_name: *const c_char) -> *const c_void {
+pub unsafe extern "C" fn mana_lower_fn(
+    id: u32,
+    lower_name: *const c_char,
+    fs: u64,
+) -> *const c_void {
     let slot = FNS.get(id as usize);
     if let Some(p) = slot.map(|s| s.load(Ordering::Acquire)).filter(|&p| p != 0) {
         return p as *const c_void;
     }
     let t = lower();
     // SAFETY: `lookup` is the lower world's dlsym; the name is a C string from the wrapper.
-    let p = unsafe { loader::call_ptr(t.fs_base, t.lookup, lower_name) };
+    let p = unsafe { loader::call_ptr(fs, t.lookup, lower_name) };
     if p.is_null() {
         // SAFETY: the wrapper passes a NUL-terminated literal.
         let name = unsafe { CStr::from_ptr(lower_name) }.to_string_lossy();
@@ -92,14 +155,13 @@ pub unsafe extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
     // SAFETY: the stub passes a NUL-terminated literal.
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
     eprintln!("mana: {name} is not supported by MANA-rs (MPI_ERR_UNSUPPORTED_OPERATION)");
-    // SAFETY: a C string literal.
-    let f = unsafe { mana_lower_fn(u32::MAX, c"PMPI_Comm_call_errhandler".as_ptr()) };
+    let fs = my_tcb();
+    // SAFETY: a C string literal and this thread's lower TCB.
+    let f = unsafe { mana_lower_fn(u32::MAX, c"PMPI_Comm_call_errhandler".as_ptr(), fs) };
     // SAFETY: MPICH's MPI_Comm_call_errhandler(MPI_Comm, int) called in the lower world.
     unsafe {
         let f: unsafe extern "C" fn(c_int, c_int) -> c_int = core::mem::transmute(f);
-        loader::in_lower(lower().fs_base, || {
-            f(MPI_COMM_WORLD, MPI_ERR_UNSUPPORTED_OPERATION)
-        });
+        loader::in_lower(fs, || f(MPI_COMM_WORLD, MPI_ERR_UNSUPPORTED_OPERATION));
     }
     MPI_ERR_UNSUPPORTED_OPERATION
 }
@@ -112,8 +174,9 @@ pub fn lower_regions() -> Vec<(u64, u64)> {
         return Vec::new();
     };
     let mut buf = vec![[0u64; 2]; 16384];
+    let fs = my_tcb();
     // SAFETY: `regions` is a lower-world function filling at most `cap` entries of `buf`.
-    let n = unsafe { loader::in_lower(t.fs_base, || (t.regions)(buf.as_mut_ptr(), buf.len())) };
+    let n = unsafe { loader::in_lower(fs, || (t.regions)(buf.as_mut_ptr(), buf.len())) };
     let mut v: Vec<(u64, u64)> = buf[..n.min(buf.len())]
         .iter()
         .map(|r| (r[0], r[1]))

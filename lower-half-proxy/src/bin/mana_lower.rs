@@ -9,7 +9,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, Ordering};
-use mana_lower::abi::{LowerTable, CALLBACK_ENV, TABLE_MAGIC};
+use mana_lower::abi::{LowerTable, CALLBACK_ENV, MAX_TCBS, TABLE_MAGIC};
 
 struct Heap {
     lock: AtomicBool,
@@ -320,7 +320,64 @@ static mut TABLE: LowerTable = LowerTable {
     lookup,
     probe,
     regions,
+    n_tcbs: 0,
+    tcbs: [0; MAX_TCBS],
 };
+
+fn current_fs() -> u64 {
+    let mut fs: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes one u64.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    fs
+}
+
+/// A lower thread whose only job is to own a TCB that an upper thread borrows for its MPI
+/// calls: it reports its FS base and sleeps forever with every signal blocked (upper
+/// handlers must never run on it).
+extern "C" fn parked(slot: *mut c_void) -> *mut c_void {
+    // SAFETY: a valid, full signal set blocked for this thread.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
+    }
+    // SAFETY: `slot` points at an AtomicU64 the creator waits on.
+    unsafe {
+        (*(slot as *const core::sync::atomic::AtomicU64)).store(current_fs(), Ordering::Release)
+    };
+    loop {
+        // SAFETY: sleeping; no signal can wake it (all blocked).
+        unsafe { libc::pause() };
+    }
+}
+
+/// Prepares the TCBs to lend: ours, plus MAX_TCBS-1 parked lower threads.
+fn prepare_tcbs(table: &mut LowerTable) {
+    table.tcbs[0] = table.fs_base;
+    let mut n = 1;
+    for _ in 1..MAX_TCBS {
+        let slot = Box::leak(Box::new(core::sync::atomic::AtomicU64::new(0)));
+        let mut tid: libc::pthread_t = 0;
+        // SAFETY: a detached-by-neglect thread running `parked` with a leaked slot.
+        let r = unsafe {
+            libc::pthread_create(
+                &mut tid,
+                core::ptr::null(),
+                parked,
+                slot as *mut _ as *mut c_void,
+            )
+        };
+        if r != 0 {
+            break;
+        }
+        while slot.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        table.tcbs[n] = slot.load(Ordering::Acquire);
+        n += 1;
+    }
+    table.n_tcbs = n as u64;
+}
 
 /// Entered by the lower `ld.so` after it loaded this world. Reports to the upper half and
 /// never returns (its stack stays as it is; it is the lower world's main thread).
@@ -337,7 +394,10 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // SAFETY: ARCH_GET_FS writes one u64.
     unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
     // SAFETY: written once, before the upper half reads it.
-    unsafe { TABLE.fs_base = fs };
+    unsafe {
+        TABLE.fs_base = fs;
+        prepare_tcbs(&mut *(&raw mut TABLE));
+    }
     // SAFETY: the loader put the address of its `extern "C" fn(*const LowerTable) -> !` there.
     let cb: extern "C" fn(*const LowerTable) -> ! = unsafe { core::mem::transmute(cb as usize) };
     cb(&raw const TABLE)
