@@ -396,7 +396,8 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // SAFETY: written once, before the upper half reads it.
     unsafe {
         TABLE.fs_base = fs;
-        prepare_tcbs(&mut *(&raw mut TABLE));
+        let table = &raw mut TABLE;
+        prepare_tcbs(&mut *table);
     }
     // SAFETY: the loader put the address of its `extern "C" fn(*const LowerTable) -> !` there.
     let cb: extern "C" fn(*const LowerTable) -> ! = unsafe { core::mem::transmute(cb as usize) };
