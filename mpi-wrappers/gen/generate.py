@@ -80,6 +80,11 @@ def main():
         args = [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in plist]
         lower = "P" + base if "P" + base in functions else base
         out.append("__attribute__((used)) static %s mana_w_%s(%s) {" % (ret, base, params or "void"))
+        # Sentinel addresses (MPI_UNWEIGHTED, MPI_WEIGHTS_EMPTY) are the upper library's;
+        # the lower library recognises only its own.
+        for a in args:
+            if a.endswith("weights"):
+                out.append("    %s = mana_translate_weights(%s);" % (a, a))
         out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % (fid, lower, ret, params or "void", ", ".join(args)))
         out.append("}")
         for a in aliases:
@@ -88,7 +93,8 @@ def main():
     out.append("")
     out.append("/* Data symbols of the real library (sentinel addresses, Fortran status handles). */")
     for name, size in data:
-        out.append("MANA_DATA(%s, %d)" % (name, max(size, 1)))
+        if name not in handwritten:
+            out.append("MANA_DATA(%s, %d)" % (name, max(size, 1)))
     text = "\n".join(out) + "\n"
     target = os.path.join(ROOT, "generated", "wrappers.c")
     if "--check" in sys.argv:

@@ -585,16 +585,21 @@ __attribute__((used)) static int mana_w_MPI_Dims_create(int nnodes, int ndims, i
 MANA_EXPORT(mana_w_MPI_Dims_create, MPI_Dims_create)
 MANA_EXPORT(mana_w_MPI_Dims_create, PMPI_Dims_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
+    weights = mana_translate_weights(weights);
     MANA_FORWARD(98, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, comm_dist_graph));
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, PMPI_Dist_graph_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
+    sourceweights = mana_translate_weights(sourceweights);
+    destweights = mana_translate_weights(destweights);
     MANA_FORWARD(99, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, comm_dist_graph));
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, PMPI_Dist_graph_create_adjacent)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors(MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]) {
+    sourceweights = mana_translate_weights(sourceweights);
+    destweights = mana_translate_weights(destweights);
     MANA_FORWARD(100, "PMPI_Dist_graph_neighbors", int, (MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]), (comm, maxindegree, sources, sourceweights, maxoutdegree, destinations, destweights));
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors, MPI_Dist_graph_neighbors)
@@ -3185,5 +3190,3 @@ MANA_DATA(MPI_F08_STATUS_IGNORE, 8)
 MANA_DATA(MPI_F_STATUSES_IGNORE, 8)
 MANA_DATA(MPI_F_STATUS_IGNORE, 8)
 MANA_DATA(MPI_T_PVAR_ALL_HANDLES, 8)
-MANA_DATA(MPI_UNWEIGHTED, 8)
-MANA_DATA(MPI_WEIGHTS_EMPTY, 8)

@@ -67,6 +67,10 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     mana_leave_lower(up_);                                              \
     return r_
 
+/* MPI_UNWEIGHTED / MPI_WEIGHTS_EMPTY of this library → the lower library's (src/special.c). */
+extern __attribute__((visibility("hidden"))) const void *mana_translate_weights_impl(const void *p);
+#define mana_translate_weights(p) ((__typeof__(p))mana_translate_weights_impl((const void *)(p)))
+
 #define MANA_EXPORT(internal, name)                                     \
     __asm__(".globl " #name "\n.type " #name ", @function\n.set " #name ", " #internal);
 

@@ -114,3 +114,28 @@ __attribute__((used)) static int mana_w_MPI_Finalize(void)
 }
 MANA_EXPORT(mana_w_MPI_Finalize, MPI_Finalize)
 MANA_EXPORT(mana_w_MPI_Finalize, PMPI_Finalize)
+
+/* MPI_UNWEIGHTED and MPI_WEIGHTS_EMPTY are sentinel addresses exported as constant
+ * pointers. The application gets ours; wrappers of the functions taking weights
+ * translate them to the lower library's, read from its own exported pointers. */
+static int mana_unweighted_sentinel, mana_weights_empty_sentinel;
+__attribute__((used)) static int *const mana_p_unweighted = &mana_unweighted_sentinel;
+__attribute__((used)) static int *const mana_p_weights_empty = &mana_weights_empty_sentinel;
+__asm__(".globl MPI_UNWEIGHTED\n.type MPI_UNWEIGHTED, @object\n.size MPI_UNWEIGHTED, 8\n"
+        ".set MPI_UNWEIGHTED, mana_p_unweighted");
+__asm__(".globl MPI_WEIGHTS_EMPTY\n.type MPI_WEIGHTS_EMPTY, @object\n.size MPI_WEIGHTS_EMPTY, 8\n"
+        ".set MPI_WEIGHTS_EMPTY, mana_p_weights_empty");
+
+const void *mana_translate_weights_impl(const void *p)
+{
+    const char *name;
+    if (p == &mana_unweighted_sentinel)
+        name = "MPI_UNWEIGHTED";
+    else if (p == &mana_weights_empty_sentinel)
+        name = "MPI_WEIGHTS_EMPTY";
+    else
+        return p;
+    /* The lower library's exported pointer variable holds its sentinel. */
+    const void *const *lower = mana_lower_fn(p == &mana_unweighted_sentinel ? 4004 : 4005, name, mana_thread_lower_fs());
+    return *lower;
+}

@@ -30,12 +30,21 @@ fn mpiexec(s: &Session, n: usize, program: &[&std::path::Path]) -> Output {
 /// went through its own lower half.
 fn equals_native_under_mana_launch(name: &str, ranks: &[usize]) {
     let s = Session::start(&format!("mpi-{name}"));
-    let ring = compile_mpi(name, s.dir());
+    let program = compile_mpi(name, s.dir());
+    program_equals_native_under_mana_launch(&s, name, &program, ranks);
+}
+
+fn program_equals_native_under_mana_launch(
+    s: &Session,
+    name: &str,
+    ring: &std::path::Path,
+    ranks: &[usize],
+) {
     let launch = bin("mana_launch");
     for &n in ranks {
-        let native = mpiexec(&s, n, &[&ring]);
+        let native = mpiexec(s, n, &[ring]);
         native.assert_success();
-        let under = mpiexec(&s, n, &[&launch, &ring]);
+        let under = mpiexec(s, n, &[&launch, ring]);
         under.assert_success();
         assert_eq!(
             under.stdout_text(),
@@ -66,4 +75,57 @@ fn ring_and_collectives_under_mana_launch_equal_native() {
 #[test]
 fn user_ops_and_error_handlers_under_mana_launch_equal_native() {
     equals_native_under_mana_launch("callbacks", &[2]);
+}
+
+/// Every send mode (Send, Ssend, Bsend with an attached buffer, Rsend), Isend/Irecv/Issend,
+/// Sendrecv(_replace), wildcard receives and their status, Probe/Iprobe, Mprobe/Mrecv and
+/// Improbe/Imrecv, persistent requests, Test/Testall/Waitany/Waitsome, Request_free, and
+/// a cancelled Irecv.
+#[test]
+fn point_to_point_under_mana_launch_equals_native() {
+    equals_native_under_mana_launch("p2p", &[2, 4]);
+}
+
+/// Every blocking collective and its nonblocking version (completed with Wait/Waitall),
+/// MPI_IN_PLACE where allowed, several nonblocking collectives in flight at once.
+#[test]
+fn collectives_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("collectives", &[2, 4]);
+}
+
+/// Derived datatypes of every constructor, their envelopes and contents, sizes and
+/// extents, Pack/Unpack, and messages of each type checked byte for byte by the receiver.
+#[test]
+fn derived_datatypes_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("datatypes", &[2, 4]);
+}
+
+/// Info objects, predefined and user-defined error classes, codes and strings, version
+/// queries, clocks, MPI_Init_thread and the thread/initialization queries.
+#[test]
+fn info_and_errors_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("info_errors", &[2, 4]);
+}
+
+/// Communicators and groups: dup, split, create, create_group, group algebra, cart and
+/// graph topologies with neighbour collectives, distributed graphs with MPI_UNWEIGHTED
+/// (a sentinel address translated to the lower library's), intercommunicators,
+/// attributes, names.
+#[test]
+fn communicators_and_topologies_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("comms", &[2, 4]);
+}
+
+/// MPI_THREAD_MULTIPLE: four threads per rank in MPI_Sendrecv at the same time, each on
+/// a lower-half TCB of its own.
+#[test]
+fn thread_multiple_under_mana_launch_equals_native() {
+    equals_native_under_mana_launch("threads_multiple", &[2]);
+}
+
+/// A Rust program using rsmpi (mpi-sys linked against MPICH), built by the workspace.
+#[test]
+fn rsmpi_program_under_mana_launch_equals_native() {
+    let s = Session::start("mpi-rsmpi");
+    program_equals_native_under_mana_launch(&s, "rsmpi_ring", &bin("rsmpi_ring"), &[2, 4]);
 }

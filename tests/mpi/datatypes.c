@@ -1,0 +1,265 @@
+/* Derived datatypes: Type_contiguous, vector, hvector, indexed, hindexed, indexed_block,
+ * create_struct, create_subarray, create_darray, create_resized, dup; Type_commit/free;
+ * Type_get_envelope/get_contents on each; Type_size/get_extent/get_true_extent;
+ * Pack/Unpack/Pack_size. Rank 0 sends one message of each type to every other rank, which
+ * checks the data landed where the type map says (and nowhere else). Deterministic
+ * output from rank 0; 2 or more ranks. Built with mpicc.mpich. */
+#include <mpi.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+static int rank, size, bad;
+static char first_bad[96];
+
+static void check(int ok, const char *what)
+{
+    if (!ok && bad++ == 0)
+        snprintf(first_bad, sizeof first_bad, "%s", what);
+}
+
+#define NB 256
+struct particle {
+    double pos[3];
+    int id;
+    char tag;
+};
+
+static const char *combiner_name(int c)
+{
+    switch (c) {
+    case MPI_COMBINER_NAMED: return "named";
+    case MPI_COMBINER_DUP: return "dup";
+    case MPI_COMBINER_CONTIGUOUS: return "contiguous";
+    case MPI_COMBINER_VECTOR: return "vector";
+    case MPI_COMBINER_HVECTOR: return "hvector";
+    case MPI_COMBINER_INDEXED: return "indexed";
+    case MPI_COMBINER_HINDEXED: return "hindexed";
+    case MPI_COMBINER_INDEXED_BLOCK: return "indexed_block";
+    case MPI_COMBINER_STRUCT: return "struct";
+    case MPI_COMBINER_SUBARRAY: return "subarray";
+    case MPI_COMBINER_DARRAY: return "darray";
+    case MPI_COMBINER_RESIZED: return "resized";
+    default: return "other";
+    }
+}
+
+/* Describes a type on rank 0's output: combiner, contents counts, size, extents. */
+static void describe(const char *label, MPI_Datatype t, int expect_combiner)
+{
+    int ni, na, nd, comb;
+    MPI_Type_get_envelope(t, &ni, &na, &nd, &comb);
+    check(comb == expect_combiner, label);
+    int ints[64];
+    MPI_Aint addrs[16];
+    MPI_Datatype types[16];
+    if (comb != MPI_COMBINER_NAMED) {
+        MPI_Type_get_contents(t, 64, 16, 16, ints, addrs, types);
+        /* Contents' types that are derived must be freed by the caller. */
+        for (int i = 0; i < nd; i++) {
+            int a, b, c, tc;
+            MPI_Type_get_envelope(types[i], &a, &b, &c, &tc);
+            if (tc != MPI_COMBINER_NAMED)
+                MPI_Type_free(&types[i]);
+        }
+    }
+    int sz;
+    MPI_Aint lb, ext, tlb, text;
+    MPI_Type_size(t, &sz);
+    MPI_Type_get_extent(t, &lb, &ext);
+    MPI_Type_get_true_extent(t, &tlb, &text);
+    long ic = 0;
+    for (int i = 0; i < ni; i++)
+        ic = ic * 7 + ints[i];
+    if (rank == 0)
+        printf("%-13s %-13s ints=%d(%ld) addrs=%d types=%d size=%d lb=%ld extent=%ld "
+               "true_lb=%ld true_extent=%ld\n",
+               label, combiner_name(comb), ni, comb == MPI_COMBINER_NAMED ? 0 : ic, na, nd, sz,
+               (long)lb, (long)ext, (long)tlb, (long)text);
+}
+
+/* Rank 0 sends `count` of type t from a patterned buffer; the others receive into a
+ * 0xEE-filled buffer and compare with a locally built reference (what a Pack/Unpack of the
+ * same type through a byte buffer yields). */
+static void exchange(const char *label, MPI_Datatype t, int count)
+{
+    unsigned char src[NB * 8], dst[NB * 8], ref[NB * 8], packed[NB * 8];
+    for (int i = 0; i < (int)sizeof src; i++)
+        src[i] = (unsigned char)(i * 13 + 5);
+    memset(ref, 0xEE, sizeof ref);
+    int psize, pos = 0;
+    MPI_Pack_size(count, t, MPI_COMM_WORLD, &psize);
+    check(psize <= (int)sizeof packed, "pack size");
+    MPI_Pack(src, count, t, packed, sizeof packed, &pos, MPI_COMM_WORLD);
+    int tsz;
+    MPI_Type_size(t, &tsz);
+    check(pos == tsz * count, "pack position");
+    int upos = 0;
+    MPI_Unpack(packed, pos, &upos, ref, count, t, MPI_COMM_WORLD);
+    check(upos == pos, "unpack position");
+    if (rank == 0) {
+        for (int r = 1; r < size; r++)
+            MPI_Send(src, count, t, r, 0, MPI_COMM_WORLD);
+    } else {
+        memset(dst, 0xEE, sizeof dst);
+        MPI_Status st;
+        MPI_Recv(dst, count, t, 0, 0, MPI_COMM_WORLD, &st);
+        int n, elems;
+        MPI_Get_count(&st, t, &n);
+        MPI_Get_elements(&st, t, &elems);
+        check(n == count, label);
+        check(memcmp(dst, ref, sizeof dst) == 0, label);
+    }
+    /* A checksum of the typed data as seen by the receiver: the same on every rank. */
+    long sum = 0;
+    for (int i = 0; i < pos; i++)
+        sum = (sum * 131 + packed[i]) % 1000003;
+    if (rank == 0)
+        printf("  %s: %d bytes packed, checksum %ld\n", label, pos, sum);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Datatype t;
+
+    describe("int", MPI_INT, MPI_COMBINER_NAMED);
+
+    MPI_Type_contiguous(5, MPI_INT, &t);
+    MPI_Type_commit(&t);
+    describe("contiguous", t, MPI_COMBINER_CONTIGUOUS);
+    exchange("contiguous", t, 3);
+    MPI_Type_free(&t);
+    check(t == MPI_DATATYPE_NULL, "free nulls");
+
+    MPI_Type_vector(4, 2, 5, MPI_DOUBLE, &t);
+    MPI_Type_commit(&t);
+    describe("vector", t, MPI_COMBINER_VECTOR);
+    exchange("vector", t, 2);
+    MPI_Type_free(&t);
+
+    MPI_Type_create_hvector(3, 1, 24, MPI_INT, &t);
+    MPI_Type_commit(&t);
+    describe("hvector", t, MPI_COMBINER_HVECTOR);
+    exchange("hvector", t, 4);
+    MPI_Type_free(&t);
+
+    int bl[3] = {2, 1, 3}, dl[3] = {0, 5, 9};
+    MPI_Type_indexed(3, bl, dl, MPI_SHORT, &t);
+    MPI_Type_commit(&t);
+    describe("indexed", t, MPI_COMBINER_INDEXED);
+    exchange("indexed", t, 3);
+    MPI_Type_free(&t);
+
+    MPI_Aint hd[3] = {4, 40, 100};
+    MPI_Type_create_hindexed(3, bl, hd, MPI_FLOAT, &t);
+    MPI_Type_commit(&t);
+    describe("hindexed", t, MPI_COMBINER_HINDEXED);
+    exchange("hindexed", t, 2);
+    MPI_Type_free(&t);
+
+    int ib[4] = {7, 1, 12, 4};
+    MPI_Type_create_indexed_block(4, 2, ib, MPI_INT, &t);
+    MPI_Type_commit(&t);
+    describe("indexed_block", t, MPI_COMBINER_INDEXED_BLOCK);
+    exchange("indexed_block", t, 2);
+    MPI_Type_free(&t);
+
+    /* A struct matching struct particle, resized to its C extent so arrays work. */
+    int sbl[3] = {3, 1, 1};
+    MPI_Aint sdis[3] = {offsetof(struct particle, pos), offsetof(struct particle, id),
+                        offsetof(struct particle, tag)};
+    MPI_Datatype sty[3] = {MPI_DOUBLE, MPI_INT, MPI_CHAR}, st0;
+    MPI_Type_create_struct(3, sbl, sdis, sty, &st0);
+    describe("struct", st0, MPI_COMBINER_STRUCT);
+    MPI_Type_create_resized(st0, 0, sizeof(struct particle), &t);
+    MPI_Type_commit(&t);
+    describe("resized", t, MPI_COMBINER_RESIZED);
+    exchange("struct+resized", t, 5);
+    /* And real particles, checked field by field. */
+    struct particle ps[4];
+    memset(ps, 0, sizeof ps);
+    if (rank == 0) {
+        for (int i = 0; i < 4; i++) {
+            ps[i].pos[0] = i + 0.5;
+            ps[i].pos[1] = -i;
+            ps[i].pos[2] = i * 1e10;
+            ps[i].id = 100 + i;
+            ps[i].tag = 'a' + i;
+        }
+    }
+    MPI_Bcast(ps, 4, t, 0, MPI_COMM_WORLD);
+    for (int i = 0; i < 4; i++)
+        check(ps[i].pos[0] == i + 0.5 && ps[i].pos[2] == i * 1e10 && ps[i].id == 100 + i &&
+                  ps[i].tag == 'a' + i,
+              "struct bcast");
+    MPI_Type_free(&t);
+    MPI_Type_free(&st0);
+
+    /* Subarray: the 3x4 interior of a 6x8 int array (C order) */
+    int gs[2] = {6, 8}, ss[2] = {3, 4}, st[2] = {2, 1};
+    MPI_Type_create_subarray(2, gs, ss, st, MPI_ORDER_C, MPI_INT, &t);
+    MPI_Type_commit(&t);
+    describe("subarray", t, MPI_COMBINER_SUBARRAY);
+    exchange("subarray", t, 1);
+    MPI_Type_free(&t);
+
+    /* Darray: block-cyclic 2-D distribution of an 8x6 double array over a 2x1 grid,
+     * for process 1 of 2 (the same on every rank) */
+    int dgs[2] = {8, 6}, distribs[2] = {MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_BLOCK};
+    int dargs[2] = {2, MPI_DISTRIBUTE_DFLT_DARG}, psizes[2] = {2, 1};
+    MPI_Type_create_darray(2, 1, 2, dgs, distribs, dargs, psizes, MPI_ORDER_C, MPI_DOUBLE, &t);
+    MPI_Type_commit(&t);
+    describe("darray", t, MPI_COMBINER_DARRAY);
+    exchange("darray", t, 1);
+    MPI_Type_free(&t);
+
+    /* Dup of a vector */
+    MPI_Datatype v;
+    MPI_Type_vector(3, 1, 3, MPI_LONG, &v);
+    MPI_Type_dup(v, &t);
+    MPI_Type_free(&v);
+    MPI_Type_commit(&t);
+    describe("dup", t, MPI_COMBINER_DUP);
+    exchange("dup", t, 2);
+    MPI_Type_free(&t);
+
+    /* Named type sizes, and Pack/Unpack of mixed data through one buffer */
+    int sizes[4];
+    MPI_Type_size(MPI_CHAR, &sizes[0]);
+    MPI_Type_size(MPI_SHORT, &sizes[1]);
+    MPI_Type_size(MPI_LONG_LONG, &sizes[2]);
+    MPI_Type_size(MPI_LONG_DOUBLE, &sizes[3]);
+    char pbuf[256];
+    int pos = 0, a[3] = {1, 2, 3}, a2[3];
+    double d = 2.25, d2;
+    char s[6] = "hello", s2[6];
+    if (rank == 0) {
+        MPI_Pack(a, 3, MPI_INT, pbuf, sizeof pbuf, &pos, MPI_COMM_WORLD);
+        MPI_Pack(&d, 1, MPI_DOUBLE, pbuf, sizeof pbuf, &pos, MPI_COMM_WORLD);
+        MPI_Pack(s, 6, MPI_CHAR, pbuf, sizeof pbuf, &pos, MPI_COMM_WORLD);
+    }
+    MPI_Bcast(&pos, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(pbuf, pos, MPI_PACKED, 0, MPI_COMM_WORLD);
+    int up = 0;
+    MPI_Unpack(pbuf, pos, &up, a2, 3, MPI_INT, MPI_COMM_WORLD);
+    MPI_Unpack(pbuf, pos, &up, &d2, 1, MPI_DOUBLE, MPI_COMM_WORLD);
+    MPI_Unpack(pbuf, pos, &up, s2, 6, MPI_CHAR, MPI_COMM_WORLD);
+    check(a2[0] == 1 && a2[2] == 3 && d2 == 2.25 && strcmp(s2, "hello") == 0 && up == pos,
+          "pack mixed");
+
+    int bads[64];
+    MPI_Gather(&bad, 1, MPI_INT, bads, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        printf("sizes char=%d short=%d long_long=%d long_double=%d packed mixed=%d bytes\n",
+               sizes[0], sizes[1], sizes[2], sizes[3], pos);
+        for (int r = 0; r < size; r++)
+            printf("rank %d failed checks: %d\n", r, bads[r]);
+    }
+    if (bad)
+        fprintf(stderr, "rank %d: %d failed, first: %s\n", rank, bad, first_bad);
+    MPI_Finalize();
+    return 0;
+}
