@@ -129,3 +129,11 @@ fn rsmpi_program_under_mana_launch_equals_native() {
     let s = Session::start("mpi-rsmpi");
     program_equals_native_under_mana_launch(&s, "rsmpi_ring", &bin("rsmpi_ring"), &[2, 4]);
 }
+
+/// A timer signal aimed at the main thread while it is inside MPI (on a lower-half TCB):
+/// the application's handler runs on the application's TLS, and `sigaction` queries show
+/// the application's own handler.
+#[test]
+fn signal_handlers_never_run_on_the_lower_half_tls() {
+    equals_native_under_mana_launch("signals_mpi", &[2]);
+}

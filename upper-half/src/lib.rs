@@ -7,7 +7,7 @@
 //! from the write phase a second time and runs `restarted` instead.
 //!
 //! `unsafe` is confined to: [`sys`] (raw syscalls), [`context`] (saving registers),
-//! [`threads`] (the signal handler), [`alloc`] (the runtime's allocator) and the few
+//! [`threads`] and [`sigguard`] (signal handling), [`alloc`] (the runtime's allocator) and the few
 //! places that read the process's own memory in [`write`].
 
 pub mod alloc;
@@ -16,6 +16,7 @@ pub mod exclude;
 pub mod mpi;
 pub mod procfs;
 pub mod runtime;
+pub mod sigguard;
 pub mod sys;
 pub mod threads;
 pub mod write;

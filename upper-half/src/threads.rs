@@ -199,8 +199,7 @@ pub fn install_handler() -> Result<(), String> {
     sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
     // SAFETY: `sa.sa_mask` is a valid sigset_t.
     unsafe { libc::sigfillset(&mut sa.sa_mask) };
-    // SAFETY: installing a handler with a valid sigaction struct.
-    if unsafe { libc::sigaction(sig, &sa, core::ptr::null_mut()) } != 0 {
+    if crate::sigguard::runtime_sigaction(sig, &sa) != 0 {
         return Err(format!(
             "cannot install the checkpoint handler for signal {sig}"
         ));

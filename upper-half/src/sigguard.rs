@@ -1,0 +1,138 @@
+//! Signal handlers never run application code on a lower-half TCB (DESIGN.md §3).
+//!
+//! In a process with a lower half (an MPI program under `mana_launch`), a signal can
+//! arrive while a thread executes lower-half code with a lower TCB in FS. The
+//! application's `sigaction`/`signal` are interposed here: the application's handler is
+//! recorded and the kernel gets [`guard`], which switches FS back to the upper TCB that
+//! lent the lower one (if any), runs the handler and switches back. Queries return the
+//! application's own handler. Processes without a lower half are passed straight through.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+type SigactionFn =
+    unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+
+/// The application's handler per signal (0: none recorded; the kernel has it directly).
+static USER: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+
+fn real_sigaction() -> SigactionFn {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let p = *REAL.get_or_init(|| {
+        // SAFETY: looking up the next definition of a libc symbol.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) as usize }
+    });
+    // SAFETY: libc's sigaction has this signature.
+    unsafe { core::mem::transmute::<usize, SigactionFn>(p) }
+}
+
+fn active() -> bool {
+    static ACTIVE: OnceLock<bool> = OnceLock::new();
+    *ACTIVE.get_or_init(|| std::env::var_os(mana_lower::LOWER_HALF_ENV).is_some())
+}
+
+/// Installs a disposition for the runtime itself, bypassing the interposer.
+pub fn runtime_sigaction(sig: c_int, act: &libc::sigaction) -> c_int {
+    // SAFETY: the real sigaction with a valid action.
+    unsafe { real_sigaction()(sig, act, core::ptr::null_mut()) }
+}
+
+extern "C" fn guard(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let lower: u64;
+    // SAFETY: reading this thread's FS base (FSGSBASE is required by the lower half).
+    unsafe { core::arch::asm!("rdfsbase {}", out(reg) lower, options(nostack, preserves_flags)) };
+    let upper = crate::mpi::mana_upper_fs_for(lower);
+    if upper != 0 {
+        // SAFETY: back to the upper TCB of the thread that lent this lower one.
+        unsafe {
+            core::arch::asm!("wrfsbase {}", in(reg) upper, options(nostack, preserves_flags))
+        };
+    }
+    let h = USER
+        .get(sig as usize)
+        .map_or(0, |u| u.load(Ordering::Acquire));
+    if h > 1 {
+        // SAFETY: the application's SA_SIGINFO-compatible handler (a plain handler ignores
+        // the extra arguments under the x86-64 calling convention).
+        let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+            unsafe { core::mem::transmute(h) };
+        f(sig, info, ctx);
+    }
+    if upper != 0 {
+        // SAFETY: back to the lower TCB the interrupted code was running on.
+        unsafe {
+            core::arch::asm!("wrfsbase {}", in(reg) lower, options(nostack, preserves_flags))
+        };
+    }
+}
+
+/// The application's flags per signal (returned by queries instead of the guard's).
+static USER_FLAGS: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+
+/// # Safety
+/// The `sigaction(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let real = real_sigaction();
+    if !active() || !(1..=64).contains(&sig) {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real(sig, act, old) };
+    }
+    let slot = sig as usize;
+    let (prev, prev_flags) = (
+        USER[slot].load(Ordering::Acquire),
+        USER_FLAGS[slot].load(Ordering::Acquire),
+    );
+    let r = if act.is_null() {
+        // SAFETY: a query.
+        unsafe { real(sig, act, old) }
+    } else {
+        // SAFETY: the caller passes a valid action.
+        let mut a = unsafe { *act };
+        let (h, flags) = (a.sa_sigaction, a.sa_flags);
+        let is_fn = h != libc::SIG_DFL && h != libc::SIG_IGN;
+        if is_fn {
+            a.sa_sigaction = guard as *const () as usize;
+            a.sa_flags |= libc::SA_SIGINFO;
+        }
+        // SAFETY: a valid action.
+        let r = unsafe { real(sig, &a, old) };
+        if r == 0 {
+            USER[slot].store(if is_fn { h } else { 0 }, Ordering::Release);
+            USER_FLAGS[slot].store(flags as usize, Ordering::Release);
+        }
+        r
+    };
+    if r == 0 && !old.is_null() && prev != 0 {
+        // SAFETY: `old` was just filled in: show the application's own handler and flags.
+        unsafe {
+            (*old).sa_sigaction = prev;
+            (*old).sa_flags = prev_flags as c_int;
+        }
+    }
+    r
+}
+
+/// `signal()` goes through [`sigaction`] (glibc's would bypass the interposer).
+///
+/// # Safety
+/// The `signal(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: zeroed sigaction is valid; filled below.
+    let mut a: libc::sigaction = unsafe { core::mem::zeroed() };
+    a.sa_sigaction = handler;
+    a.sa_flags = libc::SA_RESTART;
+    // SAFETY: zeroed is a valid out-buffer.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: valid pointers.
+    if unsafe { sigaction(sig, &a, &mut old) } != 0 {
+        return libc::SIG_ERR;
+    }
+    old.sa_sigaction
+}
