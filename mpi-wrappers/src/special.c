@@ -139,3 +139,84 @@ const void *mana_translate_weights_impl(const void *p)
     const void *const *lower = mana_lower_fn(p == &mana_unweighted_sentinel ? 4004 : 4005, name, mana_thread_lower_fs());
     return *lower;
 }
+
+/* Attribute copy/delete callbacks (MPI_Comm/Type/Win_create_keyval and the MPI-1
+ * MPI_Keyval_create). Handles are ints in the MPICH ABI, so one pool serves all kinds.
+ * NULL functions pass through; MPI_*_DUP_FN (our MPIR_Dup_fn) becomes the lower
+ * library's own, which needs no upper state. */
+typedef int(mana_copy_fn)(int, int, void *, void *, void *, int *);
+typedef int(mana_delete_fn)(int, int, void *, void *);
+static mana_copy_fn *kv_copy_fn[MANA_SLOTS];
+static mana_delete_fn *kv_del_fn[MANA_SLOTS];
+static int kv_used;
+#define KV_TRAMP(k)                                                                    \
+    static int kv_copy_##k(int h, int kv, void *ex, void *in, void *out, int *flag)    \
+    {                                                                                  \
+        unsigned long l_ = mana_callback_enter();                                      \
+        int r_ = kv_copy_fn[k](h, kv, ex, in, out, flag);                              \
+        mana_callback_leave(l_);                                                       \
+        return r_;                                                                     \
+    }                                                                                  \
+    static int kv_del_##k(int h, int kv, void *attr, void *ex)                         \
+    {                                                                                  \
+        unsigned long l_ = mana_callback_enter();                                      \
+        int r_ = kv_del_fn[k](h, kv, attr, ex);                                        \
+        mana_callback_leave(l_);                                                       \
+        return r_;                                                                     \
+    }
+MANA_REPEAT64(KV_TRAMP)
+#define KV_COPY_ENTRY(k) kv_copy_##k,
+#define KV_DEL_ENTRY(k) kv_del_##k,
+static mana_copy_fn *const kv_copy_tramps[MANA_SLOTS] = {MANA_REPEAT64(KV_COPY_ENTRY)};
+static mana_delete_fn *const kv_del_tramps[MANA_SLOTS] = {MANA_REPEAT64(KV_DEL_ENTRY)};
+
+/* MPI_DUP_FN: copies the attribute value. Uses no thread-local state. */
+int MPIR_Dup_fn(MPI_Comm comm, int keyval, void *extra, void *in, void *out, int *flag)
+{
+    (void)comm;
+    (void)keyval;
+    (void)extra;
+    *(void **)out = in;
+    *flag = 1;
+    return MPI_SUCCESS;
+}
+
+/* Fills `fns[0..1]` with what the lower library gets for (copy, del); -1 if no slot. */
+static int kv_translate(mana_copy_fn *copy, mana_delete_fn *del, void *fns[2])
+{
+    fns[0] = (void *)copy;
+    fns[1] = (void *)del;
+    if (copy == (mana_copy_fn *)MPIR_Dup_fn)
+        fns[0] = mana_lower_fn(4006, "MPIR_Dup_fn", mana_thread_lower_fs());
+    int need = (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) || del;
+    if (!need)
+        return 0;
+    int k = __atomic_fetch_add(&kv_used, 1, __ATOMIC_RELAXED);
+    if (k >= MANA_SLOTS)
+        return -1;
+    if (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) {
+        kv_copy_fn[k] = copy;
+        fns[0] = (void *)kv_copy_tramps[k];
+    }
+    if (del) {
+        kv_del_fn[k] = del;
+        fns[1] = (void *)kv_del_tramps[k];
+    }
+    return 0;
+}
+
+#define KEYVAL_WRAPPER(NAME, ID)                                                              \
+    __attribute__((used)) static int mana_w_##NAME(void *copy, void *del, int *keyval, void *extra) \
+    {                                                                                         \
+        void *fns[2];                                                                         \
+        if (kv_translate((mana_copy_fn *)copy, (mana_delete_fn *)del, fns))                  \
+            return mana_slots_full("attribute keyvals with callbacks");                       \
+        void *c_ = fns[0], *d_ = fns[1];                                                      \
+        MANA_FORWARD(ID, "P" #NAME, int, (void *c, void *d, int *k, void *e), (c_, d_, keyval, extra)); \
+    }                                                                                         \
+    MANA_EXPORT(mana_w_##NAME, NAME)                                                          \
+    MANA_EXPORT(mana_w_##NAME, P##NAME)
+KEYVAL_WRAPPER(MPI_Comm_create_keyval, 4007)
+KEYVAL_WRAPPER(MPI_Type_create_keyval, 4008)
+KEYVAL_WRAPPER(MPI_Win_create_keyval, 4009)
+KEYVAL_WRAPPER(MPI_Keyval_create, 4010)

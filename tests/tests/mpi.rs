@@ -137,3 +137,10 @@ fn rsmpi_program_under_mana_launch_equals_native() {
 fn signal_handlers_never_run_on_the_lower_half_tls() {
     equals_native_under_mana_launch("signals_mpi", &[2]);
 }
+
+/// Attribute copy/delete callbacks (user functions on thread-local state, the DUP_FN and
+/// NULL functions, the MPI-1 keyval calls) on communicators, datatypes and windows.
+#[test]
+fn attribute_callbacks_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("attrs", &[2]);
+}
