@@ -220,3 +220,85 @@ KEYVAL_WRAPPER(MPI_Comm_create_keyval, 4007)
 KEYVAL_WRAPPER(MPI_Type_create_keyval, 4008)
 KEYVAL_WRAPPER(MPI_Win_create_keyval, 4009)
 KEYVAL_WRAPPER(MPI_Keyval_create, 4010)
+
+/* Memory the application gets from MPI must be upper-half memory (DESIGN.md §3): the
+ * lower half's would vanish at restart. MPI_Alloc_mem is the application's malloc;
+ * MPI_Win_allocate is MPI_Win_create over such memory (freed with the window). */
+#include <stdlib.h>
+#include <string.h>
+
+__attribute__((used)) static int mana_w_MPI_Alloc_mem(MPI_Aint size, MPI_Info info, void *baseptr)
+{
+    (void)info;
+    void *p = malloc(size > 0 ? (size_t)size : 1);
+    if (!p)
+        return MPI_ERR_NO_MEM;
+    *(void **)baseptr = p;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Alloc_mem, MPI_Alloc_mem)
+MANA_EXPORT(mana_w_MPI_Alloc_mem, PMPI_Alloc_mem)
+
+__attribute__((used)) static int mana_w_MPI_Free_mem(void *base)
+{
+    free(base);
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Free_mem, MPI_Free_mem)
+MANA_EXPORT(mana_w_MPI_Free_mem, PMPI_Free_mem)
+
+#define MANA_WINS 1024
+static struct {
+    MPI_Win win;
+    void *base;
+} win_mem[MANA_WINS];
+
+static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
+{
+    MANA_FORWARD(4011, "PMPI_Win_create", int, (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                 (base, size, disp_unit, info, comm, win));
+}
+
+__attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
+                                                         void *baseptr, MPI_Win *win)
+{
+    void *p = malloc(size > 0 ? (size_t)size : 1);
+    if (!p)
+        return MPI_ERR_NO_MEM;
+    memset(p, 0, size > 0 ? (size_t)size : 1);
+    int r = win_create(p, size, disp_unit, info, comm, win);
+    if (r != MPI_SUCCESS) {
+        free(p);
+        return r;
+    }
+    for (int i = 0; i < MANA_WINS; i++) {
+        if (__sync_bool_compare_and_swap(&win_mem[i].base, NULL, p)) {
+            win_mem[i].win = *win;
+            break;
+        }
+    }
+    *(void **)baseptr = p;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Win_allocate, MPI_Win_allocate)
+MANA_EXPORT(mana_w_MPI_Win_allocate, PMPI_Win_allocate)
+
+__attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
+{
+    MPI_Win w = *win;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (win));
+    }
+    if (r == MPI_SUCCESS)
+        for (int i = 0; i < MANA_WINS; i++)
+            if (win_mem[i].base && win_mem[i].win == w) {
+                void *p = win_mem[i].base;
+                win_mem[i].base = NULL;
+                free(p);
+                break;
+            }
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Win_free, MPI_Win_free)
+MANA_EXPORT(mana_w_MPI_Win_free, PMPI_Win_free)

@@ -2,7 +2,8 @@
 //! `mana_launch`, every mapping of the real MPICH and its transports (UCX, hwloc, shared
 //! memory) lies inside the ranges the runtime reports as lower half — which come from the
 //! loader's and the proxy's own records, not from mapping names — and MANA's own wrapper
-//! library, although named `libmpich.so.12`, is not among them (it is upper half, saved).
+//! library, although named `libmpich.so.12`, is not among them (it is upper half, saved),
+//! nor is the memory MPI hands the application (`MPI_Alloc_mem`, `MPI_Win_allocate`).
 
 use mana_tests::*;
 use std::process::Command;
@@ -10,7 +11,7 @@ use std::process::Command;
 #[test]
 fn mpich_lives_only_in_the_reported_lower_half_ranges() {
     let s = Session::start("lower-regions");
-    let ring = compile_mpi("ring", s.dir());
+    let ring = compile_mpi("rma", s.dir());
     let dump = s.dir().join("regions");
     std::fs::create_dir_all(&dump).unwrap();
     let mut cmd = Command::new("mpiexec.mpich");
@@ -24,9 +25,28 @@ fn mpich_lives_only_in_the_reported_lower_half_ranges() {
     cmd.env("HOME", &s.home)
         .env("MANA_STATUS_FILE", &s.status_file)
         .env("MANA_DUMP_REGIONS", &dump);
-    Proc::spawn("mpiexec -n 2 mana_launch ring", cmd)
-        .wait_output(LONG)
-        .assert_success();
+    let out = Proc::spawn("mpiexec -n 2 mana_launch rma", cmd).wait_output(LONG);
+    out.assert_success();
+    // `rma-memory pid=P alloc_mem=0x… win_base=0x…`, one line per rank.
+    let memory: Vec<(String, Vec<u64>)> = out
+        .stderr_text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("rma-memory pid="))
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let pid = it.next().unwrap().to_string();
+            let addrs = it
+                .map(|kv| u64::from_str_radix(kv.split_once("=0x").unwrap().1, 16).unwrap())
+                .collect();
+            (pid, addrs)
+        })
+        .collect();
+    assert_eq!(
+        memory.len(),
+        2,
+        "rma printed its memory: {}",
+        out.describe()
+    );
 
     let files: Vec<_> = std::fs::read_dir(&dump)
         .unwrap()

@@ -144,3 +144,10 @@ fn signal_handlers_never_run_on_the_lower_half_tls() {
 fn attribute_callbacks_under_mana_launch_equal_native() {
     equals_native_under_mana_launch("attrs", &[2]);
 }
+
+/// One-sided communication over MPI_Alloc_mem and MPI_Win_allocate memory (which MANA
+/// gives from the application's heap) and over MPI_Win_create.
+#[test]
+fn one_sided_under_mana_launch_equals_native() {
+    equals_native_under_mana_launch("rma", &[2, 4]);
+}
