@@ -11,6 +11,8 @@
 //! runs from starting `mana_restart` (image evicted from the page cache with
 //! `posix_fadvise(DONTNEED)`) until the restored program has resumed and read every
 //! touched byte of its memory.
+mod common;
+use common::{arg, bin_dir};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -45,21 +47,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 "#;
-
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn now_mono() -> f64 {
     // SAFETY: zeroed timespec is a valid out-buffer.

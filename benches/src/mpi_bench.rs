@@ -9,25 +9,12 @@
 //! Goal (split-process issue): ≤ native + 100 ns at 8 B, ≥ 0.99× native bandwidth at 1 MiB.
 //! Each configuration runs `--runs` times alternately and the best figure counts (the
 //! machine has 2 cores and is shared: the minimum is the least disturbed run).
+mod common;
+use common::{arg, bin_dir};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
-
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 type Figures = BTreeMap<(String, u64), f64>;
 
