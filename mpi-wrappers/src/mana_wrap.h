@@ -58,10 +58,15 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     __asm__ volatile("wrfsbase %0" ::"r"(lower) : "memory");
 }
 
+/* The lower function is looked up once per wrapper and kept in a static (a benign race:
+ * every thread finds the same pointer). */
 #define MANA_FORWARD(id, lower_name, ret, params, args)                 \
     typedef ret(*mana_fn_t) params;                                     \
+    static mana_fn_t f_cache_;                                          \
     unsigned long fs_ = mana_thread_lower_fs();                         \
-    mana_fn_t f_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);       \
+    mana_fn_t f_ = f_cache_;                                            \
+    if (__builtin_expect(!f_, 0))                                       \
+        f_ = f_cache_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);  \
     unsigned long up_ = mana_enter_lower(fs_);                          \
     ret r_ = f_ args;                                                   \
     mana_leave_lower(up_);                                              \
@@ -74,8 +79,11 @@ extern __attribute__((visibility("hidden"))) const void *mana_translate_weights_
 /* Like MANA_FORWARD, but stores the result in `out` instead of returning it. */
 #define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
     typedef ret(*mana_fn_t) params;                                     \
+    static mana_fn_t f_cache_;                                          \
     unsigned long fs_ = mana_thread_lower_fs();                         \
-    mana_fn_t f_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);       \
+    mana_fn_t f_ = f_cache_;                                            \
+    if (__builtin_expect(!f_, 0))                                       \
+        f_ = f_cache_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);  \
     unsigned long up_ = mana_enter_lower(fs_);                          \
     out = f_ args;                                                      \
     mana_leave_lower(up_)
