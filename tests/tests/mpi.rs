@@ -151,3 +151,45 @@ fn attribute_callbacks_under_mana_launch_equal_native() {
 fn one_sided_under_mana_launch_equals_native() {
     equals_native_under_mana_launch("rma", &[2, 4]);
 }
+
+/// Checkpointing an MPI job is the next issue: until then the request fails with one line
+/// saying so, nothing is committed, and the job runs on to its native result.
+#[test]
+fn checkpointing_an_mpi_job_is_refused_clearly_and_the_job_runs_on() {
+    let s = Session::start("mpi-refuse");
+    let slow = compile_mpi("slow", s.dir());
+    let native = mpiexec(&s, 2, &[&slow]);
+    native.assert_success();
+    let mut cmd = Command::new("mpiexec.mpich");
+    cmd.current_dir(s.dir())
+        .args(["-n", "2"])
+        .arg(bin("mana_launch"))
+        .arg(&slow);
+    for v in SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file);
+    let run = Proc::spawn("mpiexec -n 2 mana_launch slow", cmd);
+    run.wait_for_stdout("slow ready", LONG);
+    // Both ranks registered: two rows under the header of `mana_status --list`.
+    let deadline = std::time::Instant::now() + LONG;
+    while s.status(&["--list"]).stdout_text().lines().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ranks did not register"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = s
+        .checkpoint()
+        .expect_err("checkpointing an MPI job must fail for now");
+    assert!(err.contains("uses MPI"), "unexpected reason: {err}");
+    assert!(
+        latest_generation(&s.ckpt_dir).is_none(),
+        "nothing may be committed"
+    );
+    let done = run.wait_output(LONG);
+    done.assert_success();
+    assert_eq!(done.stdout_text(), native.stdout_text());
+}
