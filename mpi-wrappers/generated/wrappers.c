@@ -2913,203 +2913,198 @@ __attribute__((used)) static int mana_w_MPI_Waitsome(int incount, MPI_Request ar
 }
 MANA_EXPORT(mana_w_MPI_Waitsome, MPI_Waitsome)
 MANA_EXPORT(mana_w_MPI_Waitsome, PMPI_Waitsome)
-__attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    MANA_FORWARD(556, "PMPI_Win_allocate_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
-}
-MANA_EXPORT(mana_w_MPI_Win_allocate_c, MPI_Win_allocate_c)
-MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
 __attribute__((used)) static int mana_w_MPI_Win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    MANA_FORWARD(557, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
+    MANA_FORWARD(556, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared, MPI_Win_allocate_shared)
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared, PMPI_Win_allocate_shared)
 __attribute__((used)) static int mana_w_MPI_Win_allocate_shared_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    MANA_FORWARD(558, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
+    MANA_FORWARD(557, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, MPI_Win_allocate_shared_c)
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, PMPI_Win_allocate_shared_c)
 __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
-    MANA_FORWARD(559, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+    MANA_FORWARD(558, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
 }
 MANA_EXPORT(mana_w_MPI_Win_attach, MPI_Win_attach)
 MANA_EXPORT(mana_w_MPI_Win_attach, PMPI_Win_attach)
 __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int errorcode) {
-    MANA_FORWARD(560, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+    MANA_FORWARD(559, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
 }
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
-    MANA_FORWARD(561, "PMPI_Win_complete", int, (MPI_Win win), (win));
+    MANA_FORWARD(560, "PMPI_Win_complete", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
 MANA_EXPORT(mana_w_MPI_Win_complete, PMPI_Win_complete)
 __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(562, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
+    MANA_FORWARD(561, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create, MPI_Win_create)
 MANA_EXPORT(mana_w_MPI_Win_create, PMPI_Win_create)
 __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(563, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
+    MANA_FORWARD(562, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
 MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
 __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(564, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, win));
+    MANA_FORWARD(563, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, MPI_Win_create_dynamic)
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, PMPI_Win_create_dynamic)
 __attribute__((used)) static int mana_w_MPI_Win_create_errhandler(MPI_Win_errhandler_function* win_errhandler_fn, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(565, "PMPI_Win_create_errhandler", int, (MPI_Win_errhandler_function* win_errhandler_fn, MPI_Errhandler* errhandler), (win_errhandler_fn, errhandler));
+    MANA_FORWARD(564, "PMPI_Win_create_errhandler", int, (MPI_Win_errhandler_function* win_errhandler_fn, MPI_Errhandler* errhandler), (win_errhandler_fn, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Win_create_errhandler, MPI_Win_create_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_create_errhandler, PMPI_Win_create_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win_keyval) {
-    MANA_FORWARD(566, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+    MANA_FORWARD(565, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, MPI_Win_delete_attr)
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, PMPI_Win_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* base) {
-    MANA_FORWARD(567, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+    MANA_FORWARD(566, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
 }
 MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
 MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
-    MANA_FORWARD(568, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+    MANA_FORWARD(567, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)
 MANA_EXPORT(mana_w_MPI_Win_fence, PMPI_Win_fence)
 __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
-    MANA_FORWARD(569, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(568, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush, MPI_Win_flush)
 MANA_EXPORT(mana_w_MPI_Win_flush, PMPI_Win_flush)
 __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
-    MANA_FORWARD(570, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(569, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_all, MPI_Win_flush_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_all, PMPI_Win_flush_all)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win win) {
-    MANA_FORWARD(571, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(570, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local, MPI_Win_flush_local)
 MANA_EXPORT(mana_w_MPI_Win_flush_local, PMPI_Win_flush_local)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
-    MANA_FORWARD(572, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(571, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
-    MANA_FORWARD(573, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval));
+    MANA_FORWARD(572, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, MPI_Win_free_keyval)
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, PMPI_Win_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int win_keyval, void* attribute_val, int* flag) {
-    MANA_FORWARD(574, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
+    MANA_FORWARD(573, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_attr, MPI_Win_get_attr)
 MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
 __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(575, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler));
+    MANA_FORWARD(574, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, MPI_Win_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, PMPI_Win_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group* group) {
-    MANA_FORWARD(576, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group));
+    MANA_FORWARD(575, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_group, MPI_Win_get_group)
 MANA_EXPORT(mana_w_MPI_Win_get_group, PMPI_Win_get_group)
 __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* info_used) {
-    MANA_FORWARD(577, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used));
+    MANA_FORWARD(576, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_info, MPI_Win_get_info)
 MANA_EXPORT(mana_w_MPI_Win_get_info, PMPI_Win_get_info)
 __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_name, int* resultlen) {
-    MANA_FORWARD(578, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+    MANA_FORWARD(577, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_name, MPI_Win_get_name)
 MANA_EXPORT(mana_w_MPI_Win_get_name, PMPI_Win_get_name)
 __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, int assert, MPI_Win win) {
-    MANA_FORWARD(579, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+    MANA_FORWARD(578, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_lock, MPI_Win_lock)
 MANA_EXPORT(mana_w_MPI_Win_lock, PMPI_Win_lock)
 __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win) {
-    MANA_FORWARD(580, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+    MANA_FORWARD(579, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
 MANA_EXPORT(mana_w_MPI_Win_lock_all, PMPI_Win_lock_all)
 __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert, MPI_Win win) {
-    MANA_FORWARD(581, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+    MANA_FORWARD(580, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_post, MPI_Win_post)
 MANA_EXPORT(mana_w_MPI_Win_post, PMPI_Win_post)
 __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_keyval, void* attribute_val) {
-    MANA_FORWARD(582, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+    MANA_FORWARD(581, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_attr, MPI_Win_set_attr)
 MANA_EXPORT(mana_w_MPI_Win_set_attr, PMPI_Win_set_attr)
 __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_Errhandler errhandler) {
-    MANA_FORWARD(583, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+    MANA_FORWARD(582, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, MPI_Win_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, PMPI_Win_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info info) {
-    MANA_FORWARD(584, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+    MANA_FORWARD(583, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_info, MPI_Win_set_info)
 MANA_EXPORT(mana_w_MPI_Win_set_info, PMPI_Win_set_info)
 __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char* win_name) {
-    MANA_FORWARD(585, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+    MANA_FORWARD(584, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
 __attribute__((used)) static int mana_w_MPI_Win_shared_query(MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr) {
-    MANA_FORWARD(586, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+    MANA_FORWARD(585, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
 }
 MANA_EXPORT(mana_w_MPI_Win_shared_query, MPI_Win_shared_query)
 MANA_EXPORT(mana_w_MPI_Win_shared_query, PMPI_Win_shared_query)
 __attribute__((used)) static int mana_w_MPI_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr) {
-    MANA_FORWARD(587, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+    MANA_FORWARD(586, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
 }
 MANA_EXPORT(mana_w_MPI_Win_shared_query_c, MPI_Win_shared_query_c)
 MANA_EXPORT(mana_w_MPI_Win_shared_query_c, PMPI_Win_shared_query_c)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
-    MANA_FORWARD(588, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+    MANA_FORWARD(587, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_start, MPI_Win_start)
 MANA_EXPORT(mana_w_MPI_Win_start, PMPI_Win_start)
 __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
-    MANA_FORWARD(589, "PMPI_Win_sync", int, (MPI_Win win), (win));
+    MANA_FORWARD(588, "PMPI_Win_sync", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_sync, MPI_Win_sync)
 MANA_EXPORT(mana_w_MPI_Win_sync, PMPI_Win_sync)
 __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
-    MANA_FORWARD(590, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+    MANA_FORWARD(589, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
 }
 MANA_EXPORT(mana_w_MPI_Win_test, MPI_Win_test)
 MANA_EXPORT(mana_w_MPI_Win_test, PMPI_Win_test)
 __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
-    MANA_FORWARD(591, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(590, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock, MPI_Win_unlock)
 MANA_EXPORT(mana_w_MPI_Win_unlock, PMPI_Win_unlock)
 __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
-    MANA_FORWARD(592, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(591, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
-    MANA_FORWARD(593, "PMPI_Win_wait", int, (MPI_Win win), (win));
+    MANA_FORWARD(592, "PMPI_Win_wait", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(594, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(593, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(595, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(594, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

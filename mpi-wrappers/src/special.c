@@ -283,6 +283,36 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp
 MANA_EXPORT(mana_w_MPI_Win_allocate, MPI_Win_allocate)
 MANA_EXPORT(mana_w_MPI_Win_allocate, PMPI_Win_allocate)
 
+static int win_create_c(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
+{
+    MANA_FORWARD(4013, "PMPI_Win_create_c", int,
+                 (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                 (base, size, disp_unit, info, comm, win));
+}
+
+__attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
+                                                           MPI_Comm comm, void *baseptr, MPI_Win *win)
+{
+    void *p = calloc(1, size > 0 ? (size_t)size : 1);
+    if (!p)
+        return MPI_ERR_NO_MEM;
+    int r = win_create_c(p, size, disp_unit, info, comm, win);
+    if (r != MPI_SUCCESS) {
+        free(p);
+        return r;
+    }
+    for (int i = 0; i < MANA_WINS; i++) {
+        if (__sync_bool_compare_and_swap(&win_mem[i].base, NULL, p)) {
+            win_mem[i].win = *win;
+            break;
+        }
+    }
+    *(void **)baseptr = p;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Win_allocate_c, MPI_Win_allocate_c)
+MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
+
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {
     MPI_Win w = *win;

@@ -1,6 +1,6 @@
 /* One-sided communication over memory MPI gives the application: MPI_Alloc_mem and
  * MPI_Win_allocate (Put/Get/Accumulate with fences, passive-target lock/unlock), plus
- * MPI_Win_create over the application's own memory. Prints results from rank 0; prints
+ * MPI_Win_create over the application's own memory, and MPI_Win_allocate_c. Prints results from rank 0; prints
  * the addresses MPI returned on stderr (`rma-memory pid=… alloc_mem=… win_base=…`) so a test
  * can check they are upper-half memory. 2 or more ranks. */
 #include <mpi.h>
@@ -20,7 +20,18 @@ int main(int argc, char **argv)
     int *base;
     MPI_Win win;
     MPI_Win_allocate(N * sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win);
-    fprintf(stderr, "rma-memory pid=%d alloc_mem=%p win_base=%p\n", (int)getpid(), (void *)mem, (void *)base);
+    long *big;
+    MPI_Win win_c;
+    MPI_Win_allocate_c(4 * sizeof(long), sizeof(long), MPI_INFO_NULL, MPI_COMM_WORLD, &big, &win_c);
+    fprintf(stderr, "rma-memory pid=%d alloc_mem=%p win_base=%p win_c_base=%p\n", (int)getpid(), (void *)mem,
+            (void *)base, (void *)big);
+    big[0] = 0;
+    MPI_Win_fence(0, win_c);
+    long lv = 7L * (rank + 1);
+    MPI_Accumulate(&lv, 1, MPI_LONG, 0, 0, 1, MPI_LONG, MPI_SUM, win_c);
+    MPI_Win_fence(0, win_c);
+    long big0 = big[0];
+    MPI_Win_free(&win_c);
     for (int i = 0; i < N; i++) {
         base[i] = rank * 100 + i;
         mem[i] = -1;
@@ -55,12 +66,13 @@ int main(int argc, char **argv)
     MPI_Win_free(&w2);
     MPI_Free_mem(mem);
 
-    long all[64];
-    long mine[2] = {s1, got};
-    MPI_Gather(mine, 2, MPI_LONG, all, 2, MPI_LONG, 0, MPI_COMM_WORLD);
+    long all[96];
+    long mine[3] = {s1, got, big0};
+    MPI_Gather(mine, 3, MPI_LONG, all, 3, MPI_LONG, 0, MPI_COMM_WORLD);
     if (rank == 0)
         for (int r = 0; r < size; r++)
-            printf("rank %d window-sum %ld got %ld\n", r, all[2 * r], all[2 * r + 1]);
+            printf("rank %d window-sum %ld got %ld large-count-window %ld\n", r, all[3 * r], all[3 * r + 1],
+                   all[3 * r + 2]);
     MPI_Finalize();
     return 0;
 }
