@@ -193,3 +193,26 @@ fn checkpointing_an_mpi_job_is_refused_clearly_and_the_job_runs_on() {
     done.assert_success();
     assert_eq!(done.stdout_text(), native.stdout_text());
 }
+
+/// A function MANA-rs does not support returns MPI_ERR_UNSUPPORTED_OPERATION through
+/// the error handler (here MPI_ERRORS_RETURN) with a message naming it — never an abort
+/// without a word, never a silent wrong answer.
+#[test]
+fn an_unsupported_function_says_so_by_name() {
+    let s = Session::start("mpi-unsupported");
+    let prog = compile_mpi("unsupported", s.dir());
+    let out = mpiexec(&s, 2, &[&bin("mana_launch"), &prog]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_text(),
+        "MPIX_Comm_failure_ack: class 44 (MPI_ERR_UNSUPPORTED_OPERATION)\n"
+    );
+    assert_eq!(
+        out.stderr_text()
+            .matches("MPIX_Comm_failure_ack is not supported by MANA-rs")
+            .count(),
+        2,
+        "each rank names the function: {}",
+        out.describe()
+    );
+}
