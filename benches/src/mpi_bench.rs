@@ -18,11 +18,25 @@ use std::process::Command;
 
 type Figures = BTreeMap<(String, u64), f64>;
 
-fn run(ranks: &str, program: &[&std::path::Path], status: &std::path::Path) -> Figures {
+/// The UCX settings the lower half runs with (mana_lower::loader::default_env): a native
+/// run with the same settings isolates the cost of crossing into the lower half.
+const LOWER_UCX_ENV: [(&str, &str); 3] = [
+    ("UCX_MEM_EVENTS", "no"),
+    ("UCX_ERROR_SIGNALS", ""),
+    ("UCX_DEBUG_SIGNO", "0"),
+];
+
+fn run(
+    ranks: &str,
+    program: &[&std::path::Path],
+    status: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Figures {
     let out = Command::new("mpiexec.mpich")
-        .args(["-n", ranks])
+        .args(["-bind-to", "core", "-n", ranks])
         .args(program)
         .env("MANA_STATUS_FILE", status)
+        .envs(env.iter().copied())
         .output()
         .expect("mpiexec.mpich (install MPICH: scripts/setup.sh)");
     assert!(
@@ -73,10 +87,14 @@ fn main() {
         .unwrap();
     assert!(st.success());
     let launch = bin_dir().join("mana_launch");
-    let (mut native, mut mana) = (Figures::new(), Figures::new());
+    let (mut native, mut same_ucx, mut mana) = (Figures::new(), Figures::new(), Figures::new());
     for _ in 0..runs {
-        best(&mut native, run(&ranks, &[&prog], &status));
-        best(&mut mana, run(&ranks, &[&launch, &prog], &status));
+        best(&mut native, run(&ranks, &[&prog], &status, &[]));
+        best(
+            &mut same_ucx,
+            run(&ranks, &[&prog], &status, &LOWER_UCX_ENV),
+        );
+        best(&mut mana, run(&ranks, &[&launch, &prog], &status, &[]));
     }
     let _ = Command::new(bin_dir().join("mana_status"))
         .arg("--status-file")
@@ -84,10 +102,16 @@ fn main() {
         .arg("--quit")
         .output();
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "MANA-rs MPI overhead, {ranks} ranks, best of {runs} runs (native vs under mana_launch)"
-    );
-    for (k, n) in &native {
+    println!("MANA-rs MPI overhead, {ranks} ranks bound to cores, best of {runs} runs");
+    println!("-- native vs under mana_launch");
+    compare(&native, &mana);
+    println!("-- native with the lower half's UCX settings (UCX_MEM_EVENTS=no, ...) vs under mana_launch");
+    println!("   (the cost of crossing into the lower half alone)");
+    compare(&same_ucx, &mana);
+}
+
+fn compare(native: &Figures, mana: &Figures) {
+    for (k, n) in native {
         let m = mana[k];
         match k.0.as_str() {
             "bandwidth" => println!(
