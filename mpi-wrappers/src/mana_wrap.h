@@ -58,9 +58,10 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     __asm__ volatile("wrfsbase %0" ::"r"(lower) : "memory");
 }
 
-/* The lower function is looked up once per wrapper and kept in a static (a benign race:
- * every thread finds the same pointer). */
-#define MANA_FORWARD(id, lower_name, ret, params, args)                 \
+/* Calls the lower world's `lower_name` with `args` on this thread's lower TCB and stores
+ * the result in `out`. The lower function is looked up once per wrapper and kept in a
+ * static (a benign race: every thread finds the same pointer). */
+#define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
     typedef ret(*mana_fn_t) params;                                     \
     static mana_fn_t f_cache_;                                          \
     unsigned long fs_ = mana_thread_lower_fs();                         \
@@ -68,8 +69,13 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     if (__builtin_expect(!f_, 0))                                       \
         f_ = f_cache_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);  \
     unsigned long up_ = mana_enter_lower(fs_);                          \
-    ret r_ = f_ args;                                                   \
-    mana_leave_lower(up_);                                              \
+    out = f_ args;                                                      \
+    mana_leave_lower(up_)
+
+/* The same, returning the result. */
+#define MANA_FORWARD(id, lower_name, ret, params, args)                 \
+    ret r_;                                                             \
+    MANA_FORWARD_INTO(r_, id, lower_name, ret, params, args);           \
     return r_
 
 /* MPI_UNWEIGHTED / MPI_WEIGHTS_EMPTY of this library → the lower library's (src/special.c). */

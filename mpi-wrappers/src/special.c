@@ -225,7 +225,6 @@ KEYVAL_WRAPPER(MPI_Keyval_create, 4010)
  * lower half's would vanish at restart. MPI_Alloc_mem is the application's malloc;
  * MPI_Win_allocate is MPI_Win_create over such memory (freed with the window). */
 #include <stdlib.h>
-#include <string.h>
 
 __attribute__((used)) static int mana_w_MPI_Alloc_mem(MPI_Aint size, MPI_Info info, void *baseptr)
 {
@@ -259,14 +258,10 @@ static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, M
                  (base, size, disp_unit, info, comm, win));
 }
 
-__attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
-                                                         void *baseptr, MPI_Win *win)
+/* Records a window's memory (freed by MPI_Win_free) and returns it, or frees it if the
+ * window could not be created. */
+static int win_allocated(int r, void *p, MPI_Win *win, void *baseptr)
 {
-    void *p = malloc(size > 0 ? (size_t)size : 1);
-    if (!p)
-        return MPI_ERR_NO_MEM;
-    memset(p, 0, size > 0 ? (size_t)size : 1);
-    int r = win_create(p, size, disp_unit, info, comm, win);
     if (r != MPI_SUCCESS) {
         free(p);
         return r;
@@ -279,6 +274,15 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp
     }
     *(void **)baseptr = p;
     return MPI_SUCCESS;
+}
+
+__attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
+                                                         void *baseptr, MPI_Win *win)
+{
+    void *p = calloc(1, size > 0 ? (size_t)size : 1);
+    if (!p)
+        return MPI_ERR_NO_MEM;
+    return win_allocated(win_create(p, size, disp_unit, info, comm, win), p, win, baseptr);
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate, MPI_Win_allocate)
 MANA_EXPORT(mana_w_MPI_Win_allocate, PMPI_Win_allocate)
@@ -296,19 +300,7 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Ai
     void *p = calloc(1, size > 0 ? (size_t)size : 1);
     if (!p)
         return MPI_ERR_NO_MEM;
-    int r = win_create_c(p, size, disp_unit, info, comm, win);
-    if (r != MPI_SUCCESS) {
-        free(p);
-        return r;
-    }
-    for (int i = 0; i < MANA_WINS; i++) {
-        if (__sync_bool_compare_and_swap(&win_mem[i].base, NULL, p)) {
-            win_mem[i].win = *win;
-            break;
-        }
-    }
-    *(void **)baseptr = p;
-    return MPI_SUCCESS;
+    return win_allocated(win_create_c(p, size, disp_unit, info, comm, win), p, win, baseptr);
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, MPI_Win_allocate_c)
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
