@@ -664,2063 +664,2048 @@ __attribute__((used)) static int mana_w_MPI_File_close(MPI_File* fh) {
 }
 MANA_EXPORT(mana_w_MPI_File_close, MPI_File_close)
 MANA_EXPORT(mana_w_MPI_File_close, PMPI_File_close)
-__attribute__((used)) static int mana_w_MPI_File_create_errhandler(MPI_File_errhandler_function* file_errhandler_fn, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(111, "PMPI_File_create_errhandler", int, (MPI_File_errhandler_function* file_errhandler_fn, MPI_Errhandler* errhandler), (file_errhandler_fn, errhandler));
-}
-MANA_EXPORT(mana_w_MPI_File_create_errhandler, MPI_File_create_errhandler)
-MANA_EXPORT(mana_w_MPI_File_create_errhandler, PMPI_File_create_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_delete(const char* filename, MPI_Info info) {
-    MANA_FORWARD(112, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
+    MANA_FORWARD(111, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
 }
 MANA_EXPORT(mana_w_MPI_File_delete, MPI_File_delete)
 MANA_EXPORT(mana_w_MPI_File_delete, PMPI_File_delete)
 __attribute__((used)) static MPI_File mana_w_MPI_File_f2c(MPI_Fint file) {
-    MANA_FORWARD(113, "PMPI_File_f2c", MPI_File, (MPI_Fint file), (file));
+    MANA_FORWARD(112, "PMPI_File_f2c", MPI_File, (MPI_Fint file), (file));
 }
 MANA_EXPORT(mana_w_MPI_File_f2c, MPI_File_f2c)
 MANA_EXPORT(mana_w_MPI_File_f2c, PMPI_File_f2c)
 __attribute__((used)) static int mana_w_MPI_File_get_amode(MPI_File fh, int* amode) {
-    MANA_FORWARD(114, "PMPI_File_get_amode", int, (MPI_File fh, int* amode), (fh, amode));
+    MANA_FORWARD(113, "PMPI_File_get_amode", int, (MPI_File fh, int* amode), (fh, amode));
 }
 MANA_EXPORT(mana_w_MPI_File_get_amode, MPI_File_get_amode)
 MANA_EXPORT(mana_w_MPI_File_get_amode, PMPI_File_get_amode)
 __attribute__((used)) static int mana_w_MPI_File_get_atomicity(MPI_File fh, int* flag) {
-    MANA_FORWARD(115, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
+    MANA_FORWARD(114, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
 }
 MANA_EXPORT(mana_w_MPI_File_get_atomicity, MPI_File_get_atomicity)
 MANA_EXPORT(mana_w_MPI_File_get_atomicity, PMPI_File_get_atomicity)
 __attribute__((used)) static int mana_w_MPI_File_get_byte_offset(MPI_File fh, MPI_Offset offset, MPI_Offset* disp) {
-    MANA_FORWARD(116, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
+    MANA_FORWARD(115, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
 }
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, MPI_File_get_byte_offset)
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, PMPI_File_get_byte_offset)
 __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(117, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, errhandler));
+    MANA_FORWARD(116, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, MPI_File_get_errhandler)
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, PMPI_File_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Group* group) {
-    MANA_FORWARD(118, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, group));
+    MANA_FORWARD(117, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, group));
 }
 MANA_EXPORT(mana_w_MPI_File_get_group, MPI_File_get_group)
 MANA_EXPORT(mana_w_MPI_File_get_group, PMPI_File_get_group)
 __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info* info_used) {
-    MANA_FORWARD(119, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, info_used));
+    MANA_FORWARD(118, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, info_used));
 }
 MANA_EXPORT(mana_w_MPI_File_get_info, MPI_File_get_info)
 MANA_EXPORT(mana_w_MPI_File_get_info, PMPI_File_get_info)
 __attribute__((used)) static int mana_w_MPI_File_get_position(MPI_File fh, MPI_Offset* offset) {
-    MANA_FORWARD(120, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+    MANA_FORWARD(119, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
 }
 MANA_EXPORT(mana_w_MPI_File_get_position, MPI_File_get_position)
 MANA_EXPORT(mana_w_MPI_File_get_position, PMPI_File_get_position)
 __attribute__((used)) static int mana_w_MPI_File_get_position_shared(MPI_File fh, MPI_Offset* offset) {
-    MANA_FORWARD(121, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+    MANA_FORWARD(120, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
 }
 MANA_EXPORT(mana_w_MPI_File_get_position_shared, MPI_File_get_position_shared)
 MANA_EXPORT(mana_w_MPI_File_get_position_shared, PMPI_File_get_position_shared)
 __attribute__((used)) static int mana_w_MPI_File_get_size(MPI_File fh, MPI_Offset* size) {
-    MANA_FORWARD(122, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
+    MANA_FORWARD(121, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_get_size, MPI_File_get_size)
 MANA_EXPORT(mana_w_MPI_File_get_size, PMPI_File_get_size)
 __attribute__((used)) static int mana_w_MPI_File_get_type_extent(MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent) {
-    MANA_FORWARD(123, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
+    MANA_FORWARD(122, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
 }
 MANA_EXPORT(mana_w_MPI_File_get_type_extent, MPI_File_get_type_extent)
 MANA_EXPORT(mana_w_MPI_File_get_type_extent, PMPI_File_get_type_extent)
 __attribute__((used)) static int mana_w_MPI_File_get_type_extent_c(MPI_File fh, MPI_Datatype datatype, MPI_Count* extent) {
-    MANA_FORWARD(124, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
+    MANA_FORWARD(123, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
 }
 MANA_EXPORT(mana_w_MPI_File_get_type_extent_c, MPI_File_get_type_extent_c)
 MANA_EXPORT(mana_w_MPI_File_get_type_extent_c, PMPI_File_get_type_extent_c)
 __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep) {
-    MANA_FORWARD(125, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, etype, filetype, datarep));
+    MANA_FORWARD(124, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, etype, filetype, datarep));
 }
 MANA_EXPORT(mana_w_MPI_File_get_view, MPI_File_get_view)
 MANA_EXPORT(mana_w_MPI_File_get_view, PMPI_File_get_view)
 __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(126, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(125, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread, MPI_File_iread)
 MANA_EXPORT(mana_w_MPI_File_iread, PMPI_File_iread)
 __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(127, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(126, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all, MPI_File_iread_all)
 MANA_EXPORT(mana_w_MPI_File_iread_all, PMPI_File_iread_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(128, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(127, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all_c, MPI_File_iread_all_c)
 MANA_EXPORT(mana_w_MPI_File_iread_all_c, PMPI_File_iread_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(129, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(128, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at, MPI_File_iread_at)
 MANA_EXPORT(mana_w_MPI_File_iread_at, PMPI_File_iread_at)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(130, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(129, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, MPI_File_iread_at_all)
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, PMPI_File_iread_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(131, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(130, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all_c, MPI_File_iread_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_iread_at_all_c, PMPI_File_iread_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(132, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(131, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_c, MPI_File_iread_at_c)
 MANA_EXPORT(mana_w_MPI_File_iread_at_c, PMPI_File_iread_at_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(133, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(132, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_c, MPI_File_iread_c)
 MANA_EXPORT(mana_w_MPI_File_iread_c, PMPI_File_iread_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(134, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(133, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_shared, MPI_File_iread_shared)
 MANA_EXPORT(mana_w_MPI_File_iread_shared, PMPI_File_iread_shared)
 __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(135, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(134, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iread_shared_c, MPI_File_iread_shared_c)
 MANA_EXPORT(mana_w_MPI_File_iread_shared_c, PMPI_File_iread_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(136, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(135, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite, MPI_File_iwrite)
 MANA_EXPORT(mana_w_MPI_File_iwrite, PMPI_File_iwrite)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(137, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(136, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, MPI_File_iwrite_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, PMPI_File_iwrite_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(138, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(137, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all_c, MPI_File_iwrite_all_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_all_c, PMPI_File_iwrite_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(139, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(138, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at, MPI_File_iwrite_at)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at, PMPI_File_iwrite_at)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(140, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(139, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, MPI_File_iwrite_at_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, PMPI_File_iwrite_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(141, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(140, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all_c, MPI_File_iwrite_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all_c, PMPI_File_iwrite_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(142, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
+    MANA_FORWARD(141, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_c, MPI_File_iwrite_at_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_c, PMPI_File_iwrite_at_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(143, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(142, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_c, MPI_File_iwrite_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_c, PMPI_File_iwrite_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(144, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(143, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared, MPI_File_iwrite_shared)
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared, PMPI_File_iwrite_shared)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
-    MANA_FORWARD(145, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
+    MANA_FORWARD(144, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request));
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, MPI_File_iwrite_shared_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, PMPI_File_iwrite_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh) {
-    MANA_FORWARD(146, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
+    MANA_FORWARD(145, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
 }
 MANA_EXPORT(mana_w_MPI_File_open, MPI_File_open)
 MANA_EXPORT(mana_w_MPI_File_open, PMPI_File_open)
 __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Offset size) {
-    MANA_FORWARD(147, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
+    MANA_FORWARD(146, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_preallocate, MPI_File_preallocate)
 MANA_EXPORT(mana_w_MPI_File_preallocate, PMPI_File_preallocate)
 __attribute__((used)) static int mana_w_MPI_File_read(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(148, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(147, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read, MPI_File_read)
 MANA_EXPORT(mana_w_MPI_File_read, PMPI_File_read)
 __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(149, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(148, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_all, MPI_File_read_all)
 MANA_EXPORT(mana_w_MPI_File_read_all, PMPI_File_read_all)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(150, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(149, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, MPI_File_read_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, PMPI_File_read_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(151, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(150, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, MPI_File_read_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, PMPI_File_read_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(152, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(151, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_c, MPI_File_read_all_c)
 MANA_EXPORT(mana_w_MPI_File_read_all_c, PMPI_File_read_all_c)
 __attribute__((used)) static int mana_w_MPI_File_read_all_end(MPI_File fh, void* buf, MPI_Status* status) {
-    MANA_FORWARD(153, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(152, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_end, MPI_File_read_all_end)
 MANA_EXPORT(mana_w_MPI_File_read_all_end, PMPI_File_read_all_end)
 __attribute__((used)) static int mana_w_MPI_File_read_at(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(154, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(153, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at, MPI_File_read_at)
 MANA_EXPORT(mana_w_MPI_File_read_at, PMPI_File_read_at)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(155, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(154, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all, MPI_File_read_at_all)
 MANA_EXPORT(mana_w_MPI_File_read_at_all, PMPI_File_read_at_all)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(156, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+    MANA_FORWARD(155, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, MPI_File_read_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, PMPI_File_read_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(157, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+    MANA_FORWARD(156, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, MPI_File_read_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, PMPI_File_read_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(158, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(157, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_c, MPI_File_read_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_c, PMPI_File_read_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_end(MPI_File fh, void* buf, MPI_Status* status) {
-    MANA_FORWARD(159, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(158, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_end, MPI_File_read_at_all_end)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_end, PMPI_File_read_at_all_end)
 __attribute__((used)) static int mana_w_MPI_File_read_at_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(160, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(159, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_c, MPI_File_read_at_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_c, PMPI_File_read_at_c)
 __attribute__((used)) static int mana_w_MPI_File_read_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(161, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(160, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_c, MPI_File_read_c)
 MANA_EXPORT(mana_w_MPI_File_read_c, PMPI_File_read_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(162, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(161, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered, MPI_File_read_ordered)
 MANA_EXPORT(mana_w_MPI_File_read_ordered, PMPI_File_read_ordered)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(163, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(162, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, MPI_File_read_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, PMPI_File_read_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(164, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(163, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, MPI_File_read_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, PMPI_File_read_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(165, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(164, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_c, MPI_File_read_ordered_c)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_c, PMPI_File_read_ordered_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_end(MPI_File fh, void* buf, MPI_Status* status) {
-    MANA_FORWARD(166, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(165, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_end, MPI_File_read_ordered_end)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_end, PMPI_File_read_ordered_end)
 __attribute__((used)) static int mana_w_MPI_File_read_shared(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(167, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(166, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_shared, MPI_File_read_shared)
 MANA_EXPORT(mana_w_MPI_File_read_shared, PMPI_File_read_shared)
 __attribute__((used)) static int mana_w_MPI_File_read_shared_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(168, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(167, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_read_shared_c, MPI_File_read_shared_c)
 MANA_EXPORT(mana_w_MPI_File_read_shared_c, PMPI_File_read_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_seek(MPI_File fh, MPI_Offset offset, int whence) {
-    MANA_FORWARD(169, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+    MANA_FORWARD(168, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
 }
 MANA_EXPORT(mana_w_MPI_File_seek, MPI_File_seek)
 MANA_EXPORT(mana_w_MPI_File_seek, PMPI_File_seek)
 __attribute__((used)) static int mana_w_MPI_File_seek_shared(MPI_File fh, MPI_Offset offset, int whence) {
-    MANA_FORWARD(170, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+    MANA_FORWARD(169, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
 }
 MANA_EXPORT(mana_w_MPI_File_seek_shared, MPI_File_seek_shared)
 MANA_EXPORT(mana_w_MPI_File_seek_shared, PMPI_File_seek_shared)
 __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int flag) {
-    MANA_FORWARD(171, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
+    MANA_FORWARD(170, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
 }
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, MPI_File_set_atomicity)
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, PMPI_File_set_atomicity)
 __attribute__((used)) static int mana_w_MPI_File_set_errhandler(MPI_File file, MPI_Errhandler errhandler) {
-    MANA_FORWARD(172, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
+    MANA_FORWARD(171, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_File_set_errhandler, MPI_File_set_errhandler)
 MANA_EXPORT(mana_w_MPI_File_set_errhandler, PMPI_File_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info info) {
-    MANA_FORWARD(173, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
+    MANA_FORWARD(172, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
 }
 MANA_EXPORT(mana_w_MPI_File_set_info, MPI_File_set_info)
 MANA_EXPORT(mana_w_MPI_File_set_info, PMPI_File_set_info)
 __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offset size) {
-    MANA_FORWARD(174, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
+    MANA_FORWARD(173, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_set_size, MPI_File_set_size)
 MANA_EXPORT(mana_w_MPI_File_set_size, PMPI_File_set_size)
 __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info) {
-    MANA_FORWARD(175, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
+    MANA_FORWARD(174, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
 }
 MANA_EXPORT(mana_w_MPI_File_set_view, MPI_File_set_view)
 MANA_EXPORT(mana_w_MPI_File_set_view, PMPI_File_set_view)
 __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
-    MANA_FORWARD(176, "PMPI_File_sync", int, (MPI_File fh), (fh));
+    MANA_FORWARD(175, "PMPI_File_sync", int, (MPI_File fh), (fh));
 }
 MANA_EXPORT(mana_w_MPI_File_sync, MPI_File_sync)
 MANA_EXPORT(mana_w_MPI_File_sync, PMPI_File_sync)
 __attribute__((used)) static int mana_w_MPI_File_write(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(177, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(176, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write, MPI_File_write)
 MANA_EXPORT(mana_w_MPI_File_write, PMPI_File_write)
 __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(178, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(177, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_all, MPI_File_write_all)
 MANA_EXPORT(mana_w_MPI_File_write_all, PMPI_File_write_all)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(179, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(178, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, MPI_File_write_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, PMPI_File_write_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(180, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(179, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, MPI_File_write_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, PMPI_File_write_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(181, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(180, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_c, MPI_File_write_all_c)
 MANA_EXPORT(mana_w_MPI_File_write_all_c, PMPI_File_write_all_c)
 __attribute__((used)) static int mana_w_MPI_File_write_all_end(MPI_File fh, const void* buf, MPI_Status* status) {
-    MANA_FORWARD(182, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(181, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_end, MPI_File_write_all_end)
 MANA_EXPORT(mana_w_MPI_File_write_all_end, PMPI_File_write_all_end)
 __attribute__((used)) static int mana_w_MPI_File_write_at(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(183, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(182, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at, MPI_File_write_at)
 MANA_EXPORT(mana_w_MPI_File_write_at, PMPI_File_write_at)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(184, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(183, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all, MPI_File_write_at_all)
 MANA_EXPORT(mana_w_MPI_File_write_at_all, PMPI_File_write_at_all)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(185, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+    MANA_FORWARD(184, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, MPI_File_write_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, PMPI_File_write_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(186, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+    MANA_FORWARD(185, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, MPI_File_write_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, PMPI_File_write_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(187, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(186, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_c, MPI_File_write_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_c, PMPI_File_write_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_end(MPI_File fh, const void* buf, MPI_Status* status) {
-    MANA_FORWARD(188, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(187, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_end, MPI_File_write_at_all_end)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_end, PMPI_File_write_at_all_end)
 __attribute__((used)) static int mana_w_MPI_File_write_at_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(189, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
+    MANA_FORWARD(188, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_c, MPI_File_write_at_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_c, PMPI_File_write_at_c)
 __attribute__((used)) static int mana_w_MPI_File_write_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(190, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(189, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_c, MPI_File_write_c)
 MANA_EXPORT(mana_w_MPI_File_write_c, PMPI_File_write_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(191, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(190, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered, MPI_File_write_ordered)
 MANA_EXPORT(mana_w_MPI_File_write_ordered, PMPI_File_write_ordered)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
-    MANA_FORWARD(192, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(191, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, MPI_File_write_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, PMPI_File_write_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
-    MANA_FORWARD(193, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+    MANA_FORWARD(192, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, MPI_File_write_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, PMPI_File_write_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(194, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(193, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_c, MPI_File_write_ordered_c)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_c, PMPI_File_write_ordered_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_end(MPI_File fh, const void* buf, MPI_Status* status) {
-    MANA_FORWARD(195, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
+    MANA_FORWARD(194, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_end, MPI_File_write_ordered_end)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_end, PMPI_File_write_ordered_end)
 __attribute__((used)) static int mana_w_MPI_File_write_shared(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(196, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(195, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_shared, MPI_File_write_shared)
 MANA_EXPORT(mana_w_MPI_File_write_shared, PMPI_File_write_shared)
 __attribute__((used)) static int mana_w_MPI_File_write_shared_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
-    MANA_FORWARD(197, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
+    MANA_FORWARD(196, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status));
 }
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, MPI_File_write_shared_c)
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, PMPI_File_write_shared_c)
 __attribute__((used)) static int mana_w_MPI_Finalized(int* flag) {
-    MANA_FORWARD(198, "PMPI_Finalized", int, (int* flag), (flag));
+    MANA_FORWARD(197, "PMPI_Finalized", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Finalized, MPI_Finalized)
 MANA_EXPORT(mana_w_MPI_Finalized, PMPI_Finalized)
 __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(199, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(198, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Gather, MPI_Gather)
 MANA_EXPORT(mana_w_MPI_Gather, PMPI_Gather)
 __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(200, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(199, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
 MANA_EXPORT(mana_w_MPI_Gather_c, PMPI_Gather_c)
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(201, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(200, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
 MANA_EXPORT(mana_w_MPI_Gather_init, PMPI_Gather_init)
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(202, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(201, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
 MANA_EXPORT(mana_w_MPI_Gather_init_c, PMPI_Gather_init_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(203, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+    MANA_FORWARD(202, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Gatherv, MPI_Gatherv)
 MANA_EXPORT(mana_w_MPI_Gatherv, PMPI_Gatherv)
 __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(204, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+    MANA_FORWARD(203, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_c, PMPI_Gatherv_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(205, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request));
+    MANA_FORWARD(204, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
 MANA_EXPORT(mana_w_MPI_Gatherv_init, PMPI_Gatherv_init)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(206, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request));
+    MANA_FORWARD(205, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, PMPI_Gatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Get(void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win) {
-    MANA_FORWARD(207, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+    MANA_FORWARD(206, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
 }
 MANA_EXPORT(mana_w_MPI_Get, MPI_Get)
 MANA_EXPORT(mana_w_MPI_Get, PMPI_Get)
 __attribute__((used)) static int mana_w_MPI_Get_accumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
-    MANA_FORWARD(208, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+    MANA_FORWARD(207, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
 }
 MANA_EXPORT(mana_w_MPI_Get_accumulate, MPI_Get_accumulate)
 MANA_EXPORT(mana_w_MPI_Get_accumulate, PMPI_Get_accumulate)
 __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
-    MANA_FORWARD(209, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+    MANA_FORWARD(208, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
 }
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, MPI_Get_accumulate_c)
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, PMPI_Get_accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Get_address(const void* location, MPI_Aint* address) {
-    MANA_FORWARD(210, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
+    MANA_FORWARD(209, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
 }
 MANA_EXPORT(mana_w_MPI_Get_address, MPI_Get_address)
 MANA_EXPORT(mana_w_MPI_Get_address, PMPI_Get_address)
 __attribute__((used)) static int mana_w_MPI_Get_c(void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win) {
-    MANA_FORWARD(211, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+    MANA_FORWARD(210, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
 }
 MANA_EXPORT(mana_w_MPI_Get_c, MPI_Get_c)
 MANA_EXPORT(mana_w_MPI_Get_c, PMPI_Get_c)
 __attribute__((used)) static int mana_w_MPI_Get_count(const MPI_Status* status, MPI_Datatype datatype, int* count) {
-    MANA_FORWARD(212, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status, datatype, count));
+    MANA_FORWARD(211, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Get_count, MPI_Get_count)
 MANA_EXPORT(mana_w_MPI_Get_count, PMPI_Get_count)
 __attribute__((used)) static int mana_w_MPI_Get_count_c(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
-    MANA_FORWARD(213, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
+    MANA_FORWARD(212, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Get_count_c, MPI_Get_count_c)
 MANA_EXPORT(mana_w_MPI_Get_count_c, PMPI_Get_count_c)
 __attribute__((used)) static int mana_w_MPI_Get_elements(const MPI_Status* status, MPI_Datatype datatype, int* count) {
-    MANA_FORWARD(214, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status, datatype, count));
+    MANA_FORWARD(213, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Get_elements, MPI_Get_elements)
 MANA_EXPORT(mana_w_MPI_Get_elements, PMPI_Get_elements)
 __attribute__((used)) static int mana_w_MPI_Get_elements_c(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
-    MANA_FORWARD(215, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
+    MANA_FORWARD(214, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Get_elements_c, MPI_Get_elements_c)
 MANA_EXPORT(mana_w_MPI_Get_elements_c, PMPI_Get_elements_c)
 __attribute__((used)) static int mana_w_MPI_Get_elements_x(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
-    MANA_FORWARD(216, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
+    MANA_FORWARD(215, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Get_elements_x, MPI_Get_elements_x)
 MANA_EXPORT(mana_w_MPI_Get_elements_x, PMPI_Get_elements_x)
 __attribute__((used)) static int mana_w_MPI_Get_library_version(char* version, int* resultlen) {
-    MANA_FORWARD(217, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
+    MANA_FORWARD(216, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_library_version, MPI_Get_library_version)
 MANA_EXPORT(mana_w_MPI_Get_library_version, PMPI_Get_library_version)
 __attribute__((used)) static int mana_w_MPI_Get_processor_name(char* name, int* resultlen) {
-    MANA_FORWARD(218, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
+    MANA_FORWARD(217, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_processor_name, MPI_Get_processor_name)
 MANA_EXPORT(mana_w_MPI_Get_processor_name, PMPI_Get_processor_name)
 __attribute__((used)) static int mana_w_MPI_Get_version(int* version, int* subversion) {
-    MANA_FORWARD(219, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
+    MANA_FORWARD(218, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
 }
 MANA_EXPORT(mana_w_MPI_Get_version, MPI_Get_version)
 MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
 __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph) {
-    MANA_FORWARD(220, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, comm_graph));
+    MANA_FORWARD(219, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, comm_graph));
 }
 MANA_EXPORT(mana_w_MPI_Graph_create, MPI_Graph_create)
 MANA_EXPORT(mana_w_MPI_Graph_create, PMPI_Graph_create)
 __attribute__((used)) static int mana_w_MPI_Graph_get(MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]) {
-    MANA_FORWARD(221, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
+    MANA_FORWARD(220, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
 }
 MANA_EXPORT(mana_w_MPI_Graph_get, MPI_Graph_get)
 MANA_EXPORT(mana_w_MPI_Graph_get, PMPI_Graph_get)
 __attribute__((used)) static int mana_w_MPI_Graph_map(MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank) {
-    MANA_FORWARD(222, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
+    MANA_FORWARD(221, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
 }
 MANA_EXPORT(mana_w_MPI_Graph_map, MPI_Graph_map)
 MANA_EXPORT(mana_w_MPI_Graph_map, PMPI_Graph_map)
 __attribute__((used)) static int mana_w_MPI_Graph_neighbors(MPI_Comm comm, int rank, int maxneighbors, int neighbors[]) {
-    MANA_FORWARD(223, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
+    MANA_FORWARD(222, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
 }
 MANA_EXPORT(mana_w_MPI_Graph_neighbors, MPI_Graph_neighbors)
 MANA_EXPORT(mana_w_MPI_Graph_neighbors, PMPI_Graph_neighbors)
 __attribute__((used)) static int mana_w_MPI_Graph_neighbors_count(MPI_Comm comm, int rank, int* nneighbors) {
-    MANA_FORWARD(224, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
+    MANA_FORWARD(223, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
 }
 MANA_EXPORT(mana_w_MPI_Graph_neighbors_count, MPI_Graph_neighbors_count)
 MANA_EXPORT(mana_w_MPI_Graph_neighbors_count, PMPI_Graph_neighbors_count)
 __attribute__((used)) static int mana_w_MPI_Graphdims_get(MPI_Comm comm, int* nnodes, int* nedges) {
-    MANA_FORWARD(225, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
+    MANA_FORWARD(224, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
 }
 MANA_EXPORT(mana_w_MPI_Graphdims_get, MPI_Graphdims_get)
 MANA_EXPORT(mana_w_MPI_Graphdims_get, PMPI_Graphdims_get)
 __attribute__((used)) static int mana_w_MPI_Grequest_complete(MPI_Request request) {
-    MANA_FORWARD(226, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
+    MANA_FORWARD(225, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
 }
 MANA_EXPORT(mana_w_MPI_Grequest_complete, MPI_Grequest_complete)
 MANA_EXPORT(mana_w_MPI_Grequest_complete, PMPI_Grequest_complete)
-__attribute__((used)) static int mana_w_MPI_Grequest_start(MPI_Grequest_query_function* query_fn, MPI_Grequest_free_function* free_fn, MPI_Grequest_cancel_function* cancel_fn, void* extra_state, MPI_Request* request) {
-    MANA_FORWARD(227, "PMPI_Grequest_start", int, (MPI_Grequest_query_function* query_fn, MPI_Grequest_free_function* free_fn, MPI_Grequest_cancel_function* cancel_fn, void* extra_state, MPI_Request* request), (query_fn, free_fn, cancel_fn, extra_state, request));
-}
-MANA_EXPORT(mana_w_MPI_Grequest_start, MPI_Grequest_start)
-MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
 __attribute__((used)) static int mana_w_MPI_Group_compare(MPI_Group group1, MPI_Group group2, int* result) {
-    MANA_FORWARD(228, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
+    MANA_FORWARD(226, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
 }
 MANA_EXPORT(mana_w_MPI_Group_compare, MPI_Group_compare)
 MANA_EXPORT(mana_w_MPI_Group_compare, PMPI_Group_compare)
 __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
-    MANA_FORWARD(229, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
+    MANA_FORWARD(227, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_difference, MPI_Group_difference)
 MANA_EXPORT(mana_w_MPI_Group_difference, PMPI_Group_difference)
 __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
-    MANA_FORWARD(230, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup));
+    MANA_FORWARD(228, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_excl, MPI_Group_excl)
 MANA_EXPORT(mana_w_MPI_Group_excl, PMPI_Group_excl)
 __attribute__((used)) static int mana_w_MPI_Group_free(MPI_Group* group) {
-    MANA_FORWARD(231, "PMPI_Group_free", int, (MPI_Group* group), (group));
+    MANA_FORWARD(229, "PMPI_Group_free", int, (MPI_Group* group), (group));
 }
 MANA_EXPORT(mana_w_MPI_Group_free, MPI_Group_free)
 MANA_EXPORT(mana_w_MPI_Group_free, PMPI_Group_free)
 __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session session, const char* pset_name, MPI_Group* newgroup) {
-    MANA_FORWARD(232, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, newgroup));
+    MANA_FORWARD(230, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_from_session_pset, MPI_Group_from_session_pset)
 MANA_EXPORT(mana_w_MPI_Group_from_session_pset, PMPI_Group_from_session_pset)
 __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
-    MANA_FORWARD(233, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup));
+    MANA_FORWARD(231, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_incl, MPI_Group_incl)
 MANA_EXPORT(mana_w_MPI_Group_incl, PMPI_Group_incl)
 __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
-    MANA_FORWARD(234, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
+    MANA_FORWARD(232, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_intersection, MPI_Group_intersection)
 MANA_EXPORT(mana_w_MPI_Group_intersection, PMPI_Group_intersection)
 __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup) {
-    MANA_FORWARD(235, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup));
+    MANA_FORWARD(233, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_range_excl, MPI_Group_range_excl)
 MANA_EXPORT(mana_w_MPI_Group_range_excl, PMPI_Group_range_excl)
 __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup) {
-    MANA_FORWARD(236, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup));
+    MANA_FORWARD(234, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_range_incl, MPI_Group_range_incl)
 MANA_EXPORT(mana_w_MPI_Group_range_incl, PMPI_Group_range_incl)
 __attribute__((used)) static int mana_w_MPI_Group_rank(MPI_Group group, int* rank) {
-    MANA_FORWARD(237, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
+    MANA_FORWARD(235, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
 }
 MANA_EXPORT(mana_w_MPI_Group_rank, MPI_Group_rank)
 MANA_EXPORT(mana_w_MPI_Group_rank, PMPI_Group_rank)
 __attribute__((used)) static int mana_w_MPI_Group_size(MPI_Group group, int* size) {
-    MANA_FORWARD(238, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
+    MANA_FORWARD(236, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
 }
 MANA_EXPORT(mana_w_MPI_Group_size, MPI_Group_size)
 MANA_EXPORT(mana_w_MPI_Group_size, PMPI_Group_size)
 __attribute__((used)) static int mana_w_MPI_Group_translate_ranks(MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]) {
-    MANA_FORWARD(239, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
+    MANA_FORWARD(237, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
 }
 MANA_EXPORT(mana_w_MPI_Group_translate_ranks, MPI_Group_translate_ranks)
 MANA_EXPORT(mana_w_MPI_Group_translate_ranks, PMPI_Group_translate_ranks)
 __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
-    MANA_FORWARD(240, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
+    MANA_FORWARD(238, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup));
 }
 MANA_EXPORT(mana_w_MPI_Group_union, MPI_Group_union)
 MANA_EXPORT(mana_w_MPI_Group_union, PMPI_Group_union)
 __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(241, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(239, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
 MANA_EXPORT(mana_w_MPI_Iallgather, PMPI_Iallgather)
 __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(242, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(240, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
 MANA_EXPORT(mana_w_MPI_Iallgather_c, PMPI_Iallgather_c)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(243, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
+    MANA_FORWARD(241, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
 MANA_EXPORT(mana_w_MPI_Iallgatherv, PMPI_Iallgatherv)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(244, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
+    MANA_FORWARD(242, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, PMPI_Iallgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(245, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(243, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
 MANA_EXPORT(mana_w_MPI_Iallreduce, PMPI_Iallreduce)
 __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(246, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(244, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, PMPI_Iallreduce_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(247, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(245, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
 MANA_EXPORT(mana_w_MPI_Ialltoall, PMPI_Ialltoall)
 __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(248, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(246, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, PMPI_Ialltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(249, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
+    MANA_FORWARD(247, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
 MANA_EXPORT(mana_w_MPI_Ialltoallv, PMPI_Ialltoallv)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(250, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
+    MANA_FORWARD(248, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, PMPI_Ialltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(251, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
+    MANA_FORWARD(249, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
 MANA_EXPORT(mana_w_MPI_Ialltoallw, PMPI_Ialltoallw)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(252, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
+    MANA_FORWARD(250, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, PMPI_Ialltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(253, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, request));
+    MANA_FORWARD(251, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
 MANA_EXPORT(mana_w_MPI_Ibarrier, PMPI_Ibarrier)
 __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(254, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request));
+    MANA_FORWARD(252, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
 MANA_EXPORT(mana_w_MPI_Ibcast, PMPI_Ibcast)
 __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(255, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request));
+    MANA_FORWARD(253, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
 MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
 __attribute__((used)) static int mana_w_MPI_Ibsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(256, "PMPI_Ibsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(254, "PMPI_Ibsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ibsend, MPI_Ibsend)
 MANA_EXPORT(mana_w_MPI_Ibsend, PMPI_Ibsend)
 __attribute__((used)) static int mana_w_MPI_Ibsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(257, "PMPI_Ibsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(255, "PMPI_Ibsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ibsend_c, MPI_Ibsend_c)
 MANA_EXPORT(mana_w_MPI_Ibsend_c, PMPI_Ibsend_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(258, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(256, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
 MANA_EXPORT(mana_w_MPI_Iexscan, PMPI_Iexscan)
 __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(259, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(257, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
 MANA_EXPORT(mana_w_MPI_Iexscan_c, PMPI_Iexscan_c)
 __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(260, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(258, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
 MANA_EXPORT(mana_w_MPI_Igather, PMPI_Igather)
 __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(261, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(259, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
 MANA_EXPORT(mana_w_MPI_Igather_c, PMPI_Igather_c)
 __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(262, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request));
+    MANA_FORWARD(260, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
 MANA_EXPORT(mana_w_MPI_Igatherv, PMPI_Igatherv)
 __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(263, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request));
+    MANA_FORWARD(261, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
 MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
 __attribute__((used)) static int mana_w_MPI_Improbe(int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status) {
-    MANA_FORWARD(264, "PMPI_Improbe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status), (source, tag, comm, flag, message, status));
+    MANA_FORWARD(262, "PMPI_Improbe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status), (source, tag, comm, flag, message, status));
 }
 MANA_EXPORT(mana_w_MPI_Improbe, MPI_Improbe)
 MANA_EXPORT(mana_w_MPI_Improbe, PMPI_Improbe)
 __attribute__((used)) static int mana_w_MPI_Imrecv(void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request) {
-    MANA_FORWARD(265, "PMPI_Imrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, message, request));
+    MANA_FORWARD(263, "PMPI_Imrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, message, request));
 }
 MANA_EXPORT(mana_w_MPI_Imrecv, MPI_Imrecv)
 MANA_EXPORT(mana_w_MPI_Imrecv, PMPI_Imrecv)
 __attribute__((used)) static int mana_w_MPI_Imrecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request) {
-    MANA_FORWARD(266, "PMPI_Imrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, message, request));
+    MANA_FORWARD(264, "PMPI_Imrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, message, request));
 }
 MANA_EXPORT(mana_w_MPI_Imrecv_c, MPI_Imrecv_c)
 MANA_EXPORT(mana_w_MPI_Imrecv_c, PMPI_Imrecv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(267, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(265, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, PMPI_Ineighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(268, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(266, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, PMPI_Ineighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(269, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
+    MANA_FORWARD(267, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, PMPI_Ineighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(270, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
+    MANA_FORWARD(268, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, PMPI_Ineighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(271, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(269, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, PMPI_Ineighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(272, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
+    MANA_FORWARD(270, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, PMPI_Ineighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(273, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
+    MANA_FORWARD(271, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, PMPI_Ineighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(274, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
+    MANA_FORWARD(272, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, PMPI_Ineighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(275, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
+    MANA_FORWARD(273, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, PMPI_Ineighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(276, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
+    MANA_FORWARD(274, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, PMPI_Ineighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
-    MANA_FORWARD(277, "PMPI_Info_create", int, (MPI_Info* info), (info));
+    MANA_FORWARD(275, "PMPI_Info_create", int, (MPI_Info* info), (info));
 }
 MANA_EXPORT(mana_w_MPI_Info_create, MPI_Info_create)
 MANA_EXPORT(mana_w_MPI_Info_create, PMPI_Info_create)
 __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[], MPI_Info* info) {
-    MANA_FORWARD(278, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, info));
+    MANA_FORWARD(276, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, info));
 }
 MANA_EXPORT(mana_w_MPI_Info_create_env, MPI_Info_create_env)
 MANA_EXPORT(mana_w_MPI_Info_create_env, PMPI_Info_create_env)
 __attribute__((used)) static int mana_w_MPI_Info_delete(MPI_Info info, const char* key) {
-    MANA_FORWARD(279, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
+    MANA_FORWARD(277, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
 }
 MANA_EXPORT(mana_w_MPI_Info_delete, MPI_Info_delete)
 MANA_EXPORT(mana_w_MPI_Info_delete, PMPI_Info_delete)
 __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* newinfo) {
-    MANA_FORWARD(280, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, newinfo));
+    MANA_FORWARD(278, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, newinfo));
 }
 MANA_EXPORT(mana_w_MPI_Info_dup, MPI_Info_dup)
 MANA_EXPORT(mana_w_MPI_Info_dup, PMPI_Info_dup)
 __attribute__((used)) static int mana_w_MPI_Info_free(MPI_Info* info) {
-    MANA_FORWARD(281, "PMPI_Info_free", int, (MPI_Info* info), (info));
+    MANA_FORWARD(279, "PMPI_Info_free", int, (MPI_Info* info), (info));
 }
 MANA_EXPORT(mana_w_MPI_Info_free, MPI_Info_free)
 MANA_EXPORT(mana_w_MPI_Info_free, PMPI_Info_free)
 __attribute__((used)) static int mana_w_MPI_Info_get(MPI_Info info, const char* key, int valuelen, char* value, int* flag) {
-    MANA_FORWARD(282, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
+    MANA_FORWARD(280, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
 }
 MANA_EXPORT(mana_w_MPI_Info_get, MPI_Info_get)
 MANA_EXPORT(mana_w_MPI_Info_get, PMPI_Info_get)
 __attribute__((used)) static int mana_w_MPI_Info_get_nkeys(MPI_Info info, int* nkeys) {
-    MANA_FORWARD(283, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
+    MANA_FORWARD(281, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
 }
 MANA_EXPORT(mana_w_MPI_Info_get_nkeys, MPI_Info_get_nkeys)
 MANA_EXPORT(mana_w_MPI_Info_get_nkeys, PMPI_Info_get_nkeys)
 __attribute__((used)) static int mana_w_MPI_Info_get_nthkey(MPI_Info info, int n, char* key) {
-    MANA_FORWARD(284, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
+    MANA_FORWARD(282, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
 }
 MANA_EXPORT(mana_w_MPI_Info_get_nthkey, MPI_Info_get_nthkey)
 MANA_EXPORT(mana_w_MPI_Info_get_nthkey, PMPI_Info_get_nthkey)
 __attribute__((used)) static int mana_w_MPI_Info_get_string(MPI_Info info, const char* key, int* buflen, char* value, int* flag) {
-    MANA_FORWARD(285, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
+    MANA_FORWARD(283, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
 }
 MANA_EXPORT(mana_w_MPI_Info_get_string, MPI_Info_get_string)
 MANA_EXPORT(mana_w_MPI_Info_get_string, PMPI_Info_get_string)
 __attribute__((used)) static int mana_w_MPI_Info_get_valuelen(MPI_Info info, const char* key, int* valuelen, int* flag) {
-    MANA_FORWARD(286, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
+    MANA_FORWARD(284, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
 }
 MANA_EXPORT(mana_w_MPI_Info_get_valuelen, MPI_Info_get_valuelen)
 MANA_EXPORT(mana_w_MPI_Info_get_valuelen, PMPI_Info_get_valuelen)
 __attribute__((used)) static int mana_w_MPI_Info_set(MPI_Info info, const char* key, const char* value) {
-    MANA_FORWARD(287, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
+    MANA_FORWARD(285, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
 }
 MANA_EXPORT(mana_w_MPI_Info_set, MPI_Info_set)
 MANA_EXPORT(mana_w_MPI_Info_set, PMPI_Info_set)
 __attribute__((used)) static int mana_w_MPI_Init(int* argc, char*** argv) {
-    MANA_FORWARD(288, "PMPI_Init", int, (int* argc, char*** argv), (argc, argv));
+    MANA_FORWARD(286, "PMPI_Init", int, (int* argc, char*** argv), (argc, argv));
 }
 MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
 MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
 __attribute__((used)) static int mana_w_MPI_Init_thread(int* argc, char*** argv, int required, int* provided) {
-    MANA_FORWARD(289, "PMPI_Init_thread", int, (int* argc, char*** argv, int required, int* provided), (argc, argv, required, provided));
+    MANA_FORWARD(287, "PMPI_Init_thread", int, (int* argc, char*** argv, int required, int* provided), (argc, argv, required, provided));
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
 MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
 __attribute__((used)) static int mana_w_MPI_Initialized(int* flag) {
-    MANA_FORWARD(290, "PMPI_Initialized", int, (int* flag), (flag));
+    MANA_FORWARD(288, "PMPI_Initialized", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Initialized, MPI_Initialized)
 MANA_EXPORT(mana_w_MPI_Initialized, PMPI_Initialized)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm) {
-    MANA_FORWARD(291, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, newintercomm));
+    MANA_FORWARD(289, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, newintercomm));
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
 MANA_EXPORT(mana_w_MPI_Intercomm_create, PMPI_Intercomm_create)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm) {
-    MANA_FORWARD(292, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, newintercomm));
+    MANA_FORWARD(290, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, newintercomm));
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, MPI_Intercomm_create_from_groups)
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, PMPI_Intercomm_create_from_groups)
 __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, int high, MPI_Comm* newintracomm) {
-    MANA_FORWARD(293, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, newintracomm));
+    MANA_FORWARD(291, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, newintracomm));
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
 __attribute__((used)) static int mana_w_MPI_Iprobe(int source, int tag, MPI_Comm comm, int* flag, MPI_Status* status) {
-    MANA_FORWARD(294, "PMPI_Iprobe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Status* status), (source, tag, comm, flag, status));
+    MANA_FORWARD(292, "PMPI_Iprobe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Status* status), (source, tag, comm, flag, status));
 }
 MANA_EXPORT(mana_w_MPI_Iprobe, MPI_Iprobe)
 MANA_EXPORT(mana_w_MPI_Iprobe, PMPI_Iprobe)
 __attribute__((used)) static int mana_w_MPI_Irecv(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(295, "PMPI_Irecv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
+    MANA_FORWARD(293, "PMPI_Irecv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Irecv, MPI_Irecv)
 MANA_EXPORT(mana_w_MPI_Irecv, PMPI_Irecv)
 __attribute__((used)) static int mana_w_MPI_Irecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(296, "PMPI_Irecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
+    MANA_FORWARD(294, "PMPI_Irecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Irecv_c, MPI_Irecv_c)
 MANA_EXPORT(mana_w_MPI_Irecv_c, PMPI_Irecv_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(297, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request));
+    MANA_FORWARD(295, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
 MANA_EXPORT(mana_w_MPI_Ireduce, PMPI_Ireduce)
 __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(298, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request));
+    MANA_FORWARD(296, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_c, PMPI_Ireduce_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(299, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request));
+    MANA_FORWARD(297, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, PMPI_Ireduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(300, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request));
+    MANA_FORWARD(298, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, PMPI_Ireduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(301, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request));
+    MANA_FORWARD(299, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, PMPI_Ireduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(302, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request));
+    MANA_FORWARD(300, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, PMPI_Ireduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Irsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(303, "PMPI_Irsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(301, "PMPI_Irsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Irsend, MPI_Irsend)
 MANA_EXPORT(mana_w_MPI_Irsend, PMPI_Irsend)
 __attribute__((used)) static int mana_w_MPI_Irsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(304, "PMPI_Irsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(302, "PMPI_Irsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Irsend_c, MPI_Irsend_c)
 MANA_EXPORT(mana_w_MPI_Irsend_c, PMPI_Irsend_c)
 __attribute__((used)) static int mana_w_MPI_Is_thread_main(int* flag) {
-    MANA_FORWARD(305, "PMPI_Is_thread_main", int, (int* flag), (flag));
+    MANA_FORWARD(303, "PMPI_Is_thread_main", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
 __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(306, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(304, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
 MANA_EXPORT(mana_w_MPI_Iscan, PMPI_Iscan)
 __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(307, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
+    MANA_FORWARD(305, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
 MANA_EXPORT(mana_w_MPI_Iscan_c, PMPI_Iscan_c)
 __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(308, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(306, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
 MANA_EXPORT(mana_w_MPI_Iscatter, PMPI_Iscatter)
 __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(309, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(307, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
 MANA_EXPORT(mana_w_MPI_Iscatter_c, PMPI_Iscatter_c)
 __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(310, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(308, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
 MANA_EXPORT(mana_w_MPI_Iscatterv, PMPI_Iscatterv)
 __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(311, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
+    MANA_FORWARD(309, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, PMPI_Iscatterv_c)
 __attribute__((used)) static int mana_w_MPI_Isend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(312, "PMPI_Isend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(310, "PMPI_Isend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isend, MPI_Isend)
 MANA_EXPORT(mana_w_MPI_Isend, PMPI_Isend)
 __attribute__((used)) static int mana_w_MPI_Isend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(313, "PMPI_Isend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(311, "PMPI_Isend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isend_c, MPI_Isend_c)
 MANA_EXPORT(mana_w_MPI_Isend_c, PMPI_Isend_c)
 __attribute__((used)) static int mana_w_MPI_Isendrecv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(314, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, request));
+    MANA_FORWARD(312, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv, MPI_Isendrecv)
 MANA_EXPORT(mana_w_MPI_Isendrecv, PMPI_Isendrecv)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(315, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, request));
+    MANA_FORWARD(313, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_c, MPI_Isendrecv_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_c, PMPI_Isendrecv_c)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_replace(void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(316, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, request));
+    MANA_FORWARD(314, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace, MPI_Isendrecv_replace)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace, PMPI_Isendrecv_replace)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(317, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, request));
+    MANA_FORWARD(315, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, MPI_Isendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
 __attribute__((used)) static int mana_w_MPI_Issend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(318, "PMPI_Issend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(316, "PMPI_Issend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Issend, MPI_Issend)
 MANA_EXPORT(mana_w_MPI_Issend, PMPI_Issend)
 __attribute__((used)) static int mana_w_MPI_Issend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(319, "PMPI_Issend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(317, "PMPI_Issend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Issend_c, MPI_Issend_c)
 MANA_EXPORT(mana_w_MPI_Issend_c, PMPI_Issend_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
-    MANA_FORWARD(320, "PMPI_Keyval_free", int, (int* keyval), (keyval));
+    MANA_FORWARD(318, "PMPI_Keyval_free", int, (int* keyval), (keyval));
 }
 MANA_EXPORT(mana_w_MPI_Keyval_free, MPI_Keyval_free)
 MANA_EXPORT(mana_w_MPI_Keyval_free, PMPI_Keyval_free)
 __attribute__((used)) static int mana_w_MPI_Lookup_name(const char* service_name, MPI_Info info, char* port_name) {
-    MANA_FORWARD(321, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
+    MANA_FORWARD(319, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
 }
 MANA_EXPORT(mana_w_MPI_Lookup_name, MPI_Lookup_name)
 MANA_EXPORT(mana_w_MPI_Lookup_name, PMPI_Lookup_name)
 __attribute__((used)) static int mana_w_MPI_Mprobe(int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status) {
-    MANA_FORWARD(322, "PMPI_Mprobe", int, (int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status), (source, tag, comm, message, status));
+    MANA_FORWARD(320, "PMPI_Mprobe", int, (int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status), (source, tag, comm, message, status));
 }
 MANA_EXPORT(mana_w_MPI_Mprobe, MPI_Mprobe)
 MANA_EXPORT(mana_w_MPI_Mprobe, PMPI_Mprobe)
 __attribute__((used)) static int mana_w_MPI_Mrecv(void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status) {
-    MANA_FORWARD(323, "PMPI_Mrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, message, status));
+    MANA_FORWARD(321, "PMPI_Mrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, message, status));
 }
 MANA_EXPORT(mana_w_MPI_Mrecv, MPI_Mrecv)
 MANA_EXPORT(mana_w_MPI_Mrecv, PMPI_Mrecv)
 __attribute__((used)) static int mana_w_MPI_Mrecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status) {
-    MANA_FORWARD(324, "PMPI_Mrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, message, status));
+    MANA_FORWARD(322, "PMPI_Mrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, message, status));
 }
 MANA_EXPORT(mana_w_MPI_Mrecv_c, MPI_Mrecv_c)
 MANA_EXPORT(mana_w_MPI_Mrecv_c, PMPI_Mrecv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(325, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+    MANA_FORWARD(323, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, MPI_Neighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, PMPI_Neighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(326, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+    MANA_FORWARD(324, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, PMPI_Neighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(327, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
+    MANA_FORWARD(325, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, PMPI_Neighbor_allgather_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(328, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
+    MANA_FORWARD(326, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, PMPI_Neighbor_allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(329, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+    MANA_FORWARD(327, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, MPI_Neighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, PMPI_Neighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(330, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+    MANA_FORWARD(328, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, PMPI_Neighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(331, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request));
+    MANA_FORWARD(329, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, PMPI_Neighbor_allgatherv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(332, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request));
+    MANA_FORWARD(330, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, PMPI_Neighbor_allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(333, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+    MANA_FORWARD(331, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, MPI_Neighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, PMPI_Neighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(334, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+    MANA_FORWARD(332, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, PMPI_Neighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(335, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
+    MANA_FORWARD(333, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, PMPI_Neighbor_alltoall_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(336, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
+    MANA_FORWARD(334, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, PMPI_Neighbor_alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(337, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+    MANA_FORWARD(335, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, MPI_Neighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, PMPI_Neighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
-    MANA_FORWARD(338, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+    MANA_FORWARD(336, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, PMPI_Neighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(339, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request));
+    MANA_FORWARD(337, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, PMPI_Neighbor_alltoallv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(340, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request));
+    MANA_FORWARD(338, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, PMPI_Neighbor_alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
-    MANA_FORWARD(341, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm));
+    MANA_FORWARD(339, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, PMPI_Neighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
-    MANA_FORWARD(342, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm));
+    MANA_FORWARD(340, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, PMPI_Neighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(343, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info, request));
+    MANA_FORWARD(341, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, PMPI_Neighbor_alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(344, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info, request));
+    MANA_FORWARD(342, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, PMPI_Neighbor_alltoallw_init_c)
 __attribute__((used)) static int mana_w_MPI_Op_commutative(MPI_Op op, int* commute) {
-    MANA_FORWARD(345, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
+    MANA_FORWARD(343, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
 }
 MANA_EXPORT(mana_w_MPI_Op_commutative, MPI_Op_commutative)
 MANA_EXPORT(mana_w_MPI_Op_commutative, PMPI_Op_commutative)
 __attribute__((used)) static int mana_w_MPI_Op_free(MPI_Op* op) {
-    MANA_FORWARD(346, "PMPI_Op_free", int, (MPI_Op* op), (op));
+    MANA_FORWARD(344, "PMPI_Op_free", int, (MPI_Op* op), (op));
 }
 MANA_EXPORT(mana_w_MPI_Op_free, MPI_Op_free)
 MANA_EXPORT(mana_w_MPI_Op_free, PMPI_Op_free)
 __attribute__((used)) static int mana_w_MPI_Open_port(MPI_Info info, char* port_name) {
-    MANA_FORWARD(347, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
+    MANA_FORWARD(345, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
 }
 MANA_EXPORT(mana_w_MPI_Open_port, MPI_Open_port)
 MANA_EXPORT(mana_w_MPI_Open_port, PMPI_Open_port)
 __attribute__((used)) static int mana_w_MPI_Pack(const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm) {
-    MANA_FORWARD(348, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+    MANA_FORWARD(346, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
 }
 MANA_EXPORT(mana_w_MPI_Pack, MPI_Pack)
 MANA_EXPORT(mana_w_MPI_Pack, PMPI_Pack)
 __attribute__((used)) static int mana_w_MPI_Pack_c(const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm) {
-    MANA_FORWARD(349, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+    MANA_FORWARD(347, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
 }
 MANA_EXPORT(mana_w_MPI_Pack_c, MPI_Pack_c)
 MANA_EXPORT(mana_w_MPI_Pack_c, PMPI_Pack_c)
 __attribute__((used)) static int mana_w_MPI_Pack_external(const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position) {
-    MANA_FORWARD(350, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+    MANA_FORWARD(348, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
 }
 MANA_EXPORT(mana_w_MPI_Pack_external, MPI_Pack_external)
 MANA_EXPORT(mana_w_MPI_Pack_external, PMPI_Pack_external)
 __attribute__((used)) static int mana_w_MPI_Pack_external_c(const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position) {
-    MANA_FORWARD(351, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+    MANA_FORWARD(349, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_c, MPI_Pack_external_c)
 MANA_EXPORT(mana_w_MPI_Pack_external_c, PMPI_Pack_external_c)
 __attribute__((used)) static int mana_w_MPI_Pack_external_size(const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size) {
-    MANA_FORWARD(352, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
+    MANA_FORWARD(350, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_size, MPI_Pack_external_size)
 MANA_EXPORT(mana_w_MPI_Pack_external_size, PMPI_Pack_external_size)
 __attribute__((used)) static int mana_w_MPI_Pack_external_size_c(const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size) {
-    MANA_FORWARD(353, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
+    MANA_FORWARD(351, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, MPI_Pack_external_size_c)
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, PMPI_Pack_external_size_c)
 __attribute__((used)) static int mana_w_MPI_Pack_size(int incount, MPI_Datatype datatype, MPI_Comm comm, int* size) {
-    MANA_FORWARD(354, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
+    MANA_FORWARD(352, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
 }
 MANA_EXPORT(mana_w_MPI_Pack_size, MPI_Pack_size)
 MANA_EXPORT(mana_w_MPI_Pack_size, PMPI_Pack_size)
 __attribute__((used)) static int mana_w_MPI_Pack_size_c(MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size) {
-    MANA_FORWARD(355, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
+    MANA_FORWARD(353, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
 }
 MANA_EXPORT(mana_w_MPI_Pack_size_c, MPI_Pack_size_c)
 MANA_EXPORT(mana_w_MPI_Pack_size_c, PMPI_Pack_size_c)
 __attribute__((used)) static int mana_w_MPI_Parrived(MPI_Request request, int partition, int* flag) {
-    MANA_FORWARD(356, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
+    MANA_FORWARD(354, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
 }
 MANA_EXPORT(mana_w_MPI_Parrived, MPI_Parrived)
 MANA_EXPORT(mana_w_MPI_Parrived, PMPI_Parrived)
 __attribute__((used)) static int mana_w_MPI_Pready(int partition, MPI_Request request) {
-    MANA_FORWARD(357, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
+    MANA_FORWARD(355, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
 }
 MANA_EXPORT(mana_w_MPI_Pready, MPI_Pready)
 MANA_EXPORT(mana_w_MPI_Pready, PMPI_Pready)
 __attribute__((used)) static int mana_w_MPI_Pready_list(int length, const int array_of_partitions[], MPI_Request request) {
-    MANA_FORWARD(358, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
+    MANA_FORWARD(356, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
 }
 MANA_EXPORT(mana_w_MPI_Pready_list, MPI_Pready_list)
 MANA_EXPORT(mana_w_MPI_Pready_list, PMPI_Pready_list)
 __attribute__((used)) static int mana_w_MPI_Pready_range(int partition_low, int partition_high, MPI_Request request) {
-    MANA_FORWARD(359, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
+    MANA_FORWARD(357, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
 }
 MANA_EXPORT(mana_w_MPI_Pready_range, MPI_Pready_range)
 MANA_EXPORT(mana_w_MPI_Pready_range, PMPI_Pready_range)
 __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(360, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request));
+    MANA_FORWARD(358, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Precv_init, MPI_Precv_init)
 MANA_EXPORT(mana_w_MPI_Precv_init, PMPI_Precv_init)
 __attribute__((used)) static int mana_w_MPI_Probe(int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(361, "PMPI_Probe", int, (int source, int tag, MPI_Comm comm, MPI_Status* status), (source, tag, comm, status));
+    MANA_FORWARD(359, "PMPI_Probe", int, (int source, int tag, MPI_Comm comm, MPI_Status* status), (source, tag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Probe, MPI_Probe)
 MANA_EXPORT(mana_w_MPI_Probe, PMPI_Probe)
 __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(362, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request));
+    MANA_FORWARD(360, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Psend_init, MPI_Psend_init)
 MANA_EXPORT(mana_w_MPI_Psend_init, PMPI_Psend_init)
 __attribute__((used)) static int mana_w_MPI_Publish_name(const char* service_name, MPI_Info info, const char* port_name) {
-    MANA_FORWARD(363, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+    MANA_FORWARD(361, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
 }
 MANA_EXPORT(mana_w_MPI_Publish_name, MPI_Publish_name)
 MANA_EXPORT(mana_w_MPI_Publish_name, PMPI_Publish_name)
 __attribute__((used)) static int mana_w_MPI_Put(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win) {
-    MANA_FORWARD(364, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+    MANA_FORWARD(362, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
 }
 MANA_EXPORT(mana_w_MPI_Put, MPI_Put)
 MANA_EXPORT(mana_w_MPI_Put, PMPI_Put)
 __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win) {
-    MANA_FORWARD(365, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+    MANA_FORWARD(363, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
 }
 MANA_EXPORT(mana_w_MPI_Put_c, MPI_Put_c)
 MANA_EXPORT(mana_w_MPI_Put_c, PMPI_Put_c)
 __attribute__((used)) static int mana_w_MPI_Query_thread(int* provided) {
-    MANA_FORWARD(366, "PMPI_Query_thread", int, (int* provided), (provided));
+    MANA_FORWARD(364, "PMPI_Query_thread", int, (int* provided), (provided));
 }
 MANA_EXPORT(mana_w_MPI_Query_thread, MPI_Query_thread)
 MANA_EXPORT(mana_w_MPI_Query_thread, PMPI_Query_thread)
 __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(367, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
+    MANA_FORWARD(365, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Raccumulate, MPI_Raccumulate)
 MANA_EXPORT(mana_w_MPI_Raccumulate, PMPI_Raccumulate)
 __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(368, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
+    MANA_FORWARD(366, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, MPI_Raccumulate_c)
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, PMPI_Raccumulate_c)
 __attribute__((used)) static int mana_w_MPI_Recv(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(369, "PMPI_Recv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status));
+    MANA_FORWARD(367, "PMPI_Recv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Recv, MPI_Recv)
 MANA_EXPORT(mana_w_MPI_Recv, PMPI_Recv)
 __attribute__((used)) static int mana_w_MPI_Recv_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(370, "PMPI_Recv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status));
+    MANA_FORWARD(368, "PMPI_Recv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Recv_c, MPI_Recv_c)
 MANA_EXPORT(mana_w_MPI_Recv_c, PMPI_Recv_c)
 __attribute__((used)) static int mana_w_MPI_Recv_init(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(371, "PMPI_Recv_init", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
+    MANA_FORWARD(369, "PMPI_Recv_init", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Recv_init, MPI_Recv_init)
 MANA_EXPORT(mana_w_MPI_Recv_init, PMPI_Recv_init)
 __attribute__((used)) static int mana_w_MPI_Recv_init_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(372, "PMPI_Recv_init_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
+    MANA_FORWARD(370, "PMPI_Recv_init_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Recv_init_c, MPI_Recv_init_c)
 MANA_EXPORT(mana_w_MPI_Recv_init_c, PMPI_Recv_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
-    MANA_FORWARD(373, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+    MANA_FORWARD(371, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce, MPI_Reduce)
 MANA_EXPORT(mana_w_MPI_Reduce, PMPI_Reduce)
 __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
-    MANA_FORWARD(374, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+    MANA_FORWARD(372, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
 MANA_EXPORT(mana_w_MPI_Reduce_c, PMPI_Reduce_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(375, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request));
+    MANA_FORWARD(373, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
 MANA_EXPORT(mana_w_MPI_Reduce_init, PMPI_Reduce_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(376, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request));
+    MANA_FORWARD(374, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, PMPI_Reduce_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_local(const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op) {
-    MANA_FORWARD(377, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+    MANA_FORWARD(375, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_local, MPI_Reduce_local)
 MANA_EXPORT(mana_w_MPI_Reduce_local, PMPI_Reduce_local)
 __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op) {
-    MANA_FORWARD(378, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+    MANA_FORWARD(376, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, MPI_Reduce_local_c)
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, PMPI_Reduce_local_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(379, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+    MANA_FORWARD(377, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, MPI_Reduce_scatter)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, PMPI_Reduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(380, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+    MANA_FORWARD(378, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, MPI_Reduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, PMPI_Reduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(381, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+    MANA_FORWARD(379, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, PMPI_Reduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(382, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request));
+    MANA_FORWARD(380, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, PMPI_Reduce_scatter_block_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(383, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request));
+    MANA_FORWARD(381, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, PMPI_Reduce_scatter_block_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(384, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+    MANA_FORWARD(382, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, PMPI_Reduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(385, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request));
+    MANA_FORWARD(383, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, PMPI_Reduce_scatter_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(386, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request));
+    MANA_FORWARD(384, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, PMPI_Reduce_scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Register_datarep(const char* datarep, MPI_Datarep_conversion_function* read_conversion_fn, MPI_Datarep_conversion_function* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state) {
-    MANA_FORWARD(387, "PMPI_Register_datarep", int, (const char* datarep, MPI_Datarep_conversion_function* read_conversion_fn, MPI_Datarep_conversion_function* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
+    MANA_FORWARD(385, "PMPI_Register_datarep", int, (const char* datarep, MPI_Datarep_conversion_function* read_conversion_fn, MPI_Datarep_conversion_function* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
 }
 MANA_EXPORT(mana_w_MPI_Register_datarep, MPI_Register_datarep)
 MANA_EXPORT(mana_w_MPI_Register_datarep, PMPI_Register_datarep)
 __attribute__((used)) static int mana_w_MPI_Register_datarep_c(const char* datarep, MPI_Datarep_conversion_function_c* read_conversion_fn, MPI_Datarep_conversion_function_c* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state) {
-    MANA_FORWARD(388, "PMPI_Register_datarep_c", int, (const char* datarep, MPI_Datarep_conversion_function_c* read_conversion_fn, MPI_Datarep_conversion_function_c* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
+    MANA_FORWARD(386, "PMPI_Register_datarep_c", int, (const char* datarep, MPI_Datarep_conversion_function_c* read_conversion_fn, MPI_Datarep_conversion_function_c* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
 }
 MANA_EXPORT(mana_w_MPI_Register_datarep_c, MPI_Register_datarep_c)
 MANA_EXPORT(mana_w_MPI_Register_datarep_c, PMPI_Register_datarep_c)
 __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request* request) {
-    MANA_FORWARD(389, "PMPI_Request_free", int, (MPI_Request* request), (request));
+    MANA_FORWARD(387, "PMPI_Request_free", int, (MPI_Request* request), (request));
 }
 MANA_EXPORT(mana_w_MPI_Request_free, MPI_Request_free)
 MANA_EXPORT(mana_w_MPI_Request_free, PMPI_Request_free)
 __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request request, int* flag, MPI_Status* status) {
-    MANA_FORWARD(390, "PMPI_Request_get_status", int, (MPI_Request request, int* flag, MPI_Status* status), (request, flag, status));
+    MANA_FORWARD(388, "PMPI_Request_get_status", int, (MPI_Request request, int* flag, MPI_Status* status), (request, flag, status));
 }
 MANA_EXPORT(mana_w_MPI_Request_get_status, MPI_Request_get_status)
 MANA_EXPORT(mana_w_MPI_Request_get_status, PMPI_Request_get_status)
 __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(391, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
+    MANA_FORWARD(389, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rget, MPI_Rget)
 MANA_EXPORT(mana_w_MPI_Rget, PMPI_Rget)
 __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(392, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
+    MANA_FORWARD(390, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rget_accumulate, MPI_Rget_accumulate)
 MANA_EXPORT(mana_w_MPI_Rget_accumulate, PMPI_Rget_accumulate)
 __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(393, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
+    MANA_FORWARD(391, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rget_accumulate_c, MPI_Rget_accumulate_c)
 MANA_EXPORT(mana_w_MPI_Rget_accumulate_c, PMPI_Rget_accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(394, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
+    MANA_FORWARD(392, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rget_c, MPI_Rget_c)
 MANA_EXPORT(mana_w_MPI_Rget_c, PMPI_Rget_c)
 __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(395, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
+    MANA_FORWARD(393, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rput, MPI_Rput)
 MANA_EXPORT(mana_w_MPI_Rput, PMPI_Rput)
 __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
-    MANA_FORWARD(396, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
+    MANA_FORWARD(394, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request));
 }
 MANA_EXPORT(mana_w_MPI_Rput_c, MPI_Rput_c)
 MANA_EXPORT(mana_w_MPI_Rput_c, PMPI_Rput_c)
 __attribute__((used)) static int mana_w_MPI_Rsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(397, "PMPI_Rsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(395, "PMPI_Rsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Rsend, MPI_Rsend)
 MANA_EXPORT(mana_w_MPI_Rsend, PMPI_Rsend)
 __attribute__((used)) static int mana_w_MPI_Rsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(398, "PMPI_Rsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(396, "PMPI_Rsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Rsend_c, MPI_Rsend_c)
 MANA_EXPORT(mana_w_MPI_Rsend_c, PMPI_Rsend_c)
 __attribute__((used)) static int mana_w_MPI_Rsend_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(399, "PMPI_Rsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(397, "PMPI_Rsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Rsend_init, MPI_Rsend_init)
 MANA_EXPORT(mana_w_MPI_Rsend_init, PMPI_Rsend_init)
 __attribute__((used)) static int mana_w_MPI_Rsend_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(400, "PMPI_Rsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(398, "PMPI_Rsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Rsend_init_c, MPI_Rsend_init_c)
 MANA_EXPORT(mana_w_MPI_Rsend_init_c, PMPI_Rsend_init_c)
 __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(401, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+    MANA_FORWARD(399, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scan, MPI_Scan)
 MANA_EXPORT(mana_w_MPI_Scan, PMPI_Scan)
 __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-    MANA_FORWARD(402, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+    MANA_FORWARD(400, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
 MANA_EXPORT(mana_w_MPI_Scan_c, PMPI_Scan_c)
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(403, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request));
+    MANA_FORWARD(401, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
 MANA_EXPORT(mana_w_MPI_Scan_init, PMPI_Scan_init)
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(404, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request));
+    MANA_FORWARD(402, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
 MANA_EXPORT(mana_w_MPI_Scan_init_c, PMPI_Scan_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(405, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(403, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scatter, MPI_Scatter)
 MANA_EXPORT(mana_w_MPI_Scatter, PMPI_Scatter)
 __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(406, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(404, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
 MANA_EXPORT(mana_w_MPI_Scatter_c, PMPI_Scatter_c)
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(407, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(405, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
 MANA_EXPORT(mana_w_MPI_Scatter_init, PMPI_Scatter_init)
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(408, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(406, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, PMPI_Scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(409, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(407, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scatterv, MPI_Scatterv)
 MANA_EXPORT(mana_w_MPI_Scatterv, PMPI_Scatterv)
 __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
-    MANA_FORWARD(410, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+    MANA_FORWARD(408, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_c, PMPI_Scatterv_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(411, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(409, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
 MANA_EXPORT(mana_w_MPI_Scatterv_init, PMPI_Scatterv_init)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
-    MANA_FORWARD(412, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
+    MANA_FORWARD(410, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request));
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, PMPI_Scatterv_init_c)
 __attribute__((used)) static int mana_w_MPI_Send(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(413, "PMPI_Send", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(411, "PMPI_Send", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Send, MPI_Send)
 MANA_EXPORT(mana_w_MPI_Send, PMPI_Send)
 __attribute__((used)) static int mana_w_MPI_Send_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(414, "PMPI_Send_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(412, "PMPI_Send_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Send_c, MPI_Send_c)
 MANA_EXPORT(mana_w_MPI_Send_c, PMPI_Send_c)
 __attribute__((used)) static int mana_w_MPI_Send_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(415, "PMPI_Send_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(413, "PMPI_Send_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Send_init, MPI_Send_init)
 MANA_EXPORT(mana_w_MPI_Send_init, PMPI_Send_init)
 __attribute__((used)) static int mana_w_MPI_Send_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(416, "PMPI_Send_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(414, "PMPI_Send_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Send_init_c, MPI_Send_init_c)
 MANA_EXPORT(mana_w_MPI_Send_init_c, PMPI_Send_init_c)
 __attribute__((used)) static int mana_w_MPI_Sendrecv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(417, "PMPI_Sendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status));
+    MANA_FORWARD(415, "PMPI_Sendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Sendrecv, MPI_Sendrecv)
 MANA_EXPORT(mana_w_MPI_Sendrecv, PMPI_Sendrecv)
 __attribute__((used)) static int mana_w_MPI_Sendrecv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(418, "PMPI_Sendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status));
+    MANA_FORWARD(416, "PMPI_Sendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Sendrecv_c, MPI_Sendrecv_c)
 MANA_EXPORT(mana_w_MPI_Sendrecv_c, PMPI_Sendrecv_c)
 __attribute__((used)) static int mana_w_MPI_Sendrecv_replace(void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(419, "PMPI_Sendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status));
+    MANA_FORWARD(417, "PMPI_Sendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace, MPI_Sendrecv_replace)
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace, PMPI_Sendrecv_replace)
 __attribute__((used)) static int mana_w_MPI_Sendrecv_replace_c(void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    MANA_FORWARD(420, "PMPI_Sendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status));
+    MANA_FORWARD(418, "PMPI_Sendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, MPI_Sendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
 __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session session, int errorcode) {
-    MANA_FORWARD(421, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+    MANA_FORWARD(419, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
 }
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, MPI_Session_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, PMPI_Session_call_errhandler)
-__attribute__((used)) static int mana_w_MPI_Session_create_errhandler(MPI_Session_errhandler_function* session_errhandler_fn, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(422, "PMPI_Session_create_errhandler", int, (MPI_Session_errhandler_function* session_errhandler_fn, MPI_Errhandler* errhandler), (session_errhandler_fn, errhandler));
-}
-MANA_EXPORT(mana_w_MPI_Session_create_errhandler, MPI_Session_create_errhandler)
-MANA_EXPORT(mana_w_MPI_Session_create_errhandler, PMPI_Session_create_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* session) {
-    MANA_FORWARD(423, "PMPI_Session_finalize", int, (MPI_Session* session), (session));
+    MANA_FORWARD(420, "PMPI_Session_finalize", int, (MPI_Session* session), (session));
 }
 MANA_EXPORT(mana_w_MPI_Session_finalize, MPI_Session_finalize)
 MANA_EXPORT(mana_w_MPI_Session_finalize, PMPI_Session_finalize)
 __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session session, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(424, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, errhandler));
+    MANA_FORWARD(421, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Session_get_errhandler, MPI_Session_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_get_errhandler, PMPI_Session_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session, MPI_Info* info_used) {
-    MANA_FORWARD(425, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, info_used));
+    MANA_FORWARD(422, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, info_used));
 }
 MANA_EXPORT(mana_w_MPI_Session_get_info, MPI_Session_get_info)
 MANA_EXPORT(mana_w_MPI_Session_get_info, PMPI_Session_get_info)
 __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name) {
-    MANA_FORWARD(426, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+    MANA_FORWARD(423, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
 }
 MANA_EXPORT(mana_w_MPI_Session_get_nth_pset, MPI_Session_get_nth_pset)
 MANA_EXPORT(mana_w_MPI_Session_get_nth_pset, PMPI_Session_get_nth_pset)
 __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session session, MPI_Info info, int* npset_names) {
-    MANA_FORWARD(427, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+    MANA_FORWARD(424, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
 }
 MANA_EXPORT(mana_w_MPI_Session_get_num_psets, MPI_Session_get_num_psets)
 MANA_EXPORT(mana_w_MPI_Session_get_num_psets, PMPI_Session_get_num_psets)
 __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session session, const char* pset_name, MPI_Info* info) {
-    MANA_FORWARD(428, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, info));
+    MANA_FORWARD(425, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, info));
 }
 MANA_EXPORT(mana_w_MPI_Session_get_pset_info, MPI_Session_get_pset_info)
 MANA_EXPORT(mana_w_MPI_Session_get_pset_info, PMPI_Session_get_pset_info)
 __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session) {
-    MANA_FORWARD(429, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, session));
+    MANA_FORWARD(426, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, session));
 }
 MANA_EXPORT(mana_w_MPI_Session_init, MPI_Session_init)
 MANA_EXPORT(mana_w_MPI_Session_init, PMPI_Session_init)
 __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session session, MPI_Errhandler errhandler) {
-    MANA_FORWARD(430, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+    MANA_FORWARD(427, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, MPI_Session_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, PMPI_Session_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Ssend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(431, "PMPI_Ssend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(428, "PMPI_Ssend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Ssend, MPI_Ssend)
 MANA_EXPORT(mana_w_MPI_Ssend, PMPI_Ssend)
 __attribute__((used)) static int mana_w_MPI_Ssend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    MANA_FORWARD(432, "PMPI_Ssend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+    MANA_FORWARD(429, "PMPI_Ssend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
 }
 MANA_EXPORT(mana_w_MPI_Ssend_c, MPI_Ssend_c)
 MANA_EXPORT(mana_w_MPI_Ssend_c, PMPI_Ssend_c)
 __attribute__((used)) static int mana_w_MPI_Ssend_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(433, "PMPI_Ssend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(430, "PMPI_Ssend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ssend_init, MPI_Ssend_init)
 MANA_EXPORT(mana_w_MPI_Ssend_init, PMPI_Ssend_init)
 __attribute__((used)) static int mana_w_MPI_Ssend_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    MANA_FORWARD(434, "PMPI_Ssend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
+    MANA_FORWARD(431, "PMPI_Ssend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, request));
 }
 MANA_EXPORT(mana_w_MPI_Ssend_init_c, MPI_Ssend_init_c)
 MANA_EXPORT(mana_w_MPI_Ssend_init_c, PMPI_Ssend_init_c)
 __attribute__((used)) static int mana_w_MPI_Start(MPI_Request* request) {
-    MANA_FORWARD(435, "PMPI_Start", int, (MPI_Request* request), (request));
+    MANA_FORWARD(432, "PMPI_Start", int, (MPI_Request* request), (request));
 }
 MANA_EXPORT(mana_w_MPI_Start, MPI_Start)
 MANA_EXPORT(mana_w_MPI_Start, PMPI_Start)
 __attribute__((used)) static int mana_w_MPI_Startall(int count, MPI_Request array_of_requests[]) {
-    MANA_FORWARD(436, "PMPI_Startall", int, (int count, MPI_Request array_of_requests[]), (count, array_of_requests));
+    MANA_FORWARD(433, "PMPI_Startall", int, (int count, MPI_Request array_of_requests[]), (count, array_of_requests));
 }
 MANA_EXPORT(mana_w_MPI_Startall, MPI_Startall)
 MANA_EXPORT(mana_w_MPI_Startall, PMPI_Startall)
 __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_status, MPI_Fint* f_status) {
-    MANA_FORWARD(437, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status, f_status));
+    MANA_FORWARD(434, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status, f_status));
 }
 MANA_EXPORT(mana_w_MPI_Status_c2f, MPI_Status_c2f)
 MANA_EXPORT(mana_w_MPI_Status_c2f, PMPI_Status_c2f)
 __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status, MPI_Status* c_status) {
-    MANA_FORWARD(438, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status));
+    MANA_FORWARD(435, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status));
 }
 MANA_EXPORT(mana_w_MPI_Status_f2c, MPI_Status_f2c)
 MANA_EXPORT(mana_w_MPI_Status_f2c, PMPI_Status_f2c)
 __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* status, int flag) {
-    MANA_FORWARD(439, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status, flag));
+    MANA_FORWARD(436, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status, flag));
 }
 MANA_EXPORT(mana_w_MPI_Status_set_cancelled, MPI_Status_set_cancelled)
 MANA_EXPORT(mana_w_MPI_Status_set_cancelled, PMPI_Status_set_cancelled)
 __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* status, MPI_Datatype datatype, int count) {
-    MANA_FORWARD(440, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status, datatype, count));
+    MANA_FORWARD(437, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Status_set_elements, MPI_Status_set_elements)
 MANA_EXPORT(mana_w_MPI_Status_set_elements, PMPI_Status_set_elements)
 __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* status, MPI_Datatype datatype, MPI_Count count) {
-    MANA_FORWARD(441, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status, datatype, count));
+    MANA_FORWARD(438, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status, datatype, count));
 }
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(442, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(439, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(443, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(440, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(444, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(441, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(445, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(442, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(446, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(443, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(447, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(444, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(448, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(445, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(449, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(446, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(450, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(447, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(451, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(448, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope) {
-    MANA_FORWARD(452, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, datatype, enumtype, desc, desc_len, bind, scope));
+    MANA_FORWARD(449, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, datatype, enumtype, desc, desc_len, bind, scope));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(453, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(450, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(454, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(451, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(455, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(452, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(456, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(453, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(457, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(454, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(458, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(455, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(459, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(456, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
 __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used) {
-    MANA_FORWARD(460, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, info_used));
+    MANA_FORWARD(457, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, info_used));
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_get_info, MPI_T_event_callback_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_get_info, PMPI_T_event_callback_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info) {
-    MANA_FORWARD(461, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+    MANA_FORWARD(458, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(462, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(459, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(463, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(460, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
 __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind) {
-    MANA_FORWARD(464, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes, array_of_displacements, num_elements, enumtype, info, desc, desc_len, bind));
+    MANA_FORWARD(461, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes, array_of_displacements, num_elements, enumtype, info, desc, desc_len, bind));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(465, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(462, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(466, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(463, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(467, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(464, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration) {
-    MANA_FORWARD(468, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+    MANA_FORWARD(465, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(469, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(466, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_registration event_registration, MPI_Info* info_used) {
-    MANA_FORWARD(470, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, info_used));
+    MANA_FORWARD(467, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, info_used));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_get_info, MPI_T_event_handle_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_get_info, PMPI_T_event_handle_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_registration event_registration, MPI_Info info) {
-    MANA_FORWARD(471, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+    MANA_FORWARD(468, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(472, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(469, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
 __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function) {
-    MANA_FORWARD(473, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+    MANA_FORWARD(470, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(474, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(471, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(475, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(472, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(476, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(473, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(477, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(474, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic) {
-    MANA_FORWARD(478, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, datatype, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+    MANA_FORWARD(475, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, datatype, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(479, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(476, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(480, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(477, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(481, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(478, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(482, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(479, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(483, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(480, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(484, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(481, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(485, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(482, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(486, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(483, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(487, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(484, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(488, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(485, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(489, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(486, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
 __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info) {
-    MANA_FORWARD(490, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, info));
+    MANA_FORWARD(487, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, info));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(491, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(488, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(492, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(489, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
 __attribute__((used)) static int mana_w_MPI_Test(MPI_Request* request, int* flag, MPI_Status* status) {
-    MANA_FORWARD(493, "PMPI_Test", int, (MPI_Request* request, int* flag, MPI_Status* status), (request, flag, status));
+    MANA_FORWARD(490, "PMPI_Test", int, (MPI_Request* request, int* flag, MPI_Status* status), (request, flag, status));
 }
 MANA_EXPORT(mana_w_MPI_Test, MPI_Test)
 MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* status, int* flag) {
-    MANA_FORWARD(494, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status, flag));
+    MANA_FORWARD(491, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status, flag));
 }
 MANA_EXPORT(mana_w_MPI_Test_cancelled, MPI_Test_cancelled)
 MANA_EXPORT(mana_w_MPI_Test_cancelled, PMPI_Test_cancelled)
 __attribute__((used)) static int mana_w_MPI_Testall(int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]) {
-    MANA_FORWARD(495, "PMPI_Testall", int, (int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]), (count, array_of_requests, flag, array_of_statuses));
+    MANA_FORWARD(492, "PMPI_Testall", int, (int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]), (count, array_of_requests, flag, array_of_statuses));
 }
 MANA_EXPORT(mana_w_MPI_Testall, MPI_Testall)
 MANA_EXPORT(mana_w_MPI_Testall, PMPI_Testall)
 __attribute__((used)) static int mana_w_MPI_Testany(int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status) {
-    MANA_FORWARD(496, "PMPI_Testany", int, (int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status), (count, array_of_requests, index, flag, status));
+    MANA_FORWARD(493, "PMPI_Testany", int, (int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status), (count, array_of_requests, index, flag, status));
 }
 MANA_EXPORT(mana_w_MPI_Testany, MPI_Testany)
 MANA_EXPORT(mana_w_MPI_Testany, PMPI_Testany)
 __attribute__((used)) static int mana_w_MPI_Testsome(int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]) {
-    MANA_FORWARD(497, "PMPI_Testsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests, outcount, array_of_indices, array_of_statuses));
+    MANA_FORWARD(494, "PMPI_Testsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests, outcount, array_of_indices, array_of_statuses));
 }
 MANA_EXPORT(mana_w_MPI_Testsome, MPI_Testsome)
 MANA_EXPORT(mana_w_MPI_Testsome, PMPI_Testsome)
 __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status) {
-    MANA_FORWARD(498, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+    MANA_FORWARD(495, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
 }
 MANA_EXPORT(mana_w_MPI_Topo_test, MPI_Topo_test)
 MANA_EXPORT(mana_w_MPI_Topo_test, PMPI_Topo_test)
 __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) {
-    MANA_FORWARD(499, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (datatype));
+    MANA_FORWARD(496, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (datatype));
 }
 MANA_EXPORT(mana_w_MPI_Type_commit, MPI_Type_commit)
 MANA_EXPORT(mana_w_MPI_Type_commit, PMPI_Type_commit)
 __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(500, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype));
+    MANA_FORWARD(497, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_contiguous, MPI_Type_contiguous)
 MANA_EXPORT(mana_w_MPI_Type_contiguous, PMPI_Type_contiguous)
 __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(501, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype));
+    MANA_FORWARD(498, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_contiguous_c, MPI_Type_contiguous_c)
 MANA_EXPORT(mana_w_MPI_Type_contiguous_c, PMPI_Type_contiguous_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(502, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype));
+    MANA_FORWARD(499, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_darray, MPI_Type_create_darray)
 MANA_EXPORT(mana_w_MPI_Type_create_darray, PMPI_Type_create_darray)
 __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(503, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype));
+    MANA_FORWARD(500, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_darray_c, MPI_Type_create_darray_c)
 MANA_EXPORT(mana_w_MPI_Type_create_darray_c, PMPI_Type_create_darray_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r, MPI_Datatype* newtype) {
-    MANA_FORWARD(504, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype));
+    MANA_FORWARD(501, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_complex, MPI_Type_create_f90_complex)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_complex, PMPI_Type_create_f90_complex)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_Datatype* newtype) {
-    MANA_FORWARD(505, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, newtype));
+    MANA_FORWARD(502, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_integer, MPI_Type_create_f90_integer)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_integer, PMPI_Type_create_f90_integer)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, MPI_Datatype* newtype) {
-    MANA_FORWARD(506, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype));
+    MANA_FORWARD(503, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_real, MPI_Type_create_f90_real)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_real, PMPI_Type_create_f90_real)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(507, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(504, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed, MPI_Type_create_hindexed)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed, PMPI_Type_create_hindexed)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(508, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(505, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block, MPI_Type_create_hindexed_block)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block, PMPI_Type_create_hindexed_block)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(509, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(506, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block_c, MPI_Type_create_hindexed_block_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block_c, PMPI_Type_create_hindexed_block_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(510, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(507, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_c, MPI_Type_create_hindexed_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_c, PMPI_Type_create_hindexed_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(511, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
+    MANA_FORWARD(508, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hvector, MPI_Type_create_hvector)
 MANA_EXPORT(mana_w_MPI_Type_create_hvector, PMPI_Type_create_hvector)
 __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(512, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
+    MANA_FORWARD(509, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hvector_c, MPI_Type_create_hvector_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hvector_c, PMPI_Type_create_hvector_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(513, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(510, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block, MPI_Type_create_indexed_block)
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block, PMPI_Type_create_indexed_block)
 __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(514, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(511, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block_c, MPI_Type_create_indexed_block_c)
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block_c, PMPI_Type_create_indexed_block_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype) {
-    MANA_FORWARD(515, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype));
+    MANA_FORWARD(512, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_resized, MPI_Type_create_resized)
 MANA_EXPORT(mana_w_MPI_Type_create_resized, PMPI_Type_create_resized)
 __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype) {
-    MANA_FORWARD(516, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype));
+    MANA_FORWARD(513, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_resized_c, MPI_Type_create_resized_c)
 MANA_EXPORT(mana_w_MPI_Type_create_resized_c, PMPI_Type_create_resized_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype) {
-    MANA_FORWARD(517, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types, newtype));
+    MANA_FORWARD(514, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_struct, MPI_Type_create_struct)
 MANA_EXPORT(mana_w_MPI_Type_create_struct, PMPI_Type_create_struct)
 __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype) {
-    MANA_FORWARD(518, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types, newtype));
+    MANA_FORWARD(515, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_struct_c, MPI_Type_create_struct_c)
 MANA_EXPORT(mana_w_MPI_Type_create_struct_c, PMPI_Type_create_struct_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(519, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype));
+    MANA_FORWARD(516, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_subarray, MPI_Type_create_subarray)
 MANA_EXPORT(mana_w_MPI_Type_create_subarray, PMPI_Type_create_subarray)
 __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(520, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype));
+    MANA_FORWARD(517, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_create_subarray_c, MPI_Type_create_subarray_c)
 MANA_EXPORT(mana_w_MPI_Type_create_subarray_c, PMPI_Type_create_subarray_c)
 __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype datatype, int type_keyval) {
-    MANA_FORWARD(521, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+    MANA_FORWARD(518, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Type_delete_attr, MPI_Type_delete_attr)
 MANA_EXPORT(mana_w_MPI_Type_delete_attr, PMPI_Type_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(522, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, newtype));
+    MANA_FORWARD(519, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_dup, MPI_Type_dup)
 MANA_EXPORT(mana_w_MPI_Type_dup, PMPI_Type_dup)
@@ -2729,72 +2714,72 @@ MANA_EXPORT(mana_u_MPI_Type_extent, MPI_Type_extent)
 __attribute__((used)) static int mana_u_PMPI_Type_extent(void) { return mana_unsupported("PMPI_Type_extent"); }
 MANA_EXPORT(mana_u_PMPI_Type_extent, PMPI_Type_extent)
 __attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
-    MANA_FORWARD(523, "PMPI_Type_free", int, (MPI_Datatype* datatype), (datatype));
+    MANA_FORWARD(520, "PMPI_Type_free", int, (MPI_Datatype* datatype), (datatype));
 }
 MANA_EXPORT(mana_w_MPI_Type_free, MPI_Type_free)
 MANA_EXPORT(mana_w_MPI_Type_free, PMPI_Type_free)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
-    MANA_FORWARD(524, "PMPI_Type_free_keyval", int, (int* type_keyval), (type_keyval));
+    MANA_FORWARD(521, "PMPI_Type_free_keyval", int, (int* type_keyval), (type_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Type_free_keyval, MPI_Type_free_keyval)
 MANA_EXPORT(mana_w_MPI_Type_free_keyval, PMPI_Type_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag) {
-    MANA_FORWARD(525, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+    MANA_FORWARD(522, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_attr, MPI_Type_get_attr)
 MANA_EXPORT(mana_w_MPI_Type_get_attr, PMPI_Type_get_attr)
 __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]) {
-    MANA_FORWARD(526, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes));
+    MANA_FORWARD(523, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_contents, MPI_Type_get_contents)
 MANA_EXPORT(mana_w_MPI_Type_get_contents, PMPI_Type_get_contents)
 __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]) {
-    MANA_FORWARD(527, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes));
+    MANA_FORWARD(524, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_contents_c, MPI_Type_get_contents_c)
 MANA_EXPORT(mana_w_MPI_Type_get_contents_c, PMPI_Type_get_contents_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner) {
-    MANA_FORWARD(528, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+    MANA_FORWARD(525, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_envelope, MPI_Type_get_envelope)
 MANA_EXPORT(mana_w_MPI_Type_get_envelope, PMPI_Type_get_envelope)
 __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner) {
-    MANA_FORWARD(529, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+    MANA_FORWARD(526, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_envelope_c, MPI_Type_get_envelope_c)
 MANA_EXPORT(mana_w_MPI_Type_get_envelope_c, PMPI_Type_get_envelope_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent) {
-    MANA_FORWARD(530, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+    MANA_FORWARD(527, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent, MPI_Type_get_extent)
 MANA_EXPORT(mana_w_MPI_Type_get_extent, PMPI_Type_get_extent)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent) {
-    MANA_FORWARD(531, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+    MANA_FORWARD(528, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent_c, MPI_Type_get_extent_c)
 MANA_EXPORT(mana_w_MPI_Type_get_extent_c, PMPI_Type_get_extent_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent) {
-    MANA_FORWARD(532, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+    MANA_FORWARD(529, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent_x, MPI_Type_get_extent_x)
 MANA_EXPORT(mana_w_MPI_Type_get_extent_x, PMPI_Type_get_extent_x)
 __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype, char* type_name, int* resultlen) {
-    MANA_FORWARD(533, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+    MANA_FORWARD(530, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_name, MPI_Type_get_name)
 MANA_EXPORT(mana_w_MPI_Type_get_name, PMPI_Type_get_name)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent) {
-    MANA_FORWARD(534, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+    MANA_FORWARD(531, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent, MPI_Type_get_true_extent)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent, PMPI_Type_get_true_extent)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent) {
-    MANA_FORWARD(535, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+    MANA_FORWARD(532, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_c, MPI_Type_get_true_extent_c)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_c, PMPI_Type_get_true_extent_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent) {
-    MANA_FORWARD(536, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+    MANA_FORWARD(533, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_x, MPI_Type_get_true_extent_x)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_x, PMPI_Type_get_true_extent_x)
@@ -2807,12 +2792,12 @@ MANA_EXPORT(mana_u_MPI_Type_hvector, MPI_Type_hvector)
 __attribute__((used)) static int mana_u_PMPI_Type_hvector(void) { return mana_unsupported("PMPI_Type_hvector"); }
 MANA_EXPORT(mana_u_PMPI_Type_hvector, PMPI_Type_hvector)
 __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(537, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(534, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed, MPI_Type_indexed)
 MANA_EXPORT(mana_w_MPI_Type_indexed, PMPI_Type_indexed)
 __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(538, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
+    MANA_FORWARD(535, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, MPI_Type_indexed_c)
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, PMPI_Type_indexed_c)
@@ -2821,32 +2806,32 @@ MANA_EXPORT(mana_u_MPI_Type_lb, MPI_Type_lb)
 __attribute__((used)) static int mana_u_PMPI_Type_lb(void) { return mana_unsupported("PMPI_Type_lb"); }
 MANA_EXPORT(mana_u_PMPI_Type_lb, PMPI_Type_lb)
 __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int size, MPI_Datatype* datatype) {
-    MANA_FORWARD(539, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, datatype));
+    MANA_FORWARD(536, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, datatype));
 }
 MANA_EXPORT(mana_w_MPI_Type_match_size, MPI_Type_match_size)
 MANA_EXPORT(mana_w_MPI_Type_match_size, PMPI_Type_match_size)
 __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype, int type_keyval, void* attribute_val) {
-    MANA_FORWARD(540, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+    MANA_FORWARD(537, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
 }
 MANA_EXPORT(mana_w_MPI_Type_set_attr, MPI_Type_set_attr)
 MANA_EXPORT(mana_w_MPI_Type_set_attr, PMPI_Type_set_attr)
 __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype, const char* type_name) {
-    MANA_FORWARD(541, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+    MANA_FORWARD(538, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
 }
 MANA_EXPORT(mana_w_MPI_Type_set_name, MPI_Type_set_name)
 MANA_EXPORT(mana_w_MPI_Type_set_name, PMPI_Type_set_name)
 __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int* size) {
-    MANA_FORWARD(542, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+    MANA_FORWARD(539, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
 }
 MANA_EXPORT(mana_w_MPI_Type_size, MPI_Type_size)
 MANA_EXPORT(mana_w_MPI_Type_size, PMPI_Type_size)
 __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, MPI_Count* size) {
-    MANA_FORWARD(543, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+    MANA_FORWARD(540, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
 }
 MANA_EXPORT(mana_w_MPI_Type_size_c, MPI_Type_size_c)
 MANA_EXPORT(mana_w_MPI_Type_size_c, PMPI_Type_size_c)
 __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, MPI_Count* size) {
-    MANA_FORWARD(544, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+    MANA_FORWARD(541, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
 }
 MANA_EXPORT(mana_w_MPI_Type_size_x, MPI_Type_size_x)
 MANA_EXPORT(mana_w_MPI_Type_size_x, PMPI_Type_size_x)
@@ -2859,252 +2844,247 @@ MANA_EXPORT(mana_u_MPI_Type_ub, MPI_Type_ub)
 __attribute__((used)) static int mana_u_PMPI_Type_ub(void) { return mana_unsupported("PMPI_Type_ub"); }
 MANA_EXPORT(mana_u_PMPI_Type_ub, PMPI_Type_ub)
 __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(545, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
+    MANA_FORWARD(542, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_vector, MPI_Type_vector)
 MANA_EXPORT(mana_w_MPI_Type_vector, PMPI_Type_vector)
 __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    MANA_FORWARD(546, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
+    MANA_FORWARD(543, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype));
 }
 MANA_EXPORT(mana_w_MPI_Type_vector_c, MPI_Type_vector_c)
 MANA_EXPORT(mana_w_MPI_Type_vector_c, PMPI_Type_vector_c)
 __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm) {
-    MANA_FORWARD(547, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+    MANA_FORWARD(544, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Unpack, MPI_Unpack)
 MANA_EXPORT(mana_w_MPI_Unpack, PMPI_Unpack)
 __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm) {
-    MANA_FORWARD(548, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+    MANA_FORWARD(545, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
 }
 MANA_EXPORT(mana_w_MPI_Unpack_c, MPI_Unpack_c)
 MANA_EXPORT(mana_w_MPI_Unpack_c, PMPI_Unpack_c)
 __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype) {
-    MANA_FORWARD(549, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+    MANA_FORWARD(546, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
 }
 MANA_EXPORT(mana_w_MPI_Unpack_external, MPI_Unpack_external)
 MANA_EXPORT(mana_w_MPI_Unpack_external, PMPI_Unpack_external)
 __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype) {
-    MANA_FORWARD(550, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+    MANA_FORWARD(547, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
 }
 MANA_EXPORT(mana_w_MPI_Unpack_external_c, MPI_Unpack_external_c)
 MANA_EXPORT(mana_w_MPI_Unpack_external_c, PMPI_Unpack_external_c)
 __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_name, MPI_Info info, const char* port_name) {
-    MANA_FORWARD(551, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+    MANA_FORWARD(548, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
 }
 MANA_EXPORT(mana_w_MPI_Unpublish_name, MPI_Unpublish_name)
 MANA_EXPORT(mana_w_MPI_Unpublish_name, PMPI_Unpublish_name)
 __attribute__((used)) static int mana_w_MPI_Wait(MPI_Request* request, MPI_Status* status) {
-    MANA_FORWARD(552, "PMPI_Wait", int, (MPI_Request* request, MPI_Status* status), (request, status));
+    MANA_FORWARD(549, "PMPI_Wait", int, (MPI_Request* request, MPI_Status* status), (request, status));
 }
 MANA_EXPORT(mana_w_MPI_Wait, MPI_Wait)
 MANA_EXPORT(mana_w_MPI_Wait, PMPI_Wait)
 __attribute__((used)) static int mana_w_MPI_Waitall(int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]) {
-    MANA_FORWARD(553, "PMPI_Waitall", int, (int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]), (count, array_of_requests, array_of_statuses));
+    MANA_FORWARD(550, "PMPI_Waitall", int, (int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]), (count, array_of_requests, array_of_statuses));
 }
 MANA_EXPORT(mana_w_MPI_Waitall, MPI_Waitall)
 MANA_EXPORT(mana_w_MPI_Waitall, PMPI_Waitall)
 __attribute__((used)) static int mana_w_MPI_Waitany(int count, MPI_Request array_of_requests[], int* index, MPI_Status* status) {
-    MANA_FORWARD(554, "PMPI_Waitany", int, (int count, MPI_Request array_of_requests[], int* index, MPI_Status* status), (count, array_of_requests, index, status));
+    MANA_FORWARD(551, "PMPI_Waitany", int, (int count, MPI_Request array_of_requests[], int* index, MPI_Status* status), (count, array_of_requests, index, status));
 }
 MANA_EXPORT(mana_w_MPI_Waitany, MPI_Waitany)
 MANA_EXPORT(mana_w_MPI_Waitany, PMPI_Waitany)
 __attribute__((used)) static int mana_w_MPI_Waitsome(int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]) {
-    MANA_FORWARD(555, "PMPI_Waitsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests, outcount, array_of_indices, array_of_statuses));
+    MANA_FORWARD(552, "PMPI_Waitsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests, outcount, array_of_indices, array_of_statuses));
 }
 MANA_EXPORT(mana_w_MPI_Waitsome, MPI_Waitsome)
 MANA_EXPORT(mana_w_MPI_Waitsome, PMPI_Waitsome)
 __attribute__((used)) static int mana_w_MPI_Win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    MANA_FORWARD(556, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
+    MANA_FORWARD(553, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared, MPI_Win_allocate_shared)
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared, PMPI_Win_allocate_shared)
 __attribute__((used)) static int mana_w_MPI_Win_allocate_shared_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    MANA_FORWARD(557, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
+    MANA_FORWARD(554, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, MPI_Win_allocate_shared_c)
 MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, PMPI_Win_allocate_shared_c)
 __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
-    MANA_FORWARD(558, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+    MANA_FORWARD(555, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
 }
 MANA_EXPORT(mana_w_MPI_Win_attach, MPI_Win_attach)
 MANA_EXPORT(mana_w_MPI_Win_attach, PMPI_Win_attach)
 __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int errorcode) {
-    MANA_FORWARD(559, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+    MANA_FORWARD(556, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
 }
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
-    MANA_FORWARD(560, "PMPI_Win_complete", int, (MPI_Win win), (win));
+    MANA_FORWARD(557, "PMPI_Win_complete", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
 MANA_EXPORT(mana_w_MPI_Win_complete, PMPI_Win_complete)
 __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(561, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
+    MANA_FORWARD(558, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create, MPI_Win_create)
 MANA_EXPORT(mana_w_MPI_Win_create, PMPI_Win_create)
 __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(562, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
+    MANA_FORWARD(559, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
 MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
 __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    MANA_FORWARD(563, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, win));
+    MANA_FORWARD(560, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, MPI_Win_create_dynamic)
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, PMPI_Win_create_dynamic)
-__attribute__((used)) static int mana_w_MPI_Win_create_errhandler(MPI_Win_errhandler_function* win_errhandler_fn, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(564, "PMPI_Win_create_errhandler", int, (MPI_Win_errhandler_function* win_errhandler_fn, MPI_Errhandler* errhandler), (win_errhandler_fn, errhandler));
-}
-MANA_EXPORT(mana_w_MPI_Win_create_errhandler, MPI_Win_create_errhandler)
-MANA_EXPORT(mana_w_MPI_Win_create_errhandler, PMPI_Win_create_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win_keyval) {
-    MANA_FORWARD(565, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+    MANA_FORWARD(561, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, MPI_Win_delete_attr)
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, PMPI_Win_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* base) {
-    MANA_FORWARD(566, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+    MANA_FORWARD(562, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
 }
 MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
 MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
-    MANA_FORWARD(567, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+    MANA_FORWARD(563, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)
 MANA_EXPORT(mana_w_MPI_Win_fence, PMPI_Win_fence)
 __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
-    MANA_FORWARD(568, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(564, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush, MPI_Win_flush)
 MANA_EXPORT(mana_w_MPI_Win_flush, PMPI_Win_flush)
 __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
-    MANA_FORWARD(569, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(565, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_all, MPI_Win_flush_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_all, PMPI_Win_flush_all)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win win) {
-    MANA_FORWARD(570, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(566, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local, MPI_Win_flush_local)
 MANA_EXPORT(mana_w_MPI_Win_flush_local, PMPI_Win_flush_local)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
-    MANA_FORWARD(571, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(567, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
-    MANA_FORWARD(572, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval));
+    MANA_FORWARD(568, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval));
 }
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, MPI_Win_free_keyval)
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, PMPI_Win_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int win_keyval, void* attribute_val, int* flag) {
-    MANA_FORWARD(573, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
+    MANA_FORWARD(569, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_attr, MPI_Win_get_attr)
 MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
 __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_Errhandler* errhandler) {
-    MANA_FORWARD(574, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler));
+    MANA_FORWARD(570, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, MPI_Win_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, PMPI_Win_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group* group) {
-    MANA_FORWARD(575, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group));
+    MANA_FORWARD(571, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_group, MPI_Win_get_group)
 MANA_EXPORT(mana_w_MPI_Win_get_group, PMPI_Win_get_group)
 __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* info_used) {
-    MANA_FORWARD(576, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used));
+    MANA_FORWARD(572, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_info, MPI_Win_get_info)
 MANA_EXPORT(mana_w_MPI_Win_get_info, PMPI_Win_get_info)
 __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_name, int* resultlen) {
-    MANA_FORWARD(577, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+    MANA_FORWARD(573, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Win_get_name, MPI_Win_get_name)
 MANA_EXPORT(mana_w_MPI_Win_get_name, PMPI_Win_get_name)
 __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, int assert, MPI_Win win) {
-    MANA_FORWARD(578, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+    MANA_FORWARD(574, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_lock, MPI_Win_lock)
 MANA_EXPORT(mana_w_MPI_Win_lock, PMPI_Win_lock)
 __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win) {
-    MANA_FORWARD(579, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+    MANA_FORWARD(575, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
 MANA_EXPORT(mana_w_MPI_Win_lock_all, PMPI_Win_lock_all)
 __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert, MPI_Win win) {
-    MANA_FORWARD(580, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+    MANA_FORWARD(576, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_post, MPI_Win_post)
 MANA_EXPORT(mana_w_MPI_Win_post, PMPI_Win_post)
 __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_keyval, void* attribute_val) {
-    MANA_FORWARD(581, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+    MANA_FORWARD(577, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_attr, MPI_Win_set_attr)
 MANA_EXPORT(mana_w_MPI_Win_set_attr, PMPI_Win_set_attr)
 __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_Errhandler errhandler) {
-    MANA_FORWARD(582, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+    MANA_FORWARD(578, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, MPI_Win_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, PMPI_Win_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info info) {
-    MANA_FORWARD(583, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+    MANA_FORWARD(579, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_info, MPI_Win_set_info)
 MANA_EXPORT(mana_w_MPI_Win_set_info, PMPI_Win_set_info)
 __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char* win_name) {
-    MANA_FORWARD(584, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+    MANA_FORWARD(580, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
 }
 MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
 __attribute__((used)) static int mana_w_MPI_Win_shared_query(MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr) {
-    MANA_FORWARD(585, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+    MANA_FORWARD(581, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
 }
 MANA_EXPORT(mana_w_MPI_Win_shared_query, MPI_Win_shared_query)
 MANA_EXPORT(mana_w_MPI_Win_shared_query, PMPI_Win_shared_query)
 __attribute__((used)) static int mana_w_MPI_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr) {
-    MANA_FORWARD(586, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+    MANA_FORWARD(582, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
 }
 MANA_EXPORT(mana_w_MPI_Win_shared_query_c, MPI_Win_shared_query_c)
 MANA_EXPORT(mana_w_MPI_Win_shared_query_c, PMPI_Win_shared_query_c)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
-    MANA_FORWARD(587, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+    MANA_FORWARD(583, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_start, MPI_Win_start)
 MANA_EXPORT(mana_w_MPI_Win_start, PMPI_Win_start)
 __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
-    MANA_FORWARD(588, "PMPI_Win_sync", int, (MPI_Win win), (win));
+    MANA_FORWARD(584, "PMPI_Win_sync", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_sync, MPI_Win_sync)
 MANA_EXPORT(mana_w_MPI_Win_sync, PMPI_Win_sync)
 __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
-    MANA_FORWARD(589, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+    MANA_FORWARD(585, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
 }
 MANA_EXPORT(mana_w_MPI_Win_test, MPI_Win_test)
 MANA_EXPORT(mana_w_MPI_Win_test, PMPI_Win_test)
 __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
-    MANA_FORWARD(590, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+    MANA_FORWARD(586, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock, MPI_Win_unlock)
 MANA_EXPORT(mana_w_MPI_Win_unlock, PMPI_Win_unlock)
 __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
-    MANA_FORWARD(591, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+    MANA_FORWARD(587, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
-    MANA_FORWARD(592, "PMPI_Win_wait", int, (MPI_Win win), (win));
+    MANA_FORWARD(588, "PMPI_Win_wait", int, (MPI_Win win), (win));
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(593, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(589, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(594, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(590, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

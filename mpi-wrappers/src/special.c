@@ -77,32 +77,95 @@ __attribute__((used)) static int mana_w_MPI_Op_create_c(MPI_User_function_c *use
 MANA_EXPORT(mana_w_MPI_Op_create_c, MPI_Op_create_c)
 MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
 
-/* MPI_Comm_create_errhandler: MPICH calls the handler with (comm, code). */
-static MPI_Comm_errhandler_function *eh_fn[MANA_SLOTS];
+/* Error handlers (communicator, window, file, session): MPICH calls them with
+ * (handle *, code *); the handle is passed by address whatever its type, so one pool
+ * serves every kind. */
+typedef void(mana_errh_fn)(void *, int *, ...);
+static mana_errh_fn *eh_fn[MANA_SLOTS];
 static int eh_used;
 #define EH_TRAMP(k)                                                  \
-    static void eh_tramp_##k(MPI_Comm *comm, int *code, ...)         \
+    static void eh_tramp_##k(void *handle, int *code, ...)           \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        eh_fn[k](comm, code);                                        \
+        eh_fn[k](handle, code);                                      \
         mana_callback_leave(l_);                                     \
     }
 MANA_REPEAT64(EH_TRAMP)
 #define EH_ENTRY(k) eh_tramp_##k,
-static MPI_Comm_errhandler_function *const eh_tramps[MANA_SLOTS] = {MANA_REPEAT64(EH_ENTRY)};
+static mana_errh_fn *const eh_tramps[MANA_SLOTS] = {MANA_REPEAT64(EH_ENTRY)};
 
-__attribute__((used)) static int mana_w_MPI_Comm_create_errhandler(MPI_Comm_errhandler_function *fn, MPI_Errhandler *eh)
+#define ERRHANDLER_WRAPPER(NAME, ID)                                                           \
+    __attribute__((used)) static int mana_w_##NAME(void *fn, MPI_Errhandler *eh)               \
+    {                                                                                          \
+        int k = __atomic_fetch_add(&eh_used, 1, __ATOMIC_RELAXED);                             \
+        if (k >= MANA_SLOTS)                                                                   \
+            return mana_slots_full("error handlers");                                          \
+        eh_fn[k] = (mana_errh_fn *)fn;                                                         \
+        void *tramp = (void *)eh_tramps[k];                                                    \
+        MANA_FORWARD(ID, "P" #NAME, int, (void *f, MPI_Errhandler *e), (tramp, eh));            \
+    }                                                                                          \
+    MANA_EXPORT(mana_w_##NAME, NAME)                                                           \
+    MANA_EXPORT(mana_w_##NAME, P##NAME)
+ERRHANDLER_WRAPPER(MPI_Comm_create_errhandler, 4002)
+ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 4014)
+ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 4015)
+ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 4016)
+
+/* Generalized requests: query, free and cancel functions, one slot per request. */
+typedef int(mana_gq_fn)(void *, MPI_Status *);
+typedef int(mana_gf_fn)(void *);
+typedef int(mana_gc_fn)(void *, int);
+static mana_gq_fn *gq_fn[MANA_SLOTS];
+static mana_gf_fn *gf_fn[MANA_SLOTS];
+static mana_gc_fn *gc_fn[MANA_SLOTS];
+static int gr_used;
+#define GR_TRAMP(k)                                                  \
+    static int gq_tramp_##k(void *ex, MPI_Status *st)                \
+    {                                                                \
+        unsigned long l_ = mana_callback_enter();                    \
+        int r_ = gq_fn[k](ex, st);                                   \
+        mana_callback_leave(l_);                                     \
+        return r_;                                                   \
+    }                                                                \
+    static int gf_tramp_##k(void *ex)                                \
+    {                                                                \
+        unsigned long l_ = mana_callback_enter();                    \
+        int r_ = gf_fn[k](ex);                                       \
+        mana_callback_leave(l_);                                     \
+        return r_;                                                   \
+    }                                                                \
+    static int gc_tramp_##k(void *ex, int complete)                  \
+    {                                                                \
+        unsigned long l_ = mana_callback_enter();                    \
+        int r_ = gc_fn[k](ex, complete);                             \
+        mana_callback_leave(l_);                                     \
+        return r_;                                                   \
+    }
+MANA_REPEAT64(GR_TRAMP)
+#define GQ_ENTRY(k) gq_tramp_##k,
+#define GF_ENTRY(k) gf_tramp_##k,
+#define GC_ENTRY(k) gc_tramp_##k,
+static mana_gq_fn *const gq_tramps[MANA_SLOTS] = {MANA_REPEAT64(GQ_ENTRY)};
+static mana_gf_fn *const gf_tramps[MANA_SLOTS] = {MANA_REPEAT64(GF_ENTRY)};
+static mana_gc_fn *const gc_tramps[MANA_SLOTS] = {MANA_REPEAT64(GC_ENTRY)};
+
+__attribute__((used)) static int mana_w_MPI_Grequest_start(MPI_Grequest_query_function *query,
+                                                           MPI_Grequest_free_function *freef,
+                                                           MPI_Grequest_cancel_function *cancel, void *extra,
+                                                           MPI_Request *request)
 {
-    int k = __atomic_fetch_add(&eh_used, 1, __ATOMIC_RELAXED);
+    int k = __atomic_fetch_add(&gr_used, 1, __ATOMIC_RELAXED);
     if (k >= MANA_SLOTS)
-        return mana_slots_full("communicator error handlers");
-    eh_fn[k] = fn;
-    MPI_Comm_errhandler_function *tramp = eh_tramps[k];
-    MANA_FORWARD(4002, "PMPI_Comm_create_errhandler", int, (MPI_Comm_errhandler_function * f, MPI_Errhandler *e),
-                 (tramp, eh));
+        return mana_slots_full("generalized requests");
+    gq_fn[k] = query;
+    gf_fn[k] = freef;
+    gc_fn[k] = cancel;
+    void *q = (void *)gq_tramps[k], *f = (void *)gf_tramps[k], *c = (void *)gc_tramps[k];
+    MANA_FORWARD(4017, "PMPI_Grequest_start", int, (void *q_, void *f_, void *c_, void *e_, MPI_Request *r_),
+                 (q, f, c, extra, request));
 }
-MANA_EXPORT(mana_w_MPI_Comm_create_errhandler, MPI_Comm_create_errhandler)
-MANA_EXPORT(mana_w_MPI_Comm_create_errhandler, PMPI_Comm_create_errhandler)
+MANA_EXPORT(mana_w_MPI_Grequest_start, MPI_Grequest_start)
+MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
 
 /* MPI_Finalize: lets the runtime look at the lower half one last time (region dump for
  * tests, MANA_DUMP_REGIONS) before the real MPI_Finalize. */

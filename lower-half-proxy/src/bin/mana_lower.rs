@@ -290,6 +290,62 @@ pub unsafe extern "C" fn mremap(
     r as *mut c_void
 }
 
+// ---- Threads of the lower world ----
+//
+// Every thread the lower world creates (UCX's progress thread, MPICH's, ours) blocks all
+// signals before it runs: a process-directed signal must be delivered to an application
+// thread, never run an application handler on a lower thread (DESIGN.md §3).
+
+type PthreadCreate = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    extern "C" fn(*mut c_void) -> *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+struct Start {
+    f: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+}
+
+extern "C" fn lower_thread_start(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the Box<Start> leaked by pthread_create below; taken back once.
+    let start = unsafe { Box::from_raw(p as *mut Start) };
+    // SAFETY: a valid, full signal set blocked for this thread.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
+    }
+    (start.f)(start.arg)
+}
+
+/// # Safety
+/// The `pthread_create(3)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    f: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: the next definition is the lower libc's pthread_create.
+    let real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
+    if real.is_null() {
+        return libc::EAGAIN;
+    }
+    // SAFETY: libc's pthread_create has this signature.
+    let real: PthreadCreate = unsafe { core::mem::transmute(real) };
+    let start = Box::into_raw(Box::new(Start { f, arg }));
+    // SAFETY: forwarded with our start routine; `start` is reclaimed by it or below.
+    let r = unsafe { real(thread, attr, lower_thread_start, start as *mut c_void) };
+    if r != 0 {
+        // SAFETY: the thread was not created; nobody else owns `start`.
+        drop(unsafe { Box::from_raw(start) });
+    }
+    r
+}
+
 unsafe extern "C" fn regions(out: *mut [u64; 2], cap: usize) -> usize {
     let mut v: Vec<[u64; 2]> = with_ranges(|n, r| r[..*n].to_vec());
     unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
