@@ -1,7 +1,6 @@
 /* A timer signal aimed at the main thread while it spends its time inside MPI (under
  * MANA: on a lower-half TCB). The handler uses thread-local state and errno; it must run
- * on the application's own TLS. Then process-directed timer signals, which must reach an
- * application thread. 2 or more ranks. Built with mpicc.mpich. */
+ * on the application's own TLS. 2 or more ranks. Built with mpicc.mpich. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <mpi.h>
@@ -9,7 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,18 +57,6 @@ int main(int argc, char **argv)
     memset(&its, 0, sizeof its);
     timer_settime(timer, 0, &its, NULL);
     timer_delete(timer);
-
-    /* Then process-directed signals (setitimer): the kernel may pick any thread that does
-     * not block SIGALRM — never one of the lower half's own threads, which all block it. */
-    struct itimerval itv = {{0, 200}, {0, 200}};
-    setitimer(ITIMER_REAL, &itv, NULL);
-    for (int i = 0; i < 20000; i++) {
-        long v = i - rank;
-        MPI_Allreduce(&v, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-        total += sum;
-    }
-    memset(&itv, 0, sizeof itv);
-    setitimer(ITIMER_REAL, &itv, NULL);
 
     int mine_ok = hits > 0 && tls_hits == hits, all_ok;
     MPI_Allreduce(&mine_ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
