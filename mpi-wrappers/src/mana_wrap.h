@@ -82,18 +82,6 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
 extern __attribute__((visibility("hidden"))) const void *mana_translate_weights_impl(const void *p);
 #define mana_translate_weights(p) ((__typeof__(p))mana_translate_weights_impl((const void *)(p)))
 
-/* Like MANA_FORWARD, but stores the result in `out` instead of returning it. */
-#define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
-    typedef ret(*mana_fn_t) params;                                     \
-    static mana_fn_t f_cache_;                                          \
-    unsigned long fs_ = mana_thread_lower_fs();                         \
-    mana_fn_t f_ = f_cache_;                                            \
-    if (__builtin_expect(!f_, 0))                                       \
-        f_ = f_cache_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);  \
-    unsigned long up_ = mana_enter_lower(fs_);                          \
-    out = f_ args;                                                      \
-    mana_leave_lower(up_)
-
 #define MANA_EXPORT(internal, name)                                     \
     __asm__(".globl " #name "\n.type " #name ", @function\n.set " #name ", " #internal);
 
