@@ -8,7 +8,12 @@ use std::process::Command;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    for f in ["generated/wrappers.c", "src/special.c", "src/mana_wrap.h"] {
+    for f in [
+        "generated/wrappers.c",
+        "src/special.c",
+        "src/handles.c",
+        "src/mana_wrap.h",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -47,6 +52,7 @@ fn main() {
         .arg(&lib)
         .arg(dir.join("generated/wrappers.c"))
         .arg(dir.join("src/special.c"))
+        .arg(dir.join("src/handles.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");

@@ -3,6 +3,8 @@
 
 Inputs (committed):
   spec/mpi-5.0-iso-c.txt       prototypes derived from the MPI standard (gen/derive_spec.py)
+  spec/mpi-5.0-handles.txt     each function's handle and status parameters: kind,
+                               direction, array length (gen/derive_spec.py)
   spec/libmpich.so.12.exports  what the real library exports (gen/exports.sh)
   gen/handwritten.txt          names the generator skips (their wrappers are in src/*.c)
 Output:
@@ -12,7 +14,15 @@ Output:
 The export list decides what is emitted; the standard's prototypes give each function
 its C signature. A function exported by MPICH but not in the standard (MPIX_*, removed
 MPI-1 calls, MPICH internals) becomes a stub that reports MPI_ERR_UNSUPPORTED_OPERATION
-naming itself. Regenerate with:  python3 mpi-wrappers/gen/generate.py
+naming itself.
+
+Translation (DESIGN.md §3; src/handles.c, src/mana_wrap.h): handle parameters go in as
+real handles (mana_h_real), come out as virtual ones (mana_h_virtual, only on success),
+and in-out ones are reconciled after every call (mana_h_inout_done: a request MPI
+completed, a communicator the application freed); arrays go through scratch copies.
+Statuses are copied field by field into and out of a scratch status. The handle
+conversions MPI_<Handle>_c2f/_f2c are identities on the application's values.
+Regenerate with:  python3 mpi-wrappers/gen/generate.py
 """
 import os
 import re
@@ -44,11 +54,111 @@ def split_params(params):
     return out
 
 
+# apis.json kind → C type of a translated handle (MPI_File is a pointer in MPICH; it
+# passes through untranslated).
+HANDLE_TYPES = {
+    "COMMUNICATOR": "MPI_Comm", "GROUP": "MPI_Group", "DATATYPE": "MPI_Datatype",
+    "REQUEST": "MPI_Request", "INFO": "MPI_Info", "ERRHANDLER": "MPI_Errhandler",
+    "OPERATION": "MPI_Op", "WINDOW": "MPI_Win", "MESSAGE": "MPI_Message", "KEYVAL": "int",
+    "SESSION": "MPI_Session",
+}
+C2F_HANDLES = ("Comm", "Type", "Group", "Request", "Info", "Errhandler", "Op", "Win", "Message", "Session")
+
+
+def length_expr(fname, pname, length, params, ptypes):
+    """C expression for the number of elements of array parameter `pname`."""
+    if length == "*":
+        if fname.startswith(("MPI_Neighbor_alltoallw", "MPI_Ineighbor_alltoallw")):
+            return "mana_neighbor_len(comm, %d)" % (pname == "sendtypes")
+        if "alltoallw" in fname.lower():
+            return "mana_alltoallw_len(comm)"
+        # Status arrays are as long as the request array beside them.
+        for q, (kind, _d, qlen) in params.items():
+            if kind == "REQUEST" and qlen != "-":
+                return length_expr(fname, q, qlen, params, ptypes)
+        raise SystemExit("%s: no length for %s" % (fname, pname))
+    if "*" in ptypes[length]:
+        return "(%s ? *%s : 0)" % (length, length)
+    return length
+
+
+def translation(fname, plist, args, handles):
+    """(prologue, call arguments, epilogue) lines translating handles and statuses."""
+    params = {}
+    for item in handles.split():
+        pname, kind, direction, length = item.split(":")
+        params[pname] = (kind, direction, length)
+    ptypes = dict(zip(args, plist))
+    first, pro, post, call = [], [], [], list(args)
+    for i, a in enumerate(args):
+        if a not in params:
+            continue
+        kind, direction, length = params[a]
+        ptr = "*" in ptypes[a] or "[" in ptypes[a]
+        if kind in ("F90_STATUS", "F08_STATUS"):
+            first.append("%s = mana_translate_fstatus(%s);" % (a, a))
+        elif kind == "STATUS" and length == "-":
+            pro.append("MPI_Status %s_s, *%s_l = (%s && !mana_status_ignored(%s)) ? &%s_s : (MPI_Status *)%s;"
+                       % (a, a, a, a, a, a))
+            pro.append("if (%s_l != %s) mana_status_copy(%s_l, %s);" % (a, a, a, a))
+            if direction != "in":
+                post.append("if (%s_l != %s) mana_status_copy((MPI_Status *)%s, %s_l);" % (a, a, a, a))
+            call[i] = "%s_l" % a
+        elif kind == "STATUS":
+            n = length_expr(fname, a, length, params, ptypes)
+            pro.append("int %s_use = %s != NULL && !mana_status_ignored(%s);" % (a, a, a))
+            pro.append("MANA_TMP(MPI_Status, %s_l, %s_use ? %s : 0);" % (a, a, n))
+            pro.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) mana_status_copy(&%s_l[i_], &%s[i_]);" % (a, a, a))
+            if direction != "in":
+                post.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) mana_status_copy(&%s[i_], &%s_l[i_]);"
+                            % (a, a, a))
+            post.append("MANA_TMP_FREE(%s_l);" % a)
+            call[i] = "%s_use ? %s_l : %s" % (a, a, a)
+        elif kind in HANDLE_TYPES and not ptr:
+            first.append("%s = mana_h_real(%s);" % (a, a))
+        elif kind in HANDLE_TYPES and length == "-":
+            t = HANDLE_TYPES[kind]
+            if direction == "in":
+                pro.append("%s %s_l = mana_h_real(*%s);" % (t, a, a))
+            elif direction == "out":
+                pro.append("%s %s_l = 0;" % (t, a))
+                post.append("if (r_ == MPI_SUCCESS && %s_l) *%s = mana_h_virtual(%s_l);" % (a, a, a))
+            else:
+                pro.append("%s %s_v = *%s, %s_r = mana_h_real(%s_v), %s_l = %s_r;" % (t, a, a, a, a, a, a))
+                post.append("*%s = mana_h_inout_done(%s_v, %s_r, %s_l);" % (a, a, a, a))
+            call[i] = "&%s_l" % a
+        elif kind in HANDLE_TYPES:
+            t = HANDLE_TYPES[kind]
+            n = length_expr(fname, a, length, params, ptypes)
+            # Ignored arrays (MPI_IN_PLACE send side of alltoallw) are passed as they are.
+            use = "%s != NULL" % a
+            if a == "sendtypes":
+                use += " && sendbuf != MPI_IN_PLACE"
+            pro.append("int %s_use = %s;" % (a, use))
+            pro.append("MANA_TMP(%s, %s_l, %s_use ? %s : 0);" % (t, a, a, n))
+            if direction == "out":
+                pro.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) %s_l[i_] = 0;" % (a, a))
+                post.append("if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < %s_l_n_; i_++) "
+                            "if (%s_l[i_]) %s[i_] = mana_h_virtual(%s_l[i_]);" % (a, a, a, a))
+            else:
+                pro.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) %s_l[i_] = mana_h_real(%s[i_]);" % (a, a, a))
+            if direction == "inout":
+                pro.append("MANA_TMP(%s, %s_r, %s_l_n_);" % (t, a, a))
+                pro.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) %s_r[i_] = %s_l[i_];" % (a, a, a))
+                post.append("for (size_t i_ = 0; i_ < %s_l_n_; i_++) "
+                            "%s[i_] = mana_h_inout_done(%s[i_], %s_r[i_], %s_l[i_]);" % (a, a, a, a, a))
+                post.append("MANA_TMP_FREE(%s_r);" % a)
+            post.append("MANA_TMP_FREE(%s_l);" % a)
+            call[i] = "%s_use ? %s_l : %s" % (a, a, a)
+    return first + pro, call, post
+
+
 def main():
     spec = {}
     for line in read_lines("spec/mpi-5.0-iso-c.txt"):
         name, proto = line.split("\t")
         spec[name] = proto
+    handles = dict(line.split("\t") for line in read_lines("spec/mpi-5.0-handles.txt"))
     exports = [l.split() for l in read_lines("spec/libmpich.so.12.exports")]
     functions = {e[1] for e in exports if e[0] == "F"}
     data = [(e[1], int(e[2])) for e in exports if e[0] == "D"]
@@ -80,12 +190,32 @@ def main():
         args = [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in plist]
         lower = "P" + base if "P" + base in functions else base
         out.append("__attribute__((used)) static %s mana_w_%s(%s) {" % (ret, base, params or "void"))
+        m_c2f = re.match(r"^MPI_(%s)_(c2f|f2c)$" % "|".join(C2F_HANDLES), base)
+        if m_c2f:
+            # MPICH's handles are ints and these conversions are casts: the Fortran
+            # value of a handle is the application's (virtual) value.
+            out.append("    return (%s)%s;" % (ret, args[0]))
+            out.append("}")
+            for a in aliases:
+                out.append("MANA_EXPORT(mana_w_%s, %s)" % (base, a))
+            continue
         # Sentinel addresses (MPI_UNWEIGHTED, MPI_WEIGHTS_EMPTY) are the upper library's;
         # the lower library recognises only its own.
         for a in args:
             if a.endswith("weights"):
                 out.append("    %s = mana_translate_weights(%s);" % (a, a))
-        out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % (fid, lower, ret, params or "void", ", ".join(args)))
+        pro, call, post = translation(base, plist, args, handles.get(base, ""))
+        fwd = (fid, lower, ret, params or "void", ", ".join(call))
+        if not pro and not post:
+            out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % fwd)
+        else:
+            out.extend("    " + l for l in pro)
+            out.append("    %s r_;" % ret)
+            out.append("    {")
+            out.append("        MANA_FORWARD_INTO(r_, %d, \"%s\", %s, (%s), (%s));" % fwd)
+            out.append("    }")
+            out.extend("    " + l for l in post)
+            out.append("    return r_;")
         out.append("}")
         for a in aliases:
             out.append("MANA_EXPORT(mana_w_%s, %s)" % (base, a))

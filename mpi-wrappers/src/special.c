@@ -38,13 +38,15 @@ static int op_used, op_used_c;
     static void op_tramp_##k(void *in, void *inout, int *len, MPI_Datatype *dt)          \
     {                                                                                   \
         unsigned long l_ = mana_callback_enter();                                       \
-        op_fn[k](in, inout, len, dt);                                                   \
+        MPI_Datatype v_ = mana_h_lookup_virtual(*dt);                                   \
+        op_fn[k](in, inout, len, &v_);                                                  \
         mana_callback_leave(l_);                                                        \
     }                                                                                   \
     static void op_tramp_c_##k(void *in, void *inout, MPI_Count *len, MPI_Datatype *dt) \
     {                                                                                   \
         unsigned long l_ = mana_callback_enter();                                       \
-        op_fn_c[k](in, inout, len, dt);                                                 \
+        MPI_Datatype v_ = mana_h_lookup_virtual(*dt);                                   \
+        op_fn_c[k](in, inout, len, &v_);                                                \
         mana_callback_leave(l_);                                                        \
     }
 MANA_REPEAT64(OP_TRAMP)
@@ -60,7 +62,13 @@ __attribute__((used)) static int mana_w_MPI_Op_create(MPI_User_function *user_fn
         return mana_slots_full("user-defined operations");
     op_fn[k] = user_fn;
     MPI_User_function *tramp = op_tramps[k];
-    MANA_FORWARD(4000, "PMPI_Op_create", int, (MPI_User_function * f, int c, MPI_Op *o), (tramp, commute, op));
+    MPI_Op op_l = 0;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4000, "PMPI_Op_create", int, (MPI_User_function * f, int c, MPI_Op *o),
+                          (tramp, commute, &op_l));
+    }
+    return mana_out_handle(r, op, op_l);
 }
 MANA_EXPORT(mana_w_MPI_Op_create, MPI_Op_create)
 MANA_EXPORT(mana_w_MPI_Op_create, PMPI_Op_create)
@@ -72,44 +80,63 @@ __attribute__((used)) static int mana_w_MPI_Op_create_c(MPI_User_function_c *use
         return mana_slots_full("large-count user-defined operations");
     op_fn_c[k] = user_fn;
     MPI_User_function_c *tramp = op_tramps_c[k];
-    MANA_FORWARD(4001, "PMPI_Op_create_c", int, (MPI_User_function_c * f, int c, MPI_Op *o), (tramp, commute, op));
+    MPI_Op op_l = 0;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4001, "PMPI_Op_create_c", int, (MPI_User_function_c * f, int c, MPI_Op *o),
+                          (tramp, commute, &op_l));
+    }
+    return mana_out_handle(r, op, op_l);
 }
 MANA_EXPORT(mana_w_MPI_Op_create_c, MPI_Op_create_c)
 MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
 
 /* Error handlers (communicator, window, file, session): MPICH calls them with
  * (handle *, code *); the handle is passed by address whatever its type, so one pool
- * serves every kind. */
+ * serves every kind. The handler sees the application's handle (MPI_File, a pointer in
+ * MPICH, is not virtual). */
 typedef void(mana_errh_fn)(void *, int *, ...);
 static mana_errh_fn *eh_fn[MANA_SLOTS];
+static char eh_is_file[MANA_SLOTS];
 static int eh_used;
 #define EH_TRAMP(k)                                                  \
     static void eh_tramp_##k(void *handle, int *code, ...)           \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        eh_fn[k](handle, code);                                      \
+        if (eh_is_file[k]) {                                         \
+            eh_fn[k](handle, code);                                  \
+        } else {                                                     \
+            int v_ = mana_h_lookup_virtual(*(int *)handle);          \
+            eh_fn[k](&v_, code);                                     \
+        }                                                            \
         mana_callback_leave(l_);                                     \
     }
 MANA_REPEAT64(EH_TRAMP)
 #define EH_ENTRY(k) eh_tramp_##k,
 static mana_errh_fn *const eh_tramps[MANA_SLOTS] = {MANA_REPEAT64(EH_ENTRY)};
 
-#define ERRHANDLER_WRAPPER(NAME, ID)                                                           \
+#define ERRHANDLER_WRAPPER(NAME, ID, IS_FILE)                                                  \
     __attribute__((used)) static int mana_w_##NAME(void *fn, MPI_Errhandler *eh)               \
     {                                                                                          \
         int k = __atomic_fetch_add(&eh_used, 1, __ATOMIC_RELAXED);                             \
         if (k >= MANA_SLOTS)                                                                   \
             return mana_slots_full("error handlers");                                          \
         eh_fn[k] = (mana_errh_fn *)fn;                                                         \
+        eh_is_file[k] = IS_FILE;                                                               \
         void *tramp = (void *)eh_tramps[k];                                                    \
-        MANA_FORWARD(ID, "P" #NAME, int, (void *f, MPI_Errhandler *e), (tramp, eh));            \
+        MPI_Errhandler eh_l = 0;                                                               \
+        int r;                                                                                 \
+        {                                                                                      \
+            MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (void *f, MPI_Errhandler *e), (tramp, &eh_l)); \
+        }                                                                                      \
+        return mana_out_handle(r, eh, eh_l);                                                   \
     }                                                                                          \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                           \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
-ERRHANDLER_WRAPPER(MPI_Comm_create_errhandler, 4002)
-ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 4014)
-ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 4015)
-ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 4016)
+ERRHANDLER_WRAPPER(MPI_Comm_create_errhandler, 4002, 0)
+ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 4014, 0)
+ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 4015, 1)
+ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 4016, 0)
 
 /* Generalized requests: query, free and cancel functions, one slot per request. */
 typedef int(mana_gq_fn)(void *, MPI_Status *);
@@ -123,7 +150,10 @@ static int gr_used;
     static int gq_tramp_##k(void *ex, MPI_Status *st)                \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        int r_ = gq_fn[k](ex, st);                                   \
+        MPI_Status s_;                                               \
+        mana_status_copy(&s_, st);                                   \
+        int r_ = gq_fn[k](ex, &s_);                                  \
+        mana_status_copy(st, &s_);                                   \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }                                                                \
@@ -161,8 +191,13 @@ __attribute__((used)) static int mana_w_MPI_Grequest_start(MPI_Grequest_query_fu
     gf_fn[k] = freef;
     gc_fn[k] = cancel;
     void *q = (void *)gq_tramps[k], *f = (void *)gf_tramps[k], *c = (void *)gc_tramps[k];
-    MANA_FORWARD(4017, "PMPI_Grequest_start", int, (void *q_, void *f_, void *c_, void *e_, MPI_Request *r_),
-                 (q, f, c, extra, request));
+    MPI_Request req_l = 0;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4017, "PMPI_Grequest_start", int,
+                          (void *q_, void *f_, void *c_, void *e_, MPI_Request *r_), (q, f, c, extra, &req_l));
+    }
+    return mana_out_handle(r, request, req_l);
 }
 MANA_EXPORT(mana_w_MPI_Grequest_start, MPI_Grequest_start)
 MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
@@ -216,14 +251,14 @@ static int kv_used;
     static int kv_copy_##k(int h, int kv, void *ex, void *in, void *out, int *flag)    \
     {                                                                                  \
         unsigned long l_ = mana_callback_enter();                                      \
-        int r_ = kv_copy_fn[k](h, kv, ex, in, out, flag);                              \
+        int r_ = kv_copy_fn[k](mana_h_lookup_virtual(h), mana_h_lookup_virtual(kv), ex, in, out, flag); \
         mana_callback_leave(l_);                                                       \
         return r_;                                                                     \
     }                                                                                  \
     static int kv_del_##k(int h, int kv, void *attr, void *ex)                         \
     {                                                                                  \
         unsigned long l_ = mana_callback_enter();                                      \
-        int r_ = kv_del_fn[k](h, kv, attr, ex);                                        \
+        int r_ = kv_del_fn[k](mana_h_lookup_virtual(h), mana_h_lookup_virtual(kv), attr, ex); \
         mana_callback_leave(l_);                                                       \
         return r_;                                                                     \
     }
@@ -275,7 +310,11 @@ static int kv_translate(mana_copy_fn *copy, mana_delete_fn *del, void *fns[2])
         if (kv_translate((mana_copy_fn *)copy, (mana_delete_fn *)del, fns))                  \
             return mana_slots_full("attribute keyvals with callbacks");                       \
         void *c_ = fns[0], *d_ = fns[1];                                                      \
-        MANA_FORWARD(ID, "P" #NAME, int, (void *c, void *d, int *k, void *e), (c_, d_, keyval, extra)); \
+        int kv_l = 0, r;                                                                      \
+        {                                                                                     \
+            MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (void *c, void *d, int *k, void *e), (c_, d_, &kv_l, extra)); \
+        }                                                                                     \
+        return mana_out_handle(r, keyval, kv_l);                                              \
     }                                                                                         \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                          \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
@@ -317,8 +356,16 @@ static struct {
 
 static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
 {
-    MANA_FORWARD(4011, "PMPI_Win_create", int, (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
-                 (base, size, disp_unit, info, comm, win));
+    MPI_Info info_l = mana_h_real(info);
+    MPI_Comm comm_l = mana_h_real(comm);
+    MPI_Win win_l = 0;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4011, "PMPI_Win_create", int,
+                          (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                          (base, size, disp_unit, info_l, comm_l, &win_l));
+    }
+    return mana_out_handle(r, win, win_l);
 }
 
 /* Records a window's memory (freed by MPI_Win_free) and returns it, or frees it if the
@@ -352,9 +399,16 @@ MANA_EXPORT(mana_w_MPI_Win_allocate, PMPI_Win_allocate)
 
 static int win_create_c(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
 {
-    MANA_FORWARD(4013, "PMPI_Win_create_c", int,
-                 (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
-                 (base, size, disp_unit, info, comm, win));
+    MPI_Info info_l = mana_h_real(info);
+    MPI_Comm comm_l = mana_h_real(comm);
+    MPI_Win win_l = 0;
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4013, "PMPI_Win_create_c", int,
+                          (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                          (base, size, disp_unit, info_l, comm_l, &win_l));
+    }
+    return mana_out_handle(r, win, win_l);
 }
 
 __attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
@@ -370,11 +424,12 @@ MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
 
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {
-    MPI_Win w = *win;
+    MPI_Win w = *win, w_r = mana_h_real(w), w_l = w_r;
     int r;
     {
-        MANA_FORWARD_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (win));
+        MANA_FORWARD_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (&w_l));
     }
+    *win = mana_h_inout_done(w, w_r, w_l);
     if (r == MPI_SUCCESS)
         for (int i = 0; i < MANA_WINS; i++)
             if (win_mem[i].base && win_mem[i].win == w) {
@@ -387,3 +442,33 @@ __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 }
 MANA_EXPORT(mana_w_MPI_Win_free, MPI_Win_free)
 MANA_EXPORT(mana_w_MPI_Win_free, PMPI_Win_free)
+
+/* Fortran status sentinels. MPICH sets MPI_F_STATUS(ES)_IGNORE only when its Fortran
+ * binding initializes (NULL from C); MPI_F08_STATUS(ES)_IGNORE point at objects. The
+ * application gets ours, with the same roles; the wrappers of the status conversion
+ * functions translate them to the lower library's, read from its own variables. */
+MPI_Fint *MPI_F_STATUS_IGNORE = NULL;
+MPI_Fint *MPI_F_STATUSES_IGNORE = NULL;
+MPI_F08_status MPIR_F08_MPI_STATUS_IGNORE_OBJ;
+MPI_F08_status MPIR_F08_MPI_STATUSES_IGNORE_OBJ[1];
+MPI_F08_status *MPI_F08_STATUS_IGNORE = &MPIR_F08_MPI_STATUS_IGNORE_OBJ;
+MPI_F08_status *MPI_F08_STATUSES_IGNORE = MPIR_F08_MPI_STATUSES_IGNORE_OBJ;
+
+static const void *lower_pointer_variable(unsigned id, const char *name)
+{
+    const void *const *lower = mana_lower_fn(id, name, mana_thread_lower_fs());
+    return *lower;
+}
+
+const void *mana_translate_fstatus_impl(const void *p)
+{
+    if (p == MPI_F08_STATUS_IGNORE)
+        return lower_pointer_variable(4020, "MPI_F08_STATUS_IGNORE");
+    if (p == MPI_F08_STATUSES_IGNORE)
+        return lower_pointer_variable(4021, "MPI_F08_STATUSES_IGNORE");
+    if (p == MPI_F_STATUS_IGNORE)
+        return lower_pointer_variable(4022, "MPI_F_STATUS_IGNORE");
+    if (p == MPI_F_STATUSES_IGNORE)
+        return lower_pointer_variable(4023, "MPI_F_STATUSES_IGNORE");
+    return p;
+}

@@ -1,0 +1,356 @@
+/* Virtual handles (DESIGN.md §3): the tables behind mana_h_real() in mana_wrap.h.
+ *
+ * The application sees MPICH's own values for predefined objects and null handles, and
+ * a virtual value for every object the lower half creates at run time:
+ *
+ *     0xC0000000 | kind << 26 | 1 << 25 | index        (index < 2^25)
+ *
+ * `kind` is MPICH's object kind (bits 26..29 of the real handle). The shape is MPICH's
+ * "indirect" handle with a block number ≥ 8192, which the real library rejects as an
+ * invalid handle, so a virtual value that ever reached the lower half untranslated
+ * would fail loudly instead of naming some other object.
+ *
+ * Per kind: a two-level table index → real handle (readers take no lock: chunks are
+ * published once and never move), a reference count per index (MPICH returns the same
+ * handle again for the same object — MPI_Comm_group, MPI_Type_get_contents,
+ * MPI_Comm_get_errhandler — and so do we: one virtual handle per real object, found
+ * through a reverse hash map), and a FIFO of released indices. An index is reused only
+ * once more than MANA_VH_REUSE_DELAY others have been released after it, so a stale
+ * handle held by a buggy application is very unlikely to name a new object.
+ * Requests (and MPI_Message, which shares their kind) are never looked up by real
+ * value: each MPI call that starts one gets a new virtual handle.
+ *
+ * All memory comes from mmap: the tables are upper-half state and are saved in the
+ * image with the rest of this library. */
+#include "mana_wrap.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
+
+#define CHUNK (1u << MANA_VH_CHUNK_BITS)
+#define MANA_VH_REUSE_DELAY 4096u
+#define KIND_REQUEST 0xb
+
+struct kind_table {
+    pthread_mutex_t lock;
+    unsigned next_fresh;             /* indices below this have been handed out */
+    unsigned *refs[MANA_VH_CHUNKS];  /* reference counts, parallel to mana_vh_dir */
+    unsigned *fifo;                  /* released indices, a ring */
+    unsigned fifo_cap, fifo_head, fifo_len;
+    unsigned *map;                   /* real handle → index + 1, open addressing */
+    int *map_keys;
+    unsigned map_cap, map_len;
+    unsigned live;
+};
+
+static struct kind_table tables[MANA_VH_KINDS];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void tables_init(void)
+{
+    for (int k = 0; k < MANA_VH_KINDS; k++)
+        pthread_mutex_init(&tables[k].lock, NULL);
+}
+
+static void *zeroed(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "mana: out of memory for the virtual-handle tables (%zu bytes)\n", bytes);
+        abort();
+    }
+    return p;
+}
+
+static void unmap(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes);
+}
+
+static unsigned hash(int real, unsigned cap)
+{
+    return ((unsigned)real * 2654435761u) & (cap - 1);
+}
+
+static void map_insert_raw(struct kind_table *t, int real, unsigned idx)
+{
+    unsigned i = hash(real, t->map_cap);
+    while (t->map[i])
+        i = (i + 1) & (t->map_cap - 1);
+    t->map_keys[i] = real;
+    t->map[i] = idx + 1;
+    t->map_len++;
+}
+
+static void map_grow(struct kind_table *t)
+{
+    unsigned old_cap = t->map_cap;
+    unsigned *old = t->map;
+    int *old_keys = t->map_keys;
+    t->map_cap = old_cap ? old_cap * 2 : 1024;
+    t->map = zeroed(t->map_cap * sizeof(unsigned));
+    t->map_keys = zeroed(t->map_cap * sizeof(int));
+    t->map_len = 0;
+    for (unsigned i = 0; i < old_cap; i++)
+        if (old[i])
+            map_insert_raw(t, old_keys[i], old[i] - 1);
+    unmap(old, old_cap * sizeof(unsigned));
+    unmap(old_keys, old_cap * sizeof(int));
+}
+
+static void map_insert(struct kind_table *t, int real, unsigned idx)
+{
+    if (2 * (t->map_len + 1) > t->map_cap)
+        map_grow(t);
+    map_insert_raw(t, real, idx);
+}
+
+/* Index + 1 of `real`, 0 if absent. */
+static unsigned map_find(const struct kind_table *t, int real)
+{
+    if (!t->map_cap)
+        return 0;
+    for (unsigned i = hash(real, t->map_cap); t->map[i]; i = (i + 1) & (t->map_cap - 1))
+        if (t->map_keys[i] == real)
+            return t->map[i];
+    return 0;
+}
+
+/* Linear-probing deletion by backward shift (no tombstones). */
+static void map_remove(struct kind_table *t, int real)
+{
+    if (!t->map_cap)
+        return;
+    unsigned mask = t->map_cap - 1, i = hash(real, t->map_cap);
+    while (t->map[i] && t->map_keys[i] != real)
+        i = (i + 1) & mask;
+    if (!t->map[i])
+        return;
+    t->map[i] = 0;
+    t->map_len--;
+    for (unsigned j = (i + 1) & mask; t->map[j]; j = (j + 1) & mask) {
+        unsigned home = hash(t->map_keys[j], t->map_cap);
+        /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
+        int stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->map[i] = t->map[j];
+            t->map_keys[i] = t->map_keys[j];
+            t->map[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static void fifo_push(struct kind_table *t, unsigned idx)
+{
+    if (t->fifo_len == t->fifo_cap) {
+        unsigned cap = t->fifo_cap ? t->fifo_cap * 2 : 8192;
+        unsigned *ring = zeroed(cap * sizeof(unsigned));
+        for (unsigned i = 0; i < t->fifo_len; i++)
+            ring[i] = t->fifo[(t->fifo_head + i) % t->fifo_cap];
+        unmap(t->fifo, t->fifo_cap * sizeof(unsigned));
+        t->fifo = ring;
+        t->fifo_cap = cap;
+        t->fifo_head = 0;
+    }
+    t->fifo[(t->fifo_head + t->fifo_len) % t->fifo_cap] = idx;
+    t->fifo_len++;
+}
+
+/* A free index whose chunk exists, or ~0u when the kind's 2^25 indices are exhausted. */
+static unsigned take_index(struct kind_table *t, int kind)
+{
+    if (t->fifo_len > MANA_VH_REUSE_DELAY) {
+        unsigned idx = t->fifo[t->fifo_head];
+        t->fifo_head = (t->fifo_head + 1) % t->fifo_cap;
+        t->fifo_len--;
+        return idx;
+    }
+    if (t->next_fresh >= CHUNK * MANA_VH_CHUNKS)
+        return ~0u;
+    unsigned idx = t->next_fresh++;
+    unsigned c = idx >> MANA_VH_CHUNK_BITS;
+    if (!mana_vh_dir[kind][c]) {
+        t->refs[c] = zeroed(CHUNK * sizeof(unsigned));
+        __atomic_store_n(&mana_vh_dir[kind][c], (int *)zeroed(CHUNK * sizeof(int)), __ATOMIC_RELEASE);
+    }
+    return idx;
+}
+
+static int virtual_of(unsigned kind, unsigned idx)
+{
+    return (int)(MANA_VH_TAG | (kind << 26) | idx);
+}
+
+int mana_h_virtual(int real)
+{
+    if (!mana_h_is_object(real))
+        return real;
+    pthread_once(&tables_once, tables_init);
+    unsigned kind = MANA_VH_KIND(real);
+    struct kind_table *t = &tables[kind];
+    pthread_mutex_lock(&t->lock);
+    unsigned found = kind == KIND_REQUEST ? 0 : map_find(t, real);
+    unsigned idx;
+    if (found) {
+        idx = found - 1;
+        t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)]++;
+    } else {
+        idx = take_index(t, kind);
+        if (idx == ~0u) {
+            pthread_mutex_unlock(&t->lock);
+            fprintf(stderr, "mana: more than %u live MPI objects of kind %#x\n", CHUNK * MANA_VH_CHUNKS, kind);
+            abort();
+        }
+        mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = real;
+        t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
+        if (kind != KIND_REQUEST)
+            map_insert(t, real, idx);
+        t->live++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return virtual_of(kind, idx);
+}
+
+int mana_h_lookup_virtual(int real)
+{
+    if (!mana_h_is_object(real))
+        return real;
+    pthread_once(&tables_once, tables_init);
+    unsigned kind = MANA_VH_KIND(real);
+    struct kind_table *t = &tables[kind];
+    pthread_mutex_lock(&t->lock);
+    unsigned found = map_find(t, real);
+    pthread_mutex_unlock(&t->lock);
+    return found ? virtual_of(kind, found - 1) : mana_h_virtual(real);
+}
+
+/* Drops one reference of virtual handle `v` (the application freed it, or MPI completed
+ * the request it names). */
+static void release(int v)
+{
+    unsigned kind = MANA_VH_KIND(v), idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    struct kind_table *t = &tables[kind];
+    int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+    if (!chunk)
+        return;
+    pthread_mutex_lock(&t->lock);
+    unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+    int real = chunk[idx & (CHUNK - 1)];
+    if (real && *ref && --*ref == 0) {
+        if (kind != KIND_REQUEST)
+            map_remove(t, real);
+        chunk[idx & (CHUNK - 1)] = 0;
+        fifo_push(t, idx);
+        t->live--;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* `v` now names `real` (MPI replaced the object behind an in-out handle). */
+static void rebind(int v, int real)
+{
+    unsigned kind = MANA_VH_KIND(v), idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    struct kind_table *t = &tables[kind];
+    int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+    if (!chunk)
+        return;
+    pthread_mutex_lock(&t->lock);
+    int old = chunk[idx & (CHUNK - 1)];
+    if (kind != KIND_REQUEST) {
+        map_remove(t, old);
+        map_insert(t, real, idx);
+    }
+    chunk[idx & (CHUNK - 1)] = real;
+    pthread_mutex_unlock(&t->lock);
+}
+
+int mana_h_inout_done(int v_before, int real_before, int real_after)
+{
+    if (real_after == real_before)
+        return v_before;
+    if (!mana_h_is_virtual(v_before))
+        return mana_h_virtual(real_after);
+    if (mana_h_is_object(real_after)) {
+        rebind(v_before, real_after);
+        return v_before;
+    }
+    release(v_before);
+    return real_after;
+}
+
+unsigned mana_h_live(int kind)
+{
+    return kind >= 0 && kind < MANA_VH_KINDS ? tables[kind].live : 0;
+}
+
+/* Scratch arrays for translating handle and status arrays longer than MANA_TMP_INLINE. */
+void *mana_tmp_alloc(size_t bytes)
+{
+    void *p = malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "mana: out of memory translating an array of MPI handles (%zu bytes)\n", bytes);
+        abort();
+    }
+    return p;
+}
+
+void mana_tmp_release(void *p, size_t bytes)
+{
+    (void)bytes;
+    free(p);
+}
+
+/* Lengths the standard gives as "*": the datatype arrays of the alltoallw family have
+ * one entry per process of the (remote) group, or per neighbour in a topology. These
+ * ask the lower library directly, with real handles. */
+#define LOWER_QUERY(NAME, ID, LOWER, PARAMS, ARGS)                              \
+    static int NAME PARAMS                                                      \
+    {                                                                           \
+        MANA_FORWARD(ID, LOWER, int, PARAMS, ARGS);                             \
+    }
+LOWER_QUERY(mana_lower_comm_size, 4100, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
+LOWER_QUERY(mana_lower_comm_remote_size, 4101, "PMPI_Comm_remote_size", (MPI_Comm c, int *n), (c, n))
+LOWER_QUERY(mana_lower_comm_test_inter, 4102, "PMPI_Comm_test_inter", (MPI_Comm c, int *f), (c, f))
+LOWER_QUERY(mana_lower_topo_test, 4103, "PMPI_Topo_test", (MPI_Comm c, int *t), (c, t))
+LOWER_QUERY(mana_lower_dist_graph_neighbors_count, 4104, "PMPI_Dist_graph_neighbors_count",
+            (MPI_Comm c, int *i, int *o, int *w), (c, i, o, w))
+LOWER_QUERY(mana_lower_cartdim_get, 4105, "PMPI_Cartdim_get", (MPI_Comm c, int *n), (c, n))
+LOWER_QUERY(mana_lower_graph_neighbors_count, 4106, "PMPI_Graph_neighbors_count", (MPI_Comm c, int r, int *n),
+            (c, r, n))
+LOWER_QUERY(mana_lower_comm_rank, 4107, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
+
+int mana_alltoallw_len(MPI_Comm real)
+{
+    int inter = 0, n = 0;
+    mana_lower_comm_test_inter(real, &inter);
+    if (inter)
+        mana_lower_comm_remote_size(real, &n);
+    else
+        mana_lower_comm_size(real, &n);
+    return n;
+}
+
+int mana_neighbor_len(MPI_Comm real, int send)
+{
+    int topo = MPI_UNDEFINED, n = 0;
+    mana_lower_topo_test(real, &topo);
+    if (topo == MPI_DIST_GRAPH) {
+        int in = 0, out = 0, w = 0;
+        mana_lower_dist_graph_neighbors_count(real, &in, &out, &w);
+        n = send ? out : in;
+    } else if (topo == MPI_CART) {
+        mana_lower_cartdim_get(real, &n);
+        n *= 2;
+    } else if (topo == MPI_GRAPH) {
+        int rank = 0;
+        mana_lower_comm_rank(real, &rank);
+        mana_lower_graph_neighbors_count(real, rank, &n);
+    }
+    return n;
+}
