@@ -6,8 +6,9 @@ pub const CALLBACK_ENV: &str = "MANA_LOWER_CALLBACK";
 
 pub const TABLE_MAGIC: u64 = 0x4d41_4e41_4c4f_5752; // "MANALOWR"
 
-/// Lower-world TCBs the proxy prepares: one per upper thread that calls MPI (DESIGN.md §3).
-pub const MAX_TCBS: usize = 32;
+/// Lower-world TCBs the proxy prepares before it reports back (DESIGN.md §3: one per
+/// upper thread that calls MPI); more are made on demand with `new_tcb`.
+pub const PREPARED_TCBS: usize = 8;
 
 #[repr(C)]
 pub struct LowerTable {
@@ -25,6 +26,10 @@ pub struct LowerTable {
     pub regions: unsafe extern "C" fn(out: *mut [u64; 2], cap: usize) -> usize,
     /// TCBs to lend to upper threads: `tcbs[0]` is the proxy's main thread (== `fs_base`),
     /// the others belong to lower threads that park forever with every signal blocked.
+    /// The last one, `tcbs[n_tcbs - 1]`, is never lent: it is the one `new_tcb` runs on.
     pub n_tcbs: u64,
-    pub tcbs: [u64; MAX_TCBS],
+    pub tcbs: [u64; PREPARED_TCBS],
+    /// Starts one more parked lower thread and returns its TCB (0 if it could not). Must
+    /// run on `tcbs[n_tcbs - 1]`, by one upper thread at a time.
+    pub new_tcb: unsafe extern "C" fn() -> u64,
 }

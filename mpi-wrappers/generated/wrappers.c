@@ -4665,21 +4665,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, PMPI_Reduce_scatter_init_c)
-__attribute__((used)) static int mana_w_MPI_Register_datarep(const char* datarep, MPI_Datarep_conversion_function* read_conversion_fn, MPI_Datarep_conversion_function* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state) {
-    MANA_FORWARD(385, "PMPI_Register_datarep", int, (const char* datarep, MPI_Datarep_conversion_function* read_conversion_fn, MPI_Datarep_conversion_function* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
-}
-MANA_EXPORT(mana_w_MPI_Register_datarep, MPI_Register_datarep)
-MANA_EXPORT(mana_w_MPI_Register_datarep, PMPI_Register_datarep)
-__attribute__((used)) static int mana_w_MPI_Register_datarep_c(const char* datarep, MPI_Datarep_conversion_function_c* read_conversion_fn, MPI_Datarep_conversion_function_c* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state) {
-    MANA_FORWARD(386, "PMPI_Register_datarep_c", int, (const char* datarep, MPI_Datarep_conversion_function_c* read_conversion_fn, MPI_Datarep_conversion_function_c* write_conversion_fn, MPI_Datarep_extent_function* dtype_file_extent_fn, void* extra_state), (datarep, read_conversion_fn, write_conversion_fn, dtype_file_extent_fn, extra_state));
-}
-MANA_EXPORT(mana_w_MPI_Register_datarep_c, MPI_Register_datarep_c)
-MANA_EXPORT(mana_w_MPI_Register_datarep_c, PMPI_Register_datarep_c)
 __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request* request) {
     MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 387, "PMPI_Request_free", int, (MPI_Request* request), (&request_l));
+        MANA_FORWARD_INTO(r_, 385, "PMPI_Request_free", int, (MPI_Request* request), (&request_l));
     }
     *request = mana_h_inout_done(request_v, request_r, request_l);
     return r_;
@@ -4692,7 +4682,7 @@ __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request reque
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 388, "PMPI_Request_get_status", int, (MPI_Request request, int* flag, MPI_Status* status), (request, flag, status_l));
+        MANA_FORWARD_INTO(r_, 386, "PMPI_Request_get_status", int, (MPI_Request request, int* flag, MPI_Status* status), (request, flag, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -4706,7 +4696,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 389, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 387, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4722,7 +4712,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 390, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 388, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4738,7 +4728,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 391, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 389, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4752,7 +4742,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 392, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 390, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4766,7 +4756,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 393, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 391, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4780,7 +4770,7 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 394, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 392, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4792,7 +4782,7 @@ __attribute__((used)) static int mana_w_MPI_Rsend(const void* buf, int count, MP
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 395, "PMPI_Rsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 393, "PMPI_Rsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -4803,7 +4793,7 @@ __attribute__((used)) static int mana_w_MPI_Rsend_c(const void* buf, MPI_Count c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 396, "PMPI_Rsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 394, "PMPI_Rsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -4815,7 +4805,7 @@ __attribute__((used)) static int mana_w_MPI_Rsend_init(const void* buf, int coun
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 397, "PMPI_Rsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 395, "PMPI_Rsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4828,7 +4818,7 @@ __attribute__((used)) static int mana_w_MPI_Rsend_init_c(const void* buf, MPI_Co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 398, "PMPI_Rsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 396, "PMPI_Rsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4841,7 +4831,7 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 399, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 397, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -4853,7 +4843,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 400, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 398, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -4867,7 +4857,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 401, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 399, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4882,7 +4872,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 402, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 400, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4895,7 +4885,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 403, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 401, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4907,7 +4897,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 404, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 402, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4921,7 +4911,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 405, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 403, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4936,7 +4926,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 406, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 404, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4949,7 +4939,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 407, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 405, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4961,7 +4951,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 408, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 406, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4975,7 +4965,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 409, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 407, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4990,7 +4980,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 410, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 408, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -5002,7 +4992,7 @@ __attribute__((used)) static int mana_w_MPI_Send(const void* buf, int count, MPI
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 411, "PMPI_Send", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 409, "PMPI_Send", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -5013,7 +5003,7 @@ __attribute__((used)) static int mana_w_MPI_Send_c(const void* buf, MPI_Count co
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 412, "PMPI_Send_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 410, "PMPI_Send_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -5025,7 +5015,7 @@ __attribute__((used)) static int mana_w_MPI_Send_init(const void* buf, int count
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 413, "PMPI_Send_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 411, "PMPI_Send_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -5038,7 +5028,7 @@ __attribute__((used)) static int mana_w_MPI_Send_init_c(const void* buf, MPI_Cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 414, "PMPI_Send_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 412, "PMPI_Send_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -5053,7 +5043,7 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv(const void* sendbuf, int se
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 415, "PMPI_Sendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
+        MANA_FORWARD_INTO(r_, 413, "PMPI_Sendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5068,7 +5058,7 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv_c(const void* sendbuf, MPI_
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 416, "PMPI_Sendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
+        MANA_FORWARD_INTO(r_, 414, "PMPI_Sendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5082,7 +5072,7 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv_replace(void* buf, int coun
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 417, "PMPI_Sendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
+        MANA_FORWARD_INTO(r_, 415, "PMPI_Sendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5096,7 +5086,7 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv_replace_c(void* buf, MPI_Co
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 418, "PMPI_Sendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
+        MANA_FORWARD_INTO(r_, 416, "PMPI_Sendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5107,7 +5097,7 @@ __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session 
     session = mana_h_real(session);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 419, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+        MANA_FORWARD_INTO(r_, 417, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
     }
     return r_;
 }
@@ -5117,7 +5107,7 @@ __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* sessio
     MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 420, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
+        MANA_FORWARD_INTO(r_, 418, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
     }
     *session = mana_h_inout_done(session_v, session_r, session_l);
     return r_;
@@ -5129,7 +5119,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 421, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 419, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -5141,7 +5131,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 422, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
+        MANA_FORWARD_INTO(r_, 420, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5153,7 +5143,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session ses
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 423, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+        MANA_FORWARD_INTO(r_, 421, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
     }
     return r_;
 }
@@ -5164,7 +5154,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session se
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 424, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+        MANA_FORWARD_INTO(r_, 422, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
     }
     return r_;
 }
@@ -5175,7 +5165,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 425, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
+        MANA_FORWARD_INTO(r_, 423, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -5188,7 +5178,7 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 426, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
+        MANA_FORWARD_INTO(r_, 424, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
     }
     if (r_ == MPI_SUCCESS && session_l) *session = mana_h_virtual(session_l);
     return r_;
@@ -5200,7 +5190,7 @@ __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session s
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 427, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+        MANA_FORWARD_INTO(r_, 425, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
     }
     return r_;
 }
@@ -5211,7 +5201,7 @@ __attribute__((used)) static int mana_w_MPI_Ssend(const void* buf, int count, MP
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 428, "PMPI_Ssend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 426, "PMPI_Ssend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -5222,7 +5212,7 @@ __attribute__((used)) static int mana_w_MPI_Ssend_c(const void* buf, MPI_Count c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 429, "PMPI_Ssend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
+        MANA_FORWARD_INTO(r_, 427, "PMPI_Ssend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
     }
     return r_;
 }
@@ -5234,7 +5224,7 @@ __attribute__((used)) static int mana_w_MPI_Ssend_init(const void* buf, int coun
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 430, "PMPI_Ssend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 428, "PMPI_Ssend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -5247,7 +5237,7 @@ __attribute__((used)) static int mana_w_MPI_Ssend_init_c(const void* buf, MPI_Co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 431, "PMPI_Ssend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 429, "PMPI_Ssend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -5258,7 +5248,7 @@ __attribute__((used)) static int mana_w_MPI_Start(MPI_Request* request) {
     MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 432, "PMPI_Start", int, (MPI_Request* request), (&request_l));
+        MANA_FORWARD_INTO(r_, 430, "PMPI_Start", int, (MPI_Request* request), (&request_l));
     }
     *request = mana_h_inout_done(request_v, request_r, request_l);
     return r_;
@@ -5273,7 +5263,7 @@ __attribute__((used)) static int mana_w_MPI_Startall(int count, MPI_Request arra
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 433, "PMPI_Startall", int, (int count, MPI_Request array_of_requests[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests));
+        MANA_FORWARD_INTO(r_, 431, "PMPI_Startall", int, (int count, MPI_Request array_of_requests[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -5288,7 +5278,7 @@ __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_statu
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 434, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
+        MANA_FORWARD_INTO(r_, 432, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
     }
     return r_;
 }
@@ -5300,7 +5290,7 @@ __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status,
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 435, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
+        MANA_FORWARD_INTO(r_, 433, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
     }
     if (c_status_l != c_status) mana_status_copy((MPI_Status *)c_status, c_status_l);
     return r_;
@@ -5312,7 +5302,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 436, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
+        MANA_FORWARD_INTO(r_, 434, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5325,7 +5315,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* stat
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 437, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 435, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5338,7 +5328,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 438, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 436, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5346,52 +5336,52 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(439, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(437, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(440, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(438, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(441, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(439, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(442, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(440, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(443, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(441, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(444, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(442, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(445, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(443, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(446, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(444, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(447, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(445, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(448, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(446, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
@@ -5399,7 +5389,7 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 449, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
+        MANA_FORWARD_INTO(r_, 447, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -5407,37 +5397,37 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(450, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(448, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(451, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(449, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(452, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(450, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(453, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(451, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(454, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(452, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(455, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(453, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(456, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(454, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
@@ -5445,7 +5435,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 457, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
+        MANA_FORWARD_INTO(r_, 455, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5456,19 +5446,19 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 458, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+        MANA_FORWARD_INTO(r_, 456, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(459, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(457, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(460, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(458, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
@@ -5479,7 +5469,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 461, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
+        MANA_FORWARD_INTO(r_, 459, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -5489,17 +5479,17 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(462, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(460, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(463, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(461, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(464, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(462, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
@@ -5507,14 +5497,14 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 465, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+        MANA_FORWARD_INTO(r_, 463, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(466, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(464, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
@@ -5522,7 +5512,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 467, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
+        MANA_FORWARD_INTO(r_, 465, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5533,14 +5523,14 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 468, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+        MANA_FORWARD_INTO(r_, 466, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(469, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(467, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
@@ -5548,29 +5538,29 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 470, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+        MANA_FORWARD_INTO(r_, 468, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(471, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(469, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(472, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(470, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(473, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(471, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(474, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(472, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
@@ -5578,7 +5568,7 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 475, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_FORWARD_INTO(r_, 473, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -5586,57 +5576,57 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(476, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(474, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(477, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(475, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(478, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(476, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(479, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(477, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(480, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(478, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(481, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(479, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(482, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(480, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(483, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(481, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(484, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(482, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(485, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(483, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(486, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(484, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
@@ -5644,7 +5634,7 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 487, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
+        MANA_FORWARD_INTO(r_, 485, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -5652,12 +5642,12 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(488, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(486, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(489, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(487, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
@@ -5667,7 +5657,7 @@ __attribute__((used)) static int mana_w_MPI_Test(MPI_Request* request, int* flag
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 490, "PMPI_Test", int, (MPI_Request* request, int* flag, MPI_Status* status), (&request_l, flag, status_l));
+        MANA_FORWARD_INTO(r_, 488, "PMPI_Test", int, (MPI_Request* request, int* flag, MPI_Status* status), (&request_l, flag, status_l));
     }
     *request = mana_h_inout_done(request_v, request_r, request_l);
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
@@ -5680,7 +5670,7 @@ __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 491, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
+        MANA_FORWARD_INTO(r_, 489, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
     }
     return r_;
 }
@@ -5697,7 +5687,7 @@ __attribute__((used)) static int mana_w_MPI_Testall(int count, MPI_Request array
     for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 492, "PMPI_Testall", int, (int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, flag, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
+        MANA_FORWARD_INTO(r_, 490, "PMPI_Testall", int, (int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, flag, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -5718,7 +5708,7 @@ __attribute__((used)) static int mana_w_MPI_Testany(int count, MPI_Request array
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 493, "PMPI_Testany", int, (int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, flag, status_l));
+        MANA_FORWARD_INTO(r_, 491, "PMPI_Testany", int, (int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, flag, status_l));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -5739,7 +5729,7 @@ __attribute__((used)) static int mana_w_MPI_Testsome(int incount, MPI_Request ar
     for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 494, "PMPI_Testsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
+        MANA_FORWARD_INTO(r_, 492, "PMPI_Testsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -5754,7 +5744,7 @@ __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 495, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+        MANA_FORWARD_INTO(r_, 493, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
     }
     return r_;
 }
@@ -5764,7 +5754,7 @@ __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) 
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 496, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_FORWARD_INTO(r_, 494, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     return r_;
@@ -5776,7 +5766,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datat
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 497, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 495, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5788,7 +5778,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 498, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 496, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5800,7 +5790,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 499, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 497, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5812,7 +5802,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 500, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 498, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5823,7 +5813,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 501, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 499, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5834,7 +5824,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 502, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 500, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5845,7 +5835,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 503, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 501, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5857,7 +5847,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 504, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 502, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5869,7 +5859,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 505, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 503, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5881,7 +5871,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 506, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 504, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5893,7 +5883,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 507, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 505, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5905,7 +5895,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 508, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 506, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5917,7 +5907,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 509, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 507, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5929,7 +5919,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 510, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 508, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5941,7 +5931,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 511, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 509, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5953,7 +5943,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 512, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_FORWARD_INTO(r_, 510, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5965,7 +5955,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 513, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_FORWARD_INTO(r_, 511, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5979,7 +5969,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 514, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_FORWARD_INTO(r_, 512, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -5994,7 +5984,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 515, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_FORWARD_INTO(r_, 513, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -6007,7 +5997,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 516, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 514, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6019,7 +6009,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 517, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 515, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6031,7 +6021,7 @@ __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype dataty
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 518, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+        MANA_FORWARD_INTO(r_, 516, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
     }
     return r_;
 }
@@ -6042,7 +6032,7 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 519, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 517, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6057,7 +6047,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 520, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_FORWARD_INTO(r_, 518, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     return r_;
@@ -6068,7 +6058,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 521, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_FORWARD_INTO(r_, 519, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     return r_;
@@ -6080,7 +6070,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 522, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_FORWARD_INTO(r_, 520, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
     return r_;
 }
@@ -6093,7 +6083,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 523, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_FORWARD_INTO(r_, 521, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6108,7 +6098,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype dat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 524, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_FORWARD_INTO(r_, 522, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6120,7 +6110,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 525, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_FORWARD_INTO(r_, 523, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
     return r_;
 }
@@ -6130,7 +6120,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype dat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 526, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_FORWARD_INTO(r_, 524, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
     return r_;
 }
@@ -6140,7 +6130,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatyp
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 527, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 525, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6150,7 +6140,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 528, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 526, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6160,7 +6150,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 529, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 527, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6170,7 +6160,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 530, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_FORWARD_INTO(r_, 528, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
     return r_;
 }
@@ -6180,7 +6170,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype da
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 531, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 529, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6190,7 +6180,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 532, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 530, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6200,7 +6190,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 533, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 531, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6219,7 +6209,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 534, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 532, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6231,7 +6221,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 535, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 533, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6246,7 +6236,7 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 536, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_FORWARD_INTO(r_, 534, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -6258,7 +6248,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 537, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 535, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
     }
     return r_;
 }
@@ -6268,7 +6258,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 538, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+        MANA_FORWARD_INTO(r_, 536, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
     }
     return r_;
 }
@@ -6278,7 +6268,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 539, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 537, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
     return r_;
 }
@@ -6288,7 +6278,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 540, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 538, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     return r_;
 }
@@ -6298,7 +6288,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 541, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 539, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     return r_;
 }
@@ -6317,7 +6307,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 542, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 540, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6329,7 +6319,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 543, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 541, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6341,7 +6331,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 544, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_FORWARD_INTO(r_, 542, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     return r_;
 }
@@ -6352,7 +6342,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Coun
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 545, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_FORWARD_INTO(r_, 543, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     return r_;
 }
@@ -6362,7 +6352,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 546, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_FORWARD_INTO(r_, 544, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     return r_;
 }
@@ -6372,7 +6362,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 547, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_FORWARD_INTO(r_, 545, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     return r_;
 }
@@ -6382,7 +6372,7 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 548, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_FORWARD_INTO(r_, 546, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     return r_;
 }
@@ -6394,7 +6384,7 @@ __attribute__((used)) static int mana_w_MPI_Wait(MPI_Request* request, MPI_Statu
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 549, "PMPI_Wait", int, (MPI_Request* request, MPI_Status* status), (&request_l, status_l));
+        MANA_FORWARD_INTO(r_, 547, "PMPI_Wait", int, (MPI_Request* request, MPI_Status* status), (&request_l, status_l));
     }
     *request = mana_h_inout_done(request_v, request_r, request_l);
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
@@ -6413,7 +6403,7 @@ __attribute__((used)) static int mana_w_MPI_Waitall(int count, MPI_Request array
     for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 550, "PMPI_Waitall", int, (int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
+        MANA_FORWARD_INTO(r_, 548, "PMPI_Waitall", int, (int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -6434,7 +6424,7 @@ __attribute__((used)) static int mana_w_MPI_Waitany(int count, MPI_Request array
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 551, "PMPI_Waitany", int, (int count, MPI_Request array_of_requests[], int* index, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, status_l));
+        MANA_FORWARD_INTO(r_, 549, "PMPI_Waitany", int, (int count, MPI_Request array_of_requests[], int* index, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, status_l));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -6455,7 +6445,7 @@ __attribute__((used)) static int mana_w_MPI_Waitsome(int incount, MPI_Request ar
     for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 552, "PMPI_Waitsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
+        MANA_FORWARD_INTO(r_, 550, "PMPI_Waitsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
     }
     for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
     MANA_TMP_FREE(array_of_requests_r);
@@ -6472,7 +6462,7 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate_shared(MPI_Aint size, i
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 553, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
+        MANA_FORWARD_INTO(r_, 551, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6485,7 +6475,7 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate_shared_c(MPI_Aint size,
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 554, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
+        MANA_FORWARD_INTO(r_, 552, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6496,7 +6486,7 @@ __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 555, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_FORWARD_INTO(r_, 553, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
     return r_;
 }
@@ -6506,7 +6496,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 556, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_FORWARD_INTO(r_, 554, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     return r_;
 }
@@ -6516,7 +6506,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 557, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 555, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6528,7 +6518,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 558, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 556, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6541,7 +6531,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint si
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 559, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 557, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6554,7 +6544,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 560, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 558, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6566,7 +6556,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 561, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_FORWARD_INTO(r_, 559, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     return r_;
 }
@@ -6576,7 +6566,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 562, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_FORWARD_INTO(r_, 560, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     return r_;
 }
@@ -6586,7 +6576,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 563, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 561, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6596,7 +6586,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 564, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 562, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6606,7 +6596,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 565, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 563, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6616,7 +6606,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 566, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 564, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6626,7 +6616,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 567, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 565, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6636,7 +6626,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 568, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_FORWARD_INTO(r_, 566, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     return r_;
@@ -6648,7 +6638,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 569, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
+        MANA_FORWARD_INTO(r_, 567, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
     }
     return r_;
 }
@@ -6659,7 +6649,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 570, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 568, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -6671,7 +6661,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 571, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_FORWARD_INTO(r_, 569, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -6683,7 +6673,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 572, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_FORWARD_INTO(r_, 570, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -6694,7 +6684,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 573, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_FORWARD_INTO(r_, 571, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     return r_;
 }
@@ -6704,7 +6694,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 574, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_FORWARD_INTO(r_, 572, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     return r_;
 }
@@ -6714,7 +6704,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 575, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 573, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6725,7 +6715,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 576, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 574, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6736,7 +6726,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 577, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 575, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     return r_;
 }
@@ -6747,7 +6737,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 578, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+        MANA_FORWARD_INTO(r_, 576, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
     }
     return r_;
 }
@@ -6758,7 +6748,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 579, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_FORWARD_INTO(r_, 577, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     return r_;
 }
@@ -6768,7 +6758,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 580, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_FORWARD_INTO(r_, 578, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     return r_;
 }
@@ -6778,7 +6768,7 @@ __attribute__((used)) static int mana_w_MPI_Win_shared_query(MPI_Win win, int ra
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 581, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+        MANA_FORWARD_INTO(r_, 579, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
     }
     return r_;
 }
@@ -6788,7 +6778,7 @@ __attribute__((used)) static int mana_w_MPI_Win_shared_query_c(MPI_Win win, int 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 582, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
+        MANA_FORWARD_INTO(r_, 580, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
     }
     return r_;
 }
@@ -6799,7 +6789,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 583, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 581, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6809,7 +6799,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 584, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 582, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6819,7 +6809,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 585, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_FORWARD_INTO(r_, 583, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     return r_;
 }
@@ -6829,7 +6819,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 586, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 584, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6839,7 +6829,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 587, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 585, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6849,19 +6839,19 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 588, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 586, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(589, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(587, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(590, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(588, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

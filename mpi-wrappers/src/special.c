@@ -472,3 +472,77 @@ const void *mana_translate_fstatus_impl(const void *p)
         return lower_pointer_variable(4023, "MPI_F_STATUSES_IGNORE");
     return p;
 }
+
+/* MPI_Register_datarep(_c): the read/write conversion functions and the file-extent
+ * function are called by the I/O layer in the lower world; one slot per registered
+ * representation (a representation cannot be unregistered). NULL functions (e.g.
+ * MPI_CONVERSION_FN_NULL) pass through. */
+static MPI_Datarep_conversion_function *dr_read[MANA_SLOTS], *dr_write[MANA_SLOTS];
+static MPI_Datarep_conversion_function_c *dr_read_c[MANA_SLOTS], *dr_write_c[MANA_SLOTS];
+static MPI_Datarep_extent_function *dr_extent[MANA_SLOTS];
+static int dr_used;
+#define DR_CONV(NAME, FN, COUNT_T)                                                                   \
+    static int NAME(void *ub, MPI_Datatype dt, COUNT_T n, void *fb, MPI_Offset pos, void *ex)       \
+    {                                                                                                \
+        unsigned long l_ = mana_callback_enter();                                                    \
+        int r_ = FN(ub, mana_h_lookup_virtual(dt), n, fb, pos, ex);                                  \
+        mana_callback_leave(l_);                                                                     \
+        return r_;                                                                                   \
+    }
+#define DR_TRAMP(k)                                                                                  \
+    DR_CONV(dr_read_tramp_##k, dr_read[k], int)                                                      \
+    DR_CONV(dr_write_tramp_##k, dr_write[k], int)                                                    \
+    DR_CONV(dr_read_tramp_c_##k, dr_read_c[k], MPI_Count)                                            \
+    DR_CONV(dr_write_tramp_c_##k, dr_write_c[k], MPI_Count)                                          \
+    static int dr_extent_tramp_##k(MPI_Datatype dt, MPI_Aint *extent, void *ex)                      \
+    {                                                                                                \
+        unsigned long l_ = mana_callback_enter();                                                    \
+        int r_ = dr_extent[k](mana_h_lookup_virtual(dt), extent, ex);                                \
+        mana_callback_leave(l_);                                                                     \
+        return r_;                                                                                   \
+    }
+MANA_REPEAT64(DR_TRAMP)
+#define DR_ENTRY(k) {dr_read_tramp_##k, dr_write_tramp_##k, dr_read_tramp_c_##k, dr_write_tramp_c_##k, dr_extent_tramp_##k},
+static const struct {
+    MPI_Datarep_conversion_function *read, *write;
+    MPI_Datarep_conversion_function_c *read_c, *write_c;
+    MPI_Datarep_extent_function *extent;
+} dr_tramps[MANA_SLOTS] = {MANA_REPEAT64(DR_ENTRY)};
+
+__attribute__((used)) static int mana_w_MPI_Register_datarep(const char *datarep,
+                                                             MPI_Datarep_conversion_function *read_fn,
+                                                             MPI_Datarep_conversion_function *write_fn,
+                                                             MPI_Datarep_extent_function *extent_fn, void *extra)
+{
+    int k = __atomic_fetch_add(&dr_used, 1, __ATOMIC_RELAXED);
+    if (k >= MANA_SLOTS)
+        return mana_slots_full("data representations");
+    dr_read[k] = read_fn;
+    dr_write[k] = write_fn;
+    dr_extent[k] = extent_fn;
+    void *rd_ = read_fn ? (void *)dr_tramps[k].read : NULL, *wr_ = write_fn ? (void *)dr_tramps[k].write : NULL;
+    void *ex_ = extent_fn ? (void *)dr_tramps[k].extent : NULL;
+    MANA_FORWARD(4030, "PMPI_Register_datarep", int, (const char *d, void *r, void *w, void *e, void *x),
+                 (datarep, rd_, wr_, ex_, extra));
+}
+MANA_EXPORT(mana_w_MPI_Register_datarep, MPI_Register_datarep)
+MANA_EXPORT(mana_w_MPI_Register_datarep, PMPI_Register_datarep)
+
+__attribute__((used)) static int mana_w_MPI_Register_datarep_c(const char *datarep,
+                                                               MPI_Datarep_conversion_function_c *read_fn,
+                                                               MPI_Datarep_conversion_function_c *write_fn,
+                                                               MPI_Datarep_extent_function *extent_fn, void *extra)
+{
+    int k = __atomic_fetch_add(&dr_used, 1, __ATOMIC_RELAXED);
+    if (k >= MANA_SLOTS)
+        return mana_slots_full("data representations");
+    dr_read_c[k] = read_fn;
+    dr_write_c[k] = write_fn;
+    dr_extent[k] = extent_fn;
+    void *rd_ = read_fn ? (void *)dr_tramps[k].read_c : NULL, *wr_ = write_fn ? (void *)dr_tramps[k].write_c : NULL;
+    void *ex_ = extent_fn ? (void *)dr_tramps[k].extent : NULL;
+    MANA_FORWARD(4031, "PMPI_Register_datarep_c", int, (const char *d, void *r, void *w, void *e, void *x),
+                 (datarep, rd_, wr_, ex_, extra));
+}
+MANA_EXPORT(mana_w_MPI_Register_datarep_c, MPI_Register_datarep_c)
+MANA_EXPORT(mana_w_MPI_Register_datarep_c, PMPI_Register_datarep_c)

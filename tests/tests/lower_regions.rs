@@ -4,6 +4,7 @@
 //! loader's and the proxy's own records, not from mapping names — and MANA's own wrapper
 //! library, although named `libmpich.so.12`, is not among them (it is upper half, saved),
 //! nor is the memory MPI hands the application (`MPI_Alloc_mem`, `MPI_Win_allocate`).
+//! The stacks of the lower world's threads are lower half too.
 
 use mana_tests::*;
 use std::process::Command;
@@ -57,8 +58,16 @@ fn mpich_lives_only_in_the_reported_lower_half_ranges() {
         let text = std::fs::read_to_string(&f).unwrap();
         let mut lower: Vec<(u64, u64)> = Vec::new();
         let mut maps_text = String::new();
+        let mut thread_sps: Vec<(String, u64)> = Vec::new();
         for line in text.lines() {
-            if let Some(r) = line.strip_prefix("lower ") {
+            if let Some(t) = line.strip_prefix("thread ") {
+                // `TID SP NAME`; `mana-ckpt` is the runtime's own (upper-half) thread.
+                let fields: Vec<&str> = t.split_whitespace().collect();
+                let sp = u64::from_str_radix(fields[1].trim_start_matches("0x"), 16).unwrap();
+                if fields.get(2) != Some(&"mana-ckpt") {
+                    thread_sps.push((t.to_string(), sp));
+                }
+            } else if let Some(r) = line.strip_prefix("lower ") {
                 let (a, b) = r.split_once(' ').unwrap();
                 lower.push((
                     u64::from_str_radix(a, 16).unwrap(),
@@ -117,6 +126,20 @@ fn mpich_lives_only_in_the_reported_lower_half_ranges() {
             "{}: the real libmpich is not mapped at all",
             f.display()
         );
+        // rma is single-threaded: every other thread but the runtime's belongs to the
+        // lower world (parked TCB owners, UCX's progress thread), and so must its stack.
+        assert!(
+            !thread_sps.is_empty(),
+            "{}: no lower-world thread found",
+            f.display()
+        );
+        for (tid, sp) in &thread_sps {
+            assert!(
+                covered(*sp & !4095, (*sp & !4095) + 4096),
+                "{}: thread `{tid}`'s stack ({sp:#x}) is outside the lower-half ranges",
+                f.display()
+            );
+        }
         for &(a, b) in &lower {
             assert!(
                 maps.iter().any(|m| m.start < b && a < m.end),

@@ -121,6 +121,13 @@ fn application_handles_are_virtual_and_released() {
     }
 }
 
+/// `MPI_Register_datarep` goes through MANA's trampolines and MPICH answers as natively
+/// (its ROMIO refuses conversion functions and non-native views: same errors, same text).
+#[test]
+fn data_representations_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("datarep", &[2]);
+}
+
 /// Callbacks from MPI into the application (a user reduction, a user error handler) run
 /// on the application's own thread-local state; MPI_ERRORS_RETURN returns the error.
 #[test]

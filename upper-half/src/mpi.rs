@@ -2,13 +2,13 @@
 //! and serves the wrapper library (`mpi-wrappers/`, `libmpich.so.12`) with the lower
 //! world's functions and FS base.
 //!
-//! Current limits (split-process issue, in progress): every thread borrows the lower main
-//! thread's TCB (no per-thread lower TCBs yet), handles are MPICH's own (not virtual), and
-//! a process with a lower half cannot be checkpointed yet (the checkpoint fails saying so).
+//! Each upper thread that calls MPI borrows a lower TCB of its own; handle translation
+//! lives in the wrapper library. A process with a lower half cannot be checkpointed yet
+//! (the checkpoint fails saying so; MPI checkpoint/restart is the next issue).
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use mana_lower::abi::{LowerTable, MAX_TCBS};
+use mana_lower::abi::LowerTable;
 use mana_lower::loader;
 use std::sync::OnceLock;
 
@@ -16,11 +16,16 @@ use std::sync::OnceLock;
 #[no_mangle]
 pub static mana_lower_fs: AtomicU64 = AtomicU64::new(0);
 
+/// How many upper threads may call MPI in one process (each keeps its lower TCB).
+const MAX_MPI_THREADS: usize = 4096;
+
 /// Which lower TCB is lent to which upper thread (by FS base), for callbacks that must
 /// find their way back. Written once per slot, read lock-free with the lower FS active.
-static LENT_LOWER: [AtomicU64; MAX_TCBS] = [const { AtomicU64::new(0) }; MAX_TCBS];
-static LENT_UPPER: [AtomicU64; MAX_TCBS] = [const { AtomicU64::new(0) }; MAX_TCBS];
+static LENT_LOWER: [AtomicU64; MAX_MPI_THREADS] = [const { AtomicU64::new(0) }; MAX_MPI_THREADS];
+static LENT_UPPER: [AtomicU64; MAX_MPI_THREADS] = [const { AtomicU64::new(0) }; MAX_MPI_THREADS];
 static NEXT_TCB: AtomicUsize = AtomicUsize::new(0);
+/// Serialises the use of the proxy's spawning TCB (`tcbs[n_tcbs - 1]`).
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 thread_local! {
     static MY_TCB: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
@@ -33,20 +38,30 @@ fn upper_fs() -> u64 {
 }
 
 /// Lends the calling upper thread a lower TCB of its own (DESIGN.md §3: every thread that
-/// calls MPI needs one; the proxy prepared them as parked lower threads). The wrappers
-/// cache the answer per thread.
+/// calls MPI needs one): one the proxy prepared, or a new parked lower thread's, started
+/// on the proxy's spawning TCB. The wrappers cache the answer per thread.
 #[no_mangle]
 pub extern "C" fn mana_lower_tcb_for_this_thread() -> u64 {
     let t = lower();
     let i = NEXT_TCB.fetch_add(1, Ordering::AcqRel);
-    if i as u64 >= t.n_tcbs {
+    let lendable = t.n_tcbs.saturating_sub(1) as usize;
+    let fs = if i < lendable {
+        t.tcbs[i]
+    } else if i < MAX_MPI_THREADS && lendable > 0 {
+        let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let spawner = t.tcbs[lendable];
+        // SAFETY: `new_tcb` runs on the spawning TCB, which nobody else uses meanwhile.
+        unsafe { loader::in_lower(spawner, || (t.new_tcb)()) }
+    } else {
+        0
+    };
+    if fs == 0 {
         eprintln!(
-            "mana: more than {} threads call MPI; MANA-rs lends at most that many lower-half TCBs",
-            t.n_tcbs
+            "mana: cannot give thread #{} a lower-half TCB (at most {MAX_MPI_THREADS} threads may call MPI)",
+            i + 1
         );
         std::process::abort();
     }
-    let fs = t.tcbs[i];
     LENT_UPPER[i].store(upper_fs(), Ordering::Release);
     LENT_LOWER[i].store(fs, Ordering::Release);
     MY_TCB.with(|c| c.set(fs));
@@ -57,7 +72,8 @@ pub extern "C" fn mana_lower_tcb_for_this_thread() -> u64 {
 /// with the lower FS active: touches no thread-local state.
 #[no_mangle]
 pub extern "C" fn mana_upper_fs_for(lower_fs: u64) -> u64 {
-    for i in 0..MAX_TCBS {
+    let lent = NEXT_TCB.load(Ordering::Acquire).min(MAX_MPI_THREADS);
+    for i in 0..lent {
         if LENT_LOWER[i].load(Ordering::Acquire) == lower_fs {
             return LENT_UPPER[i].load(Ordering::Acquire);
         }
@@ -199,6 +215,21 @@ pub extern "C" fn mana_before_finalize() {
     let mut text = String::new();
     for (s, e) in lower_regions() {
         text.push_str(&format!("lower {s:x} {e:x}\n"));
+    }
+    // The stack pointer of every other thread blocked in a system call (the proxy's
+    // parked threads, UCX's progress thread, …): `thread TID SP`.
+    let me = std::process::id().to_string();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            let syscall = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+            let fields: Vec<&str> = syscall.split_whitespace().collect();
+            if tid != me && fields.len() >= 3 && fields[0] != "running" {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let sp = fields[fields.len() - 2];
+                text.push_str(&format!("thread {tid} {sp} {}\n", comm.trim()));
+            }
+        }
     }
     text.push_str(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default());
     let path = std::path::Path::new(&dir).join(format!("regions-{}.txt", std::process::id()));

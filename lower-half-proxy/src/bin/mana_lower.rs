@@ -9,7 +9,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, Ordering};
-use mana_lower::abi::{LowerTable, CALLBACK_ENV, MAX_TCBS, TABLE_MAGIC};
+use mana_lower::abi::{LowerTable, CALLBACK_ENV, PREPARED_TCBS, TABLE_MAGIC};
 
 struct Heap {
     lock: AtomicBool,
@@ -308,6 +308,41 @@ struct Start {
     arg: *mut c_void,
 }
 
+/// The stack (with its guard page) of a running lower thread: recorded as lower half
+/// while the thread runs (libc maps thread stacks internally, past our `mmap`), forgotten
+/// when it exits (libc may then cache or unmap it without telling us; an unrecorded
+/// mapping is merely saved, DESIGN.md rule 3).
+struct RecordedStack([u64; 2]);
+
+impl Drop for RecordedStack {
+    fn drop(&mut self) {
+        forget(self.0[0], self.0[1]);
+    }
+}
+
+thread_local! {
+    static THIS_STACK: core::cell::RefCell<Option<RecordedStack>> = const { core::cell::RefCell::new(None) };
+}
+
+fn record_this_stack() {
+    // SAFETY: pthread_getattr_np initialises `attr` for the calling thread; the getters
+    // only read it; it is destroyed before returning.
+    let range = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let (mut addr, mut size, mut guard) = (core::ptr::null_mut(), 0usize, 0usize);
+        libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_getguardsize(&attr, &mut guard);
+        libc::pthread_attr_destroy(&mut attr);
+        let start = (addr as u64).saturating_sub(guard as u64) & !4095;
+        [start, page_end(addr as u64, size as u64)]
+    };
+    remember(range[0], range[1]);
+    THIS_STACK.with(|s| *s.borrow_mut() = Some(RecordedStack(range)));
+}
+
 extern "C" fn lower_thread_start(p: *mut c_void) -> *mut c_void {
     // SAFETY: `p` is the Box<Start> leaked by pthread_create below; taken back once.
     let start = unsafe { Box::from_raw(p as *mut Start) };
@@ -317,6 +352,7 @@ extern "C" fn lower_thread_start(p: *mut c_void) -> *mut c_void {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
     }
+    record_this_stack();
     (start.f)(start.arg)
 }
 
@@ -377,7 +413,8 @@ static mut TABLE: LowerTable = LowerTable {
     probe,
     regions,
     n_tcbs: 0,
-    tcbs: [0; MAX_TCBS],
+    tcbs: [0; PREPARED_TCBS],
+    new_tcb,
 };
 
 fn current_fs() -> u64 {
@@ -407,29 +444,39 @@ extern "C" fn parked(slot: *mut c_void) -> *mut c_void {
     }
 }
 
-/// Prepares the TCBs to lend: ours, plus MAX_TCBS-1 parked lower threads.
+/// Starts a parked lower thread; its TCB, or 0 if no thread could be created.
+unsafe extern "C" fn new_tcb() -> u64 {
+    let slot = Box::leak(Box::new(core::sync::atomic::AtomicU64::new(0)));
+    let mut tid: libc::pthread_t = 0;
+    // SAFETY: a detached-by-neglect thread running `parked` with a leaked slot.
+    let r = unsafe {
+        libc::pthread_create(
+            &mut tid,
+            core::ptr::null(),
+            parked,
+            slot as *mut _ as *mut c_void,
+        )
+    };
+    if r != 0 {
+        return 0;
+    }
+    while slot.load(Ordering::Acquire) == 0 {
+        std::thread::yield_now();
+    }
+    slot.load(Ordering::Acquire)
+}
+
+/// Prepares the TCBs to lend: ours, plus PREPARED_TCBS-1 parked lower threads.
 fn prepare_tcbs(table: &mut LowerTable) {
     table.tcbs[0] = table.fs_base;
     let mut n = 1;
-    for _ in 1..MAX_TCBS {
-        let slot = Box::leak(Box::new(core::sync::atomic::AtomicU64::new(0)));
-        let mut tid: libc::pthread_t = 0;
-        // SAFETY: a detached-by-neglect thread running `parked` with a leaked slot.
-        let r = unsafe {
-            libc::pthread_create(
-                &mut tid,
-                core::ptr::null(),
-                parked,
-                slot as *mut _ as *mut c_void,
-            )
-        };
-        if r != 0 {
+    while n < PREPARED_TCBS {
+        // SAFETY: runs on the proxy's main thread, before anyone else uses the table.
+        let fs = unsafe { new_tcb() };
+        if fs == 0 {
             break;
         }
-        while slot.load(Ordering::Acquire) == 0 {
-            std::thread::yield_now();
-        }
-        table.tcbs[n] = slot.load(Ordering::Acquire);
+        table.tcbs[n] = fs;
         n += 1;
     }
     table.n_tcbs = n as u64;
