@@ -6456,37 +6456,11 @@ __attribute__((used)) static int mana_w_MPI_Waitsome(int incount, MPI_Request ar
 }
 MANA_EXPORT(mana_w_MPI_Waitsome, MPI_Waitsome)
 MANA_EXPORT(mana_w_MPI_Waitsome, PMPI_Waitsome)
-__attribute__((used)) static int mana_w_MPI_Win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    info = mana_h_real(info);
-    comm = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 551, "PMPI_Win_allocate_shared", int, (MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
-    }
-    if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_allocate_shared, MPI_Win_allocate_shared)
-MANA_EXPORT(mana_w_MPI_Win_allocate_shared, PMPI_Win_allocate_shared)
-__attribute__((used)) static int mana_w_MPI_Win_allocate_shared_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win) {
-    info = mana_h_real(info);
-    comm = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 552, "PMPI_Win_allocate_shared_c", int, (MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void* baseptr, MPI_Win* win), (size, disp_unit, info, comm, baseptr, &win_l));
-    }
-    if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, MPI_Win_allocate_shared_c)
-MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, PMPI_Win_allocate_shared_c)
 __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 553, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_FORWARD_INTO(r_, 551, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
     return r_;
 }
@@ -6496,7 +6470,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 554, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_FORWARD_INTO(r_, 552, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     return r_;
 }
@@ -6506,7 +6480,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 555, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 553, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6518,7 +6492,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 556, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 554, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6531,7 +6505,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint si
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 557, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 555, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6544,7 +6518,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 558, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 556, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6556,7 +6530,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 559, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_FORWARD_INTO(r_, 557, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     return r_;
 }
@@ -6566,7 +6540,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 560, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_FORWARD_INTO(r_, 558, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     return r_;
 }
@@ -6576,7 +6550,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 561, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 559, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6586,7 +6560,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 562, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 560, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6596,7 +6570,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 563, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 561, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6606,7 +6580,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 564, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 562, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6616,7 +6590,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 565, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 563, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6626,30 +6600,19 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 566, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_FORWARD_INTO(r_, 564, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, MPI_Win_free_keyval)
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, PMPI_Win_free_keyval)
-__attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int win_keyval, void* attribute_val, int* flag) {
-    win = mana_h_real(win);
-    win_keyval = mana_h_real(win_keyval);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 567, "PMPI_Win_get_attr", int, (MPI_Win win, int win_keyval, void* attribute_val, int* flag), (win, win_keyval, attribute_val, flag));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_get_attr, MPI_Win_get_attr)
-MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
 __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_Errhandler* errhandler) {
     win = mana_h_real(win);
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 568, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 565, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -6661,7 +6624,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 569, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_FORWARD_INTO(r_, 566, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -6673,7 +6636,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 570, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_FORWARD_INTO(r_, 567, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -6684,7 +6647,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 571, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_FORWARD_INTO(r_, 568, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     return r_;
 }
@@ -6694,7 +6657,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 572, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_FORWARD_INTO(r_, 569, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     return r_;
 }
@@ -6704,7 +6667,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 573, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 570, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6715,7 +6678,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 574, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 571, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6726,7 +6689,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 575, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 572, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     return r_;
 }
@@ -6737,7 +6700,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 576, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+        MANA_FORWARD_INTO(r_, 573, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
     }
     return r_;
 }
@@ -6748,7 +6711,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 577, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_FORWARD_INTO(r_, 574, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     return r_;
 }
@@ -6758,38 +6721,18 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 578, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_FORWARD_INTO(r_, 575, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
-__attribute__((used)) static int mana_w_MPI_Win_shared_query(MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr) {
-    win = mana_h_real(win);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 579, "PMPI_Win_shared_query", int, (MPI_Win win, int rank, MPI_Aint* size, int* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_shared_query, MPI_Win_shared_query)
-MANA_EXPORT(mana_w_MPI_Win_shared_query, PMPI_Win_shared_query)
-__attribute__((used)) static int mana_w_MPI_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr) {
-    win = mana_h_real(win);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 580, "PMPI_Win_shared_query_c", int, (MPI_Win win, int rank, MPI_Aint* size, MPI_Aint* disp_unit, void* baseptr), (win, rank, size, disp_unit, baseptr));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_shared_query_c, MPI_Win_shared_query_c)
-MANA_EXPORT(mana_w_MPI_Win_shared_query_c, PMPI_Win_shared_query_c)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 581, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 576, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6799,7 +6742,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 582, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 577, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6809,7 +6752,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 583, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_FORWARD_INTO(r_, 578, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     return r_;
 }
@@ -6819,7 +6762,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 584, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 579, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6829,7 +6772,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 585, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 580, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6839,19 +6782,19 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 586, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 581, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(587, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(582, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(588, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(583, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

@@ -30,6 +30,13 @@ static int mana_slots_full(const char *what)
     return MPI_ERR_INTERN;
 }
 
+/* A call into the lower library with real handles, for the wrappers' own use. */
+#define LOWER_CALL(NAME, ID, LOWER, PARAMS, ARGS)                                       \
+    static int NAME PARAMS                                                              \
+    {                                                                                   \
+        MANA_FORWARD(ID, LOWER, int, PARAMS, ARGS);                                     \
+    }
+
 /* MPI_Op_create / MPI_Op_create_c */
 static MPI_User_function *op_fn[MANA_SLOTS];
 static MPI_User_function_c *op_fn_c[MANA_SLOTS];
@@ -354,6 +361,23 @@ static struct {
     void *base;
 } win_mem[MANA_WINS];
 
+/* Shared-memory windows (MPI_Win_allocate_shared): the segment is upper-half memory too —
+ * a /dev/shm file created by the communicator's rank 0, mapped by every rank, unlinked
+ * once all have mapped it — and the window is MPI_Win_create over this rank's part.
+ * Segments are contiguous in rank order (what MPI guarantees without
+ * alloc_shared_noncontig); MPI_Win_shared_query is answered here. */
+#define MANA_SHARED_WINS 256
+static struct shared_win {
+    MPI_Win win;    /* the application's handle; 0 = free slot */
+    char *map;
+    size_t map_len;
+    int n;
+    MPI_Aint *size; /* per rank of the window's group: size, displacement unit, offset */
+    MPI_Aint *unit;
+    MPI_Aint *off;
+} shared_wins[MANA_SHARED_WINS];
+static int shared_seq;
+
 static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
 {
     MPI_Info info_l = mana_h_real(info);
@@ -422,6 +446,190 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Ai
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, MPI_Win_allocate_c)
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
 
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+LOWER_CALL(lower_comm_rank, 4040, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
+LOWER_CALL(lower_comm_size, 4041, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
+LOWER_CALL(lower_allgather, 4042, "PMPI_Allgather",
+           (const void *s, int sc, MPI_Datatype st, void *r, int rc, MPI_Datatype rt, MPI_Comm c),
+           (s, sc, st, r, rc, rt, c))
+LOWER_CALL(lower_bcast, 4043, "PMPI_Bcast", (void *b, int n, MPI_Datatype t, int root, MPI_Comm c),
+           (b, n, t, root, c))
+LOWER_CALL(lower_barrier, 4044, "PMPI_Barrier", (MPI_Comm c), (c))
+
+static struct shared_win *shared_win_of(MPI_Win win)
+{
+    for (int i = 0; i < MANA_SHARED_WINS; i++)
+        if (shared_wins[i].win == win && win)
+            return &shared_wins[i];
+    return NULL;
+}
+
+static int win_allocate_shared(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void *baseptr,
+                               MPI_Win *win)
+{
+    MPI_Comm c = mana_h_real(comm);
+    int me, n, r;
+    if ((r = lower_comm_rank(c, &me)) != MPI_SUCCESS || (r = lower_comm_size(c, &n)) != MPI_SUCCESS)
+        return r;
+    struct shared_win *sw = NULL;
+    for (int i = 0; i < MANA_SHARED_WINS && !sw; i++)
+        if (__sync_bool_compare_and_swap(&shared_wins[i].win, 0, -1))
+            sw = &shared_wins[i];
+    if (!sw)
+        return mana_slots_full("shared-memory windows");
+    MPI_Aint *all = calloc(3 * (size_t)n, sizeof(MPI_Aint)), *pairs = calloc(2 * (size_t)n, sizeof(MPI_Aint));
+    MPI_Aint mine[2] = {size, disp_unit};
+    if (!all || !pairs || (r = lower_allgather(mine, 2, MPI_AINT, pairs, 2, MPI_AINT, c)) != MPI_SUCCESS) {
+        free(all);
+        free(pairs);
+        sw->win = 0;
+        return all && pairs ? r : MPI_ERR_NO_MEM;
+    }
+    sw->n = n;
+    sw->size = all;
+    sw->unit = all + n;
+    sw->off = all + 2 * n;
+    MPI_Aint total = 0;
+    for (int i = 0; i < n; i++) {
+        sw->size[i] = pairs[2 * i];
+        sw->unit[i] = pairs[2 * i + 1];
+        sw->off[i] = total;
+        total += pairs[2 * i];
+    }
+    free(pairs);
+    char path[128] = "";
+    int fd = -1;
+    sw->map_len = ((size_t)total + 4095) & ~(size_t)4095;
+    if (!sw->map_len)
+        sw->map_len = 4096;
+    if (me == 0) {
+        snprintf(path, sizeof path, "/dev/shm/mana-win-%d-%d", (int)getpid(), __atomic_fetch_add(&shared_seq, 1, 0));
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)sw->map_len) != 0) {
+            fprintf(stderr, "mana: cannot create the shared window segment %s (%zu bytes)\n", path, sw->map_len);
+            path[0] = 0;
+        }
+    }
+    lower_bcast(path, sizeof path, MPI_CHAR, 0, c);
+    if (!path[0]) {
+        if (fd >= 0)
+            close(fd);
+        free(all);
+        sw->win = 0;
+        return MPI_ERR_NO_MEM;
+    }
+    if (me != 0)
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    sw->map = fd < 0 ? MAP_FAILED : mmap(NULL, sw->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    lower_barrier(c);
+    if (me == 0)
+        unlink(path);
+    if (sw->map == MAP_FAILED) {
+        fprintf(stderr, "mana: cannot map the shared window segment %s\n", path);
+        free(all);
+        sw->win = 0;
+        return MPI_ERR_NO_MEM;
+    }
+    void *base = sw->map + sw->off[me];
+    MPI_Win w = 0;
+    r = disp_unit == (int)disp_unit ? win_create(base, size, (int)disp_unit, info, comm, &w)
+                                    : win_create_c(base, size, disp_unit, info, comm, &w);
+    if (r != MPI_SUCCESS) {
+        munmap(sw->map, sw->map_len);
+        free(all);
+        sw->win = 0;
+        return r;
+    }
+    sw->win = w;
+    *win = w;
+    *(void **)baseptr = base;
+    return MPI_SUCCESS;
+}
+
+__attribute__((used)) static int mana_w_MPI_Win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info,
+                                                                MPI_Comm comm, void *baseptr, MPI_Win *win)
+{
+    return win_allocate_shared(size, disp_unit, info, comm, baseptr, win);
+}
+MANA_EXPORT(mana_w_MPI_Win_allocate_shared, MPI_Win_allocate_shared)
+MANA_EXPORT(mana_w_MPI_Win_allocate_shared, PMPI_Win_allocate_shared)
+
+__attribute__((used)) static int mana_w_MPI_Win_allocate_shared_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
+                                                                  MPI_Comm comm, void *baseptr, MPI_Win *win)
+{
+    return win_allocate_shared(size, disp_unit, info, comm, baseptr, win);
+}
+MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, MPI_Win_allocate_shared_c)
+MANA_EXPORT(mana_w_MPI_Win_allocate_shared_c, PMPI_Win_allocate_shared_c)
+
+/* The segment of `rank` (MPI_PROC_NULL: the first non-empty one). */
+static int shared_query(MPI_Win win, int rank, MPI_Aint *size, MPI_Aint *unit, void *baseptr)
+{
+    struct shared_win *sw = shared_win_of(win);
+    if (!sw)
+        return MPI_ERR_RMA_FLAVOR;
+    if (rank == MPI_PROC_NULL) {
+        rank = 0;
+        while (rank < sw->n - 1 && sw->size[rank] == 0)
+            rank++;
+    }
+    if (rank < 0 || rank >= sw->n)
+        return MPI_ERR_RANK;
+    *size = sw->size[rank];
+    *unit = sw->unit[rank];
+    *(void **)baseptr = sw->map + sw->off[rank];
+    return MPI_SUCCESS;
+}
+
+__attribute__((used)) static int mana_w_MPI_Win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_unit,
+                                                             void *baseptr)
+{
+    MPI_Aint unit = 0;
+    int r = shared_query(win, rank, size, &unit, baseptr);
+    if (r == MPI_SUCCESS)
+        *disp_unit = (int)unit;
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Win_shared_query, MPI_Win_shared_query)
+MANA_EXPORT(mana_w_MPI_Win_shared_query, PMPI_Win_shared_query)
+
+__attribute__((used)) static int mana_w_MPI_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint *size,
+                                                               MPI_Aint *disp_unit, void *baseptr)
+{
+    return shared_query(win, rank, size, disp_unit, baseptr);
+}
+MANA_EXPORT(mana_w_MPI_Win_shared_query_c, MPI_Win_shared_query_c)
+MANA_EXPORT(mana_w_MPI_Win_shared_query_c, PMPI_Win_shared_query_c)
+
+/* The window's flavor is the one the application asked for (the lower half only sees
+ * MPI_Win_create). */
+__attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int keyval, void *value, int *flag)
+{
+    static int flavor_shared = MPI_WIN_FLAVOR_SHARED, flavor_allocate = MPI_WIN_FLAVOR_ALLOCATE;
+    MPI_Win w = mana_h_real(win);
+    int kv = mana_h_real(keyval), r;
+    {
+        MANA_FORWARD_INTO(r, 4045, "PMPI_Win_get_attr", int, (MPI_Win w_, int k_, void *v_, int *f_),
+                          (w, kv, value, flag));
+    }
+    if (r == MPI_SUCCESS && keyval == MPI_WIN_CREATE_FLAVOR && *flag) {
+        if (shared_win_of(win))
+            *(int **)value = &flavor_shared;
+        for (int i = 0; i < MANA_WINS; i++)
+            if (win_mem[i].base && win_mem[i].win == win)
+                *(int **)value = &flavor_allocate;
+    }
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Win_get_attr, MPI_Win_get_attr)
+MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
+
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {
     MPI_Win w = *win, w_r = mana_h_real(w), w_l = w_r;
@@ -430,6 +638,12 @@ __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
         MANA_FORWARD_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (&w_l));
     }
     *win = mana_h_inout_done(w, w_r, w_l);
+    struct shared_win *sw = r == MPI_SUCCESS ? shared_win_of(w) : NULL;
+    if (sw) {
+        munmap(sw->map, sw->map_len);
+        free(sw->size);
+        sw->win = 0;
+    }
     if (r == MPI_SUCCESS)
         for (int i = 0; i < MANA_WINS; i++)
             if (win_mem[i].base && win_mem[i].win == w) {

@@ -3,7 +3,8 @@
 //! memory) lies inside the ranges the runtime reports as lower half — which come from the
 //! loader's and the proxy's own records, not from mapping names — and MANA's own wrapper
 //! library, although named `libmpich.so.12`, is not among them (it is upper half, saved),
-//! nor is the memory MPI hands the application (`MPI_Alloc_mem`, `MPI_Win_allocate`).
+//! nor is the memory MPI hands the application (`MPI_Alloc_mem`, `MPI_Win_allocate`,
+//! `MPI_Win_allocate_shared`, whose segment is MANA's own shared file).
 //! The stacks of the lower world's threads are lower half too.
 
 use mana_tests::*;
@@ -140,6 +141,43 @@ fn mpich_lives_only_in_the_reported_lower_half_ranges() {
                 f.display()
             );
         }
+        // The memory MPI handed this rank is the application's (upper half); a
+        // shared-memory window's segment is MANA's own /dev/shm file.
+        let pid = f
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("regions-"))
+            .unwrap()
+            .to_string();
+        let (_, addrs) = memory
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .unwrap_or_else(|| panic!("no rma-memory line for pid {pid}"));
+        assert_eq!(
+            addrs.len(),
+            4,
+            "alloc_mem, win_base, win_c_base, win_shared"
+        );
+        for &a in addrs {
+            assert!(
+                !covered(a, a + 1),
+                "{}: memory MPI returned ({a:#x}) lies in the lower half",
+                f.display()
+            );
+        }
+        let backing = out
+            .stderr_text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("rma-shared-map pid={pid} "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("rank {pid} did not report its shared window's mapping"));
+        assert!(
+            backing.contains("/dev/shm/mana-win-"),
+            "{}: the shared window's memory is `{backing}`, not MANA's segment",
+            f.display()
+        );
         for &(a, b) in &lower {
             assert!(
                 maps.iter().any(|m| m.start < b && a < m.end),
