@@ -59,3 +59,55 @@ fn ring_under_srun_and_mana_launch_equals_native() {
     let loaded = under.stderr_text().matches("lower half loaded").count();
     assert_eq!(loaded, n, "expected {n} lower halves: {}", under.describe());
 }
+
+/// The other test programs of tests/mpi (and the rsmpi one) under srun: point-to-point,
+/// every collective, communicators and topologies, derived datatypes, callbacks, handle
+/// and status semantics, MPI_THREAD_MULTIPLE — same output as native srun.
+#[test]
+fn every_test_program_under_srun_and_mana_launch_equals_native() {
+    let slurm = Slurm::start();
+    let s = Session::start("slurm-all");
+    let launch = bin("mana_launch");
+    let n = 2;
+    let mut programs: Vec<(String, std::path::PathBuf)> = [
+        "p2p",
+        "collectives",
+        "comms",
+        "datatypes",
+        "callbacks",
+        "handles",
+        "threads_multiple",
+    ]
+    .iter()
+    .map(|name| (name.to_string(), compile_mpi(name, s.dir())))
+    .collect();
+    programs.push(("rsmpi_ring".into(), bin("rsmpi_ring")));
+    for (name, program) in &programs {
+        let native = srun(&slurm, &s, n, &[program]);
+        assert!(
+            native.status.success() && !native.stdout_text().is_empty(),
+            "{name}: native srun failed: {}\n{}",
+            native.describe(),
+            slurm.logs()
+        );
+        let under = srun(&slurm, &s, n, &[&launch, program]);
+        assert!(
+            under.status.success(),
+            "{name}: srun mana_launch failed: {}\n{}",
+            under.describe(),
+            slurm.logs()
+        );
+        assert_eq!(
+            under.stdout_text(),
+            native.stdout_text(),
+            "{name}: output under srun mana_launch differs from native srun"
+        );
+        let loaded = under.stderr_text().matches("lower half loaded").count();
+        assert_eq!(
+            loaded,
+            n,
+            "{name}: expected {n} lower halves: {}",
+            under.describe()
+        );
+    }
+}
