@@ -5,7 +5,8 @@
 //! library, although named `libmpich.so.12`, is not among them (it is upper half, saved),
 //! nor is the memory MPI hands the application (`MPI_Alloc_mem`, `MPI_Win_allocate`,
 //! `MPI_Win_allocate_shared`, whose segment is MANA's own shared file).
-//! The stacks of the lower world's threads are lower half too.
+//! The stacks of the lower world's threads are lower half too, and what the lower world
+//! maps at run time (heap, UCX's POSIX and System V shared memory) lies in its arena.
 
 use mana_tests::*;
 use std::process::Command;
@@ -103,7 +104,40 @@ fn mpich_lives_only_in_the_reported_lower_half_ranges() {
             "libucm",
             "libhwloc",
             "/dev/shm/",
+            "/SYSV",
         ];
+        // The arena (DESIGN.md rule 2): one large reservation that holds what the lower
+        // world maps at run time — its heap, UCX's and MPICH's shared memory segments.
+        let arena = *lower
+            .iter()
+            .max_by_key(|(a, b)| b - a)
+            .expect("lower ranges");
+        assert!(
+            arena.1 - arena.0 >= 1 << 30,
+            "{}: no arena among the lower ranges: {lower:x?}",
+            f.display()
+        );
+        let mut in_arena = 0;
+        for m in &maps {
+            if m.name.starts_with("/dev/shm/") || m.name.starts_with("/SYSV") {
+                if m.name.contains("mana-win-") {
+                    continue; // MANA's own shared window: upper half, checked below
+                }
+                assert!(
+                    arena.0 <= m.start && m.end <= arena.1,
+                    "{}: lower shared memory {m} lies outside the arena {:#x}-{:#x}",
+                    f.display(),
+                    arena.0,
+                    arena.1
+                );
+                in_arena += 1;
+            }
+        }
+        assert!(
+            in_arena > 0,
+            "{}: no shared memory segment of MPI's found",
+            f.display()
+        );
         let mut seen_mpich = false;
         for m in &maps {
             if mpich_like.iter().any(|p| m.name.contains(p)) && !m.name.contains("mana-mpi") {

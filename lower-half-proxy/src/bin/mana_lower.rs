@@ -3,7 +3,9 @@
 //! `#![no_main]` with a C `main` that never returns: Rust's `fn main` runtime would install
 //! process-wide signal handlers and ignore SIGPIPE from lower-half code (DESIGN.md §3).
 //! It exports the `malloc` family so that its whole world allocates with mmap only,
-//! never with `brk`, which belongs to the application's libc.
+//! never with `brk`, which belongs to the application's libc, and `mmap`, `munmap`,
+//! `mremap`, `shmat`, `shmdt` so that those mappings land in one reserved arena
+//! (DESIGN.md rule 2).
 
 #![no_main]
 
@@ -144,10 +146,13 @@ unsafe extern "C" fn probe(x: u64) -> u64 {
 
 // ---- Mappings of the lower world (DESIGN.md rule 2 and 3) ----
 //
-// The proxy exports `mmap`, `mmap64`, `munmap` and `mremap`, so every library of the
-// lower world maps through them; they record what they map. Together with the link map's
-// segments this is the lower-half region set. (Mappings made by raw syscalls or inside
-// libc itself are not seen: to the checkpointer they are unknown, hence saved.)
+// The proxy exports `mmap`, `mmap64`, `munmap`, `mremap`, `shmat` and `shmdt`, so every
+// library of the lower world maps through them. They place mappings in the arena (below)
+// and record the few that land outside it (fixed addresses, a full arena), as does the
+// start routine of every lower thread for its stack. The arena, these records, the link
+// map's segments and the lower main stack are the lower-half region set. (Mappings made
+// by raw syscalls or inside libc itself are not seen: to the checkpointer they are
+// unknown, hence saved.)
 
 const MAX_RANGES: usize = 8192;
 struct Ranges {
@@ -220,6 +225,98 @@ fn page_end(addr: u64, len: u64) -> u64 {
     (addr + len + 4095) & !4095
 }
 
+// ---- The arena (DESIGN.md rule 2) ----
+//
+// One large PROT_NONE reservation, made on the first mapping request of this world (a
+// library constructor's, before `main`). Every mapping the world asks for without a fixed
+// address is placed in it; an unmapped piece becomes PROT_NONE again and goes back to the
+// free list (lower_half::arena). When the arena is full (or cannot be reserved), mappings
+// go wherever the kernel puts them and are recorded individually (with a warning).
+
+/// Size of the arena's reservation (address space only: PROT_NONE, MAP_NORESERVE).
+const ARENA_BYTES: u64 = 32 << 30;
+const PAGE: u64 = 4096;
+
+struct Arena {
+    lock: AtomicBool,
+    /// `[base, end)`; base 0 = not reserved yet, u64::MAX = could not be reserved.
+    bounds: core::cell::UnsafeCell<[u64; 2]>,
+    free: core::cell::UnsafeCell<mana_lower::arena::FreeList<4096>>,
+    warned: AtomicBool,
+}
+// SAFETY: `bounds` and `free` are only used while `lock` is held.
+unsafe impl Sync for Arena {}
+static ARENA: Arena = Arena {
+    lock: AtomicBool::new(false),
+    bounds: core::cell::UnsafeCell::new([0, 0]),
+    free: core::cell::UnsafeCell::new(mana_lower::arena::FreeList::new()),
+    warned: AtomicBool::new(false),
+};
+
+fn raw_mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, off: i64) -> i64 {
+    // SAFETY: the raw system call; callers own the range they name (arena pieces) or pass
+    // the application-of-this-world's own arguments.
+    unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) }
+}
+
+/// Makes `[start, end)` of the arena PROT_NONE again (it was mapped, or is a hole).
+fn reserve(start: u64, end: u64) -> bool {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
+    raw_mmap(start, end - start, libc::PROT_NONE, flags, -1, 0) == start as i64
+}
+
+/// Runs `f` on the arena's bounds and free list, reserving the arena first if needed.
+fn with_arena<R>(f: impl FnOnce([u64; 2], &mut mana_lower::arena::FreeList<4096>) -> R) -> R {
+    while ARENA
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held.
+    let (bounds, free) = unsafe { (&mut *ARENA.bounds.get(), &mut *ARENA.free.get()) };
+    if bounds[0] == 0 {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let r = raw_mmap(0, ARENA_BYTES, libc::PROT_NONE, flags, -1, 0);
+        *bounds = if r == -1 {
+            [u64::MAX, u64::MAX]
+        } else {
+            [r as u64, r as u64 + ARENA_BYTES]
+        };
+        free.reset(bounds[0], bounds[1]);
+    }
+    let r = f(*bounds, free);
+    ARENA.lock.store(false, Ordering::Release);
+    r
+}
+
+fn in_arena(start: u64, end: u64) -> bool {
+    with_arena(|[a, b], _| a <= start && end <= b)
+}
+
+fn arena_take(len: u64) -> Option<u64> {
+    let slot = with_arena(|_, free| free.take(len));
+    if slot.is_none() && !ARENA.warned.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "mana_lower: the lower half's {} GiB arena is full; further lower-half mappings are placed outside it (recorded one by one)",
+            ARENA_BYTES >> 30
+        );
+    }
+    slot
+}
+
+/// Gives `[start, end)` of the arena back: PROT_NONE, then free.
+fn arena_give(start: u64, end: u64) {
+    if reserve(start, end) {
+        with_arena(|_, free| free.give(start, end));
+    }
+}
+
+fn page_up(len: u64) -> u64 {
+    (len + PAGE - 1) & !(PAGE - 1)
+}
+
 /// # Safety
 /// The `mmap(2)` contract.
 #[no_mangle]
@@ -231,12 +328,28 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: i64,
 ) -> *mut c_void {
-    // SAFETY: the raw system call with the caller's arguments.
-    let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) };
+    let len_p = page_up(len as u64);
+    let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+    if !fixed && len > 0 {
+        if let Some(slot) = arena_take(len_p) {
+            let r = raw_mmap(slot, len as u64, prot, flags | libc::MAP_FIXED, fd, off);
+            if r == -1 {
+                arena_give(slot, slot + len_p);
+                return libc::MAP_FAILED;
+            }
+            return r as *mut c_void;
+        }
+    }
+    let r = raw_mmap(addr as u64, len as u64, prot, flags, fd, off);
     if r == -1 {
         return libc::MAP_FAILED;
     }
-    remember(r as u64, page_end(r as u64, len as u64));
+    let (s, e) = (r as u64, r as u64 + len_p);
+    if in_arena(s, e) {
+        with_arena(|_, free| free.claim(s, e));
+    } else {
+        remember(s, e);
+    }
     r as *mut c_void
 }
 
@@ -259,16 +372,22 @@ pub unsafe extern "C" fn mmap64(
 /// The `munmap(2)` contract.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    let (s, e) = (addr as u64, addr as u64 + page_up(len as u64));
+    if s % PAGE == 0 && len > 0 && in_arena(s, e) {
+        arena_give(s, e);
+        return 0;
+    }
     // SAFETY: the raw system call with the caller's arguments.
     let r = unsafe { libc::syscall(libc::SYS_munmap, addr, len) };
     if r == 0 {
-        forget(addr as u64, page_end(addr as u64, len as u64));
+        forget(s, e);
     }
     r as c_int
 }
 
 /// `mremap(old, old_size, new_size, flags, ... new_address)`: on x86-64 the optional fifth
 /// argument arrives in the same register whether or not the caller saw a prototype.
+/// A mapping in the arena stays in it: it shrinks in place, or moves to a new piece.
 ///
 /// # Safety
 /// The `mremap(2)` contract.
@@ -280,14 +399,163 @@ pub unsafe extern "C" fn mremap(
     flags: c_int,
     new_addr: *mut c_void,
 ) -> *mut c_void {
-    // SAFETY: the raw system call with the caller's arguments.
-    let r = unsafe { libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, new_addr) };
+    let remap = |to: u64, flags: c_int| -> i64 {
+        // SAFETY: the raw system call; `to` is a piece of the arena we own, or the caller's.
+        unsafe { libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, to) }
+    };
+    let (o, old_p, new_p) = (
+        old as u64,
+        page_up(old_size as u64),
+        page_up(new_size as u64),
+    );
+    let arena_old = o % PAGE == 0 && old_size > 0 && in_arena(o, o + old_p);
+    if arena_old && flags & libc::MREMAP_FIXED == 0 {
+        if new_p <= old_p {
+            let r = remap(0, 0);
+            if r != -1 && new_p < old_p {
+                arena_give(o + new_p, o + old_p);
+            }
+            return if r == -1 {
+                libc::MAP_FAILED
+            } else {
+                r as *mut c_void
+            };
+        }
+        if flags & libc::MREMAP_MAYMOVE == 0 {
+            // Growing in place would need the next piece of the arena unmapped.
+            // SAFETY: this thread's errno.
+            unsafe { *libc::__errno_location() = libc::ENOMEM };
+            return libc::MAP_FAILED;
+        }
+        if let Some(slot) = arena_take(new_p) {
+            let r = remap(slot, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED);
+            if r == -1 {
+                arena_give(slot, slot + new_p);
+                return libc::MAP_FAILED;
+            }
+            arena_give(o, o + old_p);
+            return r as *mut c_void;
+        }
+    }
+    let r = remap(new_addr as u64, flags);
     if r == -1 {
         return libc::MAP_FAILED;
     }
-    forget(old as u64, page_end(old as u64, old_size as u64));
-    remember(r as u64, page_end(r as u64, new_size as u64));
+    if arena_old {
+        arena_give(o, o + old_p);
+    } else {
+        forget(o, o + old_p);
+    }
+    let (s, e) = (r as u64, r as u64 + new_p);
+    if in_arena(s, e) {
+        with_arena(|_, free| free.claim(s, e));
+    } else {
+        remember(s, e);
+    }
     r as *mut c_void
+}
+
+// System V shared memory (UCX's `sysv` transport): attached into the arena as well.
+const MAX_SHM: usize = 1024;
+static SHM: Ranges = Ranges {
+    lock: AtomicBool::new(false),
+    n: core::cell::UnsafeCell::new(0),
+    r: core::cell::UnsafeCell::new([[0; 2]; MAX_RANGES]),
+};
+
+fn with_shm<R>(f: impl FnOnce(&mut usize, &mut [[u64; 2]; MAX_RANGES]) -> R) -> R {
+    while SHM
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held.
+    let r = unsafe { f(&mut *SHM.n.get(), &mut *SHM.r.get()) };
+    SHM.lock.store(false, Ordering::Release);
+    r
+}
+
+/// # Safety
+/// The `shmat(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> *mut c_void {
+    let attach = |at: u64, flags: c_int| -> i64 {
+        // SAFETY: the raw system call; `at` is a piece of the arena we own, or the caller's.
+        unsafe { libc::syscall(libc::SYS_shmat, id, at, flags) }
+    };
+    let mut size = 0u64;
+    if addr.is_null() {
+        // SAFETY: IPC_STAT fills a shmid_ds.
+        let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+        // SAFETY: the raw system call with a valid out-pointer.
+        if unsafe { libc::syscall(libc::SYS_shmctl, id, libc::IPC_STAT, &mut ds) } == 0 {
+            size = page_up(ds.shm_segsz as u64);
+        }
+    }
+    let mut r = -1;
+    if size > 0 {
+        if let Some(slot) = arena_take(size) {
+            r = attach(slot, flags | libc::SHM_REMAP);
+            if r == -1 {
+                arena_give(slot, slot + size);
+                return -1isize as *mut c_void;
+            }
+        }
+    }
+    if r == -1 {
+        r = attach(addr as u64, flags);
+        if r == -1 {
+            return -1isize as *mut c_void;
+        }
+        if size == 0 {
+            // SAFETY: IPC_STAT fills a shmid_ds.
+            let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+            // SAFETY: the raw system call with a valid out-pointer.
+            unsafe { libc::syscall(libc::SYS_shmctl, id, libc::IPC_STAT, &mut ds) };
+            size = page_up(ds.shm_segsz as u64);
+        }
+        let (s, e) = (r as u64, r as u64 + size);
+        if in_arena(s, e) {
+            with_arena(|_, free| free.claim(s, e));
+        } else {
+            remember(s, e);
+        }
+    }
+    with_shm(|n, t| {
+        if *n < MAX_SHM {
+            t[*n] = [r as u64, size];
+            *n += 1;
+        }
+    });
+    r as *mut c_void
+}
+
+/// # Safety
+/// The `shmdt(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
+    let a = addr as u64;
+    let size = with_shm(|n, t| {
+        let i = (0..*n).find(|&i| t[i][0] == a)?;
+        let size = t[i][1];
+        *n -= 1;
+        t[i] = t[*n];
+        Some(size)
+    });
+    // SAFETY: the raw system call with the caller's argument.
+    let r = unsafe { libc::syscall(libc::SYS_shmdt, addr) };
+    if r == 0 {
+        if let Some(size) = size {
+            if in_arena(a, a + size) {
+                arena_give(a, a + size);
+            } else {
+                forget(a, a + size);
+            }
+        }
+    }
+    r as c_int
 }
 
 // ---- Threads of the lower world ----
@@ -384,6 +652,10 @@ pub unsafe extern "C" fn pthread_create(
 
 unsafe extern "C" fn regions(out: *mut [u64; 2], cap: usize) -> usize {
     let mut v: Vec<[u64; 2]> = with_ranges(|n, r| r[..*n].to_vec());
+    let arena = with_arena(|bounds, _| bounds);
+    if arena[0] != u64::MAX {
+        v.push(arena);
+    }
     unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
         // SAFETY: called by dl_iterate_phdr with valid pointers.
         let (info, v) = unsafe { (&*info, &mut *(data as *mut Vec<[u64; 2]>)) };
