@@ -1,7 +1,7 @@
 //! Client side of the coordinator protocol, used by `mana_status`, `mana_launch`,
 //! `mana_restart` and the runtime's checkpoint thread.
 
-use crate::protocol::{self, FromCoord, ProtoError, Role, ToCoord};
+use crate::protocol::{self, FromCoord, ProtoError, ReduceEntry, ReduceOp, Role, ToCoord};
 use crate::status::{StatusError, StatusFile};
 use std::fmt;
 use std::net::{Shutdown, TcpStream};
@@ -48,6 +48,21 @@ pub enum ClientError {
         #[source]
         source: ProtoError,
     },
+}
+
+/// Why [`Connection::reduce`] (or [`Connection::barrier`]) returned without a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ReduceError {
+    /// The coordinator gave up on the key (its reason names the process at fault).
+    #[error("reduce {key:?} failed: {reason}")]
+    Failed { key: String, reason: String },
+    /// The coordinator sent something else first (e.g. `Kill`); the reduce is still
+    /// pending: act on the message, then [`Connection::wait_reduced`] if still wanted.
+    #[error("the coordinator sent {0:?} while a reduce was pending")]
+    Interrupted(FromCoord),
+    /// The connection failed, or the read timeout passed (the reduce is still pending).
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// One authenticated connection to the coordinator.
@@ -127,6 +142,43 @@ impl Connection {
                 message,
             }),
             reply => Ok(reply),
+        }
+    }
+
+    /// Contributes `entries` to the job-wide reduce `key` and waits until every process
+    /// registered with the coordinator has: returns the union of all entries, equal keys
+    /// combined with `op` (which every process must name alike), sorted by key. Each
+    /// process contributes once per key; pick a fresh key per use, e.g.
+    /// `ckpt7/round2/seq`. Waits as long as the read timeout allows.
+    pub fn reduce(
+        &mut self,
+        key: &str,
+        op: ReduceOp,
+        entries: Vec<ReduceEntry>,
+    ) -> Result<Vec<ReduceEntry>, ReduceError> {
+        self.send(&ToCoord::Reduce {
+            key: key.to_string(),
+            op,
+            entries,
+        })?;
+        self.wait_reduced(key)
+    }
+
+    /// Waits until every process registered with the coordinator has reached the
+    /// barrier `key` (a reduce with no entries, by convention with [`ReduceOp::Max`]).
+    pub fn barrier(&mut self, key: &str) -> Result<(), ReduceError> {
+        self.reduce(key, ReduceOp::Max, Vec::new()).map(drop)
+    }
+
+    /// Waits for the result of the reduce `key`, already sent: after
+    /// [`ReduceError::Interrupted`] or a read timeout.
+    pub fn wait_reduced(&mut self, key: &str) -> Result<Vec<ReduceEntry>, ReduceError> {
+        match self.recv()? {
+            FromCoord::Reduced { key: k, entries } if k == key => Ok(entries),
+            FromCoord::ReduceFailed { key: k, reason } if k == key => {
+                Err(ReduceError::Failed { key: k, reason })
+            }
+            other => Err(ReduceError::Interrupted(other)),
         }
     }
 

@@ -7,18 +7,20 @@
 //! * [`status`]: the status file (`host`, `port`, `secret`, `pid`; mode 0600).
 //! * [`client`]: [`client::Connection`], an authenticated connection.
 //! * [`server`]: the coordinator itself (`mana_coordinator`).
+//! * `reduce`: the coordinator's books of job-wide reduces ([`Connection::reduce`]).
 //! * [`launch`]: finding or starting the job's coordinator, launcher detection, and
 //!   the checks `mana_launch` makes on a program.
 
 pub mod client;
 pub mod launch;
 pub mod protocol;
+mod reduce;
 pub mod server;
 pub mod status;
 
-pub use client::{reachable, ClientError, Connection};
+pub use client::{reachable, ClientError, Connection, ReduceError};
 pub use launch::{ensure_coordinator, launcher_rank_var, under_launcher, LaunchError};
-pub use protocol::{FromCoord, ProcessInfo, ProcessRow, Role, ToCoord};
+pub use protocol::{FromCoord, ProcessInfo, ProcessRow, ReduceEntry, ReduceOp, Role, ToCoord};
 pub use status::{default_path, StatusFile};
 
 /// Logs through `tracing` to stderr; the filter comes from `MANA_LOG` (e.g.

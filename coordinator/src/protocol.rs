@@ -2,8 +2,14 @@
 //! an `rmp-serde` encoded [`ToCoord`] or [`FromCoord`]. The first message on every
 //! connection is [`ToCoord::Hello`] carrying the per-job secret from the status file; a
 //! wrong secret gets [`FromCoord::Error`] and the connection is closed.
+//!
+//! Besides checkpoint rounds, processes can reduce values across the whole job
+//! ([`ToCoord::Reduce`], answered by [`FromCoord::Reduced`] or [`FromCoord::ReduceFailed`]):
+//! the runtime uses it during a checkpoint to agree on collective sequence numbers and
+//! message counts, and, with no entries, as a barrier.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::io::{Read, Write};
 
 /// Largest message accepted (a corrupt length must not make us allocate gigabytes).
@@ -32,6 +38,38 @@ pub struct ProcessInfo {
     pub interval_secs: Option<u64>,
 }
 
+/// One value of a reduce: a key chosen by the runtime (e.g. communicator, peer, tag)
+/// and its value.
+pub type ReduceEntry = ([u64; 3], i64);
+
+/// How a reduce combines the values contributed under equal keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReduceOp {
+    /// The largest value.
+    Max,
+    /// The sum, wrapping on overflow.
+    Sum,
+}
+
+impl ReduceOp {
+    /// `a` and `b` combined: the larger, or the wrapping sum.
+    pub fn combine(self, a: i64, b: i64) -> i64 {
+        match self {
+            ReduceOp::Max => a.max(b),
+            ReduceOp::Sum => a.wrapping_add(b),
+        }
+    }
+}
+
+impl fmt::Display for ReduceOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReduceOp::Max => "MAX",
+            ReduceOp::Sum => "SUM",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToCoord {
     Hello {
@@ -57,6 +95,15 @@ pub enum ToCoord {
     CommitFailed {
         generation: u64,
         reason: String,
+    },
+    /// This process's contribution to the job-wide reduce `key`. Once every registered
+    /// process has contributed, each gets [`FromCoord::Reduced`]; a barrier is a reduce
+    /// with no entries. A process contributes once per key, and every contribution
+    /// must name the same `op`.
+    Reduce {
+        key: String,
+        op: ReduceOp,
+        entries: Vec<ReduceEntry>,
     },
     // ---- from commands ----
     /// Checkpoint every process; reply when committed. `kill_after` ends the job after.
@@ -103,6 +150,18 @@ pub enum FromCoord {
     },
     /// End the process now.
     Kill,
+    /// Every registered process contributed to `key`: the union of their entries, equal
+    /// keys combined with the reduce's op, sorted by key.
+    Reduced {
+        key: String,
+        entries: Vec<ReduceEntry>,
+    },
+    /// The reduce `key` cannot complete (a process left before it did, asked for a
+    /// different op, or contributed twice); `reason` is one sentence naming the process.
+    ReduceFailed {
+        key: String,
+        reason: String,
+    },
     // ---- to commands ----
     Done {
         message: String,
@@ -127,14 +186,30 @@ pub enum ProtoError {
     Decode(String),
 }
 
-pub fn send<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtoError> {
+/// One message as it goes on the wire (length, then body), e.g. to send the same
+/// message to many peers. A body over [`MAX_MESSAGE`], which [`recv`] would refuse, is
+/// refused here.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     let body = rmp_serde::to_vec(msg).map_err(|e| ProtoError::Decode(e.to_string()))?;
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    if len > MAX_MESSAGE {
+        return Err(ProtoError::TooLarge(len));
+    }
     let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
-    w.write_all(&frame)?;
+    Ok(frame)
+}
+
+/// Writes a frame made by [`encode`].
+pub fn send_frame<W: Write>(w: &mut W, frame: &[u8]) -> Result<(), ProtoError> {
+    w.write_all(frame)?;
     w.flush()?;
     Ok(())
+}
+
+pub fn send<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtoError> {
+    send_frame(w, &encode(msg)?)
 }
 
 pub fn recv<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<T, ProtoError> {
@@ -179,5 +254,91 @@ mod tests {
             recv::<_, ToCoord>(&mut &huge[..]),
             Err(ProtoError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn reduce_messages_round_trip() {
+        let entries = vec![([0, 1, u64::MAX], i64::MIN), ([7, 0, 0], 42)];
+        let mut buf = Vec::new();
+        for op in [ReduceOp::Max, ReduceOp::Sum] {
+            send(
+                &mut buf,
+                &ToCoord::Reduce {
+                    key: "ckpt7/round2/seq".into(),
+                    op,
+                    entries: entries.clone(),
+                },
+            )
+            .unwrap();
+        }
+        send(
+            &mut buf,
+            &ToCoord::Reduce {
+                key: "barrier".into(),
+                op: ReduceOp::Max,
+                entries: vec![],
+            },
+        )
+        .unwrap();
+        let replies = [
+            FromCoord::Reduced {
+                key: "ckpt7/round2/seq".into(),
+                entries: entries.clone(),
+            },
+            FromCoord::ReduceFailed {
+                key: "k".into(),
+                reason: "process 3 (node1:4242 rank 2) disconnected before contributing".into(),
+            },
+        ];
+        for m in &replies {
+            send(&mut buf, m).unwrap();
+        }
+
+        let mut r = &buf[..];
+        for op in [ReduceOp::Max, ReduceOp::Sum] {
+            assert_eq!(
+                recv::<_, ToCoord>(&mut r).unwrap(),
+                ToCoord::Reduce {
+                    key: "ckpt7/round2/seq".into(),
+                    op,
+                    entries: entries.clone(),
+                }
+            );
+        }
+        assert_eq!(
+            recv::<_, ToCoord>(&mut r).unwrap(),
+            ToCoord::Reduce {
+                key: "barrier".into(),
+                op: ReduceOp::Max,
+                entries: vec![],
+            }
+        );
+        for m in replies {
+            assert_eq!(recv::<_, FromCoord>(&mut r).unwrap(), m);
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn ops_combine() {
+        assert_eq!(ReduceOp::Max.combine(-3, 2), 2);
+        assert_eq!(ReduceOp::Sum.combine(-3, 2), -1);
+        assert_eq!(ReduceOp::Sum.combine(i64::MAX, 1), i64::MIN, "wraps");
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_by_the_sender() {
+        let entries = vec![([u64::MAX; 3], i64::MIN); MAX_MESSAGE as usize / 32];
+        let msg = FromCoord::Reduced {
+            key: "k".into(),
+            entries,
+        };
+        assert!(matches!(encode(&msg), Err(ProtoError::TooLarge(_))));
+        let mut sink = Vec::new();
+        assert!(matches!(
+            send(&mut sink, &msg),
+            Err(ProtoError::TooLarge(_))
+        ));
+        assert!(sink.is_empty(), "nothing written");
     }
 }

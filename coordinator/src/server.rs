@@ -8,9 +8,13 @@
 //! rank) → `CommitDone` → `Resume{committed: true}` to everyone and `Checkpointed` to
 //! the commands that asked. Any failure, or a participant disconnecting, ends the round
 //! with `Resume{committed: false}` and an `Error` naming the process.
+//!
+//! Job-wide reduces (`Reduce` → `Reduced`/`ReduceFailed`) are kept apart from rounds:
+//! the `reduce` module keeps their books, this module delivers its replies.
 
 use crate::client::{probe, Probe};
 use crate::protocol::{self, FromCoord, ProcessInfo, ProcessRow, Role, ToCoord};
+use crate::reduce::{Reduces, Reply};
 use crate::status::{self, StatusError, StatusFile};
 use mana_image::{Manifest, ManifestEntry};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -314,6 +318,14 @@ impl Proc {
             let _ = self.writer.shutdown(Shutdown::Both);
         }
     }
+
+    /// [`Proc::send`] for a message already encoded (one encoding for many processes).
+    fn send_frame(&mut self, id: u32, frame: &[u8]) {
+        if let Err(e) = protocol::send_frame(&mut self.writer, frame) {
+            tracing::warn!(id, error = %e, "cannot send to {}", self.describe(id));
+            let _ = self.writer.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 struct Round {
@@ -344,6 +356,8 @@ struct State {
     interval_base: Instant,
     ever_registered: bool,
     waiting_commands: usize,
+    /// Job-wide reduces pending (or failed, until every process has been told).
+    reduces: Reduces,
 }
 
 impl State {
@@ -359,6 +373,7 @@ impl State {
             interval_base: Instant::now(),
             ever_registered: false,
             waiting_commands: 0,
+            reduces: Reduces::default(),
         }
     }
 }
@@ -521,6 +536,9 @@ impl Coord {
         {
             self.fail_round(st, &format!("{who}: disconnected during the checkpoint"));
         }
+        let State { reduces, procs, .. } = &mut **st;
+        let replies = reduces.disconnected(id, &who, procs.keys().copied());
+        deliver(procs, replies);
         self.cond.notify_all();
         self.maybe_exit(st);
     }
@@ -567,6 +585,11 @@ impl Coord {
                     && st.round.as_ref().and_then(|r| r.leader) == Some(id) =>
             {
                 self.fail_round(st, &format!("{who}: commit failed: {reason}"));
+            }
+            ToCoord::Reduce { key, op, entries } => {
+                let State { reduces, procs, .. } = &mut **st;
+                let reply = reduces.contribute(id, &who, key, op, entries, procs.keys().copied());
+                deliver(procs, reply);
             }
             other => {
                 tracing::warn!(id, message = ?other, "ignoring an unexpected message from {who}")
@@ -884,6 +907,25 @@ impl Coord {
             self.cond.wait_until(st, deadline);
         }
         self.exit(st, "told to quit", 0)
+    }
+}
+
+/// Sends reduce replies, each encoded once however many processes it goes to.
+fn deliver(procs: &mut BTreeMap<u32, Proc>, replies: impl IntoIterator<Item = Reply>) {
+    for Reply { to, msg } in replies {
+        let frame = match protocol::encode(&msg) {
+            Ok(f) => f,
+            Err(e) => {
+                // `reduce` only hands out results it checked can be encoded.
+                tracing::error!(error = %e, reply = ?msg, "cannot encode a reduce reply");
+                continue;
+            }
+        };
+        for id in to {
+            if let Some(p) = procs.get_mut(&id) {
+                p.send_frame(id, &frame);
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use mana_coordinator::{Connection, FromCoord, ProcessInfo, Role, StatusFile, ToCoord};
+use mana_coordinator::{Connection, FromCoord, ProcessInfo, ReduceOp, Role, StatusFile, ToCoord};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -122,6 +122,16 @@ impl Coord {
         FakeProcess::register(&self.status_path, rank, world_size, last_generation, None)
     }
 
+    /// The `N` ranks of a job of `N`, registered in rank order (ids `1..=N`), each
+    /// reading with a [`DEADLINE`] so that a reply that never comes fails the test.
+    pub fn ranks<const N: usize>(&self) -> [FakeProcess; N] {
+        std::array::from_fn(|rank| {
+            let p = self.process(rank as u32, N as u32, 0);
+            p.conn.set_read_timeout(Some(DEADLINE)).unwrap();
+            p
+        })
+    }
+
     /// Waits until the coordinator process is gone and its status file removed.
     pub fn wait_exit(&self) {
         wait_for("the coordinator to exit", || !pid_alive(self.status.pid));
@@ -216,6 +226,31 @@ impl FakeProcess {
 
     pub fn send(&mut self, msg: ToCoord) {
         self.conn.send(&msg).unwrap();
+    }
+}
+
+/// Returns once the coordinator has handled every message `procs` sent so far: each
+/// then passes the barrier `key`, which the coordinator handles after their earlier
+/// messages (it reads a connection in order). The barrier's result must be the next
+/// message each of them gets, so nothing those messages started has completed.
+pub fn sync_barrier(procs: &mut [&mut FakeProcess], key: &str) {
+    for p in procs.iter_mut() {
+        p.send(ToCoord::Reduce {
+            key: key.into(),
+            op: ReduceOp::Max,
+            entries: vec![],
+        });
+    }
+    for p in procs.iter_mut() {
+        assert_eq!(
+            p.recv(),
+            FromCoord::Reduced {
+                key: key.into(),
+                entries: vec![]
+            },
+            "rank {}",
+            p.info.rank
+        );
     }
 }
 
