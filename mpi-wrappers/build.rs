@@ -12,6 +12,8 @@ fn main() {
         "generated/wrappers.c",
         "src/special.c",
         "src/handles.c",
+        "src/gate.c",
+        "src/p2p.c",
         "src/mana_wrap.h",
     ] {
         println!("cargo:rerun-if-changed={f}");
@@ -53,6 +55,8 @@ fn main() {
         .arg(dir.join("generated/wrappers.c"))
         .arg(dir.join("src/special.c"))
         .arg(dir.join("src/handles.c"))
+        .arg(dir.join("src/gate.c"))
+        .arg(dir.join("src/p2p.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");

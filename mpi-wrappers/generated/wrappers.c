@@ -607,89 +607,31 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, PMPI_Bcast_init_c)
-__attribute__((used)) static int mana_w_MPI_Bsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 41, "PMPI_Bsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Bsend, MPI_Bsend)
-MANA_EXPORT(mana_w_MPI_Bsend, PMPI_Bsend)
-__attribute__((used)) static int mana_w_MPI_Bsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 42, "PMPI_Bsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Bsend_c, MPI_Bsend_c)
-MANA_EXPORT(mana_w_MPI_Bsend_c, PMPI_Bsend_c)
-__attribute__((used)) static int mana_w_MPI_Bsend_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 43, "PMPI_Bsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Bsend_init, MPI_Bsend_init)
-MANA_EXPORT(mana_w_MPI_Bsend_init, PMPI_Bsend_init)
-__attribute__((used)) static int mana_w_MPI_Bsend_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 44, "PMPI_Bsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Bsend_init_c, MPI_Bsend_init_c)
-MANA_EXPORT(mana_w_MPI_Bsend_init_c, PMPI_Bsend_init_c)
 __attribute__((used)) static int mana_w_MPI_Buffer_attach(void* buffer, int size) {
-    MANA_FORWARD(45, "PMPI_Buffer_attach", int, (void* buffer, int size), (buffer, size));
+    MANA_FORWARD(41, "PMPI_Buffer_attach", int, (void* buffer, int size), (buffer, size));
 }
 MANA_EXPORT(mana_w_MPI_Buffer_attach, MPI_Buffer_attach)
 MANA_EXPORT(mana_w_MPI_Buffer_attach, PMPI_Buffer_attach)
 __attribute__((used)) static int mana_w_MPI_Buffer_attach_c(void* buffer, MPI_Count size) {
-    MANA_FORWARD(46, "PMPI_Buffer_attach_c", int, (void* buffer, MPI_Count size), (buffer, size));
+    MANA_FORWARD(42, "PMPI_Buffer_attach_c", int, (void* buffer, MPI_Count size), (buffer, size));
 }
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, MPI_Buffer_attach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, PMPI_Buffer_attach_c)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach(void* buffer_addr, int* size) {
-    MANA_FORWARD(47, "PMPI_Buffer_detach", int, (void* buffer_addr, int* size), (buffer_addr, size));
+    MANA_FORWARD(43, "PMPI_Buffer_detach", int, (void* buffer_addr, int* size), (buffer_addr, size));
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach, MPI_Buffer_detach)
 MANA_EXPORT(mana_w_MPI_Buffer_detach, PMPI_Buffer_detach)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach_c(void* buffer_addr, MPI_Count* size) {
-    MANA_FORWARD(48, "PMPI_Buffer_detach_c", int, (void* buffer_addr, MPI_Count* size), (buffer_addr, size));
+    MANA_FORWARD(44, "PMPI_Buffer_detach_c", int, (void* buffer_addr, MPI_Count* size), (buffer_addr, size));
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, MPI_Buffer_detach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, PMPI_Buffer_detach_c)
-__attribute__((used)) static int mana_w_MPI_Cancel(MPI_Request* request) {
-    MPI_Request request_l = mana_h_real(*request);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 49, "PMPI_Cancel", int, (MPI_Request* request), (&request_l));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Cancel, MPI_Cancel)
-MANA_EXPORT(mana_w_MPI_Cancel, PMPI_Cancel)
 __attribute__((used)) static int mana_w_MPI_Cart_coords(MPI_Comm comm, int rank, int maxdims, int coords[]) {
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 50, "PMPI_Cart_coords", int, (MPI_Comm comm, int rank, int maxdims, int coords[]), (comm, rank, maxdims, coords));
+        MANA_FORWARD_INTO(r_, 45, "PMPI_Cart_coords", int, (MPI_Comm comm, int rank, int maxdims, int coords[]), (comm, rank, maxdims, coords));
     }
     return r_;
 }
@@ -700,7 +642,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int n
     MPI_Comm comm_cart_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 51, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
+        MANA_FORWARD_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
     }
     if (r_ == MPI_SUCCESS && comm_cart_l) *comm_cart = mana_h_virtual(comm_cart_l);
     return r_;
@@ -711,7 +653,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_get(MPI_Comm comm, int maxdims,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 52, "PMPI_Cart_get", int, (MPI_Comm comm, int maxdims, int dims[], int periods[], int coords[]), (comm, maxdims, dims, periods, coords));
+        MANA_FORWARD_INTO(r_, 47, "PMPI_Cart_get", int, (MPI_Comm comm, int maxdims, int dims[], int periods[], int coords[]), (comm, maxdims, dims, periods, coords));
     }
     return r_;
 }
@@ -721,7 +663,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_map(MPI_Comm comm, int ndims, c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 53, "PMPI_Cart_map", int, (MPI_Comm comm, int ndims, const int dims[], const int periods[], int* newrank), (comm, ndims, dims, periods, newrank));
+        MANA_FORWARD_INTO(r_, 48, "PMPI_Cart_map", int, (MPI_Comm comm, int ndims, const int dims[], const int periods[], int* newrank), (comm, ndims, dims, periods, newrank));
     }
     return r_;
 }
@@ -731,7 +673,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_rank(MPI_Comm comm, const int c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 54, "PMPI_Cart_rank", int, (MPI_Comm comm, const int coords[], int* rank), (comm, coords, rank));
+        MANA_FORWARD_INTO(r_, 49, "PMPI_Cart_rank", int, (MPI_Comm comm, const int coords[], int* rank), (comm, coords, rank));
     }
     return r_;
 }
@@ -741,7 +683,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_shift(MPI_Comm comm, int direct
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 55, "PMPI_Cart_shift", int, (MPI_Comm comm, int direction, int disp, int* rank_source, int* rank_dest), (comm, direction, disp, rank_source, rank_dest));
+        MANA_FORWARD_INTO(r_, 50, "PMPI_Cart_shift", int, (MPI_Comm comm, int direction, int disp, int* rank_source, int* rank_dest), (comm, direction, disp, rank_source, rank_dest));
     }
     return r_;
 }
@@ -752,7 +694,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int re
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 56, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -763,14 +705,14 @@ __attribute__((used)) static int mana_w_MPI_Cartdim_get(MPI_Comm comm, int* ndim
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 57, "PMPI_Cartdim_get", int, (MPI_Comm comm, int* ndims), (comm, ndims));
+        MANA_FORWARD_INTO(r_, 52, "PMPI_Cartdim_get", int, (MPI_Comm comm, int* ndims), (comm, ndims));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cartdim_get, MPI_Cartdim_get)
 MANA_EXPORT(mana_w_MPI_Cartdim_get, PMPI_Cartdim_get)
 __attribute__((used)) static int mana_w_MPI_Close_port(const char* port_name) {
-    MANA_FORWARD(58, "PMPI_Close_port", int, (const char* port_name), (port_name));
+    MANA_FORWARD(53, "PMPI_Close_port", int, (const char* port_name), (port_name));
 }
 MANA_EXPORT(mana_w_MPI_Close_port, MPI_Close_port)
 MANA_EXPORT(mana_w_MPI_Close_port, PMPI_Close_port)
@@ -780,7 +722,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_accept(const char* port_name, M
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 59, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -791,7 +733,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_call_errhandler(MPI_Comm comm, 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 60, "PMPI_Comm_call_errhandler", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
+        MANA_FORWARD_INTO(r_, 55, "PMPI_Comm_call_errhandler", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
     }
     return r_;
 }
@@ -802,7 +744,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_compare(MPI_Comm comm1, MPI_Com
     comm2 = mana_h_real(comm2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 61, "PMPI_Comm_compare", int, (MPI_Comm comm1, MPI_Comm comm2, int* result), (comm1, comm2, result));
+        MANA_FORWARD_INTO(r_, 56, "PMPI_Comm_compare", int, (MPI_Comm comm1, MPI_Comm comm2, int* result), (comm1, comm2, result));
     }
     return r_;
 }
@@ -814,7 +756,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_connect(const char* port_name, 
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 62, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -827,7 +769,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 63, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -841,7 +783,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group gro
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 64, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -854,7 +796,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 65, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -866,7 +808,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_delete_attr(MPI_Comm comm, int 
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 66, "PMPI_Comm_delete_attr", int, (MPI_Comm comm, int comm_keyval), (comm, comm_keyval));
+        MANA_FORWARD_INTO(r_, 61, "PMPI_Comm_delete_attr", int, (MPI_Comm comm, int comm_keyval), (comm, comm_keyval));
     }
     return r_;
 }
@@ -876,7 +818,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_disconnect(MPI_Comm* comm) {
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 67, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (&comm_l));
+        MANA_FORWARD_INTO(r_, 62, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (&comm_l));
     }
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     return r_;
@@ -888,7 +830,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* ne
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 68, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -901,7 +843,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 69, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -912,7 +854,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 70, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
+        MANA_FORWARD_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
     }
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     return r_;
@@ -923,7 +865,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
     int comm_keyval_v = *comm_keyval, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 71, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
+        MANA_FORWARD_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
     }
     *comm_keyval = mana_h_inout_done(comm_keyval_v, comm_keyval_r, comm_keyval_l);
     return r_;
@@ -935,7 +877,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_attr(MPI_Comm comm, int com
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 72, "PMPI_Comm_get_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val, int* flag), (comm, comm_keyval, attribute_val, flag));
+        MANA_FORWARD_INTO(r_, 67, "PMPI_Comm_get_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val, int* flag), (comm, comm_keyval, attribute_val, flag));
     }
     return r_;
 }
@@ -946,7 +888,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_errhandler(MPI_Comm comm, M
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 73, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -958,7 +900,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_info(MPI_Comm comm, MPI_Inf
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 74, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
+        MANA_FORWARD_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -969,7 +911,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_name(MPI_Comm comm, char* c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 75, "PMPI_Comm_get_name", int, (MPI_Comm comm, char* comm_name, int* resultlen), (comm, comm_name, resultlen));
+        MANA_FORWARD_INTO(r_, 70, "PMPI_Comm_get_name", int, (MPI_Comm comm, char* comm_name, int* resultlen), (comm, comm_name, resultlen));
     }
     return r_;
 }
@@ -979,7 +921,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_parent(MPI_Comm* parent) {
     MPI_Comm parent_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 76, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
+        MANA_FORWARD_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
     }
     if (r_ == MPI_SUCCESS && parent_l) *parent = mana_h_virtual(parent_l);
     return r_;
@@ -991,7 +933,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 77, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_FORWARD_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -1004,7 +946,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 78, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
+        MANA_FORWARD_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
@@ -1019,7 +961,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 79, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
+        MANA_FORWARD_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
@@ -1031,7 +973,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_join(int fd, MPI_Comm* intercom
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 80, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
+        MANA_FORWARD_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
     }
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
     return r_;
@@ -1042,7 +984,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_rank(MPI_Comm comm, int* rank) 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 81, "PMPI_Comm_rank", int, (MPI_Comm comm, int* rank), (comm, rank));
+        MANA_FORWARD_INTO(r_, 76, "PMPI_Comm_rank", int, (MPI_Comm comm, int* rank), (comm, rank));
     }
     return r_;
 }
@@ -1053,7 +995,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_remote_group(MPI_Comm comm, MPI
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 82, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_FORWARD_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -1064,7 +1006,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_remote_size(MPI_Comm comm, int*
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 83, "PMPI_Comm_remote_size", int, (MPI_Comm comm, int* size), (comm, size));
+        MANA_FORWARD_INTO(r_, 78, "PMPI_Comm_remote_size", int, (MPI_Comm comm, int* size), (comm, size));
     }
     return r_;
 }
@@ -1075,7 +1017,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_set_attr(MPI_Comm comm, int com
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 84, "PMPI_Comm_set_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val), (comm, comm_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 79, "PMPI_Comm_set_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val), (comm, comm_keyval, attribute_val));
     }
     return r_;
 }
@@ -1086,7 +1028,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_set_errhandler(MPI_Comm comm, M
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 85, "PMPI_Comm_set_errhandler", int, (MPI_Comm comm, MPI_Errhandler errhandler), (comm, errhandler));
+        MANA_FORWARD_INTO(r_, 80, "PMPI_Comm_set_errhandler", int, (MPI_Comm comm, MPI_Errhandler errhandler), (comm, errhandler));
     }
     return r_;
 }
@@ -1097,7 +1039,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_set_info(MPI_Comm comm, MPI_Inf
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 86, "PMPI_Comm_set_info", int, (MPI_Comm comm, MPI_Info info), (comm, info));
+        MANA_FORWARD_INTO(r_, 81, "PMPI_Comm_set_info", int, (MPI_Comm comm, MPI_Info info), (comm, info));
     }
     return r_;
 }
@@ -1107,7 +1049,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_set_name(MPI_Comm comm, const c
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 87, "PMPI_Comm_set_name", int, (MPI_Comm comm, const char* comm_name), (comm, comm_name));
+        MANA_FORWARD_INTO(r_, 82, "PMPI_Comm_set_name", int, (MPI_Comm comm, const char* comm_name), (comm, comm_name));
     }
     return r_;
 }
@@ -1117,7 +1059,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_size(MPI_Comm comm, int* size) 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 88, "PMPI_Comm_size", int, (MPI_Comm comm, int* size), (comm, size));
+        MANA_FORWARD_INTO(r_, 83, "PMPI_Comm_size", int, (MPI_Comm comm, int* size), (comm, size));
     }
     return r_;
 }
@@ -1129,7 +1071,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn(const char* command, char
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 89, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_FORWARD_INTO(r_, 84, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
     }
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
     return r_;
@@ -1144,7 +1086,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char*
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 90, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_FORWARD_INTO(r_, 85, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
     }
     MANA_TMP_FREE(array_of_info_l);
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
@@ -1157,7 +1099,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color,
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 91, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 86, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -1170,7 +1112,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 92, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
+        MANA_FORWARD_INTO(r_, 87, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     return r_;
@@ -1181,7 +1123,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_test_inter(MPI_Comm comm, int* 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 93, "PMPI_Comm_test_inter", int, (MPI_Comm comm, int* flag), (comm, flag));
+        MANA_FORWARD_INTO(r_, 88, "PMPI_Comm_test_inter", int, (MPI_Comm comm, int* flag), (comm, flag));
     }
     return r_;
 }
@@ -1192,14 +1134,14 @@ __attribute__((used)) static int mana_w_MPI_Compare_and_swap(const void* origin_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 94, "PMPI_Compare_and_swap", int, (const void* origin_addr, const void* compare_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Win win), (origin_addr, compare_addr, result_addr, datatype, target_rank, target_disp, win));
+        MANA_FORWARD_INTO(r_, 89, "PMPI_Compare_and_swap", int, (const void* origin_addr, const void* compare_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Win win), (origin_addr, compare_addr, result_addr, datatype, target_rank, target_disp, win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Compare_and_swap, MPI_Compare_and_swap)
 MANA_EXPORT(mana_w_MPI_Compare_and_swap, PMPI_Compare_and_swap)
 __attribute__((used)) static int mana_w_MPI_Dims_create(int nnodes, int ndims, int dims[]) {
-    MANA_FORWARD(95, "PMPI_Dims_create", int, (int nnodes, int ndims, int dims[]), (nnodes, ndims, dims));
+    MANA_FORWARD(90, "PMPI_Dims_create", int, (int nnodes, int ndims, int dims[]), (nnodes, ndims, dims));
 }
 MANA_EXPORT(mana_w_MPI_Dims_create, MPI_Dims_create)
 MANA_EXPORT(mana_w_MPI_Dims_create, PMPI_Dims_create)
@@ -1210,7 +1152,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 96, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
+        MANA_FORWARD_INTO(r_, 91, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
     }
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     return r_;
@@ -1225,7 +1167,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 97, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
+        MANA_FORWARD_INTO(r_, 92, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
     }
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     return r_;
@@ -1238,7 +1180,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors(MPI_Comm comm, 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 98, "PMPI_Dist_graph_neighbors", int, (MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]), (comm, maxindegree, sources, sourceweights, maxoutdegree, destinations, destweights));
+        MANA_FORWARD_INTO(r_, 93, "PMPI_Dist_graph_neighbors", int, (MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]), (comm, maxindegree, sources, sourceweights, maxoutdegree, destinations, destweights));
     }
     return r_;
 }
@@ -1248,7 +1190,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors_count(MPI_Comm 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 99, "PMPI_Dist_graph_neighbors_count", int, (MPI_Comm comm, int* indegree, int* outdegree, int* weighted), (comm, indegree, outdegree, weighted));
+        MANA_FORWARD_INTO(r_, 94, "PMPI_Dist_graph_neighbors_count", int, (MPI_Comm comm, int* indegree, int* outdegree, int* weighted), (comm, indegree, outdegree, weighted));
     }
     return r_;
 }
@@ -1262,7 +1204,7 @@ __attribute__((used)) static int mana_w_MPI_Errhandler_free(MPI_Errhandler* errh
     MPI_Errhandler errhandler_v = *errhandler, errhandler_r = mana_h_real(errhandler_v), errhandler_l = errhandler_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 100, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (&errhandler_l));
+        MANA_FORWARD_INTO(r_, 95, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (&errhandler_l));
     }
     *errhandler = mana_h_inout_done(errhandler_v, errhandler_r, errhandler_l);
     return r_;
@@ -1278,12 +1220,12 @@ MANA_EXPORT(mana_u_MPI_Errhandler_set, MPI_Errhandler_set)
 __attribute__((used)) static int mana_u_PMPI_Errhandler_set(void) { return mana_unsupported("PMPI_Errhandler_set"); }
 MANA_EXPORT(mana_u_PMPI_Errhandler_set, PMPI_Errhandler_set)
 __attribute__((used)) static int mana_w_MPI_Error_class(int errorcode, int* errorclass) {
-    MANA_FORWARD(101, "PMPI_Error_class", int, (int errorcode, int* errorclass), (errorcode, errorclass));
+    MANA_FORWARD(96, "PMPI_Error_class", int, (int errorcode, int* errorclass), (errorcode, errorclass));
 }
 MANA_EXPORT(mana_w_MPI_Error_class, MPI_Error_class)
 MANA_EXPORT(mana_w_MPI_Error_class, PMPI_Error_class)
 __attribute__((used)) static int mana_w_MPI_Error_string(int errorcode, char* string, int* resultlen) {
-    MANA_FORWARD(102, "PMPI_Error_string", int, (int errorcode, char* string, int* resultlen), (errorcode, string, resultlen));
+    MANA_FORWARD(97, "PMPI_Error_string", int, (int errorcode, char* string, int* resultlen), (errorcode, string, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Error_string, MPI_Error_string)
 MANA_EXPORT(mana_w_MPI_Error_string, PMPI_Error_string)
@@ -1293,7 +1235,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 103, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 98, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -1305,7 +1247,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 104, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 99, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -1319,7 +1261,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 105, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 100, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1334,7 +1276,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 106, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 101, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1347,24 +1289,24 @@ __attribute__((used)) static int mana_w_MPI_Fetch_and_op(const void* origin_addr
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 107, "PMPI_Fetch_and_op", int, (const void* origin_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Op op, MPI_Win win), (origin_addr, result_addr, datatype, target_rank, target_disp, op, win));
+        MANA_FORWARD_INTO(r_, 102, "PMPI_Fetch_and_op", int, (const void* origin_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Op op, MPI_Win win), (origin_addr, result_addr, datatype, target_rank, target_disp, op, win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Fetch_and_op, MPI_Fetch_and_op)
 MANA_EXPORT(mana_w_MPI_Fetch_and_op, PMPI_Fetch_and_op)
 __attribute__((used)) static MPI_Fint mana_w_MPI_File_c2f(MPI_File file) {
-    MANA_FORWARD(108, "PMPI_File_c2f", MPI_Fint, (MPI_File file), (file));
+    MANA_FORWARD(103, "PMPI_File_c2f", MPI_Fint, (MPI_File file), (file));
 }
 MANA_EXPORT(mana_w_MPI_File_c2f, MPI_File_c2f)
 MANA_EXPORT(mana_w_MPI_File_c2f, PMPI_File_c2f)
 __attribute__((used)) static int mana_w_MPI_File_call_errhandler(MPI_File fh, int errorcode) {
-    MANA_FORWARD(109, "PMPI_File_call_errhandler", int, (MPI_File fh, int errorcode), (fh, errorcode));
+    MANA_FORWARD(104, "PMPI_File_call_errhandler", int, (MPI_File fh, int errorcode), (fh, errorcode));
 }
 MANA_EXPORT(mana_w_MPI_File_call_errhandler, MPI_File_call_errhandler)
 MANA_EXPORT(mana_w_MPI_File_call_errhandler, PMPI_File_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_close(MPI_File* fh) {
-    MANA_FORWARD(110, "PMPI_File_close", int, (MPI_File* fh), (fh));
+    MANA_FORWARD(105, "PMPI_File_close", int, (MPI_File* fh), (fh));
 }
 MANA_EXPORT(mana_w_MPI_File_close, MPI_File_close)
 MANA_EXPORT(mana_w_MPI_File_close, PMPI_File_close)
@@ -1372,29 +1314,29 @@ __attribute__((used)) static int mana_w_MPI_File_delete(const char* filename, MP
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 111, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
+        MANA_FORWARD_INTO(r_, 106, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_delete, MPI_File_delete)
 MANA_EXPORT(mana_w_MPI_File_delete, PMPI_File_delete)
 __attribute__((used)) static MPI_File mana_w_MPI_File_f2c(MPI_Fint file) {
-    MANA_FORWARD(112, "PMPI_File_f2c", MPI_File, (MPI_Fint file), (file));
+    MANA_FORWARD(107, "PMPI_File_f2c", MPI_File, (MPI_Fint file), (file));
 }
 MANA_EXPORT(mana_w_MPI_File_f2c, MPI_File_f2c)
 MANA_EXPORT(mana_w_MPI_File_f2c, PMPI_File_f2c)
 __attribute__((used)) static int mana_w_MPI_File_get_amode(MPI_File fh, int* amode) {
-    MANA_FORWARD(113, "PMPI_File_get_amode", int, (MPI_File fh, int* amode), (fh, amode));
+    MANA_FORWARD(108, "PMPI_File_get_amode", int, (MPI_File fh, int* amode), (fh, amode));
 }
 MANA_EXPORT(mana_w_MPI_File_get_amode, MPI_File_get_amode)
 MANA_EXPORT(mana_w_MPI_File_get_amode, PMPI_File_get_amode)
 __attribute__((used)) static int mana_w_MPI_File_get_atomicity(MPI_File fh, int* flag) {
-    MANA_FORWARD(114, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
+    MANA_FORWARD(109, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
 }
 MANA_EXPORT(mana_w_MPI_File_get_atomicity, MPI_File_get_atomicity)
 MANA_EXPORT(mana_w_MPI_File_get_atomicity, PMPI_File_get_atomicity)
 __attribute__((used)) static int mana_w_MPI_File_get_byte_offset(MPI_File fh, MPI_Offset offset, MPI_Offset* disp) {
-    MANA_FORWARD(115, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
+    MANA_FORWARD(110, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
 }
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, MPI_File_get_byte_offset)
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, PMPI_File_get_byte_offset)
@@ -1402,7 +1344,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, M
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 116, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 111, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -1413,7 +1355,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 117, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
+        MANA_FORWARD_INTO(r_, 112, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -1424,7 +1366,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info*
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 118, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
+        MANA_FORWARD_INTO(r_, 113, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -1432,17 +1374,17 @@ __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info*
 MANA_EXPORT(mana_w_MPI_File_get_info, MPI_File_get_info)
 MANA_EXPORT(mana_w_MPI_File_get_info, PMPI_File_get_info)
 __attribute__((used)) static int mana_w_MPI_File_get_position(MPI_File fh, MPI_Offset* offset) {
-    MANA_FORWARD(119, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+    MANA_FORWARD(114, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
 }
 MANA_EXPORT(mana_w_MPI_File_get_position, MPI_File_get_position)
 MANA_EXPORT(mana_w_MPI_File_get_position, PMPI_File_get_position)
 __attribute__((used)) static int mana_w_MPI_File_get_position_shared(MPI_File fh, MPI_Offset* offset) {
-    MANA_FORWARD(120, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+    MANA_FORWARD(115, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
 }
 MANA_EXPORT(mana_w_MPI_File_get_position_shared, MPI_File_get_position_shared)
 MANA_EXPORT(mana_w_MPI_File_get_position_shared, PMPI_File_get_position_shared)
 __attribute__((used)) static int mana_w_MPI_File_get_size(MPI_File fh, MPI_Offset* size) {
-    MANA_FORWARD(121, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
+    MANA_FORWARD(116, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_get_size, MPI_File_get_size)
 MANA_EXPORT(mana_w_MPI_File_get_size, PMPI_File_get_size)
@@ -1450,7 +1392,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_type_extent(MPI_File fh, MP
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 122, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
+        MANA_FORWARD_INTO(r_, 117, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
     }
     return r_;
 }
@@ -1460,7 +1402,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_type_extent_c(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 123, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
+        MANA_FORWARD_INTO(r_, 118, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
     }
     return r_;
 }
@@ -1471,7 +1413,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offse
     MPI_Datatype filetype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 124, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
+        MANA_FORWARD_INTO(r_, 119, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
     }
     if (r_ == MPI_SUCCESS && etype_l) *etype = mana_h_virtual(etype_l);
     if (r_ == MPI_SUCCESS && filetype_l) *filetype = mana_h_virtual(filetype_l);
@@ -1484,7 +1426,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, i
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 125, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 120, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1496,7 +1438,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* bu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 126, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 121, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1508,7 +1450,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 127, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 122, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1520,7 +1462,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offse
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 128, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 123, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1532,7 +1474,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_O
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 129, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 124, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1544,7 +1486,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 130, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 125, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1556,7 +1498,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Off
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 131, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 126, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1568,7 +1510,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 132, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 127, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1580,7 +1522,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 133, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 128, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1592,7 +1534,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 134, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 129, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1604,7 +1546,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 135, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 130, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1616,7 +1558,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 136, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 131, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1628,7 +1570,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 137, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 132, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1640,7 +1582,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offs
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 138, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 133, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1652,7 +1594,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 139, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 134, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1664,7 +1606,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 140, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 135, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1676,7 +1618,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Of
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 141, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 136, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1688,7 +1630,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 142, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 137, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1700,7 +1642,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 143, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 138, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1712,7 +1654,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 144, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_FORWARD_INTO(r_, 139, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -1724,14 +1666,14 @@ __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char*
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 145, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
+        MANA_FORWARD_INTO(r_, 140, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_open, MPI_File_open)
 MANA_EXPORT(mana_w_MPI_File_open, PMPI_File_open)
 __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Offset size) {
-    MANA_FORWARD(146, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
+    MANA_FORWARD(141, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_preallocate, MPI_File_preallocate)
 MANA_EXPORT(mana_w_MPI_File_preallocate, PMPI_File_preallocate)
@@ -1741,7 +1683,7 @@ __attribute__((used)) static int mana_w_MPI_File_read(MPI_File fh, void* buf, in
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 147, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 142, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1754,7 +1696,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 148, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 143, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1765,7 +1707,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, voi
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 149, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 144, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -1775,7 +1717,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, v
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 150, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 145, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -1787,7 +1729,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* b
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 151, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 146, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1799,7 +1741,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_end(MPI_File fh, void*
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 152, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 147, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1812,7 +1754,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at(MPI_File fh, MPI_Offset
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 153, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 148, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1825,7 +1767,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Of
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 154, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 149, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1836,7 +1778,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 155, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 150, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     return r_;
 }
@@ -1846,7 +1788,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 156, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 151, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     return r_;
 }
@@ -1858,7 +1800,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 157, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 152, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1870,7 +1812,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_end(MPI_File fh, vo
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 158, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 153, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1883,7 +1825,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_c(MPI_File fh, MPI_Offs
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 159, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 154, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1896,7 +1838,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_c(MPI_File fh, void* buf, 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 160, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 155, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1909,7 +1851,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void*
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 161, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 156, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1920,7 +1862,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 162, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 157, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -1930,7 +1872,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File f
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 163, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 158, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -1942,7 +1884,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, voi
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 164, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 159, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1954,7 +1896,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_end(MPI_File fh, v
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 165, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 160, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1967,7 +1909,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_shared(MPI_File fh, void* 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 166, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 161, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1980,7 +1922,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_shared_c(MPI_File fh, void
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 167, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 162, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -1988,17 +1930,17 @@ __attribute__((used)) static int mana_w_MPI_File_read_shared_c(MPI_File fh, void
 MANA_EXPORT(mana_w_MPI_File_read_shared_c, MPI_File_read_shared_c)
 MANA_EXPORT(mana_w_MPI_File_read_shared_c, PMPI_File_read_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_seek(MPI_File fh, MPI_Offset offset, int whence) {
-    MANA_FORWARD(168, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+    MANA_FORWARD(163, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
 }
 MANA_EXPORT(mana_w_MPI_File_seek, MPI_File_seek)
 MANA_EXPORT(mana_w_MPI_File_seek, PMPI_File_seek)
 __attribute__((used)) static int mana_w_MPI_File_seek_shared(MPI_File fh, MPI_Offset offset, int whence) {
-    MANA_FORWARD(169, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+    MANA_FORWARD(164, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
 }
 MANA_EXPORT(mana_w_MPI_File_seek_shared, MPI_File_seek_shared)
 MANA_EXPORT(mana_w_MPI_File_seek_shared, PMPI_File_seek_shared)
 __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int flag) {
-    MANA_FORWARD(170, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
+    MANA_FORWARD(165, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
 }
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, MPI_File_set_atomicity)
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, PMPI_File_set_atomicity)
@@ -2006,7 +1948,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_errhandler(MPI_File file, M
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 171, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
+        MANA_FORWARD_INTO(r_, 166, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
     }
     return r_;
 }
@@ -2016,14 +1958,14 @@ __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 172, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
+        MANA_FORWARD_INTO(r_, 167, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_info, MPI_File_set_info)
 MANA_EXPORT(mana_w_MPI_File_set_info, PMPI_File_set_info)
 __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offset size) {
-    MANA_FORWARD(173, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
+    MANA_FORWARD(168, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
 }
 MANA_EXPORT(mana_w_MPI_File_set_size, MPI_File_set_size)
 MANA_EXPORT(mana_w_MPI_File_set_size, PMPI_File_set_size)
@@ -2033,14 +1975,14 @@ __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offse
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 174, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
+        MANA_FORWARD_INTO(r_, 169, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_view, MPI_File_set_view)
 MANA_EXPORT(mana_w_MPI_File_set_view, PMPI_File_set_view)
 __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
-    MANA_FORWARD(175, "PMPI_File_sync", int, (MPI_File fh), (fh));
+    MANA_FORWARD(170, "PMPI_File_sync", int, (MPI_File fh), (fh));
 }
 MANA_EXPORT(mana_w_MPI_File_sync, MPI_File_sync)
 MANA_EXPORT(mana_w_MPI_File_sync, PMPI_File_sync)
@@ -2050,7 +1992,7 @@ __attribute__((used)) static int mana_w_MPI_File_write(MPI_File fh, const void* 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 176, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 171, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2063,7 +2005,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const vo
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 177, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 172, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2074,7 +2016,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, co
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 178, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 173, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -2084,7 +2026,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 179, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 174, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -2096,7 +2038,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 180, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 175, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2108,7 +2050,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_end(MPI_File fh, cons
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 181, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 176, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2121,7 +2063,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at(MPI_File fh, MPI_Offse
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 182, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 177, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2134,7 +2076,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_O
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 183, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 178, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2145,7 +2087,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 184, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 179, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     return r_;
 }
@@ -2155,7 +2097,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File f
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 185, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 180, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     return r_;
 }
@@ -2167,7 +2109,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 186, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 181, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2179,7 +2121,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_end(MPI_File fh, c
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 187, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 182, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2192,7 +2134,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_c(MPI_File fh, MPI_Off
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 188, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 183, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2205,7 +2147,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_c(MPI_File fh, const void
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 189, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 184, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2218,7 +2160,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, cons
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 190, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 185, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2229,7 +2171,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 191, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 186, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -2239,7 +2181,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 192, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_FORWARD_INTO(r_, 187, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     return r_;
 }
@@ -2251,7 +2193,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, co
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 193, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 188, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2263,7 +2205,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_end(MPI_File fh, 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 194, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_FORWARD_INTO(r_, 189, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2276,7 +2218,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_shared(MPI_File fh, const
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 195, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 190, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2289,7 +2231,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_shared_c(MPI_File fh, con
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 196, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_FORWARD_INTO(r_, 191, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -2297,7 +2239,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_shared_c(MPI_File fh, con
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, MPI_File_write_shared_c)
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, PMPI_File_write_shared_c)
 __attribute__((used)) static int mana_w_MPI_Finalized(int* flag) {
-    MANA_FORWARD(197, "PMPI_Finalized", int, (int* flag), (flag));
+    MANA_FORWARD(192, "PMPI_Finalized", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Finalized, MPI_Finalized)
 MANA_EXPORT(mana_w_MPI_Finalized, PMPI_Finalized)
@@ -2307,7 +2249,7 @@ __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 198, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 193, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -2319,7 +2261,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 199, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 194, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -2333,7 +2275,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 200, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 195, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2348,7 +2290,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 201, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 196, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2361,7 +2303,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 202, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 197, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     return r_;
 }
@@ -2373,7 +2315,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 203, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 198, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     return r_;
 }
@@ -2387,7 +2329,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 204, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 199, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2402,7 +2344,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 205, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 200, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2415,7 +2357,7 @@ __attribute__((used)) static int mana_w_MPI_Get(void* origin_addr, int origin_co
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 206, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_FORWARD_INTO(r_, 201, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     return r_;
 }
@@ -2429,7 +2371,7 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate(const void* origin_ad
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 207, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_FORWARD_INTO(r_, 202, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
     return r_;
 }
@@ -2443,14 +2385,14 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 208, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_FORWARD_INTO(r_, 203, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, MPI_Get_accumulate_c)
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, PMPI_Get_accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Get_address(const void* location, MPI_Aint* address) {
-    MANA_FORWARD(209, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
+    MANA_FORWARD(204, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
 }
 MANA_EXPORT(mana_w_MPI_Get_address, MPI_Get_address)
 MANA_EXPORT(mana_w_MPI_Get_address, PMPI_Get_address)
@@ -2460,7 +2402,7 @@ __attribute__((used)) static int mana_w_MPI_Get_c(void* origin_addr, MPI_Count o
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 210, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_FORWARD_INTO(r_, 205, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     return r_;
 }
@@ -2472,7 +2414,7 @@ __attribute__((used)) static int mana_w_MPI_Get_count(const MPI_Status* status, 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 211, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 206, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
     return r_;
 }
@@ -2484,7 +2426,7 @@ __attribute__((used)) static int mana_w_MPI_Get_count_c(const MPI_Status* status
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 212, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 207, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     return r_;
 }
@@ -2496,7 +2438,7 @@ __attribute__((used)) static int mana_w_MPI_Get_elements(const MPI_Status* statu
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 213, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 208, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
     return r_;
 }
@@ -2508,7 +2450,7 @@ __attribute__((used)) static int mana_w_MPI_Get_elements_c(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 214, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 209, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     return r_;
 }
@@ -2520,24 +2462,24 @@ __attribute__((used)) static int mana_w_MPI_Get_elements_x(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 215, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 210, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_elements_x, MPI_Get_elements_x)
 MANA_EXPORT(mana_w_MPI_Get_elements_x, PMPI_Get_elements_x)
 __attribute__((used)) static int mana_w_MPI_Get_library_version(char* version, int* resultlen) {
-    MANA_FORWARD(216, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
+    MANA_FORWARD(211, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_library_version, MPI_Get_library_version)
 MANA_EXPORT(mana_w_MPI_Get_library_version, PMPI_Get_library_version)
 __attribute__((used)) static int mana_w_MPI_Get_processor_name(char* name, int* resultlen) {
-    MANA_FORWARD(217, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
+    MANA_FORWARD(212, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_processor_name, MPI_Get_processor_name)
 MANA_EXPORT(mana_w_MPI_Get_processor_name, PMPI_Get_processor_name)
 __attribute__((used)) static int mana_w_MPI_Get_version(int* version, int* subversion) {
-    MANA_FORWARD(218, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
+    MANA_FORWARD(213, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
 }
 MANA_EXPORT(mana_w_MPI_Get_version, MPI_Get_version)
 MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
@@ -2546,7 +2488,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     MPI_Comm comm_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 219, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
+        MANA_FORWARD_INTO(r_, 214, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
     }
     if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
     return r_;
@@ -2557,7 +2499,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_get(MPI_Comm comm, int maxinde
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 220, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
+        MANA_FORWARD_INTO(r_, 215, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
     }
     return r_;
 }
@@ -2567,7 +2509,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_map(MPI_Comm comm, int nnodes,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 221, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
+        MANA_FORWARD_INTO(r_, 216, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
     }
     return r_;
 }
@@ -2577,7 +2519,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_neighbors(MPI_Comm comm, int r
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 222, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
+        MANA_FORWARD_INTO(r_, 217, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
     }
     return r_;
 }
@@ -2587,7 +2529,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_neighbors_count(MPI_Comm comm,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 223, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
+        MANA_FORWARD_INTO(r_, 218, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
     }
     return r_;
 }
@@ -2597,7 +2539,7 @@ __attribute__((used)) static int mana_w_MPI_Graphdims_get(MPI_Comm comm, int* nn
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 224, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
+        MANA_FORWARD_INTO(r_, 219, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
     }
     return r_;
 }
@@ -2607,7 +2549,7 @@ __attribute__((used)) static int mana_w_MPI_Grequest_complete(MPI_Request reques
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 225, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
+        MANA_FORWARD_INTO(r_, 220, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
     }
     return r_;
 }
@@ -2618,7 +2560,7 @@ __attribute__((used)) static int mana_w_MPI_Group_compare(MPI_Group group1, MPI_
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 226, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
+        MANA_FORWARD_INTO(r_, 221, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
     }
     return r_;
 }
@@ -2630,7 +2572,7 @@ __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, M
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 227, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 222, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2642,7 +2584,7 @@ __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 228, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 223, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2653,7 +2595,7 @@ __attribute__((used)) static int mana_w_MPI_Group_free(MPI_Group* group) {
     MPI_Group group_v = *group, group_r = mana_h_real(group_v), group_l = group_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 229, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
+        MANA_FORWARD_INTO(r_, 224, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
     }
     *group = mana_h_inout_done(group_v, group_r, group_l);
     return r_;
@@ -2665,7 +2607,7 @@ __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session 
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 230, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 225, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2677,7 +2619,7 @@ __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 231, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 226, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2690,7 +2632,7 @@ __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1,
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 232, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 227, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2702,7 +2644,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 233, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 228, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2714,7 +2656,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 234, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 229, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2725,7 +2667,7 @@ __attribute__((used)) static int mana_w_MPI_Group_rank(MPI_Group group, int* ran
     group = mana_h_real(group);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 235, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
+        MANA_FORWARD_INTO(r_, 230, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
     }
     return r_;
 }
@@ -2735,7 +2677,7 @@ __attribute__((used)) static int mana_w_MPI_Group_size(MPI_Group group, int* siz
     group = mana_h_real(group);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 236, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
+        MANA_FORWARD_INTO(r_, 231, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
     }
     return r_;
 }
@@ -2746,7 +2688,7 @@ __attribute__((used)) static int mana_w_MPI_Group_translate_ranks(MPI_Group grou
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 237, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
+        MANA_FORWARD_INTO(r_, 232, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
     }
     return r_;
 }
@@ -2758,7 +2700,7 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 238, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_FORWARD_INTO(r_, 233, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     return r_;
@@ -2772,7 +2714,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 239, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 234, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2786,7 +2728,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 240, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 235, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2800,7 +2742,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 241, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 236, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2814,7 +2756,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 242, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 237, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2828,7 +2770,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 243, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 238, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2842,7 +2784,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 244, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 239, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2856,7 +2798,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 245, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 240, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2870,7 +2812,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 246, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 241, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2884,7 +2826,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 247, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 242, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2898,7 +2840,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 248, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 243, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2916,7 +2858,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 249, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 244, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -2936,7 +2878,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 250, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 245, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -2950,7 +2892,7 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 251, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
+        MANA_FORWARD_INTO(r_, 246, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2963,7 +2905,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 252, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 247, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -2976,39 +2918,13 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 253, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 248, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
 MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
-__attribute__((used)) static int mana_w_MPI_Ibsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 254, "PMPI_Ibsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ibsend, MPI_Ibsend)
-MANA_EXPORT(mana_w_MPI_Ibsend, PMPI_Ibsend)
-__attribute__((used)) static int mana_w_MPI_Ibsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 255, "PMPI_Ibsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ibsend_c, MPI_Ibsend_c)
-MANA_EXPORT(mana_w_MPI_Ibsend_c, PMPI_Ibsend_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3016,7 +2932,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 256, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 249, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3030,7 +2946,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 257, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 250, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3044,7 +2960,7 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 258, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 251, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3058,7 +2974,7 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 259, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 252, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3072,7 +2988,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 260, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 253, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3086,56 +3002,13 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 261, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 254, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
 MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
-__attribute__((used)) static int mana_w_MPI_Improbe(int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status) {
-    comm = mana_h_real(comm);
-    MPI_Message message_l = 0;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 262, "PMPI_Improbe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status), (source, tag, comm, flag, &message_l, status_l));
-    }
-    if (r_ == MPI_SUCCESS && message_l) *message = mana_h_virtual(message_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Improbe, MPI_Improbe)
-MANA_EXPORT(mana_w_MPI_Improbe, PMPI_Improbe)
-__attribute__((used)) static int mana_w_MPI_Imrecv(void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    MPI_Message message_v = *message, message_r = mana_h_real(message_v), message_l = message_r;
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 263, "PMPI_Imrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, &message_l, &request_l));
-    }
-    *message = mana_h_inout_done(message_v, message_r, message_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Imrecv, MPI_Imrecv)
-MANA_EXPORT(mana_w_MPI_Imrecv, PMPI_Imrecv)
-__attribute__((used)) static int mana_w_MPI_Imrecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    MPI_Message message_v = *message, message_r = mana_h_real(message_v), message_l = message_r;
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 264, "PMPI_Imrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Request* request), (buf, count, datatype, &message_l, &request_l));
-    }
-    *message = mana_h_inout_done(message_v, message_r, message_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Imrecv_c, MPI_Imrecv_c)
-MANA_EXPORT(mana_w_MPI_Imrecv_c, PMPI_Imrecv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3143,7 +3016,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 265, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 255, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3157,7 +3030,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 266, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 256, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3171,7 +3044,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 267, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 257, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3185,7 +3058,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 268, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 258, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3199,7 +3072,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 269, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 259, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3213,7 +3086,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 270, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 260, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3227,7 +3100,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 271, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 261, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3241,7 +3114,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 272, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 262, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3259,7 +3132,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 273, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 263, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -3279,7 +3152,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 274, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 264, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -3292,7 +3165,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 275, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
+        MANA_FORWARD_INTO(r_, 265, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -3303,7 +3176,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 276, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
+        MANA_FORWARD_INTO(r_, 266, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -3314,7 +3187,7 @@ __attribute__((used)) static int mana_w_MPI_Info_delete(MPI_Info info, const cha
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 277, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
+        MANA_FORWARD_INTO(r_, 267, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
     }
     return r_;
 }
@@ -3325,7 +3198,7 @@ __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* ne
     MPI_Info newinfo_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 278, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
+        MANA_FORWARD_INTO(r_, 268, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
     }
     if (r_ == MPI_SUCCESS && newinfo_l) *newinfo = mana_h_virtual(newinfo_l);
     return r_;
@@ -3336,7 +3209,7 @@ __attribute__((used)) static int mana_w_MPI_Info_free(MPI_Info* info) {
     MPI_Info info_v = *info, info_r = mana_h_real(info_v), info_l = info_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 279, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
+        MANA_FORWARD_INTO(r_, 269, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
     }
     *info = mana_h_inout_done(info_v, info_r, info_l);
     return r_;
@@ -3347,7 +3220,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get(MPI_Info info, const char* 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 280, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
+        MANA_FORWARD_INTO(r_, 270, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
     }
     return r_;
 }
@@ -3357,7 +3230,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_nkeys(MPI_Info info, int* n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 281, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
+        MANA_FORWARD_INTO(r_, 271, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
     }
     return r_;
 }
@@ -3367,7 +3240,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_nthkey(MPI_Info info, int n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 282, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
+        MANA_FORWARD_INTO(r_, 272, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
     }
     return r_;
 }
@@ -3377,7 +3250,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_string(MPI_Info info, const
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 283, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
+        MANA_FORWARD_INTO(r_, 273, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
     }
     return r_;
 }
@@ -3387,7 +3260,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_valuelen(MPI_Info info, con
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 284, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
+        MANA_FORWARD_INTO(r_, 274, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
     }
     return r_;
 }
@@ -3397,24 +3270,24 @@ __attribute__((used)) static int mana_w_MPI_Info_set(MPI_Info info, const char* 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 285, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
+        MANA_FORWARD_INTO(r_, 275, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_set, MPI_Info_set)
 MANA_EXPORT(mana_w_MPI_Info_set, PMPI_Info_set)
 __attribute__((used)) static int mana_w_MPI_Init(int* argc, char*** argv) {
-    MANA_FORWARD(286, "PMPI_Init", int, (int* argc, char*** argv), (argc, argv));
+    MANA_FORWARD(276, "PMPI_Init", int, (int* argc, char*** argv), (argc, argv));
 }
 MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
 MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
 __attribute__((used)) static int mana_w_MPI_Init_thread(int* argc, char*** argv, int required, int* provided) {
-    MANA_FORWARD(287, "PMPI_Init_thread", int, (int* argc, char*** argv, int required, int* provided), (argc, argv, required, provided));
+    MANA_FORWARD(277, "PMPI_Init_thread", int, (int* argc, char*** argv, int required, int* provided), (argc, argv, required, provided));
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
 MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
 __attribute__((used)) static int mana_w_MPI_Initialized(int* flag) {
-    MANA_FORWARD(288, "PMPI_Initialized", int, (int* flag), (flag));
+    MANA_FORWARD(278, "PMPI_Initialized", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Initialized, MPI_Initialized)
 MANA_EXPORT(mana_w_MPI_Initialized, PMPI_Initialized)
@@ -3424,7 +3297,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 289, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
+        MANA_FORWARD_INTO(r_, 279, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
     }
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     return r_;
@@ -3439,7 +3312,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 290, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
+        MANA_FORWARD_INTO(r_, 280, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
     }
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     return r_;
@@ -3451,52 +3324,13 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     MPI_Comm newintracomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 291, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
+        MANA_FORWARD_INTO(r_, 281, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
     }
     if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
-__attribute__((used)) static int mana_w_MPI_Iprobe(int source, int tag, MPI_Comm comm, int* flag, MPI_Status* status) {
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 292, "PMPI_Iprobe", int, (int source, int tag, MPI_Comm comm, int* flag, MPI_Status* status), (source, tag, comm, flag, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Iprobe, MPI_Iprobe)
-MANA_EXPORT(mana_w_MPI_Iprobe, PMPI_Iprobe)
-__attribute__((used)) static int mana_w_MPI_Irecv(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 293, "PMPI_Irecv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Irecv, MPI_Irecv)
-MANA_EXPORT(mana_w_MPI_Irecv, PMPI_Irecv)
-__attribute__((used)) static int mana_w_MPI_Irecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 294, "PMPI_Irecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Irecv_c, MPI_Irecv_c)
-MANA_EXPORT(mana_w_MPI_Irecv_c, PMPI_Irecv_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3504,7 +3338,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 295, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 282, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3518,7 +3352,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 296, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 283, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3532,7 +3366,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 297, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 284, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3546,7 +3380,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 298, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 285, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3560,7 +3394,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 299, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 286, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3574,41 +3408,15 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 300, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 287, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, PMPI_Ireduce_scatter_c)
-__attribute__((used)) static int mana_w_MPI_Irsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 301, "PMPI_Irsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Irsend, MPI_Irsend)
-MANA_EXPORT(mana_w_MPI_Irsend, PMPI_Irsend)
-__attribute__((used)) static int mana_w_MPI_Irsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 302, "PMPI_Irsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Irsend_c, MPI_Irsend_c)
-MANA_EXPORT(mana_w_MPI_Irsend_c, PMPI_Irsend_c)
 __attribute__((used)) static int mana_w_MPI_Is_thread_main(int* flag) {
-    MANA_FORWARD(303, "PMPI_Is_thread_main", int, (int* flag), (flag));
+    MANA_FORWARD(288, "PMPI_Is_thread_main", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
@@ -3619,7 +3427,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 304, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 289, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3633,7 +3441,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 305, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 290, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3647,7 +3455,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 306, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 291, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3661,7 +3469,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 307, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 292, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3675,7 +3483,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 308, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 293, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3689,39 +3497,13 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 309, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 294, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, PMPI_Iscatterv_c)
-__attribute__((used)) static int mana_w_MPI_Isend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 310, "PMPI_Isend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Isend, MPI_Isend)
-MANA_EXPORT(mana_w_MPI_Isend, PMPI_Isend)
-__attribute__((used)) static int mana_w_MPI_Isend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 311, "PMPI_Isend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Isend_c, MPI_Isend_c)
-MANA_EXPORT(mana_w_MPI_Isend_c, PMPI_Isend_c)
 __attribute__((used)) static int mana_w_MPI_Isendrecv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3729,7 +3511,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv(const void* sendbuf, int s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 312, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 295, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3743,7 +3525,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_c(const void* sendbuf, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 313, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 296, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3756,7 +3538,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_replace(void* buf, int cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 314, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 297, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3769,44 +3551,18 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void* buf, MPI_C
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 315, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_FORWARD_INTO(r_, 298, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, MPI_Isendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
-__attribute__((used)) static int mana_w_MPI_Issend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 316, "PMPI_Issend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Issend, MPI_Issend)
-MANA_EXPORT(mana_w_MPI_Issend, PMPI_Issend)
-__attribute__((used)) static int mana_w_MPI_Issend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 317, "PMPI_Issend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Issend_c, MPI_Issend_c)
-MANA_EXPORT(mana_w_MPI_Issend_c, PMPI_Issend_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
     int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 318, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
+        MANA_FORWARD_INTO(r_, 299, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
     }
     *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
     return r_;
@@ -3817,64 +3573,19 @@ __attribute__((used)) static int mana_w_MPI_Lookup_name(const char* service_name
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 319, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
+        MANA_FORWARD_INTO(r_, 300, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Lookup_name, MPI_Lookup_name)
 MANA_EXPORT(mana_w_MPI_Lookup_name, PMPI_Lookup_name)
-__attribute__((used)) static int mana_w_MPI_Mprobe(int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status) {
-    comm = mana_h_real(comm);
-    MPI_Message message_l = 0;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 320, "PMPI_Mprobe", int, (int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status), (source, tag, comm, &message_l, status_l));
-    }
-    if (r_ == MPI_SUCCESS && message_l) *message = mana_h_virtual(message_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Mprobe, MPI_Mprobe)
-MANA_EXPORT(mana_w_MPI_Mprobe, PMPI_Mprobe)
-__attribute__((used)) static int mana_w_MPI_Mrecv(void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    MPI_Message message_v = *message, message_r = mana_h_real(message_v), message_l = message_r;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 321, "PMPI_Mrecv", int, (void* buf, int count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, &message_l, status_l));
-    }
-    *message = mana_h_inout_done(message_v, message_r, message_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Mrecv, MPI_Mrecv)
-MANA_EXPORT(mana_w_MPI_Mrecv, PMPI_Mrecv)
-__attribute__((used)) static int mana_w_MPI_Mrecv_c(void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    MPI_Message message_v = *message, message_r = mana_h_real(message_v), message_l = message_r;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 322, "PMPI_Mrecv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Message* message, MPI_Status* status), (buf, count, datatype, &message_l, status_l));
-    }
-    *message = mana_h_inout_done(message_v, message_r, message_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Mrecv_c, MPI_Mrecv_c)
-MANA_EXPORT(mana_w_MPI_Mrecv_c, PMPI_Mrecv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 323, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 301, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     return r_;
 }
@@ -3886,7 +3597,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 324, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 302, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     return r_;
 }
@@ -3900,7 +3611,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 325, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 303, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3915,7 +3626,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 326, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 304, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3928,7 +3639,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 327, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 305, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     return r_;
 }
@@ -3940,7 +3651,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 328, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 306, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     return r_;
 }
@@ -3954,7 +3665,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 329, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 307, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3969,7 +3680,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 330, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 308, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -3982,7 +3693,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbu
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 331, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 309, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     return r_;
 }
@@ -3994,7 +3705,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 332, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 310, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     return r_;
 }
@@ -4008,7 +3719,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 333, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 311, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4023,7 +3734,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 334, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 312, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4036,7 +3747,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendb
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 335, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 313, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     return r_;
 }
@@ -4048,7 +3759,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 336, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_FORWARD_INTO(r_, 314, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     return r_;
 }
@@ -4062,7 +3773,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 337, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 315, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4077,7 +3788,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 338, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 316, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4094,7 +3805,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 339, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_FORWARD_INTO(r_, 317, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4112,7 +3823,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 340, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_FORWARD_INTO(r_, 318, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4132,7 +3843,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 341, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 319, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4153,7 +3864,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 342, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 320, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4166,7 +3877,7 @@ __attribute__((used)) static int mana_w_MPI_Op_commutative(MPI_Op op, int* commu
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 343, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
+        MANA_FORWARD_INTO(r_, 321, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
     }
     return r_;
 }
@@ -4176,7 +3887,7 @@ __attribute__((used)) static int mana_w_MPI_Op_free(MPI_Op* op) {
     MPI_Op op_v = *op, op_r = mana_h_real(op_v), op_l = op_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 344, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
+        MANA_FORWARD_INTO(r_, 322, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
     }
     *op = mana_h_inout_done(op_v, op_r, op_l);
     return r_;
@@ -4187,7 +3898,7 @@ __attribute__((used)) static int mana_w_MPI_Open_port(MPI_Info info, char* port_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 345, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
+        MANA_FORWARD_INTO(r_, 323, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
     }
     return r_;
 }
@@ -4198,7 +3909,7 @@ __attribute__((used)) static int mana_w_MPI_Pack(const void* inbuf, int incount,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 346, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_FORWARD_INTO(r_, 324, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
     return r_;
 }
@@ -4209,7 +3920,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_c(const void* inbuf, MPI_Count 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 347, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_FORWARD_INTO(r_, 325, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
     return r_;
 }
@@ -4219,7 +3930,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external(const char datarep[], 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 348, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_FORWARD_INTO(r_, 326, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     return r_;
 }
@@ -4229,7 +3940,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_c(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 349, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_FORWARD_INTO(r_, 327, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     return r_;
 }
@@ -4239,7 +3950,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size(const char datare
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 350, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
+        MANA_FORWARD_INTO(r_, 328, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
     }
     return r_;
 }
@@ -4249,7 +3960,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size_c(const char data
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 351, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
+        MANA_FORWARD_INTO(r_, 329, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
     }
     return r_;
 }
@@ -4260,7 +3971,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_size(int incount, MPI_Datatype 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 352, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
+        MANA_FORWARD_INTO(r_, 330, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
     }
     return r_;
 }
@@ -4271,7 +3982,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_size_c(MPI_Count incount, MPI_D
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 353, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
+        MANA_FORWARD_INTO(r_, 331, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
     }
     return r_;
 }
@@ -4281,7 +3992,7 @@ __attribute__((used)) static int mana_w_MPI_Parrived(MPI_Request request, int pa
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 354, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
+        MANA_FORWARD_INTO(r_, 332, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
     }
     return r_;
 }
@@ -4291,7 +4002,7 @@ __attribute__((used)) static int mana_w_MPI_Pready(int partition, MPI_Request re
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 355, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
+        MANA_FORWARD_INTO(r_, 333, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
     }
     return r_;
 }
@@ -4301,7 +4012,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_list(int length, const int ar
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 356, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
+        MANA_FORWARD_INTO(r_, 334, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
     }
     return r_;
 }
@@ -4311,7 +4022,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_range(int partition_low, int 
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 357, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
+        MANA_FORWARD_INTO(r_, 335, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
     }
     return r_;
 }
@@ -4324,26 +4035,13 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 358, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 336, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Precv_init, MPI_Precv_init)
 MANA_EXPORT(mana_w_MPI_Precv_init, PMPI_Precv_init)
-__attribute__((used)) static int mana_w_MPI_Probe(int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 359, "PMPI_Probe", int, (int source, int tag, MPI_Comm comm, MPI_Status* status), (source, tag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Probe, MPI_Probe)
-MANA_EXPORT(mana_w_MPI_Probe, PMPI_Probe)
 __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -4351,7 +4049,7 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 360, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 337, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4362,7 +4060,7 @@ __attribute__((used)) static int mana_w_MPI_Publish_name(const char* service_nam
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 361, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_FORWARD_INTO(r_, 338, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     return r_;
 }
@@ -4374,7 +4072,7 @@ __attribute__((used)) static int mana_w_MPI_Put(const void* origin_addr, int ori
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 362, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_FORWARD_INTO(r_, 339, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     return r_;
 }
@@ -4386,14 +4084,14 @@ __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_C
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 363, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_FORWARD_INTO(r_, 340, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Put_c, MPI_Put_c)
 MANA_EXPORT(mana_w_MPI_Put_c, PMPI_Put_c)
 __attribute__((used)) static int mana_w_MPI_Query_thread(int* provided) {
-    MANA_FORWARD(364, "PMPI_Query_thread", int, (int* provided), (provided));
+    MANA_FORWARD(341, "PMPI_Query_thread", int, (int* provided), (provided));
 }
 MANA_EXPORT(mana_w_MPI_Query_thread, MPI_Query_thread)
 MANA_EXPORT(mana_w_MPI_Query_thread, PMPI_Query_thread)
@@ -4405,7 +4103,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 365, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 342, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4420,74 +4118,20 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 366, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 343, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, MPI_Raccumulate_c)
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, PMPI_Raccumulate_c)
-__attribute__((used)) static int mana_w_MPI_Recv(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 367, "PMPI_Recv", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Recv, MPI_Recv)
-MANA_EXPORT(mana_w_MPI_Recv, PMPI_Recv)
-__attribute__((used)) static int mana_w_MPI_Recv_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 368, "PMPI_Recv_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, source, tag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Recv_c, MPI_Recv_c)
-MANA_EXPORT(mana_w_MPI_Recv_c, PMPI_Recv_c)
-__attribute__((used)) static int mana_w_MPI_Recv_init(void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 369, "PMPI_Recv_init", int, (void* buf, int count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Recv_init, MPI_Recv_init)
-MANA_EXPORT(mana_w_MPI_Recv_init, PMPI_Recv_init)
-__attribute__((used)) static int mana_w_MPI_Recv_init_c(void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 370, "PMPI_Recv_init_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, source, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Recv_init_c, MPI_Recv_init_c)
-MANA_EXPORT(mana_w_MPI_Recv_init_c, PMPI_Recv_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 371, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_FORWARD_INTO(r_, 344, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     return r_;
 }
@@ -4499,7 +4143,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 372, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_FORWARD_INTO(r_, 345, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     return r_;
 }
@@ -4513,7 +4157,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 373, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 346, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4528,7 +4172,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 374, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 347, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4540,7 +4184,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local(const void* inbuf, void
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 375, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_FORWARD_INTO(r_, 348, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     return r_;
 }
@@ -4551,7 +4195,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, vo
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 376, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_FORWARD_INTO(r_, 349, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     return r_;
 }
@@ -4563,7 +4207,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 377, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 350, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     return r_;
 }
@@ -4575,7 +4219,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 378, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 351, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     return r_;
 }
@@ -4587,7 +4231,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 379, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 352, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     return r_;
 }
@@ -4601,7 +4245,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 380, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 353, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4616,7 +4260,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 381, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 354, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4629,7 +4273,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 382, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 355, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     return r_;
 }
@@ -4643,7 +4287,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 383, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 356, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4658,37 +4302,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 384, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 357, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, PMPI_Reduce_scatter_init_c)
-__attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request* request) {
-    MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 385, "PMPI_Request_free", int, (MPI_Request* request), (&request_l));
-    }
-    *request = mana_h_inout_done(request_v, request_r, request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Request_free, MPI_Request_free)
-MANA_EXPORT(mana_w_MPI_Request_free, PMPI_Request_free)
-__attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request request, int* flag, MPI_Status* status) {
-    request = mana_h_real(request);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 386, "PMPI_Request_get_status", int, (MPI_Request request, int* flag, MPI_Status* status), (request, flag, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Request_get_status, MPI_Request_get_status)
-MANA_EXPORT(mana_w_MPI_Request_get_status, PMPI_Request_get_status)
 __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
@@ -4696,7 +4316,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 387, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 358, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4712,7 +4332,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 388, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 359, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4728,7 +4348,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 389, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_FORWARD_INTO(r_, 360, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4742,7 +4362,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 390, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 361, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4756,7 +4376,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 391, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 362, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4770,68 +4390,20 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 392, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_FORWARD_INTO(r_, 363, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rput_c, MPI_Rput_c)
 MANA_EXPORT(mana_w_MPI_Rput_c, PMPI_Rput_c)
-__attribute__((used)) static int mana_w_MPI_Rsend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 393, "PMPI_Rsend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Rsend, MPI_Rsend)
-MANA_EXPORT(mana_w_MPI_Rsend, PMPI_Rsend)
-__attribute__((used)) static int mana_w_MPI_Rsend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 394, "PMPI_Rsend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Rsend_c, MPI_Rsend_c)
-MANA_EXPORT(mana_w_MPI_Rsend_c, PMPI_Rsend_c)
-__attribute__((used)) static int mana_w_MPI_Rsend_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 395, "PMPI_Rsend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Rsend_init, MPI_Rsend_init)
-MANA_EXPORT(mana_w_MPI_Rsend_init, PMPI_Rsend_init)
-__attribute__((used)) static int mana_w_MPI_Rsend_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 396, "PMPI_Rsend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Rsend_init_c, MPI_Rsend_init_c)
-MANA_EXPORT(mana_w_MPI_Rsend_init_c, PMPI_Rsend_init_c)
 __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 397, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 364, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -4843,7 +4415,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 398, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_FORWARD_INTO(r_, 365, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     return r_;
 }
@@ -4857,7 +4429,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 399, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 366, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4872,7 +4444,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 400, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 367, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4885,7 +4457,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 401, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 368, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4897,7 +4469,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 402, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 369, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4911,7 +4483,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 403, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 370, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4926,7 +4498,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 404, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 371, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4939,7 +4511,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 405, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 372, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4951,7 +4523,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 406, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_FORWARD_INTO(r_, 373, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     return r_;
 }
@@ -4965,7 +4537,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 407, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 374, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
@@ -4980,124 +4552,18 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 408, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_FORWARD_INTO(r_, 375, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, PMPI_Scatterv_init_c)
-__attribute__((used)) static int mana_w_MPI_Send(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 409, "PMPI_Send", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Send, MPI_Send)
-MANA_EXPORT(mana_w_MPI_Send, PMPI_Send)
-__attribute__((used)) static int mana_w_MPI_Send_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 410, "PMPI_Send_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Send_c, MPI_Send_c)
-MANA_EXPORT(mana_w_MPI_Send_c, PMPI_Send_c)
-__attribute__((used)) static int mana_w_MPI_Send_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 411, "PMPI_Send_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Send_init, MPI_Send_init)
-MANA_EXPORT(mana_w_MPI_Send_init, PMPI_Send_init)
-__attribute__((used)) static int mana_w_MPI_Send_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 412, "PMPI_Send_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Send_init_c, MPI_Send_init_c)
-MANA_EXPORT(mana_w_MPI_Send_init_c, PMPI_Send_init_c)
-__attribute__((used)) static int mana_w_MPI_Sendrecv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    sendtype = mana_h_real(sendtype);
-    recvtype = mana_h_real(recvtype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 413, "PMPI_Sendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Sendrecv, MPI_Sendrecv)
-MANA_EXPORT(mana_w_MPI_Sendrecv, PMPI_Sendrecv)
-__attribute__((used)) static int mana_w_MPI_Sendrecv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    sendtype = mana_h_real(sendtype);
-    recvtype = mana_h_real(recvtype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 414, "PMPI_Sendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Sendrecv_c, MPI_Sendrecv_c)
-MANA_EXPORT(mana_w_MPI_Sendrecv_c, PMPI_Sendrecv_c)
-__attribute__((used)) static int mana_w_MPI_Sendrecv_replace(void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 415, "PMPI_Sendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Sendrecv_replace, MPI_Sendrecv_replace)
-MANA_EXPORT(mana_w_MPI_Sendrecv_replace, PMPI_Sendrecv_replace)
-__attribute__((used)) static int mana_w_MPI_Sendrecv_replace_c(void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 416, "PMPI_Sendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Status* status), (buf, count, datatype, dest, sendtag, source, recvtag, comm, status_l));
-    }
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, MPI_Sendrecv_replace_c)
-MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
 __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session session, int errorcode) {
     session = mana_h_real(session);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 417, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+        MANA_FORWARD_INTO(r_, 376, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
     }
     return r_;
 }
@@ -5107,7 +4573,7 @@ __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* sessio
     MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 418, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
+        MANA_FORWARD_INTO(r_, 377, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
     }
     *session = mana_h_inout_done(session_v, session_r, session_l);
     return r_;
@@ -5119,7 +4585,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 419, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 378, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -5131,7 +4597,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 420, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
+        MANA_FORWARD_INTO(r_, 379, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5143,7 +4609,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session ses
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 421, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+        MANA_FORWARD_INTO(r_, 380, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
     }
     return r_;
 }
@@ -5154,7 +4620,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session se
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 422, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+        MANA_FORWARD_INTO(r_, 381, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
     }
     return r_;
 }
@@ -5165,7 +4631,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 423, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
+        MANA_FORWARD_INTO(r_, 382, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -5178,7 +4644,7 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 424, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
+        MANA_FORWARD_INTO(r_, 383, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
     }
     if (r_ == MPI_SUCCESS && session_l) *session = mana_h_virtual(session_l);
     return r_;
@@ -5190,95 +4656,19 @@ __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session s
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 425, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+        MANA_FORWARD_INTO(r_, 384, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, MPI_Session_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, PMPI_Session_set_errhandler)
-__attribute__((used)) static int mana_w_MPI_Ssend(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 426, "PMPI_Ssend", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ssend, MPI_Ssend)
-MANA_EXPORT(mana_w_MPI_Ssend, PMPI_Ssend)
-__attribute__((used)) static int mana_w_MPI_Ssend_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 427, "PMPI_Ssend_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm), (buf, count, datatype, dest, tag, comm));
-    }
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ssend_c, MPI_Ssend_c)
-MANA_EXPORT(mana_w_MPI_Ssend_c, PMPI_Ssend_c)
-__attribute__((used)) static int mana_w_MPI_Ssend_init(const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 428, "PMPI_Ssend_init", int, (const void* buf, int count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ssend_init, MPI_Ssend_init)
-MANA_EXPORT(mana_w_MPI_Ssend_init, PMPI_Ssend_init)
-__attribute__((used)) static int mana_w_MPI_Ssend_init_c(const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request) {
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    MPI_Request request_l = 0;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 429, "PMPI_Ssend_init_c", int, (const void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, tag, comm, &request_l));
-    }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Ssend_init_c, MPI_Ssend_init_c)
-MANA_EXPORT(mana_w_MPI_Ssend_init_c, PMPI_Ssend_init_c)
-__attribute__((used)) static int mana_w_MPI_Start(MPI_Request* request) {
-    MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 430, "PMPI_Start", int, (MPI_Request* request), (&request_l));
-    }
-    *request = mana_h_inout_done(request_v, request_r, request_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Start, MPI_Start)
-MANA_EXPORT(mana_w_MPI_Start, PMPI_Start)
-__attribute__((used)) static int mana_w_MPI_Startall(int count, MPI_Request array_of_requests[]) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 431, "PMPI_Startall", int, (int count, MPI_Request array_of_requests[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Startall, MPI_Startall)
-MANA_EXPORT(mana_w_MPI_Startall, PMPI_Startall)
 __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_status, MPI_Fint* f_status) {
     f_status = mana_translate_fstatus(f_status);
     MPI_Status c_status_s, *c_status_l = (c_status && !mana_status_ignored(c_status)) ? &c_status_s : (MPI_Status *)c_status;
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 432, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
+        MANA_FORWARD_INTO(r_, 385, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
     }
     return r_;
 }
@@ -5290,7 +4680,7 @@ __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status,
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 433, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
+        MANA_FORWARD_INTO(r_, 386, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
     }
     if (c_status_l != c_status) mana_status_copy((MPI_Status *)c_status, c_status_l);
     return r_;
@@ -5302,7 +4692,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 434, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
+        MANA_FORWARD_INTO(r_, 387, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5315,7 +4705,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* stat
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 435, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 388, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5328,7 +4718,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 436, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
+        MANA_FORWARD_INTO(r_, 389, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     return r_;
@@ -5336,52 +4726,52 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(437, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(390, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(438, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(391, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(439, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(392, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(440, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(393, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(441, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(394, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(442, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(395, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(443, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(396, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(444, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(397, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(445, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(398, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(446, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(399, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
@@ -5389,7 +4779,7 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 447, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
+        MANA_FORWARD_INTO(r_, 400, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -5397,37 +4787,37 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(448, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(401, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(449, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(402, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(450, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(403, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(451, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(404, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(452, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(405, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(453, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(406, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(454, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(407, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
@@ -5435,7 +4825,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 455, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
+        MANA_FORWARD_INTO(r_, 408, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5446,19 +4836,19 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 456, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+        MANA_FORWARD_INTO(r_, 409, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(457, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(410, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(458, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(411, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
@@ -5469,7 +4859,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 459, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
+        MANA_FORWARD_INTO(r_, 412, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -5479,17 +4869,17 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(460, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(413, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(461, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(414, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(462, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(415, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
@@ -5497,14 +4887,14 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 463, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+        MANA_FORWARD_INTO(r_, 416, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(464, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(417, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
@@ -5512,7 +4902,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 465, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
+        MANA_FORWARD_INTO(r_, 418, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -5523,14 +4913,14 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 466, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+        MANA_FORWARD_INTO(r_, 419, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(467, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(420, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
@@ -5538,29 +4928,29 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 468, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+        MANA_FORWARD_INTO(r_, 421, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(469, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(422, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(470, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(423, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(471, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(424, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(472, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(425, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
@@ -5568,7 +4958,7 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 473, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_FORWARD_INTO(r_, 426, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -5576,57 +4966,57 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(474, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(427, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(475, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(428, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(476, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(429, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(477, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(430, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(478, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(431, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(479, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(432, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(480, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(433, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(481, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(434, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(482, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(435, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(483, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(436, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(484, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(437, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
@@ -5634,7 +5024,7 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 485, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
+        MANA_FORWARD_INTO(r_, 438, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     return r_;
@@ -5642,109 +5032,31 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(486, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(439, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(487, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(440, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
-__attribute__((used)) static int mana_w_MPI_Test(MPI_Request* request, int* flag, MPI_Status* status) {
-    MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 488, "PMPI_Test", int, (MPI_Request* request, int* flag, MPI_Status* status), (&request_l, flag, status_l));
-    }
-    *request = mana_h_inout_done(request_v, request_r, request_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Test, MPI_Test)
-MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* status, int* flag) {
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 489, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
+        MANA_FORWARD_INTO(r_, 441, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Test_cancelled, MPI_Test_cancelled)
 MANA_EXPORT(mana_w_MPI_Test_cancelled, PMPI_Test_cancelled)
-__attribute__((used)) static int mana_w_MPI_Testall(int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    int array_of_statuses_use = array_of_statuses != NULL && !mana_status_ignored(array_of_statuses);
-    MANA_TMP(MPI_Status, array_of_statuses_l, array_of_statuses_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 490, "PMPI_Testall", int, (int count, MPI_Request array_of_requests[], int* flag, MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, flag, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses[i_], &array_of_statuses_l[i_]);
-    MANA_TMP_FREE(array_of_statuses_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Testall, MPI_Testall)
-MANA_EXPORT(mana_w_MPI_Testall, PMPI_Testall)
-__attribute__((used)) static int mana_w_MPI_Testany(int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 491, "PMPI_Testany", int, (int count, MPI_Request array_of_requests[], int* index, int* flag, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, flag, status_l));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Testany, MPI_Testany)
-MANA_EXPORT(mana_w_MPI_Testany, PMPI_Testany)
-__attribute__((used)) static int mana_w_MPI_Testsome(int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? incount : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    int array_of_statuses_use = array_of_statuses != NULL && !mana_status_ignored(array_of_statuses);
-    MANA_TMP(MPI_Status, array_of_statuses_l, array_of_statuses_use ? incount : 0);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 492, "PMPI_Testsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses[i_], &array_of_statuses_l[i_]);
-    MANA_TMP_FREE(array_of_statuses_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Testsome, MPI_Testsome)
-MANA_EXPORT(mana_w_MPI_Testsome, PMPI_Testsome)
 __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status) {
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 493, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+        MANA_FORWARD_INTO(r_, 442, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
     }
     return r_;
 }
@@ -5754,7 +5066,7 @@ __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) 
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 494, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_FORWARD_INTO(r_, 443, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     return r_;
@@ -5766,7 +5078,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datat
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 495, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 444, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5778,7 +5090,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 496, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 445, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5790,7 +5102,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 497, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 446, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5802,7 +5114,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 498, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 447, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5813,7 +5125,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 499, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 448, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5824,7 +5136,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 500, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 449, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5835,7 +5147,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 501, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_FORWARD_INTO(r_, 450, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5847,7 +5159,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 502, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 451, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5859,7 +5171,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 503, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 452, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5871,7 +5183,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 504, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 453, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5883,7 +5195,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 505, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 454, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5895,7 +5207,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 506, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 455, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5907,7 +5219,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 507, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 456, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5919,7 +5231,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 508, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 457, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5931,7 +5243,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 509, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 458, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5943,7 +5255,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 510, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_FORWARD_INTO(r_, 459, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5955,7 +5267,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 511, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_FORWARD_INTO(r_, 460, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -5969,7 +5281,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 512, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_FORWARD_INTO(r_, 461, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -5984,7 +5296,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 513, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_FORWARD_INTO(r_, 462, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -5997,7 +5309,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 514, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 463, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6009,7 +5321,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 515, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 464, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6021,7 +5333,7 @@ __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype dataty
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 516, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+        MANA_FORWARD_INTO(r_, 465, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
     }
     return r_;
 }
@@ -6032,7 +5344,7 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 517, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 466, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6047,7 +5359,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 518, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_FORWARD_INTO(r_, 467, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     return r_;
@@ -6058,7 +5370,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 519, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_FORWARD_INTO(r_, 468, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     return r_;
@@ -6070,7 +5382,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 520, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_FORWARD_INTO(r_, 469, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
     return r_;
 }
@@ -6083,7 +5395,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 521, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_FORWARD_INTO(r_, 470, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6098,7 +5410,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype dat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 522, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_FORWARD_INTO(r_, 471, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6110,7 +5422,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 523, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_FORWARD_INTO(r_, 472, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
     return r_;
 }
@@ -6120,7 +5432,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype dat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 524, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_FORWARD_INTO(r_, 473, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
     return r_;
 }
@@ -6130,7 +5442,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatyp
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 525, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 474, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6140,7 +5452,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 526, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 475, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6150,7 +5462,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 527, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_FORWARD_INTO(r_, 476, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     return r_;
 }
@@ -6160,7 +5472,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 528, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_FORWARD_INTO(r_, 477, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
     return r_;
 }
@@ -6170,7 +5482,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype da
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 529, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 478, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6180,7 +5492,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 530, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 479, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6190,7 +5502,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 531, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_FORWARD_INTO(r_, 480, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     return r_;
 }
@@ -6209,7 +5521,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 532, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 481, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6221,7 +5533,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 533, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 482, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6236,7 +5548,7 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 534, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_FORWARD_INTO(r_, 483, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     return r_;
@@ -6248,7 +5560,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 535, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 484, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
     }
     return r_;
 }
@@ -6258,7 +5570,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 536, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+        MANA_FORWARD_INTO(r_, 485, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
     }
     return r_;
 }
@@ -6268,7 +5580,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 537, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 486, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
     return r_;
 }
@@ -6278,7 +5590,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 538, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 487, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     return r_;
 }
@@ -6288,7 +5600,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 539, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_FORWARD_INTO(r_, 488, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     return r_;
 }
@@ -6307,7 +5619,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 540, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 489, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6319,7 +5631,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 541, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_FORWARD_INTO(r_, 490, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     return r_;
@@ -6331,7 +5643,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 542, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_FORWARD_INTO(r_, 491, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     return r_;
 }
@@ -6342,7 +5654,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Coun
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 543, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_FORWARD_INTO(r_, 492, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     return r_;
 }
@@ -6352,7 +5664,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 544, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_FORWARD_INTO(r_, 493, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     return r_;
 }
@@ -6362,7 +5674,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 545, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_FORWARD_INTO(r_, 494, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     return r_;
 }
@@ -6372,95 +5684,17 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 546, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_FORWARD_INTO(r_, 495, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpublish_name, MPI_Unpublish_name)
 MANA_EXPORT(mana_w_MPI_Unpublish_name, PMPI_Unpublish_name)
-__attribute__((used)) static int mana_w_MPI_Wait(MPI_Request* request, MPI_Status* status) {
-    MPI_Request request_v = *request, request_r = mana_h_real(request_v), request_l = request_r;
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 547, "PMPI_Wait", int, (MPI_Request* request, MPI_Status* status), (&request_l, status_l));
-    }
-    *request = mana_h_inout_done(request_v, request_r, request_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Wait, MPI_Wait)
-MANA_EXPORT(mana_w_MPI_Wait, PMPI_Wait)
-__attribute__((used)) static int mana_w_MPI_Waitall(int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    int array_of_statuses_use = array_of_statuses != NULL && !mana_status_ignored(array_of_statuses);
-    MANA_TMP(MPI_Status, array_of_statuses_l, array_of_statuses_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 548, "PMPI_Waitall", int, (int count, MPI_Request array_of_requests[], MPI_Status array_of_statuses[]), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses[i_], &array_of_statuses_l[i_]);
-    MANA_TMP_FREE(array_of_statuses_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Waitall, MPI_Waitall)
-MANA_EXPORT(mana_w_MPI_Waitall, PMPI_Waitall)
-__attribute__((used)) static int mana_w_MPI_Waitany(int count, MPI_Request array_of_requests[], int* index, MPI_Status* status) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? count : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
-    if (status_l != status) mana_status_copy(status_l, status);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 549, "PMPI_Waitany", int, (int count, MPI_Request array_of_requests[], int* index, MPI_Status* status), (count, array_of_requests_use ? array_of_requests_l : array_of_requests, index, status_l));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Waitany, MPI_Waitany)
-MANA_EXPORT(mana_w_MPI_Waitany, PMPI_Waitany)
-__attribute__((used)) static int mana_w_MPI_Waitsome(int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]) {
-    int array_of_requests_use = array_of_requests != NULL;
-    MANA_TMP(MPI_Request, array_of_requests_l, array_of_requests_use ? incount : 0);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_l[i_] = mana_h_real(array_of_requests[i_]);
-    MANA_TMP(MPI_Request, array_of_requests_r, array_of_requests_l_n_);
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests_r[i_] = array_of_requests_l[i_];
-    int array_of_statuses_use = array_of_statuses != NULL && !mana_status_ignored(array_of_statuses);
-    MANA_TMP(MPI_Status, array_of_statuses_l, array_of_statuses_use ? incount : 0);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses_l[i_], &array_of_statuses[i_]);
-    int r_;
-    {
-        MANA_FORWARD_INTO(r_, 550, "PMPI_Waitsome", int, (int incount, MPI_Request array_of_requests[], int* outcount, int array_of_indices[], MPI_Status array_of_statuses[]), (incount, array_of_requests_use ? array_of_requests_l : array_of_requests, outcount, array_of_indices, array_of_statuses_use ? array_of_statuses_l : array_of_statuses));
-    }
-    for (size_t i_ = 0; i_ < array_of_requests_l_n_; i_++) array_of_requests[i_] = mana_h_inout_done(array_of_requests[i_], array_of_requests_r[i_], array_of_requests_l[i_]);
-    MANA_TMP_FREE(array_of_requests_r);
-    MANA_TMP_FREE(array_of_requests_l);
-    for (size_t i_ = 0; i_ < array_of_statuses_l_n_; i_++) mana_status_copy(&array_of_statuses[i_], &array_of_statuses_l[i_]);
-    MANA_TMP_FREE(array_of_statuses_l);
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Waitsome, MPI_Waitsome)
-MANA_EXPORT(mana_w_MPI_Waitsome, PMPI_Waitsome)
 __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 551, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_FORWARD_INTO(r_, 496, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
     return r_;
 }
@@ -6470,7 +5704,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 552, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_FORWARD_INTO(r_, 497, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     return r_;
 }
@@ -6480,7 +5714,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 553, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 498, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6492,7 +5726,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 554, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 499, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6505,7 +5739,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint si
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 555, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 500, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6518,7 +5752,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 556, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_FORWARD_INTO(r_, 501, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     return r_;
@@ -6530,7 +5764,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 557, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_FORWARD_INTO(r_, 502, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     return r_;
 }
@@ -6540,7 +5774,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 558, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_FORWARD_INTO(r_, 503, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     return r_;
 }
@@ -6550,7 +5784,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 559, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 504, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6560,7 +5794,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 560, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 505, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6570,7 +5804,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 561, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 506, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6580,7 +5814,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 562, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 507, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6590,7 +5824,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 563, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 508, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6600,7 +5834,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 564, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_FORWARD_INTO(r_, 509, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     return r_;
@@ -6612,7 +5846,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 565, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_FORWARD_INTO(r_, 510, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     return r_;
@@ -6624,7 +5858,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 566, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_FORWARD_INTO(r_, 511, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     return r_;
@@ -6636,7 +5870,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 567, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_FORWARD_INTO(r_, 512, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     return r_;
@@ -6647,7 +5881,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 568, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_FORWARD_INTO(r_, 513, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     return r_;
 }
@@ -6657,7 +5891,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 569, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_FORWARD_INTO(r_, 514, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     return r_;
 }
@@ -6667,7 +5901,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 570, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_FORWARD_INTO(r_, 515, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     return r_;
 }
@@ -6678,7 +5912,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 571, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 516, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6689,7 +5923,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 572, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_FORWARD_INTO(r_, 517, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     return r_;
 }
@@ -6700,7 +5934,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 573, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+        MANA_FORWARD_INTO(r_, 518, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
     }
     return r_;
 }
@@ -6711,7 +5945,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 574, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_FORWARD_INTO(r_, 519, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     return r_;
 }
@@ -6721,7 +5955,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 575, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_FORWARD_INTO(r_, 520, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     return r_;
 }
@@ -6732,7 +5966,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 576, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_FORWARD_INTO(r_, 521, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     return r_;
 }
@@ -6742,7 +5976,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 577, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 522, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6752,7 +5986,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 578, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_FORWARD_INTO(r_, 523, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     return r_;
 }
@@ -6762,7 +5996,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 579, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_FORWARD_INTO(r_, 524, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     return r_;
 }
@@ -6772,7 +6006,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 580, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 525, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     return r_;
 }
@@ -6782,19 +6016,19 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 581, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_FORWARD_INTO(r_, 526, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(582, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(527, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(583, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(528, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

@@ -34,9 +34,12 @@ int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
 #define CHUNK (1u << MANA_VH_CHUNK_BITS)
 #define MANA_VH_REUSE_DELAY 4096u
 #define KIND_REQUEST 0xb
+#define KIND_COMM 0x1
 
 struct kind_table {
     pthread_mutex_t lock;
+    struct mana_req_meta *meta[MANA_VH_CHUNKS];       /* requests only: parallel to mana_vh_dir */
+    struct mana_comm_meta *comm_meta[MANA_VH_CHUNKS]; /* communicators only */
     unsigned next_fresh;             /* indices below this have been handed out */
     unsigned *refs[MANA_VH_CHUNKS];  /* reference counts, parallel to mana_vh_dir */
     unsigned *fifo;                  /* released indices, a ring */
@@ -177,6 +180,10 @@ static unsigned take_index(struct kind_table *t, int kind)
     unsigned c = idx >> MANA_VH_CHUNK_BITS;
     if (!mana_vh_dir[kind][c]) {
         t->refs[c] = zeroed(CHUNK * sizeof(unsigned));
+        if (kind == KIND_REQUEST)
+            t->meta[c] = zeroed(CHUNK * sizeof(struct mana_req_meta));
+        if (kind == KIND_COMM)
+            t->comm_meta[c] = zeroed(CHUNK * sizeof(struct mana_comm_meta));
         __atomic_store_n(&mana_vh_dir[kind][c], (int *)zeroed(CHUNK * sizeof(int)), __ATOMIC_RELEASE);
     }
     return idx;
@@ -209,6 +216,14 @@ int mana_h_virtual(int real)
         }
         mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = real;
         t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
+        if (kind == KIND_REQUEST)
+            memset(&t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], 0, sizeof(struct mana_req_meta));
+        if (kind == KIND_COMM) {
+            struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+            if (m->sent)
+                munmap(m->sent, (size_t)m->n_peers * sizeof(*m->sent));
+            memset(m, 0, sizeof *m);
+        }
         if (kind != KIND_REQUEST)
             map_insert(t, real, idx);
         t->live++;
@@ -270,6 +285,77 @@ static void rebind(int v, int real)
     pthread_mutex_unlock(&t->lock);
 }
 
+struct mana_req_meta *mana_req_meta(int v)
+{
+    if (!mana_h_is_virtual(v) || MANA_VH_KIND(v) != KIND_REQUEST)
+        return NULL;
+    unsigned idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    struct mana_req_meta *chunk = tables[KIND_REQUEST].meta[idx >> MANA_VH_CHUNK_BITS];
+    if (!chunk || !mana_vh_dir[KIND_REQUEST][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)])
+        return NULL;
+    return &chunk[idx & (CHUNK - 1)];
+}
+
+void mana_req_release(int v)
+{
+    release(v);
+}
+
+static struct mana_comm_meta world_meta, self_meta;
+
+struct mana_comm_meta *mana_comm_meta(int c)
+{
+    if (c == MPI_COMM_WORLD)
+        return &world_meta;
+    if (c == MPI_COMM_SELF)
+        return &self_meta;
+    if (!mana_h_is_virtual(c) || MANA_VH_KIND(c) != KIND_COMM)
+        return NULL;
+    unsigned idx = (unsigned)c & MANA_VH_INDEX_MASK;
+    struct mana_comm_meta *chunk = tables[KIND_COMM].comm_meta[idx >> MANA_VH_CHUNK_BITS];
+    return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+void mana_count_recvd(int c)
+{
+    struct mana_comm_meta *m = mana_comm_meta(c);
+    if (m)
+        __atomic_fetch_add(&m->recvd, 1, __ATOMIC_RELAXED);
+}
+
+/* The counters of a communicator are sized on its first send (its (remote) group size). */
+static pthread_mutex_t sent_alloc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mana_count_sent(int c, int dest)
+{
+    struct mana_comm_meta *m = mana_comm_meta(c);
+    if (!m || dest < 0)
+        return;
+    unsigned long long *sent = __atomic_load_n(&m->sent, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(!sent, 0)) {
+        pthread_mutex_lock(&sent_alloc_lock);
+        if (!m->sent) {
+            int n = mana_alltoallw_len(mana_h_real(c));
+            m->n_peers = n > 0 ? n : 1;
+            __atomic_store_n(&m->sent, zeroed((size_t)m->n_peers * sizeof(*m->sent)), __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&sent_alloc_lock);
+        sent = m->sent;
+    }
+    if (dest < m->n_peers)
+        __atomic_fetch_add(&sent[dest], 1, __ATOMIC_RELAXED);
+}
+
+void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *arg)
+{
+    struct kind_table *t = &tables[KIND_REQUEST];
+    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
+        int *chunk = mana_vh_dir[KIND_REQUEST][idx >> MANA_VH_CHUNK_BITS];
+        if (chunk && chunk[idx & (CHUNK - 1)])
+            f(virtual_of(KIND_REQUEST, idx), &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
+    }
+}
+
 int mana_h_inout_done(int v_before, int real_before, int real_after)
 {
     if (real_after == real_before)
@@ -309,21 +395,16 @@ void mana_tmp_release(void *p, size_t bytes)
 /* Lengths the standard gives as "*": the datatype arrays of the alltoallw family have
  * one entry per process of the (remote) group, or per neighbour in a topology. These
  * ask the lower library directly, with real handles. */
-#define LOWER_QUERY(NAME, ID, LOWER, PARAMS, ARGS)                              \
-    static int NAME PARAMS                                                      \
-    {                                                                           \
-        MANA_FORWARD(ID, LOWER, int, PARAMS, ARGS);                             \
-    }
-LOWER_QUERY(mana_lower_comm_size, 4100, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
-LOWER_QUERY(mana_lower_comm_remote_size, 4101, "PMPI_Comm_remote_size", (MPI_Comm c, int *n), (c, n))
-LOWER_QUERY(mana_lower_comm_test_inter, 4102, "PMPI_Comm_test_inter", (MPI_Comm c, int *f), (c, f))
-LOWER_QUERY(mana_lower_topo_test, 4103, "PMPI_Topo_test", (MPI_Comm c, int *t), (c, t))
-LOWER_QUERY(mana_lower_dist_graph_neighbors_count, 4104, "PMPI_Dist_graph_neighbors_count",
+MANA_LOWER_FUNCTION(mana_lower_comm_size, 4100, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
+MANA_LOWER_FUNCTION(mana_lower_comm_remote_size, 4101, "PMPI_Comm_remote_size", (MPI_Comm c, int *n), (c, n))
+MANA_LOWER_FUNCTION(mana_lower_comm_test_inter, 4102, "PMPI_Comm_test_inter", (MPI_Comm c, int *f), (c, f))
+MANA_LOWER_FUNCTION(mana_lower_topo_test, 4103, "PMPI_Topo_test", (MPI_Comm c, int *t), (c, t))
+MANA_LOWER_FUNCTION(mana_lower_dist_graph_neighbors_count, 4104, "PMPI_Dist_graph_neighbors_count",
             (MPI_Comm c, int *i, int *o, int *w), (c, i, o, w))
-LOWER_QUERY(mana_lower_cartdim_get, 4105, "PMPI_Cartdim_get", (MPI_Comm c, int *n), (c, n))
-LOWER_QUERY(mana_lower_graph_neighbors_count, 4106, "PMPI_Graph_neighbors_count", (MPI_Comm c, int r, int *n),
+MANA_LOWER_FUNCTION(mana_lower_cartdim_get, 4105, "PMPI_Cartdim_get", (MPI_Comm c, int *n), (c, n))
+MANA_LOWER_FUNCTION(mana_lower_graph_neighbors_count, 4106, "PMPI_Graph_neighbors_count", (MPI_Comm c, int r, int *n),
             (c, r, n))
-LOWER_QUERY(mana_lower_comm_rank, 4107, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
+MANA_LOWER_FUNCTION(mana_lower_comm_rank, 4107, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
 
 int mana_alltoallw_len(MPI_Comm real)
 {

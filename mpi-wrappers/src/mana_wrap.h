@@ -11,6 +11,8 @@
 #include <mpi.h>
 #include <stddef.h>
 
+#define MANA_HIDDEN __attribute__((visibility("hidden")))
+
 /* Provided by libmana.so (the upper-half runtime, LD_PRELOADed by mana_launch). */
 extern void *mana_lower_fn(unsigned id, const char *lower_name, unsigned long fs);
 extern int mana_unsupported(const char *name);
@@ -59,10 +61,59 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     __asm__ volatile("wrfsbase %0" ::"r"(lower) : "memory");
 }
 
+/* ---- The gate (src/gate.c) ----
+ * Every call into the lower half holds the calling thread's gate token; a checkpoint
+ * closes the gate and waits until no application thread holds one, so that it can use
+ * the lower half alone (drain) and never stops a thread inside it. Holding the token is
+ * a thread-local counter (nested entries — a callback calling MPI — just count); the
+ * checkpointer makes the ordering work with membarrier(2), so the fast path has no
+ * atomic instruction. Where membarrier is missing, entering uses a fenced store. */
+struct mana_gate_slot {
+    volatile int in;
+    struct mana_gate_slot *next;
+};
+extern volatile int mana_gate_closed MANA_HIDDEN;
+extern int mana_gate_fenced MANA_HIDDEN;
+extern __thread struct mana_gate_slot *mana_tls_gate
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+extern struct mana_gate_slot *mana_gate_register(void) MANA_HIDDEN;
+extern void mana_gate_park(void) MANA_HIDDEN;
+extern int mana_gate_close(double timeout) MANA_HIDDEN;
+extern void mana_gate_open(void) MANA_HIDDEN;
+
+static inline __attribute__((always_inline)) void mana_gate_enter(void)
+{
+    struct mana_gate_slot *g = mana_tls_gate;
+    if (__builtin_expect(!g, 0))
+        g = mana_gate_register();
+    if (g->in) {
+        g->in++;
+        return;
+    }
+    for (;;) {
+        if (__builtin_expect(mana_gate_fenced, 0))
+            __atomic_store_n(&g->in, 1, __ATOMIC_SEQ_CST);
+        else
+            __atomic_store_n(&g->in, 1, __ATOMIC_RELAXED);
+        __asm__ volatile("" ::: "memory");
+        if (__builtin_expect(!__atomic_load_n(&mana_gate_closed, __ATOMIC_RELAXED), 1))
+            return;
+        __atomic_store_n(&g->in, 0, __ATOMIC_RELEASE);
+        mana_gate_park();
+    }
+}
+
+static inline __attribute__((always_inline)) void mana_gate_leave(void)
+{
+    struct mana_gate_slot *g = mana_tls_gate;
+    __atomic_store_n(&g->in, g->in - 1, __ATOMIC_RELEASE);
+}
+
 /* Calls the lower world's `lower_name` with `args` on this thread's lower TCB and stores
- * the result in `out`. The lower function is looked up once per wrapper and kept in a
- * static (a benign race: every thread finds the same pointer). */
-#define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
+ * the result in `out`, without the gate (the checkpointer's own calls, or callers that
+ * hold it). The lower function is looked up once per call site and kept in a static (a
+ * benign race: every thread finds the same pointer). */
+#define MANA_CALL_LOWER_INTO(out, id, lower_name, ret, params, args)    \
     typedef ret(*mana_fn_t) params;                                     \
     static mana_fn_t f_cache_;                                          \
     unsigned long fs_ = mana_thread_lower_fs();                         \
@@ -72,6 +123,20 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
     unsigned long up_ = mana_enter_lower(fs_);                          \
     out = f_ args;                                                      \
     mana_leave_lower(up_)
+
+/* The same, holding the gate token: what every wrapper does. */
+#define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
+    mana_gate_enter();                                                  \
+    MANA_CALL_LOWER_INTO(out, id, lower_name, ret, params, args);       \
+    mana_gate_leave()
+
+/* A static function `NAME PARAMS` returning the lower world's `LOWER` called with the
+ * gate (the wrappers' own uses of MPI, with real handles). */
+#define MANA_LOWER_FUNCTION(NAME, ID, LOWER, PARAMS, ARGS)                              \
+    static int NAME PARAMS                                                              \
+    {                                                                                   \
+        MANA_FORWARD(ID, LOWER, int, PARAMS, ARGS);                                     \
+    }
 
 /* The same, returning the result. */
 #define MANA_FORWARD(id, lower_name, ret, params, args)                 \
@@ -90,7 +155,6 @@ extern __attribute__((visibility("hidden"))) const void *mana_translate_weights_
 #define MANA_VH_TAG 0xC2000000u
 #define MANA_VH_INDEX_MASK 0x01FFFFFFu
 #define MANA_VH_KIND(h) (((unsigned)(h) >> 26) & 0xFu)
-#define MANA_HIDDEN __attribute__((visibility("hidden")))
 
 extern int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS] MANA_HIDDEN;
 
@@ -141,6 +205,42 @@ static inline int mana_out_handle(int r, int *out, int real)
         *out = mana_h_virtual(real);
     return r;
 }
+/* ---- What MANA knows about each request (src/handles.c, src/p2p.c) ---- */
+enum mana_req_kind { MANA_REQ_OTHER = 0, MANA_REQ_SEND, MANA_REQ_RECV, MANA_REQ_COLL };
+enum mana_req_state {
+    MANA_REQ_LIVE = 0, /* the real request is the lower half's */
+    MANA_REQ_DONE,     /* completed by the checkpointer (or served from drained messages):
+                          `status` holds the result, the real handle is gone */
+};
+struct mana_req_meta {
+    unsigned char kind, state, persistent, active;
+    unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
+    int comm;                /* the application's communicator */
+    int peer;                /* destination of a send (for counting persistent sends) */
+    MPI_Status status;
+};
+/* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
+ * a live virtual request. */
+extern struct mana_req_meta *mana_req_meta(int v) MANA_HIDDEN;
+/* Calls `f` for every live virtual request (checkpointer only: the gate is closed). */
+extern void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *arg) MANA_HIDDEN;
+
+/* Releases virtual request `v` (completed or freed); its handle becomes invalid. */
+extern void mana_req_release(int v) MANA_HIDDEN;
+
+/* ---- What MANA knows about each communicator (src/handles.c) ---- */
+struct mana_comm_meta {
+    unsigned long long recvd;   /* messages received (completed receives) */
+    unsigned long long *sent;   /* messages sent, per destination rank */
+    int n_peers;                /* entries of `sent`: (remote) group size */
+};
+/* Metadata of the application's communicator `c` (MPI_COMM_WORLD, MPI_COMM_SELF or a
+ * live virtual one); NULL otherwise. */
+extern struct mana_comm_meta *mana_comm_meta(int c) MANA_HIDDEN;
+/* Counts one message sent to `dest` (a rank of `c`'s (remote) group) / received on `c`. */
+extern void mana_count_sent(int c, int dest) MANA_HIDDEN;
+extern void mana_count_recvd(int c) MANA_HIDDEN;
+
 /* Number of live virtual handles of one MPICH object kind (tests). */
 extern unsigned mana_h_live(int kind) MANA_HIDDEN;
 

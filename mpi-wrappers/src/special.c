@@ -30,13 +30,6 @@ static int mana_slots_full(const char *what)
     return MPI_ERR_INTERN;
 }
 
-/* A call into the lower library with real handles, for the wrappers' own use. */
-#define LOWER_CALL(NAME, ID, LOWER, PARAMS, ARGS)                                       \
-    static int NAME PARAMS                                                              \
-    {                                                                                   \
-        MANA_FORWARD(ID, LOWER, int, PARAMS, ARGS);                                     \
-    }
-
 /* MPI_Op_create / MPI_Op_create_c */
 static MPI_User_function *op_fn[MANA_SLOTS];
 static MPI_User_function_c *op_fn_c[MANA_SLOTS];
@@ -451,14 +444,14 @@ MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
 #include <sys/mman.h>
 #include <unistd.h>
 
-LOWER_CALL(lower_comm_rank, 4040, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
-LOWER_CALL(lower_comm_size, 4041, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
-LOWER_CALL(lower_allgather, 4042, "PMPI_Allgather",
+MANA_LOWER_FUNCTION(lower_comm_rank, 4040, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
+MANA_LOWER_FUNCTION(lower_comm_size, 4041, "PMPI_Comm_size", (MPI_Comm c, int *n), (c, n))
+MANA_LOWER_FUNCTION(lower_allgather, 4042, "PMPI_Allgather",
            (const void *s, int sc, MPI_Datatype st, void *r, int rc, MPI_Datatype rt, MPI_Comm c),
            (s, sc, st, r, rc, rt, c))
-LOWER_CALL(lower_bcast, 4043, "PMPI_Bcast", (void *b, int n, MPI_Datatype t, int root, MPI_Comm c),
+MANA_LOWER_FUNCTION(lower_bcast, 4043, "PMPI_Bcast", (void *b, int n, MPI_Datatype t, int root, MPI_Comm c),
            (b, n, t, root, c))
-LOWER_CALL(lower_barrier, 4044, "PMPI_Barrier", (MPI_Comm c), (c))
+MANA_LOWER_FUNCTION(lower_barrier, 4044, "PMPI_Barrier", (MPI_Comm c), (c))
 
 static struct shared_win *shared_win_of(MPI_Win win)
 {

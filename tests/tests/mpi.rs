@@ -82,6 +82,13 @@ fn handles_and_statuses_under_mana_launch_equal_native() {
     equals_native_under_mana_launch("handles", &[2, 4]);
 }
 
+/// MPI_ERROR of a status is set by some calls and left alone by others; under MANA, where
+/// blocking calls are nonblocking ones plus test loops, every call behaves as MPICH's.
+#[test]
+fn status_error_fields_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("status_error", &[2]);
+}
+
 /// Under MANA the handles MPI creates are virtual (MANA's tag, the object's kind), and
 /// entries of freed communicators and completed requests are released and reused: after
 /// 20 000 receive requests and 6 000 communicator dup/free cycles the indices stay small.
