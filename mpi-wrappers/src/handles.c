@@ -37,7 +37,7 @@ int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
 #define KIND_COMM 0x1
 
 struct kind_table {
-    pthread_mutex_t lock;
+    int lock; /* a spin lock: held for a few table updates only */
     struct mana_req_meta *meta[MANA_VH_CHUNKS];       /* requests only: parallel to mana_vh_dir */
     struct mana_comm_meta *comm_meta[MANA_VH_CHUNKS]; /* communicators only */
     unsigned next_fresh;             /* indices below this have been handed out */
@@ -51,12 +51,17 @@ struct kind_table {
 };
 
 static struct kind_table tables[MANA_VH_KINDS];
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
-static void tables_init(void)
+static void table_lock(struct kind_table *t)
 {
-    for (int k = 0; k < MANA_VH_KINDS; k++)
-        pthread_mutex_init(&tables[k].lock, NULL);
+    while (__atomic_exchange_n(&t->lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&t->lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+
+static void table_unlock(struct kind_table *t)
+{
+    __atomic_store_n(&t->lock, 0, __ATOMIC_RELEASE);
 }
 
 static void *zeroed(size_t bytes)
@@ -198,10 +203,9 @@ int mana_h_virtual(int real)
 {
     if (!mana_h_is_object(real))
         return real;
-    pthread_once(&tables_once, tables_init);
     unsigned kind = MANA_VH_KIND(real);
     struct kind_table *t = &tables[kind];
-    pthread_mutex_lock(&t->lock);
+    table_lock(t);
     unsigned found = kind == KIND_REQUEST ? 0 : map_find(t, real);
     unsigned idx;
     if (found) {
@@ -210,7 +214,7 @@ int mana_h_virtual(int real)
     } else {
         idx = take_index(t, kind);
         if (idx == ~0u) {
-            pthread_mutex_unlock(&t->lock);
+            table_unlock(t);
             fprintf(stderr, "mana: more than %u live MPI objects of kind %#x\n", CHUNK * MANA_VH_CHUNKS, kind);
             abort();
         }
@@ -228,7 +232,7 @@ int mana_h_virtual(int real)
             map_insert(t, real, idx);
         t->live++;
     }
-    pthread_mutex_unlock(&t->lock);
+    table_unlock(t);
     return virtual_of(kind, idx);
 }
 
@@ -236,12 +240,11 @@ int mana_h_lookup_virtual(int real)
 {
     if (!mana_h_is_object(real))
         return real;
-    pthread_once(&tables_once, tables_init);
     unsigned kind = MANA_VH_KIND(real);
     struct kind_table *t = &tables[kind];
-    pthread_mutex_lock(&t->lock);
+    table_lock(t);
     unsigned found = map_find(t, real);
-    pthread_mutex_unlock(&t->lock);
+    table_unlock(t);
     return found ? virtual_of(kind, found - 1) : mana_h_virtual(real);
 }
 
@@ -254,7 +257,7 @@ static void release(int v)
     int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
     if (!chunk)
         return;
-    pthread_mutex_lock(&t->lock);
+    table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
     int real = chunk[idx & (CHUNK - 1)];
     if (real && *ref && --*ref == 0) {
@@ -264,7 +267,7 @@ static void release(int v)
         fifo_push(t, idx);
         t->live--;
     }
-    pthread_mutex_unlock(&t->lock);
+    table_unlock(t);
 }
 
 /* `v` now names `real` (MPI replaced the object behind an in-out handle). */
@@ -275,14 +278,14 @@ static void rebind(int v, int real)
     int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
     if (!chunk)
         return;
-    pthread_mutex_lock(&t->lock);
+    table_lock(t);
     int old = chunk[idx & (CHUNK - 1)];
     if (kind != KIND_REQUEST) {
         map_remove(t, old);
         map_insert(t, real, idx);
     }
     chunk[idx & (CHUNK - 1)] = real;
-    pthread_mutex_unlock(&t->lock);
+    table_unlock(t);
 }
 
 struct mana_req_meta *mana_req_meta(int v)

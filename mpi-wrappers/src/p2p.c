@@ -140,8 +140,10 @@ static void empty_status(MPI_Status *st)
 typedef int (*isend_fn)(const void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
 typedef int (*isend_c_fn)(const void *, MPI_Count, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
 
-/* Starts a send with the lower function `f` (any mode) and counts it. */
-#define START_SEND(rc, f, buf, count, dt, dest, tag, comm, real_req)                      \
+/* Starts a send with the lower function `f` (any mode) and counts it. With `test`
+ * (blocking sends), goes on testing the request in the same crossing (up to MANA_SPIN
+ * times): a send that completes soon costs one crossing, like the native call. */
+#define START_SEND_TEST(rc, f, buf, count, dt, dest, tag, comm, real_req, test, flag)     \
     do {                                                                                 \
         MPI_Comm c_ = mana_h_real(comm);                                                 \
         MPI_Datatype t_ = mana_h_real(dt);                                               \
@@ -149,21 +151,30 @@ typedef int (*isend_c_fn)(const void *, MPI_Count, MPI_Datatype, int, int, MPI_C
         mana_gate_enter();                                                               \
         unsigned long up_ = mana_enter_lower(fs_);                                       \
         rc = f(buf, count, t_, dest, tag, c_, real_req);                                 \
+        if (rc == MPI_SUCCESS && (test))                                                 \
+            for (int i_ = 0; i_ < MANA_SPIN; i_++) {                                     \
+                rc = (test)(real_req, (flag), MPI_STATUS_IGNORE);                        \
+                if (rc != MPI_SUCCESS || *(flag) || mana_gate_closed)                    \
+                    break;                                                               \
+            }                                                                            \
         mana_leave_lower(up_);                                                           \
         if (rc == MPI_SUCCESS && dest != MPI_PROC_NULL)                                  \
             mana_count_sent(comm, dest);                                                 \
         mana_gate_leave();                                                               \
     } while (0)
+#define START_SEND(rc, f, buf, count, dt, dest, tag, comm, real_req)                      \
+    START_SEND_TEST(rc, f, buf, count, dt, dest, tag, comm, real_req, (test_fn)NULL, (int *)NULL)
 
 #define BLOCKING_SEND(NAME, LOWER, ID, FN_T, COUNT_T)                                    \
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm)                \
     {                                                                                    \
         FN_T f = LOWER_PTR(FN_T, ID, LOWER);                                             \
+        test_fn test = LOWER_PTR(test_fn, 4209, "PMPI_Test");                            \
         MPI_Request r = MPI_REQUEST_NULL;                                                \
-        int rc;                                                                          \
-        START_SEND(rc, f, buf, count, dt, dest, tag, comm, &r);                          \
-        return rc == MPI_SUCCESS ? wait_real(&r, MPI_STATUS_IGNORE) : rc;                \
+        int rc, flag = 0;                                                                \
+        START_SEND_TEST(rc, f, buf, count, dt, dest, tag, comm, &r, test, &flag);        \
+        return rc == MPI_SUCCESS && !flag ? wait_real(&r, MPI_STATUS_IGNORE) : rc;       \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
@@ -234,18 +245,33 @@ PERSISTENT_SEND(MPI_Rsend_init_c, "PMPI_Rsend_init_c", 4237, isend_c_fn, MPI_Cou
 typedef int (*irecv_fn)(void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
 typedef int (*irecv_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
 
-static int start_recv(irecv_fn f, void *buf, int count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
-                      MPI_Request *r)
+/* Posts a receive; with `flag`, goes on testing it in the same crossing (up to
+ * MANA_SPIN times): a blocking receive whose message comes soon costs one crossing. */
+static int start_recv_test(irecv_fn f, void *buf, int count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
+                           MPI_Request *r, int *flag, MPI_Status *st)
 {
     MPI_Comm c = mana_h_real(comm);
     MPI_Datatype t = mana_h_real(dt);
+    test_fn test = flag ? LOWER_PTR(test_fn, 4208, "PMPI_Test") : NULL;
     unsigned long fs = mana_thread_lower_fs();
     mana_gate_enter();
     unsigned long up = mana_enter_lower(fs);
     int rc = f(buf, count, t, src, tag, c, r);
+    if (rc == MPI_SUCCESS && flag)
+        for (int i = 0; i < MANA_SPIN; i++) {
+            rc = test(r, flag, st);
+            if (rc != MPI_SUCCESS || *flag || mana_gate_closed)
+                break;
+        }
     mana_leave_lower(up);
     mana_gate_leave();
     return rc;
+}
+
+static int start_recv(irecv_fn f, void *buf, int count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
+                      MPI_Request *r)
+{
+    return start_recv_test(f, buf, count, dt, src, tag, comm, r, NULL, NULL);
 }
 
 static int start_recv_c(irecv_c_fn f, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
@@ -262,14 +288,24 @@ static int start_recv_c(irecv_c_fn f, void *buf, MPI_Count count, MPI_Datatype d
     return rc;
 }
 
+static int finish_recv_tested(int rc, int flag, MPI_Status *stp, MPI_Request *r, MPI_Comm comm, MPI_Status *status);
+
 /* A blocking receive: the lower half's nonblocking one, waited for here; counted. */
 static int finish_recv(int rc, MPI_Request *r, MPI_Comm comm, MPI_Status *status)
 {
-    if (rc != MPI_SUCCESS)
-        return rc;
     MPI_Status st;
     mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
-    rc = wait_real(r, &st);
+    return finish_recv_tested(rc, 0, &st, r, comm, status);
+}
+
+/* The same after a first test (`flag`, with its status in `st`). */
+static int finish_recv_tested(int rc, int flag, MPI_Status *stp, MPI_Request *r, MPI_Comm comm, MPI_Status *status)
+{
+    if (rc != MPI_SUCCESS)
+        return rc;
+    MPI_Status st = *stp;
+    if (!flag)
+        rc = wait_real(r, &st);
     if (rc == MPI_SUCCESS && !cancelled(&st))
         mana_count_recvd(comm);
     if (!mana_status_ignored(status))
@@ -281,8 +317,12 @@ __attribute__((used)) static int mana_w_MPI_Recv(void *buf, int count, MPI_Datat
                                                  MPI_Comm comm, MPI_Status *status)
 {
     MPI_Request r = MPI_REQUEST_NULL;
-    int rc = start_recv(LOWER_PTR(irecv_fn, 4240, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r);
-    return finish_recv(rc, &r, comm, status);
+    MPI_Status st;
+    mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
+    int flag = 0;
+    int rc = start_recv_test(LOWER_PTR(irecv_fn, 4240, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r, &flag,
+                             &st);
+    return finish_recv_tested(rc, flag, &st, &r, comm, status);
 }
 MANA_EXPORT(mana_w_MPI_Recv, MPI_Recv)
 MANA_EXPORT(mana_w_MPI_Recv, PMPI_Recv)
@@ -732,8 +772,9 @@ static int batch_init(struct batch *b, int n, MPI_Request *v, MPI_Request *s_bef
             return MPI_ERR_NO_MEM;
     }
     for (int i = 0; i < n; i++) {
-        b->before[i] = done_by_checkpoint(v[i]) ? MPI_REQUEST_NULL : mana_h_real(v[i]);
-        b->done += done_by_checkpoint(v[i]);
+        int done = mana_h_is_virtual(v[i]) && done_by_checkpoint(v[i]);
+        b->before[i] = done ? MPI_REQUEST_NULL : mana_h_real(v[i]);
+        b->done += done;
         b->real[i] = b->before[i];
         if (app_st)
             mana_status_copy(&b->st[i], &app_st[i]);
@@ -756,7 +797,7 @@ static void batch_free(struct batch *b, MPI_Request *s_before)
  * application's handle and status. */
 static void batch_complete(struct batch *b, int i, MPI_Status *app_st)
 {
-    struct mana_req_meta *m = mana_req_meta(b->v[i]);
+    struct mana_req_meta *m = b->done ? mana_req_meta(b->v[i]) : NULL;
     if (m && m->state == MANA_REQ_DONE)
         completed_by_checkpoint(&b->v[i], m, &b->st[i]);
     else if (b->v[i] != MPI_REQUEST_NULL)
