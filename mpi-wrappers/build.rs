@@ -14,6 +14,8 @@ fn main() {
         "src/handles.c",
         "src/gate.c",
         "src/p2p.c",
+        "src/ckpt.c",
+        "src/mana_ops.h",
         "src/mana_wrap.h",
     ] {
         println!("cargo:rerun-if-changed={f}");
@@ -57,6 +59,7 @@ fn main() {
         .arg(dir.join("src/handles.c"))
         .arg(dir.join("src/gate.c"))
         .arg(dir.join("src/p2p.c"))
+        .arg(dir.join("src/ckpt.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");

@@ -62,6 +62,44 @@ HANDLE_TYPES = {
     "OPERATION": "MPI_Op", "WINDOW": "MPI_Win", "MESSAGE": "MPI_Message", "KEYVAL": "int",
     "SESSION": "MPI_Session",
 }
+# Collective operations (DRAIN.md §1): counted per communicator at their entry, where a
+# pending checkpoint may hold the calling thread. Blocking ones also mark the thread as
+# inside a collective until they return; nonblocking ones mark their request, which the
+# drain completes; persistent ones (`_init`) are counted at each MPI_Start instead.
+COLLECTIVES = (
+    "Barrier", "Bcast", "Gather", "Gatherv", "Scatter", "Scatterv", "Allgather", "Allgatherv",
+    "Alltoall", "Alltoallv", "Alltoallw", "Reduce", "Allreduce", "Reduce_scatter",
+    "Reduce_scatter_block", "Scan", "Exscan", "Neighbor_allgather", "Neighbor_allgatherv",
+    "Neighbor_alltoall", "Neighbor_alltoallv", "Neighbor_alltoallw",
+)
+# Communicator constructors (collective over their first communicator parameter): counted
+# like a blocking collective, and the new communicator gets its identity (gid).
+CONSTRUCTORS = (
+    "Comm_dup", "Comm_dup_with_info", "Comm_idup", "Comm_idup_with_info", "Comm_split",
+    "Comm_split_type", "Comm_create", "Comm_create_group", "Cart_create", "Cart_sub",
+    "Graph_create", "Dist_graph_create", "Dist_graph_create_adjacent", "Intercomm_create",
+    "Intercomm_merge",
+)
+# Other calls collective over a communicator: counted like blocking collectives.
+OTHER_COLLECTIVE = ("Comm_free", "File_open")
+
+
+def collective_kind(base):
+    """'blocking', 'nonblocking', 'persistent', 'constructor' or None."""
+    name = base[4:]
+    if name.endswith("_c"):
+        name = name[:-2]
+    if name in COLLECTIVES or name in OTHER_COLLECTIVE:
+        return "blocking"
+    if name in CONSTRUCTORS:
+        return "constructor"
+    if name.startswith("I") and name[1:].capitalize() in COLLECTIVES:
+        return "nonblocking"
+    if name.endswith("_init") and name[:-5] in COLLECTIVES:
+        return "persistent"
+    return None
+
+
 C2F_HANDLES = ("Comm", "Type", "Group", "Request", "Info", "Errhandler", "Op", "Win", "Message", "Session")
 
 
@@ -205,6 +243,25 @@ def main():
             if a.endswith("weights"):
                 out.append("    %s = mana_translate_weights(%s);" % (a, a))
         pro, call, post = translation(base, plist, args, handles.get(base, ""))
+        coll = collective_kind(base)
+        if coll:
+            hp = [item.split(":") for item in handles.get(base, "").split()]
+            comm = next(p[0] for p in hp if p[1] == "COMMUNICATOR" and p[2] in ("in", "inout"))
+            newcomm = next((p[0] for p in hp if p[1] == "COMMUNICATOR" and p[2] == "out"), None)
+            request = next((p[0] for p in hp if p[1] == "REQUEST" and p[2] == "out"), None)
+            pointer = "*" in plist[args.index(comm)]
+            cv = "*" + comm if pointer else comm
+            counted = coll in ("blocking", "constructor", "nonblocking")
+            blocking = int(coll in ("blocking", "constructor"))
+            pro.insert(0, "const int mana_cv_ = %s;" % cv)
+            if counted:
+                pro.insert(1, "const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
+                post.insert(0, "mana_coll_leave(mana_counted_, %d);" % blocking)
+            if coll == "constructor" and newcomm:
+                post.append("if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *%s);" % newcomm)
+            if coll in ("nonblocking", "persistent", "constructor") and request:
+                post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"
+                            % (request, int(coll == "persistent")))
         fwd = (fid, lower, ret, params or "void", ", ".join(call))
         if not pro and not post:
             out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % fwd)

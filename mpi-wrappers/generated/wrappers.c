@@ -154,6 +154,8 @@ __attribute__((used)) static MPI_Aint mana_w_MPI_Aint_diff(MPI_Aint addr1, MPI_A
 MANA_EXPORT(mana_w_MPI_Aint_diff, MPI_Aint_diff)
 MANA_EXPORT(mana_w_MPI_Aint_diff, PMPI_Aint_diff)
 __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -161,11 +163,14 @@ __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int s
     {
         MANA_FORWARD_INTO(r_, 8, "PMPI_Allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather, MPI_Allgather)
 MANA_EXPORT(mana_w_MPI_Allgather, PMPI_Allgather)
 __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -173,11 +178,13 @@ __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI
     {
         MANA_FORWARD_INTO(r_, 9, "PMPI_Allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_c, MPI_Allgather_c)
 MANA_EXPORT(mana_w_MPI_Allgather_c, PMPI_Allgather_c)
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -188,11 +195,13 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
         MANA_FORWARD_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
 MANA_EXPORT(mana_w_MPI_Allgather_init, PMPI_Allgather_init)
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -203,11 +212,14 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
         MANA_FORWARD_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, PMPI_Allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -215,11 +227,14 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int 
     {
         MANA_FORWARD_INTO(r_, 12, "PMPI_Allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv, MPI_Allgatherv)
 MANA_EXPORT(mana_w_MPI_Allgatherv, PMPI_Allgatherv)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -227,11 +242,13 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MP
     {
         MANA_FORWARD_INTO(r_, 13, "PMPI_Allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, MPI_Allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, PMPI_Allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -242,11 +259,13 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
         MANA_FORWARD_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, PMPI_Allgatherv_init)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -257,11 +276,14 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
         MANA_FORWARD_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, PMPI_Allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -269,11 +291,14 @@ __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void*
     {
         MANA_FORWARD_INTO(r_, 16, "PMPI_Allreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce, MPI_Allreduce)
 MANA_EXPORT(mana_w_MPI_Allreduce, PMPI_Allreduce)
 __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -281,11 +306,13 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, voi
     {
         MANA_FORWARD_INTO(r_, 17, "PMPI_Allreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_c, MPI_Allreduce_c)
 MANA_EXPORT(mana_w_MPI_Allreduce_c, PMPI_Allreduce_c)
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -296,11 +323,13 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
         MANA_FORWARD_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
 MANA_EXPORT(mana_w_MPI_Allreduce_init, PMPI_Allreduce_init)
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -311,11 +340,14 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
         MANA_FORWARD_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, PMPI_Allreduce_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -323,11 +355,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int se
     {
         MANA_FORWARD_INTO(r_, 20, "PMPI_Alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall, MPI_Alltoall)
 MANA_EXPORT(mana_w_MPI_Alltoall, PMPI_Alltoall)
 __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -335,11 +370,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_
     {
         MANA_FORWARD_INTO(r_, 21, "PMPI_Alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_c, MPI_Alltoall_c)
 MANA_EXPORT(mana_w_MPI_Alltoall_c, PMPI_Alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -350,11 +387,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
         MANA_FORWARD_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
 MANA_EXPORT(mana_w_MPI_Alltoall_init, PMPI_Alltoall_init)
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -365,11 +404,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
         MANA_FORWARD_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, PMPI_Alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -377,11 +419,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const
     {
         MANA_FORWARD_INTO(r_, 24, "PMPI_Alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv, MPI_Alltoallv)
 MANA_EXPORT(mana_w_MPI_Alltoallv, PMPI_Alltoallv)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -389,11 +434,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, con
     {
         MANA_FORWARD_INTO(r_, 25, "PMPI_Alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, MPI_Alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, PMPI_Alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -404,11 +451,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
         MANA_FORWARD_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, PMPI_Alltoallv_init)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -419,11 +468,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
         MANA_FORWARD_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, PMPI_Alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -435,6 +487,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const
     {
         MANA_FORWARD_INTO(r_, 28, "PMPI_Alltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     return r_;
@@ -442,6 +495,8 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const
 MANA_EXPORT(mana_w_MPI_Alltoallw, MPI_Alltoallw)
 MANA_EXPORT(mana_w_MPI_Alltoallw, PMPI_Alltoallw)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -453,6 +508,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
     {
         MANA_FORWARD_INTO(r_, 29, "PMPI_Alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     return r_;
@@ -460,6 +516,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, PMPI_Alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -476,11 +533,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, PMPI_Alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -497,6 +556,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
@@ -535,16 +595,20 @@ __attribute__((used)) static int mana_w_MPI_Attr_put(MPI_Comm comm, int keyval, 
 MANA_EXPORT(mana_w_MPI_Attr_put, MPI_Attr_put)
 MANA_EXPORT(mana_w_MPI_Attr_put, PMPI_Attr_put)
 __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     int r_;
     {
         MANA_FORWARD_INTO(r_, 35, "PMPI_Barrier", int, (MPI_Comm comm), (comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier, MPI_Barrier)
 MANA_EXPORT(mana_w_MPI_Barrier, PMPI_Barrier)
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
@@ -553,33 +617,41 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
         MANA_FORWARD_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
 MANA_EXPORT(mana_w_MPI_Barrier_init, PMPI_Barrier_init)
 __attribute__((used)) static int mana_w_MPI_Bcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
         MANA_FORWARD_INTO(r_, 37, "PMPI_Bcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast, MPI_Bcast)
 MANA_EXPORT(mana_w_MPI_Bcast, PMPI_Bcast)
 __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
         MANA_FORWARD_INTO(r_, 38, "PMPI_Bcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_c, MPI_Bcast_c)
 MANA_EXPORT(mana_w_MPI_Bcast_c, PMPI_Bcast_c)
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -589,11 +661,13 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
         MANA_FORWARD_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
 MANA_EXPORT(mana_w_MPI_Bcast_init, PMPI_Bcast_init)
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -603,6 +677,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
         MANA_FORWARD_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -638,13 +713,17 @@ __attribute__((used)) static int mana_w_MPI_Cart_coords(MPI_Comm comm, int rank,
 MANA_EXPORT(mana_w_MPI_Cart_coords, MPI_Cart_coords)
 MANA_EXPORT(mana_w_MPI_Cart_coords, PMPI_Cart_coords)
 __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart) {
+    const int mana_cv_ = comm_old;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_cart_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_cart_l) *comm_cart = mana_h_virtual(comm_cart_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_cart);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_create, MPI_Cart_create)
@@ -690,13 +769,17 @@ __attribute__((used)) static int mana_w_MPI_Cart_shift(MPI_Comm comm, int direct
 MANA_EXPORT(mana_w_MPI_Cart_shift, MPI_Cart_shift)
 MANA_EXPORT(mana_w_MPI_Cart_shift, PMPI_Cart_shift)
 __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_sub, MPI_Cart_sub)
@@ -764,6 +847,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_connect(const char* port_name, 
 MANA_EXPORT(mana_w_MPI_Comm_connect, MPI_Comm_connect)
 MANA_EXPORT(mana_w_MPI_Comm_connect, PMPI_Comm_connect)
 __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     group = mana_h_real(group);
     MPI_Comm newcomm_l = 0;
@@ -771,7 +856,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     {
         MANA_FORWARD_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create, MPI_Comm_create)
@@ -791,6 +878,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group gro
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, PMPI_Comm_create_from_group)
 __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     group = mana_h_real(group);
     MPI_Comm newcomm_l = 0;
@@ -798,7 +887,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
     {
         MANA_FORWARD_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_group, MPI_Comm_create_group)
@@ -826,18 +917,24 @@ __attribute__((used)) static int mana_w_MPI_Comm_disconnect(MPI_Comm* comm) {
 MANA_EXPORT(mana_w_MPI_Comm_disconnect, MPI_Comm_disconnect)
 MANA_EXPORT(mana_w_MPI_Comm_disconnect, PMPI_Comm_disconnect)
 __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup, MPI_Comm_dup)
 MANA_EXPORT(mana_w_MPI_Comm_dup, PMPI_Comm_dup)
 __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
@@ -845,17 +942,22 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     {
         MANA_FORWARD_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, MPI_Comm_dup_with_info)
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, PMPI_Comm_dup_with_info)
 __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
+    const int mana_cv_ = *comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     return r_;
 }
@@ -941,6 +1043,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
 MANA_EXPORT(mana_w_MPI_Comm_group, MPI_Comm_group)
 MANA_EXPORT(mana_w_MPI_Comm_group, PMPI_Comm_group)
 __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     MPI_Request request_l = 0;
@@ -948,13 +1052,18 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     {
         MANA_FORWARD_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup, MPI_Comm_idup)
 MANA_EXPORT(mana_w_MPI_Comm_idup, PMPI_Comm_idup)
 __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
@@ -963,8 +1072,11 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     {
         MANA_FORWARD_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup_with_info, MPI_Comm_idup_with_info)
@@ -1095,18 +1207,24 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char*
 MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, MPI_Comm_spawn_multiple)
 MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, PMPI_Comm_spawn_multiple)
 __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 86, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split, MPI_Comm_split)
 MANA_EXPORT(mana_w_MPI_Comm_split, PMPI_Comm_split)
 __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
@@ -1114,7 +1232,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     {
         MANA_FORWARD_INTO(r_, 87, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split_type, MPI_Comm_split_type)
@@ -1147,6 +1267,8 @@ MANA_EXPORT(mana_w_MPI_Dims_create, MPI_Dims_create)
 MANA_EXPORT(mana_w_MPI_Dims_create, PMPI_Dims_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
     weights = mana_translate_weights(weights);
+    const int mana_cv_ = comm_old;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
@@ -1154,7 +1276,9 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     {
         MANA_FORWARD_INTO(r_, 91, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
@@ -1162,6 +1286,8 @@ MANA_EXPORT(mana_w_MPI_Dist_graph_create, PMPI_Dist_graph_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
     sourceweights = mana_translate_weights(sourceweights);
     destweights = mana_translate_weights(destweights);
+    const int mana_cv_ = comm_old;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
@@ -1169,7 +1295,9 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     {
         MANA_FORWARD_INTO(r_, 92, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
@@ -1230,6 +1358,8 @@ __attribute__((used)) static int mana_w_MPI_Error_string(int errorcode, char* st
 MANA_EXPORT(mana_w_MPI_Error_string, MPI_Error_string)
 MANA_EXPORT(mana_w_MPI_Error_string, PMPI_Error_string)
 __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1237,11 +1367,14 @@ __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* re
     {
         MANA_FORWARD_INTO(r_, 98, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan, MPI_Exscan)
 MANA_EXPORT(mana_w_MPI_Exscan, PMPI_Exscan)
 __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1249,11 +1382,13 @@ __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* 
     {
         MANA_FORWARD_INTO(r_, 99, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_c, MPI_Exscan_c)
 MANA_EXPORT(mana_w_MPI_Exscan_c, PMPI_Exscan_c)
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1264,11 +1399,13 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
         MANA_FORWARD_INTO(r_, 100, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
 MANA_EXPORT(mana_w_MPI_Exscan_init, PMPI_Exscan_init)
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1279,6 +1416,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
         MANA_FORWARD_INTO(r_, 101, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
@@ -1662,12 +1800,15 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, co
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, MPI_File_iwrite_shared_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, PMPI_File_iwrite_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int r_;
     {
         MANA_FORWARD_INTO(r_, 140, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_open, MPI_File_open)
@@ -2244,6 +2385,8 @@ __attribute__((used)) static int mana_w_MPI_Finalized(int* flag) {
 MANA_EXPORT(mana_w_MPI_Finalized, MPI_Finalized)
 MANA_EXPORT(mana_w_MPI_Finalized, PMPI_Finalized)
 __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2251,11 +2394,14 @@ __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int send
     {
         MANA_FORWARD_INTO(r_, 193, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather, MPI_Gather)
 MANA_EXPORT(mana_w_MPI_Gather, PMPI_Gather)
 __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2263,11 +2409,13 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
     {
         MANA_FORWARD_INTO(r_, 194, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
 MANA_EXPORT(mana_w_MPI_Gather_c, PMPI_Gather_c)
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2278,11 +2426,13 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
         MANA_FORWARD_INTO(r_, 195, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
 MANA_EXPORT(mana_w_MPI_Gather_init, PMPI_Gather_init)
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2293,11 +2443,14 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
         MANA_FORWARD_INTO(r_, 196, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
 MANA_EXPORT(mana_w_MPI_Gather_init_c, PMPI_Gather_init_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2305,11 +2458,14 @@ __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sen
     {
         MANA_FORWARD_INTO(r_, 197, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv, MPI_Gatherv)
 MANA_EXPORT(mana_w_MPI_Gatherv, PMPI_Gatherv)
 __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2317,11 +2473,13 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
     {
         MANA_FORWARD_INTO(r_, 198, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_c, PMPI_Gatherv_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2332,11 +2490,13 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
         MANA_FORWARD_INTO(r_, 199, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
 MANA_EXPORT(mana_w_MPI_Gatherv_init, PMPI_Gatherv_init)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2347,6 +2507,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
         MANA_FORWARD_INTO(r_, 200, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
@@ -2484,13 +2645,17 @@ __attribute__((used)) static int mana_w_MPI_Get_version(int* version, int* subve
 MANA_EXPORT(mana_w_MPI_Get_version, MPI_Get_version)
 MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
 __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph) {
+    const int mana_cv_ = comm_old;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_graph_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 214, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_create, MPI_Graph_create)
@@ -2708,6 +2873,8 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
 MANA_EXPORT(mana_w_MPI_Group_union, MPI_Group_union)
 MANA_EXPORT(mana_w_MPI_Group_union, PMPI_Group_union)
 __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2716,12 +2883,16 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     {
         MANA_FORWARD_INTO(r_, 234, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
 MANA_EXPORT(mana_w_MPI_Iallgather, PMPI_Iallgather)
 __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2730,12 +2901,16 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     {
         MANA_FORWARD_INTO(r_, 235, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
 MANA_EXPORT(mana_w_MPI_Iallgather_c, PMPI_Iallgather_c)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2744,12 +2919,16 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     {
         MANA_FORWARD_INTO(r_, 236, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
 MANA_EXPORT(mana_w_MPI_Iallgatherv, PMPI_Iallgatherv)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2758,12 +2937,16 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     {
         MANA_FORWARD_INTO(r_, 237, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, PMPI_Iallgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -2772,12 +2955,16 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     {
         MANA_FORWARD_INTO(r_, 238, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
 MANA_EXPORT(mana_w_MPI_Iallreduce, PMPI_Iallreduce)
 __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -2786,12 +2973,16 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     {
         MANA_FORWARD_INTO(r_, 239, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, PMPI_Iallreduce_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2800,12 +2991,16 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     {
         MANA_FORWARD_INTO(r_, 240, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
 MANA_EXPORT(mana_w_MPI_Ialltoall, PMPI_Ialltoall)
 __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2814,12 +3009,16 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     {
         MANA_FORWARD_INTO(r_, 241, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, PMPI_Ialltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2828,12 +3027,16 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     {
         MANA_FORWARD_INTO(r_, 242, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
 MANA_EXPORT(mana_w_MPI_Ialltoallv, PMPI_Ialltoallv)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2842,12 +3045,16 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     {
         MANA_FORWARD_INTO(r_, 243, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, PMPI_Ialltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -2860,14 +3067,18 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     {
         MANA_FORWARD_INTO(r_, 244, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
 MANA_EXPORT(mana_w_MPI_Ialltoallw, PMPI_Ialltoallw)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -2880,26 +3091,34 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     {
         MANA_FORWARD_INTO(r_, 245, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, PMPI_Ialltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 246, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
 MANA_EXPORT(mana_w_MPI_Ibarrier, PMPI_Ibarrier)
 __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
@@ -2907,12 +3126,16 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     {
         MANA_FORWARD_INTO(r_, 247, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
 MANA_EXPORT(mana_w_MPI_Ibcast, PMPI_Ibcast)
 __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
@@ -2920,12 +3143,16 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     {
         MANA_FORWARD_INTO(r_, 248, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
 MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -2934,12 +3161,16 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     {
         MANA_FORWARD_INTO(r_, 249, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
 MANA_EXPORT(mana_w_MPI_Iexscan, PMPI_Iexscan)
 __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -2948,12 +3179,16 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     {
         MANA_FORWARD_INTO(r_, 250, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
 MANA_EXPORT(mana_w_MPI_Iexscan_c, PMPI_Iexscan_c)
 __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2962,12 +3197,16 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     {
         MANA_FORWARD_INTO(r_, 251, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
 MANA_EXPORT(mana_w_MPI_Igather, PMPI_Igather)
 __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2976,12 +3215,16 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     {
         MANA_FORWARD_INTO(r_, 252, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
 MANA_EXPORT(mana_w_MPI_Igather_c, PMPI_Igather_c)
 __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2990,12 +3233,16 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     {
         MANA_FORWARD_INTO(r_, 253, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
 MANA_EXPORT(mana_w_MPI_Igatherv, PMPI_Igatherv)
 __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3004,12 +3251,16 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     {
         MANA_FORWARD_INTO(r_, 254, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
 MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3018,12 +3269,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     {
         MANA_FORWARD_INTO(r_, 255, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, PMPI_Ineighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3032,12 +3287,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     {
         MANA_FORWARD_INTO(r_, 256, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, PMPI_Ineighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3046,12 +3305,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     {
         MANA_FORWARD_INTO(r_, 257, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, PMPI_Ineighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3060,12 +3323,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     {
         MANA_FORWARD_INTO(r_, 258, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, PMPI_Ineighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3074,12 +3341,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     {
         MANA_FORWARD_INTO(r_, 259, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, PMPI_Ineighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3088,12 +3359,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     {
         MANA_FORWARD_INTO(r_, 260, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, PMPI_Ineighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3102,12 +3377,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     {
         MANA_FORWARD_INTO(r_, 261, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, PMPI_Ineighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3116,12 +3395,16 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     {
         MANA_FORWARD_INTO(r_, 262, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, PMPI_Ineighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3134,14 +3417,18 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     {
         MANA_FORWARD_INTO(r_, 263, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, PMPI_Ineighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3154,9 +3441,11 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     {
         MANA_FORWARD_INTO(r_, 264, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
@@ -3292,6 +3581,8 @@ __attribute__((used)) static int mana_w_MPI_Initialized(int* flag) {
 MANA_EXPORT(mana_w_MPI_Initialized, MPI_Initialized)
 MANA_EXPORT(mana_w_MPI_Initialized, PMPI_Initialized)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm) {
+    const int mana_cv_ = local_comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     local_comm = mana_h_real(local_comm);
     peer_comm = mana_h_real(peer_comm);
     MPI_Comm newintercomm_l = 0;
@@ -3299,7 +3590,9 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     {
         MANA_FORWARD_INTO(r_, 279, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
@@ -3320,18 +3613,24 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, MPI_Intercomm_create_from_groups)
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, PMPI_Intercomm_create_from_groups)
 __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, int high, MPI_Comm* newintracomm) {
+    const int mana_cv_ = intercomm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     intercomm = mana_h_real(intercomm);
     MPI_Comm newintracomm_l = 0;
     int r_;
     {
         MANA_FORWARD_INTO(r_, 281, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
     }
+    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
+    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3340,12 +3639,16 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     {
         MANA_FORWARD_INTO(r_, 282, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
 MANA_EXPORT(mana_w_MPI_Ireduce, PMPI_Ireduce)
 __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3354,12 +3657,16 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     {
         MANA_FORWARD_INTO(r_, 283, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_c, PMPI_Ireduce_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3368,12 +3675,16 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     {
         MANA_FORWARD_INTO(r_, 284, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, PMPI_Ireduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3382,12 +3693,16 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     {
         MANA_FORWARD_INTO(r_, 285, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, PMPI_Ireduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3396,12 +3711,16 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     {
         MANA_FORWARD_INTO(r_, 286, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, PMPI_Ireduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3410,7 +3729,9 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     {
         MANA_FORWARD_INTO(r_, 287, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
@@ -3421,6 +3742,8 @@ __attribute__((used)) static int mana_w_MPI_Is_thread_main(int* flag) {
 MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
 __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3429,12 +3752,16 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     {
         MANA_FORWARD_INTO(r_, 289, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
 MANA_EXPORT(mana_w_MPI_Iscan, PMPI_Iscan)
 __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -3443,12 +3770,16 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     {
         MANA_FORWARD_INTO(r_, 290, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
 MANA_EXPORT(mana_w_MPI_Iscan_c, PMPI_Iscan_c)
 __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3457,12 +3788,16 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     {
         MANA_FORWARD_INTO(r_, 291, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
 MANA_EXPORT(mana_w_MPI_Iscatter, PMPI_Iscatter)
 __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3471,12 +3806,16 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     {
         MANA_FORWARD_INTO(r_, 292, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
 MANA_EXPORT(mana_w_MPI_Iscatter_c, PMPI_Iscatter_c)
 __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3485,12 +3824,16 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     {
         MANA_FORWARD_INTO(r_, 293, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
 MANA_EXPORT(mana_w_MPI_Iscatterv, PMPI_Iscatterv)
 __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3499,7 +3842,9 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     {
         MANA_FORWARD_INTO(r_, 294, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
+    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
@@ -3580,6 +3925,8 @@ __attribute__((used)) static int mana_w_MPI_Lookup_name(const char* service_name
 MANA_EXPORT(mana_w_MPI_Lookup_name, MPI_Lookup_name)
 MANA_EXPORT(mana_w_MPI_Lookup_name, PMPI_Lookup_name)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3587,11 +3934,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendb
     {
         MANA_FORWARD_INTO(r_, 301, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, MPI_Neighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, PMPI_Neighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3599,11 +3949,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
     {
         MANA_FORWARD_INTO(r_, 302, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, PMPI_Neighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3614,11 +3966,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
         MANA_FORWARD_INTO(r_, 303, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, PMPI_Neighbor_allgather_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3629,11 +3983,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
         MANA_FORWARD_INTO(r_, 304, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, PMPI_Neighbor_allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3641,11 +3998,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* send
     {
         MANA_FORWARD_INTO(r_, 305, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, MPI_Neighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, PMPI_Neighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3653,11 +4013,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
     {
         MANA_FORWARD_INTO(r_, 306, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, PMPI_Neighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3668,11 +4030,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
         MANA_FORWARD_INTO(r_, 307, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, PMPI_Neighbor_allgatherv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3683,11 +4047,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
         MANA_FORWARD_INTO(r_, 308, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, PMPI_Neighbor_allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3695,11 +4062,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbu
     {
         MANA_FORWARD_INTO(r_, 309, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, MPI_Neighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, PMPI_Neighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3707,11 +4077,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
     {
         MANA_FORWARD_INTO(r_, 310, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, PMPI_Neighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3722,11 +4094,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
         MANA_FORWARD_INTO(r_, 311, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, PMPI_Neighbor_alltoall_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3737,11 +4111,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
         MANA_FORWARD_INTO(r_, 312, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, PMPI_Neighbor_alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3749,11 +4126,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendb
     {
         MANA_FORWARD_INTO(r_, 313, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, MPI_Neighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, PMPI_Neighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3761,11 +4141,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
     {
         MANA_FORWARD_INTO(r_, 314, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, PMPI_Neighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3776,11 +4158,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
         MANA_FORWARD_INTO(r_, 315, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, PMPI_Neighbor_alltoallv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3791,11 +4175,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
         MANA_FORWARD_INTO(r_, 316, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, PMPI_Neighbor_alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3807,6 +4194,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     {
         MANA_FORWARD_INTO(r_, 317, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     return r_;
@@ -3814,6 +4202,8 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, PMPI_Neighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3825,6 +4215,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     {
         MANA_FORWARD_INTO(r_, 318, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     return r_;
@@ -3832,6 +4223,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, PMPI_Neighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3848,11 +4240,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, PMPI_Neighbor_alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3869,6 +4263,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
@@ -4126,6 +4521,8 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, MPI_Raccumulate_c)
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, PMPI_Raccumulate_c)
 __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4133,11 +4530,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* re
     {
         MANA_FORWARD_INTO(r_, 344, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce, MPI_Reduce)
 MANA_EXPORT(mana_w_MPI_Reduce, PMPI_Reduce)
 __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4145,11 +4545,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
     {
         MANA_FORWARD_INTO(r_, 345, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
 MANA_EXPORT(mana_w_MPI_Reduce_c, PMPI_Reduce_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4160,11 +4562,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
         MANA_FORWARD_INTO(r_, 346, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
 MANA_EXPORT(mana_w_MPI_Reduce_init, PMPI_Reduce_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4175,6 +4579,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
         MANA_FORWARD_INTO(r_, 347, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
@@ -4202,6 +4607,8 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, vo
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, MPI_Reduce_local_c)
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, PMPI_Reduce_local_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4209,11 +4616,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
     {
         MANA_FORWARD_INTO(r_, 350, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, MPI_Reduce_scatter)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, PMPI_Reduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4221,11 +4631,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
     {
         MANA_FORWARD_INTO(r_, 351, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, MPI_Reduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, PMPI_Reduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4233,11 +4646,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
     {
         MANA_FORWARD_INTO(r_, 352, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, PMPI_Reduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4248,11 +4663,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
         MANA_FORWARD_INTO(r_, 353, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, PMPI_Reduce_scatter_block_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4263,11 +4680,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
         MANA_FORWARD_INTO(r_, 354, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, PMPI_Reduce_scatter_block_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4275,11 +4695,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
     {
         MANA_FORWARD_INTO(r_, 355, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, PMPI_Reduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4290,11 +4712,13 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
         MANA_FORWARD_INTO(r_, 356, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, PMPI_Reduce_scatter_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4305,6 +4729,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
         MANA_FORWARD_INTO(r_, 357, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
@@ -4398,6 +4823,8 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
 MANA_EXPORT(mana_w_MPI_Rput_c, MPI_Rput_c)
 MANA_EXPORT(mana_w_MPI_Rput_c, PMPI_Rput_c)
 __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4405,11 +4832,14 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
     {
         MANA_FORWARD_INTO(r_, 364, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan, MPI_Scan)
 MANA_EXPORT(mana_w_MPI_Scan, PMPI_Scan)
 __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4417,11 +4847,13 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
     {
         MANA_FORWARD_INTO(r_, 365, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
 MANA_EXPORT(mana_w_MPI_Scan_c, PMPI_Scan_c)
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4432,11 +4864,13 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
         MANA_FORWARD_INTO(r_, 366, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
 MANA_EXPORT(mana_w_MPI_Scan_init, PMPI_Scan_init)
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4447,11 +4881,14 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
         MANA_FORWARD_INTO(r_, 367, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
 MANA_EXPORT(mana_w_MPI_Scan_init_c, PMPI_Scan_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4459,11 +4896,14 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
     {
         MANA_FORWARD_INTO(r_, 368, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter, MPI_Scatter)
 MANA_EXPORT(mana_w_MPI_Scatter, PMPI_Scatter)
 __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4471,11 +4911,13 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
     {
         MANA_FORWARD_INTO(r_, 369, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
 MANA_EXPORT(mana_w_MPI_Scatter_c, PMPI_Scatter_c)
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4486,11 +4928,13 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
         MANA_FORWARD_INTO(r_, 370, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
 MANA_EXPORT(mana_w_MPI_Scatter_init, PMPI_Scatter_init)
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4501,11 +4945,14 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
         MANA_FORWARD_INTO(r_, 371, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, PMPI_Scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4513,11 +4960,14 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
     {
         MANA_FORWARD_INTO(r_, 372, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv, MPI_Scatterv)
 MANA_EXPORT(mana_w_MPI_Scatterv, PMPI_Scatterv)
 __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
+    const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4525,11 +4975,13 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
     {
         MANA_FORWARD_INTO(r_, 373, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_c, PMPI_Scatterv_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4540,11 +4992,13 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
         MANA_FORWARD_INTO(r_, 374, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
 MANA_EXPORT(mana_w_MPI_Scatterv_init, PMPI_Scatterv_init)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    const int mana_cv_ = comm;
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4555,6 +5009,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
         MANA_FORWARD_INTO(r_, 375, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)

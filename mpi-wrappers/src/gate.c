@@ -58,16 +58,20 @@ static double now(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* Closes the gate and waits (up to `timeout` seconds) until no application thread is
- * inside the lower half. Returns 0, or -1 (gate open again) if some thread stayed. */
+/* Closes the gate and waits (up to `timeout` seconds) until no other thread is inside
+ * the lower half; the calling thread then holds the gate (its own calls pass) until
+ * mana_gate_open. Returns 0, or -1 (gate open again) if some thread stayed. */
 int mana_gate_close(double timeout)
 {
     pthread_once(&membarrier_once, register_membarrier);
     __atomic_store_n(&mana_gate_closed, 1, __ATOMIC_SEQ_CST);
     if (!mana_gate_fenced)
         syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    struct mana_gate_slot *own = mana_tls_gate ? mana_tls_gate : mana_gate_register();
     double deadline = now() + timeout;
     for (struct mana_gate_slot *g = __atomic_load_n(&slots, __ATOMIC_ACQUIRE); g; g = g->next) {
+        if (g == own)
+            continue;
         while (__atomic_load_n(&g->in, __ATOMIC_ACQUIRE)) {
             if (now() > deadline) {
                 mana_gate_open();
@@ -76,11 +80,16 @@ int mana_gate_close(double timeout)
             sched_yield();
         }
     }
+    /* The closing thread holds the gate from now on: its own calls pass. */
+    own->in++;
     return 0;
 }
 
 void mana_gate_open(void)
 {
+    struct mana_gate_slot *own = mana_tls_gate;
+    if (own && own->in > 0 && mana_gate_closed)
+        own->in--;
     __atomic_store_n(&mana_gate_closed, 0, __ATOMIC_SEQ_CST);
     syscall(SYS_futex, &mana_gate_closed, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }

@@ -304,7 +304,9 @@ void mana_req_release(int v)
     release(v);
 }
 
-static struct mana_comm_meta world_meta, self_meta;
+/* MPI_COMM_WORLD has gid 1 (DRAIN.md §1.1); MPI_COMM_SELF is not tracked (its
+ * collectives are local). */
+static struct mana_comm_meta world_meta = {.gid = 1}, self_meta;
 
 struct mana_comm_meta *mana_comm_meta(int c)
 {
@@ -317,6 +319,38 @@ struct mana_comm_meta *mana_comm_meta(int c)
     unsigned idx = (unsigned)c & MANA_VH_INDEX_MASK;
     struct mana_comm_meta *chunk = tables[KIND_COMM].comm_meta[idx >> MANA_VH_CHUNK_BITS];
     return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg)
+{
+    f(MPI_COMM_WORLD, &world_meta, arg);
+    f(MPI_COMM_SELF, &self_meta, arg);
+    struct kind_table *t = &tables[KIND_COMM];
+    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
+        int *chunk = mana_vh_dir[KIND_COMM][idx >> MANA_VH_CHUNK_BITS];
+        if (chunk && chunk[idx & (CHUNK - 1)])
+            f(virtual_of(KIND_COMM, idx), &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
+    }
+}
+
+int mana_req_placeholder(struct mana_req_meta **meta)
+{
+    struct kind_table *t = &tables[KIND_REQUEST];
+    table_lock(t);
+    unsigned idx = take_index(t, KIND_REQUEST);
+    if (idx == ~0u) {
+        table_unlock(t);
+        fprintf(stderr, "mana: more than %u live MPI requests\n", CHUNK * MANA_VH_CHUNKS);
+        abort();
+    }
+    mana_vh_dir[KIND_REQUEST][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = MPI_REQUEST_NULL;
+    t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
+    struct mana_req_meta *m = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+    memset(m, 0, sizeof *m);
+    t->live++;
+    table_unlock(t);
+    *meta = m;
+    return virtual_of(KIND_REQUEST, idx);
 }
 
 void mana_count_recvd(int c)

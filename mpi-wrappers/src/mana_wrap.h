@@ -216,7 +216,10 @@ struct mana_req_meta {
     unsigned char kind, state, persistent, active;
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
     int comm;                /* the application's communicator */
-    int peer;                /* destination of a send (for counting persistent sends) */
+    int peer;                /* destination of a send, source of a receive */
+    int tag, datatype;       /* a persistent receive's arguments, for serving it from */
+    void *buf;               /* drained messages at MPI_Start */
+    MPI_Count count;
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
@@ -233,7 +236,44 @@ struct mana_comm_meta {
     unsigned long long recvd;   /* messages received (completed receives) */
     unsigned long long *sent;   /* messages sent, per destination rank */
     int n_peers;                /* entries of `sent`: (remote) group size */
+    /* Collective safety (DRAIN.md §1; src/ckpt.c). gid 0: not tracked. */
+    unsigned long long gid;
+    unsigned long long seq;        /* collectives this rank initiated on it */
+    unsigned long long target;     /* while a checkpoint is pending */
+    unsigned long long ctor_count; /* communicators constructed from it */
 };
+/* Calls `f` for every communicator with metadata (world, self, live virtual ones). */
+extern void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
+/* A new virtual request with no real one behind it (a receive served from drained
+ * messages): its metadata is returned zeroed, for the caller to mark done. */
+extern int mana_req_placeholder(struct mana_req_meta **meta) MANA_HIDDEN;
+
+/* ---- Checkpoint support (src/ckpt.c) ---- */
+/* Before/after every collective (and communicator constructor, MPI_Comm_free, window and
+ * file creation) on the application's communicator `c`: counts it, and while a
+ * checkpoint is pending may hold the thread here, outside the lower half. Returns
+ * whether it counted (pass that to mana_coll_leave). */
+extern int mana_coll_enter(int c, int blocking) MANA_HIDDEN;
+extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
+/* After a communicator constructor succeeded: the new communicator's identity. */
+extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
+/* A nonblocking or persistent collective's request (the drain completes them). */
+extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
+/* Messages drained at a checkpoint, waiting for the application's receives. */
+struct mana_drained {
+    int comm, source, tag;
+    int bytes;     /* packed size */
+    char *data;    /* MPI_PACKED */
+    struct mana_drained *next;
+};
+/* The earliest drained message matching (comm, source, tag), removed (`take`) or not. */
+extern struct mana_drained *mana_drained_match(int comm, int source, int tag, int take) MANA_HIDDEN;
+/* Unpacks a drained message into (buf, count, datatype) and fills `status`; frees it. */
+extern int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI_Datatype dt, int comm,
+                                MPI_Status *status) MANA_HIDDEN;
+extern void mana_drained_status(const struct mana_drained *d, MPI_Status *status) MANA_HIDDEN;
+/* Non-zero once any message was drained and not yet delivered (fast path check). */
+extern struct mana_drained *volatile mana_drained_head MANA_HIDDEN;
 /* Metadata of the application's communicator `c` (MPI_COMM_WORLD, MPI_COMM_SELF or a
  * live virtual one); NULL otherwise. */
 extern struct mana_comm_meta *mana_comm_meta(int c) MANA_HIDDEN;

@@ -290,6 +290,47 @@ static int start_recv_c(irecv_c_fn f, void *buf, MPI_Count count, MPI_Datatype d
 
 static int finish_recv_tested(int rc, int flag, MPI_Status *stp, MPI_Request *r, MPI_Comm comm, MPI_Status *status);
 
+/* ---- Messages drained at a checkpoint come first (DRAIN.md §2.6) ---- */
+
+/* A receive that a drained message satisfies: delivered now (it was counted when it was
+ * drained). Returns 1 and sets *rc if so. */
+static int served_from_drain(void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
+                             MPI_Status *status, int *rc)
+{
+    if (src == MPI_PROC_NULL)
+        return 0;
+    struct mana_drained *d = mana_drained_match(comm, src, tag, 1);
+    if (!d)
+        return 0;
+    MPI_Status st;
+    mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
+    *rc = mana_drained_deliver(d, buf, count, dt, comm, &st);
+    if (!mana_status_ignored(status))
+        mana_status_copy(status, &st);
+    return 1;
+}
+
+/* A nonblocking receive a drained message satisfies: an already completed request. */
+static int served_request(void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
+                          MPI_Request *request, int *rc)
+{
+    if (src == MPI_PROC_NULL || !mana_drained_head)
+        return 0;
+    struct mana_drained *d = mana_drained_match(comm, src, tag, 1);
+    if (!d)
+        return 0;
+    struct mana_req_meta *m;
+    int v = mana_req_placeholder(&m);
+    m->kind = MANA_REQ_RECV;
+    m->comm = comm;
+    m->peer = src;
+    empty_status(&m->status);
+    *rc = mana_drained_deliver(d, buf, count, dt, comm, &m->status);
+    m->state = MANA_REQ_DONE;
+    *request = v;
+    return 1;
+}
+
 /* A blocking receive: the lower half's nonblocking one, waited for here; counted. */
 static int finish_recv(int rc, MPI_Request *r, MPI_Comm comm, MPI_Status *status)
 {
@@ -317,11 +358,13 @@ __attribute__((used)) static int mana_w_MPI_Recv(void *buf, int count, MPI_Datat
                                                  MPI_Comm comm, MPI_Status *status)
 {
     MPI_Request r = MPI_REQUEST_NULL;
+    int rc;
+    if (served_from_drain(buf, count, dt, src, tag, comm, status, &rc))
+        return rc;
     MPI_Status st;
     mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
     int flag = 0;
-    int rc = start_recv_test(LOWER_PTR(irecv_fn, 4240, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r, &flag,
-                             &st);
+    rc = start_recv_test(LOWER_PTR(irecv_fn, 4240, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r, &flag, &st);
     return finish_recv_tested(rc, flag, &st, &r, comm, status);
 }
 MANA_EXPORT(mana_w_MPI_Recv, MPI_Recv)
@@ -331,7 +374,10 @@ __attribute__((used)) static int mana_w_MPI_Recv_c(void *buf, MPI_Count count, M
                                                    MPI_Comm comm, MPI_Status *status)
 {
     MPI_Request r = MPI_REQUEST_NULL;
-    int rc = start_recv_c(LOWER_PTR(irecv_c_fn, 4241, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, &r);
+    int rc;
+    if (served_from_drain(buf, count, dt, src, tag, comm, status, &rc))
+        return rc;
+    rc = start_recv_c(LOWER_PTR(irecv_c_fn, 4241, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, &r);
     return finish_recv(rc, &r, comm, status);
 }
 MANA_EXPORT(mana_w_MPI_Recv_c, MPI_Recv_c)
@@ -341,7 +387,10 @@ __attribute__((used)) static int mana_w_MPI_Irecv(void *buf, int count, MPI_Data
                                                   MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
-    int rc = start_recv(LOWER_PTR(irecv_fn, 4242, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r);
+    int rc;
+    if (served_request(buf, count, dt, src, tag, comm, request, &rc))
+        return rc;
+    rc = start_recv(LOWER_PTR(irecv_fn, 4242, "PMPI_Irecv"), buf, count, dt, src, tag, comm, &r);
     return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, src, 0, request) : rc;
 }
 MANA_EXPORT(mana_w_MPI_Irecv, MPI_Irecv)
@@ -351,18 +400,37 @@ __attribute__((used)) static int mana_w_MPI_Irecv_c(void *buf, MPI_Count count, 
                                                     MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
-    int rc = start_recv_c(LOWER_PTR(irecv_c_fn, 4243, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, &r);
+    int rc;
+    if (served_request(buf, count, dt, src, tag, comm, request, &rc))
+        return rc;
+    rc = start_recv_c(LOWER_PTR(irecv_c_fn, 4243, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, &r);
     return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, src, 0, request) : rc;
 }
 MANA_EXPORT(mana_w_MPI_Irecv_c, MPI_Irecv_c)
 MANA_EXPORT(mana_w_MPI_Irecv_c, PMPI_Irecv_c)
+
+/* A persistent receive keeps its arguments: MPI_Start may serve it from drained messages. */
+static void persistent_recv(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag)
+{
+    struct mana_req_meta *m = mana_req_meta(v);
+    if (m) {
+        m->buf = buf;
+        m->count = count;
+        m->datatype = dt;
+        m->tag = tag;
+    }
+}
 
 __attribute__((used)) static int mana_w_MPI_Recv_init(void *buf, int count, MPI_Datatype dt, int src, int tag,
                                                       MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
     int rc = start_recv(LOWER_PTR(irecv_fn, 4244, "PMPI_Recv_init"), buf, count, dt, src, tag, comm, &r);
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, src, 1, request) : rc;
+    if (rc == MPI_SUCCESS) {
+        new_request(r, MANA_REQ_RECV, comm, src, 1, request);
+        persistent_recv(*request, buf, count, dt, tag);
+    }
+    return rc;
 }
 MANA_EXPORT(mana_w_MPI_Recv_init, MPI_Recv_init)
 MANA_EXPORT(mana_w_MPI_Recv_init, PMPI_Recv_init)
@@ -372,7 +440,11 @@ __attribute__((used)) static int mana_w_MPI_Recv_init_c(void *buf, MPI_Count cou
 {
     MPI_Request r = MPI_REQUEST_NULL;
     int rc = start_recv_c(LOWER_PTR(irecv_c_fn, 4245, "PMPI_Recv_init_c"), buf, count, dt, src, tag, comm, &r);
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, src, 1, request) : rc;
+    if (rc == MPI_SUCCESS) {
+        new_request(r, MANA_REQ_RECV, comm, src, 1, request);
+        persistent_recv(*request, buf, count, dt, tag);
+    }
+    return rc;
 }
 MANA_EXPORT(mana_w_MPI_Recv_init_c, MPI_Recv_init_c)
 MANA_EXPORT(mana_w_MPI_Recv_init_c, PMPI_Recv_init_c)
@@ -471,6 +543,12 @@ MANA_EXPORT(mana_w_MPI_Imrecv_c, PMPI_Imrecv_c)
 
 static int iprobe_once(int src, int tag, MPI_Comm comm, int *flag, MPI_Status *status)
 {
+    struct mana_drained *d = src == MPI_PROC_NULL ? NULL : mana_drained_match(comm, src, tag, 0);
+    if (d) {
+        *flag = 1;
+        mana_drained_status(d, status);
+        return MPI_SUCCESS;
+    }
     iprobe_fn f = LOWER_PTR(iprobe_fn, 4260, "PMPI_Iprobe");
     MPI_Comm c = mana_h_real(comm);
     MPI_Status st, *sp = mana_status_ignored(status) ? status : &st;
@@ -497,6 +575,11 @@ MANA_EXPORT(mana_w_MPI_Iprobe, PMPI_Iprobe)
 
 __attribute__((used)) static int mana_w_MPI_Probe(int src, int tag, MPI_Comm comm, MPI_Status *status)
 {
+    struct mana_drained *d = src == MPI_PROC_NULL ? NULL : mana_drained_match(comm, src, tag, 0);
+    if (d) {
+        mana_drained_status(d, status);
+        return MPI_SUCCESS;
+    }
     iprobe_fn f = LOWER_PTR(iprobe_fn, 4261, "PMPI_Iprobe");
     MPI_Comm c = mana_h_real(comm);
     MPI_Status st;
@@ -566,7 +649,14 @@ static int sendrecv_common(const void *sbuf, MPI_Count scount, MPI_Datatype styp
     isend_c_fn isend = LOWER_PTR(isend_c_fn, 4270, "PMPI_Isend_c");
     irecv_c_fn irecv = LOWER_PTR(irecv_c_fn, 4271, "PMPI_Irecv_c");
     MPI_Request r[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    int rc = start_recv_c(irecv, rbuf, rcount, rtype, src, rtag, comm, &r[0]);
+    int rc;
+    if (served_from_drain(rbuf, rcount, rtype, src, rtag, comm, status, &rc)) {
+        if (rc != MPI_SUCCESS)
+            return rc;
+        START_SEND(rc, isend, sbuf, scount, stype, dest, stag, comm, &r[1]);
+        return rc == MPI_SUCCESS ? wait_real(&r[1], MPI_STATUS_IGNORE) : rc;
+    }
+    rc = start_recv_c(irecv, rbuf, rcount, rtype, src, rtag, comm, &r[0]);
     if (rc != MPI_SUCCESS)
         return rc;
     START_SEND(rc, isend, sbuf, scount, stype, dest, stag, comm, &r[1]);
@@ -661,6 +751,15 @@ typedef int (*start_fn)(MPI_Request *);
 static int start_one(MPI_Request *v)
 {
     struct mana_req_meta *m = mana_req_meta(*v);
+    if (m && m->kind == MANA_REQ_RECV && mana_drained_head && m->peer != MPI_PROC_NULL) {
+        struct mana_drained *d = mana_drained_match(m->comm, m->peer, m->tag, 1);
+        if (d) {
+            int rc = mana_drained_deliver(d, m->buf, m->count, m->datatype, m->comm, &m->status);
+            m->active = 0;
+            m->state = MANA_REQ_DONE;
+            return rc;
+        }
+    }
     MPI_Request real = mana_h_real(*v);
     start_fn f = LOWER_PTR(start_fn, 4280, "PMPI_Start");
     unsigned long fs = mana_thread_lower_fs();

@@ -376,12 +376,13 @@ static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, M
     MPI_Info info_l = mana_h_real(info);
     MPI_Comm comm_l = mana_h_real(comm);
     MPI_Win win_l = 0;
-    int r;
+    int r, counted = mana_coll_enter(comm, 1);
     {
         MANA_FORWARD_INTO(r, 4011, "PMPI_Win_create", int,
                           (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
                           (base, size, disp_unit, info_l, comm_l, &win_l));
     }
+    mana_coll_leave(counted, 1);
     return mana_out_handle(r, win, win_l);
 }
 
@@ -419,12 +420,13 @@ static int win_create_c(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info 
     MPI_Info info_l = mana_h_real(info);
     MPI_Comm comm_l = mana_h_real(comm);
     MPI_Win win_l = 0;
-    int r;
+    int r, counted = mana_coll_enter(comm, 1);
     {
         MANA_FORWARD_INTO(r, 4013, "PMPI_Win_create_c", int,
                           (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
                           (base, size, disp_unit, info_l, comm_l, &win_l));
     }
+    mana_coll_leave(counted, 1);
     return mana_out_handle(r, win, win_l);
 }
 

@@ -1,0 +1,575 @@
+/* What the MPI wrappers do for a checkpoint (DRAIN.md; docs/mpi-checkpoint.md):
+ *
+ *   communicator identity (gid) — collective sequence numbers and the freeze at a
+ *   collective's entry — the drain of messages in flight — delivery of drained messages.
+ *
+ * The checkpointer (libmana, Rust) drives the agreement rounds through the coordinator and
+ * calls the operations below through the table this library registers with it at load
+ * time (mana_register_mpi_ops); the wrappers call the hooks. */
+#include "mana_wrap.h"
+#include "mana_ops.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Communicator identity (DRAIN.md §1.1) ---- */
+
+static unsigned long long mix(unsigned long long h, unsigned long long v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+MANA_LOWER_FUNCTION(lower_comm_group, 4300, "PMPI_Comm_group", (MPI_Comm c, MPI_Group *g), (c, g))
+MANA_LOWER_FUNCTION(lower_group_size, 4301, "PMPI_Group_size", (MPI_Group g, int *n), (g, n))
+MANA_LOWER_FUNCTION(lower_group_translate, 4302, "PMPI_Group_translate_ranks",
+                    (MPI_Group a, int n, const int *r, MPI_Group b, int *out), (a, n, r, b, out))
+MANA_LOWER_FUNCTION(lower_group_free, 4303, "PMPI_Group_free", (MPI_Group * g), (g))
+MANA_LOWER_FUNCTION(lower_comm_test_inter, 4304, "PMPI_Comm_test_inter", (MPI_Comm c, int *f), (c, f))
+MANA_LOWER_FUNCTION(lower_comm_remote_group, 4305, "PMPI_Comm_remote_group", (MPI_Comm c, MPI_Group *g), (c, g))
+MANA_LOWER_FUNCTION(lower_comm_rank, 4306, "PMPI_Comm_rank", (MPI_Comm c, int *r), (c, r))
+MANA_LOWER_FUNCTION(lower_intercomm_merge, 4307, "PMPI_Intercomm_merge", (MPI_Comm c, int high, MPI_Comm *out),
+                    (c, high, out))
+MANA_LOWER_FUNCTION(lower_allreduce, 4308, "PMPI_Allreduce",
+                    (const void *s, void *r, int n, MPI_Datatype t, MPI_Op op, MPI_Comm c), (s, r, n, t, op, c))
+MANA_LOWER_FUNCTION(lower_comm_free, 4309, "PMPI_Comm_free", (MPI_Comm * c), (c))
+
+/* The lowest MPI_COMM_WORLD rank in `g` (a real group), or -1. */
+static int lowest_world_rank(MPI_Group g)
+{
+    MPI_Group world;
+    int n = 0, low = -1;
+    lower_comm_group(MPI_COMM_WORLD, &world);
+    lower_group_size(g, &n);
+    int *in = malloc((size_t)(n > 0 ? n : 1) * sizeof(int)), *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    if (in && out) {
+        for (int i = 0; i < n; i++)
+            in[i] = i;
+        lower_group_translate(g, n, in, world, out);
+        for (int i = 0; i < n; i++)
+            if (out[i] != MPI_UNDEFINED && (low < 0 || out[i] < low))
+                low = out[i];
+    }
+    free(in);
+    free(out);
+    lower_group_free(&world);
+    return low;
+}
+
+/* A communicator every member names with the same gid, whatever the rank: derived from
+ * its parent's gid and constructor count and its lowest world rank (siblings of one
+ * split differ by the latter). An intercommunicator's two groups have different parents:
+ * its gid is agreed on over a temporary merged communicator. */
+void mana_comm_created(int parent, int newcomm)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
+    if (!m || newcomm == MPI_COMM_NULL)
+        return;
+    MPI_Comm real = mana_h_real(newcomm);
+    unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
+    int inter = 0;
+    lower_comm_test_inter(real, &inter);
+    if (!inter) {
+        MPI_Group g;
+        lower_comm_group(real, &g);
+        int low = lowest_world_rank(g);
+        lower_group_free(&g);
+        m->gid = mix(base, (unsigned long long)low + 1) | 1;
+        return;
+    }
+    MPI_Comm merged = MPI_COMM_NULL;
+    lower_intercomm_merge(real, 0, &merged);
+    unsigned long long mine = base, agreed = 0;
+    lower_allreduce(&mine, &agreed, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, merged);
+    lower_comm_free(&merged);
+    m->gid = mix(agreed, 0x1e7e) | 1;
+}
+
+/* ---- Collective sequence numbers and the freeze (DRAIN.md §1.2–1.3) ---- */
+
+static pthread_mutex_t coll_lock = PTHREAD_MUTEX_INITIALIZER;
+static int pending, passes, in_blocking;
+
+struct reach {
+    int all;
+};
+
+static void check_reached(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)c;
+    struct reach *r = arg;
+    if (m->gid && m->seq < m->target)
+        r->all = 0;
+}
+
+/* Every communicator of this rank is at its target (coll_lock held). */
+static int all_reached(void)
+{
+    struct reach r = {1};
+    mana_comm_each(check_reached, &r);
+    return r.all;
+}
+
+typedef int (*iprobe_fn)(int, int, MPI_Comm, int *, MPI_Status *);
+
+/* A rank frozen at a collective's entry keeps the lower half progressing (its pending
+ * rendezvous sends may be what a laggard waits for). */
+static void drive_progress(void)
+{
+    static iprobe_fn f;
+    int flag;
+    unsigned long fs = mana_thread_lower_fs();
+    if (!f)
+        f = (iprobe_fn)mana_lower_fn(4310, "PMPI_Iprobe", fs);
+    mana_gate_enter();
+    unsigned long up = mana_enter_lower(fs);
+    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+    mana_leave_lower(up);
+    mana_gate_leave();
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+}
+
+int mana_coll_enter(int c, int blocking)
+{
+    struct mana_comm_meta *m = mana_comm_meta(c);
+    if (!m || !m->gid)
+        return 0;
+    pthread_mutex_lock(&coll_lock);
+    while (pending && passes == 0 && all_reached()) {
+        pthread_mutex_unlock(&coll_lock);
+        drive_progress();
+        pthread_mutex_lock(&coll_lock);
+    }
+    if (pending && all_reached())
+        passes--;
+    m->seq++;
+    if (pending && m->seq > m->target)
+        m->target = m->seq;
+    if (blocking)
+        in_blocking++;
+    pthread_mutex_unlock(&coll_lock);
+    return 1;
+}
+
+void mana_coll_leave(int counted, int blocking)
+{
+    if (!counted || !blocking)
+        return;
+    pthread_mutex_lock(&coll_lock);
+    in_blocking--;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+void mana_req_mark_coll(int request, int comm, int persistent)
+{
+    struct mana_req_meta *m = mana_req_meta(request);
+    if (m) {
+        m->kind = MANA_REQ_COLL;
+        m->comm = comm;
+        m->persistent = (unsigned char)persistent;
+        m->active = !persistent;
+    }
+}
+
+struct snapshot {
+    struct mana_seq *out;
+    int cap, n;
+};
+
+static void take_seq(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)c;
+    struct snapshot *s = arg;
+    if (m->gid && s->n < s->cap) {
+        s->out[s->n].gid = m->gid;
+        s->out[s->n].seq = m->seq;
+        s->n++;
+    }
+}
+
+/* Marks a checkpoint pending and returns this rank's (gid, seq) pairs. */
+static int coll_snapshot(struct mana_seq *out, int cap)
+{
+    struct snapshot s = {out, cap, 0};
+    pthread_mutex_lock(&coll_lock);
+    pending = 1;
+    mana_comm_each(take_seq, &s);
+    pthread_mutex_unlock(&coll_lock);
+    return s.n;
+}
+
+struct apply {
+    const struct mana_seq *t;
+    int n, conv;
+};
+
+static void apply_target(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)c;
+    struct apply *a = arg;
+    if (!m->gid)
+        return;
+    unsigned long long t = 0;
+    for (int i = 0; i < a->n; i++)
+        if (a->t[i].gid == m->gid)
+            t = a->t[i].seq;
+    if (t > m->target)
+        m->target = t;
+    if (m->seq != t)
+        a->conv = 0;
+}
+
+/* Raises the targets to the job-wide maxima `t`; returns whether this rank has converged:
+ * at every target exactly, and inside no blocking collective. */
+static int coll_apply(const struct mana_seq *t, int n)
+{
+    struct apply a = {t, n, 1};
+    pthread_mutex_lock(&coll_lock);
+    passes = 0;
+    mana_comm_each(apply_target, &a);
+    int conv = a.conv && in_blocking == 0;
+    pthread_mutex_unlock(&coll_lock);
+    return conv;
+}
+
+static void coll_grant_pass(void)
+{
+    pthread_mutex_lock(&coll_lock);
+    passes = 1;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+static void clear_target(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)c;
+    (void)arg;
+    m->target = 0;
+}
+
+static void coll_finish(void)
+{
+    pthread_mutex_lock(&coll_lock);
+    pending = 0;
+    passes = 0;
+    mana_comm_each(clear_target, NULL);
+    pthread_mutex_unlock(&coll_lock);
+}
+
+/* ---- The drain (DRAIN.md §2) ---- */
+
+struct mana_drained *volatile mana_drained_head;
+static struct mana_drained *drained_tail;
+static pthread_mutex_t drained_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The key under which senders count messages for a receiver: (gid, side, rank) where
+ * `side` separates an intercommunicator's two groups (1 + whether the group's lowest
+ * world rank is the lower one; 0 within an intracommunicator). */
+static int group_side(MPI_Comm real, int remote)
+{
+    int inter = 0;
+    lower_comm_test_inter(real, &inter);
+    if (!inter)
+        return 0;
+    MPI_Group l, r;
+    lower_comm_group(real, &l);
+    lower_comm_remote_group(real, &r);
+    int ll = lowest_world_rank(l), rl = lowest_world_rank(r);
+    lower_group_free(&l);
+    lower_group_free(&r);
+    return 1 + (remote ? rl < ll : ll < rl);
+}
+
+struct counts {
+    struct mana_count *out;
+    int cap, n;
+};
+
+static void take_sent(int c, struct mana_comm_meta *m, void *arg)
+{
+    struct counts *k = arg;
+    if (!m->gid || !m->sent)
+        return;
+    int side = -1;
+    for (int d = 0; d < m->n_peers; d++) {
+        unsigned long long v = __atomic_load_n(&m->sent[d], __ATOMIC_RELAXED);
+        if (!v)
+            continue;
+        if (side < 0)
+            side = group_side(mana_h_real(c), 1);
+        if (k->n < k->cap) {
+            k->out[k->n].key[0] = m->gid;
+            k->out[k->n].key[1] = (unsigned long long)side;
+            k->out[k->n].key[2] = (unsigned long long)d;
+            k->out[k->n].count = v;
+        }
+        k->n++;
+    }
+}
+
+/* This rank's cumulative send counts, keyed for the receivers. */
+static int p2p_sent(struct mana_count *out, int cap)
+{
+    struct counts k = {out, cap, 0};
+    mana_comm_each(take_sent, &k);
+    return k.n;
+}
+
+/* Messages still to receive on communicator `c`: what its senders say they sent to this
+ * rank (`sums`, the job-wide SUM of every rank's p2p_sent) minus what it received. */
+static long long comm_outstanding(int c, struct mana_comm_meta *m, const struct mana_count *sums, int n)
+{
+    if (!m->gid)
+        return 0;
+    MPI_Comm real = mana_h_real(c);
+    int me = -1;
+    lower_comm_rank(real, &me);
+    unsigned long long side = (unsigned long long)group_side(real, 0), expected = 0;
+    for (int i = 0; i < n; i++)
+        if (sums[i].key[0] == m->gid && sums[i].key[1] == side && sums[i].key[2] == (unsigned long long)me)
+            expected = sums[i].count;
+    return (long long)expected - (long long)__atomic_load_n(&m->recvd, __ATOMIC_RELAXED);
+}
+
+/* Tests every live send, receive and collective request; one the lower half finished is
+ * marked done with its status (a receive counts). Counts the sends and collectives still
+ * incomplete: the drain waits for them. */
+struct test_all {
+    int incomplete;
+};
+
+typedef int (*test_fn)(MPI_Request *, int *, MPI_Status *);
+
+static void test_request(int v, struct mana_req_meta *m, void *arg)
+{
+    struct test_all *t = arg;
+    if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER)
+        return;
+    static test_fn test;
+    unsigned long fs = mana_thread_lower_fs();
+    if (!test)
+        test = (test_fn)mana_lower_fn(4320, "PMPI_Test", fs);
+    MPI_Request real = mana_h_real(v);
+    int flag = 0;
+    MPI_Status st;
+    memset(&st, 0, sizeof st);
+    unsigned long up = mana_enter_lower(fs);
+    int rc = test(&real, &flag, &st);
+    mana_leave_lower(up);
+    if (rc != MPI_SUCCESS || !flag) {
+        if (m->kind != MANA_REQ_RECV)
+            t->incomplete++;
+        return;
+    }
+    if (m->kind == MANA_REQ_RECV && !(st.count_hi_and_cancelled & 1))
+        mana_count_recvd(m->comm);
+    if (m->app_freed) {
+        mana_req_release(v);
+        return;
+    }
+    /* Done: the next wait or test reports the saved status (a persistent request then
+     * becomes inactive; its real handle stays valid). */
+    m->status = st;
+    m->active = 0;
+    m->state = MANA_REQ_DONE;
+}
+
+typedef int (*improbe_fn)(int, int, MPI_Comm, int *, MPI_Message *, MPI_Status *);
+typedef int (*get_count_fn)(const MPI_Status *, MPI_Datatype, int *);
+typedef int (*mrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Status *);
+
+/* Receives one unexpected message on `c` into the drained list; 1 if there was one. */
+static int drain_one(int c)
+{
+    static improbe_fn improbe;
+    static get_count_fn get_count;
+    static mrecv_fn mrecv;
+    unsigned long fs = mana_thread_lower_fs();
+    if (!improbe) {
+        improbe = (improbe_fn)mana_lower_fn(4321, "PMPI_Improbe", fs);
+        get_count = (get_count_fn)mana_lower_fn(4322, "PMPI_Get_count", fs);
+        mrecv = (mrecv_fn)mana_lower_fn(4323, "PMPI_Mrecv", fs);
+    }
+    MPI_Comm real = mana_h_real(c);
+    int flag = 0, bytes = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    unsigned long up = mana_enter_lower(fs);
+    improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, real, &flag, &msg, &st);
+    if (flag)
+        get_count(&st, MPI_PACKED, &bytes);
+    mana_leave_lower(up);
+    if (!flag)
+        return 0;
+    struct mana_drained *d = calloc(1, sizeof *d);
+    char *data = malloc(bytes > 0 ? (size_t)bytes : 1);
+    if (!d || !data) {
+        fprintf(stderr, "mana: out of memory draining a message of %d bytes\n", bytes);
+        abort();
+    }
+    up = mana_enter_lower(fs);
+    mrecv(data, bytes, MPI_PACKED, &msg, &st);
+    mana_leave_lower(up);
+    d->comm = c;
+    d->source = st.MPI_SOURCE;
+    d->tag = st.MPI_TAG;
+    d->bytes = bytes;
+    d->data = data;
+    pthread_mutex_lock(&drained_lock);
+    if (drained_tail)
+        drained_tail->next = d;
+    else
+        mana_drained_head = d;
+    drained_tail = d;
+    pthread_mutex_unlock(&drained_lock);
+    mana_count_recvd(c);
+    return 1;
+}
+
+struct step {
+    const struct mana_count *sums;
+    int n;
+    long long outstanding;
+    int negative;
+};
+
+static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
+{
+    struct step *s = arg;
+    long long left = comm_outstanding(c, m, s->sums, s->n);
+    while (left > 0 && drain_one(c))
+        left--;
+    if (left < 0)
+        s->negative = 1;
+    else
+        s->outstanding += left;
+}
+
+/* One round of the drain (gate closed): tests requests, receives what is in flight.
+ * Returns what is left to do here (messages still expected + incomplete send and
+ * collective requests), or -1 if more messages arrived than were sent (a bug). */
+static long long drain_step(const struct mana_count *sums, int n)
+{
+    struct test_all t = {0};
+    mana_req_each(test_request, &t);
+    struct step s = {sums, n, 0, 0};
+    mana_comm_each(drain_comm, &s);
+    if (s.negative)
+        return -1;
+    return s.outstanding + t.incomplete;
+}
+
+static int drained_count(void)
+{
+    int n = 0;
+    for (struct mana_drained *d = mana_drained_head; d; d = d->next)
+        n++;
+    return n;
+}
+
+/* ---- Delivery of drained messages (DRAIN.md §2.5–2.6) ---- */
+
+struct mana_drained *mana_drained_match(int comm, int source, int tag, int take)
+{
+    if (!__atomic_load_n(&mana_drained_head, __ATOMIC_ACQUIRE))
+        return NULL;
+    pthread_mutex_lock(&drained_lock);
+    struct mana_drained *prev = NULL, *d = mana_drained_head;
+    for (; d; prev = d, d = d->next)
+        if (d->comm == comm && (source == MPI_ANY_SOURCE || source == d->source) &&
+            (tag == MPI_ANY_TAG || tag == d->tag))
+            break;
+    if (d && take) {
+        if (prev)
+            prev->next = d->next;
+        else
+            mana_drained_head = d->next;
+        if (drained_tail == d)
+            drained_tail = prev;
+        d->next = NULL;
+    }
+    pthread_mutex_unlock(&drained_lock);
+    return d;
+}
+
+typedef int (*unpack_fn)(const void *, MPI_Count, MPI_Count *, void *, MPI_Count, MPI_Datatype, MPI_Comm);
+typedef int (*pack_size_c_fn)(MPI_Count, MPI_Datatype, MPI_Comm, MPI_Count *);
+typedef int (*set_elements_fn)(MPI_Status *, MPI_Datatype, MPI_Count);
+
+void mana_drained_status(const struct mana_drained *d, MPI_Status *status)
+{
+    if (mana_status_ignored(status))
+        return;
+    status->MPI_SOURCE = d->source;
+    status->MPI_TAG = d->tag;
+    status->count_lo = d->bytes;
+    status->count_hi_and_cancelled = 0;
+}
+
+int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI_Datatype dt, int comm,
+                         MPI_Status *status)
+{
+    MPI_Comm c = mana_h_real(comm);
+    MPI_Datatype t = mana_h_real(dt);
+    MPI_Count room = 0, pos = 0;
+    int rc;
+    {
+        MANA_FORWARD_INTO(rc, 4330, "PMPI_Pack_size_c", int, (MPI_Count, MPI_Datatype, MPI_Comm, MPI_Count *),
+                          (count, t, c, &room));
+    }
+    if (rc == MPI_SUCCESS && d->bytes > room) {
+        rc = MPI_ERR_TRUNCATE;
+    } else if (rc == MPI_SUCCESS) {
+        /* How many whole elements the message holds decides how much to unpack. */
+        MPI_Count one = 0;
+        MANA_FORWARD_INTO(rc, 4331, "PMPI_Pack_size_c", int, (MPI_Count, MPI_Datatype, MPI_Comm, MPI_Count *),
+                          (1, t, c, &one));
+        MPI_Count n = one > 0 ? d->bytes / one : 0;
+        if (rc == MPI_SUCCESS && n > 0) {
+            MANA_FORWARD_INTO(rc, 4332, "PMPI_Unpack_c", int,
+                              (const void *, MPI_Count, MPI_Count *, void *, MPI_Count, MPI_Datatype, MPI_Comm),
+                              (d->data, d->bytes, &pos, buf, n, t, c));
+        }
+    }
+    mana_drained_status(d, status);
+    free(d->data);
+    free(d);
+    return rc;
+}
+
+/* ---- The table the checkpointer calls ---- */
+
+static int gate_close(double timeout)
+{
+    return mana_gate_close(timeout);
+}
+
+static void gate_open(void)
+{
+    mana_gate_open();
+}
+
+static const struct mana_mpi_ops ops = {
+    .version = MANA_MPI_OPS_VERSION,
+    .coll_snapshot = coll_snapshot,
+    .coll_apply = coll_apply,
+    .coll_grant_pass = coll_grant_pass,
+    .coll_finish = coll_finish,
+    .gate_close = gate_close,
+    .gate_open = gate_open,
+    .p2p_sent = p2p_sent,
+    .drain_step = drain_step,
+    .drained_count = drained_count,
+};
+
+extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));
+
+__attribute__((constructor)) static void register_ops(void)
+{
+    if (mana_register_mpi_ops)
+        mana_register_mpi_ops(&ops);
+}

@@ -1,0 +1,43 @@
+/* The operations the wrapper library offers the checkpointer (libmana): registered at
+ * load time with mana_register_mpi_ops (a function of libmana), so that the library's
+ * export set stays exactly MPICH's. Mirrored in upper-half/src/mpi_ckpt.rs: change both. */
+#ifndef MANA_OPS_H
+#define MANA_OPS_H
+
+#define MANA_MPI_OPS_VERSION 1
+
+struct mana_seq {
+    unsigned long long gid, seq;
+};
+
+struct mana_count {
+    unsigned long long key[3]; /* gid, side, destination rank */
+    unsigned long long count;
+};
+
+struct mana_mpi_ops {
+    unsigned version;
+    /* Marks a checkpoint pending; fills up to `cap` (gid, seq) pairs; returns how many
+     * there are. */
+    int (*coll_snapshot)(struct mana_seq *out, int cap);
+    /* Job-wide maxima → targets; returns 1 when this rank has converged. */
+    int (*coll_apply)(const struct mana_seq *targets, int n);
+    /* Lets a rank frozen at a collective's entry enter one more (stall breaker). */
+    void (*coll_grant_pass)(void);
+    /* The checkpoint is over: clears pending and targets, frozen threads go on. */
+    void (*coll_finish)(void);
+    /* Closes the gate and waits for every application thread to leave the lower half
+     * (0), or gives up after `timeout` seconds (-1, gate open). The calling thread keeps
+     * using the lower half. */
+    int (*gate_close)(double timeout);
+    void (*gate_open)(void);
+    /* This rank's send counts; returns how many entries there are (may exceed cap). */
+    int (*p2p_sent)(struct mana_count *out, int cap);
+    /* One drain round given the job-wide sums of p2p_sent: returns the work left here,
+     * or -1 if more messages arrived than were sent. */
+    long long (*drain_step)(const struct mana_count *sums, int n);
+    /* Drained messages not yet delivered. */
+    int (*drained_count)(void);
+};
+
+#endif
