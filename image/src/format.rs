@@ -309,6 +309,19 @@ pub struct ImageHeader {
     /// Address of the runtime's restart mailbox (`upper-half`): the restorer writes the
     /// restart parameters there before resuming the threads.
     pub restart_mailbox: u64,
+    /// Set when the process ran MPI through a lower half (split process).
+    #[serde(default)]
+    pub mpi: Option<MpiImage>,
+}
+
+/// What an MPI process's image says about its lower half.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MpiImage {
+    /// The lower half's ranges at checkpoint time: never saved (tests check that no region
+    /// of the image overlaps them); a restart loads a fresh lower half.
+    pub lower_regions: Vec<[u64; 2]>,
+    /// Messages drained from the network into the upper half at this checkpoint.
+    pub drained_messages: u32,
 }
 
 impl ImageHeader {

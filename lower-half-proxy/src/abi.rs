@@ -32,4 +32,10 @@ pub struct LowerTable {
     /// Starts one more parked lower thread and returns its TCB (0 if it could not). Must
     /// run on `tcbs[n_tcbs - 1]`, by one upper thread at a time.
     pub new_tcb: unsafe extern "C" fn() -> u64,
+    /// Fills `out` with up to `cap` thread ids of the lower world's running threads (those
+    /// it started: parked TCB owners, UCX's and MPICH's threads); returns how many.
+    pub tids: unsafe extern "C" fn(out: *mut i32, cap: usize) -> usize,
+    /// Fills `out` with up to `cap` file descriptors the lower world holds (opened through
+    /// the proxy's interposed calls, or handed to MPI by the launcher: `PMI_FD`).
+    pub fds: unsafe extern "C" fn(out: *mut i32, cap: usize) -> usize,
 }

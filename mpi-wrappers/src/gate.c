@@ -93,3 +93,9 @@ void mana_gate_open(void)
     __atomic_store_n(&mana_gate_closed, 0, __ATOMIC_SEQ_CST);
     syscall(SYS_futex, &mana_gate_closed, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
+
+void mana_gate_each(void (*f)(struct mana_gate_slot *g, void *arg), void *arg)
+{
+    for (struct mana_gate_slot *g = __atomic_load_n(&slots, __ATOMIC_ACQUIRE); g; g = g->next)
+        f(g, arg);
+}

@@ -68,9 +68,20 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
  * a thread-local counter (nested entries — a callback calling MPI — just count); the
  * checkpointer makes the ordering work with membarrier(2), so the fast path has no
  * atomic instruction. Where membarrier is missing, entering uses a fenced store. */
+/* The lower-half requests a thread blocked in a point-to-point call waits for (at most
+ * two: MPI_Sendrecv), where the checkpointer's drain can test them (src/p2p.c). */
+struct mana_blocking {
+    int n;
+    MPI_Request real[2];
+    int comm[2];
+    unsigned char recv[2];
+    unsigned char state[2]; /* 0 pending, 1 complete (status in st), 2 complete, not counted */
+    MPI_Status st[2];
+};
 struct mana_gate_slot {
     volatile int in;
     struct mana_gate_slot *next;
+    struct mana_blocking *blk; /* set while the thread is in a blocking call */
 };
 extern volatile int mana_gate_closed MANA_HIDDEN;
 extern int mana_gate_fenced MANA_HIDDEN;
@@ -79,6 +90,8 @@ extern __thread struct mana_gate_slot *mana_tls_gate
 extern struct mana_gate_slot *mana_gate_register(void) MANA_HIDDEN;
 extern void mana_gate_park(void) MANA_HIDDEN;
 extern int mana_gate_close(double timeout) MANA_HIDDEN;
+/* Calls `f` on every thread's slot (checkpointer, gate closed). */
+extern void mana_gate_each(void (*f)(struct mana_gate_slot *g, void *arg), void *arg) MANA_HIDDEN;
 extern void mana_gate_open(void) MANA_HIDDEN;
 
 static inline __attribute__((always_inline)) void mana_gate_enter(void)

@@ -111,6 +111,12 @@ fn restart(args: Args) -> Result<(), String> {
         ));
     }
     let h = &reader.header;
+    if h.mpi.is_some() {
+        return Err(format!(
+            "{}: this is the image of an MPI process; restarting MPI processes (a fresh lower half, MPI_Init, handle rebuild) is not implemented yet",
+            image_path.display()
+        ));
+    }
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
     let vdso_moves = plan_vdso(h)?;
     validate_threads(h)?;

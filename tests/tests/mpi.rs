@@ -217,46 +217,139 @@ fn one_sided_under_mana_launch_equals_native() {
     equals_native_under_mana_launch("rma", &[2, 4]);
 }
 
-/// Checkpointing an MPI job is the next issue: until then the request fails with one line
-/// saying so, nothing is committed, and the job runs on to its native result.
-#[test]
-fn checkpointing_an_mpi_job_is_refused_clearly_and_the_job_runs_on() {
-    let s = Session::start("mpi-refuse");
-    let slow = compile_mpi("slow", s.dir());
-    let native = mpiexec(&s, 2, &[&slow]);
-    native.assert_success();
+/// `mpiexec -n N mana_launch ckpt_mix` with `--ckptdir`: the launcher command the MPI
+/// checkpoint tests use.
+fn launch_mpi(s: &Session, n: usize, program: &std::path::Path, args: &[&str]) -> Proc {
     let mut cmd = Command::new("mpiexec.mpich");
     cmd.current_dir(s.dir())
-        .args(["-n", "2"])
+        .args(["-n", &n.to_string()])
         .arg(bin("mana_launch"))
-        .arg(&slow);
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(program)
+        .args(args);
     for v in SCRUBBED_ENV {
         cmd.env_remove(v);
     }
     cmd.env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file);
-    let run = Proc::spawn("mpiexec -n 2 mana_launch slow", cmd);
-    run.wait_for_stdout("slow ready", LONG);
-    // Both ranks registered: two rows under the header of `mana_status --list`.
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    Proc::spawn(&format!("mpiexec -n {n} mana_launch"), cmd)
+}
+
+/// Waits until `n` ranks are registered with the session's coordinator.
+fn wait_registered(s: &Session, n: usize) {
     let deadline = std::time::Instant::now() + LONG;
-    while s.status(&["--list"]).stdout_text().lines().count() < 3 {
+    while s.status(&["--list"]).stdout_text().lines().count() < n + 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "the ranks did not register"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let err = s
-        .checkpoint()
-        .expect_err("checkpointing an MPI job must fail for now");
-    assert!(err.contains("uses MPI"), "unexpected reason: {err}");
-    assert!(
-        latest_generation(&s.ckpt_dir).is_none(),
-        "nothing may be committed"
-    );
+}
+
+/// Checkpoints of a running MPI job at random instants, without killing it: every rank
+/// agrees on a point between collectives, drains the messages in flight into the upper
+/// half, writes its image and goes on; messages drained are then delivered to the
+/// application's receives. The job's final checksum is bit for bit the native run's, every
+/// generation is committed, and no image contains any of its rank's lower-half ranges.
+fn checkpoints_without_kill(ranks: usize, iterations: &str, checkpoints: usize) {
+    let s = Session::start(&format!("mpi-ckpt-resume-{ranks}"));
+    let program = compile_mpi("ckpt_mix", s.dir());
+    let native = mpiexec(&s, ranks, &[&program, std::path::Path::new(iterations)]);
+    native.assert_success();
+    let mut rng = Rng::seeded("mpi checkpoint without kill");
+    let run = launch_mpi(&s, ranks, &program, &[iterations]);
+    run.wait_for_stdout("ckpt_mix ready", LONG);
+    wait_registered(&s, ranks);
+    let mut gens = Vec::new();
+    for _ in 0..checkpoints {
+        std::thread::sleep(rng.duration_upto(std::time::Duration::from_millis(400)));
+        let gen = s
+            .checkpoint()
+            .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+        assert_committed(&s.ckpt_dir, &gen);
+        gens.push(gen);
+    }
     let done = run.wait_output(LONG);
     done.assert_success();
-    assert_eq!(done.stdout_text(), native.stdout_text());
+    assert_eq!(
+        done.stdout_text(),
+        native.stdout_text(),
+        "a checkpointed MPI job must finish exactly as the native run"
+    );
+    let mut drained = 0;
+    for gen in &gens {
+        for rank in 0..ranks {
+            let image = gen.join(mana_image::ckptdir::image_name(rank as u32));
+            let reader = mana_image::ImageReader::open(&image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+            let h = &reader.header;
+            let mpi = h
+                .mpi
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: no MPI section", image.display()));
+            drained += mpi.drained_messages;
+            assert!(mpi.lower_regions.len() > 10, "lower ranges recorded");
+            for r in &h.regions {
+                for l in &mpi.lower_regions {
+                    assert!(
+                        r.end <= l[0] || r.start >= l[1],
+                        "{}: saved region {:#x}-{:#x} ({}) overlaps lower-half range {:#x}-{:#x}",
+                        image.display(),
+                        r.start,
+                        r.end,
+                        r.name,
+                        l[0],
+                        l[1]
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{} generations, {drained} messages drained in all",
+        gens.len()
+    );
+}
+
+#[test]
+fn mpi_job_checkpointed_at_random_instants_without_kill_finishes_like_native() {
+    checkpoints_without_kill(2, "400", 3);
+}
+
+#[test]
+fn four_rank_mpi_job_checkpointed_without_kill_finishes_like_native() {
+    checkpoints_without_kill(4, "200", 2);
+}
+
+/// Restarting MPI processes (a fresh lower half, MPI_Init, handle rebuild) is the next
+/// step: until it exists, `mana_restart` on an MPI image refuses with one line naming the
+/// image and saying why, instead of restoring a process without its MPI library.
+#[test]
+fn restarting_an_mpi_image_is_refused_clearly_for_now() {
+    let s = Session::start("mpi-restart-refused");
+    let program = compile_mpi("ckpt_mix", s.dir());
+    let run = launch_mpi(&s, 2, &program, &["150"]);
+    run.wait_for_stdout("ckpt_mix ready", LONG);
+    wait_registered(&s, 2);
+    let gen = s
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+    run.wait_output(LONG).assert_success();
+    let out = s.restart(&s.ckpt_dir).wait_output(LONG);
+    assert!(
+        !out.status.success(),
+        "restart must fail: {}",
+        out.describe()
+    );
+    let err = out.stderr_text();
+    assert!(
+        err.contains("image of an MPI process") && err.contains(&gen.display().to_string()),
+        "unexpected error: {}",
+        out.describe()
+    );
 }
 
 /// A function MANA-rs does not support returns MPI_ERR_UNSUPPORTED_OPERATION through

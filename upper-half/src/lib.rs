@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod context;
 pub mod exclude;
 pub mod mpi;
+pub mod mpi_ckpt;
 pub mod procfs;
 pub mod runtime;
 pub mod sigguard;

@@ -204,6 +204,31 @@ pub fn lower_regions() -> Vec<(u64, u64)> {
     v
 }
 
+/// Thread ids of the lower world's threads (never stopped by the checkpointer).
+pub fn lower_tids() -> Vec<i32> {
+    lower_list(|t| t.tids)
+}
+
+/// Descriptors the lower world holds (not saved, not an error at a checkpoint).
+pub fn lower_fds() -> Vec<i32> {
+    lower_list(|t| t.fds)
+}
+
+fn lower_list(
+    f: impl Fn(&LowerTable) -> unsafe extern "C" fn(*mut i32, usize) -> usize,
+) -> Vec<i32> {
+    let Some(t) = LOWER.get() else {
+        return Vec::new();
+    };
+    let func = f(t);
+    let mut buf = vec![0i32; 8192];
+    let fs = my_tcb();
+    // SAFETY: a lower-world function filling at most `cap` entries of `buf`.
+    let n = unsafe { loader::in_lower(fs, || func(buf.as_mut_ptr(), buf.len())) };
+    buf.truncate(n.min(buf.len()));
+    buf
+}
+
 /// Called by the `MPI_Finalize` wrapper before the real one. With `MANA_DUMP_REGIONS=DIR`
 /// writes `DIR/regions-PID.txt`: one `lower START END` line per lower-half range, then
 /// `/proc/self/maps` — so tests can check the region accounting against the kernel's view.

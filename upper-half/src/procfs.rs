@@ -246,3 +246,32 @@ pub fn hostname() -> String {
     let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// Pipes and sockets the process holds at this moment (fd, inode), except stdio.
+pub fn pipes_and_sockets() -> Vec<(i32, u64)> {
+    let mut fds = [0i32; 4096];
+    let Ok(n) = sys::list_numeric_dir(c"/proc/self/fd", &mut fds) else {
+        return Vec::new();
+    };
+    fds[..n]
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .filter_map(|&fd| {
+            let st = fstat(fd)?;
+            let ty = st.st_mode & libc::S_IFMT;
+            (ty == libc::S_IFSOCK || ty == libc::S_IFIFO).then_some((fd, st.st_ino))
+        })
+        .collect()
+}
+
+/// `fd` is still the open file with inode `ino`.
+pub fn same_file(fd: i32, ino: u64) -> bool {
+    fstat(fd).is_some_and(|st| st.st_ino == ino)
+}
+
+fn fstat(fd: i32) -> Option<libc::stat> {
+    // SAFETY: zeroed `stat` is a valid out-buffer; a closed fd just fails.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}

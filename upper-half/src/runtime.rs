@@ -52,6 +52,15 @@ struct WindowCall {
 }
 static CALL: Static<Option<WindowCall>> = Static(UnsafeCell::new(None));
 
+/// Pipes and sockets the process inherited at exec (fd, inode). MPI launchers leak their
+/// own (mpiexec.mpich: a dozen pipes and sockets besides the PMI connection); in an MPI
+/// process they are the launcher's business, not the application's: not saved, and the
+/// restart's launcher brings its own.
+static INHERITED: std::sync::OnceLock<Vec<(i32, u64)>> = std::sync::OnceLock::new();
+
+/// What the MPI preparation of the current checkpoint found (for the image header).
+static MPI_STATE: Static<Option<crate::mpi_ckpt::Prepared>> = Static(UnsafeCell::new(None));
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub status_file: PathBuf,
@@ -79,6 +88,7 @@ pub fn start() {
     }
     mana_coordinator::init_logging("warn", true);
     find_own_range();
+    let _ = INHERITED.set(procfs::pipes_and_sockets());
     let ckpt_dir = std::env::var("MANA_CKPT_DIR").unwrap_or_else(|_| "ckpt".into());
     let cfg = Config {
         status_file: status.into(),
@@ -255,25 +265,39 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
-    if crate::mpi::loaded() {
-        sys::close(fd);
-        sys::close(pagemap_fd);
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_dir(dir.gen_dir(generation));
-        fail(
-            conn,
-            generation,
-            "this process uses MPI, and checkpointing MPI processes is not implemented yet",
-        );
-        return Outcome::Continue;
+    let mpi = crate::mpi::loaded();
+    if mpi {
+        match crate::mpi_ckpt::prepare(conn, generation) {
+            Ok(p) => {
+                debug!(drained = p.drained, agree = ?p.agree, drain = ?p.drain, "MPI quiet");
+                // SAFETY: only the checkpoint thread uses MPI_STATE.
+                unsafe { *MPI_STATE.0.get() = Some(p) };
+            }
+            Err(e) => {
+                sys::close(fd);
+                sys::close(pagemap_fd);
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_dir(dir.gen_dir(generation));
+                fail(conn, generation, &format!("MPI: {e}"));
+                return Outcome::Continue;
+            }
+        }
     }
-    let parked = match threads::quiesce(Duration::from_secs(30)) {
+    let lower_tids = if mpi {
+        crate::mpi::lower_tids()
+    } else {
+        Vec::new()
+    };
+    let parked = match threads::quiesce(Duration::from_secs(30), &lower_tids) {
         Ok(n) => n,
         Err(e) => {
             sys::close(fd);
             sys::close(pagemap_fd);
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            if mpi {
+                crate::mpi_ckpt::finish();
+            }
             fail(conn, generation, &e);
             return Outcome::Continue;
         }
@@ -286,6 +310,9 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(dir.gen_dir(generation));
             threads::resume(parked);
+            if mpi {
+                crate::mpi_ckpt::finish();
+            }
             fail(
                 conn,
                 generation,
@@ -314,10 +341,16 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     if let Err(e) = conn.send(&ToCoord::Written { generation, entry }) {
         warn!("lost the coordinator while checkpointing: {e}");
         threads::resume(parked);
+        if mpi {
+            crate::mpi_ckpt::finish();
+        }
         return Outcome::Continue;
     }
     commit_phase(cfg, conn, &dir, generation, &path);
     threads::resume(parked);
+    if mpi {
+        crate::mpi_ckpt::finish();
+    }
     debug!(elapsed = ?t0.elapsed(), "resumed");
     Outcome::Continue
 }
@@ -417,7 +450,29 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             .iter()
             .map(|s| s.to_image(pid)),
     );
-    let files = procfs::files(&[call.fd, call.pagemap_fd, CONN_FD.load(Ordering::Relaxed)])?;
+    let mut own_fds = vec![call.fd, call.pagemap_fd, CONN_FD.load(Ordering::Relaxed)];
+    let (mpi, lower) = if crate::mpi::loaded() {
+        own_fds.extend(crate::mpi::lower_fds());
+        own_fds.extend(
+            INHERITED
+                .get()
+                .into_iter()
+                .flatten()
+                .filter(|&&(fd, ino)| procfs::same_file(fd, ino))
+                .map(|&(fd, _)| fd),
+        );
+        let lower = crate::mpi::lower_regions();
+        // SAFETY: only the checkpoint thread uses MPI_STATE.
+        let drained = unsafe { (*MPI_STATE.0.get()).as_ref() }.map_or(0, |p| p.drained);
+        let image = mana_image::MpiImage {
+            lower_regions: lower.iter().map(|&(s, e)| [s, e]).collect(),
+            drained_messages: drained,
+        };
+        (Some(image), lower)
+    } else {
+        (None, Vec::new())
+    };
+    let files = procfs::files(&own_fds)?;
     let header = ImageHeader {
         generation: call.generation,
         rank: cfg.rank,
@@ -438,6 +493,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         mm: procfs::mm_layout()?,
         vdso: None,
         restart_mailbox: MAILBOX.0.get() as u64,
+        mpi,
     };
     let here = 0u8;
     let sp = &here as *const u8 as u64;
@@ -452,6 +508,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
                 LIB_END.load(Ordering::Relaxed),
             ),
         ],
+        lower,
     };
     write::write_image(&mut job)
 }

@@ -208,7 +208,8 @@ pub fn install_handler() -> Result<(), String> {
 }
 
 /// Stops every thread but the caller. Returns the number of parked threads.
-pub fn quiesce(timeout: Duration) -> Result<usize, String> {
+/// `skip`: threads that are not the application's (the lower half's), left running.
+pub fn quiesce(timeout: Duration, skip: &[i32]) -> Result<usize, String> {
     NEXT_SLOT.store(0, Ordering::Release);
     OVERFLOW.store(false, Ordering::Release);
     PARKED.store(0, Ordering::Release);
@@ -227,7 +228,7 @@ pub fn quiesce(timeout: Duration) -> Result<usize, String> {
             .map_err(|e| format!("cannot list /proc/self/task (errno {e})"))?;
         let mut new = 0;
         for &tid in &tids[..n] {
-            if tid == me || signaled[..nsig].contains(&tid) {
+            if tid == me || signaled[..nsig].contains(&tid) || skip.contains(&tid) {
                 continue;
             }
             if nsig == MAX_THREADS {

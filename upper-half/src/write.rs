@@ -38,6 +38,8 @@ pub struct Job {
     /// Ranges written to during the write itself (this thread's stack, the runtime's
     /// data): copied through a buffer so that checksum and data agree.
     pub volatile: Vec<(u64, u64)>,
+    /// The lower half's ranges (sorted): never saved.
+    pub lower: Vec<(u64, u64)>,
 }
 
 pub struct Written {
@@ -98,6 +100,23 @@ fn prot_bits(m: &MapLine) -> u8 {
         | (if m.exec { EXEC } else { 0 })
 }
 
+/// Calls `f` with each piece of `[start, end)` outside the sorted ranges `cut`.
+fn subtract(start: u64, end: u64, cut: &[(u64, u64)], mut f: impl FnMut(u64, u64)) {
+    let mut cur = start;
+    for &(s, e) in cut {
+        if e <= cur || s >= end {
+            continue;
+        }
+        if s > cur {
+            f(cur, s);
+        }
+        cur = cur.max(e);
+    }
+    if cur < end {
+        f(cur, end);
+    }
+}
+
 /// Runs the write. On success the file is complete and synced.
 pub fn write_image(job: &mut Job) -> Result<Written, String> {
     let t0 = std::time::Instant::now();
@@ -112,7 +131,9 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
             continue;
         };
         let mut pieces: Vec<(u64, u64)> = Vec::new();
-        crate::exclude::for_each_kept(m.start, m.end, |s, e| pieces.push((s, e)));
+        crate::exclude::for_each_kept(m.start, m.end, |s, e| {
+            subtract(s, e, &job.lower, |s, e| pieces.push((s, e)))
+        });
         for (start, end) in pieces {
             if store == Store::Nothing {
                 // SAFETY: msync on a mapped shared range only flushes it.

@@ -576,23 +576,51 @@ struct Start {
     arg: *mut c_void,
 }
 
-/// The stack (with its guard page) of a running lower thread: recorded as lower half
-/// while the thread runs (libc maps thread stacks internally, past our `mmap`), forgotten
-/// when it exits (libc may then cache or unmap it without telling us; an unrecorded
-/// mapping is merely saved, DESIGN.md rule 3).
-struct RecordedStack([u64; 2]);
+/// A running lower thread: its id (the checkpointer must not try to stop it) and its
+/// stack with the guard page (recorded as lower half while the thread runs: libc maps
+/// thread stacks internally, past our `mmap`). Both are forgotten when it exits (libc may
+/// then cache or unmap the stack without telling us; an unrecorded mapping is merely
+/// saved, DESIGN.md rule 3).
+struct RecordedThread {
+    stack: [u64; 2],
+    tid: i32,
+}
 
-impl Drop for RecordedStack {
+impl Drop for RecordedThread {
     fn drop(&mut self) {
-        forget(self.0[0], self.0[1]);
+        forget(self.stack[0], self.stack[1]);
+        for t in &TIDS {
+            if t.load(Ordering::Relaxed) == self.tid {
+                t.store(0, Ordering::Release);
+            }
+        }
     }
 }
 
+const MAX_TIDS: usize = 4096;
+static TIDS: [core::sync::atomic::AtomicI32; MAX_TIDS] =
+    [const { core::sync::atomic::AtomicI32::new(0) }; MAX_TIDS];
+
 thread_local! {
-    static THIS_STACK: core::cell::RefCell<Option<RecordedStack>> = const { core::cell::RefCell::new(None) };
+    static THIS_THREAD: core::cell::RefCell<Option<RecordedThread>> = const { core::cell::RefCell::new(None) };
 }
 
-fn record_this_stack() {
+unsafe extern "C" fn tids(out: *mut i32, cap: usize) -> usize {
+    let mut n = 0;
+    for t in &TIDS {
+        let tid = t.load(Ordering::Acquire);
+        if tid != 0 {
+            if n < cap {
+                // SAFETY: the caller provides `cap` entries.
+                unsafe { *out.add(n) = tid };
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+fn record_this_thread() {
     // SAFETY: pthread_getattr_np initialises `attr` for the calling thread; the getters
     // only read it; it is destroyed before returning.
     let range = unsafe {
@@ -608,7 +636,16 @@ fn record_this_stack() {
         [start, page_end(addr as u64, size as u64)]
     };
     remember(range[0], range[1]);
-    THIS_STACK.with(|s| *s.borrow_mut() = Some(RecordedStack(range)));
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    for t in &TIDS {
+        if t.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            break;
+        }
+    }
+    THIS_THREAD.with(|s| *s.borrow_mut() = Some(RecordedThread { stack: range, tid }));
 }
 
 extern "C" fn lower_thread_start(p: *mut c_void) -> *mut c_void {
@@ -620,7 +657,7 @@ extern "C" fn lower_thread_start(p: *mut c_void) -> *mut c_void {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
     }
-    record_this_stack();
+    record_this_thread();
     (start.f)(start.arg)
 }
 
@@ -687,7 +724,190 @@ static mut TABLE: LowerTable = LowerTable {
     n_tcbs: 0,
     tcbs: [0; PREPARED_TCBS],
     new_tcb,
+    tids,
+    fds,
 };
+
+// ---- Descriptors of the lower world ----
+//
+// The calls that create descriptors are interposed (the proxy is its world's executable,
+// so its definitions come first) and the descriptors recorded, so that the checkpointer
+// knows them as lower half: not saved, not an error. Descriptors libc opens internally
+// (hwloc's short reads of /proc and /sys through fopen) are not seen; they are closed
+// again before any checkpoint can happen (MPI calls are never inside one then).
+
+const MAX_FDS: usize = 65536;
+static FDS: [core::sync::atomic::AtomicU64; MAX_FDS / 64] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_FDS / 64];
+
+fn mark_fd(fd: c_int) {
+    if fd >= 0 && (fd as usize) < MAX_FDS {
+        FDS[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::AcqRel);
+    }
+}
+
+fn unmark_fd(fd: c_int) {
+    if fd >= 0 && (fd as usize) < MAX_FDS {
+        FDS[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::AcqRel);
+    }
+}
+
+unsafe extern "C" fn fds(out: *mut i32, cap: usize) -> usize {
+    let mut n = 0;
+    for (w, word) in FDS.iter().enumerate() {
+        let mut bits = word.load(Ordering::Acquire);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if n < cap {
+                // SAFETY: the caller provides `cap` entries.
+                unsafe { *out.add(n) = (w * 64 + b) as i32 };
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The next definition of `name` (the lower libc's), looked up once.
+macro_rules! next_fn {
+    ($name:literal, $ty:ty) => {{
+        static F: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        let mut f = F.load(Ordering::Acquire);
+        if f == 0 {
+            // SAFETY: dlsym with a NUL-terminated name.
+            f = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                as usize;
+            F.store(f, Ordering::Release);
+        }
+        if f == 0 {
+            None
+        } else {
+            // SAFETY: the libc function of that name has this signature.
+            Some(unsafe { core::mem::transmute::<usize, $ty>(f) })
+        }
+    }};
+}
+
+/// Defines an interposed descriptor-creating function `$name($args) -> c_int` that
+/// records the descriptor it returns.
+macro_rules! fd_creator {
+    ($name:ident, $lit:literal, ($($arg:ident: $t:ty),*)) => {
+        /// # Safety
+        /// The libc function's contract.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $t),*) -> c_int {
+            let Some(f) = next_fn!($lit, unsafe extern "C" fn($($t),*) -> c_int) else {
+                // SAFETY: this thread's errno.
+                unsafe { *libc::__errno_location() = libc::ENOSYS };
+                return -1;
+            };
+            // SAFETY: forwarded with the caller's arguments.
+            let fd = unsafe { f($($arg),*) };
+            mark_fd(fd);
+            fd
+        }
+    };
+}
+
+fd_creator!(open, "open", (path: *const c_char, flags: c_int, mode: libc::c_uint));
+fd_creator!(open64, "open64", (path: *const c_char, flags: c_int, mode: libc::c_uint));
+fd_creator!(openat, "openat", (dir: c_int, path: *const c_char, flags: c_int, mode: libc::c_uint));
+fd_creator!(openat64, "openat64", (dir: c_int, path: *const c_char, flags: c_int, mode: libc::c_uint));
+fd_creator!(creat, "creat", (path: *const c_char, mode: libc::mode_t));
+fd_creator!(shm_open, "shm_open", (name: *const c_char, flags: c_int, mode: libc::mode_t));
+fd_creator!(socket, "socket", (domain: c_int, ty: c_int, proto: c_int));
+fd_creator!(accept, "accept", (fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t));
+fd_creator!(accept4, "accept4", (fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t, flags: c_int));
+fd_creator!(eventfd, "eventfd", (initval: libc::c_uint, flags: c_int));
+fd_creator!(epoll_create, "epoll_create", (size: c_int));
+fd_creator!(epoll_create1, "epoll_create1", (flags: c_int));
+fd_creator!(dup, "dup", (fd: c_int));
+fd_creator!(dup2, "dup2", (fd: c_int, to: c_int));
+fd_creator!(dup3, "dup3", (fd: c_int, to: c_int, flags: c_int));
+fd_creator!(memfd_create, "memfd_create", (name: *const c_char, flags: libc::c_uint));
+fd_creator!(timerfd_create, "timerfd_create", (clock: c_int, flags: c_int));
+fd_creator!(signalfd, "signalfd", (fd: c_int, mask: *const libc::sigset_t, flags: c_int));
+fd_creator!(inotify_init, "inotify_init", ());
+fd_creator!(inotify_init1, "inotify_init1", (flags: c_int));
+
+/// `fcntl(fd, cmd, arg)`: on x86-64 the optional argument arrives in the same register
+/// whether or not the caller saw a prototype. Records descriptors made by F_DUPFD*.
+///
+/// # Safety
+/// The `fcntl(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    let Some(f) = next_fn!("fcntl", unsafe extern "C" fn(c_int, c_int, usize) -> c_int) else {
+        return -1;
+    };
+    // SAFETY: forwarded with the caller's arguments.
+    let r = unsafe { f(fd, cmd, arg) };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        mark_fd(r);
+    }
+    r
+}
+
+/// # Safety
+/// The `socketpair(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    ty: c_int,
+    proto: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    let Some(f) = next_fn!(
+        "socketpair",
+        unsafe extern "C" fn(c_int, c_int, c_int, *mut c_int) -> c_int
+    ) else {
+        return -1;
+    };
+    // SAFETY: forwarded with the caller's arguments.
+    let r = unsafe { f(domain, ty, proto, sv) };
+    if r == 0 {
+        // SAFETY: on success `sv` holds two descriptors.
+        unsafe { (mark_fd(*sv), mark_fd(*sv.add(1))) };
+    }
+    r
+}
+
+/// # Safety
+/// The `pipe2(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+    let Some(f) = next_fn!("pipe2", unsafe extern "C" fn(*mut c_int, c_int) -> c_int) else {
+        return -1;
+    };
+    // SAFETY: forwarded with the caller's arguments.
+    let r = unsafe { f(fds, flags) };
+    if r == 0 {
+        // SAFETY: on success `fds` holds two descriptors.
+        unsafe { (mark_fd(*fds), mark_fd(*fds.add(1))) };
+    }
+    r
+}
+
+/// # Safety
+/// The `pipe(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+    // SAFETY: the same contract.
+    unsafe { pipe2(fds, 0) }
+}
+
+/// # Safety
+/// The `close(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    let Some(f) = next_fn!("close", unsafe extern "C" fn(c_int) -> c_int) else {
+        return -1;
+    };
+    unmark_fd(fd);
+    // SAFETY: forwarded.
+    unsafe { f(fd) }
+}
 
 fn current_fs() -> u64 {
     let mut fs: u64 = 0;
@@ -765,6 +985,13 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
         eprintln!("mana_lower: not started by MANA's loader ({CALLBACK_ENV} unset)");
         std::process::exit(2);
     };
+    // The launcher's PMI connection belongs to MPI.
+    if let Some(fd) = std::env::var("PMI_FD")
+        .ok()
+        .and_then(|v| v.parse::<c_int>().ok())
+    {
+        mark_fd(fd);
+    }
     let mut fs: u64 = 0;
     // SAFETY: ARCH_GET_FS writes one u64.
     unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
