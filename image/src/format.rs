@@ -580,6 +580,11 @@ pub struct RestartMailbox {
     pub status_file: [u8; 4096],
     /// NUL-terminated checkpoint directory for the next checkpoints.
     pub ckpt_dir: [u8; 4096],
+    /// The restart's environment (NUL-separated `NAME=VALUE` strings) in a mapping of the
+    /// restarter's that survives into the restored process (which unmaps it): an MPI
+    /// process starts its new lower half with it (PMI, UCX transport, Slurm placement).
+    pub env_start: u64,
+    pub env_len: u64,
 }
 
 pub const MAILBOX_MAGIC: u64 = 0x4d41_4e41_5245_5354; // "MANAREST"

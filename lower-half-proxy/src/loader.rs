@@ -385,6 +385,12 @@ pub const LOWER_LIBRARY_PATH_ENV: &str = "MANA_LOWER_LIBRARY_PATH";
 /// process-wide while it loads (LOWER-HALF.md, "what broke"), and without glibc's rseq
 /// registration (the thread's rseq belongs to the upper libc).
 pub fn default_env() -> Vec<(String, String)> {
+    env_from(std::env::vars())
+}
+
+/// The lower world's environment derived from `vars` (the process's, or a restart's).
+pub fn env_from(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let vars: Vec<(String, String)> = vars.collect();
     let forced = [
         ("UCX_MEM_EVENTS", "no"),
         ("UCX_ERROR_SIGNALS", ""),
@@ -393,8 +399,12 @@ pub fn default_env() -> Vec<(String, String)> {
     ];
     // mana_launch put the wrapper library first on LD_LIBRARY_PATH; the lower world must
     // find the real MPI: it gets the path the program was started with.
-    let lower_path = std::env::var(LOWER_LIBRARY_PATH_ENV).ok();
-    let mut env: Vec<(String, String)> = std::env::vars()
+    let lower_path = vars
+        .iter()
+        .find(|(k, _)| k == LOWER_LIBRARY_PATH_ENV)
+        .map(|(_, v)| v.clone());
+    let mut env: Vec<(String, String)> = vars
+        .into_iter()
         .filter(|(k, _)| k != "LD_PRELOAD" && !forced.iter().any(|(f, _)| f == k))
         .filter(|(k, _)| !(lower_path.is_some() && k == "LD_LIBRARY_PATH"))
         .collect();

@@ -244,6 +244,7 @@ def main():
                 out.append("    %s = mana_translate_weights(%s);" % (a, a))
         pro, call, post = translation(base, plist, args, handles.get(base, ""))
         coll = collective_kind(base)
+        pre_hooks, post_hooks = [], []
         if coll:
             hp = [item.split(":") for item in handles.get(base, "").split()]
             comm = next(p[0] for p in hp if p[1] == "COMMUNICATOR" and p[2] in ("in", "inout"))
@@ -253,25 +254,32 @@ def main():
             cv = "*" + comm if pointer else comm
             counted = coll in ("blocking", "constructor", "nonblocking")
             blocking = int(coll in ("blocking", "constructor"))
-            pro.insert(0, "const int mana_cv_ = %s;" % cv)
+            pre_hooks.append("const int mana_cv_ = %s;" % cv)
             if counted:
-                pro.insert(1, "const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
-                post.insert(0, "mana_coll_leave(mana_counted_, %d);" % blocking)
+                pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
             if coll == "constructor" and newcomm:
                 post.append("if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *%s);" % newcomm)
             if coll in ("nonblocking", "persistent", "constructor") and request:
                 post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"
                             % (request, int(coll == "persistent")))
+            if counted:
+                post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
         fwd = (fid, lower, ret, params or "void", ", ".join(call))
         if not pro and not post:
             out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % fwd)
         else:
+            # Handles are translated while holding the gate: a thread that parks there
+            # may continue in a restarted process whose objects have new real handles.
+            out.extend("    " + l for l in pre_hooks)
+            out.append("    mana_gate_enter();")
             out.extend("    " + l for l in pro)
             out.append("    %s r_;" % ret)
             out.append("    {")
-            out.append("        MANA_FORWARD_INTO(r_, %d, \"%s\", %s, (%s), (%s));" % fwd)
+            out.append("        MANA_CALL_LOWER_INTO(r_, %d, \"%s\", %s, (%s), (%s));" % fwd)
             out.append("    }")
             out.extend("    " + l for l in post)
+            out.append("    mana_gate_leave();")
+            out.extend("    " + l for l in post_hooks)
             out.append("    return r_;")
         out.append("}")
         for a in aliases:

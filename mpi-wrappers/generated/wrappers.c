@@ -89,37 +89,43 @@ MANA_EXPORT(mana_u_MPIX_Query_ze_support, MPIX_Query_ze_support)
 __attribute__((used)) static int mana_u_PMPIX_Query_ze_support(void) { return mana_unsupported("PMPIX_Query_ze_support"); }
 MANA_EXPORT(mana_u_PMPIX_Query_ze_support, PMPIX_Query_ze_support)
 __attribute__((used)) static int mana_w_MPI_Abort(MPI_Comm comm, int errorcode) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 0, "PMPI_Abort", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 0, "PMPI_Abort", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Abort, MPI_Abort)
 MANA_EXPORT(mana_w_MPI_Abort, PMPI_Abort)
 __attribute__((used)) static int mana_w_MPI_Accumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     op = mana_h_real(op);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 1, "PMPI_Accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 1, "PMPI_Accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Accumulate, MPI_Accumulate)
 MANA_EXPORT(mana_w_MPI_Accumulate, PMPI_Accumulate)
 __attribute__((used)) static int mana_w_MPI_Accumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     op = mana_h_real(op);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 2, "PMPI_Accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 2, "PMPI_Accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Accumulate_c, MPI_Accumulate_c)
@@ -156,13 +162,15 @@ MANA_EXPORT(mana_w_MPI_Aint_diff, PMPI_Aint_diff)
 __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 8, "PMPI_Allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 8, "PMPI_Allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -171,13 +179,15 @@ MANA_EXPORT(mana_w_MPI_Allgather, PMPI_Allgather)
 __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 9, "PMPI_Allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 9, "PMPI_Allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -185,6 +195,7 @@ MANA_EXPORT(mana_w_MPI_Allgather_c, MPI_Allgather_c)
 MANA_EXPORT(mana_w_MPI_Allgather_c, PMPI_Allgather_c)
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -192,16 +203,18 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
 MANA_EXPORT(mana_w_MPI_Allgather_init, PMPI_Allgather_init)
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -209,10 +222,11 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
@@ -220,13 +234,15 @@ MANA_EXPORT(mana_w_MPI_Allgather_init_c, PMPI_Allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 12, "PMPI_Allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 12, "PMPI_Allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -235,13 +251,15 @@ MANA_EXPORT(mana_w_MPI_Allgatherv, PMPI_Allgatherv)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 13, "PMPI_Allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 13, "PMPI_Allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -249,6 +267,7 @@ MANA_EXPORT(mana_w_MPI_Allgatherv_c, MPI_Allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, PMPI_Allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -256,16 +275,18 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, PMPI_Allgatherv_init)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -273,10 +294,11 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
@@ -284,13 +306,15 @@ MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, PMPI_Allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 16, "PMPI_Allreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 16, "PMPI_Allreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -299,13 +323,15 @@ MANA_EXPORT(mana_w_MPI_Allreduce, PMPI_Allreduce)
 __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 17, "PMPI_Allreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 17, "PMPI_Allreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -313,6 +339,7 @@ MANA_EXPORT(mana_w_MPI_Allreduce_c, MPI_Allreduce_c)
 MANA_EXPORT(mana_w_MPI_Allreduce_c, PMPI_Allreduce_c)
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -320,16 +347,18 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
 MANA_EXPORT(mana_w_MPI_Allreduce_init, PMPI_Allreduce_init)
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -337,10 +366,11 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
@@ -348,13 +378,15 @@ MANA_EXPORT(mana_w_MPI_Allreduce_init_c, PMPI_Allreduce_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 20, "PMPI_Alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 20, "PMPI_Alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -363,13 +395,15 @@ MANA_EXPORT(mana_w_MPI_Alltoall, PMPI_Alltoall)
 __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 21, "PMPI_Alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 21, "PMPI_Alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -377,6 +411,7 @@ MANA_EXPORT(mana_w_MPI_Alltoall_c, MPI_Alltoall_c)
 MANA_EXPORT(mana_w_MPI_Alltoall_c, PMPI_Alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -384,16 +419,18 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
 MANA_EXPORT(mana_w_MPI_Alltoall_init, PMPI_Alltoall_init)
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -401,10 +438,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
@@ -412,13 +450,15 @@ MANA_EXPORT(mana_w_MPI_Alltoall_init_c, PMPI_Alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 24, "PMPI_Alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 24, "PMPI_Alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -427,13 +467,15 @@ MANA_EXPORT(mana_w_MPI_Alltoallv, PMPI_Alltoallv)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 25, "PMPI_Alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 25, "PMPI_Alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -441,6 +483,7 @@ MANA_EXPORT(mana_w_MPI_Alltoallv_c, MPI_Alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, PMPI_Alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -448,16 +491,18 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, PMPI_Alltoallv_init)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -465,10 +510,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
@@ -476,6 +522,7 @@ MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, PMPI_Alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -485,11 +532,12 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 28, "PMPI_Alltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 28, "PMPI_Alltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
-    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw, MPI_Alltoallw)
@@ -497,6 +545,7 @@ MANA_EXPORT(mana_w_MPI_Alltoallw, PMPI_Alltoallw)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -506,17 +555,19 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 29, "PMPI_Alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 29, "PMPI_Alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
-    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, PMPI_Alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -528,18 +579,20 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, PMPI_Alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -551,45 +604,52 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, PMPI_Alltoallw_init_c)
 __attribute__((used)) static int mana_w_MPI_Attr_delete(MPI_Comm comm, int keyval) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     keyval = mana_h_real(keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 32, "PMPI_Attr_delete", int, (MPI_Comm comm, int keyval), (comm, keyval));
+        MANA_CALL_LOWER_INTO(r_, 32, "PMPI_Attr_delete", int, (MPI_Comm comm, int keyval), (comm, keyval));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Attr_delete, MPI_Attr_delete)
 MANA_EXPORT(mana_w_MPI_Attr_delete, PMPI_Attr_delete)
 __attribute__((used)) static int mana_w_MPI_Attr_get(MPI_Comm comm, int keyval, void* attribute_val, int* flag) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     keyval = mana_h_real(keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 33, "PMPI_Attr_get", int, (MPI_Comm comm, int keyval, void* attribute_val, int* flag), (comm, keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 33, "PMPI_Attr_get", int, (MPI_Comm comm, int keyval, void* attribute_val, int* flag), (comm, keyval, attribute_val, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Attr_get, MPI_Attr_get)
 MANA_EXPORT(mana_w_MPI_Attr_get, PMPI_Attr_get)
 __attribute__((used)) static int mana_w_MPI_Attr_put(MPI_Comm comm, int keyval, void* attribute_val) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     keyval = mana_h_real(keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 34, "PMPI_Attr_put", int, (MPI_Comm comm, int keyval, void* attribute_val), (comm, keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 34, "PMPI_Attr_put", int, (MPI_Comm comm, int keyval, void* attribute_val), (comm, keyval, attribute_val));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Attr_put, MPI_Attr_put)
@@ -597,11 +657,13 @@ MANA_EXPORT(mana_w_MPI_Attr_put, PMPI_Attr_put)
 __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 35, "PMPI_Barrier", int, (MPI_Comm comm), (comm));
+        MANA_CALL_LOWER_INTO(r_, 35, "PMPI_Barrier", int, (MPI_Comm comm), (comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -609,15 +671,17 @@ MANA_EXPORT(mana_w_MPI_Barrier, MPI_Barrier)
 MANA_EXPORT(mana_w_MPI_Barrier, PMPI_Barrier)
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
@@ -625,12 +689,14 @@ MANA_EXPORT(mana_w_MPI_Barrier_init, PMPI_Barrier_init)
 __attribute__((used)) static int mana_w_MPI_Bcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 37, "PMPI_Bcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 37, "PMPI_Bcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -639,12 +705,14 @@ MANA_EXPORT(mana_w_MPI_Bcast, PMPI_Bcast)
 __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 38, "PMPI_Bcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 38, "PMPI_Bcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -652,32 +720,36 @@ MANA_EXPORT(mana_w_MPI_Bcast_c, MPI_Bcast_c)
 MANA_EXPORT(mana_w_MPI_Bcast_c, PMPI_Bcast_c)
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
 MANA_EXPORT(mana_w_MPI_Bcast_init, PMPI_Bcast_init)
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -703,11 +775,13 @@ __attribute__((used)) static int mana_w_MPI_Buffer_detach_c(void* buffer_addr, M
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, MPI_Buffer_detach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, PMPI_Buffer_detach_c)
 __attribute__((used)) static int mana_w_MPI_Cart_coords(MPI_Comm comm, int rank, int maxdims, int coords[]) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 45, "PMPI_Cart_coords", int, (MPI_Comm comm, int rank, int maxdims, int coords[]), (comm, rank, maxdims, coords));
+        MANA_CALL_LOWER_INTO(r_, 45, "PMPI_Cart_coords", int, (MPI_Comm comm, int rank, int maxdims, int coords[]), (comm, rank, maxdims, coords));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_coords, MPI_Cart_coords)
@@ -715,55 +789,65 @@ MANA_EXPORT(mana_w_MPI_Cart_coords, PMPI_Cart_coords)
 __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart) {
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_cart_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
+        MANA_CALL_LOWER_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_cart_l) *comm_cart = mana_h_virtual(comm_cart_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_cart);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_create, MPI_Cart_create)
 MANA_EXPORT(mana_w_MPI_Cart_create, PMPI_Cart_create)
 __attribute__((used)) static int mana_w_MPI_Cart_get(MPI_Comm comm, int maxdims, int dims[], int periods[], int coords[]) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 47, "PMPI_Cart_get", int, (MPI_Comm comm, int maxdims, int dims[], int periods[], int coords[]), (comm, maxdims, dims, periods, coords));
+        MANA_CALL_LOWER_INTO(r_, 47, "PMPI_Cart_get", int, (MPI_Comm comm, int maxdims, int dims[], int periods[], int coords[]), (comm, maxdims, dims, periods, coords));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_get, MPI_Cart_get)
 MANA_EXPORT(mana_w_MPI_Cart_get, PMPI_Cart_get)
 __attribute__((used)) static int mana_w_MPI_Cart_map(MPI_Comm comm, int ndims, const int dims[], const int periods[], int* newrank) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 48, "PMPI_Cart_map", int, (MPI_Comm comm, int ndims, const int dims[], const int periods[], int* newrank), (comm, ndims, dims, periods, newrank));
+        MANA_CALL_LOWER_INTO(r_, 48, "PMPI_Cart_map", int, (MPI_Comm comm, int ndims, const int dims[], const int periods[], int* newrank), (comm, ndims, dims, periods, newrank));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_map, MPI_Cart_map)
 MANA_EXPORT(mana_w_MPI_Cart_map, PMPI_Cart_map)
 __attribute__((used)) static int mana_w_MPI_Cart_rank(MPI_Comm comm, const int coords[], int* rank) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 49, "PMPI_Cart_rank", int, (MPI_Comm comm, const int coords[], int* rank), (comm, coords, rank));
+        MANA_CALL_LOWER_INTO(r_, 49, "PMPI_Cart_rank", int, (MPI_Comm comm, const int coords[], int* rank), (comm, coords, rank));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_rank, MPI_Cart_rank)
 MANA_EXPORT(mana_w_MPI_Cart_rank, PMPI_Cart_rank)
 __attribute__((used)) static int mana_w_MPI_Cart_shift(MPI_Comm comm, int direction, int disp, int* rank_source, int* rank_dest) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 50, "PMPI_Cart_shift", int, (MPI_Comm comm, int direction, int disp, int* rank_source, int* rank_dest), (comm, direction, disp, rank_source, rank_dest));
+        MANA_CALL_LOWER_INTO(r_, 50, "PMPI_Cart_shift", int, (MPI_Comm comm, int direction, int disp, int* rank_source, int* rank_dest), (comm, direction, disp, rank_source, rank_dest));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_shift, MPI_Cart_shift)
@@ -771,25 +855,29 @@ MANA_EXPORT(mana_w_MPI_Cart_shift, PMPI_Cart_shift)
 __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_sub, MPI_Cart_sub)
 MANA_EXPORT(mana_w_MPI_Cart_sub, PMPI_Cart_sub)
 __attribute__((used)) static int mana_w_MPI_Cartdim_get(MPI_Comm comm, int* ndims) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 52, "PMPI_Cartdim_get", int, (MPI_Comm comm, int* ndims), (comm, ndims));
+        MANA_CALL_LOWER_INTO(r_, 52, "PMPI_Cartdim_get", int, (MPI_Comm comm, int* ndims), (comm, ndims));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cartdim_get, MPI_Cartdim_get)
@@ -800,48 +888,56 @@ __attribute__((used)) static int mana_w_MPI_Close_port(const char* port_name) {
 MANA_EXPORT(mana_w_MPI_Close_port, MPI_Close_port)
 MANA_EXPORT(mana_w_MPI_Close_port, PMPI_Close_port)
 __attribute__((used)) static int mana_w_MPI_Comm_accept(const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_accept, MPI_Comm_accept)
 MANA_EXPORT(mana_w_MPI_Comm_accept, PMPI_Comm_accept)
 __attribute__((used)) static int mana_w_MPI_Comm_call_errhandler(MPI_Comm comm, int errorcode) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 55, "PMPI_Comm_call_errhandler", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 55, "PMPI_Comm_call_errhandler", int, (MPI_Comm comm, int errorcode), (comm, errorcode));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_call_errhandler, MPI_Comm_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Comm_call_errhandler, PMPI_Comm_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Comm_compare(MPI_Comm comm1, MPI_Comm comm2, int* result) {
+    mana_gate_enter();
     comm1 = mana_h_real(comm1);
     comm2 = mana_h_real(comm2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 56, "PMPI_Comm_compare", int, (MPI_Comm comm1, MPI_Comm comm2, int* result), (comm1, comm2, result));
+        MANA_CALL_LOWER_INTO(r_, 56, "PMPI_Comm_compare", int, (MPI_Comm comm1, MPI_Comm comm2, int* result), (comm1, comm2, result));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_compare, MPI_Comm_compare)
 MANA_EXPORT(mana_w_MPI_Comm_compare, PMPI_Comm_compare)
 __attribute__((used)) static int mana_w_MPI_Comm_connect(const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_connect, MPI_Comm_connect)
@@ -849,30 +945,34 @@ MANA_EXPORT(mana_w_MPI_Comm_connect, PMPI_Comm_connect)
 __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create, MPI_Comm_create)
 MANA_EXPORT(mana_w_MPI_Comm_create, PMPI_Comm_create)
 __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm) {
+    mana_gate_enter();
     group = mana_h_real(group);
     info = mana_h_real(info);
     errhandler = mana_h_real(errhandler);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
@@ -880,38 +980,44 @@ MANA_EXPORT(mana_w_MPI_Comm_create_from_group, PMPI_Comm_create_from_group)
 __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_group, MPI_Comm_create_group)
 MANA_EXPORT(mana_w_MPI_Comm_create_group, PMPI_Comm_create_group)
 __attribute__((used)) static int mana_w_MPI_Comm_delete_attr(MPI_Comm comm, int comm_keyval) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 61, "PMPI_Comm_delete_attr", int, (MPI_Comm comm, int comm_keyval), (comm, comm_keyval));
+        MANA_CALL_LOWER_INTO(r_, 61, "PMPI_Comm_delete_attr", int, (MPI_Comm comm, int comm_keyval), (comm, comm_keyval));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_delete_attr, MPI_Comm_delete_attr)
 MANA_EXPORT(mana_w_MPI_Comm_delete_attr, PMPI_Comm_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Comm_disconnect(MPI_Comm* comm) {
+    mana_gate_enter();
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 62, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (&comm_l));
+        MANA_CALL_LOWER_INTO(r_, 62, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (&comm_l));
     }
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_disconnect, MPI_Comm_disconnect)
@@ -919,15 +1025,17 @@ MANA_EXPORT(mana_w_MPI_Comm_disconnect, PMPI_Comm_disconnect)
 __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup, MPI_Comm_dup)
@@ -935,16 +1043,18 @@ MANA_EXPORT(mana_w_MPI_Comm_dup, PMPI_Comm_dup)
 __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, MPI_Comm_dup_with_info)
@@ -952,92 +1062,108 @@ MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, PMPI_Comm_dup_with_info)
 __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     const int mana_cv_ = *comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
+        MANA_CALL_LOWER_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_free, MPI_Comm_free)
 MANA_EXPORT(mana_w_MPI_Comm_free, PMPI_Comm_free)
 __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
+    mana_gate_enter();
     int comm_keyval_v = *comm_keyval, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
     }
     *comm_keyval = mana_h_inout_done(comm_keyval_v, comm_keyval_r, comm_keyval_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_free_keyval, MPI_Comm_free_keyval)
 MANA_EXPORT(mana_w_MPI_Comm_free_keyval, PMPI_Comm_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Comm_get_attr(MPI_Comm comm, int comm_keyval, void* attribute_val, int* flag) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 67, "PMPI_Comm_get_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val, int* flag), (comm, comm_keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 67, "PMPI_Comm_get_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val, int* flag), (comm, comm_keyval, attribute_val, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_get_attr, MPI_Comm_get_attr)
 MANA_EXPORT(mana_w_MPI_Comm_get_attr, PMPI_Comm_get_attr)
 __attribute__((used)) static int mana_w_MPI_Comm_get_errhandler(MPI_Comm comm, MPI_Errhandler* errhandler) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_get_errhandler, MPI_Comm_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Comm_get_errhandler, PMPI_Comm_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Comm_get_info(MPI_Comm comm, MPI_Info* info_used) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_get_info, MPI_Comm_get_info)
 MANA_EXPORT(mana_w_MPI_Comm_get_info, PMPI_Comm_get_info)
 __attribute__((used)) static int mana_w_MPI_Comm_get_name(MPI_Comm comm, char* comm_name, int* resultlen) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 70, "PMPI_Comm_get_name", int, (MPI_Comm comm, char* comm_name, int* resultlen), (comm, comm_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 70, "PMPI_Comm_get_name", int, (MPI_Comm comm, char* comm_name, int* resultlen), (comm, comm_name, resultlen));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_get_name, MPI_Comm_get_name)
 MANA_EXPORT(mana_w_MPI_Comm_get_name, PMPI_Comm_get_name)
 __attribute__((used)) static int mana_w_MPI_Comm_get_parent(MPI_Comm* parent) {
+    mana_gate_enter();
     MPI_Comm parent_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
+        MANA_CALL_LOWER_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
     }
     if (r_ == MPI_SUCCESS && parent_l) *parent = mana_h_virtual(parent_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_get_parent, MPI_Comm_get_parent)
 MANA_EXPORT(mana_w_MPI_Comm_get_parent, PMPI_Comm_get_parent)
 __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group* group) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_group, MPI_Comm_group)
@@ -1045,18 +1171,20 @@ MANA_EXPORT(mana_w_MPI_Comm_group, PMPI_Comm_group)
 __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup, MPI_Comm_idup)
@@ -1064,133 +1192,156 @@ MANA_EXPORT(mana_w_MPI_Comm_idup, PMPI_Comm_idup)
 __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup_with_info, MPI_Comm_idup_with_info)
 MANA_EXPORT(mana_w_MPI_Comm_idup_with_info, PMPI_Comm_idup_with_info)
 __attribute__((used)) static int mana_w_MPI_Comm_join(int fd, MPI_Comm* intercomm) {
+    mana_gate_enter();
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
     }
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_join, MPI_Comm_join)
 MANA_EXPORT(mana_w_MPI_Comm_join, PMPI_Comm_join)
 __attribute__((used)) static int mana_w_MPI_Comm_rank(MPI_Comm comm, int* rank) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 76, "PMPI_Comm_rank", int, (MPI_Comm comm, int* rank), (comm, rank));
+        MANA_CALL_LOWER_INTO(r_, 76, "PMPI_Comm_rank", int, (MPI_Comm comm, int* rank), (comm, rank));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_rank, MPI_Comm_rank)
 MANA_EXPORT(mana_w_MPI_Comm_rank, PMPI_Comm_rank)
 __attribute__((used)) static int mana_w_MPI_Comm_remote_group(MPI_Comm comm, MPI_Group* group) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_remote_group, MPI_Comm_remote_group)
 MANA_EXPORT(mana_w_MPI_Comm_remote_group, PMPI_Comm_remote_group)
 __attribute__((used)) static int mana_w_MPI_Comm_remote_size(MPI_Comm comm, int* size) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 78, "PMPI_Comm_remote_size", int, (MPI_Comm comm, int* size), (comm, size));
+        MANA_CALL_LOWER_INTO(r_, 78, "PMPI_Comm_remote_size", int, (MPI_Comm comm, int* size), (comm, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_remote_size, MPI_Comm_remote_size)
 MANA_EXPORT(mana_w_MPI_Comm_remote_size, PMPI_Comm_remote_size)
 __attribute__((used)) static int mana_w_MPI_Comm_set_attr(MPI_Comm comm, int comm_keyval, void* attribute_val) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     comm_keyval = mana_h_real(comm_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 79, "PMPI_Comm_set_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val), (comm, comm_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 79, "PMPI_Comm_set_attr", int, (MPI_Comm comm, int comm_keyval, void* attribute_val), (comm, comm_keyval, attribute_val));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_set_attr, MPI_Comm_set_attr)
 MANA_EXPORT(mana_w_MPI_Comm_set_attr, PMPI_Comm_set_attr)
 __attribute__((used)) static int mana_w_MPI_Comm_set_errhandler(MPI_Comm comm, MPI_Errhandler errhandler) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 80, "PMPI_Comm_set_errhandler", int, (MPI_Comm comm, MPI_Errhandler errhandler), (comm, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 80, "PMPI_Comm_set_errhandler", int, (MPI_Comm comm, MPI_Errhandler errhandler), (comm, errhandler));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, MPI_Comm_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, PMPI_Comm_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Comm_set_info(MPI_Comm comm, MPI_Info info) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 81, "PMPI_Comm_set_info", int, (MPI_Comm comm, MPI_Info info), (comm, info));
+        MANA_CALL_LOWER_INTO(r_, 81, "PMPI_Comm_set_info", int, (MPI_Comm comm, MPI_Info info), (comm, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_set_info, MPI_Comm_set_info)
 MANA_EXPORT(mana_w_MPI_Comm_set_info, PMPI_Comm_set_info)
 __attribute__((used)) static int mana_w_MPI_Comm_set_name(MPI_Comm comm, const char* comm_name) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 82, "PMPI_Comm_set_name", int, (MPI_Comm comm, const char* comm_name), (comm, comm_name));
+        MANA_CALL_LOWER_INTO(r_, 82, "PMPI_Comm_set_name", int, (MPI_Comm comm, const char* comm_name), (comm, comm_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_set_name, MPI_Comm_set_name)
 MANA_EXPORT(mana_w_MPI_Comm_set_name, PMPI_Comm_set_name)
 __attribute__((used)) static int mana_w_MPI_Comm_size(MPI_Comm comm, int* size) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 83, "PMPI_Comm_size", int, (MPI_Comm comm, int* size), (comm, size));
+        MANA_CALL_LOWER_INTO(r_, 83, "PMPI_Comm_size", int, (MPI_Comm comm, int* size), (comm, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_size, MPI_Comm_size)
 MANA_EXPORT(mana_w_MPI_Comm_size, PMPI_Comm_size)
 __attribute__((used)) static int mana_w_MPI_Comm_spawn(const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 84, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_CALL_LOWER_INTO(r_, 84, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
     }
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_spawn, MPI_Comm_spawn)
 MANA_EXPORT(mana_w_MPI_Comm_spawn, PMPI_Comm_spawn)
 __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int array_of_info_use = array_of_info != NULL;
     MANA_TMP(MPI_Info, array_of_info_l, array_of_info_use ? count : 0);
@@ -1198,10 +1349,11 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char*
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 85, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_CALL_LOWER_INTO(r_, 85, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
     }
     MANA_TMP_FREE(array_of_info_l);
     if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, MPI_Comm_spawn_multiple)
@@ -1209,15 +1361,17 @@ MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, PMPI_Comm_spawn_multiple)
 __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 86, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 86, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split, MPI_Comm_split)
@@ -1225,37 +1379,43 @@ MANA_EXPORT(mana_w_MPI_Comm_split, PMPI_Comm_split)
 __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 87, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 87, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split_type, MPI_Comm_split_type)
 MANA_EXPORT(mana_w_MPI_Comm_split_type, PMPI_Comm_split_type)
 __attribute__((used)) static int mana_w_MPI_Comm_test_inter(MPI_Comm comm, int* flag) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 88, "PMPI_Comm_test_inter", int, (MPI_Comm comm, int* flag), (comm, flag));
+        MANA_CALL_LOWER_INTO(r_, 88, "PMPI_Comm_test_inter", int, (MPI_Comm comm, int* flag), (comm, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_test_inter, MPI_Comm_test_inter)
 MANA_EXPORT(mana_w_MPI_Comm_test_inter, PMPI_Comm_test_inter)
 __attribute__((used)) static int mana_w_MPI_Compare_and_swap(const void* origin_addr, const void* compare_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Win win) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 89, "PMPI_Compare_and_swap", int, (const void* origin_addr, const void* compare_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Win win), (origin_addr, compare_addr, result_addr, datatype, target_rank, target_disp, win));
+        MANA_CALL_LOWER_INTO(r_, 89, "PMPI_Compare_and_swap", int, (const void* origin_addr, const void* compare_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Win win), (origin_addr, compare_addr, result_addr, datatype, target_rank, target_disp, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Compare_and_swap, MPI_Compare_and_swap)
@@ -1269,16 +1429,18 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     weights = mana_translate_weights(weights);
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 91, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 91, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
@@ -1288,16 +1450,18 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     destweights = mana_translate_weights(destweights);
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 92, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 92, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
@@ -1305,21 +1469,25 @@ MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, PMPI_Dist_graph_create_adjace
 __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors(MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]) {
     sourceweights = mana_translate_weights(sourceweights);
     destweights = mana_translate_weights(destweights);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 93, "PMPI_Dist_graph_neighbors", int, (MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]), (comm, maxindegree, sources, sourceweights, maxoutdegree, destinations, destweights));
+        MANA_CALL_LOWER_INTO(r_, 93, "PMPI_Dist_graph_neighbors", int, (MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]), (comm, maxindegree, sources, sourceweights, maxoutdegree, destinations, destweights));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors, MPI_Dist_graph_neighbors)
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors, PMPI_Dist_graph_neighbors)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors_count(MPI_Comm comm, int* indegree, int* outdegree, int* weighted) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 94, "PMPI_Dist_graph_neighbors_count", int, (MPI_Comm comm, int* indegree, int* outdegree, int* weighted), (comm, indegree, outdegree, weighted));
+        MANA_CALL_LOWER_INTO(r_, 94, "PMPI_Dist_graph_neighbors_count", int, (MPI_Comm comm, int* indegree, int* outdegree, int* weighted), (comm, indegree, outdegree, weighted));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors_count, MPI_Dist_graph_neighbors_count)
@@ -1329,12 +1497,14 @@ MANA_EXPORT(mana_u_MPI_Errhandler_create, MPI_Errhandler_create)
 __attribute__((used)) static int mana_u_PMPI_Errhandler_create(void) { return mana_unsupported("PMPI_Errhandler_create"); }
 MANA_EXPORT(mana_u_PMPI_Errhandler_create, PMPI_Errhandler_create)
 __attribute__((used)) static int mana_w_MPI_Errhandler_free(MPI_Errhandler* errhandler) {
+    mana_gate_enter();
     MPI_Errhandler errhandler_v = *errhandler, errhandler_r = mana_h_real(errhandler_v), errhandler_l = errhandler_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 95, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (&errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 95, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (&errhandler_l));
     }
     *errhandler = mana_h_inout_done(errhandler_v, errhandler_r, errhandler_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Errhandler_free, MPI_Errhandler_free)
@@ -1360,13 +1530,15 @@ MANA_EXPORT(mana_w_MPI_Error_string, PMPI_Error_string)
 __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 98, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 98, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -1375,13 +1547,15 @@ MANA_EXPORT(mana_w_MPI_Exscan, PMPI_Exscan)
 __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 99, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 99, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -1389,6 +1563,7 @@ MANA_EXPORT(mana_w_MPI_Exscan_c, MPI_Exscan_c)
 MANA_EXPORT(mana_w_MPI_Exscan_c, PMPI_Exscan_c)
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1396,16 +1571,18 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 100, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 100, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
 MANA_EXPORT(mana_w_MPI_Exscan_init, PMPI_Exscan_init)
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -1413,22 +1590,25 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 101, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 101, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, PMPI_Exscan_init_c)
 __attribute__((used)) static int mana_w_MPI_Fetch_and_op(const void* origin_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Op op, MPI_Win win) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 102, "PMPI_Fetch_and_op", int, (const void* origin_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Op op, MPI_Win win), (origin_addr, result_addr, datatype, target_rank, target_disp, op, win));
+        MANA_CALL_LOWER_INTO(r_, 102, "PMPI_Fetch_and_op", int, (const void* origin_addr, void* result_addr, MPI_Datatype datatype, int target_rank, MPI_Aint target_disp, MPI_Op op, MPI_Win win), (origin_addr, result_addr, datatype, target_rank, target_disp, op, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Fetch_and_op, MPI_Fetch_and_op)
@@ -1449,11 +1629,13 @@ __attribute__((used)) static int mana_w_MPI_File_close(MPI_File* fh) {
 MANA_EXPORT(mana_w_MPI_File_close, MPI_File_close)
 MANA_EXPORT(mana_w_MPI_File_close, PMPI_File_close)
 __attribute__((used)) static int mana_w_MPI_File_delete(const char* filename, MPI_Info info) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 106, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
+        MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_delete", int, (const char* filename, MPI_Info info), (filename, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_delete, MPI_File_delete)
@@ -1479,34 +1661,40 @@ __attribute__((used)) static int mana_w_MPI_File_get_byte_offset(MPI_File fh, MP
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, MPI_File_get_byte_offset)
 MANA_EXPORT(mana_w_MPI_File_get_byte_offset, PMPI_File_get_byte_offset)
 __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, MPI_Errhandler* errhandler) {
+    mana_gate_enter();
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 111, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 111, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, MPI_File_get_errhandler)
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, PMPI_File_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Group* group) {
+    mana_gate_enter();
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 112, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 112, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_group, MPI_File_get_group)
 MANA_EXPORT(mana_w_MPI_File_get_group, PMPI_File_get_group)
 __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info* info_used) {
+    mana_gate_enter();
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 113, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 113, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_info, MPI_File_get_info)
@@ -1527,274 +1715,320 @@ __attribute__((used)) static int mana_w_MPI_File_get_size(MPI_File fh, MPI_Offse
 MANA_EXPORT(mana_w_MPI_File_get_size, MPI_File_get_size)
 MANA_EXPORT(mana_w_MPI_File_get_size, PMPI_File_get_size)
 __attribute__((used)) static int mana_w_MPI_File_get_type_extent(MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 117, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
+        MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_type_extent, MPI_File_get_type_extent)
 MANA_EXPORT(mana_w_MPI_File_get_type_extent, PMPI_File_get_type_extent)
 __attribute__((used)) static int mana_w_MPI_File_get_type_extent_c(MPI_File fh, MPI_Datatype datatype, MPI_Count* extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 118, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
+        MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_type_extent_c, MPI_File_get_type_extent_c)
 MANA_EXPORT(mana_w_MPI_File_get_type_extent_c, PMPI_File_get_type_extent_c)
 __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep) {
+    mana_gate_enter();
     MPI_Datatype etype_l = 0;
     MPI_Datatype filetype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 119, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
+        MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
     }
     if (r_ == MPI_SUCCESS && etype_l) *etype = mana_h_virtual(etype_l);
     if (r_ == MPI_SUCCESS && filetype_l) *filetype = mana_h_virtual(filetype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_get_view, MPI_File_get_view)
 MANA_EXPORT(mana_w_MPI_File_get_view, PMPI_File_get_view)
 __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 120, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread, MPI_File_iread)
 MANA_EXPORT(mana_w_MPI_File_iread, PMPI_File_iread)
 __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 121, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all, MPI_File_iread_all)
 MANA_EXPORT(mana_w_MPI_File_iread_all, PMPI_File_iread_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 122, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all_c, MPI_File_iread_all_c)
 MANA_EXPORT(mana_w_MPI_File_iread_all_c, PMPI_File_iread_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 123, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at, MPI_File_iread_at)
 MANA_EXPORT(mana_w_MPI_File_iread_at, PMPI_File_iread_at)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 124, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, MPI_File_iread_at_all)
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, PMPI_File_iread_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 125, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all_c, MPI_File_iread_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_iread_at_all_c, PMPI_File_iread_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 126, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_c, MPI_File_iread_at_c)
 MANA_EXPORT(mana_w_MPI_File_iread_at_c, PMPI_File_iread_at_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 127, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_c, MPI_File_iread_c)
 MANA_EXPORT(mana_w_MPI_File_iread_c, PMPI_File_iread_c)
 __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 128, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_shared, MPI_File_iread_shared)
 MANA_EXPORT(mana_w_MPI_File_iread_shared, PMPI_File_iread_shared)
 __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 129, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_shared_c, MPI_File_iread_shared_c)
 MANA_EXPORT(mana_w_MPI_File_iread_shared_c, PMPI_File_iread_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 130, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite, MPI_File_iwrite)
 MANA_EXPORT(mana_w_MPI_File_iwrite, PMPI_File_iwrite)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 131, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, MPI_File_iwrite_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, PMPI_File_iwrite_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 132, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all_c, MPI_File_iwrite_all_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_all_c, PMPI_File_iwrite_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 133, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at, MPI_File_iwrite_at)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at, PMPI_File_iwrite_at)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 134, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, MPI_File_iwrite_at_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, PMPI_File_iwrite_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 135, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 135, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all_c, MPI_File_iwrite_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all_c, PMPI_File_iwrite_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 136, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 136, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_c, MPI_File_iwrite_at_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_c, PMPI_File_iwrite_at_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 137, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 137, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_c, MPI_File_iwrite_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_c, PMPI_File_iwrite_c)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 138, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 138, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared, MPI_File_iwrite_shared)
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared, PMPI_File_iwrite_shared)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 139, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 139, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, MPI_File_iwrite_shared_c)
@@ -1802,12 +2036,14 @@ MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, PMPI_File_iwrite_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 140, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
+        MANA_CALL_LOWER_INTO(r_, 140, "PMPI_File_open", int, (MPI_Comm comm, const char* filename, int amode, MPI_Info info, MPI_File* fh), (comm, filename, amode, info, fh));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -1819,253 +2055,295 @@ __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Of
 MANA_EXPORT(mana_w_MPI_File_preallocate, MPI_File_preallocate)
 MANA_EXPORT(mana_w_MPI_File_preallocate, PMPI_File_preallocate)
 __attribute__((used)) static int mana_w_MPI_File_read(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 142, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 142, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read, MPI_File_read)
 MANA_EXPORT(mana_w_MPI_File_read, PMPI_File_read)
 __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 143, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 143, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all, MPI_File_read_all)
 MANA_EXPORT(mana_w_MPI_File_read_all, PMPI_File_read_all)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 144, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 144, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, MPI_File_read_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, PMPI_File_read_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 145, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 145, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, MPI_File_read_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, PMPI_File_read_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 146, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 146, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_c, MPI_File_read_all_c)
 MANA_EXPORT(mana_w_MPI_File_read_all_c, PMPI_File_read_all_c)
 __attribute__((used)) static int mana_w_MPI_File_read_all_end(MPI_File fh, void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 147, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 147, "PMPI_File_read_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_end, MPI_File_read_all_end)
 MANA_EXPORT(mana_w_MPI_File_read_all_end, PMPI_File_read_all_end)
 __attribute__((used)) static int mana_w_MPI_File_read_at(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 148, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 148, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at, MPI_File_read_at)
 MANA_EXPORT(mana_w_MPI_File_read_at, PMPI_File_read_at)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 149, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 149, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all, MPI_File_read_at_all)
 MANA_EXPORT(mana_w_MPI_File_read_at_all, PMPI_File_read_at_all)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 150, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 150, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, MPI_File_read_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, PMPI_File_read_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 151, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 151, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, MPI_File_read_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, PMPI_File_read_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 152, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 152, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_c, MPI_File_read_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_c, PMPI_File_read_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_end(MPI_File fh, void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 153, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 153, "PMPI_File_read_at_all_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_end, MPI_File_read_at_all_end)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_end, PMPI_File_read_at_all_end)
 __attribute__((used)) static int mana_w_MPI_File_read_at_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 154, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 154, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_c, MPI_File_read_at_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_c, PMPI_File_read_at_c)
 __attribute__((used)) static int mana_w_MPI_File_read_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 155, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 155, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_c, MPI_File_read_c)
 MANA_EXPORT(mana_w_MPI_File_read_c, PMPI_File_read_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 156, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 156, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered, MPI_File_read_ordered)
 MANA_EXPORT(mana_w_MPI_File_read_ordered, PMPI_File_read_ordered)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 157, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 157, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, MPI_File_read_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, PMPI_File_read_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 158, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 158, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, MPI_File_read_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, PMPI_File_read_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 159, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 159, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_c, MPI_File_read_ordered_c)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_c, PMPI_File_read_ordered_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_end(MPI_File fh, void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 160, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 160, "PMPI_File_read_ordered_end", int, (MPI_File fh, void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_end, MPI_File_read_ordered_end)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_end, PMPI_File_read_ordered_end)
 __attribute__((used)) static int mana_w_MPI_File_read_shared(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 161, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 161, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_shared, MPI_File_read_shared)
 MANA_EXPORT(mana_w_MPI_File_read_shared, PMPI_File_read_shared)
 __attribute__((used)) static int mana_w_MPI_File_read_shared_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 162, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 162, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_shared_c, MPI_File_read_shared_c)
@@ -2086,21 +2364,25 @@ __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int 
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, MPI_File_set_atomicity)
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, PMPI_File_set_atomicity)
 __attribute__((used)) static int mana_w_MPI_File_set_errhandler(MPI_File file, MPI_Errhandler errhandler) {
+    mana_gate_enter();
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 166, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 166, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_errhandler, MPI_File_set_errhandler)
 MANA_EXPORT(mana_w_MPI_File_set_errhandler, PMPI_File_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info info) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 167, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
+        MANA_CALL_LOWER_INTO(r_, 167, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_info, MPI_File_set_info)
@@ -2111,13 +2393,15 @@ __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offse
 MANA_EXPORT(mana_w_MPI_File_set_size, MPI_File_set_size)
 MANA_EXPORT(mana_w_MPI_File_set_size, PMPI_File_set_size)
 __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info) {
+    mana_gate_enter();
     etype = mana_h_real(etype);
     filetype = mana_h_real(filetype);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 169, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
+        MANA_CALL_LOWER_INTO(r_, 169, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_view, MPI_File_set_view)
@@ -2128,253 +2412,295 @@ __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
 MANA_EXPORT(mana_w_MPI_File_sync, MPI_File_sync)
 MANA_EXPORT(mana_w_MPI_File_sync, PMPI_File_sync)
 __attribute__((used)) static int mana_w_MPI_File_write(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 171, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 171, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write, MPI_File_write)
 MANA_EXPORT(mana_w_MPI_File_write, PMPI_File_write)
 __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 172, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 172, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all, MPI_File_write_all)
 MANA_EXPORT(mana_w_MPI_File_write_all, PMPI_File_write_all)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 173, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 173, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, MPI_File_write_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, PMPI_File_write_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 174, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 174, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, MPI_File_write_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, PMPI_File_write_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 175, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 175, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_c, MPI_File_write_all_c)
 MANA_EXPORT(mana_w_MPI_File_write_all_c, PMPI_File_write_all_c)
 __attribute__((used)) static int mana_w_MPI_File_write_all_end(MPI_File fh, const void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 176, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 176, "PMPI_File_write_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_end, MPI_File_write_all_end)
 MANA_EXPORT(mana_w_MPI_File_write_all_end, PMPI_File_write_all_end)
 __attribute__((used)) static int mana_w_MPI_File_write_at(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 177, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 177, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at, MPI_File_write_at)
 MANA_EXPORT(mana_w_MPI_File_write_at, PMPI_File_write_at)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 178, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 178, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all, MPI_File_write_at_all)
 MANA_EXPORT(mana_w_MPI_File_write_at_all, PMPI_File_write_at_all)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 179, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 179, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, MPI_File_write_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, PMPI_File_write_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 180, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 180, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, MPI_File_write_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, PMPI_File_write_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 181, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 181, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_c, MPI_File_write_at_all_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_c, PMPI_File_write_at_all_c)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_end(MPI_File fh, const void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 182, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 182, "PMPI_File_write_at_all_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_end, MPI_File_write_at_all_end)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_end, PMPI_File_write_at_all_end)
 __attribute__((used)) static int mana_w_MPI_File_write_at_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 183, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 183, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_c, MPI_File_write_at_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_c, PMPI_File_write_at_c)
 __attribute__((used)) static int mana_w_MPI_File_write_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 184, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 184, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_c, MPI_File_write_c)
 MANA_EXPORT(mana_w_MPI_File_write_c, PMPI_File_write_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 185, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 185, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered, MPI_File_write_ordered)
 MANA_EXPORT(mana_w_MPI_File_write_ordered, PMPI_File_write_ordered)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 186, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 186, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, MPI_File_write_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, PMPI_File_write_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 187, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 187, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, MPI_File_write_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, PMPI_File_write_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 188, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 188, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_c, MPI_File_write_ordered_c)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_c, PMPI_File_write_ordered_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_end(MPI_File fh, const void* buf, MPI_Status* status) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 189, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
+        MANA_CALL_LOWER_INTO(r_, 189, "PMPI_File_write_ordered_end", int, (MPI_File fh, const void* buf, MPI_Status* status), (fh, buf, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_end, MPI_File_write_ordered_end)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_end, PMPI_File_write_ordered_end)
 __attribute__((used)) static int mana_w_MPI_File_write_shared(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 190, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 190, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_shared, MPI_File_write_shared)
 MANA_EXPORT(mana_w_MPI_File_write_shared, PMPI_File_write_shared)
 __attribute__((used)) static int mana_w_MPI_File_write_shared_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 191, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 191, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, MPI_File_write_shared_c)
@@ -2387,13 +2713,15 @@ MANA_EXPORT(mana_w_MPI_Finalized, PMPI_Finalized)
 __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 193, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 193, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -2402,13 +2730,15 @@ MANA_EXPORT(mana_w_MPI_Gather, PMPI_Gather)
 __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 194, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 194, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -2416,6 +2746,7 @@ MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
 MANA_EXPORT(mana_w_MPI_Gather_c, PMPI_Gather_c)
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2423,16 +2754,18 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 195, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 195, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
 MANA_EXPORT(mana_w_MPI_Gather_init, PMPI_Gather_init)
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2440,10 +2773,11 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 196, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 196, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
@@ -2451,13 +2785,15 @@ MANA_EXPORT(mana_w_MPI_Gather_init_c, PMPI_Gather_init_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 197, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 197, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -2466,13 +2802,15 @@ MANA_EXPORT(mana_w_MPI_Gatherv, PMPI_Gatherv)
 __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 198, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 198, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -2480,6 +2818,7 @@ MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_c, PMPI_Gatherv_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2487,16 +2826,18 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 199, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 199, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
 MANA_EXPORT(mana_w_MPI_Gatherv_init, PMPI_Gatherv_init)
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -2504,27 +2845,31 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 200, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 200, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, PMPI_Gatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Get(void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 201, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 201, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get, MPI_Get)
 MANA_EXPORT(mana_w_MPI_Get, PMPI_Get)
 __attribute__((used)) static int mana_w_MPI_Get_accumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     result_datatype = mana_h_real(result_datatype);
     target_datatype = mana_h_real(target_datatype);
@@ -2532,13 +2877,15 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate(const void* origin_ad
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 202, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 202, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_accumulate, MPI_Get_accumulate)
 MANA_EXPORT(mana_w_MPI_Get_accumulate, PMPI_Get_accumulate)
 __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     result_datatype = mana_h_real(result_datatype);
     target_datatype = mana_h_real(target_datatype);
@@ -2546,8 +2893,9 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 203, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 203, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, MPI_Get_accumulate_c)
@@ -2558,73 +2906,85 @@ __attribute__((used)) static int mana_w_MPI_Get_address(const void* location, MP
 MANA_EXPORT(mana_w_MPI_Get_address, MPI_Get_address)
 MANA_EXPORT(mana_w_MPI_Get_address, PMPI_Get_address)
 __attribute__((used)) static int mana_w_MPI_Get_c(void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 205, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 205, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_c, MPI_Get_c)
 MANA_EXPORT(mana_w_MPI_Get_c, PMPI_Get_c)
 __attribute__((used)) static int mana_w_MPI_Get_count(const MPI_Status* status, MPI_Datatype datatype, int* count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 206, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 206, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_count, MPI_Get_count)
 MANA_EXPORT(mana_w_MPI_Get_count, PMPI_Get_count)
 __attribute__((used)) static int mana_w_MPI_Get_count_c(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 207, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 207, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_count_c, MPI_Get_count_c)
 MANA_EXPORT(mana_w_MPI_Get_count_c, PMPI_Get_count_c)
 __attribute__((used)) static int mana_w_MPI_Get_elements(const MPI_Status* status, MPI_Datatype datatype, int* count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 208, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 208, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_elements, MPI_Get_elements)
 MANA_EXPORT(mana_w_MPI_Get_elements, PMPI_Get_elements)
 __attribute__((used)) static int mana_w_MPI_Get_elements_c(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 209, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_elements_c, MPI_Get_elements_c)
 MANA_EXPORT(mana_w_MPI_Get_elements_c, PMPI_Get_elements_c)
 __attribute__((used)) static int mana_w_MPI_Get_elements_x(const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 210, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Get_elements_x, MPI_Get_elements_x)
@@ -2647,227 +3007,267 @@ MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
 __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph) {
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_graph_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 214, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_create, MPI_Graph_create)
 MANA_EXPORT(mana_w_MPI_Graph_create, PMPI_Graph_create)
 __attribute__((used)) static int mana_w_MPI_Graph_get(MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 215, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
+        MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_get, MPI_Graph_get)
 MANA_EXPORT(mana_w_MPI_Graph_get, PMPI_Graph_get)
 __attribute__((used)) static int mana_w_MPI_Graph_map(MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 216, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
+        MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_map, MPI_Graph_map)
 MANA_EXPORT(mana_w_MPI_Graph_map, PMPI_Graph_map)
 __attribute__((used)) static int mana_w_MPI_Graph_neighbors(MPI_Comm comm, int rank, int maxneighbors, int neighbors[]) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 217, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
+        MANA_CALL_LOWER_INTO(r_, 217, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_neighbors, MPI_Graph_neighbors)
 MANA_EXPORT(mana_w_MPI_Graph_neighbors, PMPI_Graph_neighbors)
 __attribute__((used)) static int mana_w_MPI_Graph_neighbors_count(MPI_Comm comm, int rank, int* nneighbors) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 218, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
+        MANA_CALL_LOWER_INTO(r_, 218, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_neighbors_count, MPI_Graph_neighbors_count)
 MANA_EXPORT(mana_w_MPI_Graph_neighbors_count, PMPI_Graph_neighbors_count)
 __attribute__((used)) static int mana_w_MPI_Graphdims_get(MPI_Comm comm, int* nnodes, int* nedges) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 219, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
+        MANA_CALL_LOWER_INTO(r_, 219, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graphdims_get, MPI_Graphdims_get)
 MANA_EXPORT(mana_w_MPI_Graphdims_get, PMPI_Graphdims_get)
 __attribute__((used)) static int mana_w_MPI_Grequest_complete(MPI_Request request) {
+    mana_gate_enter();
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 220, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
+        MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Grequest_complete, MPI_Grequest_complete)
 MANA_EXPORT(mana_w_MPI_Grequest_complete, PMPI_Grequest_complete)
 __attribute__((used)) static int mana_w_MPI_Group_compare(MPI_Group group1, MPI_Group group2, int* result) {
+    mana_gate_enter();
     group1 = mana_h_real(group1);
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 221, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
+        MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_compare, MPI_Group_compare)
 MANA_EXPORT(mana_w_MPI_Group_compare, PMPI_Group_compare)
 __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
+    mana_gate_enter();
     group1 = mana_h_real(group1);
     group2 = mana_h_real(group2);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 222, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_difference, MPI_Group_difference)
 MANA_EXPORT(mana_w_MPI_Group_difference, PMPI_Group_difference)
 __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
+    mana_gate_enter();
     group = mana_h_real(group);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 223, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_excl, MPI_Group_excl)
 MANA_EXPORT(mana_w_MPI_Group_excl, PMPI_Group_excl)
 __attribute__((used)) static int mana_w_MPI_Group_free(MPI_Group* group) {
+    mana_gate_enter();
     MPI_Group group_v = *group, group_r = mana_h_real(group_v), group_l = group_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 224, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
+        MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
     }
     *group = mana_h_inout_done(group_v, group_r, group_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_free, MPI_Group_free)
 MANA_EXPORT(mana_w_MPI_Group_free, PMPI_Group_free)
 __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session session, const char* pset_name, MPI_Group* newgroup) {
+    mana_gate_enter();
     session = mana_h_real(session);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 225, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_from_session_pset, MPI_Group_from_session_pset)
 MANA_EXPORT(mana_w_MPI_Group_from_session_pset, PMPI_Group_from_session_pset)
 __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
+    mana_gate_enter();
     group = mana_h_real(group);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 226, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_incl, MPI_Group_incl)
 MANA_EXPORT(mana_w_MPI_Group_incl, PMPI_Group_incl)
 __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
+    mana_gate_enter();
     group1 = mana_h_real(group1);
     group2 = mana_h_real(group2);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 227, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_intersection, MPI_Group_intersection)
 MANA_EXPORT(mana_w_MPI_Group_intersection, PMPI_Group_intersection)
 __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup) {
+    mana_gate_enter();
     group = mana_h_real(group);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 228, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_range_excl, MPI_Group_range_excl)
 MANA_EXPORT(mana_w_MPI_Group_range_excl, PMPI_Group_range_excl)
 __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup) {
+    mana_gate_enter();
     group = mana_h_real(group);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 229, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_range_incl, MPI_Group_range_incl)
 MANA_EXPORT(mana_w_MPI_Group_range_incl, PMPI_Group_range_incl)
 __attribute__((used)) static int mana_w_MPI_Group_rank(MPI_Group group, int* rank) {
+    mana_gate_enter();
     group = mana_h_real(group);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 230, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
+        MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_rank, MPI_Group_rank)
 MANA_EXPORT(mana_w_MPI_Group_rank, PMPI_Group_rank)
 __attribute__((used)) static int mana_w_MPI_Group_size(MPI_Group group, int* size) {
+    mana_gate_enter();
     group = mana_h_real(group);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 231, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
+        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_size, MPI_Group_size)
 MANA_EXPORT(mana_w_MPI_Group_size, PMPI_Group_size)
 __attribute__((used)) static int mana_w_MPI_Group_translate_ranks(MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]) {
+    mana_gate_enter();
     group1 = mana_h_real(group1);
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 232, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
+        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_translate_ranks, MPI_Group_translate_ranks)
 MANA_EXPORT(mana_w_MPI_Group_translate_ranks, PMPI_Group_translate_ranks)
 __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Group group2, MPI_Group* newgroup) {
+    mana_gate_enter();
     group1 = mana_h_real(group1);
     group2 = mana_h_real(group2);
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 233, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Group_union, MPI_Group_union)
@@ -2875,17 +3275,19 @@ MANA_EXPORT(mana_w_MPI_Group_union, PMPI_Group_union)
 __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 234, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
@@ -2893,17 +3295,19 @@ MANA_EXPORT(mana_w_MPI_Iallgather, PMPI_Iallgather)
 __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 235, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
@@ -2911,17 +3315,19 @@ MANA_EXPORT(mana_w_MPI_Iallgather_c, PMPI_Iallgather_c)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 236, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
@@ -2929,17 +3335,19 @@ MANA_EXPORT(mana_w_MPI_Iallgatherv, PMPI_Iallgatherv)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 237, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
@@ -2947,17 +3355,19 @@ MANA_EXPORT(mana_w_MPI_Iallgatherv_c, PMPI_Iallgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 238, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
@@ -2965,17 +3375,19 @@ MANA_EXPORT(mana_w_MPI_Iallreduce, PMPI_Iallreduce)
 __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 239, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
@@ -2983,17 +3395,19 @@ MANA_EXPORT(mana_w_MPI_Iallreduce_c, PMPI_Iallreduce_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 240, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
@@ -3001,17 +3415,19 @@ MANA_EXPORT(mana_w_MPI_Ialltoall, PMPI_Ialltoall)
 __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 241, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
@@ -3019,17 +3435,19 @@ MANA_EXPORT(mana_w_MPI_Ialltoall_c, PMPI_Ialltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 242, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
@@ -3037,17 +3455,19 @@ MANA_EXPORT(mana_w_MPI_Ialltoallv, PMPI_Ialltoallv)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 243, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
@@ -3055,6 +3475,7 @@ MANA_EXPORT(mana_w_MPI_Ialltoallv_c, PMPI_Ialltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -3065,13 +3486,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 244, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
@@ -3079,6 +3501,7 @@ MANA_EXPORT(mana_w_MPI_Ialltoallw, PMPI_Ialltoallw)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_alltoallw_len(comm) : 0);
@@ -3089,13 +3512,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 245, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
@@ -3103,15 +3527,17 @@ MANA_EXPORT(mana_w_MPI_Ialltoallw_c, PMPI_Ialltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 246, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
@@ -3119,16 +3545,18 @@ MANA_EXPORT(mana_w_MPI_Ibarrier, PMPI_Ibarrier)
 __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 247, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
@@ -3136,16 +3564,18 @@ MANA_EXPORT(mana_w_MPI_Ibcast, PMPI_Ibcast)
 __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 248, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
@@ -3153,17 +3583,19 @@ MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 249, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
@@ -3171,17 +3603,19 @@ MANA_EXPORT(mana_w_MPI_Iexscan, PMPI_Iexscan)
 __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 250, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 250, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
@@ -3189,17 +3623,19 @@ MANA_EXPORT(mana_w_MPI_Iexscan_c, PMPI_Iexscan_c)
 __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 251, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 251, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
@@ -3207,17 +3643,19 @@ MANA_EXPORT(mana_w_MPI_Igather, PMPI_Igather)
 __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 252, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
@@ -3225,17 +3663,19 @@ MANA_EXPORT(mana_w_MPI_Igather_c, PMPI_Igather_c)
 __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 253, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
@@ -3243,17 +3683,19 @@ MANA_EXPORT(mana_w_MPI_Igatherv, PMPI_Igatherv)
 __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 254, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 254, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
@@ -3261,17 +3703,19 @@ MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 255, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
@@ -3279,17 +3723,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, PMPI_Ineighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 256, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 256, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
@@ -3297,17 +3743,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, PMPI_Ineighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 257, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 257, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
@@ -3315,17 +3763,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, PMPI_Ineighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 258, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 258, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
@@ -3333,17 +3783,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, PMPI_Ineighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 259, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 259, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
@@ -3351,17 +3803,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, PMPI_Ineighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 260, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 260, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
@@ -3369,17 +3823,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, PMPI_Ineighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 261, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 261, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
@@ -3387,17 +3843,19 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, PMPI_Ineighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 262, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 262, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
@@ -3405,6 +3863,7 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, PMPI_Ineighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3415,13 +3874,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 263, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
@@ -3429,6 +3889,7 @@ MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, PMPI_Ineighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -3439,165 +3900,181 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 264, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, PMPI_Ineighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
+    mana_gate_enter();
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 265, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_create, MPI_Info_create)
 MANA_EXPORT(mana_w_MPI_Info_create, PMPI_Info_create)
 __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[], MPI_Info* info) {
+    mana_gate_enter();
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 266, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_create_env, MPI_Info_create_env)
 MANA_EXPORT(mana_w_MPI_Info_create_env, PMPI_Info_create_env)
 __attribute__((used)) static int mana_w_MPI_Info_delete(MPI_Info info, const char* key) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 267, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
+        MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_delete, MPI_Info_delete)
 MANA_EXPORT(mana_w_MPI_Info_delete, PMPI_Info_delete)
 __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* newinfo) {
+    mana_gate_enter();
     info = mana_h_real(info);
     MPI_Info newinfo_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 268, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
+        MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
     }
     if (r_ == MPI_SUCCESS && newinfo_l) *newinfo = mana_h_virtual(newinfo_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_dup, MPI_Info_dup)
 MANA_EXPORT(mana_w_MPI_Info_dup, PMPI_Info_dup)
 __attribute__((used)) static int mana_w_MPI_Info_free(MPI_Info* info) {
+    mana_gate_enter();
     MPI_Info info_v = *info, info_r = mana_h_real(info_v), info_l = info_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 269, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
     }
     *info = mana_h_inout_done(info_v, info_r, info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_free, MPI_Info_free)
 MANA_EXPORT(mana_w_MPI_Info_free, PMPI_Info_free)
 __attribute__((used)) static int mana_w_MPI_Info_get(MPI_Info info, const char* key, int valuelen, char* value, int* flag) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 270, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
+        MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_get, MPI_Info_get)
 MANA_EXPORT(mana_w_MPI_Info_get, PMPI_Info_get)
 __attribute__((used)) static int mana_w_MPI_Info_get_nkeys(MPI_Info info, int* nkeys) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 271, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
+        MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_get_nkeys, MPI_Info_get_nkeys)
 MANA_EXPORT(mana_w_MPI_Info_get_nkeys, PMPI_Info_get_nkeys)
 __attribute__((used)) static int mana_w_MPI_Info_get_nthkey(MPI_Info info, int n, char* key) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 272, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
+        MANA_CALL_LOWER_INTO(r_, 272, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_get_nthkey, MPI_Info_get_nthkey)
 MANA_EXPORT(mana_w_MPI_Info_get_nthkey, PMPI_Info_get_nthkey)
 __attribute__((used)) static int mana_w_MPI_Info_get_string(MPI_Info info, const char* key, int* buflen, char* value, int* flag) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 273, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
+        MANA_CALL_LOWER_INTO(r_, 273, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_get_string, MPI_Info_get_string)
 MANA_EXPORT(mana_w_MPI_Info_get_string, PMPI_Info_get_string)
 __attribute__((used)) static int mana_w_MPI_Info_get_valuelen(MPI_Info info, const char* key, int* valuelen, int* flag) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 274, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
+        MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_get_valuelen, MPI_Info_get_valuelen)
 MANA_EXPORT(mana_w_MPI_Info_get_valuelen, PMPI_Info_get_valuelen)
 __attribute__((used)) static int mana_w_MPI_Info_set(MPI_Info info, const char* key, const char* value) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 275, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
+        MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Info_set, MPI_Info_set)
 MANA_EXPORT(mana_w_MPI_Info_set, PMPI_Info_set)
-__attribute__((used)) static int mana_w_MPI_Init(int* argc, char*** argv) {
-    MANA_FORWARD(276, "PMPI_Init", int, (int* argc, char*** argv), (argc, argv));
-}
-MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
-MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
-__attribute__((used)) static int mana_w_MPI_Init_thread(int* argc, char*** argv, int required, int* provided) {
-    MANA_FORWARD(277, "PMPI_Init_thread", int, (int* argc, char*** argv, int required, int* provided), (argc, argv, required, provided));
-}
-MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
-MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
 __attribute__((used)) static int mana_w_MPI_Initialized(int* flag) {
-    MANA_FORWARD(278, "PMPI_Initialized", int, (int* flag), (flag));
+    MANA_FORWARD(276, "PMPI_Initialized", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Initialized, MPI_Initialized)
 MANA_EXPORT(mana_w_MPI_Initialized, PMPI_Initialized)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm) {
     const int mana_cv_ = local_comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     local_comm = mana_h_real(local_comm);
     peer_comm = mana_h_real(peer_comm);
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 279, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
 MANA_EXPORT(mana_w_MPI_Intercomm_create, PMPI_Intercomm_create)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm) {
+    mana_gate_enter();
     local_group = mana_h_real(local_group);
     remote_group = mana_h_real(remote_group);
     info = mana_h_real(info);
@@ -3605,9 +4082,10 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 280, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
     }
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, MPI_Intercomm_create_from_groups)
@@ -3615,15 +4093,17 @@ MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, PMPI_Intercomm_create_from_
 __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, int high, MPI_Comm* newintracomm) {
     const int mana_cv_ = intercomm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     intercomm = mana_h_real(intercomm);
     MPI_Comm newintracomm_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 281, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
+        MANA_CALL_LOWER_INTO(r_, 279, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
     }
-    mana_coll_leave(mana_counted_, 1);
     if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
@@ -3631,17 +4111,19 @@ MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 282, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 280, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
@@ -3649,17 +4131,19 @@ MANA_EXPORT(mana_w_MPI_Ireduce, PMPI_Ireduce)
 __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 283, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 281, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
@@ -3667,17 +4151,19 @@ MANA_EXPORT(mana_w_MPI_Ireduce_c, PMPI_Ireduce_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 284, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 282, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
@@ -3685,17 +4171,19 @@ MANA_EXPORT(mana_w_MPI_Ireduce_scatter, PMPI_Ireduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 285, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
@@ -3703,17 +4191,19 @@ MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, PMPI_Ireduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 286, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
@@ -3721,40 +4211,44 @@ MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, PMPI_Ireduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 287, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 285, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, PMPI_Ireduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Is_thread_main(int* flag) {
-    MANA_FORWARD(288, "PMPI_Is_thread_main", int, (int* flag), (flag));
+    MANA_FORWARD(286, "PMPI_Is_thread_main", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
 __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 289, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
@@ -3762,17 +4256,19 @@ MANA_EXPORT(mana_w_MPI_Iscan, PMPI_Iscan)
 __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 290, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
@@ -3780,17 +4276,19 @@ MANA_EXPORT(mana_w_MPI_Iscan_c, PMPI_Iscan_c)
 __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 291, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
@@ -3798,17 +4296,19 @@ MANA_EXPORT(mana_w_MPI_Iscatter, PMPI_Iscatter)
 __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 292, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 290, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
@@ -3816,17 +4316,19 @@ MANA_EXPORT(mana_w_MPI_Iscatter_c, PMPI_Iscatter_c)
 __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 293, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
@@ -3834,92 +4336,106 @@ MANA_EXPORT(mana_w_MPI_Iscatterv, PMPI_Iscatterv)
 __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 294, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    mana_coll_leave(mana_counted_, 0);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, PMPI_Iscatterv_c)
 __attribute__((used)) static int mana_w_MPI_Isendrecv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 295, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv, MPI_Isendrecv)
 MANA_EXPORT(mana_w_MPI_Isendrecv, PMPI_Isendrecv)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 296, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 294, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_c, MPI_Isendrecv_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_c, PMPI_Isendrecv_c)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_replace(void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 297, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace, MPI_Isendrecv_replace)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace, PMPI_Isendrecv_replace)
 __attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 298, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, MPI_Isendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
+    mana_gate_enter();
     int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 299, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 297, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
     }
     *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Keyval_free, MPI_Keyval_free)
 MANA_EXPORT(mana_w_MPI_Keyval_free, PMPI_Keyval_free)
 __attribute__((used)) static int mana_w_MPI_Lookup_name(const char* service_name, MPI_Info info, char* port_name) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 300, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 298, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Lookup_name, MPI_Lookup_name)
@@ -3927,13 +4443,15 @@ MANA_EXPORT(mana_w_MPI_Lookup_name, PMPI_Lookup_name)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 301, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -3942,13 +4460,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgather, PMPI_Neighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 302, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -3956,6 +4476,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, PMPI_Neighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3963,16 +4484,18 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 303, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 301, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, PMPI_Neighbor_allgather_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -3980,10 +4503,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 304, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 302, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
@@ -3991,13 +4515,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, PMPI_Neighbor_allgather_init_c
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 305, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 303, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4006,13 +4532,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, PMPI_Neighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 306, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4020,6 +4548,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, PMPI_Neighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4027,16 +4556,18 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 307, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, PMPI_Neighbor_allgatherv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4044,10 +4575,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 308, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 306, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
@@ -4055,13 +4587,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, PMPI_Neighbor_allgatherv_init
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 309, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 307, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4070,13 +4604,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, PMPI_Neighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 310, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4084,6 +4620,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, PMPI_Neighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4091,16 +4628,18 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 311, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, PMPI_Neighbor_alltoall_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4108,10 +4647,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 312, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 310, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
@@ -4119,13 +4659,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, PMPI_Neighbor_alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 313, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 311, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4134,13 +4676,15 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, PMPI_Neighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 314, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4148,6 +4692,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, PMPI_Neighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4155,16 +4700,18 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 315, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, PMPI_Neighbor_alltoallv_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4172,10 +4719,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 316, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 314, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
@@ -4183,6 +4731,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, PMPI_Neighbor_alltoallv_init_c
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -4192,11 +4741,12 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 317, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 315, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
-    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw)
@@ -4204,6 +4754,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, PMPI_Neighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
     MANA_TMP(MPI_Datatype, sendtypes_l, sendtypes_use ? mana_neighbor_len(comm, 1) : 0);
@@ -4213,17 +4764,19 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 318, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
-    mana_coll_leave(mana_counted_, 1);
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
+    mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, PMPI_Neighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4235,18 +4788,20 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 319, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, PMPI_Neighbor_alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4258,239 +4813,281 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 320, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 318, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, PMPI_Neighbor_alltoallw_init_c)
 __attribute__((used)) static int mana_w_MPI_Op_commutative(MPI_Op op, int* commute) {
+    mana_gate_enter();
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 321, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
+        MANA_CALL_LOWER_INTO(r_, 319, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Op_commutative, MPI_Op_commutative)
 MANA_EXPORT(mana_w_MPI_Op_commutative, PMPI_Op_commutative)
 __attribute__((used)) static int mana_w_MPI_Op_free(MPI_Op* op) {
+    mana_gate_enter();
     MPI_Op op_v = *op, op_r = mana_h_real(op_v), op_l = op_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 322, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
+        MANA_CALL_LOWER_INTO(r_, 320, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
     }
     *op = mana_h_inout_done(op_v, op_r, op_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Op_free, MPI_Op_free)
 MANA_EXPORT(mana_w_MPI_Op_free, PMPI_Op_free)
 __attribute__((used)) static int mana_w_MPI_Open_port(MPI_Info info, char* port_name) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 323, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 321, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Open_port, MPI_Open_port)
 MANA_EXPORT(mana_w_MPI_Open_port, PMPI_Open_port)
 __attribute__((used)) static int mana_w_MPI_Pack(const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 324, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack, MPI_Pack)
 MANA_EXPORT(mana_w_MPI_Pack, PMPI_Pack)
 __attribute__((used)) static int mana_w_MPI_Pack_c(const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 325, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_c, MPI_Pack_c)
 MANA_EXPORT(mana_w_MPI_Pack_c, PMPI_Pack_c)
 __attribute__((used)) static int mana_w_MPI_Pack_external(const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 326, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_external, MPI_Pack_external)
 MANA_EXPORT(mana_w_MPI_Pack_external, PMPI_Pack_external)
 __attribute__((used)) static int mana_w_MPI_Pack_external_c(const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 327, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_c, MPI_Pack_external_c)
 MANA_EXPORT(mana_w_MPI_Pack_external_c, PMPI_Pack_external_c)
 __attribute__((used)) static int mana_w_MPI_Pack_external_size(const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 328, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_size, MPI_Pack_external_size)
 MANA_EXPORT(mana_w_MPI_Pack_external_size, PMPI_Pack_external_size)
 __attribute__((used)) static int mana_w_MPI_Pack_external_size_c(const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 329, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, MPI_Pack_external_size_c)
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, PMPI_Pack_external_size_c)
 __attribute__((used)) static int mana_w_MPI_Pack_size(int incount, MPI_Datatype datatype, MPI_Comm comm, int* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 330, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
+        MANA_CALL_LOWER_INTO(r_, 328, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_size, MPI_Pack_size)
 MANA_EXPORT(mana_w_MPI_Pack_size, PMPI_Pack_size)
 __attribute__((used)) static int mana_w_MPI_Pack_size_c(MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 331, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
+        MANA_CALL_LOWER_INTO(r_, 329, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_size_c, MPI_Pack_size_c)
 MANA_EXPORT(mana_w_MPI_Pack_size_c, PMPI_Pack_size_c)
 __attribute__((used)) static int mana_w_MPI_Parrived(MPI_Request request, int partition, int* flag) {
+    mana_gate_enter();
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 332, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
+        MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Parrived, MPI_Parrived)
 MANA_EXPORT(mana_w_MPI_Parrived, PMPI_Parrived)
 __attribute__((used)) static int mana_w_MPI_Pready(int partition, MPI_Request request) {
+    mana_gate_enter();
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 333, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
+        MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pready, MPI_Pready)
 MANA_EXPORT(mana_w_MPI_Pready, PMPI_Pready)
 __attribute__((used)) static int mana_w_MPI_Pready_list(int length, const int array_of_partitions[], MPI_Request request) {
+    mana_gate_enter();
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 334, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
+        MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pready_list, MPI_Pready_list)
 MANA_EXPORT(mana_w_MPI_Pready_list, PMPI_Pready_list)
 __attribute__((used)) static int mana_w_MPI_Pready_range(int partition_low, int partition_high, MPI_Request request) {
+    mana_gate_enter();
     request = mana_h_real(request);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 335, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
+        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pready_range, MPI_Pready_range)
 MANA_EXPORT(mana_w_MPI_Pready_range, PMPI_Pready_range)
 __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 336, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Precv_init, MPI_Precv_init)
 MANA_EXPORT(mana_w_MPI_Precv_init, PMPI_Precv_init)
 __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     info = mana_h_real(info);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 337, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Psend_init, MPI_Psend_init)
 MANA_EXPORT(mana_w_MPI_Psend_init, PMPI_Psend_init)
 __attribute__((used)) static int mana_w_MPI_Publish_name(const char* service_name, MPI_Info info, const char* port_name) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 338, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Publish_name, MPI_Publish_name)
 MANA_EXPORT(mana_w_MPI_Publish_name, PMPI_Publish_name)
 __attribute__((used)) static int mana_w_MPI_Put(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 339, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Put, MPI_Put)
 MANA_EXPORT(mana_w_MPI_Put, PMPI_Put)
 __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 340, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Put_c, MPI_Put_c)
 MANA_EXPORT(mana_w_MPI_Put_c, PMPI_Put_c)
 __attribute__((used)) static int mana_w_MPI_Query_thread(int* provided) {
-    MANA_FORWARD(341, "PMPI_Query_thread", int, (int* provided), (provided));
+    MANA_FORWARD(339, "PMPI_Query_thread", int, (int* provided), (provided));
 }
 MANA_EXPORT(mana_w_MPI_Query_thread, MPI_Query_thread)
 MANA_EXPORT(mana_w_MPI_Query_thread, PMPI_Query_thread)
 __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     op = mana_h_real(op);
@@ -4498,14 +5095,16 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 342, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Raccumulate, MPI_Raccumulate)
 MANA_EXPORT(mana_w_MPI_Raccumulate, PMPI_Raccumulate)
 __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     op = mana_h_real(op);
@@ -4513,9 +5112,10 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 343, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, MPI_Raccumulate_c)
@@ -4523,13 +5123,15 @@ MANA_EXPORT(mana_w_MPI_Raccumulate_c, PMPI_Raccumulate_c)
 __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 344, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4538,13 +5140,15 @@ MANA_EXPORT(mana_w_MPI_Reduce, PMPI_Reduce)
 __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 345, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4552,6 +5156,7 @@ MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
 MANA_EXPORT(mana_w_MPI_Reduce_c, PMPI_Reduce_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4559,16 +5164,18 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 346, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
 MANA_EXPORT(mana_w_MPI_Reduce_init, PMPI_Reduce_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4576,32 +5183,37 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 347, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, PMPI_Reduce_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_local(const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 348, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_local, MPI_Reduce_local)
 MANA_EXPORT(mana_w_MPI_Reduce_local, PMPI_Reduce_local)
 __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 349, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, MPI_Reduce_local_c)
@@ -4609,13 +5221,15 @@ MANA_EXPORT(mana_w_MPI_Reduce_local_c, PMPI_Reduce_local_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 350, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4624,13 +5238,15 @@ MANA_EXPORT(mana_w_MPI_Reduce_scatter, PMPI_Reduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 351, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4639,13 +5255,15 @@ MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, PMPI_Reduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 352, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4653,6 +5271,7 @@ MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, PMPI_Reduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4660,16 +5279,18 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 353, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, PMPI_Reduce_scatter_block_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4677,10 +5298,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 354, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
@@ -4688,13 +5310,15 @@ MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, PMPI_Reduce_scatter_block_in
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 355, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4702,6 +5326,7 @@ MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, PMPI_Reduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4709,16 +5334,18 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 356, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, PMPI_Reduce_scatter_init)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4726,29 +5353,33 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 357, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, PMPI_Reduce_scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 358, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rget, MPI_Rget)
 MANA_EXPORT(mana_w_MPI_Rget, PMPI_Rget)
 __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     result_datatype = mana_h_real(result_datatype);
     target_datatype = mana_h_real(target_datatype);
@@ -4757,14 +5388,16 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 359, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rget_accumulate, MPI_Rget_accumulate)
 MANA_EXPORT(mana_w_MPI_Rget_accumulate, PMPI_Rget_accumulate)
 __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     result_datatype = mana_h_real(result_datatype);
     target_datatype = mana_h_real(target_datatype);
@@ -4773,51 +5406,58 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 360, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rget_accumulate_c, MPI_Rget_accumulate_c)
 MANA_EXPORT(mana_w_MPI_Rget_accumulate_c, PMPI_Rget_accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 361, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rget_c, MPI_Rget_c)
 MANA_EXPORT(mana_w_MPI_Rget_c, PMPI_Rget_c)
 __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 362, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rput, MPI_Rput)
 MANA_EXPORT(mana_w_MPI_Rput, PMPI_Rput)
 __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request) {
+    mana_gate_enter();
     origin_datatype = mana_h_real(origin_datatype);
     target_datatype = mana_h_real(target_datatype);
     win = mana_h_real(win);
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 363, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 361, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Rput_c, MPI_Rput_c)
@@ -4825,13 +5465,15 @@ MANA_EXPORT(mana_w_MPI_Rput_c, PMPI_Rput_c)
 __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 364, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4840,13 +5482,15 @@ MANA_EXPORT(mana_w_MPI_Scan, PMPI_Scan)
 __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 365, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4854,6 +5498,7 @@ MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
 MANA_EXPORT(mana_w_MPI_Scan_c, PMPI_Scan_c)
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4861,16 +5506,18 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 366, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
 MANA_EXPORT(mana_w_MPI_Scan_init, PMPI_Scan_init)
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
     comm = mana_h_real(comm);
@@ -4878,10 +5525,11 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 367, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 365, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
@@ -4889,13 +5537,15 @@ MANA_EXPORT(mana_w_MPI_Scan_init_c, PMPI_Scan_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 368, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 366, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4904,13 +5554,15 @@ MANA_EXPORT(mana_w_MPI_Scatter, PMPI_Scatter)
 __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 369, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4918,6 +5570,7 @@ MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
 MANA_EXPORT(mana_w_MPI_Scatter_c, PMPI_Scatter_c)
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4925,16 +5578,18 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 370, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 368, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
 MANA_EXPORT(mana_w_MPI_Scatter_init, PMPI_Scatter_init)
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4942,10 +5597,11 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 371, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 369, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
@@ -4953,13 +5609,15 @@ MANA_EXPORT(mana_w_MPI_Scatter_init_c, PMPI_Scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 372, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 370, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4968,13 +5626,15 @@ MANA_EXPORT(mana_w_MPI_Scatterv, PMPI_Scatterv)
 __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 373, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 371, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
+    mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
     return r_;
 }
@@ -4982,6 +5642,7 @@ MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_c, PMPI_Scatterv_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -4989,16 +5650,18 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 374, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 372, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
 MANA_EXPORT(mana_w_MPI_Scatterv_init, PMPI_Scatterv_init)
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
     comm = mana_h_real(comm);
@@ -5006,802 +5669,903 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 375, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 373, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, PMPI_Scatterv_init_c)
 __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session session, int errorcode) {
+    mana_gate_enter();
     session = mana_h_real(session);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 376, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 374, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, MPI_Session_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, PMPI_Session_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* session) {
+    mana_gate_enter();
     MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 377, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
+        MANA_CALL_LOWER_INTO(r_, 375, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
     }
     *session = mana_h_inout_done(session_v, session_r, session_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_finalize, MPI_Session_finalize)
 MANA_EXPORT(mana_w_MPI_Session_finalize, PMPI_Session_finalize)
 __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session session, MPI_Errhandler* errhandler) {
+    mana_gate_enter();
     session = mana_h_real(session);
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 378, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 376, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_get_errhandler, MPI_Session_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_get_errhandler, PMPI_Session_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session, MPI_Info* info_used) {
+    mana_gate_enter();
     session = mana_h_real(session);
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 379, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 377, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_get_info, MPI_Session_get_info)
 MANA_EXPORT(mana_w_MPI_Session_get_info, PMPI_Session_get_info)
 __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name) {
+    mana_gate_enter();
     session = mana_h_real(session);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 380, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+        MANA_CALL_LOWER_INTO(r_, 378, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_get_nth_pset, MPI_Session_get_nth_pset)
 MANA_EXPORT(mana_w_MPI_Session_get_nth_pset, PMPI_Session_get_nth_pset)
 __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session session, MPI_Info info, int* npset_names) {
+    mana_gate_enter();
     session = mana_h_real(session);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 381, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+        MANA_CALL_LOWER_INTO(r_, 379, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_get_num_psets, MPI_Session_get_num_psets)
 MANA_EXPORT(mana_w_MPI_Session_get_num_psets, PMPI_Session_get_num_psets)
 __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session session, const char* pset_name, MPI_Info* info) {
+    mana_gate_enter();
     session = mana_h_real(session);
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 382, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 380, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_get_pset_info, MPI_Session_get_pset_info)
 MANA_EXPORT(mana_w_MPI_Session_get_pset_info, PMPI_Session_get_pset_info)
 __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session) {
+    mana_gate_enter();
     info = mana_h_real(info);
     errhandler = mana_h_real(errhandler);
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 383, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
+        MANA_CALL_LOWER_INTO(r_, 381, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
     }
     if (r_ == MPI_SUCCESS && session_l) *session = mana_h_virtual(session_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_init, MPI_Session_init)
 MANA_EXPORT(mana_w_MPI_Session_init, PMPI_Session_init)
 __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session session, MPI_Errhandler errhandler) {
+    mana_gate_enter();
     session = mana_h_real(session);
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 384, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 382, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, MPI_Session_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_set_errhandler, PMPI_Session_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_status, MPI_Fint* f_status) {
+    mana_gate_enter();
     f_status = mana_translate_fstatus(f_status);
     MPI_Status c_status_s, *c_status_l = (c_status && !mana_status_ignored(c_status)) ? &c_status_s : (MPI_Status *)c_status;
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 385, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
+        MANA_CALL_LOWER_INTO(r_, 383, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Status_c2f, MPI_Status_c2f)
 MANA_EXPORT(mana_w_MPI_Status_c2f, PMPI_Status_c2f)
 __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status, MPI_Status* c_status) {
+    mana_gate_enter();
     f_status = mana_translate_fstatus(f_status);
     MPI_Status c_status_s, *c_status_l = (c_status && !mana_status_ignored(c_status)) ? &c_status_s : (MPI_Status *)c_status;
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 386, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
+        MANA_CALL_LOWER_INTO(r_, 384, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
     }
     if (c_status_l != c_status) mana_status_copy((MPI_Status *)c_status, c_status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Status_f2c, MPI_Status_f2c)
 MANA_EXPORT(mana_w_MPI_Status_f2c, PMPI_Status_f2c)
 __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* status, int flag) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 387, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 385, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Status_set_cancelled, MPI_Status_set_cancelled)
 MANA_EXPORT(mana_w_MPI_Status_set_cancelled, PMPI_Status_set_cancelled)
 __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* status, MPI_Datatype datatype, int count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 388, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 386, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Status_set_elements, MPI_Status_set_elements)
 MANA_EXPORT(mana_w_MPI_Status_set_elements, PMPI_Status_set_elements)
 __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* status, MPI_Datatype datatype, MPI_Count count) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 389, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 387, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(390, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(388, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(391, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(389, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(392, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(390, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(393, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(391, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(394, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(392, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(395, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(393, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(396, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(394, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(397, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(395, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(398, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(396, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(399, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(397, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope) {
+    mana_gate_enter();
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 400, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
+        MANA_CALL_LOWER_INTO(r_, 398, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(401, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(399, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(402, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(400, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(403, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(401, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(404, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(402, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(405, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(403, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(406, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(404, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(407, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(405, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
 __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used) {
+    mana_gate_enter();
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 408, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_get_info, MPI_T_event_callback_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_get_info, PMPI_T_event_callback_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 409, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+        MANA_CALL_LOWER_INTO(r_, 407, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(410, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(408, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(411, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(409, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
 __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind) {
+    mana_gate_enter();
     int array_of_datatypes_use = array_of_datatypes != NULL;
     MANA_TMP(MPI_Datatype, array_of_datatypes_l, array_of_datatypes_use ? (num_elements ? *num_elements : 0) : 0);
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 412, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
+        MANA_CALL_LOWER_INTO(r_, 410, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(413, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(411, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(414, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(412, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(415, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(413, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 416, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+        MANA_CALL_LOWER_INTO(r_, 414, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(417, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(415, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_registration event_registration, MPI_Info* info_used) {
+    mana_gate_enter();
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 418, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 416, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_get_info, MPI_T_event_handle_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_get_info, PMPI_T_event_handle_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_registration event_registration, MPI_Info info) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 419, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+        MANA_CALL_LOWER_INTO(r_, 417, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(420, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(418, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
 __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 421, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+        MANA_CALL_LOWER_INTO(r_, 419, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(422, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(420, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(423, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(421, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(424, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(422, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(425, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(423, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic) {
+    mana_gate_enter();
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 426, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_CALL_LOWER_INTO(r_, 424, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(427, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(425, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(428, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(426, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(429, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(427, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(430, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(428, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(431, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(429, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(432, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(430, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(433, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(431, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(434, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(432, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(435, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(433, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(436, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(434, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(437, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(435, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
 __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info) {
+    mana_gate_enter();
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 438, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(439, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(437, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(440, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(438, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
 __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* status, int* flag) {
+    mana_gate_enter();
     MPI_Status status_s, *status_l = (status && !mana_status_ignored(status)) ? &status_s : (MPI_Status *)status;
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 441, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Test_cancelled, MPI_Test_cancelled)
 MANA_EXPORT(mana_w_MPI_Test_cancelled, PMPI_Test_cancelled)
 __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status) {
+    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 442, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Topo_test, MPI_Topo_test)
 MANA_EXPORT(mana_w_MPI_Topo_test, PMPI_Topo_test)
 __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) {
+    mana_gate_enter();
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 443, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_commit, MPI_Type_commit)
 MANA_EXPORT(mana_w_MPI_Type_commit, PMPI_Type_commit)
 __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 444, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_contiguous, MPI_Type_contiguous)
 MANA_EXPORT(mana_w_MPI_Type_contiguous, PMPI_Type_contiguous)
 __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 445, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_contiguous_c, MPI_Type_contiguous_c)
 MANA_EXPORT(mana_w_MPI_Type_contiguous_c, PMPI_Type_contiguous_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 446, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_darray, MPI_Type_create_darray)
 MANA_EXPORT(mana_w_MPI_Type_create_darray, PMPI_Type_create_darray)
 __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 447, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 445, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_darray_c, MPI_Type_create_darray_c)
 MANA_EXPORT(mana_w_MPI_Type_create_darray_c, PMPI_Type_create_darray_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r, MPI_Datatype* newtype) {
+    mana_gate_enter();
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 448, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_complex, MPI_Type_create_f90_complex)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_complex, PMPI_Type_create_f90_complex)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_Datatype* newtype) {
+    mana_gate_enter();
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 449, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_integer, MPI_Type_create_f90_integer)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_integer, PMPI_Type_create_f90_integer)
 __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, MPI_Datatype* newtype) {
+    mana_gate_enter();
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 450, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 448, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_f90_real, MPI_Type_create_f90_real)
 MANA_EXPORT(mana_w_MPI_Type_create_f90_real, PMPI_Type_create_f90_real)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 451, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 449, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed, MPI_Type_create_hindexed)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed, PMPI_Type_create_hindexed)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 452, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 450, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block, MPI_Type_create_hindexed_block)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block, PMPI_Type_create_hindexed_block)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 453, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 451, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block_c, MPI_Type_create_hindexed_block_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_block_c, PMPI_Type_create_hindexed_block_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 454, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 452, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_c, MPI_Type_create_hindexed_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hindexed_c, PMPI_Type_create_hindexed_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 455, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 453, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hvector, MPI_Type_create_hvector)
 MANA_EXPORT(mana_w_MPI_Type_create_hvector, PMPI_Type_create_hvector)
 __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 456, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 454, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_hvector_c, MPI_Type_create_hvector_c)
 MANA_EXPORT(mana_w_MPI_Type_create_hvector_c, PMPI_Type_create_hvector_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 457, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 455, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block, MPI_Type_create_indexed_block)
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block, PMPI_Type_create_indexed_block)
 __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 458, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 456, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block_c, MPI_Type_create_indexed_block_c)
 MANA_EXPORT(mana_w_MPI_Type_create_indexed_block_c, PMPI_Type_create_indexed_block_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 459, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 457, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_resized, MPI_Type_create_resized)
 MANA_EXPORT(mana_w_MPI_Type_create_resized, PMPI_Type_create_resized)
 __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 460, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 458, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_resized_c, MPI_Type_create_resized_c)
 MANA_EXPORT(mana_w_MPI_Type_create_resized_c, PMPI_Type_create_resized_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype) {
+    mana_gate_enter();
     int array_of_types_use = array_of_types != NULL;
     MANA_TMP(MPI_Datatype, array_of_types_l, array_of_types_use ? count : 0);
     for (size_t i_ = 0; i_ < array_of_types_l_n_; i_++) array_of_types_l[i_] = mana_h_real(array_of_types[i_]);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 461, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 459, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_struct, MPI_Type_create_struct)
 MANA_EXPORT(mana_w_MPI_Type_create_struct, PMPI_Type_create_struct)
 __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype) {
+    mana_gate_enter();
     int array_of_types_use = array_of_types != NULL;
     MANA_TMP(MPI_Datatype, array_of_types_l, array_of_types_use ? count : 0);
     for (size_t i_ = 0; i_ < array_of_types_l_n_; i_++) array_of_types_l[i_] = mana_h_real(array_of_types[i_]);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 462, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_struct_c, MPI_Type_create_struct_c)
 MANA_EXPORT(mana_w_MPI_Type_create_struct_c, PMPI_Type_create_struct_c)
 __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 463, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_subarray, MPI_Type_create_subarray)
 MANA_EXPORT(mana_w_MPI_Type_create_subarray, PMPI_Type_create_subarray)
 __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 464, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_create_subarray_c, MPI_Type_create_subarray_c)
 MANA_EXPORT(mana_w_MPI_Type_create_subarray_c, PMPI_Type_create_subarray_c)
 __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype datatype, int type_keyval) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 465, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+        MANA_CALL_LOWER_INTO(r_, 463, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_delete_attr, MPI_Type_delete_attr)
 MANA_EXPORT(mana_w_MPI_Type_delete_attr, PMPI_Type_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 466, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_dup, MPI_Type_dup)
@@ -5811,154 +6575,182 @@ MANA_EXPORT(mana_u_MPI_Type_extent, MPI_Type_extent)
 __attribute__((used)) static int mana_u_PMPI_Type_extent(void) { return mana_unsupported("PMPI_Type_extent"); }
 MANA_EXPORT(mana_u_PMPI_Type_extent, PMPI_Type_extent)
 __attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
+    mana_gate_enter();
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 467, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_free, MPI_Type_free)
 MANA_EXPORT(mana_w_MPI_Type_free, PMPI_Type_free)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
+    mana_gate_enter();
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 468, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_free_keyval, MPI_Type_free_keyval)
 MANA_EXPORT(mana_w_MPI_Type_free_keyval, PMPI_Type_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 469, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_attr, MPI_Type_get_attr)
 MANA_EXPORT(mana_w_MPI_Type_get_attr, PMPI_Type_get_attr)
 __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int array_of_datatypes_use = array_of_datatypes != NULL;
     MANA_TMP(MPI_Datatype, array_of_datatypes_l, array_of_datatypes_use ? max_datatypes : 0);
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 470, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_contents, MPI_Type_get_contents)
 MANA_EXPORT(mana_w_MPI_Type_get_contents, PMPI_Type_get_contents)
 __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int array_of_datatypes_use = array_of_datatypes != NULL;
     MANA_TMP(MPI_Datatype, array_of_datatypes_l, array_of_datatypes_use ? max_datatypes : 0);
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 471, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_contents_c, MPI_Type_get_contents_c)
 MANA_EXPORT(mana_w_MPI_Type_get_contents_c, PMPI_Type_get_contents_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 472, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_envelope, MPI_Type_get_envelope)
 MANA_EXPORT(mana_w_MPI_Type_get_envelope, PMPI_Type_get_envelope)
 __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 473, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_envelope_c, MPI_Type_get_envelope_c)
 MANA_EXPORT(mana_w_MPI_Type_get_envelope_c, PMPI_Type_get_envelope_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 474, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent, MPI_Type_get_extent)
 MANA_EXPORT(mana_w_MPI_Type_get_extent, PMPI_Type_get_extent)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 475, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent_c, MPI_Type_get_extent_c)
 MANA_EXPORT(mana_w_MPI_Type_get_extent_c, PMPI_Type_get_extent_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 476, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_extent_x, MPI_Type_get_extent_x)
 MANA_EXPORT(mana_w_MPI_Type_get_extent_x, PMPI_Type_get_extent_x)
 __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype, char* type_name, int* resultlen) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 477, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_name, MPI_Type_get_name)
 MANA_EXPORT(mana_w_MPI_Type_get_name, PMPI_Type_get_name)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 478, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent, MPI_Type_get_true_extent)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent, PMPI_Type_get_true_extent)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 479, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_c, MPI_Type_get_true_extent_c)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_c, PMPI_Type_get_true_extent_c)
 __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 480, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_x, MPI_Type_get_true_extent_x)
@@ -5972,25 +6764,29 @@ MANA_EXPORT(mana_u_MPI_Type_hvector, MPI_Type_hvector)
 __attribute__((used)) static int mana_u_PMPI_Type_hvector(void) { return mana_unsupported("PMPI_Type_hvector"); }
 MANA_EXPORT(mana_u_PMPI_Type_hvector, PMPI_Type_hvector)
 __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 481, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed, MPI_Type_indexed)
 MANA_EXPORT(mana_w_MPI_Type_indexed, PMPI_Type_indexed)
 __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 482, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, MPI_Type_indexed_c)
@@ -6000,63 +6796,75 @@ MANA_EXPORT(mana_u_MPI_Type_lb, MPI_Type_lb)
 __attribute__((used)) static int mana_u_PMPI_Type_lb(void) { return mana_unsupported("PMPI_Type_lb"); }
 MANA_EXPORT(mana_u_PMPI_Type_lb, PMPI_Type_lb)
 __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int size, MPI_Datatype* datatype) {
+    mana_gate_enter();
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 483, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_match_size, MPI_Type_match_size)
 MANA_EXPORT(mana_w_MPI_Type_match_size, PMPI_Type_match_size)
 __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype, int type_keyval, void* attribute_val) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 484, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_set_attr, MPI_Type_set_attr)
 MANA_EXPORT(mana_w_MPI_Type_set_attr, PMPI_Type_set_attr)
 __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype, const char* type_name) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 485, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_set_name, MPI_Type_set_name)
 MANA_EXPORT(mana_w_MPI_Type_set_name, PMPI_Type_set_name)
 __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 486, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_size, MPI_Type_size)
 MANA_EXPORT(mana_w_MPI_Type_size, PMPI_Type_size)
 __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, MPI_Count* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 487, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_size_c, MPI_Type_size_c)
 MANA_EXPORT(mana_w_MPI_Type_size_c, PMPI_Type_size_c)
 __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, MPI_Count* size) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 488, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_size_x, MPI_Type_size_x)
@@ -6070,420 +6878,496 @@ MANA_EXPORT(mana_u_MPI_Type_ub, MPI_Type_ub)
 __attribute__((used)) static int mana_u_PMPI_Type_ub(void) { return mana_unsupported("PMPI_Type_ub"); }
 MANA_EXPORT(mana_u_PMPI_Type_ub, PMPI_Type_ub)
 __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 489, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_vector, MPI_Type_vector)
 MANA_EXPORT(mana_w_MPI_Type_vector, PMPI_Type_vector)
 __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 490, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_vector_c, MPI_Type_vector_c)
 MANA_EXPORT(mana_w_MPI_Type_vector_c, PMPI_Type_vector_c)
 __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 491, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpack, MPI_Unpack)
 MANA_EXPORT(mana_w_MPI_Unpack, PMPI_Unpack)
 __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 492, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpack_c, MPI_Unpack_c)
 MANA_EXPORT(mana_w_MPI_Unpack_c, PMPI_Unpack_c)
 __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 493, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpack_external, MPI_Unpack_external)
 MANA_EXPORT(mana_w_MPI_Unpack_external, PMPI_Unpack_external)
 __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype) {
+    mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 494, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpack_external_c, MPI_Unpack_external_c)
 MANA_EXPORT(mana_w_MPI_Unpack_external_c, PMPI_Unpack_external_c)
 __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_name, MPI_Info info, const char* port_name) {
+    mana_gate_enter();
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 495, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Unpublish_name, MPI_Unpublish_name)
 MANA_EXPORT(mana_w_MPI_Unpublish_name, PMPI_Unpublish_name)
 __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 496, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_attach, MPI_Win_attach)
 MANA_EXPORT(mana_w_MPI_Win_attach, PMPI_Win_attach)
 __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int errorcode) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 497, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 498, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
 MANA_EXPORT(mana_w_MPI_Win_complete, PMPI_Win_complete)
 __attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 499, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_create, MPI_Win_create)
 MANA_EXPORT(mana_w_MPI_Win_create, PMPI_Win_create)
 __attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 500, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
 MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
 __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win* win) {
+    mana_gate_enter();
     info = mana_h_real(info);
     comm = mana_h_real(comm);
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 501, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, MPI_Win_create_dynamic)
 MANA_EXPORT(mana_w_MPI_Win_create_dynamic, PMPI_Win_create_dynamic)
 __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win_keyval) {
+    mana_gate_enter();
     win = mana_h_real(win);
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 502, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, MPI_Win_delete_attr)
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, PMPI_Win_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* base) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 503, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
 MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 504, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)
 MANA_EXPORT(mana_w_MPI_Win_fence, PMPI_Win_fence)
 __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 505, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush, MPI_Win_flush)
 MANA_EXPORT(mana_w_MPI_Win_flush, PMPI_Win_flush)
 __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 506, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_all, MPI_Win_flush_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_all, PMPI_Win_flush_all)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 507, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local, MPI_Win_flush_local)
 MANA_EXPORT(mana_w_MPI_Win_flush_local, PMPI_Win_flush_local)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 508, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
+    mana_gate_enter();
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 509, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, MPI_Win_free_keyval)
 MANA_EXPORT(mana_w_MPI_Win_free_keyval, PMPI_Win_free_keyval)
 __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_Errhandler* errhandler) {
+    mana_gate_enter();
     win = mana_h_real(win);
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 510, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, MPI_Win_get_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_get_errhandler, PMPI_Win_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group* group) {
+    mana_gate_enter();
     win = mana_h_real(win);
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 511, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_get_group, MPI_Win_get_group)
 MANA_EXPORT(mana_w_MPI_Win_get_group, PMPI_Win_get_group)
 __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* info_used) {
+    mana_gate_enter();
     win = mana_h_real(win);
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 512, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_get_info, MPI_Win_get_info)
 MANA_EXPORT(mana_w_MPI_Win_get_info, PMPI_Win_get_info)
 __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_name, int* resultlen) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 513, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 511, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_get_name, MPI_Win_get_name)
 MANA_EXPORT(mana_w_MPI_Win_get_name, PMPI_Win_get_name)
 __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, int assert, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 514, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 512, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock, MPI_Win_lock)
 MANA_EXPORT(mana_w_MPI_Win_lock, PMPI_Win_lock)
 __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 515, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 513, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
 MANA_EXPORT(mana_w_MPI_Win_lock_all, PMPI_Win_lock_all)
 __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert, MPI_Win win) {
+    mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 516, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 514, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_post, MPI_Win_post)
 MANA_EXPORT(mana_w_MPI_Win_post, PMPI_Win_post)
 __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_keyval, void* attribute_val) {
+    mana_gate_enter();
     win = mana_h_real(win);
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 517, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 515, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_attr, MPI_Win_set_attr)
 MANA_EXPORT(mana_w_MPI_Win_set_attr, PMPI_Win_set_attr)
 __attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_Errhandler errhandler) {
+    mana_gate_enter();
     win = mana_h_real(win);
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 518, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 516, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, MPI_Win_set_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_set_errhandler, PMPI_Win_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info info) {
+    mana_gate_enter();
     win = mana_h_real(win);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 519, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 517, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_info, MPI_Win_set_info)
 MANA_EXPORT(mana_w_MPI_Win_set_info, PMPI_Win_set_info)
 __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char* win_name) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 520, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
+    mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 521, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_start, MPI_Win_start)
 MANA_EXPORT(mana_w_MPI_Win_start, PMPI_Win_start)
 __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 522, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 520, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_sync, MPI_Win_sync)
 MANA_EXPORT(mana_w_MPI_Win_sync, PMPI_Win_sync)
 __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 523, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 521, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_test, MPI_Win_test)
 MANA_EXPORT(mana_w_MPI_Win_test, PMPI_Win_test)
 __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 524, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 522, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock, MPI_Win_unlock)
 MANA_EXPORT(mana_w_MPI_Win_unlock, PMPI_Win_unlock)
 __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 525, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 523, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
+    mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_FORWARD_INTO(r_, 526, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 524, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
+    mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(527, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(525, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(528, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(526, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

@@ -122,10 +122,12 @@ static void drive_progress(void)
 {
     static iprobe_fn f;
     int flag;
-    unsigned long fs = mana_thread_lower_fs();
-    if (!f)
-        f = (iprobe_fn)mana_lower_fn(4310, "PMPI_Iprobe", fs);
     mana_gate_enter();
+    unsigned long fs = mana_thread_lower_fs();
+    if (!f) {
+        f = (iprobe_fn)mana_lower_fn(4310, "PMPI_Iprobe", fs);
+        mana_cache_register((void **)&f);
+    }
     unsigned long up = mana_enter_lower(fs);
     f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
     mana_leave_lower(up);
@@ -351,8 +353,10 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
         return;
     static test_fn test;
     unsigned long fs = mana_thread_lower_fs();
-    if (!test)
+    if (!test) {
         test = (test_fn)mana_lower_fn(4320, "PMPI_Test", fs);
+        mana_cache_register((void **)&test);
+    }
     MPI_Request real = mana_h_real(v);
     int flag = 0;
     MPI_Status st;
@@ -388,8 +392,10 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
         return;
     static test_fn test;
     unsigned long fs = mana_thread_lower_fs();
-    if (!test)
+    if (!test) {
         test = (test_fn)mana_lower_fn(4324, "PMPI_Test", fs);
+        mana_cache_register((void **)&test);
+    }
     for (int i = 0; i < b->n; i++) {
         if (b->state[i])
             continue;
@@ -423,6 +429,9 @@ static int drain_one(int c)
         improbe = (improbe_fn)mana_lower_fn(4321, "PMPI_Improbe", fs);
         get_count = (get_count_fn)mana_lower_fn(4322, "PMPI_Get_count", fs);
         mrecv = (mrecv_fn)mana_lower_fn(4323, "PMPI_Mrecv", fs);
+        mana_cache_register((void **)&improbe);
+        mana_cache_register((void **)&get_count);
+        mana_cache_register((void **)&mrecv);
     }
     MPI_Comm real = mana_h_real(c);
     int flag = 0, bytes = 0;
@@ -572,6 +581,180 @@ int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI
     return rc;
 }
 
+/* ---- Restart: a new lower half (docs/mpi-checkpoint.md) ---- */
+
+#define MANA_CACHES 16384
+static void **caches[MANA_CACHES];
+static int n_caches;
+
+void mana_cache_register(void **cache)
+{
+    int i = __atomic_fetch_add(&n_caches, 1, __ATOMIC_RELAXED);
+    if (i < MANA_CACHES)
+        caches[i] = cache;
+}
+
+static void restart_reset(void)
+{
+    int n = n_caches < MANA_CACHES ? n_caches : MANA_CACHES;
+    for (int i = 0; i < n; i++)
+        if (caches[i])
+            *caches[i] = NULL;
+    n_caches = 0;
+}
+
+extern int mana_init_level;
+
+struct repost {
+    int v;
+    struct mana_req_meta *m;
+};
+
+struct restart_scan {
+    char *err;
+    int errlen, bad;
+    struct repost *list;
+    int n, cap;
+};
+
+static void scan_request(int v, struct mana_req_meta *m, void *arg)
+{
+    struct restart_scan *r = arg;
+    if (r->bad || m->state == MANA_REQ_DONE || m->app_freed)
+        return;
+    if (m->kind == MANA_REQ_RECV && m->active && !m->persistent && m->tag != MANA_NO_REPOST) {
+        if (r->n == r->cap) {
+            r->cap = r->cap ? 2 * r->cap : 64;
+            r->list = realloc(r->list, (size_t)r->cap * sizeof *r->list);
+        }
+        r->list[r->n].v = v;
+        r->list[r->n].m = m;
+        r->n++;
+        return;
+    }
+    r->bad = 1;
+    snprintf(r->err, (size_t)r->errlen,
+             "the application holds a %s request (%s) that cannot be re-created in a new lower half yet",
+             m->persistent ? "persistent" : "pending",
+             m->kind == MANA_REQ_RECV   ? "receive"
+             : m->kind == MANA_REQ_SEND ? "send"
+             : m->kind == MANA_REQ_COLL ? "collective"
+                                        : "generalized, file, one-sided or matched-message");
+}
+
+static int by_posting(const void *a, const void *b)
+{
+    const struct repost *x = a, *y = b;
+    return (x->m->posted > y->m->posted) - (x->m->posted < y->m->posted);
+}
+
+typedef int (*irecv_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
+
+static void repost_blocking(struct mana_gate_slot *g, void *arg)
+{
+    struct restart_scan *r = arg;
+    struct mana_blocking *b = g->blk;
+    if (!b || r->bad)
+        return;
+    static irecv_c_fn irecv;
+    unsigned long fs = mana_thread_lower_fs();
+    if (!irecv) {
+        irecv = (irecv_c_fn)mana_lower_fn(4340, "PMPI_Irecv_c", fs);
+        mana_cache_register((void **)&irecv);
+    }
+    for (int i = 0; i < b->n; i++) {
+        if (b->state[i])
+            continue;
+        if (!b->recv[i] || b->tag[i] == MANA_NO_REPOST) {
+            r->bad = 1;
+            snprintf(r->err, (size_t)r->errlen, "a thread was blocked in a %s that cannot be re-created yet",
+                     b->recv[i] ? "matched receive (MPI_Mrecv)" : "send");
+            return;
+        }
+        unsigned long up = mana_enter_lower(fs);
+        int rc = irecv(b->buf[i], b->count[i], mana_h_real(b->datatype[i]), b->peer[i], b->tag[i],
+                       mana_h_real(b->comm[i]), &b->real[i]);
+        mana_leave_lower(up);
+        if (rc != MPI_SUCCESS) {
+            r->bad = 1;
+            snprintf(r->err, (size_t)r->errlen, "posting a blocked thread's receive again failed (%d)", rc);
+            return;
+        }
+    }
+}
+
+/* MPICH object kinds MANA cannot re-create in a new lower half yet, by name. */
+static const struct {
+    int kind;
+    const char *what;
+} unsupported_kinds[] = {
+    {0x1, "communicators"}, {0x2, "groups"},       {0x3, "datatypes"},
+    {0x5, "error handlers"}, {0x6, "operations"},  {0x7, "info objects"},
+    {0x8, "windows"},        {0x9, "keyvals"},      {0xe, "sessions"},
+};
+
+/* In a restored process whose lower half is new: MPI_Init at the level the application
+ * asked for, the same rank and size as the image's, then what the application holds:
+ * pending receives are posted again in their posting order (the drain completed every
+ * send and collective). Objects MANA cannot re-create yet are a clear error. */
+static int mpi_restart(int rank, int size, char *err, int errlen)
+{
+    err[0] = 0;
+    for (size_t k = 0; k < sizeof unsupported_kinds / sizeof *unsupported_kinds; k++) {
+        unsigned n = mana_h_live(unsupported_kinds[k].kind);
+        if (n) {
+            snprintf(err, (size_t)errlen,
+                     "the application holds %u user-created MPI %s; re-creating them in a new lower half is not implemented yet",
+                     n, unsupported_kinds[k].what);
+            return -1;
+        }
+    }
+    int provided = 0, rc;
+    unsigned long fs = mana_thread_lower_fs();
+    int (*init_thread)(int *, char ***, int, int *) =
+        (int (*)(int *, char ***, int, int *))mana_lower_fn(4341, "PMPI_Init_thread", fs);
+    unsigned long up = mana_enter_lower(fs);
+    rc = init_thread(NULL, NULL, mana_init_level < 0 ? MPI_THREAD_SINGLE : mana_init_level, &provided);
+    mana_leave_lower(up);
+    if (rc != MPI_SUCCESS) {
+        snprintf(err, (size_t)errlen, "MPI_Init in the new lower half failed (error %d)", rc);
+        return -1;
+    }
+    int r = -1, n = -1;
+    lower_comm_rank(MPI_COMM_WORLD, &r);
+    {
+        MANA_CALL_LOWER_INTO(rc, 4342, "PMPI_Comm_size", int, (MPI_Comm, int *), (MPI_COMM_WORLD, &n));
+    }
+    if (r != rank || n != size) {
+        snprintf(err, (size_t)errlen,
+                 "the new MPI job has rank %d of %d where the image is rank %d of %d (restart with as many processes, in the same order)",
+                 r, n, rank, size);
+        return -1;
+    }
+    struct restart_scan scan = {err, errlen, 0, NULL, 0, 0};
+    mana_req_each(scan_request, &scan);
+    if (!scan.bad) {
+        qsort(scan.list, (size_t)scan.n, sizeof *scan.list, by_posting);
+        irecv_c_fn irecv = (irecv_c_fn)mana_lower_fn(4343, "PMPI_Irecv_c", fs);
+        for (int i = 0; i < scan.n && !scan.bad; i++) {
+            struct mana_req_meta *m = scan.list[i].m;
+            MPI_Request real = MPI_REQUEST_NULL;
+            up = mana_enter_lower(fs);
+            rc = irecv(m->buf, m->count, mana_h_real(m->datatype), m->peer, m->tag, mana_h_real(m->comm), &real);
+            mana_leave_lower(up);
+            if (rc != MPI_SUCCESS) {
+                scan.bad = 1;
+                snprintf(err, (size_t)errlen, "posting a pending receive again failed (error %d)", rc);
+            } else {
+                mana_h_set_real(scan.list[i].v, real);
+            }
+        }
+        mana_gate_each(repost_blocking, &scan);
+    }
+    free(scan.list);
+    return scan.bad ? -1 : 0;
+}
+
 /* ---- The table the checkpointer calls ---- */
 
 static int gate_close(double timeout)
@@ -595,6 +778,8 @@ static const struct mana_mpi_ops ops = {
     .p2p_sent = p2p_sent,
     .drain_step = drain_step,
     .drained_count = drained_count,
+    .restart_reset = restart_reset,
+    .restart = mpi_restart,
 };
 
 extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));

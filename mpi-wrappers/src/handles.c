@@ -393,6 +393,11 @@ void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *a
     }
 }
 
+void mana_h_set_real(int v, int real)
+{
+    rebind(v, real);
+}
+
 int mana_h_inout_done(int v_before, int real_before, int real_after)
 {
     if (real_after == real_before)

@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 1
+#define MANA_MPI_OPS_VERSION 2
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -38,6 +38,11 @@ struct mana_mpi_ops {
     long long (*drain_step)(const struct mana_count *sums, int n);
     /* Drained messages not yet delivered. */
     int (*drained_count)(void);
+    /* Forgets every cached lower-half function (a new lower half is coming). */
+    void (*restart_reset)(void);
+    /* In a restarted process with a new lower half: MPI_Init, check rank and size, bring
+     * back what the application holds; 0, or -1 with a message in `err`. */
+    int (*restart)(int rank, int size, char *err, int errlen);
 };
 
 #endif

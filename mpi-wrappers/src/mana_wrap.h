@@ -19,17 +19,28 @@ extern int mana_unsupported(const char *name);
 extern unsigned long mana_lower_tcb_for_this_thread(void);
 extern unsigned long mana_upper_fs_for(unsigned long lower_fs);
 
-/* This thread's lower-world TCB (lent by libmana on its first MPI call). */
+/* This thread's lower-world TCB (lent by libmana on its first MPI call), and the lower
+ * half's generation it belongs to (libmana bumps mana_lower_generation when a restart
+ * brings a new lower half). */
 extern __thread unsigned long mana_tls_lower_fs
     __attribute__((tls_model("initial-exec"), visibility("hidden")));
+extern __thread unsigned long mana_tls_lower_gen
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+extern volatile unsigned long mana_lower_generation;
 
 static inline __attribute__((always_inline)) unsigned long mana_thread_lower_fs(void)
 {
-    unsigned long fs = mana_tls_lower_fs;
-    if (__builtin_expect(fs == 0, 0))
+    unsigned long fs = mana_tls_lower_fs, gen = mana_lower_generation;
+    if (__builtin_expect(fs == 0 || mana_tls_lower_gen != gen, 0)) {
         fs = mana_tls_lower_fs = mana_lower_tcb_for_this_thread();
+        mana_tls_lower_gen = gen;
+    }
     return fs;
 }
+
+/* Every static cache of a lower-half function pointer registers itself when filled, so
+ * that a restart (a new lower half) can empty them all (src/ckpt.c). */
+extern void mana_cache_register(void **cache) MANA_HIDDEN;
 
 static inline __attribute__((always_inline)) unsigned long mana_enter_lower(unsigned long fs)
 {
@@ -68,12 +79,20 @@ static inline __attribute__((always_inline)) void mana_callback_leave(unsigned l
  * a thread-local counter (nested entries — a callback calling MPI — just count); the
  * checkpointer makes the ordering work with membarrier(2), so the fast path has no
  * atomic instruction. Where membarrier is missing, entering uses a fenced store. */
+/* The tag of a receive that cannot be posted again at restart (it was for a message the
+ * lower half had already matched: MPI_Mrecv). */
+#define MANA_NO_REPOST (-2)
+
 /* The lower-half requests a thread blocked in a point-to-point call waits for (at most
  * two: MPI_Sendrecv), where the checkpointer's drain can test them (src/p2p.c). */
 struct mana_blocking {
     int n;
     MPI_Request real[2];
     int comm[2];
+    /* A receive's arguments, to post it again in a new lower half at restart. */
+    void *buf[2];
+    MPI_Count count[2];
+    int datatype[2], peer[2], tag[2];
     unsigned char recv[2];
     unsigned char state[2]; /* 0 pending, 1 complete (status in st), 2 complete, not counted */
     MPI_Status st[2];
@@ -131,8 +150,10 @@ static inline __attribute__((always_inline)) void mana_gate_leave(void)
     static mana_fn_t f_cache_;                                          \
     unsigned long fs_ = mana_thread_lower_fs();                         \
     mana_fn_t f_ = f_cache_;                                            \
-    if (__builtin_expect(!f_, 0))                                       \
+    if (__builtin_expect(!f_, 0)) {                                     \
         f_ = f_cache_ = (mana_fn_t)mana_lower_fn(id, lower_name, fs_);  \
+        mana_cache_register((void **)&f_cache_);                        \
+    }                                                                   \
     unsigned long up_ = mana_enter_lower(fs_);                          \
     out = f_ args;                                                      \
     mana_leave_lower(up_)
@@ -230,9 +251,10 @@ struct mana_req_meta {
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
     int comm;                /* the application's communicator */
     int peer;                /* destination of a send, source of a receive */
-    int tag, datatype;       /* a persistent receive's arguments, for serving it from */
-    void *buf;               /* drained messages at MPI_Start */
-    MPI_Count count;
+    int tag, datatype;       /* a receive's arguments: to serve a persistent one from */
+    void *buf;               /* drained messages at MPI_Start, to post a pending one */
+    MPI_Count count;         /* again at restart */
+    unsigned long long posted; /* posting order of receives */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
@@ -294,6 +316,8 @@ extern struct mana_comm_meta *mana_comm_meta(int c) MANA_HIDDEN;
 extern void mana_count_sent(int c, int dest) MANA_HIDDEN;
 extern void mana_count_recvd(int c) MANA_HIDDEN;
 
+/* Virtual handle `v` now names real handle `real` (a restart re-created its object). */
+extern void mana_h_set_real(int v, int real) MANA_HIDDEN;
 /* Number of live virtual handles of one MPICH object kind (tests). */
 extern unsigned mana_h_live(int kind) MANA_HIDDEN;
 

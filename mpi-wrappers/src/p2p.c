@@ -33,14 +33,29 @@ typedef int (*imrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Request *
 typedef int (*imrecv_c_fn)(void *, MPI_Count, MPI_Datatype, MPI_Message *, MPI_Request *);
 typedef int (*start_fn)(MPI_Request *);
 
-/* The lower function `name`, looked up once per call site (on this thread's lower TCB). */
-#define LOWER_PTR(type, id, name)                                                        \
+/* A lower-half function, looked up once per call site. Resolve it (lower_get) only while
+ * holding the gate, with the FS base read after taking it: a thread that parks at the gate
+ * may wake up in a restarted process with a new lower half (new functions, new TCBs). */
+struct lower_fn {
+    void *f;
+    unsigned id;
+    const char *name;
+};
+#define LOWER_FN(ID, NAME)                                                               \
     ({                                                                                   \
-        static type f_;                                                                  \
-        if (__builtin_expect(!f_, 0))                                                    \
-            f_ = (type)mana_lower_fn(id, name, mana_thread_lower_fs());                  \
-        f_;                                                                              \
+        static struct lower_fn c_ = {NULL, ID, NAME};                                    \
+        &c_;                                                                             \
     })
+
+static inline void *lower_get(struct lower_fn *c, unsigned long fs)
+{
+    void *f = c->f;
+    if (__builtin_expect(!f, 0)) {
+        f = c->f = mana_lower_fn(c->id, c->name, fs);
+        mana_cache_register(&c->f);
+    }
+    return f;
+}
 
 static int cancelled(const MPI_Status *st)
 {
@@ -66,13 +81,21 @@ static struct mana_gate_slot *my_slot(void)
 
 /* ---- The requests of a blocking call (struct mana_blocking) ---- */
 
-/* Holding the gate: registers the real request of a blocking call where the drain sees it. */
-static void blk_add(struct mana_gate_slot *g, struct mana_blocking *b, MPI_Request r, int comm, int recv)
+/* Holding the gate: registers the real request of a blocking call where the drain sees it
+ * (and, for a receive, its arguments: a restart posts it again). `tag` MANA_NO_REPOST: a
+ * receive that cannot be posted again (of a matched message). */
+static void blk_add(struct mana_gate_slot *g, struct mana_blocking *b, MPI_Request r, int comm, int recv, void *buf,
+                    MPI_Count count, int dt, int src, int tag)
 {
     int i = b->n++;
     b->real[i] = r;
     b->comm[i] = comm;
     b->recv[i] = (unsigned char)recv;
+    b->buf[i] = buf;
+    b->count[i] = count;
+    b->datatype[i] = dt;
+    b->peer[i] = src;
+    b->tag[i] = tag;
     b->state[i] = 0;
     g->blk = b;
 }
@@ -119,12 +142,13 @@ static void blk_settle(struct mana_gate_slot *g, struct mana_blocking *b, int pe
 /* Waits until every request of `b` completed (here, or by the checkpointer's drain). */
 static int blk_wait(struct mana_blocking *b)
 {
-    test_fn test = LOWER_PTR(test_fn, 4200, "PMPI_Test");
+    struct lower_fn *lt = LOWER_FN(4200, "PMPI_Test");
     struct mana_gate_slot *g = my_slot();
     for (;;) {
         int rc = MPI_SUCCESS;
-        unsigned long fs = mana_thread_lower_fs();
         mana_gate_enter();
+        unsigned long fs = mana_thread_lower_fs();
+        test_fn test = (test_fn)lower_get(lt, fs);
         unsigned long up = mana_enter_lower(fs);
         int pending = blk_spin(b, test, &rc);
         mana_leave_lower(up);
@@ -194,15 +218,17 @@ static struct mana_req_meta *done_meta(int v)
  * counts it. With `b` (blocking sends), registers the request there and goes on testing
  * it in the same crossing: a send that completes soon costs one crossing, like the
  * native call. */
-static int post_send(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count, MPI_Datatype dt, int dest, int tag,
-                     MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending)
+static int post_send(struct lower_fn *lf, struct lower_fn *lfc, const void *buf, MPI_Count count, MPI_Datatype dt,
+                     int dest, int tag, MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending)
 {
+    struct mana_gate_slot *g = my_slot();
+    mana_gate_enter();
     MPI_Comm c = mana_h_real(comm);
     MPI_Datatype t = mana_h_real(dt);
-    test_fn test = b ? LOWER_PTR(test_fn, 4201, "PMPI_Test") : NULL;
-    struct mana_gate_slot *g = my_slot();
     unsigned long fs = mana_thread_lower_fs();
-    mana_gate_enter();
+    test_fn test = b ? (test_fn)lower_get(LOWER_FN(4201, "PMPI_Test"), fs) : NULL;
+    isend_fn f = lf ? (isend_fn)lower_get(lf, fs) : NULL;
+    isend_c_fn fc = lfc ? (isend_c_fn)lower_get(lfc, fs) : NULL;
     unsigned long up = mana_enter_lower(fs);
     int rc = f ? f(buf, (int)count, t, dest, tag, c, r) : fc(buf, count, t, dest, tag, c, r);
     mana_leave_lower(up);
@@ -210,7 +236,7 @@ static int post_send(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count
         if (dest != MPI_PROC_NULL)
             mana_count_sent(comm, dest);
         if (b) {
-            blk_add(g, b, *r, comm, 0);
+            blk_add(g, b, *r, comm, 0, NULL, 0, 0, dest, tag);
             up = mana_enter_lower(fs);
             *pending = blk_spin(b, test, &rc);
             mana_leave_lower(up);
@@ -221,7 +247,7 @@ static int post_send(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count
     return rc;
 }
 
-static int blocking_send(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count, MPI_Datatype dt, int dest,
+static int blocking_send(struct lower_fn *f, struct lower_fn *fc, const void *buf, MPI_Count count, MPI_Datatype dt, int dest,
                          int tag, MPI_Comm comm)
 {
     struct mana_blocking b = {0};
@@ -235,52 +261,52 @@ static int blocking_send(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count c
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm)                \
     {                                                                                    \
-        return blocking_send(INT_F(isend_fn, ID, LOWER), C_F(isend_c_fn, ID, LOWER), buf, count, dt, dest, tag, \
-                             comm);                                                      \
+        return blocking_send(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm); \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
-#define NONE(type, id, name) ((type)NULL)
+#define NONE(id, name) ((struct lower_fn *)NULL)
 
-BLOCKING_SEND(MPI_Send, "PMPI_Isend", 4210, LOWER_PTR, NONE, int)
-BLOCKING_SEND(MPI_Send_c, "PMPI_Isend_c", 4211, NONE, LOWER_PTR, MPI_Count)
-BLOCKING_SEND(MPI_Ssend, "PMPI_Issend", 4212, LOWER_PTR, NONE, int)
-BLOCKING_SEND(MPI_Ssend_c, "PMPI_Issend_c", 4213, NONE, LOWER_PTR, MPI_Count)
-BLOCKING_SEND(MPI_Bsend, "PMPI_Ibsend", 4214, LOWER_PTR, NONE, int)
-BLOCKING_SEND(MPI_Bsend_c, "PMPI_Ibsend_c", 4215, NONE, LOWER_PTR, MPI_Count)
-BLOCKING_SEND(MPI_Rsend, "PMPI_Irsend", 4216, LOWER_PTR, NONE, int)
-BLOCKING_SEND(MPI_Rsend_c, "PMPI_Irsend_c", 4217, NONE, LOWER_PTR, MPI_Count)
+BLOCKING_SEND(MPI_Send, "PMPI_Isend", 4210, LOWER_FN, NONE, int)
+BLOCKING_SEND(MPI_Send_c, "PMPI_Isend_c", 4211, NONE, LOWER_FN, MPI_Count)
+BLOCKING_SEND(MPI_Ssend, "PMPI_Issend", 4212, LOWER_FN, NONE, int)
+BLOCKING_SEND(MPI_Ssend_c, "PMPI_Issend_c", 4213, NONE, LOWER_FN, MPI_Count)
+BLOCKING_SEND(MPI_Bsend, "PMPI_Ibsend", 4214, LOWER_FN, NONE, int)
+BLOCKING_SEND(MPI_Bsend_c, "PMPI_Ibsend_c", 4215, NONE, LOWER_FN, MPI_Count)
+BLOCKING_SEND(MPI_Rsend, "PMPI_Irsend", 4216, LOWER_FN, NONE, int)
+BLOCKING_SEND(MPI_Rsend_c, "PMPI_Irsend_c", 4217, NONE, LOWER_FN, MPI_Count)
 
 #define NONBLOCKING_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T)                           \
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm, MPI_Request *request) \
     {                                                                                    \
         MPI_Request r = MPI_REQUEST_NULL;                                                \
-        int rc = post_send(INT_F(isend_fn, ID, LOWER), C_F(isend_c_fn, ID, LOWER), buf, count, dt, dest, tag, \
-                           comm, &r, NULL, NULL);                                        \
+        int rc = post_send(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm, &r, NULL, NULL); \
         return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_SEND, comm, dest, 0, request) : rc; \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
 
-NONBLOCKING_SEND(MPI_Isend, "PMPI_Isend", 4220, LOWER_PTR, NONE, int)
-NONBLOCKING_SEND(MPI_Isend_c, "PMPI_Isend_c", 4221, NONE, LOWER_PTR, MPI_Count)
-NONBLOCKING_SEND(MPI_Issend, "PMPI_Issend", 4222, LOWER_PTR, NONE, int)
-NONBLOCKING_SEND(MPI_Issend_c, "PMPI_Issend_c", 4223, NONE, LOWER_PTR, MPI_Count)
-NONBLOCKING_SEND(MPI_Ibsend, "PMPI_Ibsend", 4224, LOWER_PTR, NONE, int)
-NONBLOCKING_SEND(MPI_Ibsend_c, "PMPI_Ibsend_c", 4225, NONE, LOWER_PTR, MPI_Count)
-NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_PTR, NONE, int)
-NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_PTR, MPI_Count)
+NONBLOCKING_SEND(MPI_Isend, "PMPI_Isend", 4220, LOWER_FN, NONE, int)
+NONBLOCKING_SEND(MPI_Isend_c, "PMPI_Isend_c", 4221, NONE, LOWER_FN, MPI_Count)
+NONBLOCKING_SEND(MPI_Issend, "PMPI_Issend", 4222, LOWER_FN, NONE, int)
+NONBLOCKING_SEND(MPI_Issend_c, "PMPI_Issend_c", 4223, NONE, LOWER_FN, MPI_Count)
+NONBLOCKING_SEND(MPI_Ibsend, "PMPI_Ibsend", 4224, LOWER_FN, NONE, int)
+NONBLOCKING_SEND(MPI_Ibsend_c, "PMPI_Ibsend_c", 4225, NONE, LOWER_FN, MPI_Count)
+NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_FN, NONE, int)
+NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_FN, MPI_Count)
 
 /* Persistent sends: counted at every MPI_Start. */
-static int send_init(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count, MPI_Datatype dt, int dest, int tag,
-                     MPI_Comm comm, MPI_Request *request)
+static int send_init(struct lower_fn *lf, struct lower_fn *lfc, const void *buf, MPI_Count count, MPI_Datatype dt,
+                     int dest, int tag, MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
+    mana_gate_enter();
     MPI_Comm c = mana_h_real(comm);
     MPI_Datatype t = mana_h_real(dt);
     unsigned long fs = mana_thread_lower_fs();
-    mana_gate_enter();
+    isend_fn f = lf ? (isend_fn)lower_get(lf, fs) : NULL;
+    isend_c_fn fc = lfc ? (isend_c_fn)lower_get(lfc, fs) : NULL;
     unsigned long up = mana_enter_lower(fs);
     int rc = f ? f(buf, (int)count, t, dest, tag, c, &r) : fc(buf, count, t, dest, tag, c, &r);
     mana_leave_lower(up);
@@ -292,20 +318,19 @@ static int send_init(isend_fn f, isend_c_fn fc, const void *buf, MPI_Count count
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm, MPI_Request *request) \
     {                                                                                    \
-        return send_init(INT_F(isend_fn, ID, LOWER), C_F(isend_c_fn, ID, LOWER), buf, count, dt, dest, tag, comm, \
-                         request);                                                       \
+        return send_init(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm, request); \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
 
-PERSISTENT_SEND(MPI_Send_init, "PMPI_Send_init", 4230, LOWER_PTR, NONE, int)
-PERSISTENT_SEND(MPI_Send_init_c, "PMPI_Send_init_c", 4231, NONE, LOWER_PTR, MPI_Count)
-PERSISTENT_SEND(MPI_Ssend_init, "PMPI_Ssend_init", 4232, LOWER_PTR, NONE, int)
-PERSISTENT_SEND(MPI_Ssend_init_c, "PMPI_Ssend_init_c", 4233, NONE, LOWER_PTR, MPI_Count)
-PERSISTENT_SEND(MPI_Bsend_init, "PMPI_Bsend_init", 4234, LOWER_PTR, NONE, int)
-PERSISTENT_SEND(MPI_Bsend_init_c, "PMPI_Bsend_init_c", 4235, NONE, LOWER_PTR, MPI_Count)
-PERSISTENT_SEND(MPI_Rsend_init, "PMPI_Rsend_init", 4236, LOWER_PTR, NONE, int)
-PERSISTENT_SEND(MPI_Rsend_init_c, "PMPI_Rsend_init_c", 4237, NONE, LOWER_PTR, MPI_Count)
+PERSISTENT_SEND(MPI_Send_init, "PMPI_Send_init", 4230, LOWER_FN, NONE, int)
+PERSISTENT_SEND(MPI_Send_init_c, "PMPI_Send_init_c", 4231, NONE, LOWER_FN, MPI_Count)
+PERSISTENT_SEND(MPI_Ssend_init, "PMPI_Ssend_init", 4232, LOWER_FN, NONE, int)
+PERSISTENT_SEND(MPI_Ssend_init_c, "PMPI_Ssend_init_c", 4233, NONE, LOWER_FN, MPI_Count)
+PERSISTENT_SEND(MPI_Bsend_init, "PMPI_Bsend_init", 4234, LOWER_FN, NONE, int)
+PERSISTENT_SEND(MPI_Bsend_init_c, "PMPI_Bsend_init_c", 4235, NONE, LOWER_FN, MPI_Count)
+PERSISTENT_SEND(MPI_Rsend_init, "PMPI_Rsend_init", 4236, LOWER_FN, NONE, int)
+PERSISTENT_SEND(MPI_Rsend_init_c, "PMPI_Rsend_init_c", 4237, NONE, LOWER_FN, MPI_Count)
 
 /* ---- Receives ----
  *
@@ -325,24 +350,27 @@ static struct mana_drained *drained_locked(int comm, int src, int tag)
 /* Posts a receive with `f` (int count) or `fc` (MPI_Count), unless a drained message
  * matches (*hit, nothing posted). With `b` (blocking receives), registers it there and
  * goes on testing it in the same crossing. */
-static int post_recv(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
-                     MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending, struct mana_drained **hit)
+static int post_recv(struct lower_fn *lf, struct lower_fn *lfc, void *buf, MPI_Count count, MPI_Datatype dt, int src,
+                     int tag, MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending,
+                     struct mana_drained **hit)
 {
-    MPI_Comm c = mana_h_real(comm);
-    MPI_Datatype t = mana_h_real(dt);
-    test_fn test = b ? LOWER_PTR(test_fn, 4202, "PMPI_Test") : NULL;
     struct mana_gate_slot *g = my_slot();
-    unsigned long fs = mana_thread_lower_fs();
     mana_gate_enter();
     if ((*hit = drained_locked(comm, src, tag))) {
         mana_gate_leave();
         return MPI_SUCCESS;
     }
+    MPI_Comm c = mana_h_real(comm);
+    MPI_Datatype t = mana_h_real(dt);
+    unsigned long fs = mana_thread_lower_fs();
+    test_fn test = b ? (test_fn)lower_get(LOWER_FN(4202, "PMPI_Test"), fs) : NULL;
+    irecv_fn f = lf ? (irecv_fn)lower_get(lf, fs) : NULL;
+    irecv_c_fn fc = lfc ? (irecv_c_fn)lower_get(lfc, fs) : NULL;
     unsigned long up = mana_enter_lower(fs);
     int rc = f ? f(buf, (int)count, t, src, tag, c, r) : fc(buf, count, t, src, tag, c, r);
     mana_leave_lower(up);
     if (rc == MPI_SUCCESS && b) {
-        blk_add(g, b, *r, comm, 1);
+        blk_add(g, b, *r, comm, 1, buf, count, dt, src, tag);
         up = mana_enter_lower(fs);
         *pending = blk_spin(b, test, &rc);
         mana_leave_lower(up);
@@ -395,7 +423,7 @@ static int finish_blocking_recv(int rc, int pending, struct mana_blocking *b, in
     return rc;
 }
 
-static int recv_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
+static int recv_common(struct lower_fn *f, struct lower_fn *fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
                        MPI_Comm comm, MPI_Status *status)
 {
     struct mana_blocking b = {0};
@@ -415,7 +443,7 @@ static int recv_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, MP
 __attribute__((used)) static int mana_w_MPI_Recv(void *buf, int count, MPI_Datatype dt, int src, int tag,
                                                  MPI_Comm comm, MPI_Status *status)
 {
-    return recv_common(LOWER_PTR(irecv_fn, 4240, "PMPI_Irecv"), NULL, buf, count, dt, src, tag, comm, status);
+    return recv_common(LOWER_FN(4240, "PMPI_Irecv"), NULL, buf, count, dt, src, tag, comm, status);
 }
 MANA_EXPORT(mana_w_MPI_Recv, MPI_Recv)
 MANA_EXPORT(mana_w_MPI_Recv, PMPI_Recv)
@@ -423,12 +451,27 @@ MANA_EXPORT(mana_w_MPI_Recv, PMPI_Recv)
 __attribute__((used)) static int mana_w_MPI_Recv_c(void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
                                                    MPI_Comm comm, MPI_Status *status)
 {
-    return recv_common(NULL, LOWER_PTR(irecv_c_fn, 4241, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, status);
+    return recv_common(NULL, LOWER_FN(4241, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm, status);
 }
 MANA_EXPORT(mana_w_MPI_Recv_c, MPI_Recv_c)
 MANA_EXPORT(mana_w_MPI_Recv_c, PMPI_Recv_c)
 
-static int irecv_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
+/* A receive request keeps its arguments (and its posting order): a persistent one may be
+ * served from drained messages at MPI_Start; a pending one is posted again at restart. */
+static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag)
+{
+    static unsigned long long posted;
+    struct mana_req_meta *m = mana_req_meta(v);
+    if (m) {
+        m->buf = buf;
+        m->count = count;
+        m->datatype = dt;
+        m->tag = tag;
+        m->posted = __atomic_add_fetch(&posted, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static int irecv_common(struct lower_fn *f, struct lower_fn *fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
                         MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
@@ -436,13 +479,17 @@ static int irecv_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, M
     int rc = post_recv(f, fc, buf, count, dt, src, tag, comm, &r, NULL, NULL, &hit);
     if (hit)
         return deliver_request(hit, buf, count, dt, comm, src, request);
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, src, 0, request) : rc;
+    if (rc != MPI_SUCCESS)
+        return rc;
+    new_request(r, MANA_REQ_RECV, comm, src, 0, request);
+    recv_args(*request, buf, count, dt, tag);
+    return rc;
 }
 
 __attribute__((used)) static int mana_w_MPI_Irecv(void *buf, int count, MPI_Datatype dt, int src, int tag,
                                                   MPI_Comm comm, MPI_Request *request)
 {
-    return irecv_common(LOWER_PTR(irecv_fn, 4242, "PMPI_Irecv"), NULL, buf, count, dt, src, tag, comm, request);
+    return irecv_common(LOWER_FN(4242, "PMPI_Irecv"), NULL, buf, count, dt, src, tag, comm, request);
 }
 MANA_EXPORT(mana_w_MPI_Irecv, MPI_Irecv)
 MANA_EXPORT(mana_w_MPI_Irecv, PMPI_Irecv)
@@ -450,21 +497,23 @@ MANA_EXPORT(mana_w_MPI_Irecv, PMPI_Irecv)
 __attribute__((used)) static int mana_w_MPI_Irecv_c(void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
                                                     MPI_Comm comm, MPI_Request *request)
 {
-    return irecv_common(NULL, LOWER_PTR(irecv_c_fn, 4243, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm,
+    return irecv_common(NULL, LOWER_FN(4243, "PMPI_Irecv_c"), buf, count, dt, src, tag, comm,
                         request);
 }
 MANA_EXPORT(mana_w_MPI_Irecv_c, MPI_Irecv_c)
 MANA_EXPORT(mana_w_MPI_Irecv_c, PMPI_Irecv_c)
 
 /* A persistent receive keeps its arguments: MPI_Start may serve it from drained messages. */
-static int recv_init_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count count, MPI_Datatype dt, int src,
-                            int tag, MPI_Comm comm, MPI_Request *request)
+static int recv_init_common(struct lower_fn *lf, struct lower_fn *lfc, void *buf, MPI_Count count, MPI_Datatype dt,
+                            int src, int tag, MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
+    mana_gate_enter();
     MPI_Comm c = mana_h_real(comm);
     MPI_Datatype t = mana_h_real(dt);
     unsigned long fs = mana_thread_lower_fs();
-    mana_gate_enter();
+    irecv_fn f = lf ? (irecv_fn)lower_get(lf, fs) : NULL;
+    irecv_c_fn fc = lfc ? (irecv_c_fn)lower_get(lfc, fs) : NULL;
     unsigned long up = mana_enter_lower(fs);
     int rc = f ? f(buf, (int)count, t, src, tag, c, &r) : fc(buf, count, t, src, tag, c, &r);
     mana_leave_lower(up);
@@ -472,20 +521,14 @@ static int recv_init_common(irecv_fn f, irecv_c_fn fc, void *buf, MPI_Count coun
     if (rc != MPI_SUCCESS)
         return rc;
     new_request(r, MANA_REQ_RECV, comm, src, 1, request);
-    struct mana_req_meta *m = mana_req_meta(*request);
-    if (m) {
-        m->buf = buf;
-        m->count = count;
-        m->datatype = dt;
-        m->tag = tag;
-    }
+    recv_args(*request, buf, count, dt, tag);
     return rc;
 }
 
 __attribute__((used)) static int mana_w_MPI_Recv_init(void *buf, int count, MPI_Datatype dt, int src, int tag,
                                                       MPI_Comm comm, MPI_Request *request)
 {
-    return recv_init_common(LOWER_PTR(irecv_fn, 4244, "PMPI_Recv_init"), NULL, buf, count, dt, src, tag, comm,
+    return recv_init_common(LOWER_FN(4244, "PMPI_Recv_init"), NULL, buf, count, dt, src, tag, comm,
                             request);
 }
 MANA_EXPORT(mana_w_MPI_Recv_init, MPI_Recv_init)
@@ -494,7 +537,7 @@ MANA_EXPORT(mana_w_MPI_Recv_init, PMPI_Recv_init)
 __attribute__((used)) static int mana_w_MPI_Recv_init_c(void *buf, MPI_Count count, MPI_Datatype dt, int src,
                                                         int tag, MPI_Comm comm, MPI_Request *request)
 {
-    return recv_init_common(NULL, LOWER_PTR(irecv_c_fn, 4245, "PMPI_Recv_init_c"), buf, count, dt, src, tag, comm,
+    return recv_init_common(NULL, LOWER_FN(4245, "PMPI_Recv_init_c"), buf, count, dt, src, tag, comm,
                             request);
 }
 MANA_EXPORT(mana_w_MPI_Recv_init_c, MPI_Recv_init_c)
@@ -531,21 +574,22 @@ static int take_msg_comm(int msg)
 }
 
 /* Posts Imrecv for the application's message handle; with `b`, registers and tests it. */
-static int post_mrecv(void *f, int large, void *buf, MPI_Count count, MPI_Datatype dt, MPI_Message *message,
-                      MPI_Request *r, int *comm, struct mana_blocking *b, int *pending)
+static int post_mrecv(struct lower_fn *lf, int large, void *buf, MPI_Count count, MPI_Datatype dt,
+                      MPI_Message *message, MPI_Request *r, int *comm, struct mana_blocking *b, int *pending)
 {
+    struct mana_gate_slot *g = my_slot();
+    mana_gate_enter();
     MPI_Message v = *message, real = mana_h_real(v), m = real;
     MPI_Datatype t = mana_h_real(dt);
-    test_fn test = b ? LOWER_PTR(test_fn, 4203, "PMPI_Test") : NULL;
-    struct mana_gate_slot *g = my_slot();
     *comm = real == MPI_MESSAGE_NO_PROC ? MPI_COMM_NULL : take_msg_comm(v);
     unsigned long fs = mana_thread_lower_fs();
-    mana_gate_enter();
+    test_fn test = b ? (test_fn)lower_get(LOWER_FN(4203, "PMPI_Test"), fs) : NULL;
+    void *f = lower_get(lf, fs);
     unsigned long up = mana_enter_lower(fs);
     int rc = large ? ((imrecv_c_fn)f)(buf, count, t, &m, r) : ((imrecv_fn)f)(buf, (int)count, t, &m, r);
     mana_leave_lower(up);
     if (rc == MPI_SUCCESS && b) {
-        blk_add(g, b, *r, *comm, 1);
+        blk_add(g, b, *r, *comm, 1, buf, count, dt, MPI_ANY_SOURCE, MANA_NO_REPOST);
         up = mana_enter_lower(fs);
         *pending = blk_spin(b, test, &rc);
         mana_leave_lower(up);
@@ -556,7 +600,7 @@ static int post_mrecv(void *f, int large, void *buf, MPI_Count count, MPI_Dataty
     return rc;
 }
 
-static int mrecv_common(void *f, int large, void *buf, MPI_Count count, MPI_Datatype dt, MPI_Message *message,
+static int mrecv_common(struct lower_fn *f, int large, void *buf, MPI_Count count, MPI_Datatype dt, MPI_Message *message,
                         MPI_Status *status)
 {
     struct mana_blocking b = {0};
@@ -573,7 +617,7 @@ static int mrecv_common(void *f, int large, void *buf, MPI_Count count, MPI_Data
 __attribute__((used)) static int mana_w_MPI_Mrecv(void *buf, int count, MPI_Datatype dt, MPI_Message *message,
                                                   MPI_Status *status)
 {
-    return mrecv_common(LOWER_PTR(void *, 4250, "PMPI_Imrecv"), 0, buf, count, dt, message, status);
+    return mrecv_common(LOWER_FN(4250, "PMPI_Imrecv"), 0, buf, count, dt, message, status);
 }
 MANA_EXPORT(mana_w_MPI_Mrecv, MPI_Mrecv)
 MANA_EXPORT(mana_w_MPI_Mrecv, PMPI_Mrecv)
@@ -581,7 +625,7 @@ MANA_EXPORT(mana_w_MPI_Mrecv, PMPI_Mrecv)
 __attribute__((used)) static int mana_w_MPI_Mrecv_c(void *buf, MPI_Count count, MPI_Datatype dt,
                                                     MPI_Message *message, MPI_Status *status)
 {
-    return mrecv_common(LOWER_PTR(void *, 4251, "PMPI_Imrecv_c"), 1, buf, count, dt, message, status);
+    return mrecv_common(LOWER_FN(4251, "PMPI_Imrecv_c"), 1, buf, count, dt, message, status);
 }
 MANA_EXPORT(mana_w_MPI_Mrecv_c, MPI_Mrecv_c)
 MANA_EXPORT(mana_w_MPI_Mrecv_c, PMPI_Mrecv_c)
@@ -591,8 +635,12 @@ __attribute__((used)) static int mana_w_MPI_Imrecv(void *buf, int count, MPI_Dat
 {
     MPI_Request r = MPI_REQUEST_NULL;
     int comm;
-    int rc = post_mrecv(LOWER_PTR(void *, 4252, "PMPI_Imrecv"), 0, buf, count, dt, message, &r, &comm, NULL, NULL);
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request) : rc;
+    int rc = post_mrecv(LOWER_FN(4252, "PMPI_Imrecv"), 0, buf, count, dt, message, &r, &comm, NULL, NULL);
+    if (rc == MPI_SUCCESS) {
+        new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request);
+        recv_args(*request, buf, count, dt, MANA_NO_REPOST);
+    }
+    return rc;
 }
 MANA_EXPORT(mana_w_MPI_Imrecv, MPI_Imrecv)
 MANA_EXPORT(mana_w_MPI_Imrecv, PMPI_Imrecv)
@@ -603,8 +651,12 @@ __attribute__((used)) static int mana_w_MPI_Imrecv_c(void *buf, MPI_Count count,
     MPI_Request r = MPI_REQUEST_NULL;
     int comm;
     int rc =
-        post_mrecv(LOWER_PTR(void *, 4253, "PMPI_Imrecv_c"), 1, buf, count, dt, message, &r, &comm, NULL, NULL);
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request) : rc;
+        post_mrecv(LOWER_FN(4253, "PMPI_Imrecv_c"), 1, buf, count, dt, message, &r, &comm, NULL, NULL);
+    if (rc == MPI_SUCCESS) {
+        new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request);
+        recv_args(*request, buf, count, dt, MANA_NO_REPOST);
+    }
+    return rc;
 }
 MANA_EXPORT(mana_w_MPI_Imrecv_c, MPI_Imrecv_c)
 MANA_EXPORT(mana_w_MPI_Imrecv_c, PMPI_Imrecv_c)
@@ -613,15 +665,16 @@ MANA_EXPORT(mana_w_MPI_Imrecv_c, PMPI_Imrecv_c)
 
 static int probe_common(int blocking, int src, int tag, MPI_Comm comm, int *flag, MPI_Status *status)
 {
-    iprobe_fn f = LOWER_PTR(iprobe_fn, 4260, "PMPI_Iprobe");
-    MPI_Comm c = mana_h_real(comm);
+    struct lower_fn *lf = LOWER_FN(4260, "PMPI_Iprobe");
     MPI_Status st;
     mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
     int rc = MPI_SUCCESS;
     *flag = 0;
     for (;;) {
-        unsigned long fs = mana_thread_lower_fs();
         mana_gate_enter();
+        unsigned long fs = mana_thread_lower_fs();
+        iprobe_fn f = (iprobe_fn)lower_get(lf, fs);
+        MPI_Comm c = mana_h_real(comm);
         struct mana_drained *d = src == MPI_PROC_NULL ? NULL : mana_drained_match(comm, src, tag, 0);
         if (d) {
             mana_drained_status(d, &st);
@@ -663,16 +716,17 @@ MANA_EXPORT(mana_w_MPI_Probe, PMPI_Probe)
 static int improbe_common(int blocking, int src, int tag, MPI_Comm comm, int *flag, MPI_Message *message,
                           MPI_Status *status)
 {
-    improbe_fn f = LOWER_PTR(improbe_fn, 4262, "PMPI_Improbe");
-    MPI_Comm c = mana_h_real(comm);
+    struct lower_fn *lf = LOWER_FN(4262, "PMPI_Improbe");
     MPI_Status st;
     mana_status_copy(&st, mana_status_ignored(status) ? &st : status);
     MPI_Message m = MPI_MESSAGE_NULL;
     int rc = MPI_SUCCESS;
     *flag = 0;
     for (;;) {
-        unsigned long fs = mana_thread_lower_fs();
         mana_gate_enter();
+        unsigned long fs = mana_thread_lower_fs();
+        improbe_fn f = (improbe_fn)lower_get(lf, fs);
+        MPI_Comm c = mana_h_real(comm);
         unsigned long up = mana_enter_lower(fs);
         for (int i = 0; i < (blocking ? MANA_SPIN : 1); i++) {
             rc = f(src, tag, c, flag, &m, &st);
@@ -717,8 +771,8 @@ static int sendrecv_common(const void *sbuf, MPI_Count scount, MPI_Datatype styp
                            MPI_Count rcount, MPI_Datatype rtype, int src, int rtag, MPI_Comm comm,
                            MPI_Status *status)
 {
-    isend_c_fn isend = LOWER_PTR(isend_c_fn, 4270, "PMPI_Isend_c");
-    irecv_c_fn irecv = LOWER_PTR(irecv_c_fn, 4271, "PMPI_Irecv_c");
+    struct lower_fn *isend = LOWER_FN(4270, "PMPI_Isend_c");
+    struct lower_fn *irecv = LOWER_FN(4271, "PMPI_Irecv_c");
     struct mana_blocking b = {0};
     MPI_Status in;
     mana_status_copy(&in, mana_status_ignored(status) ? &in : status);
@@ -819,13 +873,13 @@ MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
 static int start_one(MPI_Request *v)
 {
     struct mana_req_meta *m = mana_req_meta(*v);
-    start_fn f = LOWER_PTR(start_fn, 4280, "PMPI_Start");
     /* Starting a persistent collective initiates one (counted; a pending checkpoint may
      * hold the thread here, outside the gate). */
     if (m && m->kind == MANA_REQ_COLL)
         mana_coll_enter(m->comm, 0);
-    unsigned long fs = mana_thread_lower_fs();
     mana_gate_enter();
+    unsigned long fs = mana_thread_lower_fs();
+    start_fn f = (start_fn)lower_get(LOWER_FN(4280, "PMPI_Start"), fs);
     /* A persistent receive a drained message satisfies completes at once. */
     struct mana_drained *d = m && m->kind == MANA_REQ_RECV ? drained_locked(m->comm, m->peer, m->tag) : NULL;
     if (d) {
@@ -946,8 +1000,8 @@ static void batch_complete(struct batch *b, int i, MPI_Status *app_st)
 #define ATTEMPTS(blocking, finished, rc, call)                                           \
     do {                                                                                 \
         for (;;) {                                                                       \
-            unsigned long fs_ = mana_thread_lower_fs();                                  \
             mana_gate_enter();                                                           \
+            unsigned long fs_ = mana_thread_lower_fs();                                  \
             call;                                                                        \
             mana_gate_leave();                                                           \
             if (rc != MPI_SUCCESS || finished || !(blocking))                            \
@@ -958,7 +1012,7 @@ static void batch_complete(struct batch *b, int i, MPI_Status *app_st)
 
 static int wait_or_test(MPI_Request *request, int *flag, MPI_Status *status, int blocking)
 {
-    test_fn test = LOWER_PTR(test_fn, 4290, "PMPI_Test");
+    struct lower_fn *lt = LOWER_FN(4290, "PMPI_Test");
     MPI_Status st;
     int rc = MPI_SUCCESS, f = 0;
     for (;;) {
@@ -966,8 +1020,9 @@ static int wait_or_test(MPI_Request *request, int *flag, MPI_Status *status, int
             empty_status(&st);
         else
             mana_status_copy(&st, status);
-        unsigned long fs = mana_thread_lower_fs();
         mana_gate_enter();
+        unsigned long fs = mana_thread_lower_fs();
+        test_fn test = (test_fn)lower_get(lt, fs);
         struct mana_req_meta *m = done_meta(*request);
         if (m) {
             mana_gate_leave();
@@ -1012,7 +1067,7 @@ MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 
 static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], int blocking)
 {
-    testall_fn testall = LOWER_PTR(testall_fn, 4291, "PMPI_Testall");
+    struct lower_fn *lt = LOWER_FN(4291, "PMPI_Testall");
     MPI_Status *app = mana_status_ignored(sts) ? NULL : sts;
     BATCH_SCRATCH;
     int rc = batch_alloc(&b, count, v, s_before, s_real, s_st);
@@ -1021,6 +1076,7 @@ static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], i
     int f = 0;
     ATTEMPTS(blocking, f, rc, {
         batch_refresh(&b, app);
+        testall_fn testall = (testall_fn)lower_get(lt, fs_);
         unsigned long up_ = mana_enter_lower(fs_);
         for (int i_ = 0; i_ < (blocking ? MANA_SPIN : 1); i_++) {
             rc = testall(count, b.real, &f, b.st);
@@ -1070,7 +1126,7 @@ static int first_done(struct batch *b)
 
 static int any_common(int count, MPI_Request v[], int *index, int *flag, MPI_Status *status, int blocking)
 {
-    testany_fn testany = LOWER_PTR(testany_fn, 4292, "PMPI_Testany");
+    struct lower_fn *lt = LOWER_FN(4292, "PMPI_Testany");
     BATCH_SCRATCH;
     int rc = batch_alloc(&b, count, v, s_before, s_real, s_st);
     if (rc != MPI_SUCCESS)
@@ -1089,6 +1145,7 @@ static int any_common(int count, MPI_Request v[], int *index, int *flag, MPI_Sta
             batch_complete(&b, i, mana_status_ignored(status) ? NULL : status);
         } else {
             i = MPI_UNDEFINED;
+            testany_fn testany = (testany_fn)lower_get(lt, fs_);
             unsigned long up_ = mana_enter_lower(fs_);
             for (int k = 0; k < (blocking ? MANA_SPIN : 1); k++) {
                 rc = testany(count, b.real, &i, &f, &st);
@@ -1128,7 +1185,7 @@ MANA_EXPORT(mana_w_MPI_Testany, PMPI_Testany)
 
 static int some_common(int incount, MPI_Request v[], int *outcount, int indices[], MPI_Status sts[], int blocking)
 {
-    testsome_fn testsome = LOWER_PTR(testsome_fn, 4293, "PMPI_Testsome");
+    struct lower_fn *lt = LOWER_FN(4293, "PMPI_Testsome");
     BATCH_SCRATCH;
     int rc = batch_alloc(&b, incount, v, s_before, s_real, s_st);
     if (rc != MPI_SUCCESS)
@@ -1157,6 +1214,7 @@ static int some_common(int incount, MPI_Request v[], int *outcount, int indices[
                     empty_status(&lst[k]);
                 else
                     mana_status_copy(&lst[k], &sts[k]);
+            testsome_fn testsome = (testsome_fn)lower_get(lt, fs_);
             unsigned long up_ = mana_enter_lower(fs_);
             for (int k = 0; k < (blocking ? MANA_SPIN : 1); k++) {
                 rc = testsome(incount, b.real, &n, lidx, lst);

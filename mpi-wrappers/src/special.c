@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 __thread unsigned long mana_tls_lower_fs __attribute__((tls_model("initial-exec"), visibility("hidden")));
+__thread unsigned long mana_tls_lower_gen __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 /* Varargs cannot be forwarded generically; MPICH's MPI_Pcontrol only returns
  * MPI_SUCCESS, and so does this. */
@@ -755,3 +756,34 @@ __attribute__((used)) static int mana_w_MPI_Register_datarep_c(const char *datar
 }
 MANA_EXPORT(mana_w_MPI_Register_datarep_c, MPI_Register_datarep_c)
 MANA_EXPORT(mana_w_MPI_Register_datarep_c, PMPI_Register_datarep_c)
+
+/* MPI_Init / MPI_Init_thread: the thread level the application asked for is what a
+ * restart's new lower half is initialized with (src/ckpt.c). */
+int mana_init_level = -1;
+
+__attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
+{
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4050, "PMPI_Init", int, (int *, char ***), (argc, argv));
+    }
+    if (r == MPI_SUCCESS)
+        mana_init_level = MPI_THREAD_SINGLE;
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
+MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
+
+__attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
+{
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4051, "PMPI_Init_thread", int, (int *, char ***, int, int *),
+                          (argc, argv, required, provided));
+    }
+    if (r == MPI_SUCCESS)
+        mana_init_level = required;
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
+MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)

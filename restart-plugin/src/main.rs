@@ -112,10 +112,7 @@ fn restart(args: Args) -> Result<(), String> {
     }
     let h = &reader.header;
     if h.mpi.is_some() {
-        return Err(format!(
-            "{}: this is the image of an MPI process; restarting MPI processes (a fresh lower half, MPI_Init, handle rebuild) is not implemented yet",
-            image_path.display()
-        ));
+        check_launcher_world_size(manifest.world_size, &ckpt.gen_dir(generation))?;
     }
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
     let vdso_moves = plan_vdso(h)?;
@@ -150,10 +147,23 @@ fn restart(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("restart plugin: {e}"))?;
 
-    // descriptors, working directory
+    // descriptors, working directory. An MPI process's PMI connection (the launcher's)
+    // moves out of the way of the application's descriptors first; the restored process
+    // hands it to its new lower half.
     let header = reader.header.clone();
     drop(reader);
-    let keep_fds = restore_files(&header)?;
+    let pmi_fd = if header.mpi.is_some() {
+        move_pmi_fd(&header)?
+    } else {
+        None
+    };
+    let mut keep_fds = restore_files(&header)?;
+    keep_fds.extend(pmi_fd);
+    let env = if header.mpi.is_some() {
+        Some(EnvBlob::new(pmi_fd)?)
+    } else {
+        None
+    };
     if !header.cwd.is_empty() && std::env::set_current_dir(&header.cwd).is_err() {
         tracing::warn!(cwd = %header.cwd, "cannot enter the checkpointed working directory; staying here");
     }
@@ -162,9 +172,20 @@ fn restart(args: Args) -> Result<(), String> {
 
     // plan
     let mut restorer = loader::Restorer::load(header.threads.len())?;
-    write_mailbox(&header, &restorer, generation, &status_file, &dir)?;
+    write_mailbox(
+        &header,
+        &restorer,
+        generation,
+        &status_file,
+        &dir,
+        env.as_ref(),
+    )?;
     fill_plan(&mut restorer, &header, &vdso_moves, &keep_fds)?;
-    let keep = keep_ranges(&header, &restorer, &vdso_moves);
+    let mut keep = keep_ranges(&header, &restorer, &vdso_moves);
+    if let Some(e) = &env {
+        keep.push((e.start, e.start + e.len));
+        keep.sort_unstable();
+    }
     let mut maps_buf = vec![0u8; 1 << 20];
     let n = read_maps(&mut maps_buf)?;
     for_each_unmap(&maps_buf[..n], &keep, |s, e, name| {
@@ -533,6 +554,7 @@ fn write_mailbox(
     generation: u64,
     status_file: &Path,
     ckpt_dir: &Path,
+    env: Option<&EnvBlob>,
 ) -> Result<(), String> {
     let at = h.restart_mailbox;
     let size = std::mem::size_of::<RestartMailbox>() as u64;
@@ -562,6 +584,8 @@ fn write_mailbox(
         generation,
         status_file: [0; 4096],
         ckpt_dir: [0; 4096],
+        env_start: env.map_or(0, |e| e.start),
+        env_len: env.map_or(0, |e| e.len),
     };
     let put = |dst: &mut [u8; 4096], p: &Path| -> Result<(), String> {
         let b = p.as_os_str().as_bytes();
@@ -695,6 +719,94 @@ fn fill_plan(
 
 /// Ranges the final stage must not unmap: the restored regions, the final stage itself,
 /// and the special mappings it moves.
+/// An MPI job must restart with as many processes as it had: the launcher says how many
+/// it started (`PMI_SIZE`, `SLURM_NTASKS`, `OMPI_COMM_WORLD_SIZE`).
+fn check_launcher_world_size(world_size: u32, gen_dir: &Path) -> Result<(), String> {
+    for var in ["PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"] {
+        if let Ok(v) = std::env::var(var) {
+            let n: u32 = v
+                .parse()
+                .map_err(|_| format!("{var}={v} is not a process count"))?;
+            if n != world_size {
+                return Err(format!(
+                    "the launcher started {n} processes ({var}), but {} holds a job of {world_size} ranks: restart with -n {world_size}",
+                    gen_dir.display()
+                ));
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Moves the launcher's PMI connection (`PMI_FD`) above every descriptor the image
+/// restores; returns its new number.
+fn move_pmi_fd(h: &ImageHeader) -> Result<Option<i32>, String> {
+    let Some(fd) = std::env::var("PMI_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return Ok(None);
+    };
+    let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2).max(1000) + 1;
+    // SAFETY: duplicating a descriptor we inherited; the original is closed below.
+    let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD, above) };
+    if moved < 0 {
+        return Err(format!(
+            "cannot move the launcher's PMI connection (descriptor {fd}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: closing the original number, which the image may need.
+    unsafe { libc::close(fd) };
+    Ok(Some(moved))
+}
+
+/// The restart's environment, for the restored process's new lower half, in a mapping of
+/// its own that the final stage keeps (NUL-separated `NAME=VALUE` strings).
+struct EnvBlob {
+    start: u64,
+    len: u64,
+}
+
+impl EnvBlob {
+    fn new(pmi_fd: Option<i32>) -> Result<EnvBlob, String> {
+        let mut blob = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let v = if k == "PMI_FD" {
+                pmi_fd.map_or(v, |fd| fd.to_string().into())
+            } else {
+                v
+            };
+            blob.extend_from_slice(k.as_bytes());
+            blob.push(b'=');
+            blob.extend_from_slice(v.as_bytes());
+            blob.push(0);
+        }
+        let len = blob.len().div_ceil(4096) * 4096;
+        // SAFETY: a fresh anonymous mapping, filled below.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len.max(4096),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err("cannot map the restart environment".into());
+        }
+        // SAFETY: `p` has room for `blob.len()` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(blob.as_ptr(), p as *mut u8, blob.len()) };
+        Ok(EnvBlob {
+            start: p as u64,
+            len: len.max(4096) as u64,
+        })
+    }
+}
+
 fn keep_ranges(h: &ImageHeader, r: &loader::Restorer, vp: &VdsoPlan) -> Vec<(u64, u64)> {
     let mut keep: Vec<(u64, u64)> = h.regions.iter().map(|r| (r.start, r.end)).collect();
     keep.push((r.base, r.base + r.len));

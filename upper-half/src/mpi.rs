@@ -3,14 +3,14 @@
 //! world's functions and FS base.
 //!
 //! Each upper thread that calls MPI borrows a lower TCB of its own; handle translation
-//! lives in the wrapper library. A process with a lower half cannot be checkpointed yet
-//! (the checkpoint fails saying so; MPI checkpoint/restart is the next issue).
+//! lives in the wrapper library. At a restart the old lower half is gone: [`restart_lower`]
+//! forgets everything about it (tables, lent TCBs, cached functions — a generation number
+//! tells every thread) and starts a new one with the restart's environment.
 
 use core::ffi::{c_char, c_int, c_void, CStr};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use mana_lower::abi::LowerTable;
 use mana_lower::loader;
-use std::sync::OnceLock;
 
 /// The lower world's main TCB (also `tcbs[0]`).
 #[no_mangle]
@@ -27,8 +27,14 @@ static NEXT_TCB: AtomicUsize = AtomicUsize::new(0);
 /// Serialises the use of the proxy's spawning TCB (`tcbs[n_tcbs - 1]`).
 static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 thread_local! {
-    static MY_TCB: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    /// This thread's lower TCB and the lower half's generation it belongs to.
+    static MY_TCB: core::cell::Cell<(u64, u64)> = const { core::cell::Cell::new((0, 0)) };
 }
+
+/// Bumped when a restart replaces the lower half: thread-local caches of lower TCBs (here
+/// and in the wrapper library) compare it with the generation they were made in.
+#[no_mangle]
+pub static mana_lower_generation: AtomicU64 = AtomicU64::new(1);
 
 fn upper_fs() -> u64 {
     let mut v: u64 = 0;
@@ -64,7 +70,7 @@ pub extern "C" fn mana_lower_tcb_for_this_thread() -> u64 {
     }
     LENT_UPPER[i].store(upper_fs(), Ordering::Release);
     LENT_LOWER[i].store(fs, Ordering::Release);
-    MY_TCB.with(|c| c.set(fs));
+    MY_TCB.with(|c| c.set((fs, mana_lower_generation.load(Ordering::Acquire))));
     fs
 }
 
@@ -82,8 +88,8 @@ pub extern "C" fn mana_upper_fs_for(lower_fs: u64) -> u64 {
 }
 
 fn my_tcb() -> u64 {
-    let fs = MY_TCB.with(|c| c.get());
-    if fs != 0 {
+    let (fs, gen) = MY_TCB.with(|c| c.get());
+    if fs != 0 && gen == mana_lower_generation.load(Ordering::Acquire) {
         fs
     } else {
         mana_lower_tcb_for_this_thread()
@@ -92,43 +98,93 @@ fn my_tcb() -> u64 {
 
 const MAX_FNS: usize = 8192;
 static FNS: [AtomicUsize; MAX_FNS] = [const { AtomicUsize::new(0) }; MAX_FNS];
-static LOWER: OnceLock<&'static LowerTable> = OnceLock::new();
+static LOWER: AtomicPtr<LowerTable> = AtomicPtr::new(core::ptr::null_mut());
+static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The lower main stack (mapped by our loader, so known).
-static LOWER_STACK: OnceLock<(u64, u64)> = OnceLock::new();
+static LOWER_STACK: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
 const MPI_COMM_WORLD: c_int = 0x4400_0000;
 const MPI_ERR_UNSUPPORTED_OPERATION: c_int = 44;
 
 /// Whether this process has a lower half (then it cannot be checkpointed yet).
 pub fn loaded() -> bool {
-    LOWER.get().is_some()
+    !LOWER.load(Ordering::Acquire).is_null()
+}
+
+fn table() -> Option<&'static LowerTable> {
+    // SAFETY: set once per lower half from the table the proxy keeps for its lifetime.
+    unsafe { LOWER.load(Ordering::Acquire).as_ref() }
 }
 
 fn lower() -> &'static LowerTable {
-    LOWER.get_or_init(|| {
-        let Some(path) = std::env::var_os(mana_lower::LOWER_HALF_ENV) else {
-            eprintln!(
-                "mana: this program called MPI, but {} is not set (start it with mana_launch)",
-                mana_lower::LOWER_HALF_ENV
-            );
+    if let Some(t) = table() {
+        return t;
+    }
+    let _one = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = table() {
+        return t;
+    }
+    let Some(path) = std::env::var_os(mana_lower::LOWER_HALF_ENV) else {
+        eprintln!(
+            "mana: this program called MPI, but {} is not set (start it with mana_launch)",
+            mana_lower::LOWER_HALF_ENV
+        );
+        std::process::exit(1);
+    };
+    match load_lower(path.as_ref(), &loader::default_env()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mana: {e}");
             std::process::exit(1);
-        };
-        match loader::load(path.as_ref(), &loader::default_env()) {
-            Ok(world) => {
-                mana_lower_fs.store(world.table.fs_base, Ordering::Release);
-                let _ = LOWER_STACK.set(world.stack);
-                tracing::debug!(ldso = ?world.ldso, stack = ?world.stack, "lower half loaded");
-                world.table
-            }
-            Err(e) => {
-                eprintln!(
-                    "mana: cannot load the lower half {}: {e}",
-                    std::path::Path::new(&path).display()
-                );
-                std::process::exit(1);
-            }
         }
-    })
+    }
+}
+
+fn load_lower(
+    path: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<&'static LowerTable, String> {
+    match loader::load(path, env) {
+        Ok(world) => {
+            mana_lower_fs.store(world.table.fs_base, Ordering::Release);
+            LOWER_STACK[0].store(world.stack.0, Ordering::Release);
+            LOWER_STACK[1].store(world.stack.1, Ordering::Release);
+            tracing::debug!(ldso = ?world.ldso, stack = ?world.stack, "lower half loaded");
+            LOWER.store(
+                world.table as *const LowerTable as *mut LowerTable,
+                Ordering::Release,
+            );
+            Ok(world.table)
+        }
+        Err(e) => Err(format!(
+            "cannot load the lower half {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// At a restart: forgets the checkpointed process's lower half (its memory is gone) and
+/// starts a new one with the restart's environment `vars` (PMI, UCX transport, placement).
+pub fn restart_lower(vars: Vec<(String, String)>) -> Result<(), String> {
+    let _one = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    LOWER.store(core::ptr::null_mut(), Ordering::Release);
+    for f in &FNS {
+        f.store(0, Ordering::Relaxed);
+    }
+    for i in 0..MAX_MPI_THREADS {
+        LENT_LOWER[i].store(0, Ordering::Relaxed);
+        LENT_UPPER[i].store(0, Ordering::Relaxed);
+    }
+    NEXT_TCB.store(0, Ordering::Release);
+    mana_lower_generation.fetch_add(1, Ordering::AcqRel);
+    let path = vars
+        .iter()
+        .find(|(k, _)| k == mana_lower::LOWER_HALF_ENV)
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .or_else(|| std::env::var_os(mana_lower::LOWER_HALF_ENV).map(Into::into))
+        .ok_or_else(|| format!("{} is not set at restart", mana_lower::LOWER_HALF_ENV))?;
+    load_lower(&path, &loader::env_from(vars.into_iter()))?;
+    Ok(())
 }
 
 /// The lower world's function `lower_name`, cached under `id` (the wrapper's index),
@@ -186,7 +242,7 @@ pub unsafe extern "C" fn mana_unsupported(name: *const c_char) -> c_int {
 /// records (never guessed from mapping names): the lower link map's segments, every
 /// mapping made through the proxy's `mmap`/`mremap`, and the lower main stack. Sorted.
 pub fn lower_regions() -> Vec<(u64, u64)> {
-    let Some(t) = LOWER.get() else {
+    let Some(t) = table() else {
         return Vec::new();
     };
     let mut buf = vec![[0u64; 2]; 16384];
@@ -197,8 +253,12 @@ pub fn lower_regions() -> Vec<(u64, u64)> {
         .iter()
         .map(|r| (r[0], r[1]))
         .collect();
-    if let Some(&s) = LOWER_STACK.get() {
-        v.push(s);
+    let stack = (
+        LOWER_STACK[0].load(Ordering::Acquire),
+        LOWER_STACK[1].load(Ordering::Acquire),
+    );
+    if stack.1 != 0 {
+        v.push(stack);
     }
     v.sort_unstable();
     v
@@ -217,7 +277,7 @@ pub fn lower_fds() -> Vec<i32> {
 fn lower_list(
     f: impl Fn(&LowerTable) -> unsafe extern "C" fn(*mut i32, usize) -> usize,
 ) -> Vec<i32> {
-    let Some(t) = LOWER.get() else {
+    let Some(t) = table() else {
         return Vec::new();
     };
     let func = f(t);

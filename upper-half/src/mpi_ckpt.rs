@@ -28,7 +28,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 1;
+const OPS_VERSION: u32 = 2;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -43,6 +43,11 @@ pub struct MpiOps {
     p2p_sent: unsafe extern "C" fn(out: *mut Count, cap: i32) -> i32,
     drain_step: unsafe extern "C" fn(sums: *const Count, n: i32) -> i64,
     drained_count: unsafe extern "C" fn() -> i32,
+    /// Forgets every cached lower-half function (a new lower half is coming).
+    restart_reset: unsafe extern "C" fn(),
+    /// In a restarted process with a new lower half: MPI_Init, check rank and size, bring
+    /// back what the application holds; 0, or -1 with a message in `err`.
+    restart: unsafe extern "C" fn(rank: i32, size: i32, err: *mut u8, errlen: i32) -> i32,
 }
 
 static OPS: AtomicPtr<MpiOps> = AtomicPtr::new(core::ptr::null_mut());
@@ -257,4 +262,33 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
         std::thread::sleep(Duration::from_micros(100));
     }
     unreachable!()
+}
+
+/// In the restored process: a new lower half with the restart's environment, then the
+/// wrapper library brings MPI back (MPI_Init, rank check, pending receives).
+pub fn restart(env: Vec<(String, String)>, rank: u32, world_size: u32) -> Result<(), String> {
+    let Some(ops) = ops() else {
+        return Err("the MPI wrapper library did not register its checkpoint operations".into());
+    };
+    let t0 = Instant::now();
+    // SAFETY: the wrapper library's own function.
+    unsafe { (ops.restart_reset)() };
+    crate::mpi::restart_lower(env)?;
+    let loaded = t0.elapsed();
+    let mut err = [0u8; 1024];
+    // SAFETY: `err` has room for `errlen` bytes.
+    let r = unsafe {
+        (ops.restart)(
+            rank as i32,
+            world_size as i32,
+            err.as_mut_ptr(),
+            err.len() as i32,
+        )
+    };
+    if r != 0 {
+        let n = err.iter().position(|&c| c == 0).unwrap_or(err.len());
+        return Err(String::from_utf8_lossy(&err[..n]).into_owned());
+    }
+    info!(?loaded, total = ?t0.elapsed(), "MPI restarted with a new lower half");
+    Ok(())
 }

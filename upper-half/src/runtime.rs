@@ -27,6 +27,8 @@ pub static MAILBOX: Mailbox = Mailbox(UnsafeCell::new(RestartMailbox {
     generation: 0,
     status_file: [0; 4096],
     ckpt_dir: [0; 4096],
+    env_start: 0,
+    env_len: 0,
 }));
 
 /// The runtime's own address range (text, data, bss), found at start-up.
@@ -571,6 +573,28 @@ fn commit_phase(
 }
 
 /// The write phase returned a second time: this is the restored process.
+/// The restart's environment the restarter left in the mailbox (then unmapped here).
+fn restart_env(mb: &RestartMailbox) -> Vec<(String, String)> {
+    if mb.magic != MAILBOX_MAGIC || mb.env_len == 0 {
+        return std::env::vars().collect();
+    }
+    // SAFETY: the restarter's mapping of `env_len` bytes, kept for us.
+    let blob =
+        unsafe { core::slice::from_raw_parts(mb.env_start as *const u8, mb.env_len as usize) };
+    let vars = blob
+        .split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    // SAFETY: the mapping is ours now and nothing refers to it any more.
+    unsafe { sys::unmap(mb.env_start as *mut u8, mb.env_len as usize) };
+    vars
+}
+
 fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
     alloc::forget_window();
     // SAFETY: written by the restarter before it resumed the threads.
@@ -584,6 +608,16 @@ fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
     if mb.magic == MAILBOX_MAGIC && mb.restorer_len != 0 {
         // SAFETY: the restorer's area; every restored thread has left it (wait_arrived).
         unsafe { sys::unmap(mb.restorer_start as *mut u8, mb.restorer_len as usize) };
+    }
+    if crate::mpi::loaded() {
+        // The checkpointed process's lower half did not come back: start a new one with
+        // the restart's environment and bring MPI state back (docs/mpi-checkpoint.md).
+        let env = restart_env(mb);
+        if let Err(e) = crate::mpi_ckpt::restart(env, cfg.rank, cfg.world_size) {
+            eprintln!("mana: restarting MPI (rank {}): {e}", cfg.rank);
+            std::process::exit(1);
+        }
+        crate::mpi_ckpt::finish();
     }
     // SAFETY: only this thread reads it; cleared so a stale mailbox is never reused.
     unsafe { (*MAILBOX.0.get()).magic = 0 };
