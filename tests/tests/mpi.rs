@@ -324,34 +324,6 @@ fn four_rank_mpi_job_checkpointed_without_kill_finishes_like_native() {
     checkpoints_without_kill(4, "200", 2);
 }
 
-/// Restarting MPI processes (a fresh lower half, MPI_Init, handle rebuild) is the next
-/// step: until it exists, `mana_restart` on an MPI image refuses with one line naming the
-/// image and saying why, instead of restoring a process without its MPI library.
-#[test]
-fn restarting_an_mpi_image_is_refused_clearly_for_now() {
-    let s = Session::start("mpi-restart-refused");
-    let program = compile_mpi("ckpt_mix", s.dir());
-    let run = launch_mpi(&s, 2, &program, &["150"]);
-    run.wait_for_stdout("ckpt_mix ready", LONG);
-    wait_registered(&s, 2);
-    let gen = s
-        .checkpoint()
-        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
-    run.wait_output(LONG).assert_success();
-    let out = s.restart(&s.ckpt_dir).wait_output(LONG);
-    assert!(
-        !out.status.success(),
-        "restart must fail: {}",
-        out.describe()
-    );
-    let err = out.stderr_text();
-    assert!(
-        err.contains("image of an MPI process") && err.contains(&gen.display().to_string()),
-        "unexpected error: {}",
-        out.describe()
-    );
-}
-
 /// A function MANA-rs does not support returns MPI_ERR_UNSUPPORTED_OPERATION through
 /// the error handler (here MPI_ERRORS_RETURN) with a message naming it — never an abort
 /// without a word, never a silent wrong answer.

@@ -1,0 +1,85 @@
+/* An MPI job to checkpoint, kill and restart at random instants, using only what a restart
+ * can re-create today (MPI_COMM_WORLD, predefined datatypes and operations, point-to-point
+ * and collective requests): a ring of Isend/Irecv + Waitall, Sendrecv, wildcard receives
+ * after Probe, Allreduce/Bcast, a nonblocking Iallreduce, and a message always in flight
+ * across iterations (each rank sends its next iteration's message before it receives this
+ * one's). The final checksum (hexadecimal float) must not depend on where checkpoints and
+ * restarts fell. Prints "world_mix ready" first (rank 0). Any number of ranks >= 2;
+ * argument: iterations (default 300). */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define N 64
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int iters = argc > 1 ? atoi(argv[1]) : 300;
+    if (rank == 0) {
+        printf("world_mix ready\n");
+        fflush(stdout);
+    }
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    double sbuf[N], rbuf[N], acc = 0;
+    double ahead = rank, got_ahead;
+    MPI_Request ahead_req;
+    MPI_Isend(&ahead, 1, MPI_DOUBLE, next, 9, MPI_COMM_WORLD, &ahead_req);
+    for (int it = 0; it < iters; it++) {
+        for (int i = 0; i < N; i++)
+            sbuf[i] = rank * 1000.0 + it + i * 0.001;
+        MPI_Request rq[2];
+        MPI_Status sts[2];
+        MPI_Irecv(rbuf, N, MPI_DOUBLE, prev, 1, MPI_COMM_WORLD, &rq[0]);
+        MPI_Isend(sbuf, N, MPI_DOUBLE, next, 1, MPI_COMM_WORLD, &rq[1]);
+        MPI_Waitall(2, rq, sts);
+        for (int i = 0; i < N; i++)
+            acc += rbuf[i] * (i + 1);
+        double x = acc * 1e-9 + rank, y;
+        MPI_Sendrecv(&x, 1, MPI_DOUBLE, next, 2, &y, 1, MPI_DOUBLE, prev, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        acc += y;
+        /* Wildcards (tags 100+ are used for nothing else). */
+        if (rank == 0) {
+            for (int k = 1; k < size; k++) {
+                MPI_Status st;
+                int found = 0;
+                while (!found)
+                    for (int src = 1; src < size && !found; src++)
+                        MPI_Iprobe(src, 100 + src, MPI_COMM_WORLD, &found, &st);
+                long v;
+                MPI_Recv(&v, 1, MPI_LONG, MPI_ANY_SOURCE, st.MPI_TAG, MPI_COMM_WORLD, &st);
+                acc += v * (st.MPI_TAG - 99);
+            }
+        } else {
+            long v = it * 31 + rank;
+            MPI_Send(&v, 1, MPI_LONG, 0, 100 + rank, MPI_COMM_WORLD);
+        }
+        MPI_Recv(&got_ahead, 1, MPI_DOUBLE, prev, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Wait(&ahead_req, MPI_STATUS_IGNORE);
+        acc += got_ahead;
+        ahead = acc * 1e-12 + it;
+        if (it + 1 < iters)
+            MPI_Isend(&ahead, 1, MPI_DOUBLE, next, 9, MPI_COMM_WORLD, &ahead_req);
+        double s, mine = acc * 1e-6;
+        MPI_Request ir;
+        MPI_Iallreduce(&mine, &s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &ir);
+        double mx;
+        MPI_Allreduce(&mine, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Wait(&ir, MPI_STATUS_IGNORE);
+        int root = it % size;
+        double b = rank == root ? s + mx : 0;
+        MPI_Bcast(&b, 1, MPI_DOUBLE, root, MPI_COMM_WORLD);
+        acc = acc * 0.5 + b * 1e-3;
+        usleep(3000);
+    }
+    double total;
+    MPI_Reduce(&acc, &total, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (rank == 0)
+        printf("world_mix done: %a\n", total);
+    MPI_Finalize();
+    return 0;
+}

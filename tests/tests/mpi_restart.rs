@@ -1,0 +1,311 @@
+//! MPI checkpoint/restart: an unmodified MPI job is checkpointed at a random instant and
+//! killed, then `mpiexec.mpich -n N mana_restart ckpt/` brings every rank back with a new
+//! lower half (a fresh `MPI_Init`) — possibly over another transport — and the job
+//! finishes with the native run's output, bit for bit.
+//!
+//! ```text
+//! $ mpiexec.mpich -n 2 mana_launch --ckptdir ckpt ./world_mix
+//! $ mana_status --checkpoint --kill
+//! $ mpiexec.mpich -n 2 mana_restart ckpt
+//! world_mix done: 0x1.97957e3356622p+21
+//! ```
+
+use mana_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `mpiexec.mpich -n N` with the session's environment, and `extra` variables.
+fn mpiexec(s: &Session, n: usize, args: &[&std::ffi::OsStr], extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("mpiexec.mpich");
+    cmd.current_dir(s.dir())
+        .args(["-n", &n.to_string()])
+        .args(args);
+    for v in SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn native(s: &Session, n: usize, program: &Path, iters: &str) -> String {
+    let out = Proc::spawn(
+        "native",
+        mpiexec(s, n, &[program.as_os_str(), iters.as_ref()], &[]),
+    )
+    .wait_output(LONG);
+    out.assert_success();
+    out.stdout_text()
+}
+
+fn launch(s: &Session, n: usize, program: &Path, iters: &str, extra: &[(&str, &str)]) -> Proc {
+    let launch = bin("mana_launch");
+    let cmd = mpiexec(
+        s,
+        n,
+        &[
+            launch.as_os_str(),
+            "--ckptdir".as_ref(),
+            s.ckpt_dir.as_os_str(),
+            program.as_os_str(),
+            iters.as_ref(),
+        ],
+        extra,
+    );
+    Proc::spawn(&format!("mpiexec -n {n} mana_launch"), cmd)
+}
+
+fn restart(s: &Session, n: usize, extra: &[(&str, &str)]) -> Proc {
+    let restart = bin("mana_restart");
+    let cmd = mpiexec(s, n, &[restart.as_os_str(), s.ckpt_dir.as_os_str()], extra);
+    Proc::spawn(&format!("mpiexec -n {n} mana_restart"), cmd)
+}
+
+fn wait_registered(s: &Session, n: usize) {
+    let deadline = std::time::Instant::now() + LONG;
+    while s.status(&["--list"]).stdout_text().lines().count() < n + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ranks did not register"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checkpoints the running job at a random instant within `within` and kills it; returns
+/// the committed generation.
+fn checkpoint_and_kill(s: &Session, rng: &mut Rng, within: Duration, run: Proc) -> PathBuf {
+    std::thread::sleep(rng.duration_upto(within));
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+    assert_committed(&s.ckpt_dir, &gen);
+    let _ = run.wait_quietly(LONG);
+    gen
+}
+
+/// Every generation's images hold no lower-half range of their process.
+fn assert_images_have_no_lower_half(gen: &Path, ranks: usize) {
+    for rank in 0..ranks {
+        let image = gen.join(mana_image::ckptdir::image_name(rank as u32));
+        let reader = mana_image::ImageReader::open(&image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+        let mpi = reader.header.mpi.as_ref().expect("an MPI image");
+        for r in &reader.header.regions {
+            assert!(
+                !r.name.contains("mana_restart"),
+                "{}: the restarter's {} was saved",
+                image.display(),
+                r.name
+            );
+            for l in &mpi.lower_regions {
+                assert!(
+                    r.end <= l[0] || r.start >= l[1],
+                    "{}: saved region {:#x}-{:#x} ({}) is lower half",
+                    image.display(),
+                    r.start,
+                    r.end,
+                    r.name
+                );
+            }
+        }
+    }
+}
+
+/// A chain: launch, then checkpoint+kill and restart `generations` times at random
+/// instants; the last restart runs to the end.
+fn chain(label: &str, ranks: usize, iters: &str, generations: usize, within: Duration) {
+    let s = Session::start(label);
+    let program = compile_mpi("world_mix", s.dir());
+    let expected = native(&s, ranks, &program, iters);
+    let mut rng = Rng::seeded(label);
+    let mut run = launch(&s, ranks, &program, iters, &[]);
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, ranks);
+    let mut gens = Vec::new();
+    for g in 0..generations {
+        let gen = checkpoint_and_kill(&s, &mut rng, within, run);
+        gens.push(gen);
+        run = restart(&s, ranks, &[]);
+        if g + 1 < generations {
+            wait_registered(&s, ranks);
+        }
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    assert!(
+        out.stderr_text()
+            .matches("MPI restarted with a new lower half")
+            .count()
+            == ranks,
+        "every rank restarted MPI: {}",
+        out.describe()
+    );
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&expected),
+        "the restarted job must end exactly as the native run"
+    );
+    for gen in &gens {
+        assert_images_have_no_lower_half(gen, ranks);
+    }
+}
+
+#[test]
+fn two_ranks_restart_from_a_random_instant_like_native() {
+    chain("mpi-restart-2", 2, "300", 1, Duration::from_millis(900));
+}
+
+#[test]
+fn four_ranks_restart_from_a_random_instant_like_native() {
+    chain("mpi-restart-4", 4, "200", 1, Duration::from_millis(700));
+}
+
+/// Five generations: each restarted job is checkpointed and killed again at a random
+/// instant; the sixth incarnation finishes like the native run.
+#[test]
+fn a_chain_of_five_generations_restarts_like_native() {
+    chain("mpi-restart-chain", 2, "600", 5, Duration::from_millis(300));
+}
+
+/// Twenty independent trials, each at its own random instant.
+#[test]
+fn twenty_random_instants() {
+    for trial in 0..20 {
+        chain(
+            &format!("mpi-restart-trial-{trial}"),
+            2,
+            "120",
+            1,
+            Duration::from_millis(350),
+        );
+    }
+}
+
+/// Checkpointed over shared memory (`UCX_TLS=sm,self`), restarted over TCP
+/// (`UCX_TLS=tcp,self`): the new lower half is configured from the restart's environment.
+/// The restarted ranks map no shared-memory transport segment (their region dump at
+/// MPI_Finalize), and the result is the native one.
+#[test]
+fn restart_switches_from_shared_memory_to_tcp() {
+    let s = Session::start("mpi-restart-tcp");
+    let program = compile_mpi("world_mix", s.dir());
+    let expected = native(&s, 2, &program, "300");
+    let dump = s.dir().join("regions");
+    std::fs::create_dir_all(&dump).unwrap();
+    let dump_s = dump.to_str().unwrap();
+    let mut rng = Rng::seeded("mpi-restart-tcp");
+    let run = launch(
+        &s,
+        2,
+        &program,
+        "300",
+        &[("UCX_TLS", "sm,self"), ("MANA_DUMP_REGIONS", dump_s)],
+    );
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, 2);
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(800), run);
+    let out = restart(&s, 2, &[("UCX_TLS", "tcp,self")]).wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert_eq!(done(&out.stdout_text()), done(&expected));
+    let dumps: Vec<_> = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        dumps.len(),
+        2,
+        "one region dump per restarted rank: {dumps:?}"
+    );
+    for d in dumps {
+        let text = std::fs::read_to_string(&d).unwrap();
+        assert!(
+            !text.contains("ucx_shm") && !text.contains("/SYSV"),
+            "{}: the restarted rank still uses UCX shared memory",
+            d.display()
+        );
+    }
+}
+
+/// A job restarted with a different number of processes is refused with one line saying
+/// how many it needs, and nothing is lost: the right restart still works afterwards.
+#[test]
+fn restart_with_the_wrong_process_count_is_refused_clearly() {
+    let s = Session::start("mpi-restart-count");
+    let program = compile_mpi("world_mix", s.dir());
+    let expected = native(&s, 2, &program, "200");
+    let mut rng = Rng::seeded("mpi-restart-count");
+    let run = launch(&s, 2, &program, "200", &[]);
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, 2);
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(500), run);
+    let wrong = restart(&s, 3, &[]).wait_output(LONG);
+    assert!(!wrong.status.success());
+    assert!(
+        wrong
+            .stderr_text()
+            .contains("the launcher started 3 processes (PMI_SIZE), but")
+            && wrong.stderr_text().contains("restart with -n 2"),
+        "{}",
+        wrong.describe()
+    );
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert_eq!(done(&out.stdout_text()), done(&expected));
+}
+
+/// What a restart cannot re-create yet (communicators the application made, persistent
+/// requests, …) is one clear line at restart, naming it — never a wrong answer.
+#[test]
+fn restarting_objects_not_supported_yet_is_refused_clearly() {
+    let s = Session::start("mpi-restart-unsupported");
+    let program = compile_mpi("ckpt_mix", s.dir());
+    let launch_bin = bin("mana_launch");
+    let run = Proc::spawn(
+        "mpiexec -n 2 mana_launch ckpt_mix",
+        mpiexec(
+            &s,
+            2,
+            &[
+                launch_bin.as_os_str(),
+                "--ckptdir".as_ref(),
+                s.ckpt_dir.as_os_str(),
+                program.as_os_str(),
+                "400".as_ref(),
+            ],
+            &[],
+        ),
+    );
+    run.wait_for_stdout("ckpt_mix ready", LONG);
+    wait_registered(&s, 2);
+    let mut rng = Rng::seeded("mpi-restart-unsupported");
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(300), run);
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text()
+            .contains("user-created MPI communicators; re-creating them in a new lower half is not implemented yet"),
+        "{}",
+        out.describe()
+    );
+}
