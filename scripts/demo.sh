@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A checkpoint/restart at a terminal, step by step: run a 64 MiB program under MANA,
-# checkpoint it, kill it with SIGKILL, restart it, and see it end exactly like a run that
-# was never interrupted.
+# A checkpoint/restart at a terminal, step by step: run a 4-rank MPI job (an unmodified
+# program built with plain mpicc.mpich) under MANA, checkpoint it, kill every rank with
+# SIGKILL, restart it with a fresh MPI_Init, and see it end exactly like a run that was
+# never interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ export MANA_STATUS_FILE="$work/status"
 pid=
 cleanup() {
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    mana_status --kill >/dev/null 2>&1 || true
     mana_status --quit >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -46,53 +48,55 @@ wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
     done
 }
 
-say "Build the test program: gcc -O2 -o bigmem tests/c/bigmem.c"
-gcc -O2 -o "$work/bigmem" tests/c/bigmem.c
-echo "bigmem MiB STEPS: fills MiB of heap with random data, then mutates heap, bss and stack"
-echo "for STEPS steps of 20 ms, and prints a hash of all its state at the end."
+say "Build the MPI program: mpicc.mpich -O2 -o world_mix tests/mpi/world_mix.c"
+mpicc.mpich -O2 -o "$work/world_mix" tests/mpi/world_mix.c
+echo "world_mix ITERATIONS: a ring of Isend/Irecv, Sendrecv, wildcard receives, Allreduce,"
+echo "Iallreduce and Bcast, with a message always in flight; prints a checksum at the end."
 
-say "Reference: an uninterrupted run without MANA (bigmem 64 150)"
-"$work/bigmem" 64 150 >"$work/native.out" 2>/dev/null
+say "Reference: an uninterrupted run without MANA (mpiexec.mpich -n 4 world_mix 800)"
+mpiexec.mpich -n 4 "$work/world_mix" 800 >"$work/native.out"
 echo "its last line: $(tail -n 1 "$work/native.out")"
 
 say "Start a coordinator: mana_coordinator --daemon --port 0 --status-file \$MANA_STATUS_FILE"
 (clean_exec mana_coordinator --daemon --port 0 --status-file "$MANA_STATUS_FILE")
 
-say "Launch under MANA: mana_launch --ckptdir $work/ckpt bigmem 64 150 &"
-clean_exec mana_launch --ckptdir "$work/ckpt" "$work/bigmem" 64 150 >"$work/run.out" 2>"$work/run.err" &
+say "Launch under MANA: mpiexec.mpich -n 4 mana_launch --ckptdir $work/ckpt world_mix 800 &"
+clean_exec mpiexec.mpich -n 4 mana_launch --ckptdir "$work/ckpt" "$work/world_mix" 800 \
+    >"$work/run.out" 2>"$work/run.err" &
 pid=$!
 wait_for 60 grep -q ready "$work/run.out"
-wait_for 60 bash -c "mana_status --list 2>/dev/null | grep -qw $pid"
+wait_for 60 bash -c '[ "$(mana_status --list 2>/dev/null | wc -l)" -ge 5 ]'
 mana_status --list
 sleep 1 # let it run for a while
-echo "so far it printed: $(tail -n 1 "$work/run.out")"
 
-say "Checkpoint: mana_status --checkpoint"
+say "Checkpoint: mana_status --checkpoint (the ranks agree on a point between collectives,"
+echo "    drain the messages in flight into their own memory, and write their images)"
 gen=$(mana_status --checkpoint)
 echo "committed generation: $gen"
 echo "LATEST -> $(cat "$work/ckpt/LATEST")"
 ls -l "$gen"
 mana_inspect "$gen" >"$work/inspect.txt"
-head -n 25 "$work/inspect.txt"
+head -n 12 "$work/inspect.txt"
 
-say "Kill it: kill -9 $pid"
-kill -9 "$pid"
+say "Kill every rank: kill -9 on each process mana_status --list shows"
+for rank_pid in $(mana_status --list | awk 'NR > 1 { print $3 }'); do
+    kill -9 "$rank_pid" 2>/dev/null || true
+done
 wait "$pid" 2>/dev/null || true
 pid=
-echo "the last line it printed before dying: $(tail -n 1 "$work/run.out")"
+echo "the job died without its result: $(grep -c done "$work/run.out" || true) result lines"
 
-say "Restart: mana_restart $work/ckpt (this shell's process becomes the program again)"
-(clean_exec mana_restart "$work/ckpt") >"$work/restart.out" 2>"$work/restart.err" || {
+say "Restart: mpiexec.mpich -n 4 mana_restart $work/ckpt (a fresh MPI_Init in every rank)"
+(clean_exec mpiexec.mpich -n 4 mana_restart "$work/ckpt") >"$work/restart.out" 2>"$work/restart.err" || {
     echo "mana_restart failed:" >&2
     cat "$work/restart.err" >&2
     exit 1
 }
-echo "the restarted process continued from: $(head -n 1 "$work/restart.out")"
-echo "and ended with:                       $(tail -n 1 "$work/restart.out")"
+echo "the restarted job ended with: $(tail -n 1 "$work/restart.out")"
 
 say "Compare with the uninterrupted run"
 if [ "$(tail -n 1 "$work/restart.out")" = "$(tail -n 1 "$work/native.out")" ]; then
-    echo "SAME final line: the checkpointed, killed and restarted run ended exactly like the native one."
+    echo "SAME final line: the checkpointed, killed and restarted MPI job ended exactly like the native one."
 else
     echo "DIFFERENT final lines:" >&2
     echo "  native:    $(tail -n 1 "$work/native.out")" >&2
