@@ -111,3 +111,67 @@ fn every_test_program_under_srun_and_mana_launch_equals_native() {
         );
     }
 }
+
+/// A job launched under Slurm (`srun --mpi=pmi2 -n 2 mana_launch`) is checkpointed and
+/// killed, then restarted under the other launcher (`mpiexec.mpich -n 2 mana_restart`):
+/// the new lower half takes its PMI connection from the restart's launcher.
+#[test]
+fn a_job_launched_under_srun_restarts_under_mpiexec() {
+    let slurm = Slurm::start();
+    let s = Session::start("slurm-restart");
+    let program = compile_mpi("world_mix", s.dir());
+    let native = srun(&slurm, &s, 2, &[&program, Path::new("300")]);
+    native.assert_success();
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-n", "2"])
+        .arg(bin("mana_launch"))
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(&program)
+        .arg("300")
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    let run = Proc::spawn("srun mana_launch world_mix", cmd);
+    run.wait_for_stdout("world_mix ready", LONG);
+    let deadline = std::time::Instant::now() + LONG;
+    while s.status(&["--list"]).stdout_text().lines().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ranks did not register"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut rng = Rng::seeded("slurm-restart");
+    std::thread::sleep(rng.duration_upto(std::time::Duration::from_millis(700)));
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}\n{}", slurm.logs()));
+    assert_committed(&s.ckpt_dir, &gen);
+    let _ = run.wait_quietly(LONG);
+    let mut cmd = std::process::Command::new("mpiexec.mpich");
+    cmd.current_dir(s.dir())
+        .args(["-n", "2"])
+        .arg(bin("mana_restart"))
+        .arg(&s.ckpt_dir);
+    for v in SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    let out = Proc::spawn("mpiexec mana_restart", cmd).wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&native.stdout_text()),
+        "restarted under mpiexec: {}",
+        out.describe()
+    );
+}
