@@ -175,3 +175,90 @@ fn a_job_launched_under_srun_restarts_under_mpiexec() {
         out.describe()
     );
 }
+
+/// `slurm/mana-job.sbatch` as a user runs it: the first submission launches the job;
+/// Slurm's warning signal before the time limit (sent here with `scancel --batch
+/// --signal=USR1`, as `--signal=B:USR1@120` would) makes the script checkpoint and stop;
+/// the second submission restarts from the checkpoint and prints the native result.
+#[test]
+fn the_sbatch_example_checkpoints_before_the_limit_and_continues_when_resubmitted() {
+    let slurm = Slurm::start();
+    let s = Session::start("slurm-sbatch");
+    let program = compile_mpi("world_mix", s.dir());
+    let native = srun(&slurm, &s, 2, &[&program, Path::new("500")]);
+    native.assert_success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slurm/mana-job.sbatch");
+    let out_file = s.dir().join("job.out");
+    let submit = || {
+        let mut cmd = slurm.command("sbatch");
+        cmd.current_dir(s.dir())
+            .args(["--parsable", "-n", "2", "-o"])
+            .arg(&out_file)
+            .arg(&script)
+            .arg(&program)
+            .arg("500")
+            .env("HOME", &s.home)
+            .env("MANA_BIN", bin_dir())
+            .env("MANA_CKPT_DIR", &s.ckpt_dir)
+            .env("MANA_LOG", "mana=info");
+        let out = Proc::spawn("sbatch", cmd).wait_output(LONG);
+        out.assert_success();
+        out.stdout_text().trim().to_string()
+    };
+    let wait_job_gone = |id: &str| {
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            let mut q = slurm.command("squeue");
+            q.args(["-h", "-j", id]);
+            let o = Proc::spawn("squeue", q).wait_output(LONG);
+            if o.stdout_text().trim().is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} did not end: {}",
+                slurm.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let job = submit();
+    let deadline = std::time::Instant::now() + LONG;
+    while !std::fs::read_to_string(&out_file)
+        .unwrap_or_default()
+        .contains("world_mix ready")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not start: {}",
+            slurm.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut cancel = slurm.command("scancel");
+    cancel.args(["--batch", "--signal=USR1", &job]);
+    Proc::spawn("scancel --signal=USR1", cancel)
+        .wait_output(LONG)
+        .assert_success();
+    wait_job_gone(&job);
+    let first = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(
+        first.contains("stopped after a checkpoint") && !first.contains("world_mix done"),
+        "the first part must stop after a checkpoint: {first}"
+    );
+    assert!(
+        latest_generation(&s.ckpt_dir).is_some(),
+        "no committed checkpoint"
+    );
+    let job2 = submit();
+    wait_job_gone(&job2);
+    let all = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert!(all.contains("restarting from"), "{all}");
+    assert_eq!(done(&all), done(&native.stdout_text()), "{all}");
+}
