@@ -1,3 +1,301 @@
-//! Message drain (DESIGN.md §4, DRAIN.md): per-peer, per-communicator sent/received
-//! counts and the buffers of drained messages. Implemented by the MPI checkpoint issue;
-//! this crate is its home.
+//! The MPI side of a checkpoint (DESIGN.md §4, DRAIN.md; docs/mpi-checkpoint.md): before
+//! the threads are stopped, every rank of the job agrees that no collective is
+//! half-entered ([`prepare`]: rounds of job-wide MAX/SUM reductions through the
+//! coordinator), closes its gate, and drains the messages in flight into the upper half
+//! (the senders' counts, summed, tell each receiver how many to expect). After the image
+//! (commit or failure) [`finish`] opens the gate again. At a restart, [`restart`] brings MPI
+//! back in the new lower half.
+//!
+//! The MPI work itself is done by the wrapper library (`mpi-wrappers/src/ckpt.c`), which
+//! registers its operations table at load time (through `libmana`'s
+//! `mana_register_mpi_ops`, which calls [`register`]).
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+use mana_coordinator::{Connection, ReduceEntry, ReduceError, ReduceOp};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// `struct mana_seq` of `mpi-wrappers/src/mana_ops.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Seq {
+    gid: u64,
+    seq: u64,
+}
+
+/// `struct mana_count`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Count {
+    key: [u64; 3],
+    count: u64,
+}
+
+const OPS_VERSION: u32 = 2;
+
+/// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
+#[repr(C)]
+pub struct MpiOps {
+    version: u32,
+    coll_snapshot: unsafe extern "C" fn(out: *mut Seq, cap: i32) -> i32,
+    coll_apply: unsafe extern "C" fn(targets: *const Seq, n: i32) -> i32,
+    coll_grant_pass: unsafe extern "C" fn(),
+    coll_finish: unsafe extern "C" fn(),
+    gate_close: unsafe extern "C" fn(timeout: f64) -> i32,
+    gate_open: unsafe extern "C" fn(),
+    p2p_sent: unsafe extern "C" fn(out: *mut Count, cap: i32) -> i32,
+    drain_step: unsafe extern "C" fn(sums: *const Count, n: i32) -> i64,
+    drained_count: unsafe extern "C" fn() -> i32,
+    /// Forgets every cached lower-half function (a new lower half is coming).
+    restart_reset: unsafe extern "C" fn(),
+    /// In a restarted process with a new lower half: MPI_Init, check rank and size, bring
+    /// back what the application holds; 0, or -1 with a message in `err`.
+    restart: unsafe extern "C" fn(rank: i32, size: i32, err: *mut u8, errlen: i32) -> i32,
+}
+
+static OPS: AtomicPtr<MpiOps> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Records the wrapper library's (static) operations table.
+///
+/// # Safety
+/// `ops` must point to a `struct mana_mpi_ops` that lives as long as the process.
+pub unsafe fn register(ops: *const MpiOps) {
+    // SAFETY: the caller passes a valid, static table.
+    if unsafe { (*ops).version } == OPS_VERSION {
+        OPS.store(ops as *mut MpiOps, Ordering::Release);
+    }
+}
+
+fn ops() -> Option<&'static MpiOps> {
+    // SAFETY: set once from a static table.
+    unsafe { OPS.load(Ordering::Acquire).as_ref() }
+}
+
+/// How long the agreement rounds and the drain may take before the checkpoint is given up
+/// (the job then runs on).
+const AGREE_TIMEOUT: Duration = Duration::from_secs(120);
+const GATE_TIMEOUT: f64 = 60.0;
+
+/// The outcome of [`prepare`]: what the image records.
+pub struct Prepared {
+    pub drained: u32,
+    pub agree: Duration,
+    pub drain: Duration,
+}
+
+fn reduce_err(e: ReduceError) -> String {
+    match e {
+        ReduceError::Interrupted(msg) => {
+            format!("the coordinator interrupted the checkpoint's agreement ({msg:?})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Agreement and drain. On error the gate is open again and the job runs on.
+pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, String> {
+    let Some(ops) = ops() else {
+        return Err("the MPI wrapper library did not register its checkpoint operations".into());
+    };
+    let t0 = Instant::now();
+    let r = agree(ops, conn, generation).and_then(|rounds| {
+        let agree = t0.elapsed();
+        debug!(rounds, ?agree, "collectives converged");
+        // SAFETY: the wrapper library's own function.
+        if unsafe { (ops.gate_close)(GATE_TIMEOUT) } != 0 {
+            return Err(format!(
+                "a thread stayed inside MPI for {GATE_TIMEOUT} s after the collectives converged"
+            ));
+        }
+        let t1 = Instant::now();
+        match drain(ops, conn, generation) {
+            Ok(()) => Ok(Prepared {
+                // SAFETY: the wrapper library's own function.
+                drained: unsafe { (ops.drained_count)() }.max(0) as u32,
+                agree,
+                drain: t1.elapsed(),
+            }),
+            Err(e) => {
+                // SAFETY: as above.
+                unsafe { (ops.gate_open)() };
+                Err(e)
+            }
+        }
+    });
+    if r.is_err() {
+        // SAFETY: the wrapper library's own function.
+        unsafe { (ops.coll_finish)() };
+    }
+    r
+}
+
+/// The job resumes (after the commit, or a failed checkpoint).
+pub fn finish() {
+    if let Some(ops) = ops() {
+        // SAFETY: the wrapper library's own functions.
+        unsafe {
+            (ops.coll_finish)();
+            (ops.gate_open)();
+        }
+    }
+}
+
+/// Rounds of DRAIN.md §1.3 until every rank is at the job-wide maximum sequence number of
+/// every communicator and inside no blocking collective. Returns the number of rounds.
+fn agree(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<u32, String> {
+    let deadline = Instant::now() + AGREE_TIMEOUT;
+    let mut last: Option<(Vec<ReduceEntry>, i64)> = None;
+    let mut stalled = 0;
+    let mut pause = Duration::from_micros(200);
+    for round in 0u32.. {
+        let mut seqs = vec![Seq::default(); 4096];
+        // SAFETY: `seqs` has room for `cap` entries.
+        let n =
+            unsafe { (ops.coll_snapshot)(seqs.as_mut_ptr(), seqs.len() as i32) }.max(0) as usize;
+        let entries: Vec<ReduceEntry> = seqs[..n.min(seqs.len())]
+            .iter()
+            .map(|s| ([s.gid, 0, 0], s.seq as i64))
+            .collect();
+        let targets = conn
+            .reduce(
+                &format!("ckpt{generation}/agree{round}/seq"),
+                ReduceOp::Max,
+                entries,
+            )
+            .map_err(reduce_err)?;
+        let t: Vec<Seq> = targets
+            .iter()
+            .map(|(k, v)| Seq {
+                gid: k[0],
+                seq: *v as u64,
+            })
+            .collect();
+        // SAFETY: `t` holds `t.len()` entries.
+        let conv = unsafe { (ops.coll_apply)(t.as_ptr(), t.len() as i32) } != 0;
+        let notconv = conn
+            .reduce(
+                &format!("ckpt{generation}/agree{round}/conv"),
+                ReduceOp::Sum,
+                vec![([0, 0, 0], i64::from(!conv))],
+            )
+            .map_err(reduce_err)?;
+        let left = notconv.first().map_or(0, |e| e.1);
+        if left == 0 {
+            return Ok(round + 1);
+        }
+        let now = (targets, left);
+        if last.as_ref() == Some(&now) {
+            stalled += 1;
+        } else {
+            stalled = 0;
+        }
+        last = Some(now);
+        if stalled >= 3 {
+            // Nobody moved for three rounds: let each frozen rank enter one more
+            // collective (DRAIN.md §1.4, the freeze deadlock).
+            // SAFETY: the wrapper library's own function.
+            unsafe { (ops.coll_grant_pass)() };
+            stalled = 0;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{left} rank(s) did not reach a common point between collectives within {} s",
+                AGREE_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    unreachable!()
+}
+
+/// DRAIN.md §2: every rank publishes how many messages it sent to whom; each receives
+/// what is still in flight to it, until the job-wide work left is zero.
+fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), String> {
+    let mut sent = vec![Count::default(); 1 << 16];
+    // SAFETY: `sent` has room for `cap` entries.
+    let n = unsafe { (ops.p2p_sent)(sent.as_mut_ptr(), sent.len() as i32) }.max(0) as usize;
+    if n > sent.len() {
+        return Err(format!(
+            "this rank talked to {n} (communicator, peer) pairs; at most {} are supported",
+            sent.len()
+        ));
+    }
+    let entries: Vec<ReduceEntry> = sent[..n].iter().map(|c| (c.key, c.count as i64)).collect();
+    let sums = conn
+        .reduce(&format!("ckpt{generation}/sent"), ReduceOp::Sum, entries)
+        .map_err(reduce_err)?;
+    let sums: Vec<Count> = sums
+        .iter()
+        .map(|(k, v)| Count {
+            key: *k,
+            count: *v as u64,
+        })
+        .collect();
+    let deadline = Instant::now() + AGREE_TIMEOUT;
+    for round in 0u32.. {
+        // SAFETY: `sums` holds `sums.len()` entries.
+        let left = unsafe { (ops.drain_step)(sums.as_ptr(), sums.len() as i32) };
+        if left < 0 {
+            warn!("more messages arrived than were sent: message counting is wrong");
+        }
+        let total = conn
+            .reduce(
+                &format!("ckpt{generation}/drain{round}"),
+                ReduceOp::Sum,
+                vec![([0, 0, 0], left.max(0)), ([1, 0, 0], i64::from(left < 0))],
+            )
+            .map_err(reduce_err)?;
+        let get = |k: u64| total.iter().find(|e| e.0[0] == k).map_or(0, |e| e.1);
+        if get(1) > 0 {
+            return Err("a rank received more messages than were sent to it (MANA bug)".into());
+        }
+        if get(0) == 0 {
+            info!(rounds = round + 1, "drained");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} message(s) or request(s) still in flight after {} s of draining",
+                get(0),
+                AGREE_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    unreachable!()
+}
+
+/// In the restored process: `new_lower_half` starts a new lower half (with the restart's
+/// environment), then the wrapper library brings MPI back (MPI_Init, rank check, pending
+/// receives).
+pub fn restart(
+    new_lower_half: impl FnOnce() -> Result<(), String>,
+    rank: u32,
+    world_size: u32,
+) -> Result<(), String> {
+    let Some(ops) = ops() else {
+        return Err("the MPI wrapper library did not register its checkpoint operations".into());
+    };
+    let t0 = Instant::now();
+    // SAFETY: the wrapper library's own function.
+    unsafe { (ops.restart_reset)() };
+    new_lower_half()?;
+    let loaded = t0.elapsed();
+    let mut err = [0u8; 1024];
+    // SAFETY: `err` has room for `errlen` bytes.
+    let r = unsafe {
+        (ops.restart)(
+            rank as i32,
+            world_size as i32,
+            err.as_mut_ptr(),
+            err.len() as i32,
+        )
+    };
+    if r != 0 {
+        let n = err.iter().position(|&c| c == 0).unwrap_or(err.len());
+        return Err(String::from_utf8_lossy(&err[..n]).into_owned());
+    }
+    info!(?loaded, total = ?t0.elapsed(), "MPI restarted with a new lower half");
+    Ok(())
+}
