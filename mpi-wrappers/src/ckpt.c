@@ -38,6 +38,24 @@ MANA_LOWER_FUNCTION(lower_allreduce, 4308, "PMPI_Allreduce",
                     (const void *s, void *r, int n, MPI_Datatype t, MPI_Op op, MPI_Comm c), (s, r, n, t, op, c))
 MANA_LOWER_FUNCTION(lower_comm_free, 4309, "PMPI_Comm_free", (MPI_Comm * c), (c))
 
+/* The MPI_COMM_WORLD ranks of `g`'s members, in `g`'s order (malloc'd; *n their count). */
+static int *world_ranks_of(MPI_Group g, int *n)
+{
+    MPI_Group world;
+    *n = 0;
+    lower_comm_group(MPI_COMM_WORLD, &world);
+    lower_group_size(g, n);
+    int *in = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int)), *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int));
+    if (in && out) {
+        for (int i = 0; i < *n; i++)
+            in[i] = i;
+        lower_group_translate(g, *n, in, world, out);
+    }
+    free(in);
+    lower_group_free(&world);
+    return out;
+}
+
 /* The lowest MPI_COMM_WORLD rank in `g` (a real group), or -1. */
 static int lowest_world_rank(MPI_Group g)
 {
@@ -60,6 +78,34 @@ static int lowest_world_rank(MPI_Group g)
     return low;
 }
 
+MANA_LOWER_FUNCTION(lower_topo_test, 4311, "PMPI_Topo_test", (MPI_Comm c, int *t), (c, t))
+MANA_LOWER_FUNCTION(lower_cartdim_get, 4312, "PMPI_Cartdim_get", (MPI_Comm c, int *n), (c, n))
+MANA_LOWER_FUNCTION(lower_cart_get, 4313, "PMPI_Cart_get", (MPI_Comm c, int n, int *d, int *p, int *co),
+                    (c, n, d, p, co))
+
+/* A Cartesian topology is kept (dimensions, periods) to be created again at restart; any
+ * other topology is marked as one a restart cannot create again yet. */
+static void record_topology(MPI_Comm real, struct mana_comm_meta *m)
+{
+    int topo = MPI_UNDEFINED;
+    lower_topo_test(real, &topo);
+    if (topo == MPI_UNDEFINED)
+        return;
+    if (topo != MPI_CART) {
+        m->topo = 2;
+        return;
+    }
+    int nd = 0;
+    lower_cartdim_get(real, &nd);
+    m->cart_ndims = nd;
+    m->cart_dims = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
+    m->cart_periods = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
+    int *coords = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
+    lower_cart_get(real, nd, m->cart_dims, m->cart_periods, coords);
+    free(coords);
+    m->topo = 1;
+}
+
 /* A communicator every member names with the same gid, whatever the rank: derived from
  * its parent's gid and constructor count and its lowest world rank (siblings of one
  * split differ by the latter). An intercommunicator's two groups have different parents:
@@ -77,10 +123,13 @@ void mana_comm_created(int parent, int newcomm)
         MPI_Group g;
         lower_comm_group(real, &g);
         int low = lowest_world_rank(g);
+        m->world_ranks = world_ranks_of(g, &m->n_ranks);
         lower_group_free(&g);
         m->gid = mix(base, (unsigned long long)low + 1) | 1;
+        record_topology(real, m);
         return;
     }
+    m->inter = 1;
     MPI_Comm merged = MPI_COMM_NULL;
     lower_intercomm_merge(real, 0, &merged);
     unsigned long long mine = base, agreed = 0;
@@ -603,7 +652,7 @@ static void restart_reset(void)
     n_caches = 0;
 }
 
-extern int mana_init_level;
+extern int mana_init_level __attribute__((visibility("hidden")));
 
 struct repost {
     int v;
@@ -620,9 +669,12 @@ struct restart_scan {
 static void scan_request(int v, struct mana_req_meta *m, void *arg)
 {
     struct restart_scan *r = arg;
-    if (r->bad || m->state == MANA_REQ_DONE || m->app_freed)
+    if (r->bad || m->app_freed)
         return;
-    if (m->kind == MANA_REQ_RECV && m->active && !m->persistent && m->tag != MANA_NO_REPOST) {
+    int persistent_p2p = m->persistent && (m->kind == MANA_REQ_SEND || m->kind == MANA_REQ_RECV);
+    if (m->state == MANA_REQ_DONE && !persistent_p2p)
+        return;
+    if (persistent_p2p || (m->kind == MANA_REQ_RECV && m->active && !m->persistent && m->tag != MANA_NO_REPOST)) {
         if (r->n == r->cap) {
             r->cap = r->cap ? 2 * r->cap : 64;
             r->list = realloc(r->list, (size_t)r->cap * sizeof *r->list);
@@ -688,10 +740,140 @@ static const struct {
     int kind;
     const char *what;
 } unsupported_kinds[] = {
-    {0x1, "communicators"}, {0x2, "groups"},       {0x3, "datatypes"},
+    {0x2, "groups"},         {0x3, "datatypes"},
     {0x5, "error handlers"}, {0x6, "operations"},  {0x7, "info objects"},
     {0x8, "windows"},        {0x9, "keyvals"},      {0xe, "sessions"},
 };
+
+struct comm_list {
+    int *v;
+    struct mana_comm_meta **m;
+    int n, cap;
+    char *err;
+    int errlen, bad;
+};
+
+static void list_comm(int c, struct mana_comm_meta *m, void *arg)
+{
+    struct comm_list *l = arg;
+    if (!mana_h_is_virtual(c)) {
+        if (m->errhandler) { /* MPI_COMM_WORLD / MPI_COMM_SELF: only their error handler */
+            if (l->n == l->cap) {
+                l->cap = l->cap ? 2 * l->cap : 16;
+                l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
+                l->m = realloc(l->m, (size_t)l->cap * sizeof *l->m);
+            }
+            l->v[l->n] = c;
+            l->m[l->n++] = m;
+        }
+        return;
+    }
+    if (m->inter || m->topo == 2 || !m->world_ranks) {
+        l->bad = 1;
+        snprintf(l->err, (size_t)l->errlen,
+                 "the application holds %s; re-creating it in a new lower half is not implemented yet",
+                 m->inter           ? "an intercommunicator"
+                 : m->topo == 2     ? "a communicator with a graph topology"
+                                    : "a communicator from a call MANA does not record (spawn, connect, sessions)");
+        return;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
+        l->m = realloc(l->m, (size_t)l->cap * sizeof *l->m);
+    }
+    l->v[l->n] = c;
+    l->m[l->n++] = m;
+}
+
+MANA_LOWER_FUNCTION(lower_group_incl, 4350, "PMPI_Group_incl", (MPI_Group g, int n, const int *r, MPI_Group *out),
+                    (g, n, r, out))
+MANA_LOWER_FUNCTION(lower_comm_create_group, 4351, "PMPI_Comm_create_group",
+                    (MPI_Comm c, MPI_Group g, int tag, MPI_Comm *out), (c, g, tag, out))
+MANA_LOWER_FUNCTION(lower_cart_create, 4352, "PMPI_Cart_create",
+                    (MPI_Comm c, int n, const int *d, const int *p, int reorder, MPI_Comm *out),
+                    (c, n, d, p, reorder, out))
+MANA_LOWER_FUNCTION(lower_comm_set_errhandler, 4353, "PMPI_Comm_set_errhandler", (MPI_Comm c, MPI_Errhandler e),
+                    (c, e))
+
+/* Communicators the application created, again, in ascending gid order (a total order
+ * every rank shares, so overlapping creations cannot deadlock — DRAIN.md §4): each from
+ * its world ranks with MPI_Comm_create_group (collective over its members only), then its
+ * Cartesian topology (reorder 0), then the error handler the application set. */
+static int rebuild_comms(char *err, int errlen)
+{
+    struct comm_list l = {NULL, NULL, 0, 0, err, errlen, 0};
+    mana_comm_each(list_comm, &l);
+    for (int i = 0; i < l.n && !l.bad; i++) /* insertion sort by gid (world/self first) */
+        for (int j = i; j > 0 && l.m[j]->gid < l.m[j - 1]->gid; j--) {
+            int tv = l.v[j];
+            struct mana_comm_meta *tm = l.m[j];
+            l.v[j] = l.v[j - 1];
+            l.m[j] = l.m[j - 1];
+            l.v[j - 1] = tv;
+            l.m[j - 1] = tm;
+        }
+    MPI_Group world;
+    lower_comm_group(MPI_COMM_WORLD, &world);
+    for (int i = 0; i < l.n && !l.bad; i++) {
+        struct mana_comm_meta *m = l.m[i];
+        MPI_Comm c = l.v[i];
+        if (mana_h_is_virtual(l.v[i])) {
+            MPI_Group g;
+            int rc = lower_group_incl(world, m->n_ranks, m->world_ranks, &g);
+            if (rc == MPI_SUCCESS)
+                rc = lower_comm_create_group(MPI_COMM_WORLD, g, (int)(m->gid % 32767), &c);
+            lower_group_free(&g);
+            if (rc == MPI_SUCCESS && m->topo == 1) {
+                MPI_Comm cart = MPI_COMM_NULL;
+                rc = lower_cart_create(c, m->cart_ndims, m->cart_dims, m->cart_periods, 0, &cart);
+                lower_comm_free(&c);
+                c = cart;
+            }
+            if (rc != MPI_SUCCESS) {
+                l.bad = 1;
+                snprintf(err, (size_t)errlen, "creating a communicator again failed (error %d)", rc);
+                break;
+            }
+            mana_h_set_real(l.v[i], c);
+        }
+        if (m->errhandler)
+            lower_comm_set_errhandler(mana_h_real(l.v[i]), mana_h_real(m->errhandler));
+    }
+    lower_group_free(&world);
+    free(l.v);
+    free(l.m);
+    return l.bad ? -1 : 0;
+}
+
+/* Persistent point-to-point requests again (MPI_*_init with their recorded arguments); an
+ * active receive among them is started again. */
+typedef int (*init_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
+static const char *const send_inits[] = {"PMPI_Send_init_c", "PMPI_Ssend_init_c", "PMPI_Bsend_init_c",
+                                         "PMPI_Rsend_init_c"};
+
+static int recreate_persistent(int v, struct mana_req_meta *m, char *err, int errlen)
+{
+    unsigned long fs = mana_thread_lower_fs();
+    const char *name = m->kind == MANA_REQ_RECV ? "PMPI_Recv_init_c" : send_inits[m->send_mode & 3];
+    init_c_fn f = (init_c_fn)mana_lower_fn(4360 + (m->kind == MANA_REQ_RECV ? 4 : m->send_mode), name, fs);
+    MPI_Request real = MPI_REQUEST_NULL;
+    unsigned long up = mana_enter_lower(fs);
+    int rc = f(m->buf, m->count, mana_h_real(m->datatype), m->peer, m->tag, mana_h_real(m->comm), &real);
+    mana_leave_lower(up);
+    if (rc == MPI_SUCCESS && m->active && m->state == MANA_REQ_LIVE) {
+        int (*start)(MPI_Request *) = (int (*)(MPI_Request *))mana_lower_fn(4365, "PMPI_Start", fs);
+        up = mana_enter_lower(fs);
+        rc = start(&real);
+        mana_leave_lower(up);
+    }
+    if (rc != MPI_SUCCESS) {
+        snprintf(err, (size_t)errlen, "creating a persistent request again failed (error %d)", rc);
+        return -1;
+    }
+    mana_h_set_real(v, real);
+    return 0;
+}
 
 /* In a restored process whose lower half is new: MPI_Init at the level the application
  * asked for, the same rank and size as the image's, then what the application holds:
@@ -731,6 +913,8 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
                  r, n, rank, size);
         return -1;
     }
+    if (rebuild_comms(err, errlen) != 0)
+        return -1;
     struct restart_scan scan = {err, errlen, 0, NULL, 0, 0};
     mana_req_each(scan_request, &scan);
     if (!scan.bad) {
@@ -738,6 +922,10 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
         irecv_c_fn irecv = (irecv_c_fn)mana_lower_fn(4343, "PMPI_Irecv_c", fs);
         for (int i = 0; i < scan.n && !scan.bad; i++) {
             struct mana_req_meta *m = scan.list[i].m;
+            if (m->persistent) {
+                scan.bad = recreate_persistent(scan.list[i].v, m, err, errlen) != 0;
+                continue;
+            }
             MPI_Request real = MPI_REQUEST_NULL;
             up = mana_enter_lower(fs);
             rc = irecv(m->buf, m->count, mana_h_real(m->datatype), m->peer, m->tag, mana_h_real(m->comm), &real);

@@ -226,6 +226,9 @@ int mana_h_virtual(int real)
             struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             if (m->sent)
                 munmap(m->sent, (size_t)m->n_peers * sizeof(*m->sent));
+            free(m->world_ranks);
+            free(m->cart_dims);
+            free(m->cart_periods);
             memset(m, 0, sizeof *m);
         }
         if (kind != KIND_REQUEST)

@@ -248,6 +248,7 @@ enum mana_req_state {
 };
 struct mana_req_meta {
     unsigned char kind, state, persistent, active;
+    unsigned char send_mode; /* a persistent send's MPI_*_init: 0 Send, 1 Ssend, 2 Bsend, 3 Rsend */
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
     int comm;                /* the application's communicator */
     int peer;                /* destination of a send, source of a receive */
@@ -276,6 +277,12 @@ struct mana_comm_meta {
     unsigned long long seq;        /* collectives this rank initiated on it */
     unsigned long long target;     /* while a checkpoint is pending */
     unsigned long long ctor_count; /* communicators constructed from it */
+    /* How to create it again in a new lower half (src/ckpt.c): its group as ranks of
+     * MPI_COMM_WORLD, a Cartesian topology, the error handler the application set. */
+    int *world_ranks, n_ranks;
+    unsigned char inter, topo; /* topo: 0 none, 1 Cartesian, 2 other (not re-created) */
+    int cart_ndims, *cart_dims, *cart_periods;
+    int errhandler; /* 0: never set */
 };
 /* Calls `f` for every communicator with metadata (world, self, live virtual ones). */
 extern void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;

@@ -297,8 +297,8 @@ NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_FN, NONE, int)
 NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_FN, MPI_Count)
 
 /* Persistent sends: counted at every MPI_Start. */
-static int send_init(struct lower_fn *lf, struct lower_fn *lfc, const void *buf, MPI_Count count, MPI_Datatype dt,
-                     int dest, int tag, MPI_Comm comm, MPI_Request *request)
+static int send_init(struct lower_fn *lf, struct lower_fn *lfc, int mode, const void *buf, MPI_Count count,
+                     MPI_Datatype dt, int dest, int tag, MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
     mana_gate_enter();
@@ -311,14 +311,27 @@ static int send_init(struct lower_fn *lf, struct lower_fn *lfc, const void *buf,
     int rc = f ? f(buf, (int)count, t, dest, tag, c, &r) : fc(buf, count, t, dest, tag, c, &r);
     mana_leave_lower(up);
     mana_gate_leave();
-    return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_SEND, comm, dest, 1, request) : rc;
+    if (rc != MPI_SUCCESS)
+        return rc;
+    new_request(r, MANA_REQ_SEND, comm, dest, 1, request);
+    struct mana_req_meta *m = mana_req_meta(*request);
+    if (m) {
+        /* Kept to create it again at restart. */
+        m->buf = (void *)buf;
+        m->count = count;
+        m->datatype = dt;
+        m->tag = tag;
+        m->send_mode = (unsigned char)mode;
+    }
+    return rc;
 }
 
 #define PERSISTENT_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T)                            \
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm, MPI_Request *request) \
     {                                                                                    \
-        return send_init(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm, request); \
+        return send_init(INT_F(ID, LOWER), C_F(ID, LOWER), (ID - 4230) / 2, buf, count, dt, dest, tag, comm, \
+                         request);                                                       \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)

@@ -759,7 +759,7 @@ MANA_EXPORT(mana_w_MPI_Register_datarep_c, PMPI_Register_datarep_c)
 
 /* MPI_Init / MPI_Init_thread: the thread level the application asked for is what a
  * restart's new lower half is initialized with (src/ckpt.c). */
-int mana_init_level = -1;
+__attribute__((visibility("hidden"))) int mana_init_level = -1;
 
 __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
 {
@@ -787,3 +787,23 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
 MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
+
+/* MPI_Comm_set_errhandler: the handler is recorded with the communicator, so a restart can
+ * set it again in the new lower half (src/ckpt.c). */
+__attribute__((used)) static int mana_w_MPI_Comm_set_errhandler(MPI_Comm comm, MPI_Errhandler errhandler)
+{
+    int r;
+    mana_gate_enter();
+    MPI_Comm c = mana_h_real(comm);
+    MPI_Errhandler e = mana_h_real(errhandler);
+    {
+        MANA_CALL_LOWER_INTO(r, 4052, "PMPI_Comm_set_errhandler", int, (MPI_Comm, MPI_Errhandler), (c, e));
+    }
+    struct mana_comm_meta *m = mana_comm_meta(comm);
+    if (r == MPI_SUCCESS && m)
+        m->errhandler = errhandler;
+    mana_gate_leave();
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, MPI_Comm_set_errhandler)
+MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, PMPI_Comm_set_errhandler)

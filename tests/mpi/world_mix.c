@@ -5,10 +5,12 @@
  * across iterations (each rank sends its next iteration's message before it receives this
  * one's). The final checksum (hexadecimal float) must not depend on where checkpoints and
  * restarts fell. Prints "world_mix ready" first (rank 0). Any number of ranks >= 2;
- * argument: iterations (default 300). */
+ * arguments: iterations (default 300); "pair" to also hold a derived datatype (which a
+ * restart cannot re-create yet) and send with it. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define N 64
@@ -20,6 +22,13 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     int iters = argc > 1 ? atoi(argv[1]) : 300;
+    MPI_Datatype elem = MPI_DOUBLE;
+    int elems = 64;
+    if (argc > 2 && strcmp(argv[2], "pair") == 0) {
+        MPI_Type_contiguous(2, MPI_DOUBLE, &elem);
+        MPI_Type_commit(&elem);
+        elems = 32;
+    }
     if (rank == 0) {
         printf("world_mix ready\n");
         fflush(stdout);
@@ -34,8 +43,8 @@ int main(int argc, char **argv)
             sbuf[i] = rank * 1000.0 + it + i * 0.001;
         MPI_Request rq[2];
         MPI_Status sts[2];
-        MPI_Irecv(rbuf, N, MPI_DOUBLE, prev, 1, MPI_COMM_WORLD, &rq[0]);
-        MPI_Isend(sbuf, N, MPI_DOUBLE, next, 1, MPI_COMM_WORLD, &rq[1]);
+        MPI_Irecv(rbuf, elems, elem, prev, 1, MPI_COMM_WORLD, &rq[0]);
+        MPI_Isend(sbuf, elems, elem, next, 1, MPI_COMM_WORLD, &rq[1]);
         MPI_Waitall(2, rq, sts);
         for (int i = 0; i < N; i++)
             acc += rbuf[i] * (i + 1);
