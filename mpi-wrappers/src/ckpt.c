@@ -169,14 +169,10 @@ typedef int (*iprobe_fn)(int, int, MPI_Comm, int *, MPI_Status *);
  * rendezvous sends may be what a laggard waits for). */
 static void drive_progress(void)
 {
-    static iprobe_fn f;
     int flag;
     mana_gate_enter();
     unsigned long fs = mana_thread_lower_fs();
-    if (!f) {
-        f = (iprobe_fn)mana_lower_fn(4310, "PMPI_Iprobe", fs);
-        mana_cache_register((void **)&f);
-    }
+    iprobe_fn f = (iprobe_fn)lower_get(LOWER_FN(4310, "PMPI_Iprobe"), fs);
     unsigned long up = mana_enter_lower(fs);
     f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
     mana_leave_lower(up);
@@ -400,12 +396,8 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     struct test_all *t = arg;
     if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER)
         return;
-    static test_fn test;
     unsigned long fs = mana_thread_lower_fs();
-    if (!test) {
-        test = (test_fn)mana_lower_fn(4320, "PMPI_Test", fs);
-        mana_cache_register((void **)&test);
-    }
+    test_fn test = (test_fn)lower_get(LOWER_FN(4320, "PMPI_Test"), fs);
     MPI_Request real = mana_h_real(v);
     int flag = 0;
     MPI_Status st;
@@ -439,12 +431,8 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
     struct mana_blocking *b = g->blk;
     if (!b)
         return;
-    static test_fn test;
     unsigned long fs = mana_thread_lower_fs();
-    if (!test) {
-        test = (test_fn)mana_lower_fn(4324, "PMPI_Test", fs);
-        mana_cache_register((void **)&test);
-    }
+    test_fn test = (test_fn)lower_get(LOWER_FN(4324, "PMPI_Test"), fs);
     for (int i = 0; i < b->n; i++) {
         if (b->state[i])
             continue;
@@ -470,18 +458,10 @@ typedef int (*mrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Status *);
 /* Receives one unexpected message on `c` into the drained list; 1 if there was one. */
 static int drain_one(int c)
 {
-    static improbe_fn improbe;
-    static get_count_fn get_count;
-    static mrecv_fn mrecv;
     unsigned long fs = mana_thread_lower_fs();
-    if (!improbe) {
-        improbe = (improbe_fn)mana_lower_fn(4321, "PMPI_Improbe", fs);
-        get_count = (get_count_fn)mana_lower_fn(4322, "PMPI_Get_count", fs);
-        mrecv = (mrecv_fn)mana_lower_fn(4323, "PMPI_Mrecv", fs);
-        mana_cache_register((void **)&improbe);
-        mana_cache_register((void **)&get_count);
-        mana_cache_register((void **)&mrecv);
-    }
+    improbe_fn improbe = (improbe_fn)lower_get(LOWER_FN(4321, "PMPI_Improbe"), fs);
+    get_count_fn get_count = (get_count_fn)lower_get(LOWER_FN(4322, "PMPI_Get_count"), fs);
+    mrecv_fn mrecv = (mrecv_fn)lower_get(LOWER_FN(4323, "PMPI_Mrecv"), fs);
     MPI_Comm real = mana_h_real(c);
     int flag = 0, bytes = 0;
     MPI_Message msg;
@@ -708,12 +688,8 @@ static void repost_blocking(struct mana_gate_slot *g, void *arg)
     struct mana_blocking *b = g->blk;
     if (!b || r->bad)
         return;
-    static irecv_c_fn irecv;
     unsigned long fs = mana_thread_lower_fs();
-    if (!irecv) {
-        irecv = (irecv_c_fn)mana_lower_fn(4340, "PMPI_Irecv_c", fs);
-        mana_cache_register((void **)&irecv);
-    }
+    irecv_c_fn irecv = (irecv_c_fn)lower_get(LOWER_FN(4340, "PMPI_Irecv_c"), fs);
     for (int i = 0; i < b->n; i++) {
         if (b->state[i])
             continue;

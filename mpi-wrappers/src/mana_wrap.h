@@ -158,6 +158,30 @@ static inline __attribute__((always_inline)) void mana_gate_leave(void)
     out = f_ args;                                                      \
     mana_leave_lower(up_)
 
+/* A lower-half function, looked up once per call site. Resolve it (lower_get) only while
+ * holding the gate, with the FS base read after taking it: a thread that parks at the gate
+ * may wake up in a restarted process with a new lower half (new functions, new TCBs). */
+struct lower_fn {
+    void *f;
+    unsigned id;
+    const char *name;
+};
+#define LOWER_FN(ID, NAME)                                                               \
+    ({                                                                                   \
+        static struct lower_fn c_ = {NULL, ID, NAME};                                    \
+        &c_;                                                                             \
+    })
+
+static inline void *lower_get(struct lower_fn *c, unsigned long fs)
+{
+    void *f = c->f;
+    if (__builtin_expect(!f, 0)) {
+        f = c->f = mana_lower_fn(c->id, c->name, fs);
+        mana_cache_register(&c->f);
+    }
+    return f;
+}
+
 /* The same, holding the gate token: what every wrapper does. */
 #define MANA_FORWARD_INTO(out, id, lower_name, ret, params, args)       \
     mana_gate_enter();                                                  \

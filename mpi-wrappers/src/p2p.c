@@ -33,30 +33,6 @@ typedef int (*imrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Request *
 typedef int (*imrecv_c_fn)(void *, MPI_Count, MPI_Datatype, MPI_Message *, MPI_Request *);
 typedef int (*start_fn)(MPI_Request *);
 
-/* A lower-half function, looked up once per call site. Resolve it (lower_get) only while
- * holding the gate, with the FS base read after taking it: a thread that parks at the gate
- * may wake up in a restarted process with a new lower half (new functions, new TCBs). */
-struct lower_fn {
-    void *f;
-    unsigned id;
-    const char *name;
-};
-#define LOWER_FN(ID, NAME)                                                               \
-    ({                                                                                   \
-        static struct lower_fn c_ = {NULL, ID, NAME};                                    \
-        &c_;                                                                             \
-    })
-
-static inline void *lower_get(struct lower_fn *c, unsigned long fs)
-{
-    void *f = c->f;
-    if (__builtin_expect(!f, 0)) {
-        f = c->f = mana_lower_fn(c->id, c->name, fs);
-        mana_cache_register(&c->f);
-    }
-    return f;
-}
-
 static int cancelled(const MPI_Status *st)
 {
     /* MPICH keeps the cancelled bit in the low bit of count_hi_and_cancelled. */

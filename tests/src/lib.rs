@@ -19,6 +19,7 @@
 //! (`cargo build --release --workspace`; `scripts/test.sh` does).
 
 pub mod ckpt;
+pub mod mpi;
 pub mod process;
 pub mod programs;
 pub mod rng;
@@ -28,6 +29,7 @@ pub mod tempdir;
 pub mod transcript;
 
 pub use ckpt::*;
+pub use mpi::{mpiexec_command, wait_registered};
 pub use process::*;
 pub use programs::*;
 pub use rng::Rng;

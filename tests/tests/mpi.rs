@@ -217,36 +217,20 @@ fn one_sided_under_mana_launch_equals_native() {
     equals_native_under_mana_launch("rma", &[2, 4]);
 }
 
-/// `mpiexec -n N mana_launch ckpt_mix` with `--ckptdir`: the launcher command the MPI
-/// checkpoint tests use.
+/// `mpiexec -n N mana_launch --ckptdir CKPT PROGRAM ARGS…` with the session's environment.
 fn launch_mpi(s: &Session, n: usize, program: &std::path::Path, args: &[&str]) -> Proc {
-    let mut cmd = Command::new("mpiexec.mpich");
-    cmd.current_dir(s.dir())
-        .args(["-n", &n.to_string()])
-        .arg(bin("mana_launch"))
-        .arg("--ckptdir")
-        .arg(&s.ckpt_dir)
-        .arg(program)
-        .args(args);
-    for v in SCRUBBED_ENV {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
-    Proc::spawn(&format!("mpiexec -n {n} mana_launch"), cmd)
-}
-
-/// Waits until `n` ranks are registered with the session's coordinator.
-fn wait_registered(s: &Session, n: usize) {
-    let deadline = std::time::Instant::now() + LONG;
-    while s.status(&["--list"]).stdout_text().lines().count() < n + 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ranks did not register"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let launch = bin("mana_launch");
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        launch.as_os_str(),
+        "--ckptdir".as_ref(),
+        s.ckpt_dir.as_os_str(),
+        program.as_os_str(),
+    ];
+    all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    Proc::spawn(
+        &format!("mpiexec -n {n} mana_launch"),
+        mpiexec_command(s, n, &all, &[]),
+    )
 }
 
 /// Checkpoints of a running MPI job at random instants, without killing it: every rank

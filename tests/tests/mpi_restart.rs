@@ -15,22 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `mpiexec.mpich -n N` with the session's environment, and `extra` variables.
 fn mpiexec(s: &Session, n: usize, args: &[&std::ffi::OsStr], extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new("mpiexec.mpich");
-    cmd.current_dir(s.dir())
-        .args(["-n", &n.to_string()])
-        .args(args);
-    for v in SCRUBBED_ENV {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd
+    mpiexec_command(s, n, args, extra)
 }
 
 fn native(s: &Session, n: usize, program: &Path, iters: &str) -> String {
@@ -64,17 +50,6 @@ fn restart(s: &Session, n: usize, extra: &[(&str, &str)]) -> Proc {
     let restart = bin("mana_restart");
     let cmd = mpiexec(s, n, &[restart.as_os_str(), s.ckpt_dir.as_os_str()], extra);
     Proc::spawn(&format!("mpiexec -n {n} mana_restart"), cmd)
-}
-
-fn wait_registered(s: &Session, n: usize) {
-    let deadline = std::time::Instant::now() + LONG;
-    while s.status(&["--list"]).stdout_text().lines().count() < n + 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ranks did not register"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Checkpoints the running job at a random instant within `within` and kills it; returns
