@@ -320,3 +320,49 @@ fn restarting_objects_not_supported_yet_is_refused_clearly() {
         out.describe()
     );
 }
+
+/// `mana_launch --interval 1`: the coordinator checkpoints the MPI job every second while
+/// it runs (each one a full agreement + drain); the job still ends like the native run,
+/// and a restart from the newest interval checkpoint does too.
+#[test]
+fn interval_checkpoints_of_an_mpi_job() {
+    let s = Session::start("mpi-interval");
+    let program = compile_mpi("world_mix", s.dir());
+    let expected = native(&s, 2, &program, "700");
+    let launch_bin = bin("mana_launch");
+    let run = Proc::spawn(
+        "mpiexec -n 2 mana_launch --interval 1 world_mix",
+        mpiexec(
+            &s,
+            2,
+            &[
+                launch_bin.as_os_str(),
+                "--ckptdir".as_ref(),
+                s.ckpt_dir.as_os_str(),
+                "--interval".as_ref(),
+                "1".as_ref(),
+                program.as_os_str(),
+                "700".as_ref(),
+            ],
+            &[],
+        ),
+    );
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("world_mix done"))
+            .map(str::to_string)
+    };
+    assert_eq!(done(&out.stdout_text()), done(&expected));
+    let latest = latest_generation(&s.ckpt_dir)
+        .unwrap_or_else(|| panic!("no interval checkpoint was committed: {}", out.describe()));
+    let again = restart(&s, 2, &[]).wait_output(LONG);
+    again.assert_success();
+    assert_eq!(
+        done(&again.stdout_text()),
+        done(&expected),
+        "restart from {latest}: {}",
+        again.describe()
+    );
+}
