@@ -264,6 +264,11 @@ def main():
                             % (request, int(coll == "persistent")))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+        # A group given to the application keeps its members as world ranks (restart).
+        for item in handles.get(base, "").split():
+            pname, kind, direction, length = item.split(":")
+            if kind == "GROUP" and direction == "out" and length == "-":
+                post.append("if (r_ == MPI_SUCCESS) mana_group_created(*%s);" % pname)
         fwd = (fid, lower, ret, params or "void", ", ".join(call))
         if not pro and not post:
             out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % fwd)

@@ -1163,6 +1163,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
         MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
 }
@@ -1245,6 +1246,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_remote_group(MPI_Comm comm, MPI
         MANA_CALL_LOWER_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
 }
@@ -1668,6 +1670,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
         MANA_CALL_LOWER_INTO(r_, 111, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
 }
@@ -3104,6 +3107,7 @@ __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, M
         MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3118,6 +3122,7 @@ __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, c
         MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3145,6 +3150,7 @@ __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session 
         MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3159,6 +3165,7 @@ __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, c
         MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3174,6 +3181,7 @@ __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1,
         MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3188,6 +3196,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, in
         MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3202,6 +3211,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, in
         MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -3254,6 +3264,7 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
         MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
 }
@@ -7156,6 +7167,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
         MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
 }

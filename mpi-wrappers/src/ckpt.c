@@ -106,6 +106,13 @@ static void record_topology(MPI_Comm real, struct mana_comm_meta *m)
     m->topo = 1;
 }
 
+void mana_group_created(int group)
+{
+    struct mana_comm_meta *m = mana_group_meta(group);
+    if (m && !m->world_ranks)
+        m->world_ranks = world_ranks_of(mana_h_real(group), &m->n_ranks);
+}
+
 /* A communicator every member names with the same gid, whatever the rank: derived from
  * its parent's gid and constructor count and its lowest world rank (siblings of one
  * split differ by the latter). An intercommunicator's two groups have different parents:
@@ -716,7 +723,7 @@ static const struct {
     int kind;
     const char *what;
 } unsupported_kinds[] = {
-    {0x2, "groups"},         {0x3, "datatypes"},
+    {0x3, "datatypes"},
     {0x5, "error handlers"}, {0x6, "operations"},  {0x7, "info objects"},
     {0x8, "windows"},        {0x9, "keyvals"},      {0xe, "sessions"},
 };
@@ -822,6 +829,37 @@ static int rebuild_comms(char *err, int errlen)
     return l.bad ? -1 : 0;
 }
 
+/* Groups the application holds, again, from their world ranks. */
+struct group_rebuild {
+    MPI_Group world;
+    char *err;
+    int errlen, bad;
+};
+
+static void rebuild_group(int g, struct mana_comm_meta *m, void *arg)
+{
+    struct group_rebuild *r = arg;
+    if (r->bad)
+        return;
+    MPI_Group real = MPI_GROUP_NULL;
+    int rc = m->world_ranks ? lower_group_incl(r->world, m->n_ranks, m->world_ranks, &real) : MPI_ERR_GROUP;
+    if (rc != MPI_SUCCESS) {
+        r->bad = 1;
+        snprintf(r->err, (size_t)r->errlen, "creating a group again failed (error %d)", rc);
+        return;
+    }
+    mana_h_set_real(g, real);
+}
+
+static int rebuild_groups(char *err, int errlen)
+{
+    struct group_rebuild r = {MPI_GROUP_NULL, err, errlen, 0};
+    lower_comm_group(MPI_COMM_WORLD, &r.world);
+    mana_group_each(rebuild_group, &r);
+    lower_group_free(&r.world);
+    return r.bad ? -1 : 0;
+}
+
 /* Persistent point-to-point requests again (MPI_*_init with their recorded arguments); an
  * active receive among them is started again. */
 typedef int (*init_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
@@ -889,7 +927,7 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
                  r, n, rank, size);
         return -1;
     }
-    if (rebuild_comms(err, errlen) != 0)
+    if (rebuild_comms(err, errlen) != 0 || rebuild_groups(err, errlen) != 0)
         return -1;
     struct restart_scan scan = {err, errlen, 0, NULL, 0, 0};
     mana_req_each(scan_request, &scan);

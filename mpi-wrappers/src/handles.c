@@ -35,6 +35,7 @@ int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
 #define MANA_VH_REUSE_DELAY 4096u
 #define KIND_REQUEST 0xb
 #define KIND_COMM 0x1
+#define KIND_GROUP 0x2
 
 struct kind_table {
     int lock; /* a spin lock: held for a few table updates only */
@@ -187,7 +188,7 @@ static unsigned take_index(struct kind_table *t, int kind)
         t->refs[c] = zeroed(CHUNK * sizeof(unsigned));
         if (kind == KIND_REQUEST)
             t->meta[c] = zeroed(CHUNK * sizeof(struct mana_req_meta));
-        if (kind == KIND_COMM)
+        if (kind == KIND_COMM || kind == KIND_GROUP)
             t->comm_meta[c] = zeroed(CHUNK * sizeof(struct mana_comm_meta));
         __atomic_store_n(&mana_vh_dir[kind][c], (int *)zeroed(CHUNK * sizeof(int)), __ATOMIC_RELEASE);
     }
@@ -222,7 +223,7 @@ int mana_h_virtual(int real)
         t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
         if (kind == KIND_REQUEST)
             memset(&t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], 0, sizeof(struct mana_req_meta));
-        if (kind == KIND_COMM) {
+        if (kind == KIND_COMM || kind == KIND_GROUP) {
             struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             if (m->sent)
                 munmap(m->sent, (size_t)m->n_peers * sizeof(*m->sent));
@@ -322,6 +323,27 @@ struct mana_comm_meta *mana_comm_meta(int c)
     unsigned idx = (unsigned)c & MANA_VH_INDEX_MASK;
     struct mana_comm_meta *chunk = tables[KIND_COMM].comm_meta[idx >> MANA_VH_CHUNK_BITS];
     return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+/* Groups keep their members as MPI_COMM_WORLD ranks (the `world_ranks` of the same
+ * metadata), to be created again at restart. */
+struct mana_comm_meta *mana_group_meta(int g)
+{
+    if (!mana_h_is_virtual(g) || MANA_VH_KIND(g) != KIND_GROUP)
+        return NULL;
+    unsigned idx = (unsigned)g & MANA_VH_INDEX_MASK;
+    struct mana_comm_meta *chunk = tables[KIND_GROUP].comm_meta[idx >> MANA_VH_CHUNK_BITS];
+    return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+void mana_group_each(void (*f)(int g, struct mana_comm_meta *m, void *arg), void *arg)
+{
+    struct kind_table *t = &tables[KIND_GROUP];
+    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
+        int *chunk = mana_vh_dir[KIND_GROUP][idx >> MANA_VH_CHUNK_BITS];
+        if (chunk && chunk[idx & (CHUNK - 1)])
+            f(virtual_of(KIND_GROUP, idx), &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
+    }
 }
 
 void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg)

@@ -308,6 +308,11 @@ struct mana_comm_meta {
     int cart_ndims, *cart_dims, *cart_periods;
     int errhandler; /* 0: never set */
 };
+/* A group's metadata (its `world_ranks`), and every live virtual group's. */
+extern struct mana_comm_meta *mana_group_meta(int g) MANA_HIDDEN;
+extern void mana_group_each(void (*f)(int g, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
+/* After a call that gave the application a group: its members as world ranks. */
+extern void mana_group_created(int group) MANA_HIDDEN;
 /* Calls `f` for every communicator with metadata (world, self, live virtual ones). */
 extern void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
 /* A new virtual request with no real one behind it (a receive served from drained

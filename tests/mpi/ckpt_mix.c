@@ -1,7 +1,8 @@
 /* An MPI job to checkpoint at random instants: a few seconds of mixed traffic — a ring of
  * Isend/Irecv + Waitall, Sendrecv, wildcard receives after Probe, persistent requests,
  * Allreduce/Bcast, a nonblocking Iallreduce overlapped with point-to-point, collectives on
- * a split communicator, and messages left in flight across iterations (each rank sends
+ * a split communicator, groups held across iterations (translated every iteration), and
+ * messages left in flight across iterations (each rank sends
  * its next iteration's message before it receives this one's). The final checksum must
  * not depend on where the checkpoints fell. Prints "ckpt_mix ready" first (rank 0).
  * Any number of ranks >= 2; argument: iterations (default 300). */
@@ -27,6 +28,9 @@ int main(int argc, char **argv)
     MPI_Comm half, wild;
     MPI_Comm_split(MPI_COMM_WORLD, rank % 2, rank, &half);
     MPI_Comm_dup(MPI_COMM_WORLD, &wild);
+    MPI_Group world_group, half_group;
+    MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    MPI_Comm_group(half, &half_group);
     double sbuf[N], rbuf[N], acc = 0;
     long pin = 0, pout = 0;
     MPI_Request ps, pr;
@@ -87,10 +91,15 @@ int main(int argc, char **argv)
         double b = rank == root ? s + h : 0;
         MPI_Bcast(&b, 1, MPI_DOUBLE, root, MPI_COMM_WORLD);
         acc = acc * 0.5 + b * 1e-3;
+        int first = 0, in_world = -1;
+        MPI_Group_translate_ranks(half_group, 1, &first, world_group, &in_world);
+        acc += in_world * 1e-3;
         usleep(3000);
     }
     MPI_Request_free(&ps);
     MPI_Request_free(&pr);
+    MPI_Group_free(&half_group);
+    MPI_Group_free(&world_group);
     MPI_Comm_free(&half);
     MPI_Comm_free(&wild);
     double total;
