@@ -54,6 +54,11 @@ fn main() {
     mana_coordinator::init_logging("warn", true);
     if let Err(e) = restart(args) {
         eprintln!("mana_restart: {e}");
+        // Under an MPI launcher the other ranks would wait for this one forever (in
+        // MPI_Init): end abnormally, so that the launcher ends the whole job.
+        if mana_coordinator::launcher_rank_var().is_some() {
+            sys::kill_self();
+        }
         std::process::exit(1);
     }
 }

@@ -510,6 +510,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
                 LIB_END.load(Ordering::Relaxed),
             ),
         ],
+        volatile_stack: !lower.is_empty(),
         lower,
     };
     write::write_image(&mut job)
@@ -615,7 +616,9 @@ fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
         let env = restart_env(mb);
         if let Err(e) = crate::mpi_ckpt::restart(env, cfg.rank, cfg.world_size) {
             eprintln!("mana: restarting MPI (rank {}): {e}", cfg.rank);
-            std::process::exit(1);
+            // The other ranks may wait for this one inside MPI: end abnormally, so that
+            // the launcher ends the whole job.
+            kill_self();
         }
         crate::mpi_ckpt::finish();
     }
