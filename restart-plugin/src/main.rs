@@ -57,6 +57,8 @@ fn main() {
         // Under an MPI launcher the other ranks would wait for this one forever (in
         // MPI_Init): end abnormally, so that the launcher ends the whole job.
         if mana_coordinator::launcher_rank_var().is_some() {
+            // Give the launcher time to forward this line before it tears the job down.
+            std::thread::sleep(std::time::Duration::from_millis(300));
             sys::kill_self();
         }
         std::process::exit(1);
@@ -83,6 +85,9 @@ fn restart(args: Args) -> Result<(), String> {
     let ckpt = CkptDir::new(&dir);
     let generation = ckpt.require_latest().map_err(|e| e.to_string())?;
     let manifest = ckpt.read_manifest(generation).map_err(|e| e.to_string())?;
+    // Every rank of a restart with the wrong process count says the same thing, before any
+    // looks for its image.
+    check_launcher_world_size(manifest.world_size, &ckpt.gen_dir(generation))?;
     let rank = launcher_rank()?;
     let entry = manifest
         .images
@@ -116,9 +121,6 @@ fn restart(args: Args) -> Result<(), String> {
         ));
     }
     let h = &reader.header;
-    if h.mpi.is_some() {
-        check_launcher_world_size(manifest.world_size, &ckpt.gen_dir(generation))?;
-    }
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
     let vdso_moves = plan_vdso(h)?;
     validate_threads(h)?;

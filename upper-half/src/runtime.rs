@@ -617,7 +617,8 @@ fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
         if let Err(e) = crate::mpi_ckpt::restart(env, cfg.rank, cfg.world_size) {
             eprintln!("mana: restarting MPI (rank {}): {e}", cfg.rank);
             // The other ranks may wait for this one inside MPI: end abnormally, so that
-            // the launcher ends the whole job.
+            // the launcher ends the whole job (after it had time to forward the line).
+            std::thread::sleep(std::time::Duration::from_millis(300));
             kill_self();
         }
         crate::mpi_ckpt::finish();
