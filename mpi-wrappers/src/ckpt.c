@@ -736,19 +736,23 @@ struct comm_list {
     int errlen, bad;
 };
 
+static void comm_list_add(struct comm_list *l, int c, struct mana_comm_meta *m)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
+        l->m = realloc(l->m, (size_t)l->cap * sizeof *l->m);
+    }
+    l->v[l->n] = c;
+    l->m[l->n++] = m;
+}
+
 static void list_comm(int c, struct mana_comm_meta *m, void *arg)
 {
     struct comm_list *l = arg;
     if (!mana_h_is_virtual(c)) {
-        if (m->errhandler) { /* MPI_COMM_WORLD / MPI_COMM_SELF: only their error handler */
-            if (l->n == l->cap) {
-                l->cap = l->cap ? 2 * l->cap : 16;
-                l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
-                l->m = realloc(l->m, (size_t)l->cap * sizeof *l->m);
-            }
-            l->v[l->n] = c;
-            l->m[l->n++] = m;
-        }
+        if (m->errhandler) /* MPI_COMM_WORLD / MPI_COMM_SELF: only their error handler */
+            comm_list_add(l, c, m);
         return;
     }
     if (m->inter || m->topo == 2 || !m->world_ranks) {
@@ -760,13 +764,7 @@ static void list_comm(int c, struct mana_comm_meta *m, void *arg)
                                     : "a communicator from a call MANA does not record (spawn, connect, sessions)");
         return;
     }
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 16;
-        l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
-        l->m = realloc(l->m, (size_t)l->cap * sizeof *l->m);
-    }
-    l->v[l->n] = c;
-    l->m[l->n++] = m;
+    comm_list_add(l, c, m);
 }
 
 MANA_LOWER_FUNCTION(lower_group_incl, 4350, "PMPI_Group_incl", (MPI_Group g, int n, const int *r, MPI_Group *out),

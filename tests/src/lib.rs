@@ -29,7 +29,7 @@ pub mod tempdir;
 pub mod transcript;
 
 pub use ckpt::*;
-pub use mpi::{mpiexec_command, wait_registered};
+pub use mpi::{mpiexec_command, result_line, wait_registered};
 pub use process::*;
 pub use programs::*;
 pub use rng::Rng;

@@ -1,5 +1,6 @@
-//! What the MPI tests share: `mpiexec.mpich` commands with a session's environment, and
-//! waiting for a job's ranks to register with the session's coordinator.
+//! What the MPI tests share: `mpiexec.mpich` commands with a session's environment,
+//! waiting for a job's ranks to register with the session's coordinator, and finding a
+//! job's result line.
 
 use crate::{Session, LONG, SCRUBBED_ENV};
 use std::ffi::OsStr;
@@ -32,4 +33,11 @@ pub fn wait_registered(s: &Session, n: usize) {
         assert!(Instant::now() < deadline, "the ranks did not register");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The first line of `text` that starts with `prefix` (a job's result line), if any.
+pub fn result_line(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_string)
 }

@@ -121,11 +121,7 @@ fn chain(label: &str, ranks: usize, iters: &str, generations: usize, within: Dur
         "every rank restarted MPI: {}",
         out.describe()
     );
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(
         done(&out.stdout_text()),
         done(&expected),
@@ -192,11 +188,7 @@ fn restart_switches_from_shared_memory_to_tcp() {
     checkpoint_and_kill(&s, &mut rng, Duration::from_millis(800), run);
     let out = restart(&s, 2, &[("UCX_TLS", "tcp,self")]).wait_output(LONG);
     out.assert_success();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(done(&out.stdout_text()), done(&expected));
     let dumps: Vec<_> = std::fs::read_dir(&dump)
         .unwrap()
@@ -241,11 +233,7 @@ fn restart_with_the_wrong_process_count_is_refused_clearly() {
     );
     let out = restart(&s, 2, &[]).wait_output(LONG);
     out.assert_success();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(done(&out.stdout_text()), done(&expected));
 }
 
@@ -271,11 +259,7 @@ fn split_and_duplicated_communicators_and_persistent_requests_restart_like_nativ
     }
     let out = run.wait_output(LONG);
     out.assert_success();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("ckpt_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "ckpt_mix done");
     assert_eq!(
         done(&out.stdout_text()),
         done(&expected),
@@ -349,11 +333,7 @@ fn interval_checkpoints_of_an_mpi_job() {
     );
     let out = run.wait_output(LONG);
     out.assert_success();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(done(&out.stdout_text()), done(&expected));
     let latest = latest_generation(&s.ckpt_dir)
         .unwrap_or_else(|| panic!("no interval checkpoint was committed: {}", out.describe()));

@@ -163,11 +163,7 @@ fn a_job_launched_under_srun_restarts_under_mpiexec() {
         .env("MANA_LOG", "mana=info");
     let out = Proc::spawn("mpiexec mana_restart", cmd).wait_output(LONG);
     out.assert_success();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(
         done(&out.stdout_text()),
         done(&native.stdout_text()),
@@ -254,11 +250,7 @@ fn the_sbatch_example_checkpoints_before_the_limit_and_continues_when_resubmitte
     let job2 = submit();
     wait_job_gone(&job2);
     let all = std::fs::read_to_string(&out_file).unwrap_or_default();
-    let done = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("world_mix done"))
-            .map(str::to_string)
-    };
+    let done = |t: &str| result_line(t, "world_mix done");
     assert!(all.contains("restarting from"), "{all}");
     assert_eq!(done(&all), done(&native.stdout_text()), "{all}");
 }

@@ -160,26 +160,37 @@ struct Ranges {
     n: core::cell::UnsafeCell<usize>,
     r: core::cell::UnsafeCell<[[u64; 2]; MAX_RANGES]>,
 }
-// SAFETY: all access goes through `with_ranges`, which holds `lock`.
+// SAFETY: all access goes through `Ranges::with`, which holds `lock`.
 unsafe impl Sync for Ranges {}
-static RANGES: Ranges = Ranges {
-    lock: AtomicBool::new(false),
-    n: core::cell::UnsafeCell::new(0),
-    r: core::cell::UnsafeCell::new([[0; 2]; MAX_RANGES]),
-};
+static RANGES: Ranges = Ranges::new();
+
+impl Ranges {
+    const fn new() -> Ranges {
+        Ranges {
+            lock: AtomicBool::new(false),
+            n: core::cell::UnsafeCell::new(0),
+            r: core::cell::UnsafeCell::new([[0; 2]; MAX_RANGES]),
+        }
+    }
+
+    /// Runs `f` on the table (its length and entries) holding the spin lock.
+    fn with<R>(&self, f: impl FnOnce(&mut usize, &mut [[u64; 2]; MAX_RANGES]) -> R) -> R {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        // SAFETY: the lock is held.
+        let r = unsafe { f(&mut *self.n.get(), &mut *self.r.get()) };
+        self.lock.store(false, Ordering::Release);
+        r
+    }
+}
 
 fn with_ranges<R>(f: impl FnOnce(&mut usize, &mut [[u64; 2]; MAX_RANGES]) -> R) -> R {
-    while RANGES
-        .lock
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        core::hint::spin_loop();
-    }
-    // SAFETY: the lock is held.
-    let r = unsafe { f(&mut *RANGES.n.get(), &mut *RANGES.r.get()) };
-    RANGES.lock.store(false, Ordering::Release);
-    r
+    RANGES.with(f)
 }
 
 /// Removes `[s, e)` from the recorded ranges (splitting where needed).
@@ -457,24 +468,10 @@ pub unsafe extern "C" fn mremap(
 
 // System V shared memory (UCX's `sysv` transport): attached into the arena as well.
 const MAX_SHM: usize = 1024;
-static SHM: Ranges = Ranges {
-    lock: AtomicBool::new(false),
-    n: core::cell::UnsafeCell::new(0),
-    r: core::cell::UnsafeCell::new([[0; 2]; MAX_RANGES]),
-};
+static SHM: Ranges = Ranges::new();
 
 fn with_shm<R>(f: impl FnOnce(&mut usize, &mut [[u64; 2]; MAX_RANGES]) -> R) -> R {
-    while SHM
-        .lock
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        core::hint::spin_loop();
-    }
-    // SAFETY: the lock is held.
-    let r = unsafe { f(&mut *SHM.n.get(), &mut *SHM.r.get()) };
-    SHM.lock.store(false, Ordering::Release);
-    r
+    SHM.with(f)
 }
 
 /// # Safety
