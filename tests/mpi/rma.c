@@ -4,12 +4,147 @@
  * window (MPI_Win_allocate_shared on the node's communicator: direct loads and stores
  * through MPI_Win_shared_query, contiguity, the windows' flavors). Prints results from rank 0; prints
  * the addresses MPI returned on stderr (`rma-memory pid=… alloc_mem=… win_base=…`) so a test
- * can check they are upper-half memory. 2 or more ranks. */
+ * can check they are upper-half memory. 2 or more ranks.
+ * `rma --loop N`: the windows (Win_create on ordinary and on Alloc_mem memory, Win_allocate(_c),
+ * Win_allocate_shared) and the node communicator are made once, "rma ready" is printed, then N rounds
+ * of fence-only traffic 20 ms apart; prints "rma done: <checksum> failed <checks>". */
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define N 16
+
+/* --loop mode: every long-lived object is used again in each round, with fences only (the
+ * last fence of a round leaves an epoch open across the sleep). Each rank keeps a model of
+ * its right neighbour's windows and checks what it reads back against it. */
+static int loop(int rank, int size, int rounds)
+{
+    int right = (rank + 1) % size, failed = 0;
+    unsigned *mem;
+    MPI_Alloc_mem(N * sizeof(unsigned), MPI_INFO_NULL, &mem);
+    MPI_Win wm;
+    MPI_Win_create(mem, N * sizeof(unsigned), sizeof(unsigned), MPI_INFO_NULL, MPI_COMM_WORLD, &wm);
+    unsigned *base;
+    MPI_Win win;
+    MPI_Win_allocate(N * sizeof(unsigned), sizeof(unsigned), MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win);
+    long *big;
+    MPI_Win win_c;
+    MPI_Win_allocate_c(4 * sizeof(long), sizeof(long), MPI_INFO_NULL, MPI_COMM_WORLD, &big, &win_c);
+    unsigned own[N];
+    MPI_Win w2;
+    MPI_Win_create(own, sizeof own, sizeof(unsigned), MPI_INFO_NULL, MPI_COMM_WORLD, &w2);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int nrank, nsize;
+    MPI_Comm_rank(node, &nrank);
+    MPI_Comm_size(node, &nsize);
+    unsigned *shared;
+    MPI_Win wsh;
+    MPI_Win_allocate_shared((nrank + 1) * 4 * sizeof(unsigned), sizeof(unsigned), MPI_INFO_NULL, node, &shared,
+                            &wsh);
+    int nright = (nrank + 1) % nsize, unit;
+    unsigned *theirs;
+    MPI_Aint theirs_size;
+    MPI_Win_shared_query(wsh, nright, &theirs_size, &unit, &theirs);
+    unsigned sh_base[N], sh_mem[N], sh_own[N];
+    long sh_big[4] = {0, 0, 0, 0};
+    for (int i = 0; i < N; i++) {
+        mem[i] = rank * 1000 + i;
+        base[i] = rank * 100 + i;
+        own[i] = rank * 10 + i;
+        sh_mem[i] = right * 1000 + i;
+        sh_base[i] = right * 100 + i;
+        sh_own[i] = right * 10 + i;
+    }
+    for (int j = 0; j < 4; j++)
+        big[j] = 0;
+    MPI_Win_fence(0, win);
+    MPI_Win_fence(0, wm);
+    MPI_Win_fence(0, win_c);
+    MPI_Win_fence(0, w2);
+    if (rank == 0) {
+        printf("rma ready\n");
+        fflush(stdout);
+    }
+    unsigned long long sum = 0;
+    for (int k = 0; k < rounds; k++) {
+        unsigned v = 1000 * (rank + 1) + k, a = rank + k + 1, mv = rank * 31 + k * 17;
+        long lv = 7L * (rank + 1) + k;
+        MPI_Put(&v, 1, MPI_UNSIGNED, right, k % N, 1, MPI_UNSIGNED, win);
+        MPI_Accumulate(&a, 1, MPI_UNSIGNED, right, (k + 1) % N, 1, MPI_UNSIGNED, MPI_SUM, win);
+        MPI_Put(&mv, 1, MPI_UNSIGNED, right, k % N, 1, MPI_UNSIGNED, wm);
+        MPI_Accumulate(&lv, 1, MPI_LONG, 0, k % 4, 1, MPI_LONG, MPI_SUM, win_c);
+        MPI_Win_fence(0, win);
+        MPI_Win_fence(0, wm);
+        MPI_Win_fence(0, win_c);
+        MPI_Win_fence(0, w2);
+        unsigned g[N], gm[N], go;
+        MPI_Get(g, N, MPI_UNSIGNED, right, 0, N, MPI_UNSIGNED, win);
+        MPI_Get(gm, N, MPI_UNSIGNED, right, 0, N, MPI_UNSIGNED, wm);
+        MPI_Get(&go, 1, MPI_UNSIGNED, right, k % N, 1, MPI_UNSIGNED, w2);
+        long b = big[k % 4];
+        MPI_Win_fence(0, win);
+        MPI_Win_fence(0, wm);
+        MPI_Win_fence(0, win_c);
+        MPI_Win_fence(0, w2);
+        own[(k + 5) % N] += k + 1;
+
+        sh_base[k % N] = v;
+        sh_base[(k + 1) % N] += a;
+        sh_mem[k % N] = mv;
+        unsigned long long s = go;
+        for (int i = 0; i < N; i++) {
+            failed += g[i] != sh_base[i];
+            failed += gm[i] != sh_mem[i];
+            s = s * 31 + g[i] * 7u + gm[i];
+        }
+        failed += go != sh_own[k % N];
+        sh_own[(k + 5) % N] += k + 1;
+        if (rank == 0) {
+            sh_big[k % 4] += 7L * size * (size + 1) / 2 + (long)size * k;
+            failed += b != sh_big[k % 4];
+            s = s * 31 + (unsigned long long)b;
+        }
+
+        for (int i = 0; i < (nrank + 1) * 4; i++)
+            shared[i] = nrank * 1000 + i + 3 * k;
+        MPI_Win_fence(0, wsh);
+        unsigned *now;
+        MPI_Aint now_size;
+        MPI_Win_shared_query(wsh, nright, &now_size, &unit, &now);
+        failed += now != theirs || now_size != theirs_size;
+        unsigned long long ssum = 0, node_sum;
+        for (int i = 0; i < theirs_size / unit; i++) {
+            failed += theirs[i] != (unsigned)(nright * 1000 + i + 3 * k);
+            ssum = ssum * 3 + theirs[i];
+        }
+        MPI_Win_fence(0, wsh);
+        MPI_Allreduce(&ssum, &node_sum, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, node);
+        s = s * 31 + node_sum;
+        sum = sum * 1000003u + s + k;
+        usleep(20000);
+    }
+    MPI_Win_free(&wsh);
+    MPI_Comm_free(&node);
+    MPI_Win_free(&w2);
+    MPI_Win_free(&win_c);
+    MPI_Win_free(&win);
+    MPI_Win_free(&wm);
+    MPI_Free_mem(mem);
+
+    unsigned long long all[256], total = 0;
+    int failed_all;
+    MPI_Gather(&sum, 1, MPI_UNSIGNED_LONG_LONG, all, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    MPI_Allreduce(&failed, &failed_all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) {
+        for (int r = 0; r < size; r++)
+            total = total * 1000003u + all[r];
+        printf("rma done: %llx failed %d\n", total, failed_all);
+    }
+    return failed_all;
+}
 
 int main(int argc, char **argv)
 {
@@ -17,6 +152,16 @@ int main(int argc, char **argv)
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (argc > 1 && strcmp(argv[1], "--loop") == 0) {
+        int rounds = argc > 2 ? atoi(argv[2]) : 0, failed = 1;
+        if (rounds < 1 || size > 256) {
+            if (rank == 0)
+                fprintf(stderr, "usage: rma [--loop N] (N >= 1, at most 256 ranks)\n");
+        } else
+            failed = loop(rank, size, rounds);
+        MPI_Finalize();
+        return failed ? 1 : 0;
+    }
     int *mem;
     MPI_Alloc_mem(N * sizeof(int), MPI_INFO_NULL, &mem);
     int *base;
