@@ -3,11 +3,16 @@
  * nonblocking version (Ibarrier ... Iexscan, completed with Wait or Waitall), with
  * MPI_IN_PLACE where the standard allows it. Each rank checks its results against the
  * values computed locally; rank 0 prints per-collective checksums and failure counts.
- * Deterministic; 2 or more ranks. Built with mpicc.mpich. */
+ * Deterministic; 2 or more ranks. Built with mpicc.mpich.
+ *
+ * `--loop N`: sub-communicators and two user operations are made once, then N rounds run the
+ * above and user-op reductions on them (nonblocking ones in flight across each 20 ms sleep);
+ * rank 0 prints "collectives ready", then "collectives done: <checksum> ...". */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define K 3 /* elements per rank in the regular collectives */
 
@@ -35,9 +40,13 @@ static void record(const char *name, const int *v, int n)
 
 static int val(int r, int i) { return r * 100 + i; }
 
-/* The blocking (nb == 0) or nonblocking (nb == 1) round of every collective. */
+/* The blocking (nb == 0) or nonblocking (nb == 1) round of every collective, on w with
+ * w's own rank and size (--loop runs it on sub-communicators too). */
 static void round_of_collectives(MPI_Comm w, int nb)
 {
+    int rank, size;
+    MPI_Comm_rank(w, &rank);
+    MPI_Comm_size(w, &size);
     MPI_Request rq[4];
     MPI_Status sts[4];
 #define DONE(r) (nb ? MPI_Wait(&(r), &sts[0]) : MPI_SUCCESS)
@@ -357,11 +366,289 @@ static void round_of_collectives(MPI_Comm w, int nb)
 #undef DONE
 }
 
+/* ---- --loop mode ---- */
+
+/* A checksum of what this rank received through MPI, folded in a fixed order (FNV-1a
+ * over 64-bit values), so it is the same in every run and after any restart. */
+static unsigned long long acc = 14695981039346656037ULL;
+
+static void fold(long long v)
+{
+    acc = (acc ^ (unsigned long long)v) * 1099511628211ULL;
+}
+
+/* User operations. summod: elementwise sum modulo a prime on MPI_INT (commutative).
+ * affine: composition of maps x -> a*x + b modulo P on MPI_2INT pairs (a, b); associative
+ * but not commutative, so the result shows that MPI applied it in rank order. Both check
+ * that they see the predefined datatype the application passed. */
+#define P 65521
+
+static void summod_fn(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    check(*dt == MPI_INT, "summod datatype");
+    int *a = in, *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] = (a[i] + b[i]) % P;
+}
+
+/* first, then second: x -> s.a * (f.a * x + f.b) + s.b */
+static void compose(const int *f, const int *s, int *out)
+{
+    int a = (int)((long long)f[0] * s[0] % P);
+    int b = (int)(((long long)s[0] * f[1] + s[1]) % P);
+    out[0] = a;
+    out[1] = b;
+}
+
+static void affine_fn(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    check(*dt == MPI_2INT, "affine datatype");
+    int *a = in, *b = inout;
+    /* MPI passes the lower ranks' part as in: inout = in, then inout. */
+    for (int i = 0; i < *len; i++)
+        compose(a + 2 * i, b + 2 * i, b + 2 * i);
+}
+
+/* The (a, b) pair of world rank q, element i, round r. */
+static void affine_of(int q, int i, int r, int *out)
+{
+    out[0] = (q * 3 + i + r + 2) % P;
+    out[1] = (q * 31 + i * 7 + r * 5) % P;
+}
+
+/* The composition of ranks' pairs in the order given by world ranks qs[0..n). */
+static void affine_chain(const int *qs, int n, int i, int r, int *out)
+{
+    affine_of(qs[0], i, r, out);
+    for (int j = 1; j < n; j++) {
+        int e[2];
+        affine_of(qs[j], i, r, e);
+        compose(out, e, out);
+    }
+}
+
+/* Adds this rank's collective checksums to acc and forgets them. */
+static void fold_records(void)
+{
+    for (int i = 0; i < nsums; i++)
+        fold(sums[i]);
+    nsums = 0;
+}
+
+#define LK 3 /* pairs / ints per rank in the loop's user-op reductions */
+
+static int loop_main(int rounds)
+{
+    MPI_Comm w = MPI_COMM_WORLD;
+    if (size > 64) {
+        if (rank == 0)
+            fprintf(stderr, "collectives --loop needs at most 64 ranks\n");
+        MPI_Finalize();
+        return 2;
+    }
+
+    /* Long-lived: a duplicate, the odd/even halves (in world order), world reversed, and
+     * the two user operations. */
+    MPI_Comm dup, half, rev;
+    MPI_Comm_dup(w, &dup);
+    MPI_Comm_split(w, rank % 2, rank, &half);
+    MPI_Comm_split(w, 0, -rank, &rev);
+    MPI_Op summod, affine;
+    MPI_Op_create(summod_fn, 1, &summod);
+    MPI_Op_create(affine_fn, 0, &affine);
+    int hsize, hrank, revrank;
+    MPI_Comm_size(half, &hsize);
+    MPI_Comm_rank(half, &hrank);
+    MPI_Comm_rank(rev, &revrank);
+    /* World ranks in each communicator's rank order, for the expected values. */
+    int world_order[64], half_order[64], rev_order[64];
+    for (int q = 0; q < size; q++) {
+        world_order[q] = q;
+        rev_order[q] = size - 1 - q;
+    }
+    for (int j = 0; j < hsize; j++)
+        half_order[j] = rank % 2 + 2 * j;
+
+    if (rank == 0) {
+        printf("collectives ready\n");
+        fflush(stdout);
+    }
+
+    for (int round = 0; round < rounds; round++) {
+        fold(round);
+        int flag;
+        MPI_Op_commutative(affine, &flag);
+        check(!flag, "affine not commutative");
+        MPI_Op_commutative(summod, &flag);
+        check(flag, "summod commutative");
+
+        /* Every collective on world or one of the sub-communicators, every other round
+         * (about 40 collectives: slow with more ranks than cores); blocking and
+         * nonblocking alternate after the four communicators. */
+        if (round % 2 == 0) {
+            MPI_Comm on[4] = {w, dup, half, rev};
+            round_of_collectives(on[round / 2 % 4], round / 8 % 2);
+            fold_records();
+        }
+
+        /* User operations: Allreduce, Reduce to a moving root, Scan, Exscan. */
+        int x[LK], y[LK], want[LK];
+        for (int i = 0; i < LK; i++)
+            x[i] = (rank * 1009 + i * 7 + round * 13) % P;
+        MPI_Allreduce(x, y, LK, MPI_INT, summod, dup);
+        for (int i = 0; i < LK; i++) {
+            want[i] = 0;
+            for (int q = 0; q < size; q++)
+                want[i] = (want[i] + (q * 1009 + i * 7 + round * 13) % P) % P;
+            check(y[i] == want[i], "allreduce summod");
+            fold(y[i]);
+        }
+        int pa[2 * LK], pr[2 * LK], pw[2];
+        for (int i = 0; i < LK; i++)
+            affine_of(rank, i, round, pa + 2 * i);
+        int root = round % size;
+        MPI_Reduce(pa, pr, LK, MPI_2INT, affine, root, rev);
+        if (revrank == root) {
+            for (int i = 0; i < LK; i++) {
+                affine_chain(rev_order, size, i, round, pw);
+                check(pr[2 * i] == pw[0] && pr[2 * i + 1] == pw[1], "reduce affine");
+                fold(pr[2 * i]);
+                fold(pr[2 * i + 1]);
+            }
+        }
+        MPI_Scan(pa, pr, LK, MPI_2INT, affine, half);
+        for (int i = 0; i < LK; i++) {
+            affine_chain(half_order, hrank + 1, i, round, pw);
+            check(pr[2 * i] == pw[0] && pr[2 * i + 1] == pw[1], "scan affine");
+            fold(pr[2 * i]);
+            fold(pr[2 * i + 1]);
+        }
+        MPI_Exscan(pa, pr, LK, MPI_2INT, affine, dup);
+        if (rank > 0) {
+            for (int i = 0; i < LK; i++) {
+                affine_chain(world_order, rank, i, round, pw);
+                check(pr[2 * i] == pw[0] && pr[2 * i + 1] == pw[1], "exscan affine");
+                fold(pr[2 * i]);
+                fold(pr[2 * i + 1]);
+            }
+        }
+        int rs[64 * LK], rsb[LK];
+        for (int j = 0; j < size * LK; j++)
+            rs[j] = (rank + j + round) % P;
+        MPI_Reduce_scatter_block(rs, rsb, LK, MPI_INT, summod, w);
+        for (int i = 0; i < LK; i++) {
+            int j = rank * LK + i, s = 0;
+            for (int q = 0; q < size; q++)
+                s = (s + (q + j + round) % P) % P;
+            check(rsb[i] == s, "reduce_scatter_block summod");
+            fold(rsb[i]);
+        }
+
+        /* Short-lived: a split of the duplicate (rotating colours), a duplicate of the
+         * half, an operation, each used once and freed. */
+        MPI_Comm sp, sh;
+        int color = (rank + round) % 2, spsize;
+        MPI_Comm_split(dup, color, rank, &sp);
+        MPI_Comm_size(sp, &spsize);
+        int members[64], nm = 0;
+        for (int q = 0; q < size; q++)
+            if ((q + round) % 2 == color)
+                members[nm++] = q;
+        check(nm == spsize, "short split size");
+        MPI_Allreduce(pa, pr, LK, MPI_2INT, affine, sp);
+        for (int i = 0; i < LK; i++) {
+            affine_chain(members, nm, i, round, pw);
+            check(pr[2 * i] == pw[0] && pr[2 * i + 1] == pw[1], "allreduce affine");
+            fold(pr[2 * i]);
+            fold(pr[2 * i + 1]);
+        }
+        MPI_Comm_free(&sp);
+        MPI_Op sop;
+        MPI_Op_create(summod_fn, 1, &sop);
+        MPI_Comm_dup(half, &sh);
+        MPI_Allreduce(x, y, LK, MPI_INT, sop, sh);
+        for (int i = 0; i < LK; i++) {
+            int s = 0;
+            for (int j = 0; j < hsize; j++)
+                s = (s + (half_order[j] * 1009 + i * 7 + round * 13) % P) % P;
+            check(y[i] == s, "short op allreduce");
+            fold(y[i]);
+        }
+        MPI_Op_free(&sop);
+        MPI_Comm_free(&sh);
+
+        /* In flight across the sleep: nonblocking collectives with the user operations and
+         * on every sub-communicator. */
+        MPI_Request rq[5];
+        MPI_Status sts[5];
+        int iy[LK], ipr[2 * LK], bc[LK], a2a[64], a2aout[64];
+        for (int i = 0; i < LK; i++)
+            bc[i] = hrank == 0 ? 900 + round + i : -1;
+        for (int q = 0; q < size; q++)
+            a2aout[q] = rank * 100 + q + round;
+        MPI_Iallreduce(x, iy, LK, MPI_INT, summod, dup, &rq[0]);
+        MPI_Ireduce(pa, ipr, LK, MPI_2INT, affine, 0, rev, &rq[1]);
+        MPI_Ibcast(bc, LK, MPI_INT, 0, half, &rq[2]);
+        MPI_Ialltoall(a2aout, 1, MPI_INT, a2a, 1, MPI_INT, w, &rq[3]);
+        MPI_Ibarrier(rev, &rq[4]);
+        usleep(20000);
+        MPI_Waitall(5, rq, sts);
+        for (int i = 0; i < LK; i++) {
+            check(iy[i] == want[i], "iallreduce summod across the sleep");
+            fold(iy[i]);
+            check(bc[i] == 900 + round + i, "ibcast across the sleep");
+            fold(bc[i]);
+        }
+        if (revrank == 0) {
+            for (int i = 0; i < LK; i++) {
+                affine_chain(rev_order, size, i, round, pw);
+                check(ipr[2 * i] == pw[0] && ipr[2 * i + 1] == pw[1],
+                      "ireduce affine across the sleep");
+                fold(ipr[2 * i]);
+                fold(ipr[2 * i + 1]);
+            }
+        }
+        for (int q = 0; q < size; q++) {
+            check(a2a[q] == q * 100 + rank + round, "ialltoall across the sleep");
+            fold(a2a[q]);
+        }
+    }
+
+    MPI_Op_free(&affine);
+    MPI_Op_free(&summod);
+    MPI_Comm_free(&rev);
+    MPI_Comm_free(&half);
+    MPI_Comm_free(&dup);
+
+    unsigned long long accs[64];
+    MPI_Gather(&acc, 1, MPI_UNSIGNED_LONG_LONG, accs, 1, MPI_UNSIGNED_LONG_LONG, 0, w);
+    int total_bad;
+    MPI_Allreduce(&bad, &total_bad, 1, MPI_INT, MPI_SUM, w);
+    if (rank == 0) {
+        acc = 14695981039346656037ULL;
+        for (int r = 0; r < size; r++)
+            fold((long long)accs[r]);
+        printf("collectives done: %llx failed checks: %d\n", acc, total_bad);
+    }
+    if (bad)
+        fprintf(stderr, "rank %d: %d failed, first: %s\n", rank, bad, first_bad);
+    MPI_Finalize();
+    return total_bad != 0;
+}
+
 int main(int argc, char **argv)
 {
+    int loop = argc > 1 && strcmp(argv[1], "--loop") == 0;
+    int rounds = loop && argc > 2 ? atoi(argv[2]) : 0;
+    if (loop && rounds < 1) {
+        fprintf(stderr, "usage: %s [--loop N]   (N >= 1)\n", argv[0]);
+        return 2;
+    }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (loop)
+        return loop_main(rounds);
 
     round_of_collectives(MPI_COMM_WORLD, 0);
     int blocking = nsums;
