@@ -1,5 +1,5 @@
 //! Compiles the generated wrappers (`generated/wrappers.c`) and the hand-written ones
-//! (`src/special.c`) with gcc against MPICH's `mpi.h` into `libmpich.so.12`, placed in
+//! (`src/*.c`) with gcc against MPICH's `mpi.h` into `libmpich.so.12`, placed in
 //! `target/<profile>/mana-mpi/` (with `libmpi.so.12`, MPICH's other name), the directory
 //! `mana_launch` puts first on the library path of an MPI program.
 
@@ -15,6 +15,7 @@ fn main() {
         "src/gate.c",
         "src/p2p.c",
         "src/ckpt.c",
+        "src/rebuild.c",
         "src/mana_ops.h",
         "src/mana_wrap.h",
     ] {
@@ -60,6 +61,7 @@ fn main() {
         .arg(dir.join("src/gate.c"))
         .arg(dir.join("src/p2p.c"))
         .arg(dir.join("src/ckpt.c"))
+        .arg(dir.join("src/rebuild.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");

@@ -31,7 +31,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 2;
+const OPS_VERSION: u32 = 3;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -46,6 +46,9 @@ pub struct MpiOps {
     p2p_sent: unsafe extern "C" fn(out: *mut Count, cap: i32) -> i32,
     drain_step: unsafe extern "C" fn(sums: *const Count, n: i32) -> i64,
     drained_count: unsafe extern "C" fn() -> i32,
+    /// After the drain: records what a restart needs from the lower half; 0, or -1 with
+    /// why a restart of this image would be refused.
+    snapshot: unsafe extern "C" fn(why: *mut u8, len: i32) -> i32,
     /// Forgets every cached lower-half function (a new lower half is coming).
     restart_reset: unsafe extern "C" fn(),
     /// In a restarted process with a new lower half: MPI_Init, check rank and size, bring
@@ -109,12 +112,23 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
         }
         let t1 = Instant::now();
         match drain(ops, conn, generation) {
-            Ok(()) => Ok(Prepared {
-                // SAFETY: the wrapper library's own function.
-                drained: unsafe { (ops.drained_count)() }.max(0) as u32,
-                agree,
-                drain: t1.elapsed(),
-            }),
+            Ok(()) => {
+                let mut why = [0u8; 512];
+                // SAFETY: `why` has room for `len` bytes; the gate is closed, as required.
+                if unsafe { (ops.snapshot)(why.as_mut_ptr(), why.len() as i32) } != 0 {
+                    let n = why.iter().position(|&c| c == 0).unwrap_or(why.len());
+                    warn!(
+                        "this checkpoint's image cannot be restarted: {}",
+                        String::from_utf8_lossy(&why[..n])
+                    );
+                }
+                Ok(Prepared {
+                    // SAFETY: the wrapper library's own function.
+                    drained: unsafe { (ops.drained_count)() }.max(0) as u32,
+                    agree,
+                    drain: t1.elapsed(),
+                })
+            }
             Err(e) => {
                 // SAFETY: as above.
                 unsafe { (ops.gate_open)() };

@@ -80,8 +80,13 @@ CONSTRUCTORS = (
     "Graph_create", "Dist_graph_create", "Dist_graph_create_adjacent", "Intercomm_create",
     "Intercomm_merge",
 )
-# Other calls collective over a communicator: counted like blocking collectives.
-OTHER_COLLECTIVE = ("Comm_free", "File_open")
+# Other calls collective over a communicator (or a window: its fences): counted like
+# blocking collectives.
+OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence")
+# Calls opening (+1) and closing (-1) a window's passive-target or PSCW epoch: a restart
+# cannot re-create a window in such an epoch (src/rebuild.c).
+WIN_EPOCH = {"Win_lock": 1, "Win_lock_all": 1, "Win_start": 1, "Win_post": 1,
+             "Win_unlock": -1, "Win_unlock_all": -1, "Win_complete": -1, "Win_wait": -1}
 
 
 def collective_kind(base):
@@ -247,7 +252,7 @@ def main():
         pre_hooks, post_hooks = [], []
         if coll:
             hp = [item.split(":") for item in handles.get(base, "").split()]
-            comm = next(p[0] for p in hp if p[1] == "COMMUNICATOR" and p[2] in ("in", "inout"))
+            comm = next(p[0] for p in hp if p[1] in ("COMMUNICATOR", "WINDOW") and p[2] in ("in", "inout"))
             newcomm = next((p[0] for p in hp if p[1] == "COMMUNICATOR" and p[2] == "out"), None)
             request = next((p[0] for p in hp if p[1] == "REQUEST" and p[2] == "out"), None)
             pointer = "*" in plist[args.index(comm)]
@@ -264,6 +269,18 @@ def main():
                             % (request, int(coll == "persistent")))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+        # The attached Bsend buffer is attached again at restart (src/rebuild.c).
+        if base in ("MPI_Buffer_attach", "MPI_Buffer_attach_c"):
+            post.append("if (r_ == MPI_SUCCESS) mana_buffer_attached(buffer, (MPI_Count)size);")
+        if base in ("MPI_Buffer_detach", "MPI_Buffer_detach_c"):
+            post.append("if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);")
+        # (`win` is the real handle by then: the application's is kept.)
+        if base == "MPI_Win_fence":
+            pre_hooks.append("const int mana_win_ = win;")
+            post.append("if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);")
+        if base[4:] in WIN_EPOCH:
+            pre_hooks.append("const int mana_win_ = win;")
+            post.append("if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, %d);" % WIN_EPOCH[base[4:]])
         # A group given to the application keeps its members as world ranks (restart).
         for item in handles.get(base, "").split():
             pname, kind, direction, length = item.split(":")

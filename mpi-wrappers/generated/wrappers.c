@@ -755,22 +755,50 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, PMPI_Bcast_init_c)
 __attribute__((used)) static int mana_w_MPI_Buffer_attach(void* buffer, int size) {
-    MANA_FORWARD(41, "PMPI_Buffer_attach", int, (void* buffer, int size), (buffer, size));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 41, "PMPI_Buffer_attach", int, (void* buffer, int size), (buffer, size));
+    }
+    if (r_ == MPI_SUCCESS) mana_buffer_attached(buffer, (MPI_Count)size);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_attach, MPI_Buffer_attach)
 MANA_EXPORT(mana_w_MPI_Buffer_attach, PMPI_Buffer_attach)
 __attribute__((used)) static int mana_w_MPI_Buffer_attach_c(void* buffer, MPI_Count size) {
-    MANA_FORWARD(42, "PMPI_Buffer_attach_c", int, (void* buffer, MPI_Count size), (buffer, size));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 42, "PMPI_Buffer_attach_c", int, (void* buffer, MPI_Count size), (buffer, size));
+    }
+    if (r_ == MPI_SUCCESS) mana_buffer_attached(buffer, (MPI_Count)size);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, MPI_Buffer_attach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, PMPI_Buffer_attach_c)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach(void* buffer_addr, int* size) {
-    MANA_FORWARD(43, "PMPI_Buffer_detach", int, (void* buffer_addr, int* size), (buffer_addr, size));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 43, "PMPI_Buffer_detach", int, (void* buffer_addr, int* size), (buffer_addr, size));
+    }
+    if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach, MPI_Buffer_detach)
 MANA_EXPORT(mana_w_MPI_Buffer_detach, PMPI_Buffer_detach)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach_c(void* buffer_addr, MPI_Count* size) {
-    MANA_FORWARD(44, "PMPI_Buffer_detach_c", int, (void* buffer_addr, MPI_Count* size), (buffer_addr, size));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 44, "PMPI_Buffer_detach_c", int, (void* buffer_addr, MPI_Count* size), (buffer_addr, size));
+    }
+    if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, MPI_Buffer_detach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, PMPI_Buffer_detach_c)
@@ -6990,47 +7018,19 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
         MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
 MANA_EXPORT(mana_w_MPI_Win_complete, PMPI_Win_complete)
-__attribute__((used)) static int mana_w_MPI_Win_create(void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    mana_gate_enter();
-    info = mana_h_real(info);
-    comm = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_create", int, (void* base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
-    }
-    if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_create, MPI_Win_create)
-MANA_EXPORT(mana_w_MPI_Win_create, PMPI_Win_create)
-__attribute__((used)) static int mana_w_MPI_Win_create_c(void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    mana_gate_enter();
-    info = mana_h_real(info);
-    comm = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_create_c", int, (void* base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win* win), (base, size, disp_unit, info, comm, &win_l));
-    }
-    if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
-MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
 __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win* win) {
     mana_gate_enter();
     info = mana_h_real(info);
@@ -7038,7 +7038,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     mana_gate_leave();
@@ -7052,7 +7052,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7064,7 +7064,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     mana_gate_leave();
     return r_;
@@ -7072,13 +7072,18 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
 MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
 MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
+    const int mana_cv_ = win;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)
@@ -7088,7 +7093,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7100,7 +7105,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7112,7 +7117,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7124,7 +7129,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7136,7 +7141,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     mana_gate_leave();
@@ -7150,7 +7155,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -7164,7 +7169,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -7179,7 +7184,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -7192,7 +7197,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7200,37 +7205,43 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
 MANA_EXPORT(mana_w_MPI_Win_get_name, MPI_Win_get_name)
 MANA_EXPORT(mana_w_MPI_Win_get_name, PMPI_Win_get_name)
 __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, int assert, MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 511, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock, MPI_Win_lock)
 MANA_EXPORT(mana_w_MPI_Win_lock, PMPI_Win_lock)
 __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 512, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
 MANA_EXPORT(mana_w_MPI_Win_lock_all, PMPI_Win_lock_all)
 __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert, MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 513, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 511, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
     return r_;
 }
@@ -7242,33 +7253,20 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 514, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 512, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_attr, MPI_Win_set_attr)
 MANA_EXPORT(mana_w_MPI_Win_set_attr, PMPI_Win_set_attr)
-__attribute__((used)) static int mana_w_MPI_Win_set_errhandler(MPI_Win win, MPI_Errhandler errhandler) {
-    mana_gate_enter();
-    win = mana_h_real(win);
-    errhandler = mana_h_real(errhandler);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 515, "PMPI_Win_set_errhandler", int, (MPI_Win win, MPI_Errhandler errhandler), (win, errhandler));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_set_errhandler, MPI_Win_set_errhandler)
-MANA_EXPORT(mana_w_MPI_Win_set_errhandler, PMPI_Win_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info info) {
     mana_gate_enter();
     win = mana_h_real(win);
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 516, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 513, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
     return r_;
@@ -7280,7 +7278,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 517, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 514, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     mana_gate_leave();
     return r_;
@@ -7288,13 +7286,15 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
 MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 515, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
     return r_;
 }
@@ -7305,7 +7305,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 516, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7317,7 +7317,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 520, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 517, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7325,48 +7325,54 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
 MANA_EXPORT(mana_w_MPI_Win_test, MPI_Win_test)
 MANA_EXPORT(mana_w_MPI_Win_test, PMPI_Win_test)
 __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 521, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock, MPI_Win_unlock)
 MANA_EXPORT(mana_w_MPI_Win_unlock, PMPI_Win_unlock)
 __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 522, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 523, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 520, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
+    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(524, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(521, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(525, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(522, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

@@ -56,54 +56,61 @@ static int *world_ranks_of(MPI_Group g, int *n)
     return out;
 }
 
-/* The lowest MPI_COMM_WORLD rank in `g` (a real group), or -1. */
-static int lowest_world_rank(MPI_Group g)
-{
-    MPI_Group world;
-    int n = 0, low = -1;
-    lower_comm_group(MPI_COMM_WORLD, &world);
-    lower_group_size(g, &n);
-    int *in = malloc((size_t)(n > 0 ? n : 1) * sizeof(int)), *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
-    if (in && out) {
-        for (int i = 0; i < n; i++)
-            in[i] = i;
-        lower_group_translate(g, n, in, world, out);
-        for (int i = 0; i < n; i++)
-            if (out[i] != MPI_UNDEFINED && (low < 0 || out[i] < low))
-                low = out[i];
-    }
-    free(in);
-    free(out);
-    lower_group_free(&world);
-    return low;
-}
-
 MANA_LOWER_FUNCTION(lower_topo_test, 4311, "PMPI_Topo_test", (MPI_Comm c, int *t), (c, t))
 MANA_LOWER_FUNCTION(lower_cartdim_get, 4312, "PMPI_Cartdim_get", (MPI_Comm c, int *n), (c, n))
 MANA_LOWER_FUNCTION(lower_cart_get, 4313, "PMPI_Cart_get", (MPI_Comm c, int n, int *d, int *p, int *co),
                     (c, n, d, p, co))
+MANA_LOWER_FUNCTION(lower_graphdims_get, 4314, "PMPI_Graphdims_get", (MPI_Comm c, int *n, int *e), (c, n, e))
+MANA_LOWER_FUNCTION(lower_graph_get, 4315, "PMPI_Graph_get", (MPI_Comm c, int n, int e, int *i, int *ed),
+                    (c, n, e, i, ed))
+MANA_LOWER_FUNCTION(lower_dist_graph_neighbors_count, 4316, "PMPI_Dist_graph_neighbors_count",
+                    (MPI_Comm c, int *in, int *out, int *w), (c, in, out, w))
+MANA_LOWER_FUNCTION(lower_dist_graph_neighbors, 4317, "PMPI_Dist_graph_neighbors",
+                    (MPI_Comm c, int in, int *s, int *sw, int out, int *d, int *dw), (c, in, s, sw, out, d, dw))
+MANA_LOWER_FUNCTION(lower_win_get_group, 4318, "PMPI_Win_get_group", (MPI_Win w, MPI_Group *g), (w, g))
 
-/* A Cartesian topology is kept (dimensions, periods) to be created again at restart; any
- * other topology is marked as one a restart cannot create again yet. */
+static int *ints(size_t n)
+{
+    return calloc(n > 0 ? n : 1, sizeof(int));
+}
+
+/* A communicator's topology is kept to be created again at restart (reorder 0, so ranks
+ * stay): Cartesian (dimensions, periods), graph (index, edges), distributed graph (this
+ * rank's neighbours and weights, re-created with MPI_Dist_graph_create_adjacent). */
 static void record_topology(MPI_Comm real, struct mana_comm_meta *m)
 {
     int topo = MPI_UNDEFINED;
     lower_topo_test(real, &topo);
-    if (topo == MPI_UNDEFINED)
-        return;
-    if (topo != MPI_CART) {
+    if (topo == MPI_CART) {
+        int nd = 0;
+        lower_cartdim_get(real, &nd);
+        m->cart_ndims = nd;
+        m->cart_dims = ints((size_t)nd);
+        m->cart_periods = ints((size_t)nd);
+        int *coords = ints((size_t)nd);
+        lower_cart_get(real, nd, m->cart_dims, m->cart_periods, coords);
+        free(coords);
+        m->topo = 1;
+    } else if (topo == MPI_GRAPH) {
+        int nn = 0, ne = 0;
+        lower_graphdims_get(real, &nn, &ne);
+        m->graph = ints(2 + (size_t)nn + (size_t)ne);
+        m->graph[0] = nn;
+        m->graph[1] = ne;
+        lower_graph_get(real, nn, ne, m->graph + 2, m->graph + 2 + nn);
         m->topo = 2;
-        return;
+    } else if (topo == MPI_DIST_GRAPH) {
+        int in = 0, out = 0, w = 0;
+        lower_dist_graph_neighbors_count(real, &in, &out, &w);
+        int *g = m->graph = ints(3 + 2 * (size_t)in + 2 * (size_t)out);
+        g[0] = in;
+        g[1] = out;
+        g[2] = w;
+        lower_dist_graph_neighbors(real, in, g + 3, g + 3 + in, out, g + 3 + 2 * in, g + 3 + 2 * in + out);
+        m->topo = 3;
+    } else if (topo != MPI_UNDEFINED) {
+        m->topo = 4;
     }
-    int nd = 0;
-    lower_cartdim_get(real, &nd);
-    m->cart_ndims = nd;
-    m->cart_dims = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
-    m->cart_periods = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
-    int *coords = calloc((size_t)(nd > 0 ? nd : 1), sizeof(int));
-    lower_cart_get(real, nd, m->cart_dims, m->cart_periods, coords);
-    free(coords);
-    m->topo = 1;
 }
 
 void mana_group_created(int group)
@@ -113,10 +120,27 @@ void mana_group_created(int group)
         m->world_ranks = world_ranks_of(mana_h_real(group), &m->n_ranks);
 }
 
+static int lowest_of(const int *r, int n)
+{
+    int low = -1;
+    for (int i = 0; i < n; i++)
+        if (r[i] != MPI_UNDEFINED && (low < 0 || r[i] < low))
+            low = r[i];
+    return low;
+}
+
+/* The lowest MPI_COMM_WORLD rank in `g` (a real group), or -1. */
+static int lowest_world_rank(MPI_Group g)
+{
+    int n = 0, *r = world_ranks_of(g, &n), low = r ? lowest_of(r, n) : -1;
+    free(r);
+    return low;
+}
+
 /* A communicator every member names with the same gid, whatever the rank: derived from
  * its parent's gid and constructor count and its lowest world rank (siblings of one
  * split differ by the latter). An intercommunicator's two groups have different parents:
- * its gid is agreed on over a temporary merged communicator. */
+ * its gid is agreed on over a temporary merged communicator; both groups are kept. */
 void mana_comm_created(int parent, int newcomm)
 {
     struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
@@ -126,17 +150,19 @@ void mana_comm_created(int parent, int newcomm)
     unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
     int inter = 0;
     lower_comm_test_inter(real, &inter);
+    MPI_Group g;
+    lower_comm_group(real, &g);
+    m->world_ranks = world_ranks_of(g, &m->n_ranks);
+    lower_group_free(&g);
     if (!inter) {
-        MPI_Group g;
-        lower_comm_group(real, &g);
-        int low = lowest_world_rank(g);
-        m->world_ranks = world_ranks_of(g, &m->n_ranks);
-        lower_group_free(&g);
-        m->gid = mix(base, (unsigned long long)low + 1) | 1;
+        m->gid = mix(base, (unsigned long long)lowest_of(m->world_ranks, m->n_ranks) + 1) | 1;
         record_topology(real, m);
         return;
     }
     m->inter = 1;
+    lower_comm_remote_group(real, &g);
+    m->remote_world_ranks = world_ranks_of(g, &m->n_remote);
+    lower_group_free(&g);
     MPI_Comm merged = MPI_COMM_NULL;
     lower_intercomm_merge(real, 0, &merged);
     unsigned long long mine = base, agreed = 0;
@@ -145,10 +171,49 @@ void mana_comm_created(int parent, int newcomm)
     m->gid = mix(agreed, 0x1e7e) | 1;
 }
 
+/* A window: its identity (like a communicator built from `parent`), its group as world
+ * ranks, and the memory it exposes — what a restart needs to create it again. */
+void mana_win_created(int parent, int win, void *base, MPI_Aint size, MPI_Aint disp_unit)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(win);
+    if (!m)
+        return;
+    unsigned long long base_gid = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
+    MPI_Group g;
+    lower_win_get_group(mana_h_real(win), &g);
+    m->world_ranks = world_ranks_of(g, &m->n_ranks);
+    lower_group_free(&g);
+    m->gid = mix(base_gid, 0x3717) | 1;
+    m->win_base = base;
+    m->win_size = size;
+    m->win_disp_unit = disp_unit;
+}
+
+void mana_win_fenced(int win, int assert_)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (m)
+        m->win_fenced = !(assert_ & MPI_MODE_NOSUCCEED);
+}
+
+void mana_win_epoch(int win, int delta)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (m)
+        __atomic_fetch_add(&m->win_epochs, delta, __ATOMIC_RELAXED);
+}
+
 /* ---- Collective sequence numbers and the freeze (DRAIN.md §1.2–1.3) ---- */
 
 static pthread_mutex_t coll_lock = PTHREAD_MUTEX_INITIALIZER;
 static int pending, passes, in_blocking;
+
+/* Communicators and windows: both count their collectives (a window its fences). */
+static void coll_each(void (*f)(int h, struct mana_comm_meta *m, void *arg), void *arg)
+{
+    mana_comm_each(f, arg);
+    mana_win_each(f, arg);
+}
 
 struct reach {
     int all;
@@ -166,7 +231,7 @@ static void check_reached(int c, struct mana_comm_meta *m, void *arg)
 static int all_reached(void)
 {
     struct reach r = {1};
-    mana_comm_each(check_reached, &r);
+    coll_each(check_reached, &r);
     return r.all;
 }
 
@@ -252,7 +317,7 @@ static int coll_snapshot(struct mana_seq *out, int cap)
     struct snapshot s = {out, cap, 0};
     pthread_mutex_lock(&coll_lock);
     pending = 1;
-    mana_comm_each(take_seq, &s);
+    coll_each(take_seq, &s);
     pthread_mutex_unlock(&coll_lock);
     return s.n;
 }
@@ -285,7 +350,7 @@ static int coll_apply(const struct mana_seq *t, int n)
     struct apply a = {t, n, 1};
     pthread_mutex_lock(&coll_lock);
     passes = 0;
-    mana_comm_each(apply_target, &a);
+    coll_each(apply_target, &a);
     int conv = a.conv && in_blocking == 0;
     pthread_mutex_unlock(&coll_lock);
     return conv;
@@ -310,7 +375,7 @@ static void coll_finish(void)
     pthread_mutex_lock(&coll_lock);
     pending = 0;
     passes = 0;
-    mana_comm_each(clear_target, NULL);
+    coll_each(clear_target, NULL);
     pthread_mutex_unlock(&coll_lock);
 }
 
@@ -718,16 +783,6 @@ static void repost_blocking(struct mana_gate_slot *g, void *arg)
     }
 }
 
-/* MPICH object kinds MANA cannot re-create in a new lower half yet, by name. */
-static const struct {
-    int kind;
-    const char *what;
-} unsupported_kinds[] = {
-    {0x3, "datatypes"},
-    {0x5, "error handlers"}, {0x6, "operations"},  {0x7, "info objects"},
-    {0x8, "windows"},        {0x9, "keyvals"},      {0xe, "sessions"},
-};
-
 struct comm_list {
     int *v;
     struct mana_comm_meta **m;
@@ -755,13 +810,12 @@ static void list_comm(int c, struct mana_comm_meta *m, void *arg)
             comm_list_add(l, c, m);
         return;
     }
-    if (m->inter || m->topo == 2 || !m->world_ranks) {
+    if (m->topo == 4 || !m->world_ranks || (m->inter && !m->remote_world_ranks)) {
         l->bad = 1;
         snprintf(l->err, (size_t)l->errlen,
                  "the application holds %s; re-creating it in a new lower half is not implemented yet",
-                 m->inter           ? "an intercommunicator"
-                 : m->topo == 2     ? "a communicator with a graph topology"
-                                    : "a communicator from a call MANA does not record (spawn, connect, sessions)");
+                 m->topo == 4 ? "a communicator with an unknown topology"
+                              : "a communicator from a call MANA does not record (spawn, connect, sessions)");
         return;
     }
     comm_list_add(l, c, m);
@@ -776,11 +830,62 @@ MANA_LOWER_FUNCTION(lower_cart_create, 4352, "PMPI_Cart_create",
                     (c, n, d, p, reorder, out))
 MANA_LOWER_FUNCTION(lower_comm_set_errhandler, 4353, "PMPI_Comm_set_errhandler", (MPI_Comm c, MPI_Errhandler e),
                     (c, e))
+MANA_LOWER_FUNCTION(lower_graph_create, 4354, "PMPI_Graph_create",
+                    (MPI_Comm c, int n, const int *i, const int *e, int reorder, MPI_Comm *out),
+                    (c, n, i, e, reorder, out))
+MANA_LOWER_FUNCTION(lower_dist_graph_create_adjacent, 4355, "PMPI_Dist_graph_create_adjacent",
+                    (MPI_Comm c, int in, const int *s, const int *sw, int out, const int *d, const int *dw,
+                     MPI_Info info, int reorder, MPI_Comm *newc),
+                    (c, in, s, sw, out, d, dw, info, reorder, newc))
+MANA_LOWER_FUNCTION(lower_intercomm_create, 4356, "PMPI_Intercomm_create",
+                    (MPI_Comm l, int ll, MPI_Comm peer, int rl, int tag, MPI_Comm *out), (l, ll, peer, rl, tag, out))
+
+/* The communicator of world ranks `ranks` (collective over them only), or an error. */
+int mana_comm_of_world_ranks(const int *ranks, int n, unsigned long long gid, MPI_Comm *out)
+{
+    MPI_Group world, g = MPI_GROUP_NULL;
+    lower_comm_group(MPI_COMM_WORLD, &world);
+    int rc = lower_group_incl(world, n, ranks, &g);
+    if (rc == MPI_SUCCESS)
+        rc = lower_comm_create_group(MPI_COMM_WORLD, g, (int)(gid % 32767), out);
+    lower_group_free(&g);
+    lower_group_free(&world);
+    return rc;
+}
+
+/* Communicator `m` again: from its world ranks, then its topology (reorder 0, so every
+ * rank keeps its rank); an intercommunicator from its local group and the remote group's
+ * first world rank, over MPI_COMM_WORLD. */
+static int recreate_comm(struct mana_comm_meta *m, MPI_Comm *out)
+{
+    MPI_Comm c = MPI_COMM_NULL, t = MPI_COMM_NULL;
+    int rc = mana_comm_of_world_ranks(m->world_ranks, m->n_ranks, m->gid, &c);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    if (m->inter) {
+        rc = lower_intercomm_create(c, 0, MPI_COMM_WORLD, m->remote_world_ranks[0], (int)(m->gid % 32767), &t);
+    } else if (m->topo == 1) {
+        rc = lower_cart_create(c, m->cart_ndims, m->cart_dims, m->cart_periods, 0, &t);
+    } else if (m->topo == 2) {
+        const int *g = m->graph;
+        rc = lower_graph_create(c, g[0], g + 2, g + 2 + g[0], 0, &t);
+    } else if (m->topo == 3) {
+        const int *g = m->graph, in = g[0], out_ = g[1];
+        const int *unweighted = mana_translate_weights(MPI_UNWEIGHTED);
+        rc = lower_dist_graph_create_adjacent(c, in, g + 3, g[2] ? g + 3 + in : unweighted, out_, g + 3 + 2 * in,
+                                              g[2] ? g + 3 + 2 * in + out_ : unweighted, MPI_INFO_NULL, 0, &t);
+    } else {
+        *out = c;
+        return MPI_SUCCESS;
+    }
+    lower_comm_free(&c);
+    *out = t;
+    return rc;
+}
 
 /* Communicators the application created, again, in ascending gid order (a total order
- * every rank shares, so overlapping creations cannot deadlock — DRAIN.md §4): each from
- * its world ranks with MPI_Comm_create_group (collective over its members only), then its
- * Cartesian topology (reorder 0), then the error handler the application set. */
+ * every rank shares, so overlapping creations cannot deadlock — DRAIN.md §4), then the
+ * error handler the application set. */
 static int rebuild_comms(char *err, int errlen)
 {
     struct comm_list l = {NULL, NULL, 0, 0, err, errlen, 0};
@@ -794,23 +899,11 @@ static int rebuild_comms(char *err, int errlen)
             l.v[j - 1] = tv;
             l.m[j - 1] = tm;
         }
-    MPI_Group world;
-    lower_comm_group(MPI_COMM_WORLD, &world);
     for (int i = 0; i < l.n && !l.bad; i++) {
         struct mana_comm_meta *m = l.m[i];
-        MPI_Comm c = l.v[i];
         if (mana_h_is_virtual(l.v[i])) {
-            MPI_Group g;
-            int rc = lower_group_incl(world, m->n_ranks, m->world_ranks, &g);
-            if (rc == MPI_SUCCESS)
-                rc = lower_comm_create_group(MPI_COMM_WORLD, g, (int)(m->gid % 32767), &c);
-            lower_group_free(&g);
-            if (rc == MPI_SUCCESS && m->topo == 1) {
-                MPI_Comm cart = MPI_COMM_NULL;
-                rc = lower_cart_create(c, m->cart_ndims, m->cart_dims, m->cart_periods, 0, &cart);
-                lower_comm_free(&c);
-                c = cart;
-            }
+            MPI_Comm c = MPI_COMM_NULL;
+            int rc = recreate_comm(m, &c);
             if (rc != MPI_SUCCESS) {
                 l.bad = 1;
                 snprintf(err, (size_t)errlen, "creating a communicator again failed (error %d)", rc);
@@ -821,7 +914,6 @@ static int rebuild_comms(char *err, int errlen)
         if (m->errhandler)
             lower_comm_set_errhandler(mana_h_real(l.v[i]), mana_h_real(m->errhandler));
     }
-    lower_group_free(&world);
     free(l.v);
     free(l.m);
     return l.bad ? -1 : 0;
@@ -894,15 +986,9 @@ static int recreate_persistent(int v, struct mana_req_meta *m, char *err, int er
 static int mpi_restart(int rank, int size, char *err, int errlen)
 {
     err[0] = 0;
-    for (size_t k = 0; k < sizeof unsupported_kinds / sizeof *unsupported_kinds; k++) {
-        unsigned n = mana_h_live(unsupported_kinds[k].kind);
-        if (n) {
-            snprintf(err, (size_t)errlen,
-                     "the application holds %u user-created MPI %s; re-creating them in a new lower half is not implemented yet",
-                     n, unsupported_kinds[k].what);
-            return -1;
-        }
-    }
+    if (mana_snapshot_unsupported(err, errlen))
+        return -1;
+    mana_h_forget_reals();
     int provided = 0, rc;
     unsigned long fs = mana_thread_lower_fs();
     int (*init_thread)(int *, char ***, int, int *) =
@@ -925,7 +1011,8 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
                  r, n, rank, size);
         return -1;
     }
-    if (rebuild_comms(err, errlen) != 0 || rebuild_groups(err, errlen) != 0)
+    if (mana_rebuild_objects(0, err, errlen) != 0 || rebuild_comms(err, errlen) != 0 ||
+        rebuild_groups(err, errlen) != 0 || mana_rebuild_objects(1, err, errlen) != 0)
         return -1;
     struct restart_scan scan = {err, errlen, 0, NULL, 0, 0};
     mana_req_each(scan_request, &scan);
@@ -978,6 +1065,7 @@ static const struct mana_mpi_ops ops = {
     .p2p_sent = p2p_sent,
     .drain_step = drain_step,
     .drained_count = drained_count,
+    .snapshot = mana_snapshot,
     .restart_reset = restart_reset,
     .restart = mpi_restart,
 };

@@ -36,11 +36,15 @@ int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
 #define KIND_REQUEST 0xb
 #define KIND_COMM 0x1
 #define KIND_GROUP 0x2
+#define KIND_WIN 0x8
+/* Kinds whose handles carry a struct mana_comm_meta (windows: identity and fence count). */
+#define HAS_COMM_META(k) ((k) == KIND_COMM || (k) == KIND_GROUP || (k) == KIND_WIN)
 
 struct kind_table {
     int lock; /* a spin lock: held for a few table updates only */
     struct mana_req_meta *meta[MANA_VH_CHUNKS];       /* requests only: parallel to mana_vh_dir */
-    struct mana_comm_meta *comm_meta[MANA_VH_CHUNKS]; /* communicators only */
+    struct mana_comm_meta *comm_meta[MANA_VH_CHUNKS]; /* communicators, groups, windows */
+    unsigned *aux[MANA_VH_CHUNKS];   /* a word per handle for the wrappers (mana_h_aux) */
     unsigned next_fresh;             /* indices below this have been handed out */
     unsigned *refs[MANA_VH_CHUNKS];  /* reference counts, parallel to mana_vh_dir */
     unsigned *fifo;                  /* released indices, a ring */
@@ -188,8 +192,9 @@ static unsigned take_index(struct kind_table *t, int kind)
         t->refs[c] = zeroed(CHUNK * sizeof(unsigned));
         if (kind == KIND_REQUEST)
             t->meta[c] = zeroed(CHUNK * sizeof(struct mana_req_meta));
-        if (kind == KIND_COMM || kind == KIND_GROUP)
+        if (HAS_COMM_META(kind))
             t->comm_meta[c] = zeroed(CHUNK * sizeof(struct mana_comm_meta));
+        t->aux[c] = zeroed(CHUNK * sizeof(unsigned));
         __atomic_store_n(&mana_vh_dir[kind][c], (int *)zeroed(CHUNK * sizeof(int)), __ATOMIC_RELEASE);
     }
     return idx;
@@ -223,13 +228,16 @@ int mana_h_virtual(int real)
         t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
         if (kind == KIND_REQUEST)
             memset(&t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], 0, sizeof(struct mana_req_meta));
-        if (kind == KIND_COMM || kind == KIND_GROUP) {
+        t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 0;
+        if (HAS_COMM_META(kind)) {
             struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             if (m->sent)
                 munmap(m->sent, (size_t)m->n_peers * sizeof(*m->sent));
             free(m->world_ranks);
             free(m->cart_dims);
             free(m->cart_periods);
+            free(m->remote_world_ranks);
+            free(m->graph);
             memset(m, 0, sizeof *m);
         }
         if (kind != KIND_REQUEST)
@@ -285,7 +293,8 @@ static void rebind(int v, int real)
     table_lock(t);
     int old = chunk[idx & (CHUNK - 1)];
     if (kind != KIND_REQUEST) {
-        map_remove(t, old);
+        if (map_find(t, old) == idx + 1) /* after a restart it may name another object */
+            map_remove(t, old);
         map_insert(t, real, idx);
     }
     chunk[idx & (CHUNK - 1)] = real;
@@ -318,11 +327,30 @@ struct mana_comm_meta *mana_comm_meta(int c)
         return &world_meta;
     if (c == MPI_COMM_SELF)
         return &self_meta;
-    if (!mana_h_is_virtual(c) || MANA_VH_KIND(c) != KIND_COMM)
+    if (!mana_h_is_virtual(c) || (MANA_VH_KIND(c) != KIND_COMM && MANA_VH_KIND(c) != KIND_WIN))
         return NULL;
     unsigned idx = (unsigned)c & MANA_VH_INDEX_MASK;
-    struct mana_comm_meta *chunk = tables[KIND_COMM].comm_meta[idx >> MANA_VH_CHUNK_BITS];
+    struct mana_comm_meta *chunk = tables[MANA_VH_KIND(c)].comm_meta[idx >> MANA_VH_CHUNK_BITS];
     return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+unsigned *mana_h_aux(int v)
+{
+    if (!mana_h_is_virtual(v))
+        return NULL;
+    unsigned idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    unsigned *chunk = tables[MANA_VH_KIND(v)].aux[idx >> MANA_VH_CHUNK_BITS];
+    return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+void mana_h_each(int kind, void (*f)(int v, void *arg), void *arg)
+{
+    struct kind_table *t = &tables[kind];
+    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
+        int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+        if (chunk && chunk[idx & (CHUNK - 1)])
+            f(virtual_of((unsigned)kind, idx), arg);
+    }
 }
 
 /* Groups keep their members as MPI_COMM_WORLD ranks (the `world_ranks` of the same
@@ -336,26 +364,32 @@ struct mana_comm_meta *mana_group_meta(int g)
     return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
 }
 
+/* Calls `f` for every live virtual handle of `kind` (one with metadata) and its metadata. */
+static void meta_each(unsigned kind, void (*f)(int h, struct mana_comm_meta *m, void *arg), void *arg)
+{
+    struct kind_table *t = &tables[kind];
+    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
+        int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+        if (chunk && chunk[idx & (CHUNK - 1)])
+            f(virtual_of(kind, idx), &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
+    }
+}
+
 void mana_group_each(void (*f)(int g, struct mana_comm_meta *m, void *arg), void *arg)
 {
-    struct kind_table *t = &tables[KIND_GROUP];
-    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
-        int *chunk = mana_vh_dir[KIND_GROUP][idx >> MANA_VH_CHUNK_BITS];
-        if (chunk && chunk[idx & (CHUNK - 1)])
-            f(virtual_of(KIND_GROUP, idx), &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
-    }
+    meta_each(KIND_GROUP, f, arg);
 }
 
 void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg), void *arg)
 {
     f(MPI_COMM_WORLD, &world_meta, arg);
     f(MPI_COMM_SELF, &self_meta, arg);
-    struct kind_table *t = &tables[KIND_COMM];
-    for (unsigned idx = 0; idx < t->next_fresh; idx++) {
-        int *chunk = mana_vh_dir[KIND_COMM][idx >> MANA_VH_CHUNK_BITS];
-        if (chunk && chunk[idx & (CHUNK - 1)])
-            f(virtual_of(KIND_COMM, idx), &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
-    }
+    meta_each(KIND_COMM, f, arg);
+}
+
+void mana_win_each(void (*f)(int w, struct mana_comm_meta *m, void *arg), void *arg)
+{
+    meta_each(KIND_WIN, f, arg);
 }
 
 int mana_req_placeholder(struct mana_req_meta **meta)
@@ -415,6 +449,24 @@ void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *a
         int *chunk = mana_vh_dir[KIND_REQUEST][idx >> MANA_VH_CHUNK_BITS];
         if (chunk && chunk[idx & (CHUNK - 1)])
             f(virtual_of(KIND_REQUEST, idx), &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], arg);
+    }
+}
+
+void mana_h_unref(int v)
+{
+    release(v);
+}
+
+void mana_h_forget_reals(void)
+{
+    for (int k = 0; k < MANA_VH_KINDS; k++) {
+        struct kind_table *t = &tables[k];
+        table_lock(t);
+        if (t->map_cap) {
+            memset(t->map, 0, t->map_cap * sizeof(unsigned));
+            t->map_len = 0;
+        }
+        table_unlock(t);
     }
 }
 

@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 2
+#define MANA_MPI_OPS_VERSION 3
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -38,6 +38,9 @@ struct mana_mpi_ops {
     long long (*drain_step)(const struct mana_count *sums, int n);
     /* Drained messages not yet delivered. */
     int (*drained_count)(void);
+    /* After the drain (gate closed): records what a restart needs from the lower half;
+     * 0, or -1 with why a restart of this image would be refused in `why`. */
+    int (*snapshot)(char *why, int len);
     /* Forgets every cached lower-half function (a new lower half is coming). */
     void (*restart_reset)(void);
     /* In a restarted process with a new lower half: MPI_Init, check rank and size, bring

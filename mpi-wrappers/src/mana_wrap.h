@@ -304,10 +304,62 @@ struct mana_comm_meta {
     /* How to create it again in a new lower half (src/ckpt.c): its group as ranks of
      * MPI_COMM_WORLD, a Cartesian topology, the error handler the application set. */
     int *world_ranks, n_ranks;
-    unsigned char inter, topo; /* topo: 0 none, 1 Cartesian, 2 other (not re-created) */
+    int *remote_world_ranks, n_remote; /* an intercommunicator's remote group */
+    unsigned char inter, topo; /* topo: 0 none, 1 Cartesian, 2 graph, 3 distributed graph,
+                                  4 other (not re-created) */
     int cart_ndims, *cart_dims, *cart_periods;
-    int errhandler; /* 0: never set */
+    int *graph; /* topo 2: nnodes, nedges, index[nnodes], edges[nedges];
+                   topo 3: indegree, outdegree, weighted, sources, sourceweights,
+                   destinations, destweights (this rank's adjacency) */
+    int errhandler; /* 0: never set (holds a reference on a virtual handler) */
+    /* Windows (src/rebuild.c): the memory they expose and their synchronisation. */
+    void *win_base;
+    MPI_Aint win_size, win_disp_unit;
+    unsigned char win_fenced; /* a fence opened an epoch (the last fence lacked NOSUCCEED) */
+    int win_epochs;           /* lock, lock_all, start or post epochs open */
+    MPI_Comm win_comm;        /* after a restart: the real communicator it was created over */
 };
+/* Every live virtual window's metadata (its world_ranks are the window's group). */
+extern void mana_win_each(void (*f)(int w, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
+/* After a window was created over `base` (collective over `comm`): its identity. */
+extern void mana_win_created(int comm, int win, void *base, MPI_Aint size, MPI_Aint disp_unit) MANA_HIDDEN;
+/* After MPI_Win_fence / a call opening (+1) or closing (-1) a lock or PSCW epoch. */
+extern void mana_win_fenced(int win, int assert_) MANA_HIDDEN;
+extern void mana_win_epoch(int win, int delta) MANA_HIDDEN;
+/* A word per virtual handle for the wrappers (what a restart needs to create its object
+ * again: src/special.c); NULL if `v` is not virtual. Zero when the handle is created. */
+extern unsigned *mana_h_aux(int v) MANA_HIDDEN;
+/* Calls `f` for every live virtual handle of MPICH object kind `kind`. */
+extern void mana_h_each(int kind, void (*f)(int v, void *arg), void *arg) MANA_HIDDEN;
+/* Drops a reference taken with mana_h_virtual on an existing object. */
+extern void mana_h_unref(int v) MANA_HIDDEN;
+/* Forgets every real handle's reverse mapping (a restart: the old lower half's values
+ * mean nothing in the new one). */
+extern void mana_h_forget_reals(void) MANA_HIDDEN;
+/* In src/special.c: create the object behind virtual handle `v` again in a new lower
+ * half (0 or an MPI error code). */
+extern int mana_recreate_op(int v) MANA_HIDDEN;
+extern int mana_recreate_errhandler(int v) MANA_HIDDEN;
+extern int mana_recreate_keyval(int v) MANA_HIDDEN;
+/* The object kind a keyval's attributes are on: 0 communicators, 1 datatypes, 2 windows;
+ * -1 if MANA did not see it created. */
+extern int mana_keyval_object_kind(int v) MANA_HIDDEN;
+/* src/ckpt.c: the communicator of world ranks `ranks` (collective over them only; the
+ * tag comes from `gid`). */
+extern int mana_comm_of_world_ranks(const int *ranks, int n, unsigned long long gid, MPI_Comm *out) MANA_HIDDEN;
+/* src/rebuild.c. At a checkpoint (gate closed, drain done): records what a restart needs
+ * beyond MANA's metadata; returns 0, or -1 with why a restart of this image will fail. */
+extern int mana_snapshot(char *why, int len) MANA_HIDDEN;
+/* After MPI_Buffer_attach (NULL, 0 after MPI_Buffer_detach): attached again at restart. */
+extern void mana_buffer_attached(void *buffer, MPI_Count size) MANA_HIDDEN;
+/* At restart: -1 with the snapshot's reason if the image cannot be restarted. */
+extern int mana_snapshot_unsupported(char *err, int errlen) MANA_HIDDEN;
+/* At restart, phase 0 before communicators (keyvals, error handlers, operations, info,
+ * datatypes), phase 1 after them and groups (windows, attributes, names). */
+extern int mana_rebuild_objects(int phase, char *err, int errlen) MANA_HIDDEN;
+/* A shared-memory window's segment, created again at restart and mapped where it was
+ * (collective over the window's group, `comm` a real communicator of it). */
+extern int mana_recreate_shared_segment(int win, MPI_Comm comm) MANA_HIDDEN;
 /* A group's metadata (its `world_ranks`), and every live virtual group's. */
 extern struct mana_comm_meta *mana_group_meta(int g) MANA_HIDDEN;
 extern void mana_group_each(void (*f)(int g, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;

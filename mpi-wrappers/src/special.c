@@ -1,6 +1,8 @@
 /* Hand-written wrappers (listed in gen/handwritten.txt; the generator skips them). */
 #include "mana_wrap.h"
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 __thread unsigned long mana_tls_lower_fs __attribute__((tls_model("initial-exec"), visibility("hidden")));
 __thread unsigned long mana_tls_lower_gen __attribute__((tls_model("initial-exec"), visibility("hidden")));
@@ -56,6 +58,39 @@ MANA_REPEAT64(OP_TRAMP)
 static MPI_User_function *const op_tramps[MANA_SLOTS] = {MANA_REPEAT64(OP_ENTRY)};
 static MPI_User_function_c *const op_tramps_c[MANA_SLOTS] = {MANA_REPEAT64(OP_ENTRY_C)};
 
+/* What a restart needs to create a user operation again: its slot (trampoline), whether it
+ * is the large-count kind, whether it commutes — kept in the handle's aux word. */
+#define AUX_OP_LARGE 0x10000u
+#define AUX_OP_COMMUTE 0x20000u
+static int op_created(int r, MPI_Op op, int k, int large, int commute)
+{
+    unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(op) : NULL;
+    if (aux)
+        *aux = (unsigned)(k + 1) | (large ? AUX_OP_LARGE : 0) | (commute ? AUX_OP_COMMUTE : 0);
+    return r;
+}
+
+int mana_recreate_op(int op)
+{
+    unsigned *aux = mana_h_aux(op), a = aux ? *aux : 0;
+    int k = (int)(a & 0xffff) - 1, commute = !!(a & AUX_OP_COMMUTE), r;
+    if (k < 0)
+        return MPI_ERR_OP;
+    MPI_Op op_l = 0;
+    if (a & AUX_OP_LARGE) {
+        MPI_User_function_c *tramp = op_tramps_c[k];
+        MANA_CALL_LOWER_INTO(r, 4001, "PMPI_Op_create_c", int, (MPI_User_function_c * f, int c, MPI_Op *o),
+                             (tramp, commute, &op_l));
+    } else {
+        MPI_User_function *tramp = op_tramps[k];
+        MANA_CALL_LOWER_INTO(r, 4000, "PMPI_Op_create", int, (MPI_User_function * f, int c, MPI_Op *o),
+                             (tramp, commute, &op_l));
+    }
+    if (r == MPI_SUCCESS)
+        mana_h_set_real(op, op_l);
+    return r;
+}
+
 __attribute__((used)) static int mana_w_MPI_Op_create(MPI_User_function *user_fn, int commute, MPI_Op *op)
 {
     int k = __atomic_fetch_add(&op_used, 1, __ATOMIC_RELAXED);
@@ -69,7 +104,8 @@ __attribute__((used)) static int mana_w_MPI_Op_create(MPI_User_function *user_fn
         MANA_FORWARD_INTO(r, 4000, "PMPI_Op_create", int, (MPI_User_function * f, int c, MPI_Op *o),
                           (tramp, commute, &op_l));
     }
-    return mana_out_handle(r, op, op_l);
+    r = mana_out_handle(r, op, op_l);
+    return op_created(r, *op, k, 0, commute);
 }
 MANA_EXPORT(mana_w_MPI_Op_create, MPI_Op_create)
 MANA_EXPORT(mana_w_MPI_Op_create, PMPI_Op_create)
@@ -87,7 +123,8 @@ __attribute__((used)) static int mana_w_MPI_Op_create_c(MPI_User_function_c *use
         MANA_FORWARD_INTO(r, 4001, "PMPI_Op_create_c", int, (MPI_User_function_c * f, int c, MPI_Op *o),
                           (tramp, commute, &op_l));
     }
-    return mana_out_handle(r, op, op_l);
+    r = mana_out_handle(r, op, op_l);
+    return op_created(r, *op, k, 1, commute);
 }
 MANA_EXPORT(mana_w_MPI_Op_create_c, MPI_Op_create_c)
 MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
@@ -116,7 +153,42 @@ MANA_REPEAT64(EH_TRAMP)
 #define EH_ENTRY(k) eh_tramp_##k,
 static mana_errh_fn *const eh_tramps[MANA_SLOTS] = {MANA_REPEAT64(EH_ENTRY)};
 
-#define ERRHANDLER_WRAPPER(NAME, ID, IS_FILE)                                                  \
+/* The lower functions that create each kind of handler; a handler's aux word holds its
+ * slot + 1 and (<< 16) its index here, for a restart. */
+static const struct {
+    unsigned id;
+    const char *name;
+} eh_creators[] = {{4002, "PMPI_Comm_create_errhandler"},
+                   {4014, "PMPI_Win_create_errhandler"},
+                   {4015, "PMPI_File_create_errhandler"},
+                   {4016, "PMPI_Session_create_errhandler"}};
+
+/* Creates handler slot `k` in the lower half with creator `which`, without the gate. */
+static int eh_create_lower(int k, int which, MPI_Errhandler *eh_l)
+{
+    void *tramp = (void *)eh_tramps[k];
+    int (*f)(void *, MPI_Errhandler *) =
+        (int (*)(void *, MPI_Errhandler *))mana_lower_fn(eh_creators[which].id, eh_creators[which].name,
+                                                         mana_thread_lower_fs());
+    unsigned long up = mana_enter_lower(mana_thread_lower_fs());
+    int r = f(tramp, eh_l);
+    mana_leave_lower(up);
+    return r;
+}
+
+int mana_recreate_errhandler(int eh)
+{
+    unsigned *aux = mana_h_aux(eh), a = aux ? *aux : 0;
+    MPI_Errhandler eh_l = 0;
+    if (!(a & 0xffff))
+        return MPI_ERR_ARG;
+    int r = eh_create_lower((int)(a & 0xffff) - 1, (int)(a >> 16), &eh_l);
+    if (r == MPI_SUCCESS)
+        mana_h_set_real(eh, eh_l);
+    return r;
+}
+
+#define ERRHANDLER_WRAPPER(NAME, WHICH, IS_FILE)                                               \
     __attribute__((used)) static int mana_w_##NAME(void *fn, MPI_Errhandler *eh)               \
     {                                                                                          \
         int k = __atomic_fetch_add(&eh_used, 1, __ATOMIC_RELAXED);                             \
@@ -124,20 +196,22 @@ static mana_errh_fn *const eh_tramps[MANA_SLOTS] = {MANA_REPEAT64(EH_ENTRY)};
             return mana_slots_full("error handlers");                                          \
         eh_fn[k] = (mana_errh_fn *)fn;                                                         \
         eh_is_file[k] = IS_FILE;                                                               \
-        void *tramp = (void *)eh_tramps[k];                                                    \
         MPI_Errhandler eh_l = 0;                                                               \
-        int r;                                                                                 \
-        {                                                                                      \
-            MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (void *f, MPI_Errhandler *e), (tramp, &eh_l)); \
-        }                                                                                      \
-        return mana_out_handle(r, eh, eh_l);                                                   \
+        mana_gate_enter();                                                                     \
+        int r = eh_create_lower(k, WHICH, &eh_l);                                              \
+        r = mana_out_handle(r, eh, eh_l);                                                      \
+        unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(*eh) : NULL;                             \
+        if (aux)                                                                               \
+            *aux = (unsigned)(k + 1) | (WHICH << 16);                                          \
+        mana_gate_leave();                                                                     \
+        return r;                                                                              \
     }                                                                                          \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                           \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
-ERRHANDLER_WRAPPER(MPI_Comm_create_errhandler, 4002, 0)
-ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 4014, 0)
-ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 4015, 1)
-ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 4016, 0)
+ERRHANDLER_WRAPPER(MPI_Comm_create_errhandler, 0, 0)
+ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 1, 0)
+ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 2, 1)
+ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 3, 0)
 
 /* Generalized requests: query, free and cancel functions, one slot per request. */
 typedef int(mana_gq_fn)(void *, MPI_Status *);
@@ -280,49 +354,124 @@ int MPIR_Dup_fn(MPI_Comm comm, int keyval, void *extra, void *in, void *out, int
     return MPI_SUCCESS;
 }
 
-/* Fills `fns[0..1]` with what the lower library gets for (copy, del); -1 if no slot. */
-static int kv_translate(mana_copy_fn *copy, mana_delete_fn *del, void *fns[2])
+/* What the lower library gets for the application's (copy, del) using slot `k` (-1: none
+ * needed): NULL stays NULL, MPI_*_DUP_FN becomes the lower library's own. */
+static void kv_lower_fns(mana_copy_fn *copy, mana_delete_fn *del, int k, void *fns[2])
 {
     fns[0] = (void *)copy;
     fns[1] = (void *)del;
     if (copy == (mana_copy_fn *)MPIR_Dup_fn)
         fns[0] = mana_lower_fn(4006, "MPIR_Dup_fn", mana_thread_lower_fs());
-    int need = (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) || del;
-    if (!need)
-        return 0;
-    int k = __atomic_fetch_add(&kv_used, 1, __ATOMIC_RELAXED);
-    if (k >= MANA_SLOTS)
-        return -1;
-    if (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) {
-        kv_copy_fn[k] = copy;
+    else if (copy)
         fns[0] = (void *)kv_copy_tramps[k];
-    }
-    if (del) {
-        kv_del_fn[k] = del;
+    if (del)
         fns[1] = (void *)kv_del_tramps[k];
-    }
-    return 0;
 }
 
-#define KEYVAL_WRAPPER(NAME, ID)                                                              \
+/* Claims a slot for (copy, del) if they need trampolines: the slot, -1 if none is needed,
+ * -2 if all are taken. */
+static int kv_slot(mana_copy_fn *copy, mana_delete_fn *del)
+{
+    int need = (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) || del;
+    if (!need)
+        return -1;
+    int k = __atomic_fetch_add(&kv_used, 1, __ATOMIC_RELAXED);
+    if (k >= MANA_SLOTS)
+        return -2;
+    kv_copy_fn[k] = copy;
+    kv_del_fn[k] = del;
+    return k;
+}
+
+/* Every keyval the application created, for a restart: its functions, slot, extra state
+ * and creator (the handle's aux word is its index + 1 here). */
+static const struct {
+    unsigned id;
+    const char *name;
+} kv_creators[] = {{4007, "PMPI_Comm_create_keyval"},
+                   {4008, "PMPI_Type_create_keyval"},
+                   {4009, "PMPI_Win_create_keyval"},
+                   {4010, "PMPI_Keyval_create"}};
+struct kv_rec {
+    mana_copy_fn *copy;
+    mana_delete_fn *del;
+    void *extra;
+    int slot, which;
+};
+static struct kv_rec *kv_recs;
+static unsigned kv_n, kv_cap;
+static pthread_mutex_t kv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int kv_create_lower(const struct kv_rec *rec, int *kv_l)
+{
+    void *fns[2];
+    kv_lower_fns(rec->copy, rec->del, rec->slot, fns);
+    int (*f)(void *, void *, int *, void *) = (int (*)(void *, void *, int *, void *))mana_lower_fn(
+        kv_creators[rec->which].id, kv_creators[rec->which].name, mana_thread_lower_fs());
+    unsigned long up = mana_enter_lower(mana_thread_lower_fs());
+    int r = f(fns[0], fns[1], kv_l, rec->extra);
+    mana_leave_lower(up);
+    return r;
+}
+
+static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int *keyval, void *extra)
+{
+    struct kv_rec rec = {copy, del, extra, kv_slot(copy, del), which};
+    if (rec.slot == -2)
+        return mana_slots_full("attribute keyvals with callbacks");
+    int kv_l = 0;
+    mana_gate_enter();
+    int r = kv_create_lower(&rec, &kv_l);
+    r = mana_out_handle(r, keyval, kv_l);
+    unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(*keyval) : NULL;
+    if (aux) {
+        pthread_mutex_lock(&kv_lock);
+        if (kv_n == kv_cap) {
+            kv_cap = kv_cap ? 2 * kv_cap : 64;
+            kv_recs = realloc(kv_recs, kv_cap * sizeof *kv_recs);
+        }
+        kv_recs[kv_n] = rec;
+        *aux = ++kv_n;
+        pthread_mutex_unlock(&kv_lock);
+    }
+    mana_gate_leave();
+    return r;
+}
+
+static const struct kv_rec *kv_rec_of(int keyval)
+{
+    unsigned *aux = mana_h_aux(keyval);
+    return aux && *aux && *aux <= kv_n ? &kv_recs[*aux - 1] : NULL;
+}
+
+int mana_keyval_object_kind(int keyval)
+{
+    const struct kv_rec *rec = kv_rec_of(keyval);
+    return !rec ? -1 : rec->which == 3 ? 0 : rec->which;
+}
+
+int mana_recreate_keyval(int keyval)
+{
+    const struct kv_rec *rec = kv_rec_of(keyval);
+    if (!rec)
+        return MPI_ERR_KEYVAL;
+    int kv_l = 0, r = kv_create_lower(rec, &kv_l);
+    if (r == MPI_SUCCESS)
+        mana_h_set_real(keyval, kv_l);
+    return r;
+}
+
+#define KEYVAL_WRAPPER(NAME, WHICH)                                                           \
     __attribute__((used)) static int mana_w_##NAME(void *copy, void *del, int *keyval, void *extra) \
     {                                                                                         \
-        void *fns[2];                                                                         \
-        if (kv_translate((mana_copy_fn *)copy, (mana_delete_fn *)del, fns))                  \
-            return mana_slots_full("attribute keyvals with callbacks");                       \
-        void *c_ = fns[0], *d_ = fns[1];                                                      \
-        int kv_l = 0, r;                                                                      \
-        {                                                                                     \
-            MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (void *c, void *d, int *k, void *e), (c_, d_, &kv_l, extra)); \
-        }                                                                                     \
-        return mana_out_handle(r, keyval, kv_l);                                              \
+        return keyval_create(WHICH, (mana_copy_fn *)copy, (mana_delete_fn *)del, keyval, extra); \
     }                                                                                         \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                          \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
-KEYVAL_WRAPPER(MPI_Comm_create_keyval, 4007)
-KEYVAL_WRAPPER(MPI_Type_create_keyval, 4008)
-KEYVAL_WRAPPER(MPI_Win_create_keyval, 4009)
-KEYVAL_WRAPPER(MPI_Keyval_create, 4010)
+KEYVAL_WRAPPER(MPI_Comm_create_keyval, 0)
+KEYVAL_WRAPPER(MPI_Type_create_keyval, 1)
+KEYVAL_WRAPPER(MPI_Win_create_keyval, 2)
+KEYVAL_WRAPPER(MPI_Keyval_create, 3)
 
 /* Memory the application gets from MPI must be upper-half memory (DESIGN.md §3): the
  * lower half's would vanish at restart. MPI_Alloc_mem is the application's malloc;
@@ -372,20 +521,49 @@ static struct shared_win {
 } shared_wins[MANA_SHARED_WINS];
 static int shared_seq;
 
-static int win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
+/* MPI_Win_create (every window flavour ends up here): collective over `comm`; the window
+ * is recorded for a restart (src/ckpt.c). A displacement unit beyond int takes the
+ * large-count call. */
+static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
 {
-    MPI_Info info_l = mana_h_real(info);
-    MPI_Comm comm_l = mana_h_real(comm);
     MPI_Win win_l = 0;
     int r, counted = mana_coll_enter(comm, 1);
-    {
-        MANA_FORWARD_INTO(r, 4011, "PMPI_Win_create", int,
-                          (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
-                          (base, size, disp_unit, info_l, comm_l, &win_l));
+    mana_gate_enter();
+    MPI_Info info_l = mana_h_real(info);
+    MPI_Comm comm_l = mana_h_real(comm);
+    if (disp_unit == (int)disp_unit) {
+        int unit = (int)disp_unit;
+        MANA_CALL_LOWER_INTO(r, 4011, "PMPI_Win_create", int,
+                             (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                             (base, size, unit, info_l, comm_l, &win_l));
+    } else {
+        MANA_CALL_LOWER_INTO(r, 4013, "PMPI_Win_create_c", int,
+                             (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
+                             (base, size, disp_unit, info_l, comm_l, &win_l));
     }
+    r = mana_out_handle(r, win, win_l);
+    if (r == MPI_SUCCESS)
+        mana_win_created(comm, *win, base, size, disp_unit);
+    mana_gate_leave();
     mana_coll_leave(counted, 1);
-    return mana_out_handle(r, win, win_l);
+    return r;
 }
+
+__attribute__((used)) static int mana_w_MPI_Win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info,
+                                                       MPI_Comm comm, MPI_Win *win)
+{
+    return win_create(base, size, disp_unit, info, comm, win);
+}
+MANA_EXPORT(mana_w_MPI_Win_create, MPI_Win_create)
+MANA_EXPORT(mana_w_MPI_Win_create, PMPI_Win_create)
+
+__attribute__((used)) static int mana_w_MPI_Win_create_c(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
+                                                         MPI_Comm comm, MPI_Win *win)
+{
+    return win_create(base, size, disp_unit, info, comm, win);
+}
+MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
+MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
 
 /* Records a window's memory (freed by MPI_Win_free) and returns it, or frees it if the
  * window could not be created. */
@@ -416,28 +594,13 @@ __attribute__((used)) static int mana_w_MPI_Win_allocate(MPI_Aint size, int disp
 MANA_EXPORT(mana_w_MPI_Win_allocate, MPI_Win_allocate)
 MANA_EXPORT(mana_w_MPI_Win_allocate, PMPI_Win_allocate)
 
-static int win_create_c(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
-{
-    MPI_Info info_l = mana_h_real(info);
-    MPI_Comm comm_l = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r, counted = mana_coll_enter(comm, 1);
-    {
-        MANA_FORWARD_INTO(r, 4013, "PMPI_Win_create_c", int,
-                          (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
-                          (base, size, disp_unit, info_l, comm_l, &win_l));
-    }
-    mana_coll_leave(counted, 1);
-    return mana_out_handle(r, win, win_l);
-}
-
 __attribute__((used)) static int mana_w_MPI_Win_allocate_c(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
                                                            MPI_Comm comm, void *baseptr, MPI_Win *win)
 {
     void *p = calloc(1, size > 0 ? (size_t)size : 1);
     if (!p)
         return MPI_ERR_NO_MEM;
-    return win_allocated(win_create_c(p, size, disp_unit, info, comm, win), p, win, baseptr);
+    return win_allocated(win_create(p, size, disp_unit, info, comm, win), p, win, baseptr);
 }
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, MPI_Win_allocate_c)
 MANA_EXPORT(mana_w_MPI_Win_allocate_c, PMPI_Win_allocate_c)
@@ -462,6 +625,63 @@ static struct shared_win *shared_win_of(MPI_Win win)
         if (shared_wins[i].win == win && win)
             return &shared_wins[i];
     return NULL;
+}
+
+/* A new /dev/shm segment of `len` bytes mapped by every rank of real communicator `c`
+ * (collective; at `at` if not NULL, replacing what is there): created by rank 0, unlinked
+ * once all have mapped it. MAP_FAILED on failure (on every rank). */
+static char *shared_segment(MPI_Comm c, int me, size_t len, void *at)
+{
+    char path[128] = "";
+    int fd = -1;
+    if (me == 0) {
+        snprintf(path, sizeof path, "/dev/shm/mana-win-%d-%d", (int)getpid(), __atomic_fetch_add(&shared_seq, 1, 0));
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)len) != 0) {
+            fprintf(stderr, "mana: cannot create the shared window segment %s (%zu bytes)\n", path, len);
+            path[0] = 0;
+        }
+    }
+    lower_bcast(path, sizeof path, MPI_CHAR, 0, c);
+    if (!path[0]) {
+        if (fd >= 0)
+            close(fd);
+        return MAP_FAILED;
+    }
+    if (me != 0)
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    char *map = fd < 0 ? MAP_FAILED
+                       : mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
+    if (fd >= 0)
+        close(fd);
+    lower_barrier(c);
+    if (me == 0)
+        unlink(path);
+    if (map == MAP_FAILED)
+        fprintf(stderr, "mana: cannot map the shared window segment %s\n", path);
+    return map;
+}
+
+/* At restart: the window's segment again, where it was (the image restored this rank's
+ * copy as private memory): this rank's own part is carried over into the new segment. */
+int mana_recreate_shared_segment(int win, MPI_Comm c)
+{
+    struct shared_win *sw = shared_win_of(win);
+    if (!sw)
+        return MPI_SUCCESS;
+    int me = 0;
+    lower_comm_rank(c, &me);
+    size_t own = (size_t)sw->size[me];
+    char *keep = malloc(own ? own : 1);
+    if (!keep)
+        return MPI_ERR_NO_MEM;
+    memcpy(keep, sw->map + sw->off[me], own);
+    char *map = shared_segment(c, me, sw->map_len, sw->map);
+    if (map != MAP_FAILED)
+        memcpy(sw->map + sw->off[me], keep, own);
+    free(keep);
+    lower_barrier(c);
+    return map == MAP_FAILED ? MPI_ERR_NO_MEM : MPI_SUCCESS;
 }
 
 static int win_allocate_shared(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, void *baseptr,
@@ -497,45 +717,18 @@ static int win_allocate_shared(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
         total += pairs[2 * i];
     }
     free(pairs);
-    char path[128] = "";
-    int fd = -1;
     sw->map_len = ((size_t)total + 4095) & ~(size_t)4095;
     if (!sw->map_len)
         sw->map_len = 4096;
-    if (me == 0) {
-        snprintf(path, sizeof path, "/dev/shm/mana-win-%d-%d", (int)getpid(), __atomic_fetch_add(&shared_seq, 1, 0));
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || ftruncate(fd, (off_t)sw->map_len) != 0) {
-            fprintf(stderr, "mana: cannot create the shared window segment %s (%zu bytes)\n", path, sw->map_len);
-            path[0] = 0;
-        }
-    }
-    lower_bcast(path, sizeof path, MPI_CHAR, 0, c);
-    if (!path[0]) {
-        if (fd >= 0)
-            close(fd);
-        free(all);
-        sw->win = 0;
-        return MPI_ERR_NO_MEM;
-    }
-    if (me != 0)
-        fd = open(path, O_RDWR | O_CLOEXEC);
-    sw->map = fd < 0 ? MAP_FAILED : mmap(NULL, sw->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (fd >= 0)
-        close(fd);
-    lower_barrier(c);
-    if (me == 0)
-        unlink(path);
+    sw->map = shared_segment(c, me, sw->map_len, NULL);
     if (sw->map == MAP_FAILED) {
-        fprintf(stderr, "mana: cannot map the shared window segment %s\n", path);
         free(all);
         sw->win = 0;
         return MPI_ERR_NO_MEM;
     }
     void *base = sw->map + sw->off[me];
     MPI_Win w = 0;
-    r = disp_unit == (int)disp_unit ? win_create(base, size, (int)disp_unit, info, comm, &w)
-                                    : win_create_c(base, size, disp_unit, info, comm, &w);
+    r = win_create(base, size, disp_unit, info, comm, &w);
     if (r != MPI_SUCCESS) {
         munmap(sw->map, sw->map_len);
         free(all);
@@ -628,11 +821,23 @@ MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
 
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {
-    MPI_Win w = *win, w_r = mana_h_real(w), w_l = w_r;
-    int r;
+    MPI_Win w = *win;
+    int r, counted = mana_coll_enter(w, 1);
+    mana_gate_enter();
+    MPI_Win w_r = mana_h_real(w), w_l = w_r;
     {
-        MANA_FORWARD_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (&w_l));
+        MANA_CALL_LOWER_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (&w_l));
     }
+    struct mana_comm_meta *m = mana_comm_meta(w);
+    if (r == MPI_SUCCESS && m && m->win_comm) {
+        MPI_Comm c = m->win_comm;
+        int r_free;
+        m->win_comm = 0;
+        MANA_CALL_LOWER_INTO(r_free, 4054, "PMPI_Comm_free", int, (MPI_Comm *), (&c));
+        (void)r_free;
+    }
+    mana_gate_leave();
+    mana_coll_leave(counted, 1);
     *win = mana_h_inout_done(w, w_r, w_l);
     struct shared_win *sw = r == MPI_SUCCESS ? shared_win_of(w) : NULL;
     if (sw) {
@@ -788,22 +993,31 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)
 MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
 
-/* MPI_Comm_set_errhandler: the handler is recorded with the communicator, so a restart can
- * set it again in the new lower half (src/ckpt.c). */
-__attribute__((used)) static int mana_w_MPI_Comm_set_errhandler(MPI_Comm comm, MPI_Errhandler errhandler)
-{
-    int r;
-    mana_gate_enter();
-    MPI_Comm c = mana_h_real(comm);
-    MPI_Errhandler e = mana_h_real(errhandler);
-    {
-        MANA_CALL_LOWER_INTO(r, 4052, "PMPI_Comm_set_errhandler", int, (MPI_Comm, MPI_Errhandler), (c, e));
-    }
-    struct mana_comm_meta *m = mana_comm_meta(comm);
-    if (r == MPI_SUCCESS && m)
-        m->errhandler = errhandler;
-    mana_gate_leave();
-    return r;
-}
-MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, MPI_Comm_set_errhandler)
-MANA_EXPORT(mana_w_MPI_Comm_set_errhandler, PMPI_Comm_set_errhandler)
+/* MPI_Comm/Win_set_errhandler: the handler is recorded with the object, so a restart can
+ * set it again in the new lower half (src/ckpt.c, src/rebuild.c). The record holds a
+ * reference on the handler's handle: applications commonly free their handle right after
+ * setting it, while MPI keeps the handler with the object. */
+#define SET_ERRHANDLER_WRAPPER(KIND, ID)                                                        \
+    __attribute__((used)) static int mana_w_MPI_##KIND##_set_errhandler(int obj, MPI_Errhandler errhandler) \
+    {                                                                                           \
+        int r;                                                                                  \
+        mana_gate_enter();                                                                      \
+        int o = mana_h_real(obj);                                                               \
+        MPI_Errhandler e = mana_h_real(errhandler);                                             \
+        {                                                                                       \
+            MANA_CALL_LOWER_INTO(r, ID, "PMPI_" #KIND "_set_errhandler", int, (int, MPI_Errhandler), (o, e)); \
+        }                                                                                       \
+        struct mana_comm_meta *m = mana_comm_meta(obj);                                         \
+        if (r == MPI_SUCCESS && m) {                                                            \
+            int old = m->errhandler;                                                            \
+            m->errhandler = mana_h_is_virtual(errhandler) ? mana_h_virtual(e) : errhandler;     \
+            if (mana_h_is_virtual(old))                                                         \
+                mana_h_unref(old);                                                              \
+        }                                                                                       \
+        mana_gate_leave();                                                                      \
+        return r;                                                                               \
+    }                                                                                           \
+    MANA_EXPORT(mana_w_MPI_##KIND##_set_errhandler, MPI_##KIND##_set_errhandler)                \
+    MANA_EXPORT(mana_w_MPI_##KIND##_set_errhandler, PMPI_##KIND##_set_errhandler)
+SET_ERRHANDLER_WRAPPER(Comm, 4052)
+SET_ERRHANDLER_WRAPPER(Win, 4053)

@@ -5,8 +5,8 @@
  * across iterations (each rank sends its next iteration's message before it receives this
  * one's). The final checksum (hexadecimal float) must not depend on where checkpoints and
  * restarts fell. Prints "world_mix ready" first (rank 0). Any number of ranks >= 2;
- * arguments: iterations (default 300); "pair" to also hold a derived datatype (which a
- * restart cannot re-create yet) and send with it. */
+ * arguments: iterations (default 300); "pair" to also hold a derived datatype and send
+ * with it; "dynwin" to hold a dynamic window (which a restart cannot re-create yet). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +29,9 @@ int main(int argc, char **argv)
         MPI_Type_commit(&elem);
         elems = 32;
     }
+    MPI_Win dynwin = MPI_WIN_NULL;
+    if (argc > 2 && strcmp(argv[2], "dynwin") == 0)
+        MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &dynwin);
     if (rank == 0) {
         printf("world_mix ready\n");
         fflush(stdout);
@@ -87,6 +90,8 @@ int main(int argc, char **argv)
     }
     double total;
     MPI_Reduce(&acc, &total, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (dynwin != MPI_WIN_NULL)
+        MPI_Win_free(&dynwin);
     if (rank == 0)
         printf("world_mix done: %a\n", total);
     MPI_Finalize();

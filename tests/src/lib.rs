@@ -29,7 +29,10 @@ pub mod tempdir;
 pub mod transcript;
 
 pub use ckpt::*;
-pub use mpi::{mpiexec_command, result_line, wait_registered};
+pub use mpi::{
+    assert_images_have_no_lower_half, checkpoint_and_kill, launch, mpiexec_command, native,
+    restart, result_line, wait_registered,
+};
 pub use process::*;
 pub use programs::*;
 pub use rng::Rng;

@@ -2,8 +2,9 @@
 //! waiting for a job's ranks to register with the session's coordinator, and finding a
 //! job's result line.
 
-use crate::{Session, LONG, SCRUBBED_ENV};
+use crate::{assert_committed, bin, Proc, Rng, Session, LONG, SCRUBBED_ENV};
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -40,4 +41,81 @@ pub fn result_line(text: &str, prefix: &str) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .map(str::to_string)
+}
+
+/// The stdout of `program ARGS…` run natively by `mpiexec.mpich -n N` (it must succeed).
+pub fn native(s: &Session, n: usize, program: &Path, args: &[&str]) -> String {
+    let mut all: Vec<&OsStr> = vec![program.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    let out = Proc::spawn("native", mpiexec_command(s, n, &all, &[])).wait_output(LONG);
+    out.assert_success();
+    out.stdout_text()
+}
+
+/// `mpiexec.mpich -n N mana_launch --ckptdir <session ckpt> program ARGS…`, started.
+pub fn launch(
+    s: &Session,
+    n: usize,
+    program: &Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Proc {
+    let launch = bin("mana_launch");
+    let mut all: Vec<&OsStr> = vec![
+        launch.as_os_str(),
+        "--ckptdir".as_ref(),
+        s.ckpt_dir.as_os_str(),
+        program.as_os_str(),
+    ];
+    all.extend(args.iter().map(OsStr::new));
+    let cmd = mpiexec_command(s, n, &all, extra);
+    Proc::spawn(&format!("mpiexec -n {n} mana_launch"), cmd)
+}
+
+/// `mpiexec.mpich -n N mana_restart <session ckpt>`, started.
+pub fn restart(s: &Session, n: usize, extra: &[(&str, &str)]) -> Proc {
+    let restart = bin("mana_restart");
+    let cmd = mpiexec_command(s, n, &[restart.as_os_str(), s.ckpt_dir.as_os_str()], extra);
+    Proc::spawn(&format!("mpiexec -n {n} mana_restart"), cmd)
+}
+
+/// Checkpoints the running job at a random instant within `within` and kills it; returns
+/// the committed generation.
+pub fn checkpoint_and_kill(s: &Session, rng: &mut Rng, within: Duration, run: Proc) -> PathBuf {
+    std::thread::sleep(rng.duration_upto(within));
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+    assert_committed(&s.ckpt_dir, &gen);
+    let _ = run.wait_quietly(LONG);
+    gen
+}
+
+/// Every image of generation `gen` holds no lower-half range of its process and no region
+/// of the restarter.
+pub fn assert_images_have_no_lower_half(gen: &Path, ranks: usize) {
+    for rank in 0..ranks {
+        let image = gen.join(mana_image::ckptdir::image_name(rank as u32));
+        let reader = mana_image::ImageReader::open(&image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+        let mpi = reader.header.mpi.as_ref().expect("an MPI image");
+        for r in &reader.header.regions {
+            assert!(
+                !r.name.contains("mana_restart"),
+                "{}: the restarter's {} was saved",
+                image.display(),
+                r.name
+            );
+            for l in &mpi.lower_regions {
+                assert!(
+                    r.end <= l[0] || r.start >= l[1],
+                    "{}: saved region {:#x}-{:#x} ({}) is lower half",
+                    image.display(),
+                    r.start,
+                    r.end,
+                    r.name
+                );
+            }
+        }
+    }
 }

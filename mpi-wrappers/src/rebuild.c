@@ -1,0 +1,616 @@
+/* The application's MPI objects, created again in a new lower half (docs/mpi-checkpoint.md).
+ *
+ * MANA's own metadata already says how to create communicators, groups, user operations,
+ * error handlers and keyvals again (src/ckpt.c, src/special.c). What only the lower half
+ * knows is read from it at each checkpoint, after the drain, into upper-half memory (the
+ * snapshot, saved with the image):
+ *
+ *   derived datatypes   their constructors and arguments (MPI_Type_get_contents), also
+ *                       of types the application freed that live ones are built from;
+ *   info objects        keys and values;
+ *   attributes          the value of every keyval MANA saw created, on every communicator,
+ *                       derived datatype and window;
+ *   names               of communicators, datatypes and windows.
+ *
+ * (The Bsend buffer the application attached is recorded when it attaches it.)
+ *
+ * The snapshot also closes each window's fence epoch (an extra MPI_Win_fence, in window
+ * order: RMA operations issued since the application's last fence complete now, as they
+ * would at its next one). A window in a lock or PSCW epoch, a dynamic window, a session
+ * or an unknown datatype constructor makes the image one a restart refuses, with a line
+ * that says why.
+ *
+ * At restart (mana_rebuild_objects): keyvals, error handlers, operations, info objects and
+ * datatypes first (communicators are then created by src/ckpt.c), then windows (over a
+ * communicator of their group, in window order; a shared window's segment mapped again
+ * where it was), attributes and names. No application callback runs while this happens:
+ * datatypes are built without attributes, which are set last, on fresh objects. */
+#include "mana_wrap.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KIND_DATATYPE 0x3
+#define KIND_ERRHANDLER 0x5
+#define KIND_OP 0x6
+#define KIND_INFO 0x7
+#define KIND_KEYVAL 0x9
+#define KIND_SESSION 0xe
+
+MANA_LOWER_FUNCTION(type_get_envelope, 4400, "PMPI_Type_get_envelope", (MPI_Datatype t, int *ni, int *na, int *nd, int *c),
+                    (t, ni, na, nd, c))
+MANA_LOWER_FUNCTION(type_get_contents, 4401, "PMPI_Type_get_contents",
+                    (MPI_Datatype t, int ni, int na, int nd, int *i, MPI_Aint *a, MPI_Datatype *d),
+                    (t, ni, na, nd, i, a, d))
+MANA_LOWER_FUNCTION(type_free, 4402, "PMPI_Type_free", (MPI_Datatype * t), (t))
+MANA_LOWER_FUNCTION(type_get_name, 4403, "PMPI_Type_get_name", (MPI_Datatype t, char *n, int *l), (t, n, l))
+MANA_LOWER_FUNCTION(type_set_name, 4404, "PMPI_Type_set_name", (MPI_Datatype t, const char *n), (t, n))
+MANA_LOWER_FUNCTION(type_commit, 4405, "PMPI_Type_commit", (MPI_Datatype * t), (t))
+MANA_LOWER_FUNCTION(type_dup, 4406, "PMPI_Type_dup", (MPI_Datatype t, MPI_Datatype *o), (t, o))
+MANA_LOWER_FUNCTION(type_contiguous, 4407, "PMPI_Type_contiguous", (int n, MPI_Datatype t, MPI_Datatype *o), (n, t, o))
+MANA_LOWER_FUNCTION(type_vector, 4408, "PMPI_Type_vector", (int n, int b, int s, MPI_Datatype t, MPI_Datatype *o),
+                    (n, b, s, t, o))
+MANA_LOWER_FUNCTION(type_hvector, 4409, "PMPI_Type_create_hvector",
+                    (int n, int b, MPI_Aint s, MPI_Datatype t, MPI_Datatype *o), (n, b, s, t, o))
+MANA_LOWER_FUNCTION(type_indexed, 4410, "PMPI_Type_indexed",
+                    (int n, const int *b, const int *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_hindexed, 4411, "PMPI_Type_create_hindexed",
+                    (int n, const int *b, const MPI_Aint *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_indexed_block, 4412, "PMPI_Type_create_indexed_block",
+                    (int n, int b, const int *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_hindexed_block, 4413, "PMPI_Type_create_hindexed_block",
+                    (int n, int b, const MPI_Aint *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_struct, 4414, "PMPI_Type_create_struct",
+                    (int n, const int *b, const MPI_Aint *d, const MPI_Datatype *t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_subarray, 4415, "PMPI_Type_create_subarray",
+                    (int n, const int *sz, const int *sub, const int *st, int order, MPI_Datatype t, MPI_Datatype *o),
+                    (n, sz, sub, st, order, t, o))
+MANA_LOWER_FUNCTION(type_darray, 4416, "PMPI_Type_create_darray",
+                    (int size, int rank, int n, const int *g, const int *d, const int *a, const int *p, int order,
+                     MPI_Datatype t, MPI_Datatype *o),
+                    (size, rank, n, g, d, a, p, order, t, o))
+MANA_LOWER_FUNCTION(type_resized, 4417, "PMPI_Type_create_resized",
+                    (MPI_Datatype t, MPI_Aint lb, MPI_Aint ext, MPI_Datatype *o), (t, lb, ext, o))
+MANA_LOWER_FUNCTION(type_f90_real, 4418, "PMPI_Type_create_f90_real", (int p, int r, MPI_Datatype *o), (p, r, o))
+MANA_LOWER_FUNCTION(type_f90_complex, 4419, "PMPI_Type_create_f90_complex", (int p, int r, MPI_Datatype *o),
+                    (p, r, o))
+MANA_LOWER_FUNCTION(type_f90_integer, 4420, "PMPI_Type_create_f90_integer", (int r, MPI_Datatype *o), (r, o))
+MANA_LOWER_FUNCTION(info_create, 4421, "PMPI_Info_create", (MPI_Info * i), (i))
+MANA_LOWER_FUNCTION(info_set, 4422, "PMPI_Info_set", (MPI_Info i, const char *k, const char *v), (i, k, v))
+MANA_LOWER_FUNCTION(info_get_nkeys, 4423, "PMPI_Info_get_nkeys", (MPI_Info i, int *n), (i, n))
+MANA_LOWER_FUNCTION(info_get_nthkey, 4424, "PMPI_Info_get_nthkey", (MPI_Info i, int n, char *k), (i, n, k))
+MANA_LOWER_FUNCTION(info_get_valuelen, 4425, "PMPI_Info_get_valuelen", (MPI_Info i, const char *k, int *l, int *f),
+                    (i, k, l, f))
+MANA_LOWER_FUNCTION(info_get, 4426, "PMPI_Info_get", (MPI_Info i, const char *k, int l, char *v, int *f),
+                    (i, k, l, v, f))
+MANA_LOWER_FUNCTION(comm_get_attr, 4427, "PMPI_Comm_get_attr", (MPI_Comm c, int k, void *v, int *f), (c, k, v, f))
+MANA_LOWER_FUNCTION(comm_set_attr, 4428, "PMPI_Comm_set_attr", (MPI_Comm c, int k, void *v), (c, k, v))
+MANA_LOWER_FUNCTION(type_get_attr, 4429, "PMPI_Type_get_attr", (MPI_Datatype t, int k, void *v, int *f), (t, k, v, f))
+MANA_LOWER_FUNCTION(type_set_attr, 4430, "PMPI_Type_set_attr", (MPI_Datatype t, int k, void *v), (t, k, v))
+MANA_LOWER_FUNCTION(win_get_attr, 4431, "PMPI_Win_get_attr", (MPI_Win w, int k, void *v, int *f), (w, k, v, f))
+MANA_LOWER_FUNCTION(win_set_attr, 4432, "PMPI_Win_set_attr", (MPI_Win w, int k, void *v), (w, k, v))
+MANA_LOWER_FUNCTION(comm_get_name, 4433, "PMPI_Comm_get_name", (MPI_Comm c, char *n, int *l), (c, n, l))
+MANA_LOWER_FUNCTION(comm_set_name, 4434, "PMPI_Comm_set_name", (MPI_Comm c, const char *n), (c, n))
+MANA_LOWER_FUNCTION(win_get_name, 4435, "PMPI_Win_get_name", (MPI_Win w, char *n, int *l), (w, n, l))
+MANA_LOWER_FUNCTION(win_set_name, 4436, "PMPI_Win_set_name", (MPI_Win w, const char *n), (w, n))
+MANA_LOWER_FUNCTION(win_fence, 4437, "PMPI_Win_fence", (int a, MPI_Win w), (a, w))
+MANA_LOWER_FUNCTION(win_create_c, 4438, "PMPI_Win_create_c",
+                    (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w), (b, s, d, i, c, w))
+MANA_LOWER_FUNCTION(win_set_errhandler, 4439, "PMPI_Win_set_errhandler", (MPI_Win w, MPI_Errhandler e), (w, e))
+
+MANA_LOWER_FUNCTION(buffer_attach_c, 4441, "PMPI_Buffer_attach_c", (void *b, MPI_Count n), (b, n))
+
+/* ---- The snapshot ---- */
+
+/* A datatype's constructor: `old` is its real handle in the lower half of the checkpoint,
+ * `types` its constituents' (derived ones have records before it). */
+struct type_rec {
+    int old, v; /* v: the application's handle; 0 for a type only others are built from */
+    int comb, ni, na, nd;
+    int *ints;
+    MPI_Aint *aints;
+    int *types;
+    int fresh; /* its real handle in the new lower half */
+    char name[MPI_MAX_OBJECT_NAME];
+};
+
+struct info_rec {
+    int v, n;
+    char **keys, **vals;
+};
+
+enum obj { OBJ_COMM = 0, OBJ_TYPE = 1, OBJ_WIN = 2 };
+
+struct attr_rec {
+    int obj, keyval;
+    enum obj kind;
+    void *value;
+};
+
+struct name_rec {
+    int obj;
+    enum obj kind;
+    char name[MPI_MAX_OBJECT_NAME];
+};
+
+#define LIST(T)     \
+    struct {        \
+        T *at;      \
+        int n, cap; \
+    }
+#define PUSH(l, x)                                                          \
+    do {                                                                    \
+        if ((l).n == (l).cap) {                                             \
+            (l).cap = (l).cap ? 2 * (l).cap : 16;                           \
+            (l).at = realloc((l).at, (size_t)(l).cap * sizeof *(l).at);     \
+        }                                                                   \
+        (l).at[(l).n++] = (x);                                              \
+    } while (0)
+
+static struct {
+    LIST(struct type_rec) types;
+    LIST(struct info_rec) infos;
+    LIST(struct attr_rec) attrs;
+    LIST(struct name_rec) names;
+    LIST(int) fetched; /* constituent handles MPI_Type_get_contents returned (to free) */
+    char unsupported[512];
+} snap;
+
+static void snap_clear(void)
+{
+    for (int i = 0; i < snap.types.n; i++) {
+        free(snap.types.at[i].ints);
+        free(snap.types.at[i].aints);
+        free(snap.types.at[i].types);
+    }
+    for (int i = 0; i < snap.infos.n; i++) {
+        for (int k = 0; k < snap.infos.at[i].n; k++) {
+            free(snap.infos.at[i].keys[k]);
+            free(snap.infos.at[i].vals[k]);
+        }
+        free(snap.infos.at[i].keys);
+        free(snap.infos.at[i].vals);
+    }
+    snap.types.n = snap.infos.n = snap.attrs.n = snap.names.n = snap.fetched.n = 0;
+    snap.unsupported[0] = 0;
+}
+
+static void refuse(const char *why)
+{
+    if (!snap.unsupported[0])
+        snprintf(snap.unsupported, sizeof snap.unsupported, "%s", why);
+}
+
+static int type_rec_of(int old)
+{
+    for (int i = 0; i < snap.types.n; i++)
+        if (snap.types.at[i].old == old)
+            return i;
+    return -1;
+}
+
+/* Records the constructor of real datatype `t` after those of its constituents; returns
+ * its record, -1 for a predefined (named) type, -2 if it cannot be described. */
+static int decode_type(int t)
+{
+    int i = type_rec_of(t);
+    if (i >= 0)
+        return i;
+    struct type_rec r = {.old = t};
+    if (type_get_envelope(t, &r.ni, &r.na, &r.nd, &r.comb) != MPI_SUCCESS) {
+        refuse("the application holds a datatype MPI cannot describe (a large-count constructor?)");
+        return -2;
+    }
+    if (r.comb == MPI_COMBINER_NAMED)
+        return -1;
+    r.ints = calloc((size_t)r.ni + 1, sizeof(int));
+    r.aints = calloc((size_t)r.na + 1, sizeof(MPI_Aint));
+    r.types = calloc((size_t)r.nd + 1, sizeof(int));
+    type_get_contents(t, r.ni, r.na, r.nd, r.ints, r.aints, r.types);
+    for (int k = 0; k < r.nd; k++) {
+        int sub = decode_type(r.types[k]);
+        if (sub == -2)
+            return -2;
+        if (sub >= 0)
+            PUSH(snap.fetched, r.types[k]);
+    }
+    PUSH(snap.types, r);
+    return snap.types.n - 1;
+}
+
+static void snap_type(int v, void *arg)
+{
+    (void)arg;
+    int real = mana_h_real(v), i = decode_type(real);
+    if (i == -2)
+        return;
+    if (i == -1) { /* a predefined type the application got a handle for (pair types) */
+        struct type_rec r = {.old = real, .comb = MPI_COMBINER_NAMED};
+        PUSH(snap.types, r);
+        i = snap.types.n - 1;
+    }
+    struct type_rec *r = &snap.types.at[i];
+    r->v = v;
+    int len = 0;
+    r->name[0] = 0;
+    type_get_name(real, r->name, &len);
+}
+
+static void snap_info(int v, void *arg)
+{
+    (void)arg;
+    MPI_Info info = mana_h_real(v);
+    struct info_rec r = {v, 0, NULL, NULL};
+    info_get_nkeys(info, &r.n);
+    r.keys = calloc((size_t)r.n + 1, sizeof(char *));
+    r.vals = calloc((size_t)r.n + 1, sizeof(char *));
+    for (int k = 0; k < r.n; k++) {
+        char key[MPI_MAX_INFO_KEY + 1] = "";
+        int len = 0, flag = 0;
+        info_get_nthkey(info, k, key);
+        info_get_valuelen(info, key, &len, &flag);
+        r.keys[k] = strdup(key);
+        r.vals[k] = calloc((size_t)len + 2, 1);
+        info_get(info, key, len + 1, r.vals[k], &flag);
+    }
+    PUSH(snap.infos, r);
+}
+
+/* ---- Attributes and names ---- */
+
+static int get_attr(enum obj kind, int real, int kv, void *value, int *flag)
+{
+    return kind == OBJ_COMM ? comm_get_attr(real, kv, value, flag)
+           : kind == OBJ_TYPE ? type_get_attr(real, kv, value, flag)
+                              : win_get_attr(real, kv, value, flag);
+}
+
+struct attr_scan {
+    int keyval;
+    enum obj kind;
+};
+
+static void snap_attr_on(int obj, struct attr_scan *a)
+{
+    void *value = NULL;
+    int flag = 0;
+    if (get_attr(a->kind, mana_h_real(obj), mana_h_real(a->keyval), &value, &flag) == MPI_SUCCESS && flag) {
+        struct attr_rec r = {obj, a->keyval, a->kind, value};
+        PUSH(snap.attrs, r);
+    }
+}
+
+static void attr_on_comm(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)m;
+    snap_attr_on(c, arg);
+}
+
+static void attr_on_handle(int h, void *arg)
+{
+    snap_attr_on(h, arg);
+}
+
+static void attr_on_win(int w, struct mana_comm_meta *m, void *arg)
+{
+    (void)m;
+    snap_attr_on(w, arg);
+}
+
+static void snap_keyval(int kv, void *arg)
+{
+    (void)arg;
+    int kind = mana_keyval_object_kind(kv);
+    struct attr_scan a = {kv, (enum obj)kind};
+    if (kind == OBJ_COMM)
+        mana_comm_each(attr_on_comm, &a);
+    else if (kind == OBJ_TYPE)
+        mana_h_each(KIND_DATATYPE, attr_on_handle, &a);
+    else if (kind == OBJ_WIN)
+        mana_win_each(attr_on_win, &a);
+    else
+        refuse("the application holds a keyval MANA did not see created");
+}
+
+static void snap_comm_name(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+    struct name_rec r = {c, OBJ_COMM, ""};
+    int len = 0;
+    comm_get_name(mana_h_real(c), r.name, &len);
+    const char *fresh = c == MPI_COMM_WORLD ? "MPI_COMM_WORLD" : c == MPI_COMM_SELF ? "MPI_COMM_SELF" : "";
+    if (strcmp(r.name, fresh) != 0)
+        PUSH(snap.names, r);
+}
+
+/* ---- Windows ---- */
+
+struct win_list {
+    LIST(int) v;
+    LIST(struct mana_comm_meta *) m;
+};
+
+static void list_win(int w, struct mana_comm_meta *m, void *arg)
+{
+    struct win_list *l = arg;
+    PUSH(l->v, w);
+    PUSH(l->m, m);
+}
+
+/* Every window, in ascending gid order (the same on every rank: collective calls over
+ * them cannot cross). */
+static void windows_in_order(struct win_list *l)
+{
+    mana_win_each(list_win, l);
+    for (int i = 0; i < l->v.n; i++)
+        for (int j = i; j > 0 && l->m.at[j]->gid < l->m.at[j - 1]->gid; j--) {
+            int tv = l->v.at[j];
+            struct mana_comm_meta *tm = l->m.at[j];
+            l->v.at[j] = l->v.at[j - 1];
+            l->m.at[j] = l->m.at[j - 1];
+            l->v.at[j - 1] = tv;
+            l->m.at[j - 1] = tm;
+        }
+}
+
+static void win_list_free(struct win_list *l)
+{
+    free(l->v.at);
+    free(l->m.at);
+}
+
+static void snap_windows(void)
+{
+    struct win_list l = {0};
+    windows_in_order(&l);
+    for (int i = 0; i < l.v.n; i++) {
+        struct mana_comm_meta *m = l.m.at[i];
+        MPI_Win w = mana_h_real(l.v.at[i]);
+        if (!m->world_ranks)
+            refuse("the application holds a dynamic window (MPI_Win_create_dynamic), which a restart cannot "
+                   "create again yet");
+        if (m->win_epochs > 0)
+            refuse("a window was in a passive-target (lock) or post/start epoch at the checkpoint, which a "
+                   "restart cannot open again yet");
+        if (m->win_fenced && m->win_epochs <= 0)
+            win_fence(0, w);
+        struct name_rec r = {l.v.at[i], OBJ_WIN, ""};
+        int len = 0;
+        win_get_name(w, r.name, &len);
+        if (r.name[0])
+            PUSH(snap.names, r);
+    }
+    win_list_free(&l);
+}
+
+int mana_snapshot(char *why, int len)
+{
+    snap_clear();
+    if (mana_h_live(KIND_SESSION))
+        refuse("the application holds an MPI session, which a restart cannot create again yet");
+    mana_h_each(KIND_DATATYPE, snap_type, NULL);
+    mana_h_each(KIND_INFO, snap_info, NULL);
+    mana_h_each(KIND_KEYVAL, snap_keyval, NULL);
+    mana_comm_each(snap_comm_name, NULL);
+    snap_windows();
+    for (int i = 0; i < snap.fetched.n; i++)
+        type_free(&snap.fetched.at[i]);
+    snap.fetched.n = 0;
+    snprintf(why, (size_t)len, "%s", snap.unsupported);
+    return snap.unsupported[0] ? -1 : 0;
+}
+
+int mana_snapshot_unsupported(char *err, int errlen)
+{
+    if (!snap.unsupported[0])
+        return 0;
+    snprintf(err, (size_t)errlen, "%s", snap.unsupported);
+    return -1;
+}
+
+/* ---- Restart ---- */
+
+static int fresh_type(int old)
+{
+    int i = type_rec_of(old);
+    return i >= 0 ? snap.types.at[i].fresh : old;
+}
+
+/* Datatype record `r` again, from its constituents' new handles. */
+static int build_type(struct type_rec *r)
+{
+    const int *I = r->ints;
+    const MPI_Aint *A = r->aints;
+    MPI_Datatype T[r->nd > 0 ? r->nd : 1];
+    for (int k = 0; k < r->nd; k++)
+        T[k] = fresh_type(r->types[k]);
+    MPI_Datatype *o = &r->fresh;
+    switch (r->comb) {
+    case MPI_COMBINER_NAMED: r->fresh = r->old; return MPI_SUCCESS;
+    case MPI_COMBINER_DUP: return type_dup(T[0], o);
+    case MPI_COMBINER_CONTIGUOUS: return type_contiguous(I[0], T[0], o);
+    case MPI_COMBINER_VECTOR: return type_vector(I[0], I[1], I[2], T[0], o);
+    case MPI_COMBINER_HVECTOR: return type_hvector(I[0], I[1], A[0], T[0], o);
+    case MPI_COMBINER_INDEXED: return type_indexed(I[0], I + 1, I + 1 + I[0], T[0], o);
+    case MPI_COMBINER_HINDEXED: return type_hindexed(I[0], I + 1, A, T[0], o);
+    case MPI_COMBINER_INDEXED_BLOCK: return type_indexed_block(I[0], I[1], I + 2, T[0], o);
+    case MPI_COMBINER_HINDEXED_BLOCK: return type_hindexed_block(I[0], I[1], A, T[0], o);
+    case MPI_COMBINER_STRUCT: return type_struct(I[0], I + 1, A, T, o);
+    case MPI_COMBINER_SUBARRAY: {
+        int n = I[0];
+        return type_subarray(n, I + 1, I + 1 + n, I + 1 + 2 * n, I[1 + 3 * n], T[0], o);
+    }
+    case MPI_COMBINER_DARRAY: {
+        int n = I[2];
+        return type_darray(I[0], I[1], n, I + 3, I + 3 + n, I + 3 + 2 * n, I + 3 + 3 * n, I[3 + 4 * n], T[0], o);
+    }
+    case MPI_COMBINER_RESIZED: return type_resized(T[0], A[0], A[1], o);
+    case MPI_COMBINER_F90_REAL: return type_f90_real(I[0], I[1], o);
+    case MPI_COMBINER_F90_COMPLEX: return type_f90_complex(I[0], I[1], o);
+    case MPI_COMBINER_F90_INTEGER: return type_f90_integer(I[0], o);
+    default: return MPI_ERR_TYPE;
+    }
+}
+
+static int predefined_result(int comb)
+{
+    return comb == MPI_COMBINER_NAMED || comb == MPI_COMBINER_F90_REAL || comb == MPI_COMBINER_F90_COMPLEX ||
+           comb == MPI_COMBINER_F90_INTEGER;
+}
+
+static int rebuild_types(char *err, int errlen)
+{
+    for (int i = 0; i < snap.types.n; i++) {
+        struct type_rec *r = &snap.types.at[i];
+        int rc = build_type(r);
+        if (rc == MPI_SUCCESS && r->v && !predefined_result(r->comb))
+            rc = type_commit(&r->fresh);
+        if (rc != MPI_SUCCESS) {
+            snprintf(err, (size_t)errlen, "creating a derived datatype (combiner %d) again failed (error %d)",
+                     r->comb, rc);
+            return -1;
+        }
+        if (r->v) {
+            if (r->name[0])
+                type_set_name(r->fresh, r->name);
+            mana_h_set_real(r->v, r->fresh);
+        }
+    }
+    /* Types only others were built from: the application had freed them. */
+    for (int i = 0; i < snap.types.n; i++)
+        if (!snap.types.at[i].v && !predefined_result(snap.types.at[i].comb))
+            type_free(&snap.types.at[i].fresh);
+    return 0;
+}
+
+struct recreate {
+    int (*f)(int v);
+    const char *what;
+    char *err;
+    int errlen, bad;
+};
+
+static void recreate_one(int v, void *arg)
+{
+    struct recreate *r = arg;
+    if (r->bad)
+        return;
+    int rc = r->f(v);
+    if (rc != MPI_SUCCESS) {
+        r->bad = 1;
+        snprintf(r->err, (size_t)r->errlen, "creating %s again failed (error %d)", r->what, rc);
+    }
+}
+
+static int recreate_info(int v)
+{
+    for (int i = 0; i < snap.infos.n; i++) {
+        struct info_rec *r = &snap.infos.at[i];
+        if (r->v != v)
+            continue;
+        MPI_Info info = MPI_INFO_NULL;
+        int rc = info_create(&info);
+        for (int k = 0; k < r->n && rc == MPI_SUCCESS; k++)
+            rc = info_set(info, r->keys[k], r->vals[k]);
+        if (rc == MPI_SUCCESS)
+            mana_h_set_real(v, info);
+        return rc;
+    }
+    return MPI_ERR_INFO;
+}
+
+static int recreate_kind(int kind, int (*f)(int), const char *what, char *err, int errlen)
+{
+    struct recreate r = {f, what, err, errlen, 0};
+    mana_h_each(kind, recreate_one, &r);
+    return r.bad ? -1 : 0;
+}
+
+static int rebuild_windows(char *err, int errlen)
+{
+    struct win_list l = {0};
+    windows_in_order(&l);
+    int bad = 0;
+    for (int i = 0; i < l.v.n && !bad; i++) {
+        struct mana_comm_meta *m = l.m.at[i];
+        MPI_Comm c = MPI_COMM_NULL;
+        MPI_Win w = MPI_WIN_NULL;
+        int rc = mana_comm_of_world_ranks(m->world_ranks, m->n_ranks, m->gid, &c);
+        if (rc == MPI_SUCCESS)
+            rc = mana_recreate_shared_segment(l.v.at[i], c);
+        if (rc == MPI_SUCCESS)
+            rc = win_create_c(m->win_base, m->win_size, m->win_disp_unit, MPI_INFO_NULL, c, &w);
+        /* Kept until the window is freed: MPICH's windows misbehave (RMA operations are lost
+         * after a restart) when the communicator they were created over is freed and its
+         * context id reused by the next window's (measured with tests/mpi/rma.c). */
+        m->win_comm = c;
+        if (rc == MPI_SUCCESS && m->errhandler)
+            rc = win_set_errhandler(w, mana_h_real(m->errhandler));
+        /* The application was inside a fence epoch: a new one is open again. */
+        if (rc == MPI_SUCCESS && m->win_fenced)
+            rc = win_fence(0, w);
+        if (rc != MPI_SUCCESS) {
+            bad = 1;
+            snprintf(err, (size_t)errlen, "creating a window again failed (error %d)", rc);
+        } else {
+            mana_h_set_real(l.v.at[i], w);
+        }
+    }
+    win_list_free(&l);
+    return bad ? -1 : 0;
+}
+
+static int rebuild_attrs_and_names(char *err, int errlen)
+{
+    for (int i = 0; i < snap.attrs.n; i++) {
+        struct attr_rec *a = &snap.attrs.at[i];
+        int obj = mana_h_real(a->obj), kv = mana_h_real(a->keyval);
+        int rc = a->kind == OBJ_COMM   ? comm_set_attr(obj, kv, a->value)
+                 : a->kind == OBJ_TYPE ? type_set_attr(obj, kv, a->value)
+                                       : win_set_attr(obj, kv, a->value);
+        if (rc != MPI_SUCCESS) {
+            snprintf(err, (size_t)errlen, "setting an attribute again failed (error %d)", rc);
+            return -1;
+        }
+    }
+    for (int i = 0; i < snap.names.n; i++) {
+        struct name_rec *n = &snap.names.at[i];
+        if (n->kind == OBJ_COMM)
+            comm_set_name(mana_h_real(n->obj), n->name);
+        else
+            win_set_name(mana_h_real(n->obj), n->name);
+    }
+    return 0;
+}
+
+/* The Bsend buffer (upper-half memory the application attached). */
+static void *bsend_buffer;
+static MPI_Count bsend_size;
+
+void mana_buffer_attached(void *buffer, MPI_Count size)
+{
+    bsend_buffer = buffer;
+    bsend_size = size;
+}
+
+static int reattach_buffer(char *err, int errlen)
+{
+    int rc = bsend_buffer ? buffer_attach_c(bsend_buffer, bsend_size) : MPI_SUCCESS;
+    if (rc != MPI_SUCCESS)
+        snprintf(err, (size_t)errlen, "attaching the Bsend buffer again failed (error %d)", rc);
+    return rc != MPI_SUCCESS;
+}
+
+int mana_rebuild_objects(int phase, char *err, int errlen)
+{
+    if (phase == 0)
+        return recreate_kind(KIND_KEYVAL, mana_recreate_keyval, "a keyval", err, errlen) ||
+                       recreate_kind(KIND_ERRHANDLER, mana_recreate_errhandler, "an error handler", err, errlen) ||
+                       recreate_kind(KIND_OP, mana_recreate_op, "a user-defined operation", err, errlen) ||
+                       recreate_kind(KIND_INFO, recreate_info, "an info object", err, errlen) ||
+                       rebuild_types(err, errlen) || reattach_buffer(err, errlen)
+                   ? -1
+                   : 0;
+    return rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ? -1 : 0;
+}

@@ -1,0 +1,153 @@
+//! Every MPI test program of the split-process issue, checkpointed at a random instant of
+//! its `--loop` mode (the MPI objects it exercises are alive across the rounds), every
+//! rank killed, and restarted with a new lower half: the final line equals the native
+//! run's byte for byte, and no image holds a lower-half or restarter region.
+//!
+//! ```text
+//! $ mpiexec.mpich -n 2 mana_launch --ckptdir ckpt ./datatypes --loop 40
+//! $ mana_status --checkpoint --kill
+//! $ mpiexec.mpich -n 2 mana_restart ckpt
+//! datatypes done: …
+//! ```
+
+use mana_tests::*;
+use std::time::Duration;
+
+/// `name --loop rounds` on `ranks` ranks: checkpoint+kill at a random instant within
+/// `within` of its ready line, restart, compare the `done` line with the native run's.
+fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
+    let s = Session::start(&format!("mpi-prog-{name}-{ranks}"));
+    let program = compile_mpi(name, s.dir());
+    let args = ["--loop", rounds];
+    let expected = native(&s, ranks, &program, &args);
+    let done = |t: &str| result_line(t, &format!("{name} done"));
+    assert!(
+        done(&expected).is_some(),
+        "{name}: no done line natively:\n{expected}"
+    );
+    let mut rng = Rng::seeded(&format!("mpi-prog-{name}-{ranks}"));
+    let run = launch(&s, ranks, &program, &args, &[]);
+    run.wait_for_stdout(&format!("{name} ready"), LONG);
+    wait_registered(&s, ranks);
+    let gen = checkpoint_and_kill(&s, &mut rng, within, run);
+    let out = restart(&s, ranks, &[]).wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        out.stderr_text()
+            .matches("MPI restarted with a new lower half")
+            .count(),
+        ranks,
+        "every rank restarted MPI: {}",
+        out.describe()
+    );
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&expected),
+        "{name}: the restarted job must end exactly as the native run\n{}",
+        out.describe()
+    );
+    assert_images_have_no_lower_half(&gen, ranks);
+}
+
+/// The same job checkpointed at a random instant without being killed: it runs on (the
+/// snapshot's extra fences and the drain leave no trace in its result).
+fn checkpoint_without_kill_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
+    let s = Session::start(&format!("mpi-prog-{name}-{ranks}-nokill"));
+    let program = compile_mpi(name, s.dir());
+    let args = ["--loop", rounds];
+    let expected = native(&s, ranks, &program, &args);
+    let done = |t: &str| result_line(t, &format!("{name} done"));
+    let mut rng = Rng::seeded(&format!("mpi-prog-{name}-{ranks}-nokill"));
+    let run = launch(&s, ranks, &program, &args, &[]);
+    run.wait_for_stdout(&format!("{name} ready"), LONG);
+    wait_registered(&s, ranks);
+    std::thread::sleep(rng.duration_upto(within));
+    let gen = s
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&expected),
+        "{name}: {}",
+        out.describe()
+    );
+    assert_images_have_no_lower_half(&gen, ranks);
+}
+
+const WITHIN: Duration = Duration::from_millis(700);
+
+/// Windows of every flavour (create, allocate, allocate_c, Alloc_mem, allocate_shared on a
+/// shared-memory communicator) in fence epochs across the checkpoint.
+#[test]
+fn rma_restarts_like_native() {
+    restarts_like_native("rma", 2, "40", WITHIN);
+}
+
+/// Statuses (MPI_ERROR, counts) of every completion call on a duplicated communicator.
+#[test]
+fn status_error_restarts_like_native() {
+    restarts_like_native("status_error", 2, "40", WITHIN);
+}
+
+/// MPI_THREAD_MULTIPLE: four threads per rank exchanging messages across the checkpoint.
+#[test]
+fn threads_multiple_restarts_like_native() {
+    restarts_like_native("threads_multiple", 2, "40", WITHIN);
+}
+
+#[test]
+fn rma_checkpoint_without_kill_like_native() {
+    checkpoint_without_kill_like_native("rma", 2, "40", WITHIN);
+}
+
+/// Derived datatypes of every constructor (some built from types already freed).
+#[test]
+fn datatypes_restart_like_native() {
+    restarts_like_native("datatypes", 2, "40", WITHIN);
+}
+
+/// Keyvals of every kind with attributes on communicators, datatypes and windows; the
+/// copy/delete callback counts must not change (a restart calls none of them).
+#[test]
+fn attrs_restart_like_native() {
+    restarts_like_native("attrs", 2, "40", WITHIN);
+}
+
+/// User operations, user error handlers on communicators and windows.
+#[test]
+fn callbacks_restart_like_native() {
+    restarts_like_native("callbacks", 2, "40", WITHIN);
+}
+
+/// Info objects, hints, user error classes/codes/strings.
+#[test]
+fn info_errors_restart_like_native() {
+    restarts_like_native("info_errors", 2, "40", WITHIN);
+}
+
+/// Split/dup/create/create_group communicators, Cartesian, graph and distributed-graph
+/// topologies, an intercommunicator and its merge, names, keyvals.
+#[test]
+fn comms_restart_like_native() {
+    restarts_like_native("comms", 2, "40", WITHIN);
+}
+
+/// Blocking and nonblocking collectives on sub-communicators with user operations.
+#[test]
+fn collectives_restart_like_native() {
+    restarts_like_native("collectives", 2, "40", WITHIN);
+}
+
+/// Every send mode, persistent requests, a Bsend buffer, wildcards, pending receives.
+#[test]
+fn p2p_restart_like_native() {
+    restarts_like_native("p2p", 2, "40", WITHIN);
+}
+
+/// Virtual handles: held communicators, groups, datatypes, operations, error handlers.
+#[test]
+fn handles_restart_like_native() {
+    restarts_like_native("handles", 2, "40", WITHIN);
+}
