@@ -269,6 +269,23 @@ def main():
                             % (request, int(coll == "persistent")))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+        # A communicator's group is taken from the communicator again at restart (MPI hands
+        # out the same group each time).
+        if base == "MPI_Comm_group":
+            pre_hooks.append("const int mana_comm_ = comm;")
+            post.append("if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_comm_);")
+        # A keyval the application frees may live on in MPI with the attributes that use it.
+        if base in ("MPI_Comm_free_keyval", "MPI_Type_free_keyval", "MPI_Win_free_keyval", "MPI_Keyval_free"):
+            kv = next(i.split(":")[0] for i in handles.get(base, "").split() if ":KEYVAL:" in i)
+            pre_hooks.append("const int mana_kv_ = *%s, mana_kv_used_ = mana_keyval_in_use(mana_kv_);" % kv)
+            post.append("if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);")
+        # User error classes, codes and strings are added again at restart (src/rebuild.c).
+        if base == "MPI_Add_error_class":
+            post.append("if (r_ == MPI_SUCCESS) mana_error_added(0, 0, *errorclass, NULL);")
+        if base == "MPI_Add_error_code":
+            post.append("if (r_ == MPI_SUCCESS) mana_error_added(1, errorclass, *errorcode, NULL);")
+        if base == "MPI_Add_error_string":
+            post.append("if (r_ == MPI_SUCCESS) mana_error_added(2, errorcode, 0, string);")
         # The attached Bsend buffer is attached again at restart (src/rebuild.c).
         if base in ("MPI_Buffer_attach", "MPI_Buffer_attach_c"):
             post.append("if (r_ == MPI_SUCCESS) mana_buffer_attached(buffer, (MPI_Count)size);")

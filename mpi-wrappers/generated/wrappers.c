@@ -131,17 +131,38 @@ __attribute__((used)) static int mana_w_MPI_Accumulate_c(const void* origin_addr
 MANA_EXPORT(mana_w_MPI_Accumulate_c, MPI_Accumulate_c)
 MANA_EXPORT(mana_w_MPI_Accumulate_c, PMPI_Accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Add_error_class(int* errorclass) {
-    MANA_FORWARD(3, "PMPI_Add_error_class", int, (int* errorclass), (errorclass));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 3, "PMPI_Add_error_class", int, (int* errorclass), (errorclass));
+    }
+    if (r_ == MPI_SUCCESS) mana_error_added(0, 0, *errorclass, NULL);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Add_error_class, MPI_Add_error_class)
 MANA_EXPORT(mana_w_MPI_Add_error_class, PMPI_Add_error_class)
 __attribute__((used)) static int mana_w_MPI_Add_error_code(int errorclass, int* errorcode) {
-    MANA_FORWARD(4, "PMPI_Add_error_code", int, (int errorclass, int* errorcode), (errorclass, errorcode));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 4, "PMPI_Add_error_code", int, (int errorclass, int* errorcode), (errorclass, errorcode));
+    }
+    if (r_ == MPI_SUCCESS) mana_error_added(1, errorclass, *errorcode, NULL);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Add_error_code, MPI_Add_error_code)
 MANA_EXPORT(mana_w_MPI_Add_error_code, PMPI_Add_error_code)
 __attribute__((used)) static int mana_w_MPI_Add_error_string(int errorcode, const char* string) {
-    MANA_FORWARD(5, "PMPI_Add_error_string", int, (int errorcode, const char* string), (errorcode, string));
+    mana_gate_enter();
+    int r_;
+    {
+        MANA_CALL_LOWER_INTO(r_, 5, "PMPI_Add_error_string", int, (int errorcode, const char* string), (errorcode, string));
+    }
+    if (r_ == MPI_SUCCESS) mana_error_added(2, errorcode, 0, string);
+    mana_gate_leave();
+    return r_;
 }
 MANA_EXPORT(mana_w_MPI_Add_error_string, MPI_Add_error_string)
 MANA_EXPORT(mana_w_MPI_Add_error_string, PMPI_Add_error_string)
@@ -1104,6 +1125,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
 MANA_EXPORT(mana_w_MPI_Comm_free, MPI_Comm_free)
 MANA_EXPORT(mana_w_MPI_Comm_free, PMPI_Comm_free)
 __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
+    const int mana_kv_ = *comm_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
     int comm_keyval_v = *comm_keyval, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
     int r_;
@@ -1111,6 +1133,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
         MANA_CALL_LOWER_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
     }
     *comm_keyval = mana_h_inout_done(comm_keyval_v, comm_keyval_r, comm_keyval_l);
+    if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
 }
@@ -1183,6 +1206,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_parent(MPI_Comm* parent) {
 MANA_EXPORT(mana_w_MPI_Comm_get_parent, MPI_Comm_get_parent)
 MANA_EXPORT(mana_w_MPI_Comm_get_parent, PMPI_Comm_get_parent)
 __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group* group) {
+    const int mana_comm_ = comm;
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Group group_l = 0;
@@ -1191,6 +1215,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
         MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_comm_);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
@@ -4442,6 +4467,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void* buf, MPI_C
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, MPI_Isendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
+    const int mana_kv_ = *keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
     int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
@@ -4449,6 +4475,7 @@ __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
         MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
     }
     *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
+    if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
 }
@@ -6614,6 +6641,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
 MANA_EXPORT(mana_w_MPI_Type_free, MPI_Type_free)
 MANA_EXPORT(mana_w_MPI_Type_free, PMPI_Type_free)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
+    const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
@@ -6621,6 +6649,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
         MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
+    if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
 }
@@ -7137,6 +7166,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
+    const int mana_kv_ = *win_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
@@ -7144,6 +7174,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
         MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
+    if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
 }

@@ -120,6 +120,13 @@ void mana_group_created(int group)
         m->world_ranks = world_ranks_of(mana_h_real(group), &m->n_ranks);
 }
 
+void mana_group_of_comm(int group, int comm)
+{
+    struct mana_comm_meta *m = mana_group_meta(group);
+    if (m)
+        m->from_comm = comm;
+}
+
 static int lowest_of(const int *r, int n)
 {
     int low = -1;
@@ -148,6 +155,9 @@ void mana_comm_created(int parent, int newcomm)
         return;
     MPI_Comm real = mana_h_real(newcomm);
     unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
+    /* It inherits its parent's error handler (the reference is its own). */
+    if (p && p->errhandler && !m->errhandler)
+        m->errhandler = mana_h_is_virtual(p->errhandler) ? mana_h_virtual(mana_h_real(p->errhandler)) : p->errhandler;
     int inter = 0;
     lower_comm_test_inter(real, &inter);
     MPI_Group g;
@@ -919,7 +929,9 @@ static int rebuild_comms(char *err, int errlen)
     return l.bad ? -1 : 0;
 }
 
-/* Groups the application holds, again, from their world ranks. */
+/* Groups the application holds, again: taken from the same communicator if that is where
+ * the application got it (MPI_Comm_group then keeps returning it), else from its world
+ * ranks. */
 struct group_rebuild {
     MPI_Group world;
     char *err;
@@ -932,7 +944,13 @@ static void rebuild_group(int g, struct mana_comm_meta *m, void *arg)
     if (r->bad)
         return;
     MPI_Group real = MPI_GROUP_NULL;
-    int rc = m->world_ranks ? lower_group_incl(r->world, m->n_ranks, m->world_ranks, &real) : MPI_ERR_GROUP;
+    struct mana_comm_meta *c = m->from_comm ? mana_comm_meta(m->from_comm) : NULL;
+    int same = m->from_comm == MPI_COMM_WORLD || m->from_comm == MPI_COMM_SELF ||
+               (c && m->world_ranks && c->world_ranks && c->n_ranks == m->n_ranks && !c->inter &&
+                memcmp(c->world_ranks, m->world_ranks, (size_t)m->n_ranks * sizeof(int)) == 0);
+    int rc = same            ? lower_comm_group(mana_h_real(m->from_comm), &real)
+             : m->world_ranks ? lower_group_incl(r->world, m->n_ranks, m->world_ranks, &real)
+                              : MPI_ERR_GROUP;
     if (rc != MPI_SUCCESS) {
         r->bad = 1;
         snprintf(r->err, (size_t)r->errlen, "creating a group again failed (error %d)", rc);

@@ -271,15 +271,26 @@ static void release(int v)
         return;
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
-    int real = chunk[idx & (CHUNK - 1)];
+    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0;
     if (real && *ref && --*ref == 0) {
         if (kind != KIND_REQUEST)
             map_remove(t, real);
         chunk[idx & (CHUNK - 1)] = 0;
         fifo_push(t, idx);
         t->live--;
+        gone = 1;
+        if (HAS_COMM_META(kind)) { /* the handler it held a reference on */
+            struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+            errhandler = m->errhandler;
+            m->errhandler = 0;
+        }
     }
     table_unlock(t);
+    unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
+    if (aux)
+        mana_handle_released((int)kind, aux);
+    if (mana_h_is_virtual(errhandler))
+        release(errhandler);
 }
 
 /* `v` now names `real` (MPI replaced the object behind an in-out handle). */

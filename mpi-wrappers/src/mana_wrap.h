@@ -312,6 +312,7 @@ struct mana_comm_meta {
                    topo 3: indegree, outdegree, weighted, sources, sourceweights,
                    destinations, destweights (this rank's adjacency) */
     int errhandler; /* 0: never set (holds a reference on a virtual handler) */
+    int from_comm;  /* a group: the communicator MPI_Comm_group took it from */
     /* Windows (src/rebuild.c): the memory they expose and their synchronisation. */
     void *win_base;
     MPI_Aint win_size, win_disp_unit;
@@ -340,16 +341,35 @@ extern void mana_h_forget_reals(void) MANA_HIDDEN;
  * half (0 or an MPI error code). */
 extern int mana_recreate_op(int v) MANA_HIDDEN;
 extern int mana_recreate_errhandler(int v) MANA_HIDDEN;
-extern int mana_recreate_keyval(int v) MANA_HIDDEN;
-/* The object kind a keyval's attributes are on: 0 communicators, 1 datatypes, 2 windows;
- * -1 if MANA did not see it created. */
-extern int mana_keyval_object_kind(int v) MANA_HIDDEN;
+/* The application's last handle to an object with an aux word is released (src/special.c
+ * gives a user operation's or error handler's trampoline slot back). */
+extern void mana_handle_released(int kind, unsigned aux) MANA_HIDDEN;
+/* Every keyval the application created (src/special.c), for the snapshot and restart. */
+struct mana_keyval {
+    void *copy, *del, *extra; /* the application's functions and extra state */
+    int slot, which;          /* trampoline slot (-1: none); creator: 0 Comm, 1 Type, 2 Win,
+                                 3 MPI-1 Keyval_create */
+    int kind;                 /* objects its attributes are on: 0 comms, 1 datatypes, 2 windows */
+    int v, real;              /* the application's handle, the lower half's */
+    unsigned char app_freed;  /* freed while attributes with it remained: MPI still has it */
+    unsigned char dead;       /* freed and no attribute uses it: nothing to re-create */
+};
+extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
+extern int mana_recreate_keyval(struct mana_keyval *k) MANA_HIDDEN;
+extern void mana_keyval_dead(struct mana_keyval *k) MANA_HIDDEN;
+/* Around MPI_*_free_keyval: whether attributes with real keyval `real` exist (asked
+ * before the free, src/rebuild.c), then the record (after it succeeded). */
+extern int mana_keyval_in_use(int v) MANA_HIDDEN;
+extern void mana_keyval_freed(int v, int in_use) MANA_HIDDEN;
 /* src/ckpt.c: the communicator of world ranks `ranks` (collective over them only; the
  * tag comes from `gid`). */
 extern int mana_comm_of_world_ranks(const int *ranks, int n, unsigned long long gid, MPI_Comm *out) MANA_HIDDEN;
 /* src/rebuild.c. At a checkpoint (gate closed, drain done): records what a restart needs
  * beyond MANA's metadata; returns 0, or -1 with why a restart of this image will fail. */
 extern int mana_snapshot(char *why, int len) MANA_HIDDEN;
+/* After MPI_Add_error_class (what 0, result), _code (what 1, class `arg`, result) or
+ * _string (what 2, code `arg`, `string`): added again at restart, in the same order. */
+extern void mana_error_added(int what, int arg, int result, const char *string) MANA_HIDDEN;
 /* After MPI_Buffer_attach (NULL, 0 after MPI_Buffer_detach): attached again at restart. */
 extern void mana_buffer_attached(void *buffer, MPI_Count size) MANA_HIDDEN;
 /* At restart: -1 with the snapshot's reason if the image cannot be restarted. */
@@ -363,6 +383,8 @@ extern int mana_recreate_shared_segment(int win, MPI_Comm comm) MANA_HIDDEN;
 /* A group's metadata (its `world_ranks`), and every live virtual group's. */
 extern struct mana_comm_meta *mana_group_meta(int g) MANA_HIDDEN;
 extern void mana_group_each(void (*f)(int g, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
+/* After MPI_Comm_group: where the group came from. */
+extern void mana_group_of_comm(int group, int comm) MANA_HIDDEN;
 /* After a call that gave the application a group: its members as world ranks. */
 extern void mana_group_created(int group) MANA_HIDDEN;
 /* Calls `f` for every communicator with metadata (world, self, live virtual ones). */

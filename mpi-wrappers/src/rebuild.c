@@ -7,12 +7,13 @@
  *
  *   derived datatypes   their constructors and arguments (MPI_Type_get_contents), also
  *                       of types the application freed that live ones are built from;
- *   info objects        keys and values;
+ *   info objects        keys and values (also communicators' hints);
  *   attributes          the value of every keyval MANA saw created, on every communicator,
  *                       derived datatype and window;
  *   names               of communicators, datatypes and windows.
  *
- * (The Bsend buffer the application attached is recorded when it attaches it.)
+ * (The Bsend buffer the application attached and the user error classes, codes and
+ * strings it added are recorded when it does so.)
  *
  * The snapshot also closes each window's fence epoch (an extra MPI_Win_fence, in window
  * order: RMA operations issued since the application's last fence complete now, as they
@@ -26,6 +27,7 @@
  * where it was), attributes and names. No application callback runs while this happens:
  * datatypes are built without attributes, which are set last, on fresh objects. */
 #include "mana_wrap.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +36,6 @@
 #define KIND_ERRHANDLER 0x5
 #define KIND_OP 0x6
 #define KIND_INFO 0x7
-#define KIND_KEYVAL 0x9
 #define KIND_SESSION 0xe
 
 MANA_LOWER_FUNCTION(type_get_envelope, 4400, "PMPI_Type_get_envelope", (MPI_Datatype t, int *ni, int *na, int *nd, int *c),
@@ -115,7 +116,7 @@ struct type_rec {
 };
 
 struct info_rec {
-    int v, n;
+    int v, n; /* v: an info object, or a communicator whose hints these are */
     char **keys, **vals;
 };
 
@@ -150,11 +151,22 @@ struct name_rec {
 static struct {
     LIST(struct type_rec) types;
     LIST(struct info_rec) infos;
+    LIST(struct info_rec) hints;
     LIST(struct attr_rec) attrs;
     LIST(struct name_rec) names;
     LIST(int) fetched; /* constituent handles MPI_Type_get_contents returned (to free) */
     char unsupported[512];
 } snap;
+
+static void free_info_rec(struct info_rec *r)
+{
+    for (int k = 0; k < r->n; k++) {
+        free(r->keys[k]);
+        free(r->vals[k]);
+    }
+    free(r->keys);
+    free(r->vals);
+}
 
 static void snap_clear(void)
 {
@@ -163,15 +175,11 @@ static void snap_clear(void)
         free(snap.types.at[i].aints);
         free(snap.types.at[i].types);
     }
-    for (int i = 0; i < snap.infos.n; i++) {
-        for (int k = 0; k < snap.infos.at[i].n; k++) {
-            free(snap.infos.at[i].keys[k]);
-            free(snap.infos.at[i].vals[k]);
-        }
-        free(snap.infos.at[i].keys);
-        free(snap.infos.at[i].vals);
-    }
-    snap.types.n = snap.infos.n = snap.attrs.n = snap.names.n = snap.fetched.n = 0;
+    for (int i = 0; i < snap.infos.n; i++)
+        free_info_rec(&snap.infos.at[i]);
+    for (int i = 0; i < snap.hints.n; i++)
+        free_info_rec(&snap.hints.at[i]);
+    snap.types.n = snap.infos.n = snap.hints.n = snap.attrs.n = snap.names.n = snap.fetched.n = 0;
     snap.unsupported[0] = 0;
 }
 
@@ -236,10 +244,9 @@ static void snap_type(int v, void *arg)
     type_get_name(real, r->name, &len);
 }
 
-static void snap_info(int v, void *arg)
+/* The keys and values of real info object `info`. */
+static struct info_rec read_info(int v, MPI_Info info)
 {
-    (void)arg;
-    MPI_Info info = mana_h_real(v);
     struct info_rec r = {v, 0, NULL, NULL};
     info_get_nkeys(info, &r.n);
     r.keys = calloc((size_t)r.n + 1, sizeof(char *));
@@ -253,7 +260,33 @@ static void snap_info(int v, void *arg)
         r.vals[k] = calloc((size_t)len + 2, 1);
         info_get(info, key, len + 1, r.vals[k], &flag);
     }
-    PUSH(snap.infos, r);
+    return r;
+}
+
+static void snap_info(int v, void *arg)
+{
+    (void)arg;
+    PUSH(snap.infos, read_info(v, mana_h_real(v)));
+}
+
+MANA_LOWER_FUNCTION(comm_get_info, 4448, "PMPI_Comm_get_info", (MPI_Comm c, MPI_Info *i), (c, i))
+MANA_LOWER_FUNCTION(comm_set_info, 4449, "PMPI_Comm_set_info", (MPI_Comm c, MPI_Info i), (c, i))
+MANA_LOWER_FUNCTION(info_free, 4450, "PMPI_Info_free", (MPI_Info * i), (i))
+
+/* A communicator's hints (MPI_Comm_dup_with_info, MPI_Comm_set_info). */
+static void snap_hints(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+    MPI_Info info = MPI_INFO_NULL;
+    if (!mana_h_is_virtual(c) || comm_get_info(mana_h_real(c), &info) != MPI_SUCCESS)
+        return;
+    struct info_rec r = read_info(c, info);
+    info_free(&info);
+    if (r.n)
+        PUSH(snap.hints, r);
+    else
+        free_info_rec(&r);
 }
 
 /* ---- Attributes and names ---- */
@@ -266,15 +299,20 @@ static int get_attr(enum obj kind, int real, int kv, void *value, int *flag)
 }
 
 struct attr_scan {
-    int keyval;
+    int keyval, real; /* the keyval's index in mana_keyvals(), its real handle */
     enum obj kind;
+    int record; /* 0: only count */
+    int found;
 };
 
 static void snap_attr_on(int obj, struct attr_scan *a)
 {
     void *value = NULL;
     int flag = 0;
-    if (get_attr(a->kind, mana_h_real(obj), mana_h_real(a->keyval), &value, &flag) == MPI_SUCCESS && flag) {
+    if (get_attr(a->kind, mana_h_real(obj), a->real, &value, &flag) != MPI_SUCCESS || !flag)
+        return;
+    a->found++;
+    if (a->record) {
         struct attr_rec r = {obj, a->keyval, a->kind, value};
         PUSH(snap.attrs, r);
     }
@@ -297,19 +335,50 @@ static void attr_on_win(int w, struct mana_comm_meta *m, void *arg)
     snap_attr_on(w, arg);
 }
 
-static void snap_keyval(int kv, void *arg)
+/* Looks for attributes of keyval `a->real` on every object of its kind. */
+static void scan_attrs(struct attr_scan *a)
 {
-    (void)arg;
-    int kind = mana_keyval_object_kind(kv);
-    struct attr_scan a = {kv, (enum obj)kind};
-    if (kind == OBJ_COMM)
-        mana_comm_each(attr_on_comm, &a);
-    else if (kind == OBJ_TYPE)
-        mana_h_each(KIND_DATATYPE, attr_on_handle, &a);
-    else if (kind == OBJ_WIN)
-        mana_win_each(attr_on_win, &a);
+    if (a->kind == OBJ_COMM)
+        mana_comm_each(attr_on_comm, a);
+    else if (a->kind == OBJ_TYPE)
+        mana_h_each(KIND_DATATYPE, attr_on_handle, a);
     else
-        refuse("the application holds a keyval MANA did not see created");
+        mana_win_each(attr_on_win, a);
+}
+
+int mana_keyval_in_use(int v)
+{
+    unsigned n;
+    struct mana_keyval *kv = mana_keyvals(&n);
+    for (unsigned i = 0; i < n; i++)
+        if (kv[i].v == v && !kv[i].app_freed && !kv[i].dead) {
+            struct attr_scan a = {(int)i, mana_h_real(v), (enum obj)kv[i].kind, 0, 0};
+            scan_attrs(&a);
+            return a.found > 0;
+        }
+    return 0;
+}
+
+/* Attribute values of every keyval still alive in MPI: the application's, and those it
+ * freed while attributes with them remained (those die once no attribute is left). */
+static void snap_keyvals(void)
+{
+    unsigned n;
+    struct mana_keyval *kv = mana_keyvals(&n);
+    for (unsigned i = 0; i < n; i++) {
+        struct mana_keyval *k = &kv[i];
+        if (k->dead)
+            continue;
+        int real = k->app_freed ? k->real : mana_h_real(k->v);
+        for (unsigned j = 0; j < n && k->app_freed; j++) /* its handle now names another */
+            if (j != i && !kv[j].dead && !kv[j].app_freed && mana_h_real(kv[j].v) == real)
+                real = 0;
+        struct attr_scan a = {(int)i, real, (enum obj)k->kind, 1, 0};
+        if (real)
+            scan_attrs(&a);
+        if (k->app_freed && !a.found)
+            mana_keyval_dead(k);
+    }
 }
 
 static void snap_comm_name(int c, struct mana_comm_meta *m, void *arg)
@@ -391,8 +460,9 @@ int mana_snapshot(char *why, int len)
         refuse("the application holds an MPI session, which a restart cannot create again yet");
     mana_h_each(KIND_DATATYPE, snap_type, NULL);
     mana_h_each(KIND_INFO, snap_info, NULL);
-    mana_h_each(KIND_KEYVAL, snap_keyval, NULL);
+    snap_keyvals();
     mana_comm_each(snap_comm_name, NULL);
+    mana_comm_each(snap_hints, NULL);
     snap_windows();
     for (int i = 0; i < snap.fetched.n; i++)
         type_free(&snap.fetched.at[i]);
@@ -503,21 +573,43 @@ static void recreate_one(int v, void *arg)
     }
 }
 
+/* A new real info object with `r`'s keys and values. */
+static int make_info(const struct info_rec *r, MPI_Info *info)
+{
+    int rc = info_create(info);
+    for (int k = 0; k < r->n && rc == MPI_SUCCESS; k++)
+        rc = info_set(*info, r->keys[k], r->vals[k]);
+    return rc;
+}
+
 static int recreate_info(int v)
 {
     for (int i = 0; i < snap.infos.n; i++) {
-        struct info_rec *r = &snap.infos.at[i];
-        if (r->v != v)
-            continue;
         MPI_Info info = MPI_INFO_NULL;
-        int rc = info_create(&info);
-        for (int k = 0; k < r->n && rc == MPI_SUCCESS; k++)
-            rc = info_set(info, r->keys[k], r->vals[k]);
+        if (snap.infos.at[i].v != v)
+            continue;
+        int rc = make_info(&snap.infos.at[i], &info);
         if (rc == MPI_SUCCESS)
             mana_h_set_real(v, info);
         return rc;
     }
     return MPI_ERR_INFO;
+}
+
+static int rebuild_hints(char *err, int errlen)
+{
+    for (int i = 0; i < snap.hints.n; i++) {
+        MPI_Info info = MPI_INFO_NULL;
+        int rc = make_info(&snap.hints.at[i], &info);
+        if (rc == MPI_SUCCESS)
+            rc = comm_set_info(mana_h_real(snap.hints.at[i].v), info);
+        info_free(&info);
+        if (rc != MPI_SUCCESS) {
+            snprintf(err, (size_t)errlen, "setting a communicator's hints again failed (error %d)", rc);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int recreate_kind(int kind, int (*f)(int), const char *what, char *err, int errlen)
@@ -561,11 +653,33 @@ static int rebuild_windows(char *err, int errlen)
     return bad ? -1 : 0;
 }
 
+MANA_LOWER_FUNCTION(comm_free_keyval, 4442, "PMPI_Comm_free_keyval", (int *k), (k))
+MANA_LOWER_FUNCTION(type_free_keyval, 4443, "PMPI_Type_free_keyval", (int *k), (k))
+MANA_LOWER_FUNCTION(win_free_keyval, 4444, "PMPI_Win_free_keyval", (int *k), (k))
+
+/* Keyvals again (phase 0); those the application had freed are freed again once their
+ * attributes are set (rebuild_attrs_and_names). */
+static int rebuild_keyvals(char *err, int errlen)
+{
+    unsigned n;
+    struct mana_keyval *kv = mana_keyvals(&n);
+    for (unsigned i = 0; i < n; i++) {
+        int rc = kv[i].dead ? MPI_SUCCESS : mana_recreate_keyval(&kv[i]);
+        if (rc != MPI_SUCCESS) {
+            snprintf(err, (size_t)errlen, "creating a keyval again failed (error %d)", rc);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int rebuild_attrs_and_names(char *err, int errlen)
 {
+    unsigned n_keyvals;
+    struct mana_keyval *keyvals = mana_keyvals(&n_keyvals);
     for (int i = 0; i < snap.attrs.n; i++) {
         struct attr_rec *a = &snap.attrs.at[i];
-        int obj = mana_h_real(a->obj), kv = mana_h_real(a->keyval);
+        int obj = mana_h_real(a->obj), kv = keyvals[a->keyval].real;
         int rc = a->kind == OBJ_COMM   ? comm_set_attr(obj, kv, a->value)
                  : a->kind == OBJ_TYPE ? type_set_attr(obj, kv, a->value)
                                        : win_set_attr(obj, kv, a->value);
@@ -574,6 +688,18 @@ static int rebuild_attrs_and_names(char *err, int errlen)
             return -1;
         }
     }
+    for (unsigned i = 0; i < n_keyvals; i++) {
+        struct mana_keyval *k = &keyvals[i];
+        int real = k->real;
+        if (k->dead || !k->app_freed)
+            continue;
+        if (k->kind == OBJ_COMM)
+            comm_free_keyval(&real);
+        else if (k->kind == OBJ_TYPE)
+            type_free_keyval(&real);
+        else
+            win_free_keyval(&real);
+    }
     for (int i = 0; i < snap.names.n; i++) {
         struct name_rec *n = &snap.names.at[i];
         if (n->kind == OBJ_COMM)
@@ -581,6 +707,55 @@ static int rebuild_attrs_and_names(char *err, int errlen)
         else
             win_set_name(mana_h_real(n->obj), n->name);
     }
+    return 0;
+}
+
+MANA_LOWER_FUNCTION(add_error_class, 4445, "PMPI_Add_error_class", (int *c), (c))
+MANA_LOWER_FUNCTION(add_error_code, 4446, "PMPI_Add_error_code", (int c, int *e), (c, e))
+MANA_LOWER_FUNCTION(add_error_string, 4447, "PMPI_Add_error_string", (int e, const char *s), (e, s))
+
+/* User error classes and codes in the order they were added (MPI numbers them in that
+ * order: replaying it gives the same numbers), and each code's latest string. */
+struct error_rec {
+    int what, arg, result;
+    char *string;
+};
+static LIST(struct error_rec) errors;
+static pthread_mutex_t errors_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mana_error_added(int what, int arg, int result, const char *string)
+{
+    pthread_mutex_lock(&errors_lock);
+    int i = 0;
+    if (what == 2) /* a new string replaces the code's previous one */
+        for (; i < errors.n && !(errors.at[i].what == 2 && errors.at[i].arg == arg); i++)
+            ;
+    struct error_rec r = {what, arg, result, string ? strdup(string) : NULL};
+    if (what == 2 && i < errors.n) {
+        free(errors.at[i].string);
+        errors.at[i] = r;
+    } else {
+        PUSH(errors, r);
+    }
+    pthread_mutex_unlock(&errors_lock);
+}
+
+static int readd_errors(char *err, int errlen)
+{
+    for (int i = 0; i < errors.n; i++) {
+        struct error_rec *e = &errors.at[i];
+        int got = e->result, rc = e->what == 0   ? add_error_class(&got)
+                                  : e->what == 1 ? add_error_code(e->arg, &got)
+                                                 : MPI_SUCCESS;
+        if (rc != MPI_SUCCESS || got != e->result) {
+            snprintf(err, (size_t)errlen, "adding a user error class or code again failed (error %d, got %d for %d)",
+                     rc, got, e->result);
+            return -1;
+        }
+    }
+    for (int i = 0; i < errors.n; i++) /* strings once every code exists */
+        if (errors.at[i].what == 2)
+            add_error_string(errors.at[i].arg, errors.at[i].string);
     return 0;
 }
 
@@ -605,12 +780,14 @@ static int reattach_buffer(char *err, int errlen)
 int mana_rebuild_objects(int phase, char *err, int errlen)
 {
     if (phase == 0)
-        return recreate_kind(KIND_KEYVAL, mana_recreate_keyval, "a keyval", err, errlen) ||
+        return rebuild_keyvals(err, errlen) ||
                        recreate_kind(KIND_ERRHANDLER, mana_recreate_errhandler, "an error handler", err, errlen) ||
                        recreate_kind(KIND_OP, mana_recreate_op, "a user-defined operation", err, errlen) ||
                        recreate_kind(KIND_INFO, recreate_info, "an info object", err, errlen) ||
-                       rebuild_types(err, errlen) || reattach_buffer(err, errlen)
+                       rebuild_types(err, errlen) || reattach_buffer(err, errlen) ||
+                       readd_errors(err, errlen)
                    ? -1
                    : 0;
-    return rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ? -1 : 0;
+    return rebuild_hints(err, errlen) || rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ? -1
+                                                                                                      : 0;
 }

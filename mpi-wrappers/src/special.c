@@ -29,14 +29,36 @@ int PMPI_Pcontrol(const int level, ...) __attribute__((alias("MPI_Pcontrol")));
 
 static int mana_slots_full(const char *what)
 {
-    fprintf(stderr, "mana: more than %d %s registered; MANA-rs supports %d\n", MANA_SLOTS, what, MANA_SLOTS);
+    fprintf(stderr, "mana: more than %d %s alive at once; MANA-rs supports %d\n", MANA_SLOTS, what, MANA_SLOTS);
     return MPI_ERR_INTERN;
+}
+
+/* A pool's busy slots, one bit each: a slot is taken when its object is created and given
+ * back when the application's last handle to it is released (mana_handle_released). */
+typedef unsigned long long slot_pool;
+
+static int slot_take(slot_pool *busy)
+{
+    slot_pool b = __atomic_load_n(busy, __ATOMIC_RELAXED);
+    for (;;) {
+        if (~b == 0)
+            return MANA_SLOTS;
+        int k = __builtin_ctzll(~b);
+        if (__atomic_compare_exchange_n(busy, &b, b | (1ull << k), 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return k;
+    }
+}
+
+static void slot_put(slot_pool *busy, int k)
+{
+    if (k >= 0 && k < MANA_SLOTS)
+        __atomic_fetch_and(busy, ~(1ull << k), __ATOMIC_RELEASE);
 }
 
 /* MPI_Op_create / MPI_Op_create_c */
 static MPI_User_function *op_fn[MANA_SLOTS];
 static MPI_User_function_c *op_fn_c[MANA_SLOTS];
-static int op_used, op_used_c;
+static slot_pool op_busy, op_busy_c;
 #define OP_TRAMP(k)                                                                     \
     static void op_tramp_##k(void *in, void *inout, int *len, MPI_Datatype *dt)          \
     {                                                                                   \
@@ -64,10 +86,24 @@ static MPI_User_function_c *const op_tramps_c[MANA_SLOTS] = {MANA_REPEAT64(OP_EN
 #define AUX_OP_COMMUTE 0x20000u
 static int op_created(int r, MPI_Op op, int k, int large, int commute)
 {
+    if (r != MPI_SUCCESS)
+        slot_put(large ? &op_busy_c : &op_busy, k);
     unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(op) : NULL;
     if (aux)
         *aux = (unsigned)(k + 1) | (large ? AUX_OP_LARGE : 0) | (commute ? AUX_OP_COMMUTE : 0);
     return r;
+}
+
+static void eh_released(unsigned aux);
+
+/* The application's last handle to a user operation or error handler is gone: its slot
+ * can serve a new one. */
+void mana_handle_released(int kind, unsigned aux)
+{
+    if (kind == 0x6)
+        slot_put((aux & AUX_OP_LARGE) ? &op_busy_c : &op_busy, (int)(aux & 0xffff) - 1);
+    else if (kind == 0x5)
+        eh_released(aux);
 }
 
 int mana_recreate_op(int op)
@@ -93,7 +129,7 @@ int mana_recreate_op(int op)
 
 __attribute__((used)) static int mana_w_MPI_Op_create(MPI_User_function *user_fn, int commute, MPI_Op *op)
 {
-    int k = __atomic_fetch_add(&op_used, 1, __ATOMIC_RELAXED);
+    int k = slot_take(&op_busy);
     if (k >= MANA_SLOTS)
         return mana_slots_full("user-defined operations");
     op_fn[k] = user_fn;
@@ -112,7 +148,7 @@ MANA_EXPORT(mana_w_MPI_Op_create, PMPI_Op_create)
 
 __attribute__((used)) static int mana_w_MPI_Op_create_c(MPI_User_function_c *user_fn, int commute, MPI_Op *op)
 {
-    int k = __atomic_fetch_add(&op_used_c, 1, __ATOMIC_RELAXED);
+    int k = slot_take(&op_busy_c);
     if (k >= MANA_SLOTS)
         return mana_slots_full("large-count user-defined operations");
     op_fn_c[k] = user_fn;
@@ -136,7 +172,7 @@ MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
 typedef void(mana_errh_fn)(void *, int *, ...);
 static mana_errh_fn *eh_fn[MANA_SLOTS];
 static char eh_is_file[MANA_SLOTS];
-static int eh_used;
+static slot_pool eh_busy;
 #define EH_TRAMP(k)                                                  \
     static void eh_tramp_##k(void *handle, int *code, ...)           \
     {                                                                \
@@ -176,6 +212,11 @@ static int eh_create_lower(int k, int which, MPI_Errhandler *eh_l)
     return r;
 }
 
+static void eh_released(unsigned aux)
+{
+    slot_put(&eh_busy, (int)(aux & 0xffff) - 1);
+}
+
 int mana_recreate_errhandler(int eh)
 {
     unsigned *aux = mana_h_aux(eh), a = aux ? *aux : 0;
@@ -191,7 +232,7 @@ int mana_recreate_errhandler(int eh)
 #define ERRHANDLER_WRAPPER(NAME, WHICH, IS_FILE)                                               \
     __attribute__((used)) static int mana_w_##NAME(void *fn, MPI_Errhandler *eh)               \
     {                                                                                          \
-        int k = __atomic_fetch_add(&eh_used, 1, __ATOMIC_RELAXED);                             \
+        int k = slot_take(&eh_busy);                                                           \
         if (k >= MANA_SLOTS)                                                                   \
             return mana_slots_full("error handlers");                                          \
         eh_fn[k] = (mana_errh_fn *)fn;                                                         \
@@ -200,6 +241,8 @@ int mana_recreate_errhandler(int eh)
         mana_gate_enter();                                                                     \
         int r = eh_create_lower(k, WHICH, &eh_l);                                              \
         r = mana_out_handle(r, eh, eh_l);                                                      \
+        if (r != MPI_SUCCESS)                                                                  \
+            slot_put(&eh_busy, k);                                                             \
         unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(*eh) : NULL;                             \
         if (aux)                                                                               \
             *aux = (unsigned)(k + 1) | (WHICH << 16);                                          \
@@ -321,7 +364,7 @@ typedef int(mana_copy_fn)(int, int, void *, void *, void *, int *);
 typedef int(mana_delete_fn)(int, int, void *, void *);
 static mana_copy_fn *kv_copy_fn[MANA_SLOTS];
 static mana_delete_fn *kv_del_fn[MANA_SLOTS];
-static int kv_used;
+static slot_pool kv_busy;
 #define KV_TRAMP(k)                                                                    \
     static int kv_copy_##k(int h, int kv, void *ex, void *in, void *out, int *flag)    \
     {                                                                                  \
@@ -375,7 +418,7 @@ static int kv_slot(mana_copy_fn *copy, mana_delete_fn *del)
     int need = (copy && copy != (mana_copy_fn *)MPIR_Dup_fn) || del;
     if (!need)
         return -1;
-    int k = __atomic_fetch_add(&kv_used, 1, __ATOMIC_RELAXED);
+    int k = slot_take(&kv_busy);
     if (k >= MANA_SLOTS)
         return -2;
     kv_copy_fn[k] = copy;
@@ -392,20 +435,14 @@ static const struct {
                    {4008, "PMPI_Type_create_keyval"},
                    {4009, "PMPI_Win_create_keyval"},
                    {4010, "PMPI_Keyval_create"}};
-struct kv_rec {
-    mana_copy_fn *copy;
-    mana_delete_fn *del;
-    void *extra;
-    int slot, which;
-};
-static struct kv_rec *kv_recs;
+static struct mana_keyval *kv_recs;
 static unsigned kv_n, kv_cap;
 static pthread_mutex_t kv_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int kv_create_lower(const struct kv_rec *rec, int *kv_l)
+static int kv_create_lower(const struct mana_keyval *rec, int *kv_l)
 {
     void *fns[2];
-    kv_lower_fns(rec->copy, rec->del, rec->slot, fns);
+    kv_lower_fns((mana_copy_fn *)rec->copy, (mana_delete_fn *)rec->del, rec->slot, fns);
     int (*f)(void *, void *, int *, void *) = (int (*)(void *, void *, int *, void *))mana_lower_fn(
         kv_creators[rec->which].id, kv_creators[rec->which].name, mana_thread_lower_fs());
     unsigned long up = mana_enter_lower(mana_thread_lower_fs());
@@ -416,7 +453,8 @@ static int kv_create_lower(const struct kv_rec *rec, int *kv_l)
 
 static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int *keyval, void *extra)
 {
-    struct kv_rec rec = {copy, del, extra, kv_slot(copy, del), which};
+    struct mana_keyval rec = {(void *)copy, (void *)del, extra, kv_slot(copy, del), which, which == 3 ? 0 : which,
+                              0, 0, 0, 0};
     if (rec.slot == -2)
         return mana_slots_full("attribute keyvals with callbacks");
     int kv_l = 0;
@@ -424,7 +462,11 @@ static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int
     int r = kv_create_lower(&rec, &kv_l);
     r = mana_out_handle(r, keyval, kv_l);
     unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(*keyval) : NULL;
+    if (r != MPI_SUCCESS)
+        slot_put(&kv_busy, rec.slot);
     if (aux) {
+        rec.v = *keyval;
+        rec.real = kv_l;
         pthread_mutex_lock(&kv_lock);
         if (kv_n == kv_cap) {
             kv_cap = kv_cap ? 2 * kv_cap : 64;
@@ -438,26 +480,46 @@ static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int
     return r;
 }
 
-static const struct kv_rec *kv_rec_of(int keyval)
+struct mana_keyval *mana_keyvals(unsigned *n)
+{
+    *n = kv_n;
+    return kv_recs;
+}
+
+static struct mana_keyval *kv_rec_of(int keyval)
 {
     unsigned *aux = mana_h_aux(keyval);
     return aux && *aux && *aux <= kv_n ? &kv_recs[*aux - 1] : NULL;
 }
 
-int mana_keyval_object_kind(int keyval)
+/* The application freed keyval `v`; `in_use`: attributes with it remain (MPI keeps it,
+ * and its callbacks, until they are deleted). */
+void mana_keyval_freed(int v, int in_use)
 {
-    const struct kv_rec *rec = kv_rec_of(keyval);
-    return !rec ? -1 : rec->which == 3 ? 0 : rec->which;
+    struct mana_keyval *k = kv_rec_of(v);
+    if (!k)
+        return;
+    k->app_freed = 1;
+    if (!in_use)
+        mana_keyval_dead(k);
 }
 
-int mana_recreate_keyval(int keyval)
+void mana_keyval_dead(struct mana_keyval *k)
 {
-    const struct kv_rec *rec = kv_rec_of(keyval);
-    if (!rec)
-        return MPI_ERR_KEYVAL;
-    int kv_l = 0, r = kv_create_lower(rec, &kv_l);
-    if (r == MPI_SUCCESS)
-        mana_h_set_real(keyval, kv_l);
+    if (!k->dead) {
+        k->dead = 1;
+        slot_put(&kv_busy, k->slot);
+    }
+}
+
+int mana_recreate_keyval(struct mana_keyval *k)
+{
+    int kv_l = 0, r = kv_create_lower(k, &kv_l);
+    if (r == MPI_SUCCESS) {
+        k->real = kv_l;
+        if (!k->app_freed)
+            mana_h_set_real(k->v, kv_l);
+    }
     return r;
 }
 
