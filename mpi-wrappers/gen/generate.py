@@ -257,12 +257,16 @@ def main():
             request = next((p[0] for p in hp if p[1] == "REQUEST" and p[2] == "out"), None)
             pointer = "*" in plist[args.index(comm)]
             cv = "*" + comm if pointer else comm
-            counted = coll in ("blocking", "constructor", "nonblocking")
+            # MPI_Comm_create_group is collective over the group only: the parent's other
+            # members do not call it, so it is not counted on the parent.
+            counted = coll in ("blocking", "constructor", "nonblocking") and base != "MPI_Comm_create_group"
             blocking = int(coll in ("blocking", "constructor"))
             pre_hooks.append("const int mana_cv_ = %s;" % cv)
             if counted:
                 pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
-            if coll == "constructor" and newcomm:
+            if base == "MPI_Comm_create_group":
+                post.append("if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *%s, tag);" % newcomm)
+            elif coll == "constructor" and newcomm:
                 post.append("if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *%s);" % newcomm)
             if coll in ("nonblocking", "persistent", "constructor") and request:
                 post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"

@@ -1028,7 +1028,6 @@ MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, PMPI_Comm_create_from_group)
 __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);
@@ -1038,9 +1037,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
         MANA_CALL_LOWER_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *newcomm, tag);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_group, MPI_Comm_create_group)

@@ -136,25 +136,21 @@ static int lowest_of(const int *r, int n)
     return low;
 }
 
-/* The lowest MPI_COMM_WORLD rank in `g` (a real group), or -1. */
-static int lowest_world_rank(MPI_Group g)
+
+/* An intercommunicator's drain key side for the group `group` (see take_sent). */
+static int side_of(const int *group, int n_group, const int *other, int n_other)
 {
-    int n = 0, *r = world_ranks_of(g, &n), low = r ? lowest_of(r, n) : -1;
-    free(r);
-    return low;
+    return 1 + (lowest_of(group, n_group) < lowest_of(other, n_other));
 }
 
 /* A communicator every member names with the same gid, whatever the rank: derived from
  * its parent's gid and constructor count and its lowest world rank (siblings of one
  * split differ by the latter). An intercommunicator's two groups have different parents:
  * its gid is agreed on over a temporary merged communicator; both groups are kept. */
-void mana_comm_created(int parent, int newcomm)
+/* The rest of a new communicator's record, from `base` (what every member agrees on). */
+static void comm_record(struct mana_comm_meta *p, struct mana_comm_meta *m, int newcomm, unsigned long long base)
 {
-    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
-    if (!m || newcomm == MPI_COMM_NULL)
-        return;
     MPI_Comm real = mana_h_real(newcomm);
-    unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
     /* It inherits its parent's error handler (the reference is its own). */
     if (p && p->errhandler && !m->errhandler)
         m->errhandler = mana_h_is_virtual(p->errhandler) ? mana_h_virtual(mana_h_real(p->errhandler)) : p->errhandler;
@@ -173,12 +169,56 @@ void mana_comm_created(int parent, int newcomm)
     lower_comm_remote_group(real, &g);
     m->remote_world_ranks = world_ranks_of(g, &m->n_remote);
     lower_group_free(&g);
+    m->recv_side = (unsigned char)side_of(m->world_ranks, m->n_ranks, m->remote_world_ranks, m->n_remote);
+    m->send_side = (unsigned char)side_of(m->remote_world_ranks, m->n_remote, m->world_ranks, m->n_ranks);
     MPI_Comm merged = MPI_COMM_NULL;
     lower_intercomm_merge(real, 0, &merged);
     unsigned long long mine = base, agreed = 0;
     lower_allreduce(&mine, &agreed, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, merged);
     lower_comm_free(&merged);
     m->gid = mix(agreed, 0x1e7e) | 1;
+}
+
+void mana_comm_created(int parent, int newcomm)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
+    /* Counted on every member, also those that get MPI_COMM_NULL (split with
+     * MPI_UNDEFINED, create without them): the next gids must agree. */
+    unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
+    if (m && newcomm != MPI_COMM_NULL)
+        comm_record(p, m, newcomm, base);
+}
+
+/* MPI_Comm_create_group calls of the same group and tag (over one parent) match in call
+ * order among the members: their count, per (parent, group, tag) key, is what the members
+ * agree on. */
+#define CG_KEYS 1024
+static struct {
+    unsigned long long key, count;
+} cg_counts[CG_KEYS];
+static pthread_mutex_t cg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mana_comm_created_group(int parent, int newcomm, int tag)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
+    if (!p || !m || newcomm == MPI_COMM_NULL)
+        return;
+    MPI_Group g;
+    lower_comm_group(mana_h_real(newcomm), &g);
+    int n = 0, *ranks = world_ranks_of(g, &n);
+    lower_group_free(&g);
+    unsigned long long key = mix(mix(p->gid, 0xc9), (unsigned long long)tag);
+    for (int i = 0; i < n && ranks; i++)
+        key = mix(key, (unsigned long long)ranks[i]);
+    free(ranks);
+    pthread_mutex_lock(&cg_lock);
+    unsigned i = (unsigned)key % CG_KEYS;
+    while (cg_counts[i].key && cg_counts[i].key != key)
+        i = (i + 1) % CG_KEYS;
+    cg_counts[i].key = key;
+    unsigned long long count = cg_counts[i].count++;
+    pthread_mutex_unlock(&cg_lock);
+    comm_record(p, m, newcomm, mix(key, count));
 }
 
 /* A window: its identity (like a communicator built from `parent`), its group as world
@@ -353,11 +393,14 @@ static void apply_target(int c, struct mana_comm_meta *m, void *arg)
         a->conv = 0;
 }
 
+static void graveyard_prune(const struct mana_seq *t, int n);
+
 /* Raises the targets to the job-wide maxima `t`; returns whether this rank has converged:
  * at every target exactly, and inside no blocking collective. */
 static int coll_apply(const struct mana_seq *t, int n)
 {
     struct apply a = {t, n, 1};
+    graveyard_prune(t, n);
     pthread_mutex_lock(&coll_lock);
     passes = 0;
     coll_each(apply_target, &a);
@@ -397,20 +440,50 @@ static pthread_mutex_t drained_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The key under which senders count messages for a receiver: (gid, side, rank) where
  * `side` separates an intercommunicator's two groups (1 + whether the group's lowest
- * world rank is the lower one; 0 within an intracommunicator). */
-static int group_side(MPI_Comm real, int remote)
+ * world rank is the lower one; 0 within an intracommunicator). A communicator's sides are
+ * computed when it is created (mana_comm_created). */
+
+/* Send counts of communicators this rank freed (MPI_Comm_free is local: a peer may still
+ * be receiving what was sent on them). Dropped once no rank has the communicator. */
+struct dead_sent {
+    unsigned long long gid, side;
+    unsigned long long *sent;
+    int n;
+    struct dead_sent *next;
+};
+static struct dead_sent *graveyard;
+static pthread_mutex_t graveyard_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mana_comm_released(unsigned long long gid, int send_side, unsigned long long *sent, int n_peers)
 {
-    int inter = 0;
-    lower_comm_test_inter(real, &inter);
-    if (!inter)
-        return 0;
-    MPI_Group l, r;
-    lower_comm_group(real, &l);
-    lower_comm_remote_group(real, &r);
-    int ll = lowest_world_rank(l), rl = lowest_world_rank(r);
-    lower_group_free(&l);
-    lower_group_free(&r);
-    return 1 + (remote ? rl < ll : ll < rl);
+    struct dead_sent *d = malloc(sizeof *d);
+    if (!d)
+        return;
+    *d = (struct dead_sent){gid, (unsigned long long)send_side, sent, n_peers, NULL};
+    pthread_mutex_lock(&graveyard_lock);
+    d->next = graveyard;
+    graveyard = d;
+    pthread_mutex_unlock(&graveyard_lock);
+}
+
+/* Forgets the counts of communicators no rank has any more (`t`: every live gid). */
+static void graveyard_prune(const struct mana_seq *t, int n)
+{
+    pthread_mutex_lock(&graveyard_lock);
+    for (struct dead_sent **p = &graveyard; *p;) {
+        int live = 0;
+        for (int i = 0; i < n && !live; i++)
+            live = t[i].gid == (*p)->gid;
+        if (live) {
+            p = &(*p)->next;
+            continue;
+        }
+        struct dead_sent *d = *p;
+        *p = d->next;
+        mana_sent_free(d->sent, d->n);
+        free(d);
+    }
+    pthread_mutex_unlock(&graveyard_lock);
 }
 
 struct counts {
@@ -418,21 +491,16 @@ struct counts {
     int cap, n;
 };
 
-static void take_sent(int c, struct mana_comm_meta *m, void *arg)
+static void add_sent(struct counts *k, unsigned long long gid, unsigned long long side, const unsigned long long *sent,
+                     int n)
 {
-    struct counts *k = arg;
-    if (!m->gid || !m->sent)
-        return;
-    int side = -1;
-    for (int d = 0; d < m->n_peers; d++) {
-        unsigned long long v = __atomic_load_n(&m->sent[d], __ATOMIC_RELAXED);
+    for (int d = 0; d < n; d++) {
+        unsigned long long v = __atomic_load_n(&sent[d], __ATOMIC_RELAXED);
         if (!v)
             continue;
-        if (side < 0)
-            side = group_side(mana_h_real(c), 1);
         if (k->n < k->cap) {
-            k->out[k->n].key[0] = m->gid;
-            k->out[k->n].key[1] = (unsigned long long)side;
+            k->out[k->n].key[0] = gid;
+            k->out[k->n].key[1] = side;
             k->out[k->n].key[2] = (unsigned long long)d;
             k->out[k->n].count = v;
         }
@@ -440,11 +508,23 @@ static void take_sent(int c, struct mana_comm_meta *m, void *arg)
     }
 }
 
-/* This rank's cumulative send counts, keyed for the receivers. */
+static void take_sent(int c, struct mana_comm_meta *m, void *arg)
+{
+    (void)c;
+    if (m->gid && m->sent)
+        add_sent(arg, m->gid, m->send_side, m->sent, m->n_peers);
+}
+
+/* This rank's cumulative send counts, keyed for the receivers (also on communicators it
+ * freed: their receivers may not have). */
 static int p2p_sent(struct mana_count *out, int cap)
 {
     struct counts k = {out, cap, 0};
     mana_comm_each(take_sent, &k);
+    pthread_mutex_lock(&graveyard_lock);
+    for (struct dead_sent *d = graveyard; d; d = d->next)
+        add_sent(&k, d->gid, d->side, d->sent, d->n);
+    pthread_mutex_unlock(&graveyard_lock);
     return k.n;
 }
 
@@ -457,7 +537,7 @@ static long long comm_outstanding(int c, struct mana_comm_meta *m, const struct 
     MPI_Comm real = mana_h_real(c);
     int me = -1;
     lower_comm_rank(real, &me);
-    unsigned long long side = (unsigned long long)group_side(real, 0), expected = 0;
+    unsigned long long side = m->recv_side, expected = 0;
     for (int i = 0; i < n; i++)
         if (sums[i].key[0] == m->gid && sums[i].key[1] == side && sums[i].key[2] == (unsigned long long)me)
             expected = sums[i].count;

@@ -232,7 +232,7 @@ int mana_h_virtual(int real)
         if (HAS_COMM_META(kind)) {
             struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             if (m->sent)
-                munmap(m->sent, (size_t)m->n_peers * sizeof(*m->sent));
+                mana_sent_free(m->sent, m->n_peers);
             free(m->world_ranks);
             free(m->cart_dims);
             free(m->cart_periods);
@@ -243,6 +243,7 @@ int mana_h_virtual(int real)
         if (kind != KIND_REQUEST)
             map_insert(t, real, idx);
         t->live++;
+
     }
     table_unlock(t);
     return virtual_of(kind, idx);
@@ -272,6 +273,8 @@ static void release(int v)
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
     int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0;
+    struct mana_comm_meta *m = NULL;
+    unsigned long long *sent = NULL;
     if (real && *ref && --*ref == 0) {
         if (kind != KIND_REQUEST)
             map_remove(t, real);
@@ -279,13 +282,17 @@ static void release(int v)
         fifo_push(t, idx);
         t->live--;
         gone = 1;
-        if (HAS_COMM_META(kind)) { /* the handler it held a reference on */
-            struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+        if (HAS_COMM_META(kind)) { /* the handler it held a reference on, its send counts */
+            m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             errhandler = m->errhandler;
             m->errhandler = 0;
+            sent = m->sent;
+            m->sent = NULL;
         }
     }
     table_unlock(t);
+    if (sent)
+        mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
     if (aux)
         mana_handle_released((int)kind, aux);
@@ -432,6 +439,11 @@ void mana_count_recvd(int c)
 
 /* The counters of a communicator are sized on its first send (its (remote) group size). */
 static pthread_mutex_t sent_alloc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mana_sent_free(unsigned long long *sent, int n_peers)
+{
+    munmap(sent, (size_t)n_peers * sizeof(*sent));
+}
 
 void mana_count_sent(int c, int dest)
 {

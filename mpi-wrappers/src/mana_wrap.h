@@ -305,6 +305,7 @@ struct mana_comm_meta {
      * MPI_COMM_WORLD, a Cartesian topology, the error handler the application set. */
     int *world_ranks, n_ranks;
     int *remote_world_ranks, n_remote; /* an intercommunicator's remote group */
+    unsigned char send_side, recv_side; /* drain keys of an intercommunicator's groups */
     unsigned char inter, topo; /* topo: 0 none, 1 Cartesian, 2 graph, 3 distributed graph,
                                   4 other (not re-created) */
     int cart_ndims, *cart_dims, *cart_periods;
@@ -402,6 +403,8 @@ extern int mana_coll_enter(int c, int blocking) MANA_HIDDEN;
 extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
 /* After a communicator constructor succeeded: the new communicator's identity. */
 extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
+/* The same after MPI_Comm_create_group (called by the group's members only). */
+extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDEN;
 /* A nonblocking or persistent collective's request (the drain completes them). */
 extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
 /* Messages drained at a checkpoint, waiting for the application's receives. */
@@ -422,6 +425,10 @@ extern struct mana_drained *volatile mana_drained_head MANA_HIDDEN;
 /* Metadata of the application's communicator `c` (MPI_COMM_WORLD, MPI_COMM_SELF or a
  * live virtual one); NULL otherwise. */
 extern struct mana_comm_meta *mana_comm_meta(int c) MANA_HIDDEN;
+/* A communicator's last handle is gone (src/ckpt.c keeps its send counts, `sent` from
+ * mana_sent_alloc, for the drain); mana_sent_free releases such counters. */
+extern void mana_comm_released(unsigned long long gid, int send_side, unsigned long long *sent, int n_peers) MANA_HIDDEN;
+extern void mana_sent_free(unsigned long long *sent, int n_peers) MANA_HIDDEN;
 /* Counts one message sent to `dest` (a rank of `c`'s (remote) group) / received on `c`. */
 extern void mana_count_sent(int c, int dest) MANA_HIDDEN;
 extern void mana_count_recvd(int c) MANA_HIDDEN;
