@@ -370,8 +370,9 @@ static void snap_keyvals(void)
         if (k->dead)
             continue;
         int real = k->app_freed ? k->real : mana_h_real(k->v);
-        for (unsigned j = 0; j < n && k->app_freed; j++) /* its handle now names another */
-            if (j != i && !kv[j].dead && !kv[j].app_freed && mana_h_real(kv[j].v) == real)
+        /* A keyval created later with the same handle: MPI had destroyed this one. */
+        for (unsigned j = i + 1; j < n && k->app_freed; j++)
+            if (!kv[j].dead && (kv[j].app_freed ? kv[j].real : mana_h_real(kv[j].v)) == real)
                 real = 0;
         struct attr_scan a = {(int)i, real, (enum obj)k->kind, 1, 0};
         if (real)
