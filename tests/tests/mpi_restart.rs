@@ -11,7 +11,6 @@
 //! ```
 
 use mana_tests::*;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
