@@ -54,6 +54,8 @@ pub struct MpiOps {
     /// In a restarted process with a new lower half: MPI_Init, check rank and size, bring
     /// back what the application holds; 0, or -1 with a message in `err`.
     restart: unsafe extern "C" fn(rank: i32, size: i32, err: *mut u8, errlen: i32) -> i32,
+    /// The last restart's seconds in MPI_Init and in re-creating the application's objects.
+    restart_times: unsafe extern "C" fn(init_s: *mut f64, rebuild_s: *mut f64),
 }
 
 static OPS: AtomicPtr<MpiOps> = AtomicPtr::new(core::ptr::null_mut());
@@ -310,6 +312,15 @@ pub fn restart(
         let n = err.iter().position(|&c| c == 0).unwrap_or(err.len());
         return Err(String::from_utf8_lossy(&err[..n]).into_owned());
     }
-    info!(?loaded, total = ?t0.elapsed(), "MPI restarted with a new lower half");
+    let (mut init, mut rebuild) = (0f64, 0f64);
+    // SAFETY: the wrapper library's own function, writing two doubles.
+    unsafe { (ops.restart_times)(&mut init, &mut rebuild) };
+    info!(
+        ?loaded,
+        init = ?Duration::from_secs_f64(init),
+        rebuild = ?Duration::from_secs_f64(rebuild),
+        total = ?t0.elapsed(),
+        "MPI restarted with a new lower half"
+    );
     Ok(())
 }

@@ -1081,8 +1081,24 @@ static int recreate_persistent(int v, struct mana_req_meta *m, char *err, int er
  * asked for, the same rank and size as the image's, then what the application holds:
  * pending receives are posted again in their posting order (the drain completed every
  * send and collective). Objects MANA cannot re-create yet are a clear error. */
+static double init_s, rebuild_s;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void restart_times(double *init, double *rebuild)
+{
+    *init = init_s;
+    *rebuild = rebuild_s;
+}
+
 static int mpi_restart(int rank, int size, char *err, int errlen)
 {
+    double t0 = now_s();
     err[0] = 0;
     if (mana_snapshot_unsupported(err, errlen))
         return -1;
@@ -1098,6 +1114,8 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
         snprintf(err, (size_t)errlen, "MPI_Init in the new lower half failed (error %d)", rc);
         return -1;
     }
+    double t1 = now_s();
+    init_s = t1 - t0;
     int r = -1, n = -1;
     lower_comm_rank(MPI_COMM_WORLD, &r);
     {
@@ -1137,6 +1155,7 @@ static int mpi_restart(int rank, int size, char *err, int errlen)
         mana_gate_each(repost_blocking, &scan);
     }
     free(scan.list);
+    rebuild_s = now_s() - t1;
     return scan.bad ? -1 : 0;
 }
 
@@ -1166,6 +1185,7 @@ static const struct mana_mpi_ops ops = {
     .snapshot = mana_snapshot,
     .restart_reset = restart_reset,
     .restart = mpi_restart,
+    .restart_times = restart_times,
 };
 
 extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));

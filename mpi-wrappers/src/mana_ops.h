@@ -46,6 +46,9 @@ struct mana_mpi_ops {
     /* In a restarted process with a new lower half: MPI_Init, check rank and size, bring
      * back what the application holds; 0, or -1 with a message in `err`. */
     int (*restart)(int rank, int size, char *err, int errlen);
+    /* The last restart's seconds in MPI_Init_thread and in re-creating the application's
+     * objects (handles rebound, requests posted again). */
+    void (*restart_times)(double *init_s, double *rebuild_s);
 };
 
 #endif

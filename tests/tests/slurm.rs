@@ -254,3 +254,81 @@ fn the_sbatch_example_checkpoints_before_the_limit_and_continues_when_resubmitte
     assert!(all.contains("restarting from"), "{all}");
     assert_eq!(done(&all), done(&native.stdout_text()), "{all}");
 }
+
+/// A signal to the ranks (`srun --signal=USR1@T` before a time limit; sent here with
+/// `scancel --signal=USR1`, which delivers it to the job's tasks the same way): with
+/// `mana_launch --checkpoint-signal USR1` every rank asks the coordinator for a checkpoint
+/// (one job-wide checkpoint results), the job runs on to the native result, and the
+/// checkpoint it took restarts (under mpiexec) to the native result too.
+#[test]
+fn a_signal_to_the_ranks_checkpoints_the_job() {
+    let slurm = Slurm::start();
+    let s = Session::start("slurm-signal");
+    let program = compile_mpi("world_mix", s.dir());
+    let native = srun(&slurm, &s, 2, &[&program, Path::new("2000")]);
+    native.assert_success();
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-n", "2"])
+        .arg(bin("mana_launch"))
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .args(["--checkpoint-signal", "USR1"])
+        .arg(&program)
+        .arg("2000")
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    let run = Proc::spawn("srun mana_launch --checkpoint-signal USR1 world_mix", cmd);
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, 2);
+    let mut q = slurm.command("squeue");
+    q.args(["-h", "-o", "%i"]);
+    let ids = Proc::spawn("squeue", q).wait_output(LONG).stdout_text();
+    let id = ids
+        .lines()
+        .next()
+        .expect("the job is queued")
+        .trim()
+        .to_string();
+    let mut cancel = slurm.command("scancel");
+    cancel.args(["--signal=USR1", &id]);
+    Proc::spawn("scancel --signal=USR1", cancel)
+        .wait_output(LONG)
+        .assert_success();
+    let latest = s.ckpt_dir.join("LATEST");
+    let deadline = std::time::Instant::now() + LONG;
+    while !latest.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after the signal: {}",
+            slurm.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| result_line(t, "world_mix done");
+    assert_eq!(done(&out.stdout_text()), done(&native.stdout_text()));
+    assert!(
+        out.stderr_text()
+            .contains("checkpoint requested by a signal"),
+        "{}",
+        out.describe()
+    );
+    let gens: Vec<_> = std::fs::read_dir(&s.ckpt_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gen-"))
+        .collect();
+    // Both ranks ask; a request that arrives while the first one's checkpoint runs joins
+    // it (one that arrived after its commit would take a second, also valid, checkpoint).
+    assert!(
+        !gens.is_empty() && gens.len() <= 2,
+        "{} checkpoints",
+        gens.len()
+    );
+    let again = restart(&s, 2, &[]).wait_output(LONG);
+    again.assert_success();
+    assert_eq!(done(&again.stdout_text()), done(&native.stdout_text()));
+}

@@ -11,6 +11,7 @@
 //! places that read the process's own memory in [`write`].
 
 pub mod alloc;
+pub mod ckpt_signal;
 pub mod context;
 pub mod exclude;
 pub mod mpi;

@@ -124,6 +124,7 @@ pub fn start() {
         eprintln!("mana: {e}; checkpointing is disabled");
         return;
     }
+    crate::ckpt_signal::start(cfg.status_file.clone());
     let spawned = std::thread::Builder::new()
         .name("mana-ckpt".into())
         .stack_size(1 << 20)
@@ -220,6 +221,7 @@ fn run(mut cfg: Config) {
                             // The socket of the old process does not exist here; its number may
                             // now be an application file: never close it.
                             std::mem::forget(conn);
+                            crate::ckpt_signal::restart();
                             break;
                         }
                     }
@@ -285,12 +287,14 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             }
         }
     }
-    let lower_tids = if mpi {
+    let mut not_ours = if mpi {
         crate::mpi::lower_tids()
     } else {
         Vec::new()
     };
-    let parked = match threads::quiesce(Duration::from_secs(30), &lower_tids) {
+    // The thread waiting for the checkpoint signal is the runtime's, not the application's.
+    not_ours.push(crate::ckpt_signal::tid());
+    let parked = match threads::quiesce(Duration::from_secs(30), &not_ours) {
         Ok(n) => n,
         Err(e) => {
             sys::close(fd);
@@ -452,7 +456,12 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             .iter()
             .map(|s| s.to_image(pid)),
     );
-    let mut own_fds = vec![call.fd, call.pagemap_fd, CONN_FD.load(Ordering::Relaxed)];
+    let mut own_fds = vec![
+        call.fd,
+        call.pagemap_fd,
+        CONN_FD.load(Ordering::Relaxed),
+        crate::ckpt_signal::request_fd(),
+    ];
     let (mpi, lower) = if crate::mpi::loaded() {
         own_fds.extend(crate::mpi::lower_fds());
         own_fds.extend(

@@ -45,10 +45,54 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     interval: Option<u64>,
 
+    /// Checkpoint the whole job when any of its processes receives SIGNAL (a name such as
+    /// USR1 or SIGUSR1, or a number): for `srun --signal=USR1@120 mana_launch
+    /// --checkpoint-signal USR1 ./app`, a checkpoint 120 s before the time limit. The
+    /// signal is then the runtime's: the application does not see it.
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
+    checkpoint_signal: Option<i32>,
+
     /// The program to run, then its arguments: everything from PROGRAM on is passed
     /// through untouched (`--help` and `--` included).
     #[arg(value_name = "PROGRAM [ARGS]", required = true, num_args = 1.., trailing_var_arg = true)]
     command: Vec<OsString>,
+}
+
+/// A signal the runtime can take for checkpoint requests: by name (USR1, SIGUSR1) or
+/// number; not one that stops or kills unconditionally, reports a fault, or that the
+/// runtime uses to stop threads.
+fn parse_signal(s: &str) -> Result<i32, String> {
+    use nix::sys::signal::Signal;
+    use std::str::FromStr;
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let n = match s.parse::<i32>() {
+        Ok(n) => n,
+        Err(_) => Signal::from_str(&name)
+            .map_err(|_| format!("{s} is not a signal name (try USR1 or USR2)"))?
+            as i32,
+    };
+    let forbidden = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGABRT,
+        62, // the runtime's thread-stop signal (upper-half threads.rs)
+    ];
+    if !(1..=64).contains(&n) || forbidden.contains(&n) {
+        return Err(format!(
+            "{s} cannot be the checkpoint signal (use USR1 or USR2)"
+        ));
+    }
+    Ok(n)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +202,9 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     ];
     if let Some(i) = cli.interval {
         ours.push(("MANA_INTERVAL", i.to_string().into()));
+    }
+    if let Some(sig) = cli.checkpoint_signal {
+        ours.push(("MANA_CHECKPOINT_ON_SIGNAL", sig.to_string().into()));
     }
     ours.extend(mpi_env);
 
