@@ -40,11 +40,13 @@ pub struct Slurm {
     /// The daemons' directory: `slurm.conf`, `state/`, `spool/`, `*.log`.
     pub dir: TempDir,
     pub conf: PathBuf,
-    /// The node's name (`hostname`).
+    /// The (first) node's name (`hostname` with one node, else `n1`).
     pub node: String,
+    /// Every node's name.
+    pub nodes: Vec<String>,
     /// How long the start took, up to the node being idle.
     pub startup: Duration,
-    slurmd: Option<Proc>,
+    slurmds: Vec<Proc>,
     slurmctld: Option<Proc>,
     _lock: Flock<File>,
 }
@@ -53,28 +55,46 @@ impl Slurm {
     /// Starts munged if needed, then slurmctld and slurmd, and waits until the node is
     /// idle. Panics with the daemons' logs if any of them does not come up.
     pub fn start() -> Slurm {
+        Slurm::start_nodes(1)
+    }
+
+    /// The same with `count` nodes on this machine (`n1`…: one slurmd each, `slurmd -N`,
+    /// its own port, spool and log; ENVIRONMENT.md), all idle on return. One node is named
+    /// after the host.
+    pub fn start_nodes(count: usize) -> Slurm {
         let lock = lock();
         let started = Instant::now();
         ensure_munged();
         let dir = TempDir::new("slurm");
-        let node = hostname();
-        let conf = write_conf(dir.path(), &node);
+        let nodes: Vec<String> = if count == 1 {
+            vec![hostname()]
+        } else {
+            (1..=count).map(|i| format!("n{i}")).collect()
+        };
+        let conf = write_conf(dir.path(), &nodes);
         let mut slurm = Slurm {
             conf,
-            node,
+            node: nodes[0].clone(),
+            nodes,
             startup: Duration::ZERO,
-            slurmd: None,
+            slurmds: Vec::new(),
             slurmctld: None,
             dir,
             _lock: lock,
         };
-        slurm.slurmctld = Some(slurm.daemon("slurmctld"));
+        slurm.slurmctld = Some(slurm.daemon("slurmctld", None));
         slurm.wait_until("slurmctld answers", |s| {
             s.sinfo().is_ok_and(|o| !o.trim().is_empty())
         });
-        slurm.slurmd = Some(slurm.daemon("slurmd"));
-        slurm.wait_until("the node is idle", |s| {
-            s.sinfo().is_ok_and(|o| o.trim() == "idle")
+        for i in 0..count {
+            let name = (count > 1).then(|| slurm.nodes[i].clone());
+            let d = slurm.daemon("slurmd", name.as_deref());
+            slurm.slurmds.push(d);
+        }
+        slurm.wait_until("every node is idle", |s| {
+            s.sinfo().is_ok_and(|o| {
+                o.lines().count() == s.nodes.len() && o.lines().all(|l| l.trim() == "idle")
+            })
         });
         slurm.startup = started.elapsed();
         slurm
@@ -96,11 +116,11 @@ impl Slurm {
         self.command("srun")
     }
 
-    /// `sinfo -h -o %T`: the node's state.
+    /// `sinfo -h -N -o %T`: each node's state, a line each.
     pub fn sinfo(&self) -> Result<String, String> {
         let out = self
             .command("sinfo")
-            .args(["-h", "-o", "%T"])
+            .args(["-h", "-N", "-o", "%T"])
             .output()
             .map_err(|e| format!("cannot run sinfo: {e}"))?;
         if out.status.success() {
@@ -110,12 +130,16 @@ impl Slurm {
         }
     }
 
-    fn daemon(&self, name: &str) -> Proc {
+    /// Starts daemon `name` (`slurmd -N node` for one of several nodes).
+    fn daemon(&self, name: &str, node: Option<&str>) -> Proc {
         let mut cmd = self.command(name);
         cmd.arg("-D")
             .arg("-f")
             .arg(&self.conf)
             .current_dir(self.dir.path());
+        if let Some(n) = node {
+            cmd.args(["-N", n]);
+        }
         // A daemon must not outlive a test process that is killed before its drop runs
         // (it would hold its port and log into a removed directory).
         // SAFETY: the closure runs in the forked child before exec and only calls
@@ -137,12 +161,9 @@ impl Slurm {
             if ready(self) {
                 return;
             }
-            let exited = [
-                ("slurmctld", &mut self.slurmctld),
-                ("slurmd", &mut self.slurmd),
-            ]
-            .into_iter()
-            .find_map(|(name, p)| p.as_mut().is_some_and(|p| !p.is_running()).then_some(name));
+            let exited = std::iter::once(("slurmctld", self.slurmctld.as_mut()))
+                .chain(self.slurmds.iter_mut().map(|p| ("slurmd", Some(p))))
+                .find_map(|(name, p)| p.is_some_and(|p| !p.is_running()).then_some(name));
             if let Some(name) = exited {
                 panic!("{name} exited while waiting until {what}:\n{}", self.logs());
             }
@@ -160,7 +181,16 @@ impl Slurm {
     /// The daemons' stderr and log files, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for (name, p) in [("slurmctld", &self.slurmctld), ("slurmd", &self.slurmd)] {
+        let mut logs = vec![("slurmctld".to_string(), self.slurmctld.as_ref())];
+        for (i, p) in self.slurmds.iter().enumerate() {
+            let name = if self.nodes.len() > 1 {
+                format!("slurmd-{}", self.nodes[i])
+            } else {
+                "slurmd".to_string()
+            };
+            logs.push((name, Some(p)));
+        }
+        for (name, p) in logs {
             if let Some(p) = p {
                 s += &format!(
                     "--- {name} (pid {}) stderr ---\n{}",
@@ -183,7 +213,7 @@ impl Drop for Slurm {
     fn drop(&mut self) {
         // slurmd first, so slurmctld does not see its node go away and log about it.
         // Proc's drop kills (SIGKILL) and reaps.
-        drop(self.slurmd.take());
+        self.slurmds.clear();
         drop(self.slurmctld.take());
     }
 }
@@ -216,8 +246,29 @@ fn free_ports() -> (u16, u16) {
     )
 }
 
-fn write_conf(dir: &Path, node: &str) -> PathBuf {
+fn write_conf(dir: &Path, nodes: &[String]) -> PathBuf {
     let (ctld_port, slurmd_port) = free_ports();
+    let host = hostname();
+    let several = nodes.len() > 1;
+    // Several nodes: each slurmd its own port, spool directory, pid and log file (%n).
+    let (spool, pid, log) = if several {
+        ("spool/%n", "slurmd-%n.pid", "slurmd-%n.log")
+    } else {
+        ("spool", "slurmd.pid", "slurmd.log")
+    };
+    let mut node_lines = String::new();
+    for n in nodes {
+        if several {
+            let port = free_ports().0;
+            node_lines += &format!(
+                "NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={CPUS} RealMemory=1024 State=UNKNOWN\n"
+            );
+            std::fs::create_dir_all(dir.join("spool").join(n)).unwrap();
+        } else {
+            node_lines += &format!("NodeName={n} CPUs={CPUS} RealMemory=1024 State=UNKNOWN\n");
+        }
+    }
+    let node_list = nodes.join(",");
     for sub in ["state", "spool"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -225,7 +276,7 @@ fn write_conf(dir: &Path, node: &str) -> PathBuf {
     let conf = format!(
         "\
 ClusterName=mana-test
-SlurmctldHost={node}
+SlurmctldHost={host}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
@@ -240,18 +291,17 @@ MpiDefault=none
 SlurmdParameters=config_overrides
 ReturnToService=2
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/{spool}
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/{pid}
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/{log}
 SlurmctldDebug=info
 SlurmdDebug=info
 JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-NodeName={node} CPUs={CPUS} RealMemory=1024 State=UNKNOWN
-PartitionName=test Nodes={node} Default=YES OverSubscribe=YES MaxTime=INFINITE State=UP
+{node_lines}PartitionName=test Nodes={node_list} Default=YES OverSubscribe=YES MaxTime=INFINITE State=UP
 "
     );
     let path = dir.join("slurm.conf");

@@ -332,3 +332,64 @@ fn a_signal_to_the_ranks_checkpoints_the_job() {
     again.assert_success();
     assert_eq!(done(&again.stdout_text()), done(&native.stdout_text()));
 }
+
+/// Placement switch (three slurmd on this machine, nodes n1–n3): a job launched with both
+/// ranks on n1 is checkpointed and killed, then restarted by `srun -N 2 -w n2,n3
+/// mana_restart` with one rank on each of two other nodes; it ends like the native run.
+#[test]
+fn a_job_restarts_on_other_slurm_nodes() {
+    let slurm = Slurm::start_nodes(3);
+    let s = Session::start("slurm-nodes");
+    let program = compile_mpi("world_mix", s.dir());
+    // The native run on n1 too: n2 and n3 run nothing but the restart.
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-N", "1", "-n", "2", "-w", "n1"])
+        .arg(&program)
+        .arg("400");
+    let native = Proc::spawn("native srun -w n1", cmd).wait_output(LONG);
+    native.assert_success();
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-N", "1", "-n", "2", "-w", "n1"])
+        .arg(bin("mana_launch"))
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(&program)
+        .arg("400")
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    let run = Proc::spawn("srun -w n1 mana_launch world_mix", cmd);
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, 2);
+    let mut rng = Rng::seeded("slurm-nodes");
+    checkpoint_and_kill(&s, &mut rng, std::time::Duration::from_millis(700), run);
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .args(["--mpi=pmi2", "-N", "2", "-n", "2", "-w", "n2,n3"])
+        .arg(bin("mana_restart"))
+        .arg(&s.ckpt_dir)
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    let out = Proc::spawn("srun -w n2,n3 mana_restart", cmd).wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| result_line(t, "world_mix done");
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&native.stdout_text()),
+        "{}",
+        out.describe()
+    );
+    // n2 and n3 ran the restart's tasks (their slurmd logs say so).
+    for node in ["n2", "n3"] {
+        let log = std::fs::read_to_string(slurm.dir.path().join(format!("slurmd-{node}.log")))
+            .unwrap_or_default();
+        assert!(
+            log.contains("launch task"),
+            "{node} ran no task:\n{}",
+            slurm.logs()
+        );
+    }
+}
