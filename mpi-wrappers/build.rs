@@ -21,6 +21,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={f}");
     }
+    check_lower_ids(&dir);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
     let profile_dir = out
@@ -69,4 +70,46 @@ fn main() {
     let _ = std::fs::remove_file(&alias);
     std::os::unix::fs::symlink("libmpich.so.12", &alias).unwrap();
     println!("cargo:rustc-env=MANA_MPI_LIB_DIR={}", lib_dir.display());
+}
+
+/// The hand-written sources name lower functions by (cache slot, name) pairs — `LOWER_FN(ID,
+/// "PMPI_X")`, `MANA_LOWER_FUNCTION(f, ID, "PMPI_X", …)`, `{ID, "PMPI_X"}` — and libmana
+/// caches the function of each slot: one slot for two names would call the wrong one.
+fn check_lower_ids(dir: &std::path::Path) {
+    let mut seen: std::collections::HashMap<u32, (String, String)> = Default::default();
+    for f in [
+        "special.c",
+        "handles.c",
+        "gate.c",
+        "p2p.c",
+        "ckpt.c",
+        "rebuild.c",
+    ] {
+        let text = std::fs::read_to_string(dir.join("src").join(f)).unwrap();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while let Some(q) = text[i..].find(", \"") {
+            let at = i + q;
+            i = at + 3;
+            let mut d = at;
+            while d > 0 && b[d - 1].is_ascii_digit() {
+                d -= 1;
+            }
+            let (Ok(id), Some(end)) = (text[d..at].parse::<u32>(), text[i..].find('"')) else {
+                continue;
+            };
+            let name = &text[i..i + end];
+            if !(name.starts_with("PMPI") || name.starts_with("MPI")) || d == at {
+                continue;
+            }
+            let here = format!("src/{f}");
+            if let Some((other, file)) = seen.get(&id) {
+                assert!(
+                    other == name,
+                    "lower function slot {id} names both {other} ({file}) and {name} ({here})"
+                );
+            }
+            seen.insert(id, (name.to_string(), here));
+        }
+    }
 }

@@ -685,6 +685,7 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
 static long long drain_step(const struct mana_count *sums, int n)
 {
     struct test_all t = {0};
+    mana_drain_matched();
     mana_req_each(test_request, &t);
     mana_gate_each(test_blocking, &t);
     struct step s = {sums, n, 0, 0};

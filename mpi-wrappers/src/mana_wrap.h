@@ -416,6 +416,10 @@ struct mana_drained {
 };
 /* The earliest drained message matching (comm, source, tag), removed (`take`) or not. */
 extern struct mana_drained *mana_drained_match(int comm, int source, int tag, int take) MANA_HIDDEN;
+/* Receives every message the application matched (MPI_Mprobe/Improbe) but has not
+ * received into the upper half, for its MPI_Mrecv/Imrecv (src/p2p.c; drain, gate closed).
+ * Returns how many. */
+extern int mana_drain_matched(void) MANA_HIDDEN;
 /* Unpacks a drained message into (buf, count, datatype) and fills `status`; frees it. */
 extern int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI_Datatype dt, int comm,
                                 MPI_Status *status) MANA_HIDDEN;

@@ -14,6 +14,7 @@
  * Listed in gen/handwritten.txt; the generator skips these names. */
 #include "mana_wrap.h"
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Tests per gate hold while waiting: bounds how long a checkpoint waits at the gate. */
@@ -534,43 +535,105 @@ MANA_EXPORT(mana_w_MPI_Recv_init_c, PMPI_Recv_init_c)
 
 /* ---- Matched probes and receives ----
  * A message handle names a message the lower half holds; MANA remembers the communicator
- * it was probed on, for counting its receive. (Messages Mprobe'd before a checkpoint stay
- * in the lower half; the drain does not take them over yet.) */
+ * it was probed on (for counting its receive) and the probe's status. A checkpoint's drain
+ * receives every such message into the upper half (mana_drain_matched): the application's
+ * MPI_Mrecv/Imrecv on the handle then gets it from there, before or after a restart. */
 
 #define MANA_MSG_COMMS 4096
 static struct {
     int msg, comm;
+    MPI_Status st;             /* the lower half's status from the probe */
+    struct mana_drained *data; /* once drained */
 } msg_comm[MANA_MSG_COMMS];
 
-static void remember_msg_comm(int msg, int comm)
+static void remember_msg_comm(int msg, int comm, const MPI_Status *st)
 {
     for (int i = 0; i < MANA_MSG_COMMS; i++)
         if (__sync_bool_compare_and_swap(&msg_comm[i].msg, 0, msg)) {
             msg_comm[i].comm = comm;
+            msg_comm[i].st = *st;
+            msg_comm[i].data = NULL;
             return;
         }
 }
 
-static int take_msg_comm(int msg)
+/* The communicator message `msg` was probed on (and its drained copy, if any), forgotten. */
+static int take_msg_comm(int msg, struct mana_drained **data)
 {
     for (int i = 0; i < MANA_MSG_COMMS; i++)
         if (msg_comm[i].msg == msg) {
             int c = msg_comm[i].comm;
+            *data = msg_comm[i].data;
             __atomic_store_n(&msg_comm[i].msg, 0, __ATOMIC_RELEASE);
             return c;
         }
+    *data = NULL;
     return MPI_COMM_NULL;
+}
+
+typedef int (*get_count_fn)(const MPI_Status *, MPI_Datatype, int *);
+typedef int (*mrecv_packed_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Status *);
+
+int mana_drain_matched(void)
+{
+    int n = 0;
+    unsigned long fs = mana_thread_lower_fs();
+    get_count_fn get_count = (get_count_fn)lower_get(LOWER_FN(4297, "PMPI_Get_count"), fs);
+    mrecv_packed_fn mrecv = (mrecv_packed_fn)lower_get(LOWER_FN(4298, "PMPI_Mrecv"), fs);
+    for (int i = 0; i < MANA_MSG_COMMS; i++) {
+        int v = msg_comm[i].msg;
+        if (!v || msg_comm[i].data)
+            continue;
+        MPI_Message real = mana_h_real(v);
+        MPI_Status st = msg_comm[i].st;
+        int bytes = 0;
+        unsigned long up = mana_enter_lower(fs);
+        get_count(&st, MPI_PACKED, &bytes);
+        mana_leave_lower(up);
+        struct mana_drained *d = calloc(1, sizeof *d);
+        char *buf = malloc(bytes > 0 ? (size_t)bytes : 1);
+        if (!d || !buf) {
+            fprintf(stderr, "mana: out of memory draining a matched message of %d bytes\n", bytes);
+            abort();
+        }
+        up = mana_enter_lower(fs);
+        mrecv(buf, bytes, MPI_PACKED, &real, &st);
+        mana_leave_lower(up);
+        d->comm = msg_comm[i].comm;
+        d->source = st.MPI_SOURCE;
+        d->tag = st.MPI_TAG;
+        d->bytes = bytes;
+        d->data = buf;
+        msg_comm[i].data = d;
+        mana_count_recvd(d->comm);
+        /* The handle stays the application's; nothing of it is left in the lower half. */
+        struct mana_req_meta *m = mana_req_meta(v);
+        if (m)
+            m->state = MANA_REQ_DONE;
+        n++;
+    }
+    return n;
 }
 
 /* Posts Imrecv for the application's message handle; with `b`, registers and tests it. */
 static int post_mrecv(struct lower_fn *lf, int large, void *buf, MPI_Count count, MPI_Datatype dt,
-                      MPI_Message *message, MPI_Request *r, int *comm, struct mana_blocking *b, int *pending)
+                      MPI_Message *message, MPI_Request *r, int *comm, struct mana_blocking *b, int *pending,
+                      struct mana_drained **drained_out)
 {
+    *drained_out = NULL;
     struct mana_gate_slot *g = my_slot();
     mana_gate_enter();
     MPI_Message v = *message, real = mana_h_real(v), m = real;
     MPI_Datatype t = mana_h_real(dt);
-    *comm = real == MPI_MESSAGE_NO_PROC ? MPI_COMM_NULL : take_msg_comm(v);
+    struct mana_drained *drained = NULL;
+    *comm = v == MPI_MESSAGE_NO_PROC ? MPI_COMM_NULL : take_msg_comm(v, &drained);
+    if (drained) { /* a checkpoint's drain received it */
+        *drained_out = drained;
+        mana_gate_leave();
+        mana_req_release(v);
+        *message = MPI_MESSAGE_NULL;
+        return MPI_SUCCESS;
+    }
     unsigned long fs = mana_thread_lower_fs();
     test_fn test = b ? (test_fn)lower_get(LOWER_FN(4203, "PMPI_Test"), fs) : NULL;
     void *f = lower_get(lf, fs);
@@ -597,7 +660,10 @@ static int mrecv_common(struct lower_fn *f, int large, void *buf, MPI_Count coun
     mana_status_copy(&in, mana_status_ignored(status) ? &in : status);
     MPI_Request r = MPI_REQUEST_NULL;
     int comm, pending = 0;
-    int rc = post_mrecv(f, large, buf, count, dt, message, &r, &comm, &b, &pending);
+    struct mana_drained *drained;
+    int rc = post_mrecv(f, large, buf, count, dt, message, &r, &comm, &b, &pending, &drained);
+    if (drained)
+        return deliver_to(drained, buf, count, dt, comm, status);
     if (rc != MPI_SUCCESS)
         return rc;
     return finish_blocking_recv(rc, pending, &b, 0, status, &in);
@@ -624,7 +690,11 @@ __attribute__((used)) static int mana_w_MPI_Imrecv(void *buf, int count, MPI_Dat
 {
     MPI_Request r = MPI_REQUEST_NULL;
     int comm;
-    int rc = post_mrecv(LOWER_FN(4252, "PMPI_Imrecv"), 0, buf, count, dt, message, &r, &comm, NULL, NULL);
+    struct mana_drained *drained;
+    int rc =
+        post_mrecv(LOWER_FN(4252, "PMPI_Imrecv"), 0, buf, count, dt, message, &r, &comm, NULL, NULL, &drained);
+    if (drained)
+        return deliver_request(drained, buf, count, dt, comm, MPI_ANY_SOURCE, request);
     if (rc == MPI_SUCCESS) {
         new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request);
         recv_args(*request, buf, count, dt, MANA_NO_REPOST);
@@ -639,8 +709,11 @@ __attribute__((used)) static int mana_w_MPI_Imrecv_c(void *buf, MPI_Count count,
 {
     MPI_Request r = MPI_REQUEST_NULL;
     int comm;
-    int rc =
-        post_mrecv(LOWER_FN(4253, "PMPI_Imrecv_c"), 1, buf, count, dt, message, &r, &comm, NULL, NULL);
+    struct mana_drained *drained;
+    int rc = post_mrecv(LOWER_FN(4253, "PMPI_Imrecv_c"), 1, buf, count, dt, message, &r, &comm, NULL, NULL,
+                        &drained);
+    if (drained)
+        return deliver_request(drained, buf, count, dt, comm, MPI_ANY_SOURCE, request);
     if (rc == MPI_SUCCESS) {
         new_request(r, MANA_REQ_RECV, comm, MPI_ANY_SOURCE, 0, request);
         recv_args(*request, buf, count, dt, MANA_NO_REPOST);
@@ -723,17 +796,19 @@ static int improbe_common(int blocking, int src, int tag, MPI_Comm comm, int *fl
                 break;
         }
         mana_leave_lower(up);
+        /* Recorded before the gate opens: a checkpoint's drain must find every matched
+         * message (mana_drain_matched). */
+        if (rc == MPI_SUCCESS && *flag) {
+            *message = mana_h_virtual(m);
+            if (m != MPI_MESSAGE_NO_PROC)
+                remember_msg_comm(*message, comm, &st);
+        }
         mana_gate_leave();
         if (rc != MPI_SUCCESS || *flag || !blocking)
             break;
     }
-    if (rc == MPI_SUCCESS && *flag) {
-        *message = mana_h_virtual(m);
-        if (m != MPI_MESSAGE_NO_PROC)
-            remember_msg_comm(*message, comm);
-        if (!mana_status_ignored(status))
-            mana_status_copy(status, &st);
-    }
+    if (rc == MPI_SUCCESS && *flag && !mana_status_ignored(status))
+        mana_status_copy(status, &st);
     return rc;
 }
 

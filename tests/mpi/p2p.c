@@ -7,8 +7,9 @@
  * 2 or more ranks. Built with mpicc.mpich.
  *
  * `--loop N`: persistent requests and an attached Bsend buffer are made once, then N rounds of
- * the above without matched probes, receives posted before each 20 ms sleep and matched
- * after it; rank 0 prints "p2p ready", then "p2p done: <checksum> ...". */
+ * the above, a message Mprobe'd before a 5 ms sleep and received after it, receives posted
+ * before each 20 ms sleep and matched after it; rank 0 prints "p2p ready", then
+ * "p2p done: <checksum> ...". */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,29 @@ static int loop_main(int rounds)
             MPI_Wait(&r, &st);
             MPI_Test_cancelled(&st, &cancelled);
             check(cancelled, "cancelled");
+        }
+
+        /* A matched message held across a short sleep: Mprobe'd before it, Mrecv'd (or
+         * Imrecv'd, every other round) after. */
+        {
+            int v = rank * 13 + round, in = -1;
+            MPI_Message msg;
+            MPI_Status mst;
+            MPI_Request sr, rr;
+            MPI_Isend(&v, 1, MPI_INT, next, 400, w, &sr);
+            MPI_Mprobe(prev, 400, w, &msg, &mst);
+            usleep(5000);
+            if (round % 2) {
+                MPI_Imrecv(&in, 1, MPI_INT, &msg, &rr);
+                MPI_Wait(&rr, &mst);
+            } else {
+                MPI_Mrecv(&in, 1, MPI_INT, &msg, &mst);
+            }
+            MPI_Wait(&sr, MPI_STATUS_IGNORE);
+            check(in == prev * 13 + round && mst.MPI_SOURCE == prev && mst.MPI_TAG == 400 &&
+                      msg == MPI_MESSAGE_NULL,
+                  "matched message across a sleep");
+            fold(in);
         }
 
         /* In flight across the sleep: a receive, the long-lived persistent receive, and at
