@@ -105,6 +105,33 @@ def collective_kind(base):
     return None
 
 
+def persistent_replay(base, plist, args, hp, fid, lower, ret, params):
+    """A struct of a persistent collective's arguments (but its request) and a function that
+    calls the lower `MPI_X_init` with them again, handles translated then."""
+    kinds = {p[0]: p[1] for p in hp}
+    request = next(p[0] for p in hp if p[1] == "REQUEST")
+    members = [re.sub(r"(\w+)\s*\[\s*\]", r"*\1", p) for p, a in zip(plist, args) if a != request]
+    call = []
+    for a in args:
+        if a == request:
+            call.append("out_")
+        elif kinds.get(a) == "INFO":  # hints: the application may have freed them since
+            call.append("mana_h_real_or(a->%s, MPI_INFO_NULL)" % a)
+        elif a in kinds:
+            call.append("mana_h_real(a->%s)" % a)
+        else:
+            call.append("a->%s" % a)
+    return [
+        "struct mana_pc_%s { %s; };" % (base, "; ".join(members)),
+        "static int mana_pc_replay_%s(const void *a_, MPI_Request *out_) {" % base,
+        "    const struct mana_pc_%s *a = a_;" % base,
+        "    %s r_;" % ret,
+        "    MANA_CALL_LOWER_INTO(r_, %d, \"%s\", %s, (%s), (%s));" % (fid, lower, ret, params, ", ".join(call)),
+        "    return r_;",
+        "}",
+    ]
+
+
 C2F_HANDLES = ("Comm", "Type", "Group", "Request", "Info", "Errhandler", "Op", "Win", "Message", "Session")
 
 
@@ -232,6 +259,7 @@ def main():
         plist = [] if params in ("", "void") else split_params(params)
         args = [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in plist]
         lower = "P" + base if "P" + base in functions else base
+        header_at = len(out)
         out.append("__attribute__((used)) static %s mana_w_%s(%s) {" % (ret, base, params or "void"))
         m_c2f = re.match(r"^MPI_(%s)_(c2f|f2c)$" % "|".join(C2F_HANDLES), base)
         if m_c2f:
@@ -271,6 +299,14 @@ def main():
             if coll in ("nonblocking", "persistent", "constructor") and request:
                 post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"
                             % (request, int(coll == "persistent")))
+            # A persistent collective keeps its arguments and a function that initializes it
+            # again in a new lower half (restart); those with datatype arrays (alltoallw) not.
+            if coll == "persistent" and not any(p[3] != "-" for p in hp):
+                out[header_at:header_at] = persistent_replay(base, plist, args, hp, fid, lower, ret, params)
+                pre_hooks.append("const struct mana_pc_%s mana_pc_ = {%s};"
+                                 % (base, ", ".join(a for a in args if a != request)))
+                post.append("if (r_ == MPI_SUCCESS) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
+                            "sizeof mana_pc_);" % (request, base))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
         # A communicator's group is taken from the communicator again at restart (MPI hands

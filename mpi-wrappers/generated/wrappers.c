@@ -214,8 +214,16 @@ __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI
 }
 MANA_EXPORT(mana_w_MPI_Allgather_c, MPI_Allgather_c)
 MANA_EXPORT(mana_w_MPI_Allgather_c, PMPI_Allgather_c)
+struct mana_pc_MPI_Allgather_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allgather_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allgather_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -228,13 +236,22 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
 MANA_EXPORT(mana_w_MPI_Allgather_init, PMPI_Allgather_init)
+struct mana_pc_MPI_Allgather_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allgather_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allgather_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -247,6 +264,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -286,8 +304,16 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MP
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, MPI_Allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, PMPI_Allgatherv_c)
+struct mana_pc_MPI_Allgatherv_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; const int *recvcounts; const int *displs; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allgatherv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allgatherv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -300,13 +326,22 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, PMPI_Allgatherv_init)
+struct mana_pc_MPI_Allgatherv_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *displs; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allgatherv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allgatherv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -319,6 +354,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -358,8 +394,16 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, voi
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_c, MPI_Allreduce_c)
 MANA_EXPORT(mana_w_MPI_Allreduce_c, PMPI_Allreduce_c)
+struct mana_pc_MPI_Allreduce_init { const void* sendbuf; void* recvbuf; int count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allreduce_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allreduce_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allreduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -372,13 +416,22 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
 MANA_EXPORT(mana_w_MPI_Allreduce_init, PMPI_Allreduce_init)
+struct mana_pc_MPI_Allreduce_init_c { const void* sendbuf; void* recvbuf; MPI_Count count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Allreduce_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Allreduce_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Allreduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -391,6 +444,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -430,8 +484,16 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_c, MPI_Alltoall_c)
 MANA_EXPORT(mana_w_MPI_Alltoall_c, PMPI_Alltoall_c)
+struct mana_pc_MPI_Alltoall_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoall_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoall_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -444,13 +506,22 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
 MANA_EXPORT(mana_w_MPI_Alltoall_init, PMPI_Alltoall_init)
+struct mana_pc_MPI_Alltoall_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoall_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoall_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -463,6 +534,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -502,8 +574,16 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, con
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, MPI_Alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, PMPI_Alltoallv_c)
+struct mana_pc_MPI_Alltoallv_init { const void* sendbuf; const int *sendcounts; const int *sdispls; MPI_Datatype sendtype; void* recvbuf; const int *recvcounts; const int *rdispls; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoallv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoallv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -516,13 +596,22 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, PMPI_Alltoallv_init)
+struct mana_pc_MPI_Alltoallv_init_c { const void* sendbuf; const MPI_Count *sendcounts; const MPI_Aint *sdispls; MPI_Datatype sendtype; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *rdispls; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoallv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoallv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -535,6 +624,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -690,8 +780,16 @@ __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
 }
 MANA_EXPORT(mana_w_MPI_Barrier, MPI_Barrier)
 MANA_EXPORT(mana_w_MPI_Barrier, PMPI_Barrier)
+struct mana_pc_MPI_Barrier_init { MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Barrier_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Barrier_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Barrier_init mana_pc_ = {comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -702,6 +800,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -739,8 +838,16 @@ __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count coun
 }
 MANA_EXPORT(mana_w_MPI_Bcast_c, MPI_Bcast_c)
 MANA_EXPORT(mana_w_MPI_Bcast_c, PMPI_Bcast_c)
+struct mana_pc_MPI_Bcast_init { void* buffer; int count; MPI_Datatype datatype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Bcast_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Bcast_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->buffer, a->count, mana_h_real(a->datatype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Bcast_init mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -752,13 +859,22 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
 MANA_EXPORT(mana_w_MPI_Bcast_init, PMPI_Bcast_init)
+struct mana_pc_MPI_Bcast_init_c { void* buffer; MPI_Count count; MPI_Datatype datatype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Bcast_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Bcast_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->buffer, a->count, mana_h_real(a->datatype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Bcast_init_c mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -770,6 +886,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -1601,8 +1718,16 @@ __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* 
 }
 MANA_EXPORT(mana_w_MPI_Exscan_c, MPI_Exscan_c)
 MANA_EXPORT(mana_w_MPI_Exscan_c, PMPI_Exscan_c)
+struct mana_pc_MPI_Exscan_init { const void* sendbuf; void* recvbuf; int count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Exscan_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Exscan_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 99, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Exscan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -1615,13 +1740,22 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
 MANA_EXPORT(mana_w_MPI_Exscan_init, PMPI_Exscan_init)
+struct mana_pc_MPI_Exscan_init_c { const void* sendbuf; void* recvbuf; MPI_Count count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Exscan_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Exscan_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 100, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Exscan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -1634,6 +1768,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -2785,8 +2920,16 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
 }
 MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
 MANA_EXPORT(mana_w_MPI_Gather_c, PMPI_Gather_c)
+struct mana_pc_MPI_Gather_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Gather_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Gather_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 194, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Gather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -2799,13 +2942,22 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
 MANA_EXPORT(mana_w_MPI_Gather_init, PMPI_Gather_init)
+struct mana_pc_MPI_Gather_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Gather_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Gather_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 195, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Gather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -2818,6 +2970,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -2857,8 +3010,16 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
 MANA_EXPORT(mana_w_MPI_Gatherv_c, PMPI_Gatherv_c)
+struct mana_pc_MPI_Gatherv_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; const int *recvcounts; const int *displs; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Gatherv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Gatherv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 198, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Gatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -2871,13 +3032,22 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
 MANA_EXPORT(mana_w_MPI_Gatherv_init, PMPI_Gatherv_init)
+struct mana_pc_MPI_Gatherv_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *displs; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Gatherv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Gatherv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 199, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Gatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -2890,6 +3060,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -4525,8 +4696,16 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, PMPI_Neighbor_allgather_c)
+struct mana_pc_MPI_Neighbor_allgather_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_allgather_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_allgather_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4539,13 +4718,22 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, PMPI_Neighbor_allgather_init)
+struct mana_pc_MPI_Neighbor_allgather_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_allgather_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_allgather_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 301, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4558,6 +4746,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -4597,8 +4786,16 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, PMPI_Neighbor_allgatherv_c)
+struct mana_pc_MPI_Neighbor_allgatherv_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; const int *recvcounts; const int *displs; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_allgatherv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_allgatherv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4611,13 +4808,22 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, PMPI_Neighbor_allgatherv_init)
+struct mana_pc_MPI_Neighbor_allgatherv_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *displs; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_allgatherv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_allgatherv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4630,6 +4836,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -4669,8 +4876,16 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, PMPI_Neighbor_alltoall_c)
+struct mana_pc_MPI_Neighbor_alltoall_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoall_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoall_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4683,13 +4898,22 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, PMPI_Neighbor_alltoall_init)
+struct mana_pc_MPI_Neighbor_alltoall_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoall_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoall_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4702,6 +4926,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -4741,8 +4966,16 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, PMPI_Neighbor_alltoallv_c)
+struct mana_pc_MPI_Neighbor_alltoallv_init { const void* sendbuf; const int *sendcounts; const int *sdispls; MPI_Datatype sendtype; void* recvbuf; const int *recvcounts; const int *rdispls; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoallv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoallv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4755,13 +4988,22 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, PMPI_Neighbor_alltoallv_init)
+struct mana_pc_MPI_Neighbor_alltoallv_init_c { const void* sendbuf; const MPI_Count *sendcounts; const MPI_Aint *sdispls; MPI_Datatype sendtype; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *rdispls; MPI_Datatype recvtype; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoallv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoallv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Neighbor_alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4774,6 +5016,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5205,8 +5448,16 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
 }
 MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
 MANA_EXPORT(mana_w_MPI_Reduce_c, PMPI_Reduce_c)
+struct mana_pc_MPI_Reduce_init { const void* sendbuf; void* recvbuf; int count; MPI_Datatype datatype; MPI_Op op; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5219,13 +5470,22 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
 MANA_EXPORT(mana_w_MPI_Reduce_init, PMPI_Reduce_init)
+struct mana_pc_MPI_Reduce_init_c { const void* sendbuf; void* recvbuf; MPI_Count count; MPI_Datatype datatype; MPI_Op op; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5238,6 +5498,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5320,8 +5581,16 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, PMPI_Reduce_scatter_block_c)
+struct mana_pc_MPI_Reduce_scatter_block_init { const void* sendbuf; void* recvbuf; int recvcount; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_scatter_block_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_scatter_block_init mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5334,13 +5603,22 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, PMPI_Reduce_scatter_block_init)
+struct mana_pc_MPI_Reduce_scatter_block_init_c { const void* sendbuf; void* recvbuf; MPI_Count recvcount; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_scatter_block_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_scatter_block_init_c mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5353,6 +5631,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5375,8 +5654,16 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, PMPI_Reduce_scatter_c)
+struct mana_pc_MPI_Reduce_scatter_init { const void* sendbuf; void* recvbuf; const int *recvcounts; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_scatter_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_scatter_init mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5389,13 +5676,22 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, PMPI_Reduce_scatter_init)
+struct mana_pc_MPI_Reduce_scatter_init_c { const void* sendbuf; void* recvbuf; const MPI_Count *recvcounts; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Reduce_scatter_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Reduce_scatter_init_c mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5408,6 +5704,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5547,8 +5844,16 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
 }
 MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
 MANA_EXPORT(mana_w_MPI_Scan_c, PMPI_Scan_c)
+struct mana_pc_MPI_Scan_init { const void* sendbuf; void* recvbuf; int count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scan_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5561,13 +5866,22 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
 MANA_EXPORT(mana_w_MPI_Scan_init, PMPI_Scan_init)
+struct mana_pc_MPI_Scan_init_c { const void* sendbuf; void* recvbuf; MPI_Count count; MPI_Datatype datatype; MPI_Op op; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scan_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5580,6 +5894,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5619,8 +5934,16 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
 }
 MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
 MANA_EXPORT(mana_w_MPI_Scatter_c, PMPI_Scatter_c)
+struct mana_pc_MPI_Scatter_init { const void* sendbuf; int sendcount; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scatter_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scatter_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5633,13 +5956,22 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
 MANA_EXPORT(mana_w_MPI_Scatter_init, PMPI_Scatter_init)
+struct mana_pc_MPI_Scatter_init_c { const void* sendbuf; MPI_Count sendcount; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scatter_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 368, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scatter_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5652,6 +5984,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
@@ -5691,8 +6024,16 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
 MANA_EXPORT(mana_w_MPI_Scatterv_c, PMPI_Scatterv_c)
+struct mana_pc_MPI_Scatterv_init { const void* sendbuf; const int *sendcounts; const int *displs; MPI_Datatype sendtype; void* recvbuf; int recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scatterv_init *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 371, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scatterv_init mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5705,13 +6046,22 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
 MANA_EXPORT(mana_w_MPI_Scatterv_init, PMPI_Scatterv_init)
+struct mana_pc_MPI_Scatterv_init_c { const void* sendbuf; const MPI_Count *sendcounts; const MPI_Aint *displs; MPI_Datatype sendtype; void* recvbuf; MPI_Count recvcount; MPI_Datatype recvtype; int root; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Scatterv_init_c *a = a_;
+    int r_;
+    MANA_CALL_LOWER_INTO(r_, 372, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const struct mana_pc_MPI_Scatterv_init_c mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5724,6 +6074,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     return r_;
 }

@@ -814,7 +814,8 @@ static void scan_request(int v, struct mana_req_meta *m, void *arg)
     struct restart_scan *r = arg;
     if (r->bad || m->app_freed)
         return;
-    int persistent_p2p = m->persistent && (m->kind == MANA_REQ_SEND || m->kind == MANA_REQ_RECV);
+    int persistent_p2p = m->persistent && (m->kind == MANA_REQ_SEND || m->kind == MANA_REQ_RECV ||
+                                            (m->kind == MANA_REQ_COLL && m->replay));
     if (m->state == MANA_REQ_DONE && !persistent_p2p)
         return;
     if (persistent_p2p || (m->kind == MANA_REQ_RECV && m->active && !m->persistent && m->tag != MANA_NO_REPOST)) {
@@ -1057,6 +1058,16 @@ static const char *const send_inits[] = {"PMPI_Send_init_c", "PMPI_Ssend_init_c"
 
 static int recreate_persistent(int v, struct mana_req_meta *m, char *err, int errlen)
 {
+    if (m->kind == MANA_REQ_COLL) { /* inactive: the drain completed it if it was active */
+        MPI_Request real = MPI_REQUEST_NULL;
+        int rc = m->replay(m->replay_args, &real);
+        if (rc != MPI_SUCCESS) {
+            snprintf(err, (size_t)errlen, "initializing a persistent collective again failed (error %d)", rc);
+            return -1;
+        }
+        mana_h_set_real(v, real);
+        return 0;
+    }
     unsigned long fs = mana_thread_lower_fs();
     const char *name = m->kind == MANA_REQ_RECV ? "PMPI_Recv_init_c" : send_inits[m->send_mode & 3];
     init_c_fn f = (init_c_fn)mana_lower_fn(4360 + (m->kind == MANA_REQ_RECV ? 4 : m->send_mode), name, fs);

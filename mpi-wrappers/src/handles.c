@@ -226,8 +226,11 @@ int mana_h_virtual(int real)
         }
         mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = real;
         t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
-        if (kind == KIND_REQUEST)
-            memset(&t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)], 0, sizeof(struct mana_req_meta));
+        if (kind == KIND_REQUEST) {
+            struct mana_req_meta *m = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+            free(m->replay_args);
+            memset(m, 0, sizeof *m);
+        }
         t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 0;
         if (HAS_COMM_META(kind)) {
             struct mana_comm_meta *m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];

@@ -247,6 +247,13 @@ static inline __attribute__((always_inline)) int mana_h_real(int h)
     return (int)(MANA_VH_TAG | ((unsigned)h & 0x3C000000u) | MANA_VH_INDEX_MASK);
 }
 
+/* The real handle behind `h`, or `fallback` if `h` names no live object any more. */
+static inline int mana_h_real_or(int h, int fallback)
+{
+    int r = mana_h_real(h);
+    return mana_h_is_object(h) && mana_h_is_virtual(r) ? fallback : r;
+}
+
 /* The application's handle for a real handle the lower half returned: new objects get
  * a new virtual handle, an object already known gets its handle again (one more
  * reference). */
@@ -279,7 +286,9 @@ struct mana_req_meta {
     int tag, datatype;       /* a receive's arguments: to serve a persistent one from */
     void *buf;               /* drained messages at MPI_Start, to post a pending one */
     MPI_Count count;         /* again at restart */
-    unsigned long long posted; /* posting order of receives */
+    unsigned long long posted; /* posting order of receives (and persistent collectives) */
+    int (*replay)(const void *args, MPI_Request *out); /* a persistent collective's init */
+    void *replay_args;                                 /* again, with these (malloc'd) */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
@@ -287,6 +296,12 @@ struct mana_req_meta {
 extern struct mana_req_meta *mana_req_meta(int v) MANA_HIDDEN;
 /* Calls `f` for every live virtual request (checkpointer only: the gate is closed). */
 extern void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *arg) MANA_HIDDEN;
+
+/* A persistent collective: `replay(args)` initializes it again in a new lower half. */
+extern void mana_req_replayable(int v, int (*replay)(const void *, MPI_Request *), const void *args,
+                                size_t size) MANA_HIDDEN;
+/* The next number in the order receives and persistent collectives were posted. */
+extern unsigned long long mana_next_posted(void) MANA_HIDDEN;
 
 /* Releases virtual request `v` (completed or freed); its handle becomes invalid. */
 extern void mana_req_release(int v) MANA_HIDDEN;

@@ -448,17 +448,36 @@ MANA_EXPORT(mana_w_MPI_Recv_c, PMPI_Recv_c)
 
 /* A receive request keeps its arguments (and its posting order): a persistent one may be
  * served from drained messages at MPI_Start; a pending one is posted again at restart. */
-static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag)
+unsigned long long mana_next_posted(void)
 {
     static unsigned long long posted;
+    return __atomic_add_fetch(&posted, 1, __ATOMIC_RELAXED);
+}
+
+static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag)
+{
     struct mana_req_meta *m = mana_req_meta(v);
     if (m) {
         m->buf = buf;
         m->count = count;
         m->datatype = dt;
         m->tag = tag;
-        m->posted = __atomic_add_fetch(&posted, 1, __ATOMIC_RELAXED);
+        m->posted = mana_next_posted();
     }
+}
+
+void mana_req_replayable(int v, int (*replay)(const void *, MPI_Request *), const void *args, size_t size)
+{
+    struct mana_req_meta *m = mana_req_meta(v);
+    void *copy = malloc(size);
+    if (!m || !copy) {
+        free(copy);
+        return;
+    }
+    memcpy(copy, args, size);
+    m->replay = replay;
+    m->replay_args = copy;
+    m->posted = mana_next_posted();
 }
 
 static int irecv_common(struct lower_fn *f, struct lower_fn *fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,

@@ -5,9 +5,10 @@
  * values computed locally; rank 0 prints per-collective checksums and failure counts.
  * Deterministic; 2 or more ranks. Built with mpicc.mpich.
  *
- * `--loop N`: sub-communicators and two user operations are made once, then N rounds run the
- * above and user-op reductions on them (nonblocking ones in flight across each 20 ms sleep);
- * rank 0 prints "collectives ready", then "collectives done: <checksum> ...". */
+ * `--loop N`: sub-communicators, two user operations and two persistent collectives
+ * (Allreduce_init, Bcast_init; the broadcast in flight across the sleep) are made once,
+ * then N rounds run the above and user-op reductions on them (nonblocking ones in flight
+ * across each 20 ms sleep); rank 0 prints "collectives ready", then "collectives done: <checksum> ...". */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -469,6 +470,13 @@ static int loop_main(int rounds)
     for (int j = 0; j < hsize; j++)
         half_order[j] = rank % 2 + 2 * j;
 
+    /* Persistent collectives, initialized once, started every round (one across the
+     * sleep): a sum on the duplicate and a broadcast on the reversed communicator. */
+    int psum_in, psum_out, pbc;
+    MPI_Request psum, pbcast;
+    MPI_Allreduce_init(&psum_in, &psum_out, 1, MPI_INT, MPI_SUM, dup, MPI_INFO_NULL, &psum);
+    MPI_Bcast_init(&pbc, 1, MPI_INT, 0, rev, MPI_INFO_NULL, &pbcast);
+
     if (rank == 0) {
         printf("collectives ready\n");
         fflush(stdout);
@@ -476,6 +484,13 @@ static int loop_main(int rounds)
 
     for (int round = 0; round < rounds; round++) {
         fold(round);
+        psum_in = rank * 3 + round;
+        MPI_Start(&psum);
+        MPI_Wait(&psum, MPI_STATUS_IGNORE);
+        check(psum_out == 3 * size * (size - 1) / 2 + size * round, "persistent allreduce");
+        fold(psum_out);
+        pbc = revrank == 0 ? 4000 + round : -1;
+        MPI_Start(&pbcast);
         int flag;
         MPI_Op_commutative(affine, &flag);
         check(!flag, "affine not commutative");
@@ -593,6 +608,9 @@ static int loop_main(int rounds)
         MPI_Ibarrier(rev, &rq[4]);
         usleep(20000);
         MPI_Waitall(5, rq, sts);
+        MPI_Wait(&pbcast, MPI_STATUS_IGNORE);
+        check(pbc == 4000 + round, "persistent bcast across the sleep");
+        fold(pbc);
         for (int i = 0; i < LK; i++) {
             check(iy[i] == want[i], "iallreduce summod across the sleep");
             fold(iy[i]);
@@ -614,6 +632,8 @@ static int loop_main(int rounds)
         }
     }
 
+    MPI_Request_free(&psum);
+    MPI_Request_free(&pbcast);
     MPI_Op_free(&affine);
     MPI_Op_free(&summod);
     MPI_Comm_free(&rev);
