@@ -617,24 +617,17 @@ typedef int (*improbe_fn)(int, int, MPI_Comm, int *, MPI_Message *, MPI_Status *
 typedef int (*get_count_fn)(const MPI_Status *, MPI_Datatype, int *);
 typedef int (*mrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Status *);
 
-/* Receives one unexpected message on `c` into the drained list; 1 if there was one. */
-static int drain_one(int c)
+/* Receives matched message `msg` (probed with status `st`) on the application's
+ * communicator `c` into a new upper-half copy (MPI_PACKED), and counts its receive. */
+struct mana_drained *mana_drained_take(MPI_Message *msg, MPI_Status *st, int c)
 {
     unsigned long fs = mana_thread_lower_fs();
-    improbe_fn improbe = (improbe_fn)lower_get(LOWER_FN(4321, "PMPI_Improbe"), fs);
     get_count_fn get_count = (get_count_fn)lower_get(LOWER_FN(4322, "PMPI_Get_count"), fs);
     mrecv_fn mrecv = (mrecv_fn)lower_get(LOWER_FN(4323, "PMPI_Mrecv"), fs);
-    MPI_Comm real = mana_h_real(c);
-    int flag = 0, bytes = 0;
-    MPI_Message msg;
-    MPI_Status st;
+    int bytes = 0;
     unsigned long up = mana_enter_lower(fs);
-    improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, real, &flag, &msg, &st);
-    if (flag)
-        get_count(&st, MPI_PACKED, &bytes);
+    get_count(st, MPI_PACKED, &bytes);
     mana_leave_lower(up);
-    if (!flag)
-        return 0;
     struct mana_drained *d = calloc(1, sizeof *d);
     char *data = malloc(bytes > 0 ? (size_t)bytes : 1);
     if (!d || !data) {
@@ -642,13 +635,31 @@ static int drain_one(int c)
         abort();
     }
     up = mana_enter_lower(fs);
-    mrecv(data, bytes, MPI_PACKED, &msg, &st);
+    mrecv(data, bytes, MPI_PACKED, msg, st);
     mana_leave_lower(up);
     d->comm = c;
-    d->source = st.MPI_SOURCE;
-    d->tag = st.MPI_TAG;
+    d->source = st->MPI_SOURCE;
+    d->tag = st->MPI_TAG;
     d->bytes = bytes;
     d->data = data;
+    mana_count_recvd(c);
+    return d;
+}
+
+/* Receives one unexpected message on `c` into the drained list; 1 if there was one. */
+static int drain_one(int c)
+{
+    unsigned long fs = mana_thread_lower_fs();
+    improbe_fn improbe = (improbe_fn)lower_get(LOWER_FN(4321, "PMPI_Improbe"), fs);
+    int flag = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    unsigned long up = mana_enter_lower(fs);
+    improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, mana_h_real(c), &flag, &msg, &st);
+    mana_leave_lower(up);
+    if (!flag)
+        return 0;
+    struct mana_drained *d = mana_drained_take(&msg, &st, c);
     pthread_mutex_lock(&drained_lock);
     if (drained_tail)
         drained_tail->next = d;
@@ -656,7 +667,6 @@ static int drain_one(int c)
         mana_drained_head = d;
     drained_tail = d;
     pthread_mutex_unlock(&drained_lock);
-    mana_count_recvd(c);
     return 1;
 }
 

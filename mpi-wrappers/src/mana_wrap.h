@@ -431,6 +431,9 @@ struct mana_drained {
 };
 /* The earliest drained message matching (comm, source, tag), removed (`take`) or not. */
 extern struct mana_drained *mana_drained_match(int comm, int source, int tag, int take) MANA_HIDDEN;
+/* Receives matched message `*msg` (probe status `st`) on the application's communicator
+ * `comm` into a new upper-half copy, counted as received (the drain; src/ckpt.c). */
+extern struct mana_drained *mana_drained_take(MPI_Message *msg, MPI_Status *st, int comm) MANA_HIDDEN;
 /* Receives every message the application matched (MPI_Mprobe/Improbe) but has not
  * received into the upper half, for its MPI_Mrecv/Imrecv (src/p2p.c; drain, gate closed).
  * Returns how many. */

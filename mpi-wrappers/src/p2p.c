@@ -590,41 +590,16 @@ static int take_msg_comm(int msg, struct mana_drained **data)
     return MPI_COMM_NULL;
 }
 
-typedef int (*get_count_fn)(const MPI_Status *, MPI_Datatype, int *);
-typedef int (*mrecv_packed_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Status *);
-
 int mana_drain_matched(void)
 {
     int n = 0;
-    unsigned long fs = mana_thread_lower_fs();
-    get_count_fn get_count = (get_count_fn)lower_get(LOWER_FN(4297, "PMPI_Get_count"), fs);
-    mrecv_packed_fn mrecv = (mrecv_packed_fn)lower_get(LOWER_FN(4298, "PMPI_Mrecv"), fs);
     for (int i = 0; i < MANA_MSG_COMMS; i++) {
         int v = msg_comm[i].msg;
         if (!v || msg_comm[i].data)
             continue;
         MPI_Message real = mana_h_real(v);
         MPI_Status st = msg_comm[i].st;
-        int bytes = 0;
-        unsigned long up = mana_enter_lower(fs);
-        get_count(&st, MPI_PACKED, &bytes);
-        mana_leave_lower(up);
-        struct mana_drained *d = calloc(1, sizeof *d);
-        char *buf = malloc(bytes > 0 ? (size_t)bytes : 1);
-        if (!d || !buf) {
-            fprintf(stderr, "mana: out of memory draining a matched message of %d bytes\n", bytes);
-            abort();
-        }
-        up = mana_enter_lower(fs);
-        mrecv(buf, bytes, MPI_PACKED, &real, &st);
-        mana_leave_lower(up);
-        d->comm = msg_comm[i].comm;
-        d->source = st.MPI_SOURCE;
-        d->tag = st.MPI_TAG;
-        d->bytes = bytes;
-        d->data = buf;
-        msg_comm[i].data = d;
-        mana_count_recvd(d->comm);
+        msg_comm[i].data = mana_drained_take(&real, &st, msg_comm[i].comm);
         /* The handle stays the application's; nothing of it is left in the lower half. */
         struct mana_req_meta *m = mana_req_meta(v);
         if (m)

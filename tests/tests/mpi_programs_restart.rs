@@ -13,24 +13,38 @@
 use mana_tests::*;
 use std::time::Duration;
 
-/// `name --loop rounds` on `ranks` ranks: checkpoint+kill at a random instant within
-/// `within` of its ready line, restart, compare the `done` line with the native run's.
-fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
-    let s = Session::start(&format!("mpi-prog-{name}-{ranks}"));
+/// A `name --loop rounds` job on `ranks` ranks under mana_launch, past its ready line and
+/// registered, with the native run's `done` line and a random generator for the instant.
+struct Started {
+    s: Session,
+    run: Proc,
+    expected: Option<String>,
+    rng: Rng,
+}
+
+fn start(label: &str, name: &str, ranks: usize, rounds: &str) -> Started {
+    let s = Session::start(label);
     let program = compile_mpi(name, s.dir());
     let args = ["--loop", rounds];
-    let expected = native(&s, ranks, &program, &args);
-    let done = |t: &str| result_line(t, &format!("{name} done"));
-    assert!(
-        done(&expected).is_some(),
-        "{name}: no done line natively:\n{expected}"
-    );
-    let mut rng = Rng::seeded(&format!("mpi-prog-{name}-{ranks}"));
+    let expected = result_line(&native(&s, ranks, &program, &args), &format!("{name} done"));
+    assert!(expected.is_some(), "{name}: no done line natively");
     let run = launch(&s, ranks, &program, &args, &[]);
     run.wait_for_stdout(&format!("{name} ready"), LONG);
     wait_registered(&s, ranks);
-    let gen = checkpoint_and_kill(&s, &mut rng, within, run);
-    let out = restart(&s, ranks, &[]).wait_output(LONG);
+    Started {
+        rng: Rng::seeded(label),
+        s,
+        run,
+        expected,
+    }
+}
+
+/// `name --loop rounds` on `ranks` ranks: checkpoint+kill at a random instant within
+/// `within` of its ready line, restart, compare the `done` line with the native run's.
+fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
+    let mut j = start(&format!("mpi-prog-{name}-{ranks}"), name, ranks, rounds);
+    let gen = checkpoint_and_kill(&j.s, &mut j.rng, within, j.run);
+    let out = restart(&j.s, ranks, &[]).wait_output(LONG);
     out.assert_success();
     assert_eq!(
         out.stderr_text()
@@ -41,8 +55,8 @@ fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration
         out.describe()
     );
     assert_eq!(
-        done(&out.stdout_text()),
-        done(&expected),
+        result_line(&out.stdout_text(), &format!("{name} done")),
+        j.expected,
         "{name}: the restarted job must end exactly as the native run\n{}",
         out.describe()
     );
@@ -52,24 +66,21 @@ fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration
 /// The same job checkpointed at a random instant without being killed: it runs on (the
 /// snapshot's extra fences and the drain leave no trace in its result).
 fn checkpoint_without_kill_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
-    let s = Session::start(&format!("mpi-prog-{name}-{ranks}-nokill"));
-    let program = compile_mpi(name, s.dir());
-    let args = ["--loop", rounds];
-    let expected = native(&s, ranks, &program, &args);
-    let done = |t: &str| result_line(t, &format!("{name} done"));
-    let mut rng = Rng::seeded(&format!("mpi-prog-{name}-{ranks}-nokill"));
-    let run = launch(&s, ranks, &program, &args, &[]);
-    run.wait_for_stdout(&format!("{name} ready"), LONG);
-    wait_registered(&s, ranks);
-    std::thread::sleep(rng.duration_upto(within));
-    let gen = s
-        .checkpoint()
-        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
-    let out = run.wait_output(LONG);
+    let mut j = start(
+        &format!("mpi-prog-{name}-{ranks}-nokill"),
+        name,
+        ranks,
+        rounds,
+    );
+    std::thread::sleep(j.rng.duration_upto(within));
+    let gen =
+        j.s.checkpoint()
+            .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+    let out = j.run.wait_output(LONG);
     out.assert_success();
     assert_eq!(
-        done(&out.stdout_text()),
-        done(&expected),
+        result_line(&out.stdout_text(), &format!("{name} done")),
+        j.expected,
         "{name}: {}",
         out.describe()
     );

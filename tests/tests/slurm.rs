@@ -10,7 +10,9 @@
 //! ```
 
 use mana_tests::*;
+use std::ffi::OsStr;
 use std::path::Path;
+use std::process::Command;
 
 fn srun(slurm: &Slurm, s: &Session, n: usize, program: &[&Path]) -> Output {
     let mut cmd = slurm.srun();
@@ -21,6 +23,27 @@ fn srun(slurm: &Slurm, s: &Session, n: usize, program: &[&Path]) -> Output {
         .env("MANA_STATUS_FILE", &s.status_file)
         .env("MANA_LOG", "mana::mpi=debug");
     Proc::spawn(&format!("srun --mpi=pmi2 -n {n}"), cmd).wait_output(LONG)
+}
+
+/// `srun --mpi=pmi2 SRUN_ARGS… TOOL ARGS…` (TOOL: mana_launch or mana_restart) in the
+/// session with its coordinator and `MANA_LOG=mana=info`, not started.
+fn srun_mana(
+    slurm: &Slurm,
+    s: &Session,
+    srun_args: &[&str],
+    tool: &str,
+    args: &[&OsStr],
+) -> Command {
+    let mut cmd = slurm.srun();
+    cmd.current_dir(s.dir())
+        .arg("--mpi=pmi2")
+        .args(srun_args)
+        .arg(bin(tool))
+        .args(args)
+        .env("HOME", &s.home)
+        .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_LOG", "mana=info");
+    cmd
 }
 
 #[test]
@@ -122,17 +145,14 @@ fn a_job_launched_under_srun_restarts_under_mpiexec() {
     let program = compile_mpi("world_mix", s.dir());
     let native = srun(&slurm, &s, 2, &[&program, Path::new("300")]);
     native.assert_success();
-    let mut cmd = slurm.srun();
-    cmd.current_dir(s.dir())
-        .args(["--mpi=pmi2", "-n", "2"])
-        .arg(bin("mana_launch"))
-        .arg("--ckptdir")
-        .arg(&s.ckpt_dir)
-        .arg(&program)
-        .arg("300")
-        .env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
+    let ckpt = s.ckpt_dir.as_os_str();
+    let args = [
+        "--ckptdir".as_ref(),
+        ckpt,
+        program.as_os_str(),
+        "300".as_ref(),
+    ];
+    let cmd = srun_mana(&slurm, &s, &["-n", "2"], "mana_launch", &args);
     let run = Proc::spawn("srun mana_launch world_mix", cmd);
     run.wait_for_stdout("world_mix ready", LONG);
     let deadline = std::time::Instant::now() + LONG;
@@ -267,18 +287,15 @@ fn a_signal_to_the_ranks_checkpoints_the_job() {
     let program = compile_mpi("world_mix", s.dir());
     let native = srun(&slurm, &s, 2, &[&program, Path::new("2000")]);
     native.assert_success();
-    let mut cmd = slurm.srun();
-    cmd.current_dir(s.dir())
-        .args(["--mpi=pmi2", "-n", "2"])
-        .arg(bin("mana_launch"))
-        .arg("--ckptdir")
-        .arg(&s.ckpt_dir)
-        .args(["--checkpoint-signal", "USR1"])
-        .arg(&program)
-        .arg("2000")
-        .env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
+    let args = [
+        "--ckptdir".as_ref(),
+        s.ckpt_dir.as_os_str(),
+        "--checkpoint-signal".as_ref(),
+        "USR1".as_ref(),
+        program.as_os_str(),
+        "2000".as_ref(),
+    ];
+    let cmd = srun_mana(&slurm, &s, &["-n", "2"], "mana_launch", &args);
     let run = Proc::spawn("srun mana_launch --checkpoint-signal USR1 world_mix", cmd);
     run.wait_for_stdout("world_mix ready", LONG);
     wait_registered(&s, 2);
@@ -349,30 +366,28 @@ fn a_job_restarts_on_other_slurm_nodes() {
         .arg("400");
     let native = Proc::spawn("native srun -w n1", cmd).wait_output(LONG);
     native.assert_success();
-    let mut cmd = slurm.srun();
-    cmd.current_dir(s.dir())
-        .args(["--mpi=pmi2", "-N", "1", "-n", "2", "-w", "n1"])
-        .arg(bin("mana_launch"))
-        .arg("--ckptdir")
-        .arg(&s.ckpt_dir)
-        .arg(&program)
-        .arg("400")
-        .env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
+    let ckpt = s.ckpt_dir.as_os_str();
+    let args = [
+        "--ckptdir".as_ref(),
+        ckpt,
+        program.as_os_str(),
+        "400".as_ref(),
+    ];
+    let n1 = ["-N", "1", "-n", "2", "-w", "n1"];
+    let cmd = srun_mana(&slurm, &s, &n1, "mana_launch", &args);
     let run = Proc::spawn("srun -w n1 mana_launch world_mix", cmd);
     run.wait_for_stdout("world_mix ready", LONG);
     wait_registered(&s, 2);
     let mut rng = Rng::seeded("slurm-nodes");
     checkpoint_and_kill(&s, &mut rng, std::time::Duration::from_millis(700), run);
-    let mut cmd = slurm.srun();
-    cmd.current_dir(s.dir())
-        .args(["--mpi=pmi2", "-N", "2", "-n", "2", "-w", "n2,n3"])
-        .arg(bin("mana_restart"))
-        .arg(&s.ckpt_dir)
-        .env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
+    let n2_n3 = ["-N", "2", "-n", "2", "-w", "n2,n3"];
+    let cmd = srun_mana(
+        &slurm,
+        &s,
+        &n2_n3,
+        "mana_restart",
+        &[s.ckpt_dir.as_os_str()],
+    );
     let out = Proc::spawn("srun -w n2,n3 mana_restart", cmd).wait_output(LONG);
     out.assert_success();
     let done = |t: &str| result_line(t, "world_mix done");
