@@ -11,7 +11,9 @@
 //! `mana_register_mpi_ops`, which calls [`register`]).
 
 use core::sync::atomic::{AtomicPtr, Ordering};
-use mana_coordinator::{Connection, ReduceEntry, ReduceError, ReduceOp};
+use mana_coordinator::{Connection, ReduceEntry, ReduceError, ReduceOp, ToCoord};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -46,6 +48,8 @@ pub struct MpiOps {
     p2p_sent: unsafe extern "C" fn(out: *mut Count, cap: i32) -> i32,
     drain_step: unsafe extern "C" fn(sums: *const Count, n: i32) -> i64,
     drained_count: unsafe extern "C" fn() -> i32,
+    /// One poke of the lower half's progress engine (gate closed).
+    progress: unsafe extern "C" fn(),
     /// After the drain: records what a restart needs from the lower half; 0, or -1 with
     /// why a restart of this image would be refused.
     snapshot: unsafe extern "C" fn(why: *mut u8, len: i32) -> i32,
@@ -225,6 +229,33 @@ fn agree(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<u32, St
     unreachable!()
 }
 
+/// A reduce once the gate is closed: while the coordinator's answer is not there, this rank
+/// keeps MPI progressing. A peer's thread may be inside MPI waiting for this rank — a
+/// passive-target unlock or flush needs its target's progress — and that peer cannot close
+/// its gate (so the reduce cannot complete) until it returns.
+fn reduce_progressing(
+    ops: &MpiOps,
+    conn: &mut Connection,
+    key: &str,
+    op: ReduceOp,
+    entries: Vec<ReduceEntry>,
+) -> Result<Vec<ReduceEntry>, ReduceError> {
+    conn.send(&ToCoord::Reduce {
+        key: key.to_string(),
+        op,
+        entries,
+    })?;
+    loop {
+        let mut fds = [PollFd::new(conn.stream().as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(1u8)).is_ok_and(|n| n > 0) {
+            break;
+        }
+        // SAFETY: the wrapper library's own function; the gate is closed.
+        unsafe { (ops.progress)() };
+    }
+    conn.wait_reduced(key)
+}
+
 /// DRAIN.md §2: every rank publishes how many messages it sent to whom; each receives
 /// what is still in flight to it, until the job-wide work left is zero.
 fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), String> {
@@ -238,9 +269,14 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
         ));
     }
     let entries: Vec<ReduceEntry> = sent[..n].iter().map(|c| (c.key, c.count as i64)).collect();
-    let sums = conn
-        .reduce(&format!("ckpt{generation}/sent"), ReduceOp::Sum, entries)
-        .map_err(reduce_err)?;
+    let sums = reduce_progressing(
+        ops,
+        conn,
+        &format!("ckpt{generation}/sent"),
+        ReduceOp::Sum,
+        entries,
+    )
+    .map_err(reduce_err)?;
     let sums: Vec<Count> = sums
         .iter()
         .map(|(k, v)| Count {
@@ -255,13 +291,14 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
         if left < 0 {
             warn!("more messages arrived than were sent: message counting is wrong");
         }
-        let total = conn
-            .reduce(
-                &format!("ckpt{generation}/drain{round}"),
-                ReduceOp::Sum,
-                vec![([0, 0, 0], left.max(0)), ([1, 0, 0], i64::from(left < 0))],
-            )
-            .map_err(reduce_err)?;
+        let total = reduce_progressing(
+            ops,
+            conn,
+            &format!("ckpt{generation}/drain{round}"),
+            ReduceOp::Sum,
+            vec![([0, 0, 0], left.max(0)), ([1, 0, 0], i64::from(left < 0))],
+        )
+        .map_err(reduce_err)?;
         let get = |k: u64| total.iter().find(|e| e.0[0] == k).map_or(0, |e| e.1);
         if get(1) > 0 {
             return Err("a rank received more messages than were sent to it (MANA bug)".into());

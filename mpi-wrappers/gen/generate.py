@@ -83,10 +83,12 @@ CONSTRUCTORS = (
 # Other calls collective over a communicator (or a window: its fences): counted like
 # blocking collectives.
 OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence")
-# Calls opening (+1) and closing (-1) a window's passive-target or PSCW epoch: a restart
-# cannot re-create a window in such an epoch (src/rebuild.c).
-WIN_EPOCH = {"Win_lock": 1, "Win_lock_all": 1, "Win_start": 1, "Win_post": 1,
-             "Win_unlock": -1, "Win_unlock_all": -1, "Win_complete": -1, "Win_wait": -1}
+# Calls opening (+1) and closing (-1) a window's PSCW epoch: a restart cannot re-create a
+# window in such an epoch (src/rebuild.c).
+WIN_EPOCH = {"Win_start": 1, "Win_post": 1, "Win_complete": -1, "Win_wait": -1}
+# Passive-target epochs are recorded to be opened again at restart: (hook arguments).
+WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0, -1",
+             "Win_lock_all": "-1, 0, assert, 1", "Win_unlock_all": "-1, 0, 0, -1"}
 
 
 def collective_kind(base):
@@ -338,6 +340,9 @@ def main():
         if base[4:] in WIN_EPOCH:
             pre_hooks.append("const int mana_win_ = win;")
             post.append("if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, %d);" % WIN_EPOCH[base[4:]])
+        if base[4:] in WIN_LOCKS:
+            pre_hooks.append("const int mana_win_ = win;")
+            post.append("if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, %s);" % WIN_LOCKS[base[4:]])
         # A group given to the application keeps its members as world ranks (restart).
         for item in handles.get(base, "").split():
             pname, kind, direction, length = item.split(":")

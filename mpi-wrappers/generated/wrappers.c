@@ -7592,7 +7592,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     {
         MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
-    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
+    if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
     return r_;
 }
@@ -7606,7 +7606,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     {
         MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
-    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
+    if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
     return r_;
 }
@@ -7712,7 +7712,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     {
         MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
-    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
+    if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
     return r_;
 }
@@ -7726,7 +7726,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     {
         MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
-    if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
+    if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
     return r_;
 }

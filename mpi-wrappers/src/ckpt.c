@@ -246,6 +246,35 @@ void mana_win_fenced(int win, int assert_)
         m->win_fenced = !(assert_ & MPI_MODE_NOSUCCEED);
 }
 
+void mana_win_locked(int win, int rank, int type, int assert_, int delta)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (!m)
+        return;
+    if (rank < 0) {
+        m->win_lock_all = delta > 0 ? assert_ + 1 : 0;
+        return;
+    }
+    pthread_mutex_lock(&cg_lock); /* threads may lock different targets at once */
+    int i = 0;
+    while (i < m->win_n_locks && m->win_locks[3 * i] != rank)
+        i++;
+    if (delta < 0 && i < m->win_n_locks) {
+        m->win_n_locks--;
+        memmove(&m->win_locks[3 * i], &m->win_locks[3 * i + 3], (size_t)(m->win_n_locks - i) * 3 * sizeof(int));
+    } else if (delta > 0) {
+        int *l = realloc(m->win_locks, (size_t)(m->win_n_locks + 1) * 3 * sizeof(int));
+        if (l) {
+            m->win_locks = l;
+            l[3 * m->win_n_locks] = rank;
+            l[3 * m->win_n_locks + 1] = type;
+            l[3 * m->win_n_locks + 2] = assert_;
+            m->win_n_locks++;
+        }
+    }
+    pthread_mutex_unlock(&cg_lock);
+}
+
 void mana_win_epoch(int win, int delta)
 {
     struct mana_comm_meta *m = mana_comm_meta(win);
@@ -703,6 +732,16 @@ static long long drain_step(const struct mana_count *sums, int n)
     if (s.negative)
         return -1;
     return s.outstanding + t.incomplete;
+}
+
+static void progress(void)
+{
+    int flag;
+    unsigned long fs = mana_thread_lower_fs();
+    iprobe_fn f = (iprobe_fn)lower_get(LOWER_FN(4310, "PMPI_Iprobe"), fs);
+    unsigned long up = mana_enter_lower(fs);
+    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+    mana_leave_lower(up);
 }
 
 static int drained_count(void)
@@ -1204,6 +1243,7 @@ static const struct mana_mpi_ops ops = {
     .p2p_sent = p2p_sent,
     .drain_step = drain_step,
     .drained_count = drained_count,
+    .progress = progress,
     .snapshot = mana_snapshot,
     .restart_reset = restart_reset,
     .restart = mpi_restart,

@@ -241,6 +241,7 @@ int mana_h_virtual(int real)
             free(m->cart_periods);
             free(m->remote_world_ranks);
             free(m->graph);
+            free(m->win_locks);
             memset(m, 0, sizeof *m);
         }
         if (kind != KIND_REQUEST)

@@ -38,6 +38,9 @@ struct mana_mpi_ops {
     long long (*drain_step)(const struct mana_count *sums, int n);
     /* Drained messages not yet delivered. */
     int (*drained_count)(void);
+    /* One poke of the lower half's progress engine (gate closed; the checkpointer's
+     * thread waiting for the coordinator: a peer may be inside MPI waiting on this rank). */
+    void (*progress)(void);
     /* After the drain (gate closed): records what a restart needs from the lower half;
      * 0, or -1 with why a restart of this image would be refused in `why`. */
     int (*snapshot)(char *why, int len);

@@ -333,7 +333,9 @@ struct mana_comm_meta {
     void *win_base;
     MPI_Aint win_size, win_disp_unit;
     unsigned char win_fenced; /* a fence opened an epoch (the last fence lacked NOSUCCEED) */
-    int win_epochs;           /* lock, lock_all, start or post epochs open */
+    int win_epochs;           /* start or post (PSCW) epochs open */
+    int win_lock_all;         /* MPI_Win_lock_all held: its assert + 1 (0: not held) */
+    int *win_locks, win_n_locks; /* MPI_Win_lock held: (rank, lock type, assert) each */
     MPI_Comm win_comm;        /* after a restart: the real communicator it was created over */
 };
 /* Every live virtual window's metadata (its world_ranks are the window's group). */
@@ -343,6 +345,9 @@ extern void mana_win_created(int comm, int win, void *base, MPI_Aint size, MPI_A
 /* After MPI_Win_fence / a call opening (+1) or closing (-1) a lock or PSCW epoch. */
 extern void mana_win_fenced(int win, int assert_) MANA_HIDDEN;
 extern void mana_win_epoch(int win, int delta) MANA_HIDDEN;
+/* After MPI_Win_lock (rank, type, assert, +1) / unlock (rank, -1), lock_all (rank -1,
+ * assert, +1) / unlock_all (rank -1, -1). */
+extern void mana_win_locked(int win, int rank, int type, int assert_, int delta) MANA_HIDDEN;
 /* A word per virtual handle for the wrappers (what a restart needs to create its object
  * again: src/special.c); NULL if `v` is not virtual. Zero when the handle is created. */
 extern unsigned *mana_h_aux(int v) MANA_HIDDEN;

@@ -17,9 +17,10 @@
  *
  * The snapshot also closes each window's fence epoch (an extra MPI_Win_fence, in window
  * order: RMA operations issued since the application's last fence complete now, as they
- * would at its next one). A window in a lock or PSCW epoch, a dynamic window, a session
- * or an unknown datatype constructor makes the image one a restart refuses, with a line
- * that says why.
+ * would at its next one), or flushes a window in passive-target epochs (MPI_Win_lock,
+ * lock_all: a restart locks again what was locked). A window in a PSCW epoch, a dynamic
+ * window, a session or an unknown datatype constructor makes the image one a restart
+ * refuses, with a line that says why.
  *
  * At restart (mana_rebuild_objects): keyvals, error handlers, operations, info objects and
  * datatypes first (communicators are then created by src/ckpt.c), then windows (over a
@@ -97,6 +98,10 @@ MANA_LOWER_FUNCTION(win_set_name, 4436, "PMPI_Win_set_name", (MPI_Win w, const c
 MANA_LOWER_FUNCTION(win_fence, 4437, "PMPI_Win_fence", (int a, MPI_Win w), (a, w))
 MANA_LOWER_FUNCTION(win_create_c, 4438, "PMPI_Win_create_c",
                     (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w), (b, s, d, i, c, w))
+MANA_LOWER_FUNCTION(win_flush_all, 4451, "PMPI_Win_flush_all", (MPI_Win w), (w))
+MANA_LOWER_FUNCTION(win_lock, 4452, "PMPI_Win_lock", (int t, int r, int a, MPI_Win w), (t, r, a, w))
+MANA_LOWER_FUNCTION(win_lock_all, 4453, "PMPI_Win_lock_all", (int a, MPI_Win w), (a, w))
+MANA_LOWER_FUNCTION(barrier, 4454, "PMPI_Barrier", (MPI_Comm c), (c))
 MANA_LOWER_FUNCTION(win_set_errhandler, 4439, "PMPI_Win_set_errhandler", (MPI_Win w, MPI_Errhandler e), (w, e))
 
 MANA_LOWER_FUNCTION(buffer_attach_c, 4441, "PMPI_Buffer_attach_c", (void *b, MPI_Count n), (b, n))
@@ -441,9 +446,11 @@ static void snap_windows(void)
             refuse("the application holds a dynamic window (MPI_Win_create_dynamic), which a restart cannot "
                    "create again yet");
         if (m->win_epochs > 0)
-            refuse("a window was in a passive-target (lock) or post/start epoch at the checkpoint, which a "
+            refuse("a window was in a post/start/complete/wait (PSCW) epoch at the checkpoint, which a "
                    "restart cannot open again yet");
-        if (m->win_fenced && m->win_epochs <= 0)
+        if (m->win_lock_all || m->win_n_locks)
+            win_flush_all(w); /* its passive-target epochs stay open: a restart opens them again */
+        else if (m->win_fenced && m->win_epochs <= 0)
             win_fence(0, w);
         struct name_rec r = {l.v.at[i], OBJ_WIN, ""};
         int len = 0;
@@ -465,6 +472,8 @@ int mana_snapshot(char *why, int len)
     mana_comm_each(snap_comm_name, NULL);
     mana_comm_each(snap_hints, NULL);
     snap_windows();
+    /* A flush may need its target's progress: no rank leaves before every flush is done. */
+    barrier(MPI_COMM_WORLD);
     for (int i = 0; i < snap.fetched.n; i++)
         type_free(&snap.fetched.at[i]);
     snap.fetched.n = 0;
@@ -640,8 +649,13 @@ static int rebuild_windows(char *err, int errlen)
         m->win_comm = c;
         if (rc == MPI_SUCCESS && m->errhandler)
             rc = win_set_errhandler(w, mana_h_real(m->errhandler));
-        /* The application was inside a fence epoch: a new one is open again. */
-        if (rc == MPI_SUCCESS && m->win_fenced)
+        /* The epoch the application was in is open again: its passive-target locks, or a
+         * fence epoch. */
+        if (rc == MPI_SUCCESS && m->win_lock_all)
+            rc = win_lock_all(m->win_lock_all - 1, w);
+        for (int k = 0; rc == MPI_SUCCESS && k < m->win_n_locks; k++)
+            rc = win_lock(m->win_locks[3 * k + 1], m->win_locks[3 * k], m->win_locks[3 * k + 2], w);
+        if (rc == MPI_SUCCESS && m->win_fenced && !m->win_lock_all && !m->win_n_locks)
             rc = win_fence(0, w);
         if (rc != MPI_SUCCESS) {
             bad = 1;

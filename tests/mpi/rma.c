@@ -7,7 +7,8 @@
  * can check they are upper-half memory. 2 or more ranks.
  * `rma --loop N`: the windows (Win_create on ordinary and on Alloc_mem memory, Win_allocate(_c),
  * Win_allocate_shared) and the node communicator are made once, "rma ready" is printed, then N rounds
- * of fence-only traffic 20 ms apart; prints "rma done: <checksum> failed <checks>". */
+ * of fence traffic 20 ms apart, with one window in a lock_all epoch for the whole loop and one
+ * locked exclusively across each round's sleep; prints "rma done: <checksum> failed <checks>". */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,14 @@ static int loop(int rank, int size, int rounds)
         printf("rma ready\n");
         fflush(stdout);
     }
+    /* Passive target: a window in a lock_all epoch for the whole loop (puts flushed each
+     * round), and one locked exclusively at the neighbour across each round's sleep. */
+    static unsigned lk_all[N], lk_one[N];
+    MPI_Win wla, wlo;
+    MPI_Win_create(lk_all, sizeof lk_all, sizeof(unsigned), MPI_INFO_NULL, MPI_COMM_WORLD, &wla);
+    MPI_Win_create(lk_one, sizeof lk_one, sizeof(unsigned), MPI_INFO_NULL, MPI_COMM_WORLD, &wlo);
+    MPI_Win_lock_all(0, wla);
+    int left = (rank + size - 1) % size;
     unsigned long long sum = 0;
     for (int k = 0; k < rounds; k++) {
         unsigned v = 1000 * (rank + 1) + k, a = rank + k + 1, mv = rank * 31 + k * 17;
@@ -124,8 +133,23 @@ static int loop(int rank, int size, int rounds)
         MPI_Allreduce(&ssum, &node_sum, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, node);
         s = s * 31 + node_sum;
         sum = sum * 1000003u + s + k;
+        unsigned pv = 7000 * (rank + 1) + k, po = 300 * (rank + 1) + k;
+        MPI_Put(&pv, 1, MPI_UNSIGNED, right, k % N, 1, MPI_UNSIGNED, wla);
+        MPI_Win_flush(right, wla);
+        MPI_Win_lock(MPI_LOCK_EXCLUSIVE, right, 0, wlo);
+        MPI_Put(&po, 1, MPI_UNSIGNED, right, k % N, 1, MPI_UNSIGNED, wlo);
         usleep(20000);
+        MPI_Win_unlock(right, wlo);
+        MPI_Barrier(MPI_COMM_WORLD);
+        MPI_Win_sync(wla);
+        failed += lk_all[k % N] != 7000u * (left + 1) + k;
+        failed += lk_one[k % N] != 300u * (left + 1) + k;
+        sum = sum * 31 + lk_all[k % N] + lk_one[k % N];
+        MPI_Barrier(MPI_COMM_WORLD);
     }
+    MPI_Win_unlock_all(wla);
+    MPI_Win_free(&wla);
+    MPI_Win_free(&wlo);
     MPI_Win_free(&wsh);
     MPI_Comm_free(&node);
     MPI_Win_free(&w2);
