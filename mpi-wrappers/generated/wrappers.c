@@ -6976,26 +6976,13 @@ __attribute__((used)) static int mana_u_MPI_Type_extent(void) { return mana_unsu
 MANA_EXPORT(mana_u_MPI_Type_extent, MPI_Type_extent)
 __attribute__((used)) static int mana_u_PMPI_Type_extent(void) { return mana_unsupported("PMPI_Type_extent"); }
 MANA_EXPORT(mana_u_PMPI_Type_extent, PMPI_Type_extent)
-__attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype* datatype) {
-    mana_gate_enter();
-    MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_free", int, (MPI_Datatype* datatype), (&datatype_l));
-    }
-    *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_free, MPI_Type_free)
-MANA_EXPORT(mana_w_MPI_Type_free, PMPI_Type_free)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7010,7 +6997,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7025,7 +7012,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7042,7 +7029,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype dat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7056,7 +7043,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7068,7 +7055,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype dat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7080,7 +7067,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatyp
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7092,7 +7079,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7104,7 +7091,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7116,7 +7103,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7128,7 +7115,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype da
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7140,7 +7127,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7152,7 +7139,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7173,7 +7160,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7187,7 +7174,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7204,7 +7191,7 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     mana_gate_leave();
@@ -7218,7 +7205,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7230,7 +7217,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
     }
     mana_gate_leave();
     return r_;
@@ -7242,7 +7229,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7254,7 +7241,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7266,7 +7253,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7287,7 +7274,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7301,7 +7288,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7315,7 +7302,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7328,7 +7315,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Coun
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7340,7 +7327,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7352,7 +7339,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7364,7 +7351,7 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -7376,7 +7363,7 @@ __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
     mana_gate_leave();
     return r_;
@@ -7388,7 +7375,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -7401,7 +7388,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7416,7 +7403,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     mana_gate_leave();
@@ -7430,7 +7417,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7442,7 +7429,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     mana_gate_leave();
     return r_;
@@ -7457,7 +7444,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
@@ -7471,7 +7458,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7483,7 +7470,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7495,7 +7482,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7507,7 +7494,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7520,7 +7507,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7535,7 +7522,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -7549,7 +7536,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -7564,7 +7551,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -7577,7 +7564,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7590,7 +7577,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 508, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
@@ -7604,7 +7591,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 509, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
@@ -7619,7 +7606,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 511, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 510, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7633,7 +7620,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 512, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 511, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7646,7 +7633,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 513, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 512, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
     return r_;
@@ -7658,7 +7645,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 514, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 513, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     mana_gate_leave();
     return r_;
@@ -7672,7 +7659,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 515, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 514, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7685,7 +7672,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 516, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 515, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7697,7 +7684,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 517, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 516, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7710,7 +7697,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 517, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
@@ -7724,7 +7711,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 518, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
@@ -7738,7 +7725,7 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 520, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 519, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7747,12 +7734,12 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(521, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(520, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(522, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(521, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

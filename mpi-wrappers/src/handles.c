@@ -276,7 +276,7 @@ static void release(int v)
         return;
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
-    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0;
+    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0;
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
     if (real && *ref && --*ref == 0) {
@@ -286,6 +286,11 @@ static void release(int v)
         fifo_push(t, idx);
         t->live--;
         gone = 1;
+        if (kind == KIND_REQUEST) { /* the datatype it held (p2p.c, hold_datatype) */
+            struct mana_req_meta *rm = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+            held = rm->datatype;
+            rm->datatype = 0;
+        }
         if (HAS_COMM_META(kind)) { /* the handler it held a reference on, its send counts */
             m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             errhandler = m->errhandler;
@@ -299,9 +304,11 @@ static void release(int v)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
     if (aux)
-        mana_handle_released((int)kind, aux);
+        mana_handle_released((int)kind, aux, real);
     if (mana_h_is_virtual(errhandler))
         release(errhandler);
+    if (mana_h_is_virtual(held))
+        release(held);
 }
 
 /* `v` now names `real` (MPI replaced the object behind an in-out handle). */

@@ -362,9 +362,13 @@ extern void mana_h_forget_reals(void) MANA_HIDDEN;
  * half (0 or an MPI error code). */
 extern int mana_recreate_op(int v) MANA_HIDDEN;
 extern int mana_recreate_errhandler(int v) MANA_HIDDEN;
-/* The application's last handle to an object with an aux word is released (src/special.c
- * gives a user operation's or error handler's trampoline slot back). */
-extern void mana_handle_released(int kind, unsigned aux) MANA_HIDDEN;
+/* The last reference to an object with an aux word is released (src/special.c gives a user
+ * operation's or error handler's trampoline slot back, frees a datatype in the lower half
+ * as often as the application freed it). `real`: its real handle. */
+extern void mana_handle_released(int kind, unsigned aux, int real) MANA_HIDDEN;
+/* A datatype's aux word: how many MPI_Type_free the lower half is owed, or (a datatype
+ * re-created by a restart, whose new object MPI counts once) this flag: free it once. */
+#define MANA_AUX_FREE_ONCE 0x80000000u
 /* Every keyval the application created (src/special.c), for the snapshot and restart. */
 struct mana_keyval {
     void *copy, *del, *extra; /* the application's functions and extra state */

@@ -34,6 +34,16 @@ typedef int (*imrecv_fn)(void *, int, MPI_Datatype, MPI_Message *, MPI_Request *
 typedef int (*imrecv_c_fn)(void *, MPI_Count, MPI_Datatype, MPI_Message *, MPI_Request *);
 typedef int (*start_fn)(MPI_Request *);
 
+
+/* A request keeps its datatype's handle for as long as it lives (released with it,
+ * src/handles.c): MPI lets the application free the datatype meanwhile, and a restart
+ * posts the request again with it. */
+static void hold_datatype(struct mana_req_meta *m, MPI_Datatype dt)
+{
+    MPI_Datatype real = mana_h_real(dt);
+    m->datatype = mana_h_is_virtual(dt) && !mana_h_is_virtual(real) ? mana_h_virtual(real) : dt;
+}
+
 static int cancelled(const MPI_Status *st)
 {
     /* MPICH keeps the cancelled bit in the low bit of count_hi_and_cancelled. */
@@ -296,7 +306,7 @@ static int send_init(struct lower_fn *lf, struct lower_fn *lfc, int mode, const 
         /* Kept to create it again at restart. */
         m->buf = (void *)buf;
         m->count = count;
-        m->datatype = dt;
+        hold_datatype(m, dt);
         m->tag = tag;
         m->send_mode = (unsigned char)mode;
     }
@@ -460,7 +470,7 @@ static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt
     if (m) {
         m->buf = buf;
         m->count = count;
-        m->datatype = dt;
+        hold_datatype(m, dt);
         m->tag = tag;
         m->posted = mana_next_posted();
     }

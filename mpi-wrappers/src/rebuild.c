@@ -555,6 +555,9 @@ static int rebuild_types(char *err, int errlen)
             if (r->name[0])
                 type_set_name(r->fresh, r->name);
             mana_h_set_real(r->v, r->fresh);
+            unsigned *aux = mana_h_aux(r->v); /* MPI counts the new object once */
+            if (aux && !predefined_result(r->comb))
+                *aux = MANA_AUX_FREE_ONCE;
         }
     }
     /* Types only others were built from: the application had freed them. */

@@ -96,10 +96,17 @@ static int op_created(int r, MPI_Op op, int k, int large, int commute)
 
 static void eh_released(unsigned aux);
 
-/* The application's last handle to a user operation or error handler is gone: its slot
- * can serve a new one. */
-void mana_handle_released(int kind, unsigned aux)
+/* The last reference to a user operation or error handler is gone: its slot can serve a
+ * new one. */
+MANA_LOWER_FUNCTION(lower_type_free, 4055, "PMPI_Type_free", (MPI_Datatype * t), (t))
+
+void mana_handle_released(int kind, unsigned aux, int real)
 {
+    unsigned frees = aux & MANA_AUX_FREE_ONCE ? 1 : aux;
+    for (unsigned i = 0; kind == 0x3 && i < frees; i++) { /* the frees MPI_Type_free deferred */
+        MPI_Datatype t = real;
+        lower_type_free(&t);
+    }
     if (kind == 0x6)
         slot_put((aux & AUX_OP_LARGE) ? &op_busy_c : &op_busy, (int)(aux & 0xffff) - 1);
     else if (kind == 0x5)
@@ -1083,3 +1090,25 @@ MANA_EXPORT(mana_w_MPI_Init_thread, PMPI_Init_thread)
     MANA_EXPORT(mana_w_MPI_##KIND##_set_errhandler, PMPI_##KIND##_set_errhandler)
 SET_ERRHANDLER_WRAPPER(Comm, 4052)
 SET_ERRHANDLER_WRAPPER(Win, 4053)
+
+/* MPI_Type_free: a pending or persistent request may still hold the datatype (MANA
+ * re-posts it at restart, and the snapshot describes it then), so the lower half frees it
+ * only when its last reference goes (mana_handle_released) — at once when nothing holds
+ * it. */
+__attribute__((used)) static int mana_w_MPI_Type_free(MPI_Datatype *datatype)
+{
+    MPI_Datatype v = *datatype, real = mana_h_real(v);
+    unsigned *aux = mana_h_is_virtual(v) && !mana_h_is_virtual(real) ? mana_h_aux(v) : NULL;
+    if (!aux) { /* predefined, null or invalid: MPI's own answer */
+        int r;
+        MANA_FORWARD_INTO(r, 4056, "PMPI_Type_free", int, (MPI_Datatype *), (&real));
+        return r;
+    }
+    if (!(__atomic_load_n(aux, __ATOMIC_RELAXED) & MANA_AUX_FREE_ONCE))
+        __atomic_fetch_add(aux, 1, __ATOMIC_RELAXED);
+    mana_h_unref(v);
+    *datatype = MPI_DATATYPE_NULL;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Type_free, MPI_Type_free)
+MANA_EXPORT(mana_w_MPI_Type_free, PMPI_Type_free)

@@ -8,7 +8,7 @@
  *
  * `--loop N`: persistent requests and an attached Bsend buffer are made once, then N rounds of
  * the above, a message Mprobe'd before a 5 ms sleep and received after it, receives posted
- * before each 20 ms sleep and matched after it; rank 0 prints "p2p ready", then
+ * before each 20 ms sleep (one with a datatype freed at once) and matched after it; rank 0 prints "p2p ready", then
  * "p2p done: <checksum> ...". */
 #include <mpi.h>
 #include <stdio.h>
@@ -355,7 +355,13 @@ static int loop_main(int rounds)
             MPI_Request r[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
             MPI_Status sts[3];
             int a[N], wv = -1;
-            MPI_Irecv(a, N, MPI_INT, prev, 200, w, &r[0]);
+            /* Posted with a datatype freed right after (MPI allows it; a restart posts
+             * the receive again with that datatype). */
+            MPI_Datatype pairs;
+            MPI_Type_contiguous(2, MPI_INT, &pairs);
+            MPI_Type_commit(&pairs);
+            MPI_Irecv(a, N / 2, pairs, prev, 200, w, &r[0]);
+            MPI_Type_free(&pairs);
             MPI_Start(&pr);
             if (rank == 0)
                 MPI_Irecv(&wv, 1, MPI_INT, MPI_ANY_SOURCE, 300, wild, &r[2]);
