@@ -37,6 +37,7 @@ int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS];
 #define KIND_COMM 0x1
 #define KIND_GROUP 0x2
 #define KIND_WIN 0x8
+#define KIND_DATATYPE 0x3
 /* Kinds whose handles carry a struct mana_comm_meta (windows: identity and fence count). */
 #define HAS_COMM_META(k) ((k) == KIND_COMM || (k) == KIND_GROUP || (k) == KIND_WIN)
 
@@ -280,6 +281,16 @@ static void release(int v)
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
     if (real && *ref && --*ref == 0) {
+        unsigned *owed = &t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+        if (kind == KIND_DATATYPE && *owed) {
+            /* MPI_Type_free reaches the lower half now, while the handle still maps to the
+             * datatype: attribute delete callbacks see the application's handle. */
+            unsigned frees = *owed;
+            *owed = 0;
+            table_unlock(t);
+            mana_handle_released((int)kind, frees, real);
+            table_lock(t);
+        }
         if (kind != KIND_REQUEST)
             map_remove(t, real);
         chunk[idx & (CHUNK - 1)] = 0;

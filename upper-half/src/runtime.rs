@@ -508,18 +508,30 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
     };
     let here = 0u8;
     let sp = &here as *const u8 as u64;
+    let mut volatile = vec![
+        (sp, sp + 1),
+        (
+            LIB_START.load(Ordering::Relaxed),
+            LIB_END.load(Ordering::Relaxed),
+        ),
+    ];
+    // A parked thread's handler wakes up now and then while the image is written (its
+    // futex wait has a timeout), writing below its saved stack pointer: its stack (and
+    // alternate signal stack) is written through the bounce buffer, so that the data and
+    // the checksum agree. What changes there lies below the saved context: a restart does
+    // not read it.
+    for slot in threads::parked_slots(call.parked) {
+        volatile.push((slot.ctx.rsp.saturating_sub(1), slot.ctx.rsp));
+        if slot.altstack.flags & libc::SS_DISABLE == 0 && slot.altstack.size > 0 {
+            let base = slot.altstack.sp;
+            volatile.push((base, base + slot.altstack.size));
+        }
+    }
     let mut job = Job {
         fd: call.fd,
         pagemap_fd: call.pagemap_fd,
         header,
-        volatile: vec![
-            (sp, sp + 1),
-            (
-                LIB_START.load(Ordering::Relaxed),
-                LIB_END.load(Ordering::Relaxed),
-            ),
-        ],
-        volatile_stack: !lower.is_empty(),
+        volatile,
         lower,
     };
     write::write_image(&mut job)

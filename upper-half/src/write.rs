@@ -36,15 +36,12 @@ pub struct Job {
     pub pagemap_fd: i32,
     pub header: ImageHeader,
     /// Ranges written to during the write itself (this thread's stack, the runtime's
-    /// data): copied through a buffer so that checksum and data agree.
+    /// data, parked threads' stacks: their handlers wake up from a timed futex wait and
+    /// write below the saved context): copied through a buffer so that checksum and data
+    /// agree.
     pub volatile: Vec<(u64, u64)>,
     /// The lower half's ranges (sorted): never saved.
     pub lower: Vec<(u64, u64)>,
-    /// Copy the main thread's `[stack]` through a buffer too. In MPI processes it was
-    /// once seen to change while being written (1 image in ~100, checksum mismatch at
-    /// restart; the writer was not identified — a lower-half thread is the suspect), so
-    /// the image stores one consistent copy of each page.
-    pub volatile_stack: bool,
 }
 
 pub struct Written {
@@ -151,8 +148,7 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
                 };
             }
             let extents = select_pages(job.pagemap_fd, start, end, store, &mut pm, &mut data_off)?;
-            let volatile = job.volatile.iter().any(|&(s, e)| s < end && e > start)
-                || (job.volatile_stack && m.name == "[stack]");
+            let volatile = job.volatile.iter().any(|&(s, e)| s < end && e > start);
             let checksum = write_extents(job.fd, start, m, &extents, volatile, &mut bounce)?;
             job.header.regions.push(Region {
                 start,
