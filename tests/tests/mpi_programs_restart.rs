@@ -165,13 +165,6 @@ fn comms_restart_like_native() {
     restarts_like_native("comms", 2, "40", WITHIN);
 }
 
-/// The same on four ranks: Comm_create and Comm_create_group leave some ranks out, the
-/// intercommunicator joins two groups of two, the Cartesian grid is 2×2.
-#[test]
-fn comms_on_four_ranks_restart_like_native() {
-    restarts_like_native("comms", 4, "12", Duration::from_millis(1500));
-}
-
 /// Blocking and nonblocking collectives on sub-communicators with user operations.
 #[test]
 fn collectives_restart_like_native() {
