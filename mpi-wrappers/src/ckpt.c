@@ -157,9 +157,11 @@ static void comm_record(struct mana_comm_meta *p, struct mana_comm_meta *m, int 
     int inter = 0;
     lower_comm_test_inter(real, &inter);
     MPI_Group g;
-    lower_comm_group(real, &g);
-    m->world_ranks = world_ranks_of(g, &m->n_ranks);
-    lower_group_free(&g);
+    if (!m->world_ranks) {
+        lower_comm_group(real, &g);
+        m->world_ranks = world_ranks_of(g, &m->n_ranks);
+        lower_group_free(&g);
+    }
     if (!inter) {
         m->gid = mix(base, (unsigned long long)lowest_of(m->world_ranks, m->n_ranks) + 1) | 1;
         record_topology(real, m);
@@ -205,12 +207,11 @@ void mana_comm_created_group(int parent, int newcomm, int tag)
         return;
     MPI_Group g;
     lower_comm_group(mana_h_real(newcomm), &g);
-    int n = 0, *ranks = world_ranks_of(g, &n);
+    m->world_ranks = world_ranks_of(g, &m->n_ranks); /* comm_record keeps them */
     lower_group_free(&g);
     unsigned long long key = mix(mix(p->gid, 0xc9), (unsigned long long)tag);
-    for (int i = 0; i < n && ranks; i++)
-        key = mix(key, (unsigned long long)ranks[i]);
-    free(ranks);
+    for (int i = 0; i < m->n_ranks && m->world_ranks; i++)
+        key = mix(key, (unsigned long long)m->world_ranks[i]);
     pthread_mutex_lock(&cg_lock);
     unsigned i = (unsigned)key % CG_KEYS;
     while (cg_counts[i].key && cg_counts[i].key != key)
@@ -263,9 +264,16 @@ void mana_win_locked(int win, int rank, int type, int assert_, int delta)
         m->win_n_locks--;
         memmove(&m->win_locks[3 * i], &m->win_locks[3 * i + 3], (size_t)(m->win_n_locks - i) * 3 * sizeof(int));
     } else if (delta > 0) {
-        int *l = realloc(m->win_locks, (size_t)(m->win_n_locks + 1) * 3 * sizeof(int));
+        int *l = m->win_locks;
+        if (m->win_n_locks == m->win_locks_cap) { /* grows only: lock/unlock may be frequent */
+            int cap = m->win_locks_cap ? 2 * m->win_locks_cap : 4;
+            l = realloc(m->win_locks, (size_t)cap * 3 * sizeof(int));
+            if (l) {
+                m->win_locks = l;
+                m->win_locks_cap = cap;
+            }
+        }
         if (l) {
-            m->win_locks = l;
             l[3 * m->win_n_locks] = rank;
             l[3 * m->win_n_locks + 1] = type;
             l[3 * m->win_n_locks + 2] = assert_;
@@ -994,6 +1002,19 @@ int mana_comm_of_world_ranks(const int *ranks, int n, unsigned long long gid, MP
     return rc;
 }
 
+void mana_sort_by_gid(int *v, struct mana_comm_meta **m, int n)
+{
+    for (int i = 0; i < n; i++) /* insertion sort: short lists */
+        for (int j = i; j > 0 && m[j]->gid < m[j - 1]->gid; j--) {
+            int tv = v[j];
+            struct mana_comm_meta *tm = m[j];
+            v[j] = v[j - 1];
+            m[j] = m[j - 1];
+            v[j - 1] = tv;
+            m[j - 1] = tm;
+        }
+}
+
 /* Communicator `m` again: from its world ranks, then its topology (reorder 0, so every
  * rank keeps its rank); an intercommunicator from its local group and the remote group's
  * first world rank, over MPI_COMM_WORLD. */
@@ -1031,15 +1052,8 @@ static int rebuild_comms(char *err, int errlen)
 {
     struct comm_list l = {NULL, NULL, 0, 0, err, errlen, 0};
     mana_comm_each(list_comm, &l);
-    for (int i = 0; i < l.n && !l.bad; i++) /* insertion sort by gid (world/self first) */
-        for (int j = i; j > 0 && l.m[j]->gid < l.m[j - 1]->gid; j--) {
-            int tv = l.v[j];
-            struct mana_comm_meta *tm = l.m[j];
-            l.v[j] = l.v[j - 1];
-            l.m[j] = l.m[j - 1];
-            l.v[j - 1] = tv;
-            l.m[j - 1] = tm;
-        }
+    if (!l.bad)
+        mana_sort_by_gid(l.v, l.m, l.n); /* world/self first */
     for (int i = 0; i < l.n && !l.bad; i++) {
         struct mana_comm_meta *m = l.m[i];
         if (mana_h_is_virtual(l.v[i])) {

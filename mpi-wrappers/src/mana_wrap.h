@@ -335,9 +335,12 @@ struct mana_comm_meta {
     unsigned char win_fenced; /* a fence opened an epoch (the last fence lacked NOSUCCEED) */
     int win_epochs;           /* start or post (PSCW) epochs open */
     int win_lock_all;         /* MPI_Win_lock_all held: its assert + 1 (0: not held) */
-    int *win_locks, win_n_locks; /* MPI_Win_lock held: (rank, lock type, assert) each */
+    int *win_locks, win_n_locks, win_locks_cap; /* MPI_Win_lock held: (rank, type, assert) */
     MPI_Comm win_comm;        /* after a restart: the real communicator it was created over */
 };
+/* Sorts communicators or windows `v` (their metadata `m`) by ascending gid: an order every
+ * rank shares, for collective re-creation. */
+extern void mana_sort_by_gid(int *v, struct mana_comm_meta **m, int n) MANA_HIDDEN;
 /* Every live virtual window's metadata (its world_ranks are the window's group). */
 extern void mana_win_each(void (*f)(int w, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
 /* After a window was created over `base` (collective over `comm`): its identity. */

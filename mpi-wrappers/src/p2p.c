@@ -283,33 +283,42 @@ NONBLOCKING_SEND(MPI_Ibsend_c, "PMPI_Ibsend_c", 4225, NONE, LOWER_FN, MPI_Count)
 NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_FN, NONE, int)
 NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_FN, MPI_Count)
 
-/* Persistent sends: counted at every MPI_Start. */
-static int send_init(struct lower_fn *lf, struct lower_fn *lfc, int mode, const void *buf, MPI_Count count,
-                     MPI_Datatype dt, int dest, int tag, MPI_Comm comm, MPI_Request *request)
+static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag);
+
+/* A persistent send or receive (MPI_*_init): created in the lower half, its arguments
+ * kept (MPI_Start may serve a receive from drained messages; a restart creates either
+ * again). Sends are counted at every MPI_Start. */
+static int p2p_init(struct lower_fn *lf, struct lower_fn *lfc, int kind, void *buf, MPI_Count count,
+                    MPI_Datatype dt, int peer, int tag, MPI_Comm comm, MPI_Request *request)
 {
     MPI_Request r = MPI_REQUEST_NULL;
     mana_gate_enter();
     MPI_Comm c = mana_h_real(comm);
     MPI_Datatype t = mana_h_real(dt);
     unsigned long fs = mana_thread_lower_fs();
-    isend_fn f = lf ? (isend_fn)lower_get(lf, fs) : NULL;
-    isend_c_fn fc = lfc ? (isend_c_fn)lower_get(lfc, fs) : NULL;
+    void *f = lf ? lower_get(lf, fs) : lower_get(lfc, fs);
     unsigned long up = mana_enter_lower(fs);
-    int rc = f ? f(buf, (int)count, t, dest, tag, c, &r) : fc(buf, count, t, dest, tag, c, &r);
+    int rc;
+    if (kind == MANA_REQ_SEND)
+        rc = lf ? ((isend_fn)f)(buf, (int)count, t, peer, tag, c, &r) : ((isend_c_fn)f)(buf, count, t, peer, tag, c, &r);
+    else
+        rc = lf ? ((irecv_fn)f)(buf, (int)count, t, peer, tag, c, &r) : ((irecv_c_fn)f)(buf, count, t, peer, tag, c, &r);
     mana_leave_lower(up);
     mana_gate_leave();
     if (rc != MPI_SUCCESS)
         return rc;
-    new_request(r, MANA_REQ_SEND, comm, dest, 1, request);
-    struct mana_req_meta *m = mana_req_meta(*request);
-    if (m) {
-        /* Kept to create it again at restart. */
-        m->buf = (void *)buf;
-        m->count = count;
-        hold_datatype(m, dt);
-        m->tag = tag;
+    new_request(r, kind, comm, peer, 1, request);
+    recv_args(*request, buf, count, dt, tag);
+    return rc;
+}
+
+static int send_init(struct lower_fn *lf, struct lower_fn *lfc, int mode, const void *buf, MPI_Count count,
+                     MPI_Datatype dt, int dest, int tag, MPI_Comm comm, MPI_Request *request)
+{
+    int rc = p2p_init(lf, lfc, MANA_REQ_SEND, (void *)buf, count, dt, dest, tag, comm, request);
+    struct mana_req_meta *m = rc == MPI_SUCCESS ? mana_req_meta(*request) : NULL;
+    if (m)
         m->send_mode = (unsigned char)mode;
-    }
     return rc;
 }
 
@@ -522,32 +531,11 @@ __attribute__((used)) static int mana_w_MPI_Irecv_c(void *buf, MPI_Count count, 
 MANA_EXPORT(mana_w_MPI_Irecv_c, MPI_Irecv_c)
 MANA_EXPORT(mana_w_MPI_Irecv_c, PMPI_Irecv_c)
 
-/* A persistent receive keeps its arguments: MPI_Start may serve it from drained messages. */
-static int recv_init_common(struct lower_fn *lf, struct lower_fn *lfc, void *buf, MPI_Count count, MPI_Datatype dt,
-                            int src, int tag, MPI_Comm comm, MPI_Request *request)
-{
-    MPI_Request r = MPI_REQUEST_NULL;
-    mana_gate_enter();
-    MPI_Comm c = mana_h_real(comm);
-    MPI_Datatype t = mana_h_real(dt);
-    unsigned long fs = mana_thread_lower_fs();
-    irecv_fn f = lf ? (irecv_fn)lower_get(lf, fs) : NULL;
-    irecv_c_fn fc = lfc ? (irecv_c_fn)lower_get(lfc, fs) : NULL;
-    unsigned long up = mana_enter_lower(fs);
-    int rc = f ? f(buf, (int)count, t, src, tag, c, &r) : fc(buf, count, t, src, tag, c, &r);
-    mana_leave_lower(up);
-    mana_gate_leave();
-    if (rc != MPI_SUCCESS)
-        return rc;
-    new_request(r, MANA_REQ_RECV, comm, src, 1, request);
-    recv_args(*request, buf, count, dt, tag);
-    return rc;
-}
 
 __attribute__((used)) static int mana_w_MPI_Recv_init(void *buf, int count, MPI_Datatype dt, int src, int tag,
                                                       MPI_Comm comm, MPI_Request *request)
 {
-    return recv_init_common(LOWER_FN(4244, "PMPI_Recv_init"), NULL, buf, count, dt, src, tag, comm,
+    return p2p_init(LOWER_FN(4244, "PMPI_Recv_init"), NULL, MANA_REQ_RECV, buf, count, dt, src, tag, comm,
                             request);
 }
 MANA_EXPORT(mana_w_MPI_Recv_init, MPI_Recv_init)
@@ -556,7 +544,7 @@ MANA_EXPORT(mana_w_MPI_Recv_init, PMPI_Recv_init)
 __attribute__((used)) static int mana_w_MPI_Recv_init_c(void *buf, MPI_Count count, MPI_Datatype dt, int src,
                                                         int tag, MPI_Comm comm, MPI_Request *request)
 {
-    return recv_init_common(NULL, LOWER_FN(4245, "PMPI_Recv_init_c"), buf, count, dt, src, tag, comm,
+    return p2p_init(NULL, LOWER_FN(4245, "PMPI_Recv_init_c"), MANA_REQ_RECV, buf, count, dt, src, tag, comm,
                             request);
 }
 MANA_EXPORT(mana_w_MPI_Recv_init_c, MPI_Recv_init_c)

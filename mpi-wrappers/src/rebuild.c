@@ -418,15 +418,7 @@ static void list_win(int w, struct mana_comm_meta *m, void *arg)
 static void windows_in_order(struct win_list *l)
 {
     mana_win_each(list_win, l);
-    for (int i = 0; i < l->v.n; i++)
-        for (int j = i; j > 0 && l->m.at[j]->gid < l->m.at[j - 1]->gid; j--) {
-            int tv = l->v.at[j];
-            struct mana_comm_meta *tm = l->m.at[j];
-            l->v.at[j] = l->v.at[j - 1];
-            l->m.at[j] = l->m.at[j - 1];
-            l->v.at[j - 1] = tv;
-            l->m.at[j - 1] = tm;
-        }
+    mana_sort_by_gid(l->v.at, l->m.at, l->v.n);
 }
 
 static void win_list_free(struct win_list *l)

@@ -155,14 +155,7 @@ fn a_job_launched_under_srun_restarts_under_mpiexec() {
     let cmd = srun_mana(&slurm, &s, &["-n", "2"], "mana_launch", &args);
     let run = Proc::spawn("srun mana_launch world_mix", cmd);
     run.wait_for_stdout("world_mix ready", LONG);
-    let deadline = std::time::Instant::now() + LONG;
-    while s.status(&["--list"]).stdout_text().lines().count() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ranks did not register"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_registered(&s, 2);
     let mut rng = Rng::seeded("slurm-restart");
     std::thread::sleep(rng.duration_upto(std::time::Duration::from_millis(700)));
     let gen = s
@@ -170,18 +163,7 @@ fn a_job_launched_under_srun_restarts_under_mpiexec() {
         .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}\n{}", slurm.logs()));
     assert_committed(&s.ckpt_dir, &gen);
     let _ = run.wait_quietly(LONG);
-    let mut cmd = std::process::Command::new("mpiexec.mpich");
-    cmd.current_dir(s.dir())
-        .args(["-n", "2"])
-        .arg(bin("mana_restart"))
-        .arg(&s.ckpt_dir);
-    for v in SCRUBBED_ENV {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", &s.home)
-        .env("MANA_STATUS_FILE", &s.status_file)
-        .env("MANA_LOG", "mana=info");
-    let out = Proc::spawn("mpiexec mana_restart", cmd).wait_output(LONG);
+    let out = restart(&s, 2, &[]).wait_output(LONG);
     out.assert_success();
     let done = |t: &str| result_line(t, "world_mix done");
     assert_eq!(
