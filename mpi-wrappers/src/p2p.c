@@ -176,12 +176,22 @@ static void completed(MPI_Request *v, int real_before, int real_after, const MPI
     *v = mana_h_inout_done(*v, real_before, real_after);
 }
 
+/* A request completed in the upper half (from a drained message, or by the checkpointer)
+ * gives `st` its saved status but leaves MPI_ERROR as it was: MPICH sets that field only in
+ * the calls that report errors in statuses, and those set it themselves. */
+static void saved_status(MPI_Status *st, const struct mana_req_meta *m)
+{
+    int err = st->MPI_ERROR;
+    mana_status_copy(st, &m->status);
+    st->MPI_ERROR = err;
+}
+
 /* A request the checkpointer completed: its status, and the application's new handle
  * (MPI_REQUEST_NULL, or the inactive persistent request). */
 static void completed_by_checkpoint(MPI_Request *v, struct mana_req_meta *m, MPI_Status *st)
 {
     if (st)
-        mana_status_copy(st, &m->status);
+        saved_status(st, m);
     if (m->persistent) {
         m->state = MANA_REQ_LIVE;
         m->active = 0;
@@ -563,15 +573,32 @@ static struct {
     struct mana_drained *data; /* once drained */
 } msg_comm[MANA_MSG_COMMS];
 
-static void remember_msg_comm(int msg, int comm, const MPI_Status *st)
+/* `data`: the drained message itself, when the probe matched one already in the upper half. */
+static void remember_msg_comm(int msg, int comm, const MPI_Status *st, struct mana_drained *data)
 {
     for (int i = 0; i < MANA_MSG_COMMS; i++)
         if (__sync_bool_compare_and_swap(&msg_comm[i].msg, 0, msg)) {
             msg_comm[i].comm = comm;
             msg_comm[i].st = *st;
-            msg_comm[i].data = NULL;
+            msg_comm[i].data = data;
             return;
         }
+}
+
+/* A matched probe that finds a drained message: the message leaves the drained list (no
+ * other receive may take it) and the application gets a message handle with no lower-half
+ * object behind it, which MPI_Mrecv/Imrecv serve from the upper half. MPICH's Mprobe leaves
+ * MPI_ERROR alone, so `st` keeps it. */
+static int probe_drained(struct mana_drained *d, int comm, MPI_Status *st)
+{
+    struct mana_req_meta *m;
+    int v = mana_req_placeholder(&m);
+    m->kind = MANA_REQ_RECV;
+    m->comm = comm;
+    m->state = MANA_REQ_DONE;
+    mana_drained_status(d, st);
+    remember_msg_comm(v, comm, st, d);
+    return v;
 }
 
 /* The communicator message `msg` was probed on (and its drained copy, if any), forgotten. */
@@ -781,6 +808,13 @@ static int improbe_common(int blocking, int src, int tag, MPI_Comm comm, int *fl
         unsigned long fs = mana_thread_lower_fs();
         improbe_fn f = (improbe_fn)lower_get(lf, fs);
         MPI_Comm c = mana_h_real(comm);
+        struct mana_drained *d = src == MPI_PROC_NULL ? NULL : mana_drained_match(comm, src, tag, 1);
+        if (d) {
+            *message = probe_drained(d, comm, &st);
+            *flag = 1;
+            mana_gate_leave();
+            break;
+        }
         unsigned long up = mana_enter_lower(fs);
         for (int i = 0; i < (blocking ? MANA_SPIN : 1); i++) {
             rc = f(src, tag, c, flag, &m, &st);
@@ -793,7 +827,7 @@ static int improbe_common(int blocking, int src, int tag, MPI_Comm comm, int *fl
         if (rc == MPI_SUCCESS && *flag) {
             *message = mana_h_virtual(m);
             if (m != MPI_MESSAGE_NO_PROC)
-                remember_msg_comm(*message, comm, &st);
+                remember_msg_comm(*message, comm, &st, NULL);
         }
         mana_gate_leave();
         if (rc != MPI_SUCCESS || *flag || !blocking)
@@ -1323,7 +1357,7 @@ __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request reque
     if (m) {
         *flag = 1;
         if (sp == &st)
-            mana_status_copy(&st, &m->status);
+            saved_status(&st, m);
     } else {
         MPI_Request r = mana_h_real(request);
         MANA_CALL_LOWER_INTO(rc, 4294, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),

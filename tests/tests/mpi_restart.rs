@@ -277,3 +277,69 @@ fn interval_checkpoints_of_an_mpi_job() {
         again.describe()
     );
 }
+
+/// Eight messages the drain takes into the upper half (rank 0 waits outside MPI for a gate
+/// file while they arrive), then met after the checkpoint by Iprobe, Mprobe+Mrecv,
+/// Improbe+Imrecv, Irecv with Wait/Test/Waitall, a wildcard Probe and wildcard Recvs: every
+/// status (MPI_ERROR included: MPICH sets it in some calls only) and payload, and the order,
+/// equal the native run's — after a restart, and after a checkpoint the job survives.
+#[test]
+fn drained_messages_meet_every_probe_and_receive_like_native() {
+    for kill in [true, false] {
+        let label = if kill {
+            "mpi-drained-kill"
+        } else {
+            "mpi-drained"
+        };
+        let s = Session::start(label);
+        let program = compile_mpi("drained", s.dir());
+        let open_gate = s.dir().join("gate-open");
+        std::fs::write(&open_gate, "").unwrap();
+        let expected = native(&s, 2, &program, &[open_gate.to_str().unwrap()]);
+        let gate = s.dir().join("gate");
+        let run = launch(&s, 2, &program, &[gate.to_str().unwrap()], &[]);
+        run.wait_for_stdout("drained ready", LONG);
+        wait_registered(&s, 2);
+        let (gen, out) = if kill {
+            let gen = s
+                .checkpoint_and_kill()
+                .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+            let _ = run.wait_quietly(LONG);
+            std::fs::write(&gate, "").unwrap();
+            (gen, restart(&s, 2, &[]).wait_output(LONG))
+        } else {
+            let gen = s
+                .checkpoint()
+                .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+            std::fs::write(&gate, "").unwrap();
+            (gen, run.wait_output(LONG))
+        };
+        out.assert_success();
+        let image = gen.join(mana_image::ckptdir::image_name(0));
+        let reader = mana_image::ImageReader::open(&image).unwrap();
+        assert_eq!(
+            reader.header.mpi.as_ref().map(|m| m.drained_messages),
+            Some(8),
+            "rank 0's image holds the eight messages in flight"
+        );
+        let after_ready = |t: &str| -> String {
+            t.lines()
+                .skip_while(|l| *l != "drained ready")
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let got = if kill {
+            out.stdout_text()
+        } else {
+            after_ready(&out.stdout_text())
+        };
+        assert_eq!(
+            got.trim_end(),
+            after_ready(&expected),
+            "{label}: statuses and payloads must equal the native run's\n{}",
+            out.describe()
+        );
+        assert!(expected.contains("drained done"), "native: {expected}");
+    }
+}

@@ -1,0 +1,108 @@
+/* Messages that a checkpoint's drain takes into the upper half, met afterwards by every kind
+ * of probe and receive. 2 ranks.
+ *
+ * `drained GATE`: rank 1 sends eight small messages (tags 1..8, payload 100 + tag) to rank 0
+ * on a duplicated communicator, then both ranks pass a barrier and rank 0 prints
+ * "drained ready". Rank 0 then waits, outside MPI, until the file GATE exists (a test
+ * checkpoints the job meanwhile: the eight messages are in flight or unexpected, so the drain
+ * takes them; rank 1 meanwhile waits in a receive from rank 0). Then rank 0 meets them in this order:
+ *   Iprobe(tag 1), Mprobe(tag 2)+Mrecv, Improbe(tag 3)+Imrecv+Wait, Irecv(tag 4)+Wait,
+ *   Irecv(tag 5)+Test, Irecv(tag 6)+Waitall, Probe(ANY_TAG) (must see tag 1: non-overtaking),
+ *   Recv(ANY_SOURCE, ANY_TAG) for tags 1, 7, 8 in order;
+ * each status's MPI_ERROR starts as -7 and is printed as the call left it, with source, tag,
+ * count and payload. With GATE existing from the start (a native run) nothing is drained:
+ * the output must be the same. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void show(const char *call, const MPI_Status *st, int payload)
+{
+    int n;
+    MPI_Get_count(st, MPI_INT, &n);
+    printf("%-8s source %d tag %d count %d MPI_ERROR %d payload %d\n", call, st->MPI_SOURCE, st->MPI_TAG, n,
+           st->MPI_ERROR, payload);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int r, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (argc != 2 || size != 2) {
+        if (r == 0)
+            fprintf(stderr, "usage: drained GATE (2 ranks)\n");
+        MPI_Finalize();
+        return 2;
+    }
+    MPI_Comm comm;
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    if (r == 1)
+        for (int tag = 1; tag <= 8; tag++) {
+            int v = 100 + tag;
+            MPI_Send(&v, 1, MPI_INT, 0, tag, comm);
+        }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (r == 0) {
+        printf("drained ready\n");
+        fflush(stdout);
+        while (access(argv[1], F_OK) != 0)
+            usleep(10000);
+        MPI_Status st;
+        MPI_Message m;
+        MPI_Request q[1];
+        int b = -1, f = 0;
+        st.MPI_ERROR = -7;
+        while (!f)
+            MPI_Iprobe(1, 1, comm, &f, &st);
+        show("Iprobe", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Mprobe(1, 2, comm, &m, &st);
+        show("Mprobe", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Mrecv(&b, 1, MPI_INT, &m, &st);
+        show("Mrecv", &st, b);
+        st.MPI_ERROR = -7;
+        for (f = 0; !f;)
+            MPI_Improbe(1, 3, comm, &f, &m, &st);
+        show("Improbe", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Imrecv(&b, 1, MPI_INT, &m, &q[0]);
+        MPI_Wait(&q[0], &st);
+        show("Imrecv", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 4, comm, &q[0]);
+        MPI_Wait(&q[0], &st);
+        show("Wait", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 5, comm, &q[0]);
+        for (f = 0; !f;)
+            MPI_Test(&q[0], &f, &st);
+        show("Test", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 6, comm, &q[0]);
+        MPI_Waitall(1, q, &st);
+        show("Waitall", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &st);
+        show("Probe", &st, b);
+        for (int i = 0; i < 3; i++) {
+            st.MPI_ERROR = -7;
+            MPI_Recv(&b, 1, MPI_INT, MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &st);
+            show("Recv", &st, b);
+        }
+        MPI_Send(&b, 1, MPI_INT, 1, 99, MPI_COMM_WORLD);
+    } else {
+        /* Rank 1 waits in a point-to-point receive, not a collective: a checkpoint must not
+         * need rank 0 to leave its wait for the gate. */
+        int b;
+        MPI_Recv(&b, 1, MPI_INT, 0, 99, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
+    MPI_Comm_free(&comm);
+    if (r == 0)
+        printf("drained done\n");
+    MPI_Finalize();
+    return 0;
+}
