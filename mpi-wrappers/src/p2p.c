@@ -1232,6 +1232,7 @@ static int any_common(int count, MPI_Request v[], int *index, int *flag, MPI_Sta
         i = first_done(&b);
         if (i >= 0) {
             f = 1;
+            b.st[i] = st; /* the application's MPI_ERROR stays */
             batch_complete(&b, i, mana_status_ignored(status) ? NULL : status);
         } else {
             i = MPI_UNDEFINED;
@@ -1295,8 +1296,11 @@ static int some_common(int incount, MPI_Request v[], int *outcount, int indices[
             for (int i = 0; i < incount; i++)
                 if (done_meta(v[i]))
                     indices[n++] = i;
-            for (int k = 0; k < n; k++)
+            for (int k = 0; k < n; k++) {
+                if (!mana_status_ignored(sts)) /* the application's MPI_ERROR stays */
+                    mana_status_copy(&b.st[indices[k]], &sts[k]);
                 batch_complete(&b, indices[k], mana_status_ignored(sts) ? NULL : &sts[k]);
+            }
         } else {
             /* Output statuses are compacted: the k-th completion's lands in sts[k]. */
             for (int k = 0; k < incount; k++)

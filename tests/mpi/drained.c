@@ -1,14 +1,16 @@
 /* Messages that a checkpoint's drain takes into the upper half, met afterwards by every kind
  * of probe and receive. 2 ranks.
  *
- * `drained GATE`: rank 1 sends eight small messages (tags 1..8, payload 100 + tag) to rank 0
+ * `drained GATE`: rank 1 sends thirteen small messages (tags 1..13, payload 100 + tag) to rank 0
  * on a duplicated communicator, then both ranks pass a barrier and rank 0 prints
  * "drained ready". Rank 0 then waits, outside MPI, until the file GATE exists (a test
- * checkpoints the job meanwhile: the eight messages are in flight or unexpected, so the drain
- * takes them; rank 1 meanwhile waits in a receive from rank 0). Then rank 0 meets them in this order:
+ * checkpoints the job meanwhile: the messages are in flight or unexpected, so the drain
+ * take them; rank 1 meanwhile waits in a receive from rank 0). Then rank 0 meets them in this order:
  *   Iprobe(tag 1), Mprobe(tag 2)+Mrecv, Improbe(tag 3)+Imrecv+Wait, Irecv(tag 4)+Wait,
- *   Irecv(tag 5)+Test, Irecv(tag 6)+Waitall, Probe(ANY_TAG) (must see tag 1: non-overtaking),
- *   Recv(ANY_SOURCE, ANY_TAG) for tags 1, 7, 8 in order;
+ *   Irecv(tag 5)+Test, Irecv(tag 6)+Waitall, Irecv(tag 7)+Testall, Irecv(tag 8)+Waitany,
+ *   Irecv(tag 9)+Testany, Irecv(tag 10)+Waitsome, Irecv(tag 11)+Testsome,
+ *   Probe(ANY_TAG) (must see tag 1: non-overtaking), Recv(ANY_SOURCE, ANY_TAG) for tags 1,
+ *   12, 13 in order;
  * each status's MPI_ERROR starts as -7 and is printed as the call left it, with source, tag,
  * count and payload. With GATE existing from the start (a native run) nothing is drained:
  * the output must be the same. */
@@ -40,7 +42,7 @@ int main(int argc, char **argv)
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm);
     if (r == 1)
-        for (int tag = 1; tag <= 8; tag++) {
+        for (int tag = 1; tag <= 13; tag++) {
             int v = 100 + tag;
             MPI_Send(&v, 1, MPI_INT, 0, tag, comm);
         }
@@ -85,6 +87,30 @@ int main(int argc, char **argv)
         MPI_Irecv(&b, 1, MPI_INT, 1, 6, comm, &q[0]);
         MPI_Waitall(1, q, &st);
         show("Waitall", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 7, comm, &q[0]);
+        for (f = 0; !f;)
+            MPI_Testall(1, q, &f, &st);
+        show("Testall", &st, b);
+        int idx, n;
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 8, comm, &q[0]);
+        MPI_Waitany(1, q, &idx, &st);
+        show("Waitany", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 9, comm, &q[0]);
+        for (f = 0; !f;)
+            MPI_Testany(1, q, &idx, &f, &st);
+        show("Testany", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 10, comm, &q[0]);
+        MPI_Waitsome(1, q, &n, &idx, &st);
+        show("Waitsome", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Irecv(&b, 1, MPI_INT, 1, 11, comm, &q[0]);
+        for (n = 0; !n;)
+            MPI_Testsome(1, q, &n, &idx, &st);
+        show("Testsome", &st, b);
         st.MPI_ERROR = -7;
         MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &st);
         show("Probe", &st, b);
