@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # static-binary refusal test), mount/umount for the full-disk test, and MPICH (Hydra
 # mpiexec.mpich, libmpich.so.12), which the lower half is linked with; Slurm and munge for
 # the srun tests (they start their own slurmctld/slurmd: tests/src/slurm.rs); libclang for
-# rsmpi's mpi-sys bindings (tests/rsmpi, built against MPICH: .cargo/config.toml).
-packages=(gcc libc6-dev make pkg-config util-linux mount mpich libmpich-dev slurm-wlm munge libclang-dev clang)
+# rsmpi's mpi-sys bindings (tests/rsmpi, built against MPICH: .cargo/config.toml); gdb, with
+# which a test that times out prints its processes' stacks (tests/src/process.rs).
+packages=(gcc libc6-dev make pkg-config util-linux mount mpich libmpich-dev slurm-wlm munge libclang-dev clang gdb)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -290,11 +290,12 @@ impl Proc {
                 return self.collect(status);
             }
             if Instant::now() >= deadline {
+                let stacks = stacks_of_tree(child.id());
                 let _ = child.kill();
                 let status = child.wait().expect("reaping a killed process");
                 let out = self.collect(status);
                 panic!(
-                    "did not finish within {timeout:?}, killed: {}",
+                    "did not finish within {timeout:?}, killed: {}\n--- stacks before the kill ---\n{stacks}",
                     out.describe()
                 );
             }
@@ -365,4 +366,80 @@ pub fn native_run(program: &Path, args: &[&str]) -> Output {
     let out = Proc::spawn(&format!("native {}", program.display()), cmd).wait_output(crate::LONG);
     out.assert_success();
     out
+}
+
+/// The processes under `root` (itself included), parents before children.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// Every thread's backtrace of every process under `root` (gdb, 30 s at most each): what a
+/// test that timed out prints, so that a hang in CI says where each rank waited.
+fn stacks_of_tree(root: u32) -> String {
+    let mut all = String::new();
+    for pid in process_tree(root) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        all.push_str(&format!("=== pid {pid} {}\n", comm.trim()));
+        let out = Command::new("timeout")
+            .args(["30", "gdb", "-nx", "-batch", "-p", &pid.to_string()])
+            .args(["-ex", "thread apply all bt 25"])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                for l in text
+                    .lines()
+                    .filter(|l| l.starts_with('#') || l.starts_with("Thread "))
+                {
+                    all.push_str(l);
+                    all.push('\n');
+                }
+            }
+            Err(e) => all.push_str(&format!("(gdb could not run: {e})\n")),
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that outlives its timeout is reported with the stacks of its whole tree.
+    #[test]
+    #[should_panic(expected = "__libc_start_main")]
+    fn a_timeout_prints_the_stacks_of_the_process_tree() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 60 & sleep 60; wait"]);
+        let p = Proc::spawn("sleepers", cmd);
+        std::thread::sleep(Duration::from_millis(300));
+        let tree = process_tree(p.pid);
+        assert_eq!(tree.len(), 3, "sh and its two sleeps: {tree:?}");
+        p.wait_output(Duration::from_millis(500));
+    }
 }
