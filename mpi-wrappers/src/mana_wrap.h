@@ -217,11 +217,19 @@ extern __attribute__((visibility("hidden"))) const void *mana_translate_weights_
 extern int *mana_vh_dir[MANA_VH_KINDS][MANA_VH_CHUNKS] MANA_HIDDEN;
 
 /* A handle naming an object created at run time (MPICH: "direct" or "indirect"), as
- * opposed to a predefined object or a null handle, which keep their values. */
+ * opposed to a predefined object or a null handle, which keep their values. MPICH's five
+ * predefined pair types (MPI_FLOAT_INT … MPI_LONG_DOUBLE_INT, for MINLOC/MAXLOC) are
+ * "direct" handles 0x8c000000–0x8c000004 and predefined all the same. */
 static inline __attribute__((always_inline)) int mana_h_is_object(int h)
 {
-    return ((unsigned)h >> 30) >= 2;
+    return ((unsigned)h >> 30) >= 2 &&
+           (unsigned)h - (unsigned)MPI_FLOAT_INT > (unsigned)MPI_LONG_DOUBLE_INT - (unsigned)MPI_FLOAT_INT;
 }
+_Static_assert((unsigned)MPI_LONG_DOUBLE_INT - (unsigned)MPI_FLOAT_INT == 4 &&
+                   (unsigned)MPI_DOUBLE_INT - (unsigned)MPI_FLOAT_INT == 1 &&
+                   (unsigned)MPI_LONG_INT - (unsigned)MPI_FLOAT_INT == 2 &&
+                   (unsigned)MPI_SHORT_INT - (unsigned)MPI_FLOAT_INT == 3,
+               "MPICH's pair types are five consecutive handles");
 
 static inline __attribute__((always_inline)) int mana_h_is_virtual(int h)
 {

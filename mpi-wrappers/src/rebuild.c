@@ -340,15 +340,34 @@ static void attr_on_win(int w, struct mana_comm_meta *m, void *arg)
     snap_attr_on(w, arg);
 }
 
+/* The predefined datatypes (MPICH's mpi.h; those it maps to MPI_DATATYPE_NULL are
+ * skipped): attributes the application hangs on them are kept like any other. */
+static const MPI_Datatype predefined_types[] = {
+    MPI_CHAR, MPI_SIGNED_CHAR, MPI_UNSIGNED_CHAR, MPI_BYTE, MPI_WCHAR, MPI_SHORT, MPI_UNSIGNED_SHORT, MPI_INT,
+    MPI_UNSIGNED, MPI_LONG, MPI_UNSIGNED_LONG, MPI_FLOAT, MPI_DOUBLE, MPI_LONG_DOUBLE, MPI_LONG_LONG_INT,
+    MPI_UNSIGNED_LONG_LONG, MPI_PACKED, MPI_FLOAT_INT, MPI_DOUBLE_INT, MPI_LONG_INT, MPI_SHORT_INT, MPI_2INT,
+    MPI_LONG_DOUBLE_INT, MPI_INT8_T, MPI_INT16_T, MPI_INT32_T, MPI_INT64_T, MPI_UINT8_T, MPI_UINT16_T,
+    MPI_UINT32_T, MPI_UINT64_T, MPI_C_BOOL, MPI_C_FLOAT_COMPLEX, MPI_C_DOUBLE_COMPLEX,
+    MPI_C_LONG_DOUBLE_COMPLEX, MPI_AINT, MPI_OFFSET, MPI_COUNT, MPI_CXX_BOOL, MPI_CXX_FLOAT_COMPLEX,
+    MPI_CXX_DOUBLE_COMPLEX, MPI_CXX_LONG_DOUBLE_COMPLEX, MPI_CHARACTER, MPI_INTEGER, MPI_REAL, MPI_LOGICAL,
+    MPI_COMPLEX, MPI_DOUBLE_PRECISION, MPI_2INTEGER, MPI_2REAL, MPI_DOUBLE_COMPLEX, MPI_2DOUBLE_PRECISION,
+    MPI_REAL4, MPI_REAL8, MPI_REAL16, MPI_COMPLEX8, MPI_COMPLEX16, MPI_COMPLEX32, MPI_INTEGER1, MPI_INTEGER2,
+    MPI_INTEGER4, MPI_INTEGER8, MPI_INTEGER16,
+};
+
 /* Looks for attributes of keyval `a->real` on every object of its kind. */
 static void scan_attrs(struct attr_scan *a)
 {
-    if (a->kind == OBJ_COMM)
+    if (a->kind == OBJ_COMM) {
         mana_comm_each(attr_on_comm, a);
-    else if (a->kind == OBJ_TYPE)
+    } else if (a->kind == OBJ_TYPE) {
+        for (size_t i = 0; i < sizeof predefined_types / sizeof predefined_types[0]; i++)
+            if (predefined_types[i] != MPI_DATATYPE_NULL)
+                snap_attr_on(predefined_types[i], a);
         mana_h_each(KIND_DATATYPE, attr_on_handle, a);
-    else
+    } else {
         mana_win_each(attr_on_win, a);
+    }
 }
 
 int mana_keyval_in_use(int v)

@@ -3,7 +3,7 @@
  * MPI_TYPE_DUP_FN / MPI_WIN_DUP_FN and the NULL functions, on communicators, datatypes
  * and windows; the MPI-1 MPI_Keyval_create too. 2 or more ranks.
  * `--loop N` (for checkpoint/restart at random instants): keyvals, a duplicate communicator,
- * a datatype and a window with attributes are held across N rounds that read and replace
+ * a datatype, the predefined MPI_INT and a window with attributes are held across N rounds that read and replace
  * them and dup/free their own; the final line counts the callbacks' calls. */
 #include <mpi.h>
 #include <stdio.h>
@@ -163,6 +163,9 @@ static int loop_main(int rounds)
     MPI_Type_commit(&t1);
     MPI_Type_set_attr(t1, kv_type, (void *)tval);
     MPI_Type_set_attr(t1, kv_tcopy, (void *)tcval);
+    /* A predefined datatype carries one too. */
+    long pval = 21;
+    MPI_Type_set_attr(MPI_INT, kv_type, (void *)pval);
 
     static int wbuf[4];
     long wval = 9;
@@ -270,6 +273,12 @@ static int loop_main(int rounds)
         MPI_Type_dup(t1, &troll);
         troll_val = tval;
         troll_cval = tcval;
+        check(type_attr(MPI_INT, kv_type) == pval);
+        mix(pval);
+        pval = s % 89 + 2 * r;
+        type_seen = MPI_DATATYPE_NULL;
+        MPI_Type_set_attr(MPI_INT, kv_type, (void *)pval);
+        check(type_seen == MPI_INT);
 
         /* The long-lived window: a fence epoch (closed before the pause), its attribute
          * read back and replaced, and the predefined attributes. */
@@ -312,6 +321,7 @@ static int loop_main(int rounds)
     }
     MPI_Comm_free(&croll);
     MPI_Type_free(&troll);
+    MPI_Type_delete_attr(MPI_INT, kv_type);
     MPI_Comm_delete_attr(MPI_COMM_WORLD, kv_dup);
     MPI_Win_free(&win);
     MPI_Type_free(&t1);

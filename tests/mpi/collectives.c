@@ -1,5 +1,6 @@
 /* Every blocking collective (Barrier, Bcast, Gather(v), Scatter(v), Allgather(v),
- * Alltoall(v,w), Reduce, Allreduce, Reduce_scatter(_block), Scan, Exscan) and its
+ * Alltoall(v,w), Reduce, Allreduce (MAXLOC/MINLOC on the five pair types too),
+ * Reduce_scatter(_block), Scan, Exscan) and its
  * nonblocking version (Ibarrier ... Iexscan, completed with Wait or Waitall), with
  * MPI_IN_PLACE where the standard allows it. Each rank checks its results against the
  * values computed locally; rank 0 prints per-collective checksums and failure counts.
@@ -299,6 +300,26 @@ static void round_of_collectives(MPI_Comm w, int nb)
     for (int r = 1; r <= size; r++)
         fact *= r;
     check(lp[0] == fact && lp[1] == 1L << size, "allreduce prod in place");
+
+    /* MAXLOC/MINLOC on MPICH's five predefined pair types (handles of the "direct" shape). */
+    {
+        struct { float v; int i; } fi = {(float)(rank % 3), rank}, fo;
+        struct { double v; int i; } di = {rank * 1.5, rank}, dout;
+        struct { long v; int i; } li = {-(long)rank, rank}, lo;
+        struct { short v; int i; } si = {(short)(rank % 2), rank}, so;
+        struct { long double v; int i; } ldi = {(long double)rank / 4, rank}, ldo;
+        MPI_Allreduce(&fi, &fo, 1, MPI_FLOAT_INT, MPI_MAXLOC, w);
+        MPI_Allreduce(&di, &dout, 1, MPI_DOUBLE_INT, MPI_MAXLOC, w);
+        MPI_Allreduce(&li, &lo, 1, MPI_LONG_INT, MPI_MINLOC, w);
+        MPI_Allreduce(&si, &so, 1, MPI_SHORT_INT, MPI_MINLOC, w);
+        MPI_Allreduce(&ldi, &ldo, 1, MPI_LONG_DOUBLE_INT, MPI_MAXLOC, w);
+        check(dout.v == (size - 1) * 1.5 && dout.i == size - 1, "allreduce maxloc double_int");
+        check(lo.v == -(long)(size - 1) && lo.i == size - 1, "allreduce minloc long_int");
+        check(so.v == 0 && so.i == 0, "allreduce minloc short_int");
+        check(ldo.i == size - 1, "allreduce maxloc long_double_int");
+        int locs[5] = {fo.i * 10 + (int)fo.v, dout.i, lo.i, so.i, ldo.i};
+        record("maxloc/minloc", locs, 5);
+    }
 
     /* Reduce_scatter: rank r gets r+1 sums; Reduce_scatter_block: K each */
     for (int j = 0; j < total; j++)
