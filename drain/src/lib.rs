@@ -10,7 +10,7 @@
 //! registers its operations table at load time (through `libmana`'s
 //! `mana_register_mpi_ops`, which calls [`register`]).
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use mana_coordinator::{Connection, ReduceEntry, ReduceError, ReduceOp, ToCoord};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::AsFd;
@@ -33,7 +33,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 3;
+const OPS_VERSION: u32 = 4;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -42,7 +42,7 @@ pub struct MpiOps {
     coll_snapshot: unsafe extern "C" fn(out: *mut Seq, cap: i32) -> i32,
     coll_apply: unsafe extern "C" fn(targets: *const Seq, n: i32) -> i32,
     coll_grant_pass: unsafe extern "C" fn(),
-    coll_finish: unsafe extern "C" fn(),
+    coll_finish: unsafe extern "C" fn(agreed: i32),
     gate_close: unsafe extern "C" fn(timeout: f64) -> i32,
     gate_open: unsafe extern "C" fn(),
     p2p_sent: unsafe extern "C" fn(out: *mut Count, cap: i32) -> i32,
@@ -107,7 +107,9 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
         return Err("the MPI wrapper library did not register its checkpoint operations".into());
     };
     let t0 = Instant::now();
+    AGREED.store(false, Ordering::Relaxed);
     let r = agree(ops, conn, generation).and_then(|rounds| {
+        AGREED.store(true, Ordering::Relaxed);
         let agree = t0.elapsed();
         debug!(rounds, ?agree, "collectives converged");
         // SAFETY: the wrapper library's own function.
@@ -144,17 +146,22 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
     });
     if r.is_err() {
         // SAFETY: the wrapper library's own function.
-        unsafe { (ops.coll_finish)() };
+        unsafe { (ops.coll_finish)(i32::from(AGREED.load(Ordering::Relaxed))) };
     }
     r
 }
+
+/// Whether the last checkpoint's collectives converged job-wide (then every rank has freed
+/// each communicator that any rank had freed: the wrapper library forgets their final
+/// sequence numbers).
+static AGREED: AtomicBool = AtomicBool::new(false);
 
 /// The job resumes (after the commit, or a failed checkpoint).
 pub fn finish() {
     if let Some(ops) = ops() {
         // SAFETY: the wrapper library's own functions.
         unsafe {
-            (ops.coll_finish)();
+            (ops.coll_finish)(i32::from(AGREED.load(Ordering::Relaxed)));
             (ops.gate_open)();
         }
     }

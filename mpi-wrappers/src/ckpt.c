@@ -398,13 +398,42 @@ static void take_seq(int c, struct mana_comm_meta *m, void *arg)
     }
 }
 
-/* Marks a checkpoint pending and returns this rank's (gid, seq) pairs. */
+/* Final sequence numbers of the communicators and windows this rank freed since the last
+ * agreement (coll_lock). MPI_Comm_free is local: without them a peer that has not freed a
+ * communicator yet would be at "its" maximum, the agreement would converge with the
+ * communicator alive on one rank and freed on another, and a restart would re-create it on
+ * that rank alone (measured: both ranks of attrs.c then waited in different
+ * MPI_Comm_create_group calls). Reported like live ones, a peer catches up to the free. */
+static struct mana_seq *dead;
+static int n_dead, cap_dead;
+
+void mana_comm_dead(unsigned long long gid, unsigned long long seq)
+{
+    pthread_mutex_lock(&coll_lock);
+    if (n_dead == cap_dead) {
+        int cap = cap_dead ? 2 * cap_dead : 64;
+        struct mana_seq *more = realloc(dead, (size_t)cap * sizeof *dead);
+        if (more) {
+            dead = more;
+            cap_dead = cap;
+        }
+    }
+    if (n_dead < cap_dead)
+        dead[n_dead++] = (struct mana_seq){gid, seq};
+    pthread_mutex_unlock(&coll_lock);
+}
+
+/* Marks a checkpoint pending and returns this rank's (gid, seq) pairs: live communicators
+ * and windows, and those freed since the last agreement. */
 static int coll_snapshot(struct mana_seq *out, int cap)
 {
     struct snapshot s = {out, cap, 0};
     pthread_mutex_lock(&coll_lock);
     pending = 1;
     coll_each(take_seq, &s);
+    for (int i = 0; i < n_dead; i++, s.n++)
+        if (s.n < cap)
+            out[s.n] = dead[i];
     pthread_mutex_unlock(&coll_lock);
     return s.n;
 }
@@ -460,9 +489,13 @@ static void clear_target(int c, struct mana_comm_meta *m, void *arg)
     m->target = 0;
 }
 
-static void coll_finish(void)
+static void coll_finish(int agreed)
 {
     pthread_mutex_lock(&coll_lock);
+    /* Converged: every rank is at the final sequence number of every communicator freed
+     * anywhere, so every rank has freed it. */
+    if (agreed)
+        n_dead = 0;
     pending = 0;
     passes = 0;
     coll_each(clear_target, NULL);

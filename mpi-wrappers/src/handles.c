@@ -278,6 +278,7 @@ static void release(int v)
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
     int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0;
+    unsigned long long dead_gid = 0, dead_seq = 0;
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
     if (real && *ref && --*ref == 0) {
@@ -304,6 +305,8 @@ static void release(int v)
         }
         if (HAS_COMM_META(kind)) { /* the handler it held a reference on, its send counts */
             m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+            dead_gid = m->gid; /* its final sequence number, for the next agreement */
+            dead_seq = m->seq;
             errhandler = m->errhandler;
             m->errhandler = 0;
             sent = m->sent;
@@ -311,6 +314,8 @@ static void release(int v)
         }
     }
     table_unlock(t);
+    if (dead_gid)
+        mana_comm_dead(dead_gid, dead_seq);
     if (sent)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;

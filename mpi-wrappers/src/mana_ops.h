@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 3
+#define MANA_MPI_OPS_VERSION 4
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -24,8 +24,10 @@ struct mana_mpi_ops {
     int (*coll_apply)(const struct mana_seq *targets, int n);
     /* Lets a rank frozen at a collective's entry enter one more (stall breaker). */
     void (*coll_grant_pass)(void);
-    /* The checkpoint is over: clears pending and targets, frozen threads go on. */
-    void (*coll_finish)(void);
+    /* The checkpoint is over: clears pending and targets, frozen threads go on.
+     * `agreed`: the collectives converged job-wide (the final sequence numbers of
+     * communicators freed since are then known to every rank and can be forgotten). */
+    void (*coll_finish)(int agreed);
     /* Closes the gate and waits for every application thread to leave the lower half
      * (0), or gives up after `timeout` seconds (-1, gate open). The calling thread keeps
      * using the lower half. */

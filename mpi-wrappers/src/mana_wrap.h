@@ -470,6 +470,9 @@ extern struct mana_comm_meta *mana_comm_meta(int c) MANA_HIDDEN;
 /* A communicator's last handle is gone (src/ckpt.c keeps its send counts, `sent` from
  * mana_sent_alloc, for the drain); mana_sent_free releases such counters. */
 extern void mana_comm_released(unsigned long long gid, int send_side, unsigned long long *sent, int n_peers) MANA_HIDDEN;
+/* A communicator or window with identity `gid` is gone here after `seq` collectives: the
+ * next agreement makes every peer catch up to that (src/ckpt.c). */
+extern void mana_comm_dead(unsigned long long gid, unsigned long long seq) MANA_HIDDEN;
 extern void mana_sent_free(unsigned long long *sent, int n_peers) MANA_HIDDEN;
 /* Counts one message sent to `dest` (a rank of `c`'s (remote) group) / received on `c`. */
 extern void mana_count_sent(int c, int dest) MANA_HIDDEN;

@@ -343,3 +343,31 @@ fn drained_messages_meet_every_probe_and_receive_like_native() {
         assert!(expected.contains("drained done"), "native: {expected}");
     }
 }
+
+/// Ranks free a communicator a second apart (MPI_Comm_free is local) and the checkpoint is
+/// requested in between: it completes once every rank has freed it, and the restart, which
+/// must not re-create it on one rank alone, ends like the native run.
+#[test]
+fn a_communicator_freed_at_different_times_restarts_like_native() {
+    let s = Session::start("mpi-free-skew");
+    let program = compile_mpi("free_skew", s.dir());
+    let expected = native(&s, 2, &program, &[]);
+    let run = launch(&s, 2, &program, &[], &[]);
+    run.wait_for_stdout("free_skew ready", LONG);
+    wait_registered(&s, 2);
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+    let _ = run.wait_quietly(LONG);
+    let out = restart(&s, 2, &[]).wait_output(Duration::from_secs(60));
+    out.assert_success();
+    let done = |t: &str| result_line(t, "free_skew done");
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&expected),
+        "{}",
+        out.describe()
+    );
+    assert!(done(&expected).is_some(), "native: {expected}");
+    assert_images_have_no_lower_half(&gen, 2);
+}
