@@ -325,7 +325,10 @@ static int all_reached(void)
 typedef int (*iprobe_fn)(int, int, MPI_Comm, int *, MPI_Status *);
 
 /* A rank frozen at a collective's entry keeps the lower half progressing (its pending
- * rendezvous sends may be what a laggard waits for). */
+ * rendezvous sends may be what a laggard waits for). The probe is on MPI_COMM_WORLD: on
+ * MPI_COMM_SELF MPICH answers without running its progress engine, and a peer inside
+ * MPI_Win_unlock waited for this rank until its gate gave up after 60 s (rma.c, about one
+ * checkpoint in eight under load; none in 55 with WORLD). */
 static void drive_progress(void)
 {
     int flag;
@@ -333,7 +336,7 @@ static void drive_progress(void)
     unsigned long fs = mana_thread_lower_fs();
     iprobe_fn f = (iprobe_fn)lower_get(LOWER_FN(4310, "PMPI_Iprobe"), fs);
     unsigned long up = mana_enter_lower(fs);
-    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
     mana_leave_lower(up);
     mana_gate_leave();
     struct timespec ts = {0, 50000};
@@ -775,13 +778,14 @@ static long long drain_step(const struct mana_count *sums, int n)
     return s.outstanding + t.incomplete;
 }
 
+/* The same from the checkpointer's thread while it waits for the coordinator. */
 static void progress(void)
 {
     int flag;
     unsigned long fs = mana_thread_lower_fs();
     iprobe_fn f = (iprobe_fn)lower_get(LOWER_FN(4310, "PMPI_Iprobe"), fs);
     unsigned long up = mana_enter_lower(fs);
-    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+    f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
     mana_leave_lower(up);
 }
 
