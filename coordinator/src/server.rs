@@ -77,6 +77,10 @@ pub enum ServerError {
 /// `--idle-timeout` or SIGINT/SIGTERM/SIGHUP).
 pub fn run(opts: Options) -> Result<(), ServerError> {
     let path = opts.status_path.clone();
+    // Before the fork and before the status file exists: a SIGTERM that arrives as soon as
+    // the status file is there must not kill the daemon before its signal thread runs (its
+    // default action would leave the file behind; seen once in CI).
+    let term_signals = block_termination_signals();
     // Serialize "is one running? → bind → write the status file" against other
     // coordinators starting with the same status file (best effort: not every file
     // system supports flock on a directory).
@@ -148,7 +152,9 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
     });
 
     // Only now (after any fork) may threads exist.
-    spawn_signal_thread(coord.clone());
+    if let Some(set) = term_signals {
+        spawn_signal_thread(coord.clone(), set);
+    }
     {
         let c = coord.clone();
         spawn("mana-timer", move || c.timer_loop());
@@ -253,18 +259,26 @@ fn daemonize(
     }
 }
 
-/// SIGINT/SIGTERM/SIGHUP: remove the status file and exit. The signals are blocked here
-/// (inherited by every thread started later) and taken by one thread with `sigwait`.
-fn spawn_signal_thread(coord: Arc<Coord>) {
+/// SIGINT/SIGTERM/SIGHUP, blocked in the calling (only) thread: inherited across the fork
+/// and by every thread started later, until the signal thread takes them.
+fn block_termination_signals() -> Option<nix::sys::signal::SigSet> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(s);
     }
-    if let Err(e) = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        tracing::warn!(error = %e, "cannot block termination signals; the status file may be left behind");
-        return;
+    match nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        Ok(()) => Some(set),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot block termination signals; the status file may be left behind");
+            None
+        }
     }
+}
+
+/// SIGINT/SIGTERM/SIGHUP (blocked by [`block_termination_signals`]): remove the status file
+/// and exit. One thread takes them with `sigwait`.
+fn spawn_signal_thread(coord: Arc<Coord>, set: nix::sys::signal::SigSet) {
     spawn("mana-signals", move || {
         if let Ok(sig) = set.wait() {
             let mut st = coord.state.lock();
