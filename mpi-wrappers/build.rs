@@ -1,7 +1,7 @@
 //! Compiles the generated wrappers (`generated/wrappers.c`) and the hand-written ones
 //! (`src/*.c`) with gcc against MPICH's `mpi.h` into `libmpich.so.12`, placed in
-//! `target/<profile>/mana-mpi/` (with `libmpi.so.12`, MPICH's other name), the directory
-//! `mana_launch` puts first on the library path of an MPI program.
+//! `target/<profile>/mana-mpi/` (with a `libmpi.so.12` stub, MPICH's other soname), which
+//! `mana_launch` preloads into every program it starts.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,9 +66,24 @@ fn main() {
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");
+    // libmpi.so.12, MPICH's other soname (a source-built MPICH, the PyPI wheel, Intel MPI):
+    // an empty library with that soname that needs libmpich.so.12. mana_launch preloads
+    // it, so a program or library asking for libmpi.so.12 gets it — and through it the
+    // wrapper — whatever its RPATH says (a symlink would not do: the loader matches
+    // requests against sonames).
     let alias = lib_dir.join("libmpi.so.12");
     let _ = std::fs::remove_file(&alias);
-    std::os::unix::fs::symlink("libmpich.so.12", &alias).unwrap();
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libmpi.so.12"])
+        .arg("-Wl,--no-as-needed")
+        .arg("-Wl,-rpath,$ORIGIN")
+        .arg("-o")
+        .arg(&alias)
+        .args(["-x", "c", "/dev/null", "-x", "none"])
+        .arg(&lib)
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "linking the libmpi.so.12 stub failed");
     println!("cargo:rustc-env=MANA_MPI_LIB_DIR={}", lib_dir.display());
 }
 

@@ -263,17 +263,3 @@ pub fn check_dynamic(path: &Path) -> Result<(), LaunchError> {
         Err(LaunchError::Static(path.to_path_buf()))
     }
 }
-
-/// Whether `path` is an ELF program that needs MPICH's `libmpich.so.12` (or `libmpi.so.12`):
-/// such a program gets MANA's wrapper library instead, and the real MPI in the lower half.
-pub fn needs_mpich(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
-        return false;
-    };
-    elf.libraries
-        .iter()
-        .any(|l| *l == "libmpich.so.12" || *l == "libmpi.so.12")
-}

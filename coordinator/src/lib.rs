@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod launch;
+pub mod mpi_abi;
 pub mod protocol;
 mod reduce;
 pub mod server;

@@ -2,26 +2,6 @@
    spec/libmpich.so.12.exports. Do not edit: change the generator or its inputs. */
 #include "mana_wrap.h"
 
-__attribute__((used)) static int mana_u_MPII_Comm_get_attr(void) { return mana_unsupported("MPII_Comm_get_attr"); }
-MANA_EXPORT(mana_u_MPII_Comm_get_attr, MPII_Comm_get_attr)
-__attribute__((used)) static int mana_u_MPII_Comm_set_attr(void) { return mana_unsupported("MPII_Comm_set_attr"); }
-MANA_EXPORT(mana_u_MPII_Comm_set_attr, MPII_Comm_set_attr)
-__attribute__((used)) static int mana_u_MPII_Errhandler_set_cxx(void) { return mana_unsupported("MPII_Errhandler_set_cxx"); }
-MANA_EXPORT(mana_u_MPII_Errhandler_set_cxx, MPII_Errhandler_set_cxx)
-__attribute__((used)) static int mana_u_MPII_Grequest_set_lang_f77(void) { return mana_unsupported("MPII_Grequest_set_lang_f77"); }
-MANA_EXPORT(mana_u_MPII_Grequest_set_lang_f77, MPII_Grequest_set_lang_f77)
-__attribute__((used)) static int mana_u_MPII_Keyval_set_proxy(void) { return mana_unsupported("MPII_Keyval_set_proxy"); }
-MANA_EXPORT(mana_u_MPII_Keyval_set_proxy, MPII_Keyval_set_proxy)
-__attribute__((used)) static int mana_u_MPII_Op_set_cxx(void) { return mana_unsupported("MPII_Op_set_cxx"); }
-MANA_EXPORT(mana_u_MPII_Op_set_cxx, MPII_Op_set_cxx)
-__attribute__((used)) static int mana_u_MPII_Type_get_attr(void) { return mana_unsupported("MPII_Type_get_attr"); }
-MANA_EXPORT(mana_u_MPII_Type_get_attr, MPII_Type_get_attr)
-__attribute__((used)) static int mana_u_MPII_Type_set_attr(void) { return mana_unsupported("MPII_Type_set_attr"); }
-MANA_EXPORT(mana_u_MPII_Type_set_attr, MPII_Type_set_attr)
-__attribute__((used)) static int mana_u_MPII_Win_get_attr(void) { return mana_unsupported("MPII_Win_get_attr"); }
-MANA_EXPORT(mana_u_MPII_Win_get_attr, MPII_Win_get_attr)
-__attribute__((used)) static int mana_u_MPII_Win_set_attr(void) { return mana_unsupported("MPII_Win_set_attr"); }
-MANA_EXPORT(mana_u_MPII_Win_set_attr, MPII_Win_set_attr)
 __attribute__((used)) static int mana_u_MPIR_Err_create_code(void) { return mana_unsupported("MPIR_Err_create_code"); }
 MANA_EXPORT(mana_u_MPIR_Err_create_code, MPIR_Err_create_code)
 __attribute__((used)) static int mana_u_MPIR_Err_return_comm(void) { return mana_unsupported("MPIR_Err_return_comm"); }

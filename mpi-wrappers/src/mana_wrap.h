@@ -389,8 +389,14 @@ struct mana_keyval {
     int v, real;              /* the application's handle, the lower half's */
     unsigned char app_freed;  /* freed while attributes with it remained: MPI still has it */
     unsigned char dead;       /* freed and no attribute uses it: nothing to re-create */
+    void *copy_proxy, *del_proxy; /* a language binding's callers (MPII_Keyval_set_proxy) */
+    int attr_type;            /* MPICH's MPIR_Attr_type of its attributes: 0 pointer (C),
+                                 1 address-sized or 3 Fortran INTEGER (set by Fortran) */
 };
 extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
+/* The attribute type (struct mana_keyval's attr_type) of a keyval's attributes. */
+extern int mana_keyval_attr_type(int keyval_v) MANA_HIDDEN;
+extern void mana_keyval_attr_type_set(int keyval_v, int type) MANA_HIDDEN;
 extern int mana_recreate_keyval(struct mana_keyval *k) MANA_HIDDEN;
 extern void mana_keyval_dead(struct mana_keyval *k) MANA_HIDDEN;
 /* Around MPI_*_free_keyval: whether attributes with real keyval `real` exist (asked

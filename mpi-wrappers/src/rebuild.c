@@ -91,6 +91,13 @@ MANA_LOWER_FUNCTION(type_get_attr, 4429, "PMPI_Type_get_attr", (MPI_Datatype t, 
 MANA_LOWER_FUNCTION(type_set_attr, 4430, "PMPI_Type_set_attr", (MPI_Datatype t, int k, void *v), (t, k, v))
 MANA_LOWER_FUNCTION(win_get_attr, 4431, "PMPI_Win_get_attr", (MPI_Win w, int k, void *v, int *f), (w, k, v, f))
 MANA_LOWER_FUNCTION(win_set_attr, 4432, "PMPI_Win_set_attr", (MPI_Win w, int k, void *v), (w, k, v))
+/* The language bindings' access (MPICH's attribute type: Fortran attributes are integers). */
+MANA_LOWER_FUNCTION(comm_get_attr_typed, 4462, "MPII_Comm_get_attr", (MPI_Comm c, int k, void *v, int *f, int t), (c, k, v, f, t))
+MANA_LOWER_FUNCTION(comm_set_attr_typed, 4463, "MPII_Comm_set_attr", (MPI_Comm c, int k, void *v, int t), (c, k, v, t))
+MANA_LOWER_FUNCTION(type_get_attr_typed, 4464, "MPII_Type_get_attr", (MPI_Datatype d, int k, void *v, int *f, int t), (d, k, v, f, t))
+MANA_LOWER_FUNCTION(type_set_attr_typed, 4465, "MPII_Type_set_attr", (MPI_Datatype d, int k, void *v, int t), (d, k, v, t))
+MANA_LOWER_FUNCTION(win_get_attr_typed, 4466, "MPII_Win_get_attr", (MPI_Win w, int k, void *v, int *f, int t), (w, k, v, f, t))
+MANA_LOWER_FUNCTION(win_set_attr_typed, 4467, "MPII_Win_set_attr", (MPI_Win w, int k, void *v, int t), (w, k, v, t))
 MANA_LOWER_FUNCTION(comm_get_name, 4433, "PMPI_Comm_get_name", (MPI_Comm c, char *n, int *l), (c, n, l))
 MANA_LOWER_FUNCTION(comm_set_name, 4434, "PMPI_Comm_set_name", (MPI_Comm c, const char *n), (c, n))
 MANA_LOWER_FUNCTION(win_get_name, 4435, "PMPI_Win_get_name", (MPI_Win w, char *n, int *l), (w, n, l))
@@ -296,11 +303,30 @@ static void snap_hints(int c, struct mana_comm_meta *m, void *arg)
 
 /* ---- Attributes and names ---- */
 
-static int get_attr(enum obj kind, int real, int kv, void *value, int *flag)
+/* An attribute's value. `type` is its keyval's attribute type: a pointer (C) is read as
+ * C reads it; an integer set by Fortran is read as the integer itself (C's access would
+ * give a pointer into the lower half's copy of it). */
+static int get_attr(enum obj kind, int real, int kv, int type, void *value, int *flag)
 {
-    return kind == OBJ_COMM ? comm_get_attr(real, kv, value, flag)
-           : kind == OBJ_TYPE ? type_get_attr(real, kv, value, flag)
-                              : win_get_attr(real, kv, value, flag);
+    if (type == 0)
+        return kind == OBJ_COMM   ? comm_get_attr(real, kv, value, flag)
+               : kind == OBJ_TYPE ? type_get_attr(real, kv, value, flag)
+                                  : win_get_attr(real, kv, value, flag);
+    enum { ATTR_AINT = 1 };
+    return kind == OBJ_COMM   ? comm_get_attr_typed(real, kv, value, flag, ATTR_AINT)
+           : kind == OBJ_TYPE ? type_get_attr_typed(real, kv, value, flag, ATTR_AINT)
+                              : win_get_attr_typed(real, kv, value, flag, ATTR_AINT);
+}
+
+static int set_attr(enum obj kind, int real, int kv, int type, void *value)
+{
+    if (type == 0)
+        return kind == OBJ_COMM   ? comm_set_attr(real, kv, value)
+               : kind == OBJ_TYPE ? type_set_attr(real, kv, value)
+                                  : win_set_attr(real, kv, value);
+    return kind == OBJ_COMM   ? comm_set_attr_typed(real, kv, value, type)
+           : kind == OBJ_TYPE ? type_set_attr_typed(real, kv, value, type)
+                              : win_set_attr_typed(real, kv, value, type);
 }
 
 struct attr_scan {
@@ -314,7 +340,9 @@ static void snap_attr_on(int obj, struct attr_scan *a)
 {
     void *value = NULL;
     int flag = 0;
-    if (get_attr(a->kind, mana_h_real(obj), a->real, &value, &flag) != MPI_SUCCESS || !flag)
+    unsigned n;
+    int type = mana_keyvals(&n)[a->keyval].attr_type;
+    if (get_attr(a->kind, mana_h_real(obj), a->real, type, &value, &flag) != MPI_SUCCESS || !flag)
         return;
     a->found++;
     if (a->record) {
@@ -709,9 +737,7 @@ static int rebuild_attrs_and_names(char *err, int errlen)
     for (int i = 0; i < snap.attrs.n; i++) {
         struct attr_rec *a = &snap.attrs.at[i];
         int obj = mana_h_real(a->obj), kv = keyvals[a->keyval].real;
-        int rc = a->kind == OBJ_COMM   ? comm_set_attr(obj, kv, a->value)
-                 : a->kind == OBJ_TYPE ? type_set_attr(obj, kv, a->value)
-                                       : win_set_attr(obj, kv, a->value);
+        int rc = set_attr(a->kind, obj, kv, keyvals[a->keyval].attr_type, a->value);
         if (rc != MPI_SUCCESS) {
             snprintf(err, (size_t)errlen, "setting an attribute again failed (error %d)", rc);
             return -1;

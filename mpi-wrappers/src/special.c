@@ -58,13 +58,20 @@ static void slot_put(slot_pool *busy, int k)
 /* MPI_Op_create / MPI_Op_create_c */
 static MPI_User_function *op_fn[MANA_SLOTS];
 static MPI_User_function_c *op_fn_c[MANA_SLOTS];
+/* An operation made by the C++ binding (libmpichcxx's MPII_Op_set_cxx): called through
+ * the binding's caller with the C++ function, as MPICH would. */
+typedef void(mana_cxx_op_call)(const void *, void *, int, MPI_Datatype, MPI_User_function *);
+static mana_cxx_op_call *op_cxx_call[MANA_SLOTS];
 static slot_pool op_busy, op_busy_c;
 #define OP_TRAMP(k)                                                                     \
     static void op_tramp_##k(void *in, void *inout, int *len, MPI_Datatype *dt)          \
     {                                                                                   \
         unsigned long l_ = mana_callback_enter();                                       \
         MPI_Datatype v_ = mana_h_lookup_virtual(*dt);                                   \
-        op_fn[k](in, inout, len, &v_);                                                  \
+        if (op_cxx_call[k])                                                             \
+            op_cxx_call[k](in, inout, *len, v_, op_fn[k]);                              \
+        else                                                                            \
+            op_fn[k](in, inout, len, &v_);                                              \
         mana_callback_leave(l_);                                                        \
     }                                                                                   \
     static void op_tramp_c_##k(void *in, void *inout, MPI_Count *len, MPI_Datatype *dt) \
@@ -107,8 +114,11 @@ void mana_handle_released(int kind, unsigned aux, int real)
         MPI_Datatype t = real;
         lower_type_free(&t);
     }
-    if (kind == 0x6)
+    if (kind == 0x6) {
+        if (!(aux & AUX_OP_LARGE) && (aux & 0xffff))
+            op_cxx_call[(aux & 0xffff) - 1] = NULL;
         slot_put((aux & AUX_OP_LARGE) ? &op_busy_c : &op_busy, (int)(aux & 0xffff) - 1);
+    }
     else if (kind == 0x5)
         eh_released(aux);
 }
@@ -172,6 +182,18 @@ __attribute__((used)) static int mana_w_MPI_Op_create_c(MPI_User_function_c *use
 MANA_EXPORT(mana_w_MPI_Op_create_c, MPI_Op_create_c)
 MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
 
+/* libmpichcxx marks an operation it created as C++: MPICH would call `opcall` with the
+ * C++ function instead of the function itself. The lower half keeps calling our
+ * trampoline as a C function; the trampoline calls `opcall` (kept in upper memory, so a
+ * restart keeps it too). */
+__attribute__((used)) static void mana_w_MPII_Op_set_cxx(MPI_Op op, void (*opcall)(void))
+{
+    unsigned *aux = mana_h_aux(op);
+    if (aux && (*aux & 0xffff) && !(*aux & AUX_OP_LARGE))
+        op_cxx_call[(*aux & 0xffff) - 1] = (mana_cxx_op_call *)opcall;
+}
+MANA_EXPORT(mana_w_MPII_Op_set_cxx, MPII_Op_set_cxx)
+
 /* Error handlers (communicator, window, file, session): MPICH calls them with
  * (handle *, code *); the handle is passed by address whatever its type, so one pool
  * serves every kind. The handler sees the application's handle (MPI_File, a pointer in
@@ -179,16 +201,28 @@ MANA_EXPORT(mana_w_MPI_Op_create_c, PMPI_Op_create_c)
 typedef void(mana_errh_fn)(void *, int *, ...);
 static mana_errh_fn *eh_fn[MANA_SLOTS];
 static char eh_is_file[MANA_SLOTS];
+/* A handler made by the C++ binding (MPII_Errhandler_set_cxx): MPICH calls the binding's
+ * `errcall(kind, handle *, code *, handler)` (kind 0 communicator, 1 file, 2 window). */
+typedef void(mana_cxx_eh_call)(int, void *, int *, void (*)(void));
+static mana_cxx_eh_call *eh_cxx_call[MANA_SLOTS];
+static char eh_cxx_kind[MANA_SLOTS];
 static slot_pool eh_busy;
+static void eh_call(int k, void *handle, int *code)
+{
+    if (eh_cxx_call[k])
+        eh_cxx_call[k](eh_cxx_kind[k], handle, code, (void (*)(void))eh_fn[k]);
+    else
+        eh_fn[k](handle, code);
+}
 #define EH_TRAMP(k)                                                  \
     static void eh_tramp_##k(void *handle, int *code, ...)           \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
         if (eh_is_file[k]) {                                         \
-            eh_fn[k](handle, code);                                  \
+            eh_call(k, handle, code);                                \
         } else {                                                     \
             int v_ = mana_h_lookup_virtual(*(int *)handle);          \
-            eh_fn[k](&v_, code);                                     \
+            eh_call(k, &v_, code);                                   \
         }                                                            \
         mana_callback_leave(l_);                                     \
     }
@@ -221,8 +255,23 @@ static int eh_create_lower(int k, int which, MPI_Errhandler *eh_l)
 
 static void eh_released(unsigned aux)
 {
+    if (aux & 0xffff)
+        eh_cxx_call[(aux & 0xffff) - 1] = NULL;
     slot_put(&eh_busy, (int)(aux & 0xffff) - 1);
 }
+
+/* libmpichcxx marks a handler it created as C++ (see eh_call). */
+__attribute__((used)) static void mana_w_MPII_Errhandler_set_cxx(MPI_Errhandler eh, void (*errcall)(void))
+{
+    static const char cxx_kind[] = {0, 2, 1, 0}; /* creator → MPICH's C++ handle kind */
+    unsigned *aux = mana_h_aux(eh);
+    if (!aux || !(*aux & 0xffff))
+        return;
+    int k = (int)(*aux & 0xffff) - 1;
+    eh_cxx_kind[k] = cxx_kind[(*aux >> 16) & 3];
+    eh_cxx_call[k] = (mana_cxx_eh_call *)errcall;
+}
+MANA_EXPORT(mana_w_MPII_Errhandler_set_cxx, MPII_Errhandler_set_cxx)
 
 int mana_recreate_errhandler(int eh)
 {
@@ -263,46 +312,77 @@ ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 1, 0)
 ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 2, 1)
 ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 3, 0)
 
-/* Generalized requests: query, free and cancel functions, one slot per request. */
+/* Generalized requests: query, free and cancel functions, one slot per request. A request
+ * made by the Fortran binding (MPII_Grequest_set_lang_f77) gets Fortran's conventions:
+ * arguments by reference and a trailing `ierr`, which MPICH passes to every language's
+ * function alike — the trampolines take it and call the application's functions the
+ * way its language wants. */
 typedef int(mana_gq_fn)(void *, MPI_Status *);
 typedef int(mana_gf_fn)(void *);
 typedef int(mana_gc_fn)(void *, int);
+typedef void(mana_gq_f77)(void *, MPI_Status *, MPI_Fint *);
+typedef void(mana_gf_f77)(void *, MPI_Fint *);
+typedef void(mana_gc_f77)(void *, MPI_Fint *, MPI_Fint *);
 static mana_gq_fn *gq_fn[MANA_SLOTS];
 static mana_gf_fn *gf_fn[MANA_SLOTS];
 static mana_gc_fn *gc_fn[MANA_SLOTS];
+static MPI_Request gr_request[MANA_SLOTS]; /* the application's handle of each slot */
+static char gr_f77[MANA_SLOTS];
 static int gr_used;
+static int gq_call(int k, void *ex, MPI_Status *st, MPI_Fint *ierr)
+{
+    if (!gr_f77[k])
+        return gq_fn[k](ex, st);
+    ((mana_gq_f77 *)gq_fn[k])(ex, st, ierr);
+    return (int)*ierr;
+}
+static int gf_call(int k, void *ex, MPI_Fint *ierr)
+{
+    if (!gr_f77[k])
+        return gf_fn[k](ex);
+    ((mana_gf_f77 *)gf_fn[k])(ex, ierr);
+    return (int)*ierr;
+}
+/* `complete`: an int for C, a pointer to MPI_Fint for Fortran. */
+static int gc_call(int k, void *ex, intptr_t complete, MPI_Fint *ierr)
+{
+    if (!gr_f77[k])
+        return gc_fn[k](ex, (int)complete);
+    ((mana_gc_f77 *)gc_fn[k])(ex, (MPI_Fint *)complete, ierr);
+    return (int)*ierr;
+}
 #define GR_TRAMP(k)                                                  \
-    static int gq_tramp_##k(void *ex, MPI_Status *st)                \
+    static int gq_tramp_##k(void *ex, MPI_Status *st, MPI_Fint *ierr) \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
         MPI_Status s_;                                               \
         mana_status_copy(&s_, st);                                   \
-        int r_ = gq_fn[k](ex, &s_);                                  \
+        int r_ = gq_call(k, ex, &s_, ierr);                          \
         mana_status_copy(st, &s_);                                   \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }                                                                \
-    static int gf_tramp_##k(void *ex)                                \
+    static int gf_tramp_##k(void *ex, MPI_Fint *ierr)                \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        int r_ = gf_fn[k](ex);                                       \
+        int r_ = gf_call(k, ex, ierr);                               \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }                                                                \
-    static int gc_tramp_##k(void *ex, int complete)                  \
+    static int gc_tramp_##k(void *ex, intptr_t complete, MPI_Fint *ierr) \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        int r_ = gc_fn[k](ex, complete);                             \
+        int r_ = gc_call(k, ex, complete, ierr);                     \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }
 MANA_REPEAT64(GR_TRAMP)
-#define GQ_ENTRY(k) gq_tramp_##k,
-#define GF_ENTRY(k) gf_tramp_##k,
-#define GC_ENTRY(k) gc_tramp_##k,
-static mana_gq_fn *const gq_tramps[MANA_SLOTS] = {MANA_REPEAT64(GQ_ENTRY)};
-static mana_gf_fn *const gf_tramps[MANA_SLOTS] = {MANA_REPEAT64(GF_ENTRY)};
-static mana_gc_fn *const gc_tramps[MANA_SLOTS] = {MANA_REPEAT64(GC_ENTRY)};
+#define GQ_ENTRY(k) (void *)gq_tramp_##k,
+#define GF_ENTRY(k) (void *)gf_tramp_##k,
+#define GC_ENTRY(k) (void *)gc_tramp_##k,
+static void *const gq_tramps[MANA_SLOTS] = {MANA_REPEAT64(GQ_ENTRY)};
+static void *const gf_tramps[MANA_SLOTS] = {MANA_REPEAT64(GF_ENTRY)};
+static void *const gc_tramps[MANA_SLOTS] = {MANA_REPEAT64(GC_ENTRY)};
 
 __attribute__((used)) static int mana_w_MPI_Grequest_start(MPI_Grequest_query_function *query,
                                                            MPI_Grequest_free_function *freef,
@@ -315,15 +395,29 @@ __attribute__((used)) static int mana_w_MPI_Grequest_start(MPI_Grequest_query_fu
     gq_fn[k] = query;
     gf_fn[k] = freef;
     gc_fn[k] = cancel;
-    void *q = (void *)gq_tramps[k], *f = (void *)gf_tramps[k], *c = (void *)gc_tramps[k];
+    void *q = gq_tramps[k], *f = gf_tramps[k], *c = gc_tramps[k];
     MPI_Request req_l = 0;
     int r;
     {
         MANA_FORWARD_INTO(r, 4017, "PMPI_Grequest_start", int,
                           (void *q_, void *f_, void *c_, void *e_, MPI_Request *r_), (q, f, c, extra, &req_l));
     }
-    return mana_out_handle(r, request, req_l);
+    r = mana_out_handle(r, request, req_l);
+    if (r == MPI_SUCCESS)
+        gr_request[k] = *request;
+    return r;
 }
+/* The Fortran binding's MPI_GREQUEST_START marks the request it just started as Fortran's. */
+__attribute__((used)) static void mana_w_MPII_Grequest_set_lang_f77(MPI_Request greq)
+{
+    int n = __atomic_load_n(&gr_used, __ATOMIC_RELAXED);
+    for (int k = (n < MANA_SLOTS ? n : MANA_SLOTS) - 1; k >= 0; k--)
+        if (gr_request[k] == greq) {
+            gr_f77[k] = 1;
+            return;
+        }
+}
+MANA_EXPORT(mana_w_MPII_Grequest_set_lang_f77, MPII_Grequest_set_lang_f77)
 MANA_EXPORT(mana_w_MPI_Grequest_start, MPI_Grequest_start)
 MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
 
@@ -519,6 +613,71 @@ void mana_keyval_dead(struct mana_keyval *k)
     }
 }
 
+/* Language bindings (libmpichfort) call the application's attribute functions through
+ * a proxy of their own: MPICH calls proxy(user function, handle, keyval, attribute type,
+ * …). The lower half gets these two trampolines as proxies; they find the keyval's record
+ * and call the binding's proxy with the application's function and handles. */
+typedef int(mana_copy_proxy)(void *, int, int, void *, int, void *, void **, int *);
+typedef int(mana_delete_proxy)(void *, int, int, int, void *, void *);
+
+static struct mana_keyval *kv_rec_of_real(int real)
+{
+    struct mana_keyval *found = NULL;
+    pthread_mutex_lock(&kv_lock);
+    for (unsigned i = kv_n; i-- > 0 && !found;)
+        if (kv_recs[i].real == real && !kv_recs[i].dead)
+            found = &kv_recs[i];
+    pthread_mutex_unlock(&kv_lock);
+    return found;
+}
+
+static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, void *attrib, void **copy, int *flag)
+{
+    (void)fn;
+    unsigned long l = mana_callback_enter();
+    struct mana_keyval *k = kv_rec_of_real(kv);
+    int r = MPI_ERR_KEYVAL;
+    if (k && k->copy_proxy)
+        r = ((mana_copy_proxy *)k->copy_proxy)(k->copy, mana_h_lookup_virtual(h), k->v, extra, type, attrib, copy, flag);
+    mana_callback_leave(l);
+    return r;
+}
+
+static int kv_delete_proxy_tramp(void *fn, int h, int kv, int type, void *attrib, void *extra)
+{
+    (void)fn;
+    unsigned long l = mana_callback_enter();
+    struct mana_keyval *k = kv_rec_of_real(kv);
+    int r = MPI_ERR_KEYVAL;
+    if (k && k->del_proxy)
+        r = ((mana_delete_proxy *)k->del_proxy)(k->del, mana_h_lookup_virtual(h), k->v, type, attrib, extra);
+    mana_callback_leave(l);
+    return r;
+}
+
+/* Gives keyval `k`'s lower twin the proxy trampolines (without the gate). */
+static void kv_set_proxy_lower(const struct mana_keyval *k)
+{
+    void (*f)(int, void *, void *) =
+        (void (*)(int, void *, void *))mana_lower_fn(4455, "MPII_Keyval_set_proxy", mana_thread_lower_fs());
+    unsigned long up = mana_enter_lower(mana_thread_lower_fs());
+    f(k->real, k->copy_proxy ? (void *)kv_copy_proxy_tramp : NULL, k->del_proxy ? (void *)kv_delete_proxy_tramp : NULL);
+    mana_leave_lower(up);
+}
+
+__attribute__((used)) static void mana_w_MPII_Keyval_set_proxy(int keyval, void *copy_proxy, void *del_proxy)
+{
+    mana_gate_enter();
+    struct mana_keyval *k = kv_rec_of(keyval);
+    if (k) {
+        k->copy_proxy = copy_proxy;
+        k->del_proxy = del_proxy;
+        kv_set_proxy_lower(k);
+    }
+    mana_gate_leave();
+}
+MANA_EXPORT(mana_w_MPII_Keyval_set_proxy, MPII_Keyval_set_proxy)
+
 int mana_recreate_keyval(struct mana_keyval *k)
 {
     int kv_l = 0, r = kv_create_lower(k, &kv_l);
@@ -526,9 +685,57 @@ int mana_recreate_keyval(struct mana_keyval *k)
         k->real = kv_l;
         if (!k->app_freed)
             mana_h_set_real(k->v, kv_l);
+        if (k->copy_proxy || k->del_proxy)
+            kv_set_proxy_lower(k);
     }
     return r;
 }
+
+/* The bindings' attribute access with MPICH's attribute type (Fortran's values are
+ * integers, not pointers). A keyval remembers the type its attributes were set with, so
+ * that the checkpoint reads their values, not pointers into the lower half, and the
+ * restart sets them again as what they were. */
+int mana_keyval_attr_type(int keyval_v)
+{
+    struct mana_keyval *k = kv_rec_of(keyval_v);
+    return k ? k->attr_type : 0;
+}
+
+void mana_keyval_attr_type_set(int keyval_v, int type)
+{
+    struct mana_keyval *k = kv_rec_of(keyval_v);
+    if (k)
+        k->attr_type = type;
+}
+
+#define MPII_ATTR_WRAPPERS(KIND, HANDLE, ID_GET, ID_SET)                                                      \
+    __attribute__((used)) static int mana_w_MPII_##KIND##_set_attr(HANDLE h, int keyval, void *value, int type) \
+    {                                                                                                         \
+        mana_gate_enter();                                                                                    \
+        HANDLE h_r = mana_h_real(h);                                                                          \
+        int kv_r = mana_h_real(keyval), r;                                                                    \
+        MANA_CALL_LOWER_INTO(r, ID_SET, "MPII_" #KIND "_set_attr", int, (HANDLE, int, void *, int),           \
+                             (h_r, kv_r, value, type));                                                       \
+        mana_gate_leave();                                                                                    \
+        if (r == MPI_SUCCESS)                                                                                 \
+            mana_keyval_attr_type_set(keyval, type);                                                          \
+        return r;                                                                                             \
+    }                                                                                                         \
+    MANA_EXPORT(mana_w_MPII_##KIND##_set_attr, MPII_##KIND##_set_attr)                                        \
+    __attribute__((used)) static int mana_w_MPII_##KIND##_get_attr(HANDLE h, int keyval, void *value, int *flag, \
+                                                                   int type)                                  \
+    {                                                                                                         \
+        mana_gate_enter();                                                                                    \
+        HANDLE h_r = mana_h_real(h);                                                                          \
+        int kv_r = mana_h_real(keyval), r;                                                                    \
+        MANA_CALL_LOWER_INTO(r, ID_GET, "MPII_" #KIND "_get_attr", int, (HANDLE, int, void *, int *, int),    \
+                             (h_r, kv_r, value, flag, type));                                                 \
+        mana_gate_leave();                                                                                    \
+        return r;                                                                                             \
+    }                                                                                                         \
+    MANA_EXPORT(mana_w_MPII_##KIND##_get_attr, MPII_##KIND##_get_attr)
+MPII_ATTR_WRAPPERS(Comm, MPI_Comm, 4456, 4457)
+MPII_ATTR_WRAPPERS(Type, MPI_Datatype, 4458, 4459)
 
 #define KEYVAL_WRAPPER(NAME, WHICH)                                                           \
     __attribute__((used)) static int mana_w_##NAME(void *copy, void *del, int *keyval, void *extra) \
@@ -867,26 +1074,63 @@ MANA_EXPORT(mana_w_MPI_Win_shared_query_c, PMPI_Win_shared_query_c)
 
 /* The window's flavor is the one the application asked for (the lower half only sees
  * MPI_Win_create). */
+/* The flavor the application asked for, if the lower half's (always "create") is not it. */
+static const int *win_flavor_override(MPI_Win win)
+{
+    static const int flavor_shared = MPI_WIN_FLAVOR_SHARED, flavor_allocate = MPI_WIN_FLAVOR_ALLOCATE;
+    const int *f = shared_win_of(win) ? &flavor_shared : NULL;
+    for (int i = 0; i < MANA_WINS; i++)
+        if (win_mem[i].base && win_mem[i].win == win)
+            f = &flavor_allocate;
+    return f;
+}
+
 __attribute__((used)) static int mana_w_MPI_Win_get_attr(MPI_Win win, int keyval, void *value, int *flag)
 {
-    static int flavor_shared = MPI_WIN_FLAVOR_SHARED, flavor_allocate = MPI_WIN_FLAVOR_ALLOCATE;
     MPI_Win w = mana_h_real(win);
     int kv = mana_h_real(keyval), r;
     {
         MANA_FORWARD_INTO(r, 4045, "PMPI_Win_get_attr", int, (MPI_Win w_, int k_, void *v_, int *f_),
                           (w, kv, value, flag));
     }
-    if (r == MPI_SUCCESS && keyval == MPI_WIN_CREATE_FLAVOR && *flag) {
-        if (shared_win_of(win))
-            *(int **)value = &flavor_shared;
-        for (int i = 0; i < MANA_WINS; i++)
-            if (win_mem[i].base && win_mem[i].win == win)
-                *(int **)value = &flavor_allocate;
-    }
+    const int *flavor = r == MPI_SUCCESS && keyval == MPI_WIN_CREATE_FLAVOR && *flag ? win_flavor_override(win) : NULL;
+    if (flavor)
+        *(const int **)value = flavor;
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Win_get_attr, MPI_Win_get_attr)
 MANA_EXPORT(mana_w_MPI_Win_get_attr, PMPI_Win_get_attr)
+
+/* The Fortran binding's window attributes (see MPII_ATTR_WRAPPERS): integers by value. */
+__attribute__((used)) static int mana_w_MPII_Win_get_attr(MPI_Win win, int keyval, void *value, int *flag, int type)
+{
+    mana_gate_enter();
+    MPI_Win w = mana_h_real(win);
+    int kv = mana_h_real(keyval), r;
+    MANA_CALL_LOWER_INTO(r, 4460, "MPII_Win_get_attr", int, (MPI_Win, int, void *, int *, int),
+                         (w, kv, value, flag, type));
+    mana_gate_leave();
+    const int *flavor = r == MPI_SUCCESS && keyval == MPI_WIN_CREATE_FLAVOR && *flag ? win_flavor_override(win) : NULL;
+    if (flavor && type == 0)
+        *(const int **)value = flavor;
+    else if (flavor)
+        *(intptr_t *)value = *flavor;
+    return r;
+}
+MANA_EXPORT(mana_w_MPII_Win_get_attr, MPII_Win_get_attr)
+
+__attribute__((used)) static int mana_w_MPII_Win_set_attr(MPI_Win win, int keyval, void *value, int type)
+{
+    mana_gate_enter();
+    MPI_Win w = mana_h_real(win);
+    int kv = mana_h_real(keyval), r;
+    MANA_CALL_LOWER_INTO(r, 4461, "MPII_Win_set_attr", int, (MPI_Win, int, void *, int), (w, kv, value, type));
+    mana_gate_leave();
+    if (r == MPI_SUCCESS)
+        mana_keyval_attr_type_set(keyval, type);
+    return r;
+}
+MANA_EXPORT(mana_w_MPII_Win_set_attr, MPII_Win_set_attr)
 
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {

@@ -16,6 +16,7 @@ pub mod context;
 pub mod exclude;
 pub mod mpi;
 pub mod mpi_ckpt;
+pub mod mpi_guard;
 pub mod procfs;
 pub mod runtime;
 pub mod sigguard;

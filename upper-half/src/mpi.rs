@@ -124,6 +124,7 @@ fn lower() -> &'static LowerTable {
     if let Some(t) = table() {
         return t;
     }
+    crate::mpi_guard::before_lower_half();
     let Some(path) = std::env::var_os(mana_lower::LOWER_HALF_ENV) else {
         eprintln!(
             "mana: this program called MPI, but {} is not set (start it with mana_launch)",

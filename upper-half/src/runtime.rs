@@ -89,6 +89,8 @@ pub fn start() {
         }
     }
     mana_coordinator::init_logging("warn", true);
+    crate::mpi_guard::check_executable();
+    crate::mpi_guard::check_loaded();
     find_own_range();
     let _ = INHERITED.set(procfs::pipes_and_sockets());
     let ckpt_dir = std::env::var("MANA_CKPT_DIR").unwrap_or_else(|_| "ckpt".into());

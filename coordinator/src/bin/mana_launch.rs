@@ -101,6 +101,8 @@ enum Error {
     Launch(#[from] LaunchError),
     #[error("cannot find the MANA runtime {}: it must be installed beside mana_launch", .0.display())]
     NoRuntime(PathBuf),
+    #[error("{} has MPI linked in statically (libmpich.a): its MPI calls cannot be wrapped, so it cannot be checkpointed; link it with mpicc.mpich's shared libmpich.so.12", .0.display())]
+    StaticMpi(PathBuf),
     #[error("cannot create checkpoint directory {}: {source}", path.display())]
     CkptDir {
         path: PathBuf,
@@ -163,31 +165,54 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     let status_file =
         launch::ensure_coordinator(cli.status_file.as_deref(), cli.interval, "mana_launch")?;
 
-    // An MPI program (linked with MPICH) loads MANA's wrapper libmpich.so.12 from
-    // mana-mpi/ beside us, and the real MPI library only inside the lower half.
-    let mut mpi_env: Vec<(&str, OsString)> = Vec::new();
-    if launch::needs_mpich(&path) {
-        let wrappers = exe.with_file_name("mana-mpi");
-        let lower = exe.with_file_name("mana_lower");
-        if !wrappers.join("libmpich.so.12").is_file() || !lower.is_file() {
-            return Err(Error::NoRuntime(if lower.is_file() {
-                wrappers.join("libmpich.so.12")
-            } else {
-                lower
-            }));
+    // Every program gets the MPI wrapper library and a lower half to load should it ever
+    // use MPI — through its own DT_NEEDED, a library's, or a dlopen (mpi4py, ctypes,
+    // libmpichfort): libmana.so, then mana-mpi/libmpich.so.12 and the libmpi.so.12 stub
+    // are preloaded, so the loader answers every request for those sonames with MANA's
+    // wrapper, and libmana's dlopen sends paths of MPICH libraries there too
+    // (upper-half/src/mpi_guard.rs). The real MPI is loaded only inside the lower half.
+    let wrappers = status::absolute(&exe.with_file_name("mana-mpi"));
+    let wrappers = std::fs::canonicalize(&wrappers).unwrap_or(wrappers);
+    let lower = exe.with_file_name("mana_lower");
+    for needed in [
+        wrappers.join("libmpich.so.12"),
+        wrappers.join("libmpi.so.12"),
+        lower.clone(),
+    ] {
+        if !needed.is_file() {
+            return Err(Error::NoRuntime(needed));
         }
-        let mut libpath = status::absolute(&wrappers).into_os_string();
-        let old = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
-        if !old.is_empty() {
-            libpath.push(":");
-            libpath.push(&old);
-        }
-        // The lower world gets the original path (see mana_lower::loader::default_env).
-        mpi_env.push(("MANA_LOWER_LIBRARY_PATH", old));
-        mpi_env.push(("LD_LIBRARY_PATH", libpath));
-        mpi_env.push(("MANA_LOWER_HALF", status::absolute(&lower).into_os_string()));
     }
+    if mana_coordinator::mpi_abi::has_static_mpi(&path) {
+        return Err(Error::StaticMpi(path));
+    }
+    let mut mpi_env: Vec<(&str, OsString)> = Vec::new();
+    let mut libpath = wrappers.clone().into_os_string();
+    let old = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+    if !old.is_empty() {
+        libpath.push(":");
+        libpath.push(&old);
+    }
+    // The lower world gets the original path (see mana_lower::loader::default_env).
+    mpi_env.push(("MANA_LOWER_LIBRARY_PATH", old));
+    mpi_env.push(("LD_LIBRARY_PATH", libpath));
+    mpi_env.push(("MANA_LOWER_HALF", status::absolute(&lower).into_os_string()));
+    mpi_env.push((
+        "MANA_MPI_WRAPPER",
+        wrappers.join("libmpich.so.12").into_os_string(),
+    ));
+    // The runtime need not read this program's symbol tables again (exec chains do).
+    mpi_env.push((
+        "MANA_CHECKED_EXE",
+        std::fs::canonicalize(&path)
+            .unwrap_or_else(|_| path.clone())
+            .into_os_string(),
+    ));
     let mut preload = runtime.as_os_str().to_os_string();
+    for lib in ["libmpich.so.12", "libmpi.so.12"] {
+        preload.push(":");
+        preload.push(wrappers.join(lib));
+    }
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(old);
