@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 # mpiexec.mpich, libmpich.so.12), which the lower half is linked with; Slurm and munge for
 # the srun tests (they start their own slurmctld/slurmd: tests/src/slurm.rs); libclang for
 # rsmpi's mpi-sys bindings (tests/rsmpi, built against MPICH: .cargo/config.toml); gdb, with
-# which a test that times out prints its processes' stacks (tests/src/process.rs).
-packages=(gcc libc6-dev make pkg-config util-linux mount mpich libmpich-dev slurm-wlm munge libclang-dev clang gdb)
+# which a test that times out prints its processes' stacks (tests/src/process.rs);
+# gfortran and g++ for the Fortran and C++ MPI programs (mpif90.mpich, mpicxx.mpich);
+# Open MPI only for the test that mana_launch refuses its programs (always name the MPI:
+# installing Open MPI makes it Debian's default mpicc/mpiexec); binutils for readelf/strip.
+packages=(gcc g++ gfortran libc6-dev make pkg-config util-linux mount binutils mpich libmpich-dev libopenmpi-dev openmpi-bin slurm-wlm munge libclang-dev clang gdb)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -92,23 +92,39 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// `mpicc.mpich -O2 -o OUT_DIR/NAME tests/mpi/NAME.c` (an unmodified MPICH program).
+/// An unmodified MPICH program of `tests/mpi/`, built into `OUT_DIR/NAME` with the
+/// compiler its language takes: `NAME.c` with `mpicc.mpich`, `NAME.f90` with
+/// `mpif90.mpich` (it links `libmpichfort.so.12`), `NAME.cpp` with `mpicxx.mpich`.
 pub fn compile_mpi(name: &str, out_dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("mpi")
-        .join(format!("{name}.c"));
+    compile_mpi_with(name, out_dir, &[])
+}
+
+/// [`compile_mpi`] with extra compiler or linker flags (`-Wl,-rpath,…`).
+pub fn compile_mpi_with(name: &str, out_dir: &Path, flags: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mpi");
+    let (src, compiler) = [
+        ("c", "mpicc.mpich"),
+        ("f90", "mpif90.mpich"),
+        ("cpp", "mpicxx.mpich"),
+    ]
+    .iter()
+    .map(|(ext, cc)| (dir.join(format!("{name}.{ext}")), *cc))
+    .find(|(p, _)| p.is_file())
+    .unwrap_or_else(|| panic!("no source tests/mpi/{name}.{{c,f90,cpp}}"));
     let out = out_dir.join(name);
-    let result = Command::new("mpicc.mpich")
-        .args(["-O2", "-o"])
+    let result = Command::new(compiler)
+        .arg("-O2")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
+        // Fortran modules (mpi_f08 programs with modules of their own) go beside the program.
+        .current_dir(out_dir)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run mpicc.mpich (install MPICH: scripts/setup.sh): {e}")
-        });
+        .unwrap_or_else(|e| panic!("cannot run {compiler} (install MPICH: scripts/setup.sh): {e}"));
     assert!(
         result.status.success(),
-        "mpicc.mpich {} failed:\n{}",
+        "{compiler} {} failed:\n{}",
         src.display(),
         String::from_utf8_lossy(&result.stderr)
     );
