@@ -266,6 +266,22 @@ int mana_h_lookup_virtual(int real)
     return found ? virtual_of(kind, found - 1) : mana_h_virtual(real);
 }
 
+/* The application's handle of real object `real` if it has one, else `real` itself,
+ * without making one: attribute callbacks also run for MPICH's internal objects (the
+ * communicator MPI_Win_create duplicates and MPI_Win_free frees), which the application
+ * never holds — a virtual handle made for one would outlive it in the tables. */
+int mana_h_peek_virtual(int real)
+{
+    if (!mana_h_is_object(real))
+        return real;
+    unsigned kind = MANA_VH_KIND(real);
+    struct kind_table *t = &tables[kind];
+    table_lock(t);
+    unsigned found = map_find(t, real);
+    table_unlock(t);
+    return found ? virtual_of(kind, found - 1) : real;
+}
+
 /* Drops one reference of virtual handle `v` (the application freed it, or MPI completed
  * the request it names). */
 static void release(int v)

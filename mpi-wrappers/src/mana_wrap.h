@@ -268,6 +268,8 @@ static inline int mana_h_real_or(int h, int fallback)
 extern int mana_h_virtual(int real) MANA_HIDDEN;
 /* The application's handle for a real handle MPI passes to a callback (no new reference). */
 extern int mana_h_lookup_virtual(int real) MANA_HIDDEN;
+/* The same, or `real` itself when it names no object of the application (handles.c). */
+extern int mana_h_peek_virtual(int real) MANA_HIDDEN;
 /* After a call that may free or replace the object behind an in-out handle: the
  * application's new value. */
 extern int mana_h_inout_done(int v_before, int real_before, int real_after) MANA_HIDDEN;

@@ -927,9 +927,38 @@ static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, 
     void *tmp = malloc(size > 0 ? (size_t)size : 1);
     if (!tmp)
         return MPI_ERR_NO_MEM;
+    /* MPI_BOTTOM (Fortran's too) with absolute addresses in the datatype: MPICH's MPI_Pack
+     * refuses a NULL input buffer, so pack one element of a type that starts `anchor`
+     * bytes below address 0 from `anchor`. */
+    static const char anchor_byte;
+    const void *from = buf;
+    int n = (int)count, wrapped = 0;
+    if (!buf && count > 0) {
+        MPI_Aint disp = -(MPI_Aint)(uintptr_t)&anchor_byte;
+        MPI_Datatype w = MPI_DATATYPE_NULL;
+        MANA_FORWARD_INTO(rc, 4468, "PMPI_Type_create_struct", int,
+                          (int, const int *, const MPI_Aint *, const MPI_Datatype *, MPI_Datatype *),
+                          (1, &n, &disp, &t, &w));
+        if (rc == MPI_SUCCESS) {
+            MANA_FORWARD_INTO(rc, 4469, "PMPI_Type_commit", int, (MPI_Datatype *), (&w));
+        }
+        if (rc != MPI_SUCCESS) {
+            free(tmp);
+            return rc;
+        }
+        from = &anchor_byte;
+        n = 1;
+        t = w;
+        wrapped = 1;
+    }
     {
         MANA_FORWARD_INTO(rc, 4273, "PMPI_Pack", int, (const void *, int, MPI_Datatype, void *, int, int *, MPI_Comm),
-                          (buf, (int)count, t, tmp, size, &pos, c));
+                          (from, n, t, tmp, size, &pos, c));
+    }
+    if (wrapped) {
+        int rf;
+        MANA_FORWARD_INTO(rf, 4470, "PMPI_Type_free", int, (MPI_Datatype *), (&t));
+        (void)rf;
     }
     if (rc == MPI_SUCCESS)
         rc = sendrecv_common(tmp, pos, MPI_PACKED, dest, stag, buf, count, dt, src, rtag, comm, status);

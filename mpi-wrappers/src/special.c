@@ -470,14 +470,14 @@ static slot_pool kv_busy;
     static int kv_copy_##k(int h, int kv, void *ex, void *in, void *out, int *flag)    \
     {                                                                                  \
         unsigned long l_ = mana_callback_enter();                                      \
-        int r_ = kv_copy_fn[k](mana_h_lookup_virtual(h), mana_h_lookup_virtual(kv), ex, in, out, flag); \
+        int r_ = kv_copy_fn[k](mana_h_peek_virtual(h), mana_h_lookup_virtual(kv), ex, in, out, flag); \
         mana_callback_leave(l_);                                                       \
         return r_;                                                                     \
     }                                                                                  \
     static int kv_del_##k(int h, int kv, void *attr, void *ex)                         \
     {                                                                                  \
         unsigned long l_ = mana_callback_enter();                                      \
-        int r_ = kv_del_fn[k](mana_h_lookup_virtual(h), mana_h_lookup_virtual(kv), attr, ex); \
+        int r_ = kv_del_fn[k](mana_h_peek_virtual(h), mana_h_lookup_virtual(kv), attr, ex); \
         mana_callback_leave(l_);                                                       \
         return r_;                                                                     \
     }
@@ -638,7 +638,7 @@ static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, v
     struct mana_keyval *k = kv_rec_of_real(kv);
     int r = MPI_ERR_KEYVAL;
     if (k && k->copy_proxy)
-        r = ((mana_copy_proxy *)k->copy_proxy)(k->copy, mana_h_lookup_virtual(h), k->v, extra, type, attrib, copy, flag);
+        r = ((mana_copy_proxy *)k->copy_proxy)(k->copy, mana_h_peek_virtual(h), k->v, extra, type, attrib, copy, flag);
     mana_callback_leave(l);
     return r;
 }
@@ -650,7 +650,7 @@ static int kv_delete_proxy_tramp(void *fn, int h, int kv, int type, void *attrib
     struct mana_keyval *k = kv_rec_of_real(kv);
     int r = MPI_ERR_KEYVAL;
     if (k && k->del_proxy)
-        r = ((mana_delete_proxy *)k->del_proxy)(k->del, mana_h_lookup_virtual(h), k->v, type, attrib, extra);
+        r = ((mana_delete_proxy *)k->del_proxy)(k->del, mana_h_peek_virtual(h), k->v, type, attrib, extra);
     mana_callback_leave(l);
     return r;
 }

@@ -91,7 +91,7 @@ const WITHIN: Duration = Duration::from_millis(700);
 
 /// The split-process issue's programs that have a `--loop` mode (signals_mpi has none: its
 /// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep).
-const PROGRAMS: [&str; 11] = [
+const PROGRAMS: [&str; 15] = [
     "rma",
     "status_error",
     "threads_multiple",
@@ -103,6 +103,10 @@ const PROGRAMS: [&str; 11] = [
     "collectives",
     "p2p",
     "handles",
+    "f_attrs",
+    "f08_types",
+    "f_bottom",
+    "cxx_ops",
 ];
 
 /// Windows of every flavour (create, allocate, allocate_c, Alloc_mem, allocate_shared on a
@@ -181,4 +185,33 @@ fn p2p_restart_like_native() {
 #[test]
 fn handles_restart_like_native() {
     restarts_like_native("handles", 2, "40", WITHIN);
+}
+
+/// Fortran (`use mpi`, mpif90.mpich): keyvals with Fortran copy/delete callbacks (through
+/// libmpichfort's proxies), attributes with INTEGER values (MPI-1 MPI_ATTR_PUT) and
+/// address-sized ones, on communicators, datatypes and windows; the callback counts and
+/// values after the restart must be the native run's.
+#[test]
+fn fortran_attributes_restart_like_native() {
+    restarts_like_native("f_attrs", 2, "40", WITHIN);
+}
+
+/// `use mpi_f08`: a derived type of a Fortran type, statuses, a Fortran user operation,
+/// requests pending across the checkpoint.
+#[test]
+fn fortran_f08_types_restart_like_native() {
+    restarts_like_native("f08_types", 2, "40", WITHIN);
+}
+
+/// MPI_BOTTOM with absolute-address datatypes (in flight at the checkpoint, persistent,
+/// Sendrecv_replace) and MPI_IN_PLACE, from Fortran.
+#[test]
+fn fortran_mpi_bottom_restarts_like_native() {
+    restarts_like_native("f_bottom", 2, "40", WITHIN);
+}
+
+/// C++ (mpicxx.mpich): lambdas and static members as user operations, an error handler.
+#[test]
+fn cxx_ops_restart_like_native() {
+    restarts_like_native("cxx_ops", 2, "40", WITHIN);
 }
