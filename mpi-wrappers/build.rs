@@ -16,6 +16,7 @@ fn main() {
         "src/p2p.c",
         "src/ckpt.c",
         "src/rebuild.c",
+        "src/files.c",
         "src/mana_ops.h",
         "src/mana_wrap.h",
     ] {
@@ -63,6 +64,7 @@ fn main() {
         .arg(dir.join("src/p2p.c"))
         .arg(dir.join("src/ckpt.c"))
         .arg(dir.join("src/rebuild.c"))
+        .arg(dir.join("src/files.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");
@@ -99,6 +101,7 @@ fn check_lower_ids(dir: &std::path::Path) {
         "p2p.c",
         "ckpt.c",
         "rebuild.c",
+        "files.c",
     ] {
         let text = std::fs::read_to_string(dir.join("src").join(f)).unwrap();
         let b = text.as_bytes();

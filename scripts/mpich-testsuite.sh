@@ -9,6 +9,7 @@
 # --list FILE: lines `dir/testname` (e.g. `pt2pt/sendrecv2`, `f77/coll/allredint8f`); every
 #   testlist line of that test is taken (np, args, env, timeLimit ...). `#` starts a comment.
 # --dirs: whole testlist of each directory (default: the CI list tests/mpich/ci-list.txt).
+# Every testlist timeLimit above --timeout (default 60 s) is lowered to it.
 # Cache (source, configured and built suite): $MANA_SUITE_DIR, default /var/tmp/mana-mpich-suite.
 # Results: OUT/<mode>/<dir>.xml (runtests' XML, with the output of every failure),
 # OUT/<mode>.tsv (key, status, seconds), OUT/summary.txt; a failed MANA run keeps its
@@ -49,6 +50,9 @@ wrapper_main() {
     local tmp
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/mana-suite.XXXXXX")
     local status=$tmp/status rc=0
+    # An interrupted run (runtests killed) must not leave its coordinator behind.
+    # shellcheck disable=SC2064
+    trap "'$bin/mana_status' --status-file '$status' --quit >/dev/null 2>&1; rm -rf '$tmp'; exit 143" TERM INT HUP
     case $mode in
     launch)
         if ! "$bin/mana_coordinator" --daemon --port 0 --status-file "$status" \

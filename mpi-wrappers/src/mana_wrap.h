@@ -396,6 +396,8 @@ struct mana_keyval {
                                  1 address-sized or 3 Fortran INTEGER (set by Fortran) */
 };
 extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
+/* src/files.c: whether an MPI file is open (its name into `out`). */
+extern int mana_open_file_name(char *out, int len) MANA_HIDDEN;
 /* The attribute type (struct mana_keyval's attr_type) of a keyval's attributes. */
 extern int mana_keyval_attr_type(int keyval_v) MANA_HIDDEN;
 extern void mana_keyval_attr_type_set(int keyval_v, int type) MANA_HIDDEN;

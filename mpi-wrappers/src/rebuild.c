@@ -505,6 +505,13 @@ int mana_snapshot(char *why, int len)
     snap_clear();
     if (mana_h_live(KIND_SESSION))
         refuse("the application holds an MPI session, which a restart cannot create again yet");
+    char file[256], file_why[400];
+    if (mana_open_file_name(file, sizeof file)) {
+        snprintf(file_why, sizeof file_why,
+                 "the MPI file %s was open at the checkpoint, and MPI-IO files are not re-opened by a restart yet",
+                 file);
+        refuse(file_why);
+    }
     mana_h_each(KIND_DATATYPE, snap_type, NULL);
     mana_h_each(KIND_INFO, snap_info, NULL);
     snap_keyvals();

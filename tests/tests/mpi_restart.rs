@@ -371,3 +371,47 @@ fn a_communicator_freed_at_different_times_restarts_like_native() {
     assert!(done(&expected).is_some(), "native: {expected}");
     assert_images_have_no_lower_half(&gen, 2);
 }
+
+/// MPI-IO: a file open at the checkpoint (mpiio_view keeps one open with a strided view,
+/// both file pointers in use). A checkpoint the job survives changes nothing in the file
+/// or the output; a restart from it is refused with one line naming the file (MPI_File
+/// handles are not re-opened yet) — not a crash inside the next MPI_File call.
+#[test]
+fn an_open_mpi_file_is_kept_by_a_checkpoint_and_refused_by_a_restart() {
+    let s = Session::start("mpi-restart-mpiio");
+    let program = compile_mpi("mpiio_view", s.dir());
+    let args = ["--loop", "60"];
+    let expected = result_line(&native(&s, 2, &program, &args), "mpiio_view done");
+    assert!(expected.is_some());
+    let run = launch(&s, 2, &program, &args, &[]);
+    run.wait_for_stdout("mpiio_view ready", LONG);
+    wait_registered(&s, 2);
+    let mut rng = Rng::seeded("mpi-restart-mpiio");
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(400)));
+    let gen = s
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+    assert!(gen.exists());
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        result_line(&out.stdout_text(), "mpiio_view done"),
+        expected,
+        "{}",
+        out.describe()
+    );
+
+    let run = launch(&s, 2, &program, &args, &[]);
+    run.wait_for_stdout("mpiio_view ready", LONG);
+    wait_registered(&s, 2);
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(300), run);
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    assert!(!out.status.success(), "{}", out.describe());
+    let line = "the MPI file mpiio_view.dat was open at the checkpoint, and MPI-IO files are not re-opened by a restart yet";
+    assert!(out.stderr_text().contains(line), "{}", out.describe());
+    assert!(
+        !out.stderr_text().contains("SIGSEGV") && !out.stderr_text().contains("signal 11"),
+        "{}",
+        out.describe()
+    );
+}
