@@ -17,6 +17,7 @@ fn main() {
         "src/ckpt.c",
         "src/rebuild.c",
         "src/files.c",
+        "src/mpi1.c",
         "src/mana_ops.h",
         "src/mana_wrap.h",
     ] {
@@ -65,6 +66,7 @@ fn main() {
         .arg(dir.join("src/ckpt.c"))
         .arg(dir.join("src/rebuild.c"))
         .arg(dir.join("src/files.c"))
+        .arg(dir.join("src/mpi1.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");
@@ -102,6 +104,7 @@ fn check_lower_ids(dir: &std::path::Path) {
         "ckpt.c",
         "rebuild.c",
         "files.c",
+        "mpi1.c",
     ] {
         let text = std::fs::read_to_string(dir.join("src").join(f)).unwrap();
         let b = text.as_bytes();

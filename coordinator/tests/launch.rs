@@ -26,8 +26,9 @@ fn gcc(args: &[&str], cwd: &Path) {
 }
 
 /// An installation: copies of mana_launch, mana_coordinator and mana_status beside a
-/// `libmana.so` (compiled from an empty C file). `current_exe()` resolves symlinks, so
-/// the binaries are copied, not linked.
+/// `libmana.so` and the MPI wrapper libraries `mana-mpi/libmpich.so.12` and
+/// `mana-mpi/libmpi.so.12` (compiled from an empty C file) and a `mana_lower`.
+/// `current_exe()` resolves symlinks, so the binaries are copied, not linked.
 fn install(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -37,6 +38,12 @@ fn install(dir: &Path) -> PathBuf {
     }
     std::fs::write(bin.join("empty.c"), "").unwrap();
     gcc(&["-shared", "-fPIC", "-o", "libmana.so", "empty.c"], &bin);
+    std::fs::create_dir_all(bin.join("mana-mpi")).unwrap();
+    for lib in ["libmpich.so.12", "libmpi.so.12"] {
+        let out = format!("mana-mpi/{lib}");
+        gcc(&["-shared", "-fPIC", "-o", &out, "empty.c"], &bin);
+    }
+    std::fs::write(bin.join("mana_lower"), "").unwrap();
     bin
 }
 
@@ -172,7 +179,13 @@ fn becomes_the_program_with_the_runtime_injected() {
     assert_eq!(&f[1..6], ["arg0", "--ckptdir", "--help", "--", "two words"]);
     assert_eq!(
         f[6],
-        format!("{}:{}", bin.join("libmana.so").display(), other.display())
+        format!(
+            "{}:{}:{}:{}",
+            bin.join("libmana.so").display(),
+            bin.join("mana-mpi/libmpich.so.12").display(),
+            bin.join("mana-mpi/libmpi.so.12").display(),
+            other.display()
+        )
     );
     assert_eq!(f[7], c.status_path.display().to_string());
     assert_eq!(f[8], ckpt.display().to_string());

@@ -146,10 +146,6 @@ __attribute__((used)) static int mana_w_MPI_Add_error_string(int errorcode, cons
 }
 MANA_EXPORT(mana_w_MPI_Add_error_string, MPI_Add_error_string)
 MANA_EXPORT(mana_w_MPI_Add_error_string, PMPI_Add_error_string)
-__attribute__((used)) static int mana_u_MPI_Address(void) { return mana_unsupported("MPI_Address"); }
-MANA_EXPORT(mana_u_MPI_Address, MPI_Address)
-__attribute__((used)) static int mana_u_PMPI_Address(void) { return mana_unsupported("PMPI_Address"); }
-MANA_EXPORT(mana_u_PMPI_Address, PMPI_Address)
 __attribute__((used)) static MPI_Aint mana_w_MPI_Aint_add(MPI_Aint base, MPI_Aint disp) {
     MANA_FORWARD(6, "PMPI_Aint_add", MPI_Aint, (MPI_Aint base, MPI_Aint disp), (base, disp));
 }
@@ -1629,10 +1625,6 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors_count(MPI_Comm 
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors_count, MPI_Dist_graph_neighbors_count)
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors_count, PMPI_Dist_graph_neighbors_count)
-__attribute__((used)) static int mana_u_MPI_Errhandler_create(void) { return mana_unsupported("MPI_Errhandler_create"); }
-MANA_EXPORT(mana_u_MPI_Errhandler_create, MPI_Errhandler_create)
-__attribute__((used)) static int mana_u_PMPI_Errhandler_create(void) { return mana_unsupported("PMPI_Errhandler_create"); }
-MANA_EXPORT(mana_u_PMPI_Errhandler_create, PMPI_Errhandler_create)
 __attribute__((used)) static int mana_w_MPI_Errhandler_free(MPI_Errhandler* errhandler) {
     mana_gate_enter();
     MPI_Errhandler errhandler_v = *errhandler, errhandler_r = mana_h_real(errhandler_v), errhandler_l = errhandler_r;
@@ -1646,14 +1638,6 @@ __attribute__((used)) static int mana_w_MPI_Errhandler_free(MPI_Errhandler* errh
 }
 MANA_EXPORT(mana_w_MPI_Errhandler_free, MPI_Errhandler_free)
 MANA_EXPORT(mana_w_MPI_Errhandler_free, PMPI_Errhandler_free)
-__attribute__((used)) static int mana_u_MPI_Errhandler_get(void) { return mana_unsupported("MPI_Errhandler_get"); }
-MANA_EXPORT(mana_u_MPI_Errhandler_get, MPI_Errhandler_get)
-__attribute__((used)) static int mana_u_PMPI_Errhandler_get(void) { return mana_unsupported("PMPI_Errhandler_get"); }
-MANA_EXPORT(mana_u_PMPI_Errhandler_get, PMPI_Errhandler_get)
-__attribute__((used)) static int mana_u_MPI_Errhandler_set(void) { return mana_unsupported("MPI_Errhandler_set"); }
-MANA_EXPORT(mana_u_MPI_Errhandler_set, MPI_Errhandler_set)
-__attribute__((used)) static int mana_u_PMPI_Errhandler_set(void) { return mana_unsupported("PMPI_Errhandler_set"); }
-MANA_EXPORT(mana_u_PMPI_Errhandler_set, PMPI_Errhandler_set)
 __attribute__((used)) static int mana_w_MPI_Error_class(int errorcode, int* errorclass) {
     MANA_FORWARD(95, "PMPI_Error_class", int, (int errorcode, int* errorclass), (errorcode, errorclass));
 }
@@ -6931,10 +6915,6 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
 }
 MANA_EXPORT(mana_w_MPI_Type_dup, MPI_Type_dup)
 MANA_EXPORT(mana_w_MPI_Type_dup, PMPI_Type_dup)
-__attribute__((used)) static int mana_u_MPI_Type_extent(void) { return mana_unsupported("MPI_Type_extent"); }
-MANA_EXPORT(mana_u_MPI_Type_extent, MPI_Type_extent)
-__attribute__((used)) static int mana_u_PMPI_Type_extent(void) { return mana_unsupported("PMPI_Type_extent"); }
-MANA_EXPORT(mana_u_PMPI_Type_extent, PMPI_Type_extent)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
     mana_gate_enter();
@@ -7105,14 +7085,6 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
 }
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_x, MPI_Type_get_true_extent_x)
 MANA_EXPORT(mana_w_MPI_Type_get_true_extent_x, PMPI_Type_get_true_extent_x)
-__attribute__((used)) static int mana_u_MPI_Type_hindexed(void) { return mana_unsupported("MPI_Type_hindexed"); }
-MANA_EXPORT(mana_u_MPI_Type_hindexed, MPI_Type_hindexed)
-__attribute__((used)) static int mana_u_PMPI_Type_hindexed(void) { return mana_unsupported("PMPI_Type_hindexed"); }
-MANA_EXPORT(mana_u_PMPI_Type_hindexed, PMPI_Type_hindexed)
-__attribute__((used)) static int mana_u_MPI_Type_hvector(void) { return mana_unsupported("MPI_Type_hvector"); }
-MANA_EXPORT(mana_u_MPI_Type_hvector, MPI_Type_hvector)
-__attribute__((used)) static int mana_u_PMPI_Type_hvector(void) { return mana_unsupported("PMPI_Type_hvector"); }
-MANA_EXPORT(mana_u_PMPI_Type_hvector, PMPI_Type_hvector)
 __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype) {
     mana_gate_enter();
     oldtype = mana_h_real(oldtype);
@@ -7141,10 +7113,6 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, MPI_Type_indexed_c)
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, PMPI_Type_indexed_c)
-__attribute__((used)) static int mana_u_MPI_Type_lb(void) { return mana_unsupported("MPI_Type_lb"); }
-MANA_EXPORT(mana_u_MPI_Type_lb, MPI_Type_lb)
-__attribute__((used)) static int mana_u_PMPI_Type_lb(void) { return mana_unsupported("PMPI_Type_lb"); }
-MANA_EXPORT(mana_u_PMPI_Type_lb, PMPI_Type_lb)
 __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int size, MPI_Datatype* datatype) {
     mana_gate_enter();
     MPI_Datatype datatype_l = 0;
@@ -7219,14 +7187,6 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
 }
 MANA_EXPORT(mana_w_MPI_Type_size_x, MPI_Type_size_x)
 MANA_EXPORT(mana_w_MPI_Type_size_x, PMPI_Type_size_x)
-__attribute__((used)) static int mana_u_MPI_Type_struct(void) { return mana_unsupported("MPI_Type_struct"); }
-MANA_EXPORT(mana_u_MPI_Type_struct, MPI_Type_struct)
-__attribute__((used)) static int mana_u_PMPI_Type_struct(void) { return mana_unsupported("PMPI_Type_struct"); }
-MANA_EXPORT(mana_u_PMPI_Type_struct, PMPI_Type_struct)
-__attribute__((used)) static int mana_u_MPI_Type_ub(void) { return mana_unsupported("MPI_Type_ub"); }
-MANA_EXPORT(mana_u_MPI_Type_ub, MPI_Type_ub)
-__attribute__((used)) static int mana_u_PMPI_Type_ub(void) { return mana_unsupported("PMPI_Type_ub"); }
-MANA_EXPORT(mana_u_PMPI_Type_ub, PMPI_Type_ub)
 __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
     mana_gate_enter();
     oldtype = mana_h_real(oldtype);

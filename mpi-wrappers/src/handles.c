@@ -254,15 +254,21 @@ int mana_h_virtual(int real)
     return virtual_of(kind, idx);
 }
 
-int mana_h_lookup_virtual(int real)
+/* The index + 1 of the virtual handle of real object `real` of `kind` (0: none). */
+static unsigned known_index(unsigned kind, int real)
 {
-    if (!mana_h_is_object(real))
-        return real;
-    unsigned kind = MANA_VH_KIND(real);
     struct kind_table *t = &tables[kind];
     table_lock(t);
     unsigned found = map_find(t, real);
     table_unlock(t);
+    return found;
+}
+
+int mana_h_lookup_virtual(int real)
+{
+    if (!mana_h_is_object(real))
+        return real;
+    unsigned kind = MANA_VH_KIND(real), found = known_index(kind, real);
     return found ? virtual_of(kind, found - 1) : mana_h_virtual(real);
 }
 
@@ -274,11 +280,7 @@ int mana_h_peek_virtual(int real)
 {
     if (!mana_h_is_object(real))
         return real;
-    unsigned kind = MANA_VH_KIND(real);
-    struct kind_table *t = &tables[kind];
-    table_lock(t);
-    unsigned found = map_find(t, real);
-    table_unlock(t);
+    unsigned kind = MANA_VH_KIND(real), found = known_index(kind, real);
     return found ? virtual_of(kind, found - 1) : real;
 }
 

@@ -307,6 +307,25 @@ fn failed_checkpoint_keeps_the_previous_generation_and_the_process_runs_on() {
         native.stdout_text(),
         "the process must run on after a failed checkpoint"
     );
+    // Quiet by default: the runtime said nothing on the program's stderr (only the
+    // program's banner is there); the failure is in the job's runtime log.
+    let said: Vec<String> = done
+        .stderr_text()
+        .lines()
+        .filter(|l| !l.starts_with("BANNER "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        said.is_empty(),
+        "the runtime wrote to the program's stderr: {said:?}"
+    );
+    let mut log_path = s.status_file.as_os_str().to_os_string();
+    log_path.push(".runtime.log"); // mana_coordinator::runtime_log_path
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        log.contains("checkpoint failed"),
+        "the job's runtime log must tell of the failed checkpoint: {log:?}"
+    );
     // `disk` is unmounted before the session's directory is removed (reverse declaration order).
 }
 

@@ -88,7 +88,7 @@ pub fn start() {
             return;
         }
     }
-    mana_coordinator::init_logging("warn", true);
+    mana_coordinator::init_runtime_logging(std::path::Path::new(&status));
     crate::mpi_guard::check_executable();
     crate::mpi_guard::check_loaded();
     find_own_range();
