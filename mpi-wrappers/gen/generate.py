@@ -296,6 +296,10 @@ def main():
                 pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
             if base == "MPI_Comm_create_group":
                 post.append("if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *%s, tag);" % newcomm)
+            elif coll == "constructor" and newcomm and base in ("MPI_Comm_idup", "MPI_Comm_idup_with_info"):
+                # The new communicator cannot be used before the request completes: what
+                # it is comes from its parent.
+                post.append("if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *%s);" % newcomm)
             elif coll == "constructor" and newcomm:
                 post.append("if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *%s);" % newcomm)
             if coll in ("nonblocking", "persistent", "constructor") and request:

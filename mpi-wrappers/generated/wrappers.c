@@ -1326,7 +1326,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -1348,7 +1348,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     }
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);

@@ -191,6 +191,55 @@ void mana_comm_created(int parent, int newcomm)
         comm_record(p, m, newcomm, base);
 }
 
+static int *ints_copy(const int *from, int n)
+{
+    int *to = ints((size_t)(n > 0 ? n : 0));
+    if (from && n > 0)
+        memcpy(to, from, (size_t)n * sizeof(int));
+    return to;
+}
+
+/* MPI_Comm_idup(_with_info): MPICH may not let the new communicator be queried before the
+ * request completes (an assertion in its ch4 layer), so its group, remote group and
+ * topology are copied from the parent, and its identity is derived as comm_record derives
+ * it — for an intercommunicator without the agreement on the merged communicator (both
+ * groups call every constructor of an intercommunicator, so the count agrees). */
+void mana_comm_created_dup(int parent, int newcomm)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent), *m = mana_comm_meta(newcomm);
+    unsigned long long base = p ? mix(p->gid, __atomic_fetch_add(&p->ctor_count, 1, __ATOMIC_RELAXED)) : 0;
+    if (!m || newcomm == MPI_COMM_NULL)
+        return;
+    if (!p || !p->world_ranks) {
+        comm_record(p, m, newcomm, base);
+        return;
+    }
+    if (p->errhandler && !m->errhandler)
+        m->errhandler = mana_h_is_virtual(p->errhandler) ? mana_h_virtual(mana_h_real(p->errhandler)) : p->errhandler;
+    m->n_ranks = p->n_ranks;
+    m->world_ranks = ints_copy(p->world_ranks, p->n_ranks);
+    m->topo = p->topo;
+    m->cart_ndims = p->cart_ndims;
+    if (p->topo == 1) {
+        m->cart_dims = ints_copy(p->cart_dims, p->cart_ndims);
+        m->cart_periods = ints_copy(p->cart_periods, p->cart_ndims);
+    } else if (p->topo == 2 && p->graph) {
+        m->graph = ints_copy(p->graph, 2 + p->graph[0] + p->graph[1]);
+    } else if (p->topo == 3 && p->graph) {
+        m->graph = ints_copy(p->graph, 3 + 2 * p->graph[0] + 2 * p->graph[1]);
+    }
+    if (!p->inter) {
+        m->gid = mix(base, (unsigned long long)lowest_of(m->world_ranks, m->n_ranks) + 1) | 1;
+        return;
+    }
+    m->inter = 1;
+    m->n_remote = p->n_remote;
+    m->remote_world_ranks = ints_copy(p->remote_world_ranks, p->n_remote);
+    m->recv_side = p->recv_side;
+    m->send_side = p->send_side;
+    m->gid = mix(base, 0x1e7e) | 1;
+}
+
 /* MPI_Comm_create_group calls of the same group and tag (over one parent) match in call
  * order among the members: their count, per (parent, group, tag) key, is what the members
  * agree on. */

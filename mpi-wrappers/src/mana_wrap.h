@@ -448,6 +448,9 @@ extern int mana_coll_enter(int c, int blocking) MANA_HIDDEN;
 extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
 /* After a communicator constructor succeeded: the new communicator's identity. */
 extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
+/* The same for MPI_Comm_idup: the new communicator is its parent's copy (it cannot be
+ * asked anything before the request completes). */
+extern void mana_comm_created_dup(int parent, int newcomm) MANA_HIDDEN;
 /* The same after MPI_Comm_create_group (called by the group's members only). */
 extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDEN;
 /* A nonblocking or persistent collective's request (the drain completes them). */

@@ -1,8 +1,10 @@
 /* MPI-1 functions that MPI-3.0 removed and MPICH 4.0.2 still exports (old codes and
- * MPICH's own *_oldapi tests call them): each is its MPI-2 successor, called through this
- * library's own export so that handles, the checkpoint's records and the restart treat
- * the result like any other. */
+ * MPICH's own *_oldapi tests call them). Error handlers and addresses are their MPI-2
+ * successors, called through this library's own exports (trampolines, records); the
+ * datatype constructors and bounds are MPICH's own, with handle translation: a restart
+ * re-creates their types from MPI_Type_get_contents like any other. */
 #include "mana_wrap.h"
+#include <stdlib.h>
 
 __attribute__((used)) static int mana_w_MPI_Address(void *location, MPI_Aint *address)
 {
@@ -32,54 +34,69 @@ __attribute__((used)) static int mana_w_MPI_Errhandler_set(MPI_Comm comm, MPI_Er
 MANA_EXPORT(mana_w_MPI_Errhandler_set, MPI_Errhandler_set)
 MANA_EXPORT(mana_w_MPI_Errhandler_set, PMPI_Errhandler_set)
 
-/* MPI_Type_extent, _lb, _ub: the bounds MPI_Type_get_extent gives. */
-__attribute__((used)) static int mana_w_MPI_Type_extent(MPI_Datatype t, MPI_Aint *extent)
-{
-    MPI_Aint lb;
-    return PMPI_Type_get_extent(t, &lb, extent);
-}
-MANA_EXPORT(mana_w_MPI_Type_extent, MPI_Type_extent)
-MANA_EXPORT(mana_w_MPI_Type_extent, PMPI_Type_extent)
+/* The datatype functions go to MPICH's own MPI-1 entry points (the bounds of a type with
+ * MPI_LB/MPI_UB markers are theirs), with the wrappers' handle translation. */
+#define MANA_TYPE_BOUND(NAME, ID)                                                        \
+    __attribute__((used)) static int mana_w_##NAME(MPI_Datatype t, MPI_Aint *out)         \
+    {                                                                                    \
+        int r;                                                                           \
+        MPI_Datatype t_l = mana_h_real(t);                                               \
+        MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (MPI_Datatype, MPI_Aint *), (t_l, out)); \
+        return r;                                                                        \
+    }                                                                                    \
+    MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
+    MANA_EXPORT(mana_w_##NAME, P##NAME)
+MANA_TYPE_BOUND(MPI_Type_extent, 4473)
+MANA_TYPE_BOUND(MPI_Type_lb, 4474)
+MANA_TYPE_BOUND(MPI_Type_ub, 4475)
 
-__attribute__((used)) static int mana_w_MPI_Type_lb(MPI_Datatype t, MPI_Aint *lb)
+/* A new datatype from the lower half's `made` (or the error). */
+static int new_type(int r, MPI_Datatype made, MPI_Datatype *new_type)
 {
-    MPI_Aint extent;
-    return PMPI_Type_get_extent(t, lb, &extent);
-}
-MANA_EXPORT(mana_w_MPI_Type_lb, MPI_Type_lb)
-MANA_EXPORT(mana_w_MPI_Type_lb, PMPI_Type_lb)
-
-__attribute__((used)) static int mana_w_MPI_Type_ub(MPI_Datatype t, MPI_Aint *ub)
-{
-    MPI_Aint lb, extent;
-    int r = PMPI_Type_get_extent(t, &lb, &extent);
-    if (r == MPI_SUCCESS)
-        *ub = lb + extent;
+    if (r == MPI_SUCCESS && made)
+        *new_type = mana_h_virtual(made);
     return r;
 }
-MANA_EXPORT(mana_w_MPI_Type_ub, MPI_Type_ub)
-MANA_EXPORT(mana_w_MPI_Type_ub, PMPI_Type_ub)
 
 __attribute__((used)) static int mana_w_MPI_Type_hindexed(int count, int blocklengths[], MPI_Aint displacements[],
-                                                          MPI_Datatype old, MPI_Datatype *new_type)
+                                                          MPI_Datatype old, MPI_Datatype *new_type_)
 {
-    return PMPI_Type_create_hindexed(count, blocklengths, displacements, old, new_type);
+    MPI_Datatype old_l = mana_h_real(old), made = 0;
+    int r;
+    MANA_FORWARD_INTO(r, 4476, "PMPI_Type_hindexed", int, (int, int *, MPI_Aint *, MPI_Datatype, MPI_Datatype *),
+                      (count, blocklengths, displacements, old_l, &made));
+    return new_type(r, made, new_type_);
 }
 MANA_EXPORT(mana_w_MPI_Type_hindexed, MPI_Type_hindexed)
 MANA_EXPORT(mana_w_MPI_Type_hindexed, PMPI_Type_hindexed)
 
 __attribute__((used)) static int mana_w_MPI_Type_hvector(int count, int blocklength, MPI_Aint stride, MPI_Datatype old,
-                                                         MPI_Datatype *new_type)
+                                                         MPI_Datatype *new_type_)
 {
-    return PMPI_Type_create_hvector(count, blocklength, stride, old, new_type);
+    MPI_Datatype old_l = mana_h_real(old), made = 0;
+    int r;
+    MANA_FORWARD_INTO(r, 4477, "PMPI_Type_hvector", int, (int, int, MPI_Aint, MPI_Datatype, MPI_Datatype *),
+                      (count, blocklength, stride, old_l, &made));
+    return new_type(r, made, new_type_);
 }
 MANA_EXPORT(mana_w_MPI_Type_hvector, MPI_Type_hvector)
 MANA_EXPORT(mana_w_MPI_Type_hvector, PMPI_Type_hvector)
 
 __attribute__((used)) static int mana_w_MPI_Type_struct(int count, int blocklengths[], MPI_Aint displacements[],
-                                                        MPI_Datatype types[], MPI_Datatype *new_type)
+                                                        MPI_Datatype types[], MPI_Datatype *new_type_)
 {
-    return PMPI_Type_create_struct(count, blocklengths, displacements, types, new_type);
+    if (count < 0)
+        return PMPI_Type_create_struct(count, blocklengths, displacements, types, new_type_);
+    MPI_Datatype *types_l = malloc((size_t)(count > 0 ? count : 1) * sizeof *types_l), made = 0;
+    if (!types_l)
+        return MPI_ERR_NO_MEM;
+    for (int i = 0; i < count; i++)
+        types_l[i] = mana_h_real(types[i]);
+    int r;
+    MANA_FORWARD_INTO(r, 4478, "PMPI_Type_struct", int, (int, int *, MPI_Aint *, MPI_Datatype *, MPI_Datatype *),
+                      (count, blocklengths, displacements, types_l, &made));
+    free(types_l);
+    return new_type(r, made, new_type_);
 }
 MANA_EXPORT(mana_w_MPI_Type_struct, MPI_Type_struct)
 MANA_EXPORT(mana_w_MPI_Type_struct, PMPI_Type_struct)
