@@ -54,8 +54,8 @@ def split_params(params):
     return out
 
 
-# apis.json kind → C type of a translated handle (MPI_File is a pointer in MPICH; it
-# passes through untranslated).
+# apis.json kind → C type of a translated handle (MPI_File, a pointer in MPICH, is
+# translated by src/files.c).
 HANDLE_TYPES = {
     "COMMUNICATOR": "MPI_Comm", "GROUP": "MPI_Group", "DATATYPE": "MPI_Datatype",
     "REQUEST": "MPI_Request", "INFO": "MPI_Info", "ERRHANDLER": "MPI_Errhandler",
@@ -87,6 +87,15 @@ OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence")
 # window in such an epoch (src/rebuild.c).
 WIN_EPOCH = {"Win_start": 1, "Win_post": 1, "Win_complete": -1, "Win_wait": -1}
 # Passive-target epochs are recorded to be opened again at restart: (hook arguments).
+# MPI-IO (src/files.c). Calls collective over a file's group, counted on MANA's own
+# communicator of the file like blocking collectives; split collectives' *_begin (their
+# *_end is hand-written: index into files.c's split_ends); nonblocking collective I/O.
+FILE_COLLECTIVE = ("File_set_view", "File_set_size", "File_preallocate", "File_sync", "File_seek_shared",
+                   "File_set_atomicity", "File_set_info", "File_read_all", "File_write_all", "File_read_at_all",
+                   "File_write_at_all", "File_read_ordered", "File_write_ordered")
+FILE_SPLIT_BEGIN = ("File_read_all_begin", "File_read_at_all_begin", "File_read_ordered_begin",
+                    "File_write_all_begin", "File_write_at_all_begin", "File_write_ordered_begin")
+FILE_NB_COLLECTIVE = ("File_iread_all", "File_iwrite_all", "File_iread_at_all", "File_iwrite_at_all")
 WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0, -1",
              "Win_lock_all": "-1, 0, assert, 1", "Win_unlock_all": "-1, 0, 0, -1"}
 
@@ -188,6 +197,8 @@ def translation(fname, plist, args, handles):
             call[i] = "%s_use ? %s_l : %s" % (a, a, a)
         elif kind in HANDLE_TYPES and not ptr:
             first.append("%s = mana_h_real(%s);" % (a, a))
+        elif kind == "FILE" and not ptr:
+            first.append("%s = mana_file_real(%s);" % (a, a))
         elif kind in HANDLE_TYPES and length == "-":
             t = HANDLE_TYPES[kind]
             if direction == "in":
@@ -223,6 +234,42 @@ def translation(fname, plist, args, handles):
             post.append("MANA_TMP_FREE(%s_l);" % a)
             call[i] = "%s_use ? %s_l : %s" % (a, a, a)
     return first + pro, call, post
+
+
+def file_hooks(base, handles, pre_hooks, post, post_hooks):
+    """MPI-IO bookkeeping (src/files.c) around a call with a file parameter."""
+    hp = [item.split(":") for item in handles.split()]
+    fh = next((p[0] for p in hp if p[1] == "FILE" and p[2] == "in"), None)
+    if not fh:
+        return
+    name = base[4:]
+    if name.endswith("_c"):
+        name = name[:-2]
+    at = len(pre_hooks)
+    request = next((p[0] for p in hp if p[1] == "REQUEST" and p[2] == "out"), None)
+    counted = name in FILE_COLLECTIVE or name in FILE_SPLIT_BEGIN or name in FILE_NB_COLLECTIVE
+    if counted:
+        blocking = int(name not in FILE_NB_COLLECTIVE)
+        pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), %d);" % blocking)
+        post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+    if request:
+        post.append("if (r_ == MPI_SUCCESS) mana_file_request(*%s, mana_fv_, %d);"
+                    % (request, int(name in FILE_NB_COLLECTIVE)))
+    if "_shared" in name or "_ordered" in name:
+        post.append("if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);")
+    if name in FILE_SPLIT_BEGIN:
+        post.append("if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, %s, buf, %d);"
+                    % (fh, FILE_SPLIT_BEGIN.index(name)))
+    if name == "File_set_view":
+        pre_hooks.append("const MPI_Datatype mana_et_ = etype, mana_ft_ = filetype;")
+        post.append("if (r_ == MPI_SUCCESS) mana_file_view_set(mana_fv_, disp, mana_et_, mana_ft_, datarep, info);")
+    if name == "File_set_info":
+        post.append("if (r_ == MPI_SUCCESS) mana_file_info_set(mana_fv_, info);")
+    if name == "File_set_errhandler":
+        pre_hooks.append("const MPI_Errhandler mana_eh_ = errhandler;")
+        post.append("if (r_ == MPI_SUCCESS) mana_file_errhandler_set(mana_fv_, mana_eh_);")
+    if any("mana_fv_" in h for h in pre_hooks + post + post_hooks):
+        pre_hooks.insert(at, "const MPI_File mana_fv_ = %s;" % fh)
 
 
 def main():
@@ -352,6 +399,7 @@ def main():
             pname, kind, direction, length = item.split(":")
             if kind == "GROUP" and direction == "out" and length == "-":
                 post.append("if (r_ == MPI_SUCCESS) mana_group_created(*%s);" % pname)
+        file_hooks(base, handles.get(base, ""), pre_hooks, post, post_hooks)
         fwd = (fid, lower, ret, params or "void", ", ".join(call))
         if not pro and not post:
             out.append("    MANA_FORWARD(%d, \"%s\", %s, (%s), (%s));" % fwd)

@@ -281,7 +281,7 @@ static inline int mana_out_handle(int r, int *out, int real)
     return r;
 }
 /* ---- What MANA knows about each request (src/handles.c, src/p2p.c) ---- */
-enum mana_req_kind { MANA_REQ_OTHER = 0, MANA_REQ_SEND, MANA_REQ_RECV, MANA_REQ_COLL };
+enum mana_req_kind { MANA_REQ_OTHER = 0, MANA_REQ_SEND, MANA_REQ_RECV, MANA_REQ_COLL, MANA_REQ_IO };
 enum mana_req_state {
     MANA_REQ_LIVE = 0, /* the real request is the lower half's */
     MANA_REQ_DONE,     /* completed by the checkpointer (or served from drained messages):
@@ -396,8 +396,34 @@ struct mana_keyval {
                                  1 address-sized or 3 Fortran INTEGER (set by Fortran) */
 };
 extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
-/* src/files.c: whether an MPI file is open (its name into `out`). */
-extern int mana_open_file_name(char *out, int len) MANA_HIDDEN;
+/* ---- MPI-IO files (src/files.c) ---- */
+/* The lower half's file behind the application's handle (MPI_FILE_NULL as it is; any
+ * other value that names no open file: one the lower half reports as invalid). */
+extern MPI_File mana_file_real(MPI_File v) MANA_HIDDEN;
+/* MANA's own communicator over an open file's group (MPI_COMM_NULL if not a file). */
+extern MPI_Comm mana_file_comm(MPI_File v) MANA_HIDDEN;
+/* The application's handle of a real file (error handlers), MPI_FILE_NULL if unknown. */
+extern MPI_File mana_file_virtual(MPI_File real) MANA_HIDDEN;
+/* After MPI_File_set_view (`real_info`: the real info given) / set_info / set_errhandler
+ * (on MPI_FILE_NULL: the default for later files) succeeded. */
+extern void mana_file_view_set(MPI_File v, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype,
+                               const char *datarep, MPI_Info real_info) MANA_HIDDEN;
+extern void mana_file_info_set(MPI_File v, MPI_Info real_info) MANA_HIDDEN;
+extern void mana_file_errhandler_set(MPI_File v, MPI_Errhandler eh) MANA_HIDDEN;
+/* After a call that used the file's shared file pointer. */
+extern void mana_file_used_shared(MPI_File v) MANA_HIDDEN;
+/* After a nonblocking I/O call (collective or not) returned request `req`. */
+extern void mana_file_request(MPI_Request req, MPI_File v, int collective) MANA_HIDDEN;
+/* After a split collective's *_begin on real file `real`: completes it in the lower half
+ * (src/files.c explains). */
+extern int mana_file_split_begun(MPI_File v, MPI_File real, const void *buf, int which) MANA_HIDDEN;
+/* At a checkpoint: syncs every open file and records its pointers (0, or -1 with why). */
+extern int mana_files_snapshot(char *why, int len) MANA_HIDDEN;
+/* At restart, after communicators, datatypes and error handlers: every file opened again
+ * and put back in its state (0, or -1 with one line naming the file). */
+extern int mana_files_reopen(char *err, int errlen) MANA_HIDDEN;
+/* At restart, before files: every data representation registered again (src/special.c). */
+extern int mana_reregister_datareps(char *err, int errlen) MANA_HIDDEN;
 /* The attribute type (struct mana_keyval's attr_type) of a keyval's attributes. */
 extern int mana_keyval_attr_type(int keyval_v) MANA_HIDDEN;
 extern void mana_keyval_attr_type_set(int keyval_v, int type) MANA_HIDDEN;

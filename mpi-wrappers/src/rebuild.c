@@ -505,13 +505,9 @@ int mana_snapshot(char *why, int len)
     snap_clear();
     if (mana_h_live(KIND_SESSION))
         refuse("the application holds an MPI session, which a restart cannot create again yet");
-    char file[256], file_why[400];
-    if (mana_open_file_name(file, sizeof file)) {
-        snprintf(file_why, sizeof file_why,
-                 "the MPI file %s was open at the checkpoint, and MPI-IO files are not re-opened by a restart yet",
-                 file);
+    char file_why[sizeof snap.unsupported];
+    if (mana_files_snapshot(file_why, sizeof file_why) != 0)
         refuse(file_why);
-    }
     mana_h_each(KIND_DATATYPE, snap_type, NULL);
     mana_h_each(KIND_INFO, snap_info, NULL);
     snap_keyvals();
@@ -850,6 +846,8 @@ int mana_rebuild_objects(int phase, char *err, int errlen)
                        readd_errors(err, errlen)
                    ? -1
                    : 0;
-    return rebuild_hints(err, errlen) || rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ? -1
-                                                                                                      : 0;
+    return rebuild_hints(err, errlen) || rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ||
+                   mana_reregister_datareps(err, errlen) || mana_files_reopen(err, errlen)
+               ? -1
+               : 0;
 }
