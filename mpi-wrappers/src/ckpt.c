@@ -381,6 +381,13 @@ typedef int (*iprobe_fn)(int, int, MPI_Comm, int *, MPI_Status *);
 static void drive_progress(void)
 {
     int flag;
+    if (__atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE) != MANA_PHASE_INITIALIZED) {
+        /* Held at MPI_Init's entry: there is no MPI to progress (nor, perhaps, a lower
+         * half: this must not load one). */
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        return;
+    }
     mana_gate_enter();
     unsigned long fs = mana_thread_lower_fs();
     iprobe_fn f = (iprobe_fn)lower_get(LOWER_FN(4310, "PMPI_Iprobe"), fs);
@@ -1332,6 +1339,20 @@ static void gate_open(void)
     mana_gate_open();
 }
 
+int mana_mpi_phase = MANA_PHASE_BEFORE_INIT;
+
+/* A program that holds MPI sessions but never called MPI_Init counts as initialized, as
+ * before phases were told apart: its checkpoint snapshots the lower half, which records
+ * the sessions, and a restart refuses it with that reason (sessions are not re-created
+ * yet) instead of restarting it without them. */
+static int phase(void)
+{
+    int p = __atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE);
+    if (p == MANA_PHASE_BEFORE_INIT && mana_h_live(0xe /* MPICH's session kind */))
+        return MANA_PHASE_INITIALIZED;
+    return p;
+}
+
 static const struct mana_mpi_ops ops = {
     .version = MANA_MPI_OPS_VERSION,
     .coll_snapshot = coll_snapshot,
@@ -1348,6 +1369,7 @@ static const struct mana_mpi_ops ops = {
     .restart_reset = restart_reset,
     .restart = mpi_restart,
     .restart_times = restart_times,
+    .phase = phase,
 };
 
 extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));

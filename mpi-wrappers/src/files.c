@@ -531,6 +531,7 @@ void mana_file_request(MPI_Request req, MPI_File v, int collective)
     struct mana_req_meta *m = mana_req_meta(req);
     if (!m)
         return;
+    m->io = 1;
     if (collective && f) {
         mana_req_mark_coll(req, f->comm, 0);
         return;

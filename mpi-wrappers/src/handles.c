@@ -307,8 +307,10 @@ static void release(int v)
             unsigned frees = *owed;
             *owed = 0;
             table_unlock(t);
-            mana_handle_released((int)kind, frees, real);
+            mana_handle_released((int)kind, frees, v);
             table_lock(t);
+            /* A restart while it waited at the gate bound `v` to a new object. */
+            real = chunk[idx & (CHUNK - 1)];
         }
         if (kind != KIND_REQUEST)
             map_remove(t, real);
@@ -338,7 +340,7 @@ static void release(int v)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
     if (aux)
-        mana_handle_released((int)kind, aux, real);
+        mana_handle_released((int)kind, aux, v);
     if (mana_h_is_virtual(errhandler))
         release(errhandler);
     if (mana_h_is_virtual(held))

@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 4
+#define MANA_MPI_OPS_VERSION 5
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -54,6 +54,8 @@ struct mana_mpi_ops {
     /* The last restart's seconds in MPI_Init_thread and in re-creating the application's
      * objects (handles rebound, requests posted again). */
     void (*restart_times)(double *init_s, double *rebuild_s);
+    /* mana_mpi_phase: 0 before MPI_Init, 1 initialized, 2 finalized (mana_wrap.h). */
+    int (*phase)(void);
 };
 
 #endif

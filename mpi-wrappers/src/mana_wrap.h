@@ -291,6 +291,7 @@ struct mana_req_meta {
     unsigned char kind, state, persistent, active;
     unsigned char send_mode; /* a persistent send's MPI_*_init: 0 Send, 1 Ssend, 2 Bsend, 3 Rsend */
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
+    unsigned char io;        /* made by an MPI-IO call (a ROMIO generalized request) */
     int comm;                /* the application's communicator */
     int peer;                /* destination of a send, source of a receive */
     int tag, datatype;       /* a receive's arguments: to serve a persistent one from */
@@ -377,8 +378,8 @@ extern int mana_recreate_op(int v) MANA_HIDDEN;
 extern int mana_recreate_errhandler(int v) MANA_HIDDEN;
 /* The last reference to an object with an aux word is released (src/special.c gives a user
  * operation's or error handler's trampoline slot back, frees a datatype in the lower half
- * as often as the application freed it). `real`: its real handle. */
-extern void mana_handle_released(int kind, unsigned aux, int real) MANA_HIDDEN;
+ * as often as the application freed it). `v`: its virtual handle, still bound. */
+extern void mana_handle_released(int kind, unsigned aux, int v) MANA_HIDDEN;
 /* A datatype's aux word: how many MPI_Type_free the lower half is owed, or (a datatype
  * re-created by a restart, whose new object MPI counts once) this flag: free it once. */
 #define MANA_AUX_FREE_ONCE 0x80000000u
@@ -466,6 +467,15 @@ extern void mana_comm_each(void (*f)(int c, struct mana_comm_meta *m, void *arg)
 extern int mana_req_placeholder(struct mana_req_meta **meta) MANA_HIDDEN;
 
 /* ---- Checkpoint support (src/ckpt.c) ---- */
+/* Where this process is in MPI's lifetime (src/special.c sets it when MPI_Init(_thread)
+ * and MPI_Finalize return successfully). A checkpoint drains messages and snapshots the
+ * lower half only while MPI is initialized; a restart brings a new lower half up (and
+ * MPI_Init runs in it) only then — before MPI_Init or after MPI_Finalize a restarted
+ * process loads a lower half at its next MPI call, as at start-up. */
+#define MANA_PHASE_BEFORE_INIT 0
+#define MANA_PHASE_INITIALIZED 1
+#define MANA_PHASE_FINALIZED 2
+extern int mana_mpi_phase MANA_HIDDEN;
 /* Before/after every collective (and communicator constructor, MPI_Comm_free, window and
  * file creation) on the application's communicator `c`: counts it, and while a
  * checkpoint is pending may hold the thread here, outside the lower half. Returns

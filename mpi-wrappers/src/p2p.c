@@ -1184,8 +1184,50 @@ __attribute__((used)) static int mana_w_MPI_Test(MPI_Request *request, int *flag
 MANA_EXPORT(mana_w_MPI_Test, MPI_Test)
 MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 
+/* Whether any of the requests is one of ROMIO's (MPI-IO) generalized requests. */
+static int any_file_request(int count, const MPI_Request v[])
+{
+    for (int i = 0; i < count; i++) {
+        struct mana_req_meta *m = v[i] != MPI_REQUEST_NULL ? mana_req_meta(v[i]) : NULL;
+        if (m && m->io)
+            return 1;
+    }
+    return 0;
+}
+
+/* MPI_Waitall over MPI-IO requests: one request after the other, each with MPI_Test (as
+ * MPI_Wait does). The other waits spin on MPI_Testall, but with ROMIO's generalized
+ * requests MPICH's MPI_Testall (and MPI_Testsome) loops fail natively too: ROMIO's poll
+ * function for asynchronous I/O completes a finished request again each time it is
+ * polled (MPICH asserts ref_count >= 0 once two requests finish apart), and its
+ * nonblocking collective I/O never completes when every request is polled in turn
+ * (io/i_hindexed spins forever). MPICH's own MPI_Waitall uses the request class's wait
+ * function instead. */
+static int waitall_in_order(int count, MPI_Request v[], MPI_Status sts[])
+{
+    MPI_Status *app = mana_status_ignored(sts) ? NULL : sts;
+    int rc = MPI_SUCCESS;
+    for (int i = 0; i < count; i++) {
+        int flag = 0;
+        MPI_Status *st = app ? &app[i] : MPI_STATUS_IGNORE;
+        if (app)
+            empty_status(st);
+        int r = wait_or_test(&v[i], &flag, st, 1);
+        if (r != MPI_SUCCESS) { /* as MPI_Waitall reports it: this one failed, the rest pending */
+            for (int k = 0; app && k < count; k++)
+                app[k].MPI_ERROR = k < i ? MPI_SUCCESS : k == i ? r : MPI_ERR_PENDING;
+            return MPI_ERR_IN_STATUS;
+        }
+        if (app)
+            st->MPI_ERROR = MPI_SUCCESS;
+    }
+    return rc;
+}
+
 static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], int blocking)
 {
+    if (blocking && any_file_request(count, v))
+        return waitall_in_order(count, v, sts);
     struct lower_fn *lt = LOWER_FN(4291, "PMPI_Testall");
     MPI_Status *app = mana_status_ignored(sts) ? NULL : sts;
     BATCH_SCRATCH;

@@ -107,15 +107,30 @@ static int op_created(int r, MPI_Op op, int k, int large, int commute)
 static void eh_released(unsigned aux);
 
 /* The last reference to a user operation or error handler is gone: its slot can serve a
- * new one. */
+ * new one. The last reference to a datatype is gone: the frees MPI_Type_free deferred
+ * reach the lower half now. Its real handle and the count are read holding the gate: the
+ * caller (MPI_Type_free's wrapper, which holds none) may wait at it while a checkpoint is
+ * taken and wake up in a restarted process, where `v` names the type the restart created
+ * again, which the new MPI counts once (the restart's MANA_AUX_FREE_ONCE in the aux word).
+ * Freeing the old lower half's handle there freed another object, or one already freed
+ * (xdlu of scalapack-mpi-test, restarted: MPICH's "ref_count >= 0" assertion). */
 MANA_LOWER_FUNCTION(lower_type_free, 4055, "PMPI_Type_free", (MPI_Datatype * t), (t))
 
-void mana_handle_released(int kind, unsigned aux, int real)
+void mana_handle_released(int kind, unsigned aux, int v)
 {
-    unsigned frees = aux & MANA_AUX_FREE_ONCE ? 1 : aux;
-    for (unsigned i = 0; kind == 0x3 && i < frees; i++) { /* the frees MPI_Type_free deferred */
-        MPI_Datatype t = real;
-        lower_type_free(&t);
+    if (kind == 0x3) {
+        mana_gate_enter();
+        unsigned *word = mana_h_aux(v);
+        unsigned again = word ? __atomic_exchange_n(word, 0, __ATOMIC_RELAXED) : 0;
+        unsigned owed = again ? again : aux;
+        unsigned frees = owed & MANA_AUX_FREE_ONCE ? 1 : owed;
+        const int real = mana_h_real(v);
+        for (unsigned i = 0; i < frees; i++) {
+            MPI_Datatype t = real;
+            lower_type_free(&t);
+        }
+        mana_gate_leave();
+        return;
     }
     if (kind == 0x6) {
         if (!(aux & AUX_OP_LARGE) && (aux & 0xffff))
@@ -450,16 +465,46 @@ static void mana_mark_time(const char *what)
 }
 
 /* MPI_Finalize: lets the runtime look at the lower half one last time (region dump for
- * tests, MANA_DUMP_REGIONS) before the real MPI_Finalize. */
+ * tests, MANA_DUMP_REGIONS) before the real MPI_Finalize. Counted as a collective on
+ * MPI_COMM_WORLD (as MPI_Init is), so that a checkpoint's agreement converges with every
+ * rank on the same side of it: all still in MPI, or all finalized (mana_mpi_phase). */
 extern void mana_before_finalize(void);
 __attribute__((used)) static int mana_w_MPI_Finalize(void)
 {
     mana_mark_time("finalize");
     mana_before_finalize();
-    MANA_FORWARD(4003, "PMPI_Finalize", int, (void), ());
+    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
+    int r;
+    {
+        MANA_FORWARD_INTO(r, 4003, "PMPI_Finalize", int, (void), ());
+    }
+    if (r == MPI_SUCCESS)
+        __atomic_store_n(&mana_mpi_phase, MANA_PHASE_FINALIZED, __ATOMIC_RELEASE);
+    mana_coll_leave(counted, 1);
+    return r;
 }
 MANA_EXPORT(mana_w_MPI_Finalize, MPI_Finalize)
 MANA_EXPORT(mana_w_MPI_Finalize, PMPI_Finalize)
+
+/* MPI_Initialized / MPI_Finalized are answered from mana_mpi_phase, without the lower
+ * half: before MPI_Init they do not load one (Python bindings ask at import), and after a
+ * restart of a finalized process — which gets no new lower half — they still say what
+ * MPICH said before the checkpoint. */
+__attribute__((used)) static int mana_w_MPI_Initialized(int *flag)
+{
+    *flag = __atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE) != MANA_PHASE_BEFORE_INIT;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Initialized, MPI_Initialized)
+MANA_EXPORT(mana_w_MPI_Initialized, PMPI_Initialized)
+
+__attribute__((used)) static int mana_w_MPI_Finalized(int *flag)
+{
+    *flag = __atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE) == MANA_PHASE_FINALIZED;
+    return MPI_SUCCESS;
+}
+MANA_EXPORT(mana_w_MPI_Finalized, MPI_Finalized)
+MANA_EXPORT(mana_w_MPI_Finalized, PMPI_Finalized)
 
 /* MPI_UNWEIGHTED and MPI_WEIGHTS_EMPTY are sentinel addresses exported as constant
  * pointers. The application gets ours; wrappers of the functions taking weights
@@ -1354,19 +1399,27 @@ int mana_reregister_datareps(char *err, int errlen)
 }
 
 /* MPI_Init / MPI_Init_thread: the thread level the application asked for is what a
- * restart's new lower half is initialized with (src/ckpt.c). */
+ * restart's new lower half is initialized with (src/ckpt.c). Both count as a collective on
+ * MPI_COMM_WORLD: a checkpoint requested while some ranks are still before MPI_Init and
+ * others inside it converges once every rank has returned from it (the ranks still before
+ * it are behind and run on), so that every rank of an image is on the same side of
+ * MPI_Init; one requested while all are before it holds a rank that arrives at MPI_Init
+ * at its entry, outside the lower half, until the image is written. */
 __attribute__((visibility("hidden"))) int mana_init_level = -1;
 
 __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
 {
+    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
     int r;
     {
         MANA_FORWARD_INTO(r, 4050, "PMPI_Init", int, (int *, char ***), (argc, argv));
     }
     if (r == MPI_SUCCESS) {
         mana_init_level = MPI_THREAD_SINGLE;
+        __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
     }
+    mana_coll_leave(counted, 1);
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
@@ -1374,6 +1427,7 @@ MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
 
 __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
 {
+    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
     int r;
     {
         MANA_FORWARD_INTO(r, 4051, "PMPI_Init_thread", int, (int *, char ***, int, int *),
@@ -1381,8 +1435,10 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
     }
     if (r == MPI_SUCCESS) {
         mana_init_level = required;
+        __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
     }
+    mana_coll_leave(counted, 1);
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)

@@ -196,6 +196,15 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
     let restored = s.restart(&good).wait_output(LONG);
     restored.assert_success();
     assert_no_banner(&restored);
+
+    // The program changed since the checkpoint (rebuilt, here one byte longer): its code
+    // in the image would not match the file mapped again. One line naming the program.
+    let program = compile("bigmem", Build::NoPie, s.dir());
+    let mut bytes = fs::read(&program).unwrap();
+    bytes.push(0);
+    fs::write(&program, bytes).unwrap();
+    restart_refuses(&s, &good, &program, &["changed"], "changed program");
+    assert!(latest_image(&good).exists(), "the image is kept");
 }
 
 #[test]
