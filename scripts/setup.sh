@@ -13,8 +13,13 @@ cd "$(dirname "$0")/.."
 # which a test that times out prints its processes' stacks (tests/src/process.rs);
 # gfortran and g++ for the Fortran and C++ MPI programs (mpif90.mpich, mpicxx.mpich);
 # Open MPI only for the test that mana_launch refuses its programs (always name the MPI:
-# installing Open MPI makes it Debian's default mpicc/mpiexec); binutils for readelf/strip.
-packages=(gcc g++ gfortran libc6-dev make pkg-config util-linux mount binutils mpich libmpich-dev libopenmpi-dev openmpi-bin slurm-wlm munge libclang-dev clang gdb)
+# installing Open MPI makes it Debian's default mpicc/mpiexec); binutils for readelf/strip;
+# libhdf5-mpich-dev for the parallel-HDF5 client (tests/mpi/h5_parallel.c, built against
+# libhdf5_mpich.so through pkg-config hdf5-mpich: tests/src/programs.rs);
+# scalapack-mpi-test (ScaLAPACK's and BLACS's test programs built against MPICH: xdqr, xdlu,
+# xFbtest) and nwchem-mpich (NWChem's MPICH build, nwchem.mpich) for the real-client tests
+# (tests/tests/real_clients.rs): programs nobody here wrote, checkpointed and restarted.
+packages=(gcc g++ gfortran libc6-dev make pkg-config util-linux mount binutils mpich libmpich-dev libopenmpi-dev openmpi-bin slurm-wlm munge libclang-dev clang gdb libhdf5-mpich-dev scalapack-mpi-test nwchem-mpich)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1776,24 +1776,12 @@ __attribute__((used)) static int mana_w_MPI_File_delete(const char* filename, MP
 }
 MANA_EXPORT(mana_w_MPI_File_delete, MPI_File_delete)
 MANA_EXPORT(mana_w_MPI_File_delete, PMPI_File_delete)
-__attribute__((used)) static int mana_w_MPI_File_get_amode(MPI_File fh, int* amode) {
-    mana_gate_enter();
-    fh = mana_file_real(fh);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 104, "PMPI_File_get_amode", int, (MPI_File fh, int* amode), (fh, amode));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_File_get_amode, MPI_File_get_amode)
-MANA_EXPORT(mana_w_MPI_File_get_amode, PMPI_File_get_amode)
 __attribute__((used)) static int mana_w_MPI_File_get_atomicity(MPI_File fh, int* flag) {
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 105, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
+        MANA_CALL_LOWER_INTO(r_, 104, "PMPI_File_get_atomicity", int, (MPI_File fh, int* flag), (fh, flag));
     }
     mana_gate_leave();
     return r_;
@@ -1805,7 +1793,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_byte_offset(MPI_File fh, MP
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
+        MANA_CALL_LOWER_INTO(r_, 105, "PMPI_File_get_byte_offset", int, (MPI_File fh, MPI_Offset offset, MPI_Offset* disp), (fh, offset, disp));
     }
     mana_gate_leave();
     return r_;
@@ -1818,7 +1806,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, M
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -1832,7 +1820,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 108, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -1847,7 +1835,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info*
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 109, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 108, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -1860,7 +1848,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_position(MPI_File fh, MPI_O
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 110, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+        MANA_CALL_LOWER_INTO(r_, 109, "PMPI_File_get_position", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
     }
     mana_gate_leave();
     return r_;
@@ -1873,7 +1861,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_position_shared(MPI_File fh
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 111, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
+        MANA_CALL_LOWER_INTO(r_, 110, "PMPI_File_get_position_shared", int, (MPI_File fh, MPI_Offset* offset), (fh, offset));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -1886,7 +1874,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_size(MPI_File fh, MPI_Offse
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 112, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
+        MANA_CALL_LOWER_INTO(r_, 111, "PMPI_File_get_size", int, (MPI_File fh, MPI_Offset* size), (fh, size));
     }
     mana_gate_leave();
     return r_;
@@ -1899,7 +1887,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_type_extent(MPI_File fh, MP
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 113, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
+        MANA_CALL_LOWER_INTO(r_, 112, "PMPI_File_get_type_extent", int, (MPI_File fh, MPI_Datatype datatype, MPI_Aint* extent), (fh, datatype, extent));
     }
     mana_gate_leave();
     return r_;
@@ -1912,7 +1900,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_type_extent_c(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 114, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
+        MANA_CALL_LOWER_INTO(r_, 113, "PMPI_File_get_type_extent_c", int, (MPI_File fh, MPI_Datatype datatype, MPI_Count* extent), (fh, datatype, extent));
     }
     mana_gate_leave();
     return r_;
@@ -1926,7 +1914,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offse
     MPI_Datatype filetype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 115, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
+        MANA_CALL_LOWER_INTO(r_, 114, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
     }
     if (r_ == MPI_SUCCESS && etype_l) *etype = mana_h_virtual(etype_l);
     if (r_ == MPI_SUCCESS && filetype_l) *filetype = mana_h_virtual(filetype_l);
@@ -1943,7 +1931,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, i
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 116, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 115, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -1961,7 +1949,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* bu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 116, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -1980,7 +1968,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -1998,7 +1986,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offse
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2016,7 +2004,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_O
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2035,7 +2023,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2053,7 +2041,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Off
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2070,7 +2058,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2087,7 +2075,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2105,7 +2093,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2123,7 +2111,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2141,7 +2129,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2160,7 +2148,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2178,7 +2166,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offs
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2196,7 +2184,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2215,7 +2203,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
@@ -2233,7 +2221,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Of
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2250,7 +2238,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2267,7 +2255,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2285,7 +2273,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 135, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
@@ -2302,7 +2290,7 @@ __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Of
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 136, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
+        MANA_CALL_LOWER_INTO(r_, 135, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -2318,7 +2306,7 @@ __attribute__((used)) static int mana_w_MPI_File_read(MPI_File fh, void* buf, in
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 137, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 136, "PMPI_File_read", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2336,7 +2324,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 138, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 137, "PMPI_File_read_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2353,7 +2341,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, voi
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 139, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 138, "PMPI_File_read_all_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 0);
     mana_gate_leave();
@@ -2370,7 +2358,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, v
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 140, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 139, "PMPI_File_read_all_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 0);
     mana_gate_leave();
@@ -2389,7 +2377,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* b
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 141, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 140, "PMPI_File_read_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2406,7 +2394,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at(MPI_File fh, MPI_Offset
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 142, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 141, "PMPI_File_read_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2424,7 +2412,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Of
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 143, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 142, "PMPI_File_read_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2441,7 +2429,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 144, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 143, "PMPI_File_read_at_all_begin", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 1);
     mana_gate_leave();
@@ -2458,7 +2446,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 145, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 144, "PMPI_File_read_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 1);
     mana_gate_leave();
@@ -2477,7 +2465,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 146, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 145, "PMPI_File_read_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2494,7 +2482,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_c(MPI_File fh, MPI_Offs
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 147, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 146, "PMPI_File_read_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2510,7 +2498,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_c(MPI_File fh, void* buf, 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 148, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 147, "PMPI_File_read_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2528,7 +2516,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void*
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 149, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 148, "PMPI_File_read_ordered", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -2546,7 +2534,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 150, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 149, "PMPI_File_read_ordered_begin", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 2);
@@ -2564,7 +2552,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File f
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 151, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 150, "PMPI_File_read_ordered_begin_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 2);
@@ -2584,7 +2572,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, voi
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 152, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 151, "PMPI_File_read_ordered_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -2603,7 +2591,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_shared(MPI_File fh, void* 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 153, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 152, "PMPI_File_read_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -2621,7 +2609,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_shared_c(MPI_File fh, void
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 154, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 153, "PMPI_File_read_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -2635,7 +2623,7 @@ __attribute__((used)) static int mana_w_MPI_File_seek(MPI_File fh, MPI_Offset of
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 155, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+        MANA_CALL_LOWER_INTO(r_, 154, "PMPI_File_seek", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
     }
     mana_gate_leave();
     return r_;
@@ -2649,7 +2637,7 @@ __attribute__((used)) static int mana_w_MPI_File_seek_shared(MPI_File fh, MPI_Of
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 156, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
+        MANA_CALL_LOWER_INTO(r_, 155, "PMPI_File_seek_shared", int, (MPI_File fh, MPI_Offset offset, int whence), (fh, offset, whence));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2665,7 +2653,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int 
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 157, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
+        MANA_CALL_LOWER_INTO(r_, 156, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -2681,7 +2669,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_errhandler(MPI_File file, M
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 158, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 157, "PMPI_File_set_errhandler", int, (MPI_File file, MPI_Errhandler errhandler), (file, errhandler));
     }
     if (r_ == MPI_SUCCESS) mana_file_errhandler_set(mana_fv_, mana_eh_);
     mana_gate_leave();
@@ -2697,7 +2685,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 159, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
+        MANA_CALL_LOWER_INTO(r_, 158, "PMPI_File_set_info", int, (MPI_File fh, MPI_Info info), (fh, info));
     }
     if (r_ == MPI_SUCCESS) mana_file_info_set(mana_fv_, info);
     mana_gate_leave();
@@ -2713,7 +2701,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offse
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 160, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
+        MANA_CALL_LOWER_INTO(r_, 159, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -2732,7 +2720,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offse
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 161, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
+        MANA_CALL_LOWER_INTO(r_, 160, "PMPI_File_set_view", int, (MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info), (fh, disp, etype, filetype, datarep, info));
     }
     if (r_ == MPI_SUCCESS) mana_file_view_set(mana_fv_, disp, mana_et_, mana_ft_, datarep, info);
     mana_gate_leave();
@@ -2748,7 +2736,7 @@ __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
     fh = mana_file_real(fh);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 162, "PMPI_File_sync", int, (MPI_File fh), (fh));
+        MANA_CALL_LOWER_INTO(r_, 161, "PMPI_File_sync", int, (MPI_File fh), (fh));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -2764,7 +2752,7 @@ __attribute__((used)) static int mana_w_MPI_File_write(MPI_File fh, const void* 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 163, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 162, "PMPI_File_write", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2782,7 +2770,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const vo
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 164, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 163, "PMPI_File_write_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2799,7 +2787,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, co
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 165, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 164, "PMPI_File_write_all_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 3);
     mana_gate_leave();
@@ -2816,7 +2804,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 166, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 165, "PMPI_File_write_all_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 3);
     mana_gate_leave();
@@ -2835,7 +2823,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 167, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 166, "PMPI_File_write_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2852,7 +2840,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at(MPI_File fh, MPI_Offse
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 168, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 167, "PMPI_File_write_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2870,7 +2858,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_O
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 169, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 168, "PMPI_File_write_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2887,7 +2875,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 170, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 169, "PMPI_File_write_at_all_begin", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 4);
     mana_gate_leave();
@@ -2904,7 +2892,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File f
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 171, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 170, "PMPI_File_write_at_all_begin_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, offset, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 4);
     mana_gate_leave();
@@ -2923,7 +2911,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 172, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 171, "PMPI_File_write_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2940,7 +2928,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_c(MPI_File fh, MPI_Off
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 173, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 172, "PMPI_File_write_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, offset, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2956,7 +2944,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_c(MPI_File fh, const void
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 174, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 173, "PMPI_File_write_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -2974,7 +2962,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, cons
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 175, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 174, "PMPI_File_write_ordered", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -2992,7 +2980,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 176, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 175, "PMPI_File_write_ordered_begin", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 5);
@@ -3010,7 +2998,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 177, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
+        MANA_CALL_LOWER_INTO(r_, 176, "PMPI_File_write_ordered_begin_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype), (fh, buf, count, datatype));
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 5);
@@ -3030,7 +3018,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, co
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 178, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 177, "PMPI_File_write_ordered_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -3049,7 +3037,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_shared(MPI_File fh, const
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 179, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 178, "PMPI_File_write_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -3067,7 +3055,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_shared_c(MPI_File fh, con
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 180, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
+        MANA_CALL_LOWER_INTO(r_, 179, "PMPI_File_write_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status), (fh, buf, count, datatype, status_l));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
@@ -3085,7 +3073,7 @@ __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 181, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 180, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -3102,7 +3090,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 181, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -3114,7 +3102,7 @@ struct mana_pc_MPI_Gather_init { const void* sendbuf; int sendcount; MPI_Datatyp
 static int mana_pc_replay_MPI_Gather_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Gather_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -3128,7 +3116,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -3142,7 +3130,7 @@ struct mana_pc_MPI_Gather_init_c { const void* sendbuf; MPI_Count sendcount; MPI
 static int mana_pc_replay_MPI_Gather_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Gather_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 184, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -3156,7 +3144,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 184, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -3175,7 +3163,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 185, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 184, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -3192,7 +3180,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 185, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -3204,7 +3192,7 @@ struct mana_pc_MPI_Gatherv_init { const void* sendbuf; int sendcount; MPI_Dataty
 static int mana_pc_replay_MPI_Gatherv_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Gatherv_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -3218,7 +3206,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -3232,7 +3220,7 @@ struct mana_pc_MPI_Gatherv_init_c { const void* sendbuf; MPI_Count sendcount; MP
 static int mana_pc_replay_MPI_Gatherv_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Gatherv_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 188, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -3246,7 +3234,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 188, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -3263,7 +3251,7 @@ __attribute__((used)) static int mana_w_MPI_Get(void* origin_addr, int origin_co
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 189, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 188, "PMPI_Get", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -3279,7 +3267,7 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate(const void* origin_ad
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 190, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 189, "PMPI_Get_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
     mana_gate_leave();
     return r_;
@@ -3295,7 +3283,7 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 191, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
+        MANA_CALL_LOWER_INTO(r_, 190, "PMPI_Get_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win));
     }
     mana_gate_leave();
     return r_;
@@ -3303,7 +3291,7 @@ __attribute__((used)) static int mana_w_MPI_Get_accumulate_c(const void* origin_
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, MPI_Get_accumulate_c)
 MANA_EXPORT(mana_w_MPI_Get_accumulate_c, PMPI_Get_accumulate_c)
 __attribute__((used)) static int mana_w_MPI_Get_address(const void* location, MPI_Aint* address) {
-    MANA_FORWARD(192, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
+    MANA_FORWARD(191, "PMPI_Get_address", int, (const void* location, MPI_Aint* address), (location, address));
 }
 MANA_EXPORT(mana_w_MPI_Get_address, MPI_Get_address)
 MANA_EXPORT(mana_w_MPI_Get_address, PMPI_Get_address)
@@ -3314,7 +3302,7 @@ __attribute__((used)) static int mana_w_MPI_Get_c(void* origin_addr, MPI_Count o
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 193, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 192, "PMPI_Get_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -3328,7 +3316,7 @@ __attribute__((used)) static int mana_w_MPI_Get_count(const MPI_Status* status, 
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 194, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 193, "PMPI_Get_count", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
     mana_gate_leave();
     return r_;
@@ -3342,7 +3330,7 @@ __attribute__((used)) static int mana_w_MPI_Get_count_c(const MPI_Status* status
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 195, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 194, "PMPI_Get_count_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     mana_gate_leave();
     return r_;
@@ -3356,7 +3344,7 @@ __attribute__((used)) static int mana_w_MPI_Get_elements(const MPI_Status* statu
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 196, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 195, "PMPI_Get_elements", int, (const MPI_Status* status, MPI_Datatype datatype, int* count), (status_l, datatype, count));
     }
     mana_gate_leave();
     return r_;
@@ -3370,7 +3358,7 @@ __attribute__((used)) static int mana_w_MPI_Get_elements_c(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 197, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 196, "PMPI_Get_elements_c", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     mana_gate_leave();
     return r_;
@@ -3384,7 +3372,7 @@ __attribute__((used)) static int mana_w_MPI_Get_elements_x(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 198, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 197, "PMPI_Get_elements_x", int, (const MPI_Status* status, MPI_Datatype datatype, MPI_Count* count), (status_l, datatype, count));
     }
     mana_gate_leave();
     return r_;
@@ -3392,17 +3380,17 @@ __attribute__((used)) static int mana_w_MPI_Get_elements_x(const MPI_Status* sta
 MANA_EXPORT(mana_w_MPI_Get_elements_x, MPI_Get_elements_x)
 MANA_EXPORT(mana_w_MPI_Get_elements_x, PMPI_Get_elements_x)
 __attribute__((used)) static int mana_w_MPI_Get_library_version(char* version, int* resultlen) {
-    MANA_FORWARD(199, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
+    MANA_FORWARD(198, "PMPI_Get_library_version", int, (char* version, int* resultlen), (version, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_library_version, MPI_Get_library_version)
 MANA_EXPORT(mana_w_MPI_Get_library_version, PMPI_Get_library_version)
 __attribute__((used)) static int mana_w_MPI_Get_processor_name(char* name, int* resultlen) {
-    MANA_FORWARD(200, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
+    MANA_FORWARD(199, "PMPI_Get_processor_name", int, (char* name, int* resultlen), (name, resultlen));
 }
 MANA_EXPORT(mana_w_MPI_Get_processor_name, MPI_Get_processor_name)
 MANA_EXPORT(mana_w_MPI_Get_processor_name, PMPI_Get_processor_name)
 __attribute__((used)) static int mana_w_MPI_Get_version(int* version, int* subversion) {
-    MANA_FORWARD(201, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
+    MANA_FORWARD(200, "PMPI_Get_version", int, (int* version, int* subversion), (version, subversion));
 }
 MANA_EXPORT(mana_w_MPI_Get_version, MPI_Get_version)
 MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
@@ -3414,7 +3402,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     MPI_Comm comm_graph_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 202, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 201, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
     }
     if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
@@ -3429,7 +3417,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_get(MPI_Comm comm, int maxinde
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 203, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
+        MANA_CALL_LOWER_INTO(r_, 202, "PMPI_Graph_get", int, (MPI_Comm comm, int maxindex, int maxedges, int index[], int edges[]), (comm, maxindex, maxedges, index, edges));
     }
     mana_gate_leave();
     return r_;
@@ -3441,7 +3429,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_map(MPI_Comm comm, int nnodes,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 204, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
+        MANA_CALL_LOWER_INTO(r_, 203, "PMPI_Graph_map", int, (MPI_Comm comm, int nnodes, const int index[], const int edges[], int* newrank), (comm, nnodes, index, edges, newrank));
     }
     mana_gate_leave();
     return r_;
@@ -3453,7 +3441,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_neighbors(MPI_Comm comm, int r
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 205, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
+        MANA_CALL_LOWER_INTO(r_, 204, "PMPI_Graph_neighbors", int, (MPI_Comm comm, int rank, int maxneighbors, int neighbors[]), (comm, rank, maxneighbors, neighbors));
     }
     mana_gate_leave();
     return r_;
@@ -3465,7 +3453,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_neighbors_count(MPI_Comm comm,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 206, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
+        MANA_CALL_LOWER_INTO(r_, 205, "PMPI_Graph_neighbors_count", int, (MPI_Comm comm, int rank, int* nneighbors), (comm, rank, nneighbors));
     }
     mana_gate_leave();
     return r_;
@@ -3477,7 +3465,7 @@ __attribute__((used)) static int mana_w_MPI_Graphdims_get(MPI_Comm comm, int* nn
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 207, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
+        MANA_CALL_LOWER_INTO(r_, 206, "PMPI_Graphdims_get", int, (MPI_Comm comm, int* nnodes, int* nedges), (comm, nnodes, nedges));
     }
     mana_gate_leave();
     return r_;
@@ -3489,7 +3477,7 @@ __attribute__((used)) static int mana_w_MPI_Grequest_complete(MPI_Request reques
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 208, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
+        MANA_CALL_LOWER_INTO(r_, 207, "PMPI_Grequest_complete", int, (MPI_Request request), (request));
     }
     mana_gate_leave();
     return r_;
@@ -3502,7 +3490,7 @@ __attribute__((used)) static int mana_w_MPI_Group_compare(MPI_Group group1, MPI_
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
+        MANA_CALL_LOWER_INTO(r_, 208, "PMPI_Group_compare", int, (MPI_Group group1, MPI_Group group2, int* result), (group1, group2, result));
     }
     mana_gate_leave();
     return r_;
@@ -3516,7 +3504,7 @@ __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, M
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3531,7 +3519,7 @@ __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 211, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3545,7 +3533,7 @@ __attribute__((used)) static int mana_w_MPI_Group_free(MPI_Group* group) {
     MPI_Group group_v = *group, group_r = mana_h_real(group_v), group_l = group_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 212, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
+        MANA_CALL_LOWER_INTO(r_, 211, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
     }
     *group = mana_h_inout_done(group_v, group_r, group_l);
     mana_gate_leave();
@@ -3559,7 +3547,7 @@ __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session 
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 213, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 212, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3574,7 +3562,7 @@ __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 213, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3590,7 +3578,7 @@ __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1,
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3605,7 +3593,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3620,7 +3608,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 217, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3634,7 +3622,7 @@ __attribute__((used)) static int mana_w_MPI_Group_rank(MPI_Group group, int* ran
     group = mana_h_real(group);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 218, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
+        MANA_CALL_LOWER_INTO(r_, 217, "PMPI_Group_rank", int, (MPI_Group group, int* rank), (group, rank));
     }
     mana_gate_leave();
     return r_;
@@ -3646,7 +3634,7 @@ __attribute__((used)) static int mana_w_MPI_Group_size(MPI_Group group, int* siz
     group = mana_h_real(group);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 219, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
+        MANA_CALL_LOWER_INTO(r_, 218, "PMPI_Group_size", int, (MPI_Group group, int* size), (group, size));
     }
     mana_gate_leave();
     return r_;
@@ -3659,7 +3647,7 @@ __attribute__((used)) static int mana_w_MPI_Group_translate_ranks(MPI_Group grou
     group2 = mana_h_real(group2);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
+        MANA_CALL_LOWER_INTO(r_, 219, "PMPI_Group_translate_ranks", int, (MPI_Group group1, int n, const int ranks1[], MPI_Group group2, int ranks2[]), (group1, n, ranks1, group2, ranks2));
     }
     mana_gate_leave();
     return r_;
@@ -3673,7 +3661,7 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
     if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
@@ -3692,7 +3680,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3712,7 +3700,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3732,7 +3720,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3752,7 +3740,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3772,7 +3760,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3792,7 +3780,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3812,7 +3800,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3832,7 +3820,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3852,7 +3840,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3872,7 +3860,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3896,7 +3884,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -3922,7 +3910,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -3942,7 +3930,7 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3961,7 +3949,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -3980,7 +3968,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4000,7 +3988,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4020,7 +4008,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4040,7 +4028,7 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4060,7 +4048,7 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4080,7 +4068,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4100,7 +4088,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4120,7 +4108,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4140,7 +4128,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4160,7 +4148,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4180,7 +4168,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4200,7 +4188,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4220,7 +4208,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4240,7 +4228,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4260,7 +4248,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 250, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4284,7 +4272,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 251, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 250, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4310,7 +4298,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 251, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -4327,7 +4315,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     mana_gate_leave();
@@ -4340,7 +4328,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 254, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     mana_gate_leave();
@@ -4353,7 +4341,7 @@ __attribute__((used)) static int mana_w_MPI_Info_delete(MPI_Info info, const cha
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
+        MANA_CALL_LOWER_INTO(r_, 254, "PMPI_Info_delete", int, (MPI_Info info, const char* key), (info, key));
     }
     mana_gate_leave();
     return r_;
@@ -4366,7 +4354,7 @@ __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* ne
     MPI_Info newinfo_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 256, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
+        MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
     }
     if (r_ == MPI_SUCCESS && newinfo_l) *newinfo = mana_h_virtual(newinfo_l);
     mana_gate_leave();
@@ -4379,7 +4367,7 @@ __attribute__((used)) static int mana_w_MPI_Info_free(MPI_Info* info) {
     MPI_Info info_v = *info, info_r = mana_h_real(info_v), info_l = info_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 257, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 256, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
     }
     *info = mana_h_inout_done(info_v, info_r, info_l);
     mana_gate_leave();
@@ -4392,7 +4380,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get(MPI_Info info, const char* 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 258, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
+        MANA_CALL_LOWER_INTO(r_, 257, "PMPI_Info_get", int, (MPI_Info info, const char* key, int valuelen, char* value, int* flag), (info, key, valuelen, value, flag));
     }
     mana_gate_leave();
     return r_;
@@ -4404,7 +4392,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_nkeys(MPI_Info info, int* n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 259, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
+        MANA_CALL_LOWER_INTO(r_, 258, "PMPI_Info_get_nkeys", int, (MPI_Info info, int* nkeys), (info, nkeys));
     }
     mana_gate_leave();
     return r_;
@@ -4416,7 +4404,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_nthkey(MPI_Info info, int n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 260, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
+        MANA_CALL_LOWER_INTO(r_, 259, "PMPI_Info_get_nthkey", int, (MPI_Info info, int n, char* key), (info, n, key));
     }
     mana_gate_leave();
     return r_;
@@ -4428,7 +4416,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_string(MPI_Info info, const
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 261, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
+        MANA_CALL_LOWER_INTO(r_, 260, "PMPI_Info_get_string", int, (MPI_Info info, const char* key, int* buflen, char* value, int* flag), (info, key, buflen, value, flag));
     }
     mana_gate_leave();
     return r_;
@@ -4440,7 +4428,7 @@ __attribute__((used)) static int mana_w_MPI_Info_get_valuelen(MPI_Info info, con
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 262, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
+        MANA_CALL_LOWER_INTO(r_, 261, "PMPI_Info_get_valuelen", int, (MPI_Info info, const char* key, int* valuelen, int* flag), (info, key, valuelen, flag));
     }
     mana_gate_leave();
     return r_;
@@ -4452,7 +4440,7 @@ __attribute__((used)) static int mana_w_MPI_Info_set(MPI_Info info, const char* 
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
+        MANA_CALL_LOWER_INTO(r_, 262, "PMPI_Info_set", int, (MPI_Info info, const char* key, const char* value), (info, key, value));
     }
     mana_gate_leave();
     return r_;
@@ -4468,7 +4456,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
     }
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
@@ -4487,7 +4475,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
     }
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     mana_gate_leave();
@@ -4503,7 +4491,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     MPI_Comm newintracomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
+        MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
     }
     if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
@@ -4523,7 +4511,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4543,7 +4531,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4563,7 +4551,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4583,7 +4571,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4603,7 +4591,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4623,7 +4611,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 272, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4634,7 +4622,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, PMPI_Ireduce_scatter_c)
 __attribute__((used)) static int mana_w_MPI_Is_thread_main(int* flag) {
-    MANA_FORWARD(273, "PMPI_Is_thread_main", int, (int* flag), (flag));
+    MANA_FORWARD(272, "PMPI_Is_thread_main", int, (int* flag), (flag));
 }
 MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
@@ -4648,7 +4636,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 273, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4668,7 +4656,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4688,7 +4676,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 276, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4708,7 +4696,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 276, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4728,7 +4716,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4748,7 +4736,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 279, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
@@ -4766,7 +4754,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv(const void* sendbuf, int s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 280, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 279, "PMPI_Isendrecv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, int recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -4782,7 +4770,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_c(const void* sendbuf, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 281, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 280, "PMPI_Isendrecv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, int dest, int sendtag, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -4797,7 +4785,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_replace(void* buf, int cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 282, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 281, "PMPI_Isendrecv_replace", int, (void* buf, int count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -4812,7 +4800,7 @@ __attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void* buf, MPI_C
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 282, "PMPI_Isendrecv_replace_c", int, (void* buf, MPI_Count count, MPI_Datatype datatype, int dest, int sendtag, int source, int recvtag, MPI_Comm comm, MPI_Request* request), (buf, count, datatype, dest, sendtag, source, recvtag, comm, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -4826,7 +4814,7 @@ __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
     int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
     }
     *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -4840,7 +4828,7 @@ __attribute__((used)) static int mana_w_MPI_Lookup_name(const char* service_name
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 285, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Lookup_name", int, (const char* service_name, MPI_Info info, char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -4856,7 +4844,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendb
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 286, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 285, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -4873,7 +4861,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 286, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -4885,7 +4873,7 @@ struct mana_pc_MPI_Neighbor_allgather_init { const void* sendbuf; int sendcount;
 static int mana_pc_replay_MPI_Neighbor_allgather_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_allgather_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -4899,7 +4887,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -4913,7 +4901,7 @@ struct mana_pc_MPI_Neighbor_allgather_init_c { const void* sendbuf; MPI_Count se
 static int mana_pc_replay_MPI_Neighbor_allgather_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_allgather_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -4927,7 +4915,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -4946,7 +4934,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 290, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -4963,7 +4951,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 290, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -4975,7 +4963,7 @@ struct mana_pc_MPI_Neighbor_allgatherv_init { const void* sendbuf; int sendcount
 static int mana_pc_replay_MPI_Neighbor_allgatherv_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_allgatherv_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -4989,7 +4977,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5003,7 +4991,7 @@ struct mana_pc_MPI_Neighbor_allgatherv_init_c { const void* sendbuf; MPI_Count s
 static int mana_pc_replay_MPI_Neighbor_allgatherv_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_allgatherv_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->displs, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5017,7 +5005,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5036,7 +5024,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbu
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 294, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5053,7 +5041,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 294, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5065,7 +5053,7 @@ struct mana_pc_MPI_Neighbor_alltoall_init { const void* sendbuf; int sendcount; 
 static int mana_pc_replay_MPI_Neighbor_alltoall_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_alltoall_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5079,7 +5067,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5093,7 +5081,7 @@ struct mana_pc_MPI_Neighbor_alltoall_init_c { const void* sendbuf; MPI_Count sen
 static int mana_pc_replay_MPI_Neighbor_alltoall_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_alltoall_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 297, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5107,7 +5095,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 297, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5126,7 +5114,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendb
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 298, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 297, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5143,7 +5131,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
+        MANA_CALL_LOWER_INTO(r_, 298, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5155,7 +5143,7 @@ struct mana_pc_MPI_Neighbor_alltoallv_init { const void* sendbuf; const int *sen
 static int mana_pc_replay_MPI_Neighbor_alltoallv_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_alltoallv_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5169,7 +5157,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5183,7 +5171,7 @@ struct mana_pc_MPI_Neighbor_alltoallv_init_c { const void* sendbuf; const MPI_Co
 static int mana_pc_replay_MPI_Neighbor_alltoallv_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Neighbor_alltoallv_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 301, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, mana_h_real(a->sendtype), a->recvbuf, a->recvcounts, a->rdispls, mana_h_real(a->recvtype), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5197,7 +5185,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 301, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5220,7 +5208,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 302, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 301, "PMPI_Neighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -5243,7 +5231,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 303, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 302, "PMPI_Neighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -5267,7 +5255,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 303, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -5292,7 +5280,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -5308,7 +5296,7 @@ __attribute__((used)) static int mana_w_MPI_Op_commutative(MPI_Op op, int* commu
     op = mana_h_real(op);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 306, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
+        MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Op_commutative", int, (MPI_Op op, int* commute), (op, commute));
     }
     mana_gate_leave();
     return r_;
@@ -5320,7 +5308,7 @@ __attribute__((used)) static int mana_w_MPI_Op_free(MPI_Op* op) {
     MPI_Op op_v = *op, op_r = mana_h_real(op_v), op_l = op_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 307, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
+        MANA_CALL_LOWER_INTO(r_, 306, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
     }
     *op = mana_h_inout_done(op_v, op_r, op_l);
     mana_gate_leave();
@@ -5333,7 +5321,7 @@ __attribute__((used)) static int mana_w_MPI_Open_port(MPI_Info info, char* port_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 307, "PMPI_Open_port", int, (MPI_Info info, char* port_name), (info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -5346,7 +5334,7 @@ __attribute__((used)) static int mana_w_MPI_Pack(const void* inbuf, int incount,
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
     mana_gate_leave();
     return r_;
@@ -5359,7 +5347,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_c(const void* inbuf, MPI_Count 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 310, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
     mana_gate_leave();
     return r_;
@@ -5371,7 +5359,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external(const char datarep[], 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 311, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 310, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     mana_gate_leave();
     return r_;
@@ -5383,7 +5371,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_c(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 311, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     mana_gate_leave();
     return r_;
@@ -5395,7 +5383,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size(const char datare
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -5407,7 +5395,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size_c(const char data
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 314, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -5420,7 +5408,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_size(int incount, MPI_Datatype 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 315, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
+        MANA_CALL_LOWER_INTO(r_, 314, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
     }
     mana_gate_leave();
     return r_;
@@ -5433,7 +5421,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_size_c(MPI_Count incount, MPI_D
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
+        MANA_CALL_LOWER_INTO(r_, 315, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
     }
     mana_gate_leave();
     return r_;
@@ -5445,7 +5433,7 @@ __attribute__((used)) static int mana_w_MPI_Parrived(MPI_Request request, int pa
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
+        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
     }
     mana_gate_leave();
     return r_;
@@ -5457,7 +5445,7 @@ __attribute__((used)) static int mana_w_MPI_Pready(int partition, MPI_Request re
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 318, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
+        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
     }
     mana_gate_leave();
     return r_;
@@ -5469,7 +5457,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_list(int length, const int ar
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 319, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
+        MANA_CALL_LOWER_INTO(r_, 318, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
     }
     mana_gate_leave();
     return r_;
@@ -5481,7 +5469,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_range(int partition_low, int 
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 320, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
+        MANA_CALL_LOWER_INTO(r_, 319, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
     }
     mana_gate_leave();
     return r_;
@@ -5496,7 +5484,7 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 321, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 320, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5512,7 +5500,7 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 321, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5525,7 +5513,7 @@ __attribute__((used)) static int mana_w_MPI_Publish_name(const char* service_nam
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -5539,7 +5527,7 @@ __attribute__((used)) static int mana_w_MPI_Put(const void* origin_addr, int ori
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -5553,7 +5541,7 @@ __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_C
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -5561,7 +5549,7 @@ __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_C
 MANA_EXPORT(mana_w_MPI_Put_c, MPI_Put_c)
 MANA_EXPORT(mana_w_MPI_Put_c, PMPI_Put_c)
 __attribute__((used)) static int mana_w_MPI_Query_thread(int* provided) {
-    MANA_FORWARD(326, "PMPI_Query_thread", int, (int* provided), (provided));
+    MANA_FORWARD(325, "PMPI_Query_thread", int, (int* provided), (provided));
 }
 MANA_EXPORT(mana_w_MPI_Query_thread, MPI_Query_thread)
 MANA_EXPORT(mana_w_MPI_Query_thread, PMPI_Query_thread)
@@ -5574,7 +5562,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5591,7 +5579,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 328, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5608,7 +5596,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 329, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 328, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5625,7 +5613,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 329, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5637,7 +5625,7 @@ struct mana_pc_MPI_Reduce_init { const void* sendbuf; void* recvbuf; int count; 
 static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5651,7 +5639,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5665,7 +5653,7 @@ struct mana_pc_MPI_Reduce_init_c { const void* sendbuf; void* recvbuf; MPI_Count
 static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5679,7 +5667,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5695,7 +5683,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local(const void* inbuf, void
     op = mana_h_real(op);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     mana_gate_leave();
     return r_;
@@ -5708,7 +5696,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, vo
     op = mana_h_real(op);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     mana_gate_leave();
     return r_;
@@ -5724,7 +5712,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5741,7 +5729,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5758,7 +5746,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5770,7 +5758,7 @@ struct mana_pc_MPI_Reduce_scatter_block_init { const void* sendbuf; void* recvbu
 static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_block_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5784,7 +5772,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5798,7 +5786,7 @@ struct mana_pc_MPI_Reduce_scatter_block_init_c { const void* sendbuf; void* recv
 static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_block_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5812,7 +5800,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5831,7 +5819,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -5843,7 +5831,7 @@ struct mana_pc_MPI_Reduce_scatter_init { const void* sendbuf; void* recvbuf; con
 static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5857,7 +5845,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5871,7 +5859,7 @@ struct mana_pc_MPI_Reduce_scatter_init_c { const void* sendbuf; void* recvbuf; c
 static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5885,7 +5873,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5903,7 +5891,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5921,7 +5909,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5939,7 +5927,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5955,7 +5943,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5971,7 +5959,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -5987,7 +5975,7 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     mana_gate_leave();
@@ -6004,7 +5992,7 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6021,7 +6009,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6033,7 +6021,7 @@ struct mana_pc_MPI_Scan_init { const void* sendbuf; void* recvbuf; int count; MP
 static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scan_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6047,7 +6035,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6061,7 +6049,7 @@ struct mana_pc_MPI_Scan_init_c { const void* sendbuf; void* recvbuf; MPI_Count c
 static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scan_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6075,7 +6063,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6094,7 +6082,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6111,7 +6099,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6123,7 +6111,7 @@ struct mana_pc_MPI_Scatter_init { const void* sendbuf; int sendcount; MPI_Dataty
 static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatter_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6137,7 +6125,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6151,7 +6139,7 @@ struct mana_pc_MPI_Scatter_init_c { const void* sendbuf; MPI_Count sendcount; MP
 static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatter_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6165,7 +6153,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6184,7 +6172,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6201,7 +6189,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 1);
@@ -6213,7 +6201,7 @@ struct mana_pc_MPI_Scatterv_init { const void* sendbuf; const int *sendcounts; c
 static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatterv_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6227,7 +6215,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6241,7 +6229,7 @@ struct mana_pc_MPI_Scatterv_init_c { const void* sendbuf; const MPI_Count *sendc
 static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatterv_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6255,7 +6243,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6270,7 +6258,7 @@ __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session 
     session = mana_h_real(session);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 361, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -6282,7 +6270,7 @@ __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* sessio
     MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
+        MANA_CALL_LOWER_INTO(r_, 361, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
     }
     *session = mana_h_inout_done(session_v, session_r, session_l);
     mana_gate_leave();
@@ -6296,7 +6284,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -6310,7 +6298,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -6324,7 +6312,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session ses
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 365, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+        MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
     }
     mana_gate_leave();
     return r_;
@@ -6337,7 +6325,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session se
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 366, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+        MANA_CALL_LOWER_INTO(r_, 365, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
     }
     mana_gate_leave();
     return r_;
@@ -6350,7 +6338,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 366, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     mana_gate_leave();
@@ -6365,7 +6353,7 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 368, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
+        MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
     }
     if (r_ == MPI_SUCCESS && session_l) *session = mana_h_virtual(session_l);
     mana_gate_leave();
@@ -6379,7 +6367,7 @@ __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session s
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 369, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 368, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
     }
     mana_gate_leave();
     return r_;
@@ -6393,7 +6381,7 @@ __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_statu
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 370, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
+        MANA_CALL_LOWER_INTO(r_, 369, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
     }
     mana_gate_leave();
     return r_;
@@ -6407,7 +6395,7 @@ __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status,
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 371, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
+        MANA_CALL_LOWER_INTO(r_, 370, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
     }
     if (c_status_l != c_status) mana_status_copy((MPI_Status *)c_status, c_status_l);
     mana_gate_leave();
@@ -6421,7 +6409,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 372, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 371, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6436,7 +6424,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* stat
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 373, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 372, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6451,7 +6439,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 374, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 373, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6460,52 +6448,52 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(375, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(374, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(376, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(375, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(377, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(376, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(378, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(377, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(379, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(378, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(380, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(379, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(381, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(380, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(382, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(381, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(383, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(382, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(384, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(383, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
@@ -6514,7 +6502,7 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 385, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
+        MANA_CALL_LOWER_INTO(r_, 384, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     mana_gate_leave();
@@ -6523,37 +6511,37 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(386, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(385, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(387, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(386, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(388, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(387, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(389, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(388, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(390, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(389, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(391, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(390, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(392, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(391, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
@@ -6562,7 +6550,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 393, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 392, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -6575,7 +6563,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 394, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+        MANA_CALL_LOWER_INTO(r_, 393, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
     }
     mana_gate_leave();
     return r_;
@@ -6583,12 +6571,12 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(395, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(394, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(396, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(395, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
@@ -6600,7 +6588,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 397, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
+        MANA_CALL_LOWER_INTO(r_, 396, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6611,17 +6599,17 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(398, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(397, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(399, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(398, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(400, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(399, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
@@ -6630,7 +6618,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 401, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+        MANA_CALL_LOWER_INTO(r_, 400, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
     }
     mana_gate_leave();
     return r_;
@@ -6638,7 +6626,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(402, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(401, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
@@ -6647,7 +6635,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 403, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 402, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -6660,7 +6648,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 404, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+        MANA_CALL_LOWER_INTO(r_, 403, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
     }
     mana_gate_leave();
     return r_;
@@ -6668,7 +6656,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(405, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(404, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
@@ -6677,7 +6665,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+        MANA_CALL_LOWER_INTO(r_, 405, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
     }
     mana_gate_leave();
     return r_;
@@ -6685,22 +6673,22 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(407, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(406, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(408, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(407, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(409, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(408, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(410, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(409, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
@@ -6709,7 +6697,7 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 411, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_CALL_LOWER_INTO(r_, 410, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     mana_gate_leave();
@@ -6718,57 +6706,57 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(412, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(411, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(413, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(412, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(414, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(413, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(415, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(414, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(416, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(415, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(417, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(416, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(418, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(417, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(419, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(418, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(420, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(419, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(421, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(420, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(422, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(421, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
@@ -6777,7 +6765,7 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 423, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 422, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
     }
     if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
     mana_gate_leave();
@@ -6786,12 +6774,12 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(424, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(423, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(425, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(424, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
@@ -6801,7 +6789,7 @@ __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
     }
     mana_gate_leave();
     return r_;
@@ -6813,7 +6801,7 @@ __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
     }
     mana_gate_leave();
     return r_;
@@ -6825,7 +6813,7 @@ __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) 
     MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
     }
     *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     mana_gate_leave();
@@ -6839,7 +6827,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datat
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6853,7 +6841,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6867,7 +6855,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6881,7 +6869,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6894,7 +6882,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6907,7 +6895,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6920,7 +6908,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6934,7 +6922,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6948,7 +6936,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6962,7 +6950,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6976,7 +6964,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -6990,7 +6978,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7004,7 +6992,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7018,7 +7006,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7032,7 +7020,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7046,7 +7034,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7060,7 +7048,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 445, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7076,7 +7064,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 445, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -7093,7 +7081,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
@@ -7108,7 +7096,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 448, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7122,7 +7110,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 449, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 448, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7136,7 +7124,7 @@ __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype dataty
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 450, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+        MANA_CALL_LOWER_INTO(r_, 449, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7149,7 +7137,7 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 451, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 450, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7163,7 +7151,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 452, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 451, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
     }
     *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7178,7 +7166,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 453, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 452, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7193,7 +7181,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 454, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 453, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7210,7 +7198,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype dat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 455, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 454, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7224,7 +7212,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 456, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 455, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7236,7 +7224,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype dat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 457, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 456, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7248,7 +7236,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatyp
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 458, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 457, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7260,7 +7248,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 459, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 458, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7272,7 +7260,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 459, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7284,7 +7272,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7296,7 +7284,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype da
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7308,7 +7296,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 463, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7320,7 +7308,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 463, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7333,7 +7321,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7347,7 +7335,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7360,7 +7348,7 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
     if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
     mana_gate_leave();
@@ -7374,7 +7362,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7386,7 +7374,7 @@ __attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
+        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
     }
     mana_gate_leave();
     return r_;
@@ -7398,7 +7386,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7410,7 +7398,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7422,7 +7410,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7435,7 +7423,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7449,7 +7437,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
     if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
     mana_gate_leave();
@@ -7463,7 +7451,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7476,7 +7464,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Coun
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7488,7 +7476,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7500,7 +7488,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7512,7 +7500,7 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -7524,7 +7512,7 @@ __attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
+        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
     }
     mana_gate_leave();
     return r_;
@@ -7536,7 +7524,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -7549,7 +7537,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7564,7 +7552,7 @@ __attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MP
     MPI_Win win_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
+        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
     }
     if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
     mana_gate_leave();
@@ -7578,7 +7566,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7590,7 +7578,7 @@ __attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* 
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
     }
     mana_gate_leave();
     return r_;
@@ -7605,7 +7593,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
@@ -7619,7 +7607,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7631,7 +7619,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7643,7 +7631,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     return r_;
@@ -7655,7 +7643,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7668,7 +7656,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7683,7 +7671,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -7697,7 +7685,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -7712,7 +7700,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -7725,7 +7713,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7738,7 +7726,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
@@ -7752,7 +7740,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
@@ -7767,7 +7755,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7781,7 +7769,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7794,7 +7782,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
     return r_;
@@ -7806,7 +7794,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     mana_gate_leave();
     return r_;
@@ -7820,7 +7808,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7833,7 +7821,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7845,7 +7833,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 503, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7858,7 +7846,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 504, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
@@ -7872,7 +7860,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 505, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
@@ -7886,7 +7874,7 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 507, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 506, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7895,12 +7883,12 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(508, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(507, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(509, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(508, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

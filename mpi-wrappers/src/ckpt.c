@@ -7,6 +7,7 @@
  * calls the operations below through the table this library registers with it at load
  * time (mana_register_mpi_ops); the wrappers call the hooks. */
 #include "mana_wrap.h"
+#include <stdint.h>
 #include "mana_ops.h"
 #include <pthread.h>
 #include <stdio.h>
@@ -701,7 +702,7 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
             t->incomplete++;
         return;
     }
-    if (m->kind == MANA_REQ_RECV && !(st.count_hi_and_cancelled & 1))
+    if (m->kind == MANA_REQ_RECV && mana_received_a_message(&st))
         mana_count_recvd(m->comm);
     if (m->app_freed) {
         mana_req_release(v);
@@ -737,7 +738,7 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
             continue;
         }
         b->state[i] = 1;
-        if (b->recv[i] && !(b->st[i].count_hi_and_cancelled & 1))
+        if (b->recv[i] && mana_received_a_message(&b->st[i]))
             mana_count_recvd(b->comm[i]);
     }
 }
@@ -812,9 +813,12 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
     long long left = comm_outstanding(c, m, s->sums, s->n);
     while (left > 0 && drain_one(c))
         left--;
-    if (left < 0)
+    if (left < 0) {
         s->negative = 1;
-    else
+        if (getenv("MANA_DEBUG_DRAIN"))
+            fprintf(stderr, "mana-debug: comm %#x gid %llx recv_side %d recvd %llu left %lld n_ranks %d inter %d\n", c,
+                    m->gid, m->recv_side, m->recvd, left, m->n_ranks, m->inter);
+    } else
         s->outstanding += left;
 }
 
@@ -911,10 +915,32 @@ int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI
         MANA_FORWARD_INTO(rc, 4331, "PMPI_Pack_size_c", int, (MPI_Count, MPI_Datatype, MPI_Comm, MPI_Count *),
                           (1, t, c, &one));
         MPI_Count n = one > 0 ? d->bytes / one : 0;
+        /* Into MPI_BOTTOM (Fortran's too) with absolute addresses in the datatype: MPICH's
+         * MPI_Unpack refuses a NULL output buffer, so unpack one element of a type that
+         * starts `anchor` bytes below address 0 into `anchor` (as Sendrecv_replace packs). */
+        static char anchor_byte;
+        MPI_Datatype wrapped = MPI_DATATYPE_NULL;
+        if (rc == MPI_SUCCESS && n > 0 && !buf) {
+            MPI_Count disp = -(MPI_Count)(uintptr_t)&anchor_byte;
+            MANA_FORWARD_INTO(rc, 4480, "PMPI_Type_create_struct_c", int,
+                              (MPI_Count, const MPI_Count *, const MPI_Count *, const MPI_Datatype *, MPI_Datatype *),
+                              (1, &n, &disp, &t, &wrapped));
+            if (rc == MPI_SUCCESS) {
+                MANA_FORWARD_INTO(rc, 4481, "PMPI_Type_commit", int, (MPI_Datatype *), (&wrapped));
+            }
+            buf = &anchor_byte;
+            n = 1;
+            t = wrapped;
+        }
         if (rc == MPI_SUCCESS && n > 0) {
             MANA_FORWARD_INTO(rc, 4332, "PMPI_Unpack_c", int,
                               (const void *, MPI_Count, MPI_Count *, void *, MPI_Count, MPI_Datatype, MPI_Comm),
                               (d->data, d->bytes, &pos, buf, n, t, c));
+        }
+        if (wrapped != MPI_DATATYPE_NULL) {
+            int rf;
+            MANA_FORWARD_INTO(rf, 4482, "PMPI_Type_free", int, (MPI_Datatype *), (&wrapped));
+            (void)rf;
         }
     }
     mana_drained_status(d, status);

@@ -296,11 +296,8 @@ static void info_free(MPI_Info *info)
 
 static void hold(int v)
 {
-    if (mana_h_is_object(v) && mana_h_is_virtual(v)) {
-        int real = mana_h_real(v);
-        if (!mana_h_is_virtual(real))
-            (void)mana_h_virtual(real);
-    }
+    if (mana_h_is_object(v) && mana_h_is_virtual(v) && !mana_h_is_virtual(mana_h_real(v)))
+        (void)mana_h_hold(v);
 }
 
 static void drop(int *v)
@@ -472,6 +469,23 @@ __attribute__((used)) static MPI_File mana_w_MPI_File_f2c(MPI_Fint file)
 }
 MANA_EXPORT(mana_w_MPI_File_f2c, MPI_File_f2c)
 MANA_EXPORT(mana_w_MPI_File_f2c, PMPI_File_f2c)
+
+/* The access mode the application opened the file with (a restart re-opens it without
+ * MPI_MODE_CREATE and MPI_MODE_EXCL, which MPICH would report). */
+__attribute__((used)) static int mana_w_MPI_File_get_amode(MPI_File fh, int *amode)
+{
+    struct mana_file *f = file_of(fh);
+    if (f && amode) {
+        *amode = f->amode;
+        return MPI_SUCCESS;
+    }
+    MPI_File real = mana_file_real(fh);
+    int r;
+    MANA_FORWARD_INTO(r, 4630, "PMPI_File_get_amode", int, (MPI_File, int *), (real, amode));
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_File_get_amode, MPI_File_get_amode)
+MANA_EXPORT(mana_w_MPI_File_get_amode, PMPI_File_get_amode)
 
 /* ---- What the generated wrappers report (generated/wrappers.c) ---- */
 

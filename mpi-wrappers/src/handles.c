@@ -14,9 +14,10 @@
  * published once and never move), a reference count per index (MPICH returns the same
  * handle again for the same object — MPI_Comm_group, MPI_Type_get_contents,
  * MPI_Comm_get_errhandler — and so do we: one virtual handle per real object, found
- * through a reverse hash map), and a FIFO of released indices. An index is reused only
- * once more than MANA_VH_REUSE_DELAY others have been released after it, so a stale
- * handle held by a buggy application is very unlikely to name a new object.
+ * through a reverse hash map), and a ring of released indices. Requests, communicators
+ * and windows reuse an index only once more than MANA_VH_REUSE_DELAY others have been
+ * released after it (a stale handle is very unlikely to name a new object); the other
+ * kinds reuse the last released index first, as MPICH does (REUSE_LIFO).
  * Requests (and MPI_Message, which shares their kind) are never looked up by real
  * value: each MPI call that starts one gets a new virtual handle.
  *
@@ -176,9 +177,21 @@ static void fifo_push(struct kind_table *t, unsigned idx)
     t->fifo_len++;
 }
 
+/* Kinds whose released indices are reused at once, the last released first, as MPICH
+ * reuses its handles: a program that (wrongly) keeps using a freed datatype handle after
+ * creating another one gets the new one, natively and under MANA alike (MPICH's
+ * datatype/indexed_misc_oldapi does). Requests, communicators and windows keep the
+ * delay: MANA itself keys state by them (drained messages by communicator, the drain's
+ * requests), which a reused handle must never inherit. */
+#define REUSE_LIFO(kind) ((kind) != KIND_REQUEST && (kind) != KIND_COMM && (kind) != KIND_WIN)
+
 /* A free index whose chunk exists, or ~0u when the kind's 2^25 indices are exhausted. */
 static unsigned take_index(struct kind_table *t, int kind)
 {
+    if (REUSE_LIFO(kind) && t->fifo_len) {
+        t->fifo_len--;
+        return t->fifo[(t->fifo_head + t->fifo_len) % t->fifo_cap];
+    }
     if (t->fifo_len > MANA_VH_REUSE_DELAY) {
         unsigned idx = t->fifo[t->fifo_head];
         t->fifo_head = (t->fifo_head + 1) % t->fifo_cap;
@@ -218,6 +231,11 @@ int mana_h_virtual(int real)
     if (found) {
         idx = found - 1;
         t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)]++;
+        /* A datatype a restart created again (MPI counts it once) handed out once more by
+         * MPI (MPI_Type_get_contents, MPI_File_get_view): one more free is owed. */
+        unsigned *owed = &t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+        if (kind == KIND_DATATYPE && (*owed & MANA_AUX_FREE_ONCE))
+            ++*owed;
     } else {
         idx = take_index(t, kind);
         if (idx == ~0u) {
@@ -406,6 +424,20 @@ unsigned *mana_h_aux(int v)
     unsigned idx = (unsigned)v & MANA_VH_INDEX_MASK;
     unsigned *chunk = tables[MANA_VH_KIND(v)].aux[idx >> MANA_VH_CHUNK_BITS];
     return chunk ? &chunk[idx & (CHUNK - 1)] : NULL;
+}
+
+int mana_h_hold(int v)
+{
+    if (!mana_h_is_virtual(v) || !mana_h_is_object(v))
+        return v;
+    unsigned kind = MANA_VH_KIND(v), idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    struct kind_table *t = &tables[kind];
+    table_lock(t);
+    int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+    if (chunk && chunk[idx & (CHUNK - 1)])
+        t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)]++;
+    table_unlock(t);
+    return v;
 }
 
 void mana_h_each(int kind, void (*f)(int v, void *arg), void *arg)

@@ -383,6 +383,11 @@ extern void mana_handle_released(int kind, unsigned aux, int v) MANA_HIDDEN;
 /* A datatype's aux word: how many MPI_Type_free the lower half is owed, or (a datatype
  * re-created by a restart, whose new object MPI counts once) this flag: free it once. */
 #define MANA_AUX_FREE_ONCE 0x80000000u
+/* With MANA_AUX_FREE_ONCE, the low 16 bits count the references MPI handed out again
+ * after the restart (MPI_Type_get_contents returning the type): frees owed beyond the one. */
+/* One more reference MANA itself holds on live virtual handle `v` (a request's datatype, a
+ * file's view): released with mana_h_unref; not a reference MPI counts. Returns `v`. */
+extern int mana_h_hold(int v) MANA_HIDDEN;
 /* Every keyval the application created (src/special.c), for the snapshot and restart. */
 struct mana_keyval {
     void *copy, *del, *extra; /* the application's functions and extra state */
@@ -543,6 +548,16 @@ static inline __attribute__((always_inline)) void mana_status_copy(MPI_Status *t
     to->MPI_ERROR = from->MPI_ERROR;
 }
 #define mana_status_ignored(p) ((p) == MPI_STATUS_IGNORE || (p) == MPI_STATUSES_IGNORE)
+
+/* Whether a completed receive's (lower-half) status `st` took a message that a sender
+ * counted: not if it was cancelled (MPICH keeps that bit in the low bit of
+ * count_hi_and_cancelled), nor if it was a receive from MPI_PROC_NULL, which completes
+ * at once with no sender (mpi4py's test_p2p_buf.testProcNull: counting those made every
+ * later checkpoint fail with "a rank received more messages than were sent to it"). */
+static inline int mana_received_a_message(const MPI_Status *st)
+{
+    return !(st->count_hi_and_cancelled & 1) && st->MPI_SOURCE != MPI_PROC_NULL;
+}
 
 /* Scratch arrays for handle and status arrays: a stack buffer of MANA_TMP_INLINE
  * elements, mmap beyond. */

@@ -41,7 +41,7 @@ typedef int (*start_fn)(MPI_Request *);
 static void hold_datatype(struct mana_req_meta *m, MPI_Datatype dt)
 {
     MPI_Datatype real = mana_h_real(dt);
-    m->datatype = mana_h_is_virtual(dt) && !mana_h_is_virtual(real) ? mana_h_virtual(real) : dt;
+    m->datatype = mana_h_is_virtual(dt) && !mana_h_is_virtual(real) ? mana_h_hold(dt) : dt;
 }
 
 static int cancelled(const MPI_Status *st)
@@ -119,7 +119,7 @@ static void blk_settle(struct mana_gate_slot *g, struct mana_blocking *b, int pe
     for (int i = 0; i < b->n; i++)
         if (b->state[i] == 2) {
             b->state[i] = 1;
-            if (b->recv[i] && !cancelled(&b->st[i]))
+            if (b->recv[i] && mana_received_a_message(&b->st[i]))
                 mana_count_recvd(b->comm[i]);
         }
     if (!pending)
@@ -169,7 +169,7 @@ static void completed(MPI_Request *v, int real_before, int real_after, const MPI
 {
     struct mana_req_meta *m = mana_req_meta(*v);
     if (m) {
-        if (m->kind == MANA_REQ_RECV && m->active && !cancelled(st))
+        if (m->kind == MANA_REQ_RECV && m->active && mana_received_a_message(st))
             mana_count_recvd(m->comm);
         m->active = 0;
     }

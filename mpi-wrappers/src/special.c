@@ -123,7 +123,7 @@ void mana_handle_released(int kind, unsigned aux, int v)
         unsigned *word = mana_h_aux(v);
         unsigned again = word ? __atomic_exchange_n(word, 0, __ATOMIC_RELAXED) : 0;
         unsigned owed = again ? again : aux;
-        unsigned frees = owed & MANA_AUX_FREE_ONCE ? 1 : owed;
+        unsigned frees = owed & MANA_AUX_FREE_ONCE ? 1 + (owed & 0xffffu) : owed;
         const int real = mana_h_real(v);
         for (unsigned i = 0; i < frees; i++) {
             MPI_Datatype t = real;
@@ -439,8 +439,10 @@ MANA_EXPORT(mana_w_MPII_Grequest_set_lang_f77, MPII_Grequest_set_lang_f77)
 MANA_EXPORT(mana_w_MPI_Grequest_start, MPI_Grequest_start)
 MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
 
-/* MANA_MPI_TIMES=FILE: appends `init RANK UNIX_NS` when MPI_Init(_thread) has returned
- * and `finalize RANK UNIX_NS` when MPI_Finalize is entered (CLOCK_REALTIME; RANK from the
+/* MANA_MPI_TIMES=FILE: appends `init RANK UNIX_NS` when MPI_Init(_thread) has returned,
+ * `finalize_called RANK UNIX_NS` when the application calls MPI_Finalize and
+ * `finalize RANK UNIX_NS` when MPICH's MPI_Finalize is called (later if a pending
+ * checkpoint held the rank at the wrapper's entry) (CLOCK_REALTIME; RANK from the
  * launcher's PMI_RANK). For harnesses that need the instants between which a checkpoint
  * lands inside a program's MPI lifetime (scripts/mpich-testsuite.sh). The file is open
  * only for the write. */
@@ -471,9 +473,10 @@ static void mana_mark_time(const char *what)
 extern void mana_before_finalize(void);
 __attribute__((used)) static int mana_w_MPI_Finalize(void)
 {
-    mana_mark_time("finalize");
+    mana_mark_time("finalize_called");
     mana_before_finalize();
     const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
+    mana_mark_time("finalize");
     int r;
     {
         MANA_FORWARD_INTO(r, 4003, "PMPI_Finalize", int, (void), ());

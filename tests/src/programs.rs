@@ -101,6 +101,12 @@ pub fn compile_mpi(name: &str, out_dir: &Path) -> PathBuf {
 
 /// [`compile_mpi`] with extra compiler or linker flags (`-Wl,-rpath,…`).
 pub fn compile_mpi_with(name: &str, out_dir: &Path, flags: &[&str]) -> PathBuf {
+    compile_mpi_linked(name, out_dir, flags, &[])
+}
+
+/// [`compile_mpi_with`], plus `libs` after the source (`-L… -lhdf5`: libraries the
+/// program's objects need come after them on the link line).
+pub fn compile_mpi_linked(name: &str, out_dir: &Path, flags: &[&str], libs: &[&str]) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mpi");
     let (src, compiler) = [
         ("c", "mpicc.mpich"),
@@ -118,6 +124,7 @@ pub fn compile_mpi_with(name: &str, out_dir: &Path, flags: &[&str]) -> PathBuf {
         .arg("-o")
         .arg(&out)
         .arg(&src)
+        .args(libs)
         // Fortran modules (mpi_f08 programs with modules of their own) go beside the program.
         .current_dir(out_dir)
         .output()
@@ -129,4 +136,33 @@ pub fn compile_mpi_with(name: &str, out_dir: &Path, flags: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&result.stderr)
     );
     out
+}
+
+/// A parallel-HDF5 program of `tests/mpi/` (`NAME.c`), built with `mpicc.mpich` against
+/// Debian's MPICH build of HDF5 (`libhdf5-mpich-dev`: headers in
+/// `/usr/include/hdf5/mpich`, `libhdf5_mpich.so` behind `…/hdf5/mpich/libhdf5.so`), as
+/// `h5pcc.mpich -shlib` would: the program needs `libhdf5_mpich.so.103`, which needs
+/// `libmpich.so.12` — MPI reached through a library.
+pub fn compile_hdf5(name: &str, out_dir: &Path) -> PathBuf {
+    let pkg = |what: &str| -> Vec<String> {
+        let out = Command::new("pkg-config")
+            .args([what, "hdf5-mpich"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run pkg-config (scripts/setup.sh): {e}"));
+        assert!(
+            out.status.success(),
+            "pkg-config {what} hdf5-mpich failed (install libhdf5-mpich-dev: scripts/setup.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let cflags = pkg("--cflags-only-I");
+    let mut libs = pkg("--libs-only-L");
+    libs.push("-lhdf5".to_string());
+    let cflags: Vec<&str> = cflags.iter().map(String::as_str).collect();
+    let libs: Vec<&str> = libs.iter().map(String::as_str).collect();
+    compile_mpi_linked(name, out_dir, &cflags, &libs)
 }
