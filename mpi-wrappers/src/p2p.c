@@ -44,12 +44,6 @@ static void hold_datatype(struct mana_req_meta *m, MPI_Datatype dt)
     m->datatype = mana_h_is_virtual(dt) && !mana_h_is_virtual(real) ? mana_h_hold(dt) : dt;
 }
 
-static int cancelled(const MPI_Status *st)
-{
-    /* MPICH keeps the cancelled bit in the low bit of count_hi_and_cancelled. */
-    return st->count_hi_and_cancelled & 1;
-}
-
 static void empty_status(MPI_Status *st)
 {
     if (!mana_status_ignored(st)) {
