@@ -298,18 +298,19 @@ pub fn has_static_mpi(path: &Path) -> bool {
     let Ok(meta) = elf.file.metadata() else {
         return false;
     };
+    // memchr's vectorised search: a byte-by-byte window comparison took ~80 ms of
+    // mana_launch's start for NWChem's 65 MB executable (9% of a 1 s run's CPU time).
+    let finders = MPICH_TEXT_MARKERS.map(memchr::memmem::Finder::new);
     let mut at = 0u64;
     const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK];
     while at < meta.len() {
         let len = CHUNK.min((meta.len() - at) as usize);
-        let mut buf = vec![0u8; len];
-        if elf.file.read_exact_at(&mut buf, at).is_err() {
+        let buf = &mut buf[..len];
+        if elf.file.read_exact_at(buf, at).is_err() {
             return false;
         }
-        if MPICH_TEXT_MARKERS
-            .iter()
-            .any(|m| buf.windows(m.len()).any(|w| w == *m))
-        {
+        if finders.iter().any(|f| f.find(buf).is_some()) {
             return true;
         }
         if len < CHUNK {
