@@ -154,6 +154,19 @@ impl Reduces {
         replies
     }
 
+    /// Forgets every key (a checkpoint round failed: its processes were told with
+    /// `Resume`, and a retry reuses the generation number, hence the same key names —
+    /// a contribution left pending by the failed round would be mixed into the retry's).
+    pub fn clear(&mut self) {
+        if !self.keys.is_empty() {
+            tracing::debug!(
+                keys = self.keys.len(),
+                "forgetting the reduces of a failed round"
+            );
+        }
+        self.keys.clear();
+    }
+
     /// Keys pending or failed.
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -42,8 +42,8 @@ pub struct Options {
     /// Absolute path of the status file.
     pub status_path: PathBuf,
     pub daemon: bool,
-    /// Seconds between timed checkpoints (else the first process's `interval_secs`).
-    pub interval: Option<u64>,
+    /// Time between timed checkpoints (else the first process's `interval_secs`).
+    pub interval: Option<Duration>,
     pub exit_on_last: bool,
     /// Exit if no process has registered this many seconds after start.
     pub idle_timeout: Option<u64>,
@@ -365,7 +365,7 @@ struct State {
     /// Outcomes of finished rounds, with how many waiters have yet to take them.
     outcomes: HashMap<u64, (Outcome, usize)>,
     last_committed: u64,
-    interval: Option<u64>,
+    interval: Option<Duration>,
     /// Timed checkpoints count from here (start, first registration, end of a round).
     interval_base: Instant,
     ever_registered: bool,
@@ -375,7 +375,7 @@ struct State {
 }
 
 impl State {
-    fn new(interval: Option<u64>) -> State {
+    fn new(interval: Option<Duration>) -> State {
         State {
             next_id: 1,
             procs: BTreeMap::new(),
@@ -383,7 +383,7 @@ impl State {
             next_seq: 1,
             outcomes: HashMap::new(),
             last_committed: 0,
-            interval: interval.filter(|&s| s > 0),
+            interval: interval.filter(|d| !d.is_zero()),
             interval_base: Instant::now(),
             ever_registered: false,
             waiting_commands: 0,
@@ -504,7 +504,7 @@ impl Coord {
                         seconds = s,
                         "timed checkpoints requested by the first process"
                     );
-                    st.interval = Some(s);
+                    st.interval = Some(Duration::from_secs(s));
                 }
             }
             st.ever_registered = true;
@@ -736,6 +736,9 @@ impl Coord {
 
     fn fail_round(&self, st: &mut MutexGuard<'_, State>, reason: &str) {
         let Some(r) = st.round.take() else { return };
+        // The round's reduces end with it (its processes are told below); a retry reuses
+        // the generation number and so the same keys.
+        st.reduces.clear();
         let generation = r.generation;
         let message = format!("checkpoint of generation {generation} failed: {reason}");
         tracing::error!(generation, "{message}");
@@ -791,11 +794,11 @@ impl Coord {
                 }
                 next = Some(deadline);
             }
-            if let Some(secs) = st.interval {
+            if let Some(interval) = st.interval {
                 if !st.procs.is_empty() && st.round.is_none() {
-                    let due = st.interval_base + Duration::from_secs(secs);
+                    let due = st.interval_base + interval;
                     if now >= due {
-                        tracing::info!(interval = secs, "timed checkpoint");
+                        tracing::info!(interval = interval.as_secs_f64(), "timed checkpoint");
                         if let Err(e) = self.start_or_join(&mut st, false, false) {
                             tracing::warn!("timed checkpoint not started: {e}");
                             st.interval_base = now;

@@ -5,6 +5,7 @@ use mana_coordinator::server::{self, Options, DEFAULT_PORT};
 use mana_coordinator::status;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// The MANA coordinator: one per job. Checkpointed processes (started with `mana_launch`
 /// or `mana_restart`) register with it; `mana_status` asks it to checkpoint, list or
@@ -37,11 +38,11 @@ struct Cli {
     #[arg(long)]
     daemon: bool,
 
-    /// Checkpoint every SECONDS seconds (counted from the end of the previous
-    /// checkpoint). Without it, the interval the first process asks for
-    /// (`mana_launch --interval`) is used, if any.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    interval: Option<u64>,
+    /// Checkpoint every SECONDS seconds (counted from the first registration, then from
+    /// the end of the previous checkpoint); fractions are allowed (`0.2`). Without it,
+    /// the interval the first process asks for (`mana_launch --interval`) is used, if any.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    interval: Option<Duration>,
 
     /// Exit when the last registered process is gone (used when mana_launch starts a
     /// coordinator for a single program).
@@ -51,6 +52,20 @@ struct Cli {
     /// Exit if no process has registered SECONDS seconds after start.
     #[arg(long, value_name = "SECONDS")]
     idle_timeout: Option<u64>,
+}
+
+/// `--interval`: a positive number of seconds, fractions allowed (at least 1 ms).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.001..=1e9).contains(&secs) {
+        return Err(format!(
+            "`{s}`: the interval must be between 0.001 and 1e9 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -73,5 +88,22 @@ fn main() -> ExitCode {
             eprintln!("mana_coordinator: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_takes_fractions_of_a_second() {
+        assert_eq!(parse_interval("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_interval("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_interval(" 1.5 "), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "0.0001", "nan", "inf", "1e10", "", "2s"] {
+            assert!(parse_interval(bad).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from(["mana_coordinator", "--interval", "0.25"]).unwrap();
+        assert_eq!(cli.interval, Some(Duration::from_millis(250)));
     }
 }
