@@ -11,7 +11,7 @@
 //! `mana_register_mpi_ops`, which calls [`register`]).
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use mana_coordinator::{Connection, ReduceEntry, ReduceError, ReduceOp, ToCoord};
+use mana_coordinator::{Connection, FromCoord, ReduceEntry, ReduceError, ReduceOp, ToCoord};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 4;
+const OPS_VERSION: u32 = 5;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -60,6 +60,37 @@ pub struct MpiOps {
     restart: unsafe extern "C" fn(rank: i32, size: i32, err: *mut u8, errlen: i32) -> i32,
     /// The last restart's seconds in MPI_Init and in re-creating the application's objects.
     restart_times: unsafe extern "C" fn(init_s: *mut f64, rebuild_s: *mut f64),
+    /// Where the process is in MPI's lifetime: [`Phase`].
+    phase: unsafe extern "C" fn() -> i32,
+}
+
+/// Where a process is in MPI's lifetime (`mana_mpi_phase` of `mana_wrap.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before `MPI_Init` returned (a lower half may already be loaded: a call allowed
+    /// before `MPI_Init`, such as `MPI_Get_version`, loads it).
+    BeforeInit,
+    /// Between `MPI_Init` and `MPI_Finalize`.
+    Initialized,
+    /// After `MPI_Finalize` returned.
+    Finalized,
+}
+
+/// Where this process is in MPI's lifetime (before `MPI_Init` if the wrapper library did
+/// not register its operations).
+pub fn phase() -> Phase {
+    // SAFETY: the wrapper library's own function.
+    match ops().map_or(0, |o| unsafe { (o.phase)() }) {
+        1 => Phase::Initialized,
+        2 => Phase::Finalized,
+        _ => Phase::BeforeInit,
+    }
+}
+
+/// Whether the wrapper library registered its operations (the process was started by
+/// `mana_launch`, which preloads it).
+pub fn registered() -> bool {
+    ops().is_some()
 }
 
 static OPS: AtomicPtr<MpiOps> = AtomicPtr::new(core::ptr::null_mut());
@@ -92,13 +123,30 @@ pub struct Prepared {
     pub drain: Duration,
 }
 
+/// The coordinator message that ended the round while this rank waited for a reduce
+/// (`Resume{committed: false}` after another rank's failure, or `Kill`), read by
+/// [`reduce_err`]; taken by [`take_round_end`].
+static ROUND_END: std::sync::Mutex<Option<FromCoord>> = std::sync::Mutex::new(None);
+
 fn reduce_err(e: ReduceError) -> String {
     match e {
         ReduceError::Interrupted(msg) => {
-            format!("the coordinator interrupted the checkpoint's agreement ({msg:?})")
+            let text = format!("the coordinator interrupted the checkpoint's agreement ({msg:?})");
+            if matches!(msg, FromCoord::Resume { .. } | FromCoord::Kill) {
+                *ROUND_END.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+            }
+            text
         }
         other => other.to_string(),
     }
+}
+
+/// After [`prepare`] failed: the message with which the coordinator had already ended the
+/// round, if that is why (then the caller must not report the failure and wait for a
+/// `Resume`: it has read it — waiting took the next round's `Checkpoint` instead, and
+/// that round then waited forever for this rank).
+pub fn take_round_end() -> Option<FromCoord> {
+    ROUND_END.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Agreement and drain. On error the gate is open again and the job runs on.
@@ -108,6 +156,7 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
     };
     let t0 = Instant::now();
     AGREED.store(false, Ordering::Relaxed);
+    let _ = take_round_end();
     let r = agree(ops, conn, generation).and_then(|rounds| {
         AGREED.store(true, Ordering::Relaxed);
         let agree = t0.elapsed();
@@ -119,6 +168,18 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
             ));
         }
         let t1 = Instant::now();
+        // The agreement counted MPI_Init and MPI_Finalize as collectives on
+        // MPI_COMM_WORLD: every rank is on the same side of both. Before MPI_Init and after
+        // MPI_Finalize nothing is in flight and MPI may not be called: no drain, no snapshot
+        // (a restart loads a lower half again only at the next MPI call).
+        if phase() != Phase::Initialized {
+            debug!(phase = ?phase(), "MPI is not initialized: nothing to drain");
+            return Ok(Prepared {
+                drained: 0,
+                agree,
+                drain: t1.elapsed(),
+            });
+        }
         match drain(ops, conn, generation) {
             Ok(()) => {
                 let mut why = [0u8; 512];
@@ -324,6 +385,17 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
         std::thread::sleep(Duration::from_micros(100));
     }
     unreachable!()
+}
+
+/// In a restored process that was checkpointed before `MPI_Init` or after `MPI_Finalize`:
+/// the wrapper library forgets every cached function of the old lower half (if one was
+/// loaded); the caller defers loading a new one to the next MPI call.
+pub fn restart_without_mpi() {
+    if let Some(ops) = ops() {
+        // SAFETY: the wrapper library's own function.
+        unsafe { (ops.restart_reset)() };
+    }
+    info!(phase = ?phase(), "restarted outside MPI's lifetime: no new lower half yet");
 }
 
 /// In the restored process: `new_lower_half` starts a new lower half (with the restart's

@@ -309,7 +309,10 @@ pub struct ImageHeader {
     /// Address of the runtime's restart mailbox (`upper-half`): the restorer writes the
     /// restart parameters there before resuming the threads.
     pub restart_mailbox: u64,
-    /// Set when the process ran MPI through a lower half (split process).
+    /// Set when the process is part of an MPI job: it ran MPI through a lower half (split
+    /// process), or an MPI launcher started it (also before `MPI_Init`: `lower_regions` is
+    /// then empty). `mana_restart` hands such a process the restart launcher's PMI
+    /// connection and environment.
     #[serde(default)]
     pub mpi: Option<MpiImage>,
 }

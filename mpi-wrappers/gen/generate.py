@@ -98,6 +98,12 @@ FILE_SPLIT_BEGIN = ("File_read_all_begin", "File_read_at_all_begin", "File_read_
 FILE_NB_COLLECTIVE = ("File_iread_all", "File_iwrite_all", "File_iread_at_all", "File_iwrite_at_all")
 WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0, -1",
              "Win_lock_all": "-1, 0, assert, 1", "Win_unlock_all": "-1, 0, 0, -1"}
+# Calls that may wait inside MPI for another rank's application thread — a lock a peer
+# holds until its unlock (MPICH may request a lock only at the unlock or flush that needs
+# it), a peer's post or complete: counted like blocking collectives, held at their entry
+# while a checkpoint is pending (src/ckpt.c, mana_sync_enter).
+WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
+                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_complete", "Win_wait")
 
 
 def collective_kind(base):
@@ -394,6 +400,9 @@ def main():
         if base[4:] in WIN_LOCKS:
             pre_hooks.append("const int mana_win_ = win;")
             post.append("if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, %s);" % WIN_LOCKS[base[4:]])
+        if base[4:] in WAITS_FOR_PEERS:
+            pre_hooks.append("mana_sync_enter();")
+            post_hooks.append("mana_sync_leave();")
         # A group given to the application keeps its members as world ranks (restart).
         for item in handles.get(base, "").split():
             pname, kind, direction, length = item.split(":")

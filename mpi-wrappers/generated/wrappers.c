@@ -7533,6 +7533,7 @@ MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7541,6 +7542,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
@@ -7603,6 +7605,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)
 MANA_EXPORT(mana_w_MPI_Win_fence, PMPI_Win_fence)
 __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7610,11 +7613,13 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
         MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush, MPI_Win_flush)
 MANA_EXPORT(mana_w_MPI_Win_flush, PMPI_Win_flush)
 __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7622,11 +7627,13 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
         MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_all, MPI_Win_flush_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_all, PMPI_Win_flush_all)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win win) {
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7634,11 +7641,13 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
         MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local, MPI_Win_flush_local)
 MANA_EXPORT(mana_w_MPI_Win_flush_local, PMPI_Win_flush_local)
 __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7646,6 +7655,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
         MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
@@ -7722,6 +7732,7 @@ MANA_EXPORT(mana_w_MPI_Win_get_name, MPI_Win_get_name)
 MANA_EXPORT(mana_w_MPI_Win_get_name, PMPI_Win_get_name)
 __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, int assert, MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7730,12 +7741,14 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock, MPI_Win_lock)
 MANA_EXPORT(mana_w_MPI_Win_lock, PMPI_Win_lock)
 __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7744,6 +7757,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
@@ -7803,6 +7817,7 @@ MANA_EXPORT(mana_w_MPI_Win_set_name, MPI_Win_set_name)
 MANA_EXPORT(mana_w_MPI_Win_set_name, PMPI_Win_set_name)
 __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int assert, MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
@@ -7812,6 +7827,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_start, MPI_Win_start)
@@ -7842,6 +7858,7 @@ MANA_EXPORT(mana_w_MPI_Win_test, MPI_Win_test)
 MANA_EXPORT(mana_w_MPI_Win_test, PMPI_Win_test)
 __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7850,12 +7867,14 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock, MPI_Win_unlock)
 MANA_EXPORT(mana_w_MPI_Win_unlock, PMPI_Win_unlock)
 __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7864,12 +7883,14 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7878,6 +7899,7 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)

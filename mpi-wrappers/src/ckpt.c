@@ -422,6 +422,37 @@ int mana_coll_enter(int c, int blocking)
     return 1;
 }
 
+/* Around a call that may wait inside MPI for a peer's application thread: MPI_Win_lock of
+ * a window a peer holds locked (MPICH blocks until the holder unlocks), MPI_Win_lock_all,
+ * the unlocks and flushes (which may be where MPICH waits for a lock it requested lazily),
+ * MPI_Win_start, MPI_Win_complete (where MPICH waits for the target's post), MPI_Win_wait. A thread inside one when the gate closes may never leave:
+ * the peer it waits for is parked at its own closed gate (measured with mpi4py's
+ * test_rma: a rank's exclusive lock of its own window waited for the other rank's unlock,
+ * and the checkpoint failed after 60 s). So such a call counts as a blocking collective
+ * does — no agreement converges while a thread is inside one — and while a checkpoint is
+ * pending a thread that arrives at one waits at its entry, outside the lower half, as at a
+ * collective's (with the same stall breaker). Nothing is counted on a communicator. */
+void mana_sync_enter(void)
+{
+    pthread_mutex_lock(&coll_lock);
+    while (pending && passes == 0 && all_reached()) {
+        pthread_mutex_unlock(&coll_lock);
+        drive_progress();
+        pthread_mutex_lock(&coll_lock);
+    }
+    if (pending && all_reached())
+        passes--;
+    in_blocking++;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+void mana_sync_leave(void)
+{
+    pthread_mutex_lock(&coll_lock);
+    in_blocking--;
+    pthread_mutex_unlock(&coll_lock);
+}
+
 void mana_coll_leave(int counted, int blocking)
 {
     if (!counted || !blocking)
@@ -645,8 +676,61 @@ static void take_sent(int c, struct mana_comm_meta *m, void *arg)
         add_sent(arg, m->gid, m->send_side, m->sent, m->n_peers);
 }
 
+/* Windows in a passive-target epoch somewhere in the job. The drain's sums carry, beside
+ * the send counts, one entry (window gid, WIN_LOCKED_SIDE, 0) per window on which some
+ * rank holds a lock at the checkpoint (the gate is closed: no lock changes meanwhile).
+ * The snapshot's collective decision for a window — close its fence epoch with an extra
+ * MPI_Win_fence, or flush its locks — must be the same on every member: a program may
+ * open a fence epoch and then use locks without closing it (mpi4py's test_rma does), and a
+ * rank that held no lock at the checkpoint then fenced while a rank that held one flushed
+ * and waited in the snapshot's barrier: both waited forever. */
+#define WIN_LOCKED_SIDE 0x4c4f434bull /* "LOCK": never a communicator side (0, 1, 2) */
+static unsigned long long *locked_wins;
+static int n_locked_wins, cap_locked_wins;
+
+static void take_lock(int w, struct mana_comm_meta *m, void *arg)
+{
+    (void)w;
+    struct counts *k = arg;
+    if (!m->gid || (!m->win_lock_all && !m->win_n_locks))
+        return;
+    if (k->n < k->cap) {
+        k->out[k->n].key[0] = m->gid;
+        k->out[k->n].key[1] = WIN_LOCKED_SIDE;
+        k->out[k->n].key[2] = 0;
+        k->out[k->n].count = 1;
+    }
+    k->n++;
+}
+
+static void record_locked_windows(const struct mana_count *sums, int n)
+{
+    n_locked_wins = 0;
+    for (int i = 0; i < n; i++) {
+        if (sums[i].key[1] != WIN_LOCKED_SIDE || !sums[i].count)
+            continue;
+        if (n_locked_wins == cap_locked_wins) {
+            int cap = cap_locked_wins ? 2 * cap_locked_wins : 16;
+            unsigned long long *more = realloc(locked_wins, (size_t)cap * sizeof *more);
+            if (!more)
+                return;
+            locked_wins = more;
+            cap_locked_wins = cap;
+        }
+        locked_wins[n_locked_wins++] = sums[i].key[0];
+    }
+}
+
+int mana_win_locked_somewhere(unsigned long long gid)
+{
+    for (int i = 0; i < n_locked_wins; i++)
+        if (locked_wins[i] == gid)
+            return 1;
+    return 0;
+}
+
 /* This rank's cumulative send counts, keyed for the receivers (also on communicators it
- * freed: their receivers may not have). */
+ * freed: their receivers may not have), and the windows it holds locks on. */
 static int p2p_sent(struct mana_count *out, int cap)
 {
     struct counts k = {out, cap, 0};
@@ -655,6 +739,7 @@ static int p2p_sent(struct mana_count *out, int cap)
     for (struct dead_sent *d = graveyard; d; d = d->next)
         add_sent(&k, d->gid, d->side, d->sent, d->n);
     pthread_mutex_unlock(&graveyard_lock);
+    mana_win_each(take_lock, &k);
     return k.n;
 }
 
@@ -702,7 +787,7 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
             t->incomplete++;
         return;
     }
-    if (m->kind == MANA_REQ_RECV && mana_received_a_message(&st))
+    if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
         mana_count_recvd(m->comm);
     if (m->app_freed) {
         mana_req_release(v);
@@ -738,7 +823,7 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
             continue;
         }
         b->state[i] = 1;
-        if (b->recv[i] && mana_received_a_message(&b->st[i]))
+        if (b->recv[i] && mana_received_a_message(b->peer[i], &b->st[i]))
             mana_count_recvd(b->comm[i]);
     }
 }
@@ -813,12 +898,9 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
     long long left = comm_outstanding(c, m, s->sums, s->n);
     while (left > 0 && drain_one(c))
         left--;
-    if (left < 0) {
+    if (left < 0)
         s->negative = 1;
-        if (getenv("MANA_DEBUG_DRAIN"))
-            fprintf(stderr, "mana-debug: comm %#x gid %llx recv_side %d recvd %llu left %lld n_ranks %d inter %d\n", c,
-                    m->gid, m->recv_side, m->recvd, left, m->n_ranks, m->inter);
-    } else
+    else
         s->outstanding += left;
 }
 
@@ -828,6 +910,7 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
 static long long drain_step(const struct mana_count *sums, int n)
 {
     struct test_all t = {0};
+    record_locked_windows(sums, n);
     mana_drain_matched();
     mana_req_each(test_request, &t);
     mana_gate_each(test_blocking, &t);

@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 4
+#define MANA_MPI_OPS_VERSION 5
 
 struct mana_seq {
     unsigned long long gid, seq;

@@ -356,6 +356,9 @@ extern void mana_sort_by_gid(int *v, struct mana_comm_meta **m, int n) MANA_HIDD
 extern void mana_win_each(void (*f)(int w, struct mana_comm_meta *m, void *arg), void *arg) MANA_HIDDEN;
 /* After a window was created over `base` (collective over `comm`): its identity. */
 extern void mana_win_created(int comm, int win, void *base, MPI_Aint size, MPI_Aint disp_unit) MANA_HIDDEN;
+/* At a checkpoint, after the drain's first round: whether some rank of the job holds a
+ * lock on the window with identity `gid` (src/ckpt.c). */
+extern int mana_win_locked_somewhere(unsigned long long gid) MANA_HIDDEN;
 /* After MPI_Win_fence / a call opening (+1) or closing (-1) a lock or PSCW epoch. */
 extern void mana_win_fenced(int win, int assert_) MANA_HIDDEN;
 extern void mana_win_epoch(int win, int delta) MANA_HIDDEN;
@@ -487,6 +490,11 @@ extern int mana_mpi_phase MANA_HIDDEN;
  * whether it counted (pass that to mana_coll_leave). */
 extern int mana_coll_enter(int c, int blocking) MANA_HIDDEN;
 extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
+/* Around a call that may wait inside MPI for a peer's application thread (passive-target
+ * locks, PSCW start/wait): counted like a blocking collective, held at its entry while a
+ * checkpoint is pending. */
+extern void mana_sync_enter(void) MANA_HIDDEN;
+extern void mana_sync_leave(void) MANA_HIDDEN;
 /* After a communicator constructor succeeded: the new communicator's identity. */
 extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
 /* The same for MPI_Comm_idup: the new communicator is its parent's copy (it cannot be
@@ -549,14 +557,16 @@ static inline __attribute__((always_inline)) void mana_status_copy(MPI_Status *t
 }
 #define mana_status_ignored(p) ((p) == MPI_STATUS_IGNORE || (p) == MPI_STATUSES_IGNORE)
 
-/* Whether a completed receive's (lower-half) status `st` took a message that a sender
- * counted: not if it was cancelled (MPICH keeps that bit in the low bit of
- * count_hi_and_cancelled), nor if it was a receive from MPI_PROC_NULL, which completes
- * at once with no sender (mpi4py's test_p2p_buf.testProcNull: counting those made every
- * later checkpoint fail with "a rank received more messages than were sent to it"). */
-static inline int mana_received_a_message(const MPI_Status *st)
+/* Whether a completed receive posted for source `peer` took a message that a sender
+ * counted, given its (lower-half) status `st`: not if it was cancelled (MPICH keeps that
+ * bit in the low bit of count_hi_and_cancelled), nor if it was a receive from
+ * MPI_PROC_NULL, which completes at once with no sender — told by the source it was
+ * posted for: MPICH 4.0.2's MPI_Test of such a request leaves the status alone. (mpi4py's
+ * test_p2p_buf.testProcNull: counting those made every later checkpoint of the job fail
+ * with "a rank received more messages than were sent to it".) */
+static inline int mana_received_a_message(int peer, const MPI_Status *st)
 {
-    return !(st->count_hi_and_cancelled & 1) && st->MPI_SOURCE != MPI_PROC_NULL;
+    return peer != MPI_PROC_NULL && st->MPI_SOURCE != MPI_PROC_NULL && !(st->count_hi_and_cancelled & 1);
 }
 
 /* Scratch arrays for handle and status arrays: a stack buffer of MANA_TMP_INLINE

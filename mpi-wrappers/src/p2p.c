@@ -113,7 +113,7 @@ static void blk_settle(struct mana_gate_slot *g, struct mana_blocking *b, int pe
     for (int i = 0; i < b->n; i++)
         if (b->state[i] == 2) {
             b->state[i] = 1;
-            if (b->recv[i] && mana_received_a_message(&b->st[i]))
+            if (b->recv[i] && mana_received_a_message(b->peer[i], &b->st[i]))
                 mana_count_recvd(b->comm[i]);
         }
     if (!pending)
@@ -163,7 +163,7 @@ static void completed(MPI_Request *v, int real_before, int real_after, const MPI
 {
     struct mana_req_meta *m = mana_req_meta(*v);
     if (m) {
-        if (m->kind == MANA_REQ_RECV && m->active && mana_received_a_message(st))
+        if (m->kind == MANA_REQ_RECV && m->active && mana_received_a_message(m->peer, st))
             mana_count_recvd(m->comm);
         m->active = 0;
     }

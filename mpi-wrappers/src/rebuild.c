@@ -487,6 +487,12 @@ static void snap_windows(void)
         if (m->win_epochs > 0)
             refuse("a window was in a post/start/complete/wait (PSCW) epoch at the checkpoint, which a "
                    "restart cannot open again yet");
+        /* Some member holds a lock: the fence epoch the members opened last is not in use
+         * (MPI does not mix the two), and none of them fences now (src/ckpt.c explains) —
+         * nor at restart, nor at a later checkpoint before the application fences again:
+         * every member forgets it alike. */
+        if (mana_win_locked_somewhere(m->gid))
+            m->win_fenced = 0;
         if (m->win_lock_all || m->win_n_locks)
             win_flush_all(w); /* its passive-target epochs stay open: a restart opens them again */
         else if (m->win_fenced && m->win_epochs <= 0)

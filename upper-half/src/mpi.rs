@@ -125,6 +125,34 @@ fn lower() -> &'static LowerTable {
         return t;
     }
     crate::mpi_guard::before_lower_half();
+    // Restarted before MPI_Init (or after MPI_Finalize): the lower half gets the restart's
+    // environment (its launcher's PMI connection), not the checkpointed process's.
+    let deferred = DEFERRED_ENV
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(vars) = deferred {
+        let path = vars
+            .iter()
+            .find(|(k, _)| k == mana_lower::LOWER_HALF_ENV)
+            .map(|(_, v)| std::path::PathBuf::from(v))
+            .or_else(|| std::env::var_os(mana_lower::LOWER_HALF_ENV).map(Into::into));
+        let Some(path) = path else {
+            eprintln!(
+                "mana: this program called MPI, but {} is not set at restart",
+                mana_lower::LOWER_HALF_ENV
+            );
+            std::process::exit(1);
+        };
+        tracing::debug!("loading the lower half with the restart's environment");
+        return match load_lower(&path, &loader::env_from(vars.into_iter())) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mana: {e}");
+                std::process::exit(1);
+            }
+        };
+    }
     let Some(path) = std::env::var_os(mana_lower::LOWER_HALF_ENV) else {
         eprintln!(
             "mana: this program called MPI, but {} is not set (start it with mana_launch)",
@@ -164,11 +192,16 @@ fn load_lower(
     }
 }
 
-/// At a restart: forgets the checkpointed process's lower half (its memory is gone) and
-/// starts a new one with the restart's environment `vars` (PMI, UCX transport, placement).
-pub fn restart_lower(vars: Vec<(String, String)>) -> Result<(), String> {
-    let _one = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+/// The restart's environment for a lower half not loaded yet: set when a process restarts
+/// before `MPI_Init` or after `MPI_Finalize` ([`defer_lower`]), taken by the next load.
+static DEFERRED_ENV: std::sync::Mutex<Option<Vec<(String, String)>>> = std::sync::Mutex::new(None);
+
+/// Forgets the checkpointed process's lower half (its memory is gone), if it had one.
+fn forget_lower() {
     LOWER.store(core::ptr::null_mut(), Ordering::Release);
+    LOWER_STACK[0].store(0, Ordering::Release);
+    LOWER_STACK[1].store(0, Ordering::Release);
+    mana_lower_fs.store(0, Ordering::Release);
     for f in &FNS {
         f.store(0, Ordering::Relaxed);
     }
@@ -178,6 +211,36 @@ pub fn restart_lower(vars: Vec<(String, String)>) -> Result<(), String> {
     }
     NEXT_TCB.store(0, Ordering::Release);
     mana_lower_generation.fetch_add(1, Ordering::AcqRel);
+}
+
+/// At a restart of a process checkpointed before `MPI_Init` or after `MPI_Finalize`:
+/// forgets its old lower half, if any, and keeps the restart's environment `vars` for the
+/// lower half its next MPI call loads.
+pub fn defer_lower(vars: Vec<(String, String)>) {
+    let _one = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    forget_lower();
+    *DEFERRED_ENV.lock().unwrap_or_else(|e| e.into_inner()) = Some(vars);
+}
+
+/// The restart launcher's PMI connection kept for a deferred lower half (not saved in an
+/// image: it is the launcher's, and a restart brings its own).
+pub fn deferred_fds() -> Vec<i32> {
+    DEFERRED_ENV
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|vars| vars.iter().find(|(k, _)| k == "PMI_FD"))
+        .and_then(|(_, v)| v.parse().ok())
+        .into_iter()
+        .collect()
+}
+
+/// At a restart: forgets the checkpointed process's lower half (its memory is gone) and
+/// starts a new one with the restart's environment `vars` (PMI, UCX transport, placement).
+pub fn restart_lower(vars: Vec<(String, String)>) -> Result<(), String> {
+    let _one = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    forget_lower();
+    *DEFERRED_ENV.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let path = vars
         .iter()
         .find(|(k, _)| k == mana_lower::LOWER_HALF_ENV)

@@ -60,6 +60,15 @@ static CALL: Static<Option<WindowCall>> = Static(UnsafeCell::new(None));
 /// restart's launcher brings its own.
 static INHERITED: std::sync::OnceLock<Vec<(i32, u64)>> = std::sync::OnceLock::new();
 
+/// Whether an MPI launcher started this process (a launcher's rank variable is set: what
+/// `mana_launch` looks at). Such a process is part of an MPI job from its start, also
+/// before `MPI_Init`: it takes part in every checkpoint's MPI agreement, and the
+/// launcher's pipes and sockets are not its own.
+static UNDER_LAUNCHER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the current checkpoint is an MPI one ([`crate::mpi_ckpt::in_mpi_job`]).
+static MPI_JOB: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// What the MPI preparation of the current checkpoint found (for the image header).
 static MPI_STATE: Static<Option<crate::mpi_ckpt::Prepared>> = Static(UnsafeCell::new(None));
 
@@ -93,6 +102,7 @@ pub fn start() {
     crate::mpi_guard::check_loaded();
     find_own_range();
     let _ = INHERITED.set(procfs::pipes_and_sockets());
+    UNDER_LAUNCHER.store(mana_coordinator::under_launcher(), Ordering::Relaxed);
     let ckpt_dir = std::env::var("MANA_CKPT_DIR").unwrap_or_else(|_| "ckpt".into());
     let cfg = Config {
         status_file: status.into(),
@@ -271,7 +281,8 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
-    let mpi = crate::mpi::loaded();
+    let mpi = crate::mpi_ckpt::in_mpi_job(UNDER_LAUNCHER.load(Ordering::Relaxed));
+    MPI_JOB.store(mpi, Ordering::Relaxed);
     if mpi {
         match crate::mpi_ckpt::prepare(conn, generation) {
             Ok(p) => {
@@ -284,7 +295,13 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
                 sys::close(pagemap_fd);
                 let _ = std::fs::remove_file(&path);
                 let _ = std::fs::remove_dir(dir.gen_dir(generation));
-                fail(conn, generation, &format!("MPI: {e}"));
+                match crate::mpi_ckpt::take_round_end() {
+                    // Another rank's failure ended the round while this one waited: its
+                    // Resume is read, there is nothing to report and nothing to wait for.
+                    Some(FromCoord::Kill) => kill_self(),
+                    Some(_) => error!("checkpoint failed: MPI: {e}"),
+                    None => fail(conn, generation, &format!("MPI: {e}")),
+                }
                 return Outcome::Continue;
             }
         }
@@ -312,7 +329,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     };
     debug!(parked, elapsed = ?t0.elapsed(), "quiesced");
     let written = match write_phase(cfg, generation, parked, fd, pagemap_fd) {
-        None => return restarted(cfg, parked),
+        None => return restarted(cfg, parked, mpi),
         Some(Ok(w)) => w,
         Some(Err(e)) => {
             let _ = std::fs::remove_file(&path);
@@ -464,8 +481,9 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         CONN_FD.load(Ordering::Relaxed),
         crate::ckpt_signal::request_fd(),
     ];
-    let (mpi, lower) = if crate::mpi::loaded() {
+    let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
+        own_fds.extend(crate::mpi::deferred_fds());
         own_fds.extend(
             INHERITED
                 .get()
@@ -619,7 +637,7 @@ fn restart_env(mb: &RestartMailbox) -> Vec<(String, String)> {
     vars
 }
 
-fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
+fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
     alloc::forget_window();
     // SAFETY: written by the restarter before it resumed the threads.
     let mb = unsafe { &*MAILBOX.0.get() };
@@ -633,9 +651,10 @@ fn restarted(cfg: &mut Config, parked: usize) -> Outcome {
         // SAFETY: the restorer's area; every restored thread has left it (wait_arrived).
         unsafe { sys::unmap(mb.restorer_start as *mut u8, mb.restorer_len as usize) };
     }
-    if crate::mpi::loaded() {
+    if mpi {
         // The checkpointed process's lower half did not come back: start a new one with
-        // the restart's environment and bring MPI state back (docs/mpi-checkpoint.md).
+        // the restart's environment and bring MPI state back (docs/mpi-checkpoint.md); before
+        // MPI_Init or after MPI_Finalize, the next MPI call loads it with that environment.
         let env = restart_env(mb);
         if let Err(e) = crate::mpi_ckpt::restart(env, cfg.rank, cfg.world_size) {
             eprintln!("mana: restarting MPI (rank {}): {e}", cfg.rank);
