@@ -5,6 +5,7 @@
 //! * [`programs`]: compiles the C programs of `tests/c/` (PIE, `-no-pie`, `-static`);
 //! * [`process`]: a spawned process whose stdout/stderr are collected in the background,
 //!   with waits for observable events (a line, an exit) under a deadline;
+//! * [`mpi4py`]: the cached mpi4py venv and the Python scripts of `tests/python/`;
 //! * [`session`]: one job — a private temp dir and status file, its own coordinator, and
 //!   the five commands run against it;
 //! * [`slurm`]: a real local Slurm (munged, slurmctld, slurmd) for `srun` tests;
@@ -20,6 +21,7 @@
 
 pub mod ckpt;
 pub mod mpi;
+pub mod mpi4py;
 pub mod process;
 pub mod programs;
 pub mod rng;
@@ -33,6 +35,7 @@ pub use mpi::{
     assert_images_have_no_lower_half, checkpoint_and_kill, launch, mpiexec_command, native,
     restart, result_line, wait_registered,
 };
+pub use mpi4py::*;
 pub use process::*;
 pub use programs::*;
 pub use rng::Rng;
