@@ -400,12 +400,10 @@ static void drive_progress(void)
     nanosleep(&ts, NULL);
 }
 
-int mana_coll_enter(int c, int blocking)
+/* With coll_lock held: while a checkpoint is pending and every thread has reached a
+ * stopping point, waits (driving progress) until the stall breaker lets one through. */
+static void wait_at_entry_locked(void)
 {
-    struct mana_comm_meta *m = mana_comm_meta(c);
-    if (!m || !m->gid)
-        return 0;
-    pthread_mutex_lock(&coll_lock);
     while (pending && passes == 0 && all_reached()) {
         pthread_mutex_unlock(&coll_lock);
         drive_progress();
@@ -413,6 +411,15 @@ int mana_coll_enter(int c, int blocking)
     }
     if (pending && all_reached())
         passes--;
+}
+
+int mana_coll_enter(int c, int blocking)
+{
+    struct mana_comm_meta *m = mana_comm_meta(c);
+    if (!m || !m->gid)
+        return 0;
+    pthread_mutex_lock(&coll_lock);
+    wait_at_entry_locked();
     m->seq++;
     if (pending && m->seq > m->target)
         m->target = m->seq;
@@ -425,23 +432,18 @@ int mana_coll_enter(int c, int blocking)
 /* Around a call that may wait inside MPI for a peer's application thread: MPI_Win_lock of
  * a window a peer holds locked (MPICH blocks until the holder unlocks), MPI_Win_lock_all,
  * the unlocks and flushes (which may be where MPICH waits for a lock it requested lazily),
- * MPI_Win_start, MPI_Win_complete (where MPICH waits for the target's post), MPI_Win_wait. A thread inside one when the gate closes may never leave:
- * the peer it waits for is parked at its own closed gate (measured with mpi4py's
- * test_rma: a rank's exclusive lock of its own window waited for the other rank's unlock,
- * and the checkpoint failed after 60 s). So such a call counts as a blocking collective
- * does — no agreement converges while a thread is inside one — and while a checkpoint is
- * pending a thread that arrives at one waits at its entry, outside the lower half, as at a
- * collective's (with the same stall breaker). Nothing is counted on a communicator. */
+ * MPI_Win_start, MPI_Win_complete (where MPICH waits for the target's post), MPI_Win_wait.
+ * A thread inside one when the gate closes may never leave: the peer it waits for is
+ * parked at its own closed gate (measured with mpi4py's test_rma: a rank's exclusive lock
+ * of its own window waited for the other rank's unlock, and the checkpoint failed after
+ * 60 s). So such a call counts as a blocking collective does — no agreement converges
+ * while a thread is inside one — and while a checkpoint is pending a thread that arrives
+ * at one waits at its entry, outside the lower half, as at a collective's (with the same
+ * stall breaker). Nothing is counted on a communicator. */
 void mana_sync_enter(void)
 {
     pthread_mutex_lock(&coll_lock);
-    while (pending && passes == 0 && all_reached()) {
-        pthread_mutex_unlock(&coll_lock);
-        drive_progress();
-        pthread_mutex_lock(&coll_lock);
-    }
-    if (pending && all_reached())
-        passes--;
+    wait_at_entry_locked();
     in_blocking++;
     pthread_mutex_unlock(&coll_lock);
 }

@@ -111,15 +111,17 @@ fn restart_kinds(out: &Output) -> (usize, usize) {
     )
 }
 
-/// Checkpoint + kill now, restart, compare with the native run. Returns the generation
-/// and the restart's output.
-fn kill_and_restart(j: Job) -> (PathBuf, Output) {
+/// Checkpoint + kill now, restart, compare with the native run. Returns the lower-half
+/// ranges each rank's image records (read before the session and its directory go) and
+/// the restart's output.
+fn kill_and_restart(j: Job) -> (Vec<usize>, Output) {
     let gen =
         j.s.checkpoint_and_kill()
             .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
     assert_committed(&j.s.ckpt_dir, &gen);
     let _ = j.run.wait_quietly(LONG);
     assert_images_have_no_lower_half(&gen, RANKS);
+    let lower = lower_regions(&gen);
     let t = Instant::now();
     let out = restart(&j.s, RANKS, &[]).wait_output(LONG);
     out.assert_success();
@@ -130,7 +132,7 @@ fn kill_and_restart(j: Job) -> (PathBuf, Output) {
         out.describe()
     );
     eprintln!("restart to the end: {:.2?}", t.elapsed());
-    (gen, out)
+    (lower, out)
 }
 
 /// A C job checkpointed at a random instant while both ranks compute before `MPI_Init`
@@ -141,12 +143,8 @@ fn c_checkpointed_before_mpi_init_restarts_like_native() {
     let mut j = c_job("phases-c-pre", &["300", "100"]);
     j.run.wait_for_stdout("init_phases pre ready", LONG);
     std::thread::sleep(j.rng.duration_upto(Duration::from_millis(1000)));
-    let (gen, out) = kill_and_restart(j);
-    assert_eq!(
-        lower_regions(&gen),
-        vec![0; RANKS],
-        "no lower half before MPI_Init"
-    );
+    let (lower, out) = kill_and_restart(j);
+    assert_eq!(lower, vec![0; RANKS], "no lower half before MPI_Init");
     assert_eq!(restart_kinds(&out), (0, RANKS), "{}", out.describe());
 }
 
@@ -158,9 +156,9 @@ fn c_checkpointed_before_mpi_init_with_a_lower_half_restarts_like_native() {
     wait_for_lines(&j.run, "init_phases pre ready", RANKS, LONG);
     assert!(String::from_utf8_lossy(&j.run.stdout()).contains("initialized=0 version=4.0"));
     std::thread::sleep(j.rng.duration_upto(Duration::from_millis(1000)));
-    let (gen, out) = kill_and_restart(j);
+    let (lower, out) = kill_and_restart(j);
     assert!(
-        lower_regions(&gen).iter().all(|&n| n > 0),
+        lower.iter().all(|&n| n > 0),
         "MPI_Get_version loaded a lower half"
     );
     assert_eq!(restart_kinds(&out), (0, RANKS), "{}", out.describe());
@@ -208,7 +206,14 @@ fn c_checkpoints_in_every_phase_leave_the_result_alone() {
     while j.run.is_running() {
         match j.s.checkpoint() {
             Ok(_) => committed += 1,
-            Err(e) => assert!(!j.run.is_running(), "checkpoint failed: {e}"),
+            // The job's end: a rank that has printed its result and exited is no longer
+            // registered, and the coordinator refuses a checkpoint of part of a job.
+            Err(_) if !j.run.is_running() => break,
+            Err(e) if String::from_utf8_lossy(&j.run.stdout()).contains(j.done) => {
+                assert!(e.contains("registered"), "checkpoint failed: {e}");
+                break;
+            }
+            Err(e) => panic!("checkpoint failed: {e}"),
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -235,12 +240,8 @@ fn python_checkpointed_before_importing_mpi4py_restarts_like_native() {
         !String::from_utf8_lossy(&j.run.stdout()).contains("py_phases mpi"),
         "MPI was initialized before the checkpoint (machine too slow for this test?)"
     );
-    let (gen, out) = kill_and_restart(j);
-    assert_eq!(
-        lower_regions(&gen),
-        vec![0; RANKS],
-        "no lower half before MPI_Init"
-    );
+    let (lower, out) = kill_and_restart(j);
+    assert_eq!(lower, vec![0; RANKS], "no lower half before MPI_Init");
     assert_eq!(restart_kinds(&out), (0, RANKS), "{}", out.describe());
 }
 
