@@ -442,6 +442,9 @@ extern void mana_keyval_dead(struct mana_keyval *k) MANA_HIDDEN;
  * before the free, src/rebuild.c), then the record (after it succeeded). */
 extern int mana_keyval_in_use(int v) MANA_HIDDEN;
 extern void mana_keyval_freed(int v, int in_use) MANA_HIDDEN;
+/* src/rebuild.c: freed keyvals whose attributes have all gone release their callback
+ * slots (holding the gate, when all slots are taken). */
+extern void mana_keyvals_collect(void) MANA_HIDDEN;
 /* src/ckpt.c: the communicator of world ranks `ranks` (collective over them only; the
  * tag comes from `gid`). */
 extern int mana_comm_of_world_ranks(const int *ranks, int n, unsigned long long gid, MPI_Comm *out) MANA_HIDDEN;

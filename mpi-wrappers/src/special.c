@@ -633,10 +633,18 @@ static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int
 {
     struct mana_keyval rec = {(void *)copy, (void *)del, extra, kv_slot(copy, del), which, which == 3 ? 0 : which,
                               0, 0, 0, 0};
-    if (rec.slot == -2)
-        return mana_slots_full("attribute keyvals with callbacks");
-    int kv_l = 0;
     mana_gate_enter();
+    if (rec.slot == -2) {
+        pthread_mutex_lock(&kv_lock);
+        mana_keyvals_collect();
+        pthread_mutex_unlock(&kv_lock);
+        rec.slot = kv_slot(copy, del);
+    }
+    if (rec.slot == -2) {
+        mana_gate_leave();
+        return mana_slots_full("attribute keyvals with callbacks");
+    }
+    int kv_l = 0;
     int r = kv_create_lower(&rec, &kv_l);
     r = mana_out_handle(r, keyval, kv_l);
     unsigned *aux = r == MPI_SUCCESS ? mana_h_aux(*keyval) : NULL;

@@ -204,6 +204,24 @@ fn fortran_attributes_restart_like_native() {
 
 /// `use mpi_f08`: a derived type of a Fortran type, statuses, a Fortran user operation,
 /// requests pending across the checkpoint.
+/// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute
+/// with it remains (on the rolling communicator, freed the next round). MANA gives each
+/// such keyval one of 64 callback slots; it used to take a freed keyval's slot back only
+/// at a checkpoint, so 100 rounds without one aborted the job ("more than 64 attribute
+/// keyvals with callbacks alive at once", then MPI_KEYVAL_INVALID) — natively it ends.
+#[test]
+fn fortran_keyvals_freed_in_use_every_round_give_their_slots_back() {
+    let j = start("mpi-prog-f_attrs-100", "f_attrs", 2, "100");
+    let out = j.run.wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        result_line(&out.stdout_text(), "f_attrs done"),
+        j.expected,
+        "{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn fortran_f08_types_restart_like_native() {
     restarts_like_native("f08_types", 2, "40", WITHIN);
