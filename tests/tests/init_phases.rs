@@ -14,7 +14,7 @@
 
 use mana_tests::*;
 use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const RANKS: usize = 2;

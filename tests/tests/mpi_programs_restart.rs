@@ -192,18 +192,17 @@ fn handles_restart_like_native() {
 /// address-sized ones, on communicators, datatypes and windows; the callback counts and
 /// values after the restart must be the native run's.
 ///
-/// Known failure, not in CI yet (docs/mpi-checkpoint.md, "Language bindings"): one run in
-/// three of this test binary under CI's load restarted to two delete callbacks fewer per
-/// job (a rolling communicator's attributes at the end); the image reproduces it on every
-/// restart, the instant has not been found live. Run it with `--ignored`.
+/// Known failure (docs/mpi-checkpoint.md, "Known failure (open), cause found"): an
+/// instant between MPI_Win_create of the short-lived window and its MPI_Win_free restarts
+/// to one comm and one MPI-1 delete callback fewer per rank — MPICH copies the window
+/// communicator's attributes (with callbacks) into an internal communicator, which a
+/// restart creates before any attribute is set. Run it with `--ignored`.
 #[test]
-#[ignore = "known failure about one run in three under load: docs/mpi-checkpoint.md"]
+#[ignore = "window's internal communicator restarts without the copied attributes: docs/mpi-checkpoint.md"]
 fn fortran_attributes_restart_like_native() {
     restarts_like_native("f_attrs", 2, "40", WITHIN);
 }
 
-/// `use mpi_f08`: a derived type of a Fortran type, statuses, a Fortran user operation,
-/// requests pending across the checkpoint.
 /// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute
 /// with it remains (on the rolling communicator, freed the next round). MANA gives each
 /// such keyval one of 64 callback slots; it used to take a freed keyval's slot back only
@@ -222,6 +221,8 @@ fn fortran_keyvals_freed_in_use_every_round_give_their_slots_back() {
     );
 }
 
+/// `use mpi_f08`: a derived type of a Fortran type, statuses, a Fortran user operation,
+/// requests pending across the checkpoint.
 #[test]
 fn fortran_f08_types_restart_like_native() {
     restarts_like_native("f08_types", 2, "40", WITHIN);
