@@ -261,6 +261,7 @@ int mana_h_virtual(int real)
             free(m->remote_world_ranks);
             free(m->graph);
             free(m->win_locks);
+            free(m->win_copies);
             memset(m, 0, sizeof *m);
         }
         if (kind != KIND_REQUEST)

@@ -348,6 +348,18 @@ struct mana_comm_meta {
     int win_lock_all;         /* MPI_Win_lock_all held: its assert + 1 (0: not held) */
     int *win_locks, win_n_locks, win_locks_cap; /* MPI_Win_lock held: (rank, type, assert) */
     MPI_Comm win_comm;        /* after a restart: the real communicator it was created over */
+    /* The attribute copies MPICH made into the window's internal communicator when the
+     * application created it (src/special.c, "Attribute copies made while a window is
+     * created"). */
+    struct mana_win_copy *win_copies;
+    int n_win_copies;
+};
+/* One attribute copy: the keyval (its index in mana_keyvals()), what the copy callback
+ * returned as the new value, and its flag. */
+struct mana_win_copy {
+    unsigned keyval;
+    void *value;
+    int flag;
 };
 /* Sorts communicators or windows `v` (their metadata `m`) by ascending gid: an order every
  * rank shares, for collective re-creation. */
@@ -405,6 +417,11 @@ struct mana_keyval {
                                  1 address-sized or 3 Fortran INTEGER (set by Fortran) */
 };
 extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
+/* At a restart, around creating window `m` again (NULL: done): the attribute copy
+ * callbacks answer from its record and delete callbacks do nothing (src/special.c). */
+extern void mana_win_copies_replay(const struct mana_comm_meta *m) MANA_HIDDEN;
+/* Whether a live window's record holds a copy with keyval index `keyval`. */
+extern int mana_win_copies_use(unsigned keyval) MANA_HIDDEN;
 /* ---- MPI-IO files (src/files.c) ---- */
 /* The lower half's file behind the application's handle (MPI_FILE_NULL as it is; any
  * other value that names no open file: one the lower half reports as invalid). */

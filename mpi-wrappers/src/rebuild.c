@@ -406,7 +406,7 @@ int mana_keyval_in_use(int v)
         if (kv[i].v == v && !kv[i].app_freed && !kv[i].dead) {
             struct attr_scan a = {(int)i, mana_h_real(v), (enum obj)kv[i].kind, 0, 0};
             scan_attrs(&a);
-            return a.found > 0;
+            return a.found > 0 || mana_win_copies_use(i);
         }
     return 0;
 }
@@ -431,7 +431,8 @@ static void sweep_keyvals(int record)
         struct attr_scan a = {(int)i, real, (enum obj)k->kind, record, 0};
         if (real)
             scan_attrs(&a);
-        if (k->app_freed && !a.found)
+        /* A copy on a window's internal communicator (src/special.c) is an attribute too. */
+        if (k->app_freed && !a.found && !mana_win_copies_use(i))
             mana_keyval_dead(k);
     }
 }
@@ -697,6 +698,35 @@ static int recreate_kind(int kind, int (*f)(int), const char *what, char *err, i
     return r.bad ? -1 : 0;
 }
 
+MANA_LOWER_FUNCTION(comm_delete_attr, 4479, "PMPI_Comm_delete_attr", (MPI_Comm c, int k), (c, k))
+
+/* MPI_Win_create over `c` for window `m`, its internal communicator getting the attribute
+ * copies the application's callbacks made when it created the window (src/special.c):
+ * `c` holds the recorded keyvals while MPICH duplicates it, the trampolines answering from
+ * the record, and loses them again silently. */
+static int win_create_replaying_copies(const struct mana_comm_meta *m, MPI_Comm c, MPI_Win *w)
+{
+    unsigned n;
+    struct mana_keyval *kv = mana_keyvals(&n);
+    int rc = MPI_SUCCESS, set = 0;
+    mana_win_copies_replay(m);
+    for (; set < m->n_win_copies && rc == MPI_SUCCESS; set++) {
+        const struct mana_win_copy *x = &m->win_copies[set];
+        if (x->keyval >= n || kv[x->keyval].dead)
+            continue;
+        rc = set_attr(OBJ_COMM, c, kv[x->keyval].real, kv[x->keyval].attr_type, x->value);
+    }
+    if (rc == MPI_SUCCESS)
+        rc = win_create_c(m->win_base, m->win_size, m->win_disp_unit, MPI_INFO_NULL, c, w);
+    for (int i = 0; i < set; i++) {
+        const struct mana_win_copy *x = &m->win_copies[i];
+        if (x->keyval < n && !kv[x->keyval].dead)
+            comm_delete_attr(c, kv[x->keyval].real);
+    }
+    mana_win_copies_replay(NULL);
+    return rc;
+}
+
 static int rebuild_windows(char *err, int errlen)
 {
     struct win_list l = {0};
@@ -710,7 +740,7 @@ static int rebuild_windows(char *err, int errlen)
         if (rc == MPI_SUCCESS)
             rc = mana_recreate_shared_segment(l.v.at[i], c);
         if (rc == MPI_SUCCESS)
-            rc = win_create_c(m->win_base, m->win_size, m->win_disp_unit, MPI_INFO_NULL, c, &w);
+            rc = win_create_replaying_copies(m, c, &w);
         /* Kept until the window is freed: MPICH's windows misbehave (RMA operations are lost
          * after a restart) when the communicator they were created over is freed and its
          * context id reused by the next window's (measured with tests/mpi/rma.c). */

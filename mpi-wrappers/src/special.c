@@ -543,16 +543,105 @@ typedef int(mana_delete_fn)(int, int, void *, void *);
 static mana_copy_fn *kv_copy_fn[MANA_SLOTS];
 static mana_delete_fn *kv_del_fn[MANA_SLOTS];
 static slot_pool kv_busy;
+/* Attribute copies made while a window is created. MPICH's window creation duplicates its
+ * communicator internally (MPIR_Comm_dup_impl), which runs the copy callbacks of the
+ * communicator's attributes, and MPI_Win_free frees that internal communicator, which runs
+ * the delete callbacks of the copies. The application cannot name that communicator, nor
+ * can a restart set attributes on it: what each copy callback returned is recorded per
+ * window while the application's MPI_Win_create runs, and a restart creates the window
+ * over a communicator holding those keyvals while the trampolines answer from the record
+ * (src/rebuild.c, rebuild_windows) — the application's callbacks do not run again, and
+ * its later MPI_Win_free runs the delete callbacks as natively. (Keyvals with
+ * MPI_COMM_DUP_FN are copied inside MPICH without a trampoline: not recorded.) Before
+ * that, a restarted f_attrs ended with one comm and one MPI-1 delete callback fewer per
+ * rank when the instant fell inside a window's life. */
+struct win_copy_list {
+    struct mana_win_copy *at;
+    int n, cap;
+};
+static __thread struct win_copy_list *tl_recording; /* the calling thread's MPI_Win_create */
+static const struct mana_comm_meta *replaying;      /* a restart (single-threaded) */
+static int kv_index_of_real(int real);
+
+/* After an application copy callback of keyval `kv` (lower handle) returned `r`. */
+static void win_copy_record(int kv, void *out, int flag, int r)
+{
+    struct win_copy_list *l = tl_recording;
+    if (!l || r != MPI_SUCCESS || !flag)
+        return;
+    int i = kv_index_of_real(kv);
+    if (i < 0)
+        return;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        struct mana_win_copy *more = realloc(l->at, (size_t)cap * sizeof *more);
+        if (!more)
+            return;
+        l->at = more;
+        l->cap = cap;
+    }
+    l->at[l->n++] = (struct mana_win_copy){(unsigned)i, *(void **)out, flag};
+}
+
+/* While a restart creates a window again: the recorded copy for keyval `kv` (lower
+ * handle) instead of the application's callback. Returns 0 when not replaying. */
+static int win_copy_replay(int kv, void *out, int *flag)
+{
+    const struct mana_comm_meta *m = __atomic_load_n(&replaying, __ATOMIC_ACQUIRE);
+    if (!m)
+        return 0;
+    int i = kv_index_of_real(kv);
+    *flag = 0;
+    for (int j = 0; j < m->n_win_copies; j++)
+        if (i >= 0 && m->win_copies[j].keyval == (unsigned)i) {
+            *(void **)out = m->win_copies[j].value;
+            *flag = m->win_copies[j].flag;
+        }
+    return 1;
+}
+
+void mana_win_copies_replay(const struct mana_comm_meta *m)
+{
+    __atomic_store_n(&replaying, m, __ATOMIC_RELEASE);
+}
+
+struct copies_use {
+    unsigned keyval;
+    int found;
+};
+
+static void win_copies_use_on(int w, struct mana_comm_meta *m, void *arg)
+{
+    (void)w;
+    struct copies_use *u = arg;
+    for (int j = 0; j < m->n_win_copies; j++)
+        if (m->win_copies[j].keyval == u->keyval)
+            u->found = 1;
+}
+
+int mana_win_copies_use(unsigned keyval)
+{
+    struct copies_use u = {keyval, 0};
+    mana_win_each(win_copies_use_on, &u);
+    return u.found;
+}
+
 #define KV_TRAMP(k)                                                                    \
     static int kv_copy_##k(int h, int kv, void *ex, void *in, void *out, int *flag)    \
     {                                                                                  \
         unsigned long l_ = mana_callback_enter();                                      \
-        int r_ = kv_copy_fn[k](mana_h_peek_virtual(h), mana_h_lookup_virtual(kv), ex, in, out, flag); \
+        int r_ = MPI_SUCCESS;                                                          \
+        if (!win_copy_replay(kv, out, flag)) {                                         \
+            r_ = kv_copy_fn[k](mana_h_peek_virtual(h), mana_h_lookup_virtual(kv), ex, in, out, flag); \
+            win_copy_record(kv, out, *flag, r_);                                       \
+        }                                                                              \
         mana_callback_leave(l_);                                                       \
         return r_;                                                                     \
     }                                                                                  \
     static int kv_del_##k(int h, int kv, void *attr, void *ex)                         \
     {                                                                                  \
+        if (__atomic_load_n(&replaying, __ATOMIC_ACQUIRE))                             \
+            return MPI_SUCCESS;                                                        \
         unsigned long l_ = mana_callback_enter();                                      \
         int r_ = kv_del_fn[k](mana_h_peek_virtual(h), mana_h_lookup_virtual(kv), attr, ex); \
         mana_callback_leave(l_);                                                       \
@@ -716,14 +805,31 @@ static struct mana_keyval *kv_rec_of_real(int real)
     return found;
 }
 
+/* The index in mana_keyvals() of the live keyval with lower handle `real` (-1: none). */
+static int kv_index_of_real(int real)
+{
+    int found = -1;
+    pthread_mutex_lock(&kv_lock);
+    for (unsigned i = kv_n; i-- > 0 && found < 0;)
+        if (kv_recs[i].real == real && !kv_recs[i].dead)
+            found = (int)i;
+    pthread_mutex_unlock(&kv_lock);
+    return found;
+}
+
 static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, void *attrib, void **copy, int *flag)
 {
     (void)fn;
     unsigned long l = mana_callback_enter();
-    struct mana_keyval *k = kv_rec_of_real(kv);
-    int r = MPI_ERR_KEYVAL;
-    if (k && k->copy_proxy)
-        r = ((mana_copy_proxy *)k->copy_proxy)(k->copy, mana_h_peek_virtual(h), k->v, extra, type, attrib, copy, flag);
+    int r = MPI_SUCCESS;
+    if (!win_copy_replay(kv, copy, flag)) {
+        struct mana_keyval *k = kv_rec_of_real(kv);
+        r = MPI_ERR_KEYVAL;
+        if (k && k->copy_proxy)
+            r = ((mana_copy_proxy *)k->copy_proxy)(k->copy, mana_h_peek_virtual(h), k->v, extra, type, attrib, copy,
+                                                   flag);
+        win_copy_record(kv, copy, *flag, r);
+    }
     mana_callback_leave(l);
     return r;
 }
@@ -731,6 +837,8 @@ static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, v
 static int kv_delete_proxy_tramp(void *fn, int h, int kv, int type, void *attrib, void *extra)
 {
     (void)fn;
+    if (__atomic_load_n(&replaying, __ATOMIC_ACQUIRE))
+        return MPI_SUCCESS;
     unsigned long l = mana_callback_enter();
     struct mana_keyval *k = kv_rec_of_real(kv);
     int r = MPI_ERR_KEYVAL;
@@ -892,6 +1000,8 @@ static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info in
     mana_gate_enter();
     MPI_Info info_l = mana_h_real(info);
     MPI_Comm comm_l = mana_h_real(comm);
+    struct win_copy_list copies = {0};
+    tl_recording = &copies;
     if (disp_unit == (int)disp_unit) {
         int unit = (int)disp_unit;
         MANA_CALL_LOWER_INTO(r, 4011, "PMPI_Win_create", int,
@@ -902,9 +1012,16 @@ static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info in
                              (void *b, MPI_Aint s, MPI_Aint d, MPI_Info i, MPI_Comm c, MPI_Win *w),
                              (base, size, disp_unit, info_l, comm_l, &win_l));
     }
+    tl_recording = NULL;
     r = mana_out_handle(r, win, win_l);
-    if (r == MPI_SUCCESS)
+    struct mana_comm_meta *m = r == MPI_SUCCESS ? mana_comm_meta(*win) : NULL;
+    if (m) {
         mana_win_created(comm, *win, base, size, disp_unit);
+        m->win_copies = copies.at;
+        m->n_win_copies = copies.n;
+    } else {
+        free(copies.at);
+    }
     mana_gate_leave();
     mana_coll_leave(counted, 1);
     return r;
