@@ -27,8 +27,12 @@
 #   restart  per line: a first run under mana_launch (the launch mode's, when it ran before
 #            in the same invocation) measures the window W between the last rank's
 #            MPI_Init returning and the first rank's MPI_Finalize call; a second run
-#            gets `mana_status --checkpoint --kill` at an instant drawn uniformly in W after
-#            its own last MPI_Init (md5 of --seed, the line and the attempt); then
+#            is checkpointed and killed at an instant drawn uniformly in W after the last
+#            MPI_Init (md5 of --seed, the line and the attempt; also the rank that triggers
+#            it): that rank's first MPI call from then on sends it the checkpoint signal and
+#            holds it until the checkpoint is under way (MANA_CKPT_AT_NS with
+#            --checkpoint-signal USR2 and MANA_CHECKPOINT_ON_SIGNAL_KILL=1; an external
+#            `mana_status --checkpoint --kill` came after the end of most tests); then
 #            `mpiexec.mpich -n NP mana_restart CKPT`. runtests judges the pre-kill output
 #            followed by the restarted output, with the restart's exit status (Hydra's
 #            banner about the ranks `--kill` ended is not the program's: removed). A
@@ -79,12 +83,6 @@ fi
 # MPIEXEC_TIMEOUT (set by runtests, honoured by Hydra).
 # ---------------------------------------------------------------------------------------
 
-# Nanoseconds since the epoch (bash 5 builtin, no fork).
-now_ns() {
-    local r=${EPOCHREALTIME/./}
-    echo $((10#$r * 1000))
-}
-
 # A MANA_MPI_TIMES file (lines `init|finalize_called|finalize RANK UNIX_NS`, written by
 # MANA's MPI wrappers: MPI_Init returned / the application called MPI_Finalize / MANA calls
 # MPICH's MPI_Finalize, which a pending checkpoint may delay) ->
@@ -104,6 +102,12 @@ times_summary() {
         done <"$1"
     fi
     echo "$ni $mi $nf $mf $mc"
+}
+
+# A MANA_MPI_TIMES file -> "RANK:UNIX_NS,..." of the ranks' MPI_Init returns.
+init_list() {
+    [[ -f $1 ]] && awk '$1 == "init" { printf "%s:%s,", $2, $3 }' "$1"
+    return 0
 }
 
 # The commit instant of generation $2 of checkpoint directory $1 (MANIFEST created_unix_ns).
@@ -140,13 +144,6 @@ draw_ppm() {
     local h
     h=$(printf '%s' "$*" | md5sum)
     echo $((16#${h:0:8} % 1000000))
-}
-
-# Sleeps until the epoch-ns instant $1.
-sleep_until() {
-    local d=$(($1 - $(now_ns)))
-    ((d > 0)) && sleep "$((d / 1000000000)).$(printf '%09d' $((d % 1000000000)))"
-    return 0
 }
 
 wrapper_main() {
@@ -196,7 +193,8 @@ wrapper_main() {
             "${launch[@]}" --ckptdir "$tmp/ckpt" "${post[@]}" || rc=$?
         # The restart mode's measuring run, when it comes later in the same run.
         if [[ -n ${MANA_SUITE_WINDOWS:-} ]]; then
-            printf '%s\t%d\t%s\n' "$key" "$rc" "$(times_summary "$tmp/times")" >>"$MANA_SUITE_WINDOWS"
+            printf '%s\t%d\t%s\t%s\n' "$key" "$rc" "$(times_summary "$tmp/times")" "$(init_list "$tmp/times")" \
+                >>"$MANA_SUITE_WINDOWS"
         fi
         ;;
     ckpt)
@@ -249,17 +247,17 @@ wrapper_main() {
 # The restart mode for one test line (variables of wrapper_main in scope). Writes the judged
 # output to stdout and returns the judged exit status.
 restart_line() {
-    local rc1=0 ni mi nf mf mc k measured=""
+    local rc1=0 ni mi nf mf mc k measured="" inits=""
     # 1. The measuring run: W = [last MPI_Init returned, first MPI_Finalize called]. The
     # launch mode's run of this line (the k-th with this key), when this run had one.
     k=$(($(awk -F'\t' -v k="$key" '$1 == k' "${MANA_SUITE_STATS:-/dev/null}" 2>/dev/null | wc -l) + 1))
     if [[ -n ${MANA_SUITE_WINDOWS:-} && -f $MANA_SUITE_WINDOWS ]]; then
-        measured=$(awk -F'\t' -v k="$key" -v n="$k" '$1 == k && ++c == n { print $2, $3 }' "$MANA_SUITE_WINDOWS")
+        measured=$(awk -F'\t' -v k="$key" -v n="$k" '$1 == k && ++c == n { print $2, $3, $4 }' "$MANA_SUITE_WINDOWS")
     fi
     if [[ -n $measured ]]; then
         # No window there (it failed, or a rank finalized before another initialized):
         # the line's own measuring run decides (and is judged if it has none either).
-        read -r rc1 ni mi nf mf mc <<<"$measured"
+        read -r rc1 ni mi nf mf mc inits <<<"$measured"
         if ((rc1 != 0 || ni != np || nf != np || mc <= mi)); then measured=""; fi
     fi
     if [[ -z $measured ]]; then
@@ -267,6 +265,7 @@ restart_line() {
         MANA_MPI_TIMES=$tmp/times1 "${guard[@]}" mpiexec.mpich "${pre[@]}" \
             "${launch[@]}" --ckptdir "$tmp/ckpt1" "${post[@]}" </dev/null >"$tmp/out1" 2>&1 || rc1=$?
         read -r ni mi nf mf mc < <(times_summary "$tmp/times1")
+        inits=$(init_list "$tmp/times1")
     fi
     mf=$mc
     if ((rc1 != 0 || ni != np || nf != np || mf <= mi)); then
@@ -275,36 +274,30 @@ restart_line() {
         cat "$tmp/out1"
         return "$rc1"
     fi
-    local window=$((mf - mi)) attempt offset pid rc2 crc n t0 g t outcome="" why
+    local window=$((mf - mi)) attempt offset rc2 n t0 g t outcome="" why rank own ns
     local attempts=${MANA_SUITE_ATTEMPTS:-2}
     for ((attempt = 1; attempt <= attempts; attempt++)); do
         offset=$((window / 1000 * $(draw_ppm "${MANA_SUITE_SEED:-42}:$key:$attempt") / 1000))
         rm -rf "$tmp/ckpt2" "$tmp/times2"
         rc2=0
-        # 2. The run that is checkpointed and killed.
-        MANA_MPI_TIMES=$tmp/times2 "${guard[@]}" mpiexec.mpich "${pre[@]}" \
-            "${launch[@]}" --ckptdir "$tmp/ckpt2" "${post[@]}" </dev/null >"$tmp/out2" 2>&1 &
-        pid=$!
-        # Its last MPI_Init.
-        while kill -0 "$pid" 2>/dev/null; do
-            read -r ni t0 nf mf mc < <(times_summary "$tmp/times2")
-            ((ni >= np)) && break
-            sleep 0.01
-        done
-        if ((ni < np)); then
-            wait "$pid" || rc2=$?
-            outcome=missed why="the job ended before its last MPI_Init was seen (rc=$rc2)"
+        # 2. The run that is checkpointed and killed. The instant is triggered inside the
+        # job (MANA_CKPT_AT_NS, mpi-wrappers/src/special.c): the drawn rank's first MPI
+        # call at offset + (last MPI_Init - its own MPI_Init, measured) after its MPI_Init
+        # returned sends it the checkpoint signal and holds it until the checkpoint is
+        # under way — an external `mana_status --checkpoint --kill` came after the end
+        # of most tests, which spend a few milliseconds in MPI.
+        rank=$(($(draw_ppm "${MANA_SUITE_SEED:-42}:$key:$attempt:rank") * np / 1000000))
+        own=$(tr ',' '\n' <<<"$inits" | awk -F: -v r="$rank" '$1 == r { print $2; exit }')
+        ns=$((offset + mi - ${own:-$mi}))
+        MANA_CKPT_AT_NS=$rank:$ns MANA_CHECKPOINT_ON_SIGNAL_KILL=1 MANA_MPI_TIMES=$tmp/times2 \
+            "${guard[@]}" mpiexec.mpich "${pre[@]}" "${launch[@]}" --checkpoint-signal USR2 \
+            --ckptdir "$tmp/ckpt2" "${post[@]}" </dev/null >"$tmp/out2" 2>&1 || rc2=$?
+        read -r ni t0 nf mf mc < <(times_summary "$tmp/times2")
+        if [[ ! -f $tmp/ckpt2/LATEST ]]; then
+            outcome=missed why="no checkpoint committed (rank $rank, $((ns / 1000)) us after its MPI_Init; rc=$rc2)"
             continue
         fi
-        sleep_until $((t0 + offset))
-        crc=0
-        "$bin/mana_status" --status-file "$status" --checkpoint --kill >"$tmp/ckpt.log" 2>&1 || crc=$?
-        wait "$pid" || rc2=$?
-        if ((crc != 0)); then
-            outcome=missed why="checkpoint: $(tail -n1 "$tmp/ckpt.log")"
-            continue
-        fi
-        g=$(grep -o 'gen-[0-9]*' "$tmp/ckpt.log" | tail -n1 || true)
+        g=$(grep -o 'gen-[0-9]*' "$tmp/ckpt2/LATEST" | tail -n1 || true)
         g=${g#gen-}
         g=$((10#${g:-0}))
         t=$(gen_instant "$tmp/ckpt2" "$g")

@@ -516,6 +516,11 @@ void mana_comm_dead(unsigned long long gid, unsigned long long seq)
     pthread_mutex_unlock(&coll_lock);
 }
 
+int mana_ckpt_pending(void)
+{
+    return __atomic_load_n(&pending, __ATOMIC_ACQUIRE);
+}
+
 /* Marks a checkpoint pending and returns this rank's (gid, seq) pairs: live communicators
  * and windows, and those freed since the last agreement. */
 static int coll_snapshot(struct mana_seq *out, int cap)
@@ -1049,6 +1054,7 @@ void mana_cache_register(void **cache)
 
 static void restart_reset(void)
 {
+    mana_call_trigger_restarted();
     int n = n_caches < MANA_CACHES ? n_caches : MANA_CACHES;
     for (int i = 0; i < n; i++)
         if (caches[i])
@@ -1378,6 +1384,7 @@ static void restart_times(double *init, double *rebuild)
 static int mpi_restart(int rank, int size, char *err, int errlen)
 {
     double t0 = now_s();
+    mana_call_trigger_restarted();
     err[0] = 0;
     if (mana_snapshot_unsupported(err, errlen))
         return -1;

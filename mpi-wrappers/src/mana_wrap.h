@@ -113,11 +113,20 @@ extern int mana_gate_close(double timeout) MANA_HIDDEN;
 extern void mana_gate_each(void (*f)(struct mana_gate_slot *g, void *arg), void *arg) MANA_HIDDEN;
 extern void mana_gate_open(void) MANA_HIDDEN;
 
+/* MANA_CKPT_AT_NS / MANA_MPI_TIMES call counting (src/special.c): set while counting. */
+extern int mana_call_trigger MANA_HIDDEN;
+extern void mana_count_call(void) MANA_HIDDEN;
+/* A restart happened (src/ckpt.c): a trigger waiting for its checkpoint goes on. */
+extern void mana_call_trigger_restarted(void) MANA_HIDDEN;
+/* Whether a checkpoint's agreement has begun on this rank (src/ckpt.c). */
+extern int mana_ckpt_pending(void) MANA_HIDDEN;
 static inline __attribute__((always_inline)) void mana_gate_enter(void)
 {
     struct mana_gate_slot *g = mana_tls_gate;
     if (__builtin_expect(!g, 0))
         g = mana_gate_register();
+    if (__builtin_expect(mana_call_trigger, 0) && !g->in)
+        mana_count_call();
     if (g->in) {
         g->in++;
         return;

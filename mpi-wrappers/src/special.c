@@ -1,6 +1,7 @@
 /* Hand-written wrappers (listed in gen/handwritten.txt; the generator skips them). */
 #include "mana_wrap.h"
 #include <fcntl.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,8 +445,8 @@ MANA_EXPORT(mana_w_MPI_Grequest_start, PMPI_Grequest_start)
  * `finalize RANK UNIX_NS` when MPICH's MPI_Finalize is called (later if a pending
  * checkpoint held the rank at the wrapper's entry) (CLOCK_REALTIME; RANK from the
  * launcher's PMI_RANK). For harnesses that need the instants between which a checkpoint
- * lands inside a program's MPI lifetime (scripts/mpich-testsuite.sh). The file is open
- * only for the write. */
+ * lands inside a program's MPI lifetime (scripts/mpich-testsuite.sh); also `calls RANK N`
+ * at MPI_Finalize (below). The file is open only for the write. */
 static void mana_mark_time(const char *what)
 {
     const char *path = getenv("MANA_MPI_TIMES");
@@ -466,6 +467,96 @@ static void mana_mark_time(const char *what)
     close(fd);
 }
 
+/* MANA_CKPT_AT_NS=RANK:NS, for harnesses (scripts/mpich-testsuite.sh, restart mode), with
+ * `mana_launch --checkpoint-signal SIG`: the first MPI call rank RANK makes NS nanoseconds
+ * or more after its MPI_Init returned sends the process SIG — a job-wide checkpoint, which
+ * also ends the job when MANA_CHECKPOINT_ON_SIGNAL_KILL=1 — and waits at that call,
+ * outside MPI, until the checkpoint's agreement has begun (at most 60 s); the call then
+ * meets the closed gate as any other. An instant inside a program's MPI lifetime that no
+ * external trigger can hit when the program spends a millisecond there: the rank is held
+ * until the checkpoint is under way, so the job cannot end first. (Held longer, to the
+ * end of the checkpoint, the rank would stop a peer's collective from reaching the
+ * agreement's target.) With MANA_MPI_TIMES, MPI_Finalize also writes
+ * `calls RANK N`, the MPI calls counted since MPI_Init returned. Calls are counted at the
+ * gate's entry, outermost only (mana_wrap.h), while mana_call_trigger is set. */
+int mana_call_trigger;
+static unsigned long long calls_counted, trigger_deadline_ns;
+static int trigger_signal;
+static volatile int trigger_restarted;
+
+static unsigned long long monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec;
+}
+
+static void call_trigger_start(void)
+{
+    const char *times = getenv("MANA_MPI_TIMES"), *at = getenv("MANA_CKPT_AT_NS");
+    const char *rank = getenv("PMI_RANK"), *sig = getenv("MANA_CHECKPOINT_ON_SIGNAL");
+    int want = -1;
+    unsigned long long ns = 0;
+    trigger_deadline_ns = 0;
+    if (at && sig && sscanf(at, "%d:%llu", &want, &ns) == 2 && want == (rank ? atoi(rank) : 0) && atoi(sig) > 0) {
+        trigger_deadline_ns = monotonic_ns() + ns;
+        trigger_signal = atoi(sig);
+    }
+    __atomic_store_n(&calls_counted, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&mana_call_trigger, (times && *times) || trigger_deadline_ns, __ATOMIC_RELEASE);
+}
+
+/* Sends the checkpoint signal once (`now`: whether or not the deadline has passed) and
+ * holds the calling thread until the checkpoint's agreement has begun. */
+static void trigger_fire(int now)
+{
+    unsigned long long deadline = __atomic_load_n(&trigger_deadline_ns, __ATOMIC_RELAXED);
+    if (!deadline || (!now && monotonic_ns() < deadline) ||
+        !__atomic_compare_exchange_n(&trigger_deadline_ns, &deadline, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return;
+    trigger_restarted = 0;
+    kill(getpid(), trigger_signal);
+    /* Also until a restart: the checkpoint may stop this thread after the agreement began
+     * but before it looked again, and a restored process has no checkpoint pending. */
+    for (int i = 0; i < 60000 && !mana_ckpt_pending() && !trigger_restarted; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void mana_call_trigger_restarted(void)
+{
+    trigger_restarted = 1;
+}
+
+void mana_count_call(void)
+{
+    __atomic_add_fetch(&calls_counted, 1, __ATOMIC_RELAXED);
+    trigger_fire(0);
+}
+
+/* At the application's MPI_Finalize call: a trigger whose instant the rank's calls did
+ * not reach (its last ones blocked past it, or it made none since) fires now, still
+ * inside the MPI lifetime. */
+static void call_trigger_stop(void)
+{
+    trigger_fire(1);
+    __atomic_store_n(&mana_call_trigger, 0, __ATOMIC_RELEASE);
+    const char *path = getenv("MANA_MPI_TIMES"), *rank = getenv("PMI_RANK");
+    if (!path || !*path)
+        return;
+    char line[96];
+    int n = snprintf(line, sizeof line, "calls %s %llu\n", rank ? rank : "0",
+                     __atomic_load_n(&calls_counted, __ATOMIC_RELAXED));
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    if (write(fd, line, (size_t)n) != n) {
+        /* best effort: the harness sees a missing line */
+    }
+    close(fd);
+}
+
 /* MPI_Finalize: lets the runtime look at the lower half one last time (region dump for
  * tests, MANA_DUMP_REGIONS) before the real MPI_Finalize. Counted as a collective on
  * MPI_COMM_WORLD (as MPI_Init is), so that a checkpoint's agreement converges with every
@@ -474,6 +565,7 @@ extern void mana_before_finalize(void);
 __attribute__((used)) static int mana_w_MPI_Finalize(void)
 {
     mana_mark_time("finalize_called");
+    call_trigger_stop();
     mana_before_finalize();
     const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
     mana_mark_time("finalize");
@@ -1546,6 +1638,7 @@ __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
         mana_init_level = MPI_THREAD_SINGLE;
         __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
+        call_trigger_start();
     }
     mana_coll_leave(counted, 1);
     return r;
@@ -1565,6 +1658,7 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
         mana_init_level = required;
         __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
+        call_trigger_start();
     }
     mana_coll_leave(counted, 1);
     return r;

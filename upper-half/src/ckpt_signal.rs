@@ -19,6 +19,9 @@ use tracing::{info, warn};
 
 /// The variable `mana_launch` sets: the signal's number.
 pub const ENV: &str = "MANA_CHECKPOINT_ON_SIGNAL";
+/// Set (to 1) for a checkpoint that also ends the job once committed, as
+/// `mana_status --checkpoint --kill` does (set by test harnesses: scripts/mpich-testsuite.sh).
+pub const KILL_ENV: &str = "MANA_CHECKPOINT_ON_SIGNAL_KILL";
 
 static SIGNAL: OnceLock<Option<(Signal, PathBuf)>> = OnceLock::new();
 /// The waiting thread's id (0: none).
@@ -104,8 +107,9 @@ fn request(sig: Signal, status_file: &std::path::Path) {
         .map_err(|e| e.to_string())
         .and_then(|(mut conn, _)| {
             REQUEST_FD.store(conn.stream().as_raw_fd(), Ordering::Relaxed);
+            let kill_after = std::env::var_os(KILL_ENV).is_some_and(|v| v == "1");
             let r = conn
-                .request(&ToCoord::Checkpoint { kill_after: false })
+                .request(&ToCoord::Checkpoint { kill_after })
                 .map_err(|e| e.to_string());
             REQUEST_FD.store(-1, Ordering::Relaxed);
             r
