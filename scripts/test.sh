@@ -30,7 +30,7 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $
 # 90% of the lines get a checkpoint inside their MPI lifetime
 # (docs/mpich-testsuite-results.md).
 set +e
-bash scripts/mpich-testsuite.sh --list tests/mpich/ci-list.txt --mode all --sample 60
+bash scripts/mpich-testsuite.sh --list tests/mpich/ci-list.txt --mode all --sample 60 --trigger outside
 suite=$?
 set -e
 if [[ $status -ne 0 ]]; then

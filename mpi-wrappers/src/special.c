@@ -471,7 +471,7 @@ static void mana_mark_time(const char *what)
  * `mana_launch --checkpoint-signal SIG`: the first MPI call rank RANK makes NS nanoseconds
  * or more after its MPI_Init returned sends the process SIG — a job-wide checkpoint, which
  * also ends the job when MANA_CHECKPOINT_ON_SIGNAL_KILL=1 — and waits at that call,
- * outside MPI, until the checkpoint's agreement has begun (at most 60 s); the call then
+ * outside MPI, until the checkpoint's agreement has begun (at most 5 s); the call then
  * meets the closed gate as any other. An instant inside a program's MPI lifetime that no
  * external trigger can hit when the program spends a millisecond there: the rank is held
  * until the checkpoint is under way, so the job cannot end first. (Held longer, to the
@@ -518,7 +518,7 @@ static void trigger_fire(int now)
     kill(getpid(), trigger_signal);
     /* Also until a restart: the checkpoint may stop this thread after the agreement began
      * but before it looked again, and a restored process has no checkpoint pending. */
-    for (int i = 0; i < 60000 && !mana_ckpt_pending() && !trigger_restarted; i++) {
+    for (int i = 0; i < 5000 && !mana_ckpt_pending() && !trigger_restarted; i++) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
