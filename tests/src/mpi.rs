@@ -79,6 +79,29 @@ pub fn restart(s: &Session, n: usize, extra: &[(&str, &str)]) -> Proc {
     Proc::spawn(&format!("mpiexec -n {n} mana_restart"), cmd)
 }
 
+/// Checkpoints the running job `run` one after another (none killed), `pause` apart, until
+/// it ends; returns the committed generations. A checkpoint that fails because a rank left
+/// — the job's end: a rank that exited is no longer registered, or left while the
+/// checkpoint ran — ends the loop (the caller then judges the job's output and exit
+/// status, which a rank that crashed would fail); any other failure fails the test.
+pub fn checkpoint_until_end(s: &Session, run: &mut Proc, pause: Duration) -> Vec<PathBuf> {
+    let mut gens = Vec::new();
+    while run.is_running() {
+        match s.checkpoint() {
+            Ok(g) => gens.push(g),
+            Err(_) if !run.is_running() => break,
+            Err(e)
+                if e.contains("registered") || e.contains("disconnected during the checkpoint") =>
+            {
+                break
+            }
+            Err(e) => panic!("checkpoint failed: {e}"),
+        }
+        std::thread::sleep(pause);
+    }
+    gens
+}
+
 /// Checkpoints the running job at a random instant within `within` and kills it; returns
 /// the committed generation.
 pub fn checkpoint_and_kill(s: &Session, rng: &mut Rng, within: Duration, run: Proc) -> PathBuf {

@@ -202,21 +202,7 @@ fn c_checkpointed_after_mpi_finalize_restarts_like_native() {
 #[test]
 fn c_checkpoints_in_every_phase_leave_the_result_alone() {
     let mut j = c_job("phases-c-every", &["100", "100"]);
-    let mut committed = 0;
-    while j.run.is_running() {
-        match j.s.checkpoint() {
-            Ok(_) => committed += 1,
-            // The job's end: a rank that has printed its result and exited is no longer
-            // registered, and the coordinator refuses a checkpoint of part of a job.
-            Err(_) if !j.run.is_running() => break,
-            Err(e) if String::from_utf8_lossy(&j.run.stdout()).contains(j.done) => {
-                assert!(e.contains("registered"), "checkpoint failed: {e}");
-                break;
-            }
-            Err(e) => panic!("checkpoint failed: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let committed = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(200)).len();
     let out = j.run.wait_output(LONG);
     out.assert_success();
     assert_eq!(

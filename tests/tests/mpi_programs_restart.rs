@@ -39,6 +39,17 @@ fn start(label: &str, name: &str, ranks: usize, rounds: &str) -> Started {
     }
 }
 
+/// `out` is a successful run whose `name done` line is the native run's, `expected`.
+fn ends_like_native(out: &Output, name: &str, expected: &Option<String>) {
+    out.assert_success();
+    assert_eq!(
+        &result_line(&out.stdout_text(), &format!("{name} done")),
+        expected,
+        "{name}: the job must end exactly as the native run\n{}",
+        out.describe()
+    );
+}
+
 /// `name --loop rounds` on `ranks` ranks: checkpoint+kill at a random instant within
 /// `within` of its ready line, restart, compare the `done` line with the native run's.
 fn restarts_like_native(name: &str, ranks: usize, rounds: &str, within: Duration) {
@@ -208,28 +219,8 @@ fn fortran_attributes_restart_like_native() {
 #[test]
 fn fortran_attributes_every_generation_restarts_like_native() {
     let mut j = start("mpi-prog-f_attrs-gens", "f_attrs", 2, "60");
-    let mut gens = Vec::new();
-    while j.run.is_running() {
-        match j.s.checkpoint() {
-            Ok(g) => gens.push(g),
-            Err(_) if !j.run.is_running() => break,
-            // The job's end: a rank that has left is no longer registered.
-            Err(e) if String::from_utf8_lossy(&j.run.stdout()).contains("f_attrs done") => {
-                assert!(e.contains("registered"), "checkpoint failed: {e}");
-                break;
-            }
-            Err(e) => panic!("checkpoint failed: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    let out = j.run.wait_output(LONG);
-    out.assert_success();
-    assert_eq!(
-        result_line(&out.stdout_text(), "f_attrs done"),
-        j.expected,
-        "{}",
-        out.describe()
-    );
+    let gens = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(30));
+    ends_like_native(&j.run.wait_output(LONG), "f_attrs", &j.expected);
     assert!(gens.len() >= 5, "only {} generations committed", gens.len());
     for gen in &gens {
         let name = gen.file_name().unwrap().to_str().unwrap().to_string();
@@ -241,13 +232,10 @@ fn fortran_attributes_every_generation_restarts_like_native() {
             std::fs::copy(&f, into.join(f.file_name().unwrap())).unwrap();
         }
         std::fs::write(r.ckpt_dir.join("LATEST"), format!("{name}\n")).unwrap();
-        let out = restart(&r, 2, &[]).wait_output(LONG);
-        out.assert_success();
-        assert_eq!(
-            result_line(&out.stdout_text(), "f_attrs done"),
-            j.expected,
-            "{name}: the restarted job must end exactly as the native run\n{}",
-            out.describe()
+        ends_like_native(
+            &restart(&r, 2, &[]).wait_output(LONG),
+            "f_attrs",
+            &j.expected,
         );
     }
     eprintln!("{} generations restarted like native", gens.len());
@@ -261,14 +249,7 @@ fn fortran_attributes_every_generation_restarts_like_native() {
 #[test]
 fn fortran_keyvals_freed_in_use_every_round_give_their_slots_back() {
     let j = start("mpi-prog-f_attrs-100", "f_attrs", 2, "100");
-    let out = j.run.wait_output(LONG);
-    out.assert_success();
-    assert_eq!(
-        result_line(&out.stdout_text(), "f_attrs done"),
-        j.expected,
-        "{}",
-        out.describe()
-    );
+    ends_like_native(&j.run.wait_output(LONG), "f_attrs", &j.expected);
 }
 
 /// `use mpi_f08`: a derived type of a Fortran type, statuses, a Fortran user operation,
