@@ -20,13 +20,20 @@ post = int(sys.argv[2]) if len(sys.argv) > 2 else 150
 prank = int(os.environ.get("PMI_RANK", "0"))
 
 
+def say(line):
+    """One write per line: print() writes the text and the newline apart, and Hydra may
+    then forward two ranks' lines as one."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def step(data, salt):
     h = hashlib.sha256(data.tobytes() + salt.to_bytes(8, "little")).digest()
     return np.roll(data, 1) ^ np.frombuffer(h * 128, dtype=np.uint64)
 
 
 data = np.arange(512, dtype=np.uint64) * np.uint64(2654435761 + prank)
-print(f"py_phases pre ready rank={prank}", flush=True)
+say(f"py_phases pre ready rank={prank}")
 for i in range(pre):
     data = step(data, i)
     time.sleep(0.01)
@@ -38,16 +45,15 @@ rank, size = comm.Get_rank(), comm.Get_size()
 assert rank == prank, (rank, prank)
 total = np.empty_like(data)
 comm.Allreduce(data, total, op=MPI.BXOR)
-print(f"py_phases mpi rank={rank} size={size} xor={int(total.sum()) & 0xFFFFFFFF:08x}", flush=True)
+say(f"py_phases mpi rank={rank} size={size} xor={int(total.sum()) & 0xFFFFFFFF:08x}")
 MPI.Finalize()
 
-print(f"py_phases post ready rank={rank}", flush=True)
+say(f"py_phases post ready rank={rank}")
 for i in range(post):
     data = step(data ^ total, i)
     time.sleep(0.01)
 result = hashlib.sha256(data.tobytes()).hexdigest()[:16]
-print(
+say(
     f"py_phases done rank={rank} initialized={int(MPI.Is_initialized())} "
-    f"finalized={int(MPI.Is_finalized())} result={result}",
-    flush=True,
+    f"finalized={int(MPI.Is_finalized())} result={result}"
 )
