@@ -33,7 +33,7 @@ pub mod transcript;
 pub use ckpt::*;
 pub use mpi::{
     assert_images_have_no_lower_half, checkpoint_and_kill, checkpoint_until_end, launch,
-    mpiexec_command, native, restart, result_line, wait_registered,
+    launch_command, mpiexec_command, native, restart, result_line, wait_registered,
 };
 pub use mpi4py::*;
 pub use process::*;

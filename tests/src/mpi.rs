@@ -60,16 +60,25 @@ pub fn launch(
     args: &[&str],
     extra: &[(&str, &str)],
 ) -> Proc {
+    let mut cmd: Vec<&OsStr> = vec![program.as_os_str()];
+    cmd.extend(args.iter().map(OsStr::new));
+    Proc::spawn(
+        &format!("mpiexec -n {n} mana_launch"),
+        launch_command(s, n, &cmd, extra),
+    )
+}
+
+/// `mpiexec.mpich -n N mana_launch --ckptdir <session ckpt> CMD…` (CMD: a program and its
+/// arguments, or an interpreter, its script and their arguments), not started.
+pub fn launch_command(s: &Session, n: usize, cmd: &[&OsStr], extra: &[(&str, &str)]) -> Command {
     let launch = bin("mana_launch");
     let mut all: Vec<&OsStr> = vec![
         launch.as_os_str(),
         "--ckptdir".as_ref(),
         s.ckpt_dir.as_os_str(),
-        program.as_os_str(),
     ];
-    all.extend(args.iter().map(OsStr::new));
-    let cmd = mpiexec_command(s, n, &all, extra);
-    Proc::spawn(&format!("mpiexec -n {n} mana_launch"), cmd)
+    all.extend_from_slice(cmd);
+    mpiexec_command(s, n, &all, extra)
 }
 
 /// `mpiexec.mpich -n N mana_restart <session ckpt>`, started.

@@ -39,16 +39,9 @@ fn start(label: &str, cmd: impl FnOnce(&Path) -> Vec<OsString>, done: &'static s
     native.assert_success();
     let expected = sorted_lines(&native.stdout_text(), done);
     assert_eq!(expected.len(), RANKS, "{}", native.describe());
-    let launch = bin("mana_launch");
-    let mut all: Vec<&OsStr> = vec![
-        launch.as_os_str(),
-        "--ckptdir".as_ref(),
-        s.ckpt_dir.as_os_str(),
-    ];
-    all.extend_from_slice(&cmd);
     let run = Proc::spawn(
         &format!("mpiexec -n {RANKS} mana_launch {label}"),
-        mpiexec_command(&s, RANKS, &all, &[]),
+        launch_command(&s, RANKS, &cmd, &[]),
     );
     wait_registered(&s, RANKS);
     Job {

@@ -79,19 +79,12 @@ fn runs_split(s: &Session, case: &str, args: &[&OsStr], done: &str) {
         .dir()
         .join(format!("dump-{}", case.replace(['/', ' '], "_")));
     std::fs::create_dir_all(&dumps).unwrap();
-    let launch = bin("mana_launch");
-    let mut all: Vec<&OsStr> = vec![
-        launch.as_os_str(),
-        "--ckptdir".as_ref(),
-        s.ckpt_dir.as_os_str(),
-    ];
-    all.extend_from_slice(args);
     let out = Proc::spawn(
         &format!("mana_launch {case}"),
-        mpiexec_command(
+        launch_command(
             s,
             2,
-            &all,
+            args,
             &[("MANA_DUMP_REGIONS", dumps.to_str().unwrap())],
         ),
     )

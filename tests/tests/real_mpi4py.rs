@@ -23,14 +23,7 @@ const RANKS: usize = 2;
 
 /// `mana_launch --ckptdir CKPT ARGS…` under `mpiexec.mpich -n 2`, started.
 fn launch_args(s: &Session, args: &[&OsStr], label: &str) -> Proc {
-    let launch = bin("mana_launch");
-    let mut all: Vec<&OsStr> = vec![
-        launch.as_os_str(),
-        "--ckptdir".as_ref(),
-        s.ckpt_dir.as_os_str(),
-    ];
-    all.extend_from_slice(args);
-    Proc::spawn(label, mpiexec_command(s, RANKS, &all, &[]))
+    Proc::spawn(label, launch_command(s, RANKS, args, &[]))
 }
 
 /// A numpy job (Allreduce on numpy buffers, Sendrecv, a pickled bcast every round) gives
