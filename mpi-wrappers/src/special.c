@@ -886,17 +886,6 @@ void mana_keyval_dead(struct mana_keyval *k)
 typedef int(mana_copy_proxy)(void *, int, int, void *, int, void *, void **, int *);
 typedef int(mana_delete_proxy)(void *, int, int, int, void *, void *);
 
-static struct mana_keyval *kv_rec_of_real(int real)
-{
-    struct mana_keyval *found = NULL;
-    pthread_mutex_lock(&kv_lock);
-    for (unsigned i = kv_n; i-- > 0 && !found;)
-        if (kv_recs[i].real == real && !kv_recs[i].dead)
-            found = &kv_recs[i];
-    pthread_mutex_unlock(&kv_lock);
-    return found;
-}
-
 /* The index in mana_keyvals() of the live keyval with lower handle `real` (-1: none). */
 static int kv_index_of_real(int real)
 {
@@ -907,6 +896,12 @@ static int kv_index_of_real(int real)
             found = (int)i;
     pthread_mutex_unlock(&kv_lock);
     return found;
+}
+
+static struct mana_keyval *kv_rec_of_real(int real)
+{
+    int i = kv_index_of_real(real);
+    return i < 0 ? NULL : &kv_recs[i];
 }
 
 static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, void *attrib, void **copy, int *flag)
