@@ -420,33 +420,27 @@ pub unsafe extern "C" fn mremap(
         page_up(new_size as u64),
     );
     let arena_old = o % PAGE == 0 && old_size > 0 && in_arena(o, o + old_p);
-    if arena_old && flags & libc::MREMAP_FIXED == 0 {
+    if arena_old && flags & libc::MREMAP_FIXED == 0 && new_size > 0 {
+        // No piece of the arena may be unmapped even for a moment: the upper half maps
+        // memory at addresses the kernel chooses, concurrently, and a mapping placed in
+        // such a hole would then be overwritten by the arena's PROT_NONE (a checkpoint
+        // thread's heap segment died that way while MPI_Finalize detached shared memory).
+        // A shrink therefore maps PROT_NONE over the tail in one step, and a mapping
+        // never moves (the kernel's move leaves its old range unmapped until it is
+        // reserved again): growing fails with ENOMEM, after which our only caller, the
+        // allocator, copies (neither MPICH nor UCX calls mremap with memory hooks off).
         if new_p <= old_p {
-            let r = remap(0, 0);
-            if r != -1 && new_p < old_p {
-                arena_give(o + new_p, o + old_p);
-            }
-            return if r == -1 {
-                libc::MAP_FAILED
-            } else {
-                r as *mut c_void
-            };
-        }
-        if flags & libc::MREMAP_MAYMOVE == 0 {
-            // Growing in place would need the next piece of the arena unmapped.
-            // SAFETY: this thread's errno.
-            unsafe { *libc::__errno_location() = libc::ENOMEM };
-            return libc::MAP_FAILED;
-        }
-        if let Some(slot) = arena_take(new_p) {
-            let r = remap(slot, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED);
-            if r == -1 {
-                arena_give(slot, slot + new_p);
+            if new_p < old_p && !reserve(o + new_p, o + old_p) {
                 return libc::MAP_FAILED;
             }
-            arena_give(o, o + old_p);
-            return r as *mut c_void;
+            if new_p < old_p {
+                with_arena(|_, free| free.give(o + new_p, o + old_p));
+            }
+            return old;
         }
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = libc::ENOMEM };
+        return libc::MAP_FAILED;
     }
     let r = remap(new_addr as u64, flags);
     if r == -1 {
@@ -541,6 +535,16 @@ pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
         t[i] = t[*n];
         Some(size)
     });
+    if let Some(size) = size.filter(|&n| n > 0 && in_arena(a, a + n)) {
+        // Mapping the arena's PROT_NONE over the attachment detaches it (the kernel
+        // closes a System V mapping that another replaces, as shmdt does) without the
+        // moment in which the range is unmapped and an upper-half mmap could land there
+        // (see mremap). Should that mapping fail, detach the ordinary way.
+        if reserve(a, a + size) {
+            with_arena(|_, free| free.give(a, a + size));
+            return 0;
+        }
+    }
     // SAFETY: the raw system call with the caller's argument.
     let r = unsafe { libc::syscall(libc::SYS_shmdt, addr) };
     if r == 0 {
