@@ -101,9 +101,13 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # Calls that may wait inside MPI for another rank's application thread — a lock a peer
 # holds until its unlock (MPICH may request a lock only at the unlock or flush that needs
 # it), a peer's post or complete: counted like blocking collectives, held at their entry
-# while a checkpoint is pending (src/ckpt.c, mana_sync_enter).
+# while a checkpoint is pending (src/ckpt.c, mana_sync_enter). Also MPI_Comm_create_group,
+# collective over its group only and therefore not counted on the parent: a member inside
+# it waited for a member held at its gate until the gate gave up after 60 s (MPICH's suite,
+# comm/comm_group_half 2, with a checkpoint requested at rank 0's first call).
 WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
-                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_complete", "Win_wait")
+                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_complete", "Win_wait",
+                   "Comm_create_group")
 
 
 def collective_kind(base):

@@ -1121,6 +1121,7 @@ MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, PMPI_Comm_create_from_group)
 __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
+    mana_sync_enter();
     mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);
@@ -1132,6 +1133,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *newcomm, tag);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_group, MPI_Comm_create_group)
