@@ -1,7 +1,7 @@
 /* A job that computes before MPI_Init and after MPI_Finalize, so that a checkpoint can
  * land outside its MPI lifetime (issue 9 item 5).
  *
- *   init_phases [PRE_STEPS [POST_STEPS [--query] [--skew]]]
+ *   init_phases [PRE_STEPS [POST_STEPS [--query] [--skew] [--late0=STEPS]]]
  *
  * Before MPI_Init each rank (PMI_RANK) advances a state in PRE_STEPS steps of 10 ms (a
  * heap buffer and a hash chain), printing `init_phases pre ready rank=R` first; MPI then
@@ -13,7 +13,9 @@
  * MPI_Get_version before computing (as Python bindings do at import; the latter loads a
  * lower half under MANA), so MPI exists but is not initialized while it computes. With
  * --skew rank 0 computes a tenth of PRE_STEPS only and waits inside MPI_Init for the
- * others. A checkpoint interrupts a sleep (EINTR): steps are counted, not timed, so the
+ * others. With --late0=STEPS rank 0 computes STEPS more steps between its last MPI call
+ * and MPI_Finalize (`init_phases late rank=0` first), while the others finalize, print
+ * their done line and exit. A checkpoint interrupts a sleep (EINTR): steps are counted, not timed, so the
  * result does not depend on when checkpoints come. */
 #include <errno.h>
 #include <mpi.h>
@@ -54,10 +56,12 @@ int main(int argc, char **argv)
 {
     int pre = argc > 1 ? atoi(argv[1]) : 150;
     int post = argc > 2 ? atoi(argv[2]) : 150;
-    int query = 0, skew = 0;
+    int query = 0, skew = 0, late0 = 0;
     for (int i = 3; i < argc; i++) {
         query |= strcmp(argv[i], "--query") == 0;
         skew |= strcmp(argv[i], "--skew") == 0;
+        if (strncmp(argv[i], "--late0=", 8) == 0)
+            late0 = atoi(argv[i] + 8);
     }
     const char *r = getenv("PMI_RANK");
     int prank = r ? atoi(r) : 0;
@@ -95,6 +99,14 @@ int main(int argc, char **argv)
                  (rank + size - 1) % size, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     printf("init_phases mpi rank=%d size=%d sum=%016llx\n", rank, size, (unsigned long long)sum);
     fflush(stdout);
+    if (rank == 0 && late0 > 0) {
+        printf("init_phases late rank=0\n");
+        fflush(stdout);
+        for (int i = 0; i < late0; i++) {
+            state = step(buf, state, sum ^ (uint64_t)i);
+            nap();
+        }
+    }
     MPI_Finalize();
 
     printf("init_phases post ready rank=%d\n", rank);

@@ -190,6 +190,38 @@ fn c_checkpointed_after_mpi_finalize_restarts_like_native() {
     );
 }
 
+/// A checkpoint requested while rank 0 still computes before its `MPI_Finalize` and
+/// rank 1 waits inside MPICH's: the agreement lets rank 0 finalize, and both ranks then
+/// leave `main` at once, while the checkpoint is still under way. Their exit waits for it
+/// (before: "disconnected during the checkpoint", the generation failed — MPICH's suite,
+/// pt2pt/bsendfrag with an in-job trigger). The restored ranks resume in their exit and
+/// end at once: the killed run's output and the restart's together are the native run's.
+#[test]
+fn c_ranks_exiting_during_a_checkpoint_wait_for_it() {
+    let mut j = c_job("phases-c-exit", &["5", "0", "--late0=300"]);
+    wait_for_lines(&j.run, "init_phases late rank=0", 1, LONG);
+    std::thread::sleep(j.rng.duration_upto(Duration::from_millis(1500)));
+    let gen =
+        j.s.checkpoint_and_kill()
+            .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+    assert_committed(&j.s.ckpt_dir, &gen);
+    let first = j
+        .run
+        .wait_quietly(LONG)
+        .expect("the killed job ended")
+        .stdout_text();
+    let out = restart(&j.s, RANKS, &[]).wait_output(LONG);
+    out.assert_success();
+    assert_eq!(restart_kinds(&out), (0, RANKS), "{}", out.describe());
+    let joined = format!("{first}{}", out.stdout_text());
+    assert_eq!(
+        sorted_lines(&joined, j.done),
+        j.expected,
+        "the killed run and the restart together must end as the native run\n{}",
+        out.describe()
+    );
+}
+
 /// Checkpoints one after another from start to end (before, during and after MPI), none
 /// killed: every one commits and the result is the native run's.
 #[test]

@@ -83,6 +83,58 @@ pub struct Config {
     pub last_generation: u64,
 }
 
+/// This process's id while its checkpoint thread is inside a checkpoint, from the
+/// coordinator's request to the resume (0: none). A process that exits meanwhile waits
+/// for it ([`hold_exit`]): a rank that leaves right after `MPI_Finalize` while its peers
+/// are still being checkpointed made that generation fail ("disconnected during the
+/// checkpoint"). The id, not a flag: a child forked during the agreement inherits the
+/// value but has no checkpoint thread, and must not wait.
+static IN_CHECKPOINT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How long an exiting process waits for the checkpoint in progress.
+const EXIT_HOLD: Duration = Duration::from_secs(600);
+
+/// Marks a checkpoint in progress while it lives.
+struct InCheckpoint;
+
+impl InCheckpoint {
+    fn enter() -> InCheckpoint {
+        // Registered at the first checkpoint, not in the library constructor: handlers run
+        // in reverse order of registration, and the constructor runs before the C start-up
+        // code registers the loader's destructor pass, which must come after this one.
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| {
+            // SAFETY: registers a plain extern "C" function taking no arguments.
+            if unsafe { libc::atexit(hold_exit) } != 0 {
+                warn!("cannot register the exit hold: an exit during a checkpoint will fail it");
+            }
+        });
+        IN_CHECKPOINT.store(sys::getpid(), Ordering::SeqCst);
+        InCheckpoint
+    }
+}
+
+impl Drop for InCheckpoint {
+    fn drop(&mut self) {
+        IN_CHECKPOINT.store(0, Ordering::SeqCst);
+    }
+}
+
+/// At `exit`: while this process is being checkpointed, waits (at most [`EXIT_HOLD`]) for
+/// the checkpoint to end, so that the generation includes the process as it exits. A
+/// process restarted from that image resumes here and exits once the restart is done.
+extern "C" fn hold_exit() {
+    let me = sys::getpid();
+    if IN_CHECKPOINT.load(Ordering::SeqCst) != me {
+        return;
+    }
+    debug!("exiting during a checkpoint: waiting for it to end");
+    let t0 = std::time::Instant::now();
+    while IN_CHECKPOINT.load(Ordering::SeqCst) == me && t0.elapsed() < EXIT_HOLD {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The coordinator connection's descriptor (never saved in an image).
 static CONN_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
@@ -227,7 +279,10 @@ fn run(mut cfg: Config) {
         loop {
             match conn.recv() {
                 Ok(FromCoord::Checkpoint { generation }) => {
-                    match checkpoint(&mut cfg, &mut conn, generation) {
+                    let busy = InCheckpoint::enter();
+                    let outcome = checkpoint(&mut cfg, &mut conn, generation);
+                    drop(busy);
+                    match outcome {
                         Outcome::Continue => {}
                         Outcome::Restarted => {
                             // The socket of the old process does not exist here; its number may
