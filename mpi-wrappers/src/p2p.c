@@ -902,10 +902,9 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv_c(const void *sbuf, MPI_Cou
 MANA_EXPORT(mana_w_MPI_Sendrecv_c, MPI_Sendrecv_c)
 MANA_EXPORT(mana_w_MPI_Sendrecv_c, PMPI_Sendrecv_c)
 
-/* The send side goes out of a packed copy (upper-half memory), so the receive can land in
- * the same buffer. */
-static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, int dest, int stag, int src,
-                                   int rtag, MPI_Comm comm, MPI_Status *status)
+/* Packs `count` elements of `dt` at `buf` into a malloc'd copy (*tmp, *bytes): the send
+ * side of a send-receive in place goes out of it, so the receive can land in the buffer. */
+static int pack_copy(const void *buf, MPI_Count count, MPI_Datatype dt, MPI_Comm comm, void **tmp, int *bytes)
 {
     if (count > 0x7fffffff)
         return mana_unsupported("MPI_Sendrecv_replace_c with more than 2^31-1 elements");
@@ -918,8 +917,8 @@ static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, 
     }
     if (rc != MPI_SUCCESS)
         return rc;
-    void *tmp = malloc(size > 0 ? (size_t)size : 1);
-    if (!tmp)
+    *tmp = malloc(size > 0 ? (size_t)size : 1);
+    if (!*tmp)
         return MPI_ERR_NO_MEM;
     /* MPI_BOTTOM (Fortran's too) with absolute addresses in the datatype: MPICH's MPI_Pack
      * refuses a NULL input buffer, so pack one element of a type that starts `anchor`
@@ -937,7 +936,7 @@ static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, 
             MANA_FORWARD_INTO(rc, 4469, "PMPI_Type_commit", int, (MPI_Datatype *), (&w));
         }
         if (rc != MPI_SUCCESS) {
-            free(tmp);
+            free(*tmp);
             return rc;
         }
         from = &anchor_byte;
@@ -947,15 +946,28 @@ static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, 
     }
     {
         MANA_FORWARD_INTO(rc, 4273, "PMPI_Pack", int, (const void *, int, MPI_Datatype, void *, int, int *, MPI_Comm),
-                          (from, n, t, tmp, size, &pos, c));
+                          (from, n, t, *tmp, size, &pos, c));
     }
     if (wrapped) {
         int rf;
         MANA_FORWARD_INTO(rf, 4470, "PMPI_Type_free", int, (MPI_Datatype *), (&t));
         (void)rf;
     }
-    if (rc == MPI_SUCCESS)
-        rc = sendrecv_common(tmp, pos, MPI_PACKED, dest, stag, buf, count, dt, src, rtag, comm, status);
+    if (rc != MPI_SUCCESS)
+        free(*tmp);
+    *bytes = pos;
+    return rc;
+}
+
+static int sendrecv_replace_common(void *buf, MPI_Count count, MPI_Datatype dt, int dest, int stag, int src,
+                                   int rtag, MPI_Comm comm, MPI_Status *status)
+{
+    void *tmp;
+    int bytes;
+    int rc = pack_copy(buf, count, dt, comm, &tmp, &bytes);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    rc = sendrecv_common(tmp, bytes, MPI_PACKED, dest, stag, buf, count, dt, src, rtag, comm, status);
     free(tmp);
     /* MPICH's MPI_Sendrecv_replace reports success in the status; MPI_Sendrecv does not. */
     if (rc == MPI_SUCCESS && !mana_status_ignored(status))
@@ -980,6 +992,134 @@ __attribute__((used)) static int mana_w_MPI_Sendrecv_replace_c(void *buf, MPI_Co
 }
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, MPI_Sendrecv_replace_c)
 MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
+
+/* ---- Nonblocking send-receive (MPI-4) ----
+ * MPICH's MPI_Isendrecv(_replace) does the exchange (its request completes when both
+ * halves have), with the bookkeeping of MPI_Isend and MPI_Irecv around it: the send is
+ * counted when posted, the receive when the request completes (kind RECV: the drain counts
+ * it as it counts a pending MPI_Irecv's). Before, neither was counted, and a job that
+ * answered an MPI_Isendrecv with MPI_Recv/MPI_Send failed every later checkpoint ("a rank
+ * received more messages than were sent to it"). Half done, the request cannot be posted
+ * again: a restart with one pending is refused (MANA_NO_REPOST, `pair`). A drained message
+ * that matches the receive is delivered at once (the lower half would never see it) and
+ * only the send is posted. Its completion leaves the status alone, as MPICH 4.0.2's
+ * MPI_Isendrecv does when the message had arrived before the call (measured; when it
+ * arrives later MPICH zeroes source, tag and count — the standard's receive status is in
+ * neither case). In place (_replace), the send goes out of a packed copy, freed when the
+ * request's handle is reused. */
+typedef int (*isendrecv_c_fn)(const void *, MPI_Count, MPI_Datatype, int, int, void *, MPI_Count, MPI_Datatype, int,
+                              int, MPI_Comm, MPI_Request *);
+typedef int (*isendrecv_replace_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, int, int, MPI_Comm, MPI_Request *);
+
+static int isendrecv_drained(struct mana_drained *d, int replace, const void *sbuf, MPI_Count scount,
+                             MPI_Datatype stype, int dest, int stag, void *rbuf, MPI_Count rcount,
+                             MPI_Datatype rtype, MPI_Comm comm, MPI_Request *request)
+{
+    void *tmp = NULL;
+    int bytes = 0, rc;
+    if (replace) {
+        rc = pack_copy(rbuf, rcount, rtype, comm, &tmp, &bytes);
+        if (rc != MPI_SUCCESS)
+            return rc;
+        sbuf = tmp;
+        scount = bytes;
+        stype = MPI_PACKED;
+    }
+    MPI_Status st;
+    empty_status(&st);
+    rc = mana_drained_deliver(d, rbuf, rcount, rtype, comm, &st);
+    MPI_Request r = MPI_REQUEST_NULL;
+    if (rc == MPI_SUCCESS)
+        rc = post_send(NULL, LOWER_FN(4631, "PMPI_Isend_c"), sbuf, scount, stype, dest, stag, comm, &r, NULL, NULL);
+    if (rc != MPI_SUCCESS) {
+        free(tmp);
+        return rc;
+    }
+    new_request(r, MANA_REQ_SEND, comm, dest, 0, request);
+    struct mana_req_meta *m = mana_req_meta(*request);
+    if (m)
+        m->replay_args = tmp;
+    else
+        free(tmp);
+    return MPI_SUCCESS;
+}
+
+static int isendrecv_common(int replace, const void *sbuf, MPI_Count scount, MPI_Datatype stype, int dest, int stag,
+                            void *rbuf, MPI_Count rcount, MPI_Datatype rtype, int src, int rtag, MPI_Comm comm,
+                            MPI_Request *request)
+{
+    mana_gate_enter();
+    struct mana_drained *hit = drained_locked(comm, src, rtag);
+    if (hit) {
+        mana_gate_leave();
+        return isendrecv_drained(hit, replace, sbuf, scount, stype, dest, stag, rbuf, rcount, rtype, comm, request);
+    }
+    MPI_Request r = MPI_REQUEST_NULL;
+    MPI_Comm c = mana_h_real(comm);
+    MPI_Datatype rt = mana_h_real(rtype);
+    unsigned long fs = mana_thread_lower_fs(), up;
+    int rc;
+    if (replace) {
+        isendrecv_replace_c_fn f =
+            (isendrecv_replace_c_fn)lower_get(LOWER_FN(4632, "PMPI_Isendrecv_replace_c"), fs);
+        up = mana_enter_lower(fs);
+        rc = f(rbuf, rcount, rt, dest, stag, src, rtag, c, &r);
+    } else {
+        MPI_Datatype t = mana_h_real(stype);
+        isendrecv_c_fn f = (isendrecv_c_fn)lower_get(LOWER_FN(4633, "PMPI_Isendrecv_c"), fs);
+        up = mana_enter_lower(fs);
+        rc = f(sbuf, scount, t, dest, stag, rbuf, rcount, rt, src, rtag, c, &r);
+    }
+    mana_leave_lower(up);
+    if (rc == MPI_SUCCESS && dest != MPI_PROC_NULL)
+        mana_count_sent(comm, dest);
+    mana_gate_leave();
+    if (rc != MPI_SUCCESS)
+        return rc;
+    new_request(r, MANA_REQ_RECV, comm, src, 0, request);
+    recv_args(*request, rbuf, rcount, rtype, MANA_NO_REPOST);
+    struct mana_req_meta *m = mana_req_meta(*request);
+    if (m)
+        m->pair = 1;
+    return MPI_SUCCESS;
+}
+
+__attribute__((used)) static int mana_w_MPI_Isendrecv(const void *sbuf, int scount, MPI_Datatype stype, int dest,
+                                                      int stag, void *rbuf, int rcount, MPI_Datatype rtype, int src,
+                                                      int rtag, MPI_Comm comm, MPI_Request *request)
+{
+    return isendrecv_common(0, sbuf, scount, stype, dest, stag, rbuf, rcount, rtype, src, rtag, comm, request);
+}
+MANA_EXPORT(mana_w_MPI_Isendrecv, MPI_Isendrecv)
+MANA_EXPORT(mana_w_MPI_Isendrecv, PMPI_Isendrecv)
+
+__attribute__((used)) static int mana_w_MPI_Isendrecv_c(const void *sbuf, MPI_Count scount, MPI_Datatype stype,
+                                                        int dest, int stag, void *rbuf, MPI_Count rcount,
+                                                        MPI_Datatype rtype, int src, int rtag, MPI_Comm comm,
+                                                        MPI_Request *request)
+{
+    return isendrecv_common(0, sbuf, scount, stype, dest, stag, rbuf, rcount, rtype, src, rtag, comm, request);
+}
+MANA_EXPORT(mana_w_MPI_Isendrecv_c, MPI_Isendrecv_c)
+MANA_EXPORT(mana_w_MPI_Isendrecv_c, PMPI_Isendrecv_c)
+
+__attribute__((used)) static int mana_w_MPI_Isendrecv_replace(void *buf, int count, MPI_Datatype dt, int dest,
+                                                              int stag, int src, int rtag, MPI_Comm comm,
+                                                              MPI_Request *request)
+{
+    return isendrecv_common(1, NULL, 0, dt, dest, stag, buf, count, dt, src, rtag, comm, request);
+}
+MANA_EXPORT(mana_w_MPI_Isendrecv_replace, MPI_Isendrecv_replace)
+MANA_EXPORT(mana_w_MPI_Isendrecv_replace, PMPI_Isendrecv_replace)
+
+__attribute__((used)) static int mana_w_MPI_Isendrecv_replace_c(void *buf, MPI_Count count, MPI_Datatype dt,
+                                                                int dest, int stag, int src, int rtag,
+                                                                MPI_Comm comm, MPI_Request *request)
+{
+    return isendrecv_common(1, NULL, 0, dt, dest, stag, buf, count, dt, src, rtag, comm, request);
+}
+MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, MPI_Isendrecv_replace_c)
+MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
 
 /* ---- Persistent requests: start ---- */
 

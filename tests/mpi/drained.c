@@ -1,7 +1,7 @@
 /* Messages that a checkpoint's drain takes into the upper half, met afterwards by every kind
  * of probe and receive. 2 ranks.
  *
- * `drained GATE`: rank 1 sends thirteen small messages (tags 1..13, payload 100 + tag) to rank 0
+ * `drained GATE`: rank 1 sends fifteen small messages (tags 1..15, payload 100 + tag) to rank 0
  * on a duplicated communicator, then both ranks pass a barrier and rank 0 prints
  * "drained ready". Rank 0 then waits, outside MPI, until the file GATE exists (a test
  * checkpoints the job meanwhile: the messages are in flight or unexpected, so the drain
@@ -10,7 +10,9 @@
  *   Irecv(tag 5)+Test, Irecv(tag 6)+Waitall, Irecv(tag 7)+Testall, Irecv(tag 8)+Waitany,
  *   Irecv(tag 9)+Testany, Irecv(tag 10)+Waitsome, Irecv(tag 11)+Testsome,
  *   Probe(ANY_TAG) (must see tag 1: non-overtaking), Recv(ANY_SOURCE, ANY_TAG) for tags 1,
- *   12, 13 in order;
+ *   12, 13 in order, MPI_Isendrecv (send tag 20, receive tag 14)+Wait and
+ *   MPI_Isendrecv_replace (send tag 21, receive tag 15)+Wait, whose sends rank 1 receives
+ *   with MPI_Recv and checks;
  * each status's MPI_ERROR starts as -7 and is printed as the call left it, with source, tag,
  * count and payload. With GATE existing from the start (a native run) nothing is drained:
  * the output must be the same. */
@@ -42,7 +44,7 @@ int main(int argc, char **argv)
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm);
     if (r == 1)
-        for (int tag = 1; tag <= 13; tag++) {
+        for (int tag = 1; tag <= 15; tag++) {
             int v = 100 + tag;
             MPI_Send(&v, 1, MPI_INT, 0, tag, comm);
         }
@@ -119,11 +121,27 @@ int main(int argc, char **argv)
             MPI_Recv(&b, 1, MPI_INT, MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &st);
             show("Recv", &st, b);
         }
+        int out = 500;
+        st.MPI_ERROR = -7;
+        MPI_Isendrecv(&out, 1, MPI_INT, 1, 20, &b, 1, MPI_INT, 1, 14, comm, &q[0]);
+        MPI_Wait(&q[0], &st);
+        show("Isendrecv", &st, b);
+        b = 600;
+        st.MPI_ERROR = -7;
+        MPI_Isendrecv_replace(&b, 1, MPI_INT, 1, 21, 1, 15, comm, &q[0]);
+        MPI_Wait(&q[0], &st);
+        show("Isendrecv_replace", &st, b);
         MPI_Send(&b, 1, MPI_INT, 1, 99, MPI_COMM_WORLD);
     } else {
         /* Rank 1 waits in a point-to-point receive, not a collective: a checkpoint must not
          * need rank 0 to leave its wait for the gate. */
-        int b;
+        int b, c;
+        MPI_Recv(&b, 1, MPI_INT, 0, 20, comm, MPI_STATUS_IGNORE);
+        MPI_Recv(&c, 1, MPI_INT, 0, 21, comm, MPI_STATUS_IGNORE);
+        if (b != 500 || c != 600) {
+            fprintf(stderr, "drained: rank 1 received %d and %d from the send-receives, not 500 and 600\n", b, c);
+            MPI_Abort(MPI_COMM_WORLD, 3);
+        }
         MPI_Recv(&b, 1, MPI_INT, 0, 99, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     }
     MPI_Comm_free(&comm);
