@@ -35,9 +35,8 @@
 #            holds it until the checkpoint is under way (MANA_CKPT_AT_NS with
 #            --checkpoint-signal USR2 and MANA_CHECKPOINT_ON_SIGNAL_KILL=1; an external
 #            `mana_status --checkpoint --kill` came after the end of most tests;
-#            --trigger outside uses it all the same: it reaches fewer instants, but those
-#            it reaches are away from the finalize races listed in the expected
-#            differences, which the inside trigger hits often — the CI part uses it); then
+#            --trigger outside uses it all the same: it reaches fewer instants, those
+#            away from the end of the test); then
 #            `mpiexec.mpich -n NP mana_restart CKPT`. runtests judges the pre-kill output
 #            followed by the restarted output, with the restart's exit status (Hydra's
 #            banner about the ranks `--kill` ended is not the program's: removed). A
