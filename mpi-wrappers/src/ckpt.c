@@ -1099,8 +1099,7 @@ static void scan_request(int v, struct mana_req_meta *m, void *arg)
     snprintf(r->err, (size_t)r->errlen,
              "the application holds a %s request (%s) that cannot be re-created in a new lower half yet",
              m->persistent ? "persistent" : "pending",
-             m->pair                    ? "MPI_Isendrecv"
-             : m->kind == MANA_REQ_RECV ? "receive"
+             m->kind == MANA_REQ_RECV   ? "receive"
              : m->kind == MANA_REQ_SEND ? "send"
              : m->kind == MANA_REQ_COLL ? "collective"
                                         : "generalized, file, one-sided or matched-message");

@@ -301,7 +301,6 @@ struct mana_req_meta {
     unsigned char send_mode; /* a persistent send's MPI_*_init: 0 Send, 1 Ssend, 2 Bsend, 3 Rsend */
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
     unsigned char io;        /* made by an MPI-IO call (a ROMIO generalized request) */
-    unsigned char pair;      /* an MPI_Isendrecv(_replace)'s (MPICH's request: not re-creatable) */
     int comm;                /* the application's communicator */
     int peer;                /* destination of a send, source of a receive */
     int tag, datatype;       /* a receive's arguments: to serve a persistent one from */

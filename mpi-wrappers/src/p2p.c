@@ -999,10 +999,14 @@ MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
  * counted when posted, the receive when the request completes (kind RECV: the drain counts
  * it as it counts a pending MPI_Irecv's). Before, neither was counted, and a job that
  * answered an MPI_Isendrecv with MPI_Recv/MPI_Send failed every later checkpoint ("a rank
- * received more messages than were sent to it"). Half done, the request cannot be posted
- * again: a restart with one pending is refused (MANA_NO_REPOST, `pair`). A drained message
- * that matches the receive is delivered at once (the lower half would never see it) and
- * only the send is posted. Its completion leaves the status alone, as MPICH 4.0.2's
+ * received more messages than were sent to it"). One still pending when the drain ends
+ * has its send half delivered — the send was counted, and the drain ends only when every
+ * counted message has been received by its destination — and its receive half not
+ * matched: had its message been sent before the checkpoint, the drain would have waited
+ * for it, and it is counted only when the whole request completes, which the delivered
+ * send half then allows. So a restart posts it again as the receive alone, as it does a
+ * pending MPI_Irecv. A drained message that matches the receive is delivered at once
+ * (the lower half would never see it) and only the send is posted. Its completion leaves the status alone, as MPICH 4.0.2's
  * MPI_Isendrecv does when the message had arrived before the call (measured; when it
  * arrives later MPICH zeroes source, tag and count — the standard's receive status is in
  * neither case). In place (_replace), the send goes out of a packed copy, freed when the
@@ -1077,10 +1081,7 @@ static int isendrecv_common(int replace, const void *sbuf, MPI_Count scount, MPI
     if (rc != MPI_SUCCESS)
         return rc;
     new_request(r, MANA_REQ_RECV, comm, src, 0, request);
-    recv_args(*request, rbuf, rcount, rtype, MANA_NO_REPOST);
-    struct mana_req_meta *m = mana_req_meta(*request);
-    if (m)
-        m->pair = 1;
+    recv_args(*request, rbuf, rcount, rtype, rtag);
     return MPI_SUCCESS;
 }
 

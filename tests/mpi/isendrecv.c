@@ -4,9 +4,13 @@
  * `isendrecv --loop N`: N rounds; in each, every rank MPI_Isendrecv's around the ring (send
  * to next, receive from prev) and completes it with MPI_Wait, MPI_Test or MPI_Waitall;
  * rank 0 MPI_Isendrecv's to rank 1, which answers with MPI_Recv + MPI_Send (and the other
- * way round with MPI_Isendrecv_replace answered by MPI_Sendrecv); then a 10 ms sleep
- * outside MPI. Every received value is checked and folded into a checksum; rank 0 prints
- * "isendrecv ready" first and "isendrecv done: <checksum> bad=<n>" last. */
+ * way round with MPI_Isendrecv_replace answered by MPI_Sendrecv); then rank 0 posts an
+ * MPI_Isendrecv with a large send (256 KiB: rendezvous) to rank 1 and sleeps 10 ms outside
+ * MPI before waiting for it, while rank 1 sleeps 10 ms before receiving that message and
+ * sending the one rank 0's receive half waits for (a checkpoint then finds the request
+ * pending with neither half done); the others sleep 10 ms. Every received value is checked
+ * and folded into a checksum; rank 0 prints "isendrecv ready" first and
+ * "isendrecv done: <checksum> bad=<n>" last. */
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -89,7 +93,30 @@ int main(int argc, char **argv)
             fold(a);
             fold(d);
         }
-        usleep(10000);
+        /* Pending across the sleep. */
+        enum { BIG = 65536 };
+        static int big[BIG];
+        if (rank == 0) {
+            int b = -1;
+            for (int i = 0; i < BIG; i++)
+                big[i] = value(0, round, i);
+            MPI_Isendrecv(big, BIG, MPI_INT, 1, 6, &b, 1, MPI_INT, 1, 7, w, &r[0]);
+            usleep(10000);
+            MPI_Wait(&r[0], &st[0]);
+            bad += b != value(1, round, 11);
+            fold(b);
+        } else if (rank == 1) {
+            int b = value(1, round, 11);
+            usleep(10000);
+            MPI_Recv(big, BIG, MPI_INT, 0, 6, w, MPI_STATUS_IGNORE);
+            for (int i = 0; i < BIG; i += 997) {
+                bad += big[i] != value(0, round, i);
+                fold(big[i]);
+            }
+            MPI_Send(&b, 1, MPI_INT, 0, 7, w);
+        } else {
+            usleep(10000);
+        }
     }
     long long mine[2] = {(long long)(sum & 0x7fffffffffffffffULL), bad}, all[2];
     MPI_Reduce(mine, all, 2, MPI_LONG_LONG, MPI_SUM, 0, w);
