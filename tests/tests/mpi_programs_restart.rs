@@ -28,7 +28,15 @@ fn start(label: &str, name: &str, ranks: usize, rounds: &str) -> Started {
     let args = ["--loop", rounds];
     let expected = result_line(&native(&s, ranks, &program, &args), &format!("{name} done"));
     assert!(expected.is_some(), "{name}: no done line natively");
-    let run = launch(&s, ranks, &program, &args, &[]);
+    // The instants of MPI_Init and MPI_Finalize calls (mpi-wrappers/src/special.c).
+    let times = s.dir().join("mpi-times");
+    let run = launch(
+        &s,
+        ranks,
+        &program,
+        &args,
+        &[("MANA_MPI_TIMES", times.to_str().unwrap())],
+    );
     run.wait_for_stdout(&format!("{name} ready"), LONG);
     wait_registered(&s, ranks);
     Started {
@@ -241,13 +249,23 @@ fn fortran_attributes_restart_like_native() {
 /// `f_attrs` checkpointed again and again while it runs (no kill), then every committed
 /// generation restarted on its own: each ends with the native line. Random instants find
 /// a short window of the program (such as the life of its short-lived MPI window) one
-/// run in many; every generation of one run covers its rounds.
+/// run in many; every generation of one run covers its rounds. A generation taken after
+/// rank 0 called `MPI_Finalize` (held there by the pending checkpoint, or leaving `main`,
+/// which waits for a checkpoint under way) comes after the done line, which rank 0 prints
+/// just before: restored, the ranks end without printing more.
 #[test]
 fn fortran_attributes_every_generation_restarts_like_native() {
     let mut j = start("mpi-prog-f_attrs-gens", "f_attrs", 2, "60");
     let gens = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(30));
     ends_like_native(&j.run.wait_output(LONG), "f_attrs", &j.expected);
     assert!(gens.len() >= 5, "only {} generations committed", gens.len());
+    let mut after_finalize = 0;
+    let times = std::fs::read_to_string(j.s.dir().join("mpi-times")).unwrap_or_default();
+    let finalize_called: u64 = times
+        .lines()
+        .find_map(|l| l.strip_prefix("finalize_called 0 "))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no finalize_called line for rank 0 in {times:?}"));
     for gen in &gens {
         let name = gen.file_name().unwrap().to_str().unwrap().to_string();
         let r = Session::start(&format!("f_attrs-{name}"));
@@ -258,13 +276,29 @@ fn fortran_attributes_every_generation_restarts_like_native() {
             std::fs::copy(&f, into.join(f.file_name().unwrap())).unwrap();
         }
         std::fs::write(r.ckpt_dir.join("LATEST"), format!("{name}\n")).unwrap();
-        ends_like_native(
-            &restart(&r, 2, &[]).wait_output(LONG),
-            "f_attrs",
-            &j.expected,
-        );
+        let image = gen.join(mana_image::ckptdir::image_name(0));
+        let stopped = mana_image::ImageReader::open(&image)
+            .unwrap()
+            .header
+            .created_unix_ns;
+        let out = restart(&r, 2, &[]).wait_output(LONG);
+        if stopped > finalize_called {
+            out.assert_success();
+            assert_eq!(
+                result_line(&out.stdout_text(), "f_attrs done"),
+                None,
+                "restored after rank 0 called MPI_Finalize, the job must end without the done line\n{}",
+                out.describe()
+            );
+            after_finalize += 1;
+        } else {
+            ends_like_native(&out, "f_attrs", &j.expected);
+        }
     }
-    eprintln!("{} generations restarted like native", gens.len());
+    eprintln!(
+        "{} generations restarted like native ({after_finalize} after rank 0 called MPI_Finalize)",
+        gens.len()
+    );
 }
 
 /// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute
