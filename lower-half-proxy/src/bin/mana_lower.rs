@@ -39,15 +39,86 @@ fn with_heap<R>(f: impl FnOnce(&mut dlmalloc::Dlmalloc) -> R) -> R {
     r
 }
 
+/// A per-thread cache of small freed blocks in front of the locked dlmalloc heap: MPICH
+/// and UCX allocate and free small objects per message (a derived datatype per BLACS
+/// message), where glibc's per-thread cache serves a native run; measured on ScaLAPACK's
+/// xdlu, the locked heap was 2 % of all CPU samples. Classes of 16 bytes up to 512, at most
+/// [`CACHE_DEPTH`] blocks each; a block's class is read from its dlmalloc chunk header
+/// (usable size, as `malloc_usable_size`), so any block may come back, from any thread.
+/// Blocks cached by a thread that exits stay allocated (the lower world's threads are few
+/// and live as long as MPI).
+const CACHE_CLASSES: usize = 32;
+const CACHE_GRAIN: usize = 16;
+const CACHE_DEPTH: usize = 32;
+
+struct Cache {
+    n: [u8; CACHE_CLASSES],
+    blocks: [[*mut c_void; CACHE_DEPTH]; CACHE_CLASSES],
+}
+
+thread_local! {
+    static CACHE: core::cell::UnsafeCell<Cache> = const {
+        core::cell::UnsafeCell::new(Cache {
+            n: [0; CACHE_CLASSES],
+            blocks: [[core::ptr::null_mut(); CACHE_DEPTH]; CACHE_CLASSES],
+        })
+    };
+}
+
+/// The class serving requests of `size` bytes (blocks of `(class + 1) * CACHE_GRAIN`).
+fn class_of_request(size: usize) -> Option<usize> {
+    let c = size.max(1).div_ceil(CACHE_GRAIN) - 1;
+    (c < CACHE_CLASSES).then_some(c)
+}
+
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    if let Some(c) = class_of_request(size) {
+        // SAFETY: this thread's own cache; nothing else runs on it meanwhile (no
+        // allocation inside).
+        let hit = CACHE.with(|cache| unsafe {
+            let cache = &mut *cache.get();
+            let n = cache.n[c] as usize;
+            (n > 0).then(|| {
+                cache.n[c] -= 1;
+                cache.blocks[c][n - 1]
+            })
+        });
+        if let Some(p) = hit {
+            return p;
+        }
+        // A full class-sized block, so that it serves any request of its class later.
+        // SAFETY: dlmalloc's C-shaped API.
+        return with_heap(|h| unsafe { h.c_malloc((c + 1) * CACHE_GRAIN) }).cast();
+    }
     // SAFETY: dlmalloc's C-shaped API; any size is accepted.
     with_heap(|h| unsafe { h.c_malloc(size) }).cast()
 }
 
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
-    // SAFETY: `p` came from this allocator (the whole lower world binds to it) or is null.
+    if p.is_null() {
+        return;
+    }
+    let usable = malloc_usable_size(p);
+    if usable >= CACHE_GRAIN {
+        let c = (usable / CACHE_GRAIN - 1).min(CACHE_CLASSES);
+        if c < CACHE_CLASSES {
+            // SAFETY: as in malloc.
+            let cached = CACHE.with(|cache| unsafe {
+                let cache = &mut *cache.get();
+                let n = cache.n[c] as usize;
+                (n < CACHE_DEPTH).then(|| {
+                    cache.blocks[c][n] = p;
+                    cache.n[c] += 1;
+                })
+            });
+            if cached.is_some() {
+                return;
+            }
+        }
+    }
+    // SAFETY: `p` came from this allocator (the whole lower world binds to it).
     with_heap(|h| unsafe { h.c_free(p.cast()) })
 }
 
