@@ -1306,6 +1306,19 @@ static void rebuild_group(int g, struct mana_comm_meta *m, void *arg)
     int rc = same            ? lower_comm_group(mana_h_real(m->from_comm), &real)
              : m->world_ranks ? lower_group_incl(r->world, m->n_ranks, m->world_ranks, &real)
                               : MPI_ERR_GROUP;
+    /* MPI_Comm_group hands out the communicator's group itself, one reference per call:
+     * an application that called it n times holds this handle n times and frees it n
+     * times, each free reaching the new lower half (MPICH's suite, f90/io/c2f2ciof90
+     * restarted with MPI_COMM_WORLD's group taken twice: "ref_count >= 0" failed in
+     * MPI_Finalize). Take as many references again. */
+    for (unsigned i = 1, n = same ? mana_h_refs(g) : 1; rc == MPI_SUCCESS && i < n; i++) {
+        MPI_Group again = MPI_GROUP_NULL;
+        rc = lower_comm_group(mana_h_real(m->from_comm), &again);
+        if (rc == MPI_SUCCESS && again != real) {
+            lower_group_free(&again);
+            break;
+        }
+    }
     if (rc != MPI_SUCCESS) {
         r->bad = 1;
         snprintf(r->err, (size_t)r->errlen, "creating a group again failed (error %d)", rc);

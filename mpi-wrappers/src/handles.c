@@ -441,6 +441,19 @@ int mana_h_hold(int v)
     return v;
 }
 
+unsigned mana_h_refs(int v)
+{
+    if (!mana_h_is_virtual(v))
+        return 0;
+    unsigned kind = MANA_VH_KIND(v), idx = (unsigned)v & MANA_VH_INDEX_MASK;
+    struct kind_table *t = &tables[kind];
+    table_lock(t);
+    int *chunk = mana_vh_dir[kind][idx >> MANA_VH_CHUNK_BITS];
+    unsigned n = chunk && chunk[idx & (CHUNK - 1)] ? t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
+    table_unlock(t);
+    return n;
+}
+
 void mana_h_each(int kind, void (*f)(int v, void *arg), void *arg)
 {
     struct kind_table *t = &tables[kind];

@@ -571,6 +571,9 @@ extern void mana_count_recvd(int c) MANA_HIDDEN;
 
 /* Virtual handle `v` now names real handle `real` (a restart re-created its object). */
 extern void mana_h_set_real(int v, int real) MANA_HIDDEN;
+/* How many references virtual handle `v` holds (MPI handed its object out that many times,
+ * plus MANA's own holds); 0 if it is not live. */
+extern unsigned mana_h_refs(int v) MANA_HIDDEN;
 /* Number of live virtual handles of one MPICH object kind (tests). */
 extern unsigned mana_h_live(int kind) MANA_HIDDEN;
 

@@ -7,7 +7,7 @@
  * got after many create/free cycles, so the test can check they are virtual and that
  * the table reuses released entries. Run with 2 or 4 ranks.
  *
- * With `--loop N` the communicators, group, types, operation, error handler, keyval and
+ * With `--loop N` the communicators, groups (MPI_COMM_WORLD's taken twice), types, operation, error handler, keyval and
  * persistent requests are made once, then N rounds check their handles (operations in flight
  * across each 20 ms sleep); rank 0 prints "handles ready", then "handles done: <checksum> ...". */
 #include <mpi.h>
@@ -111,6 +111,11 @@ static int loop_main(int rounds)
     MPI_Comm_set_attr(dup, kv, (void *)42);
     MPI_Group g;
     MPI_Comm_group(dup, &g);
+    /* MPI_COMM_WORLD's group taken twice (the same handle, two references), held across
+     * every round and freed twice at the end: a restart must take two references again. */
+    MPI_Group gw1, gw2;
+    MPI_Comm_group(MPI_COMM_WORLD, &gw1);
+    MPI_Comm_group(MPI_COMM_WORLD, &gw2);
     MPI_Datatype pair, vec;
     MPI_Type_contiguous(2, MPI_INT, &pair);
     MPI_Type_vector(3, 1, 2, pair, &vec);
@@ -143,6 +148,7 @@ static int loop_main(int rounds)
         MPI_Group_free(&g2);
         MPI_Group_size(g, &gsize);
         check(g2 == MPI_GROUP_NULL && gsize == size, "held group survives a free");
+        check(gw1 == gw2, "MPI_COMM_WORLD's group is one handle");
         int ni, na, nd, comb, ints[8];
         MPI_Aint addrs[8];
         MPI_Datatype types[8] = {MPI_DATATYPE_NULL, MPI_DATATYPE_NULL};
@@ -356,6 +362,8 @@ static int loop_main(int rounds)
     MPI_Type_free(&vec);
     MPI_Type_free(&pair);
     MPI_Group_free(&g);
+    MPI_Group_free(&gw1);
+    MPI_Group_free(&gw2);
     MPI_Comm_free(&dup);
     MPI_Comm_free_keyval(&kv);
     MPI_Errhandler_free(&eh);
