@@ -1397,7 +1397,6 @@ static void restart_times(double *init, double *rebuild)
 static int mpi_restart(int rank, int size, char *err, int errlen)
 {
     double t0 = now_s();
-    mana_call_trigger_restarted();
     err[0] = 0;
     if (mana_snapshot_unsupported(err, errlen))
         return -1;

@@ -248,6 +248,7 @@ int mana_h_virtual(int real)
         if (kind == KIND_REQUEST) {
             struct mana_req_meta *m = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             free(m->replay_args);
+            free(m->send_copy);
             memset(m, 0, sizeof *m);
         }
         t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 0;
@@ -516,6 +517,8 @@ int mana_req_placeholder(struct mana_req_meta **meta)
     mana_vh_dir[KIND_REQUEST][idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = MPI_REQUEST_NULL;
     t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] = 1;
     struct mana_req_meta *m = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
+    free(m->replay_args);
+    free(m->send_copy);
     memset(m, 0, sizeof *m);
     t->live++;
     table_unlock(t);

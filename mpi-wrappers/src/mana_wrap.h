@@ -125,12 +125,12 @@ static inline __attribute__((always_inline)) void mana_gate_enter(void)
     struct mana_gate_slot *g = mana_tls_gate;
     if (__builtin_expect(!g, 0))
         g = mana_gate_register();
-    if (__builtin_expect(mana_call_trigger, 0) && !g->in)
-        mana_count_call();
     if (g->in) {
         g->in++;
         return;
     }
+    if (__builtin_expect(mana_call_trigger, 0))
+        mana_count_call();
     for (;;) {
         if (__builtin_expect(mana_gate_fenced, 0))
             __atomic_store_n(&g->in, 1, __ATOMIC_SEQ_CST);
@@ -309,6 +309,7 @@ struct mana_req_meta {
     unsigned long long posted; /* posting order of receives (and persistent collectives) */
     int (*replay)(const void *args, MPI_Request *out); /* a persistent collective's init */
     void *replay_args;                                 /* again, with these (malloc'd) */
+    void *send_copy; /* an MPI_Isendrecv_replace's packed send data (malloc'd) */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not

@@ -1006,11 +1006,11 @@ MANA_EXPORT(mana_w_MPI_Sendrecv_replace_c, PMPI_Sendrecv_replace_c)
  * for it, and it is counted only when the whole request completes, which the delivered
  * send half then allows. So a restart posts it again as the receive alone, as it does a
  * pending MPI_Irecv. A drained message that matches the receive is delivered at once
- * (the lower half would never see it) and only the send is posted. Its completion leaves the status alone, as MPICH 4.0.2's
- * MPI_Isendrecv does when the message had arrived before the call (measured; when it
- * arrives later MPICH zeroes source, tag and count — the standard's receive status is in
- * neither case). In place (_replace), the send goes out of a packed copy, freed when the
- * request's handle is reused. */
+ * (the lower half would never see it) and only the send is posted. Its completion leaves
+ * the status alone, as MPICH 4.0.2's MPI_Isendrecv does when the message had arrived
+ * before the call (measured; when it arrives later MPICH zeroes source, tag and count —
+ * the standard's receive status is in neither case). In place (_replace), the send goes
+ * out of a packed copy (`send_copy`, freed when the request's handle is reused). */
 typedef int (*isendrecv_c_fn)(const void *, MPI_Count, MPI_Datatype, int, int, void *, MPI_Count, MPI_Datatype, int,
                               int, MPI_Comm, MPI_Request *);
 typedef int (*isendrecv_replace_c_fn)(void *, MPI_Count, MPI_Datatype, int, int, int, int, MPI_Comm, MPI_Request *);
@@ -1042,7 +1042,7 @@ static int isendrecv_drained(struct mana_drained *d, int replace, const void *sb
     new_request(r, MANA_REQ_SEND, comm, dest, 0, request);
     struct mana_req_meta *m = mana_req_meta(*request);
     if (m)
-        m->replay_args = tmp;
+        m->send_copy = tmp;
     else
         free(tmp);
     return MPI_SUCCESS;

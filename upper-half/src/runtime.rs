@@ -279,9 +279,10 @@ fn run(mut cfg: Config) {
         loop {
             match conn.recv() {
                 Ok(FromCoord::Checkpoint { generation }) => {
-                    let busy = InCheckpoint::enter();
-                    let outcome = checkpoint(&mut cfg, &mut conn, generation);
-                    drop(busy);
+                    let outcome = {
+                        let _busy = InCheckpoint::enter();
+                        checkpoint(&mut cfg, &mut conn, generation)
+                    };
                     match outcome {
                         Outcome::Continue => {}
                         Outcome::Restarted => {

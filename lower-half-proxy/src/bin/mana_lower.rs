@@ -71,13 +71,22 @@ fn class_of_request(size: usize) -> Option<usize> {
     (c < CACHE_CLASSES).then_some(c)
 }
 
+/// The class a block of `usable` bytes can serve (the largest not above it).
+fn class_of_block(usable: usize) -> Option<usize> {
+    let c = (usable / CACHE_GRAIN).checked_sub(1)?;
+    (c < CACHE_CLASSES).then_some(c)
+}
+
+/// Runs `f` on this thread's cache.
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
+    // SAFETY: the thread's own cache; `f` neither allocates nor reenters the allocator.
+    CACHE.with(|cache| f(unsafe { &mut *cache.get() }))
+}
+
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if let Some(c) = class_of_request(size) {
-        // SAFETY: this thread's own cache; nothing else runs on it meanwhile (no
-        // allocation inside).
-        let hit = CACHE.with(|cache| unsafe {
-            let cache = &mut *cache.get();
+        let hit = with_cache(|cache| {
             let n = cache.n[c] as usize;
             (n > 0).then(|| {
                 cache.n[c] -= 1;
@@ -100,22 +109,16 @@ pub extern "C" fn free(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    let usable = malloc_usable_size(p);
-    if usable >= CACHE_GRAIN {
-        let c = (usable / CACHE_GRAIN - 1).min(CACHE_CLASSES);
-        if c < CACHE_CLASSES {
-            // SAFETY: as in malloc.
-            let cached = CACHE.with(|cache| unsafe {
-                let cache = &mut *cache.get();
-                let n = cache.n[c] as usize;
-                (n < CACHE_DEPTH).then(|| {
-                    cache.blocks[c][n] = p;
-                    cache.n[c] += 1;
-                })
-            });
-            if cached.is_some() {
-                return;
-            }
+    if let Some(c) = class_of_block(malloc_usable_size(p)) {
+        let cached = with_cache(|cache| {
+            let n = cache.n[c] as usize;
+            (n < CACHE_DEPTH).then(|| {
+                cache.blocks[c][n] = p;
+                cache.n[c] += 1;
+            })
+        });
+        if cached.is_some() {
+            return;
         }
     }
     // SAFETY: `p` came from this allocator (the whole lower world binds to it).
@@ -500,13 +503,13 @@ pub unsafe extern "C" fn mremap(
         // never moves (the kernel's move leaves its old range unmapped until it is
         // reserved again): growing fails with ENOMEM, after which our only caller, the
         // allocator, copies (neither MPICH nor UCX calls mremap with memory hooks off).
-        if new_p <= old_p {
-            if new_p < old_p && !reserve(o + new_p, o + old_p) {
+        if new_p < old_p {
+            if !reserve(o + new_p, o + old_p) {
                 return libc::MAP_FAILED;
             }
-            if new_p < old_p {
-                with_arena(|_, free| free.give(o + new_p, o + old_p));
-            }
+            with_arena(|_, free| free.give(o + new_p, o + old_p));
+        }
+        if new_p <= old_p {
             return old;
         }
         // SAFETY: this thread's errno.
