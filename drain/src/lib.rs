@@ -287,7 +287,9 @@ fn agree(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<u32, St
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{left} rank(s) did not reach a common point between collectives within {} s",
+                "{left} rank(s) did not reach a common point between collectives within {} s \
+                 (each stayed inside a blocking collective, a wait for a peer's lock or post, or an \
+                 open MPI_Win_post/MPI_Win_start epoch)",
                 AGREE_TIMEOUT.as_secs()
             ));
         }

@@ -38,4 +38,7 @@ pub struct LowerTable {
     /// Fills `out` with up to `cap` file descriptors the lower world holds (opened through
     /// the proxy's interposed calls, or handed to MPI by the launcher: `PMI_FD`).
     pub fds: unsafe extern "C" fn(out: *mut i32, cap: usize) -> usize,
+    /// How many lower-world mappings were placed outside the lower half's arena because it
+    /// was full (0: none). The proxy writes nothing itself; the upper half logs it.
+    pub arena_overflows: unsafe extern "C" fn() -> u64,
 }

@@ -83,8 +83,10 @@ CONSTRUCTORS = (
 # Other calls collective over a communicator (or a window: its fences): counted like
 # blocking collectives.
 OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence")
-# Calls opening (+1) and closing (-1) a window's PSCW epoch: a restart cannot re-create a
-# window in such an epoch (src/rebuild.c).
+# Calls opening (+1) and closing (-1) a window's PSCW epoch (MPI_Win_test closes an
+# exposure epoch when it answers true). An open epoch counts as a blocking collective does
+# (src/ckpt.c, mana_win_epoch): no checkpoint lands inside one, as a restart could not open
+# it again in the state its peers' epochs are in.
 WIN_EPOCH = {"Win_start": 1, "Win_post": 1, "Win_complete": -1, "Win_wait": -1}
 # Passive-target epochs are recorded to be opened again at restart: (hook arguments).
 # MPI-IO (src/files.c). Calls collective over a file's group, counted on MANA's own
@@ -105,9 +107,13 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # collective over its group only and therefore not counted on the parent: a member inside
 # it waited for a member held at its gate until the gate gave up after 60 s (MPICH's suite,
 # comm/comm_group_half 2, with a checkpoint requested at rank 0's first call).
+# MPI_Win_post opens an epoch a peer's MPI_Win_start waits for: held at its entry too.
 WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
-                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_complete", "Win_wait",
-                   "Comm_create_group")
+                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_post", "Comm_create_group")
+# The calls closing a PSCW epoch wait for peers too (MPI_Win_complete for the targets'
+# posts, MPI_Win_wait for the origins' completes) and count as blocking, but are never held
+# at their entry: a checkpoint waits for the epoch they close.
+CLOSES_EPOCH = ("Win_complete", "Win_wait")
 
 
 def collective_kind(base):
@@ -404,8 +410,17 @@ def main():
         if base[4:] in WIN_LOCKS:
             pre_hooks.append("const int mana_win_ = win;")
             post.append("if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, %s);" % WIN_LOCKS[base[4:]])
+        # Request-based one-sided operations: completed by the snapshot's flush (src/ckpt.c).
+        if base[4:].removesuffix("_c") in ("Rput", "Rget", "Raccumulate", "Rget_accumulate"):
+            post.append("if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);")
+        if base == "MPI_Win_test":
+            pre_hooks.append("const int mana_win_ = win;")
+            post.append("if (r_ == MPI_SUCCESS && *flag) mana_win_epoch(mana_win_, -1);")
         if base[4:] in WAITS_FOR_PEERS:
             pre_hooks.append("mana_sync_enter();")
+            post_hooks.append("mana_sync_leave();")
+        if base[4:] in CLOSES_EPOCH:
+            pre_hooks.append("mana_sync_enter_unheld();")
             post_hooks.append("mana_sync_leave();")
         # A group given to the application keeps its members as world ranks (restart).
         for item in handles.get(base, "").split():

@@ -5505,6 +5505,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
         MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5522,6 +5523,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
         MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5834,6 +5836,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
         MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5852,6 +5855,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
         MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5870,6 +5874,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
         MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5886,6 +5891,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
         MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5902,6 +5908,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
         MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5918,6 +5925,7 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
         MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
 }
@@ -7447,24 +7455,12 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
 }
 MANA_EXPORT(mana_w_MPI_Unpublish_name, MPI_Unpublish_name)
 MANA_EXPORT(mana_w_MPI_Unpublish_name, PMPI_Unpublish_name)
-__attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void* base, MPI_Aint size) {
-    mana_gate_enter();
-    win = mana_h_real(win);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Win_attach", int, (MPI_Win win, void* base, MPI_Aint size), (win, base, size));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_attach, MPI_Win_attach)
-MANA_EXPORT(mana_w_MPI_Win_attach, PMPI_Win_attach)
 __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int errorcode) {
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -7473,12 +7469,12 @@ MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     const int mana_win_ = win;
-    mana_sync_enter();
+    mana_sync_enter_unheld();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7487,46 +7483,19 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
 MANA_EXPORT(mana_w_MPI_Win_complete, PMPI_Win_complete)
-__attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win* win) {
-    mana_gate_enter();
-    info = mana_h_real(info);
-    comm = mana_h_real(comm);
-    MPI_Win win_l = 0;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Win_create_dynamic", int, (MPI_Info info, MPI_Comm comm, MPI_Win* win), (info, comm, &win_l));
-    }
-    if (r_ == MPI_SUCCESS && win_l) *win = mana_h_virtual(win_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_create_dynamic, MPI_Win_create_dynamic)
-MANA_EXPORT(mana_w_MPI_Win_create_dynamic, PMPI_Win_create_dynamic)
 __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win_keyval) {
     mana_gate_enter();
     win = mana_h_real(win);
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, MPI_Win_delete_attr)
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, PMPI_Win_delete_attr)
-__attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void* base) {
-    mana_gate_enter();
-    win = mana_h_real(win);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_detach", int, (MPI_Win win, const void* base), (win, base));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
-MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     const int mana_cv_ = win;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
@@ -7535,7 +7504,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
@@ -7550,7 +7519,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7564,7 +7533,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7578,7 +7547,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7592,7 +7561,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7606,7 +7575,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
     }
     *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7621,7 +7590,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
     if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
     mana_gate_leave();
@@ -7635,7 +7604,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -7650,7 +7619,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
     if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
     mana_gate_leave();
@@ -7663,7 +7632,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7677,7 +7646,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
@@ -7693,7 +7662,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
@@ -7704,15 +7673,17 @@ MANA_EXPORT(mana_w_MPI_Win_lock_all, MPI_Win_lock_all)
 MANA_EXPORT(mana_w_MPI_Win_lock_all, PMPI_Win_lock_all)
 __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert, MPI_Win win) {
     const int mana_win_ = win;
+    mana_sync_enter();
     mana_gate_enter();
     group = mana_h_real(group);
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_post, MPI_Win_post)
@@ -7723,7 +7694,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7736,7 +7707,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
     return r_;
@@ -7748,7 +7719,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     mana_gate_leave();
     return r_;
@@ -7763,7 +7734,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7777,7 +7748,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7785,12 +7756,14 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_sync, MPI_Win_sync)
 MANA_EXPORT(mana_w_MPI_Win_sync, PMPI_Win_sync)
 __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
+    const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
+    if (r_ == MPI_SUCCESS && *flag) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
     return r_;
 }
@@ -7803,7 +7776,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 500, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
@@ -7819,7 +7792,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 501, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
@@ -7830,12 +7803,12 @@ MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     const int mana_win_ = win;
-    mana_sync_enter();
+    mana_sync_enter_unheld();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 502, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7845,12 +7818,12 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(503, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(500, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(504, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(501, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

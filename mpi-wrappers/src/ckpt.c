@@ -290,6 +290,41 @@ void mana_win_created(int parent, int win, void *base, MPI_Aint size, MPI_Aint d
     m->win_disp_unit = disp_unit;
 }
 
+void mana_win_attached(int win, void *base, MPI_Aint size)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (!m)
+        return;
+    pthread_mutex_lock(&cg_lock);
+    if (size < 0) {
+        for (int i = 0; i < m->win_n_attached; i++)
+            if ((void *)m->win_attached[2 * i] == base) {
+                m->win_n_attached--;
+                memmove(m->win_attached + 2 * i, m->win_attached + 2 * i + 2,
+                        (size_t)(m->win_n_attached - i) * 2 * sizeof *m->win_attached);
+                break;
+            }
+    } else {
+        if (m->win_n_attached == m->win_attached_cap) {
+            int cap = m->win_attached_cap ? 2 * m->win_attached_cap : 4;
+            MPI_Aint *more = realloc(m->win_attached, (size_t)cap * 2 * sizeof *more);
+            if (more) {
+                m->win_attached = more;
+                m->win_attached_cap = cap;
+            }
+        }
+        /* Unrecorded (out of memory): the restart would lack the region. */
+        if (m->win_n_attached < m->win_attached_cap) {
+            m->win_attached[2 * m->win_n_attached] = (MPI_Aint)base;
+            m->win_attached[2 * m->win_n_attached + 1] = size;
+            m->win_n_attached++;
+        } else {
+            m->win_attach_lost = 1;
+        }
+    }
+    pthread_mutex_unlock(&cg_lock);
+}
+
 void mana_win_fenced(int win, int assert_)
 {
     struct mana_comm_meta *m = mana_comm_meta(win);
@@ -331,13 +366,6 @@ void mana_win_locked(int win, int rank, int type, int assert_, int delta)
         }
     }
     pthread_mutex_unlock(&cg_lock);
-}
-
-void mana_win_epoch(int win, int delta)
-{
-    struct mana_comm_meta *m = mana_comm_meta(win);
-    if (m)
-        __atomic_fetch_add(&m->win_epochs, delta, __ATOMIC_RELAXED);
 }
 
 /* ---- Collective sequence numbers and the freeze (DRAIN.md §1.2–1.3) ---- */
@@ -448,6 +476,51 @@ void mana_sync_enter(void)
     pthread_mutex_unlock(&coll_lock);
 }
 
+/* MPI_Win_complete, MPI_Win_wait: they wait for peers like the calls above, but close an
+ * epoch a checkpoint is waiting for (mana_win_epoch), so they are never held. */
+void mana_sync_enter_unheld(void)
+{
+    pthread_mutex_lock(&coll_lock);
+    in_blocking++;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+/* A PSCW epoch opened (+1: MPI_Win_post, MPI_Win_start) or closed (-1: MPI_Win_wait,
+ * MPI_Win_complete, MPI_Win_test answering true) on `win`. While one is open anywhere the
+ * job does not converge, as while a rank is inside a blocking collective: its members run
+ * on to the call that closes it (never held at that call), and MPI_Win_post and
+ * MPI_Win_start are held at their entry while a checkpoint is pending, with the stall
+ * breaker letting one through when a peer waits for it. So no image holds an open PSCW
+ * epoch: a restart could not open one again — the target's exposure must match what each
+ * origin has already completed, and operations issued in the epoch may or may not have
+ * reached the target (MPICH's suite, rma/test3, pscw_ordering: refused at restart before).
+ * A program that keeps an epoch open for longer than the agreement's limit fails that
+ * checkpoint, with a line saying so. */
+void mana_win_epoch(int win, int delta)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (!m)
+        return;
+    pthread_mutex_lock(&coll_lock);
+    m->win_epochs += delta;
+    in_blocking += delta;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+/* A window freed with epochs still open (erroneous; MPICH refuses it): they no longer
+ * count. */
+void mana_win_epochs_drop(int win)
+{
+    struct mana_comm_meta *m = mana_comm_meta(win);
+    if (!m)
+        return;
+    pthread_mutex_lock(&coll_lock);
+    if (m->win_epochs > 0)
+        in_blocking -= m->win_epochs;
+    m->win_epochs = 0;
+    pthread_mutex_unlock(&coll_lock);
+}
+
 void mana_sync_leave(void)
 {
     pthread_mutex_lock(&coll_lock);
@@ -472,6 +545,15 @@ void mana_req_mark_coll(int request, int comm, int persistent)
         m->comm = comm;
         m->persistent = (unsigned char)persistent;
         m->active = !persistent;
+    }
+}
+
+void mana_req_mark_rma(int request)
+{
+    struct mana_req_meta *m = mana_req_meta(request);
+    if (m) {
+        m->kind = MANA_REQ_RMA;
+        m->active = 1;
     }
 }
 
@@ -778,7 +860,7 @@ typedef int (*test_fn)(MPI_Request *, int *, MPI_Status *);
 static void test_request(int v, struct mana_req_meta *m, void *arg)
 {
     struct test_all *t = arg;
-    if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER)
+    if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER || m->kind == MANA_REQ_RMA)
         return;
     unsigned long fs = mana_thread_lower_fs();
     test_fn test = (test_fn)lower_get(LOWER_FN(4320, "PMPI_Test"), fs);
@@ -805,6 +887,46 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     m->status = st;
     m->active = 0;
     m->state = MANA_REQ_DONE;
+}
+
+/* A request-based one-sided operation (MPI_Rput ...): it may wait for the application's
+ * unlock or flush (MPICH may issue operations only then), so the drain leaves it alone;
+ * the snapshot's flush or fence of its window completes it at origin and target, and then
+ * it is answered like a drained request: done, with its status (a restart re-creates no
+ * one-sided operation). One the lower half still calls incomplete stays live, and a
+ * restart refuses the image. */
+static void rma_request_done(int v, struct mana_req_meta *m, void *arg)
+{
+    (void)arg;
+    if (m->state != MANA_REQ_LIVE || !m->active || m->kind != MANA_REQ_RMA)
+        return;
+    unsigned long fs = mana_thread_lower_fs();
+    test_fn test = (test_fn)lower_get(LOWER_FN(4325, "PMPI_Test"), fs);
+    MPI_Request real = mana_h_real(v);
+    int flag = 0;
+    MPI_Status st;
+    memset(&st, 0, sizeof st);
+    for (int tries = 0; tries < 1000 && !flag; tries++) {
+        unsigned long up = mana_enter_lower(fs);
+        int rc = test(&real, &flag, &st);
+        mana_leave_lower(up);
+        if (rc != MPI_SUCCESS)
+            return;
+    }
+    if (!flag)
+        return;
+    if (m->app_freed) {
+        mana_req_release(v);
+        return;
+    }
+    m->status = st;
+    m->active = 0;
+    m->state = MANA_REQ_DONE;
+}
+
+void mana_rma_requests_done(void)
+{
+    mana_req_each(rma_request_done, NULL);
 }
 
 /* The requests of threads blocked in point-to-point calls (struct mana_blocking): tested

@@ -263,6 +263,7 @@ int mana_h_virtual(int real)
             free(m->graph);
             free(m->win_locks);
             free(m->win_copies);
+            free(m->win_attached);
             memset(m, 0, sizeof *m);
         }
         if (kind != KIND_REQUEST)

@@ -290,7 +290,7 @@ static inline int mana_out_handle(int r, int *out, int real)
     return r;
 }
 /* ---- What MANA knows about each request (src/handles.c, src/p2p.c) ---- */
-enum mana_req_kind { MANA_REQ_OTHER = 0, MANA_REQ_SEND, MANA_REQ_RECV, MANA_REQ_COLL, MANA_REQ_IO };
+enum mana_req_kind { MANA_REQ_OTHER = 0, MANA_REQ_SEND, MANA_REQ_RECV, MANA_REQ_COLL, MANA_REQ_IO, MANA_REQ_RMA };
 enum mana_req_state {
     MANA_REQ_LIVE = 0, /* the real request is the lower half's */
     MANA_REQ_DONE,     /* completed by the checkpointer (or served from drained messages):
@@ -355,6 +355,10 @@ struct mana_comm_meta {
     MPI_Aint win_size, win_disp_unit;
     unsigned char win_fenced; /* a fence opened an epoch (the last fence lacked NOSUCCEED) */
     int win_epochs;           /* start or post (PSCW) epochs open */
+    unsigned char win_dynamic; /* MPI_Win_create_dynamic: its memory is win_attached */
+    unsigned char win_attach_lost; /* an attached region could not be recorded */
+    MPI_Aint *win_attached;   /* a dynamic window's regions: (base, size) pairs */
+    int win_n_attached, win_attached_cap;
     int win_lock_all;         /* MPI_Win_lock_all held: its assert + 1 (0: not held) */
     int *win_locks, win_n_locks, win_locks_cap; /* MPI_Win_lock held: (rank, type, assert) */
     MPI_Comm win_comm;        /* after a restart: the real communicator it was created over */
@@ -384,6 +388,10 @@ extern int mana_win_locked_somewhere(unsigned long long gid) MANA_HIDDEN;
 /* After MPI_Win_fence / a call opening (+1) or closing (-1) a lock or PSCW epoch. */
 extern void mana_win_fenced(int win, int assert_) MANA_HIDDEN;
 extern void mana_win_epoch(int win, int delta) MANA_HIDDEN;
+/* After MPI_Win_attach (size >= 0) or MPI_Win_detach (size -1) of `base` (src/ckpt.c). */
+extern void mana_win_attached(int win, void *base, MPI_Aint size) MANA_HIDDEN;
+/* Before a window is freed: epochs left open on it stop counting (src/ckpt.c). */
+extern void mana_win_epochs_drop(int win) MANA_HIDDEN;
 /* After MPI_Win_lock (rank, type, assert, +1) / unlock (rank, -1), lock_all (rank -1,
  * assert, +1) / unlock_all (rank -1, -1). */
 extern void mana_win_locked(int win, int rank, int type, int assert_, int delta) MANA_HIDDEN;
@@ -525,6 +533,8 @@ extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
  * checkpoint is pending. */
 extern void mana_sync_enter(void) MANA_HIDDEN;
 extern void mana_sync_leave(void) MANA_HIDDEN;
+/* The same for the calls closing a PSCW epoch, never held (src/ckpt.c). */
+extern void mana_sync_enter_unheld(void) MANA_HIDDEN;
 /* After a communicator constructor succeeded: the new communicator's identity. */
 extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
 /* The same for MPI_Comm_idup: the new communicator is its parent's copy (it cannot be
@@ -534,6 +544,11 @@ extern void mana_comm_created_dup(int parent, int newcomm) MANA_HIDDEN;
 extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDEN;
 /* A nonblocking or persistent collective's request (the drain completes them). */
 extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
+/* After MPI_Rput, MPI_Rget, MPI_Raccumulate, MPI_Rget_accumulate returned `request`. */
+extern void mana_req_mark_rma(int request) MANA_HIDDEN;
+/* In the snapshot, once every window is flushed or fenced: the request-based one-sided
+ * operations are complete; their requests are marked done (src/ckpt.c). */
+extern void mana_rma_requests_done(void) MANA_HIDDEN;
 /* Messages drained at a checkpoint, waiting for the application's receives. */
 struct mana_drained {
     int comm, source, tag;

@@ -18,14 +18,14 @@
  * The snapshot also closes each window's fence epoch (an extra MPI_Win_fence, in window
  * order: RMA operations issued since the application's last fence complete now, as they
  * would at its next one), or flushes a window in passive-target epochs (MPI_Win_lock,
- * lock_all: a restart locks again what was locked). A window in a PSCW epoch, a dynamic
- * window, a session or an unknown datatype constructor makes the image one a restart
- * refuses, with a line that says why.
+ * lock_all: a restart locks again what was locked). No window is in a PSCW epoch then
+ * (src/ckpt.c, mana_win_epoch). A session or an unknown datatype constructor makes the
+ * image one a restart refuses, with a line that says why.
  *
  * At restart (mana_rebuild_objects): keyvals, error handlers, operations, info objects and
  * datatypes first (communicators are then created by src/ckpt.c), then windows (over a
  * communicator of their group, in window order; a shared window's segment mapped again
- * where it was), attributes and names. No application callback runs while this happens:
+ * where it was, a dynamic window's regions attached again), attributes and names. No application callback runs while this happens:
  * datatypes are built without attributes, which are set last, on fresh objects. */
 #include "mana_wrap.h"
 #include <pthread.h>
@@ -500,11 +500,15 @@ static void snap_windows(void)
         struct mana_comm_meta *m = l.m.at[i];
         MPI_Win w = mana_h_real(l.v.at[i]);
         if (!m->world_ranks)
-            refuse("the application holds a dynamic window (MPI_Win_create_dynamic), which a restart cannot "
-                   "create again yet");
+            refuse("the application holds a window whose group MANA could not record, which a restart cannot "
+                   "create again");
+        if (m->win_attach_lost)
+            refuse("a region attached to a dynamic window could not be recorded (out of memory), so a restart "
+                   "cannot attach it again");
+        /* Never at a converged checkpoint (src/ckpt.c, mana_win_epoch): kept as a guard. */
         if (m->win_epochs > 0)
             refuse("a window was in a post/start/complete/wait (PSCW) epoch at the checkpoint, which a "
-                   "restart cannot open again yet");
+                   "restart cannot open again");
         /* Some member holds a lock: the fence epoch the members opened last is not in use
          * (MPI does not mix the two), and none of them fences now (src/ckpt.c explains) —
          * nor at restart, nor at a later checkpoint before the application fences again:
@@ -540,6 +544,7 @@ int mana_snapshot(char *why, int len)
     snap_windows();
     /* A flush may need its target's progress: no rank leaves before every flush is done. */
     barrier(MPI_COMM_WORLD);
+    mana_rma_requests_done();
     for (int i = 0; i < snap.fetched.n; i++)
         type_free(&snap.fetched.at[i]);
     snap.fetched.n = 0;
@@ -698,6 +703,9 @@ static int recreate_kind(int kind, int (*f)(int), const char *what, char *err, i
     return r.bad ? -1 : 0;
 }
 
+MANA_LOWER_FUNCTION(win_create_dynamic, 4703, "PMPI_Win_create_dynamic", (MPI_Info i, MPI_Comm c, MPI_Win *w),
+                    (i, c, w))
+MANA_LOWER_FUNCTION(win_attach, 4704, "PMPI_Win_attach", (MPI_Win w, void *b, MPI_Aint s), (w, b, s))
 MANA_LOWER_FUNCTION(comm_delete_attr, 4479, "PMPI_Comm_delete_attr", (MPI_Comm c, int k), (c, k))
 
 /* MPI_Win_create over `c` for window `m`, its internal communicator getting the attribute
@@ -716,8 +724,13 @@ static int win_create_replaying_copies(const struct mana_comm_meta *m, MPI_Comm 
             continue;
         rc = set_attr(OBJ_COMM, c, kv[x->keyval].real, kv[x->keyval].attr_type, x->value);
     }
-    if (rc == MPI_SUCCESS)
+    if (rc == MPI_SUCCESS && m->win_dynamic) {
+        rc = win_create_dynamic(MPI_INFO_NULL, c, w);
+        for (int i = 0; rc == MPI_SUCCESS && i < m->win_n_attached; i++)
+            rc = win_attach(*w, (void *)m->win_attached[2 * i], m->win_attached[2 * i + 1]);
+    } else if (rc == MPI_SUCCESS) {
         rc = win_create_c(m->win_base, m->win_size, m->win_disp_unit, MPI_INFO_NULL, c, w);
+    }
     for (int i = 0; i < set; i++) {
         const struct mana_win_copy *x = &m->win_copies[i];
         if (x->keyval < n && !kv[x->keyval].dead)

@@ -1077,10 +1077,11 @@ static struct shared_win {
 } shared_wins[MANA_SHARED_WINS];
 static int shared_seq;
 
-/* MPI_Win_create (every window flavour ends up here): collective over `comm`; the window
- * is recorded for a restart (src/ckpt.c). A displacement unit beyond int takes the
- * large-count call. */
-static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
+/* MPI_Win_create (every window flavour but the dynamic one ends up here) or, `dynamic`,
+ * MPI_Win_create_dynamic: collective over `comm`; the window is recorded for a restart
+ * (src/ckpt.c). A displacement unit beyond int takes the large-count call. */
+static int win_create_any(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win,
+                          int dynamic)
 {
     MPI_Win win_l = 0;
     int r, counted = mana_coll_enter(comm, 1);
@@ -1089,7 +1090,10 @@ static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info in
     MPI_Comm comm_l = mana_h_real(comm);
     struct win_copy_list copies = {0};
     tl_recording = &copies;
-    if (disp_unit == (int)disp_unit) {
+    if (dynamic) {
+        MANA_CALL_LOWER_INTO(r, 4700, "PMPI_Win_create_dynamic", int, (MPI_Info i, MPI_Comm c, MPI_Win *w),
+                             (info_l, comm_l, &win_l));
+    } else if (disp_unit == (int)disp_unit) {
         int unit = (int)disp_unit;
         MANA_CALL_LOWER_INTO(r, 4011, "PMPI_Win_create", int,
                              (void *b, MPI_Aint s, int d, MPI_Info i, MPI_Comm c, MPI_Win *w),
@@ -1104,6 +1108,7 @@ static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info in
     struct mana_comm_meta *m = r == MPI_SUCCESS ? mana_comm_meta(*win) : NULL;
     if (m) {
         mana_win_created(comm, *win, base, size, disp_unit);
+        m->win_dynamic = (unsigned char)dynamic;
         m->win_copies = copies.at;
         m->n_win_copies = copies.n;
     } else {
@@ -1112,6 +1117,11 @@ static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info in
     mana_gate_leave();
     mana_coll_leave(counted, 1);
     return r;
+}
+
+static int win_create(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Info info, MPI_Comm comm, MPI_Win *win)
+{
+    return win_create_any(base, size, disp_unit, info, comm, win, 0);
 }
 
 __attribute__((used)) static int mana_w_MPI_Win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info,
@@ -1129,6 +1139,44 @@ __attribute__((used)) static int mana_w_MPI_Win_create_c(void *base, MPI_Aint si
 }
 MANA_EXPORT(mana_w_MPI_Win_create_c, MPI_Win_create_c)
 MANA_EXPORT(mana_w_MPI_Win_create_c, PMPI_Win_create_c)
+
+/* A dynamic window: created again at restart with the regions attached at the checkpoint
+ * (upper-half memory, at the same addresses: the displacements peers computed with
+ * MPI_Get_address stay valid). */
+__attribute__((used)) static int mana_w_MPI_Win_create_dynamic(MPI_Info info, MPI_Comm comm, MPI_Win *win)
+{
+    return win_create_any(NULL, 0, 1, info, comm, win, 1);
+}
+MANA_EXPORT(mana_w_MPI_Win_create_dynamic, MPI_Win_create_dynamic)
+MANA_EXPORT(mana_w_MPI_Win_create_dynamic, PMPI_Win_create_dynamic)
+
+__attribute__((used)) static int mana_w_MPI_Win_attach(MPI_Win win, void *base, MPI_Aint size)
+{
+    mana_gate_enter();
+    MPI_Win w_l = mana_h_real(win);
+    int r;
+    MANA_CALL_LOWER_INTO(r, 4701, "PMPI_Win_attach", int, (MPI_Win w, void *b, MPI_Aint s), (w_l, base, size));
+    if (r == MPI_SUCCESS)
+        mana_win_attached(win, base, size);
+    mana_gate_leave();
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Win_attach, MPI_Win_attach)
+MANA_EXPORT(mana_w_MPI_Win_attach, PMPI_Win_attach)
+
+__attribute__((used)) static int mana_w_MPI_Win_detach(MPI_Win win, const void *base)
+{
+    mana_gate_enter();
+    MPI_Win w_l = mana_h_real(win);
+    int r;
+    MANA_CALL_LOWER_INTO(r, 4702, "PMPI_Win_detach", int, (MPI_Win w, const void *b), (w_l, base));
+    if (r == MPI_SUCCESS)
+        mana_win_attached(win, (void *)base, -1);
+    mana_gate_leave();
+    return r;
+}
+MANA_EXPORT(mana_w_MPI_Win_detach, MPI_Win_detach)
+MANA_EXPORT(mana_w_MPI_Win_detach, PMPI_Win_detach)
 
 /* Records a window's memory (freed by MPI_Win_free) and returns it, or frees it if the
  * window could not be created. */
@@ -1431,6 +1479,8 @@ __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
         MANA_CALL_LOWER_INTO(r, 4012, "PMPI_Win_free", int, (MPI_Win * w), (&w_l));
     }
     struct mana_comm_meta *m = mana_comm_meta(w);
+    if (r == MPI_SUCCESS)
+        mana_win_epochs_drop(w);
     if (r == MPI_SUCCESS && m && m->win_comm) {
         MPI_Comm c = m->win_comm;
         int r_free;

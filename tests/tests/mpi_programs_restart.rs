@@ -110,8 +110,9 @@ const WITHIN: Duration = Duration::from_millis(700);
 
 /// The split-process issue's programs that have a `--loop` mode (signals_mpi has none: its
 /// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep).
-const PROGRAMS: [&str; 15] = [
+const PROGRAMS: [&str; 16] = [
     "rma",
+    "rma_sync",
     "status_error",
     "threads_multiple",
     "datatypes",
@@ -247,58 +248,97 @@ fn fortran_attributes_restart_like_native() {
 }
 
 /// `f_attrs` checkpointed again and again while it runs (no kill), then every committed
-/// generation restarted on its own: each ends with the native line. Random instants find
-/// a short window of the program (such as the life of its short-lived MPI window) one
-/// run in many; every generation of one run covers its rounds. A generation taken after
-/// rank 0 called `MPI_Finalize` (held there by the pending checkpoint, or leaving `main`,
-/// which waits for a checkpoint under way) comes after the done line, which rank 0 prints
-/// just before: restored, the ranks end without printing more.
+/// generation restarted on its own. Random instants find a short window of the program
+/// (such as the life of its short-lived MPI window) one run in many; every generation of
+/// one run covers its rounds.
 #[test]
 fn fortran_attributes_every_generation_restarts_like_native() {
-    let mut j = start("mpi-prog-f_attrs-gens", "f_attrs", 2, "60");
+    every_generation_restarts_like_native("f_attrs", 2, "60", 5, usize::MAX);
+}
+
+/// `name --loop rounds` on `ranks` ranks checkpointed every 30 ms until it ends (at least
+/// `min_gens` generations), then up to `most` of the generations, evenly spread, each
+/// restarted on its own: each ends with the native line. A generation taken after rank 0
+/// called `MPI_Finalize` (held there by the pending checkpoint, or leaving `main`, which
+/// waits for a checkpoint under way) comes after the done line, which rank 0 prints just
+/// before: restored, the ranks end without printing more.
+fn every_generation_restarts_like_native(
+    name: &str,
+    ranks: usize,
+    rounds: &str,
+    min_gens: usize,
+    most: usize,
+) {
+    let mut j = start(&format!("mpi-prog-{name}-gens"), name, ranks, rounds);
     let gens = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(30));
-    ends_like_native(&j.run.wait_output(LONG), "f_attrs", &j.expected);
-    assert!(gens.len() >= 5, "only {} generations committed", gens.len());
-    let mut after_finalize = 0;
+    ends_like_native(&j.run.wait_output(LONG), name, &j.expected);
+    assert!(
+        gens.len() >= min_gens,
+        "only {} generations committed",
+        gens.len()
+    );
     let times = std::fs::read_to_string(j.s.dir().join("mpi-times")).unwrap_or_default();
     let finalize_called: u64 = times
         .lines()
         .find_map(|l| l.strip_prefix("finalize_called 0 "))
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or_else(|| panic!("no finalize_called line for rank 0 in {times:?}"));
-    for gen in &gens {
-        let name = gen.file_name().unwrap().to_str().unwrap().to_string();
-        let r = Session::start(&format!("f_attrs-{name}"));
-        let into = r.ckpt_dir.join(&name);
+    let step = gens.len().div_ceil(most.max(1)).max(1);
+    let (mut restarted, mut after_finalize) = (0, 0);
+    for gen in gens.iter().step_by(step) {
+        let gen_name = gen.file_name().unwrap().to_str().unwrap().to_string();
+        let r = Session::start(&format!("{name}-{gen_name}"));
+        let into = r.ckpt_dir.join(&gen_name);
         std::fs::create_dir_all(&into).unwrap();
         for f in std::fs::read_dir(gen).unwrap() {
             let f = f.unwrap().path();
             std::fs::copy(&f, into.join(f.file_name().unwrap())).unwrap();
         }
-        std::fs::write(r.ckpt_dir.join("LATEST"), format!("{name}\n")).unwrap();
+        std::fs::write(r.ckpt_dir.join("LATEST"), format!("{gen_name}\n")).unwrap();
         let image = gen.join(mana_image::ckptdir::image_name(0));
         let stopped = mana_image::ImageReader::open(&image)
             .unwrap()
             .header
             .created_unix_ns;
-        let out = restart(&r, 2, &[]).wait_output(LONG);
+        let out = restart(&r, ranks, &[]).wait_output(LONG);
         if stopped > finalize_called {
             out.assert_success();
             assert_eq!(
-                result_line(&out.stdout_text(), "f_attrs done"),
+                result_line(&out.stdout_text(), &format!("{name} done")),
                 None,
-                "restored after rank 0 called MPI_Finalize, the job must end without the done line\n{}",
+                "{gen_name}: restored after rank 0 called MPI_Finalize, the job must end without the done line\n{}",
                 out.describe()
             );
             after_finalize += 1;
         } else {
-            ends_like_native(&out, "f_attrs", &j.expected);
+            ends_like_native(&out, name, &j.expected);
         }
+        restarted += 1;
     }
     eprintln!(
-        "{} generations restarted like native ({after_finalize} after rank 0 called MPI_Finalize)",
+        "{restarted} of {} generations restarted like native ({after_finalize} after rank 0 called MPI_Finalize)",
         gens.len()
     );
+}
+
+/// One-sided synchronisation across checkpoints (tests/mpi/rma_sync.c, 3 ranks): PSCW
+/// epochs (closed by MPI_Win_wait or MPI_Win_test), a dynamic window with regions attached
+/// for the whole run and for each round, and MPI_Rput/MPI_Raccumulate/MPI_Rget requests
+/// left pending over a sleep. Checkpoint+kill at a random instant, restart. Before, a
+/// restart refused every image of this program (a dynamic window), those taken inside a
+/// PSCW epoch and those with a pending request.
+#[test]
+fn rma_sync_restarts_like_native() {
+    restarts_like_native("rma_sync", 3, "60", WITHIN);
+}
+
+/// The same checkpointed every 30 ms, and eight of its generations restarted: instants
+/// inside every part of a round (no image holds an open PSCW epoch: the checkpoint waits
+/// for it to close; pending request-based operations are complete once the snapshot has
+/// flushed their window).
+#[test]
+fn rma_sync_every_generation_restarts_like_native() {
+    every_generation_restarts_like_native("rma_sync", 3, "60", 8, 8);
 }
 
 /// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute

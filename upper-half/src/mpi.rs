@@ -8,7 +8,7 @@
 //! tells every thread) and starts a new one with the restart's environment.
 
 use core::ffi::{c_char, c_int, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use mana_lower::abi::LowerTable;
 use mana_lower::loader;
 
@@ -325,6 +325,16 @@ pub fn lower_regions() -> Vec<(u64, u64)> {
         v.push(stack);
     }
     v.sort_unstable();
+    // SAFETY: a lower-world function without arguments.
+    let overflows = unsafe { loader::in_lower(fs, || (t.arena_overflows)()) };
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if overflows > 0 && !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            overflows,
+            "the lower half's address-space arena is full: its later mappings are placed \
+             outside it and recorded one by one"
+        );
+    }
     v
 }
 

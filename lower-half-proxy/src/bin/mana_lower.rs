@@ -10,7 +10,7 @@
 #![no_main]
 
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mana_lower::abi::{LowerTable, CALLBACK_ENV, PREPARED_TCBS, TABLE_MAGIC};
 
 struct Heap {
@@ -327,7 +327,8 @@ struct Arena {
     /// `[base, end)`; base 0 = not reserved yet, u64::MAX = could not be reserved.
     bounds: core::cell::UnsafeCell<[u64; 2]>,
     free: core::cell::UnsafeCell<mana_lower::arena::FreeList<4096>>,
-    warned: AtomicBool,
+    /// Mappings placed outside the arena because it was full (`arena_overflows`).
+    overflows: AtomicU64,
 }
 // SAFETY: `bounds` and `free` are only used while `lock` is held.
 unsafe impl Sync for Arena {}
@@ -335,7 +336,7 @@ static ARENA: Arena = Arena {
     lock: AtomicBool::new(false),
     bounds: core::cell::UnsafeCell::new([0, 0]),
     free: core::cell::UnsafeCell::new(mana_lower::arena::FreeList::new()),
-    warned: AtomicBool::new(false),
+    overflows: AtomicU64::new(0),
 };
 
 fn raw_mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, off: i64) -> i64 {
@@ -382,13 +383,16 @@ fn in_arena(start: u64, end: u64) -> bool {
 
 fn arena_take(len: u64) -> Option<u64> {
     let slot = with_arena(|_, free| free.take(len));
-    if slot.is_none() && !ARENA.warned.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "mana_lower: the lower half's {} GiB arena is full; further lower-half mappings are placed outside it (recorded one by one)",
-            ARENA_BYTES >> 30
-        );
+    if slot.is_none() {
+        ARENA.overflows.fetch_add(1, Ordering::Relaxed);
     }
     slot
+}
+
+/// Mappings placed outside the arena so far: the upper half logs them (the program's
+/// stderr is not ours to write to).
+unsafe extern "C" fn arena_overflows() -> u64 {
+    ARENA.overflows.load(Ordering::Relaxed)
 }
 
 /// Gives `[start, end)` of the arena back: PROT_NONE, then free.
@@ -801,6 +805,7 @@ static mut TABLE: LowerTable = LowerTable {
     new_tcb,
     tids,
     fds,
+    arena_overflows,
 };
 
 // ---- Descriptors of the lower world ----
