@@ -1319,19 +1319,25 @@ __attribute__((used)) static int mana_w_MPI_Test(MPI_Request *request, int *flag
 MANA_EXPORT(mana_w_MPI_Test, MPI_Test)
 MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 
-/* Whether any of the requests is one of ROMIO's (MPI-IO) generalized requests. */
-static int any_file_request(int count, const MPI_Request v[])
+/* Whether any of the requests is one of ROMIO's (MPI-IO) generalized requests, or a
+ * persistent collective. */
+static int any_request_testall_fails(int count, const MPI_Request v[])
 {
     for (int i = 0; i < count; i++) {
         struct mana_req_meta *m = v[i] != MPI_REQUEST_NULL ? mana_req_meta(v[i]) : NULL;
-        if (m && m->io)
+        if (m && (m->io || (m->kind == MANA_REQ_COLL && m->persistent)))
             return 1;
     }
     return 0;
 }
 
-/* MPI_Waitall over MPI-IO requests: one request after the other, each with MPI_Test (as
- * MPI_Wait does). The other waits spin on MPI_Testall, but with ROMIO's generalized
+/* MPI_Waitall over MPI-IO requests or persistent collectives: one request after the
+ * other, each with MPI_Test (as MPI_Wait does). MPICH 4.0.2's MPI_Testall answers
+ * MPI_ERR_IN_STATUS (MPI_ERR_PENDING in the status of a request not complete yet) while
+ * persistent collectives are still running, natively too: its MPI_Waitall does not, and a
+ * wait that spun on MPI_Testall failed (MPICH's suite, coll/p_order: MPI_Bcast_init and
+ * MPI_Barrier_init started in opposite orders on two ranks, then MPI_Waitall). The other
+ * waits spin on MPI_Testall, but with ROMIO's generalized
  * requests MPICH's MPI_Testall (and MPI_Testsome) loops fail natively too: ROMIO's poll
  * function for asynchronous I/O completes a finished request again each time it is
  * polled (MPICH asserts ref_count >= 0 once two requests finish apart), and its
@@ -1361,7 +1367,7 @@ static int waitall_in_order(int count, MPI_Request v[], MPI_Status sts[])
 
 static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], int blocking)
 {
-    if (blocking && any_file_request(count, v))
+    if (blocking && any_request_testall_fails(count, v))
         return waitall_in_order(count, v, sts);
     struct lower_fn *lt = LOWER_FN(4291, "PMPI_Testall");
     MPI_Status *app = mana_status_ignored(sts) ? NULL : sts;
