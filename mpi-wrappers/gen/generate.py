@@ -335,12 +335,15 @@ def main():
             for a in aliases:
                 out.append("MANA_EXPORT(mana_w_%s, %s)" % (base, a))
             continue
-        # Sentinel addresses (MPI_UNWEIGHTED, MPI_WEIGHTS_EMPTY) are the upper library's;
-        # the lower library recognises only its own.
-        for a in args:
-            if a.endswith("weights"):
-                out.append("    %s = mana_translate_weights(%s);" % (a, a))
         pro, call, post = translation(base, plist, args, handles.get(base, ""))
+        # Sentinel addresses (MPI_UNWEIGHTED, MPI_WEIGHTS_EMPTY) are the upper library's;
+        # the lower library recognises only its own. Translated while holding the gate,
+        # like handles: a thread held at a collective's entry or parked at the gate may go
+        # on in a restarted process, whose lower library has its sentinels elsewhere (MPICH's
+        # suite, f90/topo/dgraph_unwgtf90 restarted from an instant where a rank waited at
+        # MPI_Dist_graph_create_adjacent's entry: the old lower half's MPI_UNWEIGHTED reached
+        # the new one, which read it as a weights array: SIGSEGV on every rank).
+        pro = ["%s = mana_translate_weights(%s);" % (a, a) for a in args if a.endswith("weights")] + pro
         coll = collective_kind(base)
         pre_hooks, post_hooks = [], []
         if coll:

@@ -1561,10 +1561,10 @@ __attribute__((used)) static int mana_w_MPI_Dims_create(int nnodes, int ndims, i
 MANA_EXPORT(mana_w_MPI_Dims_create, MPI_Dims_create)
 MANA_EXPORT(mana_w_MPI_Dims_create, PMPI_Dims_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
-    weights = mana_translate_weights(weights);
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
+    weights = mana_translate_weights(weights);
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
@@ -1581,11 +1581,11 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, PMPI_Dist_graph_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
-    sourceweights = mana_translate_weights(sourceweights);
-    destweights = mana_translate_weights(destweights);
     const int mana_cv_ = comm_old;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
+    sourceweights = mana_translate_weights(sourceweights);
+    destweights = mana_translate_weights(destweights);
     comm_old = mana_h_real(comm_old);
     info = mana_h_real(info);
     MPI_Comm comm_dist_graph_l = 0;
@@ -1602,9 +1602,9 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, PMPI_Dist_graph_create_adjacent)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_neighbors(MPI_Comm comm, int maxindegree, int sources[], int sourceweights[], int maxoutdegree, int destinations[], int destweights[]) {
+    mana_gate_enter();
     sourceweights = mana_translate_weights(sourceweights);
     destweights = mana_translate_weights(destweights);
-    mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
     {

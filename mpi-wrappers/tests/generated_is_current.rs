@@ -78,3 +78,27 @@ fn wrapper_library_exports_exactly_what_libmpich_exports() {
         "missing: {missing:?}\nextra: {extra:?}"
     );
 }
+
+/// In every generated wrapper, what depends on the lower half — a handle's real value, a
+/// weights sentinel's lower address — is computed after `mana_gate_enter()`: a thread held
+/// at a collective's entry or parked at the gate may go on in a restarted process with a
+/// new lower half. (The weights were once translated before the hold: a rank restarted
+/// from there handed the old lower half's MPI_UNWEIGHTED to the new one, SIGSEGV — MPICH's
+/// suite, f90/topo/dgraph_unwgtf90.)
+#[test]
+fn lower_values_are_taken_while_holding_the_gate() {
+    let text = std::fs::read_to_string(root().join("generated/wrappers.c")).unwrap();
+    let mut bad = Vec::new();
+    for body in text.split("__attribute__((used)) static ").skip(1) {
+        let name = body.split('(').next().unwrap_or("").to_string();
+        let Some(gate) = body.find("mana_gate_enter();") else {
+            continue;
+        };
+        for lower in ["mana_translate_weights(", "mana_h_real(", "mana_lower_fn("] {
+            if body[..gate].contains(lower) {
+                bad.push(format!("{name}: {lower}…) before mana_gate_enter()"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
