@@ -386,6 +386,12 @@ def main():
         if base == "MPI_Comm_group":
             pre_hooks.append("const int mana_comm_ = comm;")
             post.append("if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_comm_);")
+        # So does MPI_File_get_group (ROMIO's MPI_Comm_group of the file's communicator):
+        # taken again from MANA's communicator of the file, as often as the application
+        # holds it (mpiio_view.c holds it twice across the checkpoint).
+        if base == "MPI_File_get_group":
+            pre_hooks.append("const MPI_File mana_fh_ = fh;")
+            post.append("if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_file_comm(mana_fh_));")
         # A keyval the application frees may live on in MPI with the attributes that use it.
         if base in ("MPI_Comm_free_keyval", "MPI_Type_free_keyval", "MPI_Win_free_keyval", "MPI_Keyval_free"):
             kv = next(i.split(":")[0] for i in handles.get(base, "").split() if ":KEYVAL:" in i)

@@ -1817,6 +1817,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, M
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, MPI_File_get_errhandler)
 MANA_EXPORT(mana_w_MPI_File_get_errhandler, PMPI_File_get_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Group* group) {
+    const MPI_File mana_fh_ = fh;
     mana_gate_enter();
     fh = mana_file_real(fh);
     MPI_Group group_l = 0;
@@ -1825,6 +1826,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
         MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
     if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_file_comm(mana_fh_));
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;

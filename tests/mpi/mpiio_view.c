@@ -123,6 +123,12 @@ static int run(const char *path, int rounds, int loop)
     MPI_Offset sbase = strided_base(rounds);
     MPI_Offset my_disp = sbase + 2L * rank * sizeof(int);
 
+    /* The file's group, taken twice (MPI hands out one group, a reference per call) and
+     * held across the rounds; compared and freed twice at the end. */
+    MPI_Group fg1, fg2;
+    IO(MPI_File_get_group(fh, &fg1));
+    IO(MPI_File_get_group(fh, &fg2));
+
     if (loop && rank == 0) {
         printf("mpiio_view ready\n");
         fflush(stdout);
@@ -227,6 +233,17 @@ static int run(const char *path, int rounds, int loop)
         if (loop)
             usleep(20000);
     }
+
+    MPI_Group wg;
+    int cmp1, cmp2;
+    MPI_Comm_group(MPI_COMM_WORLD, &wg);
+    MPI_Group_compare(fg1, wg, &cmp1);
+    MPI_Group_compare(fg2, wg, &cmp2);
+    check_eq("file group", cmp1, MPI_IDENT);
+    check_eq("file group again", cmp2, MPI_IDENT);
+    MPI_Group_free(&fg1);
+    MPI_Group_free(&fg2);
+    MPI_Group_free(&wg);
 
     /* Final pointers, then the whole file read back by rank 0 in a byte view. */
     long pos[2] = {(long)ind_pos, (long)sh_pos};

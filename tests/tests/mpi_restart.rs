@@ -374,9 +374,11 @@ fn a_communicator_freed_at_different_times_restarts_like_native() {
 }
 
 /// MPI-IO: a file open at the checkpoint (mpiio_view keeps one open with a strided view,
-/// individual and shared file pointers) is synced by the checkpoint, which leaves no trace
-/// in the job's result; a restart opens it again, puts its view and pointers back, and the
-/// job ends as the native run.
+/// individual and shared file pointers, and holds the file's group twice) is synced by the
+/// checkpoint, which leaves no trace in the job's result; a restart opens it again, puts
+/// its view and pointers back, takes the group's two references again (before 2026-12-03
+/// one: the second MPI_Group_free failed MPICH's "ref_count >= 0"), and the job ends as the
+/// native run.
 #[test]
 fn an_open_mpi_file_survives_a_checkpoint_and_a_restart() {
     let s = Session::start("mpi-restart-mpiio");
