@@ -857,20 +857,46 @@ struct test_all {
 
 typedef int (*test_fn)(MPI_Request *, int *, MPI_Status *);
 
+/* Tests virtual request `v` in the lower half, up to `tries` times while it is not
+ * finished; the lower call's result. */
+static int test_lower(int v, int tries, int *flag, MPI_Status *st)
+{
+    unsigned long fs = mana_thread_lower_fs();
+    test_fn test = (test_fn)lower_get(LOWER_FN(4320, "PMPI_Test"), fs);
+    MPI_Request real = mana_h_real(v);
+    int rc = MPI_SUCCESS;
+    *flag = 0;
+    memset(st, 0, sizeof *st);
+    for (int i = 0; i < tries && !*flag && rc == MPI_SUCCESS; i++) {
+        unsigned long up = mana_enter_lower(fs);
+        rc = test(&real, flag, st);
+        mana_leave_lower(up);
+    }
+    return rc;
+}
+
+/* Request `v`, finished in the lower half with status `st`: released if the application
+ * freed it, else done — the next wait or test reports the saved status (a persistent
+ * request then becomes inactive; its real handle stays valid). */
+static void finished(int v, struct mana_req_meta *m, const MPI_Status *st)
+{
+    if (m->app_freed) {
+        mana_req_release(v);
+        return;
+    }
+    m->status = *st;
+    m->active = 0;
+    m->state = MANA_REQ_DONE;
+}
+
 static void test_request(int v, struct mana_req_meta *m, void *arg)
 {
     struct test_all *t = arg;
     if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER || m->kind == MANA_REQ_RMA)
         return;
-    unsigned long fs = mana_thread_lower_fs();
-    test_fn test = (test_fn)lower_get(LOWER_FN(4320, "PMPI_Test"), fs);
-    MPI_Request real = mana_h_real(v);
-    int flag = 0;
+    int flag;
     MPI_Status st;
-    memset(&st, 0, sizeof st);
-    unsigned long up = mana_enter_lower(fs);
-    int rc = test(&real, &flag, &st);
-    mana_leave_lower(up);
+    int rc = test_lower(v, 1, &flag, &st);
     if (rc != MPI_SUCCESS || !flag) {
         if (m->kind != MANA_REQ_RECV)
             t->incomplete++;
@@ -878,15 +904,7 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
         mana_count_recvd(m->comm);
-    if (m->app_freed) {
-        mana_req_release(v);
-        return;
-    }
-    /* Done: the next wait or test reports the saved status (a persistent request then
-     * becomes inactive; its real handle stays valid). */
-    m->status = st;
-    m->active = 0;
-    m->state = MANA_REQ_DONE;
+    finished(v, m, &st);
 }
 
 /* A request-based one-sided operation (MPI_Rput ...): it may wait for the application's
@@ -900,28 +918,10 @@ static void rma_request_done(int v, struct mana_req_meta *m, void *arg)
     (void)arg;
     if (m->state != MANA_REQ_LIVE || !m->active || m->kind != MANA_REQ_RMA)
         return;
-    unsigned long fs = mana_thread_lower_fs();
-    test_fn test = (test_fn)lower_get(LOWER_FN(4325, "PMPI_Test"), fs);
-    MPI_Request real = mana_h_real(v);
-    int flag = 0;
+    int flag;
     MPI_Status st;
-    memset(&st, 0, sizeof st);
-    for (int tries = 0; tries < 1000 && !flag; tries++) {
-        unsigned long up = mana_enter_lower(fs);
-        int rc = test(&real, &flag, &st);
-        mana_leave_lower(up);
-        if (rc != MPI_SUCCESS)
-            return;
-    }
-    if (!flag)
-        return;
-    if (m->app_freed) {
-        mana_req_release(v);
-        return;
-    }
-    m->status = st;
-    m->active = 0;
-    m->state = MANA_REQ_DONE;
+    if (test_lower(v, 1000, &flag, &st) == MPI_SUCCESS && flag)
+        finished(v, m, &st);
 }
 
 void mana_rma_requests_done(void)
