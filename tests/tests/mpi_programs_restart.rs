@@ -109,11 +109,11 @@ fn checkpoint_without_kill_like_native(name: &str, ranks: usize, rounds: &str, w
 const WITHIN: Duration = Duration::from_millis(700);
 
 /// The split-process issue's programs that have a `--loop` mode (signals_mpi has none: its
-/// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep).
-const PROGRAMS: [&str; 17] = [
+/// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep;
+/// dgraph_rush's 40 rounds end within milliseconds: its own test checkpoints it).
+const PROGRAMS: [&str; 16] = [
     "rma",
     "rma_sync",
-    "dgraph_rush",
     "status_error",
     "threads_multiple",
     "datatypes",

@@ -595,9 +595,15 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
     // futex wait has a timeout), writing below its saved stack pointer: its stack (and
     // alternate signal stack) is written through the bounce buffer, so that the data and
     // the checksum agree. What changes there lies below the saved context: a restart does
-    // not read it.
+    // not read it. Each time it runs again the kernel also rewrites its rseq area (the CPU
+    // it runs on) in its thread control block: that region too (CI, 2026-12-03: the main
+    // thread's TLS region of `datatypes` failed its checksum after a write longer than the
+    // 1 s wait; a restart registers the area again).
     for slot in threads::parked_slots(call.parked) {
         volatile.push((slot.ctx.rsp.saturating_sub(1), slot.ctx.rsp));
+        if slot.rseq_addr != 0 {
+            volatile.push((slot.rseq_addr, slot.rseq_addr + 32));
+        }
         if slot.altstack.flags & libc::SS_DISABLE == 0 && slot.altstack.size > 0 {
             let base = slot.altstack.sp;
             volatile.push((base, base + slot.altstack.size));
