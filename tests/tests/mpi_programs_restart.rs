@@ -352,7 +352,7 @@ fn rma_sync_every_generation_restarts_like_native() {
 /// the guard against that bug is mpi-wrappers' `lower_values_are_taken_while_holding_the_gate`.
 #[test]
 fn dgraph_rush_every_generation_restarts_like_native() {
-    every_generation_restarts_like_native("dgraph_rush", 2, "3000", 8, 8);
+    every_generation_restarts_like_native("dgraph_rush", 2, "6000", 6, 8);
 }
 
 /// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute
