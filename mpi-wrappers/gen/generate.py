@@ -110,10 +110,9 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # MPI_Win_post opens an epoch a peer's MPI_Win_start waits for: held at its entry too.
 WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
                    "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_post", "Comm_create_group")
-# The calls closing a PSCW epoch wait for peers too (MPI_Win_complete for the targets'
-# posts, MPI_Win_wait for the origins' completes) and count as blocking, but are never held
-# at their entry: a checkpoint waits for the epoch they close.
-CLOSES_EPOCH = ("Win_complete", "Win_wait")
+# The calls closing a PSCW epoch (MPI_Win_complete, MPI_Win_wait) wait for peers too, but
+# are never held at their entry, and need no count of their own: the epoch they close
+# counts as blocking until they return (src/ckpt.c, mana_win_epoch).
 
 
 def collective_kind(base):
@@ -427,9 +426,6 @@ def main():
             post.append("if (r_ == MPI_SUCCESS && *flag) mana_win_epoch(mana_win_, -1);")
         if base[4:] in WAITS_FOR_PEERS:
             pre_hooks.append("mana_sync_enter();")
-            post_hooks.append("mana_sync_leave();")
-        if base[4:] in CLOSES_EPOCH:
-            pre_hooks.append("mana_sync_enter_unheld();")
             post_hooks.append("mana_sync_leave();")
         # A group given to the application keeps its members as world ranks (restart).
         for item in handles.get(base, "").split():

@@ -7471,7 +7471,6 @@ MANA_EXPORT(mana_w_MPI_Win_call_errhandler, MPI_Win_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Win_call_errhandler, PMPI_Win_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     const int mana_win_ = win;
-    mana_sync_enter_unheld();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7480,7 +7479,6 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
-    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_complete, MPI_Win_complete)
@@ -7805,7 +7803,6 @@ MANA_EXPORT(mana_w_MPI_Win_unlock_all, MPI_Win_unlock_all)
 MANA_EXPORT(mana_w_MPI_Win_unlock_all, PMPI_Win_unlock_all)
 __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     const int mana_win_ = win;
-    mana_sync_enter_unheld();
     mana_gate_enter();
     win = mana_h_real(win);
     int r_;
@@ -7814,7 +7811,6 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
-    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)

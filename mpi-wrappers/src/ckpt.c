@@ -476,19 +476,11 @@ void mana_sync_enter(void)
     pthread_mutex_unlock(&coll_lock);
 }
 
-/* MPI_Win_complete, MPI_Win_wait: they wait for peers like the calls above, but close an
- * epoch a checkpoint is waiting for (mana_win_epoch), so they are never held. */
-void mana_sync_enter_unheld(void)
-{
-    pthread_mutex_lock(&coll_lock);
-    in_blocking++;
-    pthread_mutex_unlock(&coll_lock);
-}
-
 /* A PSCW epoch opened (+1: MPI_Win_post, MPI_Win_start) or closed (-1: MPI_Win_wait,
  * MPI_Win_complete, MPI_Win_test answering true) on `win`. While one is open anywhere the
  * job does not converge, as while a rank is inside a blocking collective: its members run
- * on to the call that closes it (never held at that call), and MPI_Win_post and
+ * on to the call that closes it (never held at that call, and counted by the epoch until
+ * it returns), and MPI_Win_post and
  * MPI_Win_start are held at their entry while a checkpoint is pending, with the stall
  * breaker letting one through when a peer waits for it. So no image holds an open PSCW
  * epoch: a restart could not open one again — the target's exposure must match what each

@@ -533,8 +533,6 @@ extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
  * checkpoint is pending. */
 extern void mana_sync_enter(void) MANA_HIDDEN;
 extern void mana_sync_leave(void) MANA_HIDDEN;
-/* The same for the calls closing a PSCW epoch, never held (src/ckpt.c). */
-extern void mana_sync_enter_unheld(void) MANA_HIDDEN;
 /* After a communicator constructor succeeded: the new communicator's identity. */
 extern void mana_comm_created(int parent, int newcomm) MANA_HIDDEN;
 /* The same for MPI_Comm_idup: the new communicator is its parent's copy (it cannot be
