@@ -354,7 +354,11 @@ def main():
             cv = "*" + comm if pointer else comm
             # MPI_Comm_create_group is collective over the group only: the parent's other
             # members do not call it, so it is not counted on the parent.
-            counted = coll in ("blocking", "constructor", "nonblocking") and base != "MPI_Comm_create_group"
+            # A persistent collective's initialization is collective too (MPI 4.0 §6.13),
+            # ordered with the others: counted, so that a rank that has not initialized it
+            # yet catches up before anyone's start of it is agreed on (its starts are
+            # counted on its own counter, src/ckpt.c).
+            counted = coll in ("blocking", "constructor", "nonblocking", "persistent") and base != "MPI_Comm_create_group"
             blocking = int(coll in ("blocking", "constructor"))
             pre_hooks.append("const int mana_cv_ = %s;" % cv)
             if counted:

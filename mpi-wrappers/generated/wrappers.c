@@ -199,6 +199,7 @@ static int mana_pc_replay_MPI_Allgather_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -214,6 +215,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
@@ -227,6 +229,7 @@ static int mana_pc_replay_MPI_Allgather_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -242,6 +245,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
@@ -289,6 +293,7 @@ static int mana_pc_replay_MPI_Allgatherv_init(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -304,6 +309,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
@@ -317,6 +323,7 @@ static int mana_pc_replay_MPI_Allgatherv_init_c(const void *a_, MPI_Request *out
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -332,6 +339,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
@@ -379,6 +387,7 @@ static int mana_pc_replay_MPI_Allreduce_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allreduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -394,6 +403,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
@@ -407,6 +417,7 @@ static int mana_pc_replay_MPI_Allreduce_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Allreduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -422,6 +433,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
@@ -469,6 +481,7 @@ static int mana_pc_replay_MPI_Alltoall_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -484,6 +497,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
@@ -497,6 +511,7 @@ static int mana_pc_replay_MPI_Alltoall_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -512,6 +527,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
@@ -559,6 +575,7 @@ static int mana_pc_replay_MPI_Alltoallv_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -574,6 +591,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
@@ -587,6 +605,7 @@ static int mana_pc_replay_MPI_Alltoallv_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -602,6 +621,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
@@ -654,6 +674,7 @@ MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, PMPI_Alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -673,12 +694,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, PMPI_Alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -698,6 +721,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
@@ -765,6 +789,7 @@ static int mana_pc_replay_MPI_Barrier_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Barrier_init mana_pc_ = {comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -778,6 +803,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
@@ -823,6 +849,7 @@ static int mana_pc_replay_MPI_Bcast_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Bcast_init mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -837,6 +864,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
@@ -850,6 +878,7 @@ static int mana_pc_replay_MPI_Bcast_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Bcast_init_c mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -864,6 +893,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -1693,6 +1723,7 @@ static int mana_pc_replay_MPI_Exscan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Exscan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1708,6 +1739,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
@@ -1721,6 +1753,7 @@ static int mana_pc_replay_MPI_Exscan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Exscan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1736,6 +1769,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
@@ -3111,6 +3145,7 @@ static int mana_pc_replay_MPI_Gather_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Gather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3126,6 +3161,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
@@ -3139,6 +3175,7 @@ static int mana_pc_replay_MPI_Gather_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Gather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3154,6 +3191,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
@@ -3201,6 +3239,7 @@ static int mana_pc_replay_MPI_Gatherv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Gatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3216,6 +3255,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
@@ -3229,6 +3269,7 @@ static int mana_pc_replay_MPI_Gatherv_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Gatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3244,6 +3285,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
@@ -4820,6 +4862,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4835,6 +4878,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
@@ -4848,6 +4892,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4863,6 +4908,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
@@ -4910,6 +4956,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4925,6 +4972,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
@@ -4938,6 +4986,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init_c(const void *a_, MPI_Req
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4953,6 +5002,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
@@ -5000,6 +5050,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init(const void *a_, MPI_Request
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5015,6 +5066,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
@@ -5028,6 +5080,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init_c(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5043,6 +5096,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
@@ -5090,6 +5144,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5105,6 +5160,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
@@ -5118,6 +5174,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Neighbor_alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5133,6 +5190,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
@@ -5185,6 +5243,7 @@ MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, PMPI_Neighbor_alltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -5204,12 +5263,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, PMPI_Neighbor_alltoallw_init)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -5229,6 +5290,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
@@ -5574,6 +5636,7 @@ static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5589,6 +5652,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
@@ -5602,6 +5666,7 @@ static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5617,6 +5682,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
@@ -5707,6 +5773,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_scatter_block_init mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5722,6 +5789,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
@@ -5735,6 +5803,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Re
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_scatter_block_init_c mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5750,6 +5819,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
@@ -5780,6 +5850,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *o
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_scatter_init mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5795,6 +5866,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
@@ -5808,6 +5880,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request 
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Reduce_scatter_init_c mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5823,6 +5896,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
@@ -5976,6 +6050,7 @@ static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5991,6 +6066,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
@@ -6004,6 +6080,7 @@ static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -6019,6 +6096,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
@@ -6066,6 +6144,7 @@ static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scatter_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6081,6 +6160,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
@@ -6094,6 +6174,7 @@ static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scatter_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6109,6 +6190,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
@@ -6156,6 +6238,7 @@ static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scatterv_init mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6171,6 +6254,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
@@ -6184,6 +6268,7 @@ static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
     const struct mana_pc_MPI_Scatterv_init_c mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6199,6 +6284,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
+    mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)

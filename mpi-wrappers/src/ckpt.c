@@ -392,11 +392,56 @@ static void check_reached(int c, struct mana_comm_meta *m, void *arg)
         r->all = 0;
 }
 
-/* Every communicator of this rank is at its target (coll_lock held). */
+/* ---- Persistent collectives: each counts its own starts ----
+ * Their starts may come in different orders on different ranks (MPI 4.0 §6.13; MPICH's
+ * coll/p_order starts a Bcast_init and a Barrier_init in opposite orders): counted on the
+ * communicator, an agreement converged with rank 0 inside one and rank 1 inside the other,
+ * and the drain waited for both for ever. Each persistent collective has its own counter,
+ * agreed on like a communicator's: its identity comes from its communicator's and its
+ * place among the persistent collectives initialized on it (the same on every rank: the
+ * initializations are collective, counted on the communicator). Slots: coll_lock. */
+struct pcoll {
+    unsigned long long gid, seq, target;
+    int live;
+};
+static struct pcoll *pcolls;
+static int n_pcolls;
+
+/* A new counter for the persistent collective initialized on `cm`; 0 if none (untracked
+ * communicator, or out of memory: its starts are then not held, as before). */
+static int pcoll_new(struct mana_comm_meta *cm)
+{
+    if (!cm || !cm->gid)
+        return 0;
+    unsigned long long nth = __atomic_fetch_add(&cm->pcoll_count, 1, __ATOMIC_RELAXED);
+    unsigned long long gid = mix(mix(cm->gid, 0x9c011), nth) | 1;
+    pthread_mutex_lock(&coll_lock);
+    int i = 0;
+    while (i < n_pcolls && pcolls[i].live)
+        i++;
+    if (i == n_pcolls) {
+        struct pcoll *more = realloc(pcolls, (size_t)(n_pcolls + 1) * sizeof *more);
+        if (!more) {
+            pthread_mutex_unlock(&coll_lock);
+            return 0;
+        }
+        pcolls = more;
+        n_pcolls++;
+    }
+    pcolls[i] = (struct pcoll){gid, 0, 0, 1};
+    pthread_mutex_unlock(&coll_lock);
+    return i + 1;
+}
+
+/* Every communicator and persistent collective of this rank is at its target (coll_lock
+ * held). */
 static int all_reached(void)
 {
     struct reach r = {1};
     coll_each(check_reached, &r);
+    for (int i = 0; i < n_pcolls && r.all; i++)
+        if (pcolls[i].live && pcolls[i].seq < pcolls[i].target)
+            r.all = 0;
     return r.all;
 }
 
@@ -520,6 +565,26 @@ void mana_sync_leave(void)
     pthread_mutex_unlock(&coll_lock);
 }
 
+void mana_pcoll_start(int pcoll)
+{
+    pthread_mutex_lock(&coll_lock);
+    wait_at_entry_locked();
+    struct pcoll *p = &pcolls[pcoll - 1];
+    p->seq++;
+    if (pending && p->seq > p->target)
+        p->target = p->seq;
+    pthread_mutex_unlock(&coll_lock);
+}
+
+void mana_pcoll_dead(int pcoll)
+{
+    pthread_mutex_lock(&coll_lock);
+    struct pcoll p = pcolls[pcoll - 1];
+    pcolls[pcoll - 1].live = 0;
+    pthread_mutex_unlock(&coll_lock);
+    mana_comm_dead(p.gid, p.seq);
+}
+
 void mana_coll_leave(int counted, int blocking)
 {
     if (!counted || !blocking)
@@ -537,6 +602,8 @@ void mana_req_mark_coll(int request, int comm, int persistent)
         m->comm = comm;
         m->persistent = (unsigned char)persistent;
         m->active = !persistent;
+        if (persistent)
+            m->pcoll = pcoll_new(mana_comm_meta(comm));
     }
 }
 
@@ -603,6 +670,13 @@ static int coll_snapshot(struct mana_seq *out, int cap)
     pthread_mutex_lock(&coll_lock);
     pending = 1;
     coll_each(take_seq, &s);
+    for (int i = 0; i < n_pcolls; i++) {
+        if (!pcolls[i].live)
+            continue;
+        if (s.n < cap)
+            out[s.n] = (struct mana_seq){pcolls[i].gid, pcolls[i].seq};
+        s.n++;
+    }
     for (int i = 0; i < n_dead; i++, s.n++)
         if (s.n < cap)
             out[s.n] = dead[i];
@@ -642,6 +716,14 @@ static int coll_apply(const struct mana_seq *t, int n)
     pthread_mutex_lock(&coll_lock);
     passes = 0;
     coll_each(apply_target, &a);
+    for (int i = 0; i < n_pcolls; i++) {
+        struct pcoll *p = &pcolls[i];
+        for (int j = 0; j < n && p->live; j++)
+            if (t[j].gid == p->gid && t[j].seq > p->target)
+                p->target = t[j].seq;
+        if (p->live && p->seq != p->target)
+            a.conv = 0;
+    }
     int conv = a.conv && in_blocking == 0;
     pthread_mutex_unlock(&coll_lock);
     return conv;
@@ -671,6 +753,8 @@ static void coll_finish(int agreed)
     pending = 0;
     passes = 0;
     coll_each(clear_target, NULL);
+    for (int i = 0; i < n_pcolls; i++)
+        pcolls[i].target = 0;
     pthread_mutex_unlock(&coll_lock);
 }
 
@@ -828,6 +912,17 @@ static int p2p_sent(struct mana_count *out, int cap)
  * rank (`sums`, the job-wide SUM of every rank's p2p_sent) minus what it received. */
 static long long comm_outstanding(int c, struct mana_comm_meta *m, const struct mana_count *sums, int n)
 {
+    /* MPI_COMM_SELF has no identity (its collectives are local), and its messages are
+     * this rank's own: what it sent itself and has not received yet. MPICH completes an
+     * MPI_Isend to itself only when a receive matches it; undrained, such a send kept the
+     * drain waiting for ever (mpi4py's test_p2p_buf_matched: MPI_Isend then MPI_Mprobe on
+     * MPI_COMM_SELF) and a restart would have lost the message. */
+    if (c == MPI_COMM_SELF) {
+        const unsigned long long *sent = __atomic_load_n(&m->sent, __ATOMIC_ACQUIRE);
+        return sent ? (long long)__atomic_load_n(&sent[0], __ATOMIC_RELAXED) -
+                          (long long)__atomic_load_n(&m->recvd, __ATOMIC_RELAXED)
+                    : 0;
+    }
     if (!m->gid)
         return 0;
     MPI_Comm real = mana_h_real(c);
@@ -896,6 +991,7 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
         mana_count_recvd(m->comm);
+    mana_send_completed(m, &st);
     finished(v, m, &st);
 }
 

@@ -316,7 +316,7 @@ static void release(int v)
         return;
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
-    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0;
+    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0, pcoll = 0;
     unsigned long long dead_gid = 0, dead_seq = 0;
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
@@ -343,6 +343,8 @@ static void release(int v)
             struct mana_req_meta *rm = &t->meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
             held = rm->datatype;
             rm->datatype = 0;
+            pcoll = rm->pcoll; /* a persistent collective's start counter */
+            rm->pcoll = 0;
         }
         if (HAS_COMM_META(kind)) { /* the handler it held a reference on, its send counts */
             m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
@@ -357,6 +359,8 @@ static void release(int v)
     table_unlock(t);
     if (dead_gid)
         mana_comm_dead(dead_gid, dead_seq);
+    if (pcoll)
+        mana_pcoll_dead(pcoll);
     if (sent)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
@@ -560,6 +564,14 @@ void mana_count_sent(int c, int dest)
     }
     if (dest < m->n_peers)
         __atomic_fetch_add(&sent[dest], 1, __ATOMIC_RELAXED);
+}
+
+void mana_uncount_sent(int c, int dest)
+{
+    struct mana_comm_meta *m = mana_comm_meta(c);
+    unsigned long long *sent = m ? __atomic_load_n(&m->sent, __ATOMIC_ACQUIRE) : NULL;
+    if (sent && dest >= 0 && dest < m->n_peers)
+        __atomic_fetch_sub(&sent[dest], 1, __ATOMIC_RELAXED);
 }
 
 void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), void *arg)

@@ -310,6 +310,8 @@ struct mana_req_meta {
     int (*replay)(const void *args, MPI_Request *out); /* a persistent collective's init */
     void *replay_args;                                 /* again, with these (malloc'd) */
     void *send_copy; /* an MPI_Isendrecv_replace's packed send data (malloc'd) */
+    int pcoll;       /* a persistent collective's start counter (src/ckpt.c), 0 none */
+    unsigned char cancel; /* a send the application cancelled: 1 asked, 2 its count taken back */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
@@ -337,6 +339,7 @@ struct mana_comm_meta {
     unsigned long long seq;        /* collectives this rank initiated on it */
     unsigned long long target;     /* while a checkpoint is pending */
     unsigned long long ctor_count; /* communicators constructed from it */
+    unsigned long long pcoll_count; /* persistent collectives initialized on it */
     /* How to create it again in a new lower half (src/ckpt.c): its group as ranks of
      * MPI_COMM_WORLD, a Cartesian topology, the error handler the application set. */
     int *world_ranks, n_ranks;
@@ -542,6 +545,11 @@ extern void mana_comm_created_dup(int parent, int newcomm) MANA_HIDDEN;
 extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDEN;
 /* A nonblocking or persistent collective's request (the drain completes them). */
 extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
+/* Before MPI_Start of a persistent collective with start counter `pcoll`: counts the start
+ * (a pending checkpoint may hold the thread here, like at a collective's entry). */
+extern void mana_pcoll_start(int pcoll) MANA_HIDDEN;
+/* Its request is gone: the counter's final value goes to the next agreement. */
+extern void mana_pcoll_dead(int pcoll) MANA_HIDDEN;
 /* After MPI_Rput, MPI_Rget, MPI_Raccumulate, MPI_Rget_accumulate returned `request`. */
 extern void mana_req_mark_rma(int request) MANA_HIDDEN;
 /* In the snapshot, once every window is flushed or fenced: the request-based one-sided
@@ -613,6 +621,20 @@ static inline __attribute__((always_inline)) void mana_status_copy(MPI_Status *t
 static inline int mana_received_a_message(int peer, const MPI_Status *st)
 {
     return peer != MPI_PROC_NULL && st->MPI_SOURCE != MPI_PROC_NULL && !(st->count_hi_and_cancelled & 1);
+}
+
+/* A send counted when posted (mana_count_sent) that MPI_Cancel took back never arrives:
+ * its count is taken back too (src/handles.c). */
+extern void mana_uncount_sent(int c, int dest) MANA_HIDDEN;
+/* Send request `m`, complete with status `st`: if the application's MPI_Cancel cancelled
+ * it, its count is taken back (once). */
+static inline void mana_send_completed(struct mana_req_meta *m, const MPI_Status *st)
+{
+    if (__builtin_expect(m->cancel == 1, 0) && m->kind == MANA_REQ_SEND && (st->count_hi_and_cancelled & 1)) {
+        m->cancel = 2;
+        if (m->peer != MPI_PROC_NULL)
+            mana_uncount_sent(m->comm, m->peer);
+    }
 }
 
 /* Scratch arrays for handle and status arrays: a stack buffer of MANA_TMP_INLINE

@@ -165,6 +165,7 @@ static void completed(MPI_Request *v, int real_before, int real_after, const MPI
     if (m) {
         if (m->kind == MANA_REQ_RECV && m->active && mana_received_a_message(m->peer, st))
             mana_count_recvd(m->comm);
+        mana_send_completed(m, st);
         m->active = 0;
     }
     *v = mana_h_inout_done(*v, real_before, real_after);
@@ -1127,10 +1128,10 @@ MANA_EXPORT(mana_w_MPI_Isendrecv_replace_c, PMPI_Isendrecv_replace_c)
 static int start_one(MPI_Request *v)
 {
     struct mana_req_meta *m = mana_req_meta(*v);
-    /* Starting a persistent collective initiates one (counted; a pending checkpoint may
-     * hold the thread here, outside the gate). */
-    if (m && m->kind == MANA_REQ_COLL)
-        mana_coll_enter(m->comm, 0);
+    /* Starting a persistent collective initiates one (counted on its own: starts may come
+     * in any order; a pending checkpoint may hold the thread here, outside the gate). */
+    if (m && m->kind == MANA_REQ_COLL && m->pcoll)
+        mana_pcoll_start(m->pcoll);
     mana_gate_enter();
     unsigned long fs = mana_thread_lower_fs();
     start_fn f = (start_fn)lower_get(LOWER_FN(4280, "PMPI_Start"), fs);
@@ -1149,6 +1150,7 @@ static int start_one(MPI_Request *v)
     mana_leave_lower(up);
     if (rc == MPI_SUCCESS && m) {
         m->active = 1;
+        m->cancel = 0;
         if (m->kind == MANA_REQ_SEND && m->peer != MPI_PROC_NULL)
             mana_count_sent(m->comm, m->peer);
     }
@@ -1564,23 +1566,28 @@ MANA_EXPORT(mana_w_MPI_Testsome, PMPI_Testsome)
 
 __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request request, int *flag, MPI_Status *status)
 {
-    MPI_Status st, *sp = mana_status_ignored(status) ? status : &st;
-    if (sp == &st)
+    /* A status of our own even when the application ignores it: a cancelled send's count
+     * is taken back from it. */
+    const int ignored = mana_status_ignored(status);
+    MPI_Status st = {0}, *sp = &st;
+    if (!ignored)
         mana_status_copy(&st, status);
     int rc = MPI_SUCCESS;
     mana_gate_enter();
     struct mana_req_meta *m = done_meta(request);
     if (m) {
         *flag = 1;
-        if (sp == &st)
-            saved_status(&st, m);
+        saved_status(&st, m);
     } else {
         MPI_Request r = mana_h_real(request);
         MANA_CALL_LOWER_INTO(rc, 4294, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
                              (r, flag, sp));
+        struct mana_req_meta *q = mana_req_meta(request);
+        if (rc == MPI_SUCCESS && *flag && q)
+            mana_send_completed(q, sp);
     }
     mana_gate_leave();
-    if (sp == &st)
+    if (!ignored)
         mana_status_copy(status, &st);
     return rc;
 }
@@ -1602,6 +1609,15 @@ __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request *request)
         *request = MPI_REQUEST_NULL;
     } else {
         MPI_Request before = mana_h_real(*request), r = before;
+        if (m && m->cancel == 1) { /* a cancelled send freed without a wait or test */
+            int flag = 0;
+            MPI_Status st;
+            int q;
+            MANA_CALL_LOWER_INTO(q, 4635, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
+                                 (r, &flag, &st));
+            if (q == MPI_SUCCESS && flag)
+                mana_send_completed(m, &st);
+        }
         MANA_CALL_LOWER_INTO(rc, 4295, "PMPI_Request_free", int, (MPI_Request *), (&r));
         *request = mana_h_inout_done(*request, before, r);
     }
@@ -1611,14 +1627,30 @@ __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request *request)
 MANA_EXPORT(mana_w_MPI_Request_free, MPI_Request_free)
 MANA_EXPORT(mana_w_MPI_Request_free, PMPI_Request_free)
 
-/* Cancelling a request the checkpointer already completed does nothing (DRAIN.md §2.7). */
+/* Cancelling a request the checkpointer already completed does nothing (DRAIN.md §2.7).
+ * A send MPICH cancels never arrives, so its count is taken back: MPICH cancels a send to
+ * the rank itself at once (its request completes cancelled here); one that completes
+ * cancelled later is seen when the application waits for, tests, queries or frees it.
+ * Uncounted, the drain waited for it for ever (mpi4py's testCancel and testProbeCancel on
+ * MPI_COMM_SELF: MPI_Issend to itself, MPI_Cancel, MPI_Request_free). */
 __attribute__((used)) static int mana_w_MPI_Cancel(MPI_Request *request)
 {
     int rc = MPI_SUCCESS;
     mana_gate_enter();
     if (!done_meta(*request)) {
+        struct mana_req_meta *m = mana_req_meta(*request);
         MPI_Request r = mana_h_real(*request);
         MANA_CALL_LOWER_INTO(rc, 4296, "PMPI_Cancel", int, (MPI_Request *), (&r));
+        if (rc == MPI_SUCCESS && m && m->kind == MANA_REQ_SEND && m->active && !m->cancel) {
+            m->cancel = 1;
+            int flag = 0;
+            MPI_Status st;
+            int q;
+            MANA_CALL_LOWER_INTO(q, 4634, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
+                                 (r, &flag, &st));
+            if (q == MPI_SUCCESS && flag)
+                mana_send_completed(m, &st);
+        }
     }
     mana_gate_leave();
     return rc;

@@ -13,6 +13,11 @@
  *   12, 13 in order, MPI_Isendrecv (send tag 20, receive tag 14)+Wait and
  *   MPI_Isendrecv_replace (send tag 21, receive tag 15)+Wait, whose sends rank 1 receives
  *   with MPI_Recv and checks;
+ *   then two messages rank 0 sent itself on MPI_COMM_SELF with MPI_Isend before the
+ *   barrier (tags 30 and 31, payloads 130 and 131: MPICH completes such a send only when a
+ *   receive matches it): Recv(tag 31), Recv(ANY_TAG), Waitall of the two sends; and
+ *   whether the MPI_Issend to itself rank 0 cancelled then (tag 40, waited for) was
+ *   cancelled (one more, tag 41, cancelled and freed at once, must not be drained);
  * each status's MPI_ERROR starts as -7 and is printed as the call left it, with source, tag,
  * count and payload. With GATE existing from the start (a native run) nothing is drained:
  * the output must be the same. */
@@ -48,6 +53,23 @@ int main(int argc, char **argv)
             int v = 100 + tag;
             MPI_Send(&v, 1, MPI_INT, 0, tag, comm);
         }
+    int to_self[2] = {130, 131}, cancelled = -1;
+    MPI_Request self_sends[2];
+    if (r == 0) {
+        for (int i = 0; i < 2; i++)
+            MPI_Isend(&to_self[i], 1, MPI_INT, 0, 30 + i, MPI_COMM_SELF, &self_sends[i]);
+        /* Two more cancelled: one waited for, one freed. */
+        int x = 140;
+        MPI_Request c;
+        MPI_Status cs;
+        MPI_Issend(&x, 1, MPI_INT, 0, 40, MPI_COMM_SELF, &c);
+        MPI_Cancel(&c);
+        MPI_Wait(&c, &cs);
+        MPI_Test_cancelled(&cs, &cancelled);
+        MPI_Issend(&x, 1, MPI_INT, 0, 41, MPI_COMM_SELF, &c);
+        MPI_Cancel(&c);
+        MPI_Request_free(&c);
+    }
     MPI_Barrier(MPI_COMM_WORLD);
     if (r == 0) {
         printf("drained ready\n");
@@ -131,6 +153,15 @@ int main(int argc, char **argv)
         MPI_Isendrecv_replace(&b, 1, MPI_INT, 1, 21, 1, 15, comm, &q[0]);
         MPI_Wait(&q[0], &st);
         show("Isendrecv_replace", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Recv(&b, 1, MPI_INT, 0, 31, MPI_COMM_SELF, &st);
+        show("Recv self", &st, b);
+        st.MPI_ERROR = -7;
+        MPI_Recv(&b, 1, MPI_INT, 0, MPI_ANY_TAG, MPI_COMM_SELF, &st);
+        show("Recv self", &st, b);
+        MPI_Status self_st[2];
+        MPI_Waitall(2, self_sends, self_st);
+        printf("cancelled self send: %d\n", cancelled);
         MPI_Send(&b, 1, MPI_INT, 1, 99, MPI_COMM_WORLD);
     } else {
         /* Rank 1 waits in a point-to-point receive, not a collective: a checkpoint must not

@@ -355,6 +355,18 @@ fn dgraph_rush_every_generation_restarts_like_native() {
     every_generation_restarts_like_native("dgraph_rush", 2, "6000", 6, 8);
 }
 
+/// Persistent collectives started in opposite orders on even and odd ranks
+/// (tests/mpi/pcoll_order.c; MPI 4.0 allows it, MPICH's coll/p_order does it), plus one
+/// initialized, started and freed on a fresh communicator every 25 rounds; checkpointed
+/// every 30 ms, eight generations restarted like native. Starts counted per communicator
+/// let an agreement converge with rank 0 inside one and rank 1 inside another, and the
+/// drain waited for both for ever (the checkpoint failed after 120 s); each persistent
+/// collective now counts its own starts.
+#[test]
+fn pcoll_order_every_generation_restarts_like_native() {
+    every_generation_restarts_like_native("pcoll_order", 2, "2000", 6, 8);
+}
+
 /// `f_attrs` creates a keyval with callbacks every round and frees it while an attribute
 /// with it remains (on the rolling communicator, freed the next round). MANA gives each
 /// such keyval one of 64 callback slots; it used to take a freed keyval's slot back only
