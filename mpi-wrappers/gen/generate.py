@@ -137,9 +137,23 @@ def persistent_replay(base, plist, args, hp, fid, lower, ret, params):
     kinds = {p[0]: p[1] for p in hp}
     request = next(p[0] for p in hp if p[1] == "REQUEST")
     members = [re.sub(r"(\w+)\s*\[\s*\]", r"*\1", p) for p, a in zip(plist, args) if a != request]
+    # Datatype arrays (alltoallw): copies of the application's handles follow the struct,
+    # their lengths first (mana_req_replayable_types); translated at each replay.
+    arrays = [p[0] for p in hp if p[3] != "-"]
+    tail = []
+    if arrays:
+        tail.append("    const size_t *n_ = (const size_t *)(a + 1);")
+        tail.append("    const MPI_Datatype *t_ = (const MPI_Datatype *)(n_ + %d);" % len(arrays))
+        for k, name in enumerate(arrays):
+            at = " + ".join(["n_[%d]" % j for j in range(k)]) or "0"
+            tail.append("    MANA_TMP(MPI_Datatype, %s_r_, n_[%d]);" % (name, k))
+            tail.append("    for (size_t i_ = 0; i_ < %s_r__n_; i_++) %s_r_[i_] = mana_h_real(t_[%s + i_]);"
+                        % (name, name, at))
     call = []
     for a in args:
-        if a == request:
+        if a in arrays:
+            call.append("n_[%d] ? %s_r_ : a->%s" % (arrays.index(a), a, a))
+        elif a == request:
             call.append("out_")
         elif kinds.get(a) == "INFO":  # hints: the application may have freed them since
             call.append("mana_h_real_or(a->%s, MPI_INFO_NULL)" % a)
@@ -152,7 +166,9 @@ def persistent_replay(base, plist, args, hp, fid, lower, ret, params):
         "static int mana_pc_replay_%s(const void *a_, MPI_Request *out_) {" % base,
         "    const struct mana_pc_%s *a = a_;" % base,
         "    %s r_;" % ret,
+    ] + tail + [
         "    MANA_CALL_LOWER_INTO(r_, %d, \"%s\", %s, (%s), (%s));" % (fid, lower, ret, params, ", ".join(call)),
+    ] + ["    MANA_TMP_FREE(%s_r_);" % name for name in arrays] + [
         "    return r_;",
         "}",
     ]
@@ -375,13 +391,23 @@ def main():
                 post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"
                             % (request, int(coll == "persistent")))
             # A persistent collective keeps its arguments and a function that initializes it
-            # again in a new lower half (restart); those with datatype arrays (alltoallw) not.
-            if coll == "persistent" and not any(p[3] != "-" for p in hp):
+            # again in a new lower half (restart); with datatype arrays (alltoallw), copies
+            # of the application's handles (as long as the call read them).
+            if coll == "persistent":
+                arrays = [p[0] for p in hp if p[3] != "-"]
+                assert all(p[1] == "DATATYPE" and p[2] == "in" for p in hp if p[3] != "-"), base
                 out[header_at:header_at] = persistent_replay(base, plist, args, hp, fid, lower, ret, params)
                 pre_hooks.append("const struct mana_pc_%s mana_pc_ = {%s};"
                                  % (base, ", ".join(a for a in args if a != request)))
-                post.append("if (r_ == MPI_SUCCESS) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
-                            "sizeof mana_pc_);" % (request, base))
+                if arrays:
+                    post.append("if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {%s}; "
+                                "const size_t mana_n_[] = {%s}; mana_req_replayable_types(*%s, "
+                                "mana_pc_replay_%s, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, %d); }"
+                                % (", ".join(arrays), ", ".join("%s_l_n_" % a for a in arrays), request,
+                                   base, len(arrays)))
+                else:
+                    post.append("if (r_ == MPI_SUCCESS) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
+                                "sizeof mana_pc_);" % (request, base))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
         # A communicator's group is taken from the communicator again at restart (MPI hands

@@ -672,9 +672,25 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, PMPI_Alltoallw_c)
+struct mana_pc_MPI_Alltoallw_init { const void* sendbuf; const int *sendcounts; const int *sdispls; const MPI_Datatype *sendtypes; void* recvbuf; const int *recvcounts; const int *rdispls; const MPI_Datatype *recvtypes; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoallw_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoallw_init *a = a_;
+    int r_;
+    const size_t *n_ = (const size_t *)(a + 1);
+    const MPI_Datatype *t_ = (const MPI_Datatype *)(n_ + 2);
+    MANA_TMP(MPI_Datatype, sendtypes_r_, n_[0]);
+    for (size_t i_ = 0; i_ < sendtypes_r__n_; i_++) sendtypes_r_[i_] = mana_h_real(t_[0 + i_]);
+    MANA_TMP(MPI_Datatype, recvtypes_r_, n_[1]);
+    for (size_t i_ = 0; i_ < recvtypes_r__n_; i_++) recvtypes_r_[i_] = mana_h_real(t_[n_[0] + i_]);
+    MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, n_[0] ? sendtypes_r_ : a->sendtypes, a->recvbuf, a->recvcounts, a->rdispls, n_[1] ? recvtypes_r_ : a->recvtypes, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_TMP_FREE(sendtypes_r_);
+    MANA_TMP_FREE(recvtypes_r_);
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const struct mana_pc_MPI_Alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -693,15 +709,32 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, PMPI_Alltoallw_init)
+struct mana_pc_MPI_Alltoallw_init_c { const void* sendbuf; const MPI_Count *sendcounts; const MPI_Aint *sdispls; const MPI_Datatype *sendtypes; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *rdispls; const MPI_Datatype *recvtypes; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Alltoallw_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Alltoallw_init_c *a = a_;
+    int r_;
+    const size_t *n_ = (const size_t *)(a + 1);
+    const MPI_Datatype *t_ = (const MPI_Datatype *)(n_ + 2);
+    MANA_TMP(MPI_Datatype, sendtypes_r_, n_[0]);
+    for (size_t i_ = 0; i_ < sendtypes_r__n_; i_++) sendtypes_r_[i_] = mana_h_real(t_[0 + i_]);
+    MANA_TMP(MPI_Datatype, recvtypes_r_, n_[1]);
+    for (size_t i_ = 0; i_ < recvtypes_r__n_; i_++) recvtypes_r_[i_] = mana_h_real(t_[n_[0] + i_]);
+    MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, n_[0] ? sendtypes_r_ : a->sendtypes, a->recvbuf, a->recvcounts, a->rdispls, n_[1] ? recvtypes_r_ : a->recvtypes, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_TMP_FREE(sendtypes_r_);
+    MANA_TMP_FREE(recvtypes_r_);
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const struct mana_pc_MPI_Alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -720,6 +753,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 0);
     return r_;
@@ -5241,9 +5275,25 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, PMPI_Neighbor_alltoallw_c)
+struct mana_pc_MPI_Neighbor_alltoallw_init { const void* sendbuf; const int *sendcounts; const MPI_Aint *sdispls; const MPI_Datatype *sendtypes; void* recvbuf; const int *recvcounts; const MPI_Aint *rdispls; const MPI_Datatype *recvtypes; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoallw_init(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoallw_init *a = a_;
+    int r_;
+    const size_t *n_ = (const size_t *)(a + 1);
+    const MPI_Datatype *t_ = (const MPI_Datatype *)(n_ + 2);
+    MANA_TMP(MPI_Datatype, sendtypes_r_, n_[0]);
+    for (size_t i_ = 0; i_ < sendtypes_r__n_; i_++) sendtypes_r_[i_] = mana_h_real(t_[0 + i_]);
+    MANA_TMP(MPI_Datatype, recvtypes_r_, n_[1]);
+    for (size_t i_ = 0; i_ < recvtypes_r__n_; i_++) recvtypes_r_[i_] = mana_h_real(t_[n_[0] + i_]);
+    MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, n_[0] ? sendtypes_r_ : a->sendtypes, a->recvbuf, a->recvcounts, a->rdispls, n_[1] ? recvtypes_r_ : a->recvtypes, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_TMP_FREE(sendtypes_r_);
+    MANA_TMP_FREE(recvtypes_r_);
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const struct mana_pc_MPI_Neighbor_alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -5262,15 +5312,32 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 0);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, PMPI_Neighbor_alltoallw_init)
+struct mana_pc_MPI_Neighbor_alltoallw_init_c { const void* sendbuf; const MPI_Count *sendcounts; const MPI_Aint *sdispls; const MPI_Datatype *sendtypes; void* recvbuf; const MPI_Count *recvcounts; const MPI_Aint *rdispls; const MPI_Datatype *recvtypes; MPI_Comm comm; MPI_Info info; };
+static int mana_pc_replay_MPI_Neighbor_alltoallw_init_c(const void *a_, MPI_Request *out_) {
+    const struct mana_pc_MPI_Neighbor_alltoallw_init_c *a = a_;
+    int r_;
+    const size_t *n_ = (const size_t *)(a + 1);
+    const MPI_Datatype *t_ = (const MPI_Datatype *)(n_ + 2);
+    MANA_TMP(MPI_Datatype, sendtypes_r_, n_[0]);
+    for (size_t i_ = 0; i_ < sendtypes_r__n_; i_++) sendtypes_r_[i_] = mana_h_real(t_[0 + i_]);
+    MANA_TMP(MPI_Datatype, recvtypes_r_, n_[1]);
+    for (size_t i_ = 0; i_ < recvtypes_r__n_; i_++) recvtypes_r_[i_] = mana_h_real(t_[n_[0] + i_]);
+    MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->sdispls, n_[0] ? sendtypes_r_ : a->sendtypes, a->recvbuf, a->recvcounts, a->rdispls, n_[1] ? recvtypes_r_ : a->recvtypes, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_TMP_FREE(sendtypes_r_);
+    MANA_TMP_FREE(recvtypes_r_);
+    return r_;
+}
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const struct mana_pc_MPI_Neighbor_alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -5289,6 +5356,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MANA_TMP_FREE(recvtypes_l);
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_, 0);
     return r_;

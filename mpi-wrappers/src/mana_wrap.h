@@ -323,6 +323,11 @@ extern void mana_req_each(void (*f)(int v, struct mana_req_meta *m, void *arg), 
 /* A persistent collective: `replay(args)` initializes it again in a new lower half. */
 extern void mana_req_replayable(int v, int (*replay)(const void *, MPI_Request *), const void *args,
                                 size_t size) MANA_HIDDEN;
+/* The same for one with datatype arrays (alltoallw): `arrays` arrays of the application's
+ * handles, `types[k]` of `n[k]` entries, are copied after `args` (their lengths first). */
+extern void mana_req_replayable_types(int v, int (*replay)(const void *, MPI_Request *), const void *args,
+                                      size_t size, const MPI_Datatype *const *types, const size_t *n,
+                                      int arrays) MANA_HIDDEN;
 /* The next number in the order receives and persistent collectives were posted. */
 extern unsigned long long mana_next_posted(void) MANA_HIDDEN;
 

@@ -504,6 +504,31 @@ void mana_req_replayable(int v, int (*replay)(const void *, MPI_Request *), cons
     m->posted = mana_next_posted();
 }
 
+void mana_req_replayable_types(int v, int (*replay)(const void *, MPI_Request *), const void *args, size_t size,
+                               const MPI_Datatype *const *types, const size_t *n, int arrays)
+{
+    struct mana_req_meta *m = mana_req_meta(v);
+    size_t total = size + (size_t)arrays * sizeof(size_t);
+    for (int k = 0; k < arrays; k++)
+        total += n[k] * sizeof(MPI_Datatype);
+    char *copy = malloc(total);
+    if (!m || !copy) {
+        free(copy);
+        return;
+    }
+    memcpy(copy, args, size);
+    memcpy(copy + size, n, (size_t)arrays * sizeof(size_t));
+    MPI_Datatype *t = (MPI_Datatype *)(copy + size + (size_t)arrays * sizeof(size_t));
+    for (int k = 0; k < arrays; k++) {
+        if (n[k])
+            memcpy(t, types[k], n[k] * sizeof(MPI_Datatype));
+        t += n[k];
+    }
+    m->replay = replay;
+    m->replay_args = copy;
+    m->posted = mana_next_posted();
+}
+
 static int irecv_common(struct lower_fn *f, struct lower_fn *fc, void *buf, MPI_Count count, MPI_Datatype dt, int src, int tag,
                         MPI_Comm comm, MPI_Request *request)
 {

@@ -6,8 +6,9 @@
  * one's). The final checksum (hexadecimal float) must not depend on where checkpoints and
  * restarts fell. Prints "world_mix ready" first (rank 0). Any number of ranks >= 2;
  * arguments: iterations (default 300); "pair" to also hold a derived datatype and send
- * with it; "pallw" to hold a persistent MPI_Alltoallw_init request (which a restart cannot
- * re-create yet: its datatype arrays are not recorded). */
+ * with it; "pallw" to hold a persistent MPI_Alltoallw_init request (its datatype arrays
+ * alternate MPI_INT and a derived type) started every iteration; "session" to hold an
+ * MPI session (which a restart cannot create again yet). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,17 +40,23 @@ int main(int argc, char **argv)
         aw_counts = malloc(size * sizeof(int));
         aw_displs = malloc(size * sizeof(int));
         aw_types = malloc(size * sizeof(MPI_Datatype));
+        MPI_Datatype one_int;
+        MPI_Type_contiguous(1, MPI_INT, &one_int);
+        MPI_Type_commit(&one_int);
         for (int i = 0; i < size; i++) {
             aw_s[i] = rank;
             aw_counts[i] = 1;
             aw_displs[i] = i * (int)sizeof(int);
-            aw_types[i] = MPI_INT;
+            aw_types[i] = i % 2 ? one_int : MPI_INT;
         }
         MPI_Alltoallw_init(aw_s, aw_counts, aw_displs, aw_types, aw_r, aw_counts, aw_displs, aw_types,
                            MPI_COMM_WORLD, MPI_INFO_NULL, &pallw);
         MPI_Start(&pallw);
         MPI_Wait(&pallw, MPI_STATUS_IGNORE);
     }
+    MPI_Session session = MPI_SESSION_NULL;
+    if (argc > 2 && strcmp(argv[2], "session") == 0)
+        MPI_Session_init(MPI_INFO_NULL, MPI_ERRORS_RETURN, &session);
     if (rank == 0) {
         printf("world_mix ready\n");
         fflush(stdout);
@@ -104,6 +111,14 @@ int main(int argc, char **argv)
         double b = rank == root ? s + mx : 0;
         MPI_Bcast(&b, 1, MPI_DOUBLE, root, MPI_COMM_WORLD);
         acc = acc * 0.5 + b * 1e-3;
+        if (pallw != MPI_REQUEST_NULL) {
+            for (int i = 0; i < size; i++)
+                aw_s[i] = rank * 1000 + it * 7 + i;
+            MPI_Start(&pallw);
+            MPI_Wait(&pallw, MPI_STATUS_IGNORE);
+            for (int i = 0; i < size; i++)
+                acc += aw_r[i] * 1e-3;
+        }
         usleep(3000);
     }
     double total;
@@ -114,8 +129,11 @@ int main(int argc, char **argv)
         free(aw_r);
         free(aw_counts);
         free(aw_displs);
+        MPI_Type_free(&aw_types[1]); /* the derived type of every odd entry */
         free(aw_types);
     }
+    if (session != MPI_SESSION_NULL)
+        MPI_Session_finalize(&session);
     if (rank == 0)
         printf("world_mix done: %a\n", total);
     MPI_Finalize();

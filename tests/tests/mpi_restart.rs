@@ -217,15 +217,40 @@ fn a_held_derived_datatype_restarts_like_native() {
     );
 }
 
-/// What a restart cannot re-create yet (here a persistent MPI_Alltoallw_init request the
-/// application holds; until 2026-12-03 a dynamic window, which restarts now) is
-/// said at the checkpoint (a warning: the job runs on) and refused at restart with one
-/// clear line naming it — never a wrong answer.
+/// A persistent MPI_Alltoallw_init request (datatype arrays mixing MPI_INT and a derived
+/// type) held across the checkpoint and started every iteration (world_mix "pallw") is
+/// initialized again in the new lower half from copies of its datatype arrays, and the
+/// job ends like the native run. Until 2026-12-03 a restart refused it.
+#[test]
+fn a_persistent_alltoallw_restarts_like_native() {
+    let s = Session::start("mpi-restart-pallw");
+    let program = compile_mpi("world_mix", s.dir());
+    let expected = native(&s, 2, &program, &["400", "pallw"]);
+    let run = launch(&s, 2, &program, &["400", "pallw"], &[]);
+    run.wait_for_stdout("world_mix ready", LONG);
+    wait_registered(&s, 2);
+    let mut rng = Rng::seeded("mpi-restart-pallw");
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(800), run);
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    out.assert_success();
+    let done = |t: &str| result_line(t, "world_mix done");
+    assert_eq!(
+        done(&out.stdout_text()),
+        done(&expected),
+        "{}",
+        out.describe()
+    );
+}
+
+/// What a restart cannot re-create yet (here an MPI session the application holds; until
+/// 2026-12-03 a persistent MPI_Alltoallw_init request, and before a dynamic window, which
+/// both restart now) is said at the checkpoint (a warning: the job runs on) and refused at
+/// restart with one clear line naming it — never a wrong answer.
 #[test]
 fn restarting_objects_not_supported_yet_is_refused_clearly() {
     let s = Session::start("mpi-restart-unsupported");
     let program = compile_mpi("world_mix", s.dir());
-    let run = launch(&s, 2, &program, &["400", "pallw"], &[]);
+    let run = launch(&s, 2, &program, &["400", "session"], &[]);
     run.wait_for_stdout("world_mix ready", LONG);
     wait_registered(&s, 2);
     let mut rng = Rng::seeded("mpi-restart-unsupported");
@@ -233,7 +258,7 @@ fn restarting_objects_not_supported_yet_is_refused_clearly() {
     assert!(gen.exists());
     let out = restart(&s, 2, &[]).wait_output(LONG);
     assert!(!out.status.success());
-    let line = "the application holds a persistent request (collective) that cannot be re-created in a new lower half yet";
+    let line = "the application holds an MPI session, which a restart cannot create again yet";
     assert!(out.stderr_text().contains(line), "{}", out.describe());
 }
 
