@@ -30,6 +30,7 @@
 #include "mana_wrap.h"
 #include <pthread.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,11 +40,42 @@
 #define KIND_INFO 0x7
 #define KIND_SESSION 0xe
 
-MANA_LOWER_FUNCTION(type_get_envelope, 4400, "PMPI_Type_get_envelope", (MPI_Datatype t, int *ni, int *na, int *nd, int *c),
-                    (t, ni, na, nd, c))
-MANA_LOWER_FUNCTION(type_get_contents, 4401, "PMPI_Type_get_contents",
-                    (MPI_Datatype t, int ni, int na, int nd, int *i, MPI_Aint *a, MPI_Datatype *d),
-                    (t, ni, na, nd, i, a, d))
+MANA_LOWER_FUNCTION(type_get_envelope_c, 4705, "PMPI_Type_get_envelope_c",
+                    (MPI_Datatype t, MPI_Count *ni, MPI_Count *na, MPI_Count *nc, MPI_Count *nd, int *c),
+                    (t, ni, na, nc, nd, c))
+MANA_LOWER_FUNCTION(type_get_contents_c, 4706, "PMPI_Type_get_contents_c",
+                    (MPI_Datatype t, MPI_Count ni, MPI_Count na, MPI_Count nc, MPI_Count nd, int *i, MPI_Aint *a,
+                     MPI_Count *c, MPI_Datatype *d),
+                    (t, ni, na, nc, nd, i, a, c, d))
+MANA_LOWER_FUNCTION(type_contiguous_c, 4707, "PMPI_Type_contiguous_c", (MPI_Count n, MPI_Datatype t, MPI_Datatype *o),
+                    (n, t, o))
+MANA_LOWER_FUNCTION(type_vector_c, 4708, "PMPI_Type_vector_c",
+                    (MPI_Count n, MPI_Count b, MPI_Count s, MPI_Datatype t, MPI_Datatype *o), (n, b, s, t, o))
+MANA_LOWER_FUNCTION(type_hvector_c, 4709, "PMPI_Type_create_hvector_c",
+                    (MPI_Count n, MPI_Count b, MPI_Count s, MPI_Datatype t, MPI_Datatype *o), (n, b, s, t, o))
+MANA_LOWER_FUNCTION(type_indexed_c, 4710, "PMPI_Type_indexed_c",
+                    (MPI_Count n, const MPI_Count *b, const MPI_Count *d, MPI_Datatype t, MPI_Datatype *o),
+                    (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_hindexed_c, 4711, "PMPI_Type_create_hindexed_c",
+                    (MPI_Count n, const MPI_Count *b, const MPI_Count *d, MPI_Datatype t, MPI_Datatype *o),
+                    (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_indexed_block_c, 4712, "PMPI_Type_create_indexed_block_c",
+                    (MPI_Count n, MPI_Count b, const MPI_Count *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_hindexed_block_c, 4713, "PMPI_Type_create_hindexed_block_c",
+                    (MPI_Count n, MPI_Count b, const MPI_Count *d, MPI_Datatype t, MPI_Datatype *o), (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_struct_c, 4714, "PMPI_Type_create_struct_c",
+                    (MPI_Count n, const MPI_Count *b, const MPI_Count *d, const MPI_Datatype *t, MPI_Datatype *o),
+                    (n, b, d, t, o))
+MANA_LOWER_FUNCTION(type_subarray_c, 4715, "PMPI_Type_create_subarray_c",
+                    (int n, const MPI_Count *sz, const MPI_Count *sub, const MPI_Count *st, int order, MPI_Datatype t,
+                     MPI_Datatype *o),
+                    (n, sz, sub, st, order, t, o))
+MANA_LOWER_FUNCTION(type_darray_c, 4716, "PMPI_Type_create_darray_c",
+                    (int size, int rank, int n, const MPI_Count *g, const int *dist, const int *darg, const int *ps,
+                     int order, MPI_Datatype t, MPI_Datatype *o),
+                    (size, rank, n, g, dist, darg, ps, order, t, o))
+MANA_LOWER_FUNCTION(type_resized_c, 4717, "PMPI_Type_create_resized_c",
+                    (MPI_Datatype t, MPI_Count lb, MPI_Count ext, MPI_Datatype *o), (t, lb, ext, o))
 MANA_LOWER_FUNCTION(type_free, 4402, "PMPI_Type_free", (MPI_Datatype * t), (t))
 MANA_LOWER_FUNCTION(type_get_name, 4403, "PMPI_Type_get_name", (MPI_Datatype t, char *n, int *l), (t, n, l))
 MANA_LOWER_FUNCTION(type_set_name, 4404, "PMPI_Type_set_name", (MPI_Datatype t, const char *n), (t, n))
@@ -123,6 +155,10 @@ struct type_rec {
     int *ints;
     MPI_Aint *aints;
     int *types;
+    /* A large-count constructor's (MPI_Type_contiguous_c ...; mpi4py makes every derived
+     * type with them): its MPI_Count arguments, read with MPI_Type_get_contents_c. */
+    int large, nc;
+    MPI_Count *counts;
     int fresh; /* its real handle in the new lower half */
     char name[MPI_MAX_OBJECT_NAME];
 };
@@ -186,6 +222,7 @@ static void snap_clear(void)
         free(snap.types.at[i].ints);
         free(snap.types.at[i].aints);
         free(snap.types.at[i].types);
+        free(snap.types.at[i].counts);
     }
     for (int i = 0; i < snap.infos.n; i++)
         free_info_rec(&snap.infos.at[i]);
@@ -217,16 +254,35 @@ static int decode_type(int t)
     if (i >= 0)
         return i;
     struct type_rec r = {.old = t};
-    if (type_get_envelope(t, &r.ni, &r.na, &r.nd, &r.comb) != MPI_SUCCESS) {
-        refuse("the application holds a datatype MPI cannot describe (a large-count constructor?)");
+    /* The large-count calls describe types of either kind of constructor; MPICH describes
+     * one made by a large-count constructor (nc > 0) with them only — MPI_Type_get_envelope
+     * raises an error on it, which the application's handler may make fatal. */
+    MPI_Count ni, na, nc, nd;
+    if (type_get_envelope_c(t, &ni, &na, &nc, &nd, &r.comb) != MPI_SUCCESS || ni < 0 || na < 0 || nc < 0 ||
+        nd < 0 || ni > INT_MAX / 2 || na > INT_MAX / 2 || nc > INT_MAX / 2 || nd > INT_MAX / 2) {
+        refuse("the application holds a datatype MPI cannot describe");
         return -2;
     }
+    r.large = nc > 0;
+    r.ni = (int)ni;
+    r.na = (int)na;
+    r.nc = (int)nc;
+    r.nd = (int)nd;
     if (r.comb == MPI_COMBINER_NAMED)
         return -1;
     r.ints = calloc((size_t)r.ni + 1, sizeof(int));
     r.aints = calloc((size_t)r.na + 1, sizeof(MPI_Aint));
     r.types = calloc((size_t)r.nd + 1, sizeof(int));
-    type_get_contents(t, r.ni, r.na, r.nd, r.ints, r.aints, r.types);
+    r.counts = calloc((size_t)r.nc + 1, sizeof(MPI_Count));
+    if (!r.ints || !r.aints || !r.types || !r.counts) {
+        free(r.ints);
+        free(r.aints);
+        free(r.types);
+        free(r.counts);
+        refuse("out of memory recording a derived datatype");
+        return -2;
+    }
+    type_get_contents_c(t, r.ni, r.na, r.nc, r.nd, r.ints, r.aints, r.counts, r.types);
     for (int k = 0; k < r.nd; k++) {
         int sub = decode_type(r.types[k]);
         if (sub == -2)
@@ -568,6 +624,48 @@ static int fresh_type(int old)
     return i >= 0 ? snap.types.at[i].fresh : old;
 }
 
+/* A large-count constructor again (`T`: its constituents' new handles). The layouts of
+ * MPI_Type_get_contents_c's arrays, as MPICH 4.0.2 fills them: counts hold every count,
+ * block length, stride and displacement (indexed: n, blocklengths, displacements;
+ * subarray: sizes, subsizes, starts after ints {ndims, order}; darray: gsizes, with ints
+ * {size, rank, ndims, distribs, dargs, psizes, order}; resized: lb, extent). */
+static int build_large_type(struct type_rec *r, const MPI_Datatype *T)
+{
+    const int *I = r->ints;
+    const MPI_Count *C = r->counts;
+    MPI_Datatype *o = &r->fresh;
+    /* Every layout below reads at most these many entries. */
+    const MPI_Count n = r->nc > 0 ? C[0] : 0;
+    switch (r->comb) {
+    case MPI_COMBINER_DUP: return type_dup(T[0], o);
+    case MPI_COMBINER_CONTIGUOUS: return r->nc >= 1 ? type_contiguous_c(C[0], T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_VECTOR: return r->nc >= 3 ? type_vector_c(C[0], C[1], C[2], T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_HVECTOR: return r->nc >= 3 ? type_hvector_c(C[0], C[1], C[2], T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_INDEXED:
+        return r->nc >= 1 + 2 * n ? type_indexed_c(n, C + 1, C + 1 + n, T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_HINDEXED:
+        return r->nc >= 1 + 2 * n ? type_hindexed_c(n, C + 1, C + 1 + n, T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_INDEXED_BLOCK:
+        return r->nc >= 2 + n ? type_indexed_block_c(n, C[1], C + 2, T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_HINDEXED_BLOCK:
+        return r->nc >= 2 + n ? type_hindexed_block_c(n, C[1], C + 2, T[0], o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_STRUCT:
+        return r->nc >= 1 + 2 * n && r->nd >= n ? type_struct_c(n, C + 1, C + 1 + n, T, o) : MPI_ERR_TYPE;
+    case MPI_COMBINER_SUBARRAY: {
+        int d = r->ni >= 2 ? I[0] : -1;
+        return d >= 0 && r->nc >= 3 * d ? type_subarray_c(d, C, C + d, C + 2 * d, I[1], T[0], o) : MPI_ERR_TYPE;
+    }
+    case MPI_COMBINER_DARRAY: {
+        int d = r->ni >= 3 ? I[2] : -1;
+        return d >= 0 && r->ni >= 4 + 3 * d && r->nc >= d
+                   ? type_darray_c(I[0], I[1], d, C, I + 3, I + 3 + d, I + 3 + 2 * d, I[3 + 3 * d], T[0], o)
+                   : MPI_ERR_TYPE;
+    }
+    case MPI_COMBINER_RESIZED: return r->nc >= 2 ? type_resized_c(T[0], C[0], C[1], o) : MPI_ERR_TYPE;
+    default: return MPI_ERR_TYPE;
+    }
+}
+
 /* Datatype record `r` again, from its constituents' new handles. */
 static int build_type(struct type_rec *r)
 {
@@ -577,6 +675,8 @@ static int build_type(struct type_rec *r)
     for (int k = 0; k < r->nd; k++)
         T[k] = fresh_type(r->types[k]);
     MPI_Datatype *o = &r->fresh;
+    if (r->large)
+        return build_large_type(r, T);
     switch (r->comb) {
     case MPI_COMBINER_NAMED: r->fresh = r->old; return MPI_SUCCESS;
     case MPI_COMBINER_DUP: return type_dup(T[0], o);

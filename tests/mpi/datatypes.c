@@ -4,8 +4,8 @@
  * Pack/Unpack/Pack_size. Rank 0 sends one message of each type to every other rank, which
  * checks the data landed where the type map says (and nowhere else). Deterministic
  * output from rank 0; 2 or more ranks. Built with mpicc.mpich.
- * `--loop N` (for checkpoint/restart at random instants): one type of each constructor
- * (some built from intermediate types already freed) is held across N rounds that send with
+ * `--loop N` (for checkpoint/restart at random instants): one type of each constructor,
+ * and of each large-count (_c) constructor (some built from intermediate types already freed) is held across N rounds that send with
  * them, read their contents back and make/free types of their own; prints
  * "datatypes ready", then "datatypes done: <checksum> failed checks: <n>". */
 #include <mpi.h>
@@ -129,14 +129,17 @@ static void exchange(const char *label, MPI_Datatype t, int count)
  * come back as new handles even after the program freed them), and makes, uses and frees
  * short-lived types of every kind. One "rolling" type is made in each round and freed in
  * the next, so it is alive across the pause, as the long-lived ones are. */
-#define NKINDS 10
+#define NKINDS 18
 
 static const int kind_combiner[NKINDS] = {
     MPI_COMBINER_VECTOR, MPI_COMBINER_HVECTOR, MPI_COMBINER_INDEXED, MPI_COMBINER_HINDEXED,
     MPI_COMBINER_INDEXED_BLOCK, MPI_COMBINER_RESIZED, MPI_COMBINER_SUBARRAY,
-    MPI_COMBINER_DARRAY, MPI_COMBINER_DUP, MPI_COMBINER_STRUCT};
+    MPI_COMBINER_DARRAY, MPI_COMBINER_DUP, MPI_COMBINER_STRUCT,
+    /* large-count constructors */
+    MPI_COMBINER_VECTOR, MPI_COMBINER_HINDEXED_BLOCK, MPI_COMBINER_RESIZED, MPI_COMBINER_SUBARRAY,
+    MPI_COMBINER_INDEXED, MPI_COMBINER_DARRAY, MPI_COMBINER_HINDEXED, MPI_COMBINER_INDEXED_BLOCK};
 /* Counts that keep count * extent within the NB * 8 byte buffers for every variant. */
-static const int kind_count[NKINDS] = {2, 4, 3, 2, 2, 5, 1, 1, 2, 3};
+static const int kind_count[NKINDS] = {2, 4, 3, 2, 2, 5, 1, 1, 2, 3, 2, 4, 3, 1, 3, 1, 2, 2};
 
 static unsigned long long csum = 14695981039346656037ULL;
 
@@ -209,7 +212,7 @@ static MPI_Datatype make_type(int kind, int v)
         MPI_Type_dup(inner, &t);
         MPI_Type_free(&inner);
         break;
-    default: {
+    case 9: {
         /* Two levels of freed intermediates: struct of (hvector of contiguous, double). */
         MPI_Type_contiguous(3, MPI_INT, &inner);
         MPI_Type_create_hvector(2, 1, 16 + 4 * (v % 2), inner, &mid);
@@ -219,6 +222,57 @@ static MPI_Datatype make_type(int kind, int v)
         MPI_Datatype tys[2] = {mid, MPI_DOUBLE};
         MPI_Type_create_struct(2, bl, dis, tys, &t);
         MPI_Type_free(&mid);
+        break;
+    }
+    /* Large-count constructors (MPI 4.0; mpi4py makes every derived type with them),
+     * which MPICH describes with MPI_Type_get_envelope_c/get_contents_c only. */
+    case 10:
+        MPI_Type_contiguous_c(2 + v % 3, MPI_INT, &inner);
+        MPI_Type_vector_c(3, 1, 2, inner, &t);
+        MPI_Type_free(&inner);
+        break;
+    case 11: {
+        MPI_Count hd[3] = {0, 16 + 8 * (v % 2), 48};
+        MPI_Type_create_hindexed_block_c(3, 2, hd, MPI_INT, &t);
+        break;
+    }
+    case 12: {
+        MPI_Type_contiguous_c(3, MPI_INT, &inner);
+        MPI_Type_create_hvector_c(2, 1, 16 + 4 * (v % 2), inner, &mid);
+        MPI_Type_free(&inner);
+        MPI_Count bl[2] = {1, 2}, dis[2] = {0, 48};
+        MPI_Datatype tys[2] = {mid, MPI_DOUBLE};
+        MPI_Type_create_struct_c(2, bl, dis, tys, &inner);
+        MPI_Type_free(&mid);
+        MPI_Type_create_resized_c(inner, 0, 80, &t);
+        MPI_Type_free(&inner);
+        break;
+    }
+    case 13: {
+        MPI_Count gs[2] = {6, 8}, ss[2] = {3, 4}, st[2] = {v % 4, 1 + v % 5};
+        MPI_Type_create_subarray_c(2, gs, ss, st, MPI_ORDER_C, MPI_INT, &t);
+        break;
+    }
+    case 14: {
+        MPI_Count bl[3] = {2, 1, 3}, dl[3] = {0, 5 + v % 2, 9};
+        MPI_Type_indexed_c(3, bl, dl, MPI_SHORT, &t);
+        break;
+    }
+    case 15: {
+        MPI_Count dgs[2] = {8, 6};
+        int distribs[2] = {MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_BLOCK};
+        int dargs[2] = {2, MPI_DISTRIBUTE_DFLT_DARG}, psizes[2] = {2, 1};
+        MPI_Type_create_darray_c(2, v % 2, 2, dgs, distribs, dargs, psizes, MPI_ORDER_C, MPI_DOUBLE, &t);
+        break;
+    }
+    case 16: {
+        MPI_Count bl[3] = {2, 1, 3}, hd[3] = {4, 40 + 8 * (v % 2), 100};
+        MPI_Type_create_hindexed_c(3, bl, hd, MPI_FLOAT, &t);
+        break;
+    }
+    default: {
+        MPI_Count ib[4] = {7, 1, 12 + v % 3, 4};
+        MPI_Type_create_indexed_block_c(4, 2, ib, MPI_INT, &t);
         break;
     }
     }
@@ -231,8 +285,10 @@ static MPI_Datatype make_type(int kind, int v)
  * of MPI_Type_get_contents must). */
 static void mix_type(MPI_Datatype t, int expect_combiner, int depth)
 {
-    int ni, na, nd, comb, sz;
-    MPI_Type_get_envelope(t, &ni, &na, &nd, &comb);
+    /* The large-count calls: they describe types from either kind of constructor. */
+    MPI_Count ni, na, nc, nd;
+    int comb, sz;
+    MPI_Type_get_envelope_c(t, &ni, &na, &nc, &nd, &comb);
     if (expect_combiner >= 0)
         check(comb == expect_combiner, "loop envelope");
     MPI_Aint lb, ext, tlb, text;
@@ -249,16 +305,22 @@ static void mix_type(MPI_Datatype t, int expect_combiner, int depth)
         return;
     int ints[64];
     MPI_Aint addrs[16];
+    MPI_Count counts[64];
     MPI_Datatype types[16];
-    check(ni <= 64 && na <= 16 && nd <= 16, "loop contents fit");
-    MPI_Type_get_contents(t, 64, 16, 16, ints, addrs, types);
+    check(ni <= 64 && na <= 16 && nc <= 64 && nd <= 16, "loop contents fit");
+    if (ni > 64 || na > 16 || nc > 64 || nd > 16)
+        return;
+    MPI_Type_get_contents_c(t, ni, na, nc, nd, ints, addrs, counts, types);
     for (int i = 0; i < ni; i++)
         mix(ints[i]);
     for (int i = 0; i < na; i++)
         mix(addrs[i]);
+    for (int i = 0; i < nc; i++)
+        mix(counts[i]);
     for (int i = 0; i < nd; i++) {
-        int a, b, c, tc;
-        MPI_Type_get_envelope(types[i], &a, &b, &c, &tc);
+        MPI_Count a, b, c, e;
+        int tc;
+        MPI_Type_get_envelope_c(types[i], &a, &b, &c, &e, &tc);
         if (tc == MPI_COMBINER_NAMED) {
             MPI_Type_size(types[i], &sz);
             mix(sz);
