@@ -1619,6 +1619,18 @@ __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request reque
 MANA_EXPORT(mana_w_MPI_Request_get_status, MPI_Request_get_status)
 MANA_EXPORT(mana_w_MPI_Request_get_status, PMPI_Request_get_status)
 
+/* Holding the gate: if send `m` (real request `r`, which the application cancelled) is
+ * complete and cancelled, its count is taken back (the request stays the application's). */
+static void take_back_if_cancelled(struct mana_req_meta *m, MPI_Request r)
+{
+    int flag = 0, q;
+    MPI_Status st;
+    MANA_CALL_LOWER_INTO(q, 4634, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
+                         (r, &flag, &st));
+    if (q == MPI_SUCCESS && flag)
+        mana_send_completed(m, &st);
+}
+
 /* An active receive the application frees still completes in the lower half: the
  * request is kept (hidden from the application) so that the drain can count it. */
 __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request *request)
@@ -1634,15 +1646,8 @@ __attribute__((used)) static int mana_w_MPI_Request_free(MPI_Request *request)
         *request = MPI_REQUEST_NULL;
     } else {
         MPI_Request before = mana_h_real(*request), r = before;
-        if (m && m->cancel == 1) { /* a cancelled send freed without a wait or test */
-            int flag = 0;
-            MPI_Status st;
-            int q;
-            MANA_CALL_LOWER_INTO(q, 4635, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
-                                 (r, &flag, &st));
-            if (q == MPI_SUCCESS && flag)
-                mana_send_completed(m, &st);
-        }
+        if (m && m->cancel == 1) /* a cancelled send freed without a wait or test */
+            take_back_if_cancelled(m, r);
         MANA_CALL_LOWER_INTO(rc, 4295, "PMPI_Request_free", int, (MPI_Request *), (&r));
         *request = mana_h_inout_done(*request, before, r);
     }
@@ -1668,13 +1673,7 @@ __attribute__((used)) static int mana_w_MPI_Cancel(MPI_Request *request)
         MANA_CALL_LOWER_INTO(rc, 4296, "PMPI_Cancel", int, (MPI_Request *), (&r));
         if (rc == MPI_SUCCESS && m && m->kind == MANA_REQ_SEND && m->active && !m->cancel) {
             m->cancel = 1;
-            int flag = 0;
-            MPI_Status st;
-            int q;
-            MANA_CALL_LOWER_INTO(q, 4634, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
-                                 (r, &flag, &st));
-            if (q == MPI_SUCCESS && flag)
-                mana_send_completed(m, &st);
+            take_back_if_cancelled(m, r);
         }
     }
     mana_gate_leave();

@@ -194,17 +194,17 @@ fn split_and_duplicated_communicators_and_persistent_requests_restart_like_nativ
     );
 }
 
-/// A derived datatype held across the checkpoint (world_mix "pair") is created again in
-/// the new lower half, and the job ends like the native run.
-#[test]
-fn a_held_derived_datatype_restarts_like_native() {
-    let s = Session::start("mpi-restart-pair");
+/// world_mix in `mode` (2 ranks, 400 iterations) checkpointed and killed at a random
+/// instant of its first 800 ms, restarted: it ends like the native run.
+fn world_mix_restarts_like_native(mode: &str) {
+    let label = format!("mpi-restart-{mode}");
+    let s = Session::start(&label);
     let program = compile_mpi("world_mix", s.dir());
-    let expected = native(&s, 2, &program, &["400", "pair"]);
-    let run = launch(&s, 2, &program, &["400", "pair"], &[]);
+    let expected = native(&s, 2, &program, &["400", mode]);
+    let run = launch(&s, 2, &program, &["400", mode], &[]);
     run.wait_for_stdout("world_mix ready", LONG);
     wait_registered(&s, 2);
-    let mut rng = Rng::seeded("mpi-restart-pair");
+    let mut rng = Rng::seeded(&label);
     checkpoint_and_kill(&s, &mut rng, Duration::from_millis(800), run);
     let out = restart(&s, 2, &[]).wait_output(LONG);
     out.assert_success();
@@ -217,29 +217,20 @@ fn a_held_derived_datatype_restarts_like_native() {
     );
 }
 
+/// A derived datatype held across the checkpoint (world_mix "pair") is created again in
+/// the new lower half, and the job ends like the native run.
+#[test]
+fn a_held_derived_datatype_restarts_like_native() {
+    world_mix_restarts_like_native("pair");
+}
+
 /// A persistent MPI_Alltoallw_init request (datatype arrays mixing MPI_INT and a derived
 /// type) held across the checkpoint and started every iteration (world_mix "pallw") is
 /// initialized again in the new lower half from copies of its datatype arrays, and the
 /// job ends like the native run. Until 2026-12-03 a restart refused it.
 #[test]
 fn a_persistent_alltoallw_restarts_like_native() {
-    let s = Session::start("mpi-restart-pallw");
-    let program = compile_mpi("world_mix", s.dir());
-    let expected = native(&s, 2, &program, &["400", "pallw"]);
-    let run = launch(&s, 2, &program, &["400", "pallw"], &[]);
-    run.wait_for_stdout("world_mix ready", LONG);
-    wait_registered(&s, 2);
-    let mut rng = Rng::seeded("mpi-restart-pallw");
-    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(800), run);
-    let out = restart(&s, 2, &[]).wait_output(LONG);
-    out.assert_success();
-    let done = |t: &str| result_line(t, "world_mix done");
-    assert_eq!(
-        done(&out.stdout_text()),
-        done(&expected),
-        "{}",
-        out.describe()
-    );
+    world_mix_restarts_like_native("pallw");
 }
 
 /// What a restart cannot re-create yet (here an MPI session the application holds; until
