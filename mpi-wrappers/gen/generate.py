@@ -375,7 +375,11 @@ def main():
             # yet catches up before anyone's start of it is agreed on (its starts are
             # counted on its own counter, src/ckpt.c).
             counted = coll in ("blocking", "constructor", "nonblocking", "persistent") and base != "MPI_Comm_create_group"
-            blocking = int(coll in ("blocking", "constructor"))
+            # Every counted call counts as blocking until its lower call returns: counted
+            # at its entry, a thread that then parked at the closing gate had not issued
+            # the collective it was counted for, and the drain waited for ever for the
+            # peers' requests that needed it (tests/mpi/pcoll_order.c: 1 CI run in 3).
+            blocking = 1
             pre_hooks.append("const int mana_cv_ = %s;" % cv)
             if counted:
                 pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)

@@ -199,7 +199,7 @@ static int mana_pc_replay_MPI_Allgather_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -215,7 +215,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
@@ -229,7 +229,7 @@ static int mana_pc_replay_MPI_Allgather_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -245,7 +245,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
@@ -293,7 +293,7 @@ static int mana_pc_replay_MPI_Allgatherv_init(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -309,7 +309,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
@@ -323,7 +323,7 @@ static int mana_pc_replay_MPI_Allgatherv_init_c(const void *a_, MPI_Request *out
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -339,7 +339,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
@@ -387,7 +387,7 @@ static int mana_pc_replay_MPI_Allreduce_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allreduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -403,7 +403,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
@@ -417,7 +417,7 @@ static int mana_pc_replay_MPI_Allreduce_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Allreduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -433,7 +433,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
@@ -481,7 +481,7 @@ static int mana_pc_replay_MPI_Alltoall_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -497,7 +497,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
@@ -511,7 +511,7 @@ static int mana_pc_replay_MPI_Alltoall_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -527,7 +527,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
@@ -575,7 +575,7 @@ static int mana_pc_replay_MPI_Alltoallv_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -591,7 +591,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
@@ -605,7 +605,7 @@ static int mana_pc_replay_MPI_Alltoallv_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -621,7 +621,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
@@ -689,7 +689,7 @@ static int mana_pc_replay_MPI_Alltoallw_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -711,7 +711,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
@@ -733,7 +733,7 @@ static int mana_pc_replay_MPI_Alltoallw_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -755,7 +755,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
@@ -823,7 +823,7 @@ static int mana_pc_replay_MPI_Barrier_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Barrier_init mana_pc_ = {comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -837,7 +837,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
@@ -883,7 +883,7 @@ static int mana_pc_replay_MPI_Bcast_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Bcast_init mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -898,7 +898,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
@@ -912,7 +912,7 @@ static int mana_pc_replay_MPI_Bcast_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Bcast_init_c mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -927,7 +927,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -1757,7 +1757,7 @@ static int mana_pc_replay_MPI_Exscan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Exscan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1773,7 +1773,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
@@ -1787,7 +1787,7 @@ static int mana_pc_replay_MPI_Exscan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Exscan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1803,7 +1803,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
@@ -3179,7 +3179,7 @@ static int mana_pc_replay_MPI_Gather_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Gather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3195,7 +3195,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
@@ -3209,7 +3209,7 @@ static int mana_pc_replay_MPI_Gather_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Gather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3225,7 +3225,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
@@ -3273,7 +3273,7 @@ static int mana_pc_replay_MPI_Gatherv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Gatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3289,7 +3289,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
@@ -3303,7 +3303,7 @@ static int mana_pc_replay_MPI_Gatherv_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Gatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3319,7 +3319,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
@@ -3752,7 +3752,7 @@ MANA_EXPORT(mana_w_MPI_Group_union, MPI_Group_union)
 MANA_EXPORT(mana_w_MPI_Group_union, PMPI_Group_union)
 __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3765,14 +3765,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
 MANA_EXPORT(mana_w_MPI_Iallgather, PMPI_Iallgather)
 __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3785,14 +3785,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
 MANA_EXPORT(mana_w_MPI_Iallgather_c, PMPI_Iallgather_c)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3805,14 +3805,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
 MANA_EXPORT(mana_w_MPI_Iallgatherv, PMPI_Iallgatherv)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3825,14 +3825,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, PMPI_Iallgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3845,14 +3845,14 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
 MANA_EXPORT(mana_w_MPI_Iallreduce, PMPI_Iallreduce)
 __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3865,14 +3865,14 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, PMPI_Iallreduce_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3885,14 +3885,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
 MANA_EXPORT(mana_w_MPI_Ialltoall, PMPI_Ialltoall)
 __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3905,14 +3905,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, PMPI_Ialltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3925,14 +3925,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
 MANA_EXPORT(mana_w_MPI_Ialltoallv, PMPI_Ialltoallv)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3945,14 +3945,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, PMPI_Ialltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3971,14 +3971,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
 MANA_EXPORT(mana_w_MPI_Ialltoallw, PMPI_Ialltoallw)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3997,14 +3997,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, PMPI_Ialltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
@@ -4015,14 +4015,14 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
 MANA_EXPORT(mana_w_MPI_Ibarrier, PMPI_Ibarrier)
 __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -4034,14 +4034,14 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
 MANA_EXPORT(mana_w_MPI_Ibcast, PMPI_Ibcast)
 __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -4053,14 +4053,14 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
 MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4073,14 +4073,14 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
 MANA_EXPORT(mana_w_MPI_Iexscan, PMPI_Iexscan)
 __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4093,14 +4093,14 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
 MANA_EXPORT(mana_w_MPI_Iexscan_c, PMPI_Iexscan_c)
 __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4113,14 +4113,14 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
 MANA_EXPORT(mana_w_MPI_Igather, PMPI_Igather)
 __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4133,14 +4133,14 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
 MANA_EXPORT(mana_w_MPI_Igather_c, PMPI_Igather_c)
 __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4153,14 +4153,14 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
 MANA_EXPORT(mana_w_MPI_Igatherv, PMPI_Igatherv)
 __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4173,14 +4173,14 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
 MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4193,14 +4193,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, PMPI_Ineighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4213,14 +4213,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, PMPI_Ineighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4233,14 +4233,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, PMPI_Ineighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4253,14 +4253,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, PMPI_Ineighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4273,14 +4273,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, PMPI_Ineighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4293,14 +4293,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, PMPI_Ineighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4313,14 +4313,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, PMPI_Ineighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4333,14 +4333,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, PMPI_Ineighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4359,14 +4359,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, PMPI_Ineighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4385,7 +4385,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
@@ -4583,7 +4583,7 @@ MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4596,14 +4596,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
 MANA_EXPORT(mana_w_MPI_Ireduce, PMPI_Ireduce)
 __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4616,14 +4616,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_c, PMPI_Ireduce_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4636,14 +4636,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, PMPI_Ireduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4656,14 +4656,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, PMPI_Ireduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4676,14 +4676,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, PMPI_Ireduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4696,7 +4696,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
@@ -4708,7 +4708,7 @@ MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
 __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4721,14 +4721,14 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
 MANA_EXPORT(mana_w_MPI_Iscan, PMPI_Iscan)
 __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4741,14 +4741,14 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
 MANA_EXPORT(mana_w_MPI_Iscan_c, PMPI_Iscan_c)
 __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4761,14 +4761,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
 MANA_EXPORT(mana_w_MPI_Iscatter, PMPI_Iscatter)
 __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4781,14 +4781,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
 MANA_EXPORT(mana_w_MPI_Iscatter_c, PMPI_Iscatter_c)
 __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4801,14 +4801,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
 MANA_EXPORT(mana_w_MPI_Iscatterv, PMPI_Iscatterv)
 __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4821,7 +4821,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
@@ -4896,7 +4896,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4912,7 +4912,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
@@ -4926,7 +4926,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4942,7 +4942,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
@@ -4990,7 +4990,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5006,7 +5006,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
@@ -5020,7 +5020,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init_c(const void *a_, MPI_Req
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5036,7 +5036,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
@@ -5084,7 +5084,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init(const void *a_, MPI_Request
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5100,7 +5100,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
@@ -5114,7 +5114,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init_c(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5130,7 +5130,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
@@ -5178,7 +5178,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5194,7 +5194,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
@@ -5208,7 +5208,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5224,7 +5224,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
@@ -5292,7 +5292,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallw_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -5314,7 +5314,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
@@ -5336,7 +5336,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallw_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Neighbor_alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -5358,7 +5358,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
@@ -5704,7 +5704,7 @@ static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5720,7 +5720,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
@@ -5734,7 +5734,7 @@ static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5750,7 +5750,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
@@ -5841,7 +5841,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_scatter_block_init mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5857,7 +5857,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
@@ -5871,7 +5871,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Re
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_scatter_block_init_c mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5887,7 +5887,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
@@ -5918,7 +5918,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *o
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_scatter_init mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5934,7 +5934,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
@@ -5948,7 +5948,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request 
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Reduce_scatter_init_c mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5964,7 +5964,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
@@ -6118,7 +6118,7 @@ static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -6134,7 +6134,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
@@ -6148,7 +6148,7 @@ static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -6164,7 +6164,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
@@ -6212,7 +6212,7 @@ static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scatter_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6228,7 +6228,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
@@ -6242,7 +6242,7 @@ static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scatter_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6258,7 +6258,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
@@ -6306,7 +6306,7 @@ static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scatterv_init mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6322,7 +6322,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
@@ -6336,7 +6336,7 @@ static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 0);
+    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
     const struct mana_pc_MPI_Scatterv_init_c mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6352,7 +6352,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_, 1);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)

@@ -573,6 +573,7 @@ void mana_pcoll_start(int pcoll)
     p->seq++;
     if (pending && p->seq > p->target)
         p->target = p->seq;
+    in_blocking++; /* until the lower MPI_Start returned (mana_coll_leave) */
     pthread_mutex_unlock(&coll_lock);
 }
 

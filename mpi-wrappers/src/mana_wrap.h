@@ -551,7 +551,8 @@ extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDE
 /* A nonblocking or persistent collective's request (the drain completes them). */
 extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
 /* Before MPI_Start of a persistent collective with start counter `pcoll`: counts the start
- * (a pending checkpoint may hold the thread here, like at a collective's entry). */
+ * (a pending checkpoint may hold the thread here, like at a collective's entry); it counts
+ * as blocking until mana_coll_leave(1, 1) after the lower MPI_Start returned. */
 extern void mana_pcoll_start(int pcoll) MANA_HIDDEN;
 /* Its request is gone: the counter's final value goes to the next agreement. */
 extern void mana_pcoll_dead(int pcoll) MANA_HIDDEN;

@@ -1155,7 +1155,8 @@ static int start_one(MPI_Request *v)
     struct mana_req_meta *m = mana_req_meta(*v);
     /* Starting a persistent collective initiates one (counted on its own: starts may come
      * in any order; a pending checkpoint may hold the thread here, outside the gate). */
-    if (m && m->kind == MANA_REQ_COLL && m->pcoll)
+    const int pcoll = m && m->kind == MANA_REQ_COLL && m->pcoll;
+    if (pcoll)
         mana_pcoll_start(m->pcoll);
     mana_gate_enter();
     unsigned long fs = mana_thread_lower_fs();
@@ -1173,6 +1174,8 @@ static int start_one(MPI_Request *v)
     unsigned long up = mana_enter_lower(fs);
     int rc = f(&real);
     mana_leave_lower(up);
+    if (pcoll)
+        mana_coll_leave(1, 1);
     if (rc == MPI_SUCCESS && m) {
         m->active = 1;
         m->cancel = 0;
