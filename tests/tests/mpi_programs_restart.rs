@@ -363,8 +363,7 @@ fn dgraph_rush_every_generation_restarts_like_native() {
 /// waited for both for ever (the old code failed the first checkpoint of every run); each
 /// persistent collective now counts its own starts. Known remaining bug: checkpointed every
 /// 30 ms, about 1 run in 15 still ends in a drain that waits for ever with equal counts
-/// everywhere (docs/mpi-checkpoint.md, "Known problems"; `scripts/stress-restart.sh
-/// pcoll_order 2 2000` reproduces it).
+/// everywhere (docs/mpi-checkpoint.md, "Known problems", says how to reproduce it).
 #[test]
 fn pcoll_order_restarts_like_native() {
     restarts_like_native("pcoll_order", 2, "2000", WITHIN);
