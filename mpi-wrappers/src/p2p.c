@@ -492,16 +492,7 @@ static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt
 
 void mana_req_replayable(int v, int (*replay)(const void *, MPI_Request *), const void *args, size_t size)
 {
-    struct mana_req_meta *m = mana_req_meta(v);
-    void *copy = malloc(size);
-    if (!m || !copy) {
-        free(copy);
-        return;
-    }
-    memcpy(copy, args, size);
-    m->replay = replay;
-    m->replay_args = copy;
-    m->posted = mana_next_posted();
+    mana_req_replayable_types(v, replay, args, size, NULL, NULL, 0);
 }
 
 void mana_req_replayable_types(int v, int (*replay)(const void *, MPI_Request *), const void *args, size_t size,
@@ -517,7 +508,8 @@ void mana_req_replayable_types(int v, int (*replay)(const void *, MPI_Request *)
         return;
     }
     memcpy(copy, args, size);
-    memcpy(copy + size, n, (size_t)arrays * sizeof(size_t));
+    if (arrays)
+        memcpy(copy + size, n, (size_t)arrays * sizeof(size_t));
     MPI_Datatype *t = (MPI_Datatype *)(copy + size + (size_t)arrays * sizeof(size_t));
     for (int k = 0; k < arrays; k++) {
         if (n[k])
