@@ -261,8 +261,12 @@ fn fortran_attributes_every_generation_restarts_like_native() {
 /// `min_gens` generations), then up to `most` of the generations, evenly spread, each
 /// restarted on its own: each ends with the native line. A generation taken after rank 0
 /// called `MPI_Finalize` (held there by the pending checkpoint, or leaving `main`, which
-/// waits for a checkpoint under way) comes after the done line, which rank 0 prints just
-/// before: restored, the ranks end without printing more.
+/// waits for a checkpoint under way) comes after the done line, which rank 0 prints and
+/// flushes just before: restored, the ranks end without printing more. (The programs must
+/// flush it: a C program's stdout into a pipe is fully buffered and leaves the process at
+/// exit, after such an image, so a restored rank 0 rightly prints it — CI saw that of
+/// dgraph_rush, whose restart from its 25th generation printed the line; gfortran writes
+/// each statement's output out.)
 fn every_generation_restarts_like_native(
     name: &str,
     ranks: usize,
