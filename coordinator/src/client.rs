@@ -4,8 +4,9 @@
 use crate::protocol::{self, FromCoord, ProtoError, ReduceEntry, ReduceOp, Role, ToCoord};
 use crate::status::{StatusError, StatusFile};
 use std::fmt;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 /// How long one connection attempt (per resolved address) may take.
@@ -89,13 +90,38 @@ impl Connection {
         Self::connect_noted(&status, role, FileNote(Some(path.to_path_buf())))
     }
 
+    /// [`Connection::open`], with `watch` holding the connection's descriptor from the
+    /// moment its socket exists (-1 again if it is closed on failure). For a process that
+    /// must tell its own descriptors from the application's at any instant (the runtime: a
+    /// checkpoint may be writing an image while it connects). The caller sets `watch` back
+    /// to -1 after dropping the connection.
+    pub fn open_watched(
+        path: &Path,
+        role: Role,
+        watch: &AtomicI32,
+    ) -> Result<(Connection, FromCoord), ClientError> {
+        let status = StatusFile::read(path)?;
+        let file = FileNote(Some(path.to_path_buf()));
+        let stream = connect_any(&status, Some(watch));
+        Self::hello(&status, role, file, stream)
+    }
+
     fn connect_noted(
         status: &StatusFile,
         role: Role,
         file: FileNote,
     ) -> Result<(Connection, FromCoord), ClientError> {
+        Self::hello(status, role, file, connect_any(status, None))
+    }
+
+    fn hello(
+        status: &StatusFile,
+        role: Role,
+        file: FileNote,
+        stream: Result<TcpStream, String>,
+    ) -> Result<(Connection, FromCoord), ClientError> {
         let addr = status.addr();
-        let stream = connect_any(status).map_err(|reason| ClientError::Unreachable {
+        let stream = stream.map_err(|reason| ClientError::Unreachable {
             addr: addr.clone(),
             file: file.clone(),
             reason,
@@ -224,10 +250,14 @@ impl Connection {
     }
 }
 
-fn connect_any(status: &StatusFile) -> Result<TcpStream, String> {
+fn connect_any(status: &StatusFile, watch: Option<&AtomicI32>) -> Result<TcpStream, String> {
     let mut last = String::from("no address to connect to");
     for a in status.socket_addrs() {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+        let attempt = match watch {
+            Some(w) => connect_watched(&a, w),
+            None => TcpStream::connect_timeout(&a, CONNECT_TIMEOUT),
+        };
+        match attempt {
             Ok(s) => return Ok(s),
             Err(e) => {
                 tracing::debug!(addr = %a, error = %e, "connect failed");
@@ -236,6 +266,50 @@ fn connect_any(status: &StatusFile) -> Result<TcpStream, String> {
         }
     }
     Err(last)
+}
+
+/// `TcpStream::connect_timeout`, with the socket's descriptor in `watch` from its creation
+/// on (and -1 again once it is closed, on failure).
+fn connect_watched(a: &SocketAddr, watch: &AtomicI32) -> std::io::Result<TcpStream> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::{AsFd, AsRawFd};
+    let family = if a.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    watch.store(fd.as_raw_fd(), Ordering::SeqCst);
+    let connected = (|| {
+        match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(*a)) {
+            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+            Err(e) => return Err(std::io::Error::from(e)),
+        }
+        let ms = PollTimeout::try_from(CONNECT_TIMEOUT.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+        if poll(&mut fds, ms)? == 0 {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        match socket::getsockopt(&fd, sockopt::SocketError)? {
+            0 => Ok(()),
+            e => Err(std::io::Error::from_raw_os_error(e)),
+        }
+    })();
+    if let Err(e) = connected {
+        drop(fd);
+        watch.store(-1, Ordering::SeqCst);
+        return Err(e);
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// "connection refused" rather than "Connection refused (os error 111)".

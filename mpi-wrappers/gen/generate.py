@@ -63,9 +63,10 @@ HANDLE_TYPES = {
     "SESSION": "MPI_Session",
 }
 # Collective operations (DRAIN.md §1): counted per communicator at their entry, where a
-# pending checkpoint may hold the calling thread. Blocking ones also mark the thread as
-# inside a collective until they return; nonblocking ones mark their request, which the
-# drain completes; persistent ones (`_init`) are counted at each MPI_Start instead.
+# pending checkpoint may hold the calling thread. Each also marks the thread as inside a
+# collective until its lower call returns; nonblocking ones mark their request, which the
+# drain completes; persistent ones (`_init`) also count their starts, each on its own
+# counter (src/ckpt.c).
 COLLECTIVES = (
     "Barrier", "Bcast", "Gather", "Gatherv", "Scatter", "Scatterv", "Allgather", "Allgatherv",
     "Alltoall", "Alltoallv", "Alltoallw", "Reduce", "Allreduce", "Reduce_scatter",
@@ -280,9 +281,8 @@ def file_hooks(base, handles, pre_hooks, post, post_hooks):
     request = next((p[0] for p in hp if p[1] == "REQUEST" and p[2] == "out"), None)
     counted = name in FILE_COLLECTIVE or name in FILE_SPLIT_BEGIN or name in FILE_NB_COLLECTIVE
     if counted:
-        blocking = int(name not in FILE_NB_COLLECTIVE)
-        pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), %d);" % blocking)
-        post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+        pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));")
+        post_hooks.append("mana_coll_leave(mana_counted_);")
     if request:
         post.append("if (r_ == MPI_SUCCESS) mana_file_request(*%s, mana_fv_, %d);"
                     % (request, int(name in FILE_NB_COLLECTIVE)))
@@ -379,10 +379,9 @@ def main():
             # at its entry, a thread that then parked at the closing gate had not issued
             # the collective it was counted for, and the drain waited for ever for the
             # peers' requests that needed it (tests/mpi/pcoll_order.c: 1 CI run in 3).
-            blocking = 1
             pre_hooks.append("const int mana_cv_ = %s;" % cv)
             if counted:
-                pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_, %d);" % blocking)
+                pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_);")
             if base == "MPI_Comm_create_group":
                 post.append("if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *%s, tag);" % newcomm)
             elif coll == "constructor" and newcomm and base in ("MPI_Comm_idup", "MPI_Comm_idup_with_info"):
@@ -413,7 +412,7 @@ def main():
                     post.append("if (r_ == MPI_SUCCESS) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
                                 "sizeof mana_pc_);" % (request, base))
             if counted:
-                post_hooks.append("mana_coll_leave(mana_counted_, %d);" % blocking)
+                post_hooks.append("mana_coll_leave(mana_counted_);")
         # A communicator's group is taken from the communicator again at restart (MPI hands
         # out the same group each time).
         if base == "MPI_Comm_group":

@@ -158,7 +158,7 @@ MANA_EXPORT(mana_w_MPI_Aint_diff, MPI_Aint_diff)
 MANA_EXPORT(mana_w_MPI_Aint_diff, PMPI_Aint_diff)
 __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -168,14 +168,14 @@ __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int s
         MANA_CALL_LOWER_INTO(r_, 8, "PMPI_Allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather, MPI_Allgather)
 MANA_EXPORT(mana_w_MPI_Allgather, PMPI_Allgather)
 __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -185,7 +185,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI
         MANA_CALL_LOWER_INTO(r_, 9, "PMPI_Allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_c, MPI_Allgather_c)
@@ -199,7 +199,7 @@ static int mana_pc_replay_MPI_Allgather_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -215,7 +215,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
@@ -229,7 +229,7 @@ static int mana_pc_replay_MPI_Allgather_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -245,14 +245,14 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, PMPI_Allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -262,14 +262,14 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int 
         MANA_CALL_LOWER_INTO(r_, 12, "PMPI_Allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv, MPI_Allgatherv)
 MANA_EXPORT(mana_w_MPI_Allgatherv, PMPI_Allgatherv)
 __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -279,7 +279,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MP
         MANA_CALL_LOWER_INTO(r_, 13, "PMPI_Allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, MPI_Allgatherv_c)
@@ -293,7 +293,7 @@ static int mana_pc_replay_MPI_Allgatherv_init(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -309,7 +309,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
@@ -323,7 +323,7 @@ static int mana_pc_replay_MPI_Allgatherv_init_c(const void *a_, MPI_Request *out
 }
 __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -339,14 +339,14 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, PMPI_Allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -356,14 +356,14 @@ __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void*
         MANA_CALL_LOWER_INTO(r_, 16, "PMPI_Allreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce, MPI_Allreduce)
 MANA_EXPORT(mana_w_MPI_Allreduce, PMPI_Allreduce)
 __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -373,7 +373,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, voi
         MANA_CALL_LOWER_INTO(r_, 17, "PMPI_Allreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_c, MPI_Allreduce_c)
@@ -387,7 +387,7 @@ static int mana_pc_replay_MPI_Allreduce_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allreduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -403,7 +403,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
@@ -417,7 +417,7 @@ static int mana_pc_replay_MPI_Allreduce_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Allreduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -433,14 +433,14 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, PMPI_Allreduce_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -450,14 +450,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int se
         MANA_CALL_LOWER_INTO(r_, 20, "PMPI_Alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall, MPI_Alltoall)
 MANA_EXPORT(mana_w_MPI_Alltoall, PMPI_Alltoall)
 __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -467,7 +467,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_
         MANA_CALL_LOWER_INTO(r_, 21, "PMPI_Alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_c, MPI_Alltoall_c)
@@ -481,7 +481,7 @@ static int mana_pc_replay_MPI_Alltoall_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -497,7 +497,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
@@ -511,7 +511,7 @@ static int mana_pc_replay_MPI_Alltoall_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -527,14 +527,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, PMPI_Alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -544,14 +544,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const
         MANA_CALL_LOWER_INTO(r_, 24, "PMPI_Alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv, MPI_Alltoallv)
 MANA_EXPORT(mana_w_MPI_Alltoallv, PMPI_Alltoallv)
 __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -561,7 +561,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, con
         MANA_CALL_LOWER_INTO(r_, 25, "PMPI_Alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, MPI_Alltoallv_c)
@@ -575,7 +575,7 @@ static int mana_pc_replay_MPI_Alltoallv_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -591,7 +591,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
@@ -605,7 +605,7 @@ static int mana_pc_replay_MPI_Alltoallv_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -621,14 +621,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, PMPI_Alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -644,14 +644,14 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw, MPI_Alltoallw)
 MANA_EXPORT(mana_w_MPI_Alltoallw, PMPI_Alltoallw)
 __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -667,7 +667,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
@@ -689,7 +689,7 @@ static int mana_pc_replay_MPI_Alltoallw_init(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -711,7 +711,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
@@ -733,7 +733,7 @@ static int mana_pc_replay_MPI_Alltoallw_init_c(const void *a_, MPI_Request *out_
 }
 __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -755,7 +755,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
@@ -801,7 +801,7 @@ MANA_EXPORT(mana_w_MPI_Attr_put, MPI_Attr_put)
 MANA_EXPORT(mana_w_MPI_Attr_put, PMPI_Attr_put)
 __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int r_;
@@ -809,7 +809,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
         MANA_CALL_LOWER_INTO(r_, 35, "PMPI_Barrier", int, (MPI_Comm comm), (comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier, MPI_Barrier)
@@ -823,7 +823,7 @@ static int mana_pc_replay_MPI_Barrier_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Barrier_init mana_pc_ = {comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -837,14 +837,14 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
 MANA_EXPORT(mana_w_MPI_Barrier_init, PMPI_Barrier_init)
 __attribute__((used)) static int mana_w_MPI_Bcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -853,14 +853,14 @@ __attribute__((used)) static int mana_w_MPI_Bcast(void* buffer, int count, MPI_D
         MANA_CALL_LOWER_INTO(r_, 37, "PMPI_Bcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast, MPI_Bcast)
 MANA_EXPORT(mana_w_MPI_Bcast, PMPI_Bcast)
 __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -869,7 +869,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count coun
         MANA_CALL_LOWER_INTO(r_, 38, "PMPI_Bcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_c, MPI_Bcast_c)
@@ -883,7 +883,7 @@ static int mana_pc_replay_MPI_Bcast_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Bcast_init mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -898,7 +898,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
@@ -912,7 +912,7 @@ static int mana_pc_replay_MPI_Bcast_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Bcast_init_c mana_pc_ = {buffer, count, datatype, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -927,7 +927,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -994,7 +994,7 @@ MANA_EXPORT(mana_w_MPI_Cart_coords, MPI_Cart_coords)
 MANA_EXPORT(mana_w_MPI_Cart_coords, PMPI_Cart_coords)
 __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart) {
     const int mana_cv_ = comm_old;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_cart_l = 0;
@@ -1005,7 +1005,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int n
     if (r_ == MPI_SUCCESS && comm_cart_l) *comm_cart = mana_h_virtual(comm_cart_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_cart);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_create, MPI_Cart_create)
@@ -1060,7 +1060,7 @@ MANA_EXPORT(mana_w_MPI_Cart_shift, MPI_Cart_shift)
 MANA_EXPORT(mana_w_MPI_Cart_shift, PMPI_Cart_shift)
 __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
@@ -1071,7 +1071,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int re
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_sub, MPI_Cart_sub)
@@ -1150,7 +1150,7 @@ MANA_EXPORT(mana_w_MPI_Comm_connect, MPI_Comm_connect)
 MANA_EXPORT(mana_w_MPI_Comm_connect, PMPI_Comm_connect)
 __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);
@@ -1162,7 +1162,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create, MPI_Comm_create)
@@ -1230,7 +1230,7 @@ MANA_EXPORT(mana_w_MPI_Comm_disconnect, MPI_Comm_disconnect)
 MANA_EXPORT(mana_w_MPI_Comm_disconnect, PMPI_Comm_disconnect)
 __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
@@ -1241,14 +1241,14 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* ne
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup, MPI_Comm_dup)
 MANA_EXPORT(mana_w_MPI_Comm_dup, PMPI_Comm_dup)
 __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -1260,14 +1260,14 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, MPI_Comm_dup_with_info)
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, PMPI_Comm_dup_with_info)
 __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     const int mana_cv_ = *comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
@@ -1276,7 +1276,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     }
     *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_free, MPI_Comm_free)
@@ -1381,7 +1381,7 @@ MANA_EXPORT(mana_w_MPI_Comm_group, MPI_Comm_group)
 MANA_EXPORT(mana_w_MPI_Comm_group, PMPI_Comm_group)
 __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
@@ -1395,14 +1395,14 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup, MPI_Comm_idup)
 MANA_EXPORT(mana_w_MPI_Comm_idup, PMPI_Comm_idup)
 __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -1417,7 +1417,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup_with_info, MPI_Comm_idup_with_info)
@@ -1559,7 +1559,7 @@ MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, MPI_Comm_spawn_multiple)
 MANA_EXPORT(mana_w_MPI_Comm_spawn_multiple, PMPI_Comm_spawn_multiple)
 __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Comm newcomm_l = 0;
@@ -1570,14 +1570,14 @@ __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color,
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split, MPI_Comm_split)
 MANA_EXPORT(mana_w_MPI_Comm_split, PMPI_Comm_split)
 __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     info = mana_h_real(info);
@@ -1589,7 +1589,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split_type, MPI_Comm_split_type)
@@ -1626,7 +1626,7 @@ MANA_EXPORT(mana_w_MPI_Dims_create, MPI_Dims_create)
 MANA_EXPORT(mana_w_MPI_Dims_create, PMPI_Dims_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
     const int mana_cv_ = comm_old;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     weights = mana_translate_weights(weights);
     comm_old = mana_h_real(comm_old);
@@ -1639,14 +1639,14 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, PMPI_Dist_graph_create)
 __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph) {
     const int mana_cv_ = comm_old;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sourceweights = mana_translate_weights(sourceweights);
     destweights = mana_translate_weights(destweights);
@@ -1660,7 +1660,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
@@ -1716,7 +1716,7 @@ MANA_EXPORT(mana_w_MPI_Error_string, MPI_Error_string)
 MANA_EXPORT(mana_w_MPI_Error_string, PMPI_Error_string)
 __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -1726,14 +1726,14 @@ __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 97, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan, MPI_Exscan)
 MANA_EXPORT(mana_w_MPI_Exscan, PMPI_Exscan)
 __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -1743,7 +1743,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* 
         MANA_CALL_LOWER_INTO(r_, 98, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_c, MPI_Exscan_c)
@@ -1757,7 +1757,7 @@ static int mana_pc_replay_MPI_Exscan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Exscan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1773,7 +1773,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
@@ -1787,7 +1787,7 @@ static int mana_pc_replay_MPI_Exscan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Exscan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -1803,7 +1803,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
@@ -2014,7 +2014,7 @@ MANA_EXPORT(mana_w_MPI_File_iread, MPI_File_iread)
 MANA_EXPORT(mana_w_MPI_File_iread, PMPI_File_iread)
 __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2026,14 +2026,14 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* bu
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all, MPI_File_iread_all)
 MANA_EXPORT(mana_w_MPI_File_iread_all, PMPI_File_iread_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2045,7 +2045,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_all_c, MPI_File_iread_all_c)
@@ -2069,7 +2069,7 @@ MANA_EXPORT(mana_w_MPI_File_iread_at, MPI_File_iread_at)
 MANA_EXPORT(mana_w_MPI_File_iread_at, PMPI_File_iread_at)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2081,14 +2081,14 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_O
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, MPI_File_iread_at_all)
 MANA_EXPORT(mana_w_MPI_File_iread_at_all, PMPI_File_iread_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2100,7 +2100,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iread_at_all_c, MPI_File_iread_at_all_c)
@@ -2194,7 +2194,7 @@ MANA_EXPORT(mana_w_MPI_File_iwrite, MPI_File_iwrite)
 MANA_EXPORT(mana_w_MPI_File_iwrite, PMPI_File_iwrite)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2206,14 +2206,14 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const v
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, MPI_File_iwrite_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_all, PMPI_File_iwrite_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2225,7 +2225,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_all_c, MPI_File_iwrite_all_c)
@@ -2249,7 +2249,7 @@ MANA_EXPORT(mana_w_MPI_File_iwrite_at, MPI_File_iwrite_at)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at, PMPI_File_iwrite_at)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2261,14 +2261,14 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, MPI_File_iwrite_at_all)
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all, PMPI_File_iwrite_at_all)
 __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 0);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2280,7 +2280,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MP
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 0);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_iwrite_at_all_c, MPI_File_iwrite_at_all_c)
@@ -2357,7 +2357,7 @@ MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, MPI_File_iwrite_shared_c)
 MANA_EXPORT(mana_w_MPI_File_iwrite_shared_c, PMPI_File_iwrite_shared_c)
 __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Offset size) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
@@ -2365,7 +2365,7 @@ __attribute__((used)) static int mana_w_MPI_File_preallocate(MPI_File fh, MPI_Of
         MANA_CALL_LOWER_INTO(r_, 135, "PMPI_File_preallocate", int, (MPI_File fh, MPI_Offset size), (fh, size));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_preallocate, MPI_File_preallocate)
@@ -2388,7 +2388,7 @@ MANA_EXPORT(mana_w_MPI_File_read, MPI_File_read)
 MANA_EXPORT(mana_w_MPI_File_read, PMPI_File_read)
 __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2400,14 +2400,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_all(MPI_File fh, void* buf
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all, MPI_File_read_all)
 MANA_EXPORT(mana_w_MPI_File_read_all, PMPI_File_read_all)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2417,14 +2417,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin(MPI_File fh, voi
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, MPI_File_read_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin, PMPI_File_read_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2434,14 +2434,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_begin_c(MPI_File fh, v
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, MPI_File_read_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_all_begin_c, PMPI_File_read_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2453,7 +2453,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_all_c(MPI_File fh, void* b
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_all_c, MPI_File_read_all_c)
@@ -2476,7 +2476,7 @@ MANA_EXPORT(mana_w_MPI_File_read_at, MPI_File_read_at)
 MANA_EXPORT(mana_w_MPI_File_read_at, PMPI_File_read_at)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2488,14 +2488,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all(MPI_File fh, MPI_Of
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all, MPI_File_read_at_all)
 MANA_EXPORT(mana_w_MPI_File_read_at_all, PMPI_File_read_at_all)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2505,14 +2505,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin(MPI_File fh, 
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, MPI_File_read_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin, PMPI_File_read_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2522,14 +2522,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_begin_c(MPI_File fh
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 1);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, MPI_File_read_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_at_all_begin_c, PMPI_File_read_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2541,7 +2541,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_at_all_c(MPI_File fh, MPI_
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_at_all_c, MPI_File_read_at_all_c)
@@ -2580,7 +2580,7 @@ MANA_EXPORT(mana_w_MPI_File_read_c, MPI_File_read_c)
 MANA_EXPORT(mana_w_MPI_File_read_c, PMPI_File_read_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2593,14 +2593,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered(MPI_File fh, void*
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered, MPI_File_read_ordered)
 MANA_EXPORT(mana_w_MPI_File_read_ordered, PMPI_File_read_ordered)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh, void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2611,14 +2611,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin(MPI_File fh,
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 2);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, MPI_File_read_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin, PMPI_File_read_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2629,14 +2629,14 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_begin_c(MPI_File f
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 2);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, MPI_File_read_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_read_ordered_begin_c, PMPI_File_read_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2649,7 +2649,7 @@ __attribute__((used)) static int mana_w_MPI_File_read_ordered_c(MPI_File fh, voi
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_read_ordered_c, MPI_File_read_ordered_c)
@@ -2704,7 +2704,7 @@ MANA_EXPORT(mana_w_MPI_File_seek, MPI_File_seek)
 MANA_EXPORT(mana_w_MPI_File_seek, PMPI_File_seek)
 __attribute__((used)) static int mana_w_MPI_File_seek_shared(MPI_File fh, MPI_Offset offset, int whence) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
@@ -2713,14 +2713,14 @@ __attribute__((used)) static int mana_w_MPI_File_seek_shared(MPI_File fh, MPI_Of
     }
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_seek_shared, MPI_File_seek_shared)
 MANA_EXPORT(mana_w_MPI_File_seek_shared, PMPI_File_seek_shared)
 __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int flag) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
@@ -2728,7 +2728,7 @@ __attribute__((used)) static int mana_w_MPI_File_set_atomicity(MPI_File fh, int 
         MANA_CALL_LOWER_INTO(r_, 156, "PMPI_File_set_atomicity", int, (MPI_File fh, int flag), (fh, flag));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_atomicity, MPI_File_set_atomicity)
@@ -2751,7 +2751,7 @@ MANA_EXPORT(mana_w_MPI_File_set_errhandler, MPI_File_set_errhandler)
 MANA_EXPORT(mana_w_MPI_File_set_errhandler, PMPI_File_set_errhandler)
 __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info info) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     info = mana_h_real(info);
@@ -2761,14 +2761,14 @@ __attribute__((used)) static int mana_w_MPI_File_set_info(MPI_File fh, MPI_Info 
     }
     if (r_ == MPI_SUCCESS) mana_file_info_set(mana_fv_, info);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_info, MPI_File_set_info)
 MANA_EXPORT(mana_w_MPI_File_set_info, PMPI_File_set_info)
 __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offset size) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
@@ -2776,14 +2776,14 @@ __attribute__((used)) static int mana_w_MPI_File_set_size(MPI_File fh, MPI_Offse
         MANA_CALL_LOWER_INTO(r_, 159, "PMPI_File_set_size", int, (MPI_File fh, MPI_Offset size), (fh, size));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_size, MPI_File_set_size)
 MANA_EXPORT(mana_w_MPI_File_set_size, PMPI_File_set_size)
 __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offset disp, MPI_Datatype etype, MPI_Datatype filetype, const char* datarep, MPI_Info info) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     const MPI_Datatype mana_et_ = etype, mana_ft_ = filetype;
     mana_gate_enter();
     fh = mana_file_real(fh);
@@ -2796,14 +2796,14 @@ __attribute__((used)) static int mana_w_MPI_File_set_view(MPI_File fh, MPI_Offse
     }
     if (r_ == MPI_SUCCESS) mana_file_view_set(mana_fv_, disp, mana_et_, mana_ft_, datarep, info);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_set_view, MPI_File_set_view)
 MANA_EXPORT(mana_w_MPI_File_set_view, PMPI_File_set_view)
 __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     int r_;
@@ -2811,7 +2811,7 @@ __attribute__((used)) static int mana_w_MPI_File_sync(MPI_File fh) {
         MANA_CALL_LOWER_INTO(r_, 161, "PMPI_File_sync", int, (MPI_File fh), (fh));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_sync, MPI_File_sync)
@@ -2834,7 +2834,7 @@ MANA_EXPORT(mana_w_MPI_File_write, MPI_File_write)
 MANA_EXPORT(mana_w_MPI_File_write, PMPI_File_write)
 __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2846,14 +2846,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_all(MPI_File fh, const vo
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all, MPI_File_write_all)
 MANA_EXPORT(mana_w_MPI_File_write_all, PMPI_File_write_all)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2863,14 +2863,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin(MPI_File fh, co
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 3);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, MPI_File_write_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin, PMPI_File_write_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2880,14 +2880,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_begin_c(MPI_File fh, 
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 3);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, MPI_File_write_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_all_begin_c, PMPI_File_write_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2899,7 +2899,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_all_c(MPI_File fh, const 
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_all_c, MPI_File_write_all_c)
@@ -2922,7 +2922,7 @@ MANA_EXPORT(mana_w_MPI_File_write_at, MPI_File_write_at)
 MANA_EXPORT(mana_w_MPI_File_write_at, PMPI_File_write_at)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2934,14 +2934,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all(MPI_File fh, MPI_O
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all, MPI_File_write_at_all)
 MANA_EXPORT(mana_w_MPI_File_write_at_all, PMPI_File_write_at_all)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2951,14 +2951,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin(MPI_File fh,
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 4);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, MPI_File_write_at_all_begin)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin, PMPI_File_write_at_all_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2968,14 +2968,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_begin_c(MPI_File f
     }
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 4);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, MPI_File_write_at_all_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_at_all_begin_c, PMPI_File_write_at_all_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -2987,7 +2987,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_at_all_c(MPI_File fh, MPI
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_at_all_c, MPI_File_write_at_all_c)
@@ -3026,7 +3026,7 @@ MANA_EXPORT(mana_w_MPI_File_write_c, MPI_File_write_c)
 MANA_EXPORT(mana_w_MPI_File_write_c, PMPI_File_write_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -3039,14 +3039,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered(MPI_File fh, cons
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered, MPI_File_write_ordered)
 MANA_EXPORT(mana_w_MPI_File_write_ordered, PMPI_File_write_ordered)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh, const void* buf, int count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -3057,14 +3057,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin(MPI_File fh
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 5);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, MPI_File_write_ordered_begin)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin, PMPI_File_write_ordered_begin)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -3075,14 +3075,14 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_begin_c(MPI_File 
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     if (r_ == MPI_SUCCESS) r_ = mana_file_split_begun(mana_fv_, fh, buf, 5);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, MPI_File_write_ordered_begin_c)
 MANA_EXPORT(mana_w_MPI_File_write_ordered_begin_c, PMPI_File_write_ordered_begin_c)
 __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Status* status) {
     const MPI_File mana_fv_ = fh;
-    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_), 1);
+    const int mana_counted_ = mana_coll_enter(mana_file_comm(mana_fv_));
     mana_gate_enter();
     fh = mana_file_real(fh);
     datatype = mana_h_real(datatype);
@@ -3095,7 +3095,7 @@ __attribute__((used)) static int mana_w_MPI_File_write_ordered_c(MPI_File fh, co
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_File_write_ordered_c, MPI_File_write_ordered_c)
@@ -3138,7 +3138,7 @@ MANA_EXPORT(mana_w_MPI_File_write_shared_c, MPI_File_write_shared_c)
 MANA_EXPORT(mana_w_MPI_File_write_shared_c, PMPI_File_write_shared_c)
 __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3148,14 +3148,14 @@ __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int send
         MANA_CALL_LOWER_INTO(r_, 180, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather, MPI_Gather)
 MANA_EXPORT(mana_w_MPI_Gather, PMPI_Gather)
 __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3165,7 +3165,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
         MANA_CALL_LOWER_INTO(r_, 181, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
@@ -3179,7 +3179,7 @@ static int mana_pc_replay_MPI_Gather_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Gather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3195,7 +3195,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
@@ -3209,7 +3209,7 @@ static int mana_pc_replay_MPI_Gather_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Gather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3225,14 +3225,14 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
 MANA_EXPORT(mana_w_MPI_Gather_init_c, PMPI_Gather_init_c)
 __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3242,14 +3242,14 @@ __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sen
         MANA_CALL_LOWER_INTO(r_, 184, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv, MPI_Gatherv)
 MANA_EXPORT(mana_w_MPI_Gatherv, PMPI_Gatherv)
 __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3259,7 +3259,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
         MANA_CALL_LOWER_INTO(r_, 185, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
@@ -3273,7 +3273,7 @@ static int mana_pc_replay_MPI_Gatherv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Gatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3289,7 +3289,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
@@ -3303,7 +3303,7 @@ static int mana_pc_replay_MPI_Gatherv_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Gatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -3319,7 +3319,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
@@ -3476,7 +3476,7 @@ MANA_EXPORT(mana_w_MPI_Get_version, MPI_Get_version)
 MANA_EXPORT(mana_w_MPI_Get_version, PMPI_Get_version)
 __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph) {
     const int mana_cv_ = comm_old;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm_old = mana_h_real(comm_old);
     MPI_Comm comm_graph_l = 0;
@@ -3487,7 +3487,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_create, MPI_Graph_create)
@@ -3752,7 +3752,7 @@ MANA_EXPORT(mana_w_MPI_Group_union, MPI_Group_union)
 MANA_EXPORT(mana_w_MPI_Group_union, PMPI_Group_union)
 __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3765,14 +3765,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
 MANA_EXPORT(mana_w_MPI_Iallgather, PMPI_Iallgather)
 __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3785,14 +3785,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
 MANA_EXPORT(mana_w_MPI_Iallgather_c, PMPI_Iallgather_c)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3805,14 +3805,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
 MANA_EXPORT(mana_w_MPI_Iallgatherv, PMPI_Iallgatherv)
 __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3825,14 +3825,14 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, PMPI_Iallgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3845,14 +3845,14 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
 MANA_EXPORT(mana_w_MPI_Iallreduce, PMPI_Iallreduce)
 __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -3865,14 +3865,14 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, PMPI_Iallreduce_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3885,14 +3885,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
 MANA_EXPORT(mana_w_MPI_Ialltoall, PMPI_Ialltoall)
 __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3905,14 +3905,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, PMPI_Ialltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3925,14 +3925,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
 MANA_EXPORT(mana_w_MPI_Ialltoallv, PMPI_Ialltoallv)
 __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -3945,14 +3945,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, PMPI_Ialltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3971,14 +3971,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
 MANA_EXPORT(mana_w_MPI_Ialltoallw, PMPI_Ialltoallw)
 __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -3997,14 +3997,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, PMPI_Ialltoallw_c)
 __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     MPI_Request request_l = 0;
@@ -4015,14 +4015,14 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
 MANA_EXPORT(mana_w_MPI_Ibarrier, PMPI_Ibarrier)
 __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -4034,14 +4034,14 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
 MANA_EXPORT(mana_w_MPI_Ibcast, PMPI_Ibcast)
 __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
@@ -4053,14 +4053,14 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
 MANA_EXPORT(mana_w_MPI_Ibcast_c, PMPI_Ibcast_c)
 __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4073,14 +4073,14 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
 MANA_EXPORT(mana_w_MPI_Iexscan, PMPI_Iexscan)
 __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4093,14 +4093,14 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
 MANA_EXPORT(mana_w_MPI_Iexscan_c, PMPI_Iexscan_c)
 __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4113,14 +4113,14 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
 MANA_EXPORT(mana_w_MPI_Igather, PMPI_Igather)
 __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4133,14 +4133,14 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
 MANA_EXPORT(mana_w_MPI_Igather_c, PMPI_Igather_c)
 __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4153,14 +4153,14 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
 MANA_EXPORT(mana_w_MPI_Igatherv, PMPI_Igatherv)
 __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4173,14 +4173,14 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
 MANA_EXPORT(mana_w_MPI_Igatherv_c, PMPI_Igatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4193,14 +4193,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, PMPI_Ineighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4213,14 +4213,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, PMPI_Ineighbor_allgather_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4233,14 +4233,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, PMPI_Ineighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4253,14 +4253,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, PMPI_Ineighbor_allgatherv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4273,14 +4273,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, PMPI_Ineighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4293,14 +4293,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, PMPI_Ineighbor_alltoall_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4313,14 +4313,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, PMPI_Ineighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4333,14 +4333,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, PMPI_Ineighbor_alltoallv_c)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4359,14 +4359,14 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, PMPI_Ineighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -4385,7 +4385,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
@@ -4529,7 +4529,7 @@ MANA_EXPORT(mana_w_MPI_Info_set, MPI_Info_set)
 MANA_EXPORT(mana_w_MPI_Info_set, PMPI_Info_set)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm) {
     const int mana_cv_ = local_comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     local_comm = mana_h_real(local_comm);
     peer_comm = mana_h_real(peer_comm);
@@ -4541,7 +4541,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
@@ -4565,7 +4565,7 @@ MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, MPI_Intercomm_create_from_g
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, PMPI_Intercomm_create_from_groups)
 __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, int high, MPI_Comm* newintracomm) {
     const int mana_cv_ = intercomm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     intercomm = mana_h_real(intercomm);
     MPI_Comm newintracomm_l = 0;
@@ -4576,14 +4576,14 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, PMPI_Intercomm_merge)
 __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4596,14 +4596,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
 MANA_EXPORT(mana_w_MPI_Ireduce, PMPI_Ireduce)
 __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4616,14 +4616,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_c, PMPI_Ireduce_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4636,14 +4636,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, PMPI_Ireduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4656,14 +4656,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, PMPI_Ireduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4676,14 +4676,14 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, PMPI_Ireduce_scatter_block_c)
 __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4696,7 +4696,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
@@ -4708,7 +4708,7 @@ MANA_EXPORT(mana_w_MPI_Is_thread_main, MPI_Is_thread_main)
 MANA_EXPORT(mana_w_MPI_Is_thread_main, PMPI_Is_thread_main)
 __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4721,14 +4721,14 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
 MANA_EXPORT(mana_w_MPI_Iscan, PMPI_Iscan)
 __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -4741,14 +4741,14 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
 MANA_EXPORT(mana_w_MPI_Iscan_c, PMPI_Iscan_c)
 __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4761,14 +4761,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
 MANA_EXPORT(mana_w_MPI_Iscatter, PMPI_Iscatter)
 __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4781,14 +4781,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
 MANA_EXPORT(mana_w_MPI_Iscatter_c, PMPI_Iscatter_c)
 __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4801,14 +4801,14 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
 MANA_EXPORT(mana_w_MPI_Iscatterv, PMPI_Iscatterv)
 __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4821,7 +4821,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
@@ -4855,7 +4855,7 @@ MANA_EXPORT(mana_w_MPI_Lookup_name, MPI_Lookup_name)
 MANA_EXPORT(mana_w_MPI_Lookup_name, PMPI_Lookup_name)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4865,14 +4865,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendb
         MANA_CALL_LOWER_INTO(r_, 281, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, MPI_Neighbor_allgather)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, PMPI_Neighbor_allgather)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4882,7 +4882,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
         MANA_CALL_LOWER_INTO(r_, 282, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
@@ -4896,7 +4896,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_allgather_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4912,7 +4912,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
@@ -4926,7 +4926,7 @@ static int mana_pc_replay_MPI_Neighbor_allgather_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_allgather_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -4942,14 +4942,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, PMPI_Neighbor_allgather_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4959,14 +4959,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* send
         MANA_CALL_LOWER_INTO(r_, 285, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, MPI_Neighbor_allgatherv)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, PMPI_Neighbor_allgatherv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -4976,7 +4976,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
         MANA_CALL_LOWER_INTO(r_, 286, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
@@ -4990,7 +4990,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_allgatherv_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5006,7 +5006,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
@@ -5020,7 +5020,7 @@ static int mana_pc_replay_MPI_Neighbor_allgatherv_init_c(const void *a_, MPI_Req
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_allgatherv_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5036,14 +5036,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, PMPI_Neighbor_allgatherv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5053,14 +5053,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbu
         MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, MPI_Neighbor_alltoall)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, PMPI_Neighbor_alltoall)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5070,7 +5070,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
         MANA_CALL_LOWER_INTO(r_, 290, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
@@ -5084,7 +5084,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init(const void *a_, MPI_Request
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoall_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5100,7 +5100,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
@@ -5114,7 +5114,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoall_init_c(const void *a_, MPI_Reque
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoall_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5130,14 +5130,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, PMPI_Neighbor_alltoall_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5147,14 +5147,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendb
         MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, MPI_Neighbor_alltoallv)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, PMPI_Neighbor_alltoallv)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -5164,7 +5164,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
         MANA_CALL_LOWER_INTO(r_, 294, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
@@ -5178,7 +5178,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoallv_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5194,7 +5194,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
@@ -5208,7 +5208,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallv_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoallv_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -5224,14 +5224,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, PMPI_Neighbor_alltoallv_init_c)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -5247,14 +5247,14 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw)
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, PMPI_Neighbor_alltoallw)
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     comm = mana_h_real(comm);
     int sendtypes_use = sendtypes != NULL && sendbuf != MPI_IN_PLACE;
@@ -5270,7 +5270,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
@@ -5292,7 +5292,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallw_init(const void *a_, MPI_Reques
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoallw_init mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -5314,7 +5314,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
@@ -5336,7 +5336,7 @@ static int mana_pc_replay_MPI_Neighbor_alltoallw_init_c(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Neighbor_alltoallw_init_c mana_pc_ = {sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, info};
     mana_gate_enter();
     comm = mana_h_real(comm);
@@ -5358,7 +5358,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
@@ -5663,7 +5663,7 @@ MANA_EXPORT(mana_w_MPI_Raccumulate_c, MPI_Raccumulate_c)
 MANA_EXPORT(mana_w_MPI_Raccumulate_c, PMPI_Raccumulate_c)
 __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5673,14 +5673,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce, MPI_Reduce)
 MANA_EXPORT(mana_w_MPI_Reduce, PMPI_Reduce)
 __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5690,7 +5690,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
         MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
@@ -5704,7 +5704,7 @@ static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5720,7 +5720,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
@@ -5734,7 +5734,7 @@ static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, root, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5750,7 +5750,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
@@ -5783,7 +5783,7 @@ MANA_EXPORT(mana_w_MPI_Reduce_local_c, MPI_Reduce_local_c)
 MANA_EXPORT(mana_w_MPI_Reduce_local_c, PMPI_Reduce_local_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5793,14 +5793,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
         MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, MPI_Reduce_scatter)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, PMPI_Reduce_scatter)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5810,14 +5810,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
         MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, MPI_Reduce_scatter_block)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, PMPI_Reduce_scatter_block)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5827,7 +5827,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
         MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
@@ -5841,7 +5841,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Requ
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_scatter_block_init mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5857,7 +5857,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
@@ -5871,7 +5871,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Re
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_scatter_block_init_c mana_pc_ = {sendbuf, recvbuf, recvcount, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5887,14 +5887,14 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, PMPI_Reduce_scatter_block_init_c)
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -5904,7 +5904,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
         MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
@@ -5918,7 +5918,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *o
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_scatter_init mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5934,7 +5934,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
@@ -5948,7 +5948,7 @@ static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request 
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Reduce_scatter_init_c mana_pc_ = {sendbuf, recvbuf, recvcounts, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -5964,7 +5964,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
@@ -6077,7 +6077,7 @@ MANA_EXPORT(mana_w_MPI_Rput_c, MPI_Rput_c)
 MANA_EXPORT(mana_w_MPI_Rput_c, PMPI_Rput_c)
 __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -6087,14 +6087,14 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
         MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan, MPI_Scan)
 MANA_EXPORT(mana_w_MPI_Scan, PMPI_Scan)
 __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     op = mana_h_real(op);
@@ -6104,7 +6104,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
@@ -6118,7 +6118,7 @@ static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scan_init mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -6134,7 +6134,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
@@ -6148,7 +6148,7 @@ static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scan_init_c mana_pc_ = {sendbuf, recvbuf, count, datatype, op, comm, info};
     mana_gate_enter();
     datatype = mana_h_real(datatype);
@@ -6164,14 +6164,14 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
 MANA_EXPORT(mana_w_MPI_Scan_init_c, PMPI_Scan_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -6181,14 +6181,14 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
         MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter, MPI_Scatter)
 MANA_EXPORT(mana_w_MPI_Scatter, PMPI_Scatter)
 __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -6198,7 +6198,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
         MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
@@ -6212,7 +6212,7 @@ static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scatter_init mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6228,7 +6228,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
@@ -6242,7 +6242,7 @@ static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) 
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scatter_init_c mana_pc_ = {sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6258,14 +6258,14 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, PMPI_Scatter_init_c)
 __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -6275,14 +6275,14 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
         MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv, MPI_Scatterv)
 MANA_EXPORT(mana_w_MPI_Scatterv, PMPI_Scatterv)
 __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
     recvtype = mana_h_real(recvtype);
@@ -6292,7 +6292,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
         MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
@@ -6306,7 +6306,7 @@ static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scatterv_init mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6322,7 +6322,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
@@ -6336,7 +6336,7 @@ static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_)
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
     const int mana_cv_ = comm;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const struct mana_pc_MPI_Scatterv_init_c mana_pc_ = {sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info};
     mana_gate_enter();
     sendtype = mana_h_real(sendtype);
@@ -6352,7 +6352,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)
@@ -7652,7 +7652,7 @@ MANA_EXPORT(mana_w_MPI_Win_delete_attr, MPI_Win_delete_attr)
 MANA_EXPORT(mana_w_MPI_Win_delete_attr, PMPI_Win_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     const int mana_cv_ = win;
-    const int mana_counted_ = mana_coll_enter(mana_cv_, 1);
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     const int mana_win_ = win;
     mana_gate_enter();
     win = mana_h_real(win);
@@ -7662,7 +7662,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_, 1);
+    mana_coll_leave(mana_counted_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)

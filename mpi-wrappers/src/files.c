@@ -378,7 +378,7 @@ __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char 
         return r;
     }
     struct mana_file *f = calloc(1, sizeof *f);
-    const int counted = mana_coll_enter(own, 1);
+    const int counted = mana_coll_enter(own);
     mana_gate_enter();
     MPI_Comm c = mana_h_real(own);
     MPI_Info i = mana_h_real(info);
@@ -399,7 +399,7 @@ __attribute__((used)) static int mana_w_MPI_File_open(MPI_Comm comm, const char 
         }
     }
     mana_gate_leave();
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     if (r != MPI_SUCCESS || !f || file_insert(f) < 0) {
         if (r == MPI_SUCCESS) { /* no memory, or 65536 files open */
             fprintf(stderr, "mana: cannot keep a record of MPI file %s (out of memory, or too many open)\n",
@@ -433,14 +433,14 @@ __attribute__((used)) static int mana_w_MPI_File_close(MPI_File *fh)
         MANA_FORWARD_INTO(r, 4472, "PMPI_File_close", int, (MPI_File *), (fh ? &real : NULL));
         return r;
     }
-    const int counted = mana_coll_enter(f->comm, 1);
+    const int counted = mana_coll_enter(f->comm);
     mana_gate_enter();
     MPI_File real = f->real;
     {
         MANA_CALL_LOWER_INTO(r, 4609, "PMPI_File_close", int, (MPI_File *), (&real));
     }
     mana_gate_leave();
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     if (r != MPI_SUCCESS)
         return r;
     file_remove(f);
@@ -585,7 +585,7 @@ int mana_file_split_begun(MPI_File v, MPI_File real, const void *buf, int which)
 static int split_end(MPI_File fh, void *buf, MPI_Status *status, int which)
 {
     struct mana_file *f = file_of(fh);
-    const int counted = f ? mana_coll_enter(f->comm, 1) : 0;
+    const int counted = f ? mana_coll_enter(f->comm) : 0;
     int r;
     if (f && f->split_pending) {
         f->split_pending = 0;
@@ -606,7 +606,7 @@ static int split_end(MPI_File fh, void *buf, MPI_Status *status, int which)
             mana_status_copy(status, &st);
         mana_gate_leave();
     }
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     return r;
 }
 

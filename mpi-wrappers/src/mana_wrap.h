@@ -533,9 +533,12 @@ extern int mana_mpi_phase MANA_HIDDEN;
 /* Before/after every collective (and communicator constructor, MPI_Comm_free, window and
  * file creation) on the application's communicator `c`: counts it, and while a
  * checkpoint is pending may hold the thread here, outside the lower half. Returns
- * whether it counted (pass that to mana_coll_leave). */
-extern int mana_coll_enter(int c, int blocking) MANA_HIDDEN;
-extern void mana_coll_leave(int counted, int blocking) MANA_HIDDEN;
+ * whether it counted (pass that to mana_coll_leave). Until mana_coll_leave the call
+ * counts as blocking (no agreement converges), nonblocking and split ones too: counted
+ * at the entry, a thread parked before its lower call would leave the peers' requests
+ * that need it incomplete for ever. */
+extern int mana_coll_enter(int c) MANA_HIDDEN;
+extern void mana_coll_leave(int counted) MANA_HIDDEN;
 /* Around a call that may wait inside MPI for a peer's application thread (passive-target
  * locks, PSCW start/wait): counted like a blocking collective, held at its entry while a
  * checkpoint is pending. */
@@ -552,7 +555,7 @@ extern void mana_comm_created_group(int parent, int newcomm, int tag) MANA_HIDDE
 extern void mana_req_mark_coll(int request, int comm, int persistent) MANA_HIDDEN;
 /* Before MPI_Start of a persistent collective with start counter `pcoll`: counts the start
  * (a pending checkpoint may hold the thread here, like at a collective's entry); it counts
- * as blocking until mana_coll_leave(1, 1) after the lower MPI_Start returned. */
+ * as blocking until mana_coll_leave(1) after the lower MPI_Start returned. */
 extern void mana_pcoll_start(int pcoll) MANA_HIDDEN;
 /* Its request is gone: the counter's final value goes to the next agreement. */
 extern void mana_pcoll_dead(int pcoll) MANA_HIDDEN;

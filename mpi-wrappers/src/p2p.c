@@ -1167,7 +1167,7 @@ static int start_one(MPI_Request *v)
     int rc = f(&real);
     mana_leave_lower(up);
     if (pcoll)
-        mana_coll_leave(1, 1);
+        mana_coll_leave(1);
     if (rc == MPI_SUCCESS && m) {
         m->active = 1;
         m->cancel = 0;

@@ -567,7 +567,7 @@ __attribute__((used)) static int mana_w_MPI_Finalize(void)
     mana_mark_time("finalize_called");
     call_trigger_stop();
     mana_before_finalize();
-    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
+    const int counted = mana_coll_enter(MPI_COMM_WORLD);
     mana_mark_time("finalize");
     int r;
     {
@@ -575,7 +575,7 @@ __attribute__((used)) static int mana_w_MPI_Finalize(void)
     }
     if (r == MPI_SUCCESS)
         __atomic_store_n(&mana_mpi_phase, MANA_PHASE_FINALIZED, __ATOMIC_RELEASE);
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Finalize, MPI_Finalize)
@@ -1084,7 +1084,7 @@ static int win_create_any(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Inf
                           int dynamic)
 {
     MPI_Win win_l = 0;
-    int r, counted = mana_coll_enter(comm, 1);
+    int r, counted = mana_coll_enter(comm);
     mana_gate_enter();
     MPI_Info info_l = mana_h_real(info);
     MPI_Comm comm_l = mana_h_real(comm);
@@ -1115,7 +1115,7 @@ static int win_create_any(void *base, MPI_Aint size, MPI_Aint disp_unit, MPI_Inf
         free(copies.at);
     }
     mana_gate_leave();
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     return r;
 }
 
@@ -1472,7 +1472,7 @@ MANA_EXPORT(mana_w_MPII_Win_set_attr, MPII_Win_set_attr)
 __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
 {
     MPI_Win w = *win;
-    int r, counted = mana_coll_enter(w, 1);
+    int r, counted = mana_coll_enter(w);
     mana_gate_enter();
     MPI_Win w_r = mana_h_real(w), w_l = w_r;
     {
@@ -1489,7 +1489,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free(MPI_Win *win)
         (void)r_free;
     }
     mana_gate_leave();
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     *win = mana_h_inout_done(w, w_r, w_l);
     struct shared_win *sw = r == MPI_SUCCESS ? shared_win_of(w) : NULL;
     if (sw) {
@@ -1674,7 +1674,7 @@ __attribute__((visibility("hidden"))) int mana_init_level = -1;
 
 __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
 {
-    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
+    const int counted = mana_coll_enter(MPI_COMM_WORLD);
     int r;
     {
         MANA_FORWARD_INTO(r, 4050, "PMPI_Init", int, (int *, char ***), (argc, argv));
@@ -1685,7 +1685,7 @@ __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
         mana_mark_time("init");
         call_trigger_start();
     }
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
@@ -1693,7 +1693,7 @@ MANA_EXPORT(mana_w_MPI_Init, PMPI_Init)
 
 __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
 {
-    const int counted = mana_coll_enter(MPI_COMM_WORLD, 1);
+    const int counted = mana_coll_enter(MPI_COMM_WORLD);
     int r;
     {
         MANA_FORWARD_INTO(r, 4051, "PMPI_Init_thread", int, (int *, char ***, int, int *),
@@ -1705,7 +1705,7 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
         mana_mark_time("init");
         call_trigger_start();
     }
-    mana_coll_leave(counted, 1);
+    mana_coll_leave(counted);
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)

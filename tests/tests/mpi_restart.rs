@@ -364,6 +364,47 @@ fn drained_messages_meet_every_probe_and_receive_like_native() {
     }
 }
 
+/// 40 duplicates of MPI_COMM_WORLD and 100 of MPI_COMM_SELF alive on each rank, each with
+/// messages in flight at the checkpoint (tests/mpi/comm_ids.c): the drain takes each on its
+/// own communicator (180 per rank) and the restart delivers them like native. With the
+/// first gid derivation two of these communicators had one gid and the checkpoint failed
+/// after 120 s (mpi4py's suite, checkpointed, hung so in CI).
+#[test]
+fn many_communicators_keep_distinct_identities_across_a_restart() {
+    let s = Session::start("mpi-comm-ids");
+    let program = compile_mpi("comm_ids", s.dir());
+    let open_gate = s.dir().join("gate-open");
+    std::fs::write(&open_gate, "").unwrap();
+    let expected = native(&s, 2, &program, &[open_gate.to_str().unwrap()]);
+    assert!(expected.contains("failed 0"), "native: {expected}");
+    let gate = s.dir().join("gate");
+    let run = launch(&s, 2, &program, &[gate.to_str().unwrap()], &[]);
+    run.wait_for_stdout("comm_ids ready", LONG);
+    wait_registered(&s, 2);
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+    let _ = run.wait_quietly(LONG);
+    std::fs::write(&gate, "").unwrap();
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    out.assert_success();
+    for rank in 0..2 {
+        let image = gen.join(mana_image::ckptdir::image_name(rank));
+        let reader = mana_image::ImageReader::open(&image).unwrap();
+        assert_eq!(
+            reader.header.mpi.as_ref().map(|m| m.drained_messages),
+            Some(180),
+            "rank {rank}'s image holds its 40 + 100 messages to itself and the 40 from its peer"
+        );
+    }
+    assert_eq!(
+        result_line(&out.stdout_text(), "comm_ids done"),
+        result_line(&expected, "comm_ids done"),
+        "{}",
+        out.describe()
+    );
+}
+
 /// Ranks free a communicator a second apart (MPI_Comm_free is local) and the checkpoint is
 /// requested in between: it completes once every rank has freed it, and the restart, which
 /// must not re-create it on one rank alone, ends like the native run.

@@ -11,7 +11,6 @@
 
 use mana_coordinator::{Connection, FromCoord, Role, ToCoord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
@@ -31,7 +30,7 @@ static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The descriptor of the coordinator connection a request holds open (-1 if none).
 pub fn request_fd() -> i32 {
-    REQUEST_FD.load(Ordering::Relaxed)
+    REQUEST_FD.load(Ordering::SeqCst)
 }
 
 /// The waiting thread, which a checkpoint must not stop (0 if there is none).
@@ -103,17 +102,21 @@ fn wait_loop(sig: Signal, status_file: PathBuf) {
 /// Asks the coordinator for a checkpoint and waits for its outcome.
 fn request(sig: Signal, status_file: &std::path::Path) {
     info!(signal = %sig, "checkpoint requested by a signal");
-    let outcome = Connection::open(status_file, Role::Command)
+    // The descriptor is ours from the moment its socket exists until it is closed: a
+    // checkpoint (the interval's, say) may be writing this process's image meanwhile, and
+    // refused the image for an unknown socket when the descriptor was recorded only once
+    // connected (MPICH's suite, pt2pt/probenull in the ckpt mode, once in CI).
+    let outcome = Connection::open_watched(status_file, Role::Command, &REQUEST_FD)
         .map_err(|e| e.to_string())
         .and_then(|(mut conn, _)| {
-            REQUEST_FD.store(conn.stream().as_raw_fd(), Ordering::Relaxed);
             let kill_after = std::env::var_os(KILL_ENV).is_some_and(|v| v == "1");
             let r = conn
                 .request(&ToCoord::Checkpoint { kill_after })
                 .map_err(|e| e.to_string());
-            REQUEST_FD.store(-1, Ordering::Relaxed);
+            drop(conn);
             r
         });
+    REQUEST_FD.store(-1, Ordering::SeqCst);
     match outcome {
         Ok(FromCoord::Checkpointed { generation, .. }) => {
             info!(generation, signal = %sig, "checkpoint on a signal committed")
