@@ -351,3 +351,34 @@ pub fn probe(path: &Path) -> Probe {
 pub fn reachable(path: &Path) -> bool {
     matches!(probe(path), Probe::Running(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_watched_connection_is_recorded_while_it_exists() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let watch = AtomicI32::new(-1);
+        let stream = connect_watched(&addr, &watch).unwrap();
+        assert_eq!(watch.load(Ordering::SeqCst), stream.as_raw_fd());
+        let (_peer, _) = listener.accept().unwrap();
+        let flags = nix::fcntl::fcntl(stream.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "the stream blocks again");
+    }
+
+    #[test]
+    fn a_refused_watched_connection_leaves_nothing_recorded() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let watch = AtomicI32::new(-1);
+        let e = connect_watched(&addr, &watch).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert_eq!(watch.load(Ordering::SeqCst), -1);
+    }
+}
