@@ -109,8 +109,13 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # it waited for a member held at its gate until the gate gave up after 60 s (MPICH's suite,
 # comm/comm_group_half 2, with a checkpoint requested at rank 0's first call).
 # MPI_Win_post opens an epoch a peer's MPI_Win_start waits for: held at its entry too.
+# MPI_Buffer_detach waits until the peers have received every buffered send still pending
+# (MPICH's suite, pt2pt/bsendpending: the receiver sleeps 2 s before its receives; a
+# checkpoint then waited at its closing gate for the sender to leave MPI_Buffer_detach,
+# while the receiver, held at that gate, never received: the job timed out).
 WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
-                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_post", "Comm_create_group")
+                   "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_post", "Comm_create_group",
+                   "Buffer_detach", "Buffer_detach_c")
 # The calls closing a PSCW epoch (MPI_Win_complete, MPI_Win_wait) wait for peers too, but
 # are never held at their entry, and need no count of their own: the epoch they close
 # counts as blocking until they return (src/ckpt.c, mana_win_epoch).

@@ -957,6 +957,7 @@ __attribute__((used)) static int mana_w_MPI_Buffer_attach_c(void* buffer, MPI_Co
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, MPI_Buffer_attach_c)
 MANA_EXPORT(mana_w_MPI_Buffer_attach_c, PMPI_Buffer_attach_c)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach(void* buffer_addr, int* size) {
+    mana_sync_enter();
     mana_gate_enter();
     int r_;
     {
@@ -964,11 +965,13 @@ __attribute__((used)) static int mana_w_MPI_Buffer_detach(void* buffer_addr, int
     }
     if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach, MPI_Buffer_detach)
 MANA_EXPORT(mana_w_MPI_Buffer_detach, PMPI_Buffer_detach)
 __attribute__((used)) static int mana_w_MPI_Buffer_detach_c(void* buffer_addr, MPI_Count* size) {
+    mana_sync_enter();
     mana_gate_enter();
     int r_;
     {
@@ -976,6 +979,7 @@ __attribute__((used)) static int mana_w_MPI_Buffer_detach_c(void* buffer_addr, M
     }
     if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Buffer_detach_c, MPI_Buffer_detach_c)
