@@ -30,8 +30,8 @@ static unsigned long long fmix(unsigned long long k)
 
 /* An identity derived from identity `h` and value `v`. The parent is finalized before the
  * value joins it: the earlier `h ^ (v + C + (h << 6) + (h >> 2))` made distinct small
- * pairs equal before any mixing — MPI_COMM_WORLD's (gid 1) 23rd child and
- * MPI_COMM_SELF's (0) 88th had one gid, and a drain expected a rank's messages to itself
+ * pairs equal before any mixing — MPI_COMM_WORLD's (gid 1) 24th child (count 23) and
+ * MPI_COMM_SELF's (0) 89th (count 88) had one gid, and a drain expected a rank's messages to itself
  * on a duplicate of MPI_COMM_SELF from its peer on a duplicate of MPI_COMM_WORLD (mpi4py's
  * test_util_pkl5 + test_comm + test_p2p_buf checkpointed: "N message(s) still in flight
  * after 120 s", 1 run in 3). */
