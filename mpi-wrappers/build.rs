@@ -18,6 +18,7 @@ fn main() {
         "src/rebuild.c",
         "src/files.c",
         "src/mpi1.c",
+        "src/ssend.c",
         "src/mana_ops.h",
         "src/mana_wrap.h",
     ] {
@@ -67,6 +68,7 @@ fn main() {
         .arg(dir.join("src/rebuild.c"))
         .arg(dir.join("src/files.c"))
         .arg(dir.join("src/mpi1.c"))
+        .arg(dir.join("src/ssend.c"))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");
@@ -105,6 +107,7 @@ fn check_lower_ids(dir: &std::path::Path) {
         "rebuild.c",
         "files.c",
         "mpi1.c",
+        "ssend.c",
     ] {
         let text = std::fs::read_to_string(dir.join("src").join(f)).unwrap();
         let b = text.as_bytes();

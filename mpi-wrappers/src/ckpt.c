@@ -914,6 +914,7 @@ int mana_win_locked_somewhere(unsigned long long gid)
 static int p2p_sent(struct mana_count *out, int cap)
 {
     struct counts k = {out, cap, 0};
+    mana_ssend_drain_begin(); /* the drain starts here */
     mana_comm_each(take_sent, &k);
     pthread_mutex_lock(&graveyard_lock);
     for (struct dead_sent *d = graveyard; d; d = d->next)
@@ -980,13 +981,15 @@ static int test_lower(int v, int tries, int *flag, MPI_Status *st)
 /* Request `v`, finished in the lower half with status `st`: released if the application
  * freed it, else done — the next wait or test reports the saved status (a persistent
  * request then becomes inactive; its real handle stays valid). */
-static void finished(int v, struct mana_req_meta *m, const MPI_Status *st)
+void mana_req_finished(int v, struct mana_req_meta *m, const MPI_Status *st)
 {
     if (m->app_freed) {
         mana_req_release(v);
         return;
     }
-    m->status = *st;
+    if (!m->held) /* a synchronous send's acknowledgement reports the send's status */
+        m->status = *st;
+    m->held = 0;
     m->active = 0;
     m->state = MANA_REQ_DONE;
 }
@@ -994,7 +997,8 @@ static void finished(int v, struct mana_req_meta *m, const MPI_Status *st)
 static void test_request(int v, struct mana_req_meta *m, void *arg)
 {
     struct test_all *t = arg;
-    if (m->state != MANA_REQ_LIVE || !m->active || m->kind == MANA_REQ_OTHER || m->kind == MANA_REQ_RMA)
+    if (m->state != MANA_REQ_LIVE || !m->active || m->suspect || m->kind == MANA_REQ_OTHER ||
+        m->kind == MANA_REQ_RMA)
         return;
     int flag;
     MPI_Status st;
@@ -1006,8 +1010,10 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
         mana_count_recvd(m->comm);
+    if (m->kind == MANA_REQ_SEND && m->sync_slot && mana_ssend_suspect_req(v, m, &st))
+        return; /* src/ssend.c decides after the drain */
     mana_send_completed(m, &st);
-    finished(v, m, &st);
+    mana_req_finished(v, m, &st);
 }
 
 /* A request-based one-sided operation (MPI_Rput ...): it may wait for the application's
@@ -1024,7 +1030,7 @@ static void rma_request_done(int v, struct mana_req_meta *m, void *arg)
     int flag;
     MPI_Status st;
     if (test_lower(v, 1000, &flag, &st) == MPI_SUCCESS && flag)
-        finished(v, m, &st);
+        mana_req_finished(v, m, &st);
 }
 
 void mana_rma_requests_done(void)
@@ -1057,6 +1063,8 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
         b->state[i] = 1;
         if (b->recv[i] && mana_received_a_message(b->peer[i], &b->st[i]))
             mana_count_recvd(b->comm[i]);
+        else if (!b->recv[i] && b->sync_slot && !(b->st[i].count_hi_and_cancelled & 1))
+            mana_ssend_suspect_blocked(b); /* src/ssend.c decides after the drain */
     }
 }
 
@@ -1107,6 +1115,7 @@ static int drain_one(int c)
     if (!flag)
         return 0;
     struct mana_drained *d = mana_drained_take(&msg, &st, c);
+    d->fresh = 1;
     pthread_mutex_lock(&drained_lock);
     if (drained_tail)
         drained_tail->next = d;
@@ -1170,6 +1179,47 @@ static int drained_count(void)
     for (struct mana_drained *d = mana_drained_head; d; d = d->next)
         n++;
     return n;
+}
+
+/* Drained message number k-1-`after` of those this checkpoint's drain received from rank
+ * `src` of the communicator with `gid`, with `tag` (k of them, in arrival order), is a
+ * synchronous send's: its delivery acknowledges it to world rank `ack_to` with tag
+ * `ack_tag` (src/ssend.c). 1 if there is such a message, 0 if the application had
+ * matched that send. */
+int mana_drained_mark(unsigned long long gid, int src, int tag, unsigned after, int ack_to, int ack_tag)
+{
+    pthread_mutex_lock(&drained_lock);
+    unsigned k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        unsigned seen = 0;
+        for (struct mana_drained *d = mana_drained_head; d; d = d->next) {
+            if (!d->fresh || d->source != src || d->tag != tag)
+                continue;
+            struct mana_comm_meta *m = mana_comm_meta(d->comm);
+            if (!m || m->gid != gid)
+                continue;
+            if (pass == 1 && seen == k - 1 - after) {
+                d->ack_to = ack_to;
+                d->ack_tag = ack_tag;
+                pthread_mutex_unlock(&drained_lock);
+                return 1;
+            }
+            seen++;
+        }
+        k = seen;
+        if (after >= k)
+            break;
+    }
+    pthread_mutex_unlock(&drained_lock);
+    return 0;
+}
+
+void mana_drained_fresh_clear(void)
+{
+    pthread_mutex_lock(&drained_lock);
+    for (struct mana_drained *d = mana_drained_head; d; d = d->next)
+        d->fresh = 0;
+    pthread_mutex_unlock(&drained_lock);
 }
 
 /* ---- Delivery of drained messages (DRAIN.md §2.5–2.6) ---- */
@@ -1259,6 +1309,8 @@ int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI
         }
     }
     mana_drained_status(d, status);
+    if (d->ack_tag) /* a synchronous send's message: its sender may complete it now */
+        mana_ssend_ack(d->ack_to, d->ack_tag);
     free(d->data);
     free(d);
     return rc;

@@ -316,7 +316,7 @@ static void release(int v)
         return;
     table_lock(t);
     unsigned *ref = &t->refs[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
-    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0, pcoll = 0;
+    int real = chunk[idx & (CHUNK - 1)], gone = 0, errhandler = 0, held = 0, pcoll = 0, sync_slot = 0;
     unsigned long long dead_gid = 0, dead_seq = 0;
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
@@ -345,6 +345,8 @@ static void release(int v)
             rm->datatype = 0;
             pcoll = rm->pcoll; /* a persistent collective's start counter */
             rm->pcoll = 0;
+            sync_slot = rm->sync_slot; /* an MPI_Issend's registration (src/ssend.c) */
+            rm->sync_slot = 0;
         }
         if (HAS_COMM_META(kind)) { /* the handler it held a reference on, its send counts */
             m = &t->comm_meta[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
@@ -361,6 +363,8 @@ static void release(int v)
         mana_comm_dead(dead_gid, dead_seq);
     if (pcoll)
         mana_pcoll_dead(pcoll);
+    if (sync_slot)
+        mana_ssend_forget(sync_slot);
     if (sent)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;

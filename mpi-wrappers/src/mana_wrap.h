@@ -96,6 +96,7 @@ struct mana_blocking {
     unsigned char recv[2];
     unsigned char state[2]; /* 0 pending, 1 complete (status in st), 2 complete, not counted */
     MPI_Status st[2];
+    int sync_slot; /* an MPI_Ssend's registration (src/ssend.c), 0 none */
 };
 struct mana_gate_slot {
     volatile int in;
@@ -312,6 +313,10 @@ struct mana_req_meta {
     void *send_copy; /* an MPI_Isendrecv_replace's packed send data (malloc'd) */
     int pcoll;       /* a persistent collective's start counter (src/ckpt.c), 0 none */
     unsigned char cancel; /* a send the application cancelled: 1 asked, 2 its count taken back */
+    unsigned char suspect; /* a synchronous send the drain found complete (src/ssend.c) */
+    unsigned char held;    /* a synchronous send waiting for its acknowledgement, as a
+                              receive on MANA's communicator; `status` is the send's */
+    int sync_slot;         /* an MPI_Issend's registration (src/ssend.c), 0 none */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not
@@ -570,6 +575,8 @@ struct mana_drained {
     int bytes;     /* packed size */
     char *data;    /* MPI_PACKED */
     struct mana_drained *next;
+    unsigned char fresh; /* received from the lower half by the current checkpoint's drain */
+    int ack_to, ack_tag; /* a synchronous send's: acknowledged at delivery (ack_tag != 0) */
 };
 /* The earliest drained message matching (comm, source, tag), removed (`take`) or not. */
 extern struct mana_drained *mana_drained_match(int comm, int source, int tag, int take) MANA_HIDDEN;
@@ -598,6 +605,32 @@ extern void mana_comm_dead(unsigned long long gid, unsigned long long seq) MANA_
 extern void mana_sent_free(unsigned long long *sent, int n_peers) MANA_HIDDEN;
 /* Counts one message sent to `dest` (a rank of `c`'s (remote) group) / received on `c`. */
 extern void mana_count_sent(int c, int dest) MANA_HIDDEN;
+
+/* ---- Synchronous sends across a checkpoint (src/ssend.c) ---- */
+/* Makes MANA's communicator for acknowledgements (MPI_Init, collective). */
+extern void mana_ssend_init(void) MANA_HIDDEN;
+/* Holding the gate: a synchronous send to `dest` was posted (and counted); its
+ * registration (0 if not tracked), released with mana_ssend_forget. */
+extern int mana_ssend_register(int comm, int dest, int tag) MANA_HIDDEN;
+extern void mana_ssend_forget(int slot) MANA_HIDDEN;
+/* Holding the gate: any send was posted to (comm, dest, tag). */
+extern void mana_ssend_sent(int comm, int dest, int tag) MANA_HIDDEN;
+/* The drain found synchronous send request `v` (or blocked thread `b`'s) complete in the
+ * lower half: whether it waits for the exchange (1) or completes as usual (0). */
+extern int mana_ssend_suspect_req(int v, struct mana_req_meta *m, const MPI_Status *st) MANA_HIDDEN;
+extern void mana_ssend_suspect_blocked(struct mana_blocking *b) MANA_HIDDEN;
+/* The drain starts; after it, every rank exchanges what it found (collective). */
+extern void mana_ssend_drain_begin(void) MANA_HIDDEN;
+extern void mana_ssend_exchange(void) MANA_HIDDEN;
+/* Delivery of a marked drained message: tells its sender (any thread, gate not held). */
+extern void mana_ssend_ack(int to, int tag) MANA_HIDDEN;
+/* Drained messages of the current drain (src/ckpt.c, for src/ssend.c). */
+extern int mana_drained_mark(unsigned long long gid, int src, int tag, unsigned after, int ack_to,
+                             int ack_tag) MANA_HIDDEN;
+extern void mana_drained_fresh_clear(void) MANA_HIDDEN;
+/* Request `v`, finished in the lower half with status `st` (src/ckpt.c): released if the
+ * application freed it, else done with its status. */
+extern void mana_req_finished(int v, struct mana_req_meta *m, const MPI_Status *st) MANA_HIDDEN;
 extern void mana_count_recvd(int c) MANA_HIDDEN;
 
 /* Virtual handle `v` now names real handle `real` (a restart re-created its object). */

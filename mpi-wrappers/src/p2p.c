@@ -159,7 +159,7 @@ static int new_request(int real, int kind, int comm, int peer, int persistent, M
 
 /* The lower half completed the request behind `*v` (its real handle now `real_after`)
  * with status `st`: count a received message, and give the application its new handle. */
-static void completed(MPI_Request *v, int real_before, int real_after, const MPI_Status *st)
+static void completed(MPI_Request *v, int real_before, int real_after, MPI_Status *st)
 {
     struct mana_req_meta *m = mana_req_meta(*v);
     if (m) {
@@ -167,6 +167,12 @@ static void completed(MPI_Request *v, int real_before, int real_after, const MPI
             mana_count_recvd(m->comm);
         mana_send_completed(m, st);
         m->active = 0;
+        if (m->held) { /* a synchronous send's acknowledgement (src/ssend.c): the send's status */
+            int err = st->MPI_ERROR;
+            mana_status_copy(st, &m->status);
+            st->MPI_ERROR = err;
+            m->held = 0;
+        }
     }
     *v = mana_h_inout_done(*v, real_before, real_after);
 }
@@ -201,7 +207,8 @@ static struct mana_req_meta *done_meta(int v)
     if (!mana_h_is_virtual(v))
         return NULL;
     struct mana_req_meta *m = mana_req_meta(v);
-    return m && m->state == MANA_REQ_DONE ? m : NULL;
+    /* A suspect synchronous send (src/ssend.c) is seen only after a failed checkpoint. */
+    return m && (m->state == MANA_REQ_DONE || m->suspect) ? m : NULL;
 }
 
 /* ---- Sends ---- */
@@ -211,7 +218,8 @@ static struct mana_req_meta *done_meta(int v)
  * it in the same crossing: a send that completes soon costs one crossing, like the
  * native call. */
 static int post_send(struct lower_fn *lf, struct lower_fn *lfc, const void *buf, MPI_Count count, MPI_Datatype dt,
-                     int dest, int tag, MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending)
+                     int dest, int tag, MPI_Comm comm, MPI_Request *r, struct mana_blocking *b, int *pending,
+                     int *sync_slot)
 {
     struct mana_gate_slot *g = my_slot();
     mana_gate_enter();
@@ -225,8 +233,12 @@ static int post_send(struct lower_fn *lf, struct lower_fn *lfc, const void *buf,
     int rc = f ? f(buf, (int)count, t, dest, tag, c, r) : fc(buf, count, t, dest, tag, c, r);
     mana_leave_lower(up);
     if (rc == MPI_SUCCESS) {
-        if (dest != MPI_PROC_NULL)
+        if (dest != MPI_PROC_NULL) {
             mana_count_sent(comm, dest);
+            mana_ssend_sent(comm, dest, tag);
+            if (sync_slot) /* a synchronous send: src/ssend.c */
+                *sync_slot = mana_ssend_register(comm, dest, tag);
+        }
         if (b) {
             blk_add(g, b, *r, comm, 0, NULL, 0, 0, dest, tag);
             up = mana_enter_lower(fs);
@@ -239,54 +251,75 @@ static int post_send(struct lower_fn *lf, struct lower_fn *lfc, const void *buf,
     return rc;
 }
 
-static int blocking_send(struct lower_fn *f, struct lower_fn *fc, const void *buf, MPI_Count count, MPI_Datatype dt, int dest,
-                         int tag, MPI_Comm comm)
+static int blocking_send(struct lower_fn *f, struct lower_fn *fc, int sync, const void *buf, MPI_Count count,
+                         MPI_Datatype dt, int dest, int tag, MPI_Comm comm)
 {
     struct mana_blocking b = {0};
     MPI_Request r = MPI_REQUEST_NULL;
     int pending = 0;
-    int rc = post_send(f, fc, buf, count, dt, dest, tag, comm, &r, &b, &pending);
-    return rc == MPI_SUCCESS && pending ? blk_wait(&b) : rc;
+    int rc = post_send(f, fc, buf, count, dt, dest, tag, comm, &r, &b, &pending, sync ? &b.sync_slot : NULL);
+    if (rc == MPI_SUCCESS && pending)
+        rc = blk_wait(&b);
+    if (b.sync_slot)
+        mana_ssend_forget(b.sync_slot);
+    return rc;
 }
 
-#define BLOCKING_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T)                              \
+#define BLOCKING_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T, SYNC)                        \
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm)                \
     {                                                                                    \
-        return blocking_send(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm); \
+        return blocking_send(INT_F(ID, LOWER), C_F(ID, LOWER), SYNC, buf, count, dt, dest, tag, comm); \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
 #define NONE(id, name) ((struct lower_fn *)NULL)
 
-BLOCKING_SEND(MPI_Send, "PMPI_Isend", 4210, LOWER_FN, NONE, int)
-BLOCKING_SEND(MPI_Send_c, "PMPI_Isend_c", 4211, NONE, LOWER_FN, MPI_Count)
-BLOCKING_SEND(MPI_Ssend, "PMPI_Issend", 4212, LOWER_FN, NONE, int)
-BLOCKING_SEND(MPI_Ssend_c, "PMPI_Issend_c", 4213, NONE, LOWER_FN, MPI_Count)
-BLOCKING_SEND(MPI_Bsend, "PMPI_Ibsend", 4214, LOWER_FN, NONE, int)
-BLOCKING_SEND(MPI_Bsend_c, "PMPI_Ibsend_c", 4215, NONE, LOWER_FN, MPI_Count)
-BLOCKING_SEND(MPI_Rsend, "PMPI_Irsend", 4216, LOWER_FN, NONE, int)
-BLOCKING_SEND(MPI_Rsend_c, "PMPI_Irsend_c", 4217, NONE, LOWER_FN, MPI_Count)
+/* An MPI_Issend's request keeps its registration (src/ssend.c) until it is released. */
+static void sync_request(MPI_Request v, int slot)
+{
+    struct mana_req_meta *m = mana_req_meta(v);
+    if (m)
+        m->sync_slot = slot;
+    else
+        mana_ssend_forget(slot);
+}
 
-#define NONBLOCKING_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T)                           \
+BLOCKING_SEND(MPI_Send, "PMPI_Isend", 4210, LOWER_FN, NONE, int, 0)
+BLOCKING_SEND(MPI_Send_c, "PMPI_Isend_c", 4211, NONE, LOWER_FN, MPI_Count, 0)
+BLOCKING_SEND(MPI_Ssend, "PMPI_Issend", 4212, LOWER_FN, NONE, int, 1)
+BLOCKING_SEND(MPI_Ssend_c, "PMPI_Issend_c", 4213, NONE, LOWER_FN, MPI_Count, 1)
+BLOCKING_SEND(MPI_Bsend, "PMPI_Ibsend", 4214, LOWER_FN, NONE, int, 0)
+BLOCKING_SEND(MPI_Bsend_c, "PMPI_Ibsend_c", 4215, NONE, LOWER_FN, MPI_Count, 0)
+BLOCKING_SEND(MPI_Rsend, "PMPI_Irsend", 4216, LOWER_FN, NONE, int, 0)
+BLOCKING_SEND(MPI_Rsend_c, "PMPI_Irsend_c", 4217, NONE, LOWER_FN, MPI_Count, 0)
+
+#define NONBLOCKING_SEND(NAME, LOWER, ID, INT_F, C_F, COUNT_T, SYNC)                     \
     __attribute__((used)) static int mana_w_##NAME(const void *buf, COUNT_T count, MPI_Datatype dt, int dest, \
                                                    int tag, MPI_Comm comm, MPI_Request *request) \
     {                                                                                    \
         MPI_Request r = MPI_REQUEST_NULL;                                                \
-        int rc = post_send(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm, &r, NULL, NULL); \
-        return rc == MPI_SUCCESS ? new_request(r, MANA_REQ_SEND, comm, dest, 0, request) : rc; \
+        int slot = 0;                                                                    \
+        int rc = post_send(INT_F(ID, LOWER), C_F(ID, LOWER), buf, count, dt, dest, tag, comm, &r, NULL, NULL, \
+                           SYNC ? &slot : NULL);                                         \
+        if (rc != MPI_SUCCESS)                                                           \
+            return rc;                                                                   \
+        new_request(r, MANA_REQ_SEND, comm, dest, 0, request);                           \
+        if (slot)                                                                        \
+            sync_request(*request, slot);                                                \
+        return MPI_SUCCESS;                                                              \
     }                                                                                    \
     MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
     MANA_EXPORT(mana_w_##NAME, P##NAME)
 
-NONBLOCKING_SEND(MPI_Isend, "PMPI_Isend", 4220, LOWER_FN, NONE, int)
-NONBLOCKING_SEND(MPI_Isend_c, "PMPI_Isend_c", 4221, NONE, LOWER_FN, MPI_Count)
-NONBLOCKING_SEND(MPI_Issend, "PMPI_Issend", 4222, LOWER_FN, NONE, int)
-NONBLOCKING_SEND(MPI_Issend_c, "PMPI_Issend_c", 4223, NONE, LOWER_FN, MPI_Count)
-NONBLOCKING_SEND(MPI_Ibsend, "PMPI_Ibsend", 4224, LOWER_FN, NONE, int)
-NONBLOCKING_SEND(MPI_Ibsend_c, "PMPI_Ibsend_c", 4225, NONE, LOWER_FN, MPI_Count)
-NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_FN, NONE, int)
-NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_FN, MPI_Count)
+NONBLOCKING_SEND(MPI_Isend, "PMPI_Isend", 4220, LOWER_FN, NONE, int, 0)
+NONBLOCKING_SEND(MPI_Isend_c, "PMPI_Isend_c", 4221, NONE, LOWER_FN, MPI_Count, 0)
+NONBLOCKING_SEND(MPI_Issend, "PMPI_Issend", 4222, LOWER_FN, NONE, int, 1)
+NONBLOCKING_SEND(MPI_Issend_c, "PMPI_Issend_c", 4223, NONE, LOWER_FN, MPI_Count, 1)
+NONBLOCKING_SEND(MPI_Ibsend, "PMPI_Ibsend", 4224, LOWER_FN, NONE, int, 0)
+NONBLOCKING_SEND(MPI_Ibsend_c, "PMPI_Ibsend_c", 4225, NONE, LOWER_FN, MPI_Count, 0)
+NONBLOCKING_SEND(MPI_Irsend, "PMPI_Irsend", 4226, LOWER_FN, NONE, int, 0)
+NONBLOCKING_SEND(MPI_Irsend_c, "PMPI_Irsend_c", 4227, NONE, LOWER_FN, MPI_Count, 0)
 
 static void recv_args(MPI_Request v, void *buf, MPI_Count count, MPI_Datatype dt, int tag);
 
@@ -888,14 +921,14 @@ static int sendrecv_common(const void *sbuf, MPI_Count scount, MPI_Datatype styp
         rc = deliver_to(hit, rbuf, rcount, rtype, comm, &in);
         if (rc != MPI_SUCCESS)
             return rc;
-        rc = post_send(NULL, isend, sbuf, scount, stype, dest, stag, comm, &r[1], &b, &pending);
+        rc = post_send(NULL, isend, sbuf, scount, stype, dest, stag, comm, &r[1], &b, &pending, NULL);
         if (rc == MPI_SUCCESS && pending)
             rc = blk_wait(&b);
         if (!mana_status_ignored(status))
             mana_status_copy(status, &in);
         return rc;
     }
-    rc = post_send(NULL, isend, sbuf, scount, stype, dest, stag, comm, &r[1], &b, &pending);
+    rc = post_send(NULL, isend, sbuf, scount, stype, dest, stag, comm, &r[1], &b, &pending, NULL);
     if (rc != MPI_SUCCESS)
         return rc;
     return finish_blocking_recv(rc, 1, &b, 0, status, &in);
@@ -1052,7 +1085,8 @@ static int isendrecv_drained(struct mana_drained *d, int replace, const void *sb
     rc = mana_drained_deliver(d, rbuf, rcount, rtype, comm, &st);
     MPI_Request r = MPI_REQUEST_NULL;
     if (rc == MPI_SUCCESS)
-        rc = post_send(NULL, LOWER_FN(4631, "PMPI_Isend_c"), sbuf, scount, stype, dest, stag, comm, &r, NULL, NULL);
+        rc = post_send(NULL, LOWER_FN(4631, "PMPI_Isend_c"), sbuf, scount, stype, dest, stag, comm, &r, NULL, NULL,
+                       NULL);
     if (rc != MPI_SUCCESS) {
         free(tmp);
         return rc;
@@ -1093,8 +1127,10 @@ static int isendrecv_common(int replace, const void *sbuf, MPI_Count scount, MPI
         rc = f(sbuf, scount, t, dest, stag, rbuf, rcount, rt, src, rtag, c, &r);
     }
     mana_leave_lower(up);
-    if (rc == MPI_SUCCESS && dest != MPI_PROC_NULL)
+    if (rc == MPI_SUCCESS && dest != MPI_PROC_NULL) {
         mana_count_sent(comm, dest);
+        mana_ssend_sent(comm, dest, stag);
+    }
     mana_gate_leave();
     if (rc != MPI_SUCCESS)
         return rc;
@@ -1171,8 +1207,10 @@ static int start_one(MPI_Request *v)
     if (rc == MPI_SUCCESS && m) {
         m->active = 1;
         m->cancel = 0;
-        if (m->kind == MANA_REQ_SEND && m->peer != MPI_PROC_NULL)
+        if (m->kind == MANA_REQ_SEND && m->peer != MPI_PROC_NULL) {
             mana_count_sent(m->comm, m->peer);
+            mana_ssend_sent(m->comm, m->peer, m->tag);
+        }
     }
     mana_gate_leave();
     return rc;

@@ -587,6 +587,7 @@ static void snap_windows(void)
 int mana_snapshot(char *why, int len)
 {
     snap_clear();
+    mana_ssend_exchange();
     if (mana_h_live(KIND_SESSION))
         refuse("the application holds an MPI session, which a restart cannot create again yet");
     char file_why[sizeof snap.unsupported];

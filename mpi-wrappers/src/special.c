@@ -1683,9 +1683,12 @@ __attribute__((used)) static int mana_w_MPI_Init(int *argc, char ***argv)
         mana_init_level = MPI_THREAD_SINGLE;
         __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
-        call_trigger_start();
     }
     mana_coll_leave(counted);
+    if (r == MPI_SUCCESS) {
+        mana_ssend_init(); /* collective, counted like the application's */
+        call_trigger_start();
+    }
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init, MPI_Init)
@@ -1703,9 +1706,12 @@ __attribute__((used)) static int mana_w_MPI_Init_thread(int *argc, char ***argv,
         mana_init_level = required;
         __atomic_store_n(&mana_mpi_phase, MANA_PHASE_INITIALIZED, __ATOMIC_RELEASE);
         mana_mark_time("init");
-        call_trigger_start();
     }
     mana_coll_leave(counted);
+    if (r == MPI_SUCCESS) {
+        mana_ssend_init(); /* collective, counted like the application's */
+        call_trigger_start();
+    }
     return r;
 }
 MANA_EXPORT(mana_w_MPI_Init_thread, MPI_Init_thread)

@@ -405,6 +405,51 @@ fn many_communicators_keep_distinct_identities_across_a_restart() {
     );
 }
 
+/// Synchronous sends in flight at a checkpoint (tests/mpi/ssend_drain.c: on each rank an
+/// MPI_Issend to the peer between two standard sends with the same tag, one to itself on a
+/// duplicate communicator, and a thread blocked in MPI_Ssend) are drained but stay
+/// incomplete until the receiver's application receives them — after a checkpoint the job
+/// continues from, and after a restart. The drain used to complete all six ("early 6").
+#[test]
+fn synchronous_sends_stay_incomplete_until_received_across_a_checkpoint() {
+    let s = Session::start("mpi-ssend-drain");
+    let program = compile_mpi("ssend_drain", s.dir());
+    let open_gate = s.dir().join("gate-open");
+    std::fs::write(&open_gate, "").unwrap();
+    let expected = native(&s, 2, &program, &[open_gate.to_str().unwrap()]);
+    let done = |t: &str| result_line(t, "ssend_drain done");
+    assert_eq!(
+        done(&expected).as_deref(),
+        Some("ssend_drain done: early 0 wrong 0"),
+        "native: {expected}"
+    );
+    for kill in [false, true] {
+        let gate = s.dir().join(format!("gate-{kill}"));
+        let run = launch(&s, 2, &program, &[gate.to_str().unwrap()], &[]);
+        run.wait_for_stdout("ssend ready", LONG);
+        wait_registered(&s, 2);
+        let out = if kill {
+            s.checkpoint_and_kill()
+                .unwrap_or_else(|e| panic!("checkpoint --kill failed: {e}"));
+            let _ = run.wait_quietly(LONG);
+            std::fs::write(&gate, "").unwrap();
+            restart(&s, 2, &[]).wait_output(LONG)
+        } else {
+            s.checkpoint()
+                .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+            std::fs::write(&gate, "").unwrap();
+            run.wait_output(LONG)
+        };
+        out.assert_success();
+        assert_eq!(
+            done(&out.stdout_text()),
+            done(&expected),
+            "killed and restarted: {kill}; {}",
+            out.describe()
+        );
+    }
+}
+
 /// Ranks free a communicator a second apart (MPI_Comm_free is local) and the checkpoint is
 /// requested in between: it completes once every rank has freed it, and the restart, which
 /// must not re-create it on one rank alone, ends like the native run.
