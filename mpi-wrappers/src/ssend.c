@@ -230,11 +230,14 @@ out:
     return all;
 }
 
-/* The world rank of `dest` in the application's communicator `comm`, or -1. */
-static int world_rank_of(int comm, int dest)
+/* The world rank of `dest` in the application's communicator `comm` (this rank is world
+ * rank `me`), or -1. */
+static int world_rank_of(int comm, int dest, int me)
 {
     if (comm == MPI_COMM_WORLD)
         return dest;
+    if (comm == MPI_COMM_SELF) /* gid 0: drained locally, like every other communicator */
+        return dest == 0 ? me : -1;
     struct mana_comm_meta *m = mana_comm_meta(comm);
     if (!m || !m->gid)
         return -1;
@@ -296,7 +299,7 @@ void mana_ssend_exchange(void)
         struct suspect *s = &suspects[i];
         struct mana_comm_meta *cm = mana_comm_meta(s->send.comm);
         int src = -1;
-        s->dest_world = world_rank_of(s->send.comm, s->send.dest);
+        s->dest_world = world_rank_of(s->send.comm, s->send.dest, me);
         if (s->dest_world < 0 || !cm || lower_rank(mana_h_real(s->send.comm), &src) != MPI_SUCCESS)
             continue;
         s->id = next_id();

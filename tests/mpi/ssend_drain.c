@@ -4,17 +4,17 @@
  *
  * `ssend_drain GATE`: every rank sends its peer three messages with tag 5 — MPI_Send (a),
  * MPI_Issend (b), MPI_Isend (c), in that order, so the drain receives the synchronous one
- * between two standard ones — and itself one MPI_Issend with tag 7 on a duplicate of
- * MPI_COMM_WORLD; a second thread blocks in MPI_Ssend to the peer with tag 11. Both ranks
+ * between two standard ones — and itself an MPI_Issend with tag 7 on a duplicate of
+ * MPI_COMM_WORLD and one with tag 8 on MPI_COMM_SELF; a second thread blocks in MPI_Ssend to the peer with tag 11. Both ranks
  * pass a barrier and rank 0 prints "ssend ready". Every rank then waits, outside MPI, until
  * the file GATE exists (a test checkpoints the job meanwhile, and may kill and restart it:
- * the drain receives every message into the upper half). Then each rank tests its two
+ * the drain receives every message into the upper half). Then each rank tests its three
  * synchronous requests and looks whether the blocked thread returned — natively none can
  * have completed, since nobody has received yet: each one that did counts as "early" —,
  * passes a barrier, receives everything (checking values and order), waits for all and
  * joins the thread. Rank 0 prints "ssend_drain done: early <E> wrong <W>".
  *
- * Before src/ssend.c the drain's receive completed all three synchronous sends: early 6. */
+ * Before src/ssend.c the drain's receive completed all four synchronous sends: early 8. */
 #include <mpi.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -46,12 +46,13 @@ int main(int argc, char **argv)
     peer = (rank + 1) % size;
     MPI_Comm dup;
     MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-    int a = 100 + rank, b = 200 + rank, c = 300 + rank, d = 700 + rank;
-    MPI_Request rq[3];
+    int a = 100 + rank, b = 200 + rank, c = 300 + rank, d = 700 + rank, e8 = 800 + rank;
+    MPI_Request rq[4];
     MPI_Send(&a, 1, MPI_INT, peer, 5, MPI_COMM_WORLD);
     MPI_Issend(&b, 1, MPI_INT, peer, 5, MPI_COMM_WORLD, &rq[0]);
     MPI_Isend(&c, 1, MPI_INT, peer, 5, MPI_COMM_WORLD, &rq[1]);
     MPI_Issend(&d, 1, MPI_INT, rank, 7, dup, &rq[2]);
+    MPI_Issend(&e8, 1, MPI_INT, 0, 8, MPI_COMM_SELF, &rq[3]);
     pthread_t t;
     pthread_create(&t, NULL, blocked_ssend, NULL);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -68,18 +69,21 @@ int main(int argc, char **argv)
     early += flag;
     MPI_Test(&rq[2], &flag, MPI_STATUS_IGNORE);
     early += flag;
+    MPI_Test(&rq[3], &flag, MPI_STATUS_IGNORE);
+    early += flag;
     early += thread_returned;
     MPI_Barrier(MPI_COMM_WORLD);
-    int in[5];
+    int in[6];
     for (int i = 0; i < 3; i++)
         MPI_Recv(&in[i], 1, MPI_INT, peer, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     MPI_Recv(&in[3], 1, MPI_INT, rank, 7, dup, MPI_STATUS_IGNORE);
     MPI_Recv(&in[4], 1, MPI_INT, peer, 11, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    const int want[5] = {100 + peer, 200 + peer, 300 + peer, 700 + rank, 1100 + peer};
-    for (int i = 0; i < 5; i++)
+    MPI_Recv(&in[5], 1, MPI_INT, 0, 8, MPI_COMM_SELF, MPI_STATUS_IGNORE);
+    const int want[6] = {100 + peer, 200 + peer, 300 + peer, 700 + rank, 1100 + peer, 800 + rank};
+    for (int i = 0; i < 6; i++)
         wrong += in[i] != want[i];
-    MPI_Status st[3];
-    MPI_Waitall(3, rq, st);
+    MPI_Status st[4];
+    MPI_Waitall(4, rq, st);
     pthread_join(t, NULL);
     MPI_Comm_free(&dup);
     int e = 0, w = 0;

@@ -407,9 +407,10 @@ fn many_communicators_keep_distinct_identities_across_a_restart() {
 
 /// Synchronous sends in flight at a checkpoint (tests/mpi/ssend_drain.c: on each rank an
 /// MPI_Issend to the peer between two standard sends with the same tag, one to itself on a
-/// duplicate communicator, and a thread blocked in MPI_Ssend) are drained but stay
-/// incomplete until the receiver's application receives them — after a checkpoint the job
-/// continues from, and after a restart. The drain used to complete all six ("early 6").
+/// duplicate communicator and one on MPI_COMM_SELF, and a thread blocked in MPI_Ssend) are
+/// drained but stay incomplete until the receiver's application receives them — after a
+/// checkpoint the job continues from, and after a restart. The drain used to complete all
+/// eight ("early 8").
 #[test]
 fn synchronous_sends_stay_incomplete_until_received_across_a_checkpoint() {
     let s = Session::start("mpi-ssend-drain");
