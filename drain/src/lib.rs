@@ -33,7 +33,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 5;
+const OPS_VERSION: u32 = 6;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -62,6 +62,8 @@ pub struct MpiOps {
     restart_times: unsafe extern "C" fn(init_s: *mut f64, rebuild_s: *mut f64),
     /// Where the process is in MPI's lifetime: [`Phase`].
     phase: unsafe extern "C" fn() -> i32,
+    /// What the last drain round left on this rank, in words; the length written.
+    drain_report: unsafe extern "C" fn(buf: *mut u8, len: i32) -> i32,
 }
 
 /// Where a process is in MPI's lifetime (`mana_mpi_phase` of `mana_wrap.h`).
@@ -378,10 +380,16 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
             return Ok(());
         }
         if Instant::now() > deadline {
+            let mut why = [0u8; 1024];
+            // SAFETY: `why` has room for `len` bytes; the gate is closed.
+            let n = unsafe { (ops.drain_report)(why.as_mut_ptr(), why.len() as i32) };
+            let here =
+                String::from_utf8_lossy(&why[..(n.max(0) as usize).min(why.len())]).into_owned();
             return Err(format!(
-                "{} message(s) or request(s) still in flight after {} s of draining",
+                "{} message(s) or request(s) still in flight after {} s of draining (this rank: {})",
                 get(0),
-                AGREE_TIMEOUT.as_secs()
+                AGREE_TIMEOUT.as_secs(),
+                if here.is_empty() { "nothing left" } else { &here }
             ));
         }
         std::thread::sleep(Duration::from_micros(100));

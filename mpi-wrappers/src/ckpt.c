@@ -958,6 +958,33 @@ struct test_all {
     int incomplete;
 };
 
+/* What the last drain round left on this rank, for drain_report: communicators still
+ * expecting messages, and requests not complete (the first few of each). */
+#define STUCK_SHOWN 6
+static struct {
+    unsigned long long gid;
+    long long expected, received;
+    int ranks;
+} stuck_comms[STUCK_SHOWN];
+static struct {
+    int kind, peer, tag, blocked;
+    unsigned long long gid;
+} stuck_reqs[STUCK_SHOWN];
+static int n_stuck_comms, n_stuck_reqs;
+
+static void note_stuck_request(int kind, int comm, int peer, int tag, int blocked)
+{
+    if (n_stuck_reqs < STUCK_SHOWN) {
+        struct mana_comm_meta *cm = mana_comm_meta(comm);
+        stuck_reqs[n_stuck_reqs].kind = kind;
+        stuck_reqs[n_stuck_reqs].peer = peer;
+        stuck_reqs[n_stuck_reqs].tag = tag;
+        stuck_reqs[n_stuck_reqs].blocked = blocked;
+        stuck_reqs[n_stuck_reqs].gid = comm == MPI_COMM_SELF ? 0 : cm ? cm->gid : 0;
+    }
+    n_stuck_reqs++;
+}
+
 typedef int (*test_fn)(MPI_Request *, int *, MPI_Status *);
 
 /* Tests virtual request `v` in the lower half, up to `tries` times while it is not
@@ -1004,8 +1031,10 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     MPI_Status st;
     int rc = test_lower(v, 1, &flag, &st);
     if (rc != MPI_SUCCESS || !flag) {
-        if (m->kind != MANA_REQ_RECV)
+        if (m->kind != MANA_REQ_RECV) {
             t->incomplete++;
+            note_stuck_request(m->kind, m->comm, m->peer, m->tag, 0);
+        }
         return;
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
@@ -1056,8 +1085,10 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
         int rc = test(&b->real[i], &flag, &b->st[i]);
         mana_leave_lower(up);
         if (rc != MPI_SUCCESS || !flag) {
-            if (!b->recv[i])
+            if (!b->recv[i]) {
                 t->incomplete++;
+                note_stuck_request(MANA_REQ_SEND, b->comm[i], b->peer[i], b->tag[i], 1);
+            }
             continue;
         }
         b->state[i] = 1;
@@ -1143,6 +1174,16 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
         s->negative = 1;
     else
         s->outstanding += left;
+    if (left > 0) {
+        if (n_stuck_comms < STUCK_SHOWN) {
+            long long received = (long long)__atomic_load_n(&m->recvd, __ATOMIC_RELAXED);
+            stuck_comms[n_stuck_comms].gid = c == MPI_COMM_SELF ? 0 : m->gid;
+            stuck_comms[n_stuck_comms].expected = received + left;
+            stuck_comms[n_stuck_comms].received = received;
+            stuck_comms[n_stuck_comms].ranks = c == MPI_COMM_SELF ? 1 : m->n_ranks;
+        }
+        n_stuck_comms++;
+    }
 }
 
 /* One round of the drain (gate closed): tests requests, receives what is in flight.
@@ -1151,6 +1192,7 @@ static void drain_comm(int c, struct mana_comm_meta *m, void *arg)
 static long long drain_step(const struct mana_count *sums, int n)
 {
     struct test_all t = {0};
+    n_stuck_comms = n_stuck_reqs = 0;
     record_locked_windows(sums, n);
     mana_drain_matched();
     mana_req_each(test_request, &t);
@@ -1171,6 +1213,39 @@ static void progress(void)
     unsigned long up = mana_enter_lower(fs);
     f(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
     mana_leave_lower(up);
+}
+
+/* What the last drain round left on this rank, in words (for the error of a drain that
+ * timed out); returns the length written. */
+static int drain_report(char *buf, int len)
+{
+    static const char *const kinds[] = {"other", "send", "receive", "collective", "I/O", "one-sided"};
+    int at = 0;
+#define PUT(...)                                                                          \
+    do {                                                                                  \
+        if (at < len)                                                                     \
+            at += snprintf(buf + at, (size_t)(len - at), __VA_ARGS__);                    \
+    } while (0)
+    if (len > 0)
+        buf[0] = 0;
+    for (int i = 0; i < n_stuck_comms && i < STUCK_SHOWN; i++)
+        PUT("%scommunicator %s%016llx (%d ranks) expects %lld message(s) to this rank, received %lld",
+            i ? "; " : "", stuck_comms[i].gid ? "gid " : "MPI_COMM_SELF ", stuck_comms[i].gid, stuck_comms[i].ranks,
+            stuck_comms[i].expected, stuck_comms[i].received);
+    if (n_stuck_comms > STUCK_SHOWN)
+        PUT("; %d more communicator(s)", n_stuck_comms - STUCK_SHOWN);
+    for (int i = 0; i < n_stuck_reqs && i < STUCK_SHOWN; i++) {
+        int k = stuck_reqs[i].kind;
+        PUT("%s%s%s incomplete", at ? "; " : "", stuck_reqs[i].blocked ? "a blocked thread's " : "",
+            kinds[k >= 0 && k <= MANA_REQ_RMA ? k : 0]);
+        if (k == MANA_REQ_SEND)
+            PUT(" to rank %d, tag %d,", stuck_reqs[i].peer, stuck_reqs[i].tag);
+        PUT(" on communicator %016llx", stuck_reqs[i].gid);
+    }
+    if (n_stuck_reqs > STUCK_SHOWN)
+        PUT("; %d more request(s)", n_stuck_reqs - STUCK_SHOWN);
+#undef PUT
+    return at < len ? at : len - 1;
 }
 
 static int drained_count(void)
@@ -1212,6 +1287,31 @@ int mana_drained_mark(unsigned long long gid, int src, int tag, unsigned after, 
     }
     pthread_mutex_unlock(&drained_lock);
     return 0;
+}
+
+void mana_drained_forget_comm(int comm)
+{
+    if (!__atomic_load_n(&mana_drained_head, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&drained_lock);
+    struct mana_drained *prev = NULL, *d = mana_drained_head;
+    while (d) {
+        struct mana_drained *next = d->next;
+        if (d->comm != comm) {
+            prev = d;
+        } else {
+            if (prev)
+                prev->next = next;
+            else
+                mana_drained_head = next;
+            if (drained_tail == d)
+                drained_tail = prev;
+            free(d->data);
+            free(d);
+        }
+        d = next;
+    }
+    pthread_mutex_unlock(&drained_lock);
 }
 
 void mana_drained_fresh_clear(void)
@@ -1777,6 +1877,7 @@ static const struct mana_mpi_ops ops = {
     .restart = mpi_restart,
     .restart_times = restart_times,
     .phase = phase,
+    .drain_report = drain_report,
 };
 
 extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));

@@ -365,6 +365,8 @@ static void release(int v)
         mana_pcoll_dead(pcoll);
     if (sync_slot)
         mana_ssend_forget(sync_slot);
+    if (gone && kind == KIND_COMM) /* its drained messages can never be received now */
+        mana_drained_forget_comm(v);
     if (sent)
         mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;

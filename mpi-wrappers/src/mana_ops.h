@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 5
+#define MANA_MPI_OPS_VERSION 6
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -56,6 +56,9 @@ struct mana_mpi_ops {
     void (*restart_times)(double *init_s, double *rebuild_s);
     /* mana_mpi_phase: 0 before MPI_Init, 1 initialized, 2 finalized (mana_wrap.h). */
     int (*phase)(void);
+    /* What the last drain round left on this rank, in words: communicators still expecting
+     * messages, requests not complete. Returns the length written into `buf`. */
+    int (*drain_report)(char *buf, int len);
 };
 
 #endif

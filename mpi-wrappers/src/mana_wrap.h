@@ -628,6 +628,9 @@ extern void mana_ssend_ack(int to, int tag) MANA_HIDDEN;
 extern int mana_drained_mark(unsigned long long gid, int src, int tag, unsigned after, int ack_to,
                              int ack_tag) MANA_HIDDEN;
 extern void mana_drained_fresh_clear(void) MANA_HIDDEN;
+/* The application's communicator `comm` is gone (its handle released): its drained
+ * messages can never be received, and a new communicator may get the handle. */
+extern void mana_drained_forget_comm(int comm) MANA_HIDDEN;
 /* Request `v`, finished in the lower half with status `st` (src/ckpt.c): released if the
  * application freed it, else done with its status. */
 extern void mana_req_finished(int v, struct mana_req_meta *m, const MPI_Status *st) MANA_HIDDEN;

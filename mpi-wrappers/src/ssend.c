@@ -273,6 +273,8 @@ static void await_ack(struct suspect *s)
         return;
     }
     struct mana_req_meta *m = mana_req_meta(s->v);
+    if (!m)
+        return;
     m->kind = MANA_REQ_RECV;
     m->comm = ack_comm;
     m->peer = s->dest_world;
@@ -328,8 +330,10 @@ void mana_ssend_exchange(void)
             await_ack(s);
         } else if (!s->b) {
             struct mana_req_meta *m = mana_req_meta(s->v);
-            m->suspect = 0;
-            mana_req_finished(s->v, m, &m->status);
+            if (m && m->suspect) {
+                m->suspect = 0;
+                mana_req_finished(s->v, m, &m->status);
+            }
         }
     }
     free(out);
