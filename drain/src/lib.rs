@@ -201,6 +201,12 @@ pub fn prepare(conn: &mut Connection, generation: u64) -> Result<Prepared, Strin
                 })
             }
             Err(e) => {
+                // What this rank still waited for, whoever reported the failure first (a
+                // rank with nothing left often does: its peers are then interrupted).
+                let left = drain_report(ops);
+                if !left.is_empty() {
+                    warn!("the failed drain left on this rank: {left}");
+                }
                 // SAFETY: as above.
                 unsafe { (ops.gate_open)() };
                 Err(e)
@@ -328,6 +334,14 @@ fn reduce_progressing(
     conn.wait_reduced(key)
 }
 
+/// What the last drain round left on this rank, in words (empty: nothing).
+fn drain_report(ops: &MpiOps) -> String {
+    let mut why = [0u8; 1024];
+    // SAFETY: `why` has room for `len` bytes; called by the checkpointer, gate closed.
+    let n = unsafe { (ops.drain_report)(why.as_mut_ptr(), why.len() as i32) };
+    String::from_utf8_lossy(&why[..(n.max(0) as usize).min(why.len())]).into_owned()
+}
+
 /// DRAIN.md §2: every rank publishes how many messages it sent to whom; each receives
 /// what is still in flight to it, until the job-wide work left is zero.
 fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), String> {
@@ -380,11 +394,7 @@ fn drain(ops: &MpiOps, conn: &mut Connection, generation: u64) -> Result<(), Str
             return Ok(());
         }
         if Instant::now() > deadline {
-            let mut why = [0u8; 1024];
-            // SAFETY: `why` has room for `len` bytes; the gate is closed.
-            let n = unsafe { (ops.drain_report)(why.as_mut_ptr(), why.len() as i32) };
-            let here =
-                String::from_utf8_lossy(&why[..(n.max(0) as usize).min(why.len())]).into_owned();
+            let here = drain_report(ops);
             return Err(format!(
                 "{} message(s) or request(s) still in flight after {} s of draining (this rank: {})",
                 get(0),

@@ -733,10 +733,21 @@ static int coll_apply(const struct mana_seq *t, int n)
     coll_each(apply_target, &a);
     for (int i = 0; i < n_pcolls; i++) {
         struct pcoll *p = &pcolls[i];
-        for (int j = 0; j < n && p->live; j++)
-            if (t[j].gid == p->gid && t[j].seq > p->target)
-                p->target = t[j].seq;
-        if (p->live && p->seq != p->target)
+        if (!p->live)
+            continue;
+        /* Converged means at the job-wide maximum, as for communicators, not at the own
+         * target: a start let through by the stall breaker after this round's snapshot
+         * raised the target with it, and comparing with that converged the job with this
+         * rank one start ahead — its peer was held before the start it needed, and the
+         * drain waited for ever (pcoll_order, about 1 run in 15 at 30 ms checkpoints). */
+        unsigned long long max = p->target;
+        for (int j = 0; j < n; j++)
+            if (t[j].gid == p->gid) {
+                max = t[j].seq;
+                if (t[j].seq > p->target)
+                    p->target = t[j].seq;
+            }
+        if (p->seq != max)
             a.conv = 0;
     }
     int conv = a.conv && in_blocking == 0;

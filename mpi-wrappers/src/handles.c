@@ -320,6 +320,7 @@ static void release(int v)
     unsigned long long dead_gid = 0, dead_seq = 0;
     struct mana_comm_meta *m = NULL;
     unsigned long long *sent = NULL;
+    int send_side = 0, n_peers = 0;
     if (real && *ref && --*ref == 0) {
         unsigned *owed = &t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)];
         if (kind == KIND_DATATYPE && *owed) {
@@ -356,6 +357,8 @@ static void release(int v)
             m->errhandler = 0;
             sent = m->sent;
             m->sent = NULL;
+            send_side = m->send_side; /* read here: the slot may be reused once unlocked */
+            n_peers = m->n_peers;
         }
     }
     table_unlock(t);
@@ -368,7 +371,7 @@ static void release(int v)
     if (gone && kind == KIND_COMM) /* its drained messages can never be received now */
         mana_drained_forget_comm(v);
     if (sent)
-        mana_comm_released(m->gid, m->send_side, sent, m->n_peers);
+        mana_comm_released(dead_gid, send_side, sent, n_peers);
     unsigned aux = gone && kind != KIND_REQUEST ? t->aux[idx >> MANA_VH_CHUNK_BITS][idx & (CHUNK - 1)] : 0;
     if (aux)
         mana_handle_released((int)kind, aux, v);
