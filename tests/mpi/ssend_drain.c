@@ -12,7 +12,11 @@
  * synchronous requests and looks whether the blocked thread returned — natively none can
  * have completed, since nobody has received yet: each one that did counts as "early" —,
  * passes a barrier, receives everything (checking values and order), waits for all and
- * joins the thread. Rank 0 prints "ssend_drain done: early <E> wrong <W>".
+ * joins the thread. A fifth synchronous send, to itself with tag 9, is cancelled after the
+ * gate: natively MPICH cancels it; after a drain it can no longer be (it completes when
+ * received) — either way its message must be gone if the status says cancelled, and
+ * received with its value if not (else "wrong"). Rank 0 prints
+ * "ssend_drain done: early <E> wrong <W>".
  *
  * Before src/ssend.c the drain's receive completed all four synchronous sends: early 8. */
 #include <mpi.h>
@@ -46,13 +50,14 @@ int main(int argc, char **argv)
     peer = (rank + 1) % size;
     MPI_Comm dup;
     MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-    int a = 100 + rank, b = 200 + rank, c = 300 + rank, d = 700 + rank, e8 = 800 + rank;
-    MPI_Request rq[4];
+    int a = 100 + rank, b = 200 + rank, c = 300 + rank, d = 700 + rank, e8 = 800 + rank, f = 900 + rank;
+    MPI_Request rq[5];
     MPI_Send(&a, 1, MPI_INT, peer, 5, MPI_COMM_WORLD);
     MPI_Issend(&b, 1, MPI_INT, peer, 5, MPI_COMM_WORLD, &rq[0]);
     MPI_Isend(&c, 1, MPI_INT, peer, 5, MPI_COMM_WORLD, &rq[1]);
     MPI_Issend(&d, 1, MPI_INT, rank, 7, dup, &rq[2]);
     MPI_Issend(&e8, 1, MPI_INT, 0, 8, MPI_COMM_SELF, &rq[3]);
+    MPI_Issend(&f, 1, MPI_INT, rank, 9, MPI_COMM_WORLD, &rq[4]);
     pthread_t t;
     pthread_create(&t, NULL, blocked_ssend, NULL);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -72,6 +77,21 @@ int main(int argc, char **argv)
     MPI_Test(&rq[3], &flag, MPI_STATUS_IGNORE);
     early += flag;
     early += thread_returned;
+    /* As mpi4py's test_util_pkl5 testISSendCancel does it. */
+    MPI_Cancel(&rq[4]);
+    MPI_Status cs;
+    int cancelled = 0, left = 0, got = -1;
+    MPI_Request_get_status(rq[4], &flag, &cs);
+    MPI_Test_cancelled(&cs, &cancelled);
+    if (cancelled) {
+        MPI_Wait(&rq[4], MPI_STATUS_IGNORE);
+        MPI_Iprobe(rank, 9, MPI_COMM_WORLD, &left, MPI_STATUS_IGNORE);
+        wrong += left;
+    } else {
+        MPI_Recv(&got, 1, MPI_INT, rank, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Wait(&rq[4], MPI_STATUS_IGNORE);
+        wrong += got != 900 + rank;
+    }
     MPI_Barrier(MPI_COMM_WORLD);
     int in[6];
     for (int i = 0; i < 3; i++)

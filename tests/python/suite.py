@@ -59,10 +59,17 @@ class Recorder(unittest.TextTestResult):
     def addFailure(self, test, err):
         super().addFailure(test, err)
         self.outcomes.append(("fail", test.id()))
+        self.traceback_now(test, err)
 
     def addError(self, test, err):
         super().addError(test, err)
         self.outcomes.append(("error", test.id()))
+        self.traceback_now(test, err)
+
+    def traceback_now(self, test, err):
+        # Also at once, not only in the summary: a rank that later hangs never prints it.
+        self.stream.write("\n" + self._exc_info_to_string(err, test))
+        self.stream.flush()
 
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
