@@ -194,7 +194,12 @@ static void comm_record(struct mana_comm_meta *p, struct mana_comm_meta *m, int 
     unsigned long long mine = base, agreed = 0;
     lower_allreduce(&mine, &agreed, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, merged);
     lower_comm_free(&merged);
-    m->gid = mix(agreed, 0x1e7e) | 1;
+    /* Siblings of one MPI_Comm_split of an intercommunicator share `agreed` (one parent,
+     * one count): their lowest world rank over both groups tells them apart, as it does
+     * intracommunicators (before, the two had one gid and the drain summed their messages:
+     * MPICH's comm/icsplit failed every checkpoint, "expects 4 message(s), received 2"). */
+    int low = lowest_of(m->world_ranks, m->n_ranks), rlow = lowest_of(m->remote_world_ranks, m->n_remote);
+    m->gid = mix(mix(agreed, 0x1e7e), (unsigned long long)(low < rlow ? low : rlow) + 1) | 1;
 }
 
 void mana_comm_created(int parent, int newcomm)
