@@ -1,6 +1,8 @@
 //! Overhead of MANA-rs on real MPI codes nobody here wrote: each client runs natively
 //! (`mpiexec.mpich -n 2 PROG`) and under `mana_launch` (`mpiexec.mpich -n 2 mana_launch
-//! PROG`), alternately, `--runs` times each; wall-clock medians and their ratio.
+//! PROG`), alternately, `--runs` times each; wall-clock medians and their ratio, the
+//! median of the pair-by-pair ratios with a distribution-free 95 % interval, and whether
+//! that interval decides the goal.
 //!
 //! ```text
 //! $ target/release/real_overhead --runs 5 [--clients xdlu,nwchem]
@@ -31,6 +33,8 @@ use std::time::{Duration, Instant};
 
 const SCALAPACK_TESTS: &str = "/usr/lib/x86_64-linux-gnu/scalapack/mpich-tests";
 const NWCHEM: &str = "/usr/bin/nwchem.mpich";
+/// The goal: MANA's runtime at most this many times native (issue 9, item 7).
+const GOAL: f64 = 1.01;
 
 const LU_DAT: &str = "\
 'SCALAPACK, LU factorization input file'
@@ -155,6 +159,48 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median of the pair-by-pair ratios (MANA run / the native run just before it) and a
+/// distribution-free 95 % confidence interval for it: the order statistics k and n+1-k of
+/// the sorted ratios, k the largest with P(Binomial(n, 1/2) < k) <= 2.5 %. Pairs cancel
+/// the slow drift of a shared machine that medians of the two columns do not; the
+/// interval says whether the run can decide the goal at all. `None` for the interval when
+/// there are too few pairs (fewer than 6) for one.
+fn paired_ratio(native: &[Duration], mana: &[Duration]) -> (f64, Option<(f64, f64)>) {
+    let mut r: Vec<f64> = native
+        .iter()
+        .zip(mana)
+        .map(|(n, m)| m.as_secs_f64() / n.as_secs_f64())
+        .collect();
+    r.sort_by(f64::total_cmp);
+    let n = r.len();
+    let med = if n % 2 == 1 {
+        r[n / 2]
+    } else {
+        (r[n / 2 - 1] + r[n / 2]) / 2.0
+    };
+    // P(B < k) for B ~ Binomial(n, 1/2), accumulated term by term.
+    let (mut k, mut below, mut term) = (0usize, 0.0f64, 0.5f64.powi(n as i32));
+    while k < n / 2 && below + term <= 0.025 {
+        below += term;
+        term = term * (n - k) as f64 / (k + 1) as f64;
+        k += 1;
+    }
+    let ci = (k >= 1).then(|| (r[k - 1], r[n - k]));
+    (med, ci)
+}
+
+/// What a run says of the goal (MANA's time at most `GOAL` times native's).
+fn verdict(ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((_, hi)) if hi <= GOAL => format!("met: the whole interval is at or below {GOAL}x"),
+        Some((lo, _)) if lo > GOAL => format!("MISSED: the whole interval is above {GOAL}x"),
+        Some(_) => {
+            format!("not decided: the interval contains {GOAL}x (more runs, a quieter machine)")
+        }
+        None => "not decided: too few pairs for an interval (--runs 6 or more)".into(),
+    }
+}
+
 fn main() {
     let runs: usize = arg("--runs").map(|v| v.parse().unwrap()).unwrap_or(5);
     let wanted = arg("--clients").unwrap_or_else(|| "xdlu,nwchem".into());
@@ -171,9 +217,10 @@ fn main() {
         "MANA-rs overhead on real MPI codes: 2 ranks bound to cores, {runs} runs each, alternating"
     );
     println!(
-        "{:<8} {:>12} {:>12} {:>8}  samples (s, native | MANA)",
-        "client", "native", "mana_launch", "ratio"
+        "{:<8} {:>12} {:>12} {:>8} {:>8} {:>15}  samples (s, native | MANA)",
+        "client", "native", "mana_launch", "ratio", "paired", "95% interval"
     );
+    let mut verdicts = Vec::new();
     for client in [xdlu(), nwchem()]
         .into_iter()
         .filter(|c| wanted.split(',').any(|w| w == c.name))
@@ -213,14 +260,21 @@ fn main() {
                 .join(" ")
         };
         let line = format!("{} | {}", samples(&native), samples(&mana));
+        let (paired, ci) = paired_ratio(&native, &mana);
+        let interval = ci.map_or("-".into(), |(lo, hi)| format!("{lo:.3}-{hi:.3}x"));
         let (n, m) = (median(&mut native), median(&mut mana));
         println!(
-            "{:<8} {:>11.3}s {:>11.3}s {:>7.3}x  {line}",
+            "{:<8} {:>11.3}s {:>11.3}s {:>7.3}x {:>7.3}x {interval:>15}  {line}",
             client.name,
             n.as_secs_f64(),
             m.as_secs_f64(),
-            m.as_secs_f64() / n.as_secs_f64()
+            m.as_secs_f64() / n.as_secs_f64(),
+            paired,
         );
+        verdicts.push(format!("{}: goal <= {GOAL}x {}", client.name, verdict(ci)));
+    }
+    for v in &verdicts {
+        println!("{v}");
     }
     let _ = Command::new(bin_dir().join("mana_status"))
         .arg("--status-file")
@@ -228,4 +282,41 @@ fn main() {
         .arg("--quit")
         .output();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(v: &[f64]) -> Vec<Duration> {
+        v.iter().map(|&s| Duration::from_secs_f64(s)).collect()
+    }
+
+    #[test]
+    fn paired_ratio_takes_the_binomial_order_statistics() {
+        // 15 pairs, ratios 1.00, 1.01, ..., 1.14 in shuffled order: P(B < 4) = 576/32768
+        // <= 2.5 % < P(B < 5), so the interval is the 4th and 12th smallest ratio.
+        let native = secs(&[1.0; 15]);
+        let order = [7, 3, 14, 0, 9, 12, 1, 5, 11, 2, 13, 6, 8, 4, 10];
+        let mana = secs(&order.map(|i| 1.0 + i as f64 / 100.0));
+        let (med, ci) = paired_ratio(&native, &mana);
+        assert!((med - 1.07).abs() < 1e-9, "{med}");
+        let (lo, hi) = ci.unwrap();
+        assert!(
+            (lo - 1.03).abs() < 1e-9 && (hi - 1.11).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        assert!(verdict(ci).starts_with("MISSED"));
+    }
+
+    #[test]
+    fn too_few_pairs_decide_nothing() {
+        // Five pairs: even the extremes cover the median with only 1 - 2/32 = 93.75 %.
+        let (_, ci) = paired_ratio(&secs(&[2.0; 5]), &secs(&[2.0, 2.1, 1.9, 2.0, 2.02]));
+        assert_eq!(ci, None);
+        assert!(verdict(ci).starts_with("not decided"));
+        // Six: the extremes (1 - 2/64 = 96.9 %), here around 1.0, so the goal is met.
+        let (_, ci) = paired_ratio(&secs(&[2.0; 6]), &secs(&[2.0, 2.01, 1.99, 2.0, 2.0, 1.98]));
+        assert!(verdict(ci).starts_with("met"), "{ci:?}");
+    }
 }

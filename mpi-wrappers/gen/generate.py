@@ -242,7 +242,7 @@ def translation(fname, plist, args, handles):
                 pro.append("%s %s_l = mana_h_real(*%s);" % (t, a, a))
             elif direction == "out":
                 pro.append("%s %s_l = 0;" % (t, a))
-                post.append("if (r_ == MPI_SUCCESS && %s_l) *%s = mana_h_virtual(%s_l);" % (a, a, a))
+                post.append("mana_out_handle(r_, %s, %s_l);" % (a, a))
             else:
                 pro.append("%s %s_v = *%s, %s_r = mana_h_real(%s_v), %s_l = %s_r;" % (t, a, a, a, a, a, a))
                 post.append("*%s = mana_h_inout_done(%s_v, %s_r, %s_l);" % (a, a, a, a))
@@ -432,7 +432,7 @@ def main():
         # A keyval the application frees may live on in MPI with the attributes that use it.
         if base in ("MPI_Comm_free_keyval", "MPI_Type_free_keyval", "MPI_Win_free_keyval", "MPI_Keyval_free"):
             kv = next(i.split(":")[0] for i in handles.get(base, "").split() if ":KEYVAL:" in i)
-            pre_hooks.append("const int mana_kv_ = *%s, mana_kv_used_ = mana_keyval_in_use(mana_kv_);" % kv)
+            pre_hooks.append("const int mana_kv_ = *%s, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);" % kv)
             post.append("if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);")
         # User error classes, codes and strings are added again at restart (src/rebuild.c).
         if base == "MPI_Add_error_class":

@@ -28,18 +28,6 @@ __attribute__((used)) static int mana_u_MPIX_Comm_shrink(void) { return mana_uns
 MANA_EXPORT(mana_u_MPIX_Comm_shrink, MPIX_Comm_shrink)
 __attribute__((used)) static int mana_u_PMPIX_Comm_shrink(void) { return mana_unsupported("PMPIX_Comm_shrink"); }
 MANA_EXPORT(mana_u_PMPIX_Comm_shrink, PMPIX_Comm_shrink)
-__attribute__((used)) static int mana_u_MPIX_Delete_error_class(void) { return mana_unsupported("MPIX_Delete_error_class"); }
-MANA_EXPORT(mana_u_MPIX_Delete_error_class, MPIX_Delete_error_class)
-__attribute__((used)) static int mana_u_PMPIX_Delete_error_class(void) { return mana_unsupported("PMPIX_Delete_error_class"); }
-MANA_EXPORT(mana_u_PMPIX_Delete_error_class, PMPIX_Delete_error_class)
-__attribute__((used)) static int mana_u_MPIX_Delete_error_code(void) { return mana_unsupported("MPIX_Delete_error_code"); }
-MANA_EXPORT(mana_u_MPIX_Delete_error_code, MPIX_Delete_error_code)
-__attribute__((used)) static int mana_u_PMPIX_Delete_error_code(void) { return mana_unsupported("PMPIX_Delete_error_code"); }
-MANA_EXPORT(mana_u_PMPIX_Delete_error_code, PMPIX_Delete_error_code)
-__attribute__((used)) static int mana_u_MPIX_Delete_error_string(void) { return mana_unsupported("MPIX_Delete_error_string"); }
-MANA_EXPORT(mana_u_MPIX_Delete_error_string, MPIX_Delete_error_string)
-__attribute__((used)) static int mana_u_PMPIX_Delete_error_string(void) { return mana_unsupported("PMPIX_Delete_error_string"); }
-MANA_EXPORT(mana_u_PMPIX_Delete_error_string, PMPIX_Delete_error_string)
 __attribute__((used)) static int mana_u_MPIX_GPU_query_support(void) { return mana_unsupported("MPIX_GPU_query_support"); }
 MANA_EXPORT(mana_u_MPIX_GPU_query_support, MPIX_GPU_query_support)
 __attribute__((used)) static int mana_u_PMPIX_GPU_query_support(void) { return mana_unsupported("PMPIX_GPU_query_support"); }
@@ -211,7 +199,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     {
         MANA_CALL_LOWER_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -241,7 +229,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     {
         MANA_CALL_LOWER_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -305,7 +293,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     {
         MANA_CALL_LOWER_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -335,7 +323,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     {
         MANA_CALL_LOWER_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -399,7 +387,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     {
         MANA_CALL_LOWER_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -429,7 +417,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     {
         MANA_CALL_LOWER_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -493,7 +481,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     {
         MANA_CALL_LOWER_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -523,7 +511,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     {
         MANA_CALL_LOWER_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -587,7 +575,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     {
         MANA_CALL_LOWER_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -617,7 +605,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     {
         MANA_CALL_LOWER_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -707,7 +695,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
@@ -751,7 +739,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
@@ -833,7 +821,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     {
         MANA_CALL_LOWER_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -894,7 +882,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     {
         MANA_CALL_LOWER_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -923,7 +911,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     {
         MANA_CALL_LOWER_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -1006,7 +994,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int n
     {
         MANA_CALL_LOWER_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
     }
-    if (r_ == MPI_SUCCESS && comm_cart_l) *comm_cart = mana_h_virtual(comm_cart_l);
+    mana_out_handle(r_, comm_cart, comm_cart_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_cart);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1072,7 +1060,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int re
     {
         MANA_CALL_LOWER_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1106,7 +1094,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_accept(const char* port_name, M
     {
         MANA_CALL_LOWER_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1146,7 +1134,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_connect(const char* port_name, 
     {
         MANA_CALL_LOWER_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1163,7 +1151,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     {
         MANA_CALL_LOWER_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1181,7 +1169,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group gro
     {
         MANA_CALL_LOWER_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1198,7 +1186,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
     {
         MANA_CALL_LOWER_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *newcomm, tag);
     mana_gate_leave();
     mana_sync_leave();
@@ -1242,7 +1230,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* ne
     {
         MANA_CALL_LOWER_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1261,7 +1249,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     {
         MANA_CALL_LOWER_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1286,7 +1274,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
 MANA_EXPORT(mana_w_MPI_Comm_free, MPI_Comm_free)
 MANA_EXPORT(mana_w_MPI_Comm_free, PMPI_Comm_free)
 __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
-    const int mana_kv_ = *comm_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
+    const int mana_kv_ = *comm_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
     int comm_keyval_v = *comm_keyval, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
     int r_;
@@ -1321,7 +1309,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_errhandler(MPI_Comm comm, M
     {
         MANA_CALL_LOWER_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
     }
-    if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -1335,7 +1323,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_info(MPI_Comm comm, MPI_Inf
     {
         MANA_CALL_LOWER_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -1360,7 +1348,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_parent(MPI_Comm* parent) {
     {
         MANA_CALL_LOWER_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
     }
-    if (r_ == MPI_SUCCESS && parent_l) *parent = mana_h_virtual(parent_l);
+    mana_out_handle(r_, parent, parent_l);
     mana_gate_leave();
     return r_;
 }
@@ -1375,7 +1363,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
     {
         MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
-    if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_comm_);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
@@ -1394,8 +1382,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     {
         MANA_CALL_LOWER_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
@@ -1416,8 +1404,8 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     {
         MANA_CALL_LOWER_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
@@ -1433,7 +1421,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_join(int fd, MPI_Comm* intercom
     {
         MANA_CALL_LOWER_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
     }
-    if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1459,7 +1447,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_remote_group(MPI_Comm comm, MPI
     {
         MANA_CALL_LOWER_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
     }
-    if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
@@ -1537,7 +1525,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn(const char* command, char
     {
         MANA_CALL_LOWER_INTO(r_, 83, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
     }
-    if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1555,7 +1543,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char*
         MANA_CALL_LOWER_INTO(r_, 84, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
     }
     MANA_TMP_FREE(array_of_info_l);
-    if (r_ == MPI_SUCCESS && intercomm_l) *intercomm = mana_h_virtual(intercomm_l);
+    mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1571,7 +1559,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color,
     {
         MANA_CALL_LOWER_INTO(r_, 85, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1590,7 +1578,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     {
         MANA_CALL_LOWER_INTO(r_, 86, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
     }
-    if (r_ == MPI_SUCCESS && newcomm_l) *newcomm = mana_h_virtual(newcomm_l);
+    mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1640,7 +1628,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     {
         MANA_CALL_LOWER_INTO(r_, 90, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
     }
-    if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
+    mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1661,7 +1649,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     {
         MANA_CALL_LOWER_INTO(r_, 91, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
     }
-    if (r_ == MPI_SUCCESS && comm_dist_graph_l) *comm_dist_graph = mana_h_virtual(comm_dist_graph_l);
+    mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -1773,7 +1761,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     {
         MANA_CALL_LOWER_INTO(r_, 99, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -1803,7 +1791,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     {
         MANA_CALL_LOWER_INTO(r_, 100, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -1882,7 +1870,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, M
     {
         MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
     }
-    if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -1897,7 +1885,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
     {
         MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
     }
-    if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_file_comm(mana_fh_));
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
@@ -1913,7 +1901,7 @@ __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info*
     {
         MANA_CALL_LOWER_INTO(r_, 108, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -1992,8 +1980,8 @@ __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offse
     {
         MANA_CALL_LOWER_INTO(r_, 114, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
     }
-    if (r_ == MPI_SUCCESS && etype_l) *etype = mana_h_virtual(etype_l);
-    if (r_ == MPI_SUCCESS && filetype_l) *filetype = mana_h_virtual(filetype_l);
+    mana_out_handle(r_, etype, etype_l);
+    mana_out_handle(r_, filetype, filetype_l);
     mana_gate_leave();
     return r_;
 }
@@ -2009,7 +1997,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, i
     {
         MANA_CALL_LOWER_INTO(r_, 115, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2027,7 +2015,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* bu
     {
         MANA_CALL_LOWER_INTO(r_, 116, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2046,7 +2034,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* 
     {
         MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2064,7 +2052,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offse
     {
         MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2082,7 +2070,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_O
     {
         MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2101,7 +2089,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI
     {
         MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2119,7 +2107,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Off
     {
         MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2136,7 +2124,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf,
     {
         MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2153,7 +2141,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void*
     {
         MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2171,7 +2159,7 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, voi
     {
         MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2189,7 +2177,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void*
     {
         MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2207,7 +2195,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const v
     {
         MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2226,7 +2214,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const
     {
         MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2244,7 +2232,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offs
     {
         MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2262,7 +2250,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2281,7 +2269,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MP
     {
         MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2299,7 +2287,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Of
     {
         MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2316,7 +2304,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const voi
     {
         MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2333,7 +2321,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, cons
     {
         MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2351,7 +2339,7 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, co
     {
         MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -3195,7 +3183,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     {
         MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -3225,7 +3213,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     {
         MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -3289,7 +3277,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     {
         MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -3319,7 +3307,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     {
         MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -3488,7 +3476,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     {
         MANA_CALL_LOWER_INTO(r_, 201, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
     }
-    if (r_ == MPI_SUCCESS && comm_graph_l) *comm_graph = mana_h_virtual(comm_graph_l);
+    mana_out_handle(r_, comm_graph, comm_graph_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3590,7 +3578,7 @@ __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, M
     {
         MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3605,7 +3593,7 @@ __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, c
     {
         MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3633,7 +3621,7 @@ __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session 
     {
         MANA_CALL_LOWER_INTO(r_, 212, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3648,7 +3636,7 @@ __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, c
     {
         MANA_CALL_LOWER_INTO(r_, 213, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3664,7 +3652,7 @@ __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1,
     {
         MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3679,7 +3667,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, in
     {
         MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3694,7 +3682,7 @@ __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, in
     {
         MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3747,7 +3735,7 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
     {
         MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
     }
-    if (r_ == MPI_SUCCESS && newgroup_l) *newgroup = mana_h_virtual(newgroup_l);
+    mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3766,7 +3754,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     {
         MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3786,7 +3774,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     {
         MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3806,7 +3794,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     {
         MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3826,7 +3814,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     {
         MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3846,7 +3834,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     {
         MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3866,7 +3854,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     {
         MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3886,7 +3874,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     {
         MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3906,7 +3894,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     {
         MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3926,7 +3914,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     {
         MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3946,7 +3934,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     {
         MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3972,7 +3960,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -3998,7 +3986,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4016,7 +4004,7 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     {
         MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4035,7 +4023,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4054,7 +4042,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     {
         MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4074,7 +4062,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     {
         MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4094,7 +4082,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     {
         MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4114,7 +4102,7 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     {
         MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4134,7 +4122,7 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     {
         MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4154,7 +4142,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     {
         MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4174,7 +4162,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4194,7 +4182,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     {
         MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4214,7 +4202,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     {
         MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4234,7 +4222,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     {
         MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4254,7 +4242,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     {
         MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4274,7 +4262,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     {
         MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4294,7 +4282,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     {
         MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4314,7 +4302,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     {
         MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4334,7 +4322,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     {
         MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4360,7 +4348,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4386,7 +4374,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4401,7 +4389,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
     {
         MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
     }
-    if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -4414,7 +4402,7 @@ __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[
     {
         MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
     }
-    if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -4440,7 +4428,7 @@ __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* ne
     {
         MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
     }
-    if (r_ == MPI_SUCCESS && newinfo_l) *newinfo = mana_h_virtual(newinfo_l);
+    mana_out_handle(r_, newinfo, newinfo_l);
     mana_gate_leave();
     return r_;
 }
@@ -4542,7 +4530,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     {
         MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
     }
-    if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
+    mana_out_handle(r_, newintercomm, newintercomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4561,7 +4549,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     {
         MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
     }
-    if (r_ == MPI_SUCCESS && newintercomm_l) *newintercomm = mana_h_virtual(newintercomm_l);
+    mana_out_handle(r_, newintercomm, newintercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -4577,7 +4565,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     {
         MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
     }
-    if (r_ == MPI_SUCCESS && newintracomm_l) *newintracomm = mana_h_virtual(newintracomm_l);
+    mana_out_handle(r_, newintracomm, newintracomm_l);
     if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4597,7 +4585,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     {
         MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4617,7 +4605,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     {
         MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4637,7 +4625,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     {
         MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4657,7 +4645,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     {
         MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4677,7 +4665,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     {
         MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4697,7 +4685,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     {
         MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4722,7 +4710,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     {
         MANA_CALL_LOWER_INTO(r_, 273, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4742,7 +4730,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     {
         MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4762,7 +4750,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     {
         MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4782,7 +4770,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 276, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4802,7 +4790,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     {
         MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4822,7 +4810,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     {
         MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -4831,7 +4819,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, PMPI_Iscatterv_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
-    const int mana_kv_ = *keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
+    const int mana_kv_ = *keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
     int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
@@ -4912,7 +4900,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     {
         MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -4942,7 +4930,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     {
         MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5006,7 +4994,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     {
         MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5036,7 +5024,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     {
         MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5100,7 +5088,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     {
         MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5130,7 +5118,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     {
         MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5194,7 +5182,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     {
         MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5224,7 +5212,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     {
         MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5314,7 +5302,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
@@ -5358,7 +5346,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
@@ -5562,7 +5550,7 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
     {
         MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     mana_gate_leave();
     return r_;
 }
@@ -5578,7 +5566,7 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
     {
         MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     mana_gate_leave();
     return r_;
 }
@@ -5640,7 +5628,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     {
         MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -5658,7 +5646,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     {
         MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -5720,7 +5708,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     {
         MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5750,7 +5738,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     {
         MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5857,7 +5845,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     {
         MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5887,7 +5875,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     {
         MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5934,7 +5922,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     {
         MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5964,7 +5952,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     {
         MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -5983,7 +5971,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     {
         MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6002,7 +5990,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     {
         MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6021,7 +6009,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     {
         MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6038,7 +6026,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     {
         MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6055,7 +6043,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     {
         MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6072,7 +6060,7 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6134,7 +6122,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     {
         MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6164,7 +6152,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     {
         MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6228,7 +6216,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     {
         MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6258,7 +6246,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     {
         MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6322,7 +6310,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     {
         MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6352,7 +6340,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     {
         MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
     }
-    if (r_ == MPI_SUCCESS && request_l) *request = mana_h_virtual(request_l);
+    mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
@@ -6394,7 +6382,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     {
         MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
     }
-    if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -6408,7 +6396,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     {
         MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6448,7 +6436,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     {
         MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
     }
-    if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6463,7 +6451,7 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     {
         MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
     }
-    if (r_ == MPI_SUCCESS && session_l) *session = mana_h_virtual(session_l);
+    mana_out_handle(r_, session, session_l);
     mana_gate_leave();
     return r_;
 }
@@ -6612,7 +6600,7 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     {
         MANA_CALL_LOWER_INTO(r_, 380, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
     }
-    if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6660,7 +6648,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     {
         MANA_CALL_LOWER_INTO(r_, 388, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6700,7 +6688,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
-    if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6745,7 +6733,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     {
         MANA_CALL_LOWER_INTO(r_, 398, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6807,7 +6795,7 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     {
         MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
-    if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6875,7 +6863,7 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     {
         MANA_CALL_LOWER_INTO(r_, 418, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
     }
-    if (r_ == MPI_SUCCESS && info_l) *info = mana_h_virtual(info_l);
+    mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6937,7 +6925,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datat
     {
         MANA_CALL_LOWER_INTO(r_, 424, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6951,7 +6939,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     {
         MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6965,7 +6953,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     {
         MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6979,7 +6967,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     {
         MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6992,7 +6980,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     {
         MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7005,7 +6993,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     {
         MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7018,7 +7006,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     {
         MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7032,7 +7020,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     {
         MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7046,7 +7034,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     {
         MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7060,7 +7048,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     {
         MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7074,7 +7062,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     {
         MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7088,7 +7076,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     {
         MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7102,7 +7090,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     {
         MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7116,7 +7104,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     {
         MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7130,7 +7118,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     {
         MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7144,7 +7132,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     {
         MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7158,7 +7146,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     {
         MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7175,7 +7163,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
         MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7192,7 +7180,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
         MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
     }
     MANA_TMP_FREE(array_of_types_l);
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7206,7 +7194,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     {
         MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7220,7 +7208,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     {
         MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7247,14 +7235,14 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     {
         MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_dup, MPI_Type_dup)
 MANA_EXPORT(mana_w_MPI_Type_dup, PMPI_Type_dup)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
-    const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
+    const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
     int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
@@ -7431,7 +7419,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     {
         MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7445,7 +7433,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     {
         MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7458,7 +7446,7 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     {
         MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
     }
-    if (r_ == MPI_SUCCESS && datatype_l) *datatype = mana_h_virtual(datatype_l);
+    mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7533,7 +7521,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     {
         MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7547,7 +7535,7 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     {
         MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
     }
-    if (r_ == MPI_SUCCESS && newtype_l) *newtype = mana_h_virtual(newtype_l);
+    mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7728,7 +7716,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, MPI_Win_flush_local_all)
 MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
-    const int mana_kv_ = *win_keyval, mana_kv_used_ = mana_keyval_in_use(mana_kv_);
+    const int mana_kv_ = *win_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
     int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
@@ -7750,7 +7738,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     {
         MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
     }
-    if (r_ == MPI_SUCCESS && errhandler_l) *errhandler = mana_h_virtual(errhandler_l);
+    mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -7764,7 +7752,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     {
         MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
     }
-    if (r_ == MPI_SUCCESS && group_l) *group = mana_h_virtual(group_l);
+    mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
@@ -7779,7 +7767,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     {
         MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
     }
-    if (r_ == MPI_SUCCESS && info_used_l) *info_used = mana_h_virtual(info_used_l);
+    mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }

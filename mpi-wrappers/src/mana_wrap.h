@@ -288,6 +288,8 @@ static inline int mana_out_handle(int r, int *out, int real)
 {
     if (r == MPI_SUCCESS && real)
         *out = mana_h_virtual(real);
+    else if (real && !mana_h_is_object(real))
+        *out = real; /* the null handle MPI sets on an error (MPI_Comm_dup whose copy callback failed) */
     return r;
 }
 /* ---- What MANA knows about each request (src/handles.c, src/p2p.c) ---- */
@@ -443,6 +445,8 @@ struct mana_keyval {
     int v, real;              /* the application's handle, the lower half's */
     unsigned char app_freed;  /* freed while attributes with it remained: MPI still has it */
     unsigned char dead;       /* freed and no attribute uses it: nothing to re-create */
+    unsigned char holds_v;    /* freed, but its handle `v` still names it (one reference,
+                                 dropped when it dies): mana_keyval_free_begin */
     void *copy_proxy, *del_proxy; /* a language binding's callers (MPII_Keyval_set_proxy) */
     int attr_type;            /* MPICH's MPIR_Attr_type of its attributes: 0 pointer (C),
                                  1 address-sized or 3 Fortran INTEGER (set by Fortran) */
@@ -489,6 +493,7 @@ extern void mana_keyval_dead(struct mana_keyval *k) MANA_HIDDEN;
 /* Around MPI_*_free_keyval: whether attributes with real keyval `real` exist (asked
  * before the free, src/rebuild.c), then the record (after it succeeded). */
 extern int mana_keyval_in_use(int v) MANA_HIDDEN;
+extern int mana_keyval_free_begin(int v) MANA_HIDDEN;
 extern void mana_keyval_freed(int v, int in_use) MANA_HIDDEN;
 /* src/rebuild.c: freed keyvals whose attributes have all gone release their callback
  * slots (holding the gate, when all slots are taken). */

@@ -939,44 +939,154 @@ MANA_LOWER_FUNCTION(add_error_class, 4445, "PMPI_Add_error_class", (int *c), (c)
 MANA_LOWER_FUNCTION(add_error_code, 4446, "PMPI_Add_error_code", (int c, int *e), (c, e))
 MANA_LOWER_FUNCTION(add_error_string, 4447, "PMPI_Add_error_string", (int e, const char *s), (e, s))
 
-/* User error classes and codes in the order they were added (MPI numbers them in that
- * order: replaying it gives the same numbers), and each code's latest string. */
+MANA_LOWER_FUNCTION(delete_error_class, 4718, "PMPIX_Delete_error_class", (int c), (c))
+MANA_LOWER_FUNCTION(delete_error_code, 4719, "PMPIX_Delete_error_code", (int c), (c))
+
+/* User error classes and codes alive (each code with its class) and their latest strings. */
 struct error_rec {
-    int what, arg, result;
+    int what, arg, result; /* 0 class (result), 1 code (class arg, result), 2 string (of arg) */
     char *string;
 };
 static LIST(struct error_rec) errors;
 static pthread_mutex_t errors_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* MPICH's numbering of user error classes, and apart of codes (dynerrutil.c): a deleted
+ * number is handed out again first, in the order of deletion (a FIFO free list), else the
+ * next never-used one. MANA follows it, so that a restart makes the same numbers: it takes
+ * every number ever used, then deletes the free ones in that order. `code_class[n]`: the
+ * class code number n had when last added (a class to add it to again). `astray`: a number
+ * MPICH gave that this model did not predict (the restart then only checks). */
+#define MANA_ERR_DYN 0x40000000
+#define MANA_ERR_GENERIC_MASK 0x0007FF00
+#define MANA_ERR_GENERIC_SHIFT 8
+struct error_numbers {
+    int seen, first, next, astray; /* `first`: the first number seen (MPICH reserves 0) */
+    LIST(int) free;
+};
+static struct error_numbers class_numbers, code_numbers;
+static LIST(int) code_class;
+
+static int class_number(int errorclass)
+{
+    return errorclass & ~MANA_ERR_DYN;
+}
+
+static int code_number(int errorcode)
+{
+    return (int)(((unsigned)errorcode & MANA_ERR_GENERIC_MASK) >> MANA_ERR_GENERIC_SHIFT);
+}
+
+static void number_taken(struct error_numbers *e, int n)
+{
+    if (!e->seen) {
+        e->seen = 1;
+        e->first = e->next = n;
+    }
+    if (e->free.n) {
+        if (e->free.at[0] != n)
+            e->astray = 1;
+        memmove(e->free.at, e->free.at + 1, (size_t)(e->free.n - 1) * sizeof *e->free.at);
+        e->free.n--;
+    } else if (n == e->next) {
+        e->next++;
+    } else {
+        e->astray = 1;
+    }
+}
+
+/* Removes the records matching (what, field) — field: result for 0 and 1, arg for 2. */
+static void errors_remove(int what, int value)
+{
+    int j = 0;
+    for (int i = 0; i < errors.n; i++) {
+        struct error_rec *e = &errors.at[i];
+        if (e->what == what && (what == 2 ? e->arg : e->result) == value)
+            free(e->string);
+        else
+            errors.at[j++] = *e;
+    }
+    errors.n = j;
+}
+
 void mana_error_added(int what, int arg, int result, const char *string)
 {
     pthread_mutex_lock(&errors_lock);
-    int i = 0;
     if (what == 2) /* a new string replaces the code's previous one */
-        for (; i < errors.n && !(errors.at[i].what == 2 && errors.at[i].arg == arg); i++)
-            ;
+        errors_remove(2, arg);
+    if (what == 0)
+        number_taken(&class_numbers, class_number(result));
+    if (what == 1) {
+        int n = code_number(result);
+        number_taken(&code_numbers, n);
+        while (code_class.n <= n)
+            PUSH(code_class, MPI_ERR_OTHER);
+        code_class.at[n] = arg;
+    }
     struct error_rec r = {what, arg, result, string ? strdup(string) : NULL};
-    if (what == 2 && i < errors.n) {
-        free(errors.at[i].string);
-        errors.at[i] = r;
-    } else {
-        PUSH(errors, r);
+    PUSH(errors, r);
+    pthread_mutex_unlock(&errors_lock);
+}
+
+/* MPIX_Delete_error_class/_code/_string (MPI 4.1's MPI_Remove_error_*) succeeded. */
+static void error_deleted(int what, int value)
+{
+    pthread_mutex_lock(&errors_lock);
+    errors_remove(2, value); /* its string goes with it */
+    if (what == 0) {
+        errors_remove(0, value);
+        PUSH(class_numbers.free, class_number(value));
+    } else if (what == 1) {
+        errors_remove(1, value);
+        PUSH(code_numbers.free, code_number(value));
     }
     pthread_mutex_unlock(&errors_lock);
 }
 
+#define DELETE_ERROR_WRAPPER(NAME, ID, WHAT)                                             \
+    __attribute__((used)) static int mana_w_##NAME(int value)                            \
+    {                                                                                    \
+        int r;                                                                           \
+        MANA_FORWARD_INTO(r, ID, "P" #NAME, int, (int v), (value));                      \
+        if (r == MPI_SUCCESS)                                                            \
+            error_deleted(WHAT, value);                                                  \
+        return r;                                                                        \
+    }                                                                                    \
+    MANA_EXPORT(mana_w_##NAME, NAME)                                                     \
+    MANA_EXPORT(mana_w_##NAME, P##NAME)
+DELETE_ERROR_WRAPPER(MPIX_Delete_error_class, 4720, 0)
+DELETE_ERROR_WRAPPER(MPIX_Delete_error_code, 4721, 1)
+DELETE_ERROR_WRAPPER(MPIX_Delete_error_string, 4722, 2)
+
+/* Takes every class and code number ever used again, then deletes the free ones in
+ * their order, and checks that the live ones came out as they were. */
 static int readd_errors(char *err, int errlen)
 {
-    for (int i = 0; i < errors.n; i++) {
-        struct error_rec *e = &errors.at[i];
-        int got = e->result, rc = e->what == 0   ? add_error_class(&got)
-                                  : e->what == 1 ? add_error_code(e->arg, &got)
-                                                 : MPI_SUCCESS;
-        if (rc != MPI_SUCCESS || got != e->result) {
-            snprintf(err, (size_t)errlen, "adding a user error class or code again failed (error %d, got %d for %d)",
-                     rc, got, e->result);
-            return -1;
+    const char *bad = NULL;
+    int rc = MPI_SUCCESS, got = 0, want = 0;
+    if (class_numbers.astray || code_numbers.astray)
+        bad = "MPI numbered a user error class or code in an order MANA did not follow";
+    for (int n = class_numbers.first; !bad && n < class_numbers.next; n++)
+        if ((rc = add_error_class(&got)) != MPI_SUCCESS || class_number(got) != n) {
+            bad = "adding a user error class again";
+            want = n | MANA_ERR_DYN;
         }
+    for (int n = code_numbers.first; !bad && n < code_numbers.next; n++)
+        if ((rc = add_error_code(n < code_class.n ? code_class.at[n] : MPI_ERR_OTHER, &got)) != MPI_SUCCESS ||
+            code_number(got) != n) {
+            bad = "adding a user error code again";
+            want = n;
+        }
+    for (int i = 0; !bad && i < code_numbers.free.n; i++) {
+        int n = code_numbers.free.at[i];
+        if ((rc = delete_error_code(code_class.at[n] | (n << MANA_ERR_GENERIC_SHIFT))) != MPI_SUCCESS)
+            bad = "deleting a free user error code again";
+    }
+    for (int i = 0; !bad && i < class_numbers.free.n; i++)
+        if ((rc = delete_error_class(class_numbers.free.at[i] | MANA_ERR_DYN)) != MPI_SUCCESS)
+            bad = "deleting a free user error class again";
+    if (bad) {
+        snprintf(err, (size_t)errlen, "%s failed (error %d, got %d for %d)", bad, rc, got, want);
+        return -1;
     }
     for (int i = 0; i < errors.n; i++) /* strings once every code exists */
         if (errors.at[i].what == 2)

@@ -871,11 +871,35 @@ void mana_keyval_freed(int v, int in_use)
         mana_keyval_dead(k);
 }
 
+/* Before MPI_*_free_keyval(`v`): whether `v` stays bound to its keyval. MPI keeps a freed
+ * keyval while attributes use it, and MPICH lets the application go on using its handle
+ * meanwhile: delete an attribute with a saved copy of it (MPICH's attr/fkeyval), or free it
+ * again, a no-op (attr/keyval_double_free, from a delete callback too). So the handle is
+ * neither unbound nor reused for another keyval until the keyval dies: its record owns one
+ * reference (holds_v), dropped by mana_keyval_dead. Each kept free takes one more here,
+ * which the wrapper's release of the freed handle gives back. */
+int mana_keyval_free_begin(int v)
+{
+    struct mana_keyval *k = kv_rec_of(v);
+    if (!k || k->dead)
+        return 0;
+    int keep = k->app_freed ? k->holds_v : mana_keyval_in_use(v);
+    if (keep) {
+        mana_h_hold(v);
+        k->holds_v = 1;
+    }
+    return keep;
+}
+
 void mana_keyval_dead(struct mana_keyval *k)
 {
     if (!k->dead) {
         k->dead = 1;
         slot_put(&kv_busy, k->slot);
+        if (k->holds_v) {
+            k->holds_v = 0;
+            mana_h_unref(k->v);
+        }
     }
 }
 
@@ -963,7 +987,7 @@ int mana_recreate_keyval(struct mana_keyval *k)
     int kv_l = 0, r = kv_create_lower(k, &kv_l);
     if (r == MPI_SUCCESS) {
         k->real = kv_l;
-        if (!k->app_freed)
+        if (!k->app_freed || k->holds_v)
             mana_h_set_real(k->v, kv_l);
         if (k->copy_proxy || k->del_proxy)
             kv_set_proxy_lower(k);

@@ -89,6 +89,18 @@ static int win_delete(MPI_Win w, int kv, void *attr, void *extra)
     return MPI_SUCCESS;
 }
 
+/* A copy callback that fails: MPI_Comm_dup must fail and give MPI_COMM_NULL. */
+static int failing_copy(MPI_Comm c, int kv, void *extra, void *in, void *out, int *flag)
+{
+    (void)c;
+    (void)kv;
+    (void)extra;
+    (void)in;
+    (void)out;
+    *flag = 0;
+    return MPI_ERR_OTHER;
+}
+
 static int rank, size, bad;
 static unsigned long long csum = 14695981039346656037ULL;
 
@@ -187,6 +199,10 @@ static int loop_main(int rounds)
     int next = (rank + 1) % size, prev = (rank + size - 1) % size;
     MPI_Comm croll = MPI_COMM_NULL;
     long croll_user = 0, croll_dup = 0;
+    int kv_held = MPI_KEYVAL_INVALID; /* freed by the program, still used by c1's attribute */
+    MPI_Comm cfail;
+    MPI_Comm_dup(MPI_COMM_WORLD, &cfail);
+    MPI_Comm_set_errhandler(cfail, MPI_ERRORS_RETURN);
     MPI_Datatype troll = MPI_DATATYPE_NULL;
     long troll_val = 0, troll_cval = 0;
     for (int r = 0; r < rounds; r++) {
@@ -242,6 +258,40 @@ static int loop_main(int rounds)
         MPI_Comm_set_attr(croll, kv_tmp, (void *)(100L + r));
         MPI_Comm_free_keyval(&kv_tmp);
         check(kv_tmp == MPI_KEYVAL_INVALID);
+
+        /* A keyval the program freed while an attribute uses it stays usable through a saved
+         * copy of its handle until that attribute is deleted (MPICH's attr/fkeyval and
+         * attr/keyval_double_free): last round's is read, freed once more (a no-op), read
+         * again and deleted with the copy; this round's is made, used and freed, held
+         * across the pause. Keyvals made meanwhile get other handles. */
+        if (kv_held != MPI_KEYVAL_INVALID) {
+            check(comm_attr(c1, kv_held) == 200 + r - 1);
+            int again = kv_held;
+            check(MPI_Comm_free_keyval(&again) == MPI_SUCCESS && again == MPI_KEYVAL_INVALID);
+            check(comm_attr(c1, kv_held) == 200 + r - 1);
+            deleted_from = MPI_COMM_NULL;
+            MPI_Comm_delete_attr(c1, kv_held);
+            check(deleted_from == c1 && comm_attr(c1, kv_user) == user);
+        }
+        int kv_new;
+        MPI_Comm_create_keyval(loop_copy, loop_delete, &kv_new, NULL);
+        MPI_Comm_set_attr(c1, kv_new, (void *)(200L + r));
+        kv_held = kv_new;
+        MPI_Comm_free_keyval(&kv_new);
+        int kv_other;
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN, &kv_other, NULL);
+        check(kv_other != kv_held && comm_attr(c1, kv_held) == 200 + r);
+        MPI_Comm_free_keyval(&kv_other);
+
+        /* A copy callback that fails fails MPI_Comm_dup, which gives MPI_COMM_NULL
+         * (MPICH's attr/attrerr). */
+        int kv_fail;
+        MPI_Comm_create_keyval(failing_copy, MPI_COMM_NULL_DELETE_FN, &kv_fail, NULL);
+        MPI_Comm_set_attr(cfail, kv_fail, (void *)1L);
+        MPI_Comm cdup = MPI_COMM_WORLD;
+        check(MPI_Comm_dup(cfail, &cdup) != MPI_SUCCESS && cdup == MPI_COMM_NULL);
+        MPI_Comm_delete_attr(cfail, kv_fail);
+        MPI_Comm_free_keyval(&kv_fail);
 
         /* Datatype attributes: read back, replaced, copied by MPI_TYPE_DUP_FN and by a
          * user callback on Type_dup, and a rolling dup held across the pause. */
@@ -320,6 +370,7 @@ static int loop_main(int rounds)
         usleep(20000);
     }
     MPI_Comm_free(&croll);
+    MPI_Comm_free(&cfail);
     MPI_Type_free(&troll);
     MPI_Type_delete_attr(MPI_INT, kv_type);
     MPI_Comm_delete_attr(MPI_COMM_WORLD, kv_dup);

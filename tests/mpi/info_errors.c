@@ -80,7 +80,9 @@ static int mix_keys(MPI_Info info)
 
 /* The long-lived objects: an info object whose keys the rounds read back and change, an
  * info of hints, a communicator duplicated with those hints and set to MPI_ERRORS_RETURN,
- * a user error class with two codes and their strings (one string replaced each round),
+ * a user error class with two codes and their strings (one string replaced each round;
+ * numbered after a churn of added and deleted classes and codes, and a class and code
+ * added and deleted each round),
  * and a derived datatype. Rolling (made in a round, freed in the next): a duplicate of the
  * info object and a duplicate of the communicator. */
 static int loop_main(int rounds)
@@ -97,6 +99,27 @@ static int loop_main(int rounds)
     MPI_Comm_dup_with_info(MPI_COMM_WORLD, hints, &c);
     MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
     int myclass, mycode1, mycode2, *lu, flag;
+    /* Churn first (MPIX_Delete_error_*, MPI 4.1's MPI_Remove_error_*): MPICH hands deleted
+     * numbers out again first, in the order they were deleted, so myclass and both codes
+     * below get freed numbers, and each round's rolling class and code too: a restart must
+     * number them as the first process did (the numbers go into the checksum). */
+    int churn_class[3], churn_code[3][2];
+    for (int i = 0; i < 3; i++) {
+        MPI_Add_error_class(&churn_class[i]);
+        for (int j = 0; j < 2; j++) {
+            MPI_Add_error_code(churn_class[i], &churn_code[i][j]);
+            MPI_Add_error_string(churn_code[i][j], "churned");
+        }
+    }
+    /* A code's string is deleted before the code: MPICH 4.0.2's MPIX_Delete_error_code
+     * frees the string but leaves the pointer, which the next string of a code given that
+     * number frees again (heap corruption natively). */
+    MPIX_Delete_error_string(churn_code[1][0]);
+    MPIX_Delete_error_code(churn_code[1][0]);
+    MPIX_Delete_error_string(churn_code[0][1]);
+    MPIX_Delete_error_code(churn_code[0][1]);
+    MPIX_Delete_error_class(churn_class[2]);
+    MPIX_Delete_error_class(churn_class[0]);
     MPI_Add_error_class(&myclass);
     MPI_Add_error_code(myclass, &mycode1);
     MPI_Add_error_code(myclass, &mycode2);
@@ -229,6 +252,20 @@ static int loop_main(int rounds)
         check(rc == MPI_SUCCESS || rc == mycode2, "loop call_errhandler returns");
         snprintf(code2_string, sizeof code2_string, "my second error, round %s", round_value);
         MPI_Add_error_string(mycode2, code2_string);
+        /* A rolling class and code, deleted again: numbered from the free lists. */
+        int roll_class, roll_code;
+        MPI_Add_error_class(&roll_class);
+        MPI_Add_error_code(roll_class, &roll_code);
+        MPI_Add_error_string(roll_code, "rolling error");
+        MPI_Error_string(roll_code, s_code, &len);
+        check(strcmp(s_code, "rolling error") == 0, "loop rolling code string");
+        MPI_Error_string(churn_code[2][1], s_code, &len);
+        check(strcmp(s_code, "churned") == 0, "loop churned code string");
+        mix((unsigned long long)roll_class);
+        mix((unsigned long long)roll_code);
+        MPIX_Delete_error_string(roll_code);
+        MPIX_Delete_error_code(roll_code);
+        MPIX_Delete_error_class(roll_class);
         usleep(20000);
     }
     MPI_Comm_free(&croll);
