@@ -54,12 +54,37 @@ MANA_LOWER_FUNCTION(lower_allreduce, 4308, "PMPI_Allreduce",
                     (const void *s, void *r, int n, MPI_Datatype t, MPI_Op op, MPI_Comm c), (s, r, n, t, op, c))
 MANA_LOWER_FUNCTION(lower_comm_free, 4309, "PMPI_Comm_free", (MPI_Comm * c), (c))
 
+MANA_LOWER_FUNCTION(lower_session_init, 4723, "PMPI_Session_init", (MPI_Info i, MPI_Errhandler e, MPI_Session *s),
+                    (i, e, s))
+MANA_LOWER_FUNCTION(lower_group_from_pset, 4724, "PMPI_Group_from_session_pset",
+                    (MPI_Session s, const char *p, MPI_Group *g), (s, p, g))
+
+/* A new reference to the group of MPI_COMM_WORLD's processes. Without MPI_Init (MPI-4's
+ * sessions model: MPICH's init/session*) MPI_COMM_WORLD is not there to ask: the
+ * "mpi://WORLD" process set of a session of MANA's own (made once, never finalized) has
+ * the same processes in the same order. */
+static void world_group(MPI_Group *world)
+{
+    static MPI_Session own = MPI_SESSION_NULL;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    if (__atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE) == MANA_PHASE_INITIALIZED) {
+        lower_comm_group(MPI_COMM_WORLD, world);
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    if (own == MPI_SESSION_NULL)
+        lower_session_init(MPI_INFO_NULL, MPI_ERRORS_RETURN, &own);
+    if (lower_group_from_pset(own, "mpi://WORLD", world) != MPI_SUCCESS)
+        *world = MPI_GROUP_EMPTY;
+    pthread_mutex_unlock(&lock);
+}
+
 /* The MPI_COMM_WORLD ranks of `g`'s members, in `g`'s order (malloc'd; *n their count). */
 static int *world_ranks_of(MPI_Group g, int *n)
 {
     MPI_Group world;
     *n = 0;
-    lower_comm_group(MPI_COMM_WORLD, &world);
+    world_group(&world);
     lower_group_size(g, n);
     int *in = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int)), *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int));
     if (in && out) {
@@ -68,7 +93,8 @@ static int *world_ranks_of(MPI_Group g, int *n)
         lower_group_translate(g, *n, in, world, out);
     }
     free(in);
-    lower_group_free(&world);
+    if (world != MPI_GROUP_EMPTY)
+        lower_group_free(&world);
     return out;
 }
 
