@@ -996,9 +996,60 @@ static long long comm_outstanding(int c, struct mana_comm_meta *m, const struct 
 /* Tests every live send, receive and collective request; one the lower half finished is
  * marked done with its status (a receive counts). Counts the sends and collectives still
  * incomplete: the drain waits for them. */
+/* The oldest incomplete nonblocking collective MPI-IO request of each communicator (at
+ * most MANA_IO_COMMS communicators; beyond, every such request is tested). */
+#define MANA_IO_COMMS 16
 struct test_all {
     int incomplete;
+    int n_io;
+    struct {
+        int comm;
+        unsigned long long posted;
+    } io[MANA_IO_COMMS];
 };
+
+static int io_collective(const struct mana_req_meta *m)
+{
+    return m->io && m->kind == MANA_REQ_COLL && m->state == MANA_REQ_LIVE && m->active && !m->persistent;
+}
+
+/* ROMIO's nonblocking collective I/O (MPI_File_iwrite_at_all ...) is a state machine that
+ * starts its next nonblocking collective (MPI_Iallreduce, MPI_Ialltoall ...) on the file's
+ * communicator when its request is tested. With several pending on one file, a rank that
+ * tests them in another order than its peers starts those collectives in another order:
+ * they mismatch and never complete (MPICH's io/i_aggregation1: four MPI_File_iwrite_at_all,
+ * checkpointed in MPI_Waitall — which waits for one request after the other — then the
+ * drain tested all four: the drain hung). So the drain tests only the oldest on each
+ * communicator, as the application's MPI_Waitall does. */
+static void io_oldest(int v, struct mana_req_meta *m, void *arg)
+{
+    (void)v;
+    struct test_all *t = arg;
+    if (!io_collective(m))
+        return;
+    for (int i = 0; i < t->n_io; i++)
+        if (t->io[i].comm == m->comm) {
+            if (m->posted < t->io[i].posted)
+                t->io[i].posted = m->posted;
+            return;
+        }
+    if (t->n_io < MANA_IO_COMMS) {
+        t->io[t->n_io].comm = m->comm;
+        t->io[t->n_io].posted = m->posted;
+        t->n_io++;
+    }
+}
+
+/* Whether collective MPI-IO request `m` must wait for an older one (io_oldest). */
+static int io_not_yet(const struct test_all *t, const struct mana_req_meta *m)
+{
+    if (!io_collective(m))
+        return 0;
+    for (int i = 0; i < t->n_io; i++)
+        if (t->io[i].comm == m->comm)
+            return m->posted != t->io[i].posted;
+    return 0;
+}
 
 /* What the last drain round left on this rank, for drain_report: communicators still
  * expecting messages, and requests not complete (the first few of each). */
@@ -1069,9 +1120,9 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     if (m->state != MANA_REQ_LIVE || !m->active || m->suspect || m->kind == MANA_REQ_OTHER ||
         m->kind == MANA_REQ_RMA)
         return;
-    int flag;
+    int flag = 0;
     MPI_Status st;
-    int rc = test_lower(v, 1, &flag, &st);
+    int rc = io_not_yet(t, m) ? MPI_SUCCESS : test_lower(v, 1, &flag, &st);
     if (rc != MPI_SUCCESS || !flag) {
         if (m->kind != MANA_REQ_RECV) {
             t->incomplete++;
@@ -1237,6 +1288,7 @@ static long long drain_step(const struct mana_count *sums, int n)
     n_stuck_comms = n_stuck_reqs = 0;
     record_locked_windows(sums, n);
     mana_drain_matched();
+    mana_req_each(io_oldest, &t);
     mana_req_each(test_request, &t);
     mana_gate_each(test_blocking, &t);
     struct step s = {sums, n, 0, 0};

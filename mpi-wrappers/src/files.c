@@ -546,6 +546,7 @@ void mana_file_request(MPI_Request req, MPI_File v, int collective)
     if (!m)
         return;
     m->io = 1;
+    m->posted = mana_next_posted(); /* the drain completes collective ones in this order */
     if (collective && f) {
         mana_req_mark_coll(req, f->comm, 0);
         return;

@@ -25,18 +25,21 @@ pub struct Session {
 impl Session {
     /// `mana_coordinator --daemon --port 0 --status-file DIR/status`
     pub fn start(label: &str) -> Session {
+        Session::start_with(label, &[])
+    }
+
+    /// The same coordinator with `extra` arguments (`--interval 0.03`).
+    pub fn start_with(label: &str, extra: &[&str]) -> Session {
         let s = Session::new(label, true);
-        let out = s.run(
-            "mana_coordinator",
-            &[
-                "--daemon",
-                "--port",
-                "0",
-                "--status-file",
-                s.status_file.to_str().unwrap(),
-            ],
-            SHORT,
-        );
+        let mut args = vec![
+            "--daemon",
+            "--port",
+            "0",
+            "--status-file",
+            s.status_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = s.run("mana_coordinator", &args, SHORT);
         out.assert_success();
         assert!(
             out.streams_closed,

@@ -479,6 +479,54 @@ fn a_communicator_freed_at_different_times_restarts_like_native() {
     assert_images_have_no_lower_half(&gen, 2);
 }
 
+/// Four nonblocking collective writes, then four reads, pending on one file at once and
+/// waited for with MPI_Waitall (tests/mpi/mpiio_icoll.c), checkpointed every 30 ms: a
+/// drain must move ROMIO's state machines on in the order every rank does — the oldest
+/// first, as MANA's MPI_Waitall waits for them. A drain that tested them all in turn made
+/// the ranks start their internal collectives in different orders: MPICH's
+/// io/i_aggregation1 hung in the drain, and this program failed in MPI_Testall after a few
+/// checkpoints (4 runs of 4 with the old wrappers). The job ends as the native run, and a
+/// restart from a random instant too.
+#[test]
+fn pending_collective_io_survives_checkpoints_every_30_ms() {
+    let s = Session::start_with("mpi-icoll-io", &["--interval", "0.03"]);
+    let program = compile_mpi("mpiio_icoll", s.dir());
+    let file = s.dir().join("mpiio_icoll.dat");
+    let args = ["--loop", "40", file.to_str().unwrap()];
+    let expected = result_line(&native(&s, 2, &program, &args), "mpiio_icoll done");
+    assert!(expected.is_some());
+    let out = launch(&s, 2, &program, &args, &[]).wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        result_line(&out.stdout_text(), "mpiio_icoll done"),
+        expected,
+        "{}",
+        out.describe()
+    );
+    let latest = latest_generation(&s.ckpt_dir).unwrap_or_default();
+    let n = latest
+        .strip_prefix("gen-")
+        .and_then(|g| g.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(n >= 3, "only {n} checkpoints committed: {}", out.describe());
+
+    let s = Session::start("mpi-icoll-io-restart");
+    let args = ["--loop", "40", file.to_str().unwrap()];
+    let run = launch(&s, 2, &program, &args, &[]);
+    run.wait_for_stdout("mpiio_icoll ready", LONG);
+    wait_registered(&s, 2);
+    let mut rng = Rng::seeded("mpi-icoll-io");
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(400), run);
+    let out = restart(&s, 2, &[]).wait_output(LONG);
+    out.assert_success();
+    assert_eq!(
+        result_line(&out.stdout_text(), "mpiio_icoll done"),
+        expected,
+        "{}",
+        out.describe()
+    );
+}
+
 /// MPI-IO: a file open at the checkpoint (mpiio_view keeps one open with a strided view,
 /// individual and shared file pointers, and holds the file's group twice) is synced by the
 /// checkpoint, which leaves no trace in the job's result; a restart opens it again, puts
