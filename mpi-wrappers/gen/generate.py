@@ -108,6 +108,10 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # collective over its group only and therefore not counted on the parent: a member inside
 # it waited for a member held at its gate until the gate gave up after 60 s (MPICH's suite,
 # comm/comm_group_half 2, with a checkpoint requested at rank 0's first call).
+# So are MPI-4's MPI_Comm_create_from_group and MPI_Intercomm_create_from_groups
+# (collective over a group, no parent to count on; MPICH's init/session_mult_init: a
+# checkpoint found two ranks inside MPI_Comm_create_from_group and two held outside, and
+# hung) and MPI_Session_finalize (which may synchronize).
 # MPI_Win_post opens an epoch a peer's MPI_Win_start waits for: held at its entry too.
 # MPI_Buffer_detach waits until the peers have received every buffered send still pending
 # (MPICH's suite, pt2pt/bsendpending: the receiver sleeps 2 s before its receives; a
@@ -115,7 +119,8 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # while the receiver, held at that gate, never received: the job timed out).
 WAITS_FOR_PEERS = ("Win_lock", "Win_lock_all", "Win_unlock", "Win_unlock_all", "Win_flush", "Win_flush_all",
                    "Win_flush_local", "Win_flush_local_all", "Win_start", "Win_post", "Comm_create_group",
-                   "Buffer_detach", "Buffer_detach_c")
+                   "Buffer_detach", "Buffer_detach_c", "Comm_create_from_group", "Intercomm_create_from_groups",
+                   "Session_finalize")
 # The calls closing a PSCW epoch (MPI_Win_complete, MPI_Win_wait) wait for peers too, but
 # are never held at their entry, and need no count of their own: the epoch they close
 # counts as blocking until they return (src/ckpt.c, mana_win_epoch).

@@ -1160,6 +1160,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
 MANA_EXPORT(mana_w_MPI_Comm_create, MPI_Comm_create)
 MANA_EXPORT(mana_w_MPI_Comm_create, PMPI_Comm_create)
 __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm) {
+    mana_sync_enter();
     mana_gate_enter();
     group = mana_h_real(group);
     info = mana_h_real(info);
@@ -1171,6 +1172,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group gro
     }
     mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
@@ -4539,6 +4541,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
 MANA_EXPORT(mana_w_MPI_Intercomm_create, PMPI_Intercomm_create)
 __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm) {
+    mana_sync_enter();
     mana_gate_enter();
     local_group = mana_h_real(local_group);
     remote_group = mana_h_real(remote_group);
@@ -4551,6 +4554,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     }
     mana_out_handle(r_, newintercomm, newintercomm_l);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create_from_groups, MPI_Intercomm_create_from_groups)
@@ -6362,6 +6366,7 @@ __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session 
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, MPI_Session_call_errhandler)
 MANA_EXPORT(mana_w_MPI_Session_call_errhandler, PMPI_Session_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* session) {
+    mana_sync_enter();
     mana_gate_enter();
     MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
@@ -6370,6 +6375,7 @@ __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* sessio
     }
     *session = mana_h_inout_done(session_v, session_r, session_l);
     mana_gate_leave();
+    mana_sync_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Session_finalize, MPI_Session_finalize)
