@@ -331,15 +331,18 @@ ERRHANDLER_WRAPPER(MPI_Win_create_errhandler, 1, 0)
 ERRHANDLER_WRAPPER(MPI_File_create_errhandler, 2, 1)
 ERRHANDLER_WRAPPER(MPI_Session_create_errhandler, 3, 0)
 
-/* Generalized requests: query, free and cancel functions, one slot per request. A request
- * made by the Fortran binding (MPII_Grequest_set_lang_f77) gets Fortran's conventions:
- * arguments by reference and a trailing `ierr`, which MPICH passes to every language's
- * function alike — the trampolines take it and call the application's functions the
- * way its language wants. */
+/* Generalized requests: query, free and cancel functions, one slot per request. The
+ * lower MPICH calls the trampolines with C's conventions always (MANA does not pass
+ * MPII_Grequest_set_lang_f77 on). A request the Fortran binding made
+ * (MPII_Grequest_set_lang_f77) gets Fortran's from the trampolines: arguments by
+ * reference, a trailing `ierr` of the trampoline's own (until 2026-12-04 the trampolines
+ * took a third argument MPICH never passes for C, and the Fortran query function wrote
+ * its `ierr` there: MPICH's f77/pt2pt/greqf died of SIGSEGV), a Fortran status (MPICH's
+ * MPI_Status is one, MPI_STATUS_SIZE integers). */
 typedef int(mana_gq_fn)(void *, MPI_Status *);
 typedef int(mana_gf_fn)(void *);
 typedef int(mana_gc_fn)(void *, int);
-typedef void(mana_gq_f77)(void *, MPI_Status *, MPI_Fint *);
+typedef void(mana_gq_f77)(void *, MPI_Fint *, MPI_Fint *);
 typedef void(mana_gf_f77)(void *, MPI_Fint *);
 typedef void(mana_gc_f77)(void *, MPI_Fint *, MPI_Fint *);
 static mana_gq_fn *gq_fn[MANA_SLOTS];
@@ -348,50 +351,52 @@ static mana_gc_fn *gc_fn[MANA_SLOTS];
 static MPI_Request gr_request[MANA_SLOTS]; /* the application's handle of each slot */
 static char gr_f77[MANA_SLOTS];
 static int gr_used;
-static int gq_call(int k, void *ex, MPI_Status *st, MPI_Fint *ierr)
+static int gq_call(int k, void *ex, MPI_Status *st)
 {
     if (!gr_f77[k])
         return gq_fn[k](ex, st);
-    ((mana_gq_f77 *)gq_fn[k])(ex, st, ierr);
-    return (int)*ierr;
+    MPI_Fint ierr = MPI_SUCCESS;
+    ((mana_gq_f77 *)gq_fn[k])(ex, (MPI_Fint *)st, &ierr);
+    return (int)ierr;
 }
-static int gf_call(int k, void *ex, MPI_Fint *ierr)
+static int gf_call(int k, void *ex)
 {
     if (!gr_f77[k])
         return gf_fn[k](ex);
-    ((mana_gf_f77 *)gf_fn[k])(ex, ierr);
-    return (int)*ierr;
+    MPI_Fint ierr = MPI_SUCCESS;
+    ((mana_gf_f77 *)gf_fn[k])(ex, &ierr);
+    return (int)ierr;
 }
-/* `complete`: an int for C, a pointer to MPI_Fint for Fortran. */
-static int gc_call(int k, void *ex, intptr_t complete, MPI_Fint *ierr)
+static int gc_call(int k, void *ex, int complete)
 {
     if (!gr_f77[k])
-        return gc_fn[k](ex, (int)complete);
-    ((mana_gc_f77 *)gc_fn[k])(ex, (MPI_Fint *)complete, ierr);
-    return (int)*ierr;
+        return gc_fn[k](ex, complete);
+    MPI_Fint ierr = MPI_SUCCESS, c = complete ? 1 : 0; /* Fortran's .TRUE. in gfortran */
+    ((mana_gc_f77 *)gc_fn[k])(ex, &c, &ierr);
+    return (int)ierr;
 }
 #define GR_TRAMP(k)                                                  \
-    static int gq_tramp_##k(void *ex, MPI_Status *st, MPI_Fint *ierr) \
+    static int gq_tramp_##k(void *ex, MPI_Status *st)                \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
         MPI_Status s_;                                               \
         mana_status_copy(&s_, st);                                   \
-        int r_ = gq_call(k, ex, &s_, ierr);                          \
+        int r_ = gq_call(k, ex, &s_);                                \
         mana_status_copy(st, &s_);                                   \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }                                                                \
-    static int gf_tramp_##k(void *ex, MPI_Fint *ierr)                \
+    static int gf_tramp_##k(void *ex)                                \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        int r_ = gf_call(k, ex, ierr);                               \
+        int r_ = gf_call(k, ex);                                     \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }                                                                \
-    static int gc_tramp_##k(void *ex, intptr_t complete, MPI_Fint *ierr) \
+    static int gc_tramp_##k(void *ex, int complete)                  \
     {                                                                \
         unsigned long l_ = mana_callback_enter();                    \
-        int r_ = gc_call(k, ex, complete, ierr);                     \
+        int r_ = gc_call(k, ex, complete);                           \
         mana_callback_leave(l_);                                     \
         return r_;                                                   \
     }
