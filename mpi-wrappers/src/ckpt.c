@@ -58,33 +58,34 @@ MANA_LOWER_FUNCTION(lower_session_init, 4723, "PMPI_Session_init", (MPI_Info i, 
                     (i, e, s))
 MANA_LOWER_FUNCTION(lower_group_from_pset, 4724, "PMPI_Group_from_session_pset",
                     (MPI_Session s, const char *p, MPI_Group *g), (s, p, g))
+MANA_LOWER_FUNCTION(lower_session_finalize, 4725, "PMPI_Session_finalize", (MPI_Session * s), (s))
 
 /* A new reference to the group of MPI_COMM_WORLD's processes. Without MPI_Init (MPI-4's
  * sessions model: MPICH's init/session*) MPI_COMM_WORLD is not there to ask: the
- * "mpi://WORLD" process set of a session of MANA's own (made once, never finalized) has
- * the same processes in the same order. */
-static void world_group(MPI_Group *world)
+ * "mpi://WORLD" process set of a session of MANA's own, `*own`, has the same processes in
+ * the same order; the caller finalizes it after freeing the group (a session left open
+ * keeps MPICH from finalizing at the application's last MPI_Session_finalize, and the
+ * process manager then killed the job as one that exited without finalizing). */
+static void world_group(MPI_Group *world, MPI_Session *own)
 {
-    static MPI_Session own = MPI_SESSION_NULL;
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    *own = MPI_SESSION_NULL;
     if (__atomic_load_n(&mana_mpi_phase, __ATOMIC_ACQUIRE) == MANA_PHASE_INITIALIZED) {
         lower_comm_group(MPI_COMM_WORLD, world);
         return;
     }
-    pthread_mutex_lock(&lock);
-    if (own == MPI_SESSION_NULL)
-        lower_session_init(MPI_INFO_NULL, MPI_ERRORS_RETURN, &own);
-    if (lower_group_from_pset(own, "mpi://WORLD", world) != MPI_SUCCESS)
+    *world = MPI_GROUP_EMPTY;
+    if (lower_session_init(MPI_INFO_NULL, MPI_ERRORS_RETURN, own) == MPI_SUCCESS &&
+        lower_group_from_pset(*own, "mpi://WORLD", world) != MPI_SUCCESS)
         *world = MPI_GROUP_EMPTY;
-    pthread_mutex_unlock(&lock);
 }
 
 /* The MPI_COMM_WORLD ranks of `g`'s members, in `g`'s order (malloc'd; *n their count). */
 static int *world_ranks_of(MPI_Group g, int *n)
 {
     MPI_Group world;
+    MPI_Session own;
     *n = 0;
-    world_group(&world);
+    world_group(&world, &own);
     lower_group_size(g, n);
     int *in = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int)), *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int));
     if (in && out) {
@@ -95,6 +96,8 @@ static int *world_ranks_of(MPI_Group g, int *n)
     free(in);
     if (world != MPI_GROUP_EMPTY)
         lower_group_free(&world);
+    if (own != MPI_SESSION_NULL)
+        lower_session_finalize(&own);
     return out;
 }
 
