@@ -165,6 +165,17 @@ fn derived_datatypes_under_mana_launch_equal_native() {
     equals_native_under_mana_launch("datatypes", &[2, 4]);
 }
 
+/// MPI-4 sessions without MPI_Init: communicators from the mpi://WORLD process set, made
+/// and finalized three times (before 2026-12-04 MANA's bookkeeping asked MPI_COMM_WORLD for
+/// the group's world ranks and aborted; MPICH's init/session_psets, session). Not on one
+/// rank: MPICH 4.0.2's MPI_Test on a session of one process crashes natively too
+/// (ucp_worker_progress of a null worker), and MANA's blocking calls poll with it
+/// (docs/mpich-testsuite-results.md, init/session_self).
+#[test]
+fn sessions_without_mpi_init_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("sessions", &[2, 3]);
+}
+
 /// Info objects, predefined and user-defined error classes, codes and strings, version
 /// queries, clocks, MPI_Init_thread and the thread/initialization queries.
 #[test]
