@@ -512,17 +512,39 @@ fn pending_collective_io_survives_checkpoints_every_30_ms() {
 
     let s = Session::start("mpi-icoll-io-restart");
     let args = ["--loop", "40", file.to_str().unwrap()];
-    let run = launch(&s, 2, &program, &args, &[]);
-    run.wait_for_stdout("mpiio_icoll ready", LONG);
-    wait_registered(&s, 2);
     let mut rng = Rng::seeded("mpi-icoll-io");
-    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(400), run);
-    let out = restart(&s, 2, &[]).wait_output(LONG);
+    killed_and_restarted_ends_as_native(
+        &s,
+        &program,
+        &args,
+        "mpiio_icoll",
+        &mut rng,
+        400,
+        &expected,
+    );
+}
+
+/// `name ARGS` on 2 ranks under mana_launch, past its ready line, checkpointed and killed
+/// within `within_ms` ms, restarted: it ends with the native run's done line, `expected`.
+fn killed_and_restarted_ends_as_native(
+    s: &Session,
+    program: &std::path::Path,
+    args: &[&str],
+    name: &str,
+    rng: &mut Rng,
+    within_ms: u64,
+    expected: &Option<String>,
+) {
+    let run = launch(s, 2, program, args, &[]);
+    run.wait_for_stdout(&format!("{name} ready"), LONG);
+    wait_registered(s, 2);
+    checkpoint_and_kill(s, rng, Duration::from_millis(within_ms), run);
+    let out = restart(s, 2, &[]).wait_output(LONG);
     out.assert_success();
     assert_eq!(
-        result_line(&out.stdout_text(), "mpiio_icoll done"),
+        &result_line(&out.stdout_text(), &format!("{name} done")),
         expected,
-        "{}",
+        "the restarted job must end exactly as the native run\n{}",
         out.describe()
     );
 }
@@ -558,16 +580,13 @@ fn an_open_mpi_file_survives_a_checkpoint_and_a_restart() {
         out.describe()
     );
 
-    let run = launch(&s, 2, &program, &args, &[]);
-    run.wait_for_stdout("mpiio_view ready", LONG);
-    wait_registered(&s, 2);
-    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(300), run);
-    let out = restart(&s, 2, &[]).wait_output(LONG);
-    out.assert_success();
-    assert_eq!(
-        result_line(&out.stdout_text(), "mpiio_view done"),
-        expected,
-        "the restarted job must end exactly as the native run\n{}",
-        out.describe()
+    killed_and_restarted_ends_as_native(
+        &s,
+        &program,
+        &args,
+        "mpiio_view",
+        &mut rng,
+        300,
+        &expected,
     );
 }
