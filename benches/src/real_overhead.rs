@@ -2,7 +2,9 @@
 //! (`mpiexec.mpich -n 2 PROG`) and under `mana_launch` (`mpiexec.mpich -n 2 mana_launch
 //! PROG`), alternately, `--runs` times each; wall-clock medians and their ratio, the
 //! median of the pair-by-pair ratios with a distribution-free 95 % interval, and whether
-//! that interval decides the goal.
+//! that interval decides the goal; then, from the wrapper's count of rank 0's MPI calls
+//! (`MANA_MPI_TIMES`), the call rate and the median gap divided by the calls — a code that
+//! makes a million MPI calls a second pays MANA's per-call crossing a million times.
 //!
 //! ```text
 //! $ target/release/real_overhead --runs 5 [--clients xdlu,nwchem]
@@ -122,6 +124,15 @@ fn nwchem() -> Client {
     }
 }
 
+/// The MPI calls rank 0 made in a run under mana_launch: the wrapper library writes
+/// `calls RANK N` to `MANA_MPI_TIMES` at MPI_Finalize (outermost calls only).
+fn calls_of_rank0(times: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(times).ok()?;
+    text.lines()
+        .filter_map(|l| l.strip_prefix("calls 0 "))
+        .find_map(|n| n.trim().parse().ok())
+}
+
 /// One run of `client` in `dir`, natively or under mana_launch: its wall-clock time and
 /// result line.
 fn run(client: &Client, dir: &Path, status: &Path, mana: bool) -> (Duration, String) {
@@ -131,6 +142,9 @@ fn run(client: &Client, dir: &Path, status: &Path, mana: bool) -> (Duration, Str
         .env("MANA_STATUS_FILE", status)
         .envs(client.env.iter().copied());
     if mana {
+        let times = dir.join("mpi-times");
+        let _ = std::fs::remove_file(&times);
+        cmd.env("MANA_MPI_TIMES", &times);
         cmd.arg(bin_dir().join("mana_launch"))
             .arg("--ckptdir")
             .arg(dir.join("ckpt"));
@@ -261,6 +275,9 @@ fn main() {
         };
         let line = format!("{} | {}", samples(&native), samples(&mana));
         let (paired, ci) = paired_ratio(&native, &mana);
+        // What the gap is made of: the MPI calls a rank makes (the last MANA run's count),
+        // and the gap divided by them — the cost MANA adds per call if all of it were that.
+        let calls = calls_of_rank0(&work.join("mpi-times")).unwrap_or(0);
         let interval = ci.map_or("-".into(), |(lo, hi)| format!("{lo:.3}-{hi:.3}x"));
         let (n, m) = (median(&mut native), median(&mut mana));
         println!(
@@ -272,6 +289,16 @@ fn main() {
             paired,
         );
         verdicts.push(format!("{}: goal <= {GOAL}x {}", client.name, verdict(ci)));
+        if calls > 0 {
+            let gap = m.as_secs_f64() - n.as_secs_f64();
+            verdicts.push(format!(
+                "{}: {calls} MPI calls on rank 0 ({:.0} per second of native run); median gap {:.3} s = {:.0} ns per call",
+                client.name,
+                calls as f64 / n.as_secs_f64(),
+                gap,
+                gap / calls as f64 * 1e9
+            ));
+        }
     }
     for v in &verdicts {
         println!("{v}");
