@@ -510,8 +510,12 @@ fn pending_collective_io_survives_checkpoints_every_30_ms() {
         .unwrap_or(0);
     assert!(n >= 3, "only {n} checkpoints committed: {}", out.describe());
 
+    // Long enough (300 rounds, over a second) that a random instant within 300 ms after the
+    // ready line finds it running (40 rounds ended first once under CI's load).
     let s = Session::start("mpi-icoll-io-restart");
-    let args = ["--loop", "40", file.to_str().unwrap()];
+    let args = ["--loop", "300", file.to_str().unwrap()];
+    let expected = result_line(&native(&s, 2, &program, &args), "mpiio_icoll done");
+    assert!(expected.is_some());
     let mut rng = Rng::seeded("mpi-icoll-io");
     killed_and_restarted_ends_as_native(
         &s,
@@ -519,7 +523,7 @@ fn pending_collective_io_survives_checkpoints_every_30_ms() {
         &args,
         "mpiio_icoll",
         &mut rng,
-        400,
+        300,
         &expected,
     );
 }
