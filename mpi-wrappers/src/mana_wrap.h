@@ -383,7 +383,7 @@ struct mana_comm_meta {
     struct mana_win_copy *win_copies;
     int n_win_copies;
 };
-/* One attribute copy: the keyval (its index in mana_keyvals()), what the copy callback
+/* One attribute copy: the keyval (its index in the keyval records), what the copy callback
  * returned as the new value, and its flag. */
 struct mana_win_copy {
     unsigned keyval;
@@ -451,7 +451,9 @@ struct mana_keyval {
     int attr_type;            /* MPICH's MPIR_Attr_type of its attributes: 0 pointer (C),
                                  1 address-sized or 3 Fortran INTEGER (set by Fortran) */
 };
-extern struct mana_keyval *mana_keyvals(unsigned *n) MANA_HIDDEN;
+/* The keyval records (src/special.c): record `i` < mana_keyval_count() never moves. */
+extern struct mana_keyval *mana_keyval_at(unsigned i) MANA_HIDDEN;
+extern unsigned mana_keyval_count(void) MANA_HIDDEN;
 /* At a restart, around creating window `m` again (NULL: done): the attribute copy
  * callbacks answer from its record and delete callbacks do nothing (src/special.c). */
 extern void mana_win_copies_replay(const struct mana_comm_meta *m) MANA_HIDDEN;

@@ -396,8 +396,7 @@ static void snap_attr_on(int obj, struct attr_scan *a)
 {
     void *value = NULL;
     int flag = 0;
-    unsigned n;
-    int type = mana_keyvals(&n)[a->keyval].attr_type;
+    int type = mana_keyval_at((unsigned)a->keyval)->attr_type;
     if (get_attr(a->kind, mana_h_real(obj), a->real, type, &value, &flag) != MPI_SUCCESS || !flag)
         return;
     a->found++;
@@ -456,14 +455,15 @@ static void scan_attrs(struct attr_scan *a)
 
 int mana_keyval_in_use(int v)
 {
-    unsigned n;
-    struct mana_keyval *kv = mana_keyvals(&n);
-    for (unsigned i = 0; i < n; i++)
-        if (kv[i].v == v && !kv[i].app_freed && !kv[i].dead) {
-            struct attr_scan a = {(int)i, mana_h_real(v), (enum obj)kv[i].kind, 0, 0};
+    unsigned n = mana_keyval_count();
+    for (unsigned i = 0; i < n; i++) {
+        const struct mana_keyval *k = mana_keyval_at(i);
+        if (k->v == v && !k->app_freed && !k->dead) {
+            struct attr_scan a = {(int)i, mana_h_real(v), (enum obj)k->kind, 0, 0};
             scan_attrs(&a);
             return a.found > 0 || mana_win_copies_use(i);
         }
+    }
     return 0;
 }
 
@@ -473,17 +473,18 @@ int mana_keyval_in_use(int v)
  * restart; without, only freed keyvals are looked at (mana_keyvals_collect). */
 static void sweep_keyvals(int record)
 {
-    unsigned n;
-    struct mana_keyval *kv = mana_keyvals(&n);
+    unsigned n = mana_keyval_count();
     for (unsigned i = 0; i < n; i++) {
-        struct mana_keyval *k = &kv[i];
+        struct mana_keyval *k = mana_keyval_at(i);
         if (k->dead || (!record && !k->app_freed))
             continue;
         int real = k->app_freed ? k->real : mana_h_real(k->v);
         /* A keyval created later with the same handle: MPI had destroyed this one. */
-        for (unsigned j = i + 1; j < n && k->app_freed; j++)
-            if (!kv[j].dead && (kv[j].app_freed ? kv[j].real : mana_h_real(kv[j].v)) == real)
+        for (unsigned j = i + 1; j < n && k->app_freed; j++) {
+            const struct mana_keyval *later = mana_keyval_at(j);
+            if (!later->dead && (later->app_freed ? later->real : mana_h_real(later->v)) == real)
                 real = 0;
+        }
         struct attr_scan a = {(int)i, real, (enum obj)k->kind, record, 0};
         if (real)
             scan_attrs(&a);
@@ -815,15 +816,14 @@ MANA_LOWER_FUNCTION(comm_delete_attr, 4479, "PMPI_Comm_delete_attr", (MPI_Comm c
  * the record, and loses them again silently. */
 static int win_create_replaying_copies(const struct mana_comm_meta *m, MPI_Comm c, MPI_Win *w)
 {
-    unsigned n;
-    struct mana_keyval *kv = mana_keyvals(&n);
+    unsigned n = mana_keyval_count();
     int rc = MPI_SUCCESS, set = 0;
     mana_win_copies_replay(m);
     for (; set < m->n_win_copies && rc == MPI_SUCCESS; set++) {
         const struct mana_win_copy *x = &m->win_copies[set];
-        if (x->keyval >= n || kv[x->keyval].dead)
+        if (x->keyval >= n || mana_keyval_at(x->keyval)->dead)
             continue;
-        rc = set_attr(OBJ_COMM, c, kv[x->keyval].real, kv[x->keyval].attr_type, x->value);
+        rc = set_attr(OBJ_COMM, c, mana_keyval_at(x->keyval)->real, mana_keyval_at(x->keyval)->attr_type, x->value);
     }
     if (rc == MPI_SUCCESS && m->win_dynamic) {
         rc = win_create_dynamic(MPI_INFO_NULL, c, w);
@@ -834,8 +834,8 @@ static int win_create_replaying_copies(const struct mana_comm_meta *m, MPI_Comm 
     }
     for (int i = 0; i < set; i++) {
         const struct mana_win_copy *x = &m->win_copies[i];
-        if (x->keyval < n && !kv[x->keyval].dead)
-            comm_delete_attr(c, kv[x->keyval].real);
+        if (x->keyval < n && !mana_keyval_at(x->keyval)->dead)
+            comm_delete_attr(c, mana_keyval_at(x->keyval)->real);
     }
     mana_win_copies_replay(NULL);
     return rc;
@@ -888,10 +888,9 @@ MANA_LOWER_FUNCTION(win_free_keyval, 4444, "PMPI_Win_free_keyval", (int *k), (k)
  * attributes are set (rebuild_attrs_and_names). */
 static int rebuild_keyvals(char *err, int errlen)
 {
-    unsigned n;
-    struct mana_keyval *kv = mana_keyvals(&n);
+    unsigned n = mana_keyval_count();
     for (unsigned i = 0; i < n; i++) {
-        int rc = kv[i].dead ? MPI_SUCCESS : mana_recreate_keyval(&kv[i]);
+        int rc = mana_keyval_at(i)->dead ? MPI_SUCCESS : mana_recreate_keyval(mana_keyval_at(i));
         if (rc != MPI_SUCCESS) {
             snprintf(err, (size_t)errlen, "creating a keyval again failed (error %d)", rc);
             return -1;
@@ -902,19 +901,22 @@ static int rebuild_keyvals(char *err, int errlen)
 
 static int rebuild_attrs_and_names(char *err, int errlen)
 {
-    unsigned n_keyvals;
-    struct mana_keyval *keyvals = mana_keyvals(&n_keyvals);
+    unsigned n_keyvals = mana_keyval_count();
     for (int i = 0; i < snap.attrs.n; i++) {
         struct attr_rec *a = &snap.attrs.at[i];
-        int obj = mana_h_real(a->obj), kv = keyvals[a->keyval].real;
-        int rc = set_attr(a->kind, obj, kv, keyvals[a->keyval].attr_type, a->value);
+        if (a->keyval < 0 || (unsigned)a->keyval >= n_keyvals) {
+            snprintf(err, (size_t)errlen, "an attribute names keyval record %d of %u", a->keyval, n_keyvals);
+            return -1;
+        }
+        int obj = mana_h_real(a->obj), kv = mana_keyval_at((unsigned)a->keyval)->real;
+        int rc = set_attr(a->kind, obj, kv, mana_keyval_at((unsigned)a->keyval)->attr_type, a->value);
         if (rc != MPI_SUCCESS) {
             snprintf(err, (size_t)errlen, "setting an attribute again failed (error %d)", rc);
             return -1;
         }
     }
     for (unsigned i = 0; i < n_keyvals; i++) {
-        struct mana_keyval *k = &keyvals[i];
+        struct mana_keyval *k = mana_keyval_at(i);
         int real = k->real;
         if (k->dead || !k->app_freed)
             continue;

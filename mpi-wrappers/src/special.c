@@ -799,9 +799,37 @@ static const struct {
                    {4008, "PMPI_Type_create_keyval"},
                    {4009, "PMPI_Win_create_keyval"},
                    {4010, "PMPI_Keyval_create"}};
-static struct mana_keyval *kv_recs;
-static unsigned kv_n, kv_cap;
+/* Keyval records live in chunks that never move: a wrapper on one thread may read a record
+ * (kv_rec_of) while another thread's MPI_*_create_keyval adds one. kv_n is published after
+ * the record it counts is written; records are added under kv_lock. */
+#define KV_CHUNK 256u
+#define KV_CHUNKS 16384u
+static struct mana_keyval *kv_dir[KV_CHUNKS];
+static unsigned kv_n;
 static pthread_mutex_t kv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct mana_keyval *mana_keyval_at(unsigned i)
+{
+    return &kv_dir[i / KV_CHUNK][i % KV_CHUNK];
+}
+
+unsigned mana_keyval_count(void)
+{
+    return __atomic_load_n(&kv_n, __ATOMIC_ACQUIRE);
+}
+
+/* Appends `rec` (holding kv_lock); its 1-based index, 0 when the store is full. */
+static unsigned kv_append(const struct mana_keyval *rec)
+{
+    unsigned i = kv_n;
+    if (i >= KV_CHUNK * KV_CHUNKS)
+        return 0;
+    if (!kv_dir[i / KV_CHUNK] && !(kv_dir[i / KV_CHUNK] = calloc(KV_CHUNK, sizeof(struct mana_keyval))))
+        return 0;
+    kv_dir[i / KV_CHUNK][i % KV_CHUNK] = *rec;
+    __atomic_store_n(&kv_n, i + 1, __ATOMIC_RELEASE);
+    return i + 1;
+}
 
 static int kv_create_lower(const struct mana_keyval *rec, int *kv_l)
 {
@@ -840,28 +868,21 @@ static int keyval_create(int which, mana_copy_fn *copy, mana_delete_fn *del, int
         rec.v = *keyval;
         rec.real = kv_l;
         pthread_mutex_lock(&kv_lock);
-        if (kv_n == kv_cap) {
-            kv_cap = kv_cap ? 2 * kv_cap : 64;
-            kv_recs = realloc(kv_recs, kv_cap * sizeof *kv_recs);
-        }
-        kv_recs[kv_n] = rec;
-        *aux = ++kv_n;
+        *aux = kv_append(&rec);
         pthread_mutex_unlock(&kv_lock);
+        if (!*aux) { /* no record: MANA could not re-create it, so the application does not get it */
+            slot_put(&kv_busy, rec.slot);
+            r = mana_slots_full("attribute keyvals");
+        }
     }
     mana_gate_leave();
     return r;
 }
 
-struct mana_keyval *mana_keyvals(unsigned *n)
-{
-    *n = kv_n;
-    return kv_recs;
-}
-
 static struct mana_keyval *kv_rec_of(int keyval)
 {
     unsigned *aux = mana_h_aux(keyval);
-    return aux && *aux && *aux <= kv_n ? &kv_recs[*aux - 1] : NULL;
+    return aux && *aux && *aux <= mana_keyval_count() ? mana_keyval_at(*aux - 1) : NULL;
 }
 
 /* The application freed keyval `v`; `in_use`: attributes with it remain (MPI keeps it,
@@ -921,7 +942,7 @@ static int kv_index_of_real(int real)
     int found = -1;
     pthread_mutex_lock(&kv_lock);
     for (unsigned i = kv_n; i-- > 0 && found < 0;)
-        if (kv_recs[i].real == real && !kv_recs[i].dead)
+        if (mana_keyval_at(i)->real == real && !mana_keyval_at(i)->dead)
             found = (int)i;
     pthread_mutex_unlock(&kv_lock);
     return found;
@@ -930,7 +951,7 @@ static int kv_index_of_real(int real)
 static struct mana_keyval *kv_rec_of_real(int real)
 {
     int i = kv_index_of_real(real);
-    return i < 0 ? NULL : &kv_recs[i];
+    return i < 0 ? NULL : mana_keyval_at((unsigned)i);
 }
 
 static int kv_copy_proxy_tramp(void *fn, int h, int kv, void *extra, int type, void *attrib, void **copy, int *flag)
