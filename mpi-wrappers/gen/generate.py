@@ -243,15 +243,18 @@ def translation(fname, plist, args, handles):
             first.append("%s = mana_file_real(%s);" % (a, a))
         elif kind in HANDLE_TYPES and length == "-":
             t = HANDLE_TYPES[kind]
+            # A NULL pointer goes down as NULL: MPI reports MPI_ERR_ARG through the
+            # error handler (MPICH's errors/*_nullarg tests), and nothing is written.
             if direction == "in":
-                pro.append("%s %s_l = mana_h_real(*%s);" % (t, a, a))
+                pro.append("%s %s_l = %s ? mana_h_real(*%s) : 0;" % (t, a, a, a))
             elif direction == "out":
                 pro.append("%s %s_l = 0;" % (t, a))
-                post.append("mana_out_handle(r_, %s, %s_l);" % (a, a))
+                post.append("if (%s) mana_out_handle(r_, %s, %s_l);" % (a, a, a))
             else:
-                pro.append("%s %s_v = *%s, %s_r = mana_h_real(%s_v), %s_l = %s_r;" % (t, a, a, a, a, a, a))
-                post.append("*%s = mana_h_inout_done(%s_v, %s_r, %s_l);" % (a, a, a, a))
-            call[i] = "&%s_l" % a
+                pro.append("%s %s_v = %s ? *%s : 0, %s_r = mana_h_real(%s_v), %s_l = %s_r;"
+                           % (t, a, a, a, a, a, a, a))
+                post.append("if (%s) *%s = mana_h_inout_done(%s_v, %s_r, %s_l);" % (a, a, a, a, a))
+            call[i] = "%s ? &%s_l : NULL" % (a, a)
         elif kind in HANDLE_TYPES:
             t = HANDLE_TYPES[kind]
             n = length_expr(fname, a, length, params, ptypes)
@@ -276,6 +279,13 @@ def translation(fname, plist, args, handles):
             post.append("MANA_TMP_FREE(%s_l);" % a)
             call[i] = "%s_use ? %s_l : %s" % (a, a, a)
     return first + pro, call, post
+
+
+def made(out):
+    """The condition that a call made the object of out-handle parameter `out`: a success
+    with a lower handle (MPICH returns MPI_SUCCESS after calling a C++ binding's error
+    handler, having made nothing)."""
+    return "r_ == MPI_SUCCESS && %s_l" % out
 
 
 def file_hooks(base, handles, pre_hooks, post, post_hooks):
@@ -393,16 +403,16 @@ def main():
             if counted:
                 pre_hooks.append("const int mana_counted_ = mana_coll_enter(mana_cv_);")
             if base == "MPI_Comm_create_group":
-                post.append("if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *%s, tag);" % newcomm)
+                post.append("if (%s) mana_comm_created_group(mana_cv_, *%s, tag);" % (made(newcomm), newcomm))
             elif coll == "constructor" and newcomm and base in ("MPI_Comm_idup", "MPI_Comm_idup_with_info"):
                 # The new communicator cannot be used before the request completes: what
                 # it is comes from its parent.
-                post.append("if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *%s);" % newcomm)
+                post.append("if (%s) mana_comm_created_dup(mana_cv_, *%s);" % (made(newcomm), newcomm))
             elif coll == "constructor" and newcomm:
-                post.append("if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *%s);" % newcomm)
+                post.append("if (%s) mana_comm_created(mana_cv_, *%s);" % (made(newcomm), newcomm))
             if coll in ("nonblocking", "persistent", "constructor") and request:
-                post.append("if (r_ == MPI_SUCCESS) mana_req_mark_coll(*%s, mana_cv_, %d);"
-                            % (request, int(coll == "persistent")))
+                post.append("if (%s) mana_req_mark_coll(*%s, mana_cv_, %d);"
+                            % (made(request), request, int(coll == "persistent")))
             # A persistent collective keeps its arguments and a function that initializes it
             # again in a new lower half (restart); with datatype arrays (alltoallw), copies
             # of the application's handles (as long as the call read them).
@@ -413,14 +423,14 @@ def main():
                 pre_hooks.append("const struct mana_pc_%s mana_pc_ = {%s};"
                                  % (base, ", ".join(a for a in args if a != request)))
                 if arrays:
-                    post.append("if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {%s}; "
+                    post.append("if (" + made(request) + ") { const MPI_Datatype *mana_t_[] = {%s}; "
                                 "const size_t mana_n_[] = {%s}; mana_req_replayable_types(*%s, "
                                 "mana_pc_replay_%s, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, %d); }"
                                 % (", ".join(arrays), ", ".join("%s_l_n_" % a for a in arrays), request,
                                    base, len(arrays)))
                 else:
-                    post.append("if (r_ == MPI_SUCCESS) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
-                                "sizeof mana_pc_);" % (request, base))
+                    post.append("if (%s) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
+                                "sizeof mana_pc_);" % (made(request), request, base))
             if counted:
                 post_hooks.append("mana_coll_leave(mana_counted_);")
         # A communicator's group is taken from the communicator again at restart (MPI hands

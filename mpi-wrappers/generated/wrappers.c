@@ -197,11 +197,11 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 10, "PMPI_Allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -227,11 +227,11 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 11, "PMPI_Allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -291,11 +291,11 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 14, "PMPI_Allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -321,11 +321,11 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 15, "PMPI_Allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -385,11 +385,11 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 18, "PMPI_Allreduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -415,11 +415,11 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 19, "PMPI_Allreduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -479,11 +479,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 22, "PMPI_Alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -509,11 +509,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 23, "PMPI_Alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -573,11 +573,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 26, "PMPI_Alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -603,11 +603,11 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 27, "PMPI_Alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -691,13 +691,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -735,13 +735,13 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -819,11 +819,11 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 36, "PMPI_Barrier_init", int, (MPI_Comm comm, MPI_Info info, MPI_Request* request), (comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -880,11 +880,11 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 39, "PMPI_Bcast_init", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -909,11 +909,11 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 40, "PMPI_Bcast_init_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buffer, count, datatype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -992,10 +992,10 @@ __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int n
     MPI_Comm comm_cart_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, &comm_cart_l));
+        MANA_CALL_LOWER_INTO(r_, 46, "PMPI_Cart_create", int, (MPI_Comm comm_old, int ndims, const int dims[], const int periods[], int reorder, MPI_Comm* comm_cart), (comm_old, ndims, dims, periods, reorder, comm_cart ? &comm_cart_l : NULL));
     }
-    mana_out_handle(r_, comm_cart, comm_cart_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_cart);
+    if (comm_cart) mana_out_handle(r_, comm_cart, comm_cart_l);
+    if (r_ == MPI_SUCCESS && comm_cart_l) mana_comm_created(mana_cv_, *comm_cart);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1058,10 +1058,10 @@ __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int re
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 51, "PMPI_Cart_sub", int, (MPI_Comm comm, const int remain_dims[], MPI_Comm* newcomm), (comm, remain_dims, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1092,9 +1092,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_accept(const char* port_name, M
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 54, "PMPI_Comm_accept", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1132,9 +1132,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_connect(const char* port_name, 
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 57, "PMPI_Comm_connect", int, (const char* port_name, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* newcomm), (port_name, info, root, comm, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1149,10 +1149,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 58, "PMPI_Comm_create", int, (MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm), (comm, group, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1168,9 +1168,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_from_group(MPI_Group gro
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 59, "PMPI_Comm_create_from_group", int, (MPI_Group group, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newcomm), (group, stringtag, info, errhandler, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     mana_gate_leave();
     mana_sync_leave();
     return r_;
@@ -1186,10 +1186,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 60, "PMPI_Comm_create_group", int, (MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm), (comm, group, tag, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created_group(mana_cv_, *newcomm, tag);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created_group(mana_cv_, *newcomm, tag);
     mana_gate_leave();
     mana_sync_leave();
     return r_;
@@ -1211,12 +1211,12 @@ MANA_EXPORT(mana_w_MPI_Comm_delete_attr, MPI_Comm_delete_attr)
 MANA_EXPORT(mana_w_MPI_Comm_delete_attr, PMPI_Comm_delete_attr)
 __attribute__((used)) static int mana_w_MPI_Comm_disconnect(MPI_Comm* comm) {
     mana_gate_enter();
-    MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
+    MPI_Comm comm_v = comm ? *comm : 0, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 62, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (&comm_l));
+        MANA_CALL_LOWER_INTO(r_, 62, "PMPI_Comm_disconnect", int, (MPI_Comm* comm), (comm ? &comm_l : NULL));
     }
-    *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
+    if (comm) *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1230,10 +1230,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* ne
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 63, "PMPI_Comm_dup", int, (MPI_Comm comm, MPI_Comm* newcomm), (comm, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1249,10 +1249,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 64, "PMPI_Comm_dup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm), (comm, info, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1263,12 +1263,12 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     const int mana_cv_ = *comm;
     const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
-    MPI_Comm comm_v = *comm, comm_r = mana_h_real(comm_v), comm_l = comm_r;
+    MPI_Comm comm_v = comm ? *comm : 0, comm_r = mana_h_real(comm_v), comm_l = comm_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (&comm_l));
+        MANA_CALL_LOWER_INTO(r_, 65, "PMPI_Comm_free", int, (MPI_Comm* comm), (comm ? &comm_l : NULL));
     }
-    *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
+    if (comm) *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1278,12 +1278,12 @@ MANA_EXPORT(mana_w_MPI_Comm_free, PMPI_Comm_free)
 __attribute__((used)) static int mana_w_MPI_Comm_free_keyval(int* comm_keyval) {
     const int mana_kv_ = *comm_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
-    int comm_keyval_v = *comm_keyval, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
+    int comm_keyval_v = comm_keyval ? *comm_keyval : 0, comm_keyval_r = mana_h_real(comm_keyval_v), comm_keyval_l = comm_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (&comm_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 66, "PMPI_Comm_free_keyval", int, (int* comm_keyval), (comm_keyval ? &comm_keyval_l : NULL));
     }
-    *comm_keyval = mana_h_inout_done(comm_keyval_v, comm_keyval_r, comm_keyval_l);
+    if (comm_keyval) *comm_keyval = mana_h_inout_done(comm_keyval_v, comm_keyval_r, comm_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
@@ -1309,9 +1309,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_errhandler(MPI_Comm comm, M
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 68, "PMPI_Comm_get_errhandler", int, (MPI_Comm comm, MPI_Errhandler* errhandler), (comm, errhandler ? &errhandler_l : NULL));
     }
-    mana_out_handle(r_, errhandler, errhandler_l);
+    if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -1323,9 +1323,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_info(MPI_Comm comm, MPI_Inf
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 69, "PMPI_Comm_get_info", int, (MPI_Comm comm, MPI_Info* info_used), (comm, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -1348,9 +1348,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_get_parent(MPI_Comm* parent) {
     MPI_Comm parent_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (&parent_l));
+        MANA_CALL_LOWER_INTO(r_, 71, "PMPI_Comm_get_parent", int, (MPI_Comm* parent), (parent ? &parent_l : NULL));
     }
-    mana_out_handle(r_, parent, parent_l);
+    if (parent) mana_out_handle(r_, parent, parent_l);
     mana_gate_leave();
     return r_;
 }
@@ -1363,9 +1363,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_group(MPI_Comm comm, MPI_Group*
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 72, "PMPI_Comm_group", int, (MPI_Comm comm, MPI_Group* group), (comm, group ? &group_l : NULL));
     }
-    mana_out_handle(r_, group, group_l);
+    if (group) mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_comm_);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
@@ -1382,12 +1382,12 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, &newcomm_l, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 73, "PMPI_Comm_idup", int, (MPI_Comm comm, MPI_Comm* newcomm, MPI_Request* request), (comm, newcomm ? &newcomm_l : NULL, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created_dup(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1404,12 +1404,12 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, &newcomm_l, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 74, "PMPI_Comm_idup_with_info", int, (MPI_Comm comm, MPI_Info info, MPI_Comm* newcomm, MPI_Request* request), (comm, info, newcomm ? &newcomm_l : NULL, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created_dup(mana_cv_, *newcomm);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created_dup(mana_cv_, *newcomm);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1421,9 +1421,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_join(int fd, MPI_Comm* intercom
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, &intercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 75, "PMPI_Comm_join", int, (int fd, MPI_Comm* intercomm), (fd, intercomm ? &intercomm_l : NULL));
     }
-    mana_out_handle(r_, intercomm, intercomm_l);
+    if (intercomm) mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1447,9 +1447,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_remote_group(MPI_Comm comm, MPI
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 77, "PMPI_Comm_remote_group", int, (MPI_Comm comm, MPI_Group* group), (comm, group ? &group_l : NULL));
     }
-    mana_out_handle(r_, group, group_l);
+    if (group) mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
@@ -1525,9 +1525,9 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn(const char* command, char
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 83, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_CALL_LOWER_INTO(r_, 83, "PMPI_Comm_spawn", int, (const char* command, char* argv[], int maxprocs, MPI_Info info, int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (command, argv, maxprocs, info, root, comm, intercomm ? &intercomm_l : NULL, array_of_errcodes));
     }
-    mana_out_handle(r_, intercomm, intercomm_l);
+    if (intercomm) mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1542,10 +1542,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_spawn_multiple(int count, char*
     MPI_Comm intercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 84, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, &intercomm_l, array_of_errcodes));
+        MANA_CALL_LOWER_INTO(r_, 84, "PMPI_Comm_spawn_multiple", int, (int count, char* array_of_commands[], char** array_of_argv[], const int array_of_maxprocs[], const MPI_Info array_of_info[], int root, MPI_Comm comm, MPI_Comm* intercomm, int array_of_errcodes[]), (count, array_of_commands, array_of_argv, array_of_maxprocs, array_of_info_use ? array_of_info_l : array_of_info, root, comm, intercomm ? &intercomm_l : NULL, array_of_errcodes));
     }
     MANA_TMP_FREE(array_of_info_l);
-    mana_out_handle(r_, intercomm, intercomm_l);
+    if (intercomm) mana_out_handle(r_, intercomm, intercomm_l);
     mana_gate_leave();
     return r_;
 }
@@ -1559,10 +1559,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color,
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 85, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 85, "PMPI_Comm_split", int, (MPI_Comm comm, int color, int key, MPI_Comm* newcomm), (comm, color, key, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1578,10 +1578,10 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     MPI_Comm newcomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 86, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, &newcomm_l));
+        MANA_CALL_LOWER_INTO(r_, 86, "PMPI_Comm_split_type", int, (MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm), (comm, split_type, key, info, newcomm ? &newcomm_l : NULL));
     }
-    mana_out_handle(r_, newcomm, newcomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newcomm);
+    if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
+    if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1628,10 +1628,10 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 90, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, &comm_dist_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 90, "PMPI_Dist_graph_create", int, (MPI_Comm comm_old, int n, const int sources[], const int degrees[], const int destinations[], const int weights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, n, sources, degrees, destinations, weights, info, reorder, comm_dist_graph ? &comm_dist_graph_l : NULL));
     }
-    mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
+    if (comm_dist_graph) mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
+    if (r_ == MPI_SUCCESS && comm_dist_graph_l) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1649,10 +1649,10 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     MPI_Comm comm_dist_graph_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 91, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, &comm_dist_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 91, "PMPI_Dist_graph_create_adjacent", int, (MPI_Comm comm_old, int indegree, const int sources[], const int sourceweights[], int outdegree, const int destinations[], const int destweights[], MPI_Info info, int reorder, MPI_Comm* comm_dist_graph), (comm_old, indegree, sources, sourceweights, outdegree, destinations, destweights, info, reorder, comm_dist_graph ? &comm_dist_graph_l : NULL));
     }
-    mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_dist_graph);
+    if (comm_dist_graph) mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
+    if (r_ == MPI_SUCCESS && comm_dist_graph_l) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1687,12 +1687,12 @@ MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors_count, MPI_Dist_graph_neighbors_coun
 MANA_EXPORT(mana_w_MPI_Dist_graph_neighbors_count, PMPI_Dist_graph_neighbors_count)
 __attribute__((used)) static int mana_w_MPI_Errhandler_free(MPI_Errhandler* errhandler) {
     mana_gate_enter();
-    MPI_Errhandler errhandler_v = *errhandler, errhandler_r = mana_h_real(errhandler_v), errhandler_l = errhandler_r;
+    MPI_Errhandler errhandler_v = errhandler ? *errhandler : 0, errhandler_r = mana_h_real(errhandler_v), errhandler_l = errhandler_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 94, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (&errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 94, "PMPI_Errhandler_free", int, (MPI_Errhandler* errhandler), (errhandler ? &errhandler_l : NULL));
     }
-    *errhandler = mana_h_inout_done(errhandler_v, errhandler_r, errhandler_l);
+    if (errhandler) *errhandler = mana_h_inout_done(errhandler_v, errhandler_r, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -1761,11 +1761,11 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 99, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 99, "PMPI_Exscan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1791,11 +1791,11 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 100, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 100, "PMPI_Exscan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -1870,9 +1870,9 @@ __attribute__((used)) static int mana_w_MPI_File_get_errhandler(MPI_File file, M
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 106, "PMPI_File_get_errhandler", int, (MPI_File file, MPI_Errhandler* errhandler), (file, errhandler ? &errhandler_l : NULL));
     }
-    mana_out_handle(r_, errhandler, errhandler_l);
+    if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -1885,9 +1885,9 @@ __attribute__((used)) static int mana_w_MPI_File_get_group(MPI_File fh, MPI_Grou
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 107, "PMPI_File_get_group", int, (MPI_File fh, MPI_Group* group), (fh, group ? &group_l : NULL));
     }
-    mana_out_handle(r_, group, group_l);
+    if (group) mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_of_comm(*group, mana_file_comm(mana_fh_));
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
@@ -1901,9 +1901,9 @@ __attribute__((used)) static int mana_w_MPI_File_get_info(MPI_File fh, MPI_Info*
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 108, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 108, "PMPI_File_get_info", int, (MPI_File fh, MPI_Info* info_used), (fh, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -1980,10 +1980,10 @@ __attribute__((used)) static int mana_w_MPI_File_get_view(MPI_File fh, MPI_Offse
     MPI_Datatype filetype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 114, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, &etype_l, &filetype_l, datarep));
+        MANA_CALL_LOWER_INTO(r_, 114, "PMPI_File_get_view", int, (MPI_File fh, MPI_Offset* disp, MPI_Datatype* etype, MPI_Datatype* filetype, char* datarep), (fh, disp, etype ? &etype_l : NULL, filetype ? &filetype_l : NULL, datarep));
     }
-    mana_out_handle(r_, etype, etype_l);
-    mana_out_handle(r_, filetype, filetype_l);
+    if (etype) mana_out_handle(r_, etype, etype_l);
+    if (filetype) mana_out_handle(r_, filetype, filetype_l);
     mana_gate_leave();
     return r_;
 }
@@ -1997,9 +1997,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread(MPI_File fh, void* buf, i
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 115, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 115, "PMPI_File_iread", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2015,9 +2015,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all(MPI_File fh, void* bu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 116, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 116, "PMPI_File_iread_all", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2034,9 +2034,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_all_c(MPI_File fh, void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 117, "PMPI_File_iread_all_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2052,9 +2052,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at(MPI_File fh, MPI_Offse
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 118, "PMPI_File_iread_at", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2070,9 +2070,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all(MPI_File fh, MPI_O
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 119, "PMPI_File_iread_at_all", int, (MPI_File fh, MPI_Offset offset, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2089,9 +2089,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_all_c(MPI_File fh, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 120, "PMPI_File_iread_at_all_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2107,9 +2107,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_at_c(MPI_File fh, MPI_Off
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 121, "PMPI_File_iread_at_c", int, (MPI_File fh, MPI_Offset offset, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2124,9 +2124,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_c(MPI_File fh, void* buf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 122, "PMPI_File_iread_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2141,9 +2141,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared(MPI_File fh, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 123, "PMPI_File_iread_shared", int, (MPI_File fh, void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2159,9 +2159,9 @@ __attribute__((used)) static int mana_w_MPI_File_iread_shared_c(MPI_File fh, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 124, "PMPI_File_iread_shared_c", int, (MPI_File fh, void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2177,9 +2177,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite(MPI_File fh, const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 125, "PMPI_File_iwrite", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2195,9 +2195,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all(MPI_File fh, const v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 126, "PMPI_File_iwrite_all", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2214,9 +2214,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_all_c(MPI_File fh, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 127, "PMPI_File_iwrite_all_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2232,9 +2232,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at(MPI_File fh, MPI_Offs
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 128, "PMPI_File_iwrite_at", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2250,9 +2250,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all(MPI_File fh, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 129, "PMPI_File_iwrite_at_all", int, (MPI_File fh, MPI_Offset offset, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2269,9 +2269,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_all_c(MPI_File fh, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 130, "PMPI_File_iwrite_at_all_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 1);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
@@ -2287,9 +2287,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_at_c(MPI_File fh, MPI_Of
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 131, "PMPI_File_iwrite_at_c", int, (MPI_File fh, MPI_Offset offset, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, offset, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2304,9 +2304,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_c(MPI_File fh, const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 132, "PMPI_File_iwrite_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     mana_gate_leave();
     return r_;
@@ -2321,9 +2321,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared(MPI_File fh, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 133, "PMPI_File_iwrite_shared", int, (MPI_File fh, const void* buf, int count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -2339,9 +2339,9 @@ __attribute__((used)) static int mana_w_MPI_File_iwrite_shared_c(MPI_File fh, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 134, "PMPI_File_iwrite_shared_c", int, (MPI_File fh, const void* buf, MPI_Count count, MPI_Datatype datatype, MPI_Request* request), (fh, buf, count, datatype, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_file_request(*request, mana_fv_, 0);
     if (r_ == MPI_SUCCESS) mana_file_used_shared(mana_fv_);
     mana_gate_leave();
@@ -3183,11 +3183,11 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 182, "PMPI_Gather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3213,11 +3213,11 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 183, "PMPI_Gather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3277,11 +3277,11 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 186, "PMPI_Gatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3307,11 +3307,11 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 187, "PMPI_Gatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3476,10 +3476,10 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     MPI_Comm comm_graph_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 201, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, &comm_graph_l));
+        MANA_CALL_LOWER_INTO(r_, 201, "PMPI_Graph_create", int, (MPI_Comm comm_old, int nnodes, const int index[], const int edges[], int reorder, MPI_Comm* comm_graph), (comm_old, nnodes, index, edges, reorder, comm_graph ? &comm_graph_l : NULL));
     }
-    mana_out_handle(r_, comm_graph, comm_graph_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *comm_graph);
+    if (comm_graph) mana_out_handle(r_, comm_graph, comm_graph_l);
+    if (r_ == MPI_SUCCESS && comm_graph_l) mana_comm_created(mana_cv_, *comm_graph);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3578,9 +3578,9 @@ __attribute__((used)) static int mana_w_MPI_Group_difference(MPI_Group group1, M
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 209, "PMPI_Group_difference", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3593,9 +3593,9 @@ __attribute__((used)) static int mana_w_MPI_Group_excl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 210, "PMPI_Group_excl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3604,12 +3604,12 @@ MANA_EXPORT(mana_w_MPI_Group_excl, MPI_Group_excl)
 MANA_EXPORT(mana_w_MPI_Group_excl, PMPI_Group_excl)
 __attribute__((used)) static int mana_w_MPI_Group_free(MPI_Group* group) {
     mana_gate_enter();
-    MPI_Group group_v = *group, group_r = mana_h_real(group_v), group_l = group_r;
+    MPI_Group group_v = group ? *group : 0, group_r = mana_h_real(group_v), group_l = group_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 211, "PMPI_Group_free", int, (MPI_Group* group), (&group_l));
+        MANA_CALL_LOWER_INTO(r_, 211, "PMPI_Group_free", int, (MPI_Group* group), (group ? &group_l : NULL));
     }
-    *group = mana_h_inout_done(group_v, group_r, group_l);
+    if (group) *group = mana_h_inout_done(group_v, group_r, group_l);
     mana_gate_leave();
     return r_;
 }
@@ -3621,9 +3621,9 @@ __attribute__((used)) static int mana_w_MPI_Group_from_session_pset(MPI_Session 
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 212, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 212, "PMPI_Group_from_session_pset", int, (MPI_Session session, const char* pset_name, MPI_Group* newgroup), (session, pset_name, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3636,9 +3636,9 @@ __attribute__((used)) static int mana_w_MPI_Group_incl(MPI_Group group, int n, c
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 213, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 213, "PMPI_Group_incl", int, (MPI_Group group, int n, const int ranks[], MPI_Group* newgroup), (group, n, ranks, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3652,9 +3652,9 @@ __attribute__((used)) static int mana_w_MPI_Group_intersection(MPI_Group group1,
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 214, "PMPI_Group_intersection", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3667,9 +3667,9 @@ __attribute__((used)) static int mana_w_MPI_Group_range_excl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 215, "PMPI_Group_range_excl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3682,9 +3682,9 @@ __attribute__((used)) static int mana_w_MPI_Group_range_incl(MPI_Group group, in
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 216, "PMPI_Group_range_incl", int, (MPI_Group group, int n, int ranges[][3], MPI_Group* newgroup), (group, n, ranges, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3735,9 +3735,9 @@ __attribute__((used)) static int mana_w_MPI_Group_union(MPI_Group group1, MPI_Gr
     MPI_Group newgroup_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, &newgroup_l));
+        MANA_CALL_LOWER_INTO(r_, 220, "PMPI_Group_union", int, (MPI_Group group1, MPI_Group group2, MPI_Group* newgroup), (group1, group2, newgroup ? &newgroup_l : NULL));
     }
-    mana_out_handle(r_, newgroup, newgroup_l);
+    if (newgroup) mana_out_handle(r_, newgroup, newgroup_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*newgroup);
     mana_gate_leave();
     return r_;
@@ -3754,10 +3754,10 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 221, "PMPI_Iallgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3774,10 +3774,10 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 222, "PMPI_Iallgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3794,10 +3794,10 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 223, "PMPI_Iallgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3814,10 +3814,10 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 224, "PMPI_Iallgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3834,10 +3834,10 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 225, "PMPI_Iallreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3854,10 +3854,10 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 226, "PMPI_Iallreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3874,10 +3874,10 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 227, "PMPI_Ialltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3894,10 +3894,10 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 228, "PMPI_Ialltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3914,10 +3914,10 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 229, "PMPI_Ialltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3934,10 +3934,10 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 230, "PMPI_Ialltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3958,12 +3958,12 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -3984,12 +3984,12 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4004,10 +4004,10 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 233, "PMPI_Ibarrier", int, (MPI_Comm comm, MPI_Request* request), (comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4023,10 +4023,10 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 234, "PMPI_Ibcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4042,10 +4042,10 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 235, "PMPI_Ibcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm, MPI_Request* request), (buffer, count, datatype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4062,10 +4062,10 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 236, "PMPI_Iexscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4082,10 +4082,10 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 237, "PMPI_Iexscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4102,10 +4102,10 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 238, "PMPI_Igather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4122,10 +4122,10 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 239, "PMPI_Igather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4142,10 +4142,10 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 240, "PMPI_Igatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4162,10 +4162,10 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 241, "PMPI_Igatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4182,10 +4182,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 242, "PMPI_Ineighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4202,10 +4202,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 243, "PMPI_Ineighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4222,10 +4222,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 244, "PMPI_Ineighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4242,10 +4242,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 245, "PMPI_Ineighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4262,10 +4262,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 246, "PMPI_Ineighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4282,10 +4282,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 247, "PMPI_Ineighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4302,10 +4302,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 248, "PMPI_Ineighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4322,10 +4322,10 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 249, "PMPI_Ineighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4346,12 +4346,12 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 250, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 250, "PMPI_Ineighbor_alltoallw", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4372,12 +4372,12 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 251, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 251, "PMPI_Ineighbor_alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4389,9 +4389,9 @@ __attribute__((used)) static int mana_w_MPI_Info_create(MPI_Info* info) {
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Info_create", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 252, "PMPI_Info_create", int, (MPI_Info* info), (info ? &info_l : NULL));
     }
-    mana_out_handle(r_, info, info_l);
+    if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -4402,9 +4402,9 @@ __attribute__((used)) static int mana_w_MPI_Info_create_env(int argc, char argv[
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 253, "PMPI_Info_create_env", int, (int argc, char argv[], MPI_Info* info), (argc, argv, info ? &info_l : NULL));
     }
-    mana_out_handle(r_, info, info_l);
+    if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -4428,9 +4428,9 @@ __attribute__((used)) static int mana_w_MPI_Info_dup(MPI_Info info, MPI_Info* ne
     MPI_Info newinfo_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, &newinfo_l));
+        MANA_CALL_LOWER_INTO(r_, 255, "PMPI_Info_dup", int, (MPI_Info info, MPI_Info* newinfo), (info, newinfo ? &newinfo_l : NULL));
     }
-    mana_out_handle(r_, newinfo, newinfo_l);
+    if (newinfo) mana_out_handle(r_, newinfo, newinfo_l);
     mana_gate_leave();
     return r_;
 }
@@ -4438,12 +4438,12 @@ MANA_EXPORT(mana_w_MPI_Info_dup, MPI_Info_dup)
 MANA_EXPORT(mana_w_MPI_Info_dup, PMPI_Info_dup)
 __attribute__((used)) static int mana_w_MPI_Info_free(MPI_Info* info) {
     mana_gate_enter();
-    MPI_Info info_v = *info, info_r = mana_h_real(info_v), info_l = info_r;
+    MPI_Info info_v = info ? *info : 0, info_r = mana_h_real(info_v), info_l = info_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 256, "PMPI_Info_free", int, (MPI_Info* info), (&info_l));
+        MANA_CALL_LOWER_INTO(r_, 256, "PMPI_Info_free", int, (MPI_Info* info), (info ? &info_l : NULL));
     }
-    *info = mana_h_inout_done(info_v, info_r, info_l);
+    if (info) *info = mana_h_inout_done(info_v, info_r, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -4530,10 +4530,10 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 263, "PMPI_Intercomm_create", int, (MPI_Comm local_comm, int local_leader, MPI_Comm peer_comm, int remote_leader, int tag, MPI_Comm* newintercomm), (local_comm, local_leader, peer_comm, remote_leader, tag, newintercomm ? &newintercomm_l : NULL));
     }
-    mana_out_handle(r_, newintercomm, newintercomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintercomm);
+    if (newintercomm) mana_out_handle(r_, newintercomm, newintercomm_l);
+    if (r_ == MPI_SUCCESS && newintercomm_l) mana_comm_created(mana_cv_, *newintercomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4550,9 +4550,9 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create_from_groups(MPI_Gro
     MPI_Comm newintercomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, &newintercomm_l));
+        MANA_CALL_LOWER_INTO(r_, 264, "PMPI_Intercomm_create_from_groups", int, (MPI_Group local_group, int local_leader, MPI_Group remote_group, int remote_leader, const char* stringtag, MPI_Info info, MPI_Errhandler errhandler, MPI_Comm* newintercomm), (local_group, local_leader, remote_group, remote_leader, stringtag, info, errhandler, newintercomm ? &newintercomm_l : NULL));
     }
-    mana_out_handle(r_, newintercomm, newintercomm_l);
+    if (newintercomm) mana_out_handle(r_, newintercomm, newintercomm_l);
     mana_gate_leave();
     mana_sync_leave();
     return r_;
@@ -4567,10 +4567,10 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     MPI_Comm newintracomm_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, &newintracomm_l));
+        MANA_CALL_LOWER_INTO(r_, 265, "PMPI_Intercomm_merge", int, (MPI_Comm intercomm, int high, MPI_Comm* newintracomm), (intercomm, high, newintracomm ? &newintracomm_l : NULL));
     }
-    mana_out_handle(r_, newintracomm, newintracomm_l);
-    if (r_ == MPI_SUCCESS) mana_comm_created(mana_cv_, *newintracomm);
+    if (newintracomm) mana_out_handle(r_, newintracomm, newintracomm_l);
+    if (r_ == MPI_SUCCESS && newintracomm_l) mana_comm_created(mana_cv_, *newintracomm);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4587,10 +4587,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 266, "PMPI_Ireduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4607,10 +4607,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 267, "PMPI_Ireduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4627,10 +4627,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 268, "PMPI_Ireduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4647,10 +4647,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 269, "PMPI_Ireduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4667,10 +4667,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 270, "PMPI_Ireduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4687,10 +4687,10 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 271, "PMPI_Ireduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4712,10 +4712,10 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 273, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 273, "PMPI_Iscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4732,10 +4732,10 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 274, "PMPI_Iscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4752,10 +4752,10 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 275, "PMPI_Iscatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4772,10 +4772,10 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 276, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 276, "PMPI_Iscatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4792,10 +4792,10 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 277, "PMPI_Iscatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4812,10 +4812,10 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 278, "PMPI_Iscatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 0);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4825,12 +4825,12 @@ MANA_EXPORT(mana_w_MPI_Iscatterv_c, PMPI_Iscatterv_c)
 __attribute__((used)) static int mana_w_MPI_Keyval_free(int* keyval) {
     const int mana_kv_ = *keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
-    int keyval_v = *keyval, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
+    int keyval_v = keyval ? *keyval : 0, keyval_r = mana_h_real(keyval_v), keyval_l = keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 279, "PMPI_Keyval_free", int, (int* keyval), (&keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 279, "PMPI_Keyval_free", int, (int* keyval), (keyval ? &keyval_l : NULL));
     }
-    *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
+    if (keyval) *keyval = mana_h_inout_done(keyval_v, keyval_r, keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
@@ -4902,11 +4902,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 283, "PMPI_Neighbor_allgather_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4932,11 +4932,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 284, "PMPI_Neighbor_allgather_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -4996,11 +4996,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 287, "PMPI_Neighbor_allgatherv_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5026,11 +5026,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 288, "PMPI_Neighbor_allgatherv_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5090,11 +5090,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 291, "PMPI_Neighbor_alltoall_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5120,11 +5120,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 292, "PMPI_Neighbor_alltoall_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5184,11 +5184,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 295, "PMPI_Neighbor_alltoallv_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5214,11 +5214,11 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 296, "PMPI_Neighbor_alltoallv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5302,13 +5302,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 299, "PMPI_Neighbor_alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5346,13 +5346,13 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 300, "PMPI_Neighbor_alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5373,12 +5373,12 @@ MANA_EXPORT(mana_w_MPI_Op_commutative, MPI_Op_commutative)
 MANA_EXPORT(mana_w_MPI_Op_commutative, PMPI_Op_commutative)
 __attribute__((used)) static int mana_w_MPI_Op_free(MPI_Op* op) {
     mana_gate_enter();
-    MPI_Op op_v = *op, op_r = mana_h_real(op_v), op_l = op_r;
+    MPI_Op op_v = op ? *op : 0, op_r = mana_h_real(op_v), op_l = op_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 302, "PMPI_Op_free", int, (MPI_Op* op), (&op_l));
+        MANA_CALL_LOWER_INTO(r_, 302, "PMPI_Op_free", int, (MPI_Op* op), (op ? &op_l : NULL));
     }
-    *op = mana_h_inout_done(op_v, op_r, op_l);
+    if (op) *op = mana_h_inout_done(op_v, op_r, op_l);
     mana_gate_leave();
     return r_;
 }
@@ -5552,9 +5552,9 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     mana_gate_leave();
     return r_;
 }
@@ -5568,9 +5568,9 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     mana_gate_leave();
     return r_;
 }
@@ -5630,9 +5630,9 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -5648,9 +5648,9 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -5710,11 +5710,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5740,11 +5740,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5847,11 +5847,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5877,11 +5877,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5924,11 +5924,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5954,11 +5954,11 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -5973,9 +5973,9 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -5992,9 +5992,9 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6011,9 +6011,9 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6028,9 +6028,9 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6045,9 +6045,9 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6062,9 +6062,9 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
+    if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
     mana_gate_leave();
     return r_;
@@ -6124,11 +6124,11 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6154,11 +6154,11 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6218,11 +6218,11 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6248,11 +6248,11 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6312,11 +6312,11 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6342,11 +6342,11 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, &request_l));
+        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
-    mana_out_handle(r_, request, request_l);
-    if (r_ == MPI_SUCCESS) mana_req_mark_coll(*request, mana_cv_, 1);
-    if (r_ == MPI_SUCCESS) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
+    if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
     mana_coll_leave(mana_counted_);
     return r_;
@@ -6368,12 +6368,12 @@ MANA_EXPORT(mana_w_MPI_Session_call_errhandler, PMPI_Session_call_errhandler)
 __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* session) {
     mana_sync_enter();
     mana_gate_enter();
-    MPI_Session session_v = *session, session_r = mana_h_real(session_v), session_l = session_r;
+    MPI_Session session_v = session ? *session : 0, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Session_finalize", int, (MPI_Session* session), (&session_l));
+        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Session_finalize", int, (MPI_Session* session), (session ? &session_l : NULL));
     }
-    *session = mana_h_inout_done(session_v, session_r, session_l);
+    if (session) *session = mana_h_inout_done(session_v, session_r, session_l);
     mana_gate_leave();
     mana_sync_leave();
     return r_;
@@ -6386,9 +6386,9 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, errhandler ? &errhandler_l : NULL));
     }
-    mana_out_handle(r_, errhandler, errhandler_l);
+    if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -6400,9 +6400,9 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6440,9 +6440,9 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, info ? &info_l : NULL));
     }
-    mana_out_handle(r_, info, info_l);
+    if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6455,9 +6455,9 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, &session_l));
+        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, session ? &session_l : NULL));
     }
-    mana_out_handle(r_, session, session_l);
+    if (session) mana_out_handle(r_, session, session_l);
     mana_gate_leave();
     return r_;
 }
@@ -6604,9 +6604,9 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 380, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, &datatype_l, enumtype, desc, desc_len, bind, scope));
+        MANA_CALL_LOWER_INTO(r_, 380, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, scope));
     }
-    mana_out_handle(r_, datatype, datatype_l);
+    if (datatype) mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6652,9 +6652,9 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 388, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 388, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6690,11 +6690,11 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 392, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, &info_l, desc, desc_len, bind));
+        MANA_CALL_LOWER_INTO(r_, 392, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, info ? &info_l : NULL, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
-    mana_out_handle(r_, info, info_l);
+    if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6737,9 +6737,9 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 398, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 398, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }
@@ -6799,9 +6799,9 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, &datatype_l, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
-    mana_out_handle(r_, datatype, datatype_l);
+    if (datatype) mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6867,9 +6867,9 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 418, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, &info_l));
+        MANA_CALL_LOWER_INTO(r_, 418, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, info ? &info_l : NULL));
     }
-    mana_out_handle(r_, info, info_l);
+    if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
     return r_;
 }
@@ -6912,12 +6912,12 @@ MANA_EXPORT(mana_w_MPI_Topo_test, MPI_Topo_test)
 MANA_EXPORT(mana_w_MPI_Topo_test, PMPI_Topo_test)
 __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) {
     mana_gate_enter();
-    MPI_Datatype datatype_v = *datatype, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
+    MPI_Datatype datatype_v = datatype ? *datatype : 0, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 423, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (&datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 423, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (datatype ? &datatype_l : NULL));
     }
-    *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
+    if (datatype) *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6929,9 +6929,9 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datat
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 424, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 424, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6943,9 +6943,9 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6957,9 +6957,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6971,9 +6971,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6984,9 +6984,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -6997,9 +6997,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7010,9 +7010,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7024,9 +7024,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7038,9 +7038,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7052,9 +7052,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7066,9 +7066,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7080,9 +7080,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7094,9 +7094,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7108,9 +7108,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7122,9 +7122,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7136,9 +7136,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7150,9 +7150,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7166,10 +7166,10 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
     }
     MANA_TMP_FREE(array_of_types_l);
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7183,10 +7183,10 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
     }
     MANA_TMP_FREE(array_of_types_l);
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7198,9 +7198,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7212,9 +7212,9 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7239,9 +7239,9 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7250,12 +7250,12 @@ MANA_EXPORT(mana_w_MPI_Type_dup, PMPI_Type_dup)
 __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     const int mana_kv_ = *type_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
-    int type_keyval_v = *type_keyval, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
+    int type_keyval_v = type_keyval ? *type_keyval : 0, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_free_keyval", int, (int* type_keyval), (&type_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_free_keyval", int, (int* type_keyval), (type_keyval ? &type_keyval_l : NULL));
     }
-    *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
+    if (type_keyval) *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
@@ -7423,9 +7423,9 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7437,9 +7437,9 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7450,9 +7450,9 @@ __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int s
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, &datatype_l));
+        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, datatype ? &datatype_l : NULL));
     }
-    mana_out_handle(r_, datatype, datatype_l);
+    if (datatype) mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7525,9 +7525,9 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7539,9 +7539,9 @@ __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_C
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, &newtype_l));
+        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
-    mana_out_handle(r_, newtype, newtype_l);
+    if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
     return r_;
 }
@@ -7724,12 +7724,12 @@ MANA_EXPORT(mana_w_MPI_Win_flush_local_all, PMPI_Win_flush_local_all)
 __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     const int mana_kv_ = *win_keyval, mana_kv_used_ = mana_keyval_free_begin(mana_kv_);
     mana_gate_enter();
-    int win_keyval_v = *win_keyval, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
+    int win_keyval_v = win_keyval ? *win_keyval : 0, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_free_keyval", int, (int* win_keyval), (&win_keyval_l));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval ? &win_keyval_l : NULL));
     }
-    *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
+    if (win_keyval) *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
     mana_gate_leave();
     return r_;
@@ -7742,9 +7742,9 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, &errhandler_l));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler ? &errhandler_l : NULL));
     }
-    mana_out_handle(r_, errhandler, errhandler_l);
+    if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
     return r_;
 }
@@ -7756,9 +7756,9 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, &group_l));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group ? &group_l : NULL));
     }
-    mana_out_handle(r_, group, group_l);
+    if (group) mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
     mana_gate_leave();
     return r_;
@@ -7771,9 +7771,9 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, &info_used_l));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used ? &info_used_l : NULL));
     }
-    mana_out_handle(r_, info_used, info_used_l);
+    if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
     return r_;
 }

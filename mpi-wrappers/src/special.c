@@ -279,6 +279,27 @@ static void eh_released(unsigned aux)
     slot_put(&eh_busy, (int)(aux & 0xffff) - 1);
 }
 
+/* The lower half's C++ dispatcher: MPICH calls it, for a handler marked C++, with the
+ * handler's function — our trampoline, a C function. */
+static void eh_lower_cxx_call(int kind, void *handle, int *code, void (*fn)(void))
+{
+    (void)kind;
+    ((mana_errh_fn *)(void *)fn)(handle, code);
+}
+
+/* Marks the lower handler `eh_l` C++ too, without the gate: MPICH then returns
+ * MPI_SUCCESS after calling it, as natively (a C++ handler throws or returns; there is
+ * no error code), so the binding does not call it a second time (MPICH's
+ * errors/cxx/errhan/errsetx counts the calls). */
+static void eh_mark_lower_cxx(MPI_Errhandler eh_l)
+{
+    void (*f)(MPI_Errhandler, void (*)(void)) = (void (*)(MPI_Errhandler, void (*)(void)))mana_lower_fn(
+        4800, "MPII_Errhandler_set_cxx", mana_thread_lower_fs());
+    unsigned long up = mana_enter_lower(mana_thread_lower_fs());
+    f(eh_l, (void (*)(void))eh_lower_cxx_call);
+    mana_leave_lower(up);
+}
+
 /* libmpichcxx marks a handler it created as C++ (see eh_call). */
 __attribute__((used)) static void mana_w_MPII_Errhandler_set_cxx(MPI_Errhandler eh, void (*errcall)(void))
 {
@@ -289,6 +310,9 @@ __attribute__((used)) static void mana_w_MPII_Errhandler_set_cxx(MPI_Errhandler 
     int k = (int)(*aux & 0xffff) - 1;
     eh_cxx_kind[k] = cxx_kind[(*aux >> 16) & 3];
     eh_cxx_call[k] = (mana_cxx_eh_call *)errcall;
+    mana_gate_enter();
+    eh_mark_lower_cxx(mana_h_real(eh));
+    mana_gate_leave();
 }
 MANA_EXPORT(mana_w_MPII_Errhandler_set_cxx, MPII_Errhandler_set_cxx)
 
@@ -298,9 +322,13 @@ int mana_recreate_errhandler(int eh)
     MPI_Errhandler eh_l = 0;
     if (!(a & 0xffff))
         return MPI_ERR_ARG;
-    int r = eh_create_lower((int)(a & 0xffff) - 1, (int)(a >> 16), &eh_l);
-    if (r == MPI_SUCCESS)
+    int k = (int)(a & 0xffff) - 1;
+    int r = eh_create_lower(k, (int)(a >> 16), &eh_l);
+    if (r == MPI_SUCCESS) {
         mana_h_set_real(eh, eh_l);
+        if (eh_cxx_call[k])
+            eh_mark_lower_cxx(eh_l);
+    }
     return r;
 }
 

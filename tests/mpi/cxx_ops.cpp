@@ -6,7 +6,10 @@
 // handler (MPI_Comm_create_errhandler with a static member function that records the error
 // class; g++ cannot convert a variadic lambda) invoked by erroneous calls, by
 // MPI_Comm_call_errhandler with a user error class and code (MPI_Add_error_class/code/
-// string), next to MPI_ERRORS_RETURN. 2 or more ranks.
+// string), next to MPI_ERRORS_RETURN; and a handler made with MPICH's C++ binding
+// (MPI::Comm::Create_errhandler, libmpichcxx: MPII_Errhandler_set_cxx), which must run
+// exactly once per error, the erroneous call then returning MPI_SUCCESS, as natively (the
+// binding calls the handler itself when a call returns an error). 2 or more ranks.
 //
 // `--loop N` (for checkpoint/restart at random instants): the ops, the error handler, the
 // communicators carrying it and the vectors are held across N rounds (20 ms pause each);
@@ -55,6 +58,9 @@ struct Registry {
 // The error handler's record: every class it saw, in order.
 std::vector<int> errors_seen;
 std::vector<MPI_Comm> errors_on;
+// The C++ binding's handler: classes it saw.
+std::vector<int> cxx_errors_seen;
+MPI_Comm cxx_errors_comm = MPI_COMM_NULL;
 
 // Affine maps x -> a*x + b (mod P), composed: a non-commutative, associative operation.
 constexpr std::int64_t P = 1000003;
@@ -84,6 +90,14 @@ struct Ops {
         MPI_Error_class(*code, &cls);
         errors_seen.push_back(cls);
         errors_on.push_back(*c);
+    }
+
+    // A handler of MPICH's C++ binding.
+    static void cxx_record(MPI::Comm &c, int *code, ...)
+    {
+        int cls;
+        MPI_Error_class(*code, &cls);
+        cxx_errors_seen.push_back(static_cast<MPI_Comm>(c) == cxx_errors_comm ? cls : -cls);
     }
 };
 
@@ -128,7 +142,8 @@ struct World {
     MPI_Datatype affine_t = MPI_DATATYPE_NULL;
     std::unique_ptr<Op> sum_sq, affine, maxloc;
     MPI_Errhandler recorder = MPI_ERRHANDLER_NULL;
-    std::unique_ptr<Comm> recorded, returning;
+    std::unique_ptr<Comm> recorded, returning, cxx_handled;
+    MPI::Errhandler cxx_eh;
     int my_class = 0, my_code = 0;
 
     World()
@@ -160,6 +175,10 @@ struct World {
         MPI_Comm_set_errhandler(recorded->get(), recorder);
         returning = std::make_unique<Comm>(MPI_COMM_WORLD);
         MPI_Comm_set_errhandler(returning->get(), MPI_ERRORS_RETURN);
+        cxx_eh = MPI::Comm::Create_errhandler(&Ops::cxx_record);
+        cxx_handled = std::make_unique<Comm>(MPI_COMM_WORLD);
+        cxx_errors_comm = cxx_handled->get();
+        MPI::Intracomm(cxx_errors_comm).Set_errhandler(cxx_eh);
         MPI_Add_error_class(&my_class);
         MPI_Add_error_code(my_class, &my_code);
         MPI_Add_error_string(my_code, "cxx_ops: an application-defined error");
@@ -168,6 +187,8 @@ struct World {
     {
         recorded.reset();
         returning.reset();
+        cxx_handled.reset();
+        cxx_eh.Free();
         MPI_Errhandler_free(&recorder);
         sum_sq.reset();
         affine.reset();
@@ -286,6 +307,27 @@ void round(World &w, int r)
         check(errors_seen.size() == before + 4 && errors_on.back() == tmp.get(),
               "dup inherited the recorder");
         mix(static_cast<std::uint64_t>(sum));
+    }
+
+    // 6. the C++ binding's handler: one call per error, through the binding and the C API
+    {
+        std::size_t n = cxx_errors_seen.size();
+        bool threw = false;
+        try {
+            MPI::Intracomm(cxx_errors_comm).Iprobe(size_ + r, 0); // no such rank
+        } catch (MPI::Exception &) {
+            threw = true;
+        }
+        check(!threw, "C++ handler: the binding threw");
+        check(cxx_errors_seen.size() == n + 1 && cxx_errors_seen.back() == MPI_ERR_RANK,
+              "C++ handler ran once with MPI_ERR_RANK on its communicator (binding)");
+        int flag = 0;
+        code = MPI_Iprobe(size_ + r, 0, cxx_errors_comm, &flag, MPI_STATUS_IGNORE);
+        check(code == MPI_SUCCESS, "C++ handler: the C call returns MPI_SUCCESS after it");
+        check(cxx_errors_seen.size() == n + 2 && cxx_errors_seen.back() == MPI_ERR_RANK,
+              "C++ handler ran once with MPI_ERR_RANK on its communicator (C API)");
+        for (std::size_t i = n; i < cxx_errors_seen.size(); i++)
+            mix(static_cast<std::uint64_t>(cxx_errors_seen[i] + 1000));
     }
 }
 
