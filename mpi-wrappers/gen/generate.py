@@ -213,6 +213,7 @@ def translation(fname, plist, args, handles):
         params[pname] = (kind, direction, length)
     ptypes = dict(zip(args, plist))
     first, pro, post, call = [], [], [], list(args)
+    sendtypes_len = None
     for i, a in enumerate(args):
         if a not in params:
             continue
@@ -278,6 +279,13 @@ def translation(fname, plist, args, handles):
                 post.append("MANA_TMP_FREE(%s_r);" % a)
             post.append("MANA_TMP_FREE(%s_l);" % a)
             call[i] = "%s_use ? %s_l : %s" % (a, a, a)
+            if a == "sendtypes":
+                sendtypes_len = n
+            if a == "recvtypes" and sendtypes_len == n:
+                # One array for both sides when the application passed one: MPICH checks
+                # MPI_Alltoallw's buffers for aliasing only when the count and type
+                # arrays are the same (MPICH errors/coll/noalias2).
+                call[i] = "%s_use ? (%s == sendtypes && sendtypes_use ? sendtypes_l : %s_l) : %s" % (a, a, a, a)
     return first + pro, call, post
 
 
@@ -432,7 +440,7 @@ def main():
                     post.append("if (%s) mana_req_replayable(*%s, mana_pc_replay_%s, &mana_pc_, "
                                 "sizeof mana_pc_);" % (made(request), request, base))
             if counted:
-                post_hooks.append("mana_coll_leave(mana_counted_);")
+                post_hooks.append("mana_coll_leave_rc(mana_counted_, mana_cv_, r_);")
         # A communicator's group is taken from the communicator again at restart (MPI hands
         # out the same group each time).
         if base == "MPI_Comm_group":

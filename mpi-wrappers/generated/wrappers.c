@@ -156,7 +156,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather(const void* sendbuf, int s
         MANA_CALL_LOWER_INTO(r_, 8, "PMPI_Allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather, MPI_Allgather)
@@ -173,7 +173,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_c(const void* sendbuf, MPI
         MANA_CALL_LOWER_INTO(r_, 9, "PMPI_Allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_c, MPI_Allgather_c)
@@ -203,7 +203,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init, MPI_Allgather_init)
@@ -233,7 +233,7 @@ __attribute__((used)) static int mana_w_MPI_Allgather_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgather_init_c, MPI_Allgather_init_c)
@@ -250,7 +250,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv(const void* sendbuf, int 
         MANA_CALL_LOWER_INTO(r_, 12, "PMPI_Allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv, MPI_Allgatherv)
@@ -267,7 +267,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_c(const void* sendbuf, MP
         MANA_CALL_LOWER_INTO(r_, 13, "PMPI_Allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_c, MPI_Allgatherv_c)
@@ -297,7 +297,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init(const void* sendbuf,
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init, MPI_Allgatherv_init)
@@ -327,7 +327,7 @@ __attribute__((used)) static int mana_w_MPI_Allgatherv_init_c(const void* sendbu
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allgatherv_init_c, MPI_Allgatherv_init_c)
@@ -344,7 +344,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce(const void* sendbuf, void*
         MANA_CALL_LOWER_INTO(r_, 16, "PMPI_Allreduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce, MPI_Allreduce)
@@ -361,7 +361,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_c(const void* sendbuf, voi
         MANA_CALL_LOWER_INTO(r_, 17, "PMPI_Allreduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_c, MPI_Allreduce_c)
@@ -391,7 +391,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init, MPI_Allreduce_init)
@@ -421,7 +421,7 @@ __attribute__((used)) static int mana_w_MPI_Allreduce_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Allreduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Allreduce_init_c, MPI_Allreduce_init_c)
@@ -438,7 +438,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall(const void* sendbuf, int se
         MANA_CALL_LOWER_INTO(r_, 20, "PMPI_Alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall, MPI_Alltoall)
@@ -455,7 +455,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_c(const void* sendbuf, MPI_
         MANA_CALL_LOWER_INTO(r_, 21, "PMPI_Alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_c, MPI_Alltoall_c)
@@ -485,7 +485,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init(const void* sendbuf, i
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init, MPI_Alltoall_init)
@@ -515,7 +515,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoall_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoall_init_c, MPI_Alltoall_init_c)
@@ -532,7 +532,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv(const void* sendbuf, const
         MANA_CALL_LOWER_INTO(r_, 24, "PMPI_Alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv, MPI_Alltoallv)
@@ -549,7 +549,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_c(const void* sendbuf, con
         MANA_CALL_LOWER_INTO(r_, 25, "PMPI_Alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_c, MPI_Alltoallv_c)
@@ -579,7 +579,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init, MPI_Alltoallv_init)
@@ -609,7 +609,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallv_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallv_init_c, MPI_Alltoallv_init_c)
@@ -627,12 +627,12 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw(const void* sendbuf, const
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 28, "PMPI_Alltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 28, "PMPI_Alltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw, MPI_Alltoallw)
@@ -650,12 +650,12 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_c(const void* sendbuf, con
     for (size_t i_ = 0; i_ < recvtypes_l_n_; i_++) recvtypes_l[i_] = mana_h_real(recvtypes[i_]);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 29, "PMPI_Alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm));
+        MANA_CALL_LOWER_INTO(r_, 29, "PMPI_Alltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_c, MPI_Alltoallw_c)
@@ -691,7 +691,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 30, "PMPI_Alltoallw_init", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -699,7 +699,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init, MPI_Alltoallw_init)
@@ -735,7 +735,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 31, "PMPI_Alltoallw_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm, info, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
@@ -743,7 +743,7 @@ __attribute__((used)) static int mana_w_MPI_Alltoallw_init_c(const void* sendbuf
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Alltoallw_init_c, MPI_Alltoallw_init_c)
@@ -797,7 +797,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier(MPI_Comm comm) {
         MANA_CALL_LOWER_INTO(r_, 35, "PMPI_Barrier", int, (MPI_Comm comm), (comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier, MPI_Barrier)
@@ -825,7 +825,7 @@ __attribute__((used)) static int mana_w_MPI_Barrier_init(MPI_Comm comm, MPI_Info
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Barrier_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Barrier_init, MPI_Barrier_init)
@@ -841,7 +841,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast(void* buffer, int count, MPI_D
         MANA_CALL_LOWER_INTO(r_, 37, "PMPI_Bcast", int, (void* buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast, MPI_Bcast)
@@ -857,7 +857,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_c(void* buffer, MPI_Count coun
         MANA_CALL_LOWER_INTO(r_, 38, "PMPI_Bcast_c", int, (void* buffer, MPI_Count count, MPI_Datatype datatype, int root, MPI_Comm comm), (buffer, count, datatype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_c, MPI_Bcast_c)
@@ -886,7 +886,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init(void* buffer, int count, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init, MPI_Bcast_init)
@@ -915,7 +915,7 @@ __attribute__((used)) static int mana_w_MPI_Bcast_init_c(void* buffer, MPI_Count
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Bcast_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Bcast_init_c, MPI_Bcast_init_c)
@@ -997,7 +997,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_create(MPI_Comm comm_old, int n
     if (comm_cart) mana_out_handle(r_, comm_cart, comm_cart_l);
     if (r_ == MPI_SUCCESS && comm_cart_l) mana_comm_created(mana_cv_, *comm_cart);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_create, MPI_Cart_create)
@@ -1063,7 +1063,7 @@ __attribute__((used)) static int mana_w_MPI_Cart_sub(MPI_Comm comm, const int re
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Cart_sub, MPI_Cart_sub)
@@ -1154,7 +1154,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_create(MPI_Comm comm, MPI_Group
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_create, MPI_Comm_create)
@@ -1235,7 +1235,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup(MPI_Comm comm, MPI_Comm* ne
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup, MPI_Comm_dup)
@@ -1254,7 +1254,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_dup_with_info(MPI_Comm comm, MP
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_dup_with_info, MPI_Comm_dup_with_info)
@@ -1270,7 +1270,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_free(MPI_Comm* comm) {
     }
     if (comm) *comm = mana_h_inout_done(comm_v, comm_r, comm_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_free, MPI_Comm_free)
@@ -1389,7 +1389,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup(MPI_Comm comm, MPI_Comm* n
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup, MPI_Comm_idup)
@@ -1411,7 +1411,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_idup_with_info(MPI_Comm comm, M
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created_dup(mana_cv_, *newcomm);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_idup_with_info, MPI_Comm_idup_with_info)
@@ -1564,7 +1564,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split(MPI_Comm comm, int color,
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split, MPI_Comm_split)
@@ -1583,7 +1583,7 @@ __attribute__((used)) static int mana_w_MPI_Comm_split_type(MPI_Comm comm, int s
     if (newcomm) mana_out_handle(r_, newcomm, newcomm_l);
     if (r_ == MPI_SUCCESS && newcomm_l) mana_comm_created(mana_cv_, *newcomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Comm_split_type, MPI_Comm_split_type)
@@ -1633,7 +1633,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create(MPI_Comm comm_old,
     if (comm_dist_graph) mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create, MPI_Dist_graph_create)
@@ -1654,7 +1654,7 @@ __attribute__((used)) static int mana_w_MPI_Dist_graph_create_adjacent(MPI_Comm 
     if (comm_dist_graph) mana_out_handle(r_, comm_dist_graph, comm_dist_graph_l);
     if (r_ == MPI_SUCCESS && comm_dist_graph_l) mana_comm_created(mana_cv_, *comm_dist_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Dist_graph_create_adjacent, MPI_Dist_graph_create_adjacent)
@@ -1720,7 +1720,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 97, "PMPI_Exscan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan, MPI_Exscan)
@@ -1737,7 +1737,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_c(const void* sendbuf, void* 
         MANA_CALL_LOWER_INTO(r_, 98, "PMPI_Exscan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_c, MPI_Exscan_c)
@@ -1767,7 +1767,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init, MPI_Exscan_init)
@@ -1797,7 +1797,7 @@ __attribute__((used)) static int mana_w_MPI_Exscan_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Exscan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Exscan_init_c, MPI_Exscan_init_c)
@@ -3142,7 +3142,7 @@ __attribute__((used)) static int mana_w_MPI_Gather(const void* sendbuf, int send
         MANA_CALL_LOWER_INTO(r_, 180, "PMPI_Gather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather, MPI_Gather)
@@ -3159,7 +3159,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_c(const void* sendbuf, MPI_Co
         MANA_CALL_LOWER_INTO(r_, 181, "PMPI_Gather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_c, MPI_Gather_c)
@@ -3189,7 +3189,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init(const void* sendbuf, int
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init, MPI_Gather_init)
@@ -3219,7 +3219,7 @@ __attribute__((used)) static int mana_w_MPI_Gather_init_c(const void* sendbuf, M
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gather_init_c, MPI_Gather_init_c)
@@ -3236,7 +3236,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv(const void* sendbuf, int sen
         MANA_CALL_LOWER_INTO(r_, 184, "PMPI_Gatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv, MPI_Gatherv)
@@ -3253,7 +3253,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_c(const void* sendbuf, MPI_C
         MANA_CALL_LOWER_INTO(r_, 185, "PMPI_Gatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_c, MPI_Gatherv_c)
@@ -3283,7 +3283,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init, MPI_Gatherv_init)
@@ -3313,7 +3313,7 @@ __attribute__((used)) static int mana_w_MPI_Gatherv_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Gatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Gatherv_init_c, MPI_Gatherv_init_c)
@@ -3481,7 +3481,7 @@ __attribute__((used)) static int mana_w_MPI_Graph_create(MPI_Comm comm_old, int 
     if (comm_graph) mana_out_handle(r_, comm_graph, comm_graph_l);
     if (r_ == MPI_SUCCESS && comm_graph_l) mana_comm_created(mana_cv_, *comm_graph);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Graph_create, MPI_Graph_create)
@@ -3759,7 +3759,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather(const void* sendbuf, int 
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather, MPI_Iallgather)
@@ -3779,7 +3779,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgather_c(const void* sendbuf, MP
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgather_c, MPI_Iallgather_c)
@@ -3799,7 +3799,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv(const void* sendbuf, int
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv, MPI_Iallgatherv)
@@ -3819,7 +3819,7 @@ __attribute__((used)) static int mana_w_MPI_Iallgatherv_c(const void* sendbuf, M
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallgatherv_c, MPI_Iallgatherv_c)
@@ -3839,7 +3839,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce(const void* sendbuf, void
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce, MPI_Iallreduce)
@@ -3859,7 +3859,7 @@ __attribute__((used)) static int mana_w_MPI_Iallreduce_c(const void* sendbuf, vo
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iallreduce_c, MPI_Iallreduce_c)
@@ -3879,7 +3879,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall(const void* sendbuf, int s
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall, MPI_Ialltoall)
@@ -3899,7 +3899,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoall_c(const void* sendbuf, MPI
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoall_c, MPI_Ialltoall_c)
@@ -3919,7 +3919,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv(const void* sendbuf, cons
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv, MPI_Ialltoallv)
@@ -3939,7 +3939,7 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallv_c(const void* sendbuf, co
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallv_c, MPI_Ialltoallv_c)
@@ -3958,14 +3958,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw(const void* sendbuf, cons
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 231, "PMPI_Ialltoallw", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const int recvcounts[], const int rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw, MPI_Ialltoallw)
@@ -3984,14 +3984,14 @@ __attribute__((used)) static int mana_w_MPI_Ialltoallw_c(const void* sendbuf, co
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? recvtypes_l : recvtypes, comm, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 232, "PMPI_Ialltoallw_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], const MPI_Datatype sendtypes[], void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], const MPI_Datatype recvtypes[], MPI_Comm comm, MPI_Request* request), (sendbuf, sendcounts, sdispls, sendtypes_use ? sendtypes_l : sendtypes, recvbuf, recvcounts, rdispls, recvtypes_use ? (recvtypes == sendtypes && sendtypes_use ? sendtypes_l : recvtypes_l) : recvtypes, comm, request ? &request_l : NULL));
     }
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ialltoallw_c, MPI_Ialltoallw_c)
@@ -4009,7 +4009,7 @@ __attribute__((used)) static int mana_w_MPI_Ibarrier(MPI_Comm comm, MPI_Request*
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibarrier, MPI_Ibarrier)
@@ -4028,7 +4028,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast(void* buffer, int count, MPI_
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast, MPI_Ibcast)
@@ -4047,7 +4047,7 @@ __attribute__((used)) static int mana_w_MPI_Ibcast_c(void* buffer, MPI_Count cou
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ibcast_c, MPI_Ibcast_c)
@@ -4067,7 +4067,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan(const void* sendbuf, void* r
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan, MPI_Iexscan)
@@ -4087,7 +4087,7 @@ __attribute__((used)) static int mana_w_MPI_Iexscan_c(const void* sendbuf, void*
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iexscan_c, MPI_Iexscan_c)
@@ -4107,7 +4107,7 @@ __attribute__((used)) static int mana_w_MPI_Igather(const void* sendbuf, int sen
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather, MPI_Igather)
@@ -4127,7 +4127,7 @@ __attribute__((used)) static int mana_w_MPI_Igather_c(const void* sendbuf, MPI_C
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igather_c, MPI_Igather_c)
@@ -4147,7 +4147,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv(const void* sendbuf, int se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv, MPI_Igatherv)
@@ -4167,7 +4167,7 @@ __attribute__((used)) static int mana_w_MPI_Igatherv_c(const void* sendbuf, MPI_
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Igatherv_c, MPI_Igatherv_c)
@@ -4187,7 +4187,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather(const void* send
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather, MPI_Ineighbor_allgather)
@@ -4207,7 +4207,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgather_c(const void* se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgather_c, MPI_Ineighbor_allgather_c)
@@ -4227,7 +4227,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv(const void* sen
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv)
@@ -4247,7 +4247,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_allgatherv_c(const void* s
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_allgatherv_c, MPI_Ineighbor_allgatherv_c)
@@ -4267,7 +4267,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall(const void* sendb
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall)
@@ -4287,7 +4287,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoall_c(const void* sen
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoall_c, MPI_Ineighbor_alltoall_c)
@@ -4307,7 +4307,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv(const void* send
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv)
@@ -4327,7 +4327,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallv_c(const void* se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallv_c, MPI_Ineighbor_alltoallv_c)
@@ -4353,7 +4353,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw(const void* send
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw)
@@ -4379,7 +4379,7 @@ __attribute__((used)) static int mana_w_MPI_Ineighbor_alltoallw_c(const void* se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ineighbor_alltoallw_c, MPI_Ineighbor_alltoallw_c)
@@ -4535,7 +4535,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_create(MPI_Comm local_comm
     if (newintercomm) mana_out_handle(r_, newintercomm, newintercomm_l);
     if (r_ == MPI_SUCCESS && newintercomm_l) mana_comm_created(mana_cv_, *newintercomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_create, MPI_Intercomm_create)
@@ -4572,7 +4572,7 @@ __attribute__((used)) static int mana_w_MPI_Intercomm_merge(MPI_Comm intercomm, 
     if (newintracomm) mana_out_handle(r_, newintracomm, newintracomm_l);
     if (r_ == MPI_SUCCESS && newintracomm_l) mana_comm_created(mana_cv_, *newintracomm);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Intercomm_merge, MPI_Intercomm_merge)
@@ -4592,7 +4592,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce(const void* sendbuf, void* r
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce, MPI_Ireduce)
@@ -4612,7 +4612,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_c(const void* sendbuf, void*
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_c, MPI_Ireduce_c)
@@ -4632,7 +4632,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter(const void* sendbuf,
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter, MPI_Ireduce_scatter)
@@ -4652,7 +4652,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block(const void* se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block)
@@ -4672,7 +4672,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_block_c(const void* 
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_block_c, MPI_Ireduce_scatter_block_c)
@@ -4692,7 +4692,7 @@ __attribute__((used)) static int mana_w_MPI_Ireduce_scatter_c(const void* sendbu
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Ireduce_scatter_c, MPI_Ireduce_scatter_c)
@@ -4717,7 +4717,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan(const void* sendbuf, void* rec
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan, MPI_Iscan)
@@ -4737,7 +4737,7 @@ __attribute__((used)) static int mana_w_MPI_Iscan_c(const void* sendbuf, void* r
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscan_c, MPI_Iscan_c)
@@ -4757,7 +4757,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter(const void* sendbuf, int se
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter, MPI_Iscatter)
@@ -4777,7 +4777,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatter_c(const void* sendbuf, MPI_
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatter_c, MPI_Iscatter_c)
@@ -4797,7 +4797,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv(const void* sendbuf, const
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv, MPI_Iscatterv)
@@ -4817,7 +4817,7 @@ __attribute__((used)) static int mana_w_MPI_Iscatterv_c(const void* sendbuf, con
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 0);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Iscatterv_c, MPI_Iscatterv_c)
@@ -4861,7 +4861,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather(const void* sendb
         MANA_CALL_LOWER_INTO(r_, 281, "PMPI_Neighbor_allgather", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather, MPI_Neighbor_allgather)
@@ -4878,7 +4878,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_c(const void* sen
         MANA_CALL_LOWER_INTO(r_, 282, "PMPI_Neighbor_allgather_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_c, MPI_Neighbor_allgather_c)
@@ -4908,7 +4908,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init(const void* 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init)
@@ -4938,7 +4938,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgather_init_c(const void
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgather_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgather_init_c, MPI_Neighbor_allgather_init_c)
@@ -4955,7 +4955,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv(const void* send
         MANA_CALL_LOWER_INTO(r_, 285, "PMPI_Neighbor_allgatherv", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv, MPI_Neighbor_allgatherv)
@@ -4972,7 +4972,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_c(const void* se
         MANA_CALL_LOWER_INTO(r_, 286, "PMPI_Neighbor_allgatherv_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint displs[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_c, MPI_Neighbor_allgatherv_c)
@@ -5002,7 +5002,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init(const void*
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init)
@@ -5032,7 +5032,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_allgatherv_init_c(const voi
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_allgatherv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_allgatherv_init_c, MPI_Neighbor_allgatherv_init_c)
@@ -5049,7 +5049,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall(const void* sendbu
         MANA_CALL_LOWER_INTO(r_, 289, "PMPI_Neighbor_alltoall", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall, MPI_Neighbor_alltoall)
@@ -5066,7 +5066,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_c(const void* send
         MANA_CALL_LOWER_INTO(r_, 290, "PMPI_Neighbor_alltoall_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_c, MPI_Neighbor_alltoall_c)
@@ -5096,7 +5096,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init(const void* s
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init)
@@ -5126,7 +5126,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoall_init_c(const void*
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoall_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoall_init_c, MPI_Neighbor_alltoall_init_c)
@@ -5143,7 +5143,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv(const void* sendb
         MANA_CALL_LOWER_INTO(r_, 293, "PMPI_Neighbor_alltoallv", int, (const void* sendbuf, const int sendcounts[], const int sdispls[], MPI_Datatype sendtype, void* recvbuf, const int recvcounts[], const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv, MPI_Neighbor_alltoallv)
@@ -5160,7 +5160,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_c(const void* sen
         MANA_CALL_LOWER_INTO(r_, 294, "PMPI_Neighbor_alltoallv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint sdispls[], MPI_Datatype sendtype, void* recvbuf, const MPI_Count recvcounts[], const MPI_Aint rdispls[], MPI_Datatype recvtype, MPI_Comm comm), (sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_c, MPI_Neighbor_alltoallv_c)
@@ -5190,7 +5190,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init(const void* 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init)
@@ -5220,7 +5220,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallv_init_c(const void
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Neighbor_alltoallv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallv_init_c, MPI_Neighbor_alltoallv_init_c)
@@ -5243,7 +5243,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw(const void* sendb
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw)
@@ -5266,7 +5266,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_c(const void* sen
     MANA_TMP_FREE(sendtypes_l);
     MANA_TMP_FREE(recvtypes_l);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_c, MPI_Neighbor_alltoallw_c)
@@ -5310,7 +5310,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init(const void* 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init)
@@ -5354,7 +5354,7 @@ __attribute__((used)) static int mana_w_MPI_Neighbor_alltoallw_init_c(const void
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) { const MPI_Datatype *mana_t_[] = {sendtypes, recvtypes}; const size_t mana_n_[] = {sendtypes_l_n_, recvtypes_l_n_}; mana_req_replayable_types(*request, mana_pc_replay_MPI_Neighbor_alltoallw_init_c, &mana_pc_, sizeof mana_pc_, mana_t_, mana_n_, 2); }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Neighbor_alltoallw_init_c, MPI_Neighbor_alltoallw_init_c)
@@ -5669,7 +5669,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce, MPI_Reduce)
@@ -5686,7 +5686,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
         MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_c, MPI_Reduce_c)
@@ -5716,7 +5716,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init, MPI_Reduce_init)
@@ -5746,7 +5746,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_init_c, MPI_Reduce_init_c)
@@ -5789,7 +5789,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
         MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter, MPI_Reduce_scatter)
@@ -5806,7 +5806,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
         MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block, MPI_Reduce_scatter_block)
@@ -5823,7 +5823,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
         MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_c, MPI_Reduce_scatter_block_c)
@@ -5853,7 +5853,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init)
@@ -5883,7 +5883,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_block_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_block_init_c, MPI_Reduce_scatter_block_init_c)
@@ -5900,7 +5900,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
         MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_c, MPI_Reduce_scatter_c)
@@ -5930,7 +5930,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init, MPI_Reduce_scatter_init)
@@ -5960,7 +5960,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Reduce_scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Reduce_scatter_init_c, MPI_Reduce_scatter_init_c)
@@ -6083,7 +6083,7 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
         MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan, MPI_Scan)
@@ -6100,7 +6100,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
         MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_c, MPI_Scan_c)
@@ -6130,7 +6130,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init, MPI_Scan_init)
@@ -6160,7 +6160,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scan_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scan_init_c, MPI_Scan_init_c)
@@ -6177,7 +6177,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
         MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter, MPI_Scatter)
@@ -6194,7 +6194,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
         MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_c, MPI_Scatter_c)
@@ -6224,7 +6224,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init, MPI_Scatter_init)
@@ -6254,7 +6254,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatter_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatter_init_c, MPI_Scatter_init_c)
@@ -6271,7 +6271,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
         MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv, MPI_Scatterv)
@@ -6288,7 +6288,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
         MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_c, MPI_Scatterv_c)
@@ -6318,7 +6318,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init, MPI_Scatterv_init)
@@ -6348,7 +6348,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
     if (r_ == MPI_SUCCESS && request_l) mana_req_replayable(*request, mana_pc_replay_MPI_Scatterv_init_c, &mana_pc_, sizeof mana_pc_);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Scatterv_init_c, MPI_Scatterv_init_c)
@@ -7660,7 +7660,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
-    mana_coll_leave(mana_counted_);
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_fence, MPI_Win_fence)

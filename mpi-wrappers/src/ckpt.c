@@ -543,11 +543,51 @@ int mana_coll_enter(int c)
     pthread_mutex_lock(&coll_lock);
     wait_at_entry_locked();
     m->seq++;
-    if (pending && m->seq > m->target)
+    int raised = 0;
+    if (pending && m->seq > m->target) {
         m->target = m->seq;
+        raised = 1;
+    }
     in_blocking++;
     pthread_mutex_unlock(&coll_lock);
-    return 1;
+    return 1 + raised; /* 2: this call raised the communicator's target */
+}
+
+/* MPICH's error classes of argument checks, made before a call communicates (MPICH
+ * codes carry their class in the low 7 bits). */
+static int refused_by_argument_checks(int rc)
+{
+    switch (rc & 0x7f) {
+    case MPI_ERR_BUFFER:
+    case MPI_ERR_COUNT:
+    case MPI_ERR_TYPE:
+    case MPI_ERR_TAG:
+    case MPI_ERR_RANK:
+    case MPI_ERR_ROOT:
+    case MPI_ERR_GROUP:
+    case MPI_ERR_OP:
+    case MPI_ERR_TOPOLOGY:
+    case MPI_ERR_DIMS:
+    case MPI_ERR_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void mana_coll_leave_rc(int counted, int c, int rc)
+{
+    if (!counted)
+        return;
+    struct mana_comm_meta *m = rc != MPI_SUCCESS && refused_by_argument_checks(rc) ? mana_comm_meta(c) : NULL;
+    pthread_mutex_lock(&coll_lock);
+    if (m && m->seq > 0) {
+        if (counted == 2 && m->target == m->seq)
+            m->target--;
+        m->seq--;
+    }
+    in_blocking--;
+    pthread_mutex_unlock(&coll_lock);
 }
 
 /* Around a call that may wait inside MPI for a peer's application thread: MPI_Win_lock of

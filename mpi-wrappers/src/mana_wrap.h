@@ -551,6 +551,11 @@ extern int mana_mpi_phase MANA_HIDDEN;
  * that need it incomplete for ever. */
 extern int mana_coll_enter(int c) MANA_HIDDEN;
 extern void mana_coll_leave(int counted) MANA_HIDDEN;
+/* The same, for the call on `c` that returned `rc`: one that MPI's argument checks
+ * refused (a class such as MPI_ERR_BUFFER, MPI_ERR_COUNT, MPI_ERR_ROOT) never reached its
+ * peers, who may never call it — MPICH's errors/coll/noalias* call a collective with
+ * aliased buffers on one rank only — so it is not counted. */
+extern void mana_coll_leave_rc(int counted, int c, int rc) MANA_HIDDEN;
 /* Around a call that may wait inside MPI for a peer's application thread (passive-target
  * locks, PSCW start/wait): counted like a blocking collective, held at its entry while a
  * checkpoint is pending. */
