@@ -1425,6 +1425,12 @@ static int waitall_in_order(int count, MPI_Request v[], MPI_Status sts[])
     return rc;
 }
 
+/* A status's error after MPI_ERR_IN_STATUS: the request is neither complete nor failed. */
+static int still_pending(int err)
+{
+    return err == MPI_ERR_PENDING || (err & 0x7f) == MPIX_ERR_PROC_FAILED_PENDING;
+}
+
 static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], int blocking)
 {
     if (blocking && any_request_testall_fails(count, v))
@@ -1446,13 +1452,20 @@ static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], i
                 break;
         }
         mana_leave_lower(up_);
-        if (f && (rc == MPI_SUCCESS || rc == MPI_ERR_IN_STATUS)) {
+        if ((f && rc == MPI_SUCCESS) || rc == MPI_ERR_IN_STATUS) {
             /* MPI_Waitall (MPICH) reports success in every status; MPI_Testall does not. */
             if (blocking && rc == MPI_SUCCESS)
                 for (int i = 0; i < count; i++)
                     b.st[i].MPI_ERROR = MPI_SUCCESS;
+            /* With MPI_ERR_IN_STATUS (whether or not all are complete) MPI has completed
+             * and freed every complete request, failed or not, and marked the others
+             * pending in their status (MPICH's errors/comm/too_many_icomms2: the idup
+             * that ran out of context ids). */
             for (int i = 0; i < count; i++)
-                batch_complete(&b, i, app ? &app[i] : NULL);
+                if (rc == MPI_SUCCESS || !still_pending(b.st[i].MPI_ERROR))
+                    batch_complete(&b, i, app ? &app[i] : NULL);
+                else if (app)
+                    mana_status_copy(&app[i], &b.st[i]);
         }
     });
     if (flag)
