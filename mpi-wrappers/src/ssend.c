@@ -23,9 +23,10 @@
  *
  * Persistent synchronous sends (MPI_Ssend_init) are not tracked: they may still complete
  * at a checkpoint. Two threads sending to the same (communicator, destination, tag) at the
- * same time may make `after` count one send on the wrong side; then the acknowledgement
- * comes when a neighbouring message is received (a later or earlier completion, never a
- * lost one). */
+ * same time may make `after` count one send on the wrong side, or give two sends the same
+ * `after`; then the acknowledgement comes when a neighbouring message is received (a
+ * later or earlier completion, never a lost one: a message marked twice passes the second
+ * mark to the nearest unmarked one, see mana_drained_mark). */
 #include "mana_wrap.h"
 #include <pthread.h>
 #include <stdlib.h>
