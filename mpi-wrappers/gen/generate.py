@@ -469,6 +469,8 @@ def main():
             post.append("if (r_ == MPI_SUCCESS) mana_buffer_attached(buffer, (MPI_Count)size);")
         if base in ("MPI_Buffer_detach", "MPI_Buffer_detach_c"):
             post.append("if (r_ == MPI_SUCCESS) mana_buffer_attached(NULL, 0);")
+        if base in ("MPI_Psend_init", "MPI_Precv_init"):
+            post.append("if (%s) mana_req_mark_partitioned(*request);" % made("request"))
         # (`win` is the real handle by then: the application's is kept.)
         if base == "MPI_Win_fence":
             pre_hooks.append("const int mana_win_ = win;")

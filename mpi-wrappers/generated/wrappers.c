@@ -5555,6 +5555,7 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
         MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_partitioned(*request);
     mana_gate_leave();
     return r_;
 }
@@ -5571,6 +5572,7 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
         MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
+    if (r_ == MPI_SUCCESS && request_l) mana_req_mark_partitioned(*request);
     mana_gate_leave();
     return r_;
 }

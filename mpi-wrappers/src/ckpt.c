@@ -696,6 +696,13 @@ void mana_req_mark_coll(int request, int comm, int persistent)
     }
 }
 
+void mana_req_mark_partitioned(int request)
+{
+    struct mana_req_meta *m = mana_req_meta(request);
+    if (m)
+        m->part = 1;
+}
+
 void mana_req_mark_rma(int request)
 {
     struct mana_req_meta *m = mana_req_meta(request);

@@ -304,6 +304,7 @@ struct mana_req_meta {
     unsigned char send_mode; /* a persistent send's MPI_*_init: 0 Send, 1 Ssend, 2 Bsend, 3 Rsend */
     unsigned char app_freed; /* MPI_Request_free'd while active: kept for the drain */
     unsigned char io;        /* made by an MPI-IO call (a ROMIO generalized request) */
+    unsigned char part;      /* a partitioned send or receive (MPI_Psend_init, MPI_Precv_init) */
     int comm;                /* the application's communicator */
     int peer;                /* destination of a send, source of a receive */
     int tag, datatype;       /* a receive's arguments: to serve a persistent one from */
@@ -578,6 +579,8 @@ extern void mana_pcoll_start(int pcoll) MANA_HIDDEN;
 extern void mana_pcoll_dead(int pcoll) MANA_HIDDEN;
 /* After MPI_Rput, MPI_Rget, MPI_Raccumulate, MPI_Rget_accumulate returned `request`. */
 extern void mana_req_mark_rma(int request) MANA_HIDDEN;
+/* `request` is partitioned: MPICH 4.0.2's MPI_Testall fails on it (see p2p.c). */
+extern void mana_req_mark_partitioned(int request) MANA_HIDDEN;
 /* In the snapshot, once every window is flushed or fenced: the request-based one-sided
  * operations are complete; their requests are marked done (src/ckpt.c). */
 extern void mana_rma_requests_done(void) MANA_HIDDEN;

@@ -1379,13 +1379,13 @@ __attribute__((used)) static int mana_w_MPI_Test(MPI_Request *request, int *flag
 MANA_EXPORT(mana_w_MPI_Test, MPI_Test)
 MANA_EXPORT(mana_w_MPI_Test, PMPI_Test)
 
-/* Whether any of the requests is one of ROMIO's (MPI-IO) generalized requests, or a
- * persistent collective. */
+/* Whether any of the requests is one of ROMIO's (MPI-IO) generalized requests, a
+ * persistent collective or a partitioned request. */
 static int any_request_testall_fails(int count, const MPI_Request v[])
 {
     for (int i = 0; i < count; i++) {
         struct mana_req_meta *m = v[i] != MPI_REQUEST_NULL ? mana_req_meta(v[i]) : NULL;
-        if (m && (m->io || (m->kind == MANA_REQ_COLL && m->persistent)))
+        if (m && (m->io || m->part || (m->kind == MANA_REQ_COLL && m->persistent)))
             return 1;
     }
     return 0;
@@ -1402,8 +1402,9 @@ static int any_request_testall_fails(int count, const MPI_Request v[])
  * function for asynchronous I/O completes a finished request again each time it is
  * polled (MPICH asserts ref_count >= 0 once two requests finish apart), and its
  * nonblocking collective I/O never completes when every request is polled in turn
- * (io/i_hindexed spins forever). MPICH's own MPI_Waitall uses the request class's wait
- * function instead. */
+ * (io/i_hindexed spins forever). With partitioned requests MPICH's MPI_Testall fails
+ * (MPI_ERR_IN_STATUS, natively too: MPICH's part/multipart waited with it and aborted).
+ * MPICH's own MPI_Waitall uses the request class's wait function instead. */
 static int waitall_in_order(int count, MPI_Request v[], MPI_Status sts[])
 {
     MPI_Status *app = mana_status_ignored(sts) ? NULL : sts;
