@@ -1533,11 +1533,13 @@ int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI
     if (rc == MPI_SUCCESS && d->bytes > room) {
         rc = MPI_ERR_TRUNCATE;
     } else if (rc == MPI_SUCCESS) {
-        /* How many whole elements the message holds decides how much to unpack. */
+        /* The elements the message reaches into (the last maybe partly) are unpacked; a
+         * message that ends inside a basic element fails with MPI_ERR_TRUNCATE, as MPICH's
+         * receive does (errors/pt2pt/truncmsg2: 3 bytes into a type of ints). */
         MPI_Count one = 0;
         MANA_FORWARD_INTO(rc, 4331, "PMPI_Pack_size_c", int, (MPI_Count, MPI_Datatype, MPI_Comm, MPI_Count *),
                           (1, t, c, &one));
-        MPI_Count n = one > 0 ? d->bytes / one : 0;
+        MPI_Count n = one > 0 ? (d->bytes + one - 1) / one : 0;
         /* Into MPI_BOTTOM (Fortran's too) with absolute addresses in the datatype: MPICH's
          * MPI_Unpack refuses a NULL output buffer, so unpack one element of a type that
          * starts `anchor` bytes below address 0 into `anchor` (as Sendrecv_replace packs). */
@@ -1559,6 +1561,8 @@ int mana_drained_deliver(struct mana_drained *d, void *buf, MPI_Count count, MPI
             MANA_FORWARD_INTO(rc, 4332, "PMPI_Unpack_c", int,
                               (const void *, MPI_Count, MPI_Count *, void *, MPI_Count, MPI_Datatype, MPI_Comm),
                               (d->data, d->bytes, &pos, buf, n, t, c));
+            if (rc == MPI_SUCCESS && pos != d->bytes)
+                rc = MPI_ERR_TRUNCATE;
         }
         if (wrapped != MPI_DATATYPE_NULL) {
             int rf;

@@ -94,8 +94,14 @@ static int blk_spin(struct mana_blocking *b, test_fn test, int *rc)
                 continue;
             int flag = 0;
             *rc = test(&b->real[i], &flag, &b->st[i]);
-            if (*rc != MPI_SUCCESS)
+            if (*rc != MPI_SUCCESS) {
+                /* Complete with an error (MPI_ERR_TRUNCATE: the message was received,
+                 * and must be counted, or the drain waits for it for ever — MPICH's
+                 * errors/pt2pt/truncmsg1 under checkpoints). */
+                if (flag)
+                    b->state[i] = 2;
                 return 0;
+            }
             if (flag)
                 b->state[i] = 2;
             else
