@@ -107,7 +107,8 @@ WIN_LOCKS = {"Win_lock": "rank, lock_type, assert, 1", "Win_unlock": "rank, 0, 0
 # while a checkpoint is pending (src/ckpt.c, mana_sync_enter). Also MPI_Comm_create_group,
 # collective over its group only and therefore not counted on the parent: a member inside
 # it waited for a member held at its gate until the gate gave up after 60 s (MPICH's suite,
-# comm/comm_group_half 2, with a checkpoint requested at rank 0's first call).
+# comm/comm_group_half 2, with a checkpoint requested at rank 0's first call); it now has
+# a counter of its own per (parent, tag, group) instead (mana_cg_enter).
 # So are MPI-4's MPI_Comm_create_from_group and MPI_Intercomm_create_from_groups
 # (collective over a group, no parent to count on; MPICH's init/session_mult_init: a
 # checkpoint found two ranks inside MPI_Comm_create_from_group and two held outside, and
@@ -487,7 +488,10 @@ def main():
         if base == "MPI_Win_test":
             pre_hooks.append("const int mana_win_ = win;")
             post.append("if (r_ == MPI_SUCCESS && *flag) mana_win_epoch(mana_win_, -1);")
-        if base[4:] in WAITS_FOR_PEERS:
+        if base == "MPI_Comm_create_group":
+            pre_hooks.append("mana_cg_enter(comm, group, tag);")
+            post_hooks.append("mana_sync_leave();")
+        elif base[4:] in WAITS_FOR_PEERS:
             pre_hooks.append("mana_sync_enter();")
             post_hooks.append("mana_sync_leave();")
         # A group given to the application keeps its members as world ranks (restart).

@@ -1179,7 +1179,7 @@ MANA_EXPORT(mana_w_MPI_Comm_create_from_group, MPI_Comm_create_from_group)
 MANA_EXPORT(mana_w_MPI_Comm_create_from_group, PMPI_Comm_create_from_group)
 __attribute__((used)) static int mana_w_MPI_Comm_create_group(MPI_Comm comm, MPI_Group group, int tag, MPI_Comm* newcomm) {
     const int mana_cv_ = comm;
-    mana_sync_enter();
+    mana_cg_enter(comm, group, tag);
     mana_gate_enter();
     comm = mana_h_real(comm);
     group = mana_h_real(group);

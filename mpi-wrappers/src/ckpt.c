@@ -665,6 +665,58 @@ void mana_pcoll_start(int pcoll)
     pthread_mutex_unlock(&coll_lock);
 }
 
+/* The job-wide maxima of the agreement's last round (coll_lock), for a counter made while
+ * a checkpoint is pending: its first call must see the target its peers set. */
+static struct mana_seq *last_max;
+static int n_last_max;
+
+void mana_cg_enter(int parent, int group, int tag)
+{
+    struct mana_comm_meta *p = mana_comm_meta(parent);
+    int n = 0, *ranks = p && p->gid ? world_ranks_of(mana_h_real(group), &n) : NULL;
+    if (!ranks) {
+        free(ranks);
+        mana_sync_enter();
+        return;
+    }
+    unsigned long long key = mix(mix(p->gid, 0xc9), (unsigned long long)tag);
+    for (int i = 0; i < n; i++)
+        key = mix(key, (unsigned long long)ranks[i]);
+    free(ranks);
+    unsigned long long gid = mix(key, 0x5c9) | 1;
+    pthread_mutex_lock(&coll_lock);
+    int i = 0;
+    while (i < n_pcolls && !(pcolls[i].live && pcolls[i].gid == gid))
+        i++;
+    if (i == n_pcolls) {
+        i = 0;
+        while (i < n_pcolls && pcolls[i].live)
+            i++;
+        if (i == n_pcolls) {
+            struct pcoll *more = realloc(pcolls, (size_t)(n_pcolls + 1) * sizeof *more);
+            if (!more) { /* out of memory: held at its entry, as before */
+                wait_at_entry_locked();
+                in_blocking++;
+                pthread_mutex_unlock(&coll_lock);
+                return;
+            }
+            pcolls = more;
+            n_pcolls++;
+        }
+        pcolls[i] = (struct pcoll){gid, 0, 0, 1};
+        for (int j = 0; pending && j < n_last_max; j++)
+            if (last_max[j].gid == gid)
+                pcolls[i].target = last_max[j].seq;
+    }
+    wait_at_entry_locked(); /* (pcolls may move meanwhile: indexed again after) */
+    struct pcoll *c = &pcolls[i];
+    c->seq++;
+    if (pending && c->seq > c->target)
+        c->target = c->seq;
+    in_blocking++; /* until the lower call returned (mana_sync_leave) */
+    pthread_mutex_unlock(&coll_lock);
+}
+
 void mana_pcoll_dead(int pcoll)
 {
     pthread_mutex_lock(&coll_lock);
@@ -811,6 +863,12 @@ static int coll_apply(const struct mana_seq *t, int n)
     graveyard_prune(t, n);
     pthread_mutex_lock(&coll_lock);
     passes = 0;
+    struct mana_seq *copy = n > 0 ? malloc((size_t)n * sizeof *copy) : NULL;
+    if (copy)
+        memcpy(copy, t, (size_t)n * sizeof *copy);
+    free(last_max);
+    last_max = copy;
+    n_last_max = copy ? n : 0;
     coll_each(apply_target, &a);
     for (int i = 0; i < n_pcolls; i++) {
         struct pcoll *p = &pcolls[i];
@@ -862,6 +920,9 @@ static void coll_finish(int agreed)
     coll_each(clear_target, NULL);
     for (int i = 0; i < n_pcolls; i++)
         pcolls[i].target = 0;
+    free(last_max);
+    last_max = NULL;
+    n_last_max = 0;
     pthread_mutex_unlock(&coll_lock);
 }
 

@@ -557,6 +557,13 @@ extern void mana_coll_leave(int counted) MANA_HIDDEN;
  * peers, who may never call it — MPICH's errors/coll/noalias* call a collective with
  * aliased buffers on one rank only — so it is not counted. */
 extern void mana_coll_leave_rc(int counted, int c, int rc) MANA_HIDDEN;
+/* Before MPI_Comm_create_group(parent, group, tag) (the application's handles): it is
+ * collective over `group` only, so it is counted per (parent, tag, group) — a counter of
+ * its own in the agreement, like a persistent collective's — instead of being held at its
+ * entry whenever a checkpoint is pending: with several threads of each rank in it at
+ * once (MPICH's threads/comm/comm_create_group_threads), a held thread was what a peer's
+ * thread inside waited for, and the agreement never converged. mana_sync_leave after. */
+extern void mana_cg_enter(int parent, int group, int tag) MANA_HIDDEN;
 /* Around a call that may wait inside MPI for a peer's application thread (passive-target
  * locks, PSCW start/wait): counted like a blocking collective, held at its entry while a
  * checkpoint is pending. */

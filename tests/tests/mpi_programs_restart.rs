@@ -175,6 +175,27 @@ fn isendrecv_answered_by_plain_calls_checkpointed_every_100_ms_like_native() {
     );
 }
 
+/// MPI_Comm_create_group from four threads of each of three ranks at once (MPICH's
+/// threads/comm/comm_create_group_threads), checkpointed every 100 ms and left running,
+/// then checkpointed at a random instant, killed and restarted: both end as the native run.
+/// Before, such a call was held at its entry while a checkpoint was pending, a peer's
+/// thread inside it waited for the held one, and the MPICH test's checkpoints stopped
+/// converging within a few generations.
+#[test]
+fn comm_create_group_from_threads_checkpointed_every_100_ms_and_restarted_like_native() {
+    let mut j = start("mpi-prog-cg_threads", "cg_threads", 3, "40");
+    let committed = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(100)).len();
+    let out = j.run.wait_output(LONG);
+    ends_like_native(&out, "cg_threads", &j.expected);
+    assert!(committed >= 3, "only {committed} checkpoints committed");
+    assert!(
+        j.expected.as_deref().is_some_and(|l| l.ends_with("bad=0")),
+        "native: {:?}",
+        j.expected
+    );
+    restarts_like_native("cg_threads", 3, "40", Duration::from_millis(1500));
+}
+
 /// Every program checkpointed at a random instant and left running (fences added by the
 /// snapshot, the drain and the gate leave no trace in the result).
 #[test]
