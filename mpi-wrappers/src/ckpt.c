@@ -456,6 +456,23 @@ struct pcoll {
 static struct pcoll *pcolls;
 static int n_pcolls;
 
+/* A new live counter with `gid` (coll_lock held): its index, -1 when out of memory. */
+static int pcoll_add_locked(unsigned long long gid)
+{
+    int i = 0;
+    while (i < n_pcolls && pcolls[i].live)
+        i++;
+    if (i == n_pcolls) {
+        struct pcoll *more = realloc(pcolls, (size_t)(n_pcolls + 1) * sizeof *more);
+        if (!more)
+            return -1;
+        pcolls = more;
+        n_pcolls++;
+    }
+    pcolls[i] = (struct pcoll){gid, 0, 0, 1};
+    return i;
+}
+
 /* A new counter for the persistent collective initialized on `cm`; 0 if none (untracked
  * communicator, or out of memory: its starts are then not held, as before). */
 static int pcoll_new(struct mana_comm_meta *cm)
@@ -465,19 +482,7 @@ static int pcoll_new(struct mana_comm_meta *cm)
     unsigned long long nth = __atomic_fetch_add(&cm->pcoll_count, 1, __ATOMIC_RELAXED);
     unsigned long long gid = mix(mix(cm->gid, 0x9c011), nth) | 1;
     pthread_mutex_lock(&coll_lock);
-    int i = 0;
-    while (i < n_pcolls && pcolls[i].live)
-        i++;
-    if (i == n_pcolls) {
-        struct pcoll *more = realloc(pcolls, (size_t)(n_pcolls + 1) * sizeof *more);
-        if (!more) {
-            pthread_mutex_unlock(&coll_lock);
-            return 0;
-        }
-        pcolls = more;
-        n_pcolls++;
-    }
-    pcolls[i] = (struct pcoll){gid, 0, 0, 1};
+    int i = pcoll_add_locked(gid);
     pthread_mutex_unlock(&coll_lock);
     return i + 1;
 }
@@ -689,21 +694,12 @@ void mana_cg_enter(int parent, int group, int tag)
     while (i < n_pcolls && !(pcolls[i].live && pcolls[i].gid == gid))
         i++;
     if (i == n_pcolls) {
-        i = 0;
-        while (i < n_pcolls && pcolls[i].live)
-            i++;
-        if (i == n_pcolls) {
-            struct pcoll *more = realloc(pcolls, (size_t)(n_pcolls + 1) * sizeof *more);
-            if (!more) { /* out of memory: held at its entry, as before */
-                wait_at_entry_locked();
-                in_blocking++;
-                pthread_mutex_unlock(&coll_lock);
-                return;
-            }
-            pcolls = more;
-            n_pcolls++;
+        i = pcoll_add_locked(gid);
+        if (i < 0) { /* out of memory: held at its entry, as before */
+            pthread_mutex_unlock(&coll_lock);
+            mana_sync_enter();
+            return;
         }
-        pcolls[i] = (struct pcoll){gid, 0, 0, 1};
         for (int j = 0; pending && j < n_last_max; j++)
             if (last_max[j].gid == gid)
                 pcolls[i].target = last_max[j].seq;
