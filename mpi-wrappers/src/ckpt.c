@@ -1188,7 +1188,10 @@ static void note_stuck_request(int kind, int comm, int peer, int tag, int blocke
 typedef int (*test_fn)(MPI_Request *, int *, MPI_Status *);
 
 /* Tests virtual request `v` in the lower half, up to `tries` times while it is not
- * finished; the lower call's result. */
+ * finished; the lower call's result. A request MPI reports finished (*flag) with an error
+ * is gone in the lower half (MPICH completes and frees it): testing it again aborts in
+ * MPICH (the `ref_count >= 0` assertion of MPICH's errors/comm/too_many_icomms2, an
+ * MPI_Comm_idup out of context ids, under checkpoints). */
 static int test_lower(int v, int tries, int *flag, MPI_Status *st)
 {
     unsigned long fs = mana_thread_lower_fs();
@@ -1230,7 +1233,7 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     int flag = 0;
     MPI_Status st;
     int rc = io_not_yet(t, m) ? MPI_SUCCESS : test_lower(v, 1, &flag, &st);
-    if (rc != MPI_SUCCESS || !flag) {
+    if (!flag) {
         if (m->kind != MANA_REQ_RECV) {
             t->incomplete++;
             note_stuck_request(m->kind, m->comm, m->peer, m->tag, 0);
@@ -1238,7 +1241,12 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
         return;
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
-        mana_count_recvd(m->comm);
+        mana_count_recvd(m->comm); /* also a truncated one: the message was taken */
+    if (rc != MPI_SUCCESS) { /* finished with an error: the application's wait reports it */
+        m->error = rc;
+        mana_req_finished(v, m, &st);
+        return;
+    }
     if (m->kind == MANA_REQ_SEND && m->sync_slot && mana_ssend_suspect_req(v, m, &st))
         return; /* src/ssend.c decides after the drain */
     mana_send_completed(m, &st);
@@ -1258,8 +1266,11 @@ static void rma_request_done(int v, struct mana_req_meta *m, void *arg)
         return;
     int flag;
     MPI_Status st;
-    if (test_lower(v, 1000, &flag, &st) == MPI_SUCCESS && flag)
+    int rc = test_lower(v, 1000, &flag, &st);
+    if (flag) {
+        m->error = rc;
         mana_req_finished(v, m, &st);
+    }
 }
 
 void mana_rma_requests_done(void)
@@ -1284,7 +1295,7 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
         unsigned long up = mana_enter_lower(fs);
         int rc = test(&b->real[i], &flag, &b->st[i]);
         mana_leave_lower(up);
-        if (rc != MPI_SUCCESS || !flag) {
+        if (!flag) {
             if (!b->recv[i]) {
                 t->incomplete++;
                 note_stuck_request(MANA_REQ_SEND, b->comm[i], b->peer[i], b->tag[i], 1);
@@ -1292,9 +1303,13 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
             continue;
         }
         b->state[i] = 1;
+        if (rc != MPI_SUCCESS) { /* gone in the lower half: the blocked call returns rc */
+            b->state[i] = 3;
+            b->st[i].MPI_ERROR = rc;
+        }
         if (b->recv[i] && mana_received_a_message(b->peer[i], &b->st[i]))
             mana_count_recvd(b->comm[i]);
-        else if (!b->recv[i] && b->sync_slot && !(b->st[i].count_hi_and_cancelled & 1))
+        else if (!b->recv[i] && b->sync_slot && rc == MPI_SUCCESS && !(b->st[i].count_hi_and_cancelled & 1))
             mana_ssend_suspect_blocked(b); /* src/ssend.c decides after the drain */
     }
 }

@@ -94,7 +94,8 @@ struct mana_blocking {
     MPI_Count count[2];
     int datatype[2], peer[2], tag[2];
     unsigned char recv[2];
-    unsigned char state[2]; /* 0 pending, 1 complete (status in st), 2 complete, not counted */
+    unsigned char state[2]; /* 0 pending, 1 complete (status in st), 2 complete, not counted,
+                               3 completed by the checkpointer with error st.MPI_ERROR */
     MPI_Status st[2];
     int sync_slot; /* an MPI_Ssend's registration (src/ssend.c), 0 none */
 };
@@ -320,6 +321,8 @@ struct mana_req_meta {
     unsigned char held;    /* a synchronous send waiting for its acknowledgement, as a
                               receive on MANA's communicator; `status` is the send's */
     int sync_slot;         /* an MPI_Issend's registration (src/ssend.c), 0 none */
+    int error;             /* MANA_REQ_DONE: the error MPI completed it with (MPI_Test said
+                              so, and freed it: an MPI_Comm_idup out of context ids) */
     MPI_Status status;
 };
 /* Metadata of virtual request `v` (zeroed when the handle is created); NULL if `v` is not

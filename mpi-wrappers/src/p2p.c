@@ -90,6 +90,11 @@ static int blk_spin(struct mana_blocking *b, test_fn test, int *rc)
     for (int k = 0; k < MANA_SPIN; k++) {
         pending = 0;
         for (int i = 0; i < b->n; i++) {
+            if (b->state[i] == 3) { /* the checkpointer saw it fail: gone in the lower half */
+                b->state[i] = 1;
+                *rc = b->st[i].MPI_ERROR;
+                return 0;
+            }
             if (b->state[i])
                 continue;
             int flag = 0;
@@ -1315,6 +1320,21 @@ static void batch_complete(struct batch *b, int i, MPI_Status *app_st)
         mana_status_copy(app_st, &b->st[i]);
 }
 
+/* Requests the checkpointer completed with an error (MPI freed them then): their statuses'
+ * MPI_ERROR in `st` say it; how many there are. */
+static int done_errors(struct batch *b, MPI_Status *st)
+{
+    int n = 0;
+    for (int i = 0; b->done && i < b->n; i++) {
+        struct mana_req_meta *m = done_meta(b->v[i]);
+        if (m && m->error) {
+            st[i].MPI_ERROR = m->error;
+            n++;
+        }
+    }
+    return n;
+}
+
 /* One attempt holding the gate; `attempt` returns the lower call's result and sets
  * *finished; it runs up to MANA_SPIN times (once when not blocking). */
 #define ATTEMPTS(blocking, finished, rc, call)                                           \
@@ -1345,10 +1365,11 @@ static int wait_or_test(MPI_Request *request, int *flag, MPI_Status *status, int
         test_fn test = (test_fn)lower_get(lt, fs);
         struct mana_req_meta *m = done_meta(*request);
         if (m) {
+            const int err = m->error; /* MPI's error, as the call would have returned it */
             mana_gate_leave();
             completed_by_checkpoint(request, m, mana_status_ignored(status) ? NULL : status);
             *flag = 1;
-            return MPI_SUCCESS;
+            return err;
         }
         MPI_Request before = mana_h_real(*request), r = before;
         unsigned long up = mana_enter_lower(fs);
@@ -1464,6 +1485,14 @@ static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], i
             if (blocking && rc == MPI_SUCCESS)
                 for (int i = 0; i < count; i++)
                     b.st[i].MPI_ERROR = MPI_SUCCESS;
+            if (done_errors(&b, b.st) && rc == MPI_SUCCESS) {
+                for (int i = 0; i < count; i++) {
+                    struct mana_req_meta *m = done_meta(b.v[i]);
+                    if (!m || !m->error)
+                        b.st[i].MPI_ERROR = MPI_SUCCESS;
+                }
+                rc = MPI_ERR_IN_STATUS;
+            }
             /* With MPI_ERR_IN_STATUS (whether or not all are complete) MPI has completed
              * and freed every complete request, failed or not, and marked the others
              * pending in their status (MPICH's errors/comm/too_many_icomms2: the idup
@@ -1525,6 +1554,7 @@ static int any_common(int count, MPI_Request v[], int *index, int *flag, MPI_Sta
         if (i >= 0) {
             f = 1;
             b.st[i] = st; /* the application's MPI_ERROR stays */
+            rc = done_meta(b.v[i])->error;
             batch_complete(&b, i, mana_status_ignored(status) ? NULL : status);
         } else {
             i = MPI_UNDEFINED;
@@ -1588,11 +1618,17 @@ static int some_common(int incount, MPI_Request v[], int *outcount, int indices[
             for (int i = 0; i < incount; i++)
                 if (done_meta(v[i]))
                     indices[n++] = i;
-            for (int k = 0; k < n; k++) {
+            for (int k = 0; k < n; k++)
                 if (!mana_status_ignored(sts)) /* the application's MPI_ERROR stays */
                     mana_status_copy(&b.st[indices[k]], &sts[k]);
-                batch_complete(&b, indices[k], mana_status_ignored(sts) ? NULL : &sts[k]);
+            if (done_errors(&b, b.st)) {
+                for (int k = 0; k < n; k++)
+                    if (!done_meta(v[indices[k]])->error)
+                        b.st[indices[k]].MPI_ERROR = MPI_SUCCESS;
+                rc = MPI_ERR_IN_STATUS;
             }
+            for (int k = 0; k < n; k++)
+                batch_complete(&b, indices[k], mana_status_ignored(sts) ? NULL : &sts[k]);
         } else {
             /* Output statuses are compacted: the k-th completion's lands in sts[k]. */
             for (int k = 0; k < incount; k++)

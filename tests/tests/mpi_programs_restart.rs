@@ -111,7 +111,7 @@ const WITHIN: Duration = Duration::from_millis(700);
 /// The split-process issue's programs that have a `--loop` mode (signals_mpi has none: its
 /// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep;
 /// dgraph_rush's 40 rounds end within milliseconds: its own test checkpoints it).
-const PROGRAMS: [&str; 16] = [
+const PROGRAMS: [&str; 17] = [
     "rma",
     "rma_sync",
     "status_error",
@@ -128,6 +128,7 @@ const PROGRAMS: [&str; 16] = [
     "f08_types",
     "f_bottom",
     "cxx_ops",
+    "req_error",
 ];
 
 /// Windows of every flavour (create, allocate, allocate_c, Alloc_mem, allocate_shared on a
@@ -194,6 +195,28 @@ fn comm_create_group_from_threads_checkpointed_every_100_ms_and_restarted_like_n
         j.expected
     );
     restarts_like_native("cg_threads", 3, "40", Duration::from_millis(1500));
+}
+
+/// Receives that complete with an error (a message longer than the buffer) while their
+/// rank sleeps, checkpointed every 100 ms and left running, then checkpointed at a random
+/// instant, killed and restarted: MPI_Wait, MPI_Testall, MPI_Waitany and MPI_Testsome
+/// report each error as natively. Before, the drain took such a request (MPI had completed
+/// and freed it, reporting the error) for unfinished and tested it again: MPICH aborted
+/// (`ref_count >= 0` in mpir_request.h; MPICH's errors/comm/too_many_icomms2 under
+/// checkpoints, an MPI_Comm_idup out of context ids).
+#[test]
+fn requests_failing_while_checkpointed_report_their_errors_like_native() {
+    let mut j = start("mpi-prog-req_error", "req_error", 2, "60");
+    let committed = checkpoint_until_end(&j.s, &mut j.run, Duration::from_millis(100)).len();
+    let out = j.run.wait_output(LONG);
+    ends_like_native(&out, "req_error", &j.expected);
+    assert!(committed >= 3, "only {committed} checkpoints committed");
+    assert!(
+        j.expected.as_deref().is_some_and(|l| l.ends_with("bad=0")),
+        "native: {:?}",
+        j.expected
+    );
+    restarts_like_native("req_error", 2, "60", Duration::from_millis(1000));
 }
 
 /// Every program checkpointed at a random instant and left running (fences added by the
