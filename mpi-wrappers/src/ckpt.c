@@ -1242,8 +1242,8 @@ static void test_request(int v, struct mana_req_meta *m, void *arg)
     }
     if (m->kind == MANA_REQ_RECV && mana_received_a_message(m->peer, &st))
         mana_count_recvd(m->comm); /* also a truncated one: the message was taken */
+    m->error = rc;
     if (rc != MPI_SUCCESS) { /* finished with an error: the application's wait reports it */
-        m->error = rc;
         mana_req_finished(v, m, &st);
         return;
     }

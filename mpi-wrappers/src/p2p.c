@@ -207,6 +207,7 @@ static void completed_by_checkpoint(MPI_Request *v, struct mana_req_meta *m, MPI
     if (m->persistent) {
         m->state = MANA_REQ_LIVE;
         m->active = 0;
+        m->error = 0; /* reported: its next start begins afresh */
     } else {
         mana_req_release(*v);
         *v = MPI_REQUEST_NULL;
@@ -450,7 +451,9 @@ static int deliver_to(struct mana_drained *d, void *buf, MPI_Count count, MPI_Da
     return rc;
 }
 
-/* A drained message delivered to a nonblocking receive: an already completed request. */
+/* A drained message delivered to a nonblocking receive: an already completed request. Its
+ * error (MPI_ERR_TRUNCATE) is the request's, reported by the wait or test, as MPI's
+ * MPI_Irecv/MPI_Imrecv succeed and the completion fails. */
 static int deliver_request(struct mana_drained *d, void *buf, MPI_Count count, MPI_Datatype dt, MPI_Comm comm,
                            int src, MPI_Request *request)
 {
@@ -460,10 +463,10 @@ static int deliver_request(struct mana_drained *d, void *buf, MPI_Count count, M
     m->comm = comm;
     m->peer = src;
     empty_status(&m->status);
-    int rc = mana_drained_deliver(d, buf, count, dt, comm, &m->status);
+    m->error = mana_drained_deliver(d, buf, count, dt, comm, &m->status);
     m->state = MANA_REQ_DONE;
     *request = v;
-    return rc;
+    return MPI_SUCCESS;
 }
 
 /* A blocking receive whose request is registered in `b` (entry `i`): waits for it and
@@ -1204,10 +1207,10 @@ static int start_one(MPI_Request *v)
     struct mana_drained *d = m && m->kind == MANA_REQ_RECV ? drained_locked(m->comm, m->peer, m->tag) : NULL;
     if (d) {
         mana_gate_leave();
-        int rc = mana_drained_deliver(d, m->buf, m->count, m->datatype, m->comm, &m->status);
+        m->error = mana_drained_deliver(d, m->buf, m->count, m->datatype, m->comm, &m->status);
         m->active = 0;
         m->state = MANA_REQ_DONE;
-        return rc;
+        return MPI_SUCCESS; /* MPI_Start succeeds; the wait or test reports the error */
     }
     MPI_Request real = mana_h_real(*v);
     unsigned long up = mana_enter_lower(fs);
@@ -1692,6 +1695,7 @@ __attribute__((used)) static int mana_w_MPI_Request_get_status(MPI_Request reque
     if (m) {
         *flag = 1;
         saved_status(&st, m);
+        rc = m->error; /* MPICH returns a finished request's error here too */
     } else {
         MPI_Request r = mana_h_real(request);
         MANA_CALL_LOWER_INTO(rc, 4294, "PMPI_Request_get_status", int, (MPI_Request, int *, MPI_Status *),
