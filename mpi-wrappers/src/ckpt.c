@@ -429,16 +429,51 @@ static void coll_each(void (*f)(int h, struct mana_comm_meta *m, void *arg), voi
     mana_win_each(f, arg);
 }
 
+/* Which thread calls a counter's collectives. Threads that each keep to communicators of
+ * their own (MPICH's threads/comm/comm_create_group_threads: four threads per rank, each
+ * creating communicators from its own) would otherwise leapfrog each other's targets: a
+ * rank was held only when every counter was at its target, so the threads behind let the
+ * others through, whose calls raised targets the peers then had to reach (3-11 s per
+ * agreement). A thread is now also held at a counter at its target when every counter
+ * behind its target is another single thread's business (coll_lock). */
+static __thread int coll_thread;
+static int coll_threads;
+
+static int coll_thread_id(void)
+{
+    if (!coll_thread)
+        coll_thread = __atomic_add_fetch(&coll_threads, 1, __ATOMIC_RELAXED);
+    return coll_thread;
+}
+
+static void note_owner(int *owner)
+{
+    const int me = coll_thread_id();
+    if (*owner == 0)
+        *owner = me;
+    else if (*owner != me)
+        *owner = -1;
+}
+
 struct reach {
-    int all;
+    int all;    /* every counter at its target */
+    int me;     /* the asking thread */
+    int others; /* every counter behind its target is another single thread's */
 };
+
+static void behind(struct reach *r, int owner)
+{
+    r->all = 0;
+    if (owner <= 0 || owner == r->me)
+        r->others = 0;
+}
 
 static void check_reached(int c, struct mana_comm_meta *m, void *arg)
 {
     (void)c;
     struct reach *r = arg;
     if (m->gid && m->seq < m->target)
-        r->all = 0;
+        behind(r, m->coll_owner);
 }
 
 /* ---- Persistent collectives: each counts its own starts ----
@@ -452,6 +487,7 @@ static void check_reached(int c, struct mana_comm_meta *m, void *arg)
 struct pcoll {
     unsigned long long gid, seq, target;
     int live;
+    int owner; /* as a communicator's coll_owner */
 };
 static struct pcoll *pcolls;
 static int n_pcolls;
@@ -469,7 +505,7 @@ static int pcoll_add_locked(unsigned long long gid)
         pcolls = more;
         n_pcolls++;
     }
-    pcolls[i] = (struct pcoll){gid, 0, 0, 1};
+    pcolls[i] = (struct pcoll){gid, 0, 0, 1, 0};
     return i;
 }
 
@@ -487,16 +523,29 @@ static int pcoll_new(struct mana_comm_meta *cm)
     return i + 1;
 }
 
-/* Every communicator and persistent collective of this rank is at its target (coll_lock
- * held). */
-static int all_reached(void)
+/* The counter a thread is about to advance: a communicator's, or persistent collective
+ * (or MPI_Comm_create_group) number `pcoll` (index + 1); neither for the calls that only
+ * wait for peers (mana_sync_enter). */
+struct counter {
+    struct mana_comm_meta *comm;
+    int pcoll;
+};
+
+/* Whether the calling thread stops before advancing counter `x` (coll_lock held): every
+ * counter of this rank is at its target, or `x` is and every counter behind its target is
+ * another single thread's to advance. */
+static int reached(struct counter x)
 {
-    struct reach r = {1};
+    struct reach r = {1, coll_thread_id(), 1};
     coll_each(check_reached, &r);
-    for (int i = 0; i < n_pcolls && r.all; i++)
+    for (int i = 0; i < n_pcolls && (r.all || r.others); i++)
         if (pcolls[i].live && pcolls[i].seq < pcolls[i].target)
-            r.all = 0;
-    return r.all;
+            behind(&r, pcolls[i].owner);
+    if (r.all || !r.others)
+        return r.all;
+    if (x.comm)
+        return x.comm->seq >= x.comm->target;
+    return x.pcoll && pcolls[x.pcoll - 1].seq >= pcolls[x.pcoll - 1].target;
 }
 
 typedef int (*iprobe_fn)(int, int, MPI_Comm, int *, MPI_Status *);
@@ -527,16 +576,17 @@ static void drive_progress(void)
     nanosleep(&ts, NULL);
 }
 
-/* With coll_lock held: while a checkpoint is pending and every thread has reached a
- * stopping point, waits (driving progress) until the stall breaker lets one through. */
-static void wait_at_entry_locked(void)
+/* With coll_lock held: while a checkpoint is pending and this thread has reached a
+ * stopping point before counter `x` (reached()), waits (driving progress) until the stall
+ * breaker lets one through. */
+static void wait_at_entry_locked(struct counter x)
 {
-    while (pending && passes == 0 && all_reached()) {
+    while (pending && passes == 0 && reached(x)) {
         pthread_mutex_unlock(&coll_lock);
         drive_progress();
         pthread_mutex_lock(&coll_lock);
     }
-    if (pending && all_reached())
+    if (pending && reached(x))
         passes--;
 }
 
@@ -546,7 +596,8 @@ int mana_coll_enter(int c)
     if (!m || !m->gid)
         return 0;
     pthread_mutex_lock(&coll_lock);
-    wait_at_entry_locked();
+    wait_at_entry_locked((struct counter){m, 0});
+    note_owner(&m->coll_owner);
     m->seq++;
     int raised = 0;
     if (pending && m->seq > m->target) {
@@ -609,7 +660,7 @@ void mana_coll_leave_rc(int counted, int c, int rc)
 void mana_sync_enter(void)
 {
     pthread_mutex_lock(&coll_lock);
-    wait_at_entry_locked();
+    wait_at_entry_locked((struct counter){NULL, 0});
     in_blocking++;
     pthread_mutex_unlock(&coll_lock);
 }
@@ -661,8 +712,9 @@ void mana_sync_leave(void)
 void mana_pcoll_start(int pcoll)
 {
     pthread_mutex_lock(&coll_lock);
-    wait_at_entry_locked();
+    wait_at_entry_locked((struct counter){NULL, pcoll});
     struct pcoll *p = &pcolls[pcoll - 1];
+    note_owner(&p->owner);
     p->seq++;
     if (pending && p->seq > p->target)
         p->target = p->seq;
@@ -704,8 +756,9 @@ void mana_cg_enter(int parent, int group, int tag)
             if (last_max[j].gid == gid)
                 pcolls[i].target = last_max[j].seq;
     }
-    wait_at_entry_locked(); /* (pcolls may move meanwhile: indexed again after) */
+    wait_at_entry_locked((struct counter){NULL, i + 1}); /* (pcolls may move meanwhile) */
     struct pcoll *c = &pcolls[i];
+    note_owner(&c->owner);
     c->seq++;
     if (pending && c->seq > c->target)
         c->target = c->seq;

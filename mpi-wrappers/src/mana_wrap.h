@@ -354,6 +354,8 @@ struct mana_comm_meta {
     unsigned long long gid;
     unsigned long long seq;        /* collectives this rank initiated on it */
     unsigned long long target;     /* while a checkpoint is pending */
+    int coll_owner;                /* the thread that calls its collectives (src/ckpt.c):
+                                      0 none yet, -1 several */
     unsigned long long ctor_count; /* communicators constructed from it */
     unsigned long long pcoll_count; /* persistent collectives initialized on it */
     /* How to create it again in a new lower half (src/ckpt.c): its group as ranks of
