@@ -81,9 +81,11 @@ CONSTRUCTORS = (
     "Graph_create", "Dist_graph_create", "Dist_graph_create_adjacent", "Intercomm_create",
     "Intercomm_merge",
 )
-# Other calls collective over a communicator (or a window: its fences): counted like
-# blocking collectives.
-OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence")
+# Other calls collective over a communicator (or a window: its fences, and
+# MPI_Win_set_info, where MPICH synchronizes the window's group with a barrier — uncounted,
+# a rank inside it waited for a peer parked at the closed gate: MPICH's rma/win_info under
+# checkpoints): counted like blocking collectives.
+OTHER_COLLECTIVE = ("Comm_free", "File_open", "Win_fence", "Win_set_info")
 # Calls opening (+1) and closing (-1) a window's PSCW epoch (MPI_Win_test closes an
 # exposure epoch when it answers true). An open epoch counts as a blocking collective does
 # (src/ckpt.c, mana_win_epoch): no checkpoint lands inside one, as a restart could not open

@@ -7856,6 +7856,8 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
 MANA_EXPORT(mana_w_MPI_Win_set_attr, MPI_Win_set_attr)
 MANA_EXPORT(mana_w_MPI_Win_set_attr, PMPI_Win_set_attr)
 __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info info) {
+    const int mana_cv_ = win;
+    const int mana_counted_ = mana_coll_enter(mana_cv_);
     mana_gate_enter();
     win = mana_h_real(win);
     info = mana_h_real(info);
@@ -7864,6 +7866,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
         MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
+    mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Win_set_info, MPI_Win_set_info)

@@ -1390,7 +1390,15 @@ static int win_allocate_shared(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
         return mana_slots_full("shared-memory windows");
     MPI_Aint *all = calloc(3 * (size_t)n, sizeof(MPI_Aint)), *pairs = calloc(2 * (size_t)n, sizeof(MPI_Aint));
     MPI_Aint mine[2] = {size, disp_unit};
+    /* The exchange of sizes and the segment's making (an allgather, a broadcast and a
+     * barrier in the lower half) are one collective on `comm` for the checkpoint's
+     * agreement, as the window's creation after them is another: uncounted, a rank inside
+     * them waited for a peer parked at the closed gate, and the checkpoint failed after
+     * 60 s (MPICH's rma/win_zero, win_info, win_shared: 0.2-0.9 s natively, 60 s under
+     * checkpoints every 50 ms). */
+    const int counted = mana_coll_enter(comm);
     if (!all || !pairs || (r = lower_allgather(mine, 2, MPI_AINT, pairs, 2, MPI_AINT, c)) != MPI_SUCCESS) {
+        mana_coll_leave(counted);
         free(all);
         free(pairs);
         sw->win = 0;
@@ -1412,6 +1420,7 @@ static int win_allocate_shared(MPI_Aint size, MPI_Aint disp_unit, MPI_Info info,
     if (!sw->map_len)
         sw->map_len = 4096;
     sw->map = shared_segment(c, me, sw->map_len, NULL);
+    mana_coll_leave(counted);
     if (sw->map == MAP_FAILED) {
         free(all);
         sw->win = 0;
