@@ -1355,11 +1355,9 @@ static void test_blocking(struct mana_gate_slot *g, void *arg)
             }
             continue;
         }
-        b->state[i] = 1;
-        if (rc != MPI_SUCCESS) { /* gone in the lower half: the blocked call returns rc */
-            b->state[i] = 3;
+        b->state[i] = rc == MPI_SUCCESS ? 1 : 3; /* 3: gone in the lower half, the blocked call returns rc */
+        if (rc != MPI_SUCCESS)
             b->st[i].MPI_ERROR = rc;
-        }
         if (b->recv[i] && mana_received_a_message(b->peer[i], &b->st[i]))
             mana_count_recvd(b->comm[i]);
         else if (!b->recv[i] && b->sync_slot && rc == MPI_SUCCESS && !(b->st[i].count_hi_and_cancelled & 1))

@@ -90,13 +90,14 @@ static int blk_spin(struct mana_blocking *b, test_fn test, int *rc)
     for (int k = 0; k < MANA_SPIN; k++) {
         pending = 0;
         for (int i = 0; i < b->n; i++) {
-            if (b->state[i] == 3) { /* the checkpointer saw it fail: gone in the lower half */
-                b->state[i] = 1;
-                *rc = b->st[i].MPI_ERROR;
-                return 0;
-            }
-            if (b->state[i])
+            if (b->state[i]) {
+                if (b->state[i] == 3) { /* the checkpointer saw it fail: gone in the lower half */
+                    b->state[i] = 1;
+                    *rc = b->st[i].MPI_ERROR;
+                    return 0;
+                }
                 continue;
+            }
             int flag = 0;
             *rc = test(&b->real[i], &flag, &b->st[i]);
             if (*rc != MPI_SUCCESS) {
@@ -1323,19 +1324,28 @@ static void batch_complete(struct batch *b, int i, MPI_Status *app_st)
         mana_status_copy(app_st, &b->st[i]);
 }
 
-/* Requests the checkpointer completed with an error (MPI freed them then): their statuses'
- * MPI_ERROR in `st` say it; how many there are. */
-static int done_errors(struct batch *b, MPI_Status *st)
+/* The result of a multiple-completion call over requests `idx` (NULL: all) of `b`, whose
+ * lower call said `rc`: if the checkpointer completed one of them with an error (MPI freed
+ * it then), MPI_ERR_IN_STATUS, with that error in its status and, when `rc` was success,
+ * MPI_SUCCESS in the others'. */
+static int done_errors(struct batch *b, const int *idx, int n, int rc)
 {
-    int n = 0;
-    for (int i = 0; b->done && i < b->n; i++) {
-        struct mana_req_meta *m = done_meta(b->v[i]);
-        if (m && m->error) {
-            st[i].MPI_ERROR = m->error;
-            n++;
-        }
+    int failed = 0;
+    for (int k = 0; b->done && k < n && !failed; k++) {
+        struct mana_req_meta *m = done_meta(b->v[idx ? idx[k] : k]);
+        failed = m && m->error;
     }
-    return n;
+    if (!failed)
+        return rc;
+    for (int k = 0; k < n; k++) {
+        const int i = idx ? idx[k] : k;
+        struct mana_req_meta *m = done_meta(b->v[i]);
+        if (m && m->error)
+            b->st[i].MPI_ERROR = m->error;
+        else if (rc == MPI_SUCCESS)
+            b->st[i].MPI_ERROR = MPI_SUCCESS;
+    }
+    return MPI_ERR_IN_STATUS;
 }
 
 /* One attempt holding the gate; `attempt` returns the lower call's result and sets
@@ -1488,14 +1498,7 @@ static int all_common(int count, MPI_Request v[], int *flag, MPI_Status sts[], i
             if (blocking && rc == MPI_SUCCESS)
                 for (int i = 0; i < count; i++)
                     b.st[i].MPI_ERROR = MPI_SUCCESS;
-            if (done_errors(&b, b.st) && rc == MPI_SUCCESS) {
-                for (int i = 0; i < count; i++) {
-                    struct mana_req_meta *m = done_meta(b.v[i]);
-                    if (!m || !m->error)
-                        b.st[i].MPI_ERROR = MPI_SUCCESS;
-                }
-                rc = MPI_ERR_IN_STATUS;
-            }
+            rc = done_errors(&b, NULL, count, rc);
             /* With MPI_ERR_IN_STATUS (whether or not all are complete) MPI has completed
              * and freed every complete request, failed or not, and marked the others
              * pending in their status (MPICH's errors/comm/too_many_icomms2: the idup
@@ -1624,12 +1627,7 @@ static int some_common(int incount, MPI_Request v[], int *outcount, int indices[
             for (int k = 0; k < n; k++)
                 if (!mana_status_ignored(sts)) /* the application's MPI_ERROR stays */
                     mana_status_copy(&b.st[indices[k]], &sts[k]);
-            if (done_errors(&b, b.st)) {
-                for (int k = 0; k < n; k++)
-                    if (!done_meta(v[indices[k]])->error)
-                        b.st[indices[k]].MPI_ERROR = MPI_SUCCESS;
-                rc = MPI_ERR_IN_STATUS;
-            }
+            rc = done_errors(&b, indices, n, rc);
             for (int k = 0; k < n; k++)
                 batch_complete(&b, indices[k], mana_status_ignored(sts) ? NULL : &sts[k]);
         } else {
