@@ -6,23 +6,25 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The hand-written wrappers and runtime (`src/`), compiled with the generated ones.
+const HAND_WRITTEN: &[&str] = &[
+    "special.c",
+    "handles.c",
+    "gate.c",
+    "p2p.c",
+    "ckpt.c",
+    "rebuild.c",
+    "files.c",
+    "mpi1.c",
+    "ssend.c",
+    "typecache.c",
+];
+
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    for f in [
-        "generated/wrappers.c",
-        "src/special.c",
-        "src/handles.c",
-        "src/gate.c",
-        "src/p2p.c",
-        "src/ckpt.c",
-        "src/rebuild.c",
-        "src/files.c",
-        "src/mpi1.c",
-        "src/ssend.c",
-        "src/mana_ops.h",
-        "src/mana_wrap.h",
-    ] {
-        println!("cargo:rerun-if-changed={f}");
+    println!("cargo:rerun-if-changed=generated/wrappers.c");
+    for f in HAND_WRITTEN.iter().chain(&["mana_ops.h", "mana_wrap.h"]) {
+        println!("cargo:rerun-if-changed=src/{f}");
     }
     check_lower_ids(&dir);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -60,15 +62,7 @@ fn main() {
         .arg("-o")
         .arg(&lib)
         .arg(dir.join("generated/wrappers.c"))
-        .arg(dir.join("src/special.c"))
-        .arg(dir.join("src/handles.c"))
-        .arg(dir.join("src/gate.c"))
-        .arg(dir.join("src/p2p.c"))
-        .arg(dir.join("src/ckpt.c"))
-        .arg(dir.join("src/rebuild.c"))
-        .arg(dir.join("src/files.c"))
-        .arg(dir.join("src/mpi1.c"))
-        .arg(dir.join("src/ssend.c"))
+        .args(HAND_WRITTEN.iter().map(|f| dir.join("src").join(f)))
         .status()
         .expect("run gcc");
     assert!(status.success(), "compiling the MPI wrappers failed");
@@ -98,17 +92,7 @@ fn main() {
 /// caches the function of each slot: one slot for two names would call the wrong one.
 fn check_lower_ids(dir: &std::path::Path) {
     let mut seen: std::collections::HashMap<u32, (String, String)> = Default::default();
-    for f in [
-        "special.c",
-        "handles.c",
-        "gate.c",
-        "p2p.c",
-        "ckpt.c",
-        "rebuild.c",
-        "files.c",
-        "mpi1.c",
-        "ssend.c",
-    ] {
+    for f in HAND_WRITTEN {
         let text = std::fs::read_to_string(dir.join("src").join(f)).unwrap();
         let b = text.as_bytes();
         let mut i = 0;

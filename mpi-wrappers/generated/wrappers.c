@@ -5396,26 +5396,13 @@ __attribute__((used)) static int mana_w_MPI_Open_port(MPI_Info info, char* port_
 }
 MANA_EXPORT(mana_w_MPI_Open_port, MPI_Open_port)
 MANA_EXPORT(mana_w_MPI_Open_port, PMPI_Open_port)
-__attribute__((used)) static int mana_w_MPI_Pack(const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm) {
-    mana_gate_enter();
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Pack", int, (const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, int outsize, int* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Pack, MPI_Pack)
-MANA_EXPORT(mana_w_MPI_Pack, PMPI_Pack)
 __attribute__((used)) static int mana_w_MPI_Pack_c(const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm) {
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
+        MANA_CALL_LOWER_INTO(r_, 304, "PMPI_Pack_c", int, (const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position, MPI_Comm comm), (inbuf, incount, datatype, outbuf, outsize, position, comm));
     }
     mana_gate_leave();
     return r_;
@@ -5427,7 +5414,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external(const char datarep[], 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 306, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 305, "PMPI_Pack_external", int, (const char datarep[], const void* inbuf, int incount, MPI_Datatype datatype, void* outbuf, MPI_Aint outsize, MPI_Aint* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     mana_gate_leave();
     return r_;
@@ -5439,7 +5426,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_c(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 307, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
+        MANA_CALL_LOWER_INTO(r_, 306, "PMPI_Pack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count incount, MPI_Datatype datatype, void* outbuf, MPI_Count outsize, MPI_Count* position), (datarep, inbuf, incount, datatype, outbuf, outsize, position));
     }
     mana_gate_leave();
     return r_;
@@ -5451,7 +5438,7 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size(const char datare
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 307, "PMPI_Pack_external_size", int, (const char datarep[], int incount, MPI_Datatype datatype, MPI_Aint* size), (datarep, incount, datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -5463,33 +5450,20 @@ __attribute__((used)) static int mana_w_MPI_Pack_external_size_c(const char data
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 308, "PMPI_Pack_external_size_c", int, (const char datarep[], MPI_Count incount, MPI_Datatype datatype, MPI_Count* size), (datarep, incount, datatype, size));
     }
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, MPI_Pack_external_size_c)
 MANA_EXPORT(mana_w_MPI_Pack_external_size_c, PMPI_Pack_external_size_c)
-__attribute__((used)) static int mana_w_MPI_Pack_size(int incount, MPI_Datatype datatype, MPI_Comm comm, int* size) {
-    mana_gate_enter();
-    datatype = mana_h_real(datatype);
-    comm = mana_h_real(comm);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 310, "PMPI_Pack_size", int, (int incount, MPI_Datatype datatype, MPI_Comm comm, int* size), (incount, datatype, comm, size));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Pack_size, MPI_Pack_size)
-MANA_EXPORT(mana_w_MPI_Pack_size, PMPI_Pack_size)
 __attribute__((used)) static int mana_w_MPI_Pack_size_c(MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size) {
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 311, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
+        MANA_CALL_LOWER_INTO(r_, 309, "PMPI_Pack_size_c", int, (MPI_Count incount, MPI_Datatype datatype, MPI_Comm comm, MPI_Count* size), (incount, datatype, comm, size));
     }
     mana_gate_leave();
     return r_;
@@ -5501,7 +5475,7 @@ __attribute__((used)) static int mana_w_MPI_Parrived(MPI_Request request, int pa
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
+        MANA_CALL_LOWER_INTO(r_, 310, "PMPI_Parrived", int, (MPI_Request request, int partition, int* flag), (request, partition, flag));
     }
     mana_gate_leave();
     return r_;
@@ -5513,7 +5487,7 @@ __attribute__((used)) static int mana_w_MPI_Pready(int partition, MPI_Request re
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
+        MANA_CALL_LOWER_INTO(r_, 311, "PMPI_Pready", int, (int partition, MPI_Request request), (partition, request));
     }
     mana_gate_leave();
     return r_;
@@ -5525,7 +5499,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_list(int length, const int ar
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 314, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
+        MANA_CALL_LOWER_INTO(r_, 312, "PMPI_Pready_list", int, (int length, const int array_of_partitions[], MPI_Request request), (length, array_of_partitions, request));
     }
     mana_gate_leave();
     return r_;
@@ -5537,7 +5511,7 @@ __attribute__((used)) static int mana_w_MPI_Pready_range(int partition_low, int 
     request = mana_h_real(request);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 315, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
+        MANA_CALL_LOWER_INTO(r_, 313, "PMPI_Pready_range", int, (int partition_low, int partition_high, MPI_Request request), (partition_low, partition_high, request));
     }
     mana_gate_leave();
     return r_;
@@ -5552,7 +5526,7 @@ __attribute__((used)) static int mana_w_MPI_Precv_init(void* buf, int partitions
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 314, "PMPI_Precv_init", int, (void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int source, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, source, tag, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_partitioned(*request);
@@ -5569,7 +5543,7 @@ __attribute__((used)) static int mana_w_MPI_Psend_init(const void* buf, int part
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 315, "PMPI_Psend_init", int, (const void* buf, int partitions, MPI_Count count, MPI_Datatype datatype, int dest, int tag, MPI_Comm comm, MPI_Info info, MPI_Request* request), (buf, partitions, count, datatype, dest, tag, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_partitioned(*request);
@@ -5583,7 +5557,7 @@ __attribute__((used)) static int mana_w_MPI_Publish_name(const char* service_nam
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 318, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 316, "PMPI_Publish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -5597,7 +5571,7 @@ __attribute__((used)) static int mana_w_MPI_Put(const void* origin_addr, int ori
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 319, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 317, "PMPI_Put", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -5611,7 +5585,7 @@ __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_C
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 320, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
+        MANA_CALL_LOWER_INTO(r_, 318, "PMPI_Put_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win));
     }
     mana_gate_leave();
     return r_;
@@ -5619,7 +5593,7 @@ __attribute__((used)) static int mana_w_MPI_Put_c(const void* origin_addr, MPI_C
 MANA_EXPORT(mana_w_MPI_Put_c, MPI_Put_c)
 MANA_EXPORT(mana_w_MPI_Put_c, PMPI_Put_c)
 __attribute__((used)) static int mana_w_MPI_Query_thread(int* provided) {
-    MANA_FORWARD(321, "PMPI_Query_thread", int, (int* provided), (provided));
+    MANA_FORWARD(319, "PMPI_Query_thread", int, (int* provided), (provided));
 }
 MANA_EXPORT(mana_w_MPI_Query_thread, MPI_Query_thread)
 MANA_EXPORT(mana_w_MPI_Query_thread, PMPI_Query_thread)
@@ -5632,7 +5606,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate(const void* origin_addr,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 320, "PMPI_Raccumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -5650,7 +5624,7 @@ __attribute__((used)) static int mana_w_MPI_Raccumulate_c(const void* origin_add
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 321, "PMPI_Raccumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -5668,7 +5642,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 322, "PMPI_Reduce", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5685,7 +5659,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_c(const void* sendbuf, void* 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 323, "PMPI_Reduce_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5697,7 +5671,7 @@ struct mana_pc_MPI_Reduce_init { const void* sendbuf; void* recvbuf; int count; 
 static int mana_pc_replay_MPI_Reduce_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5712,7 +5686,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 324, "PMPI_Reduce_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5727,7 +5701,7 @@ struct mana_pc_MPI_Reduce_init_c { const void* sendbuf; void* recvbuf; MPI_Count
 static int mana_pc_replay_MPI_Reduce_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5742,7 +5716,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_init_c(const void* sendbuf, v
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 325, "PMPI_Reduce_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5759,7 +5733,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local(const void* inbuf, void
     op = mana_h_real(op);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 328, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 326, "PMPI_Reduce_local", int, (const void* inbuf, void* inoutbuf, int count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     mana_gate_leave();
     return r_;
@@ -5772,7 +5746,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_local_c(const void* inbuf, vo
     op = mana_h_real(op);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 329, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
+        MANA_CALL_LOWER_INTO(r_, 327, "PMPI_Reduce_local_c", int, (const void* inbuf, void* inoutbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op), (inbuf, inoutbuf, count, datatype, op));
     }
     mana_gate_leave();
     return r_;
@@ -5788,7 +5762,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter(const void* sendbuf, 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 328, "PMPI_Reduce_scatter", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5805,7 +5779,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block(const void* sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 329, "PMPI_Reduce_scatter_block", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5822,7 +5796,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_c(const void* s
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 330, "PMPI_Reduce_scatter_block_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcount, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5834,7 +5808,7 @@ struct mana_pc_MPI_Reduce_scatter_block_init { const void* sendbuf; void* recvbu
 static int mana_pc_replay_MPI_Reduce_scatter_block_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_block_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5849,7 +5823,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init(const void
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 331, "PMPI_Reduce_scatter_block_init", int, (const void* sendbuf, void* recvbuf, int recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5864,7 +5838,7 @@ struct mana_pc_MPI_Reduce_scatter_block_init_c { const void* sendbuf; void* recv
 static int mana_pc_replay_MPI_Reduce_scatter_block_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_block_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcount, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5879,7 +5853,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_block_init_c(const vo
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 332, "PMPI_Reduce_scatter_block_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count recvcount, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcount, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5899,7 +5873,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_c(const void* sendbuf
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 333, "PMPI_Reduce_scatter_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, recvcounts, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -5911,7 +5885,7 @@ struct mana_pc_MPI_Reduce_scatter_init { const void* sendbuf; void* recvbuf; con
 static int mana_pc_replay_MPI_Reduce_scatter_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5926,7 +5900,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init(const void* send
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 334, "PMPI_Reduce_scatter_init", int, (const void* sendbuf, void* recvbuf, const int recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5941,7 +5915,7 @@ struct mana_pc_MPI_Reduce_scatter_init_c { const void* sendbuf; void* recvbuf; c
 static int mana_pc_replay_MPI_Reduce_scatter_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Reduce_scatter_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->recvcounts, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -5956,7 +5930,7 @@ __attribute__((used)) static int mana_w_MPI_Reduce_scatter_init_c(const void* se
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 335, "PMPI_Reduce_scatter_init_c", int, (const void* sendbuf, void* recvbuf, const MPI_Count recvcounts[], MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, recvcounts, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -5975,7 +5949,7 @@ __attribute__((used)) static int mana_w_MPI_Rget(void* origin_addr, int origin_c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 336, "PMPI_Rget", int, (void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -5994,7 +5968,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate(const void* origin_a
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 337, "PMPI_Rget_accumulate", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, void* result_addr, int result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -6013,7 +5987,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_accumulate_c(const void* origin
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 338, "PMPI_Rget_accumulate_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, void* result_addr, MPI_Count result_count, MPI_Datatype result_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Op op, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, result_addr, result_count, result_datatype, target_rank, target_disp, target_count, target_datatype, op, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -6030,7 +6004,7 @@ __attribute__((used)) static int mana_w_MPI_Rget_c(void* origin_addr, MPI_Count 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 339, "PMPI_Rget_c", int, (void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -6047,7 +6021,7 @@ __attribute__((used)) static int mana_w_MPI_Rput(const void* origin_addr, int or
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 340, "PMPI_Rput", int, (const void* origin_addr, int origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, int target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -6064,7 +6038,7 @@ __attribute__((used)) static int mana_w_MPI_Rput_c(const void* origin_addr, MPI_
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 341, "PMPI_Rput_c", int, (const void* origin_addr, MPI_Count origin_count, MPI_Datatype origin_datatype, int target_rank, MPI_Aint target_disp, MPI_Count target_count, MPI_Datatype target_datatype, MPI_Win win, MPI_Request* request), (origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS) mana_req_mark_rma(*request);
@@ -6082,7 +6056,7 @@ __attribute__((used)) static int mana_w_MPI_Scan(const void* sendbuf, void* recv
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 342, "PMPI_Scan", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6099,7 +6073,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_c(const void* sendbuf, void* re
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
+        MANA_CALL_LOWER_INTO(r_, 343, "PMPI_Scan_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm), (sendbuf, recvbuf, count, datatype, op, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6111,7 +6085,7 @@ struct mana_pc_MPI_Scan_init { const void* sendbuf; void* recvbuf; int count; MP
 static int mana_pc_replay_MPI_Scan_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scan_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6126,7 +6100,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init(const void* sendbuf, void*
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 344, "PMPI_Scan_init", int, (const void* sendbuf, void* recvbuf, int count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6141,7 +6115,7 @@ struct mana_pc_MPI_Scan_init_c { const void* sendbuf; void* recvbuf; MPI_Count c
 static int mana_pc_replay_MPI_Scan_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scan_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->recvbuf, a->count, mana_h_real(a->datatype), mana_h_real(a->op), mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6156,7 +6130,7 @@ __attribute__((used)) static int mana_w_MPI_Scan_init_c(const void* sendbuf, voi
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 345, "PMPI_Scan_init_c", int, (const void* sendbuf, void* recvbuf, MPI_Count count, MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, recvbuf, count, datatype, op, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6176,7 +6150,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter(const void* sendbuf, int sen
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 346, "PMPI_Scatter", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6193,7 +6167,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_c(const void* sendbuf, MPI_C
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 347, "PMPI_Scatter_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6205,7 +6179,7 @@ struct mana_pc_MPI_Scatter_init { const void* sendbuf; int sendcount; MPI_Dataty
 static int mana_pc_replay_MPI_Scatter_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatter_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6220,7 +6194,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init(const void* sendbuf, in
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 348, "PMPI_Scatter_init", int, (const void* sendbuf, int sendcount, MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6235,7 +6209,7 @@ struct mana_pc_MPI_Scatter_init_c { const void* sendbuf; MPI_Count sendcount; MP
 static int mana_pc_replay_MPI_Scatter_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatter_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcount, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6250,7 +6224,7 @@ __attribute__((used)) static int mana_w_MPI_Scatter_init_c(const void* sendbuf, 
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 349, "PMPI_Scatter_init_c", int, (const void* sendbuf, MPI_Count sendcount, MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6270,7 +6244,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv(const void* sendbuf, const 
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 350, "PMPI_Scatterv", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6287,7 +6261,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_c(const void* sendbuf, cons
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
+        MANA_CALL_LOWER_INTO(r_, 351, "PMPI_Scatterv_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -6299,7 +6273,7 @@ struct mana_pc_MPI_Scatterv_init { const void* sendbuf; const int *sendcounts; c
 static int mana_pc_replay_MPI_Scatterv_init(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatterv_init *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6314,7 +6288,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init(const void* sendbuf, c
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 352, "PMPI_Scatterv_init", int, (const void* sendbuf, const int sendcounts[], const int displs[], MPI_Datatype sendtype, void* recvbuf, int recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6329,7 +6303,7 @@ struct mana_pc_MPI_Scatterv_init_c { const void* sendbuf; const MPI_Count *sendc
 static int mana_pc_replay_MPI_Scatterv_init_c(const void *a_, MPI_Request *out_) {
     const struct mana_pc_MPI_Scatterv_init_c *a = a_;
     int r_;
-    MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
+    MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (a->sendbuf, a->sendcounts, a->displs, mana_h_real(a->sendtype), a->recvbuf, a->recvcount, mana_h_real(a->recvtype), a->root, mana_h_real(a->comm), mana_h_real_or(a->info, MPI_INFO_NULL), out_));
     return r_;
 }
 __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request) {
@@ -6344,7 +6318,7 @@ __attribute__((used)) static int mana_w_MPI_Scatterv_init_c(const void* sendbuf,
     MPI_Request request_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 353, "PMPI_Scatterv_init_c", int, (const void* sendbuf, const MPI_Count sendcounts[], const MPI_Aint displs[], MPI_Datatype sendtype, void* recvbuf, MPI_Count recvcount, MPI_Datatype recvtype, int root, MPI_Comm comm, MPI_Info info, MPI_Request* request), (sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm, info, request ? &request_l : NULL));
     }
     if (request) mana_out_handle(r_, request, request_l);
     if (r_ == MPI_SUCCESS && request_l) mana_req_mark_coll(*request, mana_cv_, 1);
@@ -6360,7 +6334,7 @@ __attribute__((used)) static int mana_w_MPI_Session_call_errhandler(MPI_Session 
     session = mana_h_real(session);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 354, "PMPI_Session_call_errhandler", int, (MPI_Session session, int errorcode), (session, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -6373,7 +6347,7 @@ __attribute__((used)) static int mana_w_MPI_Session_finalize(MPI_Session* sessio
     MPI_Session session_v = session ? *session : 0, session_r = mana_h_real(session_v), session_l = session_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Session_finalize", int, (MPI_Session* session), (session ? &session_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 355, "PMPI_Session_finalize", int, (MPI_Session* session), (session ? &session_l : NULL));
     }
     if (session) *session = mana_h_inout_done(session_v, session_r, session_l);
     mana_gate_leave();
@@ -6388,7 +6362,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_errhandler(MPI_Session s
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, errhandler ? &errhandler_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 356, "PMPI_Session_get_errhandler", int, (MPI_Session session, MPI_Errhandler* errhandler), (session, errhandler ? &errhandler_l : NULL));
     }
     if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
@@ -6402,7 +6376,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_info(MPI_Session session
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, info_used ? &info_used_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 357, "PMPI_Session_get_info", int, (MPI_Session session, MPI_Info* info_used), (session, info_used ? &info_used_l : NULL));
     }
     if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
@@ -6416,7 +6390,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_nth_pset(MPI_Session ses
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
+        MANA_CALL_LOWER_INTO(r_, 358, "PMPI_Session_get_nth_pset", int, (MPI_Session session, MPI_Info info, int n, int* pset_len, char* pset_name), (session, info, n, pset_len, pset_name));
     }
     mana_gate_leave();
     return r_;
@@ -6429,7 +6403,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_num_psets(MPI_Session se
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 361, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
+        MANA_CALL_LOWER_INTO(r_, 359, "PMPI_Session_get_num_psets", int, (MPI_Session session, MPI_Info info, int* npset_names), (session, info, npset_names));
     }
     mana_gate_leave();
     return r_;
@@ -6442,7 +6416,7 @@ __attribute__((used)) static int mana_w_MPI_Session_get_pset_info(MPI_Session se
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, info ? &info_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 360, "PMPI_Session_get_pset_info", int, (MPI_Session session, const char* pset_name, MPI_Info* info), (session, pset_name, info ? &info_l : NULL));
     }
     if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
@@ -6457,7 +6431,7 @@ __attribute__((used)) static int mana_w_MPI_Session_init(MPI_Info info, MPI_Errh
     MPI_Session session_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, session ? &session_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 361, "PMPI_Session_init", int, (MPI_Info info, MPI_Errhandler errhandler, MPI_Session* session), (info, errhandler, session ? &session_l : NULL));
     }
     if (session) mana_out_handle(r_, session, session_l);
     mana_gate_leave();
@@ -6471,7 +6445,7 @@ __attribute__((used)) static int mana_w_MPI_Session_set_errhandler(MPI_Session s
     errhandler = mana_h_real(errhandler);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
+        MANA_CALL_LOWER_INTO(r_, 362, "PMPI_Session_set_errhandler", int, (MPI_Session session, MPI_Errhandler errhandler), (session, errhandler));
     }
     mana_gate_leave();
     return r_;
@@ -6485,7 +6459,7 @@ __attribute__((used)) static int mana_w_MPI_Status_c2f(const MPI_Status* c_statu
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 365, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
+        MANA_CALL_LOWER_INTO(r_, 363, "PMPI_Status_c2f", int, (const MPI_Status* c_status, MPI_Fint* f_status), (c_status_l, f_status));
     }
     mana_gate_leave();
     return r_;
@@ -6499,7 +6473,7 @@ __attribute__((used)) static int mana_w_MPI_Status_f2c(const MPI_Fint* f_status,
     if (c_status_l != c_status) mana_status_copy(c_status_l, c_status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 366, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
+        MANA_CALL_LOWER_INTO(r_, 364, "PMPI_Status_f2c", int, (const MPI_Fint* f_status, MPI_Status* c_status), (f_status, c_status_l));
     }
     if (c_status_l != c_status) mana_status_copy((MPI_Status *)c_status, c_status_l);
     mana_gate_leave();
@@ -6513,7 +6487,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_cancelled(MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 365, "PMPI_Status_set_cancelled", int, (MPI_Status* status, int flag), (status_l, flag));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6528,7 +6502,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements(MPI_Status* stat
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 368, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 366, "PMPI_Status_set_elements", int, (MPI_Status* status, MPI_Datatype datatype, int count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6543,7 +6517,7 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 369, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
+        MANA_CALL_LOWER_INTO(r_, 367, "PMPI_Status_set_elements_x", int, (MPI_Status* status, MPI_Datatype datatype, MPI_Count count), (status_l, datatype, count));
     }
     if (status_l != status) mana_status_copy((MPI_Status *)status, status_l);
     mana_gate_leave();
@@ -6552,52 +6526,52 @@ __attribute__((used)) static int mana_w_MPI_Status_set_elements_x(MPI_Status* st
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, MPI_Status_set_elements_x)
 MANA_EXPORT(mana_w_MPI_Status_set_elements_x, PMPI_Status_set_elements_x)
 __attribute__((used)) static int mana_w_MPI_T_category_changed(int* update_number) {
-    MANA_FORWARD(370, "PMPI_T_category_changed", int, (int* update_number), (update_number));
+    MANA_FORWARD(368, "PMPI_T_category_changed", int, (int* update_number), (update_number));
 }
 MANA_EXPORT(mana_w_MPI_T_category_changed, MPI_T_category_changed)
 MANA_EXPORT(mana_w_MPI_T_category_changed, PMPI_T_category_changed)
 __attribute__((used)) static int mana_w_MPI_T_category_get_categories(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(371, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(369, "PMPI_T_category_get_categories", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, MPI_T_category_get_categories)
 MANA_EXPORT(mana_w_MPI_T_category_get_categories, PMPI_T_category_get_categories)
 __attribute__((used)) static int mana_w_MPI_T_category_get_cvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(372, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(370, "PMPI_T_category_get_cvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, MPI_T_category_get_cvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_cvars, PMPI_T_category_get_cvars)
 __attribute__((used)) static int mana_w_MPI_T_category_get_events(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(373, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(371, "PMPI_T_category_get_events", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_events, MPI_T_category_get_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_events, PMPI_T_category_get_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_index(const char* name, int* cat_index) {
-    MANA_FORWARD(374, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
+    MANA_FORWARD(372, "PMPI_T_category_get_index", int, (const char* name, int* cat_index), (name, cat_index));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_index, MPI_T_category_get_index)
 MANA_EXPORT(mana_w_MPI_T_category_get_index, PMPI_T_category_get_index)
 __attribute__((used)) static int mana_w_MPI_T_category_get_info(int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories) {
-    MANA_FORWARD(375, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
+    MANA_FORWARD(373, "PMPI_T_category_get_info", int, (int cat_index, char* name, int* name_len, char* desc, int* desc_len, int* num_cvars, int* num_pvars, int* num_categories), (cat_index, name, name_len, desc, desc_len, num_cvars, num_pvars, num_categories));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_info, MPI_T_category_get_info)
 MANA_EXPORT(mana_w_MPI_T_category_get_info, PMPI_T_category_get_info)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num(int* num_cat) {
-    MANA_FORWARD(376, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
+    MANA_FORWARD(374, "PMPI_T_category_get_num", int, (int* num_cat), (num_cat));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num, MPI_T_category_get_num)
 MANA_EXPORT(mana_w_MPI_T_category_get_num, PMPI_T_category_get_num)
 __attribute__((used)) static int mana_w_MPI_T_category_get_num_events(int cat_index, int* num_events) {
-    MANA_FORWARD(377, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
+    MANA_FORWARD(375, "PMPI_T_category_get_num_events", int, (int cat_index, int* num_events), (cat_index, num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, MPI_T_category_get_num_events)
 MANA_EXPORT(mana_w_MPI_T_category_get_num_events, PMPI_T_category_get_num_events)
 __attribute__((used)) static int mana_w_MPI_T_category_get_pvars(int cat_index, int len, int indices[]) {
-    MANA_FORWARD(378, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
+    MANA_FORWARD(376, "PMPI_T_category_get_pvars", int, (int cat_index, int len, int indices[]), (cat_index, len, indices));
 }
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, MPI_T_category_get_pvars)
 MANA_EXPORT(mana_w_MPI_T_category_get_pvars, PMPI_T_category_get_pvars)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_index(const char* name, int* cvar_index) {
-    MANA_FORWARD(379, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
+    MANA_FORWARD(377, "PMPI_T_cvar_get_index", int, (const char* name, int* cvar_index), (name, cvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, MPI_T_cvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_index, PMPI_T_cvar_get_index)
@@ -6606,7 +6580,7 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 380, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, scope));
+        MANA_CALL_LOWER_INTO(r_, 378, "PMPI_T_cvar_get_info", int, (int cvar_index, char* name, int* name_len, int* verbosity, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* scope), (cvar_index, name, name_len, verbosity, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, scope));
     }
     if (datatype) mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
@@ -6615,37 +6589,37 @@ __attribute__((used)) static int mana_w_MPI_T_cvar_get_info(int cvar_index, char
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, MPI_T_cvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_info, PMPI_T_cvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_cvar_get_num(int* num_cvar) {
-    MANA_FORWARD(381, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
+    MANA_FORWARD(379, "PMPI_T_cvar_get_num", int, (int* num_cvar), (num_cvar));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, MPI_T_cvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_cvar_get_num, PMPI_T_cvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_alloc(int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count) {
-    MANA_FORWARD(382, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
+    MANA_FORWARD(380, "PMPI_T_cvar_handle_alloc", int, (int cvar_index, void* obj_handle, MPI_T_cvar_handle* handle, int* count), (cvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, MPI_T_cvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_alloc, PMPI_T_cvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_cvar_handle_free(MPI_T_cvar_handle* handle) {
-    MANA_FORWARD(383, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
+    MANA_FORWARD(381, "PMPI_T_cvar_handle_free", int, (MPI_T_cvar_handle* handle), (handle));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, MPI_T_cvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_cvar_handle_free, PMPI_T_cvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_cvar_read(MPI_T_cvar_handle handle, void* buf) {
-    MANA_FORWARD(384, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
+    MANA_FORWARD(382, "PMPI_T_cvar_read", int, (MPI_T_cvar_handle handle, void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_read, MPI_T_cvar_read)
 MANA_EXPORT(mana_w_MPI_T_cvar_read, PMPI_T_cvar_read)
 __attribute__((used)) static int mana_w_MPI_T_cvar_write(MPI_T_cvar_handle handle, const void* buf) {
-    MANA_FORWARD(385, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
+    MANA_FORWARD(383, "PMPI_T_cvar_write", int, (MPI_T_cvar_handle handle, const void* buf), (handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_cvar_write, MPI_T_cvar_write)
 MANA_EXPORT(mana_w_MPI_T_cvar_write, PMPI_T_cvar_write)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_info(MPI_T_enum enumtype, int* num, char* name, int* name_len) {
-    MANA_FORWARD(386, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
+    MANA_FORWARD(384, "PMPI_T_enum_get_info", int, (MPI_T_enum enumtype, int* num, char* name, int* name_len), (enumtype, num, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, MPI_T_enum_get_info)
 MANA_EXPORT(mana_w_MPI_T_enum_get_info, PMPI_T_enum_get_info)
 __attribute__((used)) static int mana_w_MPI_T_enum_get_item(MPI_T_enum enumtype, int index, int* value, char* name, int* name_len) {
-    MANA_FORWARD(387, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
+    MANA_FORWARD(385, "PMPI_T_enum_get_item", int, (MPI_T_enum enumtype, int index, int* value, char* name, int* name_len), (enumtype, index, value, name, name_len));
 }
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, MPI_T_enum_get_item)
 MANA_EXPORT(mana_w_MPI_T_enum_get_item, PMPI_T_enum_get_item)
@@ -6654,7 +6628,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_get_info(MPI_T_even
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 388, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, info_used ? &info_used_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 386, "PMPI_T_event_callback_get_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info* info_used), (event_registration, cb_safety, info_used ? &info_used_l : NULL));
     }
     if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
@@ -6667,7 +6641,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 389, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
+        MANA_CALL_LOWER_INTO(r_, 387, "PMPI_T_event_callback_set_info", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info), (event_registration, cb_safety, info));
     }
     mana_gate_leave();
     return r_;
@@ -6675,12 +6649,12 @@ __attribute__((used)) static int mana_w_MPI_T_event_callback_set_info(MPI_T_even
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, MPI_T_event_callback_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_callback_set_info, PMPI_T_event_callback_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_copy(MPI_T_event_instance event_instance, void* buffer) {
-    MANA_FORWARD(390, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
+    MANA_FORWARD(388, "PMPI_T_event_copy", int, (MPI_T_event_instance event_instance, void* buffer), (event_instance, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_copy, MPI_T_event_copy)
 MANA_EXPORT(mana_w_MPI_T_event_copy, PMPI_T_event_copy)
 __attribute__((used)) static int mana_w_MPI_T_event_get_index(const char* name, int* event_index) {
-    MANA_FORWARD(391, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
+    MANA_FORWARD(389, "PMPI_T_event_get_index", int, (const char* name, int* event_index), (name, event_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_index, MPI_T_event_get_index)
 MANA_EXPORT(mana_w_MPI_T_event_get_index, PMPI_T_event_get_index)
@@ -6692,7 +6666,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 392, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, info ? &info_l : NULL, desc, desc_len, bind));
+        MANA_CALL_LOWER_INTO(r_, 390, "PMPI_T_event_get_info", int, (int event_index, char* name, int* name_len, int* verbosity, MPI_Datatype array_of_datatypes[], MPI_Aint array_of_displacements[], int* num_elements, MPI_T_enum* enumtype, MPI_Info* info, char* desc, int* desc_len, int* bind), (event_index, name, name_len, verbosity, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes, array_of_displacements, num_elements, enumtype, info ? &info_l : NULL, desc, desc_len, bind));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -6703,17 +6677,17 @@ __attribute__((used)) static int mana_w_MPI_T_event_get_info(int event_index, ch
 MANA_EXPORT(mana_w_MPI_T_event_get_info, MPI_T_event_get_info)
 MANA_EXPORT(mana_w_MPI_T_event_get_info, PMPI_T_event_get_info)
 __attribute__((used)) static int mana_w_MPI_T_event_get_num(int* num_events) {
-    MANA_FORWARD(393, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
+    MANA_FORWARD(391, "PMPI_T_event_get_num", int, (int* num_events), (num_events));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_num, MPI_T_event_get_num)
 MANA_EXPORT(mana_w_MPI_T_event_get_num, PMPI_T_event_get_num)
 __attribute__((used)) static int mana_w_MPI_T_event_get_source(MPI_T_event_instance event_instance, int* source_index) {
-    MANA_FORWARD(394, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
+    MANA_FORWARD(392, "PMPI_T_event_get_source", int, (MPI_T_event_instance event_instance, int* source_index), (event_instance, source_index));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_source, MPI_T_event_get_source)
 MANA_EXPORT(mana_w_MPI_T_event_get_source, PMPI_T_event_get_source)
 __attribute__((used)) static int mana_w_MPI_T_event_get_timestamp(MPI_T_event_instance event_instance, MPI_Count* event_timestamp) {
-    MANA_FORWARD(395, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
+    MANA_FORWARD(393, "PMPI_T_event_get_timestamp", int, (MPI_T_event_instance event_instance, MPI_Count* event_timestamp), (event_instance, event_timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, MPI_T_event_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_event_get_timestamp, PMPI_T_event_get_timestamp)
@@ -6722,7 +6696,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 396, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
+        MANA_CALL_LOWER_INTO(r_, 394, "PMPI_T_event_handle_alloc", int, (int event_index, void* obj_handle, MPI_Info info, MPI_T_event_registration* event_registration), (event_index, obj_handle, info, event_registration));
     }
     mana_gate_leave();
     return r_;
@@ -6730,7 +6704,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_alloc(int event_index
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, MPI_T_event_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_event_handle_alloc, PMPI_T_event_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_event_handle_free(MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function) {
-    MANA_FORWARD(397, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
+    MANA_FORWARD(395, "PMPI_T_event_handle_free", int, (MPI_T_event_registration event_registration, void* user_data, MPI_T_event_free_cb_function free_cb_function), (event_registration, user_data, free_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, MPI_T_event_handle_free)
 MANA_EXPORT(mana_w_MPI_T_event_handle_free, PMPI_T_event_handle_free)
@@ -6739,7 +6713,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_get_info(MPI_T_event_
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 398, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, info_used ? &info_used_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 396, "PMPI_T_event_handle_get_info", int, (MPI_T_event_registration event_registration, MPI_Info* info_used), (event_registration, info_used ? &info_used_l : NULL));
     }
     if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
@@ -6752,7 +6726,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 399, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
+        MANA_CALL_LOWER_INTO(r_, 397, "PMPI_T_event_handle_set_info", int, (MPI_T_event_registration event_registration, MPI_Info info), (event_registration, info));
     }
     mana_gate_leave();
     return r_;
@@ -6760,7 +6734,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_handle_set_info(MPI_T_event_
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, MPI_T_event_handle_set_info)
 MANA_EXPORT(mana_w_MPI_T_event_handle_set_info, PMPI_T_event_handle_set_info)
 __attribute__((used)) static int mana_w_MPI_T_event_read(MPI_T_event_instance event_instance, int element_index, void* buffer) {
-    MANA_FORWARD(400, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
+    MANA_FORWARD(398, "PMPI_T_event_read", int, (MPI_T_event_instance event_instance, int element_index, void* buffer), (event_instance, element_index, buffer));
 }
 MANA_EXPORT(mana_w_MPI_T_event_read, MPI_T_event_read)
 MANA_EXPORT(mana_w_MPI_T_event_read, PMPI_T_event_read)
@@ -6769,7 +6743,7 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 401, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
+        MANA_CALL_LOWER_INTO(r_, 399, "PMPI_T_event_register_callback", int, (MPI_T_event_registration event_registration, MPI_T_cb_safety cb_safety, MPI_Info info, void* user_data, MPI_T_event_cb_function event_cb_function), (event_registration, cb_safety, info, user_data, event_cb_function));
     }
     mana_gate_leave();
     return r_;
@@ -6777,22 +6751,22 @@ __attribute__((used)) static int mana_w_MPI_T_event_register_callback(MPI_T_even
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, MPI_T_event_register_callback)
 MANA_EXPORT(mana_w_MPI_T_event_register_callback, PMPI_T_event_register_callback)
 __attribute__((used)) static int mana_w_MPI_T_event_set_dropped_handler(MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function) {
-    MANA_FORWARD(402, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
+    MANA_FORWARD(400, "PMPI_T_event_set_dropped_handler", int, (MPI_T_event_registration event_registration, MPI_T_event_dropped_cb_function dropped_cb_function), (event_registration, dropped_cb_function));
 }
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, MPI_T_event_set_dropped_handler)
 MANA_EXPORT(mana_w_MPI_T_event_set_dropped_handler, PMPI_T_event_set_dropped_handler)
 __attribute__((used)) static int mana_w_MPI_T_finalize(void) {
-    MANA_FORWARD(403, "PMPI_T_finalize", int, (void), ());
+    MANA_FORWARD(401, "PMPI_T_finalize", int, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_T_finalize, MPI_T_finalize)
 MANA_EXPORT(mana_w_MPI_T_finalize, PMPI_T_finalize)
 __attribute__((used)) static int mana_w_MPI_T_init_thread(int required, int* provided) {
-    MANA_FORWARD(404, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
+    MANA_FORWARD(402, "PMPI_T_init_thread", int, (int required, int* provided), (required, provided));
 }
 MANA_EXPORT(mana_w_MPI_T_init_thread, MPI_T_init_thread)
 MANA_EXPORT(mana_w_MPI_T_init_thread, PMPI_T_init_thread)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_index(const char* name, int var_class, int* pvar_index) {
-    MANA_FORWARD(405, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
+    MANA_FORWARD(403, "PMPI_T_pvar_get_index", int, (const char* name, int var_class, int* pvar_index), (name, var_class, pvar_index));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, MPI_T_pvar_get_index)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_index, PMPI_T_pvar_get_index)
@@ -6801,7 +6775,7 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
     MPI_Datatype datatype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 406, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
+        MANA_CALL_LOWER_INTO(r_, 404, "PMPI_T_pvar_get_info", int, (int pvar_index, char* name, int* name_len, int* verbosity, int* var_class, MPI_Datatype* datatype, MPI_T_enum* enumtype, char* desc, int* desc_len, int* bind, int* readonly, int* continuous, int* atomic), (pvar_index, name, name_len, verbosity, var_class, datatype ? &datatype_l : NULL, enumtype, desc, desc_len, bind, readonly, continuous, atomic));
     }
     if (datatype) mana_out_handle(r_, datatype, datatype_l);
     mana_gate_leave();
@@ -6810,57 +6784,57 @@ __attribute__((used)) static int mana_w_MPI_T_pvar_get_info(int pvar_index, char
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, MPI_T_pvar_get_info)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_info, PMPI_T_pvar_get_info)
 __attribute__((used)) static int mana_w_MPI_T_pvar_get_num(int* num_pvar) {
-    MANA_FORWARD(407, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
+    MANA_FORWARD(405, "PMPI_T_pvar_get_num", int, (int* num_pvar), (num_pvar));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, MPI_T_pvar_get_num)
 MANA_EXPORT(mana_w_MPI_T_pvar_get_num, PMPI_T_pvar_get_num)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_alloc(MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count) {
-    MANA_FORWARD(408, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
+    MANA_FORWARD(406, "PMPI_T_pvar_handle_alloc", int, (MPI_T_pvar_session pe_session, int pvar_index, void* obj_handle, MPI_T_pvar_handle* handle, int* count), (pe_session, pvar_index, obj_handle, handle, count));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, MPI_T_pvar_handle_alloc)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_alloc, PMPI_T_pvar_handle_alloc)
 __attribute__((used)) static int mana_w_MPI_T_pvar_handle_free(MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle) {
-    MANA_FORWARD(409, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
+    MANA_FORWARD(407, "PMPI_T_pvar_handle_free", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle* handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, MPI_T_pvar_handle_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_handle_free, PMPI_T_pvar_handle_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_read(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(410, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(408, "PMPI_T_pvar_read", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_read, MPI_T_pvar_read)
 MANA_EXPORT(mana_w_MPI_T_pvar_read, PMPI_T_pvar_read)
 __attribute__((used)) static int mana_w_MPI_T_pvar_readreset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf) {
-    MANA_FORWARD(411, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(409, "PMPI_T_pvar_readreset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, MPI_T_pvar_readreset)
 MANA_EXPORT(mana_w_MPI_T_pvar_readreset, PMPI_T_pvar_readreset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_reset(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(412, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(410, "PMPI_T_pvar_reset", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, MPI_T_pvar_reset)
 MANA_EXPORT(mana_w_MPI_T_pvar_reset, PMPI_T_pvar_reset)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_create(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(413, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(411, "PMPI_T_pvar_session_create", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, MPI_T_pvar_session_create)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_create, PMPI_T_pvar_session_create)
 __attribute__((used)) static int mana_w_MPI_T_pvar_session_free(MPI_T_pvar_session* pe_session) {
-    MANA_FORWARD(414, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
+    MANA_FORWARD(412, "PMPI_T_pvar_session_free", int, (MPI_T_pvar_session* pe_session), (pe_session));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, MPI_T_pvar_session_free)
 MANA_EXPORT(mana_w_MPI_T_pvar_session_free, PMPI_T_pvar_session_free)
 __attribute__((used)) static int mana_w_MPI_T_pvar_start(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(415, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(413, "PMPI_T_pvar_start", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_start, MPI_T_pvar_start)
 MANA_EXPORT(mana_w_MPI_T_pvar_start, PMPI_T_pvar_start)
 __attribute__((used)) static int mana_w_MPI_T_pvar_stop(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle) {
-    MANA_FORWARD(416, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
+    MANA_FORWARD(414, "PMPI_T_pvar_stop", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle), (pe_session, handle));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, MPI_T_pvar_stop)
 MANA_EXPORT(mana_w_MPI_T_pvar_stop, PMPI_T_pvar_stop)
 __attribute__((used)) static int mana_w_MPI_T_pvar_write(MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf) {
-    MANA_FORWARD(417, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
+    MANA_FORWARD(415, "PMPI_T_pvar_write", int, (MPI_T_pvar_session pe_session, MPI_T_pvar_handle handle, const void* buf), (pe_session, handle, buf));
 }
 MANA_EXPORT(mana_w_MPI_T_pvar_write, MPI_T_pvar_write)
 MANA_EXPORT(mana_w_MPI_T_pvar_write, PMPI_T_pvar_write)
@@ -6869,7 +6843,7 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
     MPI_Info info_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 418, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, info ? &info_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 416, "PMPI_T_source_get_info", int, (int source_index, char* name, int* name_len, char* desc, int* desc_len, MPI_T_source_order* ordering, MPI_Count* ticks_per_second, MPI_Count* max_ticks, MPI_Info* info), (source_index, name, name_len, desc, desc_len, ordering, ticks_per_second, max_ticks, info ? &info_l : NULL));
     }
     if (info) mana_out_handle(r_, info, info_l);
     mana_gate_leave();
@@ -6878,12 +6852,12 @@ __attribute__((used)) static int mana_w_MPI_T_source_get_info(int source_index, 
 MANA_EXPORT(mana_w_MPI_T_source_get_info, MPI_T_source_get_info)
 MANA_EXPORT(mana_w_MPI_T_source_get_info, PMPI_T_source_get_info)
 __attribute__((used)) static int mana_w_MPI_T_source_get_num(int* num_sources) {
-    MANA_FORWARD(419, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
+    MANA_FORWARD(417, "PMPI_T_source_get_num", int, (int* num_sources), (num_sources));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_num, MPI_T_source_get_num)
 MANA_EXPORT(mana_w_MPI_T_source_get_num, PMPI_T_source_get_num)
 __attribute__((used)) static int mana_w_MPI_T_source_get_timestamp(int source_index, MPI_Count* timestamp) {
-    MANA_FORWARD(420, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
+    MANA_FORWARD(418, "PMPI_T_source_get_timestamp", int, (int source_index, MPI_Count* timestamp), (source_index, timestamp));
 }
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, MPI_T_source_get_timestamp)
 MANA_EXPORT(mana_w_MPI_T_source_get_timestamp, PMPI_T_source_get_timestamp)
@@ -6893,7 +6867,7 @@ __attribute__((used)) static int mana_w_MPI_Test_cancelled(const MPI_Status* sta
     if (status_l != status) mana_status_copy(status_l, status);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 421, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
+        MANA_CALL_LOWER_INTO(r_, 419, "PMPI_Test_cancelled", int, (const MPI_Status* status, int* flag), (status_l, flag));
     }
     mana_gate_leave();
     return r_;
@@ -6905,33 +6879,20 @@ __attribute__((used)) static int mana_w_MPI_Topo_test(MPI_Comm comm, int* status
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 422, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
+        MANA_CALL_LOWER_INTO(r_, 420, "PMPI_Topo_test", int, (MPI_Comm comm, int* status), (comm, status));
     }
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Topo_test, MPI_Topo_test)
 MANA_EXPORT(mana_w_MPI_Topo_test, PMPI_Topo_test)
-__attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype* datatype) {
-    mana_gate_enter();
-    MPI_Datatype datatype_v = datatype ? *datatype : 0, datatype_r = mana_h_real(datatype_v), datatype_l = datatype_r;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 423, "PMPI_Type_commit", int, (MPI_Datatype* datatype), (datatype ? &datatype_l : NULL));
-    }
-    if (datatype) *datatype = mana_h_inout_done(datatype_v, datatype_r, datatype_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_commit, MPI_Type_commit)
-MANA_EXPORT(mana_w_MPI_Type_commit, PMPI_Type_commit)
 __attribute__((used)) static int mana_w_MPI_Type_contiguous(int count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
     mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 424, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 421, "PMPI_Type_contiguous", int, (int count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -6945,7 +6906,7 @@ __attribute__((used)) static int mana_w_MPI_Type_contiguous_c(MPI_Count count, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 422, "PMPI_Type_contiguous_c", int, (MPI_Count count, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -6959,7 +6920,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray(int size, int ran
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 423, "PMPI_Type_create_darray", int, (int size, int rank, int ndims, const int array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -6973,7 +6934,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_darray_c(int size, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 424, "PMPI_Type_create_darray_c", int, (int size, int rank, int ndims, const MPI_Count array_of_gsizes[], const int array_of_distribs[], const int array_of_dargs[], const int array_of_psizes[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (size, rank, ndims, array_of_gsizes, array_of_distribs, array_of_dargs, array_of_psizes, order, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -6986,7 +6947,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_complex(int p, int r
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 425, "PMPI_Type_create_f90_complex", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -6999,7 +6960,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_integer(int r, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 426, "PMPI_Type_create_f90_integer", int, (int r, MPI_Datatype* newtype), (r, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7012,7 +6973,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_f90_real(int p, int r, M
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 427, "PMPI_Type_create_f90_real", int, (int p, int r, MPI_Datatype* newtype), (p, r, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7026,7 +6987,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed(int count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 428, "PMPI_Type_create_hindexed", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7040,7 +7001,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block(int count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 429, "PMPI_Type_create_hindexed_block", int, (int count, int blocklength, const MPI_Aint array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7054,7 +7015,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_block_c(MPI_Cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 430, "PMPI_Type_create_hindexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7068,7 +7029,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hindexed_c(MPI_Count cou
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 431, "PMPI_Type_create_hindexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7082,7 +7043,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector(int count, int b
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 432, "PMPI_Type_create_hvector", int, (int count, int blocklength, MPI_Aint stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7096,7 +7057,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_hvector_c(MPI_Count coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 433, "PMPI_Type_create_hvector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7110,7 +7071,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block(int count,
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 434, "PMPI_Type_create_indexed_block", int, (int count, int blocklength, const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7124,7 +7085,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_indexed_block_c(MPI_Coun
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 435, "PMPI_Type_create_indexed_block_c", int, (MPI_Count count, MPI_Count blocklength, const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7138,7 +7099,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized(MPI_Datatype old
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 436, "PMPI_Type_create_resized", int, (MPI_Datatype oldtype, MPI_Aint lb, MPI_Aint extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7152,7 +7113,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_resized_c(MPI_Datatype o
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 437, "PMPI_Type_create_resized_c", int, (MPI_Datatype oldtype, MPI_Count lb, MPI_Count extent, MPI_Datatype* newtype), (oldtype, lb, extent, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7168,7 +7129,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct(int count, const 
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 438, "PMPI_Type_create_struct", int, (int count, const int array_of_blocklengths[], const MPI_Aint array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
@@ -7185,7 +7146,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_struct_c(MPI_Count count
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 439, "PMPI_Type_create_struct_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], const MPI_Datatype array_of_types[], MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, array_of_types_use ? array_of_types_l : array_of_types, newtype ? &newtype_l : NULL));
     }
     MANA_TMP_FREE(array_of_types_l);
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
@@ -7200,7 +7161,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray(int ndims, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 440, "PMPI_Type_create_subarray", int, (int ndims, const int array_of_sizes[], const int array_of_subsizes[], const int array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7214,7 +7175,7 @@ __attribute__((used)) static int mana_w_MPI_Type_create_subarray_c(int ndims, co
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 441, "PMPI_Type_create_subarray_c", int, (int ndims, const MPI_Count array_of_sizes[], const MPI_Count array_of_subsizes[], const MPI_Count array_of_starts[], int order, MPI_Datatype oldtype, MPI_Datatype* newtype), (ndims, array_of_sizes, array_of_subsizes, array_of_starts, order, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7228,7 +7189,7 @@ __attribute__((used)) static int mana_w_MPI_Type_delete_attr(MPI_Datatype dataty
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 445, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
+        MANA_CALL_LOWER_INTO(r_, 442, "PMPI_Type_delete_attr", int, (MPI_Datatype datatype, int type_keyval), (datatype, type_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7241,7 +7202,7 @@ __attribute__((used)) static int mana_w_MPI_Type_dup(MPI_Datatype oldtype, MPI_D
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 443, "PMPI_Type_dup", int, (MPI_Datatype oldtype, MPI_Datatype* newtype), (oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7255,7 +7216,7 @@ __attribute__((used)) static int mana_w_MPI_Type_free_keyval(int* type_keyval) {
     int type_keyval_v = type_keyval ? *type_keyval : 0, type_keyval_r = mana_h_real(type_keyval_v), type_keyval_l = type_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_free_keyval", int, (int* type_keyval), (type_keyval ? &type_keyval_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 444, "PMPI_Type_free_keyval", int, (int* type_keyval), (type_keyval ? &type_keyval_l : NULL));
     }
     if (type_keyval) *type_keyval = mana_h_inout_done(type_keyval_v, type_keyval_r, type_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7270,7 +7231,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_attr(MPI_Datatype datatype,
     type_keyval = mana_h_real(type_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 448, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
+        MANA_CALL_LOWER_INTO(r_, 445, "PMPI_Type_get_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val, int* flag), (datatype, type_keyval, attribute_val, flag));
     }
     mana_gate_leave();
     return r_;
@@ -7285,7 +7246,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents(MPI_Datatype datat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 449, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 446, "PMPI_Type_get_contents", int, (MPI_Datatype datatype, int max_integers, int max_addresses, int max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_datatypes, array_of_integers, array_of_addresses, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7302,7 +7263,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_contents_c(MPI_Datatype dat
     for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) array_of_datatypes_l[i_] = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 450, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
+        MANA_CALL_LOWER_INTO(r_, 447, "PMPI_Type_get_contents_c", int, (MPI_Datatype datatype, MPI_Count max_integers, MPI_Count max_addresses, MPI_Count max_large_counts, MPI_Count max_datatypes, int array_of_integers[], MPI_Aint array_of_addresses[], MPI_Count array_of_large_counts[], MPI_Datatype array_of_datatypes[]), (datatype, max_integers, max_addresses, max_large_counts, max_datatypes, array_of_integers, array_of_addresses, array_of_large_counts, array_of_datatypes_use ? array_of_datatypes_l : array_of_datatypes));
     }
     if (r_ == MPI_SUCCESS) for (size_t i_ = 0; i_ < array_of_datatypes_l_n_; i_++) if (array_of_datatypes_l[i_]) array_of_datatypes[i_] = mana_h_virtual(array_of_datatypes_l[i_]);
     MANA_TMP_FREE(array_of_datatypes_l);
@@ -7316,7 +7277,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 451, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 448, "PMPI_Type_get_envelope", int, (MPI_Datatype datatype, int* num_integers, int* num_addresses, int* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7328,7 +7289,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_envelope_c(MPI_Datatype dat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 452, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
+        MANA_CALL_LOWER_INTO(r_, 449, "PMPI_Type_get_envelope_c", int, (MPI_Datatype datatype, MPI_Count* num_integers, MPI_Count* num_addresses, MPI_Count* num_large_counts, MPI_Count* num_datatypes, int* combiner), (datatype, num_integers, num_addresses, num_large_counts, num_datatypes, combiner));
     }
     mana_gate_leave();
     return r_;
@@ -7340,7 +7301,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent(MPI_Datatype datatyp
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 453, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 450, "PMPI_Type_get_extent", int, (MPI_Datatype datatype, MPI_Aint* lb, MPI_Aint* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7352,7 +7313,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_c(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 454, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 451, "PMPI_Type_get_extent_c", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7364,7 +7325,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_extent_x(MPI_Datatype datat
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 455, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
+        MANA_CALL_LOWER_INTO(r_, 452, "PMPI_Type_get_extent_x", int, (MPI_Datatype datatype, MPI_Count* lb, MPI_Count* extent), (datatype, lb, extent));
     }
     mana_gate_leave();
     return r_;
@@ -7376,7 +7337,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_name(MPI_Datatype datatype,
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 456, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 453, "PMPI_Type_get_name", int, (MPI_Datatype datatype, char* type_name, int* resultlen), (datatype, type_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7388,7 +7349,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent(MPI_Datatype da
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 457, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 454, "PMPI_Type_get_true_extent", int, (MPI_Datatype datatype, MPI_Aint* true_lb, MPI_Aint* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7400,7 +7361,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_c(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 458, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 455, "PMPI_Type_get_true_extent_c", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7412,7 +7373,7 @@ __attribute__((used)) static int mana_w_MPI_Type_get_true_extent_x(MPI_Datatype 
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 459, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
+        MANA_CALL_LOWER_INTO(r_, 456, "PMPI_Type_get_true_extent_x", int, (MPI_Datatype datatype, MPI_Count* true_lb, MPI_Count* true_extent), (datatype, true_lb, true_extent));
     }
     mana_gate_leave();
     return r_;
@@ -7425,7 +7386,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed(int count, const int ar
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 457, "PMPI_Type_indexed", int, (int count, const int array_of_blocklengths[], const int array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7439,7 +7400,7 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 458, "PMPI_Type_indexed_c", int, (MPI_Count count, const MPI_Count array_of_blocklengths[], const MPI_Count array_of_displacements[], MPI_Datatype oldtype, MPI_Datatype* newtype), (count, array_of_blocklengths, array_of_displacements, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7447,50 +7408,12 @@ __attribute__((used)) static int mana_w_MPI_Type_indexed_c(MPI_Count count, cons
 }
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, MPI_Type_indexed_c)
 MANA_EXPORT(mana_w_MPI_Type_indexed_c, PMPI_Type_indexed_c)
-__attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int size, MPI_Datatype* datatype) {
-    mana_gate_enter();
-    MPI_Datatype datatype_l = 0;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_match_size", int, (int typeclass, int size, MPI_Datatype* datatype), (typeclass, size, datatype ? &datatype_l : NULL));
-    }
-    if (datatype) mana_out_handle(r_, datatype, datatype_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_match_size, MPI_Type_match_size)
-MANA_EXPORT(mana_w_MPI_Type_match_size, PMPI_Type_match_size)
-__attribute__((used)) static int mana_w_MPI_Type_set_attr(MPI_Datatype datatype, int type_keyval, void* attribute_val) {
-    mana_gate_enter();
-    datatype = mana_h_real(datatype);
-    type_keyval = mana_h_real(type_keyval);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 463, "PMPI_Type_set_attr", int, (MPI_Datatype datatype, int type_keyval, void* attribute_val), (datatype, type_keyval, attribute_val));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_set_attr, MPI_Type_set_attr)
-MANA_EXPORT(mana_w_MPI_Type_set_attr, PMPI_Type_set_attr)
-__attribute__((used)) static int mana_w_MPI_Type_set_name(MPI_Datatype datatype, const char* type_name) {
-    mana_gate_enter();
-    datatype = mana_h_real(datatype);
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Type_set_name", int, (MPI_Datatype datatype, const char* type_name), (datatype, type_name));
-    }
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_set_name, MPI_Type_set_name)
-MANA_EXPORT(mana_w_MPI_Type_set_name, PMPI_Type_set_name)
 __attribute__((used)) static int mana_w_MPI_Type_size(MPI_Datatype datatype, int* size) {
     mana_gate_enter();
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 459, "PMPI_Type_size", int, (MPI_Datatype datatype, int* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7502,7 +7425,7 @@ __attribute__((used)) static int mana_w_MPI_Type_size_c(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 460, "PMPI_Type_size_c", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
@@ -7514,34 +7437,20 @@ __attribute__((used)) static int mana_w_MPI_Type_size_x(MPI_Datatype datatype, M
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
+        MANA_CALL_LOWER_INTO(r_, 461, "PMPI_Type_size_x", int, (MPI_Datatype datatype, MPI_Count* size), (datatype, size));
     }
     mana_gate_leave();
     return r_;
 }
 MANA_EXPORT(mana_w_MPI_Type_size_x, MPI_Type_size_x)
 MANA_EXPORT(mana_w_MPI_Type_size_x, PMPI_Type_size_x)
-__attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
-    mana_gate_enter();
-    oldtype = mana_h_real(oldtype);
-    MPI_Datatype newtype_l = 0;
-    int r_;
-    {
-        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Type_vector", int, (int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
-    }
-    if (newtype) mana_out_handle(r_, newtype, newtype_l);
-    mana_gate_leave();
-    return r_;
-}
-MANA_EXPORT(mana_w_MPI_Type_vector, MPI_Type_vector)
-MANA_EXPORT(mana_w_MPI_Type_vector, PMPI_Type_vector)
 __attribute__((used)) static int mana_w_MPI_Type_vector_c(MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
     mana_gate_enter();
     oldtype = mana_h_real(oldtype);
     MPI_Datatype newtype_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 462, "PMPI_Type_vector_c", int, (MPI_Count count, MPI_Count blocklength, MPI_Count stride, MPI_Datatype oldtype, MPI_Datatype* newtype), (count, blocklength, stride, oldtype, newtype ? &newtype_l : NULL));
     }
     if (newtype) mana_out_handle(r_, newtype, newtype_l);
     mana_gate_leave();
@@ -7555,7 +7464,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack(const void* inbuf, int insize
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 463, "PMPI_Unpack", int, (const void* inbuf, int insize, int* position, void* outbuf, int outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7568,7 +7477,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_c(const void* inbuf, MPI_Coun
     comm = mana_h_real(comm);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
+        MANA_CALL_LOWER_INTO(r_, 464, "PMPI_Unpack_c", int, (const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype, MPI_Comm comm), (inbuf, insize, position, outbuf, outcount, datatype, comm));
     }
     mana_gate_leave();
     return r_;
@@ -7580,7 +7489,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external(const char datarep[]
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 465, "PMPI_Unpack_external", int, (const char datarep[], const void* inbuf, MPI_Aint insize, MPI_Aint* position, void* outbuf, int outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7592,7 +7501,7 @@ __attribute__((used)) static int mana_w_MPI_Unpack_external_c(const char datarep
     datatype = mana_h_real(datatype);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
+        MANA_CALL_LOWER_INTO(r_, 466, "PMPI_Unpack_external_c", int, (const char datarep[], const void* inbuf, MPI_Count insize, MPI_Count* position, void* outbuf, MPI_Count outcount, MPI_Datatype datatype), (datarep, inbuf, insize, position, outbuf, outcount, datatype));
     }
     mana_gate_leave();
     return r_;
@@ -7604,7 +7513,7 @@ __attribute__((used)) static int mana_w_MPI_Unpublish_name(const char* service_n
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
+        MANA_CALL_LOWER_INTO(r_, 467, "PMPI_Unpublish_name", int, (const char* service_name, MPI_Info info, const char* port_name), (service_name, info, port_name));
     }
     mana_gate_leave();
     return r_;
@@ -7616,7 +7525,7 @@ __attribute__((used)) static int mana_w_MPI_Win_call_errhandler(MPI_Win win, int
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
+        MANA_CALL_LOWER_INTO(r_, 468, "PMPI_Win_call_errhandler", int, (MPI_Win win, int errorcode), (win, errorcode));
     }
     mana_gate_leave();
     return r_;
@@ -7629,7 +7538,7 @@ __attribute__((used)) static int mana_w_MPI_Win_complete(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Win_complete", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 469, "PMPI_Win_complete", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7643,7 +7552,7 @@ __attribute__((used)) static int mana_w_MPI_Win_delete_attr(MPI_Win win, int win
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
+        MANA_CALL_LOWER_INTO(r_, 470, "PMPI_Win_delete_attr", int, (MPI_Win win, int win_keyval), (win, win_keyval));
     }
     mana_gate_leave();
     return r_;
@@ -7658,7 +7567,7 @@ __attribute__((used)) static int mana_w_MPI_Win_fence(int assert, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 471, "PMPI_Win_fence", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_fenced(mana_win_, assert);
     mana_gate_leave();
@@ -7673,7 +7582,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 472, "PMPI_Win_flush", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7687,7 +7596,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 473, "PMPI_Win_flush_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7701,7 +7610,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local(int rank, MPI_Win wi
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 474, "PMPI_Win_flush_local", int, (int rank, MPI_Win win), (rank, win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7715,7 +7624,7 @@ __attribute__((used)) static int mana_w_MPI_Win_flush_local_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 475, "PMPI_Win_flush_local_all", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     mana_sync_leave();
@@ -7729,7 +7638,7 @@ __attribute__((used)) static int mana_w_MPI_Win_free_keyval(int* win_keyval) {
     int win_keyval_v = win_keyval ? *win_keyval : 0, win_keyval_r = mana_h_real(win_keyval_v), win_keyval_l = win_keyval_r;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval ? &win_keyval_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 476, "PMPI_Win_free_keyval", int, (int* win_keyval), (win_keyval ? &win_keyval_l : NULL));
     }
     if (win_keyval) *win_keyval = mana_h_inout_done(win_keyval_v, win_keyval_r, win_keyval_l);
     if (r_ == MPI_SUCCESS) mana_keyval_freed(mana_kv_, mana_kv_used_);
@@ -7744,7 +7653,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_errhandler(MPI_Win win, MPI_
     MPI_Errhandler errhandler_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler ? &errhandler_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 477, "PMPI_Win_get_errhandler", int, (MPI_Win win, MPI_Errhandler* errhandler), (win, errhandler ? &errhandler_l : NULL));
     }
     if (errhandler) mana_out_handle(r_, errhandler, errhandler_l);
     mana_gate_leave();
@@ -7758,7 +7667,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_group(MPI_Win win, MPI_Group
     MPI_Group group_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group ? &group_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 478, "PMPI_Win_get_group", int, (MPI_Win win, MPI_Group* group), (win, group ? &group_l : NULL));
     }
     if (group) mana_out_handle(r_, group, group_l);
     if (r_ == MPI_SUCCESS) mana_group_created(*group);
@@ -7773,7 +7682,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_info(MPI_Win win, MPI_Info* 
     MPI_Info info_used_l = 0;
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used ? &info_used_l : NULL));
+        MANA_CALL_LOWER_INTO(r_, 479, "PMPI_Win_get_info", int, (MPI_Win win, MPI_Info* info_used), (win, info_used ? &info_used_l : NULL));
     }
     if (info_used) mana_out_handle(r_, info_used, info_used_l);
     mana_gate_leave();
@@ -7786,7 +7695,7 @@ __attribute__((used)) static int mana_w_MPI_Win_get_name(MPI_Win win, char* win_
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
+        MANA_CALL_LOWER_INTO(r_, 480, "PMPI_Win_get_name", int, (MPI_Win win, char* win_name, int* resultlen), (win, win_name, resultlen));
     }
     mana_gate_leave();
     return r_;
@@ -7800,7 +7709,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock(int lock_type, int rank, in
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 481, "PMPI_Win_lock", int, (int lock_type, int rank, int assert, MPI_Win win), (lock_type, rank, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, lock_type, assert, 1);
     mana_gate_leave();
@@ -7816,7 +7725,7 @@ __attribute__((used)) static int mana_w_MPI_Win_lock_all(int assert, MPI_Win win
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
+        MANA_CALL_LOWER_INTO(r_, 482, "PMPI_Win_lock_all", int, (int assert, MPI_Win win), (assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, assert, 1);
     mana_gate_leave();
@@ -7833,7 +7742,7 @@ __attribute__((used)) static int mana_w_MPI_Win_post(MPI_Group group, int assert
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 483, "PMPI_Win_post", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7848,7 +7757,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_attr(MPI_Win win, int win_ke
     win_keyval = mana_h_real(win_keyval);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
+        MANA_CALL_LOWER_INTO(r_, 484, "PMPI_Win_set_attr", int, (MPI_Win win, int win_keyval, void* attribute_val), (win, win_keyval, attribute_val));
     }
     mana_gate_leave();
     return r_;
@@ -7863,7 +7772,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_info(MPI_Win win, MPI_Info i
     info = mana_h_real(info);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
+        MANA_CALL_LOWER_INTO(r_, 485, "PMPI_Win_set_info", int, (MPI_Win win, MPI_Info info), (win, info));
     }
     mana_gate_leave();
     mana_coll_leave_rc(mana_counted_, mana_cv_, r_);
@@ -7876,7 +7785,7 @@ __attribute__((used)) static int mana_w_MPI_Win_set_name(MPI_Win win, const char
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 493, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
+        MANA_CALL_LOWER_INTO(r_, 486, "PMPI_Win_set_name", int, (MPI_Win win, const char* win_name), (win, win_name));
     }
     mana_gate_leave();
     return r_;
@@ -7891,7 +7800,7 @@ __attribute__((used)) static int mana_w_MPI_Win_start(MPI_Group group, int asser
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 494, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
+        MANA_CALL_LOWER_INTO(r_, 487, "PMPI_Win_start", int, (MPI_Group group, int assert, MPI_Win win), (group, assert, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, 1);
     mana_gate_leave();
@@ -7905,7 +7814,7 @@ __attribute__((used)) static int mana_w_MPI_Win_sync(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 495, "PMPI_Win_sync", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 488, "PMPI_Win_sync", int, (MPI_Win win), (win));
     }
     mana_gate_leave();
     return r_;
@@ -7918,7 +7827,7 @@ __attribute__((used)) static int mana_w_MPI_Win_test(MPI_Win win, int* flag) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 496, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
+        MANA_CALL_LOWER_INTO(r_, 489, "PMPI_Win_test", int, (MPI_Win win, int* flag), (win, flag));
     }
     if (r_ == MPI_SUCCESS && *flag) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7933,7 +7842,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock(int rank, MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 497, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
+        MANA_CALL_LOWER_INTO(r_, 490, "PMPI_Win_unlock", int, (int rank, MPI_Win win), (rank, win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, rank, 0, 0, -1);
     mana_gate_leave();
@@ -7949,7 +7858,7 @@ __attribute__((used)) static int mana_w_MPI_Win_unlock_all(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 498, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 491, "PMPI_Win_unlock_all", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_locked(mana_win_, -1, 0, 0, -1);
     mana_gate_leave();
@@ -7964,7 +7873,7 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
     win = mana_h_real(win);
     int r_;
     {
-        MANA_CALL_LOWER_INTO(r_, 499, "PMPI_Win_wait", int, (MPI_Win win), (win));
+        MANA_CALL_LOWER_INTO(r_, 492, "PMPI_Win_wait", int, (MPI_Win win), (win));
     }
     if (r_ == MPI_SUCCESS) mana_win_epoch(mana_win_, -1);
     mana_gate_leave();
@@ -7973,12 +7882,12 @@ __attribute__((used)) static int mana_w_MPI_Win_wait(MPI_Win win) {
 MANA_EXPORT(mana_w_MPI_Win_wait, MPI_Win_wait)
 MANA_EXPORT(mana_w_MPI_Win_wait, PMPI_Win_wait)
 __attribute__((used)) static double mana_w_MPI_Wtick(void) {
-    MANA_FORWARD(500, "PMPI_Wtick", double, (void), ());
+    MANA_FORWARD(493, "PMPI_Wtick", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtick, MPI_Wtick)
 MANA_EXPORT(mana_w_MPI_Wtick, PMPI_Wtick)
 __attribute__((used)) static double mana_w_MPI_Wtime(void) {
-    MANA_FORWARD(501, "PMPI_Wtime", double, (void), ());
+    MANA_FORWARD(494, "PMPI_Wtime", double, (void), ());
 }
 MANA_EXPORT(mana_w_MPI_Wtime, MPI_Wtime)
 MANA_EXPORT(mana_w_MPI_Wtime, PMPI_Wtime)

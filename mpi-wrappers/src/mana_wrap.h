@@ -439,6 +439,15 @@ extern void mana_handle_released(int kind, unsigned aux, int v) MANA_HIDDEN;
 #define MANA_AUX_FREE_ONCE 0x80000000u
 /* With MANA_AUX_FREE_ONCE, the low 16 bits count the references MPI handed out again
  * after the restart (MPI_Type_get_contents returning the type): frees owed beyond the one. */
+/* Vector datatypes kept for reuse (src/typecache.c). A released datatype's aux word goes
+ * through mana_tc_released (gate held), which parks the lower object (returns 0: nothing to
+ * free) or returns the word without the cache's bits; a name or an attribute untags a type;
+ * a restart empties the cache (the objects were the old lower half's); MPI_Finalize frees
+ * what is parked. */
+extern unsigned mana_tc_released(unsigned aux, int real) MANA_HIDDEN;
+extern void mana_tc_untag(int v) MANA_HIDDEN;
+extern void mana_tc_forget(void) MANA_HIDDEN;
+extern void mana_tc_free_parked(void) MANA_HIDDEN;
 /* One more reference MANA itself holds on live virtual handle `v` (a request's datatype, a
  * file's view): released with mana_h_unref; not a reference MPI counts. Returns `v`. */
 extern int mana_h_hold(int v) MANA_HIDDEN;

@@ -1116,7 +1116,8 @@ static int reattach_buffer(char *err, int errlen)
 
 int mana_rebuild_objects(int phase, char *err, int errlen)
 {
-    if (phase == 0)
+    if (phase == 0) {
+        mana_tc_forget(); /* the datatypes it kept were the old lower half's */
         return rebuild_keyvals(err, errlen) ||
                        recreate_kind(KIND_ERRHANDLER, mana_recreate_errhandler, "an error handler", err, errlen) ||
                        recreate_kind(KIND_OP, mana_recreate_op, "a user-defined operation", err, errlen) ||
@@ -1125,6 +1126,7 @@ int mana_rebuild_objects(int phase, char *err, int errlen)
                        readd_errors(err, errlen)
                    ? -1
                    : 0;
+    }
     return rebuild_hints(err, errlen) || rebuild_windows(err, errlen) || rebuild_attrs_and_names(err, errlen) ||
                    mana_reregister_datareps(err, errlen) || mana_files_reopen(err, errlen)
                ? -1

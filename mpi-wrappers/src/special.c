@@ -123,9 +123,9 @@ void mana_handle_released(int kind, unsigned aux, int v)
         mana_gate_enter();
         unsigned *word = mana_h_aux(v);
         unsigned again = word ? __atomic_exchange_n(word, 0, __ATOMIC_RELAXED) : 0;
-        unsigned owed = again ? again : aux;
-        unsigned frees = owed & MANA_AUX_FREE_ONCE ? 1 + (owed & 0xffffu) : owed;
         const int real = mana_h_real(v);
+        unsigned owed = mana_tc_released(again ? again : aux, real);
+        unsigned frees = owed & MANA_AUX_FREE_ONCE ? 1 + (owed & 0xffffu) : owed;
         for (unsigned i = 0; i < frees; i++) {
             MPI_Datatype t = real;
             lower_type_free(&t);
@@ -600,6 +600,7 @@ __attribute__((used)) static int mana_w_MPI_Finalize(void)
     mana_mark_time("finalize_called");
     call_trigger_stop();
     mana_before_finalize();
+    mana_tc_free_parked();
     const int counted = mana_coll_enter(MPI_COMM_WORLD);
     mana_mark_time("finalize");
     int r;
@@ -1070,6 +1071,7 @@ void mana_keyval_attr_type_set(int keyval_v, int type)
     __attribute__((used)) static int mana_w_MPII_##KIND##_set_attr(HANDLE h, int keyval, void *value, int type) \
     {                                                                                                         \
         mana_gate_enter();                                                                                    \
+        mana_tc_untag(h); /* a type with an attribute is never reused (src/typecache.c) */                    \
         HANDLE h_r = mana_h_real(h);                                                                          \
         int kv_r = mana_h_real(keyval), r;                                                                    \
         MANA_CALL_LOWER_INTO(r, ID_SET, "MPII_" #KIND "_set_attr", int, (HANDLE, int, void *, int),           \

@@ -165,6 +165,26 @@ fn derived_datatypes_under_mana_launch_equal_native() {
     equals_native_under_mana_launch("datatypes", &[2, 4]);
 }
 
+/// Vector datatypes made, committed, used and freed per message (ScaLAPACK's BLACS does
+/// this for almost every block it sends), which MANA hands out again from a cache of
+/// lower-half objects: envelopes, contents, names, attributes and the error of a send with
+/// a type not yet committed are those of a new type, data lands element by element, also
+/// with the vector freed before its send completes or kept alive by an outer type.
+#[test]
+fn reused_vector_datatypes_under_mana_launch_equal_native() {
+    equals_native_under_mana_launch("type_reuse", &[2, 3]);
+}
+
+/// 400 live datatypes and 300 vector shapes made per message, packed and unpacked: the
+/// cache must not move the application's datatypes to MPICH handles whose packs come out
+/// short (MPICH 4.0.2 reads an element size from bits 8..15 of a contiguous derived
+/// type's handle). An unbounded cache did: 1,400 of 3,000 packs short here, and xdlu's
+/// solves failed.
+#[test]
+fn many_vector_shapes_pack_whole_under_mana_launch() {
+    equals_native_under_mana_launch("type_many", &[2]);
+}
+
 /// MPI-4 sessions without MPI_Init: communicators from the mpi://WORLD process set, made
 /// and finalized three times (before 2026-12-04 MANA's bookkeeping asked MPI_COMM_WORLD for
 /// the group's world ranks and aborted; MPICH's init/session_psets, session). Not on one

@@ -111,7 +111,7 @@ const WITHIN: Duration = Duration::from_millis(700);
 /// The split-process issue's programs that have a `--loop` mode (signals_mpi has none: its
 /// POSIX timer is not restored by design, docs/engine.md; unsupported has nothing to keep;
 /// dgraph_rush's 40 rounds end within milliseconds: its own test checkpoints it).
-const PROGRAMS: [&str; 17] = [
+const PROGRAMS: [&str; 18] = [
     "rma",
     "rma_sync",
     "status_error",
@@ -129,6 +129,7 @@ const PROGRAMS: [&str; 17] = [
     "f_bottom",
     "cxx_ops",
     "req_error",
+    "type_reuse",
 ];
 
 /// Windows of every flavour (create, allocate, allocate_c, Alloc_mem, allocate_shared on a
@@ -235,6 +236,13 @@ fn every_program_checkpointed_without_kill_runs_on_like_native() {
 #[test]
 fn datatypes_restart_like_native() {
     restarts_like_native("datatypes", 2, "40", WITHIN);
+}
+
+/// Vector datatypes made and freed per message, kept by MANA for reuse: a restart brings
+/// a new lower half, whose objects the cache must not mix with the old one's.
+#[test]
+fn type_reuse_restarts_like_native() {
+    restarts_like_native("type_reuse", 2, "60", WITHIN);
 }
 
 /// Keyvals of every kind with attributes on communicators, datatypes and windows; the
