@@ -227,6 +227,12 @@ int mana_h_virtual(int real)
     struct kind_table *t = &tables[kind];
     table_lock(t);
     unsigned found = kind == KIND_REQUEST ? 0 : map_find(t, real);
+    if (found && t->refs[(found - 1) >> MANA_VH_CHUNK_BITS][(found - 1) & (CHUNK - 1)] == 0) {
+        /* A handle being released in another thread (release() frees the object before it
+         * unmaps it), whose real value MPICH already gave to a new object: not that handle. */
+        map_remove(t, real);
+        found = 0;
+    }
     unsigned idx;
     if (found) {
         idx = found - 1;
@@ -334,7 +340,7 @@ static void release(int v)
             /* A restart while it waited at the gate bound `v` to a new object. */
             real = chunk[idx & (CHUNK - 1)];
         }
-        if (kind != KIND_REQUEST)
+        if (kind != KIND_REQUEST && map_find(t, real) == idx + 1) /* not a new object's */
             map_remove(t, real);
         chunk[idx & (CHUNK - 1)] = 0;
         fifo_push(t, idx);

@@ -172,6 +172,8 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
         }
         if (tc_same(s, count, blocklength, stride, oldtype)) {
             made = tc_pop(s->uncommitted, &s->n_uncommitted, evicted, &n_evicted);
+            if (made) /* mapped before another thread could see it unparked */
+                *newtype = mana_h_virtual(made);
             s->live++;
             tagged = 1;
         }
@@ -186,8 +188,6 @@ __attribute__((used)) static int mana_w_MPI_Type_vector(int count, int blockleng
         made = r == MPI_SUCCESS ? real : 0;
         if (newtype)
             mana_out_handle(r, newtype, real);
-    } else {
-        *newtype = mana_h_virtual(made);
     }
     if (tagged) {
         unsigned *aux = made ? mana_h_aux(*newtype) : NULL;
@@ -218,15 +218,19 @@ __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype *datatype)
         tc_lock();
         const MPI_Datatype committed = tc_pop(s->committed, &s->n_committed, drop, &n_drop);
         MPI_Datatype victim = 0;
-        if (committed && !tc_park(s, 0, real, &victim))
-            drop[n_drop++] = real;
+        if (committed) {
+            /* The application's handle names a committed twin before the object it named
+             * is parked or freed: no other thread finds that object still mapped to it. */
+            mana_h_set_real(v, committed);
+            __atomic_fetch_or(aux, TC_COMMITTED, __ATOMIC_RELAXED);
+            if (!tc_park(s, 0, real, &victim))
+                drop[n_drop++] = real;
+        }
         if (victim)
             drop[n_drop++] = victim;
         tc_unlock();
         tc_free_all(drop, n_drop);
-        if (committed) { /* the application's handle now names a committed twin */
-            mana_h_set_real(v, committed);
-            __atomic_fetch_or(aux, TC_COMMITTED, __ATOMIC_RELAXED);
+        if (committed) {
             mana_gate_leave();
             return MPI_SUCCESS;
         }
@@ -246,6 +250,9 @@ __attribute__((used)) static int mana_w_MPI_Type_commit(MPI_Datatype *datatype)
 MANA_EXPORT(mana_w_MPI_Type_commit, MPI_Type_commit)
 MANA_EXPORT(mana_w_MPI_Type_commit, PMPI_Type_commit)
 
+/* A name or an attribute is about to be set on `v` (gate held). A type of the cache is
+ * untagged; a parked object that the application reached through another handle
+ * (MPI_Type_get_contents of a type built from it) leaves the cache. */
 void mana_tc_untag(int v)
 {
     if (!mana_h_is_virtual(v) || MANA_VH_KIND(v) != 0x3)
@@ -254,11 +261,28 @@ void mana_tc_untag(int v)
     if (!aux)
         return;
     const unsigned a = __atomic_fetch_and(aux, ~TC_BITS, __ATOMIC_RELAXED);
-    if (a & TC_TAGGED) {
-        tc_lock();
+    const MPI_Datatype real = mana_h_real(v);
+    MPI_Datatype out = 0;
+    tc_lock();
+    if (a & TC_TAGGED)
         tc_slots[(a >> TC_SLOT_SHIFT) & TC_SLOT_MASK].live--;
-        tc_unlock();
+    for (unsigned i = 0; !out && tc_parked > 0 && i < TC_SLOTS; i++) {
+        struct tc_slot *q = &tc_slots[i];
+        for (int k = 0; !out && k < 2; k++) {
+            MPI_Datatype *stack = k ? q->committed : q->uncommitted;
+            int *n = k ? &q->n_committed : &q->n_uncommitted;
+            for (int j = 0; j < *n; j++)
+                if (stack[j] == real) {
+                    out = real;
+                    stack[j] = stack[--*n];
+                    tc_parked--;
+                    break;
+                }
+        }
     }
+    tc_unlock();
+    if (out)
+        tc_lower_free(&out); /* the cache's reference; the application holds its own */
 }
 
 unsigned mana_tc_released(unsigned aux, int real)
@@ -440,14 +464,15 @@ static int tc_matched[4][33];
 
 __attribute__((used)) static int mana_w_MPI_Type_match_size(int typeclass, int size, MPI_Datatype *datatype)
 {
+    mana_gate_enter();
     const int known = typeclass >= 0 && typeclass < 4 && size >= 0 && size < 33 && datatype
                           ? __atomic_load_n(&tc_matched[typeclass][size], __ATOMIC_RELAXED)
                           : 0;
     if (known) {
         *datatype = known;
+        mana_gate_leave();
         return MPI_SUCCESS;
     }
-    mana_gate_enter();
     MPI_Datatype t = 0;
     int r;
     MANA_CALL_LOWER_INTO(r, 4808, "PMPI_Type_match_size", int, (int, int, MPI_Datatype *),
