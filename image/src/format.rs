@@ -27,6 +27,9 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const PREAMBLE_LEN: usize = 64;
 /// Region data starts here (the preamble is padded to one page).
 pub const DATA_START: u64 = PAGE_SIZE;
+/// A header longer than this is refused before it is read (a real one is a few hundred
+/// KiB for a process with tens of thousands of mappings).
+pub const MAX_HEADER_LEN: u64 = 256 << 20;
 
 /// Typed errors for everything that can be wrong with an image file.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub enum ImageError {
     HeaderChecksum { path: PathBuf },
     #[error("{path}: image header cannot be decoded: {msg}")]
     Decode { path: PathBuf, msg: String },
+    #[error("{path}: image header is invalid: {what}")]
+    Invalid { path: PathBuf, what: String },
     #[error("{path}: data of region {index} ({start:#x}-{end:#x} {name}) is corrupt (checksum mismatch)")]
     RegionChecksum {
         path: PathBuf,
@@ -439,6 +444,15 @@ impl ImageReader {
                 ),
             });
         }
+        if p.header_len > MAX_HEADER_LEN {
+            return Err(ImageError::Invalid {
+                path: path.into(),
+                what: format!(
+                    "header of {} bytes (at most {MAX_HEADER_LEN})",
+                    p.header_len
+                ),
+            });
+        }
         let mut hb = vec![0u8; p.header_len as usize];
         read_full_at(&file, &mut hb, p.header_offset).map_err(|e| ImageError::io(path, e))?;
         if checksum(&hb) != p.header_checksum {
@@ -448,32 +462,12 @@ impl ImageReader {
             path: path.into(),
             msg: e.to_string(),
         })?;
-        for r in &header.regions {
-            for e in &r.extents {
-                let end = e.file_offset + e.pages * PAGE_SIZE;
-                if end > p.header_offset
-                    || e.file_offset < DATA_START
-                    || e.file_offset % PAGE_SIZE != 0
-                {
-                    return Err(ImageError::Decode {
-                        path: path.into(),
-                        msg: format!(
-                            "extent of region {:#x}-{:#x} points outside the data area",
-                            r.start, r.end
-                        ),
-                    });
-                }
-                if e.first_page + e.pages > r.len() / PAGE_SIZE {
-                    return Err(ImageError::Decode {
-                        path: path.into(),
-                        msg: format!(
-                            "extent of region {:#x}-{:#x} is larger than the region",
-                            r.start, r.end
-                        ),
-                    });
-                }
+        crate::validate::validate(&header, p.header_offset).map_err(|what| {
+            ImageError::Invalid {
+                path: path.into(),
+                what,
             }
-        }
+        })?;
         Ok(ImageReader {
             path: path.into(),
             file,

@@ -13,6 +13,7 @@
 
 pub mod ckptdir;
 pub mod format;
+pub mod validate;
 
 pub use ckptdir::{CkptDir, Manifest, ManifestEntry};
 pub use format::*;

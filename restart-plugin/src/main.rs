@@ -513,8 +513,10 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             continue;
         }
         let c = CString::new(f.path.as_bytes()).map_err(|_| format!("bad path {:?}", f.path))?;
-        // SAFETY: `c` is NUL-terminated; flags exclude O_CREAT/O_TRUNC/O_EXCL.
-        let fd = unsafe { libc::open(c.as_ptr(), f.flags | libc::O_CLOEXEC) };
+        let flags = (f.flags & mana_image::validate::REOPEN_FLAGS) | libc::O_CLOEXEC;
+        // SAFETY: `c` is NUL-terminated; `flags` come from an allow-list without
+        // O_CREAT/O_TRUNC/O_EXCL.
+        let fd = unsafe { libc::open(c.as_ptr(), flags) };
         if fd < 0 {
             return Err(format!(
                 "cannot reopen {} as descriptor {}: {}",

@@ -164,19 +164,31 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
     );
 
     // An image that needs memory where the restarter always is (a region over the whole
-    // area where the kernel puts stacks and libraries): the restarter re-executes itself
-    // for other layouts, then gives up naming both ranges.
+    // area where the kernel puts stacks and libraries, in place of the image's own regions
+    // there, and RWX so that the threads' stack and instruction pointers still pass the
+    // header's validation): the restarter re-executes itself for other layouts, then gives
+    // up naming both ranges.
     let (dir, image) = damaged_copy(&s, &good, "unreservable", |i| {
         rewrite_header(i, |h| {
-            h.regions.push(mana_image::Region {
-                start: 0x7e00_0000_0000,
-                end: 0x7fff_f000_0000,
-                prot: mana_image::prot::READ,
-                name: "forged".into(),
-                kind: mana_image::RegionKind::Anon,
-                extents: vec![],
-                checksum: mana_image::RegionHasher::new().digest(),
-            })
+            let (start, end) = (0x7e00_0000_0000, 0x7fff_f000_0000);
+            h.regions.retain(|r| r.end <= start || r.start >= end);
+            let at = h
+                .regions
+                .iter()
+                .position(|r| r.start >= end)
+                .unwrap_or(h.regions.len());
+            h.regions.insert(
+                at,
+                mana_image::Region {
+                    start,
+                    end,
+                    prot: mana_image::prot::READ | mana_image::prot::WRITE | mana_image::prot::EXEC,
+                    name: "forged".into(),
+                    kind: mana_image::RegionKind::Anon,
+                    extents: vec![],
+                    checksum: mana_image::RegionHasher::new().digest(),
+                },
+            )
         })
     });
     let out = s.restart(&dir).wait_output(LONG);

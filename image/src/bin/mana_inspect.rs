@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use mana_image::{CkptDir, ImageReader, RegionKind, PAGE_SIZE};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -26,7 +27,8 @@ fn main() {
     let args = Args::parse();
     match run(&args) {
         Ok(()) => {}
-        Err(e) => {
+        Err(Failure::ReaderGone) => std::process::exit(141),
+        Err(Failure::Error(e)) => {
             eprintln!("mana_inspect: {e}");
             std::process::exit(1);
         }
@@ -56,16 +58,55 @@ fn images(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(v)
 }
 
-fn run(args: &Args) -> Result<(), String> {
+/// Why `run` stopped.
+enum Failure {
+    /// The listing's reader went away (`mana_inspect DIR | head`): stop quietly, as a
+    /// tool killed by `SIGPIPE` would (status 141).
+    ReaderGone,
+    /// Anything else: one line.
+    Error(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+fn write_error(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::ReaderGone
+    } else {
+        Failure::Error(format!("writing the listing: {e}"))
+    }
+}
+
+/// `writeln!` to the listing, returning its error from `run`.
+macro_rules! out {
+    ($o:expr, $($arg:tt)*) => {
+        writeln!($o, $($arg)*).map_err(write_error)?
+    };
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut o = stdout.lock();
     for p in images(&args.path)? {
         let r = ImageReader::open(&p).map_err(|e| e.to_string())?;
         let h = &r.header;
-        println!("image      {}", p.display());
-        println!(
+        out!(o, "image      {}", p.display());
+        out!(
+            o,
             "process    {} pid {} on {}, rank {} of {}, generation {}",
-            h.program, h.pid, h.hostname, h.rank, h.world_size, h.generation
+            h.program,
+            h.pid,
+            h.hostname,
+            h.rank,
+            h.world_size,
+            h.generation
         );
-        println!(
+        out!(
+            o,
             "memory     {} regions, {} MiB mapped, {} MiB stored, file {} MiB",
             h.regions.len(),
             h.mapped_bytes() >> 20,
@@ -73,7 +114,7 @@ fn run(args: &Args) -> Result<(), String> {
             r.file_len >> 20
         );
         if !args.brief {
-            println!("regions:");
+            out!(o, "regions:");
             for reg in &h.regions {
                 let extra = match &reg.kind {
                     RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
@@ -81,7 +122,8 @@ fn run(args: &Args) -> Result<(), String> {
                     }
                     _ => String::new(),
                 };
-                println!(
+                out!(
+                    o,
                     "  {:#014x}-{:#014x} {} {:<12} {:>10} stored  {}{}",
                     reg.start,
                     reg.end,
@@ -92,9 +134,10 @@ fn run(args: &Args) -> Result<(), String> {
                     extra
                 );
             }
-            println!("threads:");
+            out!(o, "threads:");
             for t in &h.threads {
-                println!(
+                out!(
+                    o,
                     "  tid {:<8} {} rip {:#x} rsp {:#x} fs {:#x}",
                     t.tid,
                     if t.is_main { "main" } else { "    " },
@@ -103,21 +146,26 @@ fn run(args: &Args) -> Result<(), String> {
                     t.fs_base
                 );
             }
-            println!("descriptors:");
+            out!(o, "descriptors:");
             for f in &h.files {
-                println!(
+                out!(
+                    o,
                     "  {:>4} {:?} {} (offset {})",
-                    f.fd, f.kind, f.path, f.offset
+                    f.fd,
+                    f.kind,
+                    f.path,
+                    f.offset
                 );
             }
             let handled = h.signals.iter().filter(|s| s.handler > 1).count();
-            println!("signals:   {handled} handlers installed");
+            out!(o, "signals:   {handled} handlers installed");
         }
         r.verify_data().map_err(|e| e.to_string())?;
-        println!(
+        out!(
+            o,
             "checksums  preamble, header and {} regions verified",
             h.regions.len()
         );
     }
-    Ok(())
+    o.flush().map_err(write_error)
 }

@@ -1,0 +1,293 @@
+//! An image header is hostile input (issue 10): [`validate`] checks every field the
+//! restarter and `mana_inspect` use before either uses it, with checked arithmetic, so a
+//! crafted header (checksums recomputed by whoever crafted it) is refused with one line
+//! naming the field instead of panicking, overflowing or mapping memory where it must not.
+//!
+//! Legitimate state stays accepted: RWX regions (JITs), `PROT_NONE` reservations and guard
+//! pages, a stack pointer in any writable region, a thread's instruction pointer in any
+//! executable region. Register values that cannot be range-checked (rbx, rbp, r12–r15,
+//! mxcsr, the FS base) are not judged here.
+
+use crate::format::{FileKind, ImageHeader, RegionKind, PAGE_SIZE};
+use crate::format::{RestartMailbox, DATA_START};
+
+/// Above every user-space address of x86_64 (57-bit with 5-level paging).
+pub const USER_TOP: u64 = 1 << 56;
+/// More than any process has (`vm.max_map_count` is 65,530 by default).
+pub const MAX_REGIONS: usize = 1 << 20;
+/// More than any process runs (`kernel.threads-max` is in the hundreds of thousands for
+/// the whole machine; one process with this many would not have been checkpointed).
+pub const MAX_THREADS: usize = 1 << 16;
+/// Descriptors: `fs.nr_open` is at most 2^20 + a little.
+pub const MAX_FD: i32 = 1 << 21;
+/// `PATH_MAX`.
+pub const MAX_PATH: usize = 4096;
+/// Entries of the saved auxiliary vector (the kernel's `AT_VECTOR_SIZE` is far below).
+pub const MAX_AUXV: usize = 1024;
+/// Open flags a restored descriptor is reopened with (the restarter masks the saved flags
+/// with these): what `open` accepts for reopening an existing file, never `O_CREAT`,
+/// `O_TRUNC` or `O_EXCL` — an image that carries one of those three was not written by
+/// MANA and is refused.
+pub const REOPEN_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_DIRECT
+    | libc::O_LARGEFILE
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
+    | libc::O_NOATIME
+    | libc::O_NOCTTY
+    | libc::O_ASYNC;
+
+fn page_aligned(v: u64) -> bool {
+    v.is_multiple_of(PAGE_SIZE)
+}
+
+/// `len` bytes from `at` lie in writable regions without a gap (a variable of a library
+/// may straddle its `.data` mapping and the `.bss` one after it).
+fn writable(h: &ImageHeader, at: u64, len: u64) -> bool {
+    let Some(end) = at.checked_add(len) else {
+        return false;
+    };
+    let Some(first) = h.regions.iter().position(|r| r.start <= at && at < r.end) else {
+        return false;
+    };
+    let mut covered = at;
+    for r in &h.regions[first..] {
+        if r.start > covered || r.prot & crate::format::prot::WRITE == 0 {
+            return false;
+        }
+        covered = r.end;
+        if covered >= end {
+            return true;
+        }
+    }
+    false
+}
+
+fn path_ok(p: &str) -> bool {
+    p.len() <= MAX_PATH && !p.contains('\0')
+}
+
+/// Checks `h`, whose region data must lie between [`DATA_START`] and `data_end` (the
+/// header's offset in the file). `Err` names the first field found wrong.
+pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
+    if h.regions.len() > MAX_REGIONS {
+        return Err(format!(
+            "{} regions (at most {MAX_REGIONS})",
+            h.regions.len()
+        ));
+    }
+    let mut prev_end = 0u64;
+    for (i, r) in h.regions.iter().enumerate() {
+        let what = || format!("region {i} ({:#x}-{:#x})", r.start, r.end);
+        if !page_aligned(r.start) || !page_aligned(r.end) || r.start >= r.end || r.end > USER_TOP {
+            return Err(format!("{}: not a page-aligned user-space range", what()));
+        }
+        if r.start < prev_end {
+            return Err(format!(
+                "{}: overlaps or precedes the region before it",
+                what()
+            ));
+        }
+        prev_end = r.end;
+        if r.prot & !7 != 0 {
+            return Err(format!("{}: protection bits {:#x}", what(), r.prot));
+        }
+        if !path_ok(&r.name) {
+            return Err(format!(
+                "{}: name longer than {MAX_PATH} bytes or with a NUL",
+                what()
+            ));
+        }
+        if let RegionKind::FilePrivate(f) | RegionKind::FileShared(f) = &r.kind {
+            if !path_ok(&f.path) || !f.path.starts_with('/') {
+                return Err(format!(
+                    "{}: mapped file path is not an absolute path",
+                    what()
+                ));
+            }
+            if !page_aligned(f.offset) || f.offset.checked_add(r.end - r.start).is_none() {
+                return Err(format!("{}: file offset {:#x}", what(), f.offset));
+            }
+        }
+        if r.extents.is_empty() && r.checksum != crate::format::checksum(&[]) {
+            // Nothing stored: the checksum is that of no bytes (the restarter, which reads
+            // no data for such a region, and `mana_inspect --verify` must agree).
+            return Err(format!(
+                "{}: checksum of a region without stored data",
+                what()
+            ));
+        }
+        let pages = (r.end - r.start) / PAGE_SIZE;
+        let mut next_page = 0u64;
+        for e in &r.extents {
+            let bytes = e.pages.checked_mul(PAGE_SIZE);
+            let file_end = bytes.and_then(|b| e.file_offset.checked_add(b));
+            if e.pages == 0
+                || file_end.is_none_or(|end| end > data_end)
+                || e.file_offset < DATA_START
+                || !page_aligned(e.file_offset)
+            {
+                return Err(format!(
+                    "{}: an extent points outside the data area",
+                    what()
+                ));
+            }
+            if e.first_page < next_page
+                || e.first_page
+                    .checked_add(e.pages)
+                    .is_none_or(|end| end > pages)
+            {
+                return Err(format!(
+                    "{}: an extent lies outside the region or overlaps another",
+                    what()
+                ));
+            }
+            next_page = e.first_page + e.pages;
+        }
+    }
+    // Whether `a` lies in a region with protection bit `bit`.
+    let in_memory = |a: u64, bit: u8| {
+        h.regions
+            .iter()
+            .any(|r| r.start <= a && a < r.end && r.prot & bit != 0)
+    };
+    if h.threads.is_empty() || h.threads.len() > MAX_THREADS {
+        return Err(format!("{} threads (1 to {MAX_THREADS})", h.threads.len()));
+    }
+    if h.threads.iter().filter(|t| t.is_main).count() > 1 {
+        return Err("more than one main thread".into());
+    }
+    for (i, t) in h.threads.iter().enumerate() {
+        if t.tid <= 0 {
+            return Err(format!("thread {i}: tid {}", t.tid));
+        }
+        // The stack pointer points into writable memory (any: a thread may run on a stack
+        // of its own allocation); the saved context sits just below it.
+        if !in_memory(t.ctx.rsp.wrapping_sub(8), crate::format::prot::WRITE) {
+            return Err(format!(
+                "thread {i} (tid {}): stack pointer {:#x} is not in writable memory",
+                t.tid, t.ctx.rsp
+            ));
+        }
+        if !in_memory(t.ctx.rip, crate::format::prot::EXEC) {
+            return Err(format!(
+                "thread {i} (tid {}): instruction pointer {:#x} is not in executable memory",
+                t.tid, t.ctx.rip
+            ));
+        }
+        if t.robust_list.checked_add(t.robust_len).is_none() {
+            return Err(format!(
+                "thread {i} (tid {}): robust list {:#x}+{}",
+                t.tid, t.robust_list, t.robust_len
+            ));
+        }
+        if let Some(rs) = t.rseq {
+            if rs
+                .addr
+                .checked_add(u64::from(rs.len))
+                .is_none_or(|e| e > USER_TOP)
+            {
+                return Err(format!(
+                    "thread {i} (tid {}): rseq area {:#x}+{}",
+                    t.tid, rs.addr, rs.len
+                ));
+            }
+        }
+        if let Some(a) = t.altstack {
+            if a.sp.checked_add(a.size).is_none_or(|e| e > USER_TOP) {
+                return Err(format!(
+                    "thread {i} (tid {}): alternate signal stack {:#x}+{}",
+                    t.tid, a.sp, a.size
+                ));
+            }
+        }
+    }
+    let mut fds = std::collections::HashSet::new();
+    for f in &h.files {
+        if !(0..MAX_FD).contains(&f.fd) || !fds.insert(f.fd) {
+            return Err(format!(
+                "descriptor {}: number out of range or listed twice",
+                f.fd
+            ));
+        }
+        if f.flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) != 0 {
+            return Err(format!(
+                "descriptor {}: open flags {:#o} include O_CREAT, O_TRUNC or O_EXCL",
+                f.fd, f.flags
+            ));
+        }
+        if f.offset < 0
+            || !path_ok(&f.path)
+            || (f.kind == FileKind::Regular && !f.path.starts_with('/'))
+        {
+            return Err(format!("descriptor {}: offset {} or path", f.fd, f.offset));
+        }
+    }
+    let mut signals = 0u64;
+    for s in &h.signals {
+        if !(1..=64).contains(&s.signo) || signals & (1 << (s.signo - 1)) != 0 {
+            return Err(format!("signal disposition for signal {}", s.signo));
+        }
+        signals |= 1 << (s.signo - 1);
+    }
+    let m = &h.mm;
+    if m.auxv.len() > MAX_AUXV || !m.auxv.len().is_multiple_of(2) {
+        return Err(format!("auxiliary vector of {} words", m.auxv.len()));
+    }
+    for (name, lo, hi) in [
+        ("code", m.start_code, m.end_code),
+        ("data", m.start_data, m.end_data),
+        ("brk", m.start_brk, m.brk),
+        ("arguments", m.arg_start, m.arg_end),
+        ("environment", m.env_start, m.env_end),
+    ] {
+        if lo > hi || hi > USER_TOP {
+            return Err(format!("memory layout: {name} {lo:#x}-{hi:#x}"));
+        }
+    }
+    if m.start_stack > USER_TOP {
+        return Err(format!("memory layout: stack {:#x}", m.start_stack));
+    }
+    if let Some(v) = &h.vdso {
+        let vdso_end = v.vdso_start.checked_add(v.vdso_len);
+        if !page_aligned(v.block_start)
+            || !page_aligned(v.block_end)
+            || v.block_start >= v.block_end
+            || v.vdso_start < v.block_start
+            || vdso_end.is_none_or(|e| e > v.block_end)
+        {
+            return Err(format!(
+                "vdso block {:#x}-{:#x}",
+                v.block_start, v.block_end
+            ));
+        }
+    }
+    if !writable(
+        h,
+        h.restart_mailbox,
+        std::mem::size_of::<RestartMailbox>() as u64,
+    ) {
+        return Err(format!(
+            "restart mailbox {:#x} is not in writable memory",
+            h.restart_mailbox
+        ));
+    }
+    if !path_ok(&h.program) || !path_ok(&h.cwd) || h.hostname.len() > 255 {
+        return Err("program, working directory or host name too long".into());
+    }
+    if let Some(mpi) = &h.mpi {
+        if h.world_size == 0 || h.rank >= h.world_size {
+            return Err(format!("MPI rank {} of {}", h.rank, h.world_size));
+        }
+        for [lo, hi] in &mpi.lower_regions {
+            if lo >= hi || *hi > USER_TOP {
+                return Err(format!("lower-half range {lo:#x}-{hi:#x}"));
+            }
+        }
+    }
+    Ok(())
+}
