@@ -144,6 +144,20 @@ impl Session {
         self.committed_dir(self.checkpoint_output())
     }
 
+    /// A committed generation of `program ARGS…` (launched, checkpointed once it printed
+    /// `ready` and registered, then killed): the generation's directory.
+    pub fn checkpoint_of(&self, program: &Path, args: &[&str]) -> PathBuf {
+        let run = self.launch(program, args);
+        run.wait_for_stdout("ready", SHORT);
+        self.wait_registered(run.pid());
+        let gen = self
+            .checkpoint()
+            .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
+        crate::ckpt::assert_committed(&self.ckpt_dir, &gen);
+        self.kill9(run);
+        gen
+    }
+
     /// `mana_status --checkpoint --kill`
     pub fn checkpoint_and_kill(&self) -> Result<PathBuf, String> {
         self.committed_dir(self.status(&["--checkpoint", "--kill"]))

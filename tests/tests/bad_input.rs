@@ -10,14 +10,7 @@ use std::path::{Path, PathBuf};
 /// A committed checkpoint directory of a small program (which is then killed).
 fn good_checkpoint(s: &Session) -> PathBuf {
     let bigmem = compile("bigmem", Build::NoPie, s.dir());
-    let run = s.launch(&bigmem, &["4", "300"]);
-    run.wait_for_stdout("ready", SHORT);
-    s.wait_registered(run.pid());
-    let gen = s
-        .checkpoint()
-        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
-    assert_committed(&s.ckpt_dir, &gen);
-    s.kill9(run);
+    s.checkpoint_of(&bigmem, &["4", "300"]);
     s.ckpt_dir.clone()
 }
 

@@ -121,20 +121,18 @@ fn fix_manifest(image: &Path) {
     fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
 }
 
+/// A committed checkpoint of `threads` in the session's directory: about 4 s of work,
+/// long enough to be checkpointed, short enough that a restart of an accepted mutation
+/// ends on its own.
+fn checkpoint_threads(s: &Session) {
+    let threads = compile("threads", Build::Pie, s.dir());
+    s.checkpoint_of(&threads, &["1500"]);
+}
+
 #[test]
 fn every_header_field_mutated_is_accepted_or_refused_never_a_crash() {
     let s = Session::start("hostile-images");
-    let threads = compile("threads", Build::Pie, s.dir());
-    // About 4 s of work: long enough to be checkpointed, short enough that a restart of an
-    // accepted mutation ends on its own.
-    let run = s.launch(&threads, &["1500"]);
-    run.wait_for_stdout("ready", SHORT);
-    s.wait_registered(run.pid());
-    let gen = s
-        .checkpoint()
-        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
-    assert_committed(&s.ckpt_dir, &gen);
-    s.kill9(run);
+    checkpoint_threads(&s);
 
     let dir = s.dir().join("mutated");
     copy_tree(&s.ckpt_dir, &dir);
@@ -245,15 +243,7 @@ fn every_header_field_mutated_is_accepted_or_refused_never_a_crash() {
 fn mana_inspect_stops_quietly_when_its_reader_is_gone() {
     use std::process::Stdio;
     let s = Session::start("inspect-pipe");
-    let threads = compile("threads", Build::Pie, s.dir());
-    let run = s.launch(&threads, &["1500"]);
-    run.wait_for_stdout("ready", SHORT);
-    s.wait_registered(run.pid());
-    let gen = s
-        .checkpoint()
-        .unwrap_or_else(|e| panic!("checkpoint failed: {e}"));
-    assert_committed(&s.ckpt_dir, &gen);
-    s.kill9(run);
+    checkpoint_threads(&s);
     let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     let out = s
