@@ -62,6 +62,32 @@ pub struct Manifest {
     pub images: Vec<ManifestEntry>,
 }
 
+impl Manifest {
+    /// Reads and checks the MANIFEST at `path`: every image it names is a plain file name
+    /// inside its generation (never `..`, a path, or empty) — a MANIFEST is input that
+    /// someone else may have written.
+    pub fn load(path: &Path) -> Result<Manifest, CkptDirError> {
+        let text = fs::read_to_string(path).map_err(io(path))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| CkptDirError::BadManifest {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        for e in &m.images {
+            let f = e.file.as_str();
+            if f.is_empty() || f.len() > 255 || f.contains(['/', '\0']) || f == "." || f == ".." {
+                return Err(CkptDirError::BadManifest {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "image file {f:?} of rank {} is not a file name inside the generation",
+                        e.rank
+                    ),
+                });
+            }
+        }
+        Ok(m)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CkptDir {
     pub root: PathBuf,
@@ -128,11 +154,7 @@ impl CkptDir {
 
     pub fn read_manifest(&self, generation: u64) -> Result<Manifest, CkptDirError> {
         let p = self.gen_dir(generation).join("MANIFEST");
-        let text = fs::read_to_string(&p).map_err(io(&p))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| CkptDirError::BadManifest {
-            path: p.clone(),
-            msg: e.to_string(),
-        })?;
+        let m = Manifest::load(&p)?;
         if m.generation != generation {
             return Err(CkptDirError::BadManifest {
                 path: p,

@@ -425,6 +425,8 @@ pub struct ImageReader {
     pub file: File,
     pub header: ImageHeader,
     pub file_len: u64,
+    /// xxh3-64 of the header's bytes (verified): what a MANIFEST entry records.
+    pub header_checksum: u64,
 }
 
 impl ImageReader {
@@ -473,6 +475,7 @@ impl ImageReader {
             file,
             header,
             file_len,
+            header_checksum: p.header_checksum,
         })
     }
 

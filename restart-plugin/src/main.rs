@@ -113,7 +113,7 @@ fn restart(args: Args) -> Result<(), String> {
             libc::POSIX_FADV_SEQUENTIAL,
         )
     };
-    if mana_image::checksum(&header_bytes_for_manifest(&reader)?) != entry.header_checksum {
+    if reader.header_checksum != entry.header_checksum {
         return Err(format!(
             "{}: image does not match the MANIFEST of {} (was it replaced?)",
             image_path.display(),
@@ -236,17 +236,6 @@ fn restart(args: Args) -> Result<(), String> {
     }
     // SAFETY: the plan is complete; nothing of the first stage is used afterwards.
     unsafe { restorer.enter() }
-}
-
-fn header_bytes_for_manifest(reader: &ImageReader) -> Result<Vec<u8>, String> {
-    let mut pre = [0u8; mana_image::PREAMBLE_LEN];
-    mana_image::read_full_at(&reader.file, &mut pre, 0)
-        .map_err(|e| format!("{}: {e}", reader.path.display()))?;
-    let p = mana_image::Preamble::decode(&reader.path, &pre).map_err(|e| e.to_string())?;
-    let mut hb = vec![0u8; p.header_len as usize];
-    mana_image::read_full_at(&reader.file, &mut hb, p.header_offset)
-        .map_err(|e| format!("{}: {e}", reader.path.display()))?;
-    Ok(hb)
 }
 
 fn validate_threads(h: &ImageHeader) -> Result<(), String> {

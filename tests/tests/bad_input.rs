@@ -197,6 +197,44 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
     );
     let _ = image;
 
+    // A MANIFEST naming an image outside its generation (a restorable copy put there):
+    // refused by name, never followed.
+    let (dir, image) = damaged_copy(&s, &good, "manifest-escape", |i| {
+        let gen = i.parent().unwrap();
+        fs::copy(
+            i,
+            gen.parent().unwrap().parent().unwrap().join("escaped.mana"),
+        )
+        .unwrap();
+        let path = gen.join("MANIFEST");
+        let mut m: mana_image::Manifest =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        m.images[0].file = "../../escaped.mana".into();
+        fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    });
+    let manifest = image.parent().unwrap().join("MANIFEST");
+    let words = ["not a file name inside the generation"];
+    restart_refuses(
+        &s,
+        &dir,
+        &manifest,
+        &words,
+        "MANIFEST naming ../../escaped.mana",
+    );
+    inspect_refuses(&s, &dir, &words, "MANIFEST naming ../../escaped.mana");
+
+    // An image replaced after its generation was committed (its header differs from the
+    // one the MANIFEST recorded): mana_restart and mana_inspect both refuse it.
+    let (dir, image) = damaged_copy(&s, &good, "replaced", |i| {
+        let path = i.parent().unwrap().join("MANIFEST");
+        let recorded = fs::read(&path).unwrap();
+        rewrite_header(i, |h| h.created_unix_ns ^= 1);
+        fs::write(&path, recorded).unwrap();
+    });
+    let words = ["does not match the MANIFEST"];
+    restart_refuses(&s, &dir, &image, &words, "image replaced after the commit");
+    inspect_refuses(&s, &dir, &words, "image replaced after the commit");
+
     // The good directory is untouched by all this and still restarts.
     let restored = s.restart(&good).wait_output(LONG);
     restored.assert_success();

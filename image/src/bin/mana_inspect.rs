@@ -1,7 +1,7 @@
 //! `mana_inspect IMAGE|CKPT_DIR`: print an image's header and verify every checksum.
 
 use clap::Parser;
-use mana_image::{CkptDir, ImageReader, RegionKind, PAGE_SIZE};
+use mana_image::{CkptDir, ImageReader, Manifest, RegionKind, PAGE_SIZE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
     long_about = "Print a MANA checkpoint image's header (regions with address range, \
 permissions, kind and bytes stored; threads; descriptors; signal handlers) and verify the \
 preamble, header and every region's checksum. Given a checkpoint directory, inspects every \
-image of the newest committed generation (the one LATEST names). Exits non-zero if anything \
-is corrupt."
+image its MANIFEST lists of the newest committed generation (the one LATEST names), and checks \
+each against the header checksum the MANIFEST recorded, as mana_restart does. Exits non-zero if \
+anything is corrupt."
 )]
 struct Args {
     /// An image file (rank-NNNNN.mana), a generation directory, or a checkpoint directory.
@@ -35,9 +36,13 @@ fn main() {
     }
 }
 
-fn images(path: &Path) -> Result<Vec<PathBuf>, String> {
+/// The images to inspect, each with the header checksum its generation's MANIFEST
+/// records (none for an image file given alone): a checkpoint directory's newest committed
+/// generation, or a generation directory, is read through its MANIFEST, as `mana_restart`
+/// reads it.
+fn images(path: &Path) -> Result<Vec<(PathBuf, Option<u64>)>, String> {
     if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(vec![(path.to_path_buf(), None)]);
     }
     let dir = if path.join("LATEST").is_file() || !path.join("MANIFEST").is_file() {
         let c = CkptDir::new(path);
@@ -46,16 +51,15 @@ fn images(path: &Path) -> Result<Vec<PathBuf>, String> {
     } else {
         path.to_path_buf()
     };
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "mana"))
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        return Err(format!("{}: no images", dir.display()));
+    let manifest = Manifest::load(&dir.join("MANIFEST")).map_err(|e| e.to_string())?;
+    if manifest.images.is_empty() {
+        return Err(format!("{}: the MANIFEST lists no images", dir.display()));
     }
-    Ok(v)
+    Ok(manifest
+        .images
+        .iter()
+        .map(|e| (dir.join(&e.file), Some(e.header_checksum)))
+        .collect())
 }
 
 /// Why `run` stopped.
@@ -91,8 +95,15 @@ macro_rules! out {
 fn run(args: &Args) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut o = stdout.lock();
-    for p in images(&args.path)? {
+    for (p, recorded) in images(&args.path)? {
         let r = ImageReader::open(&p).map_err(|e| e.to_string())?;
+        if recorded.is_some_and(|c| c != r.header_checksum) {
+            return Err(Failure::Error(format!(
+                "{}: image does not match the MANIFEST of {} (was it replaced?)",
+                p.display(),
+                p.parent().unwrap_or(Path::new(".")).display()
+            )));
+        }
         let h = &r.header;
         out!(o, "image      {}", p.display());
         out!(
