@@ -11,7 +11,8 @@
  * new vector of the same shape used. Deterministic output from rank 0; 2 or more ranks.
  *
  * `type_reuse [--loop N]`: N rounds (default 20); with --loop it prints "type_reuse
- * ready" first and sleeps 10 ms per round (checkpoint/restart at random instants). */
+ * ready" first and sleeps 25 ms per round (checkpoint/restart at random instants: 40
+ * rounds outlast the tests' 700 ms window). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,7 +197,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds; r++) {
         round_of(r, keyval, comm);
         if (loop)
-            usleep(10000);
+            usleep(25000);
     }
     MPI_Type_free_keyval(&keyval);
     int local[3] = {bad, deletes, errors_seen}, all[3];
