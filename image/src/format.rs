@@ -1,4 +1,5 @@
-//! Per-process image format, version 1.
+//! Per-process image format, version 2 (version 1 identified mapped files by inode and
+//! mtime; 2 by a content hash, [`FileIdentity::sha256`]).
 //!
 //! ```text
 //! offset 0      preamble (64 bytes, little endian)
@@ -21,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"MANAIMG\0";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const EM_X86_64: u32 = 62;
 pub const PAGE_SIZE: u64 = 4096;
 pub const PREAMBLE_LEN: usize = 64;
@@ -62,6 +63,13 @@ pub enum ImageError {
     HeaderChecksum { path: PathBuf },
     #[error("{path}: image header cannot be decoded: {msg}")]
     Decode { path: PathBuf, msg: String },
+    #[error("{file} changed since the checkpoint ({what}; it was mapped at {start:#x} by the process of {path}); restore the original file")]
+    FileChanged {
+        path: PathBuf,
+        file: String,
+        start: u64,
+        what: String,
+    },
     #[error("{path}: image header is invalid: {what}")]
     Invalid { path: PathBuf, what: String },
     #[error("{path}: data of region {index} ({start:#x}-{end:#x} {name}) is corrupt (checksum mismatch)")]
@@ -90,15 +98,19 @@ pub mod prot {
     pub const EXEC: u8 = 4;
 }
 
-/// Identity of a file a region maps, so restart can refuse a file that changed.
+/// Identity of a file a region maps, so restart can refuse a file that changed: its size
+/// and a SHA-256 of the bytes the region maps ([`crate::files`]). Any copy with the same
+/// bytes will do (a node with its own `/usr/lib`); inode and mtime are not compared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub path: String,
     /// Offset of the region's first byte in the file.
     pub offset: u64,
     pub size: u64,
-    pub mtime_ns: i64,
-    pub inode: u64,
+    /// SHA-256 of the file's bytes from `offset` to the region's end or the file's end,
+    /// whichever comes first ([`crate::files::mapped_len`]). Not checked for
+    /// [`RegionKind::FileShared`], whose contents live in the file.
+    pub sha256: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,11 +150,44 @@ pub struct Region {
     pub name: String,
     pub kind: RegionKind,
     pub extents: Vec<Extent>,
-    /// xxh3-64 over the stored bytes, extent after extent.
+    /// xxh3-64 over the region's description (everything above but the extents' file
+    /// offsets, [`region_hasher`]) and then the stored bytes, extent after extent: a
+    /// header whose region was moved, resized, given other protections, another file or
+    /// other page positions fails it as data changed would.
     pub checksum: u64,
 }
 
+/// The hasher of a region's checksum, seeded with its description (start, end,
+/// protections, name, kind, and where its extents lie in it).
+pub fn region_hasher(
+    start: u64,
+    end: u64,
+    prot: u8,
+    name: &str,
+    kind: &RegionKind,
+    extents: &[Extent],
+) -> RegionHasher {
+    let pages: Vec<(u64, u64)> = extents.iter().map(|e| (e.first_page, e.pages)).collect();
+    let desc = rmp_serde::to_vec(&(start, end, prot, name, kind, pages))
+        .expect("a region description is always serializable");
+    let mut h = RegionHasher::new();
+    h.update(&desc);
+    h
+}
+
 impl Region {
+    /// [`region_hasher`] of this region.
+    pub fn hasher(&self) -> RegionHasher {
+        region_hasher(
+            self.start,
+            self.end,
+            self.prot,
+            &self.name,
+            &self.kind,
+            &self.extents,
+        )
+    }
+
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
@@ -234,6 +279,91 @@ pub struct ThreadState {
     /// Blocked signals while stopped (bit n-1 = signal n).
     pub sigmask: u64,
     pub altstack: Option<AltStack>,
+    /// Where the runtime's record of this thread ([`thread_record`]) lies in the saved
+    /// memory: a second copy of the fields above, covered by a region checksum, which
+    /// [`crate::validate::check_memory_copies`] compares with them.
+    pub record: u64,
+}
+
+/// The runtime's in-memory record of a stopped thread (the upper half's `ThreadSlot`,
+/// `repr(C)`, whose layout is asserted against these offsets at compile time): the
+/// header's [`ThreadState`] is copied from it, and it is saved with the rest of memory.
+pub mod thread_record {
+    pub const LEN: usize = 152;
+    pub const TID: usize = 0;
+    /// rbx, rbp, r12, r13, r14, r15, rsp, rip (u64 each), mxcsr (u32), x87 control word.
+    pub const CTX: usize = 8;
+    pub const FS_BASE: usize = 80;
+    pub const TID_ADDRESS: usize = 88;
+    pub const ROBUST_HEAD: usize = 96;
+    pub const ROBUST_LEN: usize = 104;
+    pub const RSEQ_ADDR: usize = 112;
+    pub const SIGMASK: usize = 120;
+    /// `stack_t`: sp (u64), flags (i32), size (u64 at +16).
+    pub const ALTSTACK: usize = 128;
+    /// `SS_DISABLE`.
+    pub const SS_DISABLE: i32 = 2;
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The first field of `t` that differs from the record `rec` ([`LEN`] bytes), if any.
+    pub fn mismatch(t: &super::ThreadState, rec: &[u8; LEN]) -> Option<&'static str> {
+        let c = &t.ctx;
+        let regs = [
+            ("rbx", c.rbx),
+            ("rbp", c.rbp),
+            ("r12", c.r12),
+            ("r13", c.r13),
+            ("r14", c.r14),
+            ("r15", c.r15),
+            ("rsp", c.rsp),
+            ("rip", c.rip),
+        ];
+        if u32_at(rec, TID) as i32 != t.tid {
+            return Some("tid");
+        }
+        for (i, (name, v)) in regs.iter().enumerate() {
+            if u64_at(rec, CTX + 8 * i) != *v {
+                return Some(name);
+            }
+        }
+        if u32_at(rec, CTX + 64) != c.mxcsr {
+            return Some("mxcsr");
+        }
+        if u16::from_le_bytes([rec[CTX + 68], rec[CTX + 69]]) != c.fpu_cw {
+            return Some("x87 control word");
+        }
+        let words = [
+            ("fs base", FS_BASE, t.fs_base),
+            ("clear-tid address", TID_ADDRESS, t.tid_address),
+            ("robust list", ROBUST_HEAD, t.robust_list),
+            ("robust list length", ROBUST_LEN, t.robust_len),
+            ("rseq area", RSEQ_ADDR, t.rseq.map_or(0, |r| r.addr)),
+            ("signal mask", SIGMASK, t.sigmask),
+        ];
+        for (name, at, v) in words {
+            if u64_at(rec, at) != v {
+                return Some(name);
+            }
+        }
+        let flags = u32_at(rec, ALTSTACK + 8) as i32;
+        match &t.altstack {
+            None if flags & SS_DISABLE == 0 => Some("alternate signal stack"),
+            Some(a)
+                if (u64_at(rec, ALTSTACK), flags, u64_at(rec, ALTSTACK + 16))
+                    != (a.sp, a.flags, a.size) =>
+            {
+                Some("alternate signal stack")
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +450,44 @@ pub struct ImageHeader {
     /// connection and environment.
     #[serde(default)]
     pub mpi: Option<MpiImage>,
+    /// Where the runtime keeps, in the saved memory, the [`ImageHeader::state_digest`] of
+    /// this header (a u64): the copy the validator compares the header with.
+    pub state_digest_at: u64,
+}
+
+impl ImageHeader {
+    /// xxh3-64 of every field but the regions (which their own checksums cover) and
+    /// [`ImageHeader::state_digest_at`]. The writer stores it in memory before saving it.
+    pub fn state_digest(&self) -> u64 {
+        // Every field named: a field added later must be placed on one side or the other.
+        let ImageHeader {
+            generation,
+            rank,
+            world_size,
+            hostname,
+            pid,
+            program,
+            created_unix_ns,
+            cwd,
+            umask,
+            regions: _,
+            threads,
+            files,
+            signals,
+            mm,
+            vdso,
+            restart_mailbox,
+            mpi,
+            state_digest_at: _,
+        } = self;
+        let bytes = rmp_serde::to_vec(&(
+            (generation, rank, world_size, hostname, pid, program),
+            (created_unix_ns, cwd, umask, threads, files, signals),
+            (mm, vdso, restart_mailbox, mpi),
+        ))
+        .expect("an image header is always serializable");
+        checksum(&bytes)
+    }
 }
 
 /// What an MPI process's image says about its lower half.
@@ -470,12 +638,32 @@ impl ImageReader {
                 what,
             }
         })?;
-        Ok(ImageReader {
+        let reader = ImageReader {
             path: path.into(),
             file,
             header,
             file_len,
             header_checksum: p.header_checksum,
+        };
+        crate::validate::check_memory_copies(&reader.header, |addr, buf| {
+            reader.read_memory(addr, buf)
+        })
+        .map_err(|what| ImageError::Invalid {
+            path: path.into(),
+            what,
+        })?;
+        Ok(reader)
+    }
+
+    /// Reads the saved bytes at address `addr` of the checkpointed process into `buf`
+    /// (not checksum-verified; [`ImageReader::read_region`] verifies). `Ok(false)` when a
+    /// byte of the range is not stored in the image (validated headers only).
+    pub fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<bool, String> {
+        let file = &self.file;
+        read_stored(&self.header, addr, buf, |off, b| {
+            read_full_at(file, b, off)
+                .map_err(|e| e.to_string())
+                .map(|n| n == b.len())
         })
     }
 
@@ -483,7 +671,7 @@ impl ImageReader {
     /// first byte; pages not stored are left as they are) and verifies the checksum.
     pub fn read_region(&self, index: usize, dest: &mut [u8]) -> Result<(), ImageError> {
         let r = &self.header.regions[index];
-        let mut h = RegionHasher::new();
+        let mut h = r.hasher();
         for e in &r.extents {
             let off = (e.first_page * PAGE_SIZE) as usize;
             let len = (e.pages * PAGE_SIZE) as usize;
@@ -514,7 +702,7 @@ impl ImageReader {
     pub fn verify_data(&self) -> Result<(), ImageError> {
         let mut buf = vec![0u8; 8 << 20];
         for (index, r) in self.header.regions.iter().enumerate() {
-            let mut h = RegionHasher::new();
+            let mut h = r.hasher();
             for e in &r.extents {
                 let mut left = e.pages * PAGE_SIZE;
                 let mut off = e.file_offset;
@@ -545,6 +733,41 @@ impl ImageReader {
         }
         Ok(())
     }
+}
+
+/// Reads the stored bytes at address `addr` of a validated header's memory into `buf`
+/// through `read_at(file_offset, dest) -> complete?`; `Ok(false)` when a byte of the range
+/// is not stored (or the file ends early).
+pub fn read_stored(
+    h: &ImageHeader,
+    addr: u64,
+    buf: &mut [u8],
+    mut read_at: impl FnMut(u64, &mut [u8]) -> Result<bool, String>,
+) -> Result<bool, String> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let a = addr.checked_add(done as u64).ok_or("address overflows")?;
+        let Some(r) = h.regions.iter().find(|r| r.start <= a && a < r.end) else {
+            return Ok(false);
+        };
+        let page = (a - r.start) / PAGE_SIZE;
+        let Some(e) = r
+            .extents
+            .iter()
+            .find(|e| e.first_page <= page && page - e.first_page < e.pages)
+        else {
+            return Ok(false);
+        };
+        // Validated: the extent lies in the region and the data area, so no overflow.
+        let ext_start = r.start + e.first_page * PAGE_SIZE;
+        let ext_end = ext_start + e.pages * PAGE_SIZE;
+        let n = ((ext_end - a) as usize).min(buf.len() - done);
+        if !read_at(e.file_offset + (a - ext_start), &mut buf[done..done + n])? {
+            return Ok(false);
+        }
+        done += n;
+    }
+    Ok(true)
 }
 
 /// `read_at` until `buf` is full or end of file; returns the bytes read.

@@ -12,6 +12,7 @@
 //! these types; nothing else defines on-disk layout.
 
 pub mod ckptdir;
+pub mod files;
 pub mod format;
 pub mod validate;
 

@@ -6,7 +6,11 @@
 //! Legitimate state stays accepted: RWX regions (JITs), `PROT_NONE` reservations and guard
 //! pages, a stack pointer in any writable region, a thread's instruction pointer in any
 //! executable region. Register values that cannot be range-checked (rbx, rbp, r12–r15,
-//! mxcsr, the FS base) are not judged here.
+//! mxcsr, the FS base, the rseq and clear-tid addresses) are compared by
+//! [`check_memory_copies`] with the runtime's own copy saved in memory, which a region
+//! checksum covers; so is a digest of every other field but the regions. A region's
+//! checksum covers its description (addresses, protections, kind, file, page positions)
+//! as well as its data.
 
 use crate::format::{FileKind, ImageHeader, RegionKind, PAGE_SIZE};
 use crate::format::{RestartMailbox, DATA_START};
@@ -113,9 +117,9 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                 return Err(format!("{}: file offset {:#x}", what(), f.offset));
             }
         }
-        if r.extents.is_empty() && r.checksum != crate::format::checksum(&[]) {
-            // Nothing stored: the checksum is that of no bytes (the restarter, which reads
-            // no data for such a region, and `mana_inspect --verify` must agree).
+        if r.extents.is_empty() && r.checksum != r.hasher().digest() {
+            // Nothing stored: the checksum is that of the description alone (the
+            // restarter, which reads no data for such a region, and `mana_inspect` agree).
             return Err(format!(
                 "{}: checksum of a region without stored data",
                 what()
@@ -147,6 +151,17 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                 ));
             }
             next_page = e.first_page + e.pages;
+        }
+        if let RegionKind::FilePrivate(f) = &r.kind {
+            // Stored pages are written through a private mapping of the file: one past the
+            // file's end would be SIGBUS.
+            if next_page > crate::files::pages_in_file(r.end - r.start, f.offset, f.size) {
+                return Err(format!(
+                    "{}: stored pages past the end of its file ({} bytes)",
+                    what(),
+                    f.size
+                ));
+            }
         }
     }
     // Whether `a` lies in a region with protection bit `bit`.
@@ -287,6 +302,60 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
             if lo >= hi || *hi > USER_TOP {
                 return Err(format!("lower-half range {lo:#x}-{hi:#x}"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Compares a validated header `h` with the runtime's copies in the saved memory, read
+/// through `read(addr, buf) -> stored?`: all of it but the regions with the digest at
+/// [`ImageHeader::state_digest_at`], then each thread with the runtime's record of it ([`crate::format::thread_record`] at [`ThreadState::record`]), read
+/// through `read(addr, buf) -> stored?`. A header whose registers were changed without the
+/// memory they were copied from is refused, naming the register.
+///
+/// [`ThreadState::record`]: crate::format::ThreadState::record
+pub fn check_memory_copies(
+    h: &ImageHeader,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<bool, String>,
+) -> Result<(), String> {
+    use crate::format::thread_record::{mismatch, LEN};
+    // The whole header but its regions, against the digest the writer kept in memory.
+    let mut digest = [0u8; 8];
+    if !h.state_digest_at.is_multiple_of(8)
+        || !writable(h, h.state_digest_at, 8)
+        || !read(h.state_digest_at, &mut digest)?
+    {
+        return Err(format!(
+            "the header's digest at {:#x} is not in the saved memory",
+            h.state_digest_at
+        ));
+    }
+    if u64::from_le_bytes(digest) != h.state_digest() {
+        return Err("the header differs from the digest of it saved in memory".into());
+    }
+    for t in &h.threads {
+        if !t.record.is_multiple_of(8) || !writable(h, t.record, LEN as u64) {
+            return Err(format!(
+                "thread {}: its record at {:#x} is not in writable memory",
+                t.tid, t.record
+            ));
+        }
+        let mut rec = [0u8; LEN];
+        if !read(t.record, &mut rec)? {
+            return Err(format!(
+                "thread {}: its record at {:#x} is not stored in the image",
+                t.tid, t.record
+            ));
+        }
+        if let Some(field) = mismatch(t, &rec) {
+            return Err(format!(
+                "thread {}: {field} differs from the copy saved in memory",
+                t.tid
+            ));
+        }
+        // Reserved MXCSR bits set make the restorer's LDMXCSR fault.
+        if t.ctx.mxcsr & !0xffff != 0 {
+            return Err(format!("thread {}: mxcsr {:#x}", t.tid, t.ctx.mxcsr));
         }
     }
     Ok(())

@@ -124,6 +124,9 @@ fn restart(args: Args) -> Result<(), String> {
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
     let vdso_moves = plan_vdso(h)?;
     validate_threads(h)?;
+    // The files private regions map: the same bytes as at the checkpoint, checked through
+    // the descriptors mapped below.
+    let mapped = mana_image::files::verify(h, &image_path).map_err(|e| e.to_string())?;
     let status_file =
         mana_coordinator::ensure_coordinator(args.status_file.as_deref(), None, "mana_restart")
             .map_err(|e| e.to_string())?;
@@ -132,7 +135,7 @@ fn restart(args: Args) -> Result<(), String> {
     // anything else from landing there.
     avoid_collisions(h, &vdso_moves)?;
     for (i, r) in h.regions.iter().enumerate() {
-        restore_region(&reader, i, r)?;
+        restore_region(&reader, &mapped, i, r)?;
     }
     for m in &vdso_moves.placeholders {
         sys::map_fixed(
@@ -159,6 +162,7 @@ fn restart(args: Args) -> Result<(), String> {
     // hands it to its new lower half.
     let header = reader.header.clone();
     drop(reader);
+    drop(mapped);
     let pmi_fd = if header.mpi.is_some() {
         move_pmi_fd(&header)?
     } else {
@@ -238,10 +242,8 @@ fn restart(args: Args) -> Result<(), String> {
     unsafe { restorer.enter() }
 }
 
+/// The restorer's own limit (the header's validation allows more threads).
 fn validate_threads(h: &ImageHeader) -> Result<(), String> {
-    if h.threads.is_empty() {
-        return Err("image has no threads".into());
-    }
     if h.threads.len() > plan::MAX_THREADS {
         return Err(format!(
             "image has {} threads; at most {} are supported",
@@ -414,7 +416,12 @@ fn prot_flags(p: u8) -> i32 {
 
 /// Maps one region at its address (`MAP_FIXED_NOREPLACE`), fills in its stored pages,
 /// verifies their checksum and applies the saved protection.
-fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), String> {
+fn restore_region(
+    reader: &ImageReader,
+    mapped: &mana_image::files::MappedFiles,
+    index: usize,
+    r: &Region,
+) -> Result<(), String> {
     let len = r.len();
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // Mostly-stored regions are populated in one go instead of faulting page by page
@@ -448,9 +455,24 @@ fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), 
             0,
         )
         .map_err(collide)?,
-        RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
-            let shared = matches!(r.kind, RegionKind::FileShared(_));
-            let writable = shared && r.prot & mana_image::prot::WRITE != 0;
+        RegionKind::FilePrivate(id) => {
+            // Verified by mana_image::files::verify (same bytes as at the checkpoint).
+            let f = mapped
+                .get(&id.path)
+                .ok_or_else(|| format!("{}: not verified", id.path))?;
+            use std::os::fd::AsRawFd;
+            sys::map_fixed(
+                r.start,
+                len,
+                rw,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                id.offset,
+            )
+            .map_err(collide)?;
+        }
+        RegionKind::FileShared(id) => {
+            let writable = r.prot & mana_image::prot::WRITE != 0;
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(writable)
@@ -461,22 +483,16 @@ fn restore_region(reader: &ImageReader, index: usize, r: &Region) -> Result<(), 
                         id.path, r.start
                     )
                 })?;
-            let md = f.metadata().map_err(|e| format!("{}: {e}", id.path))?;
-            use std::os::unix::fs::MetadataExt;
-            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-            if !shared && (md.ino() != id.inode || md.size() != id.size || mtime != id.mtime_ns) {
-                return Err(format!(
-                    "{} changed since the checkpoint (it was mapped at {:#x}); restore the original file",
-                    id.path, r.start
-                ));
-            }
             use std::os::fd::AsRawFd;
-            let (prot, flags) = if shared {
-                (prot_flags(r.prot), libc::MAP_SHARED)
-            } else {
-                (rw, libc::MAP_PRIVATE)
-            };
-            sys::map_fixed(r.start, len, prot, flags, f.as_raw_fd(), id.offset).map_err(collide)?;
+            sys::map_fixed(
+                r.start,
+                len,
+                prot_flags(r.prot),
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                id.offset,
+            )
+            .map_err(collide)?;
             file_holder = Some(f);
         }
     }

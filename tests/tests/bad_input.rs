@@ -159,11 +159,29 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
     // An image that needs memory where the restarter always is (a region over the whole
     // area where the kernel puts stacks and libraries, in place of the image's own regions
     // there, and RWX so that the threads' stack and instruction pointers still pass the
-    // header's validation): the restarter re-executes itself for other layouts, then gives
-    // up naming both ranges.
+    // header's validation; it keeps their stored pages, so that the runtime's thread
+    // records there still match the header): the restarter re-executes itself for other
+    // layouts, then gives up naming both ranges.
     let (dir, image) = damaged_copy(&s, &good, "unreservable", |i| {
+        let data = fs::read(i).unwrap();
         rewrite_header(i, |h| {
             let (start, end) = (0x7e00_0000_0000, 0x7fff_f000_0000);
+            let mut extents = vec![];
+            let mut sum = mana_image::RegionHasher::new();
+            for r in h
+                .regions
+                .iter()
+                .filter(|r| r.start >= start && r.end <= end)
+            {
+                for e in &r.extents {
+                    let at = e.file_offset as usize;
+                    sum.update(&data[at..at + (e.pages * mana_image::PAGE_SIZE) as usize]);
+                    extents.push(mana_image::Extent {
+                        first_page: (r.start - start) / mana_image::PAGE_SIZE + e.first_page,
+                        ..*e
+                    });
+                }
+            }
             h.regions.retain(|r| r.end <= start || r.start >= end);
             let at = h
                 .regions
@@ -178,8 +196,8 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
                     prot: mana_image::prot::READ | mana_image::prot::WRITE | mana_image::prot::EXEC,
                     name: "forged".into(),
                     kind: mana_image::RegionKind::Anon,
-                    extents: vec![],
-                    checksum: mana_image::RegionHasher::new().digest(),
+                    extents,
+                    checksum: sum.digest(),
                 },
             )
         })

@@ -151,3 +151,40 @@ fn signals_pie_keep_handlers_mask_and_rseq() {
 fn signals_no_pie_keep_handlers_mask_and_rseq() {
     signals_keep_their_state(Build::NoPie);
 }
+
+/// Legitimate layouts the image validator must accept (issue 10, item 4): an RWX JIT
+/// mapping, a PROT_NONE reservation with used pages inside, a guard page, and threads
+/// running on stacks in the bss and in the malloc heap when checkpointed.
+#[test]
+fn odd_memory_jit_reservations_and_foreign_stacks_restart() {
+    let s = Session::start("odd-memory");
+    let program = compile("odd_memory", Build::Pie, s.dir());
+    let args = ["150", "20"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_kill_restart(&s, &program, &args, &native, "odd-memory");
+    assert_continues(&native.stdout, &pieces);
+
+    let image =
+        mana_image::ImageReader::open(&latest_image(&s.ckpt_dir)).unwrap_or_else(|e| panic!("{e}"));
+    let h = &image.header;
+    let prots: Vec<String> = h.regions.iter().map(|r| r.prot_string()).collect();
+    assert!(
+        prots.iter().any(|p| p.starts_with("rwx")) && prots.iter().any(|p| p.starts_with("---")),
+        "the image holds an RWX and a PROT_NONE region: {prots:?}"
+    );
+    let named = |rsp: u64| {
+        h.regions
+            .iter()
+            .find(|r| r.start <= rsp && rsp < r.end)
+            .map(|r| r.name.clone())
+    };
+    let off_stack = h
+        .threads
+        .iter()
+        .filter(|t| named(t.ctx.rsp).is_some_and(|n| n != "[stack]"))
+        .count();
+    assert!(
+        off_stack >= 2,
+        "threads saved running off [stack]: {off_stack}"
+    );
+}

@@ -337,6 +337,9 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
+    // Content hashes of the mapped files, while the application still runs.
+    write::warm_hashes();
+    debug!(elapsed = ?t0.elapsed(), "mapped files hashed");
     let mpi = crate::mpi_ckpt::in_mpi_job(UNDER_LAUNCHER.load(Ordering::Relaxed));
     MPI_JOB.store(mpi, Ordering::Relaxed);
     if mpi {
@@ -523,8 +526,9 @@ extern "C" fn write_in_window(_: *mut c_void) {
 
 fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
     let pid = sys::getpid();
-    // SAFETY: CKPT_SLOT was filled by write_phase; its ctx by save_and_call.
-    let own = unsafe { *CKPT_SLOT.0.get() };
+    // SAFETY: CKPT_SLOT was filled by write_phase; its ctx by save_and_call. It is static
+    // and not written again before the next checkpoint.
+    let own: &'static ThreadSlot = unsafe { &*CKPT_SLOT.0.get() };
     let mut thread_states = vec![own.to_image(pid)];
     thread_states.extend(
         threads::parked_slots(call.parked)
@@ -581,6 +585,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         vdso: None,
         restart_mailbox: MAILBOX.0.get() as u64,
         mpi,
+        state_digest_at: 0,
     };
     let here = 0u8;
     let sp = &here as *const u8 as u64;

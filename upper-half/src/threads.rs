@@ -29,7 +29,8 @@ pub struct ThreadSlot {
     pub ctx: RawContext,
     pub fs_base: u64,
     pub tid_address: u64,
-    pub robust_list: (u64, u64),
+    pub robust_head: u64,
+    pub robust_len: u64,
     pub rseq_addr: u64,
     pub sigmask: u64,
     pub altstack: sys::StackT,
@@ -53,7 +54,8 @@ impl ThreadSlot {
         },
         fs_base: 0,
         tid_address: 0,
-        robust_list: (0, 0),
+        robust_head: 0,
+        robust_len: 0,
         rseq_addr: 0,
         sigmask: 0,
         altstack: sys::StackT {
@@ -68,21 +70,24 @@ impl ThreadSlot {
         self.tid = sys::gettid();
         self.fs_base = sys::fs_base();
         self.tid_address = sys::tid_address();
-        self.robust_list = sys::robust_list();
+        (self.robust_head, self.robust_len) = sys::robust_list();
         self.rseq_addr = rseq_area(self.fs_base);
         self.sigmask = sys::sigmask();
         self.altstack = sys::altstack();
     }
 
-    pub fn to_image(&self, pid: i32) -> mana_image::ThreadState {
+    /// The header's copy of this record, which stays in memory at `self` (a static slot)
+    /// and is saved with it.
+    pub fn to_image(&'static self, pid: i32) -> mana_image::ThreadState {
         mana_image::ThreadState {
+            record: self as *const ThreadSlot as u64,
             tid: self.tid,
             is_main: self.tid == pid,
             ctx: self.ctx.to_image(),
             fs_base: self.fs_base,
             tid_address: self.tid_address,
-            robust_list: self.robust_list.0,
-            robust_len: self.robust_list.1,
+            robust_list: self.robust_head,
+            robust_len: self.robust_len,
             rseq: (self.rseq_addr != 0).then(|| mana_image::Rseq {
                 addr: self.rseq_addr,
                 // glibc registers at least the original 32-byte `struct rseq`.
@@ -101,6 +106,27 @@ impl ThreadSlot {
         }
     }
 }
+
+// The image's validator reads this record from the saved memory at the offsets of
+// `mana_image::thread_record`.
+const _: () = {
+    use core::mem::offset_of;
+    use mana_image::thread_record as r;
+    assert!(core::mem::size_of::<ThreadSlot>() == r::LEN);
+    assert!(offset_of!(ThreadSlot, tid) == r::TID);
+    assert!(offset_of!(ThreadSlot, ctx) == r::CTX);
+    assert!(offset_of!(ThreadSlot, ctx) + offset_of!(RawContext, mxcsr) == r::CTX + 64);
+    assert!(offset_of!(ThreadSlot, ctx) + offset_of!(RawContext, fpu_cw) == r::CTX + 68);
+    assert!(offset_of!(ThreadSlot, fs_base) == r::FS_BASE);
+    assert!(offset_of!(ThreadSlot, tid_address) == r::TID_ADDRESS);
+    assert!(offset_of!(ThreadSlot, robust_head) == r::ROBUST_HEAD);
+    assert!(offset_of!(ThreadSlot, robust_len) == r::ROBUST_LEN);
+    assert!(offset_of!(ThreadSlot, rseq_addr) == r::RSEQ_ADDR);
+    assert!(offset_of!(ThreadSlot, sigmask) == r::SIGMASK);
+    assert!(offset_of!(ThreadSlot, altstack) == r::ALTSTACK);
+    assert!(offset_of!(sys::StackT, flags) == 8 && offset_of!(sys::StackT, size) == 16);
+    assert!(r::SS_DISABLE == libc::SS_DISABLE);
+};
 
 extern "C" {
     // glibc ≥ 2.35: where this thread's `struct rseq` is, relative to the thread pointer.

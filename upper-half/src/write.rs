@@ -8,9 +8,14 @@
 
 use crate::procfs::{self, MapLine};
 use crate::sys;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+
+/// The [`ImageHeader::state_digest`] of the image being written, saved with the memory.
+static STATE_DIGEST: AtomicU64 = AtomicU64::new(0);
 use mana_image::{
-    checksum, encode_header, Extent, FileIdentity, ImageHeader, Preamble, Region, RegionHasher,
-    RegionKind, VdsoInfo, DATA_START, EM_X86_64, FORMAT_VERSION, PAGE_SIZE,
+    checksum, encode_header, region_hasher, Extent, FileIdentity, ImageHeader, Preamble, Region,
+    RegionHasher, RegionKind, VdsoInfo, DATA_START, EM_X86_64, FORMAT_VERSION, PAGE_SIZE,
 };
 
 const PM_PRESENT: u64 = 1 << 63;
@@ -62,8 +67,14 @@ fn classify(m: &MapLine) -> Option<(RegionKind, Store)> {
         _ => {}
     }
     if m.name.starts_with('/') && m.inode != 0 {
-        let deleted = m.name.ends_with(" (deleted)");
-        let ident = if deleted { None } else { file_identity(m) };
+        // A placeholder identity: each piece of the mapping gets its own
+        // ([`file_identity`]); a file that cannot be identified is stored whole.
+        let ident = (is_file(m) && open_mapped(m).is_some()).then(|| FileIdentity {
+            path: m.name.clone(),
+            offset: m.offset,
+            size: 0,
+            sha256: [0; 32],
+        });
         return Some(match (m.shared, ident) {
             (true, Some(id)) => (RegionKind::FileShared(id), Store::Nothing),
             (true, None) => (RegionKind::SharedAnon, Store::All),
@@ -78,21 +89,93 @@ fn classify(m: &MapLine) -> Option<(RegionKind, Store)> {
     })
 }
 
-fn file_identity(m: &MapLine) -> Option<FileIdentity> {
-    let c = std::ffi::CString::new(m.name.as_str()).ok()?;
-    // SAFETY: zeroed stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated, `st` valid.
-    if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 || st.st_ino != m.inode {
+/// What tells a file's version apart without reading it: device, inode, size, mtime and
+/// ctime (which no one can put back after changing the file).
+type FileKey = (u64, u64, i64, i64, i64, i64, i64);
+/// A range of a file version: (key, offset, length).
+type RangeKey = (FileKey, u64, u64);
+
+/// Content hashes of the mapped file ranges, kept between checkpoints in the runtime heap
+/// (filled outside the write window by [`warm_hashes`]; only read inside it, where
+/// allocations are transient).
+static HASHES: std::sync::Mutex<BTreeMap<RangeKey, [u8; 32]>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The file `m` maps, if the path still names it: opened, with its version key and size.
+fn open_mapped(m: &MapLine) -> Option<(std::fs::File, FileKey, u64)> {
+    let f = std::fs::File::open(&m.name).ok()?;
+    let md = f.metadata().ok()?;
+    use std::os::unix::fs::MetadataExt;
+    if md.ino() != m.inode || !md.is_file() {
         return None;
     }
+    let key = (
+        md.dev(),
+        md.ino(),
+        md.size() as i64,
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+    );
+    Some((f, key, md.size()))
+}
+
+/// The identity of the piece `[start, end)` of the private or shared file mapping `m`: its
+/// size and the content hash of the bytes it maps (from the cache, else read now).
+fn file_identity(m: &MapLine, start: u64, end: u64) -> Option<FileIdentity> {
+    let (f, key, size) = open_mapped(m)?;
+    let offset = m.offset + (start - m.start);
+    let len = mana_image::files::mapped_len(end - start, offset, size);
+    // A shared mapping's contents live in the file (not compared at restart).
+    let cached = if m.shared {
+        Some([0; 32])
+    } else {
+        HASHES.lock().ok()?.get(&(key, offset, len)).copied()
+    };
+    let sha256 = match cached {
+        Some(h) => h,
+        None => mana_image::files::hash_range(&f, offset, len).ok()?,
+    };
     Some(FileIdentity {
         path: m.name.clone(),
-        offset: m.offset,
-        size: st.st_size as u64,
-        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
-        inode: st.st_ino,
+        offset,
+        size,
+        sha256,
     })
+}
+
+/// Hashes the private file mappings of the process into [`HASHES`] ahead of the write,
+/// while the application still runs (the first checkpoint reads each mapped library once;
+/// later ones find them cached). Entries of files no longer mapped are dropped.
+pub fn warm_hashes() {
+    let Ok(maps) = procfs::own_maps() else {
+        return;
+    };
+    let Ok(mut cache) = HASHES.lock() else {
+        return;
+    };
+    let mut next = BTreeMap::new();
+    for m in maps.iter().filter(|m| is_file(m) && !m.shared) {
+        let Some((f, key, size)) = open_mapped(m) else {
+            continue;
+        };
+        let len = mana_image::files::mapped_len(m.end - m.start, m.offset, size);
+        let k = (key, m.offset, len);
+        let hash = match cache.get(&k) {
+            Some(&h) => h,
+            None => match mana_image::files::hash_range(&f, m.offset, len) {
+                Ok(h) => h,
+                Err(_) => continue,
+            },
+        };
+        next.insert(k, hash);
+    }
+    *cache = next;
+}
+
+fn is_file(m: &MapLine) -> bool {
+    m.name.starts_with('/') && m.inode != 0 && !m.name.ends_with(" (deleted)")
 }
 
 fn prot_bits(m: &MapLine) -> u8 {
@@ -124,6 +207,10 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
     let t0 = std::time::Instant::now();
     let maps = procfs::own_maps()?;
     job.header.vdso = vdso_info(&maps);
+    // The header is complete but for its regions: its digest goes into memory before the
+    // memory is saved (the copy a restart compares the header with).
+    job.header.state_digest_at = STATE_DIGEST.as_ptr() as u64;
+    STATE_DIGEST.store(job.header.state_digest(), Ordering::Release);
     let mut pm = vec![0u64; 1 << 16];
     let mut bounce = vec![0u8; CHUNK];
     let mut data_off = DATA_START;
@@ -149,26 +236,28 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
             }
             let extents = select_pages(job.pagemap_fd, start, end, store, &mut pm, &mut data_off)?;
             let volatile = job.volatile.iter().any(|&(s, e)| s < end && e > start);
-            let checksum = write_extents(job.fd, start, m, &extents, volatile, &mut bounce)?;
+            let kind = match &kind {
+                RegionKind::FilePrivate(_) | RegionKind::FileShared(_) => {
+                    let id = file_identity(m, start, end)
+                        .ok_or_else(|| format!("{} changed while it was being saved", m.name))?;
+                    if m.shared {
+                        RegionKind::FileShared(id)
+                    } else {
+                        RegionKind::FilePrivate(id)
+                    }
+                }
+                k => k.clone(),
+            };
+            let prot = prot_bits(m);
+            let hasher = region_hasher(start, end, prot, &m.name, &kind, &extents);
+            let checksum =
+                write_extents(job.fd, start, m, &extents, volatile, &mut bounce, hasher)?;
             job.header.regions.push(Region {
                 start,
                 end,
-                prot: prot_bits(m),
+                prot,
                 name: m.name.clone(),
-                kind: match &kind {
-                    RegionKind::FilePrivate(id) | RegionKind::FileShared(id) => {
-                        let id = FileIdentity {
-                            offset: id.offset + (start - m.start),
-                            ..id.clone()
-                        };
-                        if m.shared {
-                            RegionKind::FileShared(id)
-                        } else {
-                            RegionKind::FilePrivate(id)
-                        }
-                    }
-                    k => k.clone(),
-                },
+                kind,
                 extents,
                 checksum,
             });
@@ -297,8 +386,8 @@ fn write_extents(
     extents: &[Extent],
     volatile: bool,
     bounce: &mut [u8],
+    mut h: RegionHasher,
 ) -> Result<u64, String> {
-    let mut h = RegionHasher::new();
     if extents.is_empty() {
         return Ok(h.digest());
     }

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 permissions, kind and bytes stored; threads; descriptors; signal handlers) and verify the \
 preamble, header and every region's checksum. Given a checkpoint directory, inspects every \
 image its MANIFEST lists of the newest committed generation (the one LATEST names), and checks \
-each against the header checksum the MANIFEST recorded, as mana_restart does. Exits non-zero if \
-anything is corrupt."
+each against the header checksum the MANIFEST recorded, as mana_restart does. Then checks, as \
+mana_restart does before it maps anything, that every file the process mapped privately \
+(program, libraries) has on this node the size and content (SHA-256 of the mapped bytes) it \
+had at the checkpoint. Exits non-zero if anything is corrupt or changed."
 )]
 struct Args {
     /// An image file (rank-NNNNN.mana), a generation directory, or a checkpoint directory.
@@ -176,6 +178,13 @@ fn run(args: &Args) -> Result<(), Failure> {
             o,
             "checksums  preamble, header and {} regions verified",
             h.regions.len()
+        );
+        // The check mana_restart makes before it maps anything, on this node's files.
+        let files = mana_image::files::verify(h, &p).map_err(|e| e.to_string())?;
+        out!(
+            o,
+            "files      {} mapped files here have the checkpoint's contents (size, SHA-256)",
+            files.len()
         );
     }
     o.flush().map_err(write_error)
