@@ -1,6 +1,7 @@
 //! Client side of the coordinator protocol, used by `mana_status`, `mana_launch`,
 //! `mana_restart` and the runtime's checkpoint thread.
 
+use crate::auth;
 use crate::protocol::{self, FromCoord, ProtoError, ReduceEntry, ReduceOp, Role, ToCoord};
 use crate::status::{StatusError, StatusFile};
 use std::fmt;
@@ -39,6 +40,10 @@ pub enum ClientError {
     },
     #[error("coordinator at {addr} rejected the secret from {}", file.0.as_ref().map_or("the status file".to_string(), |p| p.display().to_string()))]
     Rejected { addr: String, file: FileNote },
+    /// What answers at the address did not prove the job's secret: not this job's
+    /// coordinator (another program on a freed port, or a coordinator of another job).
+    #[error("the coordinator at {addr}{file} did not prove the job's secret: the status file is stale or another program holds that port (nothing was sent to it)")]
+    Impostor { addr: String, file: FileNote },
     /// The coordinator answered with an error (its message is already a full sentence).
     #[error("{message}")]
     Refused { addr: String, message: String },
@@ -75,8 +80,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to the coordinator `status` names, sends `Hello{secret, role}` and
-    /// returns the first reply (`Welcome{id}` for a process, `Done` for a command).
+    /// Connects to the coordinator `status` names, authenticates both ways
+    /// ([`crate::auth`]), registers as `role` and returns the first reply (`Welcome{id}` for a process, `Done` for a command).
     pub fn connect(
         status: &StatusFile,
         role: Role,
@@ -128,12 +133,40 @@ impl Connection {
         })?;
         let _ = stream.set_nodelay(true);
         let mut conn = Connection { stream, addr, file };
-        conn.send(&ToCoord::Hello {
-            secret: status.secret.clone(),
-            role,
-        })?;
         conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
-        let reply = conn.recv()?;
+        // Mutual authentication (crate::auth): the coordinator proves the secret first.
+        let client_nonce = auth::nonce().map_err(|e| conn.proto(ProtoError::Io(e)))?;
+        conn.send(&ToCoord::Greet {
+            version: auth::PROTOCOL_VERSION,
+            nonce: client_nonce,
+        })?;
+        let reply = match conn.recv()? {
+            FromCoord::Challenge {
+                nonce: server_nonce,
+                proof,
+                ..
+            } => {
+                if !auth::coordinator_proved(&status.secret, &client_nonce, &server_nonce, &proof) {
+                    return Err(ClientError::Impostor {
+                        addr: conn.addr,
+                        file: conn.file,
+                    });
+                }
+                conn.send(&ToCoord::Auth {
+                    proof: auth::client_proof(&status.secret, &server_nonce, &client_nonce),
+                })?;
+                conn.send(&ToCoord::Register(role))?;
+                conn.recv()?
+            }
+            // An older coordinator refusing the handshake says so in an Error.
+            FromCoord::Error(m) => FromCoord::Error(m),
+            _ => {
+                return Err(ClientError::Impostor {
+                    addr: conn.addr,
+                    file: conn.file,
+                })
+            }
+        };
         conn.set_read_timeout(None)?;
         match reply {
             FromCoord::Error(m) if m.contains("authentication") => Err(ClientError::Rejected {

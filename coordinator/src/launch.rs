@@ -120,8 +120,12 @@ fn start_coordinator(path: &Path, interval: Option<u64>, tool: &str) -> Result<(
         });
     }
     let mut cmd = Command::new(&bin);
+    // Loopback only: a coordinator a tool starts by itself serves this one process (a
+    // parallel job is refused above and starts its own with --daemon).
     cmd.args([
         "--daemon",
+        "--bind",
+        "127.0.0.1",
         "--port",
         "0",
         "--exit-on-last",

@@ -11,7 +11,9 @@
 //! * [`launch`]: finding or starting the job's coordinator, launcher detection, and
 //!   the checks `mana_launch` makes on a program.
 
+pub mod auth;
 pub mod client;
+mod gate;
 pub mod launch;
 pub mod mpi_abi;
 pub mod protocol;

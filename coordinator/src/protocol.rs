@@ -1,7 +1,9 @@
 //! Coordinator wire protocol: every message is a `u32` little-endian length followed by
-//! an `rmp-serde` encoded [`ToCoord`] or [`FromCoord`]. The first message on every
-//! connection is [`ToCoord::Hello`] carrying the per-job secret from the status file; a
-//! wrong secret gets [`FromCoord::Error`] and the connection is closed.
+//! an `rmp-serde` encoded [`ToCoord`] or [`FromCoord`]. Every connection starts with the
+//! mutual authentication of [`crate::auth`] (`Greet` → `Challenge` → `Auth`), then
+//! `Register(role)`; a failed proof gets [`FromCoord::Error`] and the connection is
+//! closed. [`ToCoord::Hello`] (which carried the secret itself) is the older protocol's
+//! first message, refused with a message saying so.
 //!
 //! Besides checkpoint rounds, processes can reduce values across the whole job
 //! ([`ToCoord::Reduce`], answered by [`FromCoord::Reduced`] or [`FromCoord::ReduceFailed`]):
@@ -115,6 +117,18 @@ pub enum ToCoord {
     Kill,
     /// Kill every process and stop the coordinator.
     Quit,
+    // ---- handshake (crate::auth) ----
+    /// First message of a connection: the client's protocol version and nonce.
+    Greet {
+        version: u32,
+        nonce: crate::auth::Nonce,
+    },
+    /// The client's proof of the secret, after it checked the coordinator's.
+    Auth {
+        proof: crate::auth::Proof,
+    },
+    /// Who the (authenticated) client is: answered by `Welcome` or the command's reply.
+    Register(Role),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +186,12 @@ pub enum FromCoord {
     },
     Rows(Vec<ProcessRow>),
     Error(String),
+    /// Answer to `Greet`: the coordinator's version, nonce and proof of the secret.
+    Challenge {
+        version: u32,
+        nonce: crate::auth::Nonce,
+        proof: crate::auth::Proof,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,8 +29,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default TCP port.
 pub const DEFAULT_PORT: u16 = 7779;
-/// A client must say `Hello` within this time.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An authenticated client must say who it is (`Register`) within this time.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Authenticated connections served at once (the largest job, 4,096 ranks, plus its
+/// commands, with room to spare).
+pub const MAX_AUTHENTICATED: usize = 8192;
 /// A process that does not take a message within this time is treated as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `Quit` waits for commands waiting on a round to get their answer.
@@ -39,6 +42,9 @@ const QUIT_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub port: u16,
+    /// Address to listen on: all (`0.0.0.0`) by default; loopback for a coordinator a
+    /// tool starts by itself (single-node use), or what `--bind` says.
+    pub bind: std::net::IpAddr,
     /// Absolute path of the status file.
     pub status_path: PathBuf,
     pub daemon: bool,
@@ -93,7 +99,7 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
         });
     }
     let listener =
-        TcpListener::bind(("0.0.0.0", opts.port)).map_err(|source| ServerError::Bind {
+        TcpListener::bind((opts.bind, opts.port)).map_err(|source| ServerError::Bind {
             port: opts.port,
             source,
         })?;
@@ -104,11 +110,17 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
             source,
         })?
         .port();
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
+    // Clients connect to the host the status file names: the bound address itself when
+    // it is one (loopback, or --bind ADDR), else this host's name.
+    let host = if opts.bind.is_unspecified() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    } else {
+        opts.bind.to_string()
+    };
     let secret = status::new_secret()?;
 
     let pid = if opts.daemon {
@@ -159,31 +171,72 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
         let c = coord.clone();
         spawn("mana-timer", move || c.timer_loop());
     }
-    let mut consecutive_errors = 0u32;
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                consecutive_errors = 0;
-                let c = coord.clone();
-                spawn("mana-conn", move || c.serve(stream));
-            }
-            Err(source) => {
-                consecutive_errors += 1;
-                tracing::warn!(error = %source, "accept failed");
-                if consecutive_errors > 1000 {
-                    return Err(ServerError::Accept { port, source });
-                }
-                // e.g. out of descriptors: give connections in flight time to close.
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    raise_descriptor_limit();
+    let authed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    crate::gate::run(&listener, &coord.secret.clone(), |stream, peer| {
+        use std::sync::atomic::Ordering;
+        if authed.fetch_add(1, Ordering::AcqRel) >= MAX_AUTHENTICATED {
+            authed.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%peer, limit = MAX_AUTHENTICATED, "refused an authenticated connection over the limit");
+            let mut stream = stream;
+            let _ = protocol::send(
+                &mut stream,
+                &FromCoord::Error(format!(
+                    "the coordinator already serves {MAX_AUTHENTICATED} connections"
+                )),
+            );
+            return;
         }
-    }
+        let c = coord.clone();
+        let a = authed.clone();
+        let started = spawn("mana-conn", move || {
+            c.serve(stream, peer);
+            a.fetch_sub(1, Ordering::AcqRel);
+        });
+        if !started {
+            authed.fetch_sub(1, Ordering::AcqRel);
+        }
+    })
+    .map_err(|source| ServerError::Accept { port, source })?;
     Ok(())
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.to_string()).spawn(f) {
-        tracing::error!(error = %e, "cannot start a thread");
+/// Raises the soft descriptor limit to the hard one: a job of 4,096 ranks needs a socket
+/// per rank, and the gate holds up to `gate::MAX_PENDING` more.
+fn raise_descriptor_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit structure.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            let want = l.rlim_max.min(1 << 20);
+            l.rlim_cur = want.max(l.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0
+            && (l.rlim_cur as usize) < MAX_AUTHENTICATED + crate::gate::MAX_PENDING + 64
+        {
+            tracing::warn!(
+                limit = l.rlim_cur,
+                "the descriptor limit is below what a job of {MAX_AUTHENTICATED} connections needs"
+            );
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new()
+        .name(name.to_string())
+        .stack_size(512 << 10)
+        .spawn(f)
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a thread");
+            false
+        }
     }
 }
 
@@ -403,15 +456,6 @@ struct Coord {
     started: Instant,
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -441,39 +485,21 @@ impl Coord {
         }
     }
 
-    fn serve(self: Arc<Self>, mut stream: TcpStream) {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
-        let hello: ToCoord = match protocol::recv(&mut stream) {
-            Ok(m) => m,
+    /// Serves a connection whose peer proved the secret (`gate`): it says who it is.
+    fn serve(self: Arc<Self>, mut stream: TcpStream, peer: String) {
+        let _ = stream.set_read_timeout(Some(REGISTER_TIMEOUT));
+        let role = match protocol::recv(&mut stream) {
+            Ok(ToCoord::Register(role)) => role,
+            Ok(other) => {
+                tracing::warn!(%peer, message = ?other, "an authenticated client did not register; closed");
+                return;
+            }
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "connection closed before Hello");
+                tracing::debug!(%peer, error = %e, "connection closed before Register");
                 return;
             }
         };
         let _ = stream.set_read_timeout(None);
-        let role = match hello {
-            ToCoord::Hello { secret, role } if same_secret(&secret, &self.secret) => role,
-            ToCoord::Hello { .. } => {
-                tracing::warn!(%peer, "refused a connection with a wrong secret");
-                let _ = protocol::send(
-                    &mut stream,
-                    &FromCoord::Error("authentication failed".into()),
-                );
-                return;
-            }
-            other => {
-                tracing::warn!(%peer, message = ?other, "refused a connection that did not start with Hello");
-                let _ = protocol::send(
-                    &mut stream,
-                    &FromCoord::Error("authentication failed".into()),
-                );
-                return;
-            }
-        };
         match role {
             Role::Process(info) => self.serve_process(stream, info),
             Role::Command => self.serve_command(stream, &peer),

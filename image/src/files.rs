@@ -10,6 +10,7 @@ use crate::format::{ImageError, ImageHeader, Region, RegionKind, PAGE_SIZE};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Bytes of the file a region of `region_len` bytes at file offset `offset` maps, in a
@@ -80,7 +81,12 @@ pub fn verify(h: &ImageHeader, image: &Path) -> Result<MappedFiles, ImageError> 
             continue;
         };
         if !files.contains_key(&id.path) {
-            let f = File::open(&id.path).map_err(|e| changed(image, r, &id.path, e.to_string()))?;
+            // Non-blocking: a FIFO named by a crafted header must not hang the open.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&id.path)
+                .map_err(|e| changed(image, r, &id.path, e.to_string()))?;
             files.insert(id.path.clone(), f);
         }
         let f = &files[&id.path];

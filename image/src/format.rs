@@ -70,6 +70,8 @@ pub enum ImageError {
         start: u64,
         what: String,
     },
+    #[error("{}: image does not match the MANIFEST of {} (was it replaced?)", path.display(), path.parent().unwrap_or(Path::new(".")).display())]
+    NotListed { path: PathBuf },
     #[error("{path}: image header is invalid: {what}")]
     Invalid { path: PathBuf, what: String },
     #[error("{path}: data of region {index} ({start:#x}-{end:#x} {name}) is corrupt (checksum mismatch)")]
@@ -310,6 +312,36 @@ pub mod thread_record {
 
     fn u32_at(b: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The record the runtime would hold for `t` (what a writer stores; tests and the fuzz
+    /// target's attacker use it).
+    pub fn encode(t: &super::ThreadState) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+        let c = &t.ctx;
+        put(TID, &t.tid.to_le_bytes());
+        for (i, v) in [c.rbx, c.rbp, c.r12, c.r13, c.r14, c.r15, c.rsp, c.rip]
+            .iter()
+            .enumerate()
+        {
+            put(CTX + 8 * i, &v.to_le_bytes());
+        }
+        put(CTX + 64, &c.mxcsr.to_le_bytes());
+        put(CTX + 68, &c.fpu_cw.to_le_bytes());
+        put(FS_BASE, &t.fs_base.to_le_bytes());
+        put(TID_ADDRESS, &t.tid_address.to_le_bytes());
+        put(ROBUST_HEAD, &t.robust_list.to_le_bytes());
+        put(ROBUST_LEN, &t.robust_len.to_le_bytes());
+        put(RSEQ_ADDR, &t.rseq.map_or(0, |r| r.addr).to_le_bytes());
+        put(SIGMASK, &t.sigmask.to_le_bytes());
+        let (sp, flags, size) = t
+            .altstack
+            .map_or((0, SS_DISABLE, 0), |a| (a.sp, a.flags, a.size));
+        put(ALTSTACK, &sp.to_le_bytes());
+        put(ALTSTACK + 8, &flags.to_le_bytes());
+        put(ALTSTACK + 16, &size.to_le_bytes());
+        b
     }
 
     /// The first field of `t` that differs from the record `rec` ([`LEN`] bytes), if any.
@@ -600,10 +632,30 @@ pub struct ImageReader {
 impl ImageReader {
     pub fn open(path: &Path) -> Result<ImageReader, ImageError> {
         let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+        Self::from_file(path, file, None)
+    }
+
+    /// [`ImageReader::open`] of an image a MANIFEST lists with header checksum `recorded`:
+    /// an image whose header is not that one is refused before its header is read.
+    pub fn open_listed(path: &Path, recorded: u64) -> Result<ImageReader, ImageError> {
+        let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+        Self::from_file(path, file, Some(recorded))
+    }
+
+    /// [`ImageReader::open`] of an already opened image; `path` names it in errors;
+    /// `recorded` as for [`ImageReader::open_listed`].
+    pub fn from_file(
+        path: &Path,
+        file: File,
+        recorded: Option<u64>,
+    ) -> Result<ImageReader, ImageError> {
         let file_len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
         let mut pre = [0u8; PREAMBLE_LEN];
         let n = read_full_at(&file, &mut pre, 0).map_err(|e| ImageError::io(path, e))?;
         let p = Preamble::decode(path, &pre[..n])?;
+        if recorded.is_some_and(|c| c != p.header_checksum) {
+            return Err(ImageError::NotListed { path: path.into() });
+        }
         let header_end = p.header_offset.checked_add(p.header_len);
         if header_end.is_none_or(|e| e > file_len) {
             return Err(ImageError::Truncated {
@@ -840,10 +892,14 @@ mod tests {
             Preamble::decode(path, &bad),
             Err(ImageError::BadMagic { .. })
         ));
-        let v2 = Preamble { version: 2, ..p }.encode();
+        let v2 = Preamble {
+            version: FORMAT_VERSION + 1,
+            ..p
+        }
+        .encode();
         assert!(matches!(
             Preamble::decode(path, &v2),
-            Err(ImageError::Version { found: 2, .. })
+            Err(ImageError::Version { found, .. }) if found == FORMAT_VERSION + 1
         ));
         let arm = Preamble { machine: 183, ..p }.encode();
         assert!(matches!(

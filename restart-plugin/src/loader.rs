@@ -4,9 +4,9 @@
 //!
 //! Area layout: `[restorer segments][Plan][one small stack per thread][main stack]`.
 
-use crate::plan::Plan;
 use crate::sys;
 use goblin::elf::{program_header::PT_LOAD, reloc::R_X86_64_RELATIVE, Elf};
+use mana_restart_core::plan::Plan;
 
 static RESTORER_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mana_restorer"));
 

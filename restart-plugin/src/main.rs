@@ -9,10 +9,10 @@
 
 mod hook;
 mod loader;
-#[path = "plan.rs"]
-#[allow(dead_code)]
-mod plan;
 mod sys;
+
+use mana_restart_core::plan;
+use mana_restart_core::prepare::{self, VdsoPlan};
 
 use clap::Parser;
 use mana_image::{
@@ -103,7 +103,8 @@ fn restart(args: Args) -> Result<(), String> {
     let image_path = ckpt.gen_dir(generation).join(&entry.file);
 
     // verify
-    let reader = ImageReader::open(&image_path).map_err(|e| e.to_string())?;
+    let reader =
+        ImageReader::open_listed(&image_path, entry.header_checksum).map_err(|e| e.to_string())?;
     // SAFETY: an advisory call on our own descriptor (the image is read front to back).
     unsafe {
         libc::posix_fadvise(
@@ -113,17 +114,21 @@ fn restart(args: Args) -> Result<(), String> {
             libc::POSIX_FADV_SEQUENTIAL,
         )
     };
-    if reader.header_checksum != entry.header_checksum {
-        return Err(format!(
-            "{}: image does not match the MANIFEST of {} (was it replaced?)",
-            image_path.display(),
-            ckpt.gen_dir(generation).display()
-        ));
-    }
     let h = &reader.header;
     info!(image = %image_path.display(), regions = h.regions.len(), threads = h.threads.len(), "restarting");
-    let vdso_moves = plan_vdso(h)?;
-    validate_threads(h)?;
+    let vdso_moves = prepare::plan_vdso(
+        h,
+        prepare::own_maps()?,
+        |s, e| {
+            // SAFETY: our own [vdso] is mapped readable.
+            mana_image::checksum(unsafe { sys::slice(s, e - s) })
+        },
+        |len| {
+            sys::map_anywhere(len, libc::PROT_NONE)
+                .map_err(|e| format!("cannot map a temporary vdso area: {e}"))
+        },
+    )?;
+    prepare::check_threads(h)?;
     // The files private regions map: the same bytes as at the checkpoint, checked through
     // the descriptors mapped below.
     let mapped = mana_image::files::verify(h, &image_path).map_err(|e| e.to_string())?;
@@ -191,7 +196,10 @@ fn restart(args: Args) -> Result<(), String> {
         &dir,
         env.as_ref(),
     )?;
-    fill_plan(&mut restorer, &header, &vdso_moves, &keep_fds)?;
+    let stacks: Vec<u64> = (0..header.threads.len())
+        .map(|i| restorer.thread_stack_top(i))
+        .collect();
+    prepare::fill_plan(restorer.plan(), &stacks, &header, &vdso_moves, &keep_fds)?;
     let mut keep = keep_ranges(&header, &restorer, &vdso_moves);
     if let Some(e) = &env {
         keep.push((e.start, e.start + e.len));
@@ -242,150 +250,23 @@ fn restart(args: Args) -> Result<(), String> {
     unsafe { restorer.enter() }
 }
 
-/// The restorer's own limit (the header's validation allows more threads).
-fn validate_threads(h: &ImageHeader) -> Result<(), String> {
-    if h.threads.len() > plan::MAX_THREADS {
-        return Err(format!(
-            "image has {} threads; at most {} are supported",
-            h.threads.len(),
-            plan::MAX_THREADS
-        ));
-    }
-    Ok(())
-}
-
-struct VdsoPlan {
-    moves: Vec<plan::VdsoMove>,
-    /// Ranges to reserve so the first stage cannot map anything where [vdso] goes.
-    placeholders: Vec<(u64, u64)>,
-    /// The restarter's own special mappings (kept: they are moved, not unmapped).
-    own: Vec<(u64, u64)>,
-    /// Where the block ends up (checked against the restarter's own mappings).
-    target: Option<(u64, u64)>,
-}
-
-fn own_maps() -> Result<Vec<(u64, u64, String)>, String> {
-    let text =
-        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (s, e) = it.next()?.split_once('-')?;
-            let name = it.nth(4).unwrap_or("").to_string();
-            Some((
-                u64::from_str_radix(s, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-                name,
-            ))
-        })
-        .collect())
-}
-
-fn plan_vdso(h: &ImageHeader) -> Result<VdsoPlan, String> {
-    let maps = own_maps()?;
-    let own: Vec<(u64, u64, String)> = maps
-        .into_iter()
-        .filter(|m| matches!(m.2.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-        .collect();
-    let mut vp = VdsoPlan {
-        moves: vec![],
-        placeholders: vec![],
-        own: own.iter().map(|m| (m.0, m.1)).collect(),
-        target: None,
-    };
-    let Some(saved) = &h.vdso else { return Ok(vp) };
-    let vdso = own
-        .iter()
-        .find(|m| m.2 == "[vdso]")
-        .ok_or("this process has no [vdso]")?;
-    let start = own.iter().map(|m| m.0).min().unwrap_or(0);
-    let end = own.iter().map(|m| m.1).max().unwrap_or(0);
-    // SAFETY: our own [vdso] is mapped readable.
-    let text = unsafe { sys::slice(vdso.0, vdso.1 - vdso.0) };
-    if end - start != saved.block_end - saved.block_start
-        || vdso.0 - start != saved.vdso_start - saved.block_start
-        || mana_image::checksum(text) != saved.vdso_hash
-    {
-        return Err(
-            "this kernel's vDSO differs from the one the image was taken under (another kernel version?); restart on a node with the same kernel"
-                .into(),
-        );
-    }
-    vp.target = Some((saved.block_start, saved.block_end));
-    if start == saved.block_start {
-        return Ok(vp);
-    }
-    let overlap = start < saved.block_end && saved.block_start < end;
-    let tmp = if overlap {
-        Some(
-            sys::map_anywhere(end - start, libc::PROT_NONE)
-                .map_err(|e| format!("cannot map a temporary vdso area: {e}"))?,
-        )
-    } else {
-        None
-    };
-    for m in &own {
-        let len = m.1 - m.0;
-        let dst = saved.block_start + (m.0 - start);
-        match tmp {
-            Some(t) => {
-                vp.moves.push(plan::VdsoMove {
-                    src: m.0,
-                    dst: t + (m.0 - start),
-                    len,
-                });
-            }
-            None => vp.moves.push(plan::VdsoMove { src: m.0, dst, len }),
-        }
-    }
-    if let Some(t) = tmp {
-        for m in &own {
-            vp.moves.push(plan::VdsoMove {
-                src: t + (m.0 - start),
-                dst: saved.block_start + (m.0 - start),
-                len: m.1 - m.0,
-            });
-        }
-        vp.own.push((t, t + (end - start)));
-    } else {
-        vp.placeholders
-            .push((saved.block_start, saved.block_end - saved.block_start));
-    }
-    Ok(vp)
-}
-
 /// Re-executes the restarter if any of its own mappings lies where the image needs memory.
 fn avoid_collisions(h: &ImageHeader, vp: &VdsoPlan) -> Result<(), String> {
-    let maps = own_maps()?;
-    let mut needed: Vec<(u64, u64, String)> = h
-        .regions
-        .iter()
-        .map(|r| (r.start, r.end, r.name.clone()))
-        .collect();
-    if let Some((s, e)) = vp.target {
-        if vp.placeholders.iter().any(|p| p.0 == s) {
-            needed.push((s, e, "[vdso]".into()));
-        }
+    let maps = prepare::own_maps()?;
+    let Some(what) = prepare::first_collision(h, vp, &maps) else {
+        return Ok(());
+    };
+    let attempt: u32 = std::env::var(ATTEMPT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if attempt + 1 >= MAX_ATTEMPTS {
+        return Err(format!(
+            "{what} (still after {MAX_ATTEMPTS} attempts; is address space randomization off?)"
+        ));
     }
-    for (ns, ne, nname) in &needed {
-        for (ms, me, mname) in &maps {
-            if mname == "[vsyscall]" || !(ms < ne && ns < me) {
-                continue;
-            }
-            let attempt: u32 = std::env::var(ATTEMPT_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let what = format!("image region {ns:#x}-{ne:#x} {nname} collides with the restarter's mapping {ms:#x}-{me:#x} {mname}");
-            if attempt + 1 >= MAX_ATTEMPTS {
-                return Err(format!("{what} (still after {MAX_ATTEMPTS} attempts; is address space randomization off?)"));
-            }
-            debug!("{what}; re-executing for another layout");
-            reexec(attempt + 1)?;
-        }
-    }
-    Ok(())
+    debug!("{what}; re-executing for another layout");
+    reexec(attempt + 1)
 }
 
 fn reexec(attempt: u32) -> Result<(), String> {
@@ -613,121 +494,6 @@ fn write_mailbox(
     put(&mut mb.ckpt_dir, ckpt_dir)?;
     // SAFETY: `at` lies in a restored writable region (checked above), aligned.
     unsafe { std::ptr::write(at as *mut RestartMailbox, mb) };
-    Ok(())
-}
-
-fn fill_plan(
-    r: &mut loader::Restorer,
-    h: &ImageHeader,
-    vp: &VdsoPlan,
-    keep_fds: &[i32],
-) -> Result<(), String> {
-    let stacks: Vec<u64> = (0..h.threads.len())
-        .map(|i| r.thread_stack_top(i))
-        .collect();
-    let p = r.plan();
-    if vp.moves.len() > plan::MAX_VDSO_MOVES || keep_fds.len() > plan::MAX_KEEP_FDS {
-        return Err("too many vdso pieces or descriptors".into());
-    }
-    for (i, m) in vp.moves.iter().enumerate() {
-        p.vdso_moves[i] = *m;
-    }
-    p.n_vdso_moves = vp.moves.len() as u64;
-    let mm = &h.mm;
-    let fields = [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-    ];
-    let valid = fields
-        .iter()
-        .all(|&v| (0x10000..0x7fff_ffff_f000).contains(&v))
-        && mm.start_code < mm.end_code
-        && mm.start_data <= mm.end_data
-        && mm.start_brk <= mm.brk
-        && mm.arg_start <= mm.arg_end
-        && mm.env_start <= mm.env_end;
-    if valid {
-        let n = mm.auxv.len().min(plan::MAX_AUXV);
-        p.auxv[..n].copy_from_slice(&mm.auxv[..n]);
-        p.mm = plan::PrctlMmMap {
-            start_code: mm.start_code,
-            end_code: mm.end_code,
-            start_data: mm.start_data,
-            end_data: mm.end_data,
-            start_brk: mm.start_brk,
-            brk: mm.brk,
-            start_stack: mm.start_stack,
-            arg_start: mm.arg_start,
-            arg_end: mm.arg_end,
-            env_start: mm.env_start,
-            env_end: mm.env_end,
-            auxv: p.auxv.as_ptr() as u64,
-            auxv_size: (n * 8) as u32,
-            exe_fd: u32::MAX,
-        };
-        p.set_mm = 1;
-    } else {
-        tracing::warn!("the image's mm layout fails the kernel's checks; brk and the argument area are not restored");
-    }
-    p.n_sigs = 0;
-    for s in h.signals.iter().take(plan::MAX_SIGS) {
-        let i = p.n_sigs as usize;
-        p.sigs[i] = plan::SigAct {
-            signo: s.signo as u64,
-            handler: s.handler,
-            flags: s.flags,
-            restorer: s.restorer,
-            mask: s.mask,
-        };
-        p.n_sigs += 1;
-    }
-    for (i, fd) in keep_fds.iter().enumerate() {
-        p.keep_fds[i] = *fd;
-    }
-    p.n_keep_fds = keep_fds.len() as u64;
-    p.main_index = h.threads.iter().position(|t| t.is_main).unwrap_or(0) as u64;
-    for (i, t) in h.threads.iter().enumerate() {
-        let c = &t.ctx;
-        p.threads[i] = plan::PlanThread {
-            ctx: plan::Ctx {
-                rbx: c.rbx,
-                rbp: c.rbp,
-                r12: c.r12,
-                r13: c.r13,
-                r14: c.r14,
-                r15: c.r15,
-                rsp: c.rsp,
-                rip: c.rip,
-                mxcsr: c.mxcsr,
-                fpu_cw: c.fpu_cw,
-                _pad: 0,
-            },
-            fs_base: t.fs_base,
-            tid_address: t.tid_address,
-            robust_head: t.robust_list,
-            robust_len: t.robust_len,
-            rseq_addr: t.rseq.map_or(0, |r| r.addr),
-            rseq_len: t.rseq.map_or(0, |r| r.len),
-            rseq_sig: t.rseq.map_or(0, |r| r.sig),
-            sigmask: t.sigmask,
-            alt_flags: t
-                .altstack
-                .map_or(libc::SS_DISABLE as i64, |a| a.flags as i64),
-            alt_sp: t.altstack.map_or(0, |a| a.sp),
-            alt_size: t.altstack.map_or(0, |a| a.size),
-            stack_top: stacks[i],
-        };
-    }
-    p.n_threads = h.threads.len() as u64;
     Ok(())
 }
 

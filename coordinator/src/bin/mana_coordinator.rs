@@ -22,10 +22,17 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "mana_coordinator", version)]
 struct Cli {
-    /// TCP port to listen on (all interfaces); 0 picks a free port. The status file
-    /// records the port actually used.
+    /// TCP port to listen on; 0 picks a free port. The status file records the port
+    /// actually used.
     #[arg(long, default_value_t = DEFAULT_PORT, value_name = "N")]
     port: u16,
+
+    /// Address to listen on (default: all addresses, so that ranks on every node of the
+    /// job reach it). `--bind 127.0.0.1` for a single-node job keeps it off the network;
+    /// the status file then names that address. Every client proves the job's secret
+    /// (and checks the coordinator's proof) before anything else is exchanged.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
 
     /// Status file to write (default: $MANA_STATUS_FILE, else
     /// ~/.mana-slurm-$SLURM_JOB_ID.rc in a Slurm job, else ~/.mana.rc). Refuses to start
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         status::absolute(&cli.status_file.clone().unwrap_or_else(status::default_path));
     let opts = Options {
         port: cli.port,
+        bind: cli.bind,
         status_path,
         daemon: cli.daemon,
         interval: cli.interval,

@@ -98,14 +98,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut o = stdout.lock();
     for (p, recorded) in images(&args.path)? {
-        let r = ImageReader::open(&p).map_err(|e| e.to_string())?;
-        if recorded.is_some_and(|c| c != r.header_checksum) {
-            return Err(Failure::Error(format!(
-                "{}: image does not match the MANIFEST of {} (was it replaced?)",
-                p.display(),
-                p.parent().unwrap_or(Path::new(".")).display()
-            )));
+        let r = match recorded {
+            Some(c) => ImageReader::open_listed(&p, c),
+            None => ImageReader::open(&p),
         }
+        .map_err(|e| e.to_string())?;
         let h = &r.header;
         out!(o, "image      {}", p.display());
         out!(
