@@ -5,6 +5,7 @@
 #
 #   scripts/fuzz.sh [RUNS]            # default 1,000,000 iterations, nightly toolchain
 #   scripts/fuzz.sh --seed-from DIR   # add real-* seeds from the images of a checkpoint dir
+#                                     # (its newest generation; a compact form of each)
 #
 # New inputs go to target/fuzz-work (not committed); the committed corpus,
 # fuzz/corpus/image_plan, is read, and `cargo test -p mana-restart --test fuzz_corpus`
@@ -13,23 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus/image_plan
 if [ "${1:-}" = "--seed-from" ]; then
-    python3 - "$2" "$corpus" <<'PY'
-import os, struct, sys
-src, out = sys.argv[1], sys.argv[2]
-latest = open(os.path.join(src, "LATEST")).read().strip()
-gen = os.path.join(src, latest)
-for name in sorted(os.listdir(gen)):
-    if not name.endswith(".mana"):
-        continue
-    b = open(os.path.join(gen, name), "rb").read()
-    off, ln = struct.unpack_from("<QQ", b, 16)
-    data, header = b[4096:off], b[off:off + ln]
-    tag = os.path.basename(os.path.normpath(src)) + "-" + name[:-5]
-    for flags, kind in ((0, "plain"), (1, "forged")):
-        blob = bytes([flags]) + struct.pack("<I", len(data)) + data + header
-        open(os.path.join(out, f"real-{tag}-{kind}"), "wb").write(blob)
-        print(f"real-{tag}-{kind}: {len(blob)} bytes")
-PY
+    # One compact entry per image of the newest generation (the pages the validator
+    # reads kept, the rest dropped): real-<dir>-<image>.
+    gen="$2/$(cat "$2/LATEST")"
+    for img in "$gen"/*.mana; do
+        name="real-$(basename "$(realpath "$2")")-$(basename "$img" .mana)"
+        cargo run -q --release -p mana-restart --example fuzz_seed -- "$img" "$corpus/$name"
+    done
     exit 0
 fi
 runs=${1:-1000000}
@@ -37,4 +28,4 @@ rustup toolchain list | grep -q nightly || rustup toolchain install nightly --pr
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
 mkdir -p target/fuzz-work
 cargo +nightly fuzz run image_plan target/fuzz-work "$corpus" -- \
-    -runs="$runs" -max_len=4194304 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1
+    -runs="$runs" -max_len=262144 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1

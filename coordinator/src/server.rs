@@ -269,12 +269,27 @@ fn daemonize(
 ) -> Result<Daemonized, ServerError> {
     use nix::unistd::{fork, ForkResult};
     let log = status::log_path(&opts.status_path);
+    // Appended across runs; never through a planted symlink or into another's file.
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&log)
         .map_err(|e| ServerError::Daemon(format!("cannot open log file {}: {e}", log.display())))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = log_file
+            .metadata()
+            .map_err(|e| ServerError::Daemon(format!("{}: {e}", log.display())))?;
+        // SAFETY: geteuid cannot fail.
+        if md.uid() != unsafe { libc::geteuid() } || md.mode() & 0o022 != 0 {
+            return Err(ServerError::Daemon(format!(
+                "log file {} belongs to another user or others can write it",
+                log.display()
+            )));
+        }
+    }
     let devnull = File::options()
         .read(true)
         .write(true)

@@ -81,10 +81,23 @@ impl StatusFile {
                 })
             }
         };
-        Self::parse(&text).map_err(|msg| StatusError::Parse {
+        let status = Self::parse(&text).map_err(|msg| StatusError::Parse {
             path: path.to_path_buf(),
             msg,
-        })
+        })?;
+        // The secret is the job's key: a file others can read gives it away.
+        if let Ok(md) = fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the status file can be read or written by other users, who can then checkpoint or kill the job (chmod 600 it)"
+                );
+            }
+        }
+        Ok(status)
     }
 
     fn parse(text: &str) -> Result<StatusFile, String> {
@@ -134,14 +147,20 @@ impl StatusFile {
             path: path.to_path_buf(),
             source,
         };
+        // A fresh temporary that cannot be a planted file or symlink (O_EXCL, O_NOFOLLOW),
+        // under a name no one can guess ahead.
+        let mut suffix = [0u8; 8];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut suffix))
+            .map_err(StatusError::Random)?;
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        tmp_name.push(format!(".tmp.{}", u64::from_le_bytes(suffix)));
         let tmp = path.with_file_name(tmp_name);
         let result = (|| {
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             // The mode above applies only to a new file; make sure of it anyway.

@@ -119,17 +119,19 @@ fn wrong_secret_is_refused_with_a_clear_message() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // With mutual authentication the coordinator proves the secret first: a client with
+    // another secret sees a coordinator that cannot prove its own, and sends nothing.
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "mana_status: coordinator at {} rejected the secret from {}",
+            "mana_status: the coordinator at {} (status file {}) did not prove the job's secret: the status file is stale or another program holds that port (nothing was sent to it)",
             c.status.addr(),
             forged_path.display()
         )
     );
     // Same through the library.
     let err = Connection::open(&forged_path, Role::Command).unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { .. }), "{err:?}");
+    assert!(matches!(err, ClientError::Impostor { .. }), "{err:?}");
     // The coordinator is unharmed.
     let out = c.mana_status(&["--list"]);
     assert!(out.status.success(), "{}", show(&out));

@@ -7,13 +7,25 @@
 //!     MANIFEST              JSON: generation, world size, one entry per image
 //!   LATEST                  "gen-000003\n": the newest committed generation
 //! ```
-//! `LATEST` is replaced by writing `LATEST.tmp`, `fsync`, `rename`, `fsync` of the
+//! `LATEST` is replaced by writing a fresh temporary, `fsync`, `rename`, `fsync` of the
 //! directory — only after every image and the `MANIFEST` are synced — so it never names
 //! an incomplete generation.
+//!
+//! The directory is someone's data (issue 10, item 2): checkpoints are only written into a
+//! root owned by the user and not writable by every user ([`check_private`]; group write
+//! is the user's choice); generation
+//! directories are made with mode 0700 and, when they exist already (another rank made
+//! them), accepted only as real directories of the user's with that mode; every file is
+//! created with `openat` relative to the generation's descriptor, `O_CREAT|O_EXCL|
+//! O_NOFOLLOW`, mode 0600, and MANIFEST and LATEST under a fresh temporary name renamed
+//! into place — so no planted file, symlink or directory is ever written through.
 
 use serde::{Deserialize, Serialize};
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,9 @@ pub enum CkptDirError {
     BadLatest { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]
     BadManifest { path: PathBuf, msg: String },
+    /// A directory or file someone other than the user could have placed or could change.
+    #[error("{path}: {why}; MANA writes checkpoints only into a directory of yours that not everyone can write (chmod o-w, or choose another --ckptdir)")]
+    Unsafe { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -167,29 +182,70 @@ impl CkptDir {
         Ok(m)
     }
 
-    /// Creates `gen-NNNNNN/` (and the root) for a generation being written.
-    pub fn create_gen_dir(&self, generation: u64) -> Result<PathBuf, CkptDirError> {
+    /// Creates `gen-NNNNNN/` for a generation being written (and the root, mode 0700, if
+    /// missing) and returns its directory descriptor; see the module comment.
+    pub fn create_gen_dir(&self, generation: u64) -> Result<File, CkptDirError> {
+        if !self.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(io(&self.root))?;
+        }
+        check_private(&self.root, true)?;
+        let root = open_dir(&self.root, true)?;
         let d = self.gen_dir(generation);
-        fs::create_dir_all(&d).map_err(io(&d))?;
-        Ok(d)
+        let name = cstr(&gen_name(generation));
+        // SAFETY: `name` is NUL-terminated; `root` is an open directory.
+        if unsafe { libc::mkdirat(root.as_raw_fd(), name.as_ptr(), 0o700) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io(&d)(e));
+            }
+            // Another process of the job made it: only ever a real directory of ours.
+        }
+        let gdir = open_dir_at(&root, &gen_name(generation), &d)?;
+        check_private_file(&gdir, &d, true)?;
+        Ok(gdir)
+    }
+
+    /// Creates this process's image of `generation` (see [`CkptDir::create_gen_dir`]):
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600. A file of ours left by an earlier attempt
+    /// of an uncommitted generation is replaced; anything else in the way is refused.
+    pub fn create_image(&self, generation: u64, rank: u32) -> Result<File, CkptDirError> {
+        let gdir = self.create_gen_dir(generation)?;
+        let path = self.image_path(generation, rank);
+        let name = image_name(rank);
+        match create_at(&gdir, &name, &path) {
+            Err(CkptDirError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists
+                    && self.latest().ok().flatten() != Some(generation) =>
+            {
+                let c = cstr(&name);
+                // SAFETY: unlinks a name inside our own private generation directory.
+                unsafe { libc::unlinkat(gdir.as_raw_fd(), c.as_ptr(), 0) };
+                create_at(&gdir, &name, &path)
+            }
+            r => r,
+        }
     }
 
     /// Writes the MANIFEST, then atomically points `LATEST` at the generation. Call only
     /// after every image of the generation has been written and synced.
     pub fn commit(&self, manifest: &Manifest) -> Result<PathBuf, CkptDirError> {
         let gdir = self.gen_dir(manifest.generation);
-        let mpath = gdir.join("MANIFEST");
+        check_private(&self.root, true)?;
+        let root = open_dir(&self.root, true)?;
+        let gfd = open_dir_at(&root, &gen_name(manifest.generation), &gdir)?;
+        check_private_file(&gfd, &gdir, true)?;
         let text = serde_json::to_string_pretty(manifest).expect("manifest serializes");
-        write_synced(&mpath, text.as_bytes())?;
-        sync_dir(&gdir)?;
-        let tmp = self.root.join("LATEST.tmp");
-        write_synced(
-            &tmp,
+        replace_at(&gfd, &gdir, "MANIFEST", text.as_bytes())?;
+        replace_at(
+            &root,
+            &self.root,
+            "LATEST",
             format!("{}\n", gen_name(manifest.generation)).as_bytes(),
         )?;
-        let latest = self.latest_path();
-        fs::rename(&tmp, &latest).map_err(io(&latest))?;
-        sync_dir(&self.root)?;
         Ok(gdir)
     }
 
@@ -201,11 +257,147 @@ impl CkptDir {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CkptDirError> {
-    let mut f = File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
+fn cstr(name: &str) -> CString {
+    CString::new(name).expect("MANA's file names have no NUL")
+}
+
+/// Refuses `path` (followed if `follow`) unless it is a directory owned by this user that
+/// not every user can write.
+pub fn check_private(path: &Path, follow: bool) -> Result<(), CkptDirError> {
+    let md = if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    }
+    .map_err(io(path))?;
+    check_metadata(&md, path, true)
+}
+
+fn check_private_file(f: &File, path: &Path, dir: bool) -> Result<(), CkptDirError> {
+    check_metadata(&f.metadata().map_err(io(path))?, path, dir)
+}
+
+fn check_metadata(md: &fs::Metadata, path: &Path, dir: bool) -> Result<(), CkptDirError> {
+    let unsafe_ = |why: String| {
+        Err(CkptDirError::Unsafe {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    if dir && !md.is_dir() {
+        return unsafe_("not a directory".into());
+    }
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me {
+        return unsafe_(format!("owned by user {}, not by you ({me})", md.uid()));
+    }
+    // Group write is left to the user (umask 002 with a private group, or a project's
+    // group, are common on clusters); write by anyone is not.
+    if md.mode() & 0o002 != 0 {
+        return unsafe_(format!(
+            "writable by every user (mode {:04o})",
+            md.mode() & 0o7777
+        ));
+    }
     Ok(())
+}
+
+fn open_dir(path: &Path, follow: bool) -> Result<File, CkptDirError> {
+    let c =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| CkptDirError::Unsafe {
+            path: path.to_path_buf(),
+            why: "path has a NUL byte".into(),
+        })?;
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    // SAFETY: `c` is NUL-terminated; the descriptor is owned by the File.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow,
+        )
+    };
+    if fd < 0 {
+        return Err(io(path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens the directory `name` inside `dir` without following a symlink.
+fn open_dir_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+    let c = cstr(name);
+    // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
+    // the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+            return Err(CkptDirError::Unsafe {
+                path: path.to_path_buf(),
+                why: "not a directory (a symbolic link or a file is in its place)".into(),
+            });
+        }
+        return Err(io(path)(e));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Creates the new file `name` in `dir`: `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600.
+fn create_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+    let c = cstr(name);
+    // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
+    // the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io(path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Writes `bytes` to a fresh temporary in `dir`, syncs it, renames it to `name` and syncs
+/// the directory.
+fn replace_at(dir: &File, dir_path: &Path, name: &str, bytes: &[u8]) -> Result<(), CkptDirError> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = format!(".{name}.tmp.{}.{nonce:09}", std::process::id());
+    let tmp_path = dir_path.join(&tmp);
+    let path = dir_path.join(name);
+    let result = (|| {
+        let mut f = create_at(dir, &tmp, &tmp_path)?;
+        f.write_all(bytes).map_err(io(&tmp_path))?;
+        f.sync_all().map_err(io(&tmp_path))?;
+        let (from, to) = (cstr(&tmp), cstr(name));
+        // SAFETY: both names are NUL-terminated and relative to the same open directory.
+        if unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }
+            != 0
+        {
+            return Err(io(&path)(std::io::Error::last_os_error()));
+        }
+        dir.sync_all().map_err(io(dir_path))
+    })();
+    if result.is_err() {
+        let c = cstr(&tmp);
+        // SAFETY: removes our own temporary, if it is still there.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+    }
+    result
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), CkptDirError> {

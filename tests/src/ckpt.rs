@@ -309,6 +309,9 @@ pub fn forge_secret(status_file: &Path, dest: &Path) {
     let mut forged = text.into_bytes();
     forged[i] = if forged[i] == b'a' { b'b' } else { b'a' };
     fs::write(dest, forged).unwrap();
+    // As private as a real one (a readable status file is warned about).
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The coordinator's port as the status file records it (after the word `port`, or as

@@ -328,4 +328,21 @@ fn old_clients_and_wrong_proofs_are_refused_in_one_line() {
 
     // The coordinator still serves its job.
     s.status(&["--list"]).assert_success();
+
+    // A status file others can read works, with a warning saying what it exposes.
+    let loose = s.dir().join("loose-status");
+    std::fs::copy(&s.status_file, &loose).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.run(
+        "mana_status",
+        &["--status-file", loose.to_str().unwrap(), "--list"],
+        SHORT,
+    );
+    out.assert_success();
+    assert!(
+        out.stderr_text().contains("chmod 600"),
+        "a status file of mode 0644 must be warned about: {}",
+        out.describe()
+    );
 }

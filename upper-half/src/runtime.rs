@@ -330,7 +330,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     let t0 = std::time::Instant::now();
     let dir = CkptDir::new(&cfg.ckpt_dir);
     let path = dir.image_path(generation, cfg.rank);
-    let (fd, pagemap_fd) = match prepare(&dir, generation, &path) {
+    let (fd, pagemap_fd) = match prepare(&dir, generation, cfg.rank) {
         Ok(x) => x,
         Err(e) => {
             fail(conn, generation, &e);
@@ -450,25 +450,12 @@ fn fail(conn: &mut Connection, generation: u64, reason: &str) {
 }
 
 /// Creates the generation directory and opens the image and pagemap files.
-fn prepare(dir: &CkptDir, generation: u64, path: &std::path::Path) -> Result<(i32, i32), String> {
-    dir.create_gen_dir(generation).map_err(|e| e.to_string())?;
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: `c` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "cannot create {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+fn prepare(dir: &CkptDir, generation: u64, rank: u32) -> Result<(i32, i32), String> {
+    use std::os::fd::IntoRawFd;
+    let fd = dir
+        .create_image(generation, rank)
+        .map_err(|e| format!("cannot create the image: {e}"))?
+        .into_raw_fd();
     let pm = sys::open_readonly(c"/proc/self/pagemap").map_err(|e| {
         sys::close(fd);
         format!("cannot open /proc/self/pagemap (errno {e})")

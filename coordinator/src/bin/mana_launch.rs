@@ -109,6 +109,8 @@ enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("checkpoint directory {0}")]
+    CkptDirUnsafe(String),
     #[error("{what} contains a NUL byte")]
     Nul { what: String },
     #[error("cannot execute {}: {source}", path.display())]
@@ -156,10 +158,21 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from("ckpt"));
-    std::fs::create_dir_all(&ckpt_dir).map_err(|source| Error::CkptDir {
-        path: ckpt_dir.clone(),
-        source,
-    })?;
+    // Made private (0700) if missing; refused now, in one line, if another user owns it
+    // or every user can write it (issue 10: checkpoints there could be planted or read).
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&ckpt_dir)
+            .map_err(|source| Error::CkptDir {
+                path: ckpt_dir.clone(),
+                source,
+            })?;
+    }
+    mana_image::ckptdir::check_private(&ckpt_dir, true)
+        .map_err(|e| Error::CkptDirUnsafe(e.to_string()))?;
     let ckpt_dir = status::absolute(&ckpt_dir);
 
     let status_file =
