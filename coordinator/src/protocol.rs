@@ -38,6 +38,10 @@ pub struct ProcessInfo {
     pub last_generation: u64,
     /// `mana_launch --interval`: asks the coordinator for timed checkpoints if it has none.
     pub interval_secs: Option<u64>,
+    /// Highest generation number present in `ckpt_dir` (any job's): the next generation
+    /// is numbered above it, so no number is ever used twice in a directory.
+    #[serde(default)]
+    pub dir_generation: u64,
 }
 
 /// One value of a reduce: a key chosen by the runtime (e.g. communicator, peer, tag)

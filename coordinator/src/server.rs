@@ -433,6 +433,8 @@ struct State {
     /// Outcomes of finished rounds, with how many waiters have yet to take them.
     outcomes: HashMap<u64, (Outcome, usize)>,
     last_committed: u64,
+    /// The newest generation a round was started for (committed or not).
+    last_attempted: u64,
     interval: Option<Duration>,
     /// Timed checkpoints count from here (start, first registration, end of a round).
     interval_base: Instant,
@@ -451,6 +453,7 @@ impl State {
             next_seq: 1,
             outcomes: HashMap::new(),
             last_committed: 0,
+            last_attempted: 0,
             interval: interval.filter(|d| !d.is_zero()),
             interval_base: Instant::now(),
             ever_registered: false,
@@ -675,14 +678,18 @@ impl Coord {
             return Err("no processes are registered with the coordinator".into());
         }
         check_ranks(&st.procs)?;
+        // Above everything committed or attempted by this coordinator, restored by a
+        // process, or present in a process's checkpoint directory: a number is never
+        // used twice (a failed attempt's included).
         let generation = st
             .procs
             .values()
-            .map(|p| p.last_generation)
-            .chain([st.last_committed])
+            .flat_map(|p| [p.last_generation, p.info.dir_generation])
+            .chain([st.last_committed, st.last_attempted])
             .max()
             .unwrap_or(0)
             + 1;
+        st.last_attempted = generation;
         let seq = st.next_seq;
         st.next_seq += 1;
         let participants: BTreeSet<u32> = st.procs.keys().copied().collect();

@@ -412,24 +412,24 @@ fn failing_process_fails_the_round_and_everyone_resumes() {
     assert!(stdout(&out).is_empty());
     assert_eq!(states(&list(&c)), ["running", "running"]);
 
-    // A failed commit fails the round too; the generation number is not reused
-    // for a committed one until something commits.
+    // A failed commit fails the round too. A failed attempt's number is never used
+    // again (issue 10: its files may be left in the directory): this round is 2.
     let mut cmd = c.command();
     cmd.send(&ToCoord::Checkpoint { kill_after: true }).unwrap();
-    assert_eq!(r0.expect_checkpoint(), 1);
-    assert_eq!(r1.expect_checkpoint(), 1);
-    r0.written(1);
-    r1.written(1);
+    assert_eq!(r0.expect_checkpoint(), 2);
+    assert_eq!(r1.expect_checkpoint(), 2);
+    r0.written(2);
+    r1.written(2);
     assert!(matches!(r0.recv(), FromCoord::Commit { .. }));
     r0.send(ToCoord::CommitFailed {
-        generation: 1,
+        generation: 2,
         reason: "cannot rename LATEST".into(),
     });
     for p in [&mut r0, &mut r1] {
         assert_eq!(
             p.recv(),
             FromCoord::Resume {
-                generation: 1,
+                generation: 2,
                 committed: false,
                 exit: false
             }
@@ -439,7 +439,7 @@ fn failing_process_fails_the_round_and_everyone_resumes() {
     assert_eq!(
         cmd.recv().unwrap(),
         FromCoord::Error(
-            "checkpoint of generation 1 failed: process 1 (testhost:100000 rank 0): commit failed: cannot rename LATEST"
+            "checkpoint of generation 2 failed: process 1 (testhost:100000 rank 0): commit failed: cannot rename LATEST"
                 .into()
         )
     );

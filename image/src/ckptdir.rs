@@ -161,6 +161,28 @@ impl CkptDir {
         Ok(Some(n))
     }
 
+    /// The highest generation number in the directory: of its `gen-NNNNNN` entries and
+    /// of the one `LATEST` names (0 if none, or if the directory cannot be read).
+    pub fn highest_generation(&self) -> u64 {
+        let named = fs::read_to_string(self.latest_path())
+            .ok()
+            .and_then(|t| t.trim().strip_prefix("gen-")?.parse::<u64>().ok());
+        fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("gen-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .chain(named)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The newest committed generation; an error if there is none.
     pub fn require_latest(&self) -> Result<u64, CkptDirError> {
         self.latest()?
@@ -206,6 +228,25 @@ impl CkptDir {
         }
         let gdir = open_dir_at(&root, &gen_name(generation), &d)?;
         check_private_file(&gdir, &d, true)?;
+        // A generation with a MANIFEST was written to the end by someone: never added to.
+        let manifest = cstr("MANIFEST");
+        // SAFETY: an all-zero stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `manifest` is NUL-terminated, `st` a valid out-buffer, `gdir` open.
+        if unsafe {
+            libc::fstatat(
+                gdir.as_raw_fd(),
+                manifest.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } == 0
+        {
+            return Err(CkptDirError::Unsafe {
+                path: d,
+                why: "this generation exists already, with a MANIFEST (written by another job?): generation numbers are never reused".into(),
+            });
+        }
         Ok(gdir)
     }
 

@@ -232,6 +232,7 @@ fn an_impostor_on_the_coordinators_port_gets_nothing() {
             ckpt_dir: "/tmp".into(),
             last_generation: 0,
             interval_secs: None,
+            dir_generation: 0,
         }),
     )
     .expect_err("a registration with an impostor must fail");

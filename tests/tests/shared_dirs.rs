@@ -213,12 +213,13 @@ fn world_writable_and_planted_checkpoint_directories_are_refused() {
     let elsewhere = v.dir.join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
     chown(&elsewhere, victim_id);
+    // The refused attempt above used up its number (numbers are never reused).
     let next = latest_generation(&private)
         .unwrap()
         .trim_start_matches("gen-")
         .parse::<u64>()
         .unwrap()
-        + 1;
+        + 2;
     let link = private.join(format!("gen-{next:06}"));
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     std::os::unix::fs::lchown(&link, Some(victim_id.0), Some(victim_id.1)).unwrap();

@@ -247,6 +247,7 @@ fn connect(cfg: &Config) -> Result<Connection, String> {
         ckpt_dir: cfg.ckpt_dir.display().to_string(),
         last_generation: cfg.last_generation,
         interval_secs: cfg.interval,
+        dir_generation: CkptDir::new(&cfg.ckpt_dir).highest_generation(),
     };
     let (conn, reply) =
         Connection::connect(&status, Role::Process(info)).map_err(|e| e.to_string())?;

@@ -186,6 +186,7 @@ impl FakeProcess {
             ckpt_dir: "/nonexistent/ckpt".into(),
             last_generation,
             interval_secs,
+            dir_generation: 0,
         };
         let (conn, reply) = Connection::open(status_path, Role::Process(info.clone())).unwrap();
         let FromCoord::Welcome { id } = reply else {
