@@ -144,6 +144,9 @@ pub struct ProcessRow {
     pub program: String,
     pub state: String,
     pub last_generation: u64,
+    /// The process's checkpoint directory (where `LATEST` tells what was committed).
+    #[serde(default)]
+    pub ckpt_dir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,9 @@ pub struct Options {
     pub exit_on_last: bool,
     /// Exit if no process has registered this many seconds after start.
     pub idle_timeout: Option<u64>,
+    /// With a stale status file, start with a new secret instead of adopting the old one
+    /// (whose processes then cannot register).
+    pub fresh_secret: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,21 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
     } else {
         opts.bind.to_string()
     };
-    let secret = status::new_secret()?;
+    // A status file naming a coordinator that is gone: its job may still run, its
+    // processes trying to reconnect with the secret they know — keep it, so they register
+    // here (a replacement coordinator adopts the job). A garbled file gets a new secret.
+    let adopted = match probe(&path) {
+        Probe::Stale(_) if !opts.fresh_secret => StatusFile::read(&path).ok(),
+        _ => None,
+    };
+    let secret = match &adopted {
+        Some(old) => {
+            tracing::info!(old_pid = old.pid, old_addr = %old.addr(),
+                "the status file names a coordinator that is gone: keeping its secret, so the processes of its job register here");
+            old.secret.clone()
+        }
+        None => status::new_secret()?,
+    };
 
     let pid = if opts.daemon {
         match daemonize(&opts, &host, port, &secret)? {
@@ -933,6 +950,7 @@ impl Coord {
                         program: p.info.program.clone(),
                         state: p.state.name().to_string(),
                         last_generation: p.last_generation,
+                        ckpt_dir: p.info.ckpt_dir.clone(),
                     })
                     .collect(),
             ),

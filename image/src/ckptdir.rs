@@ -41,6 +41,8 @@ pub enum CkptDirError {
     /// A directory or file someone other than the user could have placed or could change.
     #[error("{path}: {why}; MANA writes checkpoints only into a directory of yours that not everyone can write (chmod o-w, or choose another --ckptdir)")]
     Unsafe { path: PathBuf, why: String },
+    #[error("checkpoint directory {} is in use by another job: {holder}; give each job its own --ckptdir", path.display())]
+    InUse { path: PathBuf, holder: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -251,23 +253,126 @@ impl CkptDir {
     }
 
     /// Creates this process's image of `generation` (see [`CkptDir::create_gen_dir`]):
-    /// `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600. A file of ours left by an earlier attempt
-    /// of an uncommitted generation is replaced; anything else in the way is refused.
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600. A file in the way is refused, never
+    /// replaced: generation numbers are not reused in a directory, so it belongs to
+    /// someone else (another job writing here, or a planted file).
     pub fn create_image(&self, generation: u64, rank: u32) -> Result<File, CkptDirError> {
         let gdir = self.create_gen_dir(generation)?;
         let path = self.image_path(generation, rank);
-        let name = image_name(rank);
-        match create_at(&gdir, &name, &path) {
-            Err(CkptDirError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists
-                    && self.latest().ok().flatten() != Some(generation) =>
+        create_at(&gdir, &image_name(rank), &path).map_err(|e| match e {
+            CkptDirError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
             {
-                let c = cstr(&name);
-                // SAFETY: unlinks a name inside our own private generation directory.
-                unsafe { libc::unlinkat(gdir.as_raw_fd(), c.as_ptr(), 0) };
-                create_at(&gdir, &name, &path)
+                CkptDirError::Unsafe {
+                    path: path.clone(),
+                    why: "exists already (another job writing into this directory?); it is not replaced".into(),
+                }
             }
-            r => r,
+            e => e,
+        })
+    }
+
+    /// Claims the directory for the job `job` (a token every process of the job derives
+    /// from its secret, [`job_token`]): one writer per directory (issue 10, item 3). The
+    /// returned lease is held (a shared `flock` on `.lease`) as long as it lives; every
+    /// process of the job holds one. A directory leased by another live job is refused,
+    /// naming it; one whose holders are gone (a finished or killed job) is taken over.
+    /// `Ok(None)`: the file system does not honour `flock` (some NFS and Lustre mounts):
+    /// no lease, the caller says so.
+    pub fn claim(&self, job: &str, host: &str, pid: i32) -> Result<Option<Lease>, CkptDirError> {
+        if !self.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(io(&self.root))?;
+        }
+        check_private(&self.root, true)?;
+        let root = open_dir(&self.root, true)?;
+        let lease_path = self.root.join(".lease");
+        // Claims are serialized by a second lock, held only while claiming.
+        let gate = open_at(&root, ".lease.lock", &self.root.join(".lease.lock"))?;
+        if flock(&gate, libc::LOCK_EX)? != Flock::Locked {
+            return Ok(None);
+        }
+        let lease = open_at(&root, ".lease", &lease_path)?;
+        check_private_file(&lease, &lease_path, false)?;
+        let holder = fs::read_to_string(&lease_path).unwrap_or_default();
+        let holder_job = holder
+            .lines()
+            .find_map(|l| l.strip_prefix("job="))
+            .unwrap_or("");
+        if holder_job != job && flock(&lease, libc::LOCK_EX | libc::LOCK_NB)? == Flock::Busy {
+            return Err(CkptDirError::InUse {
+                path: self.root.clone(),
+                holder: describe_holder(&holder),
+            });
+        }
+        if holder_job != job {
+            // Nobody holds it (we hold it exclusively): ours now.
+            let text = format!(
+                "job={job}\nhost={host}\npid={pid}\nsince_unix={}\n",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            );
+            lease.set_len(0).map_err(io(&lease_path))?;
+            (&lease)
+                .write_all(text.as_bytes())
+                .and_then(|_| lease.sync_all())
+                .map_err(io(&lease_path))?;
+        }
+        // Held shared by every process of the job (the claim lock keeps others out of the
+        // moment between the exclusive and the shared lock).
+        flock(&lease, libc::LOCK_SH)?;
+        Ok(Some(Lease { file: lease }))
+    }
+
+    /// After `committed` was committed: removes the committed generations older than the
+    /// `keep` newest (`keep == 0` keeps all) and every generation below `committed`
+    /// without a MANIFEST (a failed or abandoned attempt). Returns what it removed, each
+    /// with the error that stopped it, if any. Only the job holding the lease calls it.
+    pub fn prune(&self, keep: usize, committed: u64) -> Vec<(u64, Option<std::io::Error>)> {
+        let mut gens: Vec<(u64, bool)> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let n = name.to_str()?.strip_prefix("gen-")?.parse::<u64>().ok()?;
+                // Real directories only (a symlink named like one is not followed).
+                e.file_type().ok()?.is_dir().then_some(n)
+            })
+            .filter(|&n| n < committed)
+            .map(|n| (n, self.gen_dir(n).join("MANIFEST").is_file()))
+            .collect();
+        gens.sort_unstable_by(|a, b| b.cmp(a));
+        let mut kept = 1; // `committed` itself
+        let mut removed = Vec::new();
+        for (n, complete) in gens {
+            if complete && (keep == 0 || kept < keep) {
+                kept += 1;
+                continue;
+            }
+            let err = fs::remove_dir_all(self.gen_dir(n)).err();
+            removed.push((n, err));
+        }
+        removed
+    }
+
+    /// Who holds the directory's lease, if it is held by a live job other than `job`
+    /// (`mana_launch` asks before the program starts).
+    pub fn leased_by_other(&self, job: &str) -> Option<String> {
+        let lease_path = self.root.join(".lease");
+        let holder = fs::read_to_string(&lease_path).ok()?;
+        let holder_job = holder.lines().find_map(|l| l.strip_prefix("job="))?;
+        if holder_job == job {
+            return None;
+        }
+        let f = File::open(&lease_path).ok()?;
+        match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(Flock::Busy) => Some(describe_holder(&holder)),
+            _ => None,
         }
     }
 
@@ -296,6 +401,100 @@ impl CkptDir {
             let _ = fs::remove_dir_all(self.gen_dir(generation));
         }
     }
+}
+
+/// A job's hold on its checkpoint directory ([`CkptDir::claim`]); released when dropped
+/// or when the process ends.
+#[derive(Debug)]
+pub struct Lease {
+    file: File,
+}
+
+impl Lease {
+    /// The descriptor holding the lease (the runtime keeps it out of images).
+    pub fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+}
+
+/// The token of a job: the first 16 hex digits of the SHA-256 of its secret (the same in
+/// every process of the job, and for a replacement coordinator; reveals nothing of it).
+pub fn job_token(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn describe_holder(text: &str) -> String {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "job {} (host {}, pid {})",
+        get("job="),
+        get("host="),
+        get("pid=")
+    )
+}
+
+/// What `flock` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flock {
+    Locked,
+    /// `LOCK_NB` and another holder.
+    Busy,
+    /// The file system does not support it (`ENOLCK`, `ENOSYS`, `EOPNOTSUPP`, `EINVAL`).
+    Unsupported,
+}
+
+fn flock(f: &File, op: libc::c_int) -> Result<Flock, CkptDirError> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(Flock::Locked);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(Flock::Busy),
+            Some(libc::ENOLCK)
+            | Some(libc::ENOSYS)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EINVAL) => return Ok(Flock::Unsupported),
+            _ => {
+                return Err(CkptDirError::Io {
+                    path: PathBuf::from(".lease"),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// Opens (creating, 0600) the file `name` in `dir` for reading and writing, without
+/// following a symlink.
+fn open_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+    let c = cstr(name);
+    // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
+    // the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io(path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 fn cstr(name: &str) -> CString {

@@ -20,6 +20,7 @@ pub fn mpiexec_command(s: &Session, n: usize, args: &[&OsStr], extra: &[(&str, &
     }
     cmd.env("HOME", &s.home)
         .env("MANA_STATUS_FILE", &s.status_file)
+        .env("MANA_KEEP", "0")
         .env("MANA_LOG", "mana=info");
     for (k, v) in extra {
         cmd.env(k, v);

@@ -90,6 +90,9 @@ impl Session {
             cmd.env_remove(v);
         }
         cmd.env("HOME", &self.home);
+        // Tests keep every generation (several read older ones); the default pruning
+        // (--keep 2) has its own test in tests/tests/generations.rs.
+        cmd.env("MANA_KEEP", "0");
         if self.named_status_file {
             cmd.env("MANA_STATUS_FILE", &self.status_file);
         }

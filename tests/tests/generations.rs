@@ -1,8 +1,8 @@
-//! Generation numbers belong to the checkpoint directory, not to a coordinator (issue 10,
-//! item 3, first part): a new job in a directory an earlier job used numbers its
-//! checkpoints above everything there and leaves the earlier generations alone; a
-//! generation that exists already with a MANIFEST is never written into (that attempt
-//! fails in one line), and a failed attempt's number is not used again.
+//! One job per checkpoint directory, and generation numbers that belong to it (issue 10,
+//! item 3): a new job in a directory an earlier job used numbers its checkpoints above
+//! everything there and leaves the earlier generations alone; a generation that exists
+//! already with a MANIFEST is never written into (that attempt fails in one line), and a
+//! failed attempt's number is not used again; a second live job is refused.
 
 use mana_tests::*;
 use std::fs;
@@ -52,4 +52,106 @@ fn a_new_job_numbers_above_the_directory_and_never_reuses_a_number() {
         "job A's generation 1 must be untouched"
     );
     drop(b.kill9(run));
+}
+
+/// One writer per checkpoint directory (issue 10, item 3): every process of a job holds a
+/// shared lease on the directory (`flock` on `.lease`, which names the job by a token of
+/// its secret, its host and pid); a second job launched into it while the first runs is
+/// refused in one line before its program starts; once the first has ended, jobs one after
+/// another — each with its own coordinator — share the directory.
+#[test]
+fn a_second_live_job_is_refused_and_jobs_one_after_another_share_the_directory() {
+    let a = Session::start("lease-a");
+    let program = compile("bigmem", Build::Pie, a.dir());
+    let args = ["8", "3000", "20"];
+    let run_a = a.launch(&program, &args);
+    run_a.wait_for_stdout("ready", SHORT);
+    a.wait_registered(run_a.pid());
+    let shared = a.ckpt_dir.clone();
+
+    // $ mana_launch --ckptdir A's-directory ./bigmem   (another job, its own coordinator)
+    let mut b = Session::start("lease-b");
+    b.ckpt_dir = shared.clone();
+    let out = b.launch(&program, &args).wait_output(SHORT);
+    let line = refusal_line(&out, "a second job on a leased directory");
+    assert_mentions_any(&line, &["in use by another job"], "leased directory");
+    assert!(line.contains(shared.to_str().unwrap()), "{line}");
+    assert!(
+        out.stdout.is_empty(),
+        "B's program must not run: {}",
+        out.describe()
+    );
+
+    // A is undisturbed.
+    let ga = a
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("A's checkpoint failed: {e}"));
+    drop(a.kill9(run_a));
+
+    // Jobs one after another, each with its own coordinator, in the same directory.
+    let mut last = generation_number(&ga);
+    for i in 0..3 {
+        let mut s = Session::start(&format!("lease-seq-{i}"));
+        s.ckpt_dir = shared.clone();
+        let run = s.launch(&program, &args);
+        run.wait_for_stdout("ready", SHORT);
+        s.wait_registered(run.pid());
+        let g = s
+            .checkpoint()
+            .unwrap_or_else(|e| panic!("sequential job {i}: {e}"));
+        assert!(generation_number(&g) > last, "numbers go on rising");
+        last = generation_number(&g);
+        drop(s.kill9(run));
+    }
+    assert_eq!(
+        latest_generation(&shared).as_deref(),
+        Some(format!("gen-{last:06}").as_str())
+    );
+    drop(b);
+}
+
+/// `--keep` (issue 10, item 3): by default the two newest committed generations stay and
+/// older ones go after each commit, with the leftovers of a failed attempt; the newest
+/// restarts to the uninterrupted run's output.
+#[test]
+fn the_default_keep_prunes_old_generations_and_failed_attempts() {
+    let s = Session::start("keep");
+    let program = compile("bigmem", Build::Pie, s.dir());
+    let args = ["8", "400", "20"];
+    let native = native_run(&program, &args);
+    // $ mana_launch --ckptdir ckpt ./bigmem …   (no --keep, no MANA_KEEP)
+    let mut cmd = s.command("mana_launch");
+    cmd.env_remove("MANA_KEEP")
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(&program)
+        .args(args);
+    let run = Proc::spawn("mana_launch (default --keep)", cmd);
+    run.wait_for_stdout("ready", SHORT);
+    s.wait_registered(run.pid());
+
+    let g1 = s.checkpoint().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(generation_number(&g1), 1);
+    // Attempt 2 fails (a file is in its image's way) and leaves its directory behind.
+    let g2 = s.ckpt_dir.join("gen-000002");
+    fs::create_dir(&g2).unwrap();
+    fs::write(g2.join("rank-00000.mana"), "in the way").unwrap();
+    let out = s.checkpoint_output();
+    refusal_line(&out, "an attempt whose image is in the way");
+    for expect in [3, 4, 5] {
+        let g = s.checkpoint().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(generation_number(&g), expect);
+    }
+    let mut left: Vec<String> = fs::read_dir(&s.ckpt_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["gen-000004", "gen-000005"], "the two newest stay");
+
+    let killed = s.kill9(run);
+    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
 }

@@ -81,7 +81,14 @@ pub struct Config {
     pub world_size: u32,
     pub program: String,
     pub last_generation: u64,
+    /// Committed generations to keep in the directory (`mana_launch --keep`,
+    /// `MANA_KEEP`; 0 keeps all).
+    pub keep: usize,
 }
+
+/// Committed generations kept when `--keep` is not given: the newest and the one before
+/// it, so that a newest generation damaged later still leaves one to restart from.
+pub const DEFAULT_KEEP: usize = 2;
 
 /// This process's id while its checkpoint thread is inside a checkpoint, from the
 /// coordinator's request to the resume (0: none). A process that exits meanwhile waits
@@ -175,6 +182,10 @@ pub fn start() {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         last_generation: 0,
+        keep: std::env::var("MANA_KEEP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_KEEP),
     };
     let cfg = Config {
         last_generation: CkptDir::new(&cfg.ckpt_dir)
@@ -236,8 +247,47 @@ fn find_own_range() {
     }
 }
 
+/// The job's lease on its checkpoint directory (issue 10, item 3), taken at the first
+/// registration and held for the process's life; its descriptor is the runtime's.
+static LEASE: std::sync::Mutex<Option<mana_image::ckptdir::Lease>> = std::sync::Mutex::new(None);
+static LEASE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static LEASE_UNSUPPORTED_SAID: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn claim_lease(cfg: &Config, status: &StatusFile) -> Result<(), String> {
+    let mut held = LEASE.lock().unwrap_or_else(|p| p.into_inner());
+    if held.is_some() {
+        return Ok(());
+    }
+    let job = mana_image::ckptdir::job_token(&status.secret);
+    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), sys::getpid()) {
+        Ok(Some(lease)) => {
+            LEASE_FD.store(lease.fd(), Ordering::Relaxed);
+            *held = Some(lease);
+            Ok(())
+        }
+        Ok(None) => {
+            if !LEASE_UNSUPPORTED_SAID.swap(true, Ordering::Relaxed) {
+                warn!(dir = %cfg.ckpt_dir.display(), "the file system does not honour flock: a second job writing into this checkpoint directory would not be detected");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// After a restart the lease object in memory names a descriptor of the old process:
+/// forgotten (never closed — its number may now be the application's), claimed again.
+fn forget_lease() {
+    if let Some(old) = LEASE.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        std::mem::forget(old);
+    }
+    LEASE_FD.store(-1, Ordering::Relaxed);
+}
+
 fn connect(cfg: &Config) -> Result<Connection, String> {
     let status = StatusFile::read(&cfg.status_file).map_err(|e| e.to_string())?;
+    claim_lease(cfg, &status)?;
     let info = ProcessInfo {
         host: procfs::hostname(),
         pid: sys::getpid(),
@@ -268,13 +318,37 @@ enum Outcome {
     Restarted,
 }
 
+/// How often a process that lost its coordinator tries the status file again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
 fn run(mut cfg: Config) {
+    // Until the first registration a failure is final (no coordinator for this job);
+    // after one, the process waits for a coordinator to take over (issue 10: a
+    // replacement started with the same status file keeps the secret and adopts the job).
+    let mut registered_once = false;
+    let mut waiting_since: Option<std::time::Instant> = None;
     loop {
         let mut conn = match connect(&cfg) {
-            Ok(c) => c,
-            Err(e) => {
+            Ok(c) => {
+                if let Some(t) = waiting_since.take() {
+                    info!(after = ?t.elapsed(), "a new coordinator took over; checkpoints resume");
+                }
+                registered_once = true;
+                // Hash the mapped files now, while nothing waits for this thread: the
+                // first checkpoint then finds them done.
+                let t = std::time::Instant::now();
+                write::warm_hashes(&crate::mpi::lower_regions());
+                debug!(elapsed = ?t.elapsed(), "mapped files hashed at registration");
+                c
+            }
+            Err(e) if !registered_once => {
                 eprintln!("mana: {e}; this process will not be checkpointed");
                 return;
+            }
+            Err(e) => {
+                debug!("no coordinator yet ({e})");
+                std::thread::sleep(RECONNECT_EVERY);
+                continue;
             }
         };
         loop {
@@ -290,7 +364,9 @@ fn run(mut cfg: Config) {
                             // The socket of the old process does not exist here; its number may
                             // now be an application file: never close it.
                             std::mem::forget(conn);
+                            forget_lease();
                             crate::ckpt_signal::restart();
+                            registered_once = false;
                             break;
                         }
                     }
@@ -298,8 +374,11 @@ fn run(mut cfg: Config) {
                 Ok(FromCoord::Kill) => kill_self(),
                 Ok(other) => debug!(?other, "ignoring message"),
                 Err(e) => {
-                    warn!("lost the coordinator ({e}); no further checkpoints");
-                    return;
+                    warn!("lost the coordinator ({e}); the job runs on, waiting for a coordinator started with the same status file to take over");
+                    CONN_FD.store(-1, Ordering::Relaxed);
+                    drop(conn);
+                    waiting_since = Some(std::time::Instant::now());
+                    break;
                 }
             }
         }
@@ -338,11 +417,16 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             return Outcome::Continue;
         }
     };
-    // Content hashes of the mapped files, while the application still runs.
-    write::warm_hashes();
-    debug!(elapsed = ?t0.elapsed(), "mapped files hashed");
     let mpi = crate::mpi_ckpt::in_mpi_job(UNDER_LAUNCHER.load(Ordering::Relaxed));
     MPI_JOB.store(mpi, Ordering::Relaxed);
+    // Content hashes of the mapped files, while the application still runs (all cached
+    // since the registration but for libraries loaded since).
+    write::warm_hashes(&if mpi {
+        crate::mpi::lower_regions()
+    } else {
+        Vec::new()
+    });
+    debug!(elapsed = ?t0.elapsed(), "mapped files hashed");
     if mpi {
         match crate::mpi_ckpt::prepare(conn, generation) {
             Ok(p) => {
@@ -528,6 +612,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         call.pagemap_fd,
         CONN_FD.load(Ordering::Relaxed),
         crate::ckpt_signal::request_fd(),
+        LEASE_FD.load(Ordering::Relaxed),
     ];
     let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
@@ -624,10 +709,20 @@ fn commit_phase(
         match conn.recv() {
             Ok(FromCoord::Commit { manifest }) => {
                 let reply = match dir.commit(&manifest) {
-                    Ok(d) => ToCoord::CommitDone {
-                        generation,
-                        dir: d.display().to_string(),
-                    },
+                    Ok(d) => {
+                        // The leader prunes: older committed generations beyond --keep,
+                        // and the leftovers of failed attempts below this one.
+                        for (g, e) in dir.prune(cfg.keep, generation) {
+                            match e {
+                                None => debug!(generation = g, "pruned"),
+                                Some(e) => warn!(generation = g, error = %e, "cannot prune"),
+                            }
+                        }
+                        ToCoord::CommitDone {
+                            generation,
+                            dir: d.display().to_string(),
+                        }
+                    }
                     Err(e) => ToCoord::CommitFailed {
                         generation,
                         reason: e.to_string(),

@@ -148,7 +148,9 @@ fn file_identity(m: &MapLine, start: u64, end: u64) -> Option<FileIdentity> {
 /// Hashes the private file mappings of the process into [`HASHES`] ahead of the write,
 /// while the application still runs (the first checkpoint reads each mapped library once;
 /// later ones find them cached). Entries of files no longer mapped are dropped.
-pub fn warm_hashes() {
+/// Mappings inside `lower` (the MPI lower half's ranges, never saved) are skipped: its
+/// libraries are tens of MiB.
+pub fn warm_hashes(lower: &[(u64, u64)]) {
     let Ok(maps) = procfs::own_maps() else {
         return;
     };
@@ -156,7 +158,11 @@ pub fn warm_hashes() {
         return;
     };
     let mut next = BTreeMap::new();
-    for m in maps.iter().filter(|m| is_file(m) && !m.shared) {
+    let in_lower = |m: &MapLine| lower.iter().any(|&(s, e)| s < m.end && m.start < e);
+    for m in maps
+        .iter()
+        .filter(|m| is_file(m) && !m.shared && !in_lower(m))
+    {
         let Some((f, key, size)) = open_mapped(m) else {
             continue;
         };

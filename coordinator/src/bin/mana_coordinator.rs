@@ -59,6 +59,13 @@ struct Cli {
     /// Exit if no process has registered SECONDS seconds after start.
     #[arg(long, value_name = "SECONDS")]
     idle_timeout: Option<u64>,
+
+    /// A status file that names a coordinator which is gone is replaced keeping its
+    /// secret: the processes of that coordinator's job, which keep trying to reconnect,
+    /// register with this one and can be checkpointed again. With --fresh-secret a new
+    /// secret is made instead (the old job's processes are then refused).
+    #[arg(long)]
+    fresh_secret: bool,
 }
 
 /// `--interval`: a positive number of seconds, fractions allowed (at least 1 ms).
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
         interval: cli.interval,
         exit_on_last: cli.exit_on_last,
         idle_timeout: cli.idle_timeout,
+        fresh_secret: cli.fresh_secret,
     };
     match server::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

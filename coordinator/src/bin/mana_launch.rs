@@ -52,6 +52,12 @@ struct Cli {
     #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
     checkpoint_signal: Option<i32>,
 
+    /// Keep the N newest committed generations in the checkpoint directory and remove
+    /// older ones after each commit (0 keeps all; default 2: the newest and the one
+    /// before it). Leftovers of failed attempts are always removed.
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
+
     /// The program to run, then its arguments: everything from PROGRAM on is passed
     /// through untouched (`--help` and `--` included).
     #[arg(value_name = "PROGRAM [ARGS]", required = true, num_args = 1.., trailing_var_arg = true)]
@@ -111,6 +117,8 @@ enum Error {
     },
     #[error("checkpoint directory {0}")]
     CkptDirUnsafe(String),
+    #[error("{0}")]
+    CkptDirInUse(String),
     #[error("{what} contains a NUL byte")]
     Nul { what: String },
     #[error("cannot execute {}: {source}", path.display())]
@@ -177,6 +185,19 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
 
     let status_file =
         launch::ensure_coordinator(cli.status_file.as_deref(), cli.interval, "mana_launch")?;
+    // One job per checkpoint directory: another live job's lease refuses this one now.
+    if let Ok(st) = status::StatusFile::read(&status_file) {
+        let job = mana_image::ckptdir::job_token(&st.secret);
+        if let Some(holder) = mana_image::CkptDir::new(&ckpt_dir).leased_by_other(&job) {
+            return Err(Error::CkptDirInUse(
+                mana_image::ckptdir::CkptDirError::InUse {
+                    path: ckpt_dir.clone(),
+                    holder,
+                }
+                .to_string(),
+            ));
+        }
+    }
 
     // Every program gets the MPI wrapper library and a lower half to load should it ever
     // use MPI — through its own DT_NEEDED, a library's, or a dlopen (mpi4py, ctypes,
@@ -243,6 +264,9 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     }
     if let Some(sig) = cli.checkpoint_signal {
         ours.push(("MANA_CHECKPOINT_ON_SIGNAL", sig.to_string().into()));
+    }
+    if let Some(k) = cli.keep {
+        ours.push(("MANA_KEEP", k.to_string().into()));
     }
     ours.extend(mpi_env);
 

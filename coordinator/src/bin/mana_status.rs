@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory, Parser};
 use mana_coordinator::{status, Connection, FromCoord, ProcessRow, Role, ToCoord};
+use mana_image::CkptDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,7 +76,43 @@ fn run(cli: &Cli) -> Result<(), mana_coordinator::ClientError> {
     } else {
         ToCoord::Quit
     };
-    match conn.request(&request)? {
+    // What LATEST says in each process's checkpoint directory before the checkpoint: if
+    // the coordinator's connection drops before its answer, a generation committed after
+    // these tells the outcome (the commit is LATEST's rename).
+    let before = if cli.checkpoint {
+        match conn.request(&ToCoord::List)? {
+            FromCoord::Rows(rows) => rows
+                .into_iter()
+                .map(|r| {
+                    let dir = CkptDir::new(&r.ckpt_dir);
+                    let latest = dir.latest().ok().flatten();
+                    (dir, latest)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let reply = match conn.request(&request) {
+        Ok(r) => r,
+        Err(e) if cli.checkpoint => {
+            let committed = before.iter().find_map(|(dir, old)| {
+                let now = dir.latest().ok().flatten()?;
+                (Some(now) > *old).then(|| dir.gen_dir(now))
+            });
+            match committed {
+                Some(gen) => {
+                    eprintln!("mana_status: the coordinator's connection dropped ({e}), after the checkpoint was committed");
+                    println!("{}", gen.display());
+                    return Ok(());
+                }
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    match reply {
         FromCoord::Checkpointed { dir, .. } => println!("{dir}"),
         FromCoord::Rows(rows) => print_table(&rows),
         FromCoord::Done { message } => println!("{message}"),
