@@ -206,9 +206,8 @@ impl CkptDir {
         Ok(m)
     }
 
-    /// Creates `gen-NNNNNN/` for a generation being written (and the root, mode 0700, if
-    /// missing) and returns its directory descriptor; see the module comment.
-    pub fn create_gen_dir(&self, generation: u64) -> Result<File, CkptDirError> {
+    /// The root (made with mode 0700 if missing), checked private, opened.
+    fn open_root(&self) -> Result<File, CkptDirError> {
         if !self.root.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -217,7 +216,13 @@ impl CkptDir {
                 .map_err(io(&self.root))?;
         }
         check_private(&self.root, true)?;
-        let root = open_dir(&self.root, true)?;
+        open_dir(&self.root, true)
+    }
+
+    /// Creates `gen-NNNNNN/` for a generation being written (and the root, mode 0700, if
+    /// missing) and returns its directory descriptor; see the module comment.
+    pub fn create_gen_dir(&self, generation: u64) -> Result<File, CkptDirError> {
+        let root = self.open_root()?;
         let d = self.gen_dir(generation);
         let name = cstr(&gen_name(generation));
         // SAFETY: `name` is NUL-terminated; `root` is an open directory.
@@ -280,15 +285,7 @@ impl CkptDir {
     /// `Ok(None)`: the file system does not honour `flock` (some NFS and Lustre mounts):
     /// no lease, the caller says so.
     pub fn claim(&self, job: &str, host: &str, pid: i32) -> Result<Option<Lease>, CkptDirError> {
-        if !self.root.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.root)
-                .map_err(io(&self.root))?;
-        }
-        check_private(&self.root, true)?;
-        let root = open_dir(&self.root, true)?;
+        let root = self.open_root()?;
         let lease_path = self.root.join(".lease");
         // Claims are serialized by a second lock, held only while claiming.
         let gate = open_at(&root, ".lease.lock", &self.root.join(".lease.lock"))?;
@@ -380,8 +377,7 @@ impl CkptDir {
     /// after every image of the generation has been written and synced.
     pub fn commit(&self, manifest: &Manifest) -> Result<PathBuf, CkptDirError> {
         let gdir = self.gen_dir(manifest.generation);
-        check_private(&self.root, true)?;
-        let root = open_dir(&self.root, true)?;
+        let root = self.open_root()?;
         let gfd = open_dir_at(&root, &gen_name(manifest.generation), &gdir)?;
         check_private_file(&gfd, &gdir, true)?;
         let text = serde_json::to_string_pretty(manifest).expect("manifest serializes");
@@ -479,22 +475,7 @@ fn flock(f: &File, op: libc::c_int) -> Result<Flock, CkptDirError> {
 /// Opens (creating, 0600) the file `name` in `dir` for reading and writing, without
 /// following a symlink.
 fn open_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
-    let c = cstr(name);
-    // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
-    // the File.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io(path)(std::io::Error::last_os_error()));
-    }
-    // SAFETY: as above.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    openat(dir, name, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW).map_err(io(path))
 }
 
 fn cstr(name: &str) -> CString {
@@ -564,8 +545,8 @@ fn open_dir(path: &Path, follow: bool) -> Result<File, CkptDirError> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// Opens the directory `name` inside `dir` without following a symlink.
-fn open_dir_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+/// `openat(dir, name, flags | O_CLOEXEC, 0600)` as a File.
+fn openat(dir: &File, name: &str, flags: libc::c_int) -> std::io::Result<File> {
     let c = cstr(name);
     // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
     // the File.
@@ -573,41 +554,44 @@ fn open_dir_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError
         libc::openat(
             dir.as_raw_fd(),
             c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-            return Err(CkptDirError::Unsafe {
-                path: path.to_path_buf(),
-                why: "not a directory (a symbolic link or a file is in its place)".into(),
-            });
-        }
-        return Err(io(path)(e));
-    }
-    // SAFETY: as above.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// Creates the new file `name` in `dir`: `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600.
-fn create_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
-    let c = cstr(name);
-    // SAFETY: `c` is NUL-terminated, `dir` an open directory; the descriptor is owned by
-    // the File.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            flags | libc::O_CLOEXEC,
             0o600 as libc::c_uint,
         )
     };
     if fd < 0 {
-        return Err(io(path)(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: as above.
+    // SAFETY: `fd` was just opened and is owned by nothing else.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens the directory `name` inside `dir` without following a symlink.
+fn open_dir_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+    openat(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+            CkptDirError::Unsafe {
+                path: path.to_path_buf(),
+                why: "not a directory (a symbolic link or a file is in its place)".into(),
+            }
+        } else {
+            io(path)(e)
+        }
+    })
+}
+
+/// Creates the new file `name` in `dir`: `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600.
+fn create_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> {
+    openat(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+    )
+    .map_err(io(path))
 }
 
 /// Writes `bytes` to a fresh temporary in `dir`, syncs it, renames it to `name` and syncs
