@@ -632,6 +632,10 @@ xml2tsv() {
 # The same numbering (#k) for the per-line tables the wrapper writes.
 number_keys() { awk -F'\t' 'BEGIN { OFS = "\t" } { c = ++seen[$1]; if (c > 1) $1 = $1 " #" c; print }' "$@"; }
 
+# Every generation is kept by MANA (--keep 0): prune_generations removes them itself,
+# keeping their MANIFESTs, which gen_instant reads; MANA's default pruning (2) removed
+# them under its feet ("cp: cannot stat …/MANIFEST", a failed line; CI of a52eca0).
+export MANA_KEEP=0
 export MANA_BIN=$BIN MPITEST_TIMEOUT=$TIMEOUT MANA_SUITE_BUILD=$BUILD
 export MANA_SUITE_INTERVAL=$INTERVAL MANA_SUITE_SEED=$SEED MANA_SUITE_ATTEMPTS=$ATTEMPTS
 export MANA_SUITE_TRIGGER=${TRIGGER:-inside}
