@@ -20,6 +20,8 @@ pub const MAX_PENDING: usize = 1024;
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest frame read before authentication (`Greet` and `Auth` are under 100 bytes).
 pub const MAX_PENDING_FRAME: usize = 256;
+/// Connections accepted per round of the poll loop.
+const ACCEPT_BATCH: usize = 64;
 
 enum Stage {
     Greet,
@@ -130,7 +132,9 @@ pub fn run(
             }
         }
         if fds[0].revents != 0 {
-            loop {
+            // At most ACCEPT_BATCH per round, so that a flood filling the backlog cannot
+            // keep this thread from the handshakes in progress.
+            for _ in 0..ACCEPT_BATCH {
                 match listener.accept() {
                     Ok((stream, addr)) => {
                         accept_errors = 0;
@@ -161,12 +165,10 @@ pub fn run(
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
                         // e.g. out of descriptors: the pending peers' deadlines free some.
-                        accept_errors += 1;
+                        // Never fatal: the registered processes are served meanwhile.
+                        accept_errors = accept_errors.saturating_add(1);
                         if accept_errors == 1 || accept_errors.is_power_of_two() {
                             tracing::warn!(error = %e, times = accept_errors, "accept failed");
-                        }
-                        if accept_errors > 100_000 {
-                            return Err(e);
                         }
                         std::thread::sleep(Duration::from_millis(20));
                         break;

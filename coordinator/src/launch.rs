@@ -122,8 +122,12 @@ fn start_coordinator(path: &Path, interval: Option<u64>, tool: &str) -> Result<(
     let mut cmd = Command::new(&bin);
     // Loopback only: a coordinator a tool starts by itself serves this one process (a
     // parallel job is refused above and starts its own with --daemon).
+    // A fresh secret: a stale status file here may belong to another job whose processes
+    // wait for a replacement of their own coordinator (issue 10: only an explicit
+    // `mana_coordinator` adopts a job).
     cmd.args([
         "--daemon",
+        "--fresh-secret",
         "--bind",
         "127.0.0.1",
         "--port",

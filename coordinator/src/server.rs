@@ -127,8 +127,17 @@ pub fn run(opts: Options) -> Result<(), ServerError> {
     // A status file naming a coordinator that is gone: its job may still run, its
     // processes trying to reconnect with the secret they know — keep it, so they register
     // here (a replacement coordinator adopts the job). A garbled file gets a new secret.
+    // Only a file of this user's that no one else can read or write is adopted (anyone
+    // who could plant one would know the secret).
+    let private = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            // SAFETY: geteuid cannot fail.
+            m.is_file() && m.uid() == unsafe { libc::geteuid() } && m.mode() & 0o077 == 0
+        })
+    };
     let adopted = match probe(&path) {
-        Probe::Stale(_) if !opts.fresh_secret => StatusFile::read(&path).ok(),
+        Probe::Stale(_) if !opts.fresh_secret && private() => StatusFile::read(&path).ok(),
         _ => None,
     };
     let secret = match &adopted {

@@ -215,8 +215,10 @@ impl CkptDir {
                 .create(&self.root)
                 .map_err(io(&self.root))?;
         }
-        check_private(&self.root, true)?;
-        open_dir(&self.root, true)
+        // Opened first, then checked through the descriptor every later openat uses.
+        let root = open_dir(&self.root, true)?;
+        check_private_file(&root, &self.root, true)?;
+        Ok(root)
     }
 
     /// Creates `gen-NNNNNN/` for a generation being written (and the root, mode 0700, if
@@ -299,11 +301,23 @@ impl CkptDir {
             .lines()
             .find_map(|l| l.strip_prefix("job="))
             .unwrap_or("");
-        if holder_job != job && flock(&lease, libc::LOCK_EX | libc::LOCK_NB)? == Flock::Busy {
-            return Err(CkptDirError::InUse {
-                path: self.root.clone(),
-                holder: describe_holder(&holder),
-            });
+        if holder_job != job {
+            // The holder's processes may be exiting (a restart right after --kill): a
+            // second to let go before the directory is called in use.
+            let mut busy = true;
+            for _ in 0..20 {
+                if flock(&lease, libc::LOCK_EX | libc::LOCK_NB)? != Flock::Busy {
+                    busy = false;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if busy {
+                return Err(CkptDirError::InUse {
+                    path: self.root.clone(),
+                    holder: describe_holder(&holder),
+                });
+            }
         }
         if holder_job != job {
             // Nobody holds it (we hold it exclusively): ours now.
@@ -366,7 +380,15 @@ impl CkptDir {
         if holder_job == job {
             return None;
         }
-        let f = File::open(&lease_path).ok()?;
+        // Under the claim lock (a claim in progress is not mistaken for a holder), and
+        // read-write: NFS emulates flock with byte-range locks, whose exclusive kind needs
+        // a descriptor open for writing.
+        let rw = |p: &Path| File::options().read(true).write(true).open(p).ok();
+        let gate = rw(&self.root.join(".lease.lock"))?;
+        if flock(&gate, libc::LOCK_EX).ok()? != Flock::Locked {
+            return None;
+        }
+        let f = rw(&lease_path)?;
         match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(Flock::Busy) => Some(describe_holder(&holder)),
             _ => None,

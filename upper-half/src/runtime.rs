@@ -287,7 +287,6 @@ fn forget_lease() {
 
 fn connect(cfg: &Config) -> Result<Connection, String> {
     let status = StatusFile::read(&cfg.status_file).map_err(|e| e.to_string())?;
-    claim_lease(cfg, &status)?;
     let info = ProcessInfo {
         host: procfs::hostname(),
         pid: sys::getpid(),
@@ -305,6 +304,11 @@ fn connect(cfg: &Config) -> Result<Connection, String> {
     CONN_FD.store(conn.stream().as_raw_fd(), Ordering::Relaxed);
     match reply {
         FromCoord::Welcome { id } => {
+            // The lease only once the coordinator proved the job's secret and took us.
+            if let Err(e) = claim_lease(cfg, &status) {
+                CONN_FD.store(-1, Ordering::Relaxed);
+                return Err(e);
+            }
             info!(id, "registered with the coordinator");
             Ok(conn)
         }
@@ -705,19 +709,13 @@ fn commit_phase(
     generation: u64,
     path: &std::path::Path,
 ) {
+    let mut leader = false;
     loop {
         match conn.recv() {
             Ok(FromCoord::Commit { manifest }) => {
                 let reply = match dir.commit(&manifest) {
                     Ok(d) => {
-                        // The leader prunes: older committed generations beyond --keep,
-                        // and the leftovers of failed attempts below this one.
-                        for (g, e) in dir.prune(cfg.keep, generation) {
-                            match e {
-                                None => debug!(generation = g, "pruned"),
-                                Some(e) => warn!(generation = g, error = %e, "cannot prune"),
-                            }
-                        }
+                        leader = true;
                         ToCoord::CommitDone {
                             generation,
                             dir: d.display().to_string(),
@@ -737,6 +735,21 @@ fn commit_phase(
             }) => {
                 if committed {
                     info!("generation committed");
+                    // The leader prunes once the round is over: older committed
+                    // generations beyond --keep, and the leftovers of failed attempts.
+                    if leader {
+                        for (g, e) in dir.prune(cfg.keep, generation) {
+                            match e {
+                                None => debug!(generation = g, "pruned"),
+                                Some(e) => warn!(generation = g, error = %e, "cannot prune"),
+                            }
+                        }
+                    }
+                } else if dir.latest().ok().flatten() == Some(generation) {
+                    // LATEST moved before the round failed (a rank left between the
+                    // leader's commit and its answer): the images are the committed
+                    // generation's and stay.
+                    warn!("checkpoint aborted by the coordinator after LATEST named it; keeping its images");
                 } else {
                     warn!(
                         "checkpoint aborted by the coordinator; removing {}",

@@ -103,7 +103,13 @@ static HASHES: std::sync::Mutex<BTreeMap<RangeKey, [u8; 32]>> =
 
 /// The file `m` maps, if the path still names it: opened, with its version key and size.
 fn open_mapped(m: &MapLine) -> Option<(std::fs::File, FileKey, u64)> {
-    let f = std::fs::File::open(&m.name).ok()?;
+    // Non-blocking: the path may name a FIFO by now (all application threads stopped).
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&m.name)
+        .ok()?;
     let md = f.metadata().ok()?;
     use std::os::unix::fs::MetadataExt;
     if md.ino() != m.inode || !md.is_file() {

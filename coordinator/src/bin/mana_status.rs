@@ -83,6 +83,7 @@ fn run(cli: &Cli) -> Result<(), mana_coordinator::ClientError> {
         match conn.request(&ToCoord::List)? {
             FromCoord::Rows(rows) => rows
                 .into_iter()
+                .filter(|r| std::path::Path::new(&r.ckpt_dir).is_absolute())
                 .map(|r| {
                     let dir = CkptDir::new(&r.ckpt_dir);
                     let latest = dir.latest().ok().flatten();
@@ -96,7 +97,8 @@ fn run(cli: &Cli) -> Result<(), mana_coordinator::ClientError> {
     };
     let reply = match conn.request(&request) {
         Ok(r) => r,
-        Err(e) if cli.checkpoint => {
+        // The connection failed (not a refusal by the coordinator): LATEST tells.
+        Err(e @ mana_coordinator::ClientError::Proto { .. }) if cli.checkpoint => {
             let committed = before.iter().find_map(|(dir, old)| {
                 let now = dir.latest().ok().flatten()?;
                 (Some(now) > *old).then(|| dir.gen_dir(now))
