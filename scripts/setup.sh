@@ -19,8 +19,9 @@ cd "$(dirname "$0")/.."
 # scalapack-mpi-test (ScaLAPACK's and BLACS's test programs built against MPICH: xdqr, xdlu,
 # xFbtest) and nwchem-mpich (NWChem's MPICH build, nwchem.mpich) for the real-client tests
 # (tests/tests/real_clients.rs): programs nobody here wrote, checkpointed and restarted;
-# python3-venv and python3-dev to build mpi4py from its sdist (below).
-packages=(gcc g++ gfortran libc6-dev make pkg-config util-linux mount passwd xz-utils tar binutils mpich libmpich-dev libopenmpi-dev openmpi-bin slurm-wlm munge libclang-dev clang gdb libhdf5-mpich-dev scalapack-mpi-test nwchem-mpich python3-venv python3-dev python3-pip)
+# python3-venv and python3-dev to build mpi4py from its sdist (below); strace records a
+# checkpoint's file-system calls for the crash-consistency model (tests/src/crashmodel.rs).
+packages=(gcc g++ gfortran strace libc6-dev make pkg-config util-linux mount passwd xz-utils tar binutils mpich libmpich-dev libopenmpi-dev openmpi-bin slurm-wlm munge libclang-dev clang gdb libhdf5-mpich-dev scalapack-mpi-test nwchem-mpich python3-venv python3-dev python3-pip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

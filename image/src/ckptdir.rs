@@ -616,8 +616,13 @@ fn create_at(dir: &File, name: &str, path: &Path) -> Result<File, CkptDirError> 
     .map_err(io(path))
 }
 
-/// Writes `bytes` to a fresh temporary in `dir`, syncs it, renames it to `name` and syncs
-/// the directory.
+/// Writes `bytes` to a fresh temporary in `dir`, syncs it and the directory, renames it to
+/// `name` and syncs the directory again. The first directory sync makes every entry made
+/// before (a generation's directory, its images) durable before the rename can be: a file
+/// system may write a directory's changes in any order (POSIX allows it; ext4's journal
+/// keeps them in order, others need not), and `LATEST` renamed onto disk before its
+/// generation's `mkdir` would name a generation a crash lost (found by the crash model,
+/// tests/tests/crash_consistency.rs).
 fn replace_at(dir: &File, dir_path: &Path, name: &str, bytes: &[u8]) -> Result<(), CkptDirError> {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -629,6 +634,7 @@ fn replace_at(dir: &File, dir_path: &Path, name: &str, bytes: &[u8]) -> Result<(
         let mut f = create_at(dir, &tmp, &tmp_path)?;
         f.write_all(bytes).map_err(io(&tmp_path))?;
         f.sync_all().map_err(io(&tmp_path))?;
+        dir.sync_all().map_err(io(dir_path))?;
         let (from, to) = (cstr(&tmp), cstr(name));
         // SAFETY: both names are NUL-terminated and relative to the same open directory.
         if unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }

@@ -13,6 +13,7 @@
 //!   uninterrupted run's, byte for byte; an error is one line);
 //! * [`ckpt`]: reading and damaging checkpoint directories, images, status files and
 //!   memory maps;
+//! * [`crashmodel`]: what a crash could leave of a checkpoint's writes (`strace`d);
 //! * [`tempdir`], [`rng`]: per-test directories and seeded, printed randomness.
 //!
 //! The commands are taken from the directory holding the running test executable's
@@ -20,6 +21,7 @@
 //! (`cargo build --release --workspace`; `scripts/test.sh` does).
 
 pub mod ckpt;
+pub mod crashmodel;
 pub mod mpi;
 pub mod mpi4py;
 pub mod process;
@@ -33,7 +35,8 @@ pub mod transcript;
 pub use ckpt::*;
 pub use mpi::{
     assert_images_have_no_lower_half, checkpoint_and_kill, checkpoint_until_end, launch,
-    launch_command, mpiexec_command, native, restart, result_line, wait_registered,
+    launch_command, mpiexec_command, mpiexec_command_under, native, restart, result_line,
+    wait_registered,
 };
 pub use mpi4py::*;
 pub use process::*;

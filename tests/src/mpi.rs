@@ -11,7 +11,25 @@ use std::time::{Duration, Instant};
 /// `mpiexec.mpich -n N ARGS…` run in the session directory with the session's environment
 /// (its status file, `MANA_LOG=mana=info`), plus `extra` variables.
 pub fn mpiexec_command(s: &Session, n: usize, args: &[&OsStr], extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new("mpiexec.mpich");
+    mpiexec_command_under(s, &[], n, args, extra)
+}
+
+/// [`mpiexec_command`] run by `wrapper` (a program and its arguments: `strace -f …`).
+pub fn mpiexec_command_under(
+    s: &Session,
+    wrapper: &[&OsStr],
+    n: usize,
+    args: &[&OsStr],
+    extra: &[(&str, &str)],
+) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("mpiexec.mpich");
+            c
+        }
+        None => Command::new("mpiexec.mpich"),
+    };
     cmd.current_dir(s.dir())
         .args(["-n", &n.to_string()])
         .args(args);
