@@ -280,29 +280,50 @@ impl CkptDir {
     }
 
     /// Claims the directory for the job `job` (a token every process of the job derives
-    /// from its secret, [`job_token`]): one writer per directory (issue 10, item 3). The
-    /// returned lease is held (a shared `flock` on `.lease`) as long as it lives; every
-    /// process of the job holds one. A directory leased by another live job is refused,
-    /// naming it; one whose holders are gone (a finished or killed job) is taken over.
-    /// `Ok(None)`: the file system does not honour `flock` (some NFS and Lustre mounts):
-    /// no lease, the caller says so.
-    pub fn claim(&self, job: &str, host: &str, pid: i32) -> Result<Option<Lease>, CkptDirError> {
+    /// from its secret, [`job_token`]): one writer per directory (issue 10, item 3). Every
+    /// process of the job holds the returned lease as long as it lives. A directory
+    /// leased by another live job is refused, naming it; one whose holders are gone (a
+    /// finished or killed job) is taken over.
+    ///
+    /// Two kinds of lease ([`LeaseMode`]): a shared `flock` on `.lease`, released by the
+    /// kernel when the holders end; where the file system does not honour `flock` (Lustre
+    /// mounted without `-o flock` says `ENOSYS`), or where it honours it only on one node
+    /// (`localflock`, NFS `local_lock=flock`: ask for [`LeaseMode::Heartbeat`]), a
+    /// heartbeat: `.lease` names the job, host and pid and a time the job renews every
+    /// [`HEARTBEAT`] ([`CkptDir::beat`]); a lease not renewed for [`LEASE_STALE`] is
+    /// taken over. Each kind respects the other's live holder.
+    pub fn claim(
+        &self,
+        job: &str,
+        host: &str,
+        pid: i32,
+        mode: LeaseMode,
+    ) -> Result<Lease, CkptDirError> {
         let root = self.open_root()?;
         let lease_path = self.root.join(".lease");
         // Claims are serialized by a second lock, held only while claiming.
         let gate = open_at(&root, ".lease.lock", &self.root.join(".lease.lock"))?;
-        if flock(&gate, libc::LOCK_EX)? != Flock::Locked {
-            return Ok(None);
-        }
+        let flocks = mode == LeaseMode::Flock && flock(&gate, libc::LOCK_EX)? == Flock::Locked;
+        let _claiming = if flocks {
+            None
+        } else {
+            Some(ClaimMarker::take(&root, &self.root)?)
+        };
         let lease = open_at(&root, ".lease", &lease_path)?;
         check_private_file(&lease, &lease_path, false)?;
         let holder = fs::read_to_string(&lease_path).unwrap_or_default();
-        let holder_job = holder
-            .lines()
-            .find_map(|l| l.strip_prefix("job="))
-            .unwrap_or("");
-        if holder_job != job {
-            // The holder's processes may be exiting (a restart right after --kill): a
+        if field(&holder, "job=") != Some(job) {
+            if let Some(age) = heartbeat_age(&holder).filter(|a| *a < LEASE_STALE) {
+                return Err(CkptDirError::InUse {
+                    path: self.root.clone(),
+                    holder: format!(
+                        "{} (its heartbeat {} s ago)",
+                        describe_holder(&holder),
+                        age.as_secs()
+                    ),
+                });
+            }
+            // A flock holder's processes may be exiting (a restart right after --kill): a
             // second to let go before the directory is called in use.
             let mut busy = true;
             for _ in 0..20 {
@@ -318,25 +339,77 @@ impl CkptDir {
                     holder: describe_holder(&holder),
                 });
             }
-        }
-        if holder_job != job {
-            // Nobody holds it (we hold it exclusively): ours now.
-            let text = format!(
-                "job={job}\nhost={host}\npid={pid}\nsince_unix={}\n",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            );
+            // Nobody holds it: ours now.
+            let since = now_unix();
+            let beat = if flocks {
+                String::new()
+            } else {
+                format!("heartbeat_unix={since}\n")
+            };
+            let text = format!("job={job}\nhost={host}\npid={pid}\nsince_unix={since}\n{beat}");
             lease.set_len(0).map_err(io(&lease_path))?;
             (&lease)
                 .write_all(text.as_bytes())
                 .and_then(|_| lease.sync_all())
                 .map_err(io(&lease_path))?;
         }
+        if !flocks {
+            return Ok(Lease { file: None });
+        }
         // Held shared by every process of the job (the claim lock keeps others out of the
         // moment between the exclusive and the shared lock).
         flock(&lease, libc::LOCK_SH)?;
-        Ok(Some(Lease { file: lease }))
+        Ok(Lease { file: Some(lease) })
+    }
+
+    /// Renews a heartbeat lease of `job` ([`CkptDir::claim`]) if it is due: by the
+    /// process it names every [`HEARTBEAT`], by any other process of the job once it is
+    /// three heartbeats late (its process ended). Call about every [`HEARTBEAT`].
+    pub fn beat(&self, job: &str, host: &str, pid: i32) -> Result<(), CkptDirError> {
+        let lease_path = self.root.join(".lease");
+        let holder = fs::read_to_string(&lease_path).map_err(io(&lease_path))?;
+        if field(&holder, "job=") != Some(job) {
+            return Err(CkptDirError::InUse {
+                path: self.root.clone(),
+                holder: describe_holder(&holder),
+            });
+        }
+        let age = heartbeat_age(&holder).unwrap_or(LEASE_STALE);
+        let ours = field(&holder, "host=") == Some(host)
+            && field(&holder, "pid=") == Some(pid.to_string().as_str());
+        let due = if ours { HEARTBEAT / 2 } else { HEARTBEAT * 3 };
+        if age < due {
+            return Ok(());
+        }
+        let root = self.open_root()?;
+        let since = field(&holder, "since_unix=").unwrap_or("0");
+        let text = format!(
+            "job={job}\nhost={host}\npid={pid}\nsince_unix={since}\nheartbeat_unix={}\n",
+            now_unix()
+        );
+        // Replaced whole (a reader on another node never sees half of it); not synced: a
+        // heartbeat lost in a crash is as good as a late one.
+        let tmp = format!(".lease.beat.{pid}");
+        let _ = unlinkat(&root, &tmp);
+        let mut f = create_at(&root, &tmp, &self.root.join(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&lease_path))?;
+        drop(f);
+        let (from, to) = (cstr(&tmp), cstr(".lease"));
+        // SAFETY: both names are NUL-terminated and relative to the same open directory.
+        if unsafe {
+            libc::renameat(
+                root.as_raw_fd(),
+                from.as_ptr(),
+                root.as_raw_fd(),
+                to.as_ptr(),
+            )
+        } != 0
+        {
+            let e = std::io::Error::last_os_error();
+            let _ = unlinkat(&root, &tmp);
+            return Err(io(&lease_path)(e));
+        }
+        Ok(())
     }
 
     /// After `committed` was committed: removes the committed generations older than the
@@ -376,9 +449,15 @@ impl CkptDir {
     pub fn leased_by_other(&self, job: &str) -> Option<String> {
         let lease_path = self.root.join(".lease");
         let holder = fs::read_to_string(&lease_path).ok()?;
-        let holder_job = holder.lines().find_map(|l| l.strip_prefix("job="))?;
-        if holder_job == job {
+        if field(&holder, "job=")? == job {
             return None;
+        }
+        if let Some(age) = heartbeat_age(&holder).filter(|a| *a < LEASE_STALE) {
+            return Some(format!(
+                "{} (its heartbeat {} s ago)",
+                describe_holder(&holder),
+                age.as_secs()
+            ));
         }
         // Under the claim lock (a claim in progress is not mistaken for a holder), and
         // read-write: NFS emulates flock with byte-range locks, whose exclusive kind needs
@@ -421,17 +500,119 @@ impl CkptDir {
     }
 }
 
-/// A job's hold on its checkpoint directory ([`CkptDir::claim`]); released when dropped
-/// or when the process ends.
+/// A job's hold on its checkpoint directory ([`CkptDir::claim`]): a `flock` released when
+/// dropped or when the process ends, or a heartbeat lease the job renews.
 #[derive(Debug)]
 pub struct Lease {
-    file: File,
+    /// The descriptor holding the `flock`; `None` for a heartbeat lease.
+    file: Option<File>,
 }
 
 impl Lease {
-    /// The descriptor holding the lease (the runtime keeps it out of images).
+    /// The descriptor holding the lease (the runtime keeps it out of images); -1 for a
+    /// heartbeat lease.
     pub fn fd(&self) -> i32 {
-        self.file.as_raw_fd()
+        self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// A heartbeat lease: the holder must call [`CkptDir::beat`] every [`HEARTBEAT`].
+    pub fn needs_heartbeat(&self) -> bool {
+        self.file.is_none()
+    }
+}
+
+/// How a job holds its directory ([`CkptDir::claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// `flock`, or a heartbeat where the file system refuses `flock`.
+    Flock,
+    /// A heartbeat, always (`MANA_LEASE=heartbeat`): for mounts whose `flock` is honoured
+    /// on one node only.
+    Heartbeat,
+}
+
+impl LeaseMode {
+    /// From `MANA_LEASE` (`flock`, the default, or `heartbeat`).
+    pub fn from_env() -> Result<LeaseMode, String> {
+        match std::env::var("MANA_LEASE").as_deref() {
+            Err(_) | Ok("") | Ok("flock") => Ok(LeaseMode::Flock),
+            Ok("heartbeat") => Ok(LeaseMode::Heartbeat),
+            Ok(other) => Err(format!(
+                "MANA_LEASE={other:?}: expected \"flock\" or \"heartbeat\""
+            )),
+        }
+    }
+}
+
+/// How often a heartbeat lease is renewed.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A heartbeat lease not renewed for this long is taken over (its job is gone).
+pub const LEASE_STALE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(key))
+}
+
+/// How long ago a heartbeat lease was renewed (`None`: a `flock` lease, or no time).
+fn heartbeat_age(text: &str) -> Option<std::time::Duration> {
+    let at: u64 = field(text, "heartbeat_unix=")?.parse().ok()?;
+    Some(std::time::Duration::from_secs(
+        now_unix().saturating_sub(at),
+    ))
+}
+
+fn unlinkat(dir: &File, name: &str) -> std::io::Result<()> {
+    let c = cstr(name);
+    // SAFETY: `c` is NUL-terminated and relative to an open directory.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `.lease.claim`, made with `O_EXCL` (atomic on NFS and Lustre too): serializes claims
+/// where `flock` cannot; removed when dropped. One older than 10 s is a dead claimer's.
+struct ClaimMarker<'a> {
+    root: &'a File,
+}
+
+impl<'a> ClaimMarker<'a> {
+    fn take(root: &'a File, root_path: &Path) -> Result<ClaimMarker<'a>, CkptDirError> {
+        let path = root_path.join(".lease.claim");
+        let started = std::time::Instant::now();
+        loop {
+            match openat(
+                root,
+                ".lease.claim",
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            ) {
+                Ok(_) => return Ok(ClaimMarker { root }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let old = fs::symlink_metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|a| a > std::time::Duration::from_secs(10));
+                    if old || started.elapsed() > std::time::Duration::from_secs(15) {
+                        let _ = unlinkat(root, ".lease.claim");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+    }
+}
+
+impl Drop for ClaimMarker<'_> {
+    fn drop(&mut self) {
+        let _ = unlinkat(self.root, ".lease.claim");
     }
 }
 
@@ -446,12 +627,7 @@ pub fn job_token(secret: &str) -> String {
 }
 
 fn describe_holder(text: &str) -> String {
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or("?")
-            .to_string()
-    };
+    let get = |k: &str| field(text, k).unwrap_or("?").to_string();
     format!(
         "job {} (host {}, pid {})",
         get("job="),
@@ -692,6 +868,61 @@ mod tests {
         assert_eq!(d.read_manifest(1).unwrap(), m);
         fs::write(d.latest_path(), "garbage").unwrap();
         assert!(matches!(d.latest(), Err(CkptDirError::BadLatest { .. })));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_heartbeat_lease_refuses_others_until_stale_and_mixes_with_flock() {
+        let root = std::env::temp_dir().join(format!("mana-lease-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let d = CkptDir::new(&root);
+        let a = d.claim("aaaa", "h1", 11, LeaseMode::Heartbeat).unwrap();
+        assert!(a.needs_heartbeat() && a.fd() == -1);
+        // Another job, either kind: refused while the heartbeat is fresh.
+        for mode in [LeaseMode::Heartbeat, LeaseMode::Flock] {
+            let e = d.claim("bbbb", "h2", 22, mode).unwrap_err().to_string();
+            assert!(
+                e.contains("job aaaa (host h1, pid 11)") && e.contains("heartbeat"),
+                "{e}"
+            );
+        }
+        assert!(d.leased_by_other("bbbb").is_some());
+        assert!(d.leased_by_other("aaaa").is_none());
+        // The same job's processes join; a beat by the holder is not due yet.
+        d.claim("aaaa", "h1", 12, LeaseMode::Heartbeat).unwrap();
+        let text = |d: &CkptDir| fs::read_to_string(d.root.join(".lease")).unwrap();
+        d.beat("aaaa", "h1", 11).unwrap();
+        // Stale (back-dated): another process of the job takes the beat over, and
+        // another job takes the lease.
+        let stale = text(&d).replace(
+            &format!(
+                "heartbeat_unix={}",
+                field(&text(&d), "heartbeat_unix=").unwrap()
+            ),
+            &format!("heartbeat_unix={}", now_unix() - 200),
+        );
+        fs::write(d.root.join(".lease"), &stale).unwrap();
+        d.beat("aaaa", "h1", 12).unwrap();
+        assert!(text(&d).contains("pid=12") && heartbeat_age(&text(&d)).unwrap().as_secs() < 5);
+        fs::write(d.root.join(".lease"), &stale).unwrap();
+        let b = d.claim("bbbb", "h2", 22, LeaseMode::Flock).unwrap();
+        assert!(!b.needs_heartbeat(), "this file system honours flock");
+        assert!(
+            d.beat("aaaa", "h1", 11).is_err(),
+            "the lease is not A's any more"
+        );
+        // A flock holder refuses a heartbeat claimant.
+        let e = d
+            .claim("cccc", "h3", 33, LeaseMode::Heartbeat)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("job bbbb"), "{e}");
+        assert!(
+            !root.join(".lease.claim").exists(),
+            "the claim marker is removed"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }

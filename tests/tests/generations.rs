@@ -6,6 +6,7 @@
 
 use mana_tests::*;
 use std::fs;
+use std::time::Duration;
 
 #[test]
 fn a_new_job_numbers_above_the_directory_and_never_reuses_a_number() {
@@ -152,6 +153,124 @@ fn the_default_keep_prunes_old_generations_and_failed_attempts() {
 
     let killed = s.kill9(run);
     let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
+}
+
+/// The heartbeat lease (issue 10, item 3), for file systems whose `flock` is refused (Lustre
+/// without `-o flock`) or honoured on one node only (`--lease heartbeat`): `.lease` names
+/// the job and is renewed every 10 s while the job lives; a second job is refused in one
+/// line naming the holder and its heartbeat's age, whichever lease kind it asks for; a
+/// lease not renewed for 120 s (its job gone: the test back-dates it instead of waiting)
+/// is taken over, and the new job checkpoints and restarts to the uninterrupted output.
+#[test]
+fn a_heartbeat_lease_is_renewed_refuses_a_second_job_and_is_taken_over_when_stale() {
+    let a = Session::start("heartbeat-a");
+    let program = compile("bigmem", Build::Pie, a.dir());
+    let args = ["8", "400", "20"];
+    let native = native_run(&program, &args);
+    let long = ["8", "3000", "20"];
+    let launch = |s: &Session, kind: Option<&str>, args: &[&str]| {
+        let mut cmd = s.command("mana_launch");
+        if let Some(k) = kind {
+            cmd.args(["--lease", k]);
+        }
+        cmd.arg("--ckptdir")
+            .arg(&s.ckpt_dir)
+            .arg(&program)
+            .args(args);
+        Proc::spawn(&format!("mana_launch --lease {kind:?}"), cmd)
+    };
+    let run_a = launch(&a, Some("heartbeat"), &long);
+    run_a.wait_for_stdout("ready", SHORT);
+    a.wait_registered(run_a.pid());
+    let shared = a.ckpt_dir.clone();
+    let lease = shared.join(".lease");
+    let beat = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("heartbeat_unix="))
+            .unwrap_or_else(|| panic!("no heartbeat in .lease: {text:?}"))
+            .parse()
+            .unwrap()
+    };
+    let first = fs::read_to_string(&lease).unwrap();
+    assert!(
+        first.contains(&format!("pid={}", run_a.pid())),
+        "the lease names A's process: {first}"
+    );
+    let first_beat = beat(&first);
+    // Nothing but the heartbeat guards the directory: no flock is held on .lease.
+    let f = fs::File::open(&lease).unwrap();
+    // SAFETY: flock on an open descriptor, released when `f` closes.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(r, 0, "a heartbeat lease holds no flock");
+    drop(f);
+
+    // A second job (its own coordinator), with either kind of lease, is refused.
+    let mut b = Session::start("heartbeat-b");
+    b.ckpt_dir = shared.clone();
+    for kind in [None, Some("heartbeat")] {
+        let out = launch(&b, kind, &args).wait_output(SHORT);
+        let line = refusal_line(&out, "a second job on a heartbeat-leased directory");
+        assert_mentions_any(&line, &["in use by another job"], "leased directory");
+        assert!(
+            line.contains("heartbeat") && line.contains(&format!("pid {}", run_a.pid())),
+            "{line}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "B's program must not run: {}",
+            out.describe()
+        );
+    }
+
+    // Renewed while A lives (every 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while beat(&fs::read_to_string(&lease).unwrap()) <= first_beat {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the heartbeat was not renewed in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ga = a
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("A's checkpoint failed: {e}"));
+    drop(a.kill9(run_a));
+
+    // A is gone; its lease goes stale (back-dated by 200 s rather than waited for).
+    let text = fs::read_to_string(&lease).unwrap();
+    let stale = beat(&text) - 200;
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("heartbeat_unix=") {
+                format!("heartbeat_unix={stale}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect::<String>();
+    fs::write(&lease, text).unwrap();
+    let run_b = launch(&b, Some("heartbeat"), &args);
+    run_b.wait_for_stdout("ready", SHORT);
+    b.wait_registered(run_b.pid());
+    let now_held = fs::read_to_string(&lease).unwrap();
+    assert!(
+        now_held.contains(&format!("pid={}", run_b.pid())),
+        "B took the lease over: {now_held}"
+    );
+    let gb = b
+        .checkpoint()
+        .unwrap_or_else(|e| panic!("B's checkpoint failed: {e}"));
+    assert!(generation_number(&gb) > generation_number(&ga));
+    let killed = b.kill9(run_b);
+    let restored = b.restart(&shared).wait_output(LONG);
     restored.assert_success();
     assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
 }

@@ -9,6 +9,7 @@ use core::ffi::c_void;
 use mana_coordinator::client::Connection;
 use mana_coordinator::protocol::{FromCoord, ProcessInfo, Role, ToCoord};
 use mana_coordinator::status::StatusFile;
+use mana_image::ckptdir::{LeaseMode, HEARTBEAT};
 use mana_image::{CkptDir, ImageHeader, ManifestEntry, RestartMailbox, MAILBOX_MAGIC};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,19 +261,58 @@ fn claim_lease(cfg: &Config, status: &StatusFile) -> Result<(), String> {
         return Ok(());
     }
     let job = mana_image::ckptdir::job_token(&status.secret);
-    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), sys::getpid()) {
-        Ok(Some(lease)) => {
+    let mode = LeaseMode::from_env().unwrap_or_else(|e| {
+        warn!("{e}; using flock");
+        LeaseMode::Flock
+    });
+    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), sys::getpid(), mode) {
+        Ok(lease) => {
+            if lease.needs_heartbeat() {
+                if mode == LeaseMode::Flock && !LEASE_UNSUPPORTED_SAID.swap(true, Ordering::Relaxed)
+                {
+                    info!(dir = %cfg.ckpt_dir.display(), "the file system does not honour flock: the job holds its checkpoint directory by a heartbeat lease");
+                }
+                *HEARTBEAT_JOB.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+            }
             LEASE_FD.store(lease.fd(), Ordering::Relaxed);
             *held = Some(lease);
             Ok(())
         }
-        Ok(None) => {
-            if !LEASE_UNSUPPORTED_SAID.swap(true, Ordering::Relaxed) {
-                warn!(dir = %cfg.ckpt_dir.display(), "the file system does not honour flock: a second job writing into this checkpoint directory would not be detected");
-            }
-            Ok(())
-        }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The job token of a heartbeat lease this process renews ([`CkptDir::beat`]).
+static HEARTBEAT_JOB: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+static HEARTBEAT_FAILED_SAID: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Waits for the coordinator's next message, renewing a heartbeat lease meanwhile.
+fn wait_for_message(cfg: &Config, conn: &Connection) {
+    loop {
+        let job = HEARTBEAT_JOB
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(job) = job else { return };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(conn.stream()),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; poll only reads and writes it.
+        let n = unsafe { libc::poll(&mut pfd, 1, HEARTBEAT.as_millis() as libc::c_int) };
+        if n != 0 {
+            return; // a message, an error or an interruption: recv() tells which
+        }
+        match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), sys::getpid()) {
+            Ok(()) => HEARTBEAT_FAILED_SAID.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !HEARTBEAT_FAILED_SAID.swap(true, Ordering::Relaxed) {
+                    warn!("cannot renew the checkpoint directory's lease: {e}");
+                }
+            }
+        }
     }
 }
 
@@ -283,6 +323,7 @@ fn forget_lease() {
         std::mem::forget(old);
     }
     LEASE_FD.store(-1, Ordering::Relaxed);
+    *HEARTBEAT_JOB.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
 fn connect(cfg: &Config) -> Result<Connection, String> {
@@ -356,6 +397,7 @@ fn run(mut cfg: Config) {
             }
         };
         loop {
+            wait_for_message(&cfg, &conn);
             match conn.recv() {
                 Ok(FromCoord::Checkpoint { generation }) => {
                     let outcome = {

@@ -58,6 +58,15 @@ struct Cli {
     #[arg(long, value_name = "N")]
     keep: Option<usize>,
 
+    /// How the job holds its checkpoint directory against other jobs: `flock` (the
+    /// default; where the file system refuses flock, as Lustre without `-o flock` does, a
+    /// heartbeat instead) or `heartbeat` (`.lease` names the job and is renewed every
+    /// 10 s; a lease not renewed for 120 s is taken over): for mounts whose flock is
+    /// honoured on one node only (Lustre `localflock`, NFS `local_lock=flock`). Default:
+    /// $MANA_LEASE, else flock.
+    #[arg(long, value_name = "KIND", value_parser = ["flock", "heartbeat"])]
+    lease: Option<String>,
+
     /// The program to run, then its arguments: everything from PROGRAM on is passed
     /// through untouched (`--help` and `--` included).
     #[arg(value_name = "PROGRAM [ARGS]", required = true, num_args = 1.., trailing_var_arg = true)]
@@ -119,6 +128,8 @@ enum Error {
     CkptDirUnsafe(String),
     #[error("{0}")]
     CkptDirInUse(String),
+    #[error("{0}")]
+    Lease(String),
     #[error("{what} contains a NUL byte")]
     Nul { what: String },
     #[error("cannot execute {}: {source}", path.display())]
@@ -183,6 +194,9 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
         .map_err(|e| Error::CkptDirUnsafe(e.to_string()))?;
     let ckpt_dir = status::absolute(&ckpt_dir);
 
+    if cli.lease.is_none() {
+        mana_image::ckptdir::LeaseMode::from_env().map_err(Error::Lease)?;
+    }
     let status_file =
         launch::ensure_coordinator(cli.status_file.as_deref(), cli.interval, "mana_launch")?;
     // One job per checkpoint directory: another live job's lease refuses this one now.
@@ -267,6 +281,9 @@ fn run(cli: Cli) -> Result<std::convert::Infallible, Error> {
     }
     if let Some(k) = cli.keep {
         ours.push(("MANA_KEEP", k.to_string().into()));
+    }
+    if let Some(l) = &cli.lease {
+        ours.push(("MANA_LEASE", l.into()));
     }
     ours.extend(mpi_env);
 
