@@ -14,6 +14,7 @@
 //! * [`ckpt`]: reading and damaging checkpoint directories, images, status files and
 //!   memory maps;
 //! * [`crashmodel`]: what a crash could leave of a checkpoint's writes (`strace`d);
+//! * [`users`]: a second and third user (the product as an ordinary user, an attacker);
 //! * [`tempdir`], [`rng`]: per-test directories and seeded, printed randomness.
 //!
 //! The commands are taken from the directory holding the running test executable's
@@ -31,6 +32,7 @@ pub mod session;
 pub mod slurm;
 pub mod tempdir;
 pub mod transcript;
+pub mod users;
 
 pub use ckpt::*;
 pub use mpi::{
@@ -46,6 +48,7 @@ pub use session::*;
 pub use slurm::Slurm;
 pub use tempdir::TempDir;
 pub use transcript::*;
+pub use users::{as_user, chown, user};
 
 use std::time::Duration;
 

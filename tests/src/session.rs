@@ -20,6 +20,8 @@ pub struct Session {
     pub ckpt_dir: PathBuf,
     /// Whether commands get `MANA_STATUS_FILE` (false: they use the default under $HOME).
     named_status_file: bool,
+    /// The user every command runs as (`None`: the test's own, root in CI).
+    user: Option<(u32, u32)>,
 }
 
 impl Session {
@@ -30,7 +32,21 @@ impl Session {
 
     /// The same coordinator with `extra` arguments (`--interval 0.03`).
     pub fn start_with(label: &str, extra: &[&str]) -> Session {
-        let s = Session::new(label, true);
+        Session::start_coordinator(Session::new(label, true), extra)
+    }
+
+    /// A session whose every command — the coordinator, the job, `mana_status`,
+    /// `mana_restart` — runs as the ordinary user `who` ([`crate::user`]), in a directory
+    /// of theirs.
+    pub fn start_as(label: &str, who: (u32, u32)) -> Session {
+        let mut s = Session::new(label, true);
+        crate::chown(s.dir(), who);
+        crate::chown(&s.home, who);
+        s.user = Some(who);
+        Session::start_coordinator(s, &[])
+    }
+
+    fn start_coordinator(s: Session, extra: &[&str]) -> Session {
         let mut args = vec![
             "--daemon",
             "--port",
@@ -74,6 +90,7 @@ impl Session {
             home,
             dir,
             named_status_file,
+            user: None,
         }
     }
 
@@ -84,7 +101,10 @@ impl Session {
     /// A command of the project, run in the session directory with the session's
     /// environment.
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(bin(name));
+        let mut cmd = match self.user {
+            Some(who) => crate::as_user(who, &bin(name), &[]),
+            None => Command::new(bin(name)),
+        };
         cmd.current_dir(self.dir());
         for v in SCRUBBED_ENV {
             cmd.env_remove(v);

@@ -11,9 +11,7 @@ use mana_coordinator::protocol::{self, FromCoord, Role, ToCoord};
 use mana_coordinator::status::StatusFile;
 use mana_tests::*;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn vm_rss_kib(pid: i32) -> u64 {
@@ -24,117 +22,43 @@ fn vm_rss_kib(pid: i32) -> u64 {
         .unwrap()
 }
 
-fn raise_nofile() {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid structure.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(1 << 16);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-    }
+/// The attacker's last `made M held H` line.
+fn flood_figures(attacker: &Proc) -> (usize, usize) {
+    let text = String::from_utf8_lossy(&attacker.stdout()).into_owned();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("made "))
+        .unwrap_or("made 0 held 0");
+    let n: Vec<usize> = last.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (n[0], n[1])
 }
 
-/// 1,000 attackers: half announce a 16 MiB frame at once and then send one byte every
-/// 2 s, half send the 4-byte length prefix itself one byte every 2 s; each reconnects
-/// when the coordinator drops it. Returns (connections made, peak held at once).
-struct Flood {
-    stop: Arc<AtomicBool>,
-    made: Arc<AtomicUsize>,
-    held: Arc<AtomicUsize>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(addr: String, n: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let made = Arc::new(AtomicUsize::new(0));
-        let held = Arc::new(AtomicUsize::new(0));
-        // Four threads of n/4 connections each.
-        let threads = (0..4)
-            .map(|t| {
-                let (stop, made, held, addr) =
-                    (stop.clone(), made.clone(), held.clone(), addr.clone());
-                std::thread::spawn(move || {
-                    let announce = (16u32 << 20).to_le_bytes();
-                    let mut conns: Vec<Option<(TcpStream, usize)>> =
-                        (0..n / 4).map(|_| None).collect();
-                    while !stop.load(Ordering::Relaxed) {
-                        for (i, c) in conns.iter_mut().enumerate() {
-                            let slow_prefix = (i + t) % 2 == 0;
-                            if c.is_none() {
-                                if let Ok(s) = TcpStream::connect(&addr) {
-                                    made.fetch_add(1, Ordering::Relaxed);
-                                    let _ = s.set_nonblocking(true);
-                                    *c = Some((s, 0));
-                                }
-                            }
-                            let Some((s, sent)) = c else { continue };
-                            let chunk: &[u8] = if slow_prefix {
-                                if *sent < 4 {
-                                    &announce[*sent..*sent + 1]
-                                } else {
-                                    b"x"
-                                }
-                            } else if *sent == 0 {
-                                &announce
-                            } else {
-                                b"x"
-                            };
-                            match s.write(chunk) {
-                                Ok(k) => *sent += k,
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                                Err(_) => *c = None,
-                            }
-                        }
-                        let now = conns.iter().filter(|c| c.is_some()).count();
-                        held.fetch_max(now * 4, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(2000));
-                    }
-                })
-            })
-            .collect();
-        Flood {
-            stop,
-            made,
-            held,
-            threads,
-        }
-    }
-
-    fn stop(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (
-            self.made.load(Ordering::Relaxed),
-            self.held.load(Ordering::Relaxed),
-        )
-    }
-}
-
+/// The coordinator, the live job, `mana_status` and `mana_restart` run as the ordinary
+/// user mana-victim; 1,000 slow connections come from mana-attacker's program
+/// (src/bin/mana_attacker.rs).
 #[test]
 fn a_flood_of_slow_connections_leaves_the_coordinator_small_and_the_job_checkpointable() {
-    raise_nofile();
-    let s = Session::start("flood");
+    let victim = user("mana-victim");
+    let attacker = user("mana-attacker");
+    let s = Session::start_as("flood", victim);
     let status = StatusFile::read(&s.status_file).unwrap();
     let coord_pid = status.pid;
     let rss_before = vm_rss_kib(coord_pid);
     let program = compile("bigmem", Build::Pie, s.dir());
     let args = ["16", "3000", "20"];
-    let native = native_run(&program, &["16", "300", "20"]);
-    drop(native);
 
     // A live job.
     let run = s.launch(&program, &args);
     run.wait_for_stdout("ready", SHORT);
     s.wait_registered(run.pid());
 
-    // $ (1,000 attackers) &
-    let flood = Flood::start(format!("127.0.0.1:{}", status.port), 1000);
+    // $ mana_attacker flood 127.0.0.1:PORT 1000 &   (as mana-attacker)
+    let addr = format!("127.0.0.1:{}", status.port);
+    let flood = Proc::spawn(
+        "mana_attacker flood",
+        as_user(attacker, &bin("mana_attacker"), &["flood", &addr, "1000"]),
+    );
     std::thread::sleep(Duration::from_secs(6));
 
     // The live job's checkpoint, during the flood.
@@ -161,11 +85,12 @@ fn a_flood_of_slow_connections_leaves_the_coordinator_small_and_the_job_checkpoi
     peak = peak.max(vm_rss_kib(coord_pid));
     std::thread::sleep(Duration::from_secs(3));
     peak = peak.max(vm_rss_kib(coord_pid));
-    let (made, held) = flood.stop();
+    let (made, held) = flood_figures(&flood);
+    drop(flood.kill9());
     let _ = restored.kill9();
 
     eprintln!(
-        "flood: {made} connections made, up to {held} held at once by the attackers, {coord_fds} \
+        "flood: {made} connections made, up to {held} held at once by the attacker, {coord_fds} \
          descriptors open in the coordinator after the checkpoint; coordinator RSS {rss_before} KiB \
          before, peak {peak} KiB; checkpoint of the live job {ckpt_secs:.2} s; kill, restart and \
          registration {register_secs:.2} s"
@@ -175,42 +100,30 @@ fn a_flood_of_slow_connections_leaves_the_coordinator_small_and_the_job_checkpoi
     assert!(ckpt_secs <= 20.0, "checkpoint took {ckpt_secs:.1} s");
 }
 
-/// What answers on a freed coordinator port without the secret: it answers `Greet` with
-/// a challenge it cannot prove, and records whether anything came after.
+/// What answers on a freed coordinator port without the secret — mana-attacker's program
+/// (src/bin/mana_attacker.rs) — answers `Greet` with a challenge it cannot prove and
+/// records whether anything came after. The job's commands run as mana-victim.
 #[test]
 fn an_impostor_on_the_coordinators_port_gets_nothing() {
-    let s = Session::start("impostor");
+    let victim = user("mana-victim");
+    let attacker = user("mana-attacker");
+    let s = Session::start_as("impostor", victim);
     let stale = s.dir().join("stale-status");
     std::fs::copy(&s.status_file, &stale).unwrap();
+    chown(&stale, victim);
     let port = StatusFile::read(&stale).unwrap().port;
     s.quit().assert_success();
 
-    let impostor = TcpListener::bind(("0.0.0.0", port)).expect("bind the freed port");
-    let heard_more = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    {
-        let (heard_more, connections) = (heard_more.clone(), connections.clone());
-        std::thread::spawn(move || {
-            for c in impostor.incoming() {
-                let Ok(mut c) = c else { continue };
-                connections.fetch_add(1, Ordering::Relaxed);
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                if let Ok(ToCoord::Greet { .. }) = protocol::recv::<_, ToCoord>(&mut c) {
-                    let _ = protocol::send(
-                        &mut c,
-                        &FromCoord::Challenge {
-                            version: auth::PROTOCOL_VERSION,
-                            nonce: auth::nonce().unwrap(),
-                            proof: auth::nonce().unwrap(),
-                        },
-                    );
-                }
-                if protocol::recv::<_, ToCoord>(&mut c).is_ok() {
-                    heard_more.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    // $ mana_attacker impostor PORT &   (as mana-attacker, on the freed port)
+    let impostor = Proc::spawn(
+        "mana_attacker impostor",
+        as_user(
+            attacker,
+            &bin("mana_attacker"),
+            &["impostor", &port.to_string()],
+        ),
+    );
+    impostor.wait_for_stdout("listening", SHORT);
     for cmd in ["--checkpoint", "--list"] {
         let out = s.run(
             "mana_status",
@@ -220,7 +133,8 @@ fn an_impostor_on_the_coordinators_port_gets_nothing() {
         let line = refusal_line(&out, &format!("mana_status {cmd} against an impostor"));
         assert_mentions_any(&line, &["did not prove"], "impostor");
     }
-    // A process registering (the runtime's path is the same client code).
+    // A process registering (the runtime's path is the same client code; mana_launch
+    // itself would see the old coordinator's pid gone and start a coordinator of its own).
     let err = mana_coordinator::client::Connection::open(
         &stale,
         Role::Process(mana_coordinator::protocol::ProcessInfo {
@@ -237,9 +151,11 @@ fn an_impostor_on_the_coordinators_port_gets_nothing() {
     )
     .expect_err("a registration with an impostor must fail");
     assert!(err.to_string().contains("did not prove"), "{err}");
-    assert!(connections.load(Ordering::Relaxed) >= 3);
+    let heard = String::from_utf8_lossy(&impostor.stdout()).into_owned();
+    drop(impostor.kill9());
+    assert!(heard.matches("connection").count() >= 3, "{heard}");
     assert_eq!(
-        heard_more.load(Ordering::Relaxed),
+        heard.matches("heard-more").count(),
         0,
         "a client sent something after the impostor's unproved challenge"
     );

@@ -12,48 +12,7 @@ use mana_tests::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The uid and gid of `name`, created if missing.
-fn user(name: &str) -> (u32, u32) {
-    let id = |flag: &str| {
-        Command::new("id")
-            .args([flag, name])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-    };
-    if id("-u").is_none() {
-        let out = Command::new("useradd")
-            .args(["--no-create-home", "--shell", "/bin/sh", name])
-            .output()
-            .expect("useradd (this test runs as root: CI does)");
-        assert!(
-            out.status.success() || id("-u").is_some(),
-            "useradd {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
-}
-
-/// `cmd args` as `uid:gid` (no fork: the process is the program).
-fn as_user(who: (u32, u32), program: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={}", who.0))
-        .arg(format!("--regid={}", who.1))
-        .arg("--clear-groups")
-        .arg("--")
-        .arg(program)
-        .args(args);
-    c
-}
-
-fn chown(p: &Path, who: (u32, u32)) {
-    std::os::unix::fs::chown(p, Some(who.0), Some(who.1)).unwrap();
-}
 
 struct Victim {
     who: (u32, u32),
