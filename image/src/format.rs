@@ -404,6 +404,23 @@ pub enum FileKind {
     Stdio,
     /// A regular file, reopened by path at the same descriptor number.
     Regular,
+    /// A descriptor the process inherited (open before the runtime started) that cannot
+    /// be reopened by path — a pipe from the launching shell, a socket, a terminal. At
+    /// restart: the restarting process's descriptor of the same number if it is of the
+    /// same kind (and, for a pipe, direction), as stdio is; else a stand-in on which
+    /// reads see end-of-file and writes succeed (drained).
+    Inherited(InheritedKind),
+}
+
+/// What an inherited descriptor was ([`FileKind::Inherited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InheritedKind {
+    Pipe,
+    Socket,
+    /// A character device other than the stateless ones (a terminal).
+    Device,
+    /// Anything else (an eventfd, an epoll instance…): replaced by a stand-in.
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

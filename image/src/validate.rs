@@ -238,6 +238,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
         if f.offset < 0
             || !path_ok(&f.path)
             || (f.kind == FileKind::Regular && !f.path.starts_with('/'))
+            || (matches!(f.kind, FileKind::Inherited(_)) && (f.fd <= 2 || f.offset != 0))
         {
             return Err(format!("descriptor {}: offset {} or path", f.fd, f.offset));
         }

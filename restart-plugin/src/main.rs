@@ -391,10 +391,18 @@ fn restore_region(
     Ok(())
 }
 
-/// Re-opens regular files at their descriptor numbers; returns the descriptors to keep.
+/// Re-opens regular files at their descriptor numbers and puts back inherited ones (see
+/// [`restore_inherited`]); returns the descriptors to keep.
 fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let mut keep = vec![0, 1, 2];
+    let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
+    let mut drain = Vec::new();
     for f in &h.files {
+        if let mana_image::FileKind::Inherited(kind) = f.kind {
+            restore_inherited(f, kind, above, &mut drain)?;
+            keep.push(f.fd);
+            continue;
+        }
         if f.kind != mana_image::FileKind::Regular {
             continue;
         }
@@ -438,9 +446,199 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         keep.push(f.fd);
     }
+    if !drain.is_empty() {
+        start_drainer(&drain)?;
+    }
     keep.sort_unstable();
     keep.dedup();
     Ok(keep)
+}
+
+/// An inherited descriptor ([`mana_image::FileKind::Inherited`]): the restarting
+/// process's own descriptor of that number if it is of the same kind (a pipe: the same
+/// direction) — as stdio is taken — else a stand-in: a pipe whose write end is closed
+/// (reads see end-of-file) or whose read end `drain` collects (writes succeed; default
+/// SIGPIPE never fires), a socket pair whose other end is shut for writing and drained,
+/// or `/dev/null`. Stand-in ends kept for draining are moved to `above` or higher, out of
+/// every restored descriptor's way.
+fn restore_inherited(
+    f: &mana_image::FileState,
+    kind: mana_image::InheritedKind,
+    above: i32,
+    drain: &mut Vec<i32>,
+) -> Result<(), String> {
+    use mana_image::InheritedKind;
+    let access = f.flags & libc::O_ACCMODE;
+    // SAFETY: an all-zero stat is a valid out-buffer; fstat of any number is harmless.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let own = if unsafe { libc::fstat(f.fd, &mut st) } == 0 {
+        // SAFETY: F_GETFL on an open descriptor.
+        let own_access = unsafe { libc::fcntl(f.fd, libc::F_GETFL) } & libc::O_ACCMODE;
+        match (kind, st.st_mode & libc::S_IFMT) {
+            (InheritedKind::Pipe, libc::S_IFIFO) => own_access == access,
+            (InheritedKind::Socket, libc::S_IFSOCK) | (InheritedKind::Device, libc::S_IFCHR) => {
+                true
+            }
+            _ => false,
+        }
+    } else {
+        false
+    };
+    let set_cloexec = |fd: i32| {
+        let v = if f.cloexec { libc::FD_CLOEXEC } else { 0 };
+        // SAFETY: F_SETFD on a descriptor we hold.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, v) };
+    };
+    if own {
+        set_cloexec(f.fd);
+        tracing::info!(fd = f.fd, was = %f.path, "inherited descriptor: the restarting process's own descriptor of that number");
+        return Ok(());
+    }
+    let err = |what: &str| {
+        format!(
+            "descriptor {} ({}): {what}: {}",
+            f.fd,
+            f.path,
+            std::io::Error::last_os_error()
+        )
+    };
+    let mut two = [-1i32; 2];
+    // SAFETY: plain descriptor operations; `two` is a valid out-array of two.
+    let (stand_in, other, said) = unsafe {
+        match kind {
+            InheritedKind::Pipe => {
+                if libc::pipe2(two.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                    return Err(err("cannot make a stand-in pipe"));
+                }
+                if access == libc::O_RDONLY {
+                    libc::close(two[1]);
+                    (two[0], -1, "reads see end-of-file")
+                } else {
+                    (two[1], two[0], "writes go to a pipe that is drained")
+                }
+            }
+            InheritedKind::Socket => {
+                if libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    two.as_mut_ptr(),
+                ) != 0
+                {
+                    return Err(err("cannot make a stand-in socket"));
+                }
+                libc::shutdown(two[1], libc::SHUT_WR);
+                (two[0], two[1], "reads see end-of-file, writes are drained")
+            }
+            InheritedKind::Device | InheritedKind::Other => {
+                let fd = libc::open(c"/dev/null".as_ptr(), access | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(err("cannot open /dev/null as its stand-in"));
+                }
+                (
+                    fd,
+                    -1,
+                    "/dev/null: reads see end-of-file, writes are discarded",
+                )
+            }
+        }
+    };
+    if other >= 0 {
+        // SAFETY: F_DUPFD_CLOEXEC and close on descriptors we hold.
+        let high = unsafe { libc::fcntl(other, libc::F_DUPFD_CLOEXEC, above) };
+        unsafe { libc::close(other) };
+        if high < 0 {
+            return Err(err("cannot move the stand-in's other end"));
+        }
+        drain.push(high);
+    }
+    if stand_in != f.fd {
+        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 onto the saved number, then close the temporary.
+        if unsafe { libc::dup3(stand_in, f.fd, flags) } < 0 {
+            return Err(err("cannot place its stand-in"));
+        }
+        // SAFETY: our temporary.
+        unsafe { libc::close(stand_in) };
+    } else {
+        set_cloexec(f.fd);
+    }
+    tracing::info!(fd = f.fd, was = %f.path, "inherited descriptor: the restarting process has no compatible one; a stand-in: {said}");
+    Ok(())
+}
+
+/// A process that reads and discards everything written to the stand-ins' other ends
+/// `fds` until each is closed by the restored program: double-forked, so it is no child
+/// of the program (a `waitpid(-1)` never sees it); named `mana-drain`. Holds nothing else.
+fn start_drainer(fds: &[i32]) -> Result<(), String> {
+    // SAFETY: fork in the single-threaded restarter; the child only makes system calls
+    // and exits without returning.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!(
+            "cannot start the drain process: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: the intermediate child forks once more and exits at once; the grandchild
+        // closes every descriptor but `fds` and drains them (raw system calls only).
+        unsafe {
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            libc::setsid();
+            libc::prctl(libc::PR_SET_NAME, c"mana-drain".as_ptr());
+            let mut fds_all = [0i32; 64];
+            let n = fds.len().min(64);
+            fds_all[..n].copy_from_slice(&fds[..n]);
+            for fd in 0..(fds_all[..n].iter().copied().max().unwrap_or(0)) {
+                if !fds_all[..n].contains(&fd) {
+                    libc::close(fd);
+                }
+            }
+            libc::syscall(
+                libc::SYS_close_range,
+                fds_all[..n].iter().copied().max().unwrap_or(0) + 1,
+                u32::MAX,
+                0,
+            );
+            // No allocation here (a forked child of a process that may have threads).
+            let mut polls = [libc::pollfd {
+                fd: -1,
+                events: libc::POLLIN,
+                revents: 0,
+            }; 64];
+            for (p, &fd) in polls.iter_mut().zip(&fds_all[..n]) {
+                p.fd = fd;
+            }
+            let polls = &mut polls[..n];
+            let mut buf = [0u8; 65536];
+            while polls.iter().any(|p| p.fd >= 0) {
+                if libc::poll(polls.as_mut_ptr(), n as libc::nfds_t, -1) < 0 {
+                    continue;
+                }
+                for p in polls.iter_mut().filter(|p| p.fd >= 0 && p.revents != 0) {
+                    let r = libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len());
+                    if r == 0 || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                        libc::close(p.fd);
+                        p.fd = -1;
+                    }
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: reaps the intermediate child; our copies of the drained ends are closed
+    // (the drainer holds them).
+    unsafe {
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        for &fd in fds {
+            libc::close(fd);
+        }
+    }
+    Ok(())
 }
 
 fn write_mailbox(

@@ -101,9 +101,27 @@ impl Session {
     /// A command of the project, run in the session directory with the session's
     /// environment.
     pub fn command(&self, name: &str) -> Command {
+        self.command_of(&bin(name))
+    }
+
+    /// `bash -c SCRIPT` as a user types it at a terminal (redirections, process
+    /// substitution), with the session's environment and the project's commands first in
+    /// `PATH`.
+    pub fn shell(&self, script: &str) -> Command {
+        let mut cmd = self.command_of(Path::new("/bin/bash"));
+        let bins = bin("mana_launch").parent().unwrap().to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut all = vec![bins];
+        all.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(all).unwrap())
+            .args(["-c", script]);
+        cmd
+    }
+
+    fn command_of(&self, program: &Path) -> Command {
         let mut cmd = match self.user {
-            Some(who) => crate::as_user(who, &bin(name), &[]),
-            None => Command::new(bin(name)),
+            Some(who) => crate::as_user(who, program, &[]),
+            None => Command::new(program),
         };
         cmd.current_dir(self.dir());
         for v in SCRUBBED_ENV {

@@ -3,7 +3,7 @@
 //! transient arena; no libc call that allocates or locks).
 
 use crate::sys;
-use mana_image::{FileKind, FileState, MmLayout, SigAction};
+use mana_image::{FileKind, FileState, InheritedKind, MmLayout, SigAction};
 
 #[derive(Debug, Clone)]
 pub struct MapLine {
@@ -137,9 +137,66 @@ const STATELESS_DEVICES: [&str; 5] = [
     "/dev/urandom",
 ];
 
-/// The process's descriptors except the runtime's own. Any descriptor other than stdio
-/// and regular files is an error naming it (restoring it is future work).
-pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
+/// Whether a descriptor of this type and path is reopened by path at restart.
+fn reopenable(st: &libc::stat, path: &str) -> bool {
+    let ok = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => true,
+        libc::S_IFCHR => STATELESS_DEVICES.contains(&path),
+        _ => false,
+    };
+    ok && !path.ends_with(" (deleted)") && path.starts_with('/')
+}
+
+fn inherited_kind(st: &libc::stat) -> InheritedKind {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => InheritedKind::Pipe,
+        libc::S_IFSOCK => InheritedKind::Socket,
+        libc::S_IFCHR => InheritedKind::Device,
+        _ => InheritedKind::Other,
+    }
+}
+
+fn fd_path(fd: i32) -> Option<String> {
+    let link = format!("/proc/self/fd/{fd}\0");
+    let mut target = [0u8; 4096];
+    // SAFETY: `link` is NUL-terminated and `target` is a valid buffer.
+    let len = unsafe {
+        libc::readlink(
+            link.as_ptr().cast(),
+            target.as_mut_ptr().cast(),
+            target.len(),
+        )
+    };
+    (len >= 0).then(|| String::from_utf8_lossy(&target[..len as usize]).into_owned())
+}
+
+/// The descriptors above stdio that cannot be reopened by path (fd, inode), at this
+/// moment: at the runtime's start, what the process inherited.
+pub fn inherited() -> Vec<(i32, u64)> {
+    let mut fds = [0i32; 4096];
+    let Ok(n) = sys::list_numeric_dir(c"/proc/self/fd", &mut fds) else {
+        return Vec::new();
+    };
+    fds[..n]
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .filter_map(|&fd| {
+            let st = fstat(fd)?;
+            let path = fd_path(fd)?;
+            (!reopenable(&st, &path)).then_some((fd, st.st_ino))
+        })
+        .collect()
+}
+
+/// The inode of the open descriptor `fd`.
+pub fn inode(fd: i32) -> Option<u64> {
+    fstat(fd).map(|st| st.st_ino)
+}
+
+/// The process's descriptors except the runtime's own: stdio, files reopened by path, and
+/// the descriptors of `inherited` still open (same number and inode). Any other is an
+/// error naming it (a pipe or socket the process made: not restored yet).
+pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileState>, String> {
     let mut fds = [0i32; 4096];
     let n = sys::list_numeric_dir(c"/proc/self/fd", &mut fds)
         .map_err(|e| format!("cannot list /proc/self/fd (errno {e})"))?;
@@ -150,20 +207,9 @@ pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
         if runtime_fds.contains(&fd) {
             continue;
         }
-        let link = format!("/proc/self/fd/{fd}\0");
-        let mut target = [0u8; 4096];
-        // SAFETY: `link` is NUL-terminated and `target` is a valid buffer.
-        let len = unsafe {
-            libc::readlink(
-                link.as_ptr().cast(),
-                target.as_mut_ptr().cast(),
-                target.len(),
-            )
-        };
-        if len < 0 {
+        let Some(path) = fd_path(fd) else {
             continue; // closed meanwhile (the listing fd itself)
-        }
-        let path = String::from_utf8_lossy(&target[..len as usize]).into_owned();
+        };
         if fd <= 2 {
             out.push(FileState {
                 fd,
@@ -181,17 +227,15 @@ pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
         if unsafe { libc::fstat(fd, &mut st) } != 0 {
             continue;
         }
-        let fmt = st.st_mode & libc::S_IFMT;
-        let reopenable = match fmt {
-            libc::S_IFREG | libc::S_IFDIR => true,
-            libc::S_IFCHR => STATELESS_DEVICES.contains(&path.as_str()),
-            _ => false,
-        };
-        if !reopenable || path.ends_with(" (deleted)") || !path.starts_with('/') {
+        let kind = if reopenable(&st, &path) {
+            FileKind::Regular
+        } else if inherited.contains(&(fd, st.st_ino)) {
+            FileKind::Inherited(inherited_kind(&st))
+        } else {
             return Err(format!(
-                "descriptor {fd} ({path}) cannot be checkpointed: only stdio, regular files, directories and /dev/null-like devices are supported"
+                "descriptor {fd} ({path}) cannot be checkpointed: the process made it, and only stdio, regular files, directories, /dev/null-like devices and descriptors inherited at start are supported"
             ));
-        }
+        };
         let info = read_proc(
             &std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(),
             4096,
@@ -206,12 +250,13 @@ pub fn files(runtime_fds: &[i32]) -> Result<Vec<FileState>, String> {
                 pos = v.trim().parse().unwrap_or(0);
             }
         }
+        let offset = if kind == FileKind::Regular { pos } else { 0 };
         out.push(FileState {
             fd,
-            kind: FileKind::Regular,
+            kind,
             path,
             flags: flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC),
-            offset: pos,
+            offset,
             cloexec: flags & libc::O_CLOEXEC != 0,
         });
     }
@@ -245,28 +290,6 @@ pub fn hostname() -> String {
     unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// Pipes and sockets the process holds at this moment (fd, inode), except stdio.
-pub fn pipes_and_sockets() -> Vec<(i32, u64)> {
-    let mut fds = [0i32; 4096];
-    let Ok(n) = sys::list_numeric_dir(c"/proc/self/fd", &mut fds) else {
-        return Vec::new();
-    };
-    fds[..n]
-        .iter()
-        .filter(|&&fd| fd > 2)
-        .filter_map(|&fd| {
-            let st = fstat(fd)?;
-            let ty = st.st_mode & libc::S_IFMT;
-            (ty == libc::S_IFSOCK || ty == libc::S_IFIFO).then_some((fd, st.st_ino))
-        })
-        .collect()
-}
-
-/// `fd` is still the open file with inode `ino`.
-pub fn same_file(fd: i32, ino: u64) -> bool {
-    fstat(fd).is_some_and(|st| st.st_ino == ino)
 }
 
 fn fstat(fd: i32) -> Option<libc::stat> {

@@ -55,11 +55,20 @@ struct WindowCall {
 }
 static CALL: Static<Option<WindowCall>> = Static(UnsafeCell::new(None));
 
-/// Pipes and sockets the process inherited at exec (fd, inode). MPI launchers leak their
-/// own (mpiexec.mpich: a dozen pipes and sockets besides the PMI connection); in an MPI
-/// process they are the launcher's business, not the application's: not saved, and the
-/// restart's launcher brings its own.
-static INHERITED: std::sync::OnceLock<Vec<(i32, u64)>> = std::sync::OnceLock::new();
+/// The descriptors the process inherited at exec that cannot be reopened by path (fd,
+/// inode): a pipe from the launching shell, a terminal, an MPI launcher's pipes and
+/// sockets (mpiexec.mpich leaks a dozen). Saved as [`mana_image::FileKind::Inherited`]:
+/// at restart the restarting process's descriptor of the same number, or a stand-in.
+/// Refreshed after a restart (the numbers now hold the restart's objects).
+static INHERITED: std::sync::Mutex<Vec<(i32, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// The launcher's PMI connection (`PMI_FD`), the one inherited descriptor never saved: a
+/// restart's launcher brings its own (the restarter hands it to the new lower half).
+static LAUNCHER_PMI_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+fn pmi_fd_of(value: Option<&str>) -> i32 {
+    value.and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
 
 /// Whether an MPI launcher started this process (a launcher's rank variable is set: what
 /// `mana_launch` looks at). Such a process is part of an MPI job from its start, also
@@ -161,7 +170,11 @@ pub fn start() {
     crate::mpi_guard::check_executable();
     crate::mpi_guard::check_loaded();
     find_own_range();
-    let _ = INHERITED.set(procfs::pipes_and_sockets());
+    *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = procfs::inherited();
+    LAUNCHER_PMI_FD.store(
+        pmi_fd_of(std::env::var("PMI_FD").ok().as_deref()),
+        Ordering::Relaxed,
+    );
     UNDER_LAUNCHER.store(mana_coordinator::under_launcher(), Ordering::Relaxed);
     let ckpt_dir = std::env::var("MANA_CKPT_DIR").unwrap_or_else(|_| "ckpt".into());
     let cfg = Config {
@@ -659,18 +672,11 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         CONN_FD.load(Ordering::Relaxed),
         crate::ckpt_signal::request_fd(),
         LEASE_FD.load(Ordering::Relaxed),
+        LAUNCHER_PMI_FD.load(Ordering::Relaxed),
     ];
     let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
         own_fds.extend(crate::mpi::deferred_fds());
-        own_fds.extend(
-            INHERITED
-                .get()
-                .into_iter()
-                .flatten()
-                .filter(|&&(fd, ino)| procfs::same_file(fd, ino))
-                .map(|&(fd, _)| fd),
-        );
         let lower = crate::mpi::lower_regions();
         // SAFETY: only the checkpoint thread uses MPI_STATE.
         let drained = unsafe { (*MPI_STATE.0.get()).as_ref() }.map_or(0, |p| p.drained);
@@ -682,7 +688,8 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
     } else {
         (None, Vec::new())
     };
-    let files = procfs::files(&own_fds)?;
+    let inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let files = procfs::files(&own_fds, &inherited)?;
     let header = ImageHeader {
         generation: call.generation,
         rank: cfg.rank,
@@ -861,6 +868,14 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         // the restart's environment and bring MPI state back (docs/mpi-checkpoint.md); before
         // MPI_Init or after MPI_Finalize, the next MPI call loads it with that environment.
         let env = restart_env(mb);
+        LAUNCHER_PMI_FD.store(
+            pmi_fd_of(
+                env.iter()
+                    .find(|(k, _)| k == "PMI_FD")
+                    .map(|(_, v)| v.as_str()),
+            ),
+            Ordering::Relaxed,
+        );
         if let Err(e) = crate::mpi_ckpt::restart(env, cfg.rank, cfg.world_size) {
             eprintln!("mana: restarting MPI (rank {}): {e}", cfg.rank);
             // The other ranks may wait for this one inside MPI: end abnormally, so that
@@ -870,6 +885,17 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         }
         crate::mpi_ckpt::finish();
     }
+    // The inherited descriptors' numbers now hold what the restarter put there.
+    INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain_mut(|(fd, ino)| match procfs::inode(*fd) {
+            Some(now) => {
+                *ino = now;
+                true
+            }
+            None => false,
+        });
     // SAFETY: only this thread reads it; cleared so a stale mailbox is never reused.
     unsafe { (*MAILBOX.0.get()).magic = 0 };
     info!(generation = cfg.last_generation, parked, "restarted");

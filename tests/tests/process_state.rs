@@ -1,0 +1,206 @@
+//! Everything a real process holds (issue 11). Item 1, inherited descriptors: a program
+//! started by a shell that hands it pipes beyond stdio (`7> >(cat > f) 8< <(printf …)`, as
+//! bash's process substitution, a CI runner or Python's `subprocess` do) is checkpointed
+//! and restarted; at restart each such descriptor is the restarting process's of the same
+//! number when it has one of the same kind, else a stand-in on which reads see
+//! end-of-file and writes succeed. The same for MPI ranks under `mpiexec.mpich`.
+
+use mana_tests::*;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Waits until the file `path` (written by a `cat` of a process substitution, which may
+/// lag behind its writer) ends with the line `last`; returns its content.
+fn settled(path: &Path, last: &str) -> Vec<u8> {
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let text = fs::read(path).unwrap_or_default();
+        if String::from_utf8_lossy(&text).lines().last() == Some(last) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never ended with {last:?}: {:?}",
+            path.display(),
+            String::from_utf8_lossy(&text)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the last `cat` got, once its writer has gone (nothing more comes).
+fn quiet(path: &Path) -> Vec<u8> {
+    let mut last = fs::read(path).unwrap_or_default();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = fs::read(path).unwrap_or_default();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+const DATA: &str = "inherited input\\n";
+
+#[test]
+fn a_program_writing_and_reading_inherited_pipes_restarts_with_the_new_ones_or_stand_ins() {
+    let s = Session::start("inherited");
+    let program = compile("inherited_fds", Build::Pie, s.dir());
+    let p = program.display();
+    let steps = "300";
+    let last = format!("line {}", 299);
+    // $ ./inherited_fds 300 10 7> >(cat > native7) 8< <(printf …)
+    let native = Proc::spawn(
+        "native",
+        s.shell(&format!(
+            "exec {p} {steps} 10 7> >(cat > native7) 8< <(printf '{DATA}')"
+        )),
+    )
+    .wait_output(LONG);
+    native.assert_success();
+    let native7 = settled(&s.dir().join("native7"), &last);
+
+    let mut rng = Rng::seeded("inherited");
+    // $ mana_launch --ckptdir ckpt ./inherited_fds … 7> >(cat > out7a) 8< <(printf …)
+    let run = Proc::spawn(
+        "mana_launch with inherited pipes",
+        s.shell(&format!(
+            "exec mana_launch --ckptdir ckpt {p} {steps} 10 7> >(cat > out7a) 8< <(printf '{DATA}')"
+        )),
+    );
+    run.wait_for_stdout("inherited ready", SHORT);
+    s.wait_registered(run.pid());
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(2000)));
+    let gen = s
+        .checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint of a program with inherited pipes: {e}"));
+    let killed = run.wait_output(SHORT);
+    let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
+    for fd in [7, 8] {
+        let f = image.header.files.iter().find(|f| f.fd == fd);
+        assert!(
+            matches!(
+                f.map(|f| &f.kind),
+                Some(mana_image::FileKind::Inherited(
+                    mana_image::InheritedKind::Pipe
+                ))
+            ),
+            "descriptor {fd} saved as an inherited pipe: {f:?}"
+        );
+    }
+    let out7a = quiet(&s.dir().join("out7a"));
+
+    // Restarted with pipes of its own at 7 and 8: the program goes on with them.
+    let restored = Proc::spawn(
+        "mana_restart with new pipes",
+        s.shell(&format!(
+            "exec mana_restart ckpt 7> >(cat > out7b) 8< <(printf '{DATA}')"
+        )),
+    )
+    .wait_output(LONG);
+    restored.assert_success();
+    assert_continues(
+        &native.stdout,
+        &[killed.stdout.clone(), restored.stdout.clone()],
+    );
+    let out7b = settled(&s.dir().join("out7b"), &last);
+    assert_continues(&native7, &[out7a, out7b]);
+
+    // Restarted again from the same generation with neither: writes to 7 succeed (a
+    // drained stand-in; SIGPIPE would have killed it), 8 reads end-of-file at once.
+    let bare = Proc::spawn(
+        "mana_restart without them",
+        s.shell("exec mana_restart ckpt 7>&- 8<&-"),
+    )
+    .wait_output(LONG);
+    bare.assert_success();
+    let expected: String = native
+        .stdout_text()
+        .lines()
+        .map(|l| {
+            if l.starts_with("read ") {
+                "read 0 bytes hash 0000000000000000\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_continues(expected.as_bytes(), &[killed.stdout, bare.stdout.clone()]);
+    assert!(
+        !bare.stderr_text().contains("mana"),
+        "nothing of MANA's on the program's stderr unless asked: {}",
+        bare.describe()
+    );
+}
+
+#[test]
+fn mpi_ranks_writing_and_reading_inherited_pipes_restart_with_the_new_ones() {
+    let s = Session::start("inherited-mpi");
+    let program = compile_mpi("inherited_mpi", s.dir());
+    let (p, launch, restart) = (
+        program.display().to_string(),
+        bin("mana_launch").display().to_string(),
+        bin("mana_restart").display().to_string(),
+    );
+    let ranks = 2;
+    let last = "line 299";
+    let run_shell = |label: &str, line: String| {
+        let script = format!("exec {line} 41< <(printf '{DATA}')");
+        Proc::spawn(
+            label,
+            mpiexec_command(
+                &s,
+                ranks,
+                &["/bin/bash".as_ref(), "-c".as_ref(), script.as_ref()],
+                &[],
+            ),
+        )
+    };
+    let native = run_shell(
+        "native",
+        format!("{p} 300 10 40> >(cat > native7.$PMI_RANK)"),
+    )
+    .wait_output(LONG);
+    native.assert_success();
+    let done = |t: &str| result_line(t, "inherited_mpi done");
+    assert!(
+        done(&native.stdout_text()).is_some(),
+        "{}",
+        native.describe()
+    );
+
+    let mut rng = Rng::seeded("inherited-mpi");
+    let run = run_shell(
+        "mpiexec mana_launch",
+        format!(
+            "{launch} --ckptdir {} {p} 300 10 40> >(cat > out7a.$PMI_RANK)",
+            s.ckpt_dir.display()
+        ),
+    );
+    run.wait_for_stdout("inherited_mpi ready", LONG);
+    wait_registered(&s, ranks);
+    checkpoint_and_kill(&s, &mut rng, Duration::from_millis(2000), run);
+    let restored = run_shell(
+        "mpiexec mana_restart",
+        format!(
+            "{restart} {} 40> >(cat > out7b.$PMI_RANK)",
+            s.ckpt_dir.display()
+        ),
+    )
+    .wait_output(LONG);
+    restored.assert_success();
+    assert_eq!(
+        done(&restored.stdout_text()),
+        done(&native.stdout_text()),
+        "the restarted job must end as the native run: {}",
+        restored.describe()
+    );
+    for rank in 0..ranks {
+        let native7 = settled(&s.dir().join(format!("native7.{rank}")), last);
+        let a = quiet(&s.dir().join(format!("out7a.{rank}")));
+        let b = settled(&s.dir().join(format!("out7b.{rank}")), last);
+        assert_continues(&native7, &[a, b]);
+    }
+}
