@@ -5,6 +5,9 @@
  * libc lock held) and sleeping 5 ms every other iteration so a checkpoint can land at any
  * instant. Each thread's result depends only on its own work, never on scheduling.
  *
+ * Each thread is named `worker-I` (pthread_setname_np: its `comm`, which a restart must
+ * give back).
+ *
  * stdout: `threads ready ...` once all threads run, then after joining them one
  * `thread I result=H` line each and `final H`. Progress goes to stderr (its interleaving
  * depends on scheduling).
@@ -26,6 +29,9 @@ struct worker {
 static void *work(void *arg)
 {
     struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "worker-%d", w->id);
+    pthread_setname_np(pthread_self(), name);
     uint64_t s = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)(w->id + 1) << 32);
     uint64_t h = (uint64_t)w->id;
     char *live[LIVE] = { 0 };

@@ -4,6 +4,8 @@
 //! and restarted; at restart each such descriptor is the restarting process's of the same
 //! number when it has one of the same kind, else a stand-in on which reads see
 //! end-of-file and writes succeed. The same for MPI ranks under `mpiexec.mpich`.
+//! Items 6 and 7, names: every thread's name (`comm`) comes back, and the process shows as
+//! its program, not `mana_restart`.
 
 use mana_tests::*;
 use std::fs;
@@ -203,4 +205,60 @@ fn mpi_ranks_writing_and_reading_inherited_pipes_restart_with_the_new_ones() {
         let b = settled(&s.dir().join(format!("out7b.{rank}")), last);
         assert_continues(&native7, &[a, b]);
     }
+}
+
+/// The names (`comm`) of the threads of `pid`, sorted.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_thread_keeps_its_name_and_the_process_shows_as_its_program() {
+    let s = Session::start("thread-names");
+    let program = compile("threads", Build::Pie, s.dir());
+    let args = ["4000"];
+    let native = native_run(&program, &args);
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("threads ready", SHORT);
+    s.wait_registered(run.pid());
+    let comm = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let before = thread_names(run.pid());
+    let name = comm(run.pid());
+    for w in 0..4 {
+        assert!(before.contains(&format!("worker-{w}")), "{before:?}");
+    }
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    let killed = run.wait_output(SHORT);
+
+    let restored = s.restart(&s.ckpt_dir);
+    s.wait_registered(restored.pid());
+    let after = thread_names(restored.pid());
+    assert_eq!(comm(restored.pid()), name, "/proc/PID/comm after the restart");
+    let app = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !n.starts_with("mana-") && **n != name)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(app(&after), app(&before), "the application threads' names");
+    assert!(
+        !after.iter().any(|n| n.contains("mana_restart")),
+        "no thread is called mana_restart: {after:?}"
+    );
+    let out = restored.wait_output(LONG);
+    out.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout, out.stdout]);
 }

@@ -467,6 +467,14 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     let span = info_span!("checkpoint", rank = cfg.rank, generation);
     let _g = span.enter();
     let t0 = std::time::Instant::now();
+    if let Ok(comm) = std::fs::read("/proc/self/comm") {
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let mut name = [0u8; 16];
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+        // SAFETY: only the checkpoint thread touches PROCESS_NAME.
+        unsafe { *PROCESS_NAME.0.get() = name };
+    }
     let dir = CkptDir::new(&cfg.ckpt_dir);
     let path = dir.image_path(generation, cfg.rank);
     let (fd, pagemap_fd) = match prepare(&dir, generation, cfg.rank) {
@@ -849,8 +857,16 @@ fn restart_env(mb: &RestartMailbox) -> Vec<(String, String)> {
     vars
 }
 
+/// The process's name (`/proc/PID/comm`, its first thread's) at the last checkpoint: after
+/// a restart the thread that runs this code is the process's first (the restarter's
+/// main thread), so it takes this name — `ps`, `top` and `pgrep` show the program, not
+/// `mana_restart`.
+static PROCESS_NAME: Static<[u8; 16]> = Static(UnsafeCell::new([0; 16]));
+
 fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
     alloc::forget_window();
+    // SAFETY: only the checkpoint thread touches PROCESS_NAME.
+    sys::set_thread_name(unsafe { &*PROCESS_NAME.0.get() });
     // SAFETY: written by the restarter before it resumed the threads.
     let mb = unsafe { &*MAILBOX.0.get() };
     if mb.magic == MAILBOX_MAGIC {

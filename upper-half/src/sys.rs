@@ -61,6 +61,43 @@ pub fn gettid() -> i32 {
     unsafe { syscall6(SYS_GETTID, 0, 0, 0, 0, 0, 0) as i32 }
 }
 
+/// The calling thread's name (`comm`, 16 bytes with its NUL).
+pub fn thread_name() -> [u8; 16] {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`.
+    unsafe {
+        syscall6(
+            SYS_PRCTL,
+            libc::PR_GET_NAME as usize,
+            name.as_mut_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    name
+}
+
+/// Names the calling thread (`comm`); `name` is NUL-terminated within 16 bytes.
+pub fn set_thread_name(name: &[u8; 16]) {
+    if name[0] == 0 {
+        return;
+    }
+    // SAFETY: PR_SET_NAME reads at most 16 bytes of `name`.
+    unsafe {
+        syscall6(
+            SYS_PRCTL,
+            libc::PR_SET_NAME as usize,
+            name.as_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
 pub fn getpid() -> i32 {
     // SAFETY: getpid takes no arguments.
     unsafe { syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0) as i32 }

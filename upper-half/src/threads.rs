@@ -150,6 +150,13 @@ struct Slots(UnsafeCell<[ThreadSlot; MAX_THREADS]>);
 unsafe impl Sync for Slots {}
 
 static SLOTS: Slots = Slots(UnsafeCell::new([ThreadSlot::EMPTY; MAX_THREADS]));
+
+/// Each parked thread's name (`comm`), by slot: saved with memory, given back to the
+/// thread after a restart (issue 11: `top`, `ps -L` and gdb show the same names).
+struct Names(UnsafeCell<[[u8; 16]; MAX_THREADS]>);
+// SAFETY: entry `i` is written and read only by the thread holding slot `i`.
+unsafe impl Sync for Names {}
+static NAMES: Names = Names(UnsafeCell::new([[0; 16]; MAX_THREADS]));
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW: AtomicBool = AtomicBool::new(false);
 /// Threads that saved their state and are waiting.
@@ -177,10 +184,14 @@ extern "C" fn ckpt_handler(_sig: i32, _info: *mut libc::siginfo_t, _uctx: *mut c
         // SAFETY: slot `i` is this thread's alone (unique index).
         let slot = unsafe { &mut (*SLOTS.0.get())[i] };
         slot.capture_current();
+        // SAFETY: entry `i` is this thread's alone (unique index).
+        let name = unsafe { &mut (*NAMES.0.get())[i] };
+        *name = sys::thread_name();
         let ctx = &mut slot.ctx as *mut RawContext;
         // SAFETY: `ctx` is static memory saved in the image; `park` only touches statics.
         let restarted = unsafe { save_and_call(ctx, park, core::ptr::null_mut()) };
         if restarted {
+            sys::set_thread_name(name);
             ARRIVED.fetch_add(1, Ordering::AcqRel);
             sys::futex_wake_all(&ARRIVED);
             wait_for_resume();
