@@ -245,7 +245,11 @@ fn every_thread_keeps_its_name_and_the_process_shows_as_its_program() {
     let restored = s.restart(&s.ckpt_dir);
     s.wait_registered(restored.pid());
     let after = thread_names(restored.pid());
-    assert_eq!(comm(restored.pid()), name, "/proc/PID/comm after the restart");
+    assert_eq!(
+        comm(restored.pid()),
+        name,
+        "/proc/PID/comm after the restart"
+    );
     let app = |names: &[String]| -> Vec<String> {
         names
             .iter()
@@ -258,6 +262,48 @@ fn every_thread_keeps_its_name_and_the_process_shows_as_its_program() {
         !after.iter().any(|n| n.contains("mana_restart")),
         "no thread is called mana_restart: {after:?}"
     );
+    let out = restored.wait_output(LONG);
+    out.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout, out.stdout]);
+}
+
+/// A program that takes the runtime's thread-stop signal (62) for itself: the runtime
+/// moves to another one and says so in its log; the program's handler sees exactly its
+/// own signals, and checkpoints at random instants, with kills and restarts, end as the
+/// uninterrupted run.
+#[test]
+fn a_program_handling_the_runtimes_signal_gets_it_and_the_runtime_moves() {
+    let s = Session::start("rtsig");
+    let program = compile("rtsig", Build::Pie, s.dir());
+    let args = ["400"];
+    let native = native_run(&program, &args);
+    let mut rng = Rng::seeded("rtsig");
+    let mut cmd = s.command("mana_launch");
+    cmd.env("MANA_LOG", "mana=info")
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(&program)
+        .args(args);
+    let run = Proc::spawn("mana_launch rtsig", cmd);
+    run.wait_for_stdout("rtsig ready", SHORT);
+    s.wait_registered(run.pid());
+    // A checkpoint without a kill, then one with.
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let killed = run.wait_output(SHORT);
+    assert!(
+        killed.stderr_text().contains("uses signal"),
+        "the log names the signal the runtime moved to: {}",
+        killed.describe()
+    );
+    let restored = s.restart(&s.ckpt_dir);
+    s.wait_registered(restored.pid());
+    // The restored runtime still stops threads with the signal it moved to.
+    s.checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint after the restart: {e}"));
     let out = restored.wait_output(LONG);
     out.assert_success();
     assert_continues(&native.stdout, &[killed.stdout, out.stdout]);

@@ -38,6 +38,12 @@ pub fn runtime_sigaction(sig: c_int, act: &libc::sigaction) -> c_int {
     unsafe { real_sigaction()(sig, act, core::ptr::null_mut()) }
 }
 
+/// The kernel's disposition of `sig`, bypassing the interposer.
+pub fn runtime_query(sig: c_int, old: &mut libc::sigaction) -> c_int {
+    // SAFETY: a query into a valid out-buffer.
+    unsafe { real_sigaction()(sig, core::ptr::null(), old) }
+}
+
 extern "C" fn guard(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let lower: u64;
     // SAFETY: reading this thread's FS base (FSGSBASE is required by the lower half).
@@ -79,6 +85,38 @@ pub unsafe extern "C" fn sigaction(
     old: *mut libc::sigaction,
 ) -> c_int {
     let real = real_sigaction();
+    let ckpt = crate::threads::CKPT_SIGNAL.load(Ordering::Acquire) as c_int;
+    if sig == ckpt && crate::threads::INSTALLED.load(Ordering::Acquire) {
+        // The runtime's thread-stop signal: to the application it looks free.
+        if act.is_null() {
+            if !old.is_null() {
+                // SAFETY: the caller's out-buffer; a zeroed sigaction is SIG_DFL.
+                unsafe { *old = core::mem::zeroed() };
+            }
+            return 0;
+        }
+        // SAFETY: the caller passes a valid action.
+        let installs = unsafe { (*act).sa_sigaction } != libc::SIG_DFL;
+        if installs && crate::threads::make_way_for(sig).is_none() {
+            // SAFETY: the errno slot of this thread.
+            unsafe { *libc::__errno_location() = libc::EINVAL };
+            return -1;
+        }
+        // SIG_DFL on a signal the application does not hold changes nothing; a handler
+        // is installed now that the runtime has moved (no recursion: `sig` is not the
+        // runtime's any more).
+        let r = if installs {
+            // SAFETY: the caller's valid action; no old action asked for.
+            unsafe { sigaction(sig, act, core::ptr::null_mut()) }
+        } else {
+            0
+        };
+        if r == 0 && !old.is_null() {
+            // SAFETY: the caller's out-buffer; a zeroed sigaction is SIG_DFL.
+            unsafe { *old = core::mem::zeroed() };
+        }
+        return r;
+    }
     if !active() || !(1..=64).contains(&sig) {
         // SAFETY: forwarded unchanged.
         return unsafe { real(sig, act, old) };

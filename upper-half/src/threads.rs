@@ -229,7 +229,28 @@ pub fn install_handler() -> Result<(), String> {
         }
         CKPT_SIGNAL.store(s as u32, Ordering::Relaxed);
     }
-    let sig = CKPT_SIGNAL.load(Ordering::Relaxed) as i32;
+    let mut sig = CKPT_SIGNAL.load(Ordering::Relaxed) as i32;
+    if disposition(sig) != libc::SIG_DFL {
+        // Taken already (a library's constructor): another one.
+        let free = free_signal(sig).ok_or("no real-time signal is free to stop threads with")?;
+        tracing::info!(
+            taken = sig,
+            using = free,
+            "the program handles signal {sig}; the runtime stops threads with signal {free}"
+        );
+        sig = free;
+    }
+    install_on(sig)?;
+    CKPT_SIGNAL.store(sig as u32, Ordering::Release);
+    INSTALLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Whether the runtime's handler is installed (from then on the application's
+/// `sigaction` on [`CKPT_SIGNAL`] moves it: [`make_way_for`]).
+pub static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn install_on(sig: i32) -> Result<(), String> {
     // SAFETY: a zeroed sigaction is a valid starting point; we fill handler, flags, mask.
     let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
     sa.sa_sigaction = ckpt_handler as *const () as usize;
@@ -242,6 +263,36 @@ pub fn install_handler() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The kernel's current handler for `sig`.
+fn disposition(sig: i32) -> usize {
+    // SAFETY: a zeroed sigaction is a valid out-buffer; a query changes nothing.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    crate::sigguard::runtime_query(sig, &mut old);
+    old.sa_sigaction
+}
+
+/// The highest real-time signal other than `but` with the default disposition.
+fn free_signal(but: i32) -> Option<i32> {
+    (libc::SIGRTMIN() + 2..=libc::SIGRTMAX())
+        .rev()
+        .find(|&s| s != but && disposition(s) == libc::SIG_DFL)
+}
+
+/// The application is installing a handler for the signal the runtime stops threads
+/// with: the runtime moves to a free real-time signal first (and says which), so that
+/// the application's handler is the application's alone. Returns the new signal.
+pub fn make_way_for(sig: i32) -> Option<i32> {
+    let free = free_signal(sig)?;
+    install_on(free).ok()?;
+    CKPT_SIGNAL.store(free as u32, Ordering::Release);
+    tracing::info!(
+        taken = sig,
+        using = free,
+        "the program installs a handler for signal {sig}, which the runtime stopped threads with; it uses signal {free} now"
+    );
+    Some(free)
 }
 
 /// Stops every thread but the caller. Returns the number of parked threads.
