@@ -446,8 +446,8 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         keep.push(f.fd);
     }
-    if !drain.is_empty() {
-        start_drainer(&drain)?;
+    for some in drain.chunks(64) {
+        start_drainer(some)?;
     }
     keep.sort_unstable();
     keep.dedup();
@@ -469,9 +469,11 @@ fn restore_inherited(
 ) -> Result<(), String> {
     use mana_image::InheritedKind;
     let access = f.flags & libc::O_ACCMODE;
-    // SAFETY: an all-zero stat is a valid out-buffer; fstat of any number is harmless.
+    // SAFETY: an all-zero stat is a valid out-buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let own = if unsafe { libc::fstat(f.fd, &mut st) } == 0 {
+    // SAFETY: fstat of any number into a valid out-buffer is harmless.
+    let open = unsafe { libc::fstat(f.fd, &mut st) } == 0;
+    let own = if open {
         // SAFETY: F_GETFL on an open descriptor.
         let own_access = unsafe { libc::fcntl(f.fd, libc::F_GETFL) } & libc::O_ACCMODE;
         match (kind, st.st_mode & libc::S_IFMT) {
@@ -544,8 +546,9 @@ fn restore_inherited(
         }
     };
     if other >= 0 {
-        // SAFETY: F_DUPFD_CLOEXEC and close on descriptors we hold.
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold.
         let high = unsafe { libc::fcntl(other, libc::F_DUPFD_CLOEXEC, above) };
+        // SAFETY: our temporary.
         unsafe { libc::close(other) };
         if high < 0 {
             return Err(err("cannot move the stand-in's other end"));
@@ -569,7 +572,8 @@ fn restore_inherited(
 
 /// A process that reads and discards everything written to the stand-ins' other ends
 /// `fds` until each is closed by the restored program: double-forked, so it is no child
-/// of the program (a `waitpid(-1)` never sees it); named `mana-drain`. Holds nothing else.
+/// of the program (a `waitpid(-1)` never sees it); named `mana-drain`. Holds nothing else;
+/// at most 64 descriptors (one more for each 64 more).
 fn start_drainer(fds: &[i32]) -> Result<(), String> {
     // SAFETY: fork in the single-threaded restarter; the child only makes system calls
     // and exits without returning.
