@@ -410,6 +410,28 @@ pub enum FileKind {
     /// same kind (and, for a pipe, direction), as stdio is; else a stand-in on which
     /// reads see end-of-file and writes succeed (drained).
     Inherited(InheritedKind),
+    /// One end of a pipe (or FIFO) the process made ([`PipeState`]); every descriptor of
+    /// the same pipe names it by the same `pipe` number.
+    Pipe(PipeState),
+}
+
+/// A pipe the process made, as one of its descriptors sees it. The unread bytes and the
+/// capacity are recorded once per pipe, on its lowest-numbered read end; the other
+/// descriptors of that pipe carry `data` and `packets` empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeState {
+    /// The pipe's inode at the checkpoint: equal for the descriptors of one pipe.
+    pub pipe: u64,
+    /// `F_GETPIPE_SZ`.
+    pub capacity: u64,
+    /// Whether this descriptor reads (else it writes).
+    pub read_end: bool,
+    /// Whether this record carries the pipe's content.
+    pub holds_data: bool,
+    /// The bytes written and not yet read, read without consuming them (`tee`).
+    pub data: Vec<u8>,
+    /// In packet mode (`O_DIRECT`): the size of each packet in `data`; else empty.
+    pub packets: Vec<u32>,
 }
 
 /// What an inherited descriptor was ([`FileKind::Inherited`]).

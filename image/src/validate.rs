@@ -238,11 +238,13 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
         if f.offset < 0
             || !path_ok(&f.path)
             || (f.kind == FileKind::Regular && !f.path.starts_with('/'))
-            || (matches!(f.kind, FileKind::Inherited(_)) && (f.fd <= 2 || f.offset != 0))
+            || (matches!(f.kind, FileKind::Inherited(_) | FileKind::Pipe(_))
+                && (f.fd <= 2 || f.offset != 0))
         {
             return Err(format!("descriptor {}: offset {} or path", f.fd, f.offset));
         }
     }
+    check_pipes(&h.files)?;
     let mut signals = 0u64;
     for s in &h.signals {
         if !(1..=64).contains(&s.signo) || signals & (1 << (s.signo - 1)) != 0 {
@@ -358,6 +360,41 @@ pub fn check_memory_copies(
         if t.ctx.mxcsr & !0xffff != 0 {
             return Err(format!("thread {}: mxcsr {:#x}", t.tid, t.ctx.mxcsr));
         }
+    }
+    Ok(())
+}
+
+/// The largest pipe capacity accepted (the kernel's own limit for root is 2^31).
+pub const MAX_PIPE_CAPACITY: u64 = 1 << 30;
+
+/// Pipes ([`FileKind::Pipe`]): a sane capacity, content no larger than it and recorded on
+/// exactly one descriptor of each pipe, packet sizes that add up to it.
+fn check_pipes(files: &[crate::FileState]) -> Result<(), String> {
+    let mut holders: std::collections::HashMap<u64, (u64, usize)> = Default::default();
+    for f in files {
+        let FileKind::Pipe(p) = &f.kind else { continue };
+        let bad = |why: &str| Err(format!("descriptor {} (pipe {}): {why}", f.fd, p.pipe));
+        if p.capacity == 0 || p.capacity > MAX_PIPE_CAPACITY || !p.capacity.is_power_of_two() {
+            return bad("capacity");
+        }
+        if (p.data.len() as u64) > p.capacity || (!p.holds_data && !p.data.is_empty()) {
+            return bad("content larger than the pipe, or on a descriptor that does not hold it");
+        }
+        let sum = p.packets.iter().map(|&n| n as u64).sum::<u64>();
+        if !p.packets.is_empty() && (sum != p.data.len() as u64 || p.packets.contains(&0)) {
+            return bad("packet sizes");
+        }
+        if (!p.holds_data || !p.read_end) && !p.packets.is_empty() {
+            return bad("packets on a descriptor that does not hold the content");
+        }
+        let e = holders.entry(p.pipe).or_insert((p.capacity, 0));
+        if e.0 != p.capacity {
+            return bad("two capacities for one pipe");
+        }
+        e.1 += p.holds_data as usize;
+    }
+    if let Some((pipe, _)) = holders.iter().find(|(_, (_, n))| *n > 1) {
+        return Err(format!("pipe {pipe}: content recorded twice"));
     }
     Ok(())
 }

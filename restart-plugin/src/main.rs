@@ -397,9 +397,17 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let mut keep = vec![0, 1, 2];
     let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
     let mut drain = Vec::new();
+    let pipes = make_pipes(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
+            keep.push(f.fd);
+            continue;
+        }
+        if let mana_image::FileKind::Pipe(p) = &f.kind {
+            let ends = pipes[&p.pipe];
+            let end = if p.read_end { ends[0] } else { ends[1] };
+            place_pipe_end(f, end)?;
             keep.push(f.fd);
             continue;
         }
@@ -446,12 +454,120 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         keep.push(f.fd);
     }
+    for ends in pipes.values() {
+        // SAFETY: our temporaries (every descriptor of the pipe is placed).
+        unsafe {
+            libc::close(ends[0]);
+            libc::close(ends[1]);
+        }
+    }
     for some in drain.chunks(64) {
         start_drainer(some)?;
     }
     keep.sort_unstable();
     keep.dedup();
     Ok(keep)
+}
+
+/// Makes each pipe of the image ([`mana_image::FileKind::Pipe`]) once: its capacity, its
+/// unread bytes written back (packet by packet in packet mode); both ends moved to
+/// `above` or higher, out of every restored descriptor's way. Returns [read, write] by
+/// the pipe's number.
+fn make_pipes(
+    h: &ImageHeader,
+    above: i32,
+) -> Result<std::collections::HashMap<u64, [i32; 2]>, String> {
+    let mut pipes = std::collections::HashMap::new();
+    for f in &h.files {
+        let mana_image::FileKind::Pipe(p) = &f.kind else {
+            continue;
+        };
+        if pipes.contains_key(&p.pipe) {
+            continue;
+        }
+        let holder = h.files.iter().find_map(|g| match &g.kind {
+            mana_image::FileKind::Pipe(q) if q.pipe == p.pipe && q.holds_data => Some(q),
+            _ => None,
+        });
+        let err = |what: &str| {
+            format!(
+                "descriptor {} (pipe {}): {what}: {}",
+                f.fd,
+                p.pipe,
+                std::io::Error::last_os_error()
+            )
+        };
+        let packet = holder.is_some_and(|q| !q.packets.is_empty())
+            || h.files.iter().any(|g| {
+                matches!(&g.kind, mana_image::FileKind::Pipe(q) if q.pipe == p.pipe)
+                    && g.flags & libc::O_DIRECT != 0
+            });
+        let mut two = [-1i32; 2];
+        let direct = if packet { libc::O_DIRECT } else { 0 };
+        // SAFETY: `two` is a valid out-array of two.
+        if unsafe { libc::pipe2(two.as_mut_ptr(), libc::O_CLOEXEC | direct) } != 0 {
+            return Err(err("cannot make the pipe"));
+        }
+        // SAFETY: F_SETPIPE_SZ on our new pipe.
+        if unsafe { libc::fcntl(two[1], libc::F_SETPIPE_SZ, p.capacity as libc::c_int) } < 0 {
+            return Err(err(&format!(
+                "cannot give it its capacity of {} bytes",
+                p.capacity
+            )));
+        }
+        if let Some(q) = holder {
+            let whole = [q.data.len() as u32];
+            let sizes: &[u32] = if q.packets.is_empty() {
+                &whole
+            } else {
+                &q.packets
+            };
+            let mut at = 0usize;
+            for &n in sizes.iter().filter(|&&n| n > 0) {
+                let piece = &q.data[at..at + n as usize];
+                // SAFETY: writing our own pipe, emptier than its capacity (validated:
+                // the content fits it), so this never blocks.
+                let w = unsafe { libc::write(two[1], piece.as_ptr().cast(), piece.len()) };
+                if w != piece.len() as isize {
+                    return Err(err("cannot write its unread bytes back"));
+                }
+                at += n as usize;
+            }
+        }
+        let mut high = [-1i32; 2];
+        for i in 0..2 {
+            // SAFETY: F_DUPFD_CLOEXEC on our descriptor, then close the low one.
+            high[i] = unsafe { libc::fcntl(two[i], libc::F_DUPFD_CLOEXEC, above) };
+            // SAFETY: our temporary.
+            unsafe { libc::close(two[i]) };
+            if high[i] < 0 {
+                return Err(err("cannot move it out of the way"));
+            }
+        }
+        pipes.insert(p.pipe, high);
+    }
+    Ok(pipes)
+}
+
+/// Puts one end `end` of a remade pipe at the descriptor number `f` had, with its flags.
+fn place_pipe_end(f: &mana_image::FileState, end: i32) -> Result<(), String> {
+    let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 of our descriptor onto the saved number, then its status flags.
+    unsafe {
+        if libc::dup3(end, f.fd, flags) < 0 {
+            return Err(format!(
+                "cannot place pipe end at descriptor {}: {}",
+                f.fd,
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::fcntl(
+            f.fd,
+            libc::F_SETFL,
+            f.flags & (libc::O_NONBLOCK | libc::O_DIRECT),
+        );
+    }
+    Ok(())
 }
 
 /// An inherited descriptor ([`mana_image::FileKind::Inherited`]): the restarting

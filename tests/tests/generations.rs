@@ -143,13 +143,21 @@ fn the_default_keep_prunes_old_generations_and_failed_attempts() {
         let g = s.checkpoint().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(generation_number(&g), expect);
     }
-    let mut left: Vec<String> = fs::read_dir(&s.ckpt_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("gen-"))
-        .collect();
-    left.sort();
-    assert_eq!(left, ["gen-000004", "gen-000005"], "the two newest stay");
+    // The leader prunes once the round is committed, after mana_status has its answer.
+    let gens = || {
+        let mut left: Vec<String> = fs::read_dir(&s.ckpt_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("gen-"))
+            .collect();
+        left.sort();
+        left
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gens() != ["gen-000004", "gen-000005"] && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gens(), ["gen-000004", "gen-000005"], "the two newest stay");
 
     let killed = s.kill9(run);
     let restored = s.restart(&s.ckpt_dir).wait_output(LONG);

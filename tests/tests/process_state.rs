@@ -308,3 +308,52 @@ fn a_program_handling_the_runtimes_signal_gets_it_and_the_runtime_moves() {
     out.assert_success();
     assert_continues(&native.stdout, &[killed.stdout, out.stdout]);
 }
+
+/// Pipes between threads of one process (item 2): a 256 KiB pipe with unread data at
+/// every checkpoint, a packet-mode pipe whose packets are read after the restart, a thread
+/// blocked in `read`. Checkpoints without a kill lose nothing (the content is read with
+/// `tee`); a chain of three kills and restarts ends as the uninterrupted run.
+#[test]
+fn pipes_between_threads_keep_their_unread_data_capacity_and_packets() {
+    let s = Session::start("pipes");
+    let program = compile("pipe_threads", Build::Pie, s.dir());
+    let args = ["4000"];
+    let native = native_run(&program, &args);
+    let mut rng = Rng::seeded("pipes");
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("pipes ready", SHORT);
+    s.wait_registered(run.pid());
+    for _ in 0..2 {
+        std::thread::sleep(rng.duration_upto(Duration::from_millis(400)));
+        let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+        let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
+        let pipes: Vec<&mana_image::PipeState> = image
+            .header
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                mana_image::FileKind::Pipe(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pipes.len(), 6, "three pipes, both ends each: {pipes:?}");
+        assert!(
+            pipes.iter().any(|p| p.capacity == 256 << 10),
+            "the raised capacity is recorded"
+        );
+    }
+    let mut pieces = Vec::new();
+    let mut run = run;
+    for g in 0..3 {
+        std::thread::sleep(rng.duration_upto(Duration::from_millis(600)));
+        s.checkpoint_and_kill()
+            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
+        pieces.push(run.wait_output(SHORT).stdout);
+        run = s.restart(&s.ckpt_dir);
+        s.wait_registered(run.pid());
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    pieces.push(out.stdout);
+    assert_continues(&native.stdout, &pieces);
+}

@@ -3,7 +3,7 @@
 //! transient arena; no libc call that allocates or locks).
 
 use crate::sys;
-use mana_image::{FileKind, FileState, InheritedKind, MmLayout, SigAction};
+use mana_image::{FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction};
 
 #[derive(Debug, Clone)]
 pub struct MapLine {
@@ -193,10 +193,147 @@ pub fn inode(fd: i32) -> Option<u64> {
     fstat(fd).map(|st| st.st_ino)
 }
 
-/// The process's descriptors except the runtime's own: stdio, files reopened by path, and
-/// the descriptors of `inherited` still open (same number and inode). Any other is an
-/// error naming it (a pipe or socket the process made: not restored yet).
+/// The process's descriptors except the runtime's own: stdio, files reopened by path,
+/// the descriptors of `inherited` still open (same number and inode), and pipes the
+/// process made (with their unread bytes, [`pipe_contents`]). Any other is an error
+/// naming it (a socket the process made: not restored yet).
 pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileState>, String> {
+    let mut out = descriptors(runtime_fds, inherited)?;
+    pipe_contents(&mut out)?;
+    Ok(out)
+}
+
+/// Fills in each pipe's content on its lowest read end; refuses a pipe a child process
+/// holds the other end of (child processes are not checkpointed yet).
+fn pipe_contents(files: &mut [FileState]) -> Result<(), String> {
+    let children = child_pipes();
+    let mut done = Vec::new();
+    for i in 0..files.len() {
+        let FileKind::Pipe(p) = &files[i].kind else {
+            continue;
+        };
+        let (pipe, fd) = (p.pipe, files[i].fd);
+        if let Some(child) = children.iter().find(|(_, ino)| *ino == pipe) {
+            return Err(format!(
+                "descriptor {fd} (pipe:[{pipe}]) cannot be checkpointed: child process {} holds the pipe too (child processes are not checkpointed yet)",
+                child.0
+            ));
+        }
+        if done.contains(&pipe) || !p.read_end {
+            continue;
+        }
+        done.push(pipe);
+        // Packet mode is the writer's (`O_DIRECT` on the write end; the read end of a
+        // pipe2(O_DIRECT) pair does not show it). A pipe without a write end here keeps
+        // its bytes, not their packet boundaries.
+        let packet = files.iter().any(|g| {
+            matches!(&g.kind, FileKind::Pipe(q) if q.pipe == pipe && !q.read_end)
+                && g.flags & libc::O_DIRECT != 0
+        });
+        let (data, packets) = peek_pipe(fd, p.capacity, packet)
+            .map_err(|e| format!("descriptor {fd} (pipe:[{pipe}]): {e}"))?;
+        if let FileKind::Pipe(p) = &mut files[i].kind {
+            p.holds_data = true;
+            p.data = data;
+            p.packets = packets;
+        }
+    }
+    Ok(())
+}
+
+/// The unread bytes of the pipe whose read end is `fd`, without consuming them: `tee`
+/// into a pipe of our own, read from that. In packet mode, also each packet's size.
+fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>), String> {
+    let mut avail: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } != 0 || avail <= 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut tmp = [-1i32; 2];
+    let direct = if packet { libc::O_DIRECT } else { 0 };
+    // SAFETY: `tmp` is a valid out-array of two.
+    if unsafe {
+        libc::pipe2(
+            tmp.as_mut_ptr(),
+            libc::O_CLOEXEC | libc::O_NONBLOCK | direct,
+        )
+    } != 0
+    {
+        return Err(format!(
+            "cannot make a pipe to copy it: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let result = (|| {
+        // SAFETY: F_SETPIPE_SZ on our own pipe (a failure shows as a short copy below).
+        unsafe { libc::fcntl(tmp[1], libc::F_SETPIPE_SZ, capacity as libc::c_int) };
+        // SAFETY: tee between two pipes; copies without consuming.
+        let n = unsafe { libc::tee(fd, tmp[1], avail as usize, libc::SPLICE_F_NONBLOCK) };
+        if n != avail as isize {
+            return Err(format!(
+                "copied {n} of its {avail} unread bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut data = Vec::with_capacity(avail as usize);
+        let mut packets = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while data.len() < avail as usize {
+            // SAFETY: reading our own pipe into a valid buffer.
+            let r = unsafe { libc::read(tmp[0], buf.as_mut_ptr().cast(), buf.len()) };
+            if r <= 0 {
+                return Err(format!("its copy ended after {} bytes", data.len()));
+            }
+            data.extend_from_slice(&buf[..r as usize]);
+            if packet {
+                packets.push(r as u32);
+            }
+        }
+        Ok((data, packets))
+    })();
+    // SAFETY: our temporaries.
+    unsafe {
+        libc::close(tmp[0]);
+        libc::close(tmp[1]);
+    }
+    result
+}
+
+/// (child pid, pipe inode) for every pipe a direct child of this process holds.
+fn child_pipes() -> Vec<(i32, u64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(kids) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        for kid in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{kid}/fd")) else {
+                continue;
+            };
+            for f in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(f.path()) {
+                    let t = target.to_string_lossy();
+                    if let Some(ino) = t
+                        .strip_prefix("pipe:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .and_then(|n| n.parse().ok())
+                    {
+                        out.push((kid, ino));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileState>, String> {
     let mut fds = [0i32; 4096];
     let n = sys::list_numeric_dir(c"/proc/self/fd", &mut fds)
         .map_err(|e| format!("cannot list /proc/self/fd (errno {e})"))?;
@@ -231,6 +368,22 @@ pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileSt
             FileKind::Regular
         } else if inherited.contains(&(fd, st.st_ino)) {
             FileKind::Inherited(inherited_kind(&st))
+        } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            // SAFETY: F_GETFL and F_GETPIPE_SZ on an open pipe.
+            let (fl, capacity) = unsafe {
+                (
+                    libc::fcntl(fd, libc::F_GETFL),
+                    libc::fcntl(fd, libc::F_GETPIPE_SZ),
+                )
+            };
+            FileKind::Pipe(PipeState {
+                pipe: st.st_ino,
+                capacity: capacity.max(4096) as u64,
+                read_end: fl & libc::O_ACCMODE == libc::O_RDONLY,
+                holds_data: false,
+                data: Vec::new(),
+                packets: Vec::new(),
+            })
         } else {
             return Err(format!(
                 "descriptor {fd} ({path}) cannot be checkpointed: the process made it, and only stdio, regular files, directories, /dev/null-like devices and descriptors inherited at start are supported"

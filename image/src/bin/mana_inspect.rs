@@ -158,14 +158,28 @@ fn run(args: &Args) -> Result<(), Failure> {
             }
             out!(o, "descriptors:");
             for f in &h.files {
-                out!(
-                    o,
-                    "  {:>4} {:?} {} (offset {})",
-                    f.fd,
-                    f.kind,
-                    f.path,
-                    f.offset
-                );
+                let kind = match &f.kind {
+                    mana_image::FileKind::Pipe(p) => format!(
+                        "Pipe ({} end, capacity {}{})",
+                        if p.read_end { "read" } else { "write" },
+                        p.capacity,
+                        if p.holds_data {
+                            format!(
+                                ", {} unread bytes{}",
+                                p.data.len(),
+                                if p.packets.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" in {} packets", p.packets.len())
+                                }
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    k => format!("{k:?}"),
+                };
+                out!(o, "  {:>4} {kind} {} (offset {})", f.fd, f.path, f.offset);
             }
             let handled = h.signals.iter().filter(|s| s.handler > 1).count();
             out!(o, "signals:   {handled} handlers installed");
