@@ -413,6 +413,17 @@ pub enum FileKind {
     /// One end of a pipe (or FIFO) the process made ([`PipeState`]); every descriptor of
     /// the same pipe names it by the same `pipe` number.
     Pipe(PipeState),
+    /// An epoll instance the process made, with its interest list (restored once every
+    /// other descriptor is in place).
+    Epoll(Vec<EpollInterest>),
+}
+
+/// One descriptor an epoll instance watches (`EPOLL_CTL_ADD` arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollInterest {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
 }
 
 /// A pipe the process made, as one of its descriptors sees it. The unread bytes and the

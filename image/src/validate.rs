@@ -238,13 +238,30 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
         if f.offset < 0
             || !path_ok(&f.path)
             || (f.kind == FileKind::Regular && !f.path.starts_with('/'))
-            || (matches!(f.kind, FileKind::Inherited(_) | FileKind::Pipe(_))
-                && (f.fd <= 2 || f.offset != 0))
+            || (matches!(
+                f.kind,
+                FileKind::Inherited(_) | FileKind::Pipe(_) | FileKind::Epoll(_)
+            ) && (f.fd <= 2 || f.offset != 0))
         {
             return Err(format!("descriptor {}: offset {} or path", f.fd, f.offset));
         }
     }
     check_pipes(&h.files)?;
+    for f in &h.files {
+        if let FileKind::Epoll(list) = &f.kind {
+            let listed = |fd: i32| h.files.iter().any(|g| g.fd == fd);
+            if list.len() > MAX_FD as usize
+                || list
+                    .iter()
+                    .any(|i| !(0..MAX_FD).contains(&i.fd) || !listed(i.fd))
+            {
+                return Err(format!(
+                    "descriptor {} (epoll): an interest in a descriptor the image does not hold",
+                    f.fd
+                ));
+            }
+        }
+    }
     let mut signals = 0u64;
     for s in &h.signals {
         if !(1..=64).contains(&s.signo) || signals & (1 << (s.signo - 1)) != 0 {

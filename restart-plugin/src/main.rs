@@ -454,6 +454,13 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         keep.push(f.fd);
     }
+    // Epoll instances last: every descriptor they watch is in place now.
+    for f in &h.files {
+        if let mana_image::FileKind::Epoll(list) = &f.kind {
+            restore_epoll(f, list)?;
+            keep.push(f.fd);
+        }
+    }
     for ends in pipes.values() {
         // SAFETY: our temporaries (every descriptor of the pipe is placed).
         unsafe {
@@ -547,6 +554,53 @@ fn make_pipes(
         pipes.insert(p.pipe, high);
     }
     Ok(pipes)
+}
+
+/// An epoll instance with its interest list, at the descriptor number `f` had.
+fn restore_epoll(
+    f: &mana_image::FileState,
+    list: &[mana_image::EpollInterest],
+) -> Result<(), String> {
+    let err = |what: &str| {
+        format!(
+            "descriptor {} (epoll): {what}: {}",
+            f.fd,
+            std::io::Error::last_os_error()
+        )
+    };
+    // SAFETY: creating an epoll instance.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(err("cannot make it"));
+    }
+    let at = if ep != f.fd {
+        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 onto the saved number, then close the temporary.
+        unsafe {
+            if libc::dup3(ep, f.fd, flags) < 0 {
+                return Err(err("cannot place it"));
+            }
+            libc::close(ep);
+        }
+        f.fd
+    } else {
+        if !f.cloexec {
+            // SAFETY: F_SETFD on our descriptor.
+            unsafe { libc::fcntl(ep, libc::F_SETFD, 0) };
+        }
+        ep
+    };
+    for i in list {
+        let mut ev = libc::epoll_event {
+            events: i.events,
+            u64: i.data,
+        };
+        // SAFETY: EPOLL_CTL_ADD of a restored descriptor with its saved event.
+        if unsafe { libc::epoll_ctl(at, libc::EPOLL_CTL_ADD, i.fd, &mut ev) } != 0 {
+            return Err(err(&format!("cannot watch descriptor {} again", i.fd)));
+        }
+    }
+    Ok(())
 }
 
 /// Puts one end `end` of a remade pipe at the descriptor number `f` had, with its flags.

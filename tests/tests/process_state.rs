@@ -357,3 +357,39 @@ fn pipes_between_threads_keep_their_unread_data_capacity_and_packets() {
     pieces.push(out.stdout);
     assert_continues(&native.stdout, &pieces);
 }
+
+/// A checkpoint is invisible to timed waits (item 4): `nanosleep`, `clock_nanosleep`
+/// (relative and absolute), `sleep`, `usleep`, `poll`, `ppoll`, `select`, `pselect`,
+/// `epoll_wait`, `sem_timedwait`, each 300 ms (sleep 1 s) and timed by the program,
+/// neither return early nor fail with `EINTR` when checkpoints land in them — four
+/// without a kill, then one with a kill and a restart — while the program's own alarm
+/// still ends its `pause`.
+#[test]
+fn checkpoints_do_not_cut_timed_waits_short() {
+    let s = Session::start("timed");
+    let program = compile("timed_waits", Build::Pie, s.dir());
+    let args = ["3"];
+    let native = native_run(&program, &args);
+    assert!(
+        !native.stdout_text().contains("EARLY"),
+        "{}",
+        native.describe()
+    );
+    let mut rng = Rng::seeded("timed");
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("timed ready", SHORT);
+    s.wait_registered(run.pid());
+    for _ in 0..4 {
+        std::thread::sleep(
+            Duration::from_millis(300) + rng.duration_upto(Duration::from_millis(1500)),
+        );
+        s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    }
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1500)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let killed = run.wait_output(SHORT);
+    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
+}

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod sigguard;
 pub mod sys;
 pub mod threads;
+pub mod timed;
 pub mod write;
 
 #[global_allocator]

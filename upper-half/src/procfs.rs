@@ -3,7 +3,9 @@
 //! transient arena; no libc call that allocates or locks).
 
 use crate::sys;
-use mana_image::{FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction};
+use mana_image::{
+    EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction,
+};
 
 #[derive(Debug, Clone)]
 pub struct MapLine {
@@ -241,6 +243,53 @@ fn pipe_contents(files: &mut [FileState]) -> Result<(), String> {
     Ok(())
 }
 
+/// The interest list of the epoll instance `fd`, from `/proc/self/fdinfo` (`tfd: N events:
+/// HEX data: HEX … ino: HEX`). An interest whose descriptor number no longer holds the
+/// watched file (closed after a `dup`) is refused: it could not be registered again.
+fn epoll_interests(fd: i32) -> Result<Vec<EpollInterest>, String> {
+    let info = read_proc(
+        &std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(),
+        1 << 20,
+    )?;
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(&info).lines() {
+        let Some(rest) = line.strip_prefix("tfd:") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let value = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let target: i32 = words.first().and_then(|w| w.parse().ok()).unwrap_or(-1);
+        let events = value("events:").and_then(|v| u32::from_str_radix(v, 16).ok());
+        let data = value("data:").and_then(|v| u64::from_str_radix(v, 16).ok());
+        let ino = words
+            .iter()
+            .find_map(|w| w.strip_prefix("ino:"))
+            .and_then(|v| u64::from_str_radix(v, 16).ok());
+        let (Some(events), Some(data)) = (events, data) else {
+            return Err(format!(
+                "descriptor {fd} (epoll): cannot read its interest {line:?}"
+            ));
+        };
+        if ino.is_some() && fstat(target).map(|st| st.st_ino) != ino {
+            return Err(format!(
+                "descriptor {fd} (epoll) cannot be checkpointed: it watches a file through descriptor {target}, which no longer holds it"
+            ));
+        }
+        out.push(EpollInterest {
+            fd: target,
+            events,
+            data,
+        });
+    }
+    Ok(out)
+}
+
 /// The unread bytes of the pipe whose read end is `fd`, without consuming them: `tee`
 /// into a pipe of our own, read from that. In packet mode, also each packet's size.
 fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>), String> {
@@ -368,6 +417,8 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::Regular
         } else if inherited.contains(&(fd, st.st_ino)) {
             FileKind::Inherited(inherited_kind(&st))
+        } else if path == "anon_inode:[eventpoll]" {
+            FileKind::Epoll(epoll_interests(fd)?)
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
             // SAFETY: F_GETFL and F_GETPIPE_SZ on an open pipe.
             let (fl, capacity) = unsafe {

@@ -524,6 +524,8 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     };
     // The thread waiting for the checkpoint signal is the runtime's, not the application's.
     not_ours.push(crate::ckpt_signal::tid());
+    CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
+    save_itimers();
     let parked = match threads::quiesce(Duration::from_secs(30), &not_ours) {
         Ok(n) => n,
         Err(e) => {
@@ -857,6 +859,68 @@ fn restart_env(mb: &RestartMailbox) -> Vec<(String, String)> {
     vars
 }
 
+/// How far the runtime's monotonic clock is behind the kernel's: each restart adds the
+/// time between the checkpoint and the restart, so that clock goes on from the
+/// checkpoint's instant ([`monotonic_ns`]).
+static MONO_SHIFT: core::sync::atomic::AtomicI64 = core::sync::atomic::AtomicI64::new(0);
+/// The process's interval timers (`ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: also
+/// `alarm`) when the threads were last stopped: set again after a restart, with the time
+/// they had left (issue 11, item 4).
+static ITIMERS: Static<[libc::itimerval; 3]> = Static(UnsafeCell::new(
+    [libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    }; 3],
+));
+const ITIMER_KINDS: [libc::c_int; 3] = [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
+
+fn save_itimers() {
+    // SAFETY: only the checkpoint thread touches ITIMERS.
+    let saved = unsafe { &mut *ITIMERS.0.get() };
+    for (t, kind) in saved.iter_mut().zip(ITIMER_KINDS) {
+        // SAFETY: getitimer into a valid itimerval.
+        unsafe { libc::getitimer(kind, t) };
+    }
+}
+
+fn restore_itimers() {
+    // SAFETY: only the checkpoint thread touches ITIMERS.
+    let saved = unsafe { &*ITIMERS.0.get() };
+    for (t, kind) in saved.iter().zip(ITIMER_KINDS) {
+        if t.it_value.tv_sec != 0 || t.it_value.tv_usec != 0 {
+            // SAFETY: setitimer from a valid itimerval.
+            if unsafe { libc::setitimer(kind, t, core::ptr::null_mut()) } != 0 {
+                warn!(timer = kind, "cannot set an interval timer again");
+            }
+        }
+    }
+}
+
+/// The kernel's monotonic time when the threads were last stopped for a checkpoint.
+static CKPT_MONO: core::sync::atomic::AtomicI64 = core::sync::atomic::AtomicI64::new(0);
+
+fn kernel_monotonic_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a valid timespec (vDSO).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// The runtime's monotonic clock: the kernel's, less the time the job spent between its
+/// checkpoints and their restarts (timed waits measure their remaining time on it).
+pub fn monotonic_ns() -> i64 {
+    kernel_monotonic_ns() - MONO_SHIFT.load(Ordering::Acquire)
+}
+
 /// The process's name (`/proc/PID/comm`, its first thread's) at the last checkpoint: after
 /// a restart the thread that runs this code is the process's first (the restarter's
 /// main thread), so it takes this name — `ps`, `top` and `pgrep` show the program, not
@@ -865,6 +929,13 @@ static PROCESS_NAME: Static<[u8; 16]> = Static(UnsafeCell::new([0; 16]));
 
 fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
     alloc::forget_window();
+    // The clock timed waits use goes on from the checkpoint's instant (before any
+    // restored thread looks at it).
+    MONO_SHIFT.fetch_add(
+        kernel_monotonic_ns() - CKPT_MONO.load(Ordering::Acquire),
+        Ordering::AcqRel,
+    );
+    restore_itimers();
     // SAFETY: only the checkpoint thread touches PROCESS_NAME.
     sys::set_thread_name(unsafe { &*PROCESS_NAME.0.get() });
     // SAFETY: written by the restarter before it resumed the threads.

@@ -5,7 +5,8 @@
 //! application's `sigaction`/`signal` are interposed here: the application's handler is
 //! recorded and the kernel gets [`guard`], which switches FS back to the upper TCB that
 //! lent the lower one (if any), runs the handler and switches back. Queries return the
-//! application's own handler. Processes without a lower half are passed straight through.
+//! application's own handler. In a process without a lower half the guard only counts
+//! the application's handlers ([`APP_SIGNALS`], for [`crate::timed`]).
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -44,11 +45,22 @@ pub fn runtime_query(sig: c_int, old: &mut libc::sigaction) -> c_int {
     unsafe { real_sigaction()(sig, core::ptr::null(), old) }
 }
 
+/// Counts the application's signal handlers run (a timed wait that failed with `EINTR`
+/// while it moved was interrupted by the application's own signal: [`crate::timed`]).
+pub static APP_SIGNALS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 extern "C" fn guard(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    let lower: u64;
-    // SAFETY: reading this thread's FS base (FSGSBASE is required by the lower half).
-    unsafe { core::arch::asm!("rdfsbase {}", out(reg) lower, options(nostack, preserves_flags)) };
-    let upper = crate::mpi::mana_upper_fs_for(lower);
+    APP_SIGNALS.fetch_add(1, Ordering::AcqRel);
+    let (lower, upper) = if active() {
+        let lower: u64;
+        // SAFETY: reading this thread's FS base (FSGSBASE is required by the lower half).
+        unsafe {
+            core::arch::asm!("rdfsbase {}", out(reg) lower, options(nostack, preserves_flags))
+        };
+        (lower, crate::mpi::mana_upper_fs_for(lower))
+    } else {
+        (0, 0)
+    };
     if upper != 0 {
         // SAFETY: back to the upper TCB of the thread that lent this lower one.
         unsafe {
@@ -117,7 +129,7 @@ pub unsafe extern "C" fn sigaction(
         }
         return r;
     }
-    if !active() || !(1..=64).contains(&sig) {
+    if !(1..=64).contains(&sig) {
         // SAFETY: forwarded unchanged.
         return unsafe { real(sig, act, old) };
     }

@@ -20,6 +20,10 @@ pub const DEFAULT_CKPT_SIGNAL: i32 = 62;
 pub static CKPT_SIGNAL: AtomicU32 = AtomicU32::new(DEFAULT_CKPT_SIGNAL as u32);
 
 pub const MAX_THREADS: usize = 1024;
+
+/// Counts the times threads were stopped (each [`quiesce`]): a timed wait that failed with
+/// `EINTR` while it moved was cut short by a checkpoint ([`crate::timed`]).
+pub static CKPT_EPOCH: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 const RSEQ_SIG: u32 = 0x5305_3053;
 
 #[repr(C)]
@@ -298,6 +302,7 @@ pub fn make_way_for(sig: i32) -> Option<i32> {
 /// Stops every thread but the caller. Returns the number of parked threads.
 /// `skip`: threads that are not the application's (the lower half's), left running.
 pub fn quiesce(timeout: Duration, skip: &[i32]) -> Result<usize, String> {
+    CKPT_EPOCH.fetch_add(1, Ordering::AcqRel);
     NEXT_SLOT.store(0, Ordering::Release);
     OVERFLOW.store(false, Ordering::Release);
     PARKED.store(0, Ordering::Release);

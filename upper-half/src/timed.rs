@@ -1,0 +1,441 @@
+//! Timed waits a checkpoint does not cut short (issue 11, item 4).
+//!
+//! The runtime stops threads with a signal whose handler returns, so the kernel ends a
+//! thread's `nanosleep`, `poll`, `select`, `epoll_wait`, `sem_timedwait`, `pause`… with
+//! `EINTR` (whatever `SA_RESTART` says), and `sleep` returns early. The wrappers below
+//! call the real function again when it failed with `EINTR`, a checkpoint ran meanwhile
+//! ([`crate::threads::CKPT_EPOCH`] moved) and no handler of the application ran
+//! ([`crate::sigguard::APP_SIGNALS`] did not move: the application's own signals still
+//! interrupt it), for the time that is left:
+//!
+//! * relative sleeps (`nanosleep`, `clock_nanosleep`, `sleep`, `usleep`) go on with the
+//!   remaining time the kernel wrote back when the checkpoint signal came — in memory, so
+//!   also after a restart; `select` the same (Linux writes its timeout back);
+//! * absolute deadlines (`clock_nanosleep(TIMER_ABSTIME)`, `sem_timedwait`) and waits
+//!   without a timeout are called again as they were;
+//! * millisecond and `timespec` timeouts the kernel does not write back (`poll`, `ppoll`,
+//!   `pselect`, `epoll_wait`, `epoll_pwait`) are measured on the runtime's monotonic
+//!   clock, which a restart moves on from the checkpoint's instant
+//!   ([`crate::runtime::monotonic_ns`]): the time a job spent dead does not count.
+//!
+//! Cost on the fast path: two atomic loads per call, and one `clock_gettime` (vDSO) per
+//! call with a positive millisecond/`timespec` timeout (benches: `timed_waits`).
+
+use crate::runtime::monotonic_ns;
+use crate::sigguard::APP_SIGNALS;
+use crate::threads::CKPT_EPOCH;
+use core::ffi::{c_int, c_uint};
+use core::sync::atomic::Ordering;
+
+/// The next definition of a libc function (cached).
+macro_rules! real {
+    ($name:literal, $ty:ty) => {{
+        static REAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let p = *REAL.get_or_init(|| {
+            // SAFETY: looking up the next definition of a libc symbol.
+            unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) as usize }
+        });
+        // SAFETY: libc's function of that name has this signature.
+        unsafe { core::mem::transmute::<usize, $ty>(p) }
+    }};
+}
+
+/// What a wait saw when it started: a later `EINTR` was a checkpoint's alone if the
+/// checkpoint epoch moved and no application handler ran.
+struct Watch {
+    epoch: u64,
+    app: u64,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            epoch: CKPT_EPOCH.load(Ordering::Acquire),
+            app: APP_SIGNALS.load(Ordering::Acquire),
+        }
+    }
+
+    /// After `EINTR`: whether to wait again (and from now on compare with now).
+    fn again(&mut self) -> bool {
+        let (e, a) = (
+            CKPT_EPOCH.load(Ordering::Acquire),
+            APP_SIGNALS.load(Ordering::Acquire),
+        );
+        let ours = e != self.epoch && a == self.app;
+        self.epoch = e;
+        ours
+    }
+}
+
+fn eintr() -> bool {
+    // SAFETY: this thread's errno.
+    unsafe { *libc::__errno_location() == libc::EINTR }
+}
+
+/// A deadline on the runtime's monotonic clock `ms` milliseconds (or `ts`) from now.
+struct Deadline(i64);
+
+impl Deadline {
+    fn after_ns(ns: i64) -> Deadline {
+        Deadline(monotonic_ns().saturating_add(ns))
+    }
+    fn left_ns(&self) -> i64 {
+        (self.0 - monotonic_ns()).max(0)
+    }
+    fn left_ms(&self) -> c_int {
+        // Rounded up: never shorter than asked.
+        ((self.left_ns() + 999_999) / 1_000_000).min(c_int::MAX as i64) as c_int
+    }
+    fn left_ts(&self) -> libc::timespec {
+        let n = self.left_ns();
+        libc::timespec {
+            tv_sec: n / 1_000_000_000,
+            tv_nsec: n % 1_000_000_000,
+        }
+    }
+}
+
+fn ts_ns(ts: &libc::timespec) -> i64 {
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
+type NanosleepFn = unsafe extern "C" fn(*const libc::timespec, *mut libc::timespec) -> c_int;
+
+/// # Safety
+/// The `nanosleep(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> c_int {
+    let real = real!("nanosleep", NanosleepFn);
+    let mut w = Watch::new();
+    let mut left = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut req = req;
+    loop {
+        // SAFETY: the caller's request; our own remainder buffer.
+        let r = unsafe { real(req, &mut left) };
+        if r == -1 && eintr() && w.again() {
+            req = &left;
+            continue;
+        }
+        if !rem.is_null() && r == -1 {
+            // SAFETY: the caller's out-buffer.
+            unsafe { *rem = left };
+        }
+        return r;
+    }
+}
+
+type ClockNanosleepFn = unsafe extern "C" fn(
+    libc::clockid_t,
+    c_int,
+    *const libc::timespec,
+    *mut libc::timespec,
+) -> c_int;
+
+/// # Safety
+/// The `clock_nanosleep(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: libc::clockid_t,
+    flags: c_int,
+    req: *const libc::timespec,
+    rem: *mut libc::timespec,
+) -> c_int {
+    let real = real!("clock_nanosleep", ClockNanosleepFn);
+    let mut w = Watch::new();
+    let mut left = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut req = req;
+    loop {
+        // SAFETY: the caller's request; our own remainder buffer.
+        let r = unsafe { real(clock, flags, req, &mut left) };
+        if r == libc::EINTR && w.again() {
+            if flags & libc::TIMER_ABSTIME == 0 {
+                req = &left;
+            }
+            continue;
+        }
+        if !rem.is_null() && r == libc::EINTR && flags & libc::TIMER_ABSTIME == 0 {
+            // SAFETY: the caller's out-buffer.
+            unsafe { *rem = left };
+        }
+        return r;
+    }
+}
+
+/// # Safety
+/// The `sleep(3)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
+    let req = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let mut rem = req;
+    // SAFETY: valid buffers.
+    if unsafe { nanosleep(&req, &mut rem) } == 0 {
+        0
+    } else {
+        // Interrupted by the application's signal: the seconds left, rounded up.
+        (rem.tv_sec + (rem.tv_nsec > 0) as libc::time_t) as c_uint
+    }
+}
+
+/// # Safety
+/// The `usleep(3)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn usleep(us: libc::useconds_t) -> c_int {
+    let req = libc::timespec {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_nsec: (us % 1_000_000) as i64 * 1000,
+    };
+    // SAFETY: a valid request, no remainder wanted.
+    unsafe { nanosleep(&req, core::ptr::null_mut()) }
+}
+
+type PollFn = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int;
+
+/// # Safety
+/// The `poll(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    let real = real!("poll", PollFn);
+    let mut w = Watch::new();
+    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
+    let mut t = timeout;
+    loop {
+        // SAFETY: the caller's arguments.
+        let r = unsafe { real(fds, n, t) };
+        if r == -1 && eintr() && w.again() {
+            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
+            continue;
+        }
+        return r;
+    }
+}
+
+type PpollFn = unsafe extern "C" fn(
+    *mut libc::pollfd,
+    libc::nfds_t,
+    *const libc::timespec,
+    *const libc::sigset_t,
+) -> c_int;
+
+/// # Safety
+/// The `ppoll(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let real = real!("ppoll", PpollFn);
+    let mut w = Watch::new();
+    // SAFETY: the caller's timeout, if any.
+    let deadline = unsafe { tmo.as_ref() }.map(|t| Deadline::after_ns(ts_ns(t)));
+    let mut left;
+    let mut t = tmo;
+    loop {
+        // SAFETY: the caller's arguments, or our remaining timeout.
+        let r = unsafe { real(fds, n, t, mask) };
+        if r == -1 && eintr() && w.again() {
+            if let Some(d) = &deadline {
+                left = d.left_ts();
+                t = &left;
+            }
+            continue;
+        }
+        return r;
+    }
+}
+
+type SelectFn = unsafe extern "C" fn(
+    c_int,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *mut libc::timeval,
+) -> c_int;
+
+/// # Safety
+/// The `select(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> c_int {
+    let real = real!("select", SelectFn);
+    let mut w = Watch::new();
+    loop {
+        // SAFETY: the caller's arguments; on EINTR the sets are unchanged and Linux wrote
+        // the time left into `timeout`.
+        let res = unsafe { real(n, r, wr, e, timeout) };
+        if res == -1 && eintr() && w.again() {
+            continue;
+        }
+        return res;
+    }
+}
+
+type PselectFn = unsafe extern "C" fn(
+    c_int,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *const libc::timespec,
+    *const libc::sigset_t,
+) -> c_int;
+
+/// # Safety
+/// The `pselect(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let real = real!("pselect", PselectFn);
+    let mut w = Watch::new();
+    // SAFETY: the caller's timeout, if any.
+    let deadline = unsafe { tmo.as_ref() }.map(|t| Deadline::after_ns(ts_ns(t)));
+    let mut left;
+    let mut t = tmo;
+    loop {
+        // SAFETY: the caller's arguments, or our remaining timeout.
+        let res = unsafe { real(n, r, wr, e, t, mask) };
+        if res == -1 && eintr() && w.again() {
+            if let Some(d) = &deadline {
+                left = d.left_ts();
+                t = &left;
+            }
+            continue;
+        }
+        return res;
+    }
+}
+
+type EpollWaitFn = unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int;
+
+/// # Safety
+/// The `epoll_wait(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    let real = real!("epoll_wait", EpollWaitFn);
+    let mut w = Watch::new();
+    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
+    let mut t = timeout;
+    loop {
+        // SAFETY: the caller's arguments.
+        let r = unsafe { real(ep, events, max, t) };
+        if r == -1 && eintr() && w.again() {
+            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
+            continue;
+        }
+        return r;
+    }
+}
+
+type EpollPwaitFn = unsafe extern "C" fn(
+    c_int,
+    *mut libc::epoll_event,
+    c_int,
+    c_int,
+    *const libc::sigset_t,
+) -> c_int;
+
+/// # Safety
+/// The `epoll_pwait(2)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let real = real!("epoll_pwait", EpollPwaitFn);
+    let mut w = Watch::new();
+    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
+    let mut t = timeout;
+    loop {
+        // SAFETY: the caller's arguments.
+        let r = unsafe { real(ep, events, max, t, mask) };
+        if r == -1 && eintr() && w.again() {
+            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
+            continue;
+        }
+        return r;
+    }
+}
+
+type SemTimedwaitFn = unsafe extern "C" fn(*mut libc::sem_t, *const libc::timespec) -> c_int;
+
+/// # Safety
+/// The `sem_timedwait(3)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn sem_timedwait(sem: *mut libc::sem_t, abs: *const libc::timespec) -> c_int {
+    let real = real!("sem_timedwait", SemTimedwaitFn);
+    let mut w = Watch::new();
+    loop {
+        // SAFETY: the caller's arguments (an absolute deadline: the same again).
+        let r = unsafe { real(sem, abs) };
+        if r == -1 && eintr() && w.again() {
+            continue;
+        }
+        return r;
+    }
+}
+
+type PauseFn = unsafe extern "C" fn() -> c_int;
+
+/// # Safety
+/// The `pause(2)` contract: returns when a handler of the application ran.
+#[no_mangle]
+pub unsafe extern "C" fn pause() -> c_int {
+    let real = real!("pause", PauseFn);
+    let mut w = Watch::new();
+    loop {
+        // SAFETY: no arguments.
+        let r = unsafe { real() };
+        if r == -1 && eintr() && w.again() {
+            continue;
+        }
+        return r;
+    }
+}
+
+type SigsuspendFn = unsafe extern "C" fn(*const libc::sigset_t) -> c_int;
+
+/// # Safety
+/// The `sigsuspend(2)` contract: returns when a handler of the application ran.
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
+    let real = real!("sigsuspend", SigsuspendFn);
+    let mut w = Watch::new();
+    loop {
+        // SAFETY: the caller's mask.
+        let r = unsafe { real(mask) };
+        if r == -1 && eintr() && w.again() {
+            continue;
+        }
+        return r;
+    }
+}
