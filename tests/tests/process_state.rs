@@ -393,3 +393,51 @@ fn checkpoints_do_not_cut_timed_waits_short() {
     restored.assert_success();
     assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
 }
+
+/// 64 application threads (item 6) taking turns under a mutex and condition variable and
+/// meeting at a barrier every round, with thread-local state, while other threads are
+/// blocked in `read`, `nanosleep`, `poll`, `epoll_wait` and `pthread_join` at the
+/// checkpoints: two checkpoints without a kill, then three kills and restarts; every
+/// thread keeps its name, the joins collect every thread's TLS result, and the output is
+/// the uninterrupted run's.
+#[test]
+fn sixty_four_threads_with_mutex_condvar_barrier_and_blocked_calls_restart() {
+    let s = Session::start("many-threads");
+    let program = compile("many_threads", Build::Pie, s.dir());
+    let args = ["600"];
+    let native = native_run(&program, &args);
+    let mut rng = Rng::seeded("many-threads");
+    let mut run = s.launch(&program, &args);
+    run.wait_for_stdout("many ready", SHORT);
+    s.wait_registered(run.pid());
+    for _ in 0..2 {
+        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+        s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    }
+    let mut pieces = Vec::new();
+    for g in 0..3 {
+        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+        s.checkpoint_and_kill()
+            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
+        pieces.push(run.wait_output(SHORT).stdout);
+        run = s.restart(&s.ckpt_dir);
+        s.wait_registered(run.pid());
+        // The workers leave the barrier of their last round together: all 64 are there
+        // by name, or (at the very end) none.
+        let names = thread_names(run.pid());
+        let workers: Vec<&String> = names.iter().filter(|n| n.starts_with("t-")).collect();
+        let expected: Vec<String> = (0..64).map(|i| format!("t-{i:02}")).collect();
+        assert!(
+            workers.is_empty()
+                || workers
+                    .iter()
+                    .map(|n| n.as_str())
+                    .eq(expected.iter().map(|n| n.as_str())),
+            "the 64 workers keep their names: {names:?}"
+        );
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    pieces.push(out.stdout);
+    assert_continues(&native.stdout, &pieces);
+}
