@@ -314,8 +314,28 @@ fn restore_region(
     };
     let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | populate;
     let collide = |e: std::io::Error| {
+        // ENOMEM under a data limit smaller than the image's private writable memory (the
+        // kernel counts it against RLIMIT_DATA): say so, it is the usual cause.
+        let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit into a valid rlimit.
+            unsafe { libc::getrlimit(libc::RLIMIT_DATA, &mut l) };
+            if l.rlim_cur != libc::RLIM_INFINITY {
+                format!(
+                    " (this node's data limit, `ulimit -d`, is {} KiB: the checkpointed process needs more; raise it to restart)",
+                    l.rlim_cur / 1024
+                )
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
         format!(
-            "cannot reserve {:#x}-{:#x} ({}) for the image: {e}",
+            "cannot reserve {:#x}-{:#x} ({}) for the image: {e}{hint}",
             r.start, r.end, r.name
         )
     };

@@ -441,3 +441,67 @@ fn sixty_four_threads_with_mutex_condvar_barrier_and_blocked_calls_restart() {
     pieces.push(out.stdout);
     assert_continues(&native.stdout, &pieces);
 }
+
+/// Resource state and identity (item 7): working directory, umask, soft limits, the
+/// personality (kept per thread by the kernel) and a thread's CPU affinity come back as
+/// the program set them. On a node with stricter limits: a soft limit above the node's
+/// hard one is lowered to it and the log says which; a data limit smaller than the
+/// image's memory refuses the restart in one line naming it.
+#[test]
+fn cwd_umask_limits_personality_and_affinity_come_back() {
+    let s = Session::start("resources");
+    let work = s.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let program = compile("resources", Build::Pie, s.dir());
+    let args = [work.to_str().unwrap(), "60"];
+    let native = native_run(&program, &args);
+    let mut rng = Rng::seeded("resources");
+    let mut cmd = s.command("mana_launch");
+    cmd.env("MANA_LOG", "mana=info")
+        .arg("--ckptdir")
+        .arg(&s.ckpt_dir)
+        .arg(&program)
+        .args(args);
+    let run = Proc::spawn("mana_launch resources", cmd);
+    run.wait_for_stdout("resources ready", SHORT);
+    s.wait_registered(run.pid());
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1500)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let killed = run.wait_output(SHORT);
+    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    assert_continues(&native.stdout, &[killed.stdout.clone(), restored.stdout]);
+
+    // A node whose hard open-files limit (500) is below the program's soft one (777).
+    let strict = Proc::spawn(
+        "mana_restart under ulimit -n 500",
+        s.shell("ulimit -n 500 && exec mana_restart ckpt"),
+    )
+    .wait_output(LONG);
+    strict.assert_success();
+    let text = strict.stdout_text();
+    let steps: Vec<&str> = text.lines().filter(|l| l.starts_with("step ")).collect();
+    assert!(!steps.is_empty(), "{}", strict.describe());
+    for l in &steps {
+        assert!(
+            l.contains(" nofile=500 ") && l.contains(" persona=0x40000 "),
+            "{l}"
+        );
+    }
+    let log = strict.stderr_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("soft resource limit is lower") && l.contains("nofile")),
+        "the log names the lowered limit: {log}"
+    );
+
+    // A node whose data limit is below what the image holds: refused in one line.
+    let small = Proc::spawn(
+        "mana_restart under ulimit -Sd 2000",
+        s.shell("ulimit -Sd 2000 && exec mana_restart ckpt"),
+    )
+    .wait_output(LONG);
+    let line = refusal_line(&small, "a restart under a small data limit");
+    assert_mentions_any(&line, &["data limit"], "RLIMIT_DATA");
+}

@@ -526,6 +526,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     not_ours.push(crate::ckpt_signal::tid());
     CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
     save_itimers();
+    save_resources();
     let parked = match threads::quiesce(Duration::from_secs(30), &not_ours) {
         Ok(n) => n,
         Err(e) => {
@@ -880,6 +881,97 @@ static ITIMERS: Static<[libc::itimerval; 3]> = Static(UnsafeCell::new(
 ));
 const ITIMER_KINDS: [libc::c_int; 3] = [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 
+/// Soft and hard resource limits (`RLIMIT_*` 0..16), the personality and the checkpoint
+/// thread's own CPU affinity when the threads were last stopped: put back after a
+/// restart as far as the node allows (issue 11, item 7).
+static LIMITS: Static<[libc::rlimit; 16]> = Static(UnsafeCell::new(
+    [libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    }; 16],
+));
+static OWN_PERSONALITY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+static OWN_AFFINITY: Static<[u64; 16]> = Static(UnsafeCell::new([0; 16]));
+
+const LIMIT_NAMES: [&str; 16] = [
+    "cpu",
+    "fsize",
+    "data",
+    "stack",
+    "core",
+    "rss",
+    "nproc",
+    "nofile",
+    "memlock",
+    "as",
+    "locks",
+    "sigpending",
+    "msgqueue",
+    "nice",
+    "rtprio",
+    "rttime",
+];
+
+fn save_resources() {
+    // SAFETY: only the checkpoint thread touches LIMITS and OWN_AFFINITY.
+    let limits = unsafe { &mut *LIMITS.0.get() };
+    for (r, l) in limits.iter_mut().enumerate() {
+        // SAFETY: getrlimit into a valid rlimit.
+        unsafe { libc::getrlimit(r as _, l) };
+    }
+    OWN_PERSONALITY.store(sys::personality(0xffff_ffff), Ordering::Release);
+    // SAFETY: as above.
+    unsafe { *OWN_AFFINITY.0.get() = sys::affinity().unwrap_or([0; 16]) };
+    // Counted afresh by the threads of the next restart (the image holds 0).
+    threads::AFFINITY_REFUSED.store(0, Ordering::Release);
+}
+
+/// After a restart: the soft limits the process had (each at most this node's hard
+/// limit, which an ordinary user cannot raise: a lower one is logged), its personality
+/// and its threads' CPU affinity where the node has those CPUs.
+fn restore_resources() {
+    // SAFETY: only the checkpoint thread touches LIMITS and OWN_AFFINITY.
+    let limits = unsafe { &*LIMITS.0.get() };
+    for (r, saved) in limits.iter().enumerate() {
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit into a valid rlimit.
+        if unsafe { libc::getrlimit(r as _, &mut now) } != 0 || now.rlim_cur == saved.rlim_cur {
+            continue;
+        }
+        let soft = saved.rlim_cur.min(now.rlim_max);
+        if soft < saved.rlim_cur {
+            info!(
+                limit = LIMIT_NAMES[r],
+                was = saved.rlim_cur,
+                now = soft,
+                "a soft resource limit is lower than at the checkpoint: this node's hard limit"
+            );
+        }
+        let want = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: now.rlim_max,
+        };
+        // SAFETY: setrlimit with a soft limit at most the hard one.
+        if unsafe { libc::setrlimit(r as _, &want) } != 0 {
+            warn!(
+                limit = LIMIT_NAMES[r],
+                "cannot set a soft resource limit again"
+            );
+        }
+    }
+    // This thread's (the kernel keeps it per thread); each restored thread sets its own
+    // (threads.rs).
+    sys::personality(OWN_PERSONALITY.load(Ordering::Acquire));
+    // SAFETY: as above.
+    let own = unsafe { &*OWN_AFFINITY.0.get() };
+    if own.iter().any(|&w| w != 0) && !sys::set_affinity(own) {
+        threads::AFFINITY_REFUSED.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 fn save_itimers() {
     // SAFETY: only the checkpoint thread touches ITIMERS.
     let saved = unsafe { &mut *ITIMERS.0.get() };
@@ -936,6 +1028,7 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         Ordering::AcqRel,
     );
     restore_itimers();
+    restore_resources();
     // SAFETY: only the checkpoint thread touches PROCESS_NAME.
     sys::set_thread_name(unsafe { &*PROCESS_NAME.0.get() });
     // SAFETY: written by the restarter before it resumed the threads.
@@ -987,5 +1080,12 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
     unsafe { (*MAILBOX.0.get()).magic = 0 };
     info!(generation = cfg.last_generation, parked, "restarted");
     threads::resume(parked);
+    let refused = threads::AFFINITY_REFUSED.load(Ordering::Acquire);
+    if refused > 0 {
+        info!(
+            threads = refused,
+            "this node refused some threads' CPU affinity (CPUs it does not have): they run on any CPU"
+        );
+    }
     Outcome::Restarted
 }

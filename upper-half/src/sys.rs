@@ -61,6 +61,54 @@ pub fn gettid() -> i32 {
     unsafe { syscall6(SYS_GETTID, 0, 0, 0, 0, 0, 0) as i32 }
 }
 
+const SYS_PERSONALITY: usize = 135;
+
+/// Sets the calling thread's personality (a per-thread property the kernel copies to
+/// new threads); `persona` as `personality(2)` takes it. 0xffffffff only queries.
+/// Returns the previous one.
+pub fn personality(persona: u32) -> u32 {
+    // SAFETY: personality takes one integer argument.
+    unsafe { syscall6(SYS_PERSONALITY, persona as usize, 0, 0, 0, 0, 0) as u32 }
+}
+
+const SYS_SCHED_SETAFFINITY: usize = 203;
+const SYS_SCHED_GETAFFINITY: usize = 204;
+
+/// The calling thread's CPU affinity mask (up to 1,024 CPUs); `None` if it cannot be read.
+pub fn affinity() -> Option<[u64; 16]> {
+    let mut mask = [0u64; 16];
+    // SAFETY: sched_getaffinity writes at most 128 bytes into `mask`.
+    let r = unsafe {
+        syscall6(
+            SYS_SCHED_GETAFFINITY,
+            0,
+            core::mem::size_of_val(&mask),
+            mask.as_mut_ptr() as usize,
+            0,
+            0,
+            0,
+        )
+    };
+    (r > 0).then_some(mask)
+}
+
+/// Sets the calling thread's CPU affinity; false if the kernel refused (no CPU of the
+/// mask here, or a cpuset that excludes them).
+pub fn set_affinity(mask: &[u64; 16]) -> bool {
+    // SAFETY: sched_setaffinity reads 128 bytes of `mask`.
+    unsafe {
+        syscall6(
+            SYS_SCHED_SETAFFINITY,
+            0,
+            core::mem::size_of_val(mask),
+            mask.as_ptr() as usize,
+            0,
+            0,
+            0,
+        ) == 0
+    }
+}
+
 /// The calling thread's name (`comm`, 16 bytes with its NUL).
 pub fn thread_name() -> [u8; 16] {
     let mut name = [0u8; 16];

@@ -161,6 +161,15 @@ struct Names(UnsafeCell<[[u8; 16]; MAX_THREADS]>);
 // SAFETY: entry `i` is written and read only by the thread holding slot `i`.
 unsafe impl Sync for Names {}
 static NAMES: Names = Names(UnsafeCell::new([[0; 16]; MAX_THREADS]));
+
+/// Each parked thread's CPU affinity, by slot (all zero: not read), set again after a
+/// restart where the node allows it ([`AFFINITY_REFUSED`] counts where it did not).
+struct Masks(UnsafeCell<[[u64; 16]; MAX_THREADS]>);
+// SAFETY: entry `i` is written and read only by the thread holding slot `i`.
+unsafe impl Sync for Masks {}
+static MASKS: Masks = Masks(UnsafeCell::new([[0; 16]; MAX_THREADS]));
+/// Restored threads whose CPU affinity this node refused (logged by the runtime).
+pub static AFFINITY_REFUSED: AtomicU32 = AtomicU32::new(0);
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW: AtomicBool = AtomicBool::new(false);
 /// Threads that saved their state and are waiting.
@@ -191,11 +200,20 @@ extern "C" fn ckpt_handler(_sig: i32, _info: *mut libc::siginfo_t, _uctx: *mut c
         // SAFETY: entry `i` is this thread's alone (unique index).
         let name = unsafe { &mut (*NAMES.0.get())[i] };
         *name = sys::thread_name();
+        // SAFETY: entry `i` is this thread's alone (unique index).
+        let mask = unsafe { &mut (*MASKS.0.get())[i] };
+        *mask = sys::affinity().unwrap_or([0; 16]);
+        // The personality is the kernel's per thread: each keeps its own.
+        let persona = sys::personality(0xffff_ffff);
         let ctx = &mut slot.ctx as *mut RawContext;
         // SAFETY: `ctx` is static memory saved in the image; `park` only touches statics.
         let restarted = unsafe { save_and_call(ctx, park, core::ptr::null_mut()) };
         if restarted {
             sys::set_thread_name(name);
+            sys::personality(persona);
+            if mask.iter().any(|&w| w != 0) && !sys::set_affinity(mask) {
+                AFFINITY_REFUSED.fetch_add(1, Ordering::AcqRel);
+            }
             ARRIVED.fetch_add(1, Ordering::AcqRel);
             sys::futex_wake_all(&ARRIVED);
             wait_for_resume();
