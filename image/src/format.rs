@@ -416,6 +416,18 @@ pub enum FileKind {
     /// An epoll instance the process made, with its interest list (restored once every
     /// other descriptor is in place).
     Epoll(Vec<EpollInterest>),
+    /// An eventfd: its counter and whether it counts in semaphore mode.
+    EventFd { count: u64, semaphore: bool },
+    /// A timerfd: its clock, the expirations not yet read, the time to the next one and
+    /// the period (0: one-shot; both 0: disarmed).
+    TimerFd {
+        clock: i32,
+        ticks: u64,
+        value_ns: u64,
+        interval_ns: u64,
+    },
+    /// A signalfd and the signals it takes (bit n-1 for signal n).
+    SignalFd { mask: u64 },
 }
 
 /// One descriptor an epoll instance watches (`EPOLL_CTL_ADD` arguments).

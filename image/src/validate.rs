@@ -240,8 +240,15 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
             || (f.kind == FileKind::Regular && !f.path.starts_with('/'))
             || (matches!(
                 f.kind,
-                FileKind::Inherited(_) | FileKind::Pipe(_) | FileKind::Epoll(_)
+                FileKind::Inherited(_)
+                    | FileKind::Pipe(_)
+                    | FileKind::Epoll(_)
+                    | FileKind::EventFd { .. }
+                    | FileKind::TimerFd { .. }
+                    | FileKind::SignalFd { .. }
             ) && (f.fd <= 2 || f.offset != 0))
+            || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
+                if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)
         {
             return Err(format!("descriptor {}: offset {} or path", f.fd, f.offset));
         }

@@ -424,6 +424,16 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             keep.push(f.fd);
             continue;
         }
+        if matches!(
+            f.kind,
+            mana_image::FileKind::EventFd { .. }
+                | mana_image::FileKind::TimerFd { .. }
+                | mana_image::FileKind::SignalFd { .. }
+        ) {
+            restore_counter(f)?;
+            keep.push(f.fd);
+            continue;
+        }
         if let mana_image::FileKind::Pipe(p) = &f.kind {
             let ends = pipes[&p.pipe];
             let end = if p.read_end { ends[0] } else { ends[1] };
@@ -574,6 +584,103 @@ fn make_pipes(
         pipes.insert(p.pipe, high);
     }
     Ok(pipes)
+}
+
+/// An eventfd (its counter, semaphore mode), timerfd (its clock, pending expirations, time
+/// to the next and period: re-armed relative to now) or signalfd (its mask), at the
+/// descriptor number `f` had, with its flags.
+fn restore_counter(f: &mana_image::FileState) -> Result<(), String> {
+    use mana_image::FileKind;
+    let err = |what: &str| {
+        format!(
+            "descriptor {} ({}): {what}: {}",
+            f.fd,
+            f.path,
+            std::io::Error::last_os_error()
+        )
+    };
+    let nonblock = f.flags & libc::O_NONBLOCK;
+    // SAFETY: each call makes a new descriptor of ours from plain values.
+    let fd = unsafe {
+        match f.kind {
+            FileKind::EventFd { count, semaphore } => {
+                let sem = if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+                let fd = libc::eventfd(0, libc::EFD_CLOEXEC | nonblock | sem);
+                if fd >= 0 && count > 0 {
+                    let w = libc::write(fd, (&count as *const u64).cast(), 8);
+                    if w != 8 {
+                        return Err(err("cannot give it its count back"));
+                    }
+                }
+                fd
+            }
+            FileKind::TimerFd {
+                clock,
+                ticks,
+                value_ns,
+                interval_ns,
+            } => {
+                let fd = libc::timerfd_create(clock, libc::TFD_CLOEXEC | nonblock);
+                let ts = |ns: u64| libc::timespec {
+                    tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (ns % 1_000_000_000) as i64,
+                };
+                // A periodic timer whose expiration was due but not yet read shows 0 left:
+                // its next one is a period away.
+                let next = if value_ns == 0 { interval_ns } else { value_ns };
+                if fd >= 0 && next > 0 {
+                    let its = libc::itimerspec {
+                        it_interval: ts(interval_ns),
+                        it_value: ts(next),
+                    };
+                    if libc::timerfd_settime(fd, 0, &its, std::ptr::null_mut()) != 0 {
+                        return Err(err("cannot arm it again"));
+                    }
+                }
+                if fd >= 0 && ticks > 0 {
+                    // TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE): the expirations not
+                    // yet read.
+                    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+                    if libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks) != 0 {
+                        tracing::warn!(
+                            fd = f.fd,
+                            ticks,
+                            "cannot give a timerfd its unread expirations back"
+                        );
+                    }
+                }
+                fd
+            }
+            FileKind::SignalFd { mask } => {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for sig in 1..=64 {
+                    if mask & (1u64 << (sig - 1)) != 0 {
+                        libc::sigaddset(&mut set, sig);
+                    }
+                }
+                libc::signalfd(-1, &set, libc::SFD_CLOEXEC | nonblock)
+            }
+            _ => return Ok(()),
+        }
+    };
+    if fd < 0 {
+        return Err(err("cannot make it again"));
+    }
+    let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+    if fd != f.fd {
+        // SAFETY: dup3 onto the saved number, then close the temporary.
+        unsafe {
+            if libc::dup3(fd, f.fd, flags) < 0 {
+                return Err(err("cannot place it"));
+            }
+            libc::close(fd);
+        }
+    } else if !f.cloexec {
+        // SAFETY: F_SETFD on our descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    Ok(())
 }
 
 /// An epoll instance with its interest list, at the descriptor number `f` had.

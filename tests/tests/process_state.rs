@@ -505,3 +505,53 @@ fn cwd_umask_limits_personality_and_affinity_come_back() {
     let line = refusal_line(&small, "a restart under a small data limit");
     assert_mentions_any(&line, &["data limit"], "RLIMIT_DATA");
 }
+
+/// eventfd, timerfd and signalfd (item 2): a semaphore-mode eventfd with a backlog in
+/// its counter, a periodic timerfd, a signalfd taking a blocked SIGUSR1 — checkpointed
+/// without a kill, then killed and restarted twice: the counts and the timer go on.
+#[test]
+fn eventfd_timerfd_and_signalfd_restart() {
+    let s = Session::start("counters");
+    let program = compile("counters", Build::Pie, s.dir());
+    let args = ["300"];
+    let native = native_run(&program, &args);
+    let mut rng = Rng::seeded("counters");
+    let mut run = s.launch(&program, &args);
+    run.wait_for_stdout("counters ready", SHORT);
+    s.wait_registered(run.pid());
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+    let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
+    let kinds: Vec<&mana_image::FileKind> = image.header.files.iter().map(|f| &f.kind).collect();
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            mana_image::FileKind::EventFd {
+                semaphore: true,
+                ..
+            }
+        )) && kinds.iter().any(|k| matches!(
+            k,
+            mana_image::FileKind::TimerFd {
+                interval_ns: 20_000_000,
+                ..
+            }
+        )) && kinds
+            .iter()
+            .any(|k| matches!(k, mana_image::FileKind::SignalFd { mask: 0x200 })),
+        "{kinds:?}"
+    );
+    let mut pieces = Vec::new();
+    for g in 0..2 {
+        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+        s.checkpoint_and_kill()
+            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
+        pieces.push(run.wait_output(SHORT).stdout);
+        run = s.restart(&s.ckpt_dir);
+        s.wait_registered(run.pid());
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    pieces.push(out.stdout);
+    assert_continues(&native.stdout, &pieces);
+}

@@ -243,6 +243,52 @@ fn pipe_contents(files: &mut [FileState]) -> Result<(), String> {
     Ok(())
 }
 
+/// An eventfd, timerfd or signalfd, from its `/proc/self/fdinfo` lines (`None`: `path`
+/// names none of them).
+fn counter_kind(fd: i32, path: &str) -> Result<Option<FileKind>, String> {
+    let which = match path {
+        "anon_inode:[eventfd]" => 0,
+        "anon_inode:[timerfd]" => 1,
+        "anon_inode:[signalfd]" => 2,
+        _ => return Ok(None),
+    };
+    let info = read_proc(
+        &std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).unwrap(),
+        4096,
+    )?;
+    let info = String::from_utf8_lossy(&info);
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    let bad = || format!("descriptor {fd} ({path}): cannot read its state");
+    let hex = |key: &str| field(key).and_then(|v| u64::from_str_radix(&v, 16).ok());
+    let dec = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok());
+    // "(sec, nsec)" as the timerfd lines print it.
+    let pair = |key: &str| {
+        let v = field(key)?;
+        let (s, n) = v.trim_matches(|c| c == '(' || c == ')').split_once(',')?;
+        let (s, n): (u64, u64) = (s.trim().parse().ok()?, n.trim().parse().ok()?);
+        s.checked_mul(1_000_000_000)?.checked_add(n)
+    };
+    Ok(Some(match which {
+        0 => FileKind::EventFd {
+            count: hex("eventfd-count:").ok_or_else(bad)?,
+            semaphore: dec("eventfd-semaphore:") == Some(1),
+        },
+        1 => FileKind::TimerFd {
+            clock: dec("clockid:").ok_or_else(bad)? as i32,
+            ticks: dec("ticks:").ok_or_else(bad)?,
+            value_ns: pair("it_value:").ok_or_else(bad)?,
+            interval_ns: pair("it_interval:").ok_or_else(bad)?,
+        },
+        _ => FileKind::SignalFd {
+            mask: hex("sigmask:").ok_or_else(bad)?,
+        },
+    }))
+}
+
 /// The interest list of the epoll instance `fd`, from `/proc/self/fdinfo` (`tfd: N events:
 /// HEX data: HEX … ino: HEX`). An interest whose descriptor number no longer holds the
 /// watched file (closed after a `dup`) is refused: it could not be registered again.
@@ -419,6 +465,8 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::Inherited(inherited_kind(&st))
         } else if path == "anon_inode:[eventpoll]" {
             FileKind::Epoll(epoll_interests(fd)?)
+        } else if let Some(kind) = counter_kind(fd, &path)? {
+            kind
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
             // SAFETY: F_GETFL and F_GETPIPE_SZ on an open pipe.
             let (fl, capacity) = unsafe {
