@@ -428,6 +428,27 @@ pub enum FileKind {
     },
     /// A signalfd and the signals it takes (bit n-1 for signal n).
     SignalFd { mask: u64 },
+    /// One end of a connected Unix stream socket pair whose two ends the process holds
+    /// ([`UnixPairState`]).
+    UnixPair(UnixPairState),
+}
+
+/// One end of a Unix stream socket pair inside the process (`socketpair(2)`, or a
+/// connection between two of its threads), as one descriptor sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixPairState {
+    /// The socket's inode at the checkpoint (equal for the descriptors of one end).
+    pub socket: u64,
+    /// The other end's inode.
+    pub peer: u64,
+    /// Whether this record carries the bytes readable at this end (one descriptor of
+    /// each end does).
+    pub holds_data: bool,
+    /// The bytes sent by the other end and not yet read here, read without consuming
+    /// them (`MSG_PEEK`).
+    pub data: Vec<u8>,
+    /// The kernel's shutdown bits of this end (1: no more receiving, 2: no more sending).
+    pub shutdown: u8,
 }
 
 /// One descriptor an epoll instance watches (`EPOLL_CTL_ADD` arguments).

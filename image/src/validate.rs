@@ -246,6 +246,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::EventFd { .. }
                     | FileKind::TimerFd { .. }
                     | FileKind::SignalFd { .. }
+                    | FileKind::UnixPair(_)
             ) && (f.fd <= 2 || f.offset != 0))
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)
@@ -254,6 +255,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
         }
     }
     check_pipes(&h.files)?;
+    check_unix_pairs(&h.files)?;
     for f in &h.files {
         if let FileKind::Epoll(list) = &f.kind {
             let listed = |fd: i32| h.files.iter().any(|g| g.fd == fd);
@@ -419,6 +421,43 @@ fn check_pipes(files: &[crate::FileState]) -> Result<(), String> {
     }
     if let Some((pipe, _)) = holders.iter().find(|(_, (_, n))| *n > 1) {
         return Err(format!("pipe {pipe}: content recorded twice"));
+    }
+    Ok(())
+}
+
+/// The most bytes in flight recorded for one end of a socket pair.
+pub const MAX_SOCKET_DATA: usize = 64 << 20;
+
+/// Socket pairs ([`FileKind::UnixPair`]): each end's peer is an end of the image whose
+/// peer is it; content bounded and recorded on exactly one descriptor of each end.
+fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
+    let ends: Vec<(i32, &crate::UnixPairState)> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::UnixPair(u) => Some((f.fd, u)),
+            _ => None,
+        })
+        .collect();
+    for (fd, u) in &ends {
+        let bad = |why: &str| Err(format!("descriptor {fd} (socket {}): {why}", u.socket));
+        if u.socket == u.peer
+            || !ends
+                .iter()
+                .any(|(_, v)| v.socket == u.peer && v.peer == u.socket)
+        {
+            return bad("its other end is not in the image");
+        }
+        if u.data.len() > MAX_SOCKET_DATA || (!u.holds_data && !u.data.is_empty()) || u.shutdown > 3
+        {
+            return bad("bytes in flight too many, or on a descriptor that does not hold them");
+        }
+        let holders = ends
+            .iter()
+            .filter(|(_, v)| v.socket == u.socket && v.holds_data)
+            .count();
+        if holders != 1 {
+            return bad("bytes in flight recorded on more or fewer than one descriptor");
+        }
     }
     Ok(())
 }

@@ -418,6 +418,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
     let mut drain = Vec::new();
     let pipes = make_pipes(h, above)?;
+    let sockets = make_socket_pairs(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -431,6 +432,11 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
                 | mana_image::FileKind::SignalFd { .. }
         ) {
             restore_counter(f)?;
+            keep.push(f.fd);
+            continue;
+        }
+        if let mana_image::FileKind::UnixPair(u) = &f.kind {
+            place_pipe_end(f, sockets[&u.socket])?;
             keep.push(f.fd);
             continue;
         }
@@ -490,6 +496,10 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             restore_epoll(f, list)?;
             keep.push(f.fd);
         }
+    }
+    for &end in sockets.values() {
+        // SAFETY: our temporary (every descriptor of that socket is placed).
+        unsafe { libc::close(end) };
     }
     for ends in pipes.values() {
         // SAFETY: our temporaries (every descriptor of the pipe is placed).
@@ -730,6 +740,107 @@ fn restore_epoll(
     Ok(())
 }
 
+/// Makes each Unix socket pair of the image ([`mana_image::FileKind::UnixPair`]) once and
+/// sends each end's bytes in flight through the other, so they are readable where they
+/// were; both ends moved to `above` or higher. Returns the new descriptor by socket.
+fn make_socket_pairs(
+    h: &ImageHeader,
+    above: i32,
+) -> Result<std::collections::HashMap<u64, i32>, String> {
+    let mut made = std::collections::HashMap::new();
+    let data_of = |socket: u64| {
+        h.files.iter().find_map(|g| match &g.kind {
+            mana_image::FileKind::UnixPair(v) if v.socket == socket && v.holds_data => {
+                Some(v.data.as_slice())
+            }
+            _ => None,
+        })
+    };
+    for f in &h.files {
+        let mana_image::FileKind::UnixPair(u) = &f.kind else {
+            continue;
+        };
+        if made.contains_key(&u.socket) {
+            continue;
+        }
+        let err = |what: &str| {
+            format!(
+                "descriptor {} (socket {}): {what}: {}",
+                f.fd,
+                u.socket,
+                std::io::Error::last_os_error()
+            )
+        };
+        let mut two = [-1i32; 2];
+        // SAFETY: `two` is a valid out-array of two.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+                two.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(err("cannot make the socket pair"));
+        }
+        // two[0] is this end, two[1] the peer: bytes readable here are sent from there.
+        for (from, bytes) in [(two[1], data_of(u.socket)), (two[0], data_of(u.peer))] {
+            let bytes = bytes.unwrap_or(&[]);
+            let mut at = 0;
+            while at < bytes.len() {
+                // SAFETY: writing our own new socket (non-blocking).
+                let w = unsafe { libc::write(from, bytes[at..].as_ptr().cast(), bytes.len() - at) };
+                if w <= 0 {
+                    return Err(err(&format!(
+                        "cannot put its {} bytes in flight back",
+                        bytes.len()
+                    )));
+                }
+                at += w as usize;
+            }
+        }
+        let shutdown_of = |socket: u64| {
+            h.files.iter().find_map(|g| match &g.kind {
+                mana_image::FileKind::UnixPair(v) if v.socket == socket => Some(v.shutdown),
+                _ => None,
+            })
+        };
+        let (mine, theirs) = (
+            shutdown_of(u.socket).unwrap_or(0),
+            shutdown_of(u.peer).unwrap_or(0),
+        );
+        // After the bytes in flight: an end that stopped sending (its peer then reads
+        // end-of-file after them), an end that stopped receiving on its own.
+        for (end, own, other) in [(two[0], mine, theirs), (two[1], theirs, mine)] {
+            // SAFETY: shutdown of our new socket.
+            unsafe {
+                if own & 2 != 0 {
+                    libc::shutdown(end, libc::SHUT_WR);
+                }
+                if own & 1 != 0 && other & 2 == 0 {
+                    libc::shutdown(end, libc::SHUT_RD);
+                }
+            }
+        }
+        for (end, socket) in [(two[0], u.socket), (two[1], u.peer)] {
+            // SAFETY: blocking again (each descriptor's own flags are set when placed);
+            // moved high, the low one closed.
+            let high = unsafe {
+                libc::fcntl(end, libc::F_SETFL, 0);
+                let high = libc::fcntl(end, libc::F_DUPFD_CLOEXEC, above);
+                libc::close(end);
+                high
+            };
+            if high < 0 {
+                return Err(err("cannot move it out of the way"));
+            }
+            made.insert(socket, high);
+        }
+    }
+    Ok(made)
+}
+
 /// Puts one end `end` of a remade pipe at the descriptor number `f` had, with its flags.
 fn place_pipe_end(f: &mana_image::FileState, end: i32) -> Result<(), String> {
     let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
@@ -737,7 +848,7 @@ fn place_pipe_end(f: &mana_image::FileState, end: i32) -> Result<(), String> {
     unsafe {
         if libc::dup3(end, f.fd, flags) < 0 {
             return Err(format!(
-                "cannot place pipe end at descriptor {}: {}",
+                "cannot place descriptor {}: {}",
                 f.fd,
                 std::io::Error::last_os_error()
             ));

@@ -5,6 +5,7 @@
 use crate::sys;
 use mana_image::{
     EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction,
+    UnixPairState,
 };
 
 #[derive(Debug, Clone)]
@@ -202,7 +203,155 @@ pub fn inode(fd: i32) -> Option<u64> {
 pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileState>, String> {
     let mut out = descriptors(runtime_fds, inherited)?;
     pipe_contents(&mut out)?;
+    socket_contents(&mut out)?;
     Ok(out)
+}
+
+/// For each Unix socket pair end: refuses one whose other end is not in the process
+/// (another process's, or closed), and records the bytes readable at it on its lowest
+/// descriptor, peeked (`SO_PEEK_OFF` + `MSG_PEEK`, so nothing is consumed).
+fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
+    let ends: Vec<u64> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::UnixPair(u) => Some(u.socket),
+            _ => None,
+        })
+        .collect();
+    let mut done = Vec::new();
+    for f in files.iter_mut() {
+        let FileKind::UnixPair(u) = &mut f.kind else {
+            continue;
+        };
+        if !ends.contains(&u.peer) {
+            return Err(format!(
+                "descriptor {} (socket:[{}]) cannot be checkpointed: its other end is not in this process (connections to other processes are not restored yet)",
+                f.fd, u.socket
+            ));
+        }
+        if done.contains(&u.socket) {
+            continue;
+        }
+        done.push(u.socket);
+        u.holds_data = true;
+        u.data = peek_socket(f.fd)
+            .map_err(|e| format!("descriptor {} (socket:[{}]): {e}", f.fd, u.socket))?;
+    }
+    Ok(())
+}
+
+/// The bytes readable at the stream socket `fd`, without consuming them.
+fn peek_socket(fd: i32) -> Result<Vec<u8>, String> {
+    let mut avail: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } != 0 || avail <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut data = vec![0u8; avail as usize];
+    let zero: libc::c_int = 0;
+    // SAFETY: SO_PEEK_OFF with a valid int: peeks advance from offset 0.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&zero as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    let mut got = 0usize;
+    let result = loop {
+        if got == data.len() {
+            break Ok(data);
+        }
+        // SAFETY: a peek into the unfilled rest of our buffer.
+        let r = unsafe {
+            libc::recv(
+                fd,
+                data[got..].as_mut_ptr().cast(),
+                data.len() - got,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if r <= 0 {
+            break Err(format!(
+                "peeked {got} of its {avail} bytes in flight: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        got += r as usize;
+    };
+    let off: libc::c_int = -1;
+    // SAFETY: SO_PEEK_OFF -1 turns peek offsets off again, as the program had them.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&off as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    result
+}
+
+/// The type, the peer's inode and the shutdown bits of the Unix socket with inode `ino`,
+/// from the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, `UDIAG_SHOW_PEER`); `None`
+/// if it is no Unix socket or has no peer.
+fn unix_peer(ino: u64) -> Option<(i32, u64, u8)> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_PEER: u32 = 4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_SHUTDOWN: u16 = 6;
+    // SAFETY: a netlink socket of our own, closed below.
+    let nl = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 4) };
+    if nl < 0 {
+        return None;
+    }
+    // nlmsghdr (16) + unix_diag_req (24).
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[24..28].copy_from_slice(&(ino as u32).to_ne_bytes());
+    req[28..32].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
+    let mut buf = [0u8; 4096];
+    // SAFETY: send our request and receive into our buffer.
+    let n = unsafe {
+        if libc::send(nl, req.as_ptr().cast(), req.len(), 0) != req.len() as isize {
+            libc::close(nl);
+            return None;
+        }
+        let n = libc::recv(nl, buf.as_mut_ptr().cast(), buf.len(), 0);
+        libc::close(nl);
+        n
+    };
+    if n < 32 || u16::from_ne_bytes([buf[4], buf[5]]) != SOCK_DIAG_BY_FAMILY {
+        return None;
+    }
+    let len = (u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize).min(n as usize);
+    let sock_type = buf[17] as i32;
+    // rtattrs after unix_diag_msg (16 bytes).
+    let (mut peer, mut shutdown) = (0u32, 0u8);
+    let mut at = 32;
+    while at + 4 <= len {
+        let alen = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
+        let atype = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]);
+        if alen < 4 || at + alen > len {
+            break;
+        }
+        if atype == UNIX_DIAG_PEER && alen >= 8 {
+            peer = u32::from_ne_bytes(buf[at + 4..at + 8].try_into().ok()?);
+        } else if atype == UNIX_DIAG_SHUTDOWN && alen >= 5 {
+            shutdown = buf[at + 4] & 3;
+        }
+        at += (alen + 3) & !3;
+    }
+    (peer != 0).then_some((sock_type, peer as u64, shutdown))
 }
 
 /// Fills in each pipe's content on its lowest read end; refuses a pipe a child process
@@ -467,6 +616,21 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::Epoll(epoll_interests(fd)?)
         } else if let Some(kind) = counter_kind(fd, &path)? {
             kind
+        } else if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+            match unix_peer(st.st_ino) {
+                Some((libc::SOCK_STREAM, peer, shutdown)) => FileKind::UnixPair(UnixPairState {
+                    socket: st.st_ino,
+                    peer,
+                    holds_data: false,
+                    data: Vec::new(),
+                    shutdown,
+                }),
+                _ => {
+                    return Err(format!(
+                        "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket (not restored yet)"
+                    ))
+                }
+            }
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
             // SAFETY: F_GETFL and F_GETPIPE_SZ on an open pipe.
             let (fl, capacity) = unsafe {
