@@ -677,18 +677,30 @@ fn restore_counter(f: &mana_image::FileState) -> Result<(), String> {
     if fd < 0 {
         return Err(err("cannot make it again"));
     }
-    let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-    if fd != f.fd {
-        // SAFETY: dup3 onto the saved number, then close the temporary.
+    place(fd, f)
+}
+
+/// Moves our temporary descriptor `tmp` to the number `f` had (closing `tmp`), with its
+/// close-on-exec flag.
+fn place(tmp: i32, f: &mana_image::FileState) -> Result<(), String> {
+    if tmp != f.fd {
+        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 of our descriptor onto the saved number, then close the temporary.
         unsafe {
-            if libc::dup3(fd, f.fd, flags) < 0 {
-                return Err(err("cannot place it"));
+            if libc::dup3(tmp, f.fd, flags) < 0 {
+                return Err(format!(
+                    "cannot place descriptor {} ({}): {}",
+                    f.fd,
+                    f.path,
+                    std::io::Error::last_os_error()
+                ));
             }
-            libc::close(fd);
+            libc::close(tmp);
         }
-    } else if !f.cloexec {
+    } else {
+        let v = if f.cloexec { libc::FD_CLOEXEC } else { 0 };
         // SAFETY: F_SETFD on our descriptor.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        unsafe { libc::fcntl(tmp, libc::F_SETFD, v) };
     }
     Ok(())
 }
@@ -710,23 +722,8 @@ fn restore_epoll(
     if ep < 0 {
         return Err(err("cannot make it"));
     }
-    let at = if ep != f.fd {
-        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: dup3 onto the saved number, then close the temporary.
-        unsafe {
-            if libc::dup3(ep, f.fd, flags) < 0 {
-                return Err(err("cannot place it"));
-            }
-            libc::close(ep);
-        }
-        f.fd
-    } else {
-        if !f.cloexec {
-            // SAFETY: F_SETFD on our descriptor.
-            unsafe { libc::fcntl(ep, libc::F_SETFD, 0) };
-        }
-        ep
-    };
+    place(ep, f)?;
+    let at = f.fd;
     for i in list {
         let mut ev = libc::epoll_event {
             events: i.events,
@@ -963,17 +960,7 @@ fn restore_inherited(
         }
         drain.push(high);
     }
-    if stand_in != f.fd {
-        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: dup3 onto the saved number, then close the temporary.
-        if unsafe { libc::dup3(stand_in, f.fd, flags) } < 0 {
-            return Err(err("cannot place its stand-in"));
-        }
-        // SAFETY: our temporary.
-        unsafe { libc::close(stand_in) };
-    } else {
-        set_cloexec(f.fd);
-    }
+    place(stand_in, f)?;
     tracing::info!(fd = f.fd, was = %f.path, "inherited descriptor: the restarting process has no compatible one; a stand-in: {said}");
     Ok(())
 }

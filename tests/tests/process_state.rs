@@ -218,6 +218,54 @@ fn thread_names(pid: u32) -> Vec<String> {
     names
 }
 
+/// The session's job `program ARGS…`, launched (until it prints `ready`), checkpointed
+/// `quiet` times without a kill (each generation handed to `check`), then `kills` times
+/// checkpointed, killed and restarted (each restored pid handed to `restored`), every
+/// checkpoint at a random instant up to `within` after the one before; the last restart
+/// runs to its end. Returns the stdout pieces ([`assert_continues`]).
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_chain(
+    s: &Session,
+    program: &Path,
+    args: &[&str],
+    ready: &str,
+    quiet: usize,
+    kills: usize,
+    within: Duration,
+    mut check: impl FnMut(&Path),
+    mut restored: impl FnMut(&mut Proc),
+) -> Vec<Vec<u8>> {
+    let mut rng = Rng::seeded(ready);
+    let mut run = s.launch(program, args);
+    run.wait_for_stdout(ready, SHORT);
+    s.wait_registered(run.pid());
+    for _ in 0..quiet {
+        std::thread::sleep(rng.duration_upto(within));
+        let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+        check(&gen);
+    }
+    let mut pieces = Vec::new();
+    for g in 0..kills {
+        std::thread::sleep(rng.duration_upto(within));
+        s.checkpoint_and_kill()
+            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
+        pieces.push(run.wait_output(SHORT).stdout);
+        run = s.restart(&s.ckpt_dir);
+        s.wait_registered(run.pid());
+        restored(&mut run);
+    }
+    let out = run.wait_output(LONG);
+    out.assert_success();
+    pieces.push(out.stdout);
+    pieces
+}
+
+/// The kinds of the descriptors of rank 0's image in `gen`.
+fn saved_kinds(gen: &Path) -> Vec<mana_image::FileKind> {
+    let image = mana_image::ImageReader::open(&rank0_image(gen)).unwrap();
+    image.header.files.into_iter().map(|f| f.kind).collect()
+}
+
 #[test]
 fn every_thread_keeps_its_name_and_the_process_shows_as_its_program() {
     let s = Session::start("thread-names");
@@ -319,19 +367,10 @@ fn pipes_between_threads_keep_their_unread_data_capacity_and_packets() {
     let program = compile("pipe_threads", Build::Pie, s.dir());
     let args = ["4000"];
     let native = native_run(&program, &args);
-    let mut rng = Rng::seeded("pipes");
-    let run = s.launch(&program, &args);
-    run.wait_for_stdout("pipes ready", SHORT);
-    s.wait_registered(run.pid());
-    for _ in 0..2 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(400)));
-        let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-        let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
-        let pipes: Vec<&mana_image::PipeState> = image
-            .header
-            .files
-            .iter()
-            .filter_map(|f| match &f.kind {
+    let check = |gen: &Path| {
+        let pipes: Vec<mana_image::PipeState> = saved_kinds(gen)
+            .into_iter()
+            .filter_map(|k| match k {
                 mana_image::FileKind::Pipe(p) => Some(p),
                 _ => None,
             })
@@ -341,29 +380,21 @@ fn pipes_between_threads_keep_their_unread_data_capacity_and_packets() {
             pipes.iter().any(|p| p.capacity == 256 << 10),
             "the raised capacity is recorded"
         );
-    }
-    let mut pieces = Vec::new();
-    let mut run = run;
-    for g in 0..3 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(600)));
-        s.checkpoint_and_kill()
-            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
-        pieces.push(run.wait_output(SHORT).stdout);
-        run = s.restart(&s.ckpt_dir);
-        s.wait_registered(run.pid());
-    }
-    let out = run.wait_output(LONG);
-    out.assert_success();
-    pieces.push(out.stdout);
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "pipes ready",
+        2,
+        3,
+        Duration::from_millis(500),
+        check,
+        |_| {},
+    );
     assert_continues(&native.stdout, &pieces);
 }
 
-/// A checkpoint is invisible to timed waits (item 4): `nanosleep`, `clock_nanosleep`
-/// (relative and absolute), `sleep`, `usleep`, `poll`, `ppoll`, `select`, `pselect`,
-/// `epoll_wait`, `sem_timedwait`, each 300 ms (sleep 1 s) and timed by the program,
-/// neither return early nor fail with `EINTR` when checkpoints land in them — four
-/// without a kill, then one with a kill and a restart — while the program's own alarm
-/// still ends its `pause`.
 #[test]
 fn checkpoints_do_not_cut_timed_waits_short() {
     let s = Session::start("timed");
@@ -375,78 +406,55 @@ fn checkpoints_do_not_cut_timed_waits_short() {
         "{}",
         native.describe()
     );
-    let mut rng = Rng::seeded("timed");
-    let run = s.launch(&program, &args);
-    run.wait_for_stdout("timed ready", SHORT);
-    s.wait_registered(run.pid());
-    for _ in 0..4 {
-        std::thread::sleep(
-            Duration::from_millis(300) + rng.duration_upto(Duration::from_millis(1500)),
-        );
-        s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    }
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(1500)));
-    s.checkpoint_and_kill()
-        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
-    let killed = run.wait_output(SHORT);
-    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
-    restored.assert_success();
-    assert_continues(&native.stdout, &[killed.stdout, restored.stdout]);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "timed ready",
+        4,
+        1,
+        Duration::from_millis(1800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
 }
 
-/// 64 application threads (item 6) taking turns under a mutex and condition variable and
-/// meeting at a barrier every round, with thread-local state, while other threads are
-/// blocked in `read`, `nanosleep`, `poll`, `epoll_wait` and `pthread_join` at the
-/// checkpoints: two checkpoints without a kill, then three kills and restarts; every
-/// thread keeps its name, the joins collect every thread's TLS result, and the output is
-/// the uninterrupted run's.
 #[test]
 fn sixty_four_threads_with_mutex_condvar_barrier_and_blocked_calls_restart() {
     let s = Session::start("many-threads");
     let program = compile("many_threads", Build::Pie, s.dir());
     let args = ["600"];
     let native = native_run(&program, &args);
-    let mut rng = Rng::seeded("many-threads");
-    let mut run = s.launch(&program, &args);
-    run.wait_for_stdout("many ready", SHORT);
-    s.wait_registered(run.pid());
-    for _ in 0..2 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-        s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    }
-    let mut pieces = Vec::new();
-    for g in 0..3 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-        s.checkpoint_and_kill()
-            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
-        pieces.push(run.wait_output(SHORT).stdout);
-        run = s.restart(&s.ckpt_dir);
-        s.wait_registered(run.pid());
-        // The workers leave the barrier of their last round together: all 64 are there
-        // by name, or (at the very end) none.
+    // The workers leave the barrier of their last round together: all 64 are there by
+    // name after a restart, or (at the very end) none.
+    let expected: Vec<String> = (0..64).map(|i| format!("t-{i:02}")).collect();
+    let named = |run: &mut Proc| {
         let names = thread_names(run.pid());
         let workers: Vec<&String> = names.iter().filter(|n| n.starts_with("t-")).collect();
-        let expected: Vec<String> = (0..64).map(|i| format!("t-{i:02}")).collect();
         assert!(
             workers.is_empty()
                 || workers
                     .iter()
                     .map(|n| n.as_str())
-                    .eq(expected.iter().map(|n| n.as_str())),
+                    .eq(expected.iter().map(String::as_str)),
             "the 64 workers keep their names: {names:?}"
         );
-    }
-    let out = run.wait_output(LONG);
-    out.assert_success();
-    pieces.push(out.stdout);
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "many ready",
+        2,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        named,
+    );
     assert_continues(&native.stdout, &pieces);
 }
 
-/// Resource state and identity (item 7): working directory, umask, soft limits, the
-/// personality (kept per thread by the kernel) and a thread's CPU affinity come back as
-/// the program set them. On a node with stricter limits: a soft limit above the node's
-/// hard one is lowered to it and the log says which; a data limit smaller than the
-/// image's memory refuses the restart in one line naming it.
 #[test]
 fn cwd_umask_limits_personality_and_affinity_come_back() {
     let s = Session::start("resources");
@@ -515,84 +523,64 @@ fn eventfd_timerfd_and_signalfd_restart() {
     let program = compile("counters", Build::Pie, s.dir());
     let args = ["300"];
     let native = native_run(&program, &args);
-    let mut rng = Rng::seeded("counters");
-    let mut run = s.launch(&program, &args);
-    run.wait_for_stdout("counters ready", SHORT);
-    s.wait_registered(run.pid());
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-    let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
-    let kinds: Vec<&mana_image::FileKind> = image.header.files.iter().map(|f| &f.kind).collect();
-    assert!(
-        kinds.iter().any(|k| matches!(
-            k,
-            mana_image::FileKind::EventFd {
-                semaphore: true,
-                ..
-            }
-        )) && kinds.iter().any(|k| matches!(
-            k,
-            mana_image::FileKind::TimerFd {
-                interval_ns: 20_000_000,
-                ..
-            }
-        )) && kinds
-            .iter()
-            .any(|k| matches!(k, mana_image::FileKind::SignalFd { mask: 0x200 })),
-        "{kinds:?}"
+    let check = |gen: &Path| {
+        let kinds = saved_kinds(gen);
+        assert!(
+            kinds.iter().any(|k| matches!(
+                k,
+                mana_image::FileKind::EventFd {
+                    semaphore: true,
+                    ..
+                }
+            )) && kinds.iter().any(|k| matches!(
+                k,
+                mana_image::FileKind::TimerFd {
+                    interval_ns: 20_000_000,
+                    ..
+                }
+            )) && kinds
+                .iter()
+                .any(|k| matches!(k, mana_image::FileKind::SignalFd { mask: 0x200 })),
+            "{kinds:?}"
+        );
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "counters ready",
+        1,
+        2,
+        Duration::from_millis(800),
+        check,
+        |_| {},
     );
-    let mut pieces = Vec::new();
-    for g in 0..2 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-        s.checkpoint_and_kill()
-            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
-        pieces.push(run.wait_output(SHORT).stdout);
-        run = s.restart(&s.ckpt_dir);
-        s.wait_registered(run.pid());
-    }
-    let out = run.wait_output(LONG);
-    out.assert_success();
-    pieces.push(out.stdout);
     assert_continues(&native.stdout, &pieces);
 }
 
-/// A Unix stream socket pair between two threads (item 2), with bytes in flight both
-/// ways at every checkpoint and, near the end, one side shut for writing: two checkpoints
-/// without a kill, then three kills and restarts at random instants; the hashes of
-/// everything received equal the uninterrupted run's.
 #[test]
 fn a_socket_pair_between_threads_keeps_its_bytes_in_flight() {
     let s = Session::start("sockpair");
     let program = compile("sock_threads", Build::Pie, s.dir());
     let args = ["4000"];
     let native = native_run(&program, &args);
-    let mut rng = Rng::seeded("sockpair");
-    let mut run = s.launch(&program, &args);
-    run.wait_for_stdout("sockets ready", SHORT);
-    s.wait_registered(run.pid());
-    for _ in 0..2 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-        let gen = s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-        let image = mana_image::ImageReader::open(&rank0_image(&gen)).unwrap();
-        let ends = image
-            .header
-            .files
+    let check = |gen: &Path| {
+        let ends = saved_kinds(gen)
             .iter()
-            .filter(|f| matches!(f.kind, mana_image::FileKind::UnixPair(_)))
+            .filter(|k| matches!(k, mana_image::FileKind::UnixPair(_)))
             .count();
         assert_eq!(ends, 2, "both ends of the pair are saved");
-    }
-    let mut pieces = Vec::new();
-    for g in 0..3 {
-        std::thread::sleep(rng.duration_upto(Duration::from_millis(1500)));
-        s.checkpoint_and_kill()
-            .unwrap_or_else(|e| panic!("checkpoint --kill {g}: {e}"));
-        pieces.push(run.wait_output(SHORT).stdout);
-        run = s.restart(&s.ckpt_dir);
-        s.wait_registered(run.pid());
-    }
-    let out = run.wait_output(LONG);
-    out.assert_success();
-    pieces.push(out.stdout);
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "sockets ready",
+        2,
+        3,
+        Duration::from_millis(1000),
+        check,
+        |_| {},
+    );
     assert_continues(&native.stdout, &pieces);
 }

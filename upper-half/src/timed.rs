@@ -199,6 +199,59 @@ pub unsafe extern "C" fn usleep(us: libc::useconds_t) -> c_int {
     unsafe { nanosleep(&req, core::ptr::null_mut()) }
 }
 
+/// `call(timeout)`, made again with the milliseconds left after a checkpoint's `EINTR`
+/// (a negative timeout: none; 0: no wait).
+fn retry_ms(timeout: c_int, mut call: impl FnMut(c_int) -> c_int) -> c_int {
+    let mut w = Watch::new();
+    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
+    let mut t = timeout;
+    loop {
+        let r = call(t);
+        if r == -1 && eintr() && w.again() {
+            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
+            continue;
+        }
+        return r;
+    }
+}
+
+/// `call(tmo)`, made again with the time left after a checkpoint's `EINTR` (a null
+/// timeout: none).
+fn retry_ts(
+    tmo: *const libc::timespec,
+    mut call: impl FnMut(*const libc::timespec) -> c_int,
+) -> c_int {
+    let mut w = Watch::new();
+    // SAFETY: the caller's timeout, if any.
+    let deadline = unsafe { tmo.as_ref() }.map(|t| Deadline::after_ns(ts_ns(t)));
+    let mut left;
+    let mut t = tmo;
+    loop {
+        let r = call(t);
+        if r == -1 && eintr() && w.again() {
+            if let Some(d) = &deadline {
+                left = d.left_ts();
+                t = &left;
+            }
+            continue;
+        }
+        return r;
+    }
+}
+
+/// `call()`, made again as it was after a checkpoint's `EINTR` (no timeout, an absolute
+/// one, or one the kernel writes back).
+fn retry(mut call: impl FnMut() -> c_int) -> c_int {
+    let mut w = Watch::new();
+    loop {
+        let r = call();
+        if r == -1 && eintr() && w.again() {
+            continue;
+        }
+        return r;
+    }
+}
+
 type PollFn = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int;
 
 /// # Safety
@@ -206,18 +259,8 @@ type PollFn = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
     let real = real!("poll", PollFn);
-    let mut w = Watch::new();
-    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
-    let mut t = timeout;
-    loop {
-        // SAFETY: the caller's arguments.
-        let r = unsafe { real(fds, n, t) };
-        if r == -1 && eintr() && w.again() {
-            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's arguments.
+    retry_ms(timeout, |t| unsafe { real(fds, n, t) })
 }
 
 type PpollFn = unsafe extern "C" fn(
@@ -237,23 +280,8 @@ pub unsafe extern "C" fn ppoll(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("ppoll", PpollFn);
-    let mut w = Watch::new();
-    // SAFETY: the caller's timeout, if any.
-    let deadline = unsafe { tmo.as_ref() }.map(|t| Deadline::after_ns(ts_ns(t)));
-    let mut left;
-    let mut t = tmo;
-    loop {
-        // SAFETY: the caller's arguments, or our remaining timeout.
-        let r = unsafe { real(fds, n, t, mask) };
-        if r == -1 && eintr() && w.again() {
-            if let Some(d) = &deadline {
-                left = d.left_ts();
-                t = &left;
-            }
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's arguments, or our remaining timeout.
+    retry_ts(tmo, |t| unsafe { real(fds, n, t, mask) })
 }
 
 type SelectFn = unsafe extern "C" fn(
@@ -275,16 +303,9 @@ pub unsafe extern "C" fn select(
     timeout: *mut libc::timeval,
 ) -> c_int {
     let real = real!("select", SelectFn);
-    let mut w = Watch::new();
-    loop {
-        // SAFETY: the caller's arguments; on EINTR the sets are unchanged and Linux wrote
-        // the time left into `timeout`.
-        let res = unsafe { real(n, r, wr, e, timeout) };
-        if res == -1 && eintr() && w.again() {
-            continue;
-        }
-        return res;
-    }
+    // SAFETY: the caller's arguments; on EINTR the sets are unchanged and Linux wrote the
+    // time left into `timeout`.
+    retry(|| unsafe { real(n, r, wr, e, timeout) })
 }
 
 type PselectFn = unsafe extern "C" fn(
@@ -308,23 +329,8 @@ pub unsafe extern "C" fn pselect(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("pselect", PselectFn);
-    let mut w = Watch::new();
-    // SAFETY: the caller's timeout, if any.
-    let deadline = unsafe { tmo.as_ref() }.map(|t| Deadline::after_ns(ts_ns(t)));
-    let mut left;
-    let mut t = tmo;
-    loop {
-        // SAFETY: the caller's arguments, or our remaining timeout.
-        let res = unsafe { real(n, r, wr, e, t, mask) };
-        if res == -1 && eintr() && w.again() {
-            if let Some(d) = &deadline {
-                left = d.left_ts();
-                t = &left;
-            }
-            continue;
-        }
-        return res;
-    }
+    // SAFETY: the caller's arguments, or our remaining timeout.
+    retry_ts(tmo, |t| unsafe { real(n, r, wr, e, t, mask) })
 }
 
 type EpollWaitFn = unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int;
@@ -339,18 +345,8 @@ pub unsafe extern "C" fn epoll_wait(
     timeout: c_int,
 ) -> c_int {
     let real = real!("epoll_wait", EpollWaitFn);
-    let mut w = Watch::new();
-    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
-    let mut t = timeout;
-    loop {
-        // SAFETY: the caller's arguments.
-        let r = unsafe { real(ep, events, max, t) };
-        if r == -1 && eintr() && w.again() {
-            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's arguments.
+    retry_ms(timeout, |t| unsafe { real(ep, events, max, t) })
 }
 
 type EpollPwaitFn = unsafe extern "C" fn(
@@ -372,18 +368,8 @@ pub unsafe extern "C" fn epoll_pwait(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("epoll_pwait", EpollPwaitFn);
-    let mut w = Watch::new();
-    let deadline = (timeout > 0).then(|| Deadline::after_ns(timeout as i64 * 1_000_000));
-    let mut t = timeout;
-    loop {
-        // SAFETY: the caller's arguments.
-        let r = unsafe { real(ep, events, max, t, mask) };
-        if r == -1 && eintr() && w.again() {
-            t = deadline.as_ref().map_or(timeout, Deadline::left_ms);
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's arguments.
+    retry_ms(timeout, |t| unsafe { real(ep, events, max, t, mask) })
 }
 
 type SemTimedwaitFn = unsafe extern "C" fn(*mut libc::sem_t, *const libc::timespec) -> c_int;
@@ -393,15 +379,8 @@ type SemTimedwaitFn = unsafe extern "C" fn(*mut libc::sem_t, *const libc::timesp
 #[no_mangle]
 pub unsafe extern "C" fn sem_timedwait(sem: *mut libc::sem_t, abs: *const libc::timespec) -> c_int {
     let real = real!("sem_timedwait", SemTimedwaitFn);
-    let mut w = Watch::new();
-    loop {
-        // SAFETY: the caller's arguments (an absolute deadline: the same again).
-        let r = unsafe { real(sem, abs) };
-        if r == -1 && eintr() && w.again() {
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's arguments (an absolute deadline: the same again).
+    retry(|| unsafe { real(sem, abs) })
 }
 
 type PauseFn = unsafe extern "C" fn() -> c_int;
@@ -411,15 +390,8 @@ type PauseFn = unsafe extern "C" fn() -> c_int;
 #[no_mangle]
 pub unsafe extern "C" fn pause() -> c_int {
     let real = real!("pause", PauseFn);
-    let mut w = Watch::new();
-    loop {
-        // SAFETY: no arguments.
-        let r = unsafe { real() };
-        if r == -1 && eintr() && w.again() {
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: no arguments.
+    retry(|| unsafe { real() })
 }
 
 type SigsuspendFn = unsafe extern "C" fn(*const libc::sigset_t) -> c_int;
@@ -429,13 +401,6 @@ type SigsuspendFn = unsafe extern "C" fn(*const libc::sigset_t) -> c_int;
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
     let real = real!("sigsuspend", SigsuspendFn);
-    let mut w = Watch::new();
-    loop {
-        // SAFETY: the caller's mask.
-        let r = unsafe { real(mask) };
-        if r == -1 && eintr() && w.again() {
-            continue;
-        }
-        return r;
-    }
+    // SAFETY: the caller's mask.
+    retry(|| unsafe { real(mask) })
 }
