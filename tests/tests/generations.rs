@@ -62,7 +62,9 @@ fn a_new_job_numbers_above_the_directory_and_never_reuses_a_number() {
 /// another — each with its own coordinator — share the directory.
 #[test]
 fn a_second_live_job_is_refused_and_jobs_one_after_another_share_the_directory() {
-    let a = Session::start("lease-a");
+    // Both jobs are the same ordinary user's (root would bypass the directory checks).
+    let victim = user("mana-victim");
+    let a = Session::start_as("lease-a", victim);
     let program = compile("bigmem", Build::Pie, a.dir());
     let args = ["8", "3000", "20"];
     let run_a = a.launch(&program, &args);
@@ -71,7 +73,7 @@ fn a_second_live_job_is_refused_and_jobs_one_after_another_share_the_directory()
     let shared = a.ckpt_dir.clone();
 
     // $ mana_launch --ckptdir A's-directory ./bigmem   (another job, its own coordinator)
-    let mut b = Session::start("lease-b");
+    let mut b = Session::start_as("lease-b", victim);
     b.ckpt_dir = shared.clone();
     let out = b.launch(&program, &args).wait_output(SHORT);
     let line = refusal_line(&out, "a second job on a leased directory");
@@ -92,7 +94,7 @@ fn a_second_live_job_is_refused_and_jobs_one_after_another_share_the_directory()
     // Jobs one after another, each with its own coordinator, in the same directory.
     let mut last = generation_number(&ga);
     for i in 0..3 {
-        let mut s = Session::start(&format!("lease-seq-{i}"));
+        let mut s = Session::start_as(&format!("lease-seq-{i}"), victim);
         s.ckpt_dir = shared.clone();
         let run = s.launch(&program, &args);
         run.wait_for_stdout("ready", SHORT);
@@ -173,7 +175,8 @@ fn the_default_keep_prunes_old_generations_and_failed_attempts() {
 /// is taken over, and the new job checkpoints and restarts to the uninterrupted output.
 #[test]
 fn a_heartbeat_lease_is_renewed_refuses_a_second_job_and_is_taken_over_when_stale() {
-    let a = Session::start("heartbeat-a");
+    let victim = user("mana-victim");
+    let a = Session::start_as("heartbeat-a", victim);
     let program = compile("bigmem", Build::Pie, a.dir());
     let args = ["8", "400", "20"];
     let native = native_run(&program, &args);
@@ -220,7 +223,7 @@ fn a_heartbeat_lease_is_renewed_refuses_a_second_job_and_is_taken_over_when_stal
     drop(f);
 
     // A second job (its own coordinator), with either kind of lease, is refused.
-    let mut b = Session::start("heartbeat-b");
+    let mut b = Session::start_as("heartbeat-b", victim);
     b.ckpt_dir = shared.clone();
     for kind in [None, Some("heartbeat")] {
         let out = launch(&b, kind, &args).wait_output(SHORT);
