@@ -3,7 +3,8 @@
  * deliveries; every step raises it once, and a second thread raises it at the main
  * thread every few steps (pthread_kill). The runtime must move to another signal (issue
  * 11, item 4) so that the program's count is exactly its own and checkpoints still stop
- * both threads.
+ * both threads. A third thread blocks every signal (sigfillset + pthread_sigmask, as
+ * signal-handling designs do) and must still be stopped by checkpoints.
  *
  * stdout: `rtsig ready`, `step N count C` every 10 steps, `final count=C`.
  */
@@ -22,6 +23,17 @@ static void on_sig(int s)
 {
     (void)s;
     count++;
+}
+
+static void *blocker(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!stop)
+        sleep_ms(3);
+    return NULL;
 }
 
 static void *poker(void *arg)
@@ -54,8 +66,9 @@ int main(int argc, char **argv)
         return 1;
     }
     main_thread = pthread_self();
-    pthread_t t;
+    pthread_t t, b;
     pthread_create(&t, NULL, poker, NULL);
+    pthread_create(&b, NULL, blocker, NULL);
     printf("rtsig ready\n");
     for (long i = 0; i < steps; i++) {
         raise(SIG);
@@ -67,6 +80,7 @@ int main(int argc, char **argv)
     }
     stop = 1;
     pthread_join(t, NULL);
+    pthread_join(b, NULL);
     printf("final count=%ld\n", (long)count);
     return 0;
 }

@@ -186,3 +186,80 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
     old.sa_sigaction
 }
+
+/// `set` without the runtime's thread-stop signal, if `set` would block it: a program
+/// that blocks every signal in a thread (`sigfillset` + `pthread_sigmask`) must still
+/// let the runtime stop that thread for a checkpoint (issue 11, item 4). Null stays null.
+///
+/// # Safety
+/// `set` is null or points to a valid `sigset_t`.
+pub unsafe fn without_ckpt_signal(
+    set: *const libc::sigset_t,
+    copy: &mut libc::sigset_t,
+) -> *const libc::sigset_t {
+    if set.is_null() || !crate::threads::INSTALLED.load(Ordering::Acquire) {
+        return set;
+    }
+    let sig = crate::threads::CKPT_SIGNAL.load(Ordering::Acquire) as c_int;
+    // SAFETY: the caller's valid set, copied; sigdelset on our copy.
+    unsafe {
+        *copy = *set;
+        libc::sigdelset(copy, sig);
+    }
+    copy
+}
+
+type SigmaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
+
+fn real_mask_fn(name: &'static core::ffi::CStr, cache: &'static OnceLock<usize>) -> SigmaskFn {
+    let p = *cache.get_or_init(|| {
+        // SAFETY: looking up the next definition of a libc symbol.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+    });
+    // SAFETY: libc's sigprocmask and pthread_sigmask have this signature.
+    unsafe { core::mem::transmute::<usize, SigmaskFn>(p) }
+}
+
+/// # Safety
+/// The `sigprocmask(2)` contract; the runtime's thread-stop signal is never blocked.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let real = real_mask_fn(c"sigprocmask", &REAL);
+    // SAFETY: zeroed is a valid sigset_t to copy into.
+    let mut copy: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let set = if how == libc::SIG_UNBLOCK {
+        set
+    } else {
+        // SAFETY: the caller's set, valid or null.
+        unsafe { without_ckpt_signal(set, &mut copy) }
+    };
+    // SAFETY: the caller's arguments, the set possibly replaced by our copy.
+    unsafe { real(how, set, old) }
+}
+
+/// # Safety
+/// The `pthread_sigmask(3)` contract; the runtime's thread-stop signal is never blocked.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let real = real_mask_fn(c"pthread_sigmask", &REAL);
+    // SAFETY: zeroed is a valid sigset_t to copy into.
+    let mut copy: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let set = if how == libc::SIG_UNBLOCK {
+        set
+    } else {
+        // SAFETY: the caller's set, valid or null.
+        unsafe { without_ckpt_signal(set, &mut copy) }
+    };
+    // SAFETY: the caller's arguments, the set possibly replaced by our copy.
+    unsafe { real(how, set, old) }
+}

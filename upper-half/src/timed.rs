@@ -22,7 +22,7 @@
 //! call with a positive millisecond/`timespec` timeout (benches: `timed_waits`).
 
 use crate::runtime::monotonic_ns;
-use crate::sigguard::APP_SIGNALS;
+use crate::sigguard::{without_ckpt_signal, APP_SIGNALS};
 use crate::threads::CKPT_EPOCH;
 use core::ffi::{c_int, c_uint};
 use core::sync::atomic::Ordering;
@@ -65,6 +65,12 @@ impl Watch {
         self.epoch = e;
         ours
     }
+}
+
+/// An empty signal set to copy a mask into.
+fn unmasked() -> libc::sigset_t {
+    // SAFETY: all-zero is a valid (empty) sigset_t.
+    unsafe { core::mem::zeroed() }
 }
 
 fn eintr() -> bool {
@@ -280,6 +286,9 @@ pub unsafe extern "C" fn ppoll(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("ppoll", PpollFn);
+    let mut copy = unmasked();
+    // SAFETY: the caller's mask, valid or null.
+    let mask = unsafe { without_ckpt_signal(mask, &mut copy) };
     // SAFETY: the caller's arguments, or our remaining timeout.
     retry_ts(tmo, |t| unsafe { real(fds, n, t, mask) })
 }
@@ -329,6 +338,9 @@ pub unsafe extern "C" fn pselect(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("pselect", PselectFn);
+    let mut copy = unmasked();
+    // SAFETY: the caller's mask, valid or null.
+    let mask = unsafe { without_ckpt_signal(mask, &mut copy) };
     // SAFETY: the caller's arguments, or our remaining timeout.
     retry_ts(tmo, |t| unsafe { real(n, r, wr, e, t, mask) })
 }
@@ -368,6 +380,9 @@ pub unsafe extern "C" fn epoll_pwait(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let real = real!("epoll_pwait", EpollPwaitFn);
+    let mut copy = unmasked();
+    // SAFETY: the caller's mask, valid or null.
+    let mask = unsafe { without_ckpt_signal(mask, &mut copy) };
     // SAFETY: the caller's arguments.
     retry_ms(timeout, |t| unsafe { real(ep, events, max, t, mask) })
 }
@@ -401,6 +416,9 @@ type SigsuspendFn = unsafe extern "C" fn(*const libc::sigset_t) -> c_int;
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
     let real = real!("sigsuspend", SigsuspendFn);
-    // SAFETY: the caller's mask.
+    let mut copy = unmasked();
+    // SAFETY: the caller's mask, valid or null.
+    let mask = unsafe { without_ckpt_signal(mask, &mut copy) };
+    // SAFETY: the caller's mask (the runtime's signal taken out).
     retry(|| unsafe { real(mask) })
 }
