@@ -463,31 +463,16 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
                 std::io::Error::last_os_error()
             ));
         }
-        // SAFETY: plain descriptor operations on descriptors we own.
-        unsafe {
-            if libc::lseek(fd, f.offset, libc::SEEK_SET) < 0 {
-                return Err(format!(
-                    "cannot seek {} to {}: {}",
-                    f.path,
-                    f.offset,
-                    std::io::Error::last_os_error()
-                ));
-            }
-            if fd != f.fd {
-                let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-                if libc::dup3(fd, f.fd, flags) < 0 {
-                    return Err(format!(
-                        "cannot place {} at descriptor {}: {}",
-                        f.path,
-                        f.fd,
-                        std::io::Error::last_os_error()
-                    ));
-                }
-                libc::close(fd);
-            } else if !f.cloexec {
-                libc::fcntl(fd, libc::F_SETFD, 0);
-            }
+        // SAFETY: lseek on a descriptor we own.
+        if unsafe { libc::lseek(fd, f.offset, libc::SEEK_SET) } < 0 {
+            return Err(format!(
+                "cannot seek {} to {}: {}",
+                f.path,
+                f.offset,
+                std::io::Error::last_os_error()
+            ));
         }
+        place(fd, f)?;
         keep.push(f.fd);
     }
     // Epoll instances last: every descriptor they watch is in place now.

@@ -357,6 +357,9 @@ fn unix_peer(ino: u64) -> Option<(i32, u64, u8)> {
 /// Fills in each pipe's content on its lowest read end; refuses a pipe a child process
 /// holds the other end of (child processes are not checkpointed yet).
 fn pipe_contents(files: &mut [FileState]) -> Result<(), String> {
+    if !files.iter().any(|f| matches!(f.kind, FileKind::Pipe(_))) {
+        return Ok(()); // no pipe: the children's descriptors need no reading
+    }
     let children = child_pipes();
     let mut done = Vec::new();
     for i in 0..files.len() {

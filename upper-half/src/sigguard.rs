@@ -220,16 +220,17 @@ fn real_mask_fn(name: &'static core::ffi::CStr, cache: &'static OnceLock<usize>)
     unsafe { core::mem::transmute::<usize, SigmaskFn>(p) }
 }
 
+/// Calls `real` (libc's sigprocmask or pthread_sigmask) with `set` less the runtime's
+/// thread-stop signal when it blocks or replaces the mask.
+///
 /// # Safety
-/// The `sigprocmask(2)` contract; the runtime's thread-stop signal is never blocked.
-#[no_mangle]
-pub unsafe extern "C" fn sigprocmask(
+/// The `sigprocmask(2)` contract.
+unsafe fn set_mask(
+    real: SigmaskFn,
     how: c_int,
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    static REAL: OnceLock<usize> = OnceLock::new();
-    let real = real_mask_fn(c"sigprocmask", &REAL);
     // SAFETY: zeroed is a valid sigset_t to copy into.
     let mut copy: libc::sigset_t = unsafe { core::mem::zeroed() };
     let set = if how == libc::SIG_UNBLOCK {
@@ -243,6 +244,20 @@ pub unsafe extern "C" fn sigprocmask(
 }
 
 /// # Safety
+/// The `sigprocmask(2)` contract; the runtime's thread-stop signal is never blocked.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let real = real_mask_fn(c"sigprocmask", &REAL);
+    // SAFETY: the caller's arguments, as the contract gives them.
+    unsafe { set_mask(real, how, set, old) }
+}
+
+/// # Safety
 /// The `pthread_sigmask(3)` contract; the runtime's thread-stop signal is never blocked.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_sigmask(
@@ -252,14 +267,6 @@ pub unsafe extern "C" fn pthread_sigmask(
 ) -> c_int {
     static REAL: OnceLock<usize> = OnceLock::new();
     let real = real_mask_fn(c"pthread_sigmask", &REAL);
-    // SAFETY: zeroed is a valid sigset_t to copy into.
-    let mut copy: libc::sigset_t = unsafe { core::mem::zeroed() };
-    let set = if how == libc::SIG_UNBLOCK {
-        set
-    } else {
-        // SAFETY: the caller's set, valid or null.
-        unsafe { without_ckpt_signal(set, &mut copy) }
-    };
-    // SAFETY: the caller's arguments, the set possibly replaced by our copy.
-    unsafe { real(how, set, old) }
+    // SAFETY: the caller's arguments, as the contract gives them.
+    unsafe { set_mask(real, how, set, old) }
 }
