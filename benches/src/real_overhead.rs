@@ -28,7 +28,9 @@
 //! that the two runs computed the same thing (ScaLAPACK's PASSED count, NWChem's energy).
 
 mod common;
+mod stats;
 use common::{arg, bin_dir};
+use stats::{median, paired_ratio, verdict};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -168,53 +170,6 @@ fn run(client: &Client, dir: &Path, status: &Path, mana: bool) -> (Duration, Str
     (took, result)
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// The median of the pair-by-pair ratios (MANA run / the native run just before it) and a
-/// distribution-free 95 % confidence interval for it: the order statistics k and n+1-k of
-/// the sorted ratios, k the largest with P(Binomial(n, 1/2) < k) <= 2.5 %. Pairs cancel
-/// the slow drift of a shared machine that medians of the two columns do not; the
-/// interval says whether the run can decide the goal at all. `None` for the interval when
-/// there are too few pairs (fewer than 6) for one.
-fn paired_ratio(native: &[Duration], mana: &[Duration]) -> (f64, Option<(f64, f64)>) {
-    let mut r: Vec<f64> = native
-        .iter()
-        .zip(mana)
-        .map(|(n, m)| m.as_secs_f64() / n.as_secs_f64())
-        .collect();
-    r.sort_by(f64::total_cmp);
-    let n = r.len();
-    let med = if n % 2 == 1 {
-        r[n / 2]
-    } else {
-        (r[n / 2 - 1] + r[n / 2]) / 2.0
-    };
-    // P(B < k) for B ~ Binomial(n, 1/2), accumulated term by term.
-    let (mut k, mut below, mut term) = (0usize, 0.0f64, 0.5f64.powi(n as i32));
-    while k < n / 2 && below + term <= 0.025 {
-        below += term;
-        term = term * (n - k) as f64 / (k + 1) as f64;
-        k += 1;
-    }
-    let ci = (k >= 1).then(|| (r[k - 1], r[n - k]));
-    (med, ci)
-}
-
-/// What a run says of the goal (MANA's time at most `GOAL` times native's).
-fn verdict(ci: Option<(f64, f64)>) -> String {
-    match ci {
-        Some((_, hi)) if hi <= GOAL => format!("met: the whole interval is at or below {GOAL}x"),
-        Some((lo, _)) if lo > GOAL => format!("MISSED: the whole interval is above {GOAL}x"),
-        Some(_) => {
-            format!("not decided: the interval contains {GOAL}x (more runs, a quieter machine)")
-        }
-        None => "not decided: too few pairs for an interval (--runs 6 or more)".into(),
-    }
-}
-
 fn main() {
     let runs: usize = arg("--runs").map(|v| v.parse().unwrap()).unwrap_or(5);
     let wanted = arg("--clients").unwrap_or_else(|| "xdlu,nwchem".into());
@@ -288,7 +243,11 @@ fn main() {
             m.as_secs_f64() / n.as_secs_f64(),
             paired,
         );
-        verdicts.push(format!("{}: goal <= {GOAL}x {}", client.name, verdict(ci)));
+        verdicts.push(format!(
+            "{}: goal <= {GOAL}x {}",
+            client.name,
+            verdict(ci, GOAL)
+        ));
         if calls > 0 {
             let gap = m.as_secs_f64() - n.as_secs_f64();
             verdicts.push(format!(
@@ -333,7 +292,7 @@ mod tests {
             (lo - 1.03).abs() < 1e-9 && (hi - 1.11).abs() < 1e-9,
             "{lo} {hi}"
         );
-        assert!(verdict(ci).starts_with("MISSED"));
+        assert!(verdict(ci, GOAL).starts_with("MISSED"));
     }
 
     #[test]
@@ -341,9 +300,9 @@ mod tests {
         // Five pairs: even the extremes cover the median with only 1 - 2/32 = 93.75 %.
         let (_, ci) = paired_ratio(&secs(&[2.0; 5]), &secs(&[2.0, 2.1, 1.9, 2.0, 2.02]));
         assert_eq!(ci, None);
-        assert!(verdict(ci).starts_with("not decided"));
+        assert!(verdict(ci, GOAL).starts_with("not decided"));
         // Six: the extremes (1 - 2/64 = 96.9 %), here around 1.0, so the goal is met.
         let (_, ci) = paired_ratio(&secs(&[2.0; 6]), &secs(&[2.0, 2.01, 1.99, 2.0, 2.0, 1.98]));
-        assert!(verdict(ci).starts_with("met"), "{ci:?}");
+        assert!(verdict(ci, GOAL).starts_with("met"), "{ci:?}");
     }
 }

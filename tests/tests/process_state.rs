@@ -584,3 +584,68 @@ fn a_socket_pair_between_threads_keeps_its_bytes_in_flight() {
     );
     assert_continues(&native.stdout, &pieces);
 }
+
+/// The runtime's own descriptors (coordinator connection, lease, image files) live in its
+/// checkpoint thread's descriptor table, not the program's (which keeps the kernel's
+/// single-user fast paths for its `read`/`write`): a program that closes every
+/// descriptor above stdio — at start and every 20 steps, as daemons and process managers
+/// do — is still checkpointed, without and with kills, and its images hold only its own
+/// descriptors.
+#[test]
+fn a_program_closing_every_descriptor_above_stdio_is_still_checkpointed() {
+    let s = Session::start("closes-fds");
+    let program = compile("closes_fds", Build::Pie, s.dir());
+    let args = ["300"];
+    let native = native_run(&program, &args);
+    let check = |gen: &Path| {
+        let kinds = saved_kinds(gen);
+        assert!(
+            kinds.iter().all(|k| matches!(
+                k,
+                mana_image::FileKind::Stdio | mana_image::FileKind::Pipe(_)
+            )),
+            "only the program's stdio and pipe in its image: {kinds:?}"
+        );
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "closes_fds ready",
+        2,
+        3,
+        Duration::from_millis(1200),
+        check,
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
+/// An MPI program started without a launcher (a world of one): its checkpoint thread
+/// starts with a table of its own and gives way, at the first MPI call, to one sharing
+/// the program's (the drain uses MPI's descriptors). Checkpointed right after `MPI_Init`
+/// (the moment of the handover) and later, killed and restarted twice (a new lower half
+/// each time): the same output as the uninterrupted run.
+#[test]
+fn an_mpi_program_without_a_launcher_is_checkpointed_after_its_thread_hands_over() {
+    let s = Session::start("singleton");
+    let program = compile_mpi("singleton", s.dir());
+    let args = ["200"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "singleton ready",
+        1,
+        2,
+        Duration::from_millis(600),
+        |gen| {
+            let image = mana_image::ImageReader::open(&rank0_image(gen)).unwrap();
+            assert!(image.header.mpi.is_some(), "saved as an MPI process");
+        },
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}

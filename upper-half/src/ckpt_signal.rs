@@ -86,6 +86,9 @@ fn spawn() {
 fn wait_loop(sig: Signal, status_file: PathBuf) {
     TID.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     crate::sys::block_all_signals();
+    if crate::runtime::own_tables() {
+        crate::procfs::own_table();
+    }
     let mut set = SigSet::empty();
     set.add(sig);
     loop {

@@ -125,6 +125,7 @@ fn lower() -> &'static LowerTable {
         return t;
     }
     crate::mpi_guard::before_lower_half();
+    crate::runtime::mpi_arrived();
     // Restarted before MPI_Init (or after MPI_Finalize): the lower half gets the restart's
     // environment (its launcher's PMI connection), not the checkpointed process's.
     let deferred = DEFERRED_ENV

@@ -242,6 +242,8 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
 
 /// The bytes readable at the stream socket `fd`, without consuming them.
 fn peek_socket(fd: i32) -> Result<Vec<u8>, String> {
+    let fd = AppFd::get(fd).ok_or("closed while checkpointing")?;
+    let fd = fd.raw();
     let mut avail: libc::c_int = 0;
     // SAFETY: FIONREAD (SIOCINQ) writes one int.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } != 0 || avail <= 0 {
@@ -491,6 +493,8 @@ fn epoll_interests(fd: i32) -> Result<Vec<EpollInterest>, String> {
 /// The unread bytes of the pipe whose read end is `fd`, without consuming them: `tee`
 /// into a pipe of our own, read from that. In packet mode, also each packet's size.
 fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>), String> {
+    let fd = AppFd::get(fd).ok_or("closed while checkpointing")?;
+    let fd = fd.raw();
     let mut avail: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } != 0 || avail <= 0 {
@@ -605,12 +609,9 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             });
             continue;
         }
-        // SAFETY: zeroed `stat` is a valid out-buffer for fstat.
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: `fd` is open (it is listed), `st` valid.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            continue;
-        }
+        let Some(st) = fstat(fd) else {
+            continue; // closed meanwhile
+        };
         let kind = if reopenable(&st, &path) {
             FileKind::Regular
         } else if inherited.contains(&(fd, st.st_ino)) {
@@ -635,11 +636,13 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                 }
             }
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            let pipe_fd = AppFd::get(fd)
+                .ok_or_else(|| format!("descriptor {fd} (pipe): closed while checkpointing"))?;
             // SAFETY: F_GETFL and F_GETPIPE_SZ on an open pipe.
             let (fl, capacity) = unsafe {
                 (
-                    libc::fcntl(fd, libc::F_GETFL),
-                    libc::fcntl(fd, libc::F_GETPIPE_SZ),
+                    libc::fcntl(pipe_fd.raw(), libc::F_GETFL),
+                    libc::fcntl(pipe_fd.raw(), libc::F_GETPIPE_SZ),
                 )
             };
             FileKind::Pipe(PipeState {
@@ -712,8 +715,53 @@ pub fn hostname() -> String {
 }
 
 fn fstat(fd: i32) -> Option<libc::stat> {
+    let fd = AppFd::get(fd)?;
     // SAFETY: zeroed `stat` is a valid out-buffer; a closed fd just fails.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: as above.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+    (unsafe { libc::fstat(fd.raw(), &mut st) } == 0).then_some(st)
+}
+
+std::thread_local! {
+    /// Whether this thread has a descriptor table of its own ([`own_table`]).
+    static OWN_TABLE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Gives the calling runtime thread a descriptor table of its own (stdio copies only), so
+/// that the application's table has one user and the kernel's single-user fast paths
+/// stay on for its `read`/`write`. From then on this thread reaches the application's
+/// descriptors only through [`AppFd`]. False if the kernel refused.
+pub fn own_table() -> bool {
+    OWN_TABLE.with(|t| t.set(true));
+    sys::private_fd_table()
+}
+
+/// The application's descriptor `fd` as the calling thread can use it: `fd` itself in a
+/// thread sharing the application's table, else a copy of it (`pidfd_getfd`), closed on
+/// drop. `/proc/self/fd` and `/proc/self/fdinfo` show the application's table (the
+/// thread-group leader's) either way.
+pub struct AppFd {
+    fd: i32,
+    copy: bool,
+}
+
+impl AppFd {
+    pub fn get(fd: i32) -> Option<AppFd> {
+        if !OWN_TABLE.with(|t| t.get()) {
+            return Some(AppFd { fd, copy: false });
+        }
+        sys::app_fd(fd).ok().map(|fd| AppFd { fd, copy: true })
+    }
+
+    pub fn raw(&self) -> i32 {
+        self.fd
+    }
+}
+
+impl Drop for AppFd {
+    fn drop(&mut self) {
+        if self.copy {
+            sys::close(self.fd);
+        }
+    }
 }

@@ -213,17 +213,92 @@ pub fn start() {
         eprintln!("mana: {e}; checkpointing is disabled");
         return;
     }
+    OWN_TABLES.store(
+        !UNDER_LAUNCHER.load(Ordering::Relaxed)
+            && !crate::mpi::loaded()
+            && std::env::var_os("MANA_SHARED_FDS").is_none(),
+        Ordering::Relaxed,
+    );
+    debug!(
+        own_tables = own_tables(),
+        "runtime threads' descriptor tables"
+    );
     crate::ckpt_signal::start(cfg.status_file.clone());
+    *START_CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
+    spawn_runtime_thread(cfg);
+}
+
+fn spawn_runtime_thread(cfg: Config) {
+    let epoch = RUNTIME_EPOCH.load(Ordering::Acquire);
     let spawned = std::thread::Builder::new()
         .name("mana-ckpt".into())
         .stack_size(1 << 20)
         .spawn(move || {
             sys::block_all_signals();
-            run(cfg)
+            run(cfg, epoch)
         });
     if let Err(e) = spawned {
         eprintln!("mana: cannot start the checkpoint thread: {e}; checkpointing is disabled");
     }
+}
+
+/// Whether the runtime's threads keep descriptor tables of their own
+/// ([`procfs::own_table`]): in a process that is no MPI rank (not under a launcher, no
+/// lower half loaded: a singleton MPI program gives it up at its first MPI call,
+/// [`mpi_arrived`]). An MPI rank's checkpoint thread drains messages through the lower
+/// half, whose descriptors the application's threads open: it shares their table.
+/// `MANA_SHARED_FDS` (any value) turns it off.
+static OWN_TABLES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the runtime's threads keep descriptor tables of their own.
+pub fn own_tables() -> bool {
+    OWN_TABLES.load(Ordering::Relaxed)
+}
+
+/// The configuration the runtime started with, for a checkpoint thread started again.
+static START_CONFIG: std::sync::Mutex<Option<Config>> = std::sync::Mutex::new(None);
+
+/// Moved when a checkpoint thread must give way to a new one: the old one ends at its
+/// next wake-up (at most [`RETIRE_POLL`] later).
+static RUNTIME_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How often a checkpoint thread with a table of its own looks whether it must give way.
+const RETIRE_POLL: Duration = Duration::from_millis(200);
+
+/// Called on the application's thread whose MPI call loads the lower half in a process
+/// started without a launcher (a singleton MPI program): the checkpoint thread, which kept a descriptor table
+/// of its own, gives way to a new one that shares the application's — the drain uses the
+/// descriptors MPI opens. The new thread registers with the coordinator afresh.
+pub fn mpi_arrived() {
+    if !OWN_TABLES.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let Some(cfg) = START_CONFIG
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    else {
+        return;
+    };
+    RETIRING_TID.store(RUNTIME_TID.load(Ordering::Acquire), Ordering::Release);
+    RUNTIME_EPOCH.fetch_add(1, Ordering::AcqRel);
+    // The old thread's registration ends before the new one's begins: a checkpoint round
+    // never counts both (one of them leaving would fail it).
+    let t0 = std::time::Instant::now();
+    while RETIRING_TID.load(Ordering::Acquire) != 0 && t0.elapsed() < 10 * RETIRE_POLL {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    info!(waited = ?t0.elapsed(), "MPI starts in a process without a launcher: the checkpoint thread now shares the application's descriptor table");
+    spawn_runtime_thread(cfg);
+}
+
+/// The checkpoint thread's id, and that of one giving way ([`mpi_arrived`]) until it
+/// ended: a checkpoint meanwhile must not try to stop it (it blocks every signal).
+static RUNTIME_TID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+static RETIRING_TID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
+fn retired(epoch: u64) -> bool {
+    RUNTIME_EPOCH.load(Ordering::Acquire) != epoch
 }
 
 /// The first of `vars` set in the environment, as a number.
@@ -300,24 +375,39 @@ static HEARTBEAT_JOB: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(N
 static HEARTBEAT_FAILED_SAID: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// Waits for the coordinator's next message, renewing a heartbeat lease meanwhile.
-fn wait_for_message(cfg: &Config, conn: &Connection) {
+/// Waits for the coordinator's next message, renewing a heartbeat lease meanwhile; false
+/// if this checkpoint thread must give way to a new one ([`mpi_arrived`]).
+fn wait_for_message(cfg: &Config, conn: &Connection, epoch: u64) -> bool {
+    let mut since_beat = Duration::ZERO;
     loop {
+        if retired(epoch) {
+            return false;
+        }
         let job = HEARTBEAT_JOB
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(job) = job else { return };
+        let watch = OWN_TABLES.load(Ordering::Acquire);
+        if job.is_none() && !watch {
+            return true;
+        }
+        let wait = if watch { RETIRE_POLL } else { HEARTBEAT };
         let mut pfd = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(conn.stream()),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd; poll only reads and writes it.
-        let n = unsafe { libc::poll(&mut pfd, 1, HEARTBEAT.as_millis() as libc::c_int) };
+        let n = unsafe { libc::poll(&mut pfd, 1, wait.as_millis() as libc::c_int) };
         if n != 0 {
-            return; // a message, an error or an interruption: recv() tells which
+            return !retired(epoch); // a message, an error or an interruption: recv() tells which
         }
+        since_beat += wait;
+        let Some(job) = job else { continue };
+        if since_beat < HEARTBEAT {
+            continue;
+        }
+        since_beat = Duration::ZERO;
         match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), sys::getpid()) {
             Ok(()) => HEARTBEAT_FAILED_SAID.store(false, Ordering::Relaxed),
             Err(e) => {
@@ -379,13 +469,33 @@ enum Outcome {
 /// How often a process that lost its coordinator tries the status file again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
-fn run(mut cfg: Config) {
+fn run(cfg: Config, epoch: u64) {
+    serve(cfg, epoch);
+    if retired(epoch) {
+        // Its lease descriptor is in this thread's table, closed as the thread ends; the
+        // new thread claims the lease again.
+        forget_lease();
+        let _ =
+            RETIRING_TID.compare_exchange(sys::gettid(), 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut cfg: Config, epoch: u64) {
     // Until the first registration a failure is final (no coordinator for this job);
     // after one, the process waits for a coordinator to take over (issue 10: a
     // replacement started with the same status file keeps the secret and adopts the job).
     let mut registered_once = false;
     let mut waiting_since: Option<std::time::Instant> = None;
     loop {
+        // Again after a restart: the restored thread has another id.
+        RUNTIME_TID.store(sys::gettid(), Ordering::Release);
+        if OWN_TABLES.load(Ordering::Acquire) && !procfs::own_table() {
+            warn!("cannot give the checkpoint thread a descriptor table of its own (close_range with CLOSE_RANGE_UNSHARE); it shares the application's");
+            OWN_TABLES.store(false, Ordering::Release);
+        }
+        if retired(epoch) {
+            return;
+        }
         let mut conn = match connect(&cfg) {
             Ok(c) => {
                 if let Some(t) = waiting_since.take() {
@@ -410,7 +520,10 @@ fn run(mut cfg: Config) {
             }
         };
         loop {
-            wait_for_message(&cfg, &conn);
+            if !wait_for_message(&cfg, &conn, epoch) {
+                debug!("this checkpoint thread gives way to a new one");
+                return;
+            }
             match conn.recv() {
                 Ok(FromCoord::Checkpoint { generation }) => {
                     let outcome = {
@@ -524,6 +637,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     };
     // The thread waiting for the checkpoint signal is the runtime's, not the application's.
     not_ours.push(crate::ckpt_signal::tid());
+    not_ours.push(RETIRING_TID.load(Ordering::Acquire));
     CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
     save_itimers();
     save_resources();
@@ -677,14 +791,20 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             .iter()
             .map(|s| s.to_image(pid)),
     );
-    let mut own_fds = vec![
-        call.fd,
-        call.pagemap_fd,
-        CONN_FD.load(Ordering::Relaxed),
-        crate::ckpt_signal::request_fd(),
-        LEASE_FD.load(Ordering::Relaxed),
-        LAUNCHER_PMI_FD.load(Ordering::Relaxed),
-    ];
+    // A checkpoint thread with a table of its own holds its descriptors there, out of
+    // the application's table (the one listed).
+    let mut own_fds = if own_tables() {
+        vec![LAUNCHER_PMI_FD.load(Ordering::Relaxed)]
+    } else {
+        vec![
+            call.fd,
+            call.pagemap_fd,
+            CONN_FD.load(Ordering::Relaxed),
+            crate::ckpt_signal::request_fd(),
+            LEASE_FD.load(Ordering::Relaxed),
+            LAUNCHER_PMI_FD.load(Ordering::Relaxed),
+        ]
+    };
     let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
         own_fds.extend(crate::mpi::deferred_fds());

@@ -551,3 +551,46 @@ fn unsafe_open_dir(path: &core::ffi::CStr) -> isize {
         )
     }
 }
+
+const SYS_PIDFD_OPEN: usize = 434;
+const SYS_CLOSE_RANGE: usize = 436;
+const SYS_PIDFD_GETFD: usize = 438;
+const CLOSE_RANGE_UNSHARE: usize = 2;
+
+/// Gives the calling thread a descriptor table of its own, holding only copies of 0–2
+/// (`close_range(3, ~0, CLOSE_RANGE_UNSHARE)`): the application's table then has one
+/// user again, and the kernel's single-user fast paths apply to its `read`/`write`
+/// (docs/process-state.md, "Runtime cost"). False if the kernel refused (before 5.9).
+pub fn private_fd_table() -> bool {
+    // SAFETY: close_range takes three integers; it only closes this thread's copies.
+    unsafe {
+        syscall6(
+            SYS_CLOSE_RANGE,
+            3,
+            u32::MAX as usize,
+            CLOSE_RANGE_UNSHARE,
+            0,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// A descriptor of this thread's table for the application's descriptor `fd` — the
+/// table of the thread-group leader — by `pidfd_getfd` (same open file description,
+/// close-on-exec); the errno if it has none.
+pub fn app_fd(fd: i32) -> Result<i32, i32> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let pidfd = unsafe { syscall6(SYS_PIDFD_OPEN, getpid() as usize, 0, 0, 0, 0, 0) };
+    if pidfd < 0 {
+        return Err(-pidfd as i32);
+    }
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags (0).
+    let r = unsafe { syscall6(SYS_PIDFD_GETFD, pidfd as usize, fd as usize, 0, 0, 0, 0) };
+    close(pidfd as i32);
+    if r < 0 {
+        Err(-r as i32)
+    } else {
+        Ok(r as i32)
+    }
+}
