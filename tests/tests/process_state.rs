@@ -649,3 +649,47 @@ fn an_mpi_program_without_a_launcher_is_checkpointed_after_its_thread_hands_over
     );
     assert_continues(&native.stdout, &pieces);
 }
+
+/// POSIX timers of every kind (`SIGEV_SIGNAL` with a handler, `SIGEV_THREAD`, and
+/// `SIGEV_THREAD_ID` to a worker taking its signal with `sigwaitinfo`) and `setitimer`
+/// go on after checkpoints with and without a kill: a timer that did not come back, or
+/// under another id, or notifying the wrong thread, hangs the program; each expiry's
+/// `sigval` is checked. Then, every timer stopped, `sleep(5)` lasts 5 s although two
+/// checkpoints (one with a kill and a restart) land in it.
+#[test]
+fn posix_timers_interval_timers_and_a_long_sleep_survive_checkpoints() {
+    let s = Session::start("posix-timers");
+    let program = compile("posix_timers", Build::Pie, s.dir());
+    let args = ["16"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let mut rng = Rng::seeded("posix-timers");
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("timers ready", SHORT);
+    s.wait_registered(run.pid());
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1200)));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1200)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = run.wait_output(SHORT).stdout;
+    let run = s.restart(&s.ckpt_dir);
+    s.wait_registered(run.pid());
+    // Into the sleep: a checkpoint without a kill, then one with a kill and a restart.
+    run.wait_for_stdout("round 16 ok", LONG);
+    std::thread::sleep(Duration::from_millis(800));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint in the sleep: {e}"));
+    std::thread::sleep(Duration::from_millis(800));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill in the sleep: {e}"));
+    let second = run.wait_output(SHORT).stdout;
+    let t = Instant::now();
+    let last = s.restart(&s.ckpt_dir).wait_output(LONG);
+    last.assert_success();
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "the restored sleep went on for the seconds that were left ({:?})",
+        t.elapsed()
+    );
+    assert_continues(&native.stdout, &[first, second, last.stdout]);
+}

@@ -17,6 +17,7 @@ pub mod exclude;
 pub mod mpi;
 pub mod mpi_ckpt;
 pub mod mpi_guard;
+pub mod posix_timers;
 pub mod procfs;
 pub mod runtime;
 pub mod sigguard;

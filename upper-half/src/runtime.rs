@@ -640,6 +640,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     not_ours.push(RETIRING_TID.load(Ordering::Acquire));
     CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
     save_itimers();
+    save_posix_timers();
     save_resources();
     let parked = match threads::quiesce(Duration::from_secs(30), &not_ours) {
         Ok(n) => n,
@@ -1101,6 +1102,38 @@ fn save_itimers() {
     }
 }
 
+/// The process's POSIX timers at the last checkpoint ([`crate::posix_timers`]).
+static POSIX_TIMERS: std::sync::Mutex<Vec<crate::posix_timers::SavedTimer>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn save_posix_timers() {
+    let saved = crate::posix_timers::save().unwrap_or_else(|e| {
+        warn!("{e}; the process's POSIX timers will not come back after a restart");
+        Vec::new()
+    });
+    *POSIX_TIMERS.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+}
+
+/// After a restart, once every thread is back (their new ids written where glibc keeps
+/// them): the POSIX timers, each notifying the same thread as before.
+fn restore_posix_timers(parked: usize) {
+    // SAFETY: CKPT_SLOT is this thread's, filled at the checkpoint.
+    let own: &ThreadSlot = unsafe { &*CKPT_SLOT.0.get() };
+    let mut pairs: Vec<(i32, i32)> = Vec::new();
+    for s in std::iter::once(own).chain(threads::parked_slots(parked).iter()) {
+        if s.tid_address != 0 {
+            // SAFETY: glibc's tid field of a restored thread, written by the kernel when
+            // the restorer made it (CLONE_PARENT_SETTID).
+            let new = unsafe { core::ptr::read_volatile(s.tid_address as *const i32) };
+            pairs.push((s.tid, new));
+        }
+    }
+    let map = |old: i32| pairs.iter().find(|(o, _)| *o == old).map(|&(_, n)| n);
+    crate::posix_timers::restarted(map);
+    let saved = POSIX_TIMERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    crate::posix_timers::restore(&saved, map);
+}
+
 fn restore_itimers() {
     // SAFETY: only the checkpoint thread touches ITIMERS.
     let saved = unsafe { &*ITIMERS.0.get() };
@@ -1159,6 +1192,7 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         cfg.last_generation = mb.generation;
     }
     threads::wait_arrived(parked);
+    restore_posix_timers(parked);
     if mb.magic == MAILBOX_MAGIC && mb.restorer_len != 0 {
         // SAFETY: the restorer's area; every restored thread has left it (wait_arrived).
         unsafe { sys::unmap(mb.restorer_start as *mut u8, mb.restorer_len as usize) };

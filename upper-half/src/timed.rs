@@ -40,6 +40,8 @@ macro_rules! real {
     }};
 }
 
+pub(crate) use real;
+
 /// What a wait saw when it started: a later `EINTR` was a checkpoint's alone if the
 /// checkpoint epoch moved and no application handler ran.
 struct Watch {
