@@ -12,6 +12,8 @@
  * after a restart, or came back under another id, hangs the program or prints an error).
  * Then, every timer stopped, sleep(5) timed on the monotonic clock: it must last 5 s (a
  * checkpoint must not cut it short).
+ * Built with -DMPI_RANKS (tests/mpi/timers_mpi.c), every rank does the same, the rounds
+ * are joined by an MPI_Allreduce of the bad sigvals, and rank 0 alone prints.
  * stdout: `timers ready`, `round N ok …`, `sleep 5 lasted at least 5 s`, `final …`.
  */
 #include "common.h"
@@ -20,6 +22,13 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/time.h>
+#ifdef MPI_RANKS
+#include <mpi.h>
+static int rank;
+#define SAY(...) (rank == 0 ? printf(__VA_ARGS__) : 0)
+#else
+#define SAY(...) printf(__VA_ARGS__)
+#endif
 
 static atomic_long a, b, c, d, bad, worker_tid;
 
@@ -77,6 +86,10 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
+#ifdef MPI_RANKS
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+#endif
     start_program();
     long rounds = arg_long(argc, argv, 1, 20, 1, 100000);
     struct sigaction sa = { 0 };
@@ -128,7 +141,7 @@ int main(int argc, char **argv)
     every(tc, 12);
     struct itimerval itv = { { 0, 20000 }, { 0, 20000 } };
     setitimer(ITIMER_REAL, &itv, NULL);
-    printf("timers ready\n");
+    SAY("timers ready\n");
 
     for (long r = 1; r <= rounds; r++) {
         while (atomic_load(&a) < r * 20 || atomic_load(&b) < r * 12 || atomic_load(&c) < r * 15 ||
@@ -140,7 +153,12 @@ int main(int argc, char **argv)
             return 1;
         }
         timer_gettime(ta, &got);
-        printf("round %ld ok: A period %ld ns, bad sigvals %ld\n", r, got.it_interval.tv_nsec, atomic_load(&bad));
+        long badness = atomic_load(&bad);
+#ifdef MPI_RANKS
+        long mine = badness;
+        MPI_Allreduce(&mine, &badness, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+#endif
+        SAY("round %ld ok: A period %ld ns, bad sigvals %ld\n", r, got.it_interval.tv_nsec, badness);
     }
     /* The program's own timers stop: only a checkpoint could cut the sleep short now. */
     struct itimerspec off = { { 0, 0 }, { 0, 0 } };
@@ -153,7 +171,10 @@ int main(int argc, char **argv)
     double t0 = now();
     unsigned left = sleep(5);
     double took = now() - t0;
-    printf("sleep 5 %s, %u s left\n", took >= 5.0 ? "lasted at least 5 s" : "WAS CUT SHORT", left);
-    printf("final rounds %ld bad %ld\n", rounds, atomic_load(&bad));
+    SAY("sleep 5 %s, %u s left\n", took >= 5.0 ? "lasted at least 5 s" : "WAS CUT SHORT", left);
+    SAY("final rounds %ld bad %ld\n", rounds, atomic_load(&bad));
+#ifdef MPI_RANKS
+    MPI_Finalize();
+#endif
     return 0;
 }

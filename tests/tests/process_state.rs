@@ -693,3 +693,27 @@ fn posix_timers_interval_timers_and_a_long_sleep_survive_checkpoints() {
     );
     assert_continues(&native.stdout, &[first, second, last.stdout]);
 }
+
+/// The POSIX-timer program as the two ranks of an MPI job under `mpiexec.mpich`
+/// (`timers_mpi`: every rank runs the timers, rounds joined by an `MPI_Allreduce`):
+/// checkpointed without and with a kill at random instants, restarted by
+/// `mpiexec.mpich mana_restart` — rank 0's output equals the uninterrupted job's.
+#[test]
+fn posix_timers_in_mpi_ranks_survive_checkpoints() {
+    let s = Session::start("timers-mpi");
+    let program = compile_mpi("timers_mpi", s.dir());
+    let args = ["12"];
+    let native = mana_tests::mpi::native(&s, 2, &program, &args);
+    let mut rng = Rng::seeded("timers-mpi");
+    let run = mana_tests::mpi::launch(&s, 2, &program, &args, &[]);
+    run.wait_for_stdout("timers ready", SHORT);
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = run.wait_output(SHORT).stdout;
+    let last = mana_tests::mpi::restart(&s, 2, &[]).wait_output(LONG);
+    last.assert_success();
+    assert_continues(native.as_bytes(), &[first, last.stdout]);
+}
