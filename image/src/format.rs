@@ -431,6 +431,39 @@ pub enum FileKind {
     /// One end of a connected Unix stream socket pair whose two ends the process holds
     /// ([`UnixPairState`]).
     UnixPair(UnixPairState),
+    /// A TCP socket (IPv4 or IPv6): listening, connected — to another socket of the
+    /// process or to something outside it — or neither ([`TcpState`]).
+    Tcp(TcpState),
+}
+
+/// A TCP socket as one of its descriptors sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpState {
+    /// The socket's inode at the checkpoint (equal for the descriptors of one socket).
+    pub socket: u64,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Its own address (4 or 16 bytes) and port (0: not bound).
+    pub local_ip: Vec<u8>,
+    pub local_port: u16,
+    /// Whether it listens.
+    pub listening: bool,
+    /// The address and port it is connected to (empty address: not connected).
+    pub remote_ip: Vec<u8>,
+    pub remote_port: u16,
+    /// The inode of the socket of the process it is connected to (0: none — a
+    /// connection to something outside the process comes back reset by its peer).
+    pub peer: u64,
+    /// Whether this record carries the bytes readable at this socket (one descriptor of
+    /// each socket of a connection inside the process does).
+    pub holds_data: bool,
+    /// The bytes its peer sent and it has not read yet (the whole stream in flight).
+    pub data: Vec<u8>,
+    /// 2: it shut its sending side (`shutdown(SHUT_WR)`; its peer reads end-of-file after
+    /// the bytes in flight).
+    pub shutdown: u8,
+    /// `TCP_NODELAY`.
+    pub nodelay: bool,
 }
 
 /// One end of a Unix stream socket pair inside the process (`socketpair(2)`, or a

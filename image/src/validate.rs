@@ -247,6 +247,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::TimerFd { .. }
                     | FileKind::SignalFd { .. }
                     | FileKind::UnixPair(_)
+                    | FileKind::Tcp(_)
             ) && (f.fd <= 2 || f.offset != 0))
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)
@@ -256,6 +257,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     }
     check_pipes(&h.files)?;
     check_unix_pairs(&h.files)?;
+    check_tcp(&h.files)?;
     for f in &h.files {
         if let FileKind::Epoll(list) = &f.kind {
             let listed = |fd: i32| h.files.iter().any(|g| g.fd == fd);
@@ -454,6 +456,70 @@ fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
         let holders = ends
             .iter()
             .filter(|(_, v)| v.socket == u.socket && v.holds_data)
+            .count();
+        if holders != 1 {
+            return bad("bytes in flight recorded on more or fewer than one descriptor");
+        }
+    }
+    Ok(())
+}
+
+/// TCP sockets ([`FileKind::Tcp`]): an address of the family's length; a listening socket
+/// connected to nothing; a connection inside the process names a socket of the image that
+/// names it back with the addresses crossed, and exactly one descriptor of each such
+/// socket carries its bytes in flight (at most [`MAX_SOCKET_DATA`]); other sockets carry
+/// none.
+fn check_tcp(files: &[crate::FileState]) -> Result<(), String> {
+    let socks: Vec<(i32, &crate::TcpState)> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::Tcp(t) => Some((f.fd, t)),
+            _ => None,
+        })
+        .collect();
+    for (fd, t) in &socks {
+        let bad = |why: &str| Err(format!("descriptor {fd} (TCP socket {}): {why}", t.socket));
+        let len = match t.family as i32 {
+            libc::AF_INET => 4,
+            libc::AF_INET6 => 16,
+            _ => return bad("not IPv4 or IPv6"),
+        };
+        if t.local_ip.len() != len
+            || !(t.remote_ip.is_empty() || t.remote_ip.len() == len)
+            || (t.remote_ip.is_empty() && (t.remote_port != 0 || t.peer != 0))
+        {
+            return bad("addresses of the wrong length");
+        }
+        if t.listening && (!t.remote_ip.is_empty() || t.peer != 0) {
+            return bad("listening and connected");
+        }
+        if t.data.len() > MAX_SOCKET_DATA
+            || (!t.holds_data && !t.data.is_empty())
+            || !matches!(t.shutdown, 0 | 2)
+        {
+            return bad("bytes in flight too many, or on a descriptor that does not hold them");
+        }
+        if t.peer == 0 {
+            if t.holds_data {
+                return bad("bytes in flight on a socket without a peer in the process");
+            }
+            continue;
+        }
+        if t.peer == t.socket
+            || !socks.iter().any(|(_, u)| {
+                u.socket == t.peer
+                    && u.peer == t.socket
+                    && u.local_ip == t.remote_ip
+                    && u.local_port == t.remote_port
+                    && u.remote_ip == t.local_ip
+                    && u.remote_port == t.local_port
+            })
+        {
+            return bad("its peer is not in the image");
+        }
+        let holders = socks
+            .iter()
+            .filter(|(_, u)| u.socket == t.socket && u.holds_data)
             .count();
         if holders != 1 {
             return bad("bytes in flight recorded on more or fewer than one descriptor");

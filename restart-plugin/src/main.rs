@@ -11,6 +11,8 @@ mod hook;
 mod loader;
 mod sys;
 
+mod tcp;
+
 use mana_restart_core::plan;
 use mana_restart_core::prepare::{self, VdsoPlan};
 
@@ -419,6 +421,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let mut drain = Vec::new();
     let pipes = make_pipes(h, above)?;
     let sockets = make_socket_pairs(h, above)?;
+    let tcp = tcp::make(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -437,6 +440,11 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         if let mana_image::FileKind::UnixPair(u) = &f.kind {
             place_pipe_end(f, sockets[&u.socket])?;
+            keep.push(f.fd);
+            continue;
+        }
+        if let mana_image::FileKind::Tcp(t) = &f.kind {
+            place_pipe_end(f, tcp[&t.socket])?;
             keep.push(f.fd);
             continue;
         }
@@ -482,7 +490,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             keep.push(f.fd);
         }
     }
-    for &end in sockets.values() {
+    for &end in sockets.values().chain(tcp.values()) {
         // SAFETY: our temporary (every descriptor of that socket is placed).
         unsafe { libc::close(end) };
     }

@@ -678,7 +678,8 @@ fn posix_timers_interval_timers_and_a_long_sleep_survive_checkpoints() {
     // Into the sleep: a checkpoint without a kill, then one with a kill and a restart.
     run.wait_for_stdout("round 16 ok", LONG);
     std::thread::sleep(Duration::from_millis(800));
-    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint in the sleep: {e}"));
+    s.checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint in the sleep: {e}"));
     std::thread::sleep(Duration::from_millis(800));
     s.checkpoint_and_kill()
         .unwrap_or_else(|e| panic!("checkpoint --kill in the sleep: {e}"));
@@ -716,4 +717,91 @@ fn posix_timers_in_mpi_ranks_survive_checkpoints() {
     let last = mana_tests::mpi::restart(&s, 2, &[]).wait_output(LONG);
     last.assert_success();
     assert_continues(native.as_bytes(), &[first, last.stdout]);
+}
+
+/// A loopback TCP connection between two threads and the listening socket it came from:
+/// checkpointed twice without a kill (each socket saved once, the bytes in flight on one
+/// descriptor of each end) and three times with a kill and a restart — the connection
+/// is made anew by a rendezvous with its bytes in flight and its shutdown, the listener
+/// listens again on its port (the program's client connects to it a second time at the
+/// end): the hashes of the stream, the acknowledgements and the second connection equal
+/// the uninterrupted run's.
+#[test]
+fn a_tcp_connection_between_threads_and_its_listener_come_back() {
+    let s = Session::start("tcp-threads");
+    let program = compile("tcp_threads", Build::Pie, s.dir());
+    let args = ["3000"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let check = |gen: &Path| {
+        let kinds = saved_kinds(gen);
+        let listening = kinds
+            .iter()
+            .filter(|k| matches!(k, mana_image::FileKind::Tcp(t) if t.listening))
+            .count();
+        let connected = kinds
+            .iter()
+            .filter(|k| matches!(k, mana_image::FileKind::Tcp(t) if t.peer != 0))
+            .count();
+        assert_eq!(listening, 1, "the listening socket is saved: {kinds:?}");
+        assert!(
+            connected == 2 || connected == 0,
+            "both ends of the connection, or none (between the two connections): {kinds:?}"
+        );
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "tcp ready",
+        2,
+        3,
+        Duration::from_millis(900),
+        check,
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
+/// A TCP connection to a server outside the process: the checkpoint succeeds (the
+/// runtime log names the connection), and after a restart the program's next read and
+/// write on it fail with "Connection reset by peer", as after the peer's crash; the rest
+/// of the program is untouched.
+#[test]
+fn a_tcp_connection_to_the_outside_comes_back_reset_by_its_peer() {
+    let s = Session::start("tcp-outside");
+    let program = compile("tcp_outside", Build::Pie, s.dir());
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    // Holds every connection it accepts, never writes.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in server.incoming() {
+            held.push(c);
+        }
+    });
+    let args = [port.as_str(), "30"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    assert!(native.stdout_text().contains("read: would block"));
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("outside ready", SHORT);
+    s.wait_registered(run.pid());
+    std::thread::sleep(Duration::from_millis(700));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint of a process with an outside connection: {e}"));
+    let killed = run.wait_output(SHORT).stdout;
+    let restored = s.restart(&s.ckpt_dir).wait_output(LONG);
+    restored.assert_success();
+    let expected = native
+        .stdout_text()
+        .replace("read: would block", "read: Connection reset by peer")
+        .replace("write: sent", "write: Broken pipe");
+    assert_continues(expected.as_bytes(), &[killed, restored.stdout]);
+    let log =
+        fs::read_to_string(format!("{}.runtime.log", s.status_file.display())).unwrap_or_default();
+    assert!(
+        log.contains("TCP connection to something outside the process"),
+        "the checkpoint names the connection in the runtime log: {log}"
+    );
 }

@@ -75,11 +75,8 @@ pub unsafe extern "C" fn timer_create(
     // SAFETY: the caller's sigevent, if any, is valid to read.
     let thread = !sevp.is_null() && unsafe { (*sevp).sigev_notify } == SIGEV_THREAD;
     if !thread {
-        type F = unsafe extern "C" fn(
-            libc::clockid_t,
-            *mut libc::sigevent,
-            *mut libc::timer_t,
-        ) -> c_int;
+        type F =
+            unsafe extern "C" fn(libc::clockid_t, *mut libc::sigevent, *mut libc::timer_t) -> c_int;
         let real: F = crate::timed::real!("timer_create", F);
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(clock, sevp, timerid) };
@@ -217,7 +214,8 @@ fn helper(tx: std::sync::mpsc::Sender<i32>) {
         }
         // SAFETY: si_code SI_TIMER: the timer id is the first int after si_code's
         // padding (`_sigev_un._timer.si_tid`).
-        let id = unsafe { *((&info as *const libc::siginfo_t as *const u8).add(16) as *const c_int) };
+        let id =
+            unsafe { *((&info as *const libc::siginfo_t as *const u8).add(16) as *const c_int) };
         let timers = THREAD_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
         let Some(t) = timers.iter().find(|t| t.id == id) else {
             continue;
@@ -319,7 +317,10 @@ pub fn save() -> Result<Vec<SavedTimer>, String> {
             )
         };
         if r < 0 {
-            return Err(format!("timer_gettime of POSIX timer {} failed (errno {})", t.id, -r));
+            return Err(format!(
+                "timer_gettime of POSIX timer {} failed (errno {})",
+                t.id, -r
+            ));
         }
         let ns = |s: i64, n: i64| (s.max(0) as u64).saturating_mul(1_000_000_000) + n.max(0) as u64;
         t.interval_ns = ns(spec[0], spec[1]);

@@ -4,7 +4,7 @@
 
 use crate::sys;
 use mana_image::{
-    EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction,
+    EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction, TcpState,
     UnixPairState,
 };
 
@@ -204,7 +204,306 @@ pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileSt
     let mut out = descriptors(runtime_fds, inherited)?;
     pipe_contents(&mut out)?;
     socket_contents(&mut out)?;
+    tcp_contents(&mut out)?;
     Ok(out)
+}
+
+fn sockopt_int(fd: i32, level: i32, name: i32) -> Option<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: getsockopt into one int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// An address from getsockname/getpeername: (family, address bytes, port); `None` if
+/// the call failed (ENOTCONN for a socket connected to nothing).
+fn sock_addr(fd: i32, peer: bool) -> Option<(u16, Vec<u8>, u16)> {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut ss as *mut libc::sockaddr_storage).cast();
+    // SAFETY: a valid buffer of `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in.
+            let a = unsafe { &*(&ss as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            Some((
+                libc::AF_INET as u16,
+                a.sin_addr.s_addr.to_ne_bytes().to_vec(),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6.
+            let a =
+                unsafe { &*(&ss as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            Some((
+                libc::AF_INET6 as u16,
+                a.sin6_addr.s6_addr.to_vec(),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+fn tcp_state(fd: i32) -> u8 {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt TCP_INFO into a 256-byte buffer; its first byte is the state.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        info[0]
+    } else {
+        0
+    }
+}
+
+/// A TCP socket's addresses and state (`None`: the socket is no TCP socket).
+fn tcp_socket(fd: i32, ino: u64) -> Result<Option<TcpState>, String> {
+    let Some(sock) = AppFd::get(fd) else {
+        return Err(format!("descriptor {fd}: closed while checkpointing"));
+    };
+    let s = sock.raw();
+    let domain = sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN);
+    if !matches!(domain, Some(libc::AF_INET | libc::AF_INET6))
+        || sockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+        || sockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
+    {
+        return Ok(None);
+    }
+    let (family, local_ip, local_port) =
+        sock_addr(s, false).ok_or_else(|| format!("descriptor {fd} (TCP): no address"))?;
+    let listening = sockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
+    let (remote_ip, remote_port) = match sock_addr(s, true) {
+        Some((_, ip, port)) if !listening => (ip, port),
+        _ => (Vec::new(), 0),
+    };
+    let state = tcp_state(s);
+    Ok(Some(TcpState {
+        socket: ino,
+        family,
+        local_ip,
+        local_port,
+        listening,
+        remote_ip,
+        remote_port,
+        peer: 0,
+        holds_data: false,
+        data: Vec::new(),
+        shutdown: if matches!(
+            state,
+            TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING
+        ) {
+            2
+        } else {
+            0
+        },
+        nodelay: sockopt_int(s, libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap_or(0) != 0,
+    }))
+}
+
+/// Pairs the TCP connections whose two sockets the process holds (addresses crossed) and
+/// records each socket's bytes in flight on its lowest descriptor ([`tcp_in_flight`]);
+/// names, in one warning each, the connections to something outside the process (they
+/// come back reset by their peer).
+fn tcp_contents(files: &mut [FileState]) -> Result<(), String> {
+    let socks: Vec<(i32, TcpState)> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::Tcp(t) => Some((f.fd, t.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<u64> = Vec::new();
+    let mut warned: Vec<u64> = Vec::new();
+    for f in files.iter_mut() {
+        let FileKind::Tcp(t) = &mut f.kind else {
+            continue;
+        };
+        if t.remote_ip.is_empty() {
+            continue;
+        }
+        let peer = socks.iter().find(|(_, u)| {
+            u.socket != t.socket
+                && u.local_ip == t.remote_ip
+                && u.local_port == t.remote_port
+                && u.remote_ip == t.local_ip
+                && u.remote_port == t.local_port
+        });
+        let Some((peer_fd, peer)) = peer else {
+            if !warned.contains(&t.socket) {
+                warned.push(t.socket);
+                note_outside(f.fd);
+            }
+            continue;
+        };
+        t.peer = peer.socket;
+        if done.contains(&t.socket) {
+            continue;
+        }
+        done.push(t.socket);
+        t.holds_data = true;
+        t.data = tcp_in_flight(f.fd, *peer_fd, peer.shutdown)
+            .map_err(|e| format!("descriptor {} (TCP socket {}): {e}", f.fd, t.socket))?;
+    }
+    Ok(())
+}
+
+/// Descriptors of TCP connections to something outside the process seen by the last
+/// checkpoint (the first 16), for the checkpoint thread to name once the write window is
+/// closed (nothing is logged inside it).
+static OUTSIDE: [core::sync::atomic::AtomicI32; 16] =
+    [const { core::sync::atomic::AtomicI32::new(-1) }; 16];
+
+fn note_outside(fd: i32) {
+    use core::sync::atomic::Ordering;
+    if let Some(slot) = OUTSIDE.iter().find(|s| s.load(Ordering::Relaxed) < 0) {
+        slot.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// Takes the descriptors [`note_outside`] recorded.
+pub fn take_outside_connections() -> Vec<i32> {
+    use core::sync::atomic::Ordering;
+    OUTSIDE
+        .iter()
+        .map(|s| s.swap(-1, Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect()
+}
+
+const SIOCOUTQ: libc::c_ulong = 0x5411;
+
+/// The bytes the process's socket `peer_fd` sent to its socket `fd` that `fd` has not
+/// read: peeked (`MSG_PEEK`) when all of them have arrived; when some still wait in the
+/// sender's queue (the receiver's window full), read out — the rest then arrives — and
+/// sent again through the sender, so that the stream is as it was (the program's threads
+/// are stopped: nothing reads or writes meanwhile).
+fn tcp_in_flight(fd: i32, peer_fd: i32, peer_shutdown: u8) -> Result<Vec<u8>, String> {
+    let rx = AppFd::get(fd).ok_or("closed while checkpointing")?;
+    let tx = AppFd::get(peer_fd).ok_or("its peer closed while checkpointing")?;
+    let (rx, tx) = (rx.raw(), tx.raw());
+    let queued = |fd: i32, req: libc::c_ulong| {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCINQ/SIOCOUTQ write one int.
+        (unsafe { libc::ioctl(fd, req, &mut n) } == 0).then_some(n.max(0) as usize)
+    };
+    let unsent = queued(tx, SIOCOUTQ).unwrap_or(0);
+    if unsent == 0 {
+        let avail = queued(rx, libc::FIONREAD).unwrap_or(0);
+        let mut data = vec![0u8; avail];
+        if avail == 0 {
+            return Ok(data);
+        }
+        // SAFETY: a peek into our buffer of `avail` bytes.
+        let r = unsafe {
+            libc::recv(
+                rx,
+                data.as_mut_ptr().cast(),
+                avail,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if r as usize != avail {
+            return Err(format!("peeked {r} of its {avail} bytes in flight"));
+        }
+        return Ok(data);
+    }
+    if peer_shutdown != 0 {
+        return Err(format!(
+            "its peer shut its sending side with {unsent} bytes not yet delivered; try the checkpoint again"
+        ));
+    }
+    let mut data = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut failed = None;
+    loop {
+        let avail = queued(rx, libc::FIONREAD).unwrap_or(0);
+        if avail > 0 {
+            let at = data.len();
+            data.resize(at + avail, 0);
+            // SAFETY: reading into the `avail` bytes just added.
+            let r = unsafe {
+                libc::recv(
+                    rx,
+                    data[at..].as_mut_ptr().cast(),
+                    avail,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            data.truncate(at + r.max(0) as usize);
+            continue;
+        }
+        if queued(tx, SIOCOUTQ).unwrap_or(0) == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            failed = Some("its sender's queue did not empty in 5 s".to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Back into the connection, in order, whatever happens next.
+    let mut at = 0;
+    while at < data.len() {
+        // SAFETY: sending from our buffer.
+        let w = unsafe {
+            libc::send(
+                tx,
+                data[at..].as_ptr().cast(),
+                data.len() - at,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if w > 0 {
+            at += w as usize;
+        } else if std::time::Instant::now() > deadline + std::time::Duration::from_secs(5) {
+            return Err(format!(
+                "LOST {} of {} bytes in flight putting them back into the connection",
+                data.len() - at,
+                data.len()
+            ));
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(data),
+    }
 }
 
 /// For each Unix socket pair end: refuses one whose other end is not in the process
@@ -629,11 +928,14 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                     data: Vec::new(),
                     shutdown,
                 }),
-                _ => {
-                    return Err(format!(
-                        "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket (not restored yet)"
-                    ))
-                }
+                _ => match tcp_socket(fd, st.st_ino)? {
+                    Some(t) => FileKind::Tcp(t),
+                    None => {
+                        return Err(format!(
+                            "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket or a TCP socket (not restored yet)"
+                        ))
+                    }
+                },
             }
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
             let pipe_fd = AppFd::get(fd)

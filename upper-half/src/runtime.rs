@@ -659,7 +659,12 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     debug!(parked, elapsed = ?t0.elapsed(), "quiesced");
     let written = match write_phase(cfg, generation, parked, fd, pagemap_fd) {
         None => return restarted(cfg, parked, mpi),
-        Some(Ok(w)) => w,
+        Some(Ok(w)) => {
+            for fd in procfs::take_outside_connections() {
+                warn!(fd, "descriptor {fd} is a TCP connection to something outside the process: after a restart it reads as reset by its peer");
+            }
+            w
+        }
         Some(Err(e)) => {
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(dir.gen_dir(generation));
@@ -1130,7 +1135,10 @@ fn restore_posix_timers(parked: usize) {
     }
     let map = |old: i32| pairs.iter().find(|(o, _)| *o == old).map(|&(_, n)| n);
     crate::posix_timers::restarted(map);
-    let saved = POSIX_TIMERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let saved = POSIX_TIMERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     crate::posix_timers::restore(&saved, map);
 }
 

@@ -1,0 +1,417 @@
+//! TCP sockets at restart ([`mana_image::FileKind::Tcp`], issue 11, item 2). No
+//! `TCP_REPAIR` without privilege, so connections are made anew:
+//!
+//! * a connection whose two sockets the process held: a rendezvous on this node — a
+//!   temporary listener on one socket's address, the other socket bound to its own
+//!   address and connected to it — then each side's bytes in flight sent by the other
+//!   and the shutdowns applied after them. Same addresses and ports where this node has
+//!   them (`SO_REUSEADDR`; a connect refused while the old connection's `TIME_WAIT` lasts
+//!   is tried again for 2 s), else the loopback address or another port, logged;
+//! * a listening socket: bound to its address again (`SO_REUSEADDR`) and listening; on a
+//!   node without that address, the wildcard address of its family, logged; its port
+//!   taken on this node → the restart fails naming it;
+//! * a connection to something outside the process: a socket its peer reset (a
+//!   connection on the loopback whose other side closed with `SO_LINGER` 0): the next
+//!   read or write fails with `ECONNRESET`, as after a peer's crash;
+//! * a socket neither listening nor connected: made again, bound if it was.
+
+use mana_image::{FileKind, ImageHeader, TcpState};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A socket address of `family` (IPv4: 4 address bytes, IPv6: 16).
+fn sockaddr(family: u16, ip: &[u8], port: u16) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    if family as i32 == libc::AF_INET6 {
+        // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in6.
+        let a =
+            unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+        a.sin6_family = libc::AF_INET6 as u16;
+        a.sin6_port = port.to_be();
+        a.sin6_addr.s6_addr.copy_from_slice(&ip[..16]);
+        (
+            ss,
+            core::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    } else {
+        // SAFETY: as above, for sockaddr_in.
+        let a = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr_in) };
+        a.sin_family = libc::AF_INET as u16;
+        a.sin_port = port.to_be();
+        a.sin_addr.s_addr = u32::from_ne_bytes([ip[0], ip[1], ip[2], ip[3]]);
+        (
+            ss,
+            core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    }
+}
+
+fn loopback(family: u16) -> Vec<u8> {
+    if family as i32 == libc::AF_INET6 {
+        let mut a = vec![0u8; 16];
+        a[15] = 1;
+        a
+    } else {
+        vec![127, 0, 0, 1]
+    }
+}
+
+fn wildcard(family: u16) -> Vec<u8> {
+    vec![
+        0u8;
+        if family as i32 == libc::AF_INET6 {
+            16
+        } else {
+            4
+        }
+    ]
+}
+
+fn new_socket(family: u16) -> Result<i32, String> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            family as i32,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        )
+    };
+    if fd < 0 {
+        return Err(os_err("cannot make a TCP socket"));
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: SO_REUSEADDR with one int, on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    Ok(fd)
+}
+
+fn bind(fd: i32, family: u16, ip: &[u8], port: u16) -> bool {
+    let (ss, len) = sockaddr(family, ip, port);
+    // SAFETY: a valid address of `len` bytes.
+    unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) == 0 }
+}
+
+/// The address `fd` is bound to (its port, with the address it was given).
+fn local_port(fd: i32) -> u16 {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: a valid buffer of `len` bytes.
+    unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    // Both sockaddr_in and sockaddr_in6 keep the port right after the family.
+    // SAFETY: reading the port field of either layout.
+    u16::from_be(unsafe {
+        (*(&ss as *const libc::sockaddr_storage as *const libc::sockaddr_in)).sin_port
+    })
+}
+
+/// Binds a connection's socket to its saved address; where this node lacks the address,
+/// the loopback; where the port is taken, another port. Returns the address used.
+fn bind_end(fd: i32, t: &TcpState, what: &str) -> Result<Vec<u8>, String> {
+    if bind(fd, t.family, &t.local_ip, t.local_port) {
+        return Ok(t.local_ip.clone());
+    }
+    let e = errno();
+    let ip = if e == libc::EADDRNOTAVAIL {
+        loopback(t.family)
+    } else {
+        t.local_ip.clone()
+    };
+    if bind(fd, t.family, &ip, t.local_port) {
+        tracing::info!(
+            socket = t.socket,
+            "{what}: its address is not on this node; on the loopback address, same port"
+        );
+        return Ok(ip);
+    }
+    if bind(fd, t.family, &ip, 0) {
+        tracing::warn!(
+            socket = t.socket,
+            port = t.local_port,
+            new_port = local_port(fd),
+            "{what}: its port is taken on this node; another port"
+        );
+        return Ok(ip);
+    }
+    Err(os_err(&format!("{what}: cannot bind")))
+}
+
+fn set_nodelay(fd: i32, on: bool) {
+    if on {
+        let one: libc::c_int = 1;
+        // SAFETY: TCP_NODELAY with one int, on our socket.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
+        };
+    }
+}
+
+/// Sends all of `bytes` through our new socket `fd` (non-blocking, for at most 5 s: a
+/// connection nobody reads yet holds what its buffers hold).
+fn send_all(fd: i32, bytes: &[u8]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut at = 0;
+    while at < bytes.len() {
+        // SAFETY: sending from our buffer.
+        let w = unsafe {
+            libc::send(
+                fd,
+                bytes[at..].as_ptr().cast(),
+                bytes.len() - at,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if w > 0 {
+            at += w as usize;
+        } else if Instant::now() > deadline {
+            return Err(format!(
+                "{} of its {} bytes in flight do not fit in a new connection's buffers",
+                bytes.len() - at,
+                bytes.len()
+            ));
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+/// `fd` moved to `above` or higher (out of every restored descriptor's way).
+fn high(fd: i32, above: i32) -> Result<i32, String> {
+    // SAFETY: duplicating and closing our own descriptor.
+    let h = unsafe {
+        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+        libc::close(fd);
+        h
+    };
+    if h < 0 {
+        return Err(os_err("cannot move a TCP socket out of the way"));
+    }
+    Ok(h)
+}
+
+/// A connection inside the process, made anew: returns (t's socket, u's socket).
+fn rendezvous(t: &TcpState, u: &TcpState) -> Result<(i32, i32), String> {
+    let listener = new_socket(t.family)?;
+    let ip = bind_end(listener, t, "a TCP connection inside the process")?;
+    let port = local_port(listener);
+    // SAFETY: listen on our socket.
+    if unsafe { libc::listen(listener, 1) } != 0 {
+        return Err(os_err("cannot listen for a connection inside the process"));
+    }
+    let result = (|| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let client = loop {
+            let client = new_socket(u.family)?;
+            bind_end(client, u, "a TCP connection inside the process")?;
+            let (ss, len) = sockaddr(t.family, &ip, port);
+            // SAFETY: a valid address of `len` bytes.
+            if unsafe { libc::connect(client, (&ss as *const libc::sockaddr_storage).cast(), len) }
+                == 0
+            {
+                break client;
+            }
+            let e = errno();
+            // SAFETY: our socket.
+            unsafe { libc::close(client) };
+            // The old connection's TIME_WAIT holds the same four numbers for a while.
+            if e != libc::EADDRNOTAVAIL || Instant::now() > deadline {
+                if e == libc::EADDRNOTAVAIL {
+                    let client = new_socket(u.family)?;
+                    // SAFETY: a valid address of `len` bytes.
+                    if unsafe {
+                        libc::connect(client, (&ss as *const libc::sockaddr_storage).cast(), len)
+                    } == 0
+                    {
+                        tracing::warn!(socket = u.socket, port = u.local_port, "a TCP connection inside the process: its old port is still held by the killed connection; another port");
+                        break client;
+                    }
+                }
+                return Err(format!(
+                    "cannot connect a TCP connection inside the process again: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // SAFETY: accepting on our listener (the connection is already queued).
+        let server = unsafe {
+            libc::accept4(
+                listener,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if server < 0 {
+            return Err(os_err("cannot accept a TCP connection inside the process"));
+        }
+        Ok((server, client))
+    })();
+    // SAFETY: our temporary listener.
+    unsafe { libc::close(listener) };
+    result
+}
+
+/// A connected socket whose peer has reset the connection: the next read or write
+/// fails with ECONNRESET.
+fn reset_socket(family: u16) -> Result<i32, String> {
+    let listener = new_socket(family)?;
+    if !bind(listener, family, &loopback(family), 0) {
+        // SAFETY: our socket.
+        unsafe { libc::close(listener) };
+        return Err(os_err("cannot make a reset connection (bind)"));
+    }
+    // SAFETY: listen on our socket.
+    unsafe { libc::listen(listener, 1) };
+    let port = local_port(listener);
+    let client = new_socket(family)?;
+    let (ss, len) = sockaddr(family, &loopback(family), port);
+    // SAFETY: connect, accept, linger 0 and close on our own sockets.
+    let ok = unsafe {
+        let c = libc::connect(client, (&ss as *const libc::sockaddr_storage).cast(), len) == 0;
+        let server = libc::accept4(
+            listener,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        );
+        libc::close(listener);
+        if server >= 0 {
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            libc::setsockopt(
+                server,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                core::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::close(server);
+        }
+        c && server >= 0
+    };
+    if !ok {
+        // SAFETY: our socket.
+        unsafe { libc::close(client) };
+        return Err(os_err("cannot make a reset connection"));
+    }
+    Ok(client)
+}
+
+/// Makes every TCP socket of the image once, moved to `above` or higher; returns the new
+/// descriptor by the socket's number (inode).
+pub fn make(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
+    let socks: Vec<(i32, &TcpState)> = h
+        .files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::Tcp(t) => Some((f.fd, t)),
+            _ => None,
+        })
+        .collect();
+    let data_of = |socket: u64| {
+        socks
+            .iter()
+            .find(|(_, t)| t.socket == socket && t.holds_data)
+            .map_or(&[][..], |(_, t)| t.data.as_slice())
+    };
+    let mut made: HashMap<u64, i32> = HashMap::new();
+    // Connections inside the process first: their temporary listeners may use a port a
+    // listening socket of the program takes again afterwards.
+    for (fd, t) in &socks {
+        if t.peer == 0 || made.contains_key(&t.socket) {
+            continue;
+        }
+        let Some((_, u)) = socks.iter().find(|(_, u)| u.socket == t.peer) else {
+            return Err(format!(
+                "descriptor {fd} (TCP): its peer is not in the image"
+            ));
+        };
+        let (mine, theirs) = rendezvous(t, u).map_err(|e| format!("descriptor {fd} (TCP): {e}"))?;
+        // Bytes readable at t were sent by u, and the other way round.
+        send_all(theirs, data_of(t.socket)).map_err(|e| format!("descriptor {fd} (TCP): {e}"))?;
+        send_all(mine, data_of(u.socket)).map_err(|e| format!("descriptor {fd} (TCP): {e}"))?;
+        for (end, s) in [(mine, *t), (theirs, *u)] {
+            set_nodelay(end, s.nodelay);
+            if s.shutdown & 2 != 0 {
+                // SAFETY: shutdown of our new socket, after its bytes.
+                unsafe { libc::shutdown(end, libc::SHUT_WR) };
+            }
+        }
+        made.insert(t.socket, high(mine, above)?);
+        made.insert(u.socket, high(theirs, above)?);
+    }
+    for (fd, t) in &socks {
+        if made.contains_key(&t.socket) {
+            continue;
+        }
+        let s = if t.listening {
+            let s = new_socket(t.family)?;
+            if !bind(s, t.family, &t.local_ip, t.local_port) {
+                let e = errno();
+                if e != libc::EADDRNOTAVAIL || !bind(s, t.family, &wildcard(t.family), t.local_port)
+                {
+                    return Err(format!(
+                        "descriptor {fd}: cannot listen on port {} again: {}",
+                        t.local_port,
+                        std::io::Error::from_raw_os_error(if e == libc::EADDRNOTAVAIL {
+                            errno()
+                        } else {
+                            e
+                        })
+                    ));
+                }
+                tracing::info!(fd, port = t.local_port, "a listening socket's address is not on this node: it listens on the wildcard address, same port");
+            }
+            // SAFETY: listen on our socket.
+            if unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
+                return Err(os_err(&format!("descriptor {fd}: cannot listen again")));
+            }
+            s
+        } else if !t.remote_ip.is_empty() {
+            tracing::info!(fd, port = t.remote_port, "a TCP connection to something outside the process: it comes back reset by its peer");
+            reset_socket(t.family).map_err(|e| format!("descriptor {fd}: {e}"))?
+        } else {
+            let s = new_socket(t.family)?;
+            if t.local_port != 0 {
+                bind_end(s, t, "a bound TCP socket")?;
+            }
+            s
+        };
+        set_nodelay(s, t.nodelay);
+        made.insert(t.socket, high(s, above)?);
+    }
+    Ok(made)
+}
