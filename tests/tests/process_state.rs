@@ -708,6 +708,7 @@ fn posix_timers_in_mpi_ranks_survive_checkpoints() {
     let mut rng = Rng::seeded("timers-mpi");
     let run = mana_tests::mpi::launch(&s, 2, &program, &args, &[]);
     run.wait_for_stdout("timers ready", SHORT);
+    mana_tests::mpi::wait_registered(&s, 2);
     std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
     s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
     std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
