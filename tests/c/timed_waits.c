@@ -6,7 +6,10 @@
  * stdout, per round: `round R`, then for each wait `R NAME ok` (returned as a wait of its
  * length does: 0 / timed out, after at least the time asked) or `NAME EARLY` / `NAME
  *  EINTR`; `R pause alarm ok` when pause returned for the program's own SIGALRM; at the
- * end `final rounds=R`. The measured times go to stderr.
+ * end `waiter got R signals`, `final rounds=R`. The measured times go to stderr.
+ * A signal-handling thread blocks every signal and takes SIGUSR1 with sigwait on the full
+ * set (the runtime's stop signal must not be swallowed by it); the main thread sends it
+ * one SIGUSR1 per round.
  */
 #include "common.h"
 
@@ -49,6 +52,21 @@ static void on_alarm(int s)
     alarms++;
 }
 
+static volatile long waiter_got;
+
+static void *waiter(void *arg)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        int sig;
+        if (sigwait(&all, &sig) == 0 && sig == SIGUSR1)
+            waiter_got++;
+    }
+    return arg;
+}
+
 int main(int argc, char **argv)
 {
     start_program();
@@ -59,7 +77,14 @@ int main(int argc, char **argv)
     sem_init(&sem, 0, 0);
     printf("timed ready\n");
     const double w = MS / 1000.0;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL); /* blocked before the waiter exists */
+    pthread_t wt;
+    pthread_create(&wt, NULL, waiter, NULL);
     for (long r = 0; r < rounds; r++) {
+        pthread_kill(wt, SIGUSR1);
         round_no = r;
         printf("round %ld\n", r);
         double t0;
@@ -123,6 +148,16 @@ int main(int argc, char **argv)
             s = 0;
         judge("sem_timedwait", s != 0, t0, w);
 
+        /* sigtimedwait for a signal that never comes (blocked: it would be taken). */
+        sigset_t never;
+        sigemptyset(&never);
+        sigaddset(&never, SIGUSR2);
+        pthread_sigmask(SIG_BLOCK, &never, NULL);
+        t0 = now();
+        struct timespec rel = { 0, MS * 1000000L };
+        int q = sigtimedwait(&never, NULL, &rel);
+        judge("sigtimedwait", !(q == -1 && errno == EAGAIN), t0, w);
+
         /* The program's own signal still interrupts: an alarm in 1 s ends pause. */
         long before = alarms;
         alarm(1);
@@ -132,6 +167,9 @@ int main(int argc, char **argv)
         printf("%ld pause alarm %s\n", r,
                p == -1 && errno == EINTR && alarms == before + 1 ? "ok" : "WRONG");
     }
+    while (waiter_got < rounds)
+        sleep_ms(10);
+    printf("waiter got %ld signals\n", waiter_got);
     printf("final rounds=%ld\n", rounds);
     return 0;
 }

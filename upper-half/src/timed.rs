@@ -424,3 +424,59 @@ pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
     // SAFETY: the caller's mask (the runtime's signal taken out).
     retry(|| unsafe { real(mask) })
 }
+
+type SigtimedwaitFn = unsafe extern "C" fn(
+    *const libc::sigset_t,
+    *mut libc::siginfo_t,
+    *const libc::timespec,
+) -> c_int;
+
+/// # Safety
+/// The `sigtimedwait(2)` contract. The runtime's signal is taken out of the set (a
+/// thread waiting for "every signal" must not swallow a checkpoint's stop request), and
+/// a checkpoint's `EINTR` goes on for the time left.
+#[no_mangle]
+pub unsafe extern "C" fn sigtimedwait(
+    set: *const libc::sigset_t,
+    info: *mut libc::siginfo_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    let real = real!("sigtimedwait", SigtimedwaitFn);
+    let mut copy = unmasked();
+    // SAFETY: the caller's set, valid or null.
+    let set = unsafe { without_ckpt_signal(set, &mut copy) };
+    // SAFETY: the caller's arguments (the runtime's signal taken out of the set).
+    retry_ts(timeout, |t| unsafe { real(set, info, t) })
+}
+
+/// # Safety
+/// The `sigwaitinfo(2)` contract; as [`sigtimedwait`] without a timeout.
+#[no_mangle]
+pub unsafe extern "C" fn sigwaitinfo(
+    set: *const libc::sigset_t,
+    info: *mut libc::siginfo_t,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { sigtimedwait(set, info, core::ptr::null()) }
+}
+
+/// # Safety
+/// The `sigwait(3)` contract (libc's own calls its internal `sigtimedwait`, past the one
+/// above: the set would keep the runtime's signal).
+#[no_mangle]
+pub unsafe extern "C" fn sigwait(set: *const libc::sigset_t, sig: *mut c_int) -> c_int {
+    loop {
+        // SAFETY: the caller's set; no siginfo wanted.
+        let r = unsafe { sigtimedwait(set, core::ptr::null_mut(), core::ptr::null()) };
+        if r >= 0 {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *sig = r };
+            return 0;
+        }
+        // SAFETY: this thread's errno.
+        let e = unsafe { *libc::__errno_location() };
+        if e != libc::EINTR {
+            return e;
+        }
+    }
+}
