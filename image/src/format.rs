@@ -434,6 +434,27 @@ pub enum FileKind {
     /// A TCP socket (IPv4 or IPv6): listening, connected — to another socket of the
     /// process or to something outside it — or neither ([`TcpState`]).
     Tcp(TcpState),
+    /// A datagram socket: UDP (IPv4, IPv6) or an unbound Unix datagram socket (as libc's
+    /// `syslog` keeps, connected to `/dev/log`) ([`DgramState`]). Datagrams queued at the
+    /// checkpoint are not kept (a datagram service loses datagrams anyway).
+    Dgram(DgramState),
+}
+
+/// A datagram socket as one of its descriptors sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DgramState {
+    /// The socket's inode at the checkpoint (equal for the descriptors of one socket).
+    pub socket: u64,
+    /// `AF_UNIX`, `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// UDP: the address (4 or 16 bytes) and port it is bound to (port 0: not bound).
+    /// Unix: empty (bound Unix datagram sockets are not restored).
+    pub local_ip: Vec<u8>,
+    pub local_port: u16,
+    /// What it is connected to (empty: nothing): UDP, an address and `remote_port`;
+    /// Unix, the socket's path (a leading NUL: an abstract name).
+    pub remote: Vec<u8>,
+    pub remote_port: u16,
 }
 
 /// A TCP socket as one of its descriptors sees it.

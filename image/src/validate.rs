@@ -248,6 +248,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::SignalFd { .. }
                     | FileKind::UnixPair(_)
                     | FileKind::Tcp(_)
+                    | FileKind::Dgram(_)
             ) && (f.fd <= 2 || f.offset != 0))
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)
@@ -258,6 +259,11 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     check_pipes(&h.files)?;
     check_unix_pairs(&h.files)?;
     check_tcp(&h.files)?;
+    for f in &h.files {
+        if let FileKind::Dgram(d) = &f.kind {
+            check_dgram(d).map_err(|e| format!("descriptor {} (datagram socket): {e}", f.fd))?;
+        }
+    }
     for f in &h.files {
         if let FileKind::Epoll(list) = &f.kind {
             let listed = |fd: i32| h.files.iter().any(|g| g.fd == fd);
@@ -524,6 +530,32 @@ fn check_tcp(files: &[crate::FileState]) -> Result<(), String> {
         if holders != 1 {
             return bad("bytes in flight recorded on more or fewer than one descriptor");
         }
+    }
+    Ok(())
+}
+
+/// A datagram socket ([`FileKind::Dgram`]): UDP addresses of the family's length; a Unix
+/// one unbound, connected to a path of at most 107 bytes without NUL (or an abstract name).
+fn check_dgram(d: &crate::DgramState) -> Result<(), String> {
+    match d.family as i32 {
+        libc::AF_UNIX => {
+            let path_ok =
+                d.remote.len() <= 107 && (d.remote.first() == Some(&0) || !d.remote.contains(&0));
+            if !d.local_ip.is_empty() || d.local_port != 0 || d.remote_port != 0 || !path_ok {
+                return Err("a Unix datagram socket bound, or connected to a bad path".into());
+            }
+        }
+        libc::AF_INET | libc::AF_INET6 => {
+            let len = if d.family as i32 == libc::AF_INET {
+                4
+            } else {
+                16
+            };
+            if d.local_ip.len() != len || !(d.remote.is_empty() || d.remote.len() == len) {
+                return Err("addresses of the wrong length".into());
+            }
+        }
+        _ => return Err("not Unix, IPv4 or IPv6".into()),
     }
     Ok(())
 }

@@ -422,6 +422,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let pipes = make_pipes(h, above)?;
     let sockets = make_socket_pairs(h, above)?;
     let tcp = tcp::make(h, above)?;
+    let dgrams = tcp::make_dgram(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -445,6 +446,11 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         if let mana_image::FileKind::Tcp(t) = &f.kind {
             place_pipe_end(f, tcp[&t.socket])?;
+            keep.push(f.fd);
+            continue;
+        }
+        if let mana_image::FileKind::Dgram(d) = &f.kind {
+            place_pipe_end(f, dgrams[&d.socket])?;
             keep.push(f.fd);
             continue;
         }
@@ -490,7 +496,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             keep.push(f.fd);
         }
     }
-    for &end in sockets.values().chain(tcp.values()) {
+    for &end in sockets.values().chain(tcp.values()).chain(dgrams.values()) {
         // SAFETY: our temporary (every descriptor of that socket is placed).
         unsafe { libc::close(end) };
     }

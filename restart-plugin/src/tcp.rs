@@ -14,8 +14,14 @@
 //!   connection on the loopback whose other side closed with `SO_LINGER` 0): the next
 //!   read or write fails with `ECONNRESET`, as after a peer's crash;
 //! * a socket neither listening nor connected: made again, bound if it was.
+//!
+//! Datagram sockets ([`make_dgram`]): UDP bound to its address and port again (the
+//! wildcard or loopback address where this node lacks it, logged) and connected again; an
+//! unbound Unix datagram socket connected to its path again (libc's `syslog` socket to
+//! `/dev/log`) — where that fails it stays unconnected (sends fail), logged. Datagrams
+//! queued at the checkpoint are not kept.
 
-use mana_image::{FileKind, ImageHeader, TcpState};
+use mana_image::{DgramState, FileKind, ImageHeader, TcpState};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -414,4 +420,86 @@ pub fn make(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
         made.insert(t.socket, high(s, above)?);
     }
     Ok(made)
+}
+
+/// Makes every datagram socket of the image once, moved to `above` or higher; returns the
+/// new descriptor by the socket's number (inode).
+pub fn make_dgram(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
+    let mut made: HashMap<u64, i32> = HashMap::new();
+    for f in &h.files {
+        let FileKind::Dgram(d) = &f.kind else {
+            continue;
+        };
+        if made.contains_key(&d.socket) {
+            continue;
+        }
+        let s = dgram(d).map_err(|e| format!("descriptor {} (datagram socket): {e}", f.fd))?;
+        made.insert(d.socket, high(s, above)?);
+    }
+    Ok(made)
+}
+
+fn dgram(d: &DgramState) -> Result<i32, String> {
+    // SAFETY: socket(2) with a validated family.
+    let s = unsafe { libc::socket(d.family as i32, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(os_err("cannot make it"));
+    }
+    if d.family as i32 == libc::AF_UNIX {
+        if d.remote.is_empty() {
+            return Ok(s);
+        }
+        // SAFETY: all-zero is a valid sockaddr_un.
+        let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+        un.sun_family = libc::AF_UNIX as u16;
+        for (i, &c) in d.remote.iter().take(107).enumerate() {
+            un.sun_path[i] = c as libc::c_char;
+        }
+        let len = (2 + d.remote.len()) as libc::socklen_t;
+        // SAFETY: a valid sockaddr_un of `len` bytes.
+        if unsafe { libc::connect(s, (&un as *const libc::sockaddr_un).cast(), len) } != 0 {
+            tracing::warn!(path = %String::from_utf8_lossy(&d.remote), "a Unix datagram socket cannot connect to its path again ({}): it stays unconnected", std::io::Error::last_os_error());
+        }
+        return Ok(s);
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: SO_REUSEADDR with one int, on our socket.
+    unsafe {
+        libc::setsockopt(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    if d.local_port != 0 && !bind(s, d.family, &d.local_ip, d.local_port) {
+        let fallback = if d.local_ip.iter().all(|&b| b == 0) {
+            loopback(d.family)
+        } else {
+            wildcard(d.family)
+        };
+        if errno() != libc::EADDRNOTAVAIL || !bind(s, d.family, &fallback, d.local_port) {
+            return Err(os_err(&format!(
+                "cannot bind UDP port {} again",
+                d.local_port
+            )));
+        }
+        tracing::info!(
+            port = d.local_port,
+            "a UDP socket's address is not on this node: bound to the wildcard address, same port"
+        );
+    }
+    if !d.remote.is_empty() {
+        let (ss, len) = sockaddr(d.family, &d.remote, d.remote_port);
+        // SAFETY: a valid address of `len` bytes.
+        if unsafe { libc::connect(s, (&ss as *const libc::sockaddr_storage).cast(), len) } != 0 {
+            tracing::warn!(
+                port = d.remote_port,
+                "a UDP socket cannot connect to its peer again ({}): it stays unconnected",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(s)
 }

@@ -806,3 +806,59 @@ fn a_tcp_connection_to_the_outside_comes_back_reset_by_its_peer() {
         "the checkpoint names the connection in the runtime log: {log}"
     );
 }
+
+/// Datagram sockets: UDP between two sockets of the process (bound to a port the kernel
+/// picked, and connected to it) and an unbound Unix datagram socket connected to a
+/// server's path outside the process (as libc's `syslog` keeps one to `/dev/log`): after
+/// a checkpoint without a kill and two with kills and restarts the program's output
+/// equals the uninterrupted run's (it sends a lost datagram again, as UDP programs do), and
+/// the outside server still gets its messages from the restored process.
+#[test]
+fn udp_and_unix_datagram_sockets_come_back() {
+    let s = Session::start("dgram");
+    let program = compile("dgram", Build::Pie, s.dir());
+    let path = s.dir().join("log.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = server.recv(&mut buf) {
+            got2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let path = path.display().to_string();
+    let args = [path.as_str(), "150"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "dgram ready",
+        1,
+        2,
+        Duration::from_millis(1200),
+        |gen| {
+            let n = saved_kinds(gen)
+                .iter()
+                .filter(|k| matches!(k, mana_image::FileKind::Dgram(_)))
+                .count();
+            assert_eq!(n, 3, "three datagram sockets saved");
+        },
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+    let last = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.as_str() == "log 149")
+        .count();
+    assert_eq!(
+        last, 2,
+        "the outside server got the last message of both runs"
+    );
+}

@@ -4,8 +4,8 @@
 
 use crate::sys;
 use mana_image::{
-    EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction, TcpState,
-    UnixPairState,
+    DgramState, EpollInterest, FileKind, FileState, InheritedKind, MmLayout, PipeState, SigAction,
+    TcpState, UnixPairState,
 };
 
 #[derive(Debug, Clone)]
@@ -261,6 +261,69 @@ fn sock_addr(fd: i32, peer: bool) -> Option<(u16, Vec<u8>, u16)> {
                 a.sin6_addr.s6_addr.to_vec(),
                 u16::from_be(a.sin6_port),
             ))
+        }
+        _ => None,
+    }
+}
+
+/// A datagram socket the restarter can make again (`None`: another kind of socket, or a
+/// Unix datagram socket bound to a name).
+fn dgram_socket(fd: i32, ino: u64) -> Option<DgramState> {
+    let sock = AppFd::get(fd)?;
+    let s = sock.raw();
+    if sockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_DGRAM) {
+        return None;
+    }
+    match sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)? {
+        libc::AF_UNIX => {
+            let name = |peer: bool| -> Option<Vec<u8>> {
+                // SAFETY: zeroed sockaddr_un is a valid out-buffer.
+                let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+                let mut len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                let p = (&mut un as *mut libc::sockaddr_un).cast();
+                // SAFETY: a valid buffer of `len` bytes.
+                let r = unsafe {
+                    if peer {
+                        libc::getpeername(s, p, &mut len)
+                    } else {
+                        libc::getsockname(s, p, &mut len)
+                    }
+                };
+                if r != 0 {
+                    return Some(Vec::new()); // not connected
+                }
+                let n = (len as usize).saturating_sub(2).min(108);
+                let path: Vec<u8> = un.sun_path[..n].iter().map(|&c| c as u8).collect();
+                // A pathname is NUL-terminated; an abstract name (leading NUL) is not.
+                Some(match path.first() {
+                    Some(0) => path,
+                    _ => path.into_iter().take_while(|&c| c != 0).collect(),
+                })
+            };
+            if !name(false)?.is_empty() {
+                return None;
+            }
+            Some(DgramState {
+                socket: ino,
+                family: libc::AF_UNIX as u16,
+                local_ip: Vec::new(),
+                local_port: 0,
+                remote: name(true)?,
+                remote_port: 0,
+            })
+        }
+        libc::AF_INET | libc::AF_INET6 => {
+            let (family, local_ip, local_port) = sock_addr(s, false)?;
+            let (remote, remote_port) =
+                sock_addr(s, true).map_or((Vec::new(), 0), |(_, ip, port)| (ip, port));
+            Some(DgramState {
+                socket: ino,
+                family,
+                local_ip,
+                local_port,
+                remote,
+                remote_port,
+            })
         }
         _ => None,
     }
@@ -930,11 +993,14 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                 }),
                 _ => match tcp_socket(fd, st.st_ino)? {
                     Some(t) => FileKind::Tcp(t),
-                    None => {
+                    None => match dgram_socket(fd, st.st_ino) {
+                        Some(d) => FileKind::Dgram(d),
+                        None => {
                         return Err(format!(
-                            "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket or a TCP socket (not restored yet)"
+                            "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket, a TCP or UDP socket or an unbound Unix datagram socket (not restored yet)"
                         ))
                     }
+                    },
                 },
             }
         } else if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
