@@ -69,6 +69,13 @@ pub fn assert_continues(native: &[u8], pieces: &[Vec<u8>]) {
     let (mut prev_start, mut prev_end) = (0usize, pieces[0].len());
     for (k, piece) in pieces.iter().enumerate().skip(1) {
         let Some(&(_, first)) = lines(piece).first() else {
+            // A restored process checkpointed and killed again before its next line (a
+            // chain's random instant can fall tens of milliseconds after a restart; seen
+            // in CI under load): it continued with nothing; the next one must go on from
+            // where the one before it was. The last process must print the run's end.
+            if k + 1 < pieces.len() {
+                continue;
+            }
             panic!("restarted process printed nothing: {}", context(k));
         };
         let Some(&(start, _)) = native_lines.iter().find(|(_, l)| *l == first) else {
