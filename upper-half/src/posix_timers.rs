@@ -104,23 +104,13 @@ pub unsafe extern "C" fn timer_create(
     kev.rest[0] = helper as u32 as u64;
     // The helper finds the timer by the id the kernel puts in the signal's siginfo.
     let mut timers = THREAD_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut id: c_int = -1;
-    // SAFETY: timer_create with a valid sigevent and out-pointer.
-    let r = unsafe {
-        sys::syscall6(
-            SYS_TIMER_CREATE,
-            clock as usize,
-            &kev as *const KernelSigevent as usize,
-            &mut id as *mut c_int as usize,
-            0,
-            0,
-            0,
-        )
+    let id = match kernel_timer_create(clock, &kev) {
+        Ok(id) => id,
+        Err(e) => {
+            set_errno(e);
+            return -1;
+        }
     };
-    if r < 0 {
-        set_errno(-r as c_int);
-        return -1;
-    }
     timers.push(ThreadTimer {
         id,
         function,
@@ -147,6 +137,45 @@ pub unsafe extern "C" fn timer_delete(timerid: libc::timer_t) -> c_int {
     let real: F = crate::timed::real!("timer_delete", F);
     // SAFETY: the caller's timer, passed on.
     unsafe { real(timerid) }
+}
+
+/// `timer_create(clock, ev)`: the kernel's timer id, or the errno.
+fn kernel_timer_create(clock: i32, ev: &KernelSigevent) -> Result<c_int, c_int> {
+    let mut id: c_int = -1;
+    // SAFETY: timer_create with a valid sigevent and out-pointer.
+    let r = unsafe {
+        sys::syscall6(
+            SYS_TIMER_CREATE,
+            clock as usize,
+            ev as *const KernelSigevent as usize,
+            &mut id as *mut c_int as usize,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        Err(-r as c_int)
+    } else {
+        Ok(id)
+    }
+}
+
+/// A timer's [period s, ns, time left s, ns]: read (`set` None, `timer_gettime`) or set
+/// relative (`timer_settime`); the errno if the kernel refused.
+fn kernel_timer_spec(id: i32, set: Option<&[i64; 4]>) -> Result<[i64; 4], c_int> {
+    let mut spec = set.copied().unwrap_or([0; 4]);
+    let (nr, a, b) = match set {
+        None => (SYS_TIMER_GETTIME, spec.as_mut_ptr() as usize, 0),
+        Some(_) => (SYS_TIMER_SETTIME, 0, spec.as_ptr() as usize),
+    };
+    // SAFETY: timer_gettime into, or timer_settime from, a valid itimerspec.
+    let r = unsafe { sys::syscall6(nr, id as usize, a, b, 0, 0, 0) };
+    if r < 0 {
+        Err(-r as c_int)
+    } else {
+        Ok(spec)
+    }
 }
 
 fn set_errno(e: c_int) {
@@ -303,25 +332,8 @@ pub fn save() -> Result<Vec<SavedTimer>, String> {
         }
     }
     for t in &mut out {
-        let mut spec = [0i64; 4];
-        // SAFETY: timer_gettime into a valid itimerspec.
-        let r = unsafe {
-            sys::syscall6(
-                SYS_TIMER_GETTIME,
-                t.id as usize,
-                spec.as_mut_ptr() as usize,
-                0,
-                0,
-                0,
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(format!(
-                "timer_gettime of POSIX timer {} failed (errno {})",
-                t.id, -r
-            ));
-        }
+        let spec = kernel_timer_spec(t.id, None)
+            .map_err(|e| format!("timer_gettime of POSIX timer {} failed (errno {e})", t.id))?;
         let ns = |s: i64, n: i64| (s.max(0) as u64).saturating_mul(1_000_000_000) + n.max(0) as u64;
         t.interval_ns = ns(spec[0], spec[1]);
         t.left_ns = ns(spec[2], spec[3]);
@@ -356,22 +368,8 @@ fn restore_one(t: &SavedTimer, new_tid: &impl Fn(i32) -> Option<i32>) -> Result<
         ev.rest[0] = tid as u32 as u64;
     }
     loop {
-        let mut id: c_int = -1;
-        // SAFETY: timer_create with a valid sigevent and out-pointer.
-        let r = unsafe {
-            sys::syscall6(
-                SYS_TIMER_CREATE,
-                t.clock as usize,
-                &ev as *const KernelSigevent as usize,
-                &mut id as *mut c_int as usize,
-                0,
-                0,
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(format!("timer_create failed (errno {})", -r));
-        }
+        let id = kernel_timer_create(t.clock, &ev)
+            .map_err(|e| format!("timer_create failed (errno {e})"))?;
         if id == t.id {
             break;
         }
@@ -387,21 +385,8 @@ fn restore_one(t: &SavedTimer, new_tid: &impl Fn(i32) -> Option<i32>) -> Result<
     let s = |ns: u64| [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
     let (i, v) = (s(t.interval_ns), s(t.left_ns));
     let spec = [i[0], i[1], v[0], v[1]];
-    // SAFETY: timer_settime (relative) from a valid itimerspec.
-    let r = unsafe {
-        sys::syscall6(
-            SYS_TIMER_SETTIME,
-            t.id as usize,
-            0,
-            spec.as_ptr() as usize,
-            0,
-            0,
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(format!("timer_settime failed (errno {})", -r));
-    }
+    kernel_timer_spec(t.id, Some(&spec))
+        .map_err(|e| format!("timer_settime failed (errno {e})"))?;
     Ok(())
 }
 
