@@ -148,6 +148,27 @@ int main(int argc, char **argv)
             s = 0;
         judge("sem_timedwait", s != 0, t0, w);
 
+        /* sem_clockwait on CLOCK_MONOTONIC (an absolute deadline). */
+        t0 = now();
+        struct timespec mono;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        mono.tv_nsec += MS * 1000000L;
+        if (mono.tv_nsec >= 1000000000L) {
+            mono.tv_sec++;
+            mono.tv_nsec -= 1000000000L;
+        }
+        int c = sem_clockwait(&sem, CLOCK_MONOTONIC, &mono);
+        if (c != 0 && errno == ETIMEDOUT)
+            c = 0;
+        judge("sem_clockwait", c != 0, t0, w);
+
+        /* epoll_pwait2 with a timespec timeout on an epoll instance nothing wakes. */
+        t0 = now();
+        struct timespec ep2 = { 0, MS * 1000000L };
+        struct epoll_event ev2;
+        int e2 = epoll_pwait2(ep, &ev2, 1, &ep2, NULL);
+        judge("epoll_pwait2", e2 != 0, t0, w);
+
         /* sigtimedwait for a signal that never comes (blocked: it would be taken). */
         sigset_t never;
         sigemptyset(&never);

@@ -400,6 +400,49 @@ pub unsafe extern "C" fn sem_timedwait(sem: *mut libc::sem_t, abs: *const libc::
     retry(|| unsafe { real(sem, abs) })
 }
 
+type SemClockwaitFn =
+    unsafe extern "C" fn(*mut libc::sem_t, libc::clockid_t, *const libc::timespec) -> c_int;
+
+/// # Safety
+/// The `sem_clockwait(3)` contract.
+#[no_mangle]
+pub unsafe extern "C" fn sem_clockwait(
+    sem: *mut libc::sem_t,
+    clock: libc::clockid_t,
+    abs: *const libc::timespec,
+) -> c_int {
+    let real = real!("sem_clockwait", SemClockwaitFn);
+    // SAFETY: the caller's arguments (an absolute deadline: the same again).
+    retry(|| unsafe { real(sem, clock, abs) })
+}
+
+type EpollPwait2Fn = unsafe extern "C" fn(
+    c_int,
+    *mut libc::epoll_event,
+    c_int,
+    *const libc::timespec,
+    *const libc::sigset_t,
+) -> c_int;
+
+/// # Safety
+/// The `epoll_pwait2(2)` contract (a relative `timespec` timeout the kernel does not
+/// write back: the time left on the runtime's clock, as for `ppoll`).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let real = real!("epoll_pwait2", EpollPwait2Fn);
+    let mut copy = unmasked();
+    // SAFETY: the caller's mask, valid or null.
+    let mask = unsafe { without_ckpt_signal(mask, &mut copy) };
+    // SAFETY: the caller's arguments.
+    retry_ts(timeout, |t| unsafe { real(ep, events, max, t, mask) })
+}
+
 type PauseFn = unsafe extern "C" fn() -> c_int;
 
 /// # Safety
