@@ -997,6 +997,12 @@ pub struct RestartMailbox {
     /// process starts its new lower half with it (PMI, UCX transport, Slurm placement).
     pub env_start: u64,
     pub env_len: u64,
+    /// The pid the node and the launcher see for this process (the restarter's outer
+    /// process when the ids were restored in a pid namespace); 0: its own.
+    pub visible_pid: i64,
+    /// Non-zero: the process was restored as the first process of a pid namespace of its
+    /// own (its parent there is the namespace's init).
+    pub ns_root: u64,
 }
 
 pub const MAILBOX_MAGIC: u64 = 0x4d41_4e41_5245_5354; // "MANAREST"

@@ -176,9 +176,26 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     if h.threads.iter().filter(|t| t.is_main).count() > 1 {
         return Err("more than one main thread".into());
     }
+    // A restart gives the ids back (clone3 set_tid): each must be one the kernel can hand
+    // out, once; the leader's is the pid.
+    const PID_MAX_LIMIT: i32 = 4 << 20;
+    if h.pid <= 0 || h.pid >= PID_MAX_LIMIT {
+        return Err(format!("pid {} (1 to {})", h.pid, PID_MAX_LIMIT - 1));
+    }
+    let mut tids: Vec<i32> = h.threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    if let Some(w) = tids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("thread id {} appears twice", w[0]));
+    }
     for (i, t) in h.threads.iter().enumerate() {
-        if t.tid <= 0 {
+        if t.tid <= 0 || t.tid >= PID_MAX_LIMIT {
             return Err(format!("thread {i}: tid {}", t.tid));
+        }
+        if t.is_main && t.tid != h.pid {
+            return Err(format!(
+                "thread {i}: the main thread's id {} is not the pid {}",
+                t.tid, h.pid
+            ));
         }
         // The stack pointer points into writable memory (any: a thread may run on a stack
         // of its own allocation); the saved context sits just below it.

@@ -25,7 +25,8 @@ const SYS_MUNMAP: usize = 11;
 const SYS_RT_SIGACTION: usize = 13;
 const SYS_RT_SIGPROCMASK: usize = 14;
 const SYS_MREMAP: usize = 25;
-const SYS_CLONE: usize = 56;
+const SYS_CAPSET: usize = 126;
+const SYS_CLONE3: usize = 435;
 const SYS_EXIT_GROUP: usize = 231;
 const SYS_SIGALTSTACK: usize = 131;
 const SYS_PRCTL: usize = 157;
@@ -109,6 +110,13 @@ unsafe fn become_thread(t: &PlanThread) -> ! {
             let ss: [u64; 3] = [t.alt_sp, t.alt_flags as u64, t.alt_size];
             sys6(SYS_SIGALTSTACK, ss.as_ptr() as usize, 0, 0, 0, 0, 0);
         }
+        if t.drop_caps != 0 {
+            // The capabilities the process had (a user namespace gave the restarter all).
+            let hdr: [u32; 2] = [0x2008_0522, 0];
+            if sys6(SYS_CAPSET, hdr.as_ptr() as usize, t.caps.as_ptr() as usize, 0, 0, 0, 0) != 0 {
+                die(b"cannot give up the restarter's capabilities");
+            }
+        }
         let mask = t.sigmask;
         sys6(
             SYS_RT_SIGPROCMASK,
@@ -154,8 +162,41 @@ extern "C" fn child_entry(t: *const PlanThread) -> ! {
     unsafe { become_thread(&*t) }
 }
 
-/// Creates a thread that becomes `t`.
+/// `struct clone_args` of the kernel (v2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Bytes of the thread's temporary stack below `stack_top` handed to `clone3`.
+const CLONE_STACK: u64 = 16 << 10;
+
+/// Creates a thread that becomes `t`, with its saved id when `t.set_tid` is set (and the
+/// kernel allows it; else with a new one, said on stderr).
 unsafe fn spawn(t: &PlanThread) -> isize {
+    if t.set_tid != 0 {
+        // SAFETY: as below.
+        let r = unsafe { clone3(t, t.set_tid) };
+        if r >= 0 {
+            return r;
+        }
+        write_err(b"mana_restart: warning: a thread could not get its saved id back\n");
+    }
+    // SAFETY: as below.
+    unsafe { clone3(t, 0) }
+}
+
+unsafe fn clone3(t: &PlanThread, tid: i32) -> isize {
     let flags = CLONE_VM
         | CLONE_FS
         | CLONE_FILES
@@ -165,10 +206,25 @@ unsafe fn spawn(t: &PlanThread) -> isize {
         | CLONE_SETTLS
         | CLONE_PARENT_SETTID
         | CLONE_CHILD_CLEARTID;
+    let set_tid = [tid];
+    let args = CloneArgs {
+        flags: flags as u64,
+        pidfd: 0,
+        child_tid: t.tid_address,
+        parent_tid: t.tid_address,
+        exit_signal: 0,
+        stack: t.stack_top - CLONE_STACK,
+        stack_size: CLONE_STACK,
+        tls: t.fs_base,
+        set_tid: if tid != 0 { set_tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: if tid != 0 { 1 } else { 0 },
+        cgroup: 0,
+    };
     let ret: isize;
-    // SAFETY: raw clone; the child runs on `t.stack_top` and never returns into this
-    // frame (it calls child_entry, which jumps into the saved context). Parent and child
-    // tid both point at the thread's `struct pthread` tid field, so glibc sees the new tid.
+    // SAFETY: raw clone3; the child starts on `t.stack_top` (stack + stack_size) and never
+    // returns into this frame (it calls child_entry, which jumps into the saved context).
+    // Parent and child tid both point at the thread's `struct pthread` tid field, so glibc
+    // sees the new tid. `args` is read by the kernel before the call returns.
     unsafe {
         asm!(
             "syscall",
@@ -179,12 +235,9 @@ unsafe fn spawn(t: &PlanThread) -> isize {
             "ud2",
             "2:",
             entry = sym child_entry,
-            inlateout("rax") SYS_CLONE as isize => ret,
-            in("rdi") flags,
-            in("rsi") t.stack_top,
-            in("rdx") t.tid_address,
-            in("r10") t.tid_address,
-            in("r8") t.fs_base,
+            inlateout("rax") SYS_CLONE3 as isize => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") core::mem::size_of::<CloneArgs>(),
             in("r9") t as *const PlanThread,
             lateout("rcx") _, lateout("r11") _,
         );

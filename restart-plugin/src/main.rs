@@ -9,6 +9,7 @@
 
 mod hook;
 mod loader;
+mod ns;
 mod sys;
 
 mod tcp;
@@ -49,6 +50,13 @@ struct Args {
     /// Checkpoint directory (default: $MANA_CKPT_DIR, else ./ckpt).
     #[arg(value_name = "CKPT_DIR")]
     ckpt_dir: Option<PathBuf>,
+    /// Give the restored process new process and thread ids instead of its saved ones.
+    /// By default the ids come back: the process is restored in a pid namespace of its
+    /// own (inside a user namespace of its own unless run as root), under two small
+    /// processes: this one, which the launcher sees, passes signals on and ends as the
+    /// restored process ends, and the namespace's init (`mana-init`).
+    #[arg(long)]
+    new_ids: bool,
 }
 
 fn main() {
@@ -141,6 +149,13 @@ fn restart(args: Args) -> Result<(), String> {
     // reserve: every range of the image is mapped with its contents, which also keeps
     // anything else from landing there.
     avoid_collisions(h, &vdso_moves)?;
+    // From here on this may be the restored process in a pid namespace of its own, the
+    // launcher's process waiting outside (ns.rs).
+    let ids = if args.new_ids {
+        ns::Ids::New
+    } else {
+        ns::enter(h)
+    };
     for (i, r) in h.regions.iter().enumerate() {
         restore_region(&reader, &mapped, i, r)?;
     }
@@ -197,11 +212,24 @@ fn restart(args: Args) -> Result<(), String> {
         &status_file,
         &dir,
         env.as_ref(),
+        &ids,
     )?;
     let stacks: Vec<u64> = (0..header.threads.len())
         .map(|i| restorer.thread_stack_top(i))
         .collect();
     prepare::fill_plan(restorer.plan(), &stacks, &header, &vdso_moves, &keep_fds)?;
+    if let ns::Ids::Kept { drop_caps, .. } = &ids {
+        let plan = restorer.plan();
+        for (pt, t) in plan.threads.iter_mut().zip(&header.threads) {
+            if !t.is_main {
+                pt.set_tid = t.tid;
+            }
+            if let Some(caps) = drop_caps {
+                pt.drop_caps = 1;
+                pt.caps = *caps;
+            }
+        }
+    }
     let mut keep = keep_ranges(&header, &restorer, &vdso_moves);
     if let Some(e) = &env {
         keep.push((e.start, e.start + e.len));
@@ -1046,6 +1074,7 @@ fn write_mailbox(
     status_file: &Path,
     ckpt_dir: &Path,
     env: Option<&EnvBlob>,
+    ids: &ns::Ids,
 ) -> Result<(), String> {
     let at = h.restart_mailbox;
     let size = std::mem::size_of::<RestartMailbox>() as u64;
@@ -1077,6 +1106,11 @@ fn write_mailbox(
         ckpt_dir: [0; 4096],
         env_start: env.map_or(0, |e| e.start),
         env_len: env.map_or(0, |e| e.len),
+        visible_pid: match ids {
+            ns::Ids::Kept { visible_pid, .. } => *visible_pid as i64,
+            ns::Ids::New => 0,
+        },
+        ns_root: matches!(ids, ns::Ids::Kept { .. }) as u64,
     };
     let put = |dst: &mut [u8; 4096], p: &Path| -> Result<(), String> {
         let b = p.as_os_str().as_bytes();

@@ -52,6 +52,13 @@ pub struct PlanThread {
     pub alt_size: u64,
     /// Top of a small stack in the restorer area, used between `clone` and the jump.
     pub stack_top: u64,
+    /// The thread id to create the thread with (`clone3` `set_tid`); 0: any.
+    pub set_tid: i32,
+    /// Non-zero: `capset` to `caps` before resuming (a user namespace gave the restarter
+    /// capabilities the process did not have).
+    pub drop_caps: u32,
+    /// `capset` v3 data: effective, permitted, inheritable (bits 0–31), then bits 32–63.
+    pub caps: [u32; 6],
 }
 
 #[repr(C)]

@@ -271,6 +271,7 @@ pub fn fill_plan(
             alt_sp: t.altstack.map_or(0, |a| a.sp),
             alt_size: t.altstack.map_or(0, |a| a.size),
             stack_top: stacks[i],
+            ..Default::default()
         };
     }
     p.n_threads = h.threads.len() as u64;

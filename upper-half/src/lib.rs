@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod ckpt_signal;
 pub mod context;
 pub mod exclude;
+pub mod ids;
 pub mod mpi;
 pub mod mpi_ckpt;
 pub mod mpi_guard;

@@ -30,6 +30,8 @@ pub static MAILBOX: Mailbox = Mailbox(UnsafeCell::new(RestartMailbox {
     ckpt_dir: [0; 4096],
     env_start: 0,
     env_len: 0,
+    visible_pid: 0,
+    ns_root: 0,
 }));
 
 /// The runtime's own address range (text, data, bss), found at start-up.
@@ -127,6 +129,7 @@ impl InCheckpoint {
             }
         });
         IN_CHECKPOINT.store(sys::getpid(), Ordering::SeqCst);
+        crate::ids::at_checkpoint();
         InCheckpoint
     }
 }
@@ -353,7 +356,7 @@ fn claim_lease(cfg: &Config, status: &StatusFile) -> Result<(), String> {
         warn!("{e}; using flock");
         LeaseMode::Flock
     });
-    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), sys::getpid(), mode) {
+    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), crate::ids::visible_pid(), mode) {
         Ok(lease) => {
             if lease.needs_heartbeat() {
                 if mode == LeaseMode::Flock && !LEASE_UNSUPPORTED_SAID.swap(true, Ordering::Relaxed)
@@ -408,7 +411,7 @@ fn wait_for_message(cfg: &Config, conn: &Connection, epoch: u64) -> bool {
             continue;
         }
         since_beat = Duration::ZERO;
-        match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), sys::getpid()) {
+        match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), crate::ids::visible_pid()) {
             Ok(()) => HEARTBEAT_FAILED_SAID.store(false, Ordering::Relaxed),
             Err(e) => {
                 if !HEARTBEAT_FAILED_SAID.swap(true, Ordering::Relaxed) {
@@ -433,7 +436,7 @@ fn connect(cfg: &Config) -> Result<Connection, String> {
     let status = StatusFile::read(&cfg.status_file).map_err(|e| e.to_string())?;
     let info = ProcessInfo {
         host: procfs::hostname(),
-        pid: sys::getpid(),
+        pid: crate::ids::visible_pid(),
         rank: cfg.rank,
         world_size: cfg.world_size,
         program: cfg.program.clone(),
@@ -692,7 +695,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     let entry = ManifestEntry {
         rank: cfg.rank,
         host: procfs::hostname(),
-        pid: sys::getpid(),
+        pid: crate::ids::visible_pid(),
         file: mana_image::ckptdir::image_name(cfg.rank),
         bytes: written.bytes,
         header_checksum: written.header_checksum,
@@ -1198,6 +1201,7 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         cfg.status_file = PathBuf::from(from_fixed(&mb.status_file));
         cfg.ckpt_dir = PathBuf::from(from_fixed(&mb.ckpt_dir));
         cfg.last_generation = mb.generation;
+        crate::ids::restarted(mb.visible_pid, mb.ns_root != 0);
     }
     threads::wait_arrived(parked);
     restore_posix_timers(parked);

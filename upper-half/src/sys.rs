@@ -151,6 +151,11 @@ pub fn getpid() -> i32 {
     unsafe { syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0) as i32 }
 }
 
+pub fn getppid() -> i32 {
+    // SAFETY: getppid takes no arguments.
+    unsafe { syscall6(libc::SYS_getppid as usize, 0, 0, 0, 0, 0, 0) as i32 }
+}
+
 pub fn tgkill(pid: i32, tid: i32, sig: i32) -> Result<(), i32> {
     // SAFETY: plain integer arguments.
     check(unsafe {
