@@ -67,6 +67,10 @@ pub struct ManifestEntry {
     pub bytes: u64,
     /// xxh3-64 of the image's header (identifies the exact image written).
     pub header_checksum: u64,
+    /// The largest process or thread id the image holds: a restart moves the next id its
+    /// pid namespace hands out past every image's (ranks of a node share a namespace).
+    #[serde(default)]
+    pub max_id: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,13 @@ impl Manifest {
                         "image file {f:?} of rank {} is not a file name inside the generation",
                         e.rank
                     ),
+                });
+            }
+            // PID_MAX_LIMIT on 64-bit Linux.
+            if !(0..4 << 20).contains(&e.max_id) {
+                return Err(CkptDirError::BadManifest {
+                    path: path.to_path_buf(),
+                    msg: format!("rank {}: max_id {} is no process id", e.rank, e.max_id),
                 });
             }
         }

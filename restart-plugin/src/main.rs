@@ -154,7 +154,10 @@ fn restart(args: Args) -> Result<(), String> {
     let ids = if args.new_ids {
         ns::Ids::New
     } else {
-        ns::enter(h)
+        ns::enter(
+            h,
+            manifest.images.iter().map(|e| e.max_id).max().unwrap_or(0),
+        )
     };
     for (i, r) in h.regions.iter().enumerate() {
         restore_region(&reader, &mapped, i, r)?;

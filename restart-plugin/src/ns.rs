@@ -1,27 +1,35 @@
 //! Restoring the process's ids (issue 11, item 3; docs/process-state.md "Ids").
 //!
-//! The restored process is made in a pid namespace of its own, with the pid it had
-//! (`clone3` with `set_tid`), and the final stage re-creates every thread with its thread
-//! id. Setting ids needs `CAP_CHECKPOINT_RESTORE` in the user namespace that owns the pid
-//! namespace: root has it; anybody else gets it in a user namespace of their own, made
-//! together with the pid namespace (their own uid and gid mapped onto themselves).
+//! The restored process is made in a pid namespace with the pid it had (`clone3` with
+//! `set_tid`), and the final stage re-creates every thread with its thread id. Setting
+//! ids needs `CAP_CHECKPOINT_RESTORE` in the user namespace that owns the pid namespace:
+//! root has it; anybody else gets it in a user namespace of their own, made together with
+//! the pid namespace (their own uid and gid mapped onto themselves). The owner of a user
+//! namespace may enter it from outside, so a user's other processes can join.
 //!
-//! Three processes:
-//! * the **outer** one — the process the launcher (`srun`, `mpiexec`, a shell) started.
-//!   It never changes namespaces: it waits, forwards the signals sent to it, and ends as
-//!   the restored process ended (its exit code, or killed by the same signal);
-//! * the namespace's **init** (pid 1, named `mana-init`): mounts a `/proc` of the
-//!   namespace (so `/proc/PID` and `/proc/self/task/TID` agree with `getpid` and
-//!   `gettid`), makes the restored process with its pid, forwards signals to it, reaps
-//!   orphans, and reports the restored process's end to the outer one. It dies with the
-//!   outer one (`PR_SET_PDEATHSIG`), and the kernel ends every process of the namespace
-//!   with it;
-//! * the **restored** process, which goes on with the restart.
+//! Processes:
+//! * the namespace's **init** (pid 1 there, named `mana-init`), made by the first
+//!   restarter: it mounts a `/proc` of the namespace (so `/proc/PID` and
+//!   `/proc/self/task/TID` agree with `getpid` and `gettid`), reaps orphans, and ends
+//!   when no other process is left in the namespace;
+//! * the **outer** process of each restart — the one the launcher (`srun`, `mpiexec`, a
+//!   shell) started: it enters the namespace's pid and mount namespaces for its children,
+//!   makes the restored process there as its child, passes on the signals sent to it,
+//!   and ends as the restored process ended (its exit code, or killed by the same signal);
+//! * the **restored** process (dies with the outer one: `PR_SET_PDEATHSIG`).
 //!
-//! Anything that fails before the restored process exists leaves the outer process as it
-//! was: the restart goes on there with new ids, after one warning naming the cause.
+//! The MPI ranks one launcher process started on a node (their parent: `hydra_pmi_proxy`,
+//! `slurmstepd`) share one namespace — the MPI library's shared-memory transports name
+//! their peers by pid (UCX reads `/proc/PID/stat` of each and copies between processes
+//! with `process_vm_readv`) — found through a rendezvous file in `/tmp` named after that
+//! parent. Any other process gets a namespace of its own.
+//!
+//! Anything that fails before the restored process exists leaves the restart going on
+//! with new ids, after one warning naming the cause.
 
 use mana_image::ImageHeader;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use tracing::warn;
 
@@ -81,10 +89,10 @@ fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
-/// Makes the namespace and the restored process, or says why not. Must be called while
-/// the restarter is single-threaded, before it maps the image.
-pub fn enter(h: &ImageHeader) -> Ids {
-    match try_enter(h) {
+/// Makes (or joins) the namespace and the restored process in it, or says why not. Must
+/// be called while the restarter is single-threaded, before it maps the image.
+pub fn enter(h: &ImageHeader, manifest_max_id: i32) -> Ids {
+    match try_enter(h, manifest_max_id) {
         Ok(ids) => ids,
         Err(why) => {
             warn!("the restored process gets new process and thread ids: {why}");
@@ -93,8 +101,11 @@ pub fn enter(h: &ImageHeader) -> Ids {
     }
 }
 
-fn try_enter(h: &ImageHeader) -> Result<Ids, String> {
+fn try_enter(h: &ImageHeader, manifest_max_id: i32) -> Result<Ids, String> {
     let wanted = wanted_ids(h)?;
+    // Every id saved in the generation (the ranks restored on this node share the
+    // namespace): new ids are handed out above all of them.
+    let top = wanted.iter().copied().fold(manifest_max_id, i32::max);
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -104,78 +115,56 @@ fn try_enter(h: &ImageHeader) -> Result<Ids, String> {
     }
     let visible_pid = std::process::id() as i32;
     let caps = capget()?;
-    let (to_init, from_outer) = pipe()?;
-    let (to_outer, from_init) = pipe()?;
-    // Root makes the pid namespace directly; anybody else inside a user namespace.
-    let mut user_ns = false;
-    let mut init = clone_ns(libc::CLONE_NEWPID | libc::CLONE_NEWNS);
-    if init == Err(libc::EPERM) {
-        user_ns = true;
-        init = clone_ns(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS);
+    let shared = h.mpi.is_some() && mana_coordinator::launcher_rank_var().is_some();
+    let (init, rendezvous) = if shared {
+        join_or_create()?
+    } else {
+        (create(None)?, None)
+    };
+    let user_ns = join(init)?;
+    // The restored process, as this process's child in the namespace.
+    let set_tid = [h.pid];
+    let mut args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let mut child = clone3(&args);
+    let mut kept = true;
+    if child == Err(libc::EEXIST) {
+        // Another rank restored on this node had this pid on its own node.
+        warn!(
+            pid = h.pid,
+            "the saved pid is taken in this node's namespace (another process restored here had it): new ids"
+        );
+        args.set_tid = 0;
+        args.set_tid_size = 0;
+        child = clone3(&args);
+        kept = false;
     }
-    let init = init.map_err(|e| {
+    let child = child.map_err(|e| {
         format!(
-            "cannot make a pid namespace: {}",
+            "cannot make pid {} in the namespace: {}",
+            h.pid,
             std::io::Error::from_raw_os_error(e)
         )
     })?;
-    if init == 0 {
-        // The namespace's init: never returns but as the restored process.
-        close(to_init);
-        close(from_init);
-        match init_main(from_outer, to_outer, h.pid, &wanted) {
-            Ok(()) => {
-                return Ok(Ids::Kept {
-                    visible_pid,
-                    drop_caps: user_ns.then_some(caps),
-                })
-            }
-            Err(e) => {
-                let _ = write_all(to_outer, format!("E{e}").as_bytes());
-                // SAFETY: ends this child without running the parent's exit handlers.
-                unsafe { libc::_exit(1) }
-            }
+    if child == 0 {
+        // SAFETY: the restored process dies with the outer process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        if !kept {
+            return Ok(Ids::New);
         }
+        // Ids handed out from now on (the restarter's helper processes, threads, the
+        // program's later children) come after every saved one.
+        raise_last_pid(top, rendezvous.as_deref());
+        return Ok(Ids::Kept {
+            visible_pid,
+            drop_caps: user_ns.then_some(caps),
+        });
     }
-    close(from_outer);
-    close(to_outer);
-    let granted = if user_ns {
-        map_ids(init)
-    } else {
-        Ok(())
-    };
-    let go = match &granted {
-        Ok(()) => b"G",
-        Err(_) => b"X",
-    };
-    let _ = write_all(to_init, go);
-    let mut first = [0u8; 1];
-    let got = read_some(from_init, &mut first);
-    if got == 1 && first[0] == b'R' {
-        close(to_init);
-        supervise(init, from_init)
-    }
-    let mut why = Vec::new();
-    if got == 1 && first[0] == b'E' {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = read_some(from_init, &mut buf);
-            if n == 0 {
-                break;
-            }
-            why.extend_from_slice(&buf[..n]);
-        }
-    }
-    close(to_init);
-    close(from_init);
-    let status = wait_for(init);
-    granted?;
-    if why.is_empty() {
-        return Err(format!(
-            "the namespace's first process ended early (wait status {status:#x})"
-        ));
-    }
-    Err(String::from_utf8_lossy(&why).into_owned())
+    supervise(child)
 }
 
 /// The ids to restore: the pid, then every thread's id (the leader's is the pid).
@@ -189,18 +178,13 @@ fn wanted_ids(h: &ImageHeader) -> Result<Vec<i32>, String> {
     Ok(ids)
 }
 
-fn clone_ns(flags: i32) -> Result<i32, i32> {
-    let args = CloneArgs {
-        flags: flags as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
-    };
+fn clone3(args: &CloneArgs) -> Result<i32, i32> {
     // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this
-    // single-threaded process and continues below with its own memory.
+    // single-threaded process and continues with its own memory.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
@@ -209,6 +193,72 @@ fn clone_ns(flags: i32) -> Result<i32, i32> {
     } else {
         Ok(r as i32)
     }
+}
+
+/// Makes a namespace and its init; returns the init's pid (on this node). `publish`: the
+/// rendezvous file the init removes when it ends.
+fn create(publish: Option<&Path>) -> Result<i32, String> {
+    let (to_init, from_outer) = pipe()?;
+    let (to_outer, from_init) = pipe()?;
+    // Root makes the pid namespace directly; anybody else inside a user namespace.
+    let ns_args = |flags: i32| CloneArgs {
+        flags: flags as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    let mut user_ns = false;
+    let mut init = clone3(&ns_args(libc::CLONE_NEWPID | libc::CLONE_NEWNS));
+    if init == Err(libc::EPERM) {
+        user_ns = true;
+        init = clone3(&ns_args(
+            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+        ));
+    }
+    let init = init.map_err(|e| {
+        format!(
+            "cannot make a pid namespace: {}",
+            std::io::Error::from_raw_os_error(e)
+        )
+    })?;
+    if init == 0 {
+        close(to_init);
+        close(from_init);
+        let e = init_main(from_outer, to_outer, publish);
+        let _ = write_all(to_outer, format!("E{e}").as_bytes());
+        // SAFETY: ends this child without running the parent's exit handlers.
+        unsafe { libc::_exit(1) }
+    }
+    close(from_outer);
+    close(to_outer);
+    let granted = if user_ns { map_ids(init) } else { Ok(()) };
+    let _ = write_all(to_init, if granted.is_ok() { b"G" } else { b"X" });
+    close(to_init);
+    let mut first = [0u8; 1];
+    let got = read_some(from_init, &mut first);
+    if got == 1 && first[0] == b'R' {
+        close(from_init);
+        return Ok(init);
+    }
+    let mut why = Vec::new();
+    if got == 1 && first[0] == b'E' {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = read_some(from_init, &mut buf);
+            if n == 0 {
+                break;
+            }
+            why.extend_from_slice(&buf[..n]);
+        }
+    }
+    close(from_init);
+    let status = wait_for(init);
+    granted?;
+    if why.is_empty() {
+        return Err(format!(
+            "the namespace's first process ended early (wait status {status:#x})"
+        ));
+    }
+    Err(String::from_utf8_lossy(&why).into_owned())
 }
 
 /// Maps the user's own uid and gid onto themselves in the child's user namespace (all
@@ -225,13 +275,10 @@ fn map_ids(child: i32) -> Result<(), String> {
     put("gid_map", format!("{gid} {gid} 1\n"))
 }
 
-/// The namespace's init. Returns in the restored process (its child), never in itself.
-fn init_main(from_outer: i32, to_outer: i32, pid: i32, wanted: &[i32]) -> Result<(), String> {
-    // SAFETY: prctl on this process: die with the outer process; a name for ps.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        libc::prctl(libc::PR_SET_NAME, c"mana-init".as_ptr());
-    }
+/// The namespace's init; returns only to report why it cannot serve.
+fn init_main(from_outer: i32, to_outer: i32, publish: Option<&Path>) -> String {
+    // SAFETY: prctl on this process: a name for ps.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"mana-init".as_ptr()) };
     // The outer process says when the user namespace's ids are written (or that they
     // could not be); end of file: it is gone.
     let mut go = [0u8; 1];
@@ -242,77 +289,219 @@ fn init_main(from_outer: i32, to_outer: i32, pid: i32, wanted: &[i32]) -> Result
     close(from_outer);
     // Mounts made here stay here: the copy of the mount tree receives mounts from the
     // node but never sends any back.
-    mount(None, "/", None, libc::MS_REC | libc::MS_SLAVE)?;
-    mount(
+    if let Err(e) = mount(None, "/", None, libc::MS_REC | libc::MS_SLAVE) {
+        return e;
+    }
+    if let Err(e) = mount(
         Some("proc"),
         "/proc",
         Some("proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-    )?;
-    // Ids handed out from now on (the restarter's helper processes, threads, the
-    // program's later children) come after every saved one.
-    let top = wanted.iter().copied().max().unwrap_or(pid);
-    std::fs::write("/proc/sys/kernel/ns_last_pid", top.to_string())
-        .map_err(|e| format!("cannot write ns_last_pid in the namespace: {e}"))?;
-    let set_tid = [pid];
-    let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
-        set_tid: set_tid.as_ptr() as u64,
-        set_tid_size: 1,
-        ..Default::default()
-    };
-    // SAFETY: a fork (no CLONE_VM) of this single-threaded process with a chosen pid.
-    let child = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if child < 0 {
-        return Err(format!("cannot make pid {pid} in the namespace: {}", errno()));
+    ) {
+        return e;
     }
-    if child == 0 {
-        close(to_outer);
-        // SAFETY: the restored process goes with the namespace's init.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-        return Ok(());
-    }
-    let child = child as i32;
+    let publish = publish.map(Path::to_path_buf);
     let _ = write_all(to_outer, b"R");
-    forward_signals(child);
-    // Reap everything; report the restored process's end and go (the kernel then ends
-    // the rest of the namespace).
+    close(to_outer);
+    // Nothing of the job's: stdio on /dev/null (a reader of the job's output sees its end
+    // when the job's processes end), every other descriptor closed.
+    keep_only(-1);
+    // SAFETY: opening /dev/null and moving it onto stdio.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+    // SAFETY: the init does not take part in the job: no terminal signals.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    // Reap orphans; end when alone (after a first member came, or 30 s).
+    let started = std::time::Instant::now();
+    let mut seen = false;
     loop {
-        let mut st = 0;
-        // SAFETY: waiting for any child of this process.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-        if r == child {
-            let _ = write_all(to_outer, &st.to_ne_bytes());
-            // SAFETY: ends init (and with it the namespace).
+        loop {
+            let mut st = 0;
+            // SAFETY: reaping any child of this process without blocking.
+            if unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } <= 0 {
+                break;
+            }
+        }
+        let others = others_in_namespace();
+        seen |= others;
+        if !others && (seen || started.elapsed() > std::time::Duration::from_secs(30)) {
+            if let Some(p) = &publish {
+                let _ = std::fs::remove_file(p);
+            }
+            // SAFETY: ends the init, the namespace with it (empty by now).
             unsafe { libc::_exit(0) }
         }
-        if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
-            // SAFETY: as above: nothing left to wait for.
-            unsafe { libc::_exit(0) }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether any process but the init lives in the namespace (its own `/proc`).
+fn others_in_namespace() -> bool {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|p| p != 1)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Enters the namespaces of `init` for this process's children (pid) and itself (user,
+/// mount). Returns whether a user namespace was entered.
+fn join(init: i32) -> Result<bool, String> {
+    let open = |what: &str| {
+        std::fs::File::open(format!("/proc/{init}/ns/{what}"))
+            .map_err(|e| format!("cannot open the namespace's {what} namespace: {e}"))
+    };
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let user = open("user")?;
+    let own_user =
+        std::fs::metadata("/proc/self/ns/user").map_err(|e| format!("/proc/self/ns/user: {e}"))?;
+    let other_user = user.metadata().map_err(|e| e.to_string())?.ino() != own_user.ino();
+    let (pid, mnt) = (open("pid")?, open("mnt")?);
+    let enter = |f: &std::fs::File, kind: i32, what: &str| {
+        // SAFETY: setns on a namespace descriptor we opened.
+        if unsafe { libc::setns(f.as_raw_fd(), kind) } != 0 {
+            return Err(format!(
+                "cannot enter the namespace's {what} namespace: {}",
+                errno()
+            ));
+        }
+        Ok(())
+    };
+    if other_user {
+        enter(&user, libc::CLONE_NEWUSER, "user")?;
+    }
+    enter(&pid, libc::CLONE_NEWPID, "pid")?;
+    enter(&mnt, libc::CLONE_NEWNS, "mount")?;
+    Ok(other_user)
+}
+
+/// The namespace of the MPI ranks this process's parent (the launcher's process on this
+/// node) started: joined if another rank made it, else made and published.
+fn join_or_create() -> Result<(i32, Option<PathBuf>), String> {
+    // SAFETY: plain queries.
+    let (ppid, uid) = unsafe { (libc::getppid(), libc::geteuid()) };
+    let start = start_time(ppid).ok_or("cannot read the launcher process's start time")?;
+    let path = PathBuf::from(format!("/tmp/mana-ns-{uid}-{ppid}-{start}"));
+    let claim = path.with_extension("claim");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(init) = published(&path, uid) {
+            return Ok((init, Some(path)));
+        }
+        let mine = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&claim);
+        if mine.is_ok() {
+            let made = create(Some(&path));
+            if let Ok(init) = made {
+                let tmp = path.with_extension("tmp");
+                let text = format!("{init} {}\n", start_time(init).unwrap_or(0));
+                let _ = std::fs::remove_file(&tmp);
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    warn!(path = %path.display(), "cannot publish this node's namespace for the other ranks: {e}");
+                }
+            }
+            let _ = std::fs::remove_file(&claim);
+            return made.map(|init| (init, Some(path)));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} never named the namespace another rank of this node makes",
+                path.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The init a rendezvous file names, if the file is ours and its init alive.
+fn published(path: &Path, uid: u32) -> Option<i32> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if meta.uid() != uid || meta.mode() & 0o022 != 0 || meta.len() > 64 {
+        return None;
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    let (init, start) = (it.next()??, it.next()??);
+    let init = i32::try_from(init).ok().filter(|&p| p > 1)?;
+    let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).ok()?;
+    (comm.trim() == "mana-init" && start_time(init) == Some(start)).then_some(init)
+}
+
+/// Field 22 of /proc/PID/stat: the process's start time (clock ticks after boot).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Moves the namespace's last handed-out id up to `top` (ranks sharing a namespace take
+/// turns: a lock on their rendezvous file; each raises it to the same value).
+fn raise_last_pid(top: i32, rendezvous: Option<&Path>) {
+    use std::os::fd::AsRawFd;
+    let lock = rendezvous.and_then(|p| std::fs::File::open(p).ok());
+    if let Some(f) = &lock {
+        // SAFETY: an advisory lock on a descriptor we hold.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    }
+    let now = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if top > now {
+        if let Err(e) = std::fs::write("/proc/sys/kernel/ns_last_pid", top.to_string()) {
+            warn!("cannot move the namespace's next id past the saved ones: {e}");
         }
     }
 }
 
-/// The outer process from here on: passes signals on to the namespace's init, waits,
-/// and ends as the restored process did.
-fn supervise(init: i32, from_init: i32) -> ! {
-    // Only the report pipe and stdio are kept: the restored process owns the rest.
-    keep_only(from_init);
-    forward_signals(init);
-    let status = wait_for(init);
-    let mut st = [0u8; 4];
-    let st = if read_exact(from_init, &mut st) {
-        i32::from_ne_bytes(st)
-    } else {
-        status
-    };
-    end_like(st)
+/// The outer process from here on: passes signals on to the restored process, waits,
+/// and ends as it did.
+fn supervise(child: i32) -> ! {
+    // Only stdio is kept: the restored process owns the rest.
+    keep_only(-1);
+    forward_signals(child);
+    end_like(wait_for(child))
 }
 
 fn end_like(st: i32) -> ! {
@@ -369,13 +558,14 @@ fn forward_signals(to: i32) {
     }
 }
 
+/// Closes every descriptor above stdio but `fd` (-1: all of them).
 fn keep_only(fd: i32) {
-    // SAFETY: closes descriptors of this (waiting) process only.
+    // SAFETY: closes descriptors of this process only (a waiter or the init).
     unsafe {
         if fd > 3 {
             libc::syscall(libc::SYS_close_range, 3, fd - 1, 0);
         }
-        libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0);
+        libc::syscall(libc::SYS_close_range, fd.max(2) + 1, u32::MAX, 0);
     }
 }
 
@@ -466,16 +656,4 @@ fn read_some(fd: i32, b: &mut [u8]) -> usize {
         }
         return n.max(0) as usize;
     }
-}
-
-fn read_exact(fd: i32, b: &mut [u8]) -> bool {
-    let mut got = 0;
-    while got < b.len() {
-        let n = read_some(fd, &mut b[got..]);
-        if n == 0 {
-            return false;
-        }
-        got += n;
-    }
-    true
 }

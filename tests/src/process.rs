@@ -228,6 +228,21 @@ impl Proc {
         self.pid
     }
 
+    /// The pid (on this node) of the program this process runs: for `mana_restart`, which
+    /// restores the program as its child in a pid namespace (next to that namespace's
+    /// init, `mana-init`, when it made it), that child; else this process.
+    pub fn program_pid(&self) -> u32 {
+        let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if comm(self.pid).trim() != "mana_restart" {
+            return self.pid;
+        }
+        process_tree(self.pid)
+            .into_iter()
+            .skip(1)
+            .find(|&p| comm(p).trim() != "mana-init")
+            .unwrap_or(self.pid)
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

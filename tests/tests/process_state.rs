@@ -292,9 +292,9 @@ fn every_thread_keeps_its_name_and_the_process_shows_as_its_program() {
 
     let restored = s.restart(&s.ckpt_dir);
     s.wait_registered(restored.pid());
-    let after = thread_names(restored.pid());
+    let after = thread_names(restored.program_pid());
     assert_eq!(
-        comm(restored.pid()),
+        comm(restored.program_pid()),
         name,
         "/proc/PID/comm after the restart"
     );
@@ -430,7 +430,7 @@ fn sixty_four_threads_with_mutex_condvar_barrier_and_blocked_calls_restart() {
     // name after a restart, or (at the very end) none.
     let expected: Vec<String> = (0..64).map(|i| format!("t-{i:02}")).collect();
     let named = |run: &mut Proc| {
-        let names = thread_names(run.pid());
+        let names = thread_names(run.program_pid());
         let workers: Vec<&String> = names.iter().filter(|n| n.starts_with("t-")).collect();
         assert!(
             workers.is_empty()
@@ -861,4 +861,84 @@ fn udp_and_unix_datagram_sockets_come_back() {
         last, 2,
         "the outside server got the last message of both runs"
     );
+}
+
+/// The pids a process has in the namespaces it is in, outermost first (`NSpid` of
+/// /proc/PID/status).
+fn ns_pids(pid: u32) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Item 3, as an ordinary user (root may set ids where users cannot): `getpid`,
+/// `getppid`, `gettid`, `syscall(SYS_gettid)` of the main thread and a worker stay what
+/// they were at start; `raise`, `kill(getpid())`, `pthread_kill` and `tgkill` on the saved
+/// ids reach their handlers; a forked child's `abort` ends it by SIGABRT; error-checking,
+/// recursive and robust mutexes *held across* the checkpoints still know their owner
+/// (`EDEADLK`) and unlock. One checkpoint without a kill and a chain of three with a kill
+/// and a restart at random instants: output equal to the uninterrupted run's. After each
+/// restart the program runs in a pid namespace of its own with its saved pid (NSpid).
+#[test]
+fn ids_signals_and_owned_mutexes_survive_restarts_as_a_user() {
+    let s = Session::start_as("ids", user("mana-victim"));
+    let program = compile("ids", Build::Pie, s.dir());
+    let args = ["30", "150"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let ckpt = mana_image::CkptDir::new(&s.ckpt_dir);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "ids ready",
+        1,
+        3,
+        Duration::from_millis(900),
+        |_| {},
+        |run| {
+            let gen = ckpt.gen_dir(ckpt.require_latest().unwrap());
+            let saved = mana_image::ImageReader::open(&rank0_image(&gen))
+                .unwrap()
+                .header
+                .pid as u32;
+            let inner = ns_pids(run.program_pid());
+            assert!(
+                inner.len() == 2 && inner[1] == saved,
+                "the restored process's pids (node, namespace): {inner:?}; saved pid {saved}"
+            );
+        },
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
+/// `ids` as the two ranks of an MPI job under `mpiexec.mpich` (`ids_mpi`): checkpointed
+/// without and with a kill at random instants, restarted by `mpiexec.mpich mana_restart`:
+/// rank 0's output (the problems of both ranks summed each round) equals the native job's.
+#[test]
+fn ids_in_mpi_ranks_survive_a_restart() {
+    let s = Session::start("ids-mpi");
+    let program = compile_mpi("ids_mpi", s.dir());
+    let args = ["16", "150"];
+    let native = mana_tests::mpi::native(&s, 2, &program, &args);
+    let mut rng = Rng::seeded("ids-mpi");
+    let run = mana_tests::mpi::launch(&s, 2, &program, &args, &[]);
+    run.wait_for_stdout("ids ready", SHORT);
+    mana_tests::mpi::wait_registered(&s, 2);
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = run.wait_output(SHORT).stdout;
+    let last = mana_tests::mpi::restart(&s, 2, &[]).wait_output(LONG);
+    last.assert_success();
+    assert_continues(native.as_bytes(), &[first, last.stdout]);
 }

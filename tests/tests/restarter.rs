@@ -41,7 +41,9 @@ fn restored_process_and_next_generation_hold_nothing_of_the_restarter() {
     );
 
     // Its mappings are gone from the restored process.
-    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    // (`mana_restart` itself waits outside the restored process's pid namespace.)
+    let maps_text =
+        std::fs::read_to_string(format!("/proc/{}/maps", restored.program_pid())).unwrap();
     let maps = parse_proc_maps(&maps_text);
     for m in &maps {
         assert!(

@@ -3,9 +3,9 @@
 //! `mana_restart` gives a process its pid and thread ids back by restoring it as the
 //! first process of a pid namespace of its own. Two things differ from before the
 //! restart, and are handled here:
-//! * its parent there is the namespace's init (pid 1), not the process that started it
-//!   (a launcher, a shell, gone with the old job): `getppid` keeps answering the parent
-//!   the process had at its checkpoint — programs compare it with what they saw at start
+//! * its parent is the restarter's outer process, outside the namespace (`getppid`
+//!   answers 0), not the process that started it (a launcher, a shell, gone with the old
+//!   job): `getppid` keeps answering the parent the process had at its checkpoint — programs compare it with what they saw at start
 //!   (`getppid() != start_ppid` → "my parent died");
 //! * the node and the launcher know it under another pid (the restarter's outer
 //!   process): the runtime registers that one, so that `mana_status --list` names a pid
@@ -51,9 +51,9 @@ pub fn restarted(visible_pid: i64, ns_root: bool) {
 fn parent() -> i32 {
     let real = sys::getppid();
     let root = NS_ROOT_PID.load(Ordering::Relaxed);
-    // The namespace's init stands for the parent the process had; a child of the
-    // process (a copy of this memory) has a parent of its own.
-    if real == 1 && root != 0 && root == sys::getpid() {
+    // A parent outside the namespace (0) stands for the parent the process had; a child
+    // of the process (a copy of this memory) has a parent of its own.
+    if real == 0 && root != 0 && root == sys::getpid() {
         let seen = PPID_SEEN.load(Ordering::Relaxed);
         if seen > 0 {
             return seen;

@@ -356,7 +356,12 @@ fn claim_lease(cfg: &Config, status: &StatusFile) -> Result<(), String> {
         warn!("{e}; using flock");
         LeaseMode::Flock
     });
-    match CkptDir::new(&cfg.ckpt_dir).claim(&job, &procfs::hostname(), crate::ids::visible_pid(), mode) {
+    match CkptDir::new(&cfg.ckpt_dir).claim(
+        &job,
+        &procfs::hostname(),
+        crate::ids::visible_pid(),
+        mode,
+    ) {
         Ok(lease) => {
             if lease.needs_heartbeat() {
                 if mode == LeaseMode::Flock && !LEASE_UNSUPPORTED_SAID.swap(true, Ordering::Relaxed)
@@ -411,7 +416,8 @@ fn wait_for_message(cfg: &Config, conn: &Connection, epoch: u64) -> bool {
             continue;
         }
         since_beat = Duration::ZERO;
-        match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), crate::ids::visible_pid()) {
+        match CkptDir::new(&cfg.ckpt_dir).beat(&job, &procfs::hostname(), crate::ids::visible_pid())
+        {
             Ok(()) => HEARTBEAT_FAILED_SAID.store(false, Ordering::Relaxed),
             Err(e) => {
                 if !HEARTBEAT_FAILED_SAID.swap(true, Ordering::Relaxed) {
@@ -699,6 +705,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         file: mana_image::ckptdir::image_name(cfg.rank),
         bytes: written.bytes,
         header_checksum: written.header_checksum,
+        max_id: written.max_id,
     };
     if let Err(e) = conn.send(&ToCoord::Written { generation, entry }) {
         warn!("lost the coordinator while checkpointing: {e}");

@@ -57,6 +57,8 @@ pub struct Written {
     pub header_checksum: u64,
     pub stored: u64,
     pub mapped: u64,
+    /// The largest process or thread id of the image (for the MANIFEST).
+    pub max_id: i32,
 }
 
 fn classify(m: &MapLine) -> Option<(RegionKind, Store)> {
@@ -299,6 +301,12 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
         header_checksum,
         stored: job.header.stored_bytes(),
         mapped: job.header.mapped_bytes(),
+        max_id: job
+            .header
+            .threads
+            .iter()
+            .map(|t| t.tid)
+            .fold(job.header.pid, i32::max),
     })
 }
 

@@ -219,6 +219,7 @@ impl FakeProcess {
             file: format!("rank-{:05}.mana", self.info.rank),
             bytes: 4096 * (u64::from(self.info.rank) + 1),
             header_checksum: 0xabc0 + u64::from(self.info.rank),
+            max_id: 0,
         };
         self.conn
             .send(&ToCoord::Written { generation, entry })
