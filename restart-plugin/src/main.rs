@@ -157,6 +157,7 @@ fn restart(args: Args) -> Result<(), String> {
         ns::enter(
             h,
             manifest.images.iter().map(|e| e.max_id).max().unwrap_or(0),
+            &ckpt.gen_dir(generation),
         )
     };
     for (i, r) in h.regions.iter().enumerate() {

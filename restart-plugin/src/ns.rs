@@ -18,11 +18,12 @@
 //!   and ends as the restored process ended (its exit code, or killed by the same signal);
 //! * the **restored** process (dies with the outer one: `PR_SET_PDEATHSIG`).
 //!
-//! The MPI ranks one launcher process started on a node (their parent: `hydra_pmi_proxy`,
-//! `slurmstepd`) share one namespace — the MPI library's shared-memory transports name
-//! their peers by pid (UCX reads `/proc/PID/stat` of each and copies between processes
-//! with `process_vm_readv`) — found through a rendezvous file in `/tmp` named after that
-//! parent. Any other process gets a namespace of its own.
+//! The MPI ranks restored from one generation on one machine share one namespace — the
+//! MPI library's shared-memory transports name their peers by pid (UCX reads
+//! `/proc/PID/stat` of each and copies between processes with `process_vm_readv`), and
+//! take peers on the same machine for shared-memory peers even when a launcher calls them
+//! nodes — found through a rendezvous file in `/tmp` named after the generation's
+//! directory. Any other process gets a namespace of its own.
 //!
 //! Anything that fails before the restored process exists leaves the restart going on
 //! with new ids, after one warning naming the cause.
@@ -91,8 +92,8 @@ fn errno() -> std::io::Error {
 
 /// Makes (or joins) the namespace and the restored process in it, or says why not. Must
 /// be called while the restarter is single-threaded, before it maps the image.
-pub fn enter(h: &ImageHeader, manifest_max_id: i32) -> Ids {
-    match try_enter(h, manifest_max_id) {
+pub fn enter(h: &ImageHeader, manifest_max_id: i32, gen_dir: &Path) -> Ids {
+    match try_enter(h, manifest_max_id, gen_dir) {
         Ok(ids) => ids,
         Err(why) => {
             warn!("the restored process gets new process and thread ids: {why}");
@@ -101,7 +102,7 @@ pub fn enter(h: &ImageHeader, manifest_max_id: i32) -> Ids {
     }
 }
 
-fn try_enter(h: &ImageHeader, manifest_max_id: i32) -> Result<Ids, String> {
+fn try_enter(h: &ImageHeader, manifest_max_id: i32, gen_dir: &Path) -> Result<Ids, String> {
     let wanted = wanted_ids(h)?;
     // Every id saved in the generation (the ranks restored on this node share the
     // namespace): new ids are handed out above all of them.
@@ -117,7 +118,7 @@ fn try_enter(h: &ImageHeader, manifest_max_id: i32) -> Result<Ids, String> {
     let caps = capget()?;
     let shared = h.mpi.is_some() && mana_coordinator::launcher_rank_var().is_some();
     let (init, rendezvous) = if shared {
-        join_or_create()?
+        join_or_create(gen_dir)?
     } else {
         (create(None)?, None)
     };
@@ -394,13 +395,13 @@ fn join(init: i32) -> Result<bool, String> {
     Ok(other_user)
 }
 
-/// The namespace of the MPI ranks this process's parent (the launcher's process on this
-/// node) started: joined if another rank made it, else made and published.
-fn join_or_create() -> Result<(i32, Option<PathBuf>), String> {
-    // SAFETY: plain queries.
-    let (ppid, uid) = unsafe { (libc::getppid(), libc::geteuid()) };
-    let start = start_time(ppid).ok_or("cannot read the launcher process's start time")?;
-    let path = PathBuf::from(format!("/tmp/mana-ns-{uid}-{ppid}-{start}"));
+/// The namespace of the MPI ranks restored from the generation `gen_dir` on this machine:
+/// joined if another rank made it, else made and published.
+fn join_or_create(gen_dir: &Path) -> Result<(i32, Option<PathBuf>), String> {
+    // SAFETY: a plain query.
+    let uid = unsafe { libc::geteuid() };
+    let key = mana_image::checksum(gen_dir.as_os_str().as_encoded_bytes());
+    let path = PathBuf::from(format!("/tmp/mana-ns-{uid}-{key:016x}"));
     let claim = path.with_extension("claim");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
