@@ -433,6 +433,14 @@ fn join_or_create(gen_dir: &Path) -> Result<(i32, Option<PathBuf>), String> {
             let _ = std::fs::remove_file(&claim);
             return made.map(|init| (init, Some(path)));
         }
+        // A claim left by a restarter that died making the namespace goes after 10 s.
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 10));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+            continue;
+        }
         if std::time::Instant::now() >= deadline {
             return Err(format!(
                 "{} never named the namespace another rank of this node makes",

@@ -942,3 +942,30 @@ fn ids_in_mpi_ranks_survive_a_restart() {
     last.assert_success();
     assert_continues(native.as_bytes(), &[first, last.stdout]);
 }
+
+/// Item 4, pending signals and alternate stacks: SIGUSR1 and two SIGRTMIN+1 (values 7, 8)
+/// pending on the process, SIGUSR2 (value 42) on a worker with an alternate signal stack,
+/// all blocked over a wait where one checkpoint without a kill and a chain of three with a
+/// kill and a restart land at random instants: afterwards each is still pending, arrives
+/// once unblocked (the real-time ones twice, in order, with their values; SIGUSR2 on the
+/// alternate stack, which is still set): output equal to the uninterrupted run's.
+#[test]
+fn pending_signals_and_alternate_stacks_survive_restarts() {
+    let s = Session::start("pending-signals");
+    let program = compile("pending_signals", Build::Pie, s.dir());
+    let args = ["4500"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "pending ready",
+        1,
+        3,
+        Duration::from_millis(700),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}

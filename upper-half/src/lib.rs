@@ -18,6 +18,7 @@ pub mod ids;
 pub mod mpi;
 pub mod mpi_ckpt;
 pub mod mpi_guard;
+pub mod pending;
 pub mod posix_timers;
 pub mod procfs;
 pub mod runtime;

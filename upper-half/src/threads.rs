@@ -162,6 +162,20 @@ struct Names(UnsafeCell<[[u8; 16]; MAX_THREADS]>);
 unsafe impl Sync for Names {}
 static NAMES: Names = Names(UnsafeCell::new([[0; 16]; MAX_THREADS]));
 
+/// Each parked thread's pending signals, by slot, and the process's (taken by the
+/// thread-group leader): see pending.rs.
+struct Pending(UnsafeCell<[crate::pending::ThreadSignals; MAX_THREADS]>);
+// SAFETY: entry `i` is written and read only by the thread holding slot `i`.
+unsafe impl Sync for Pending {}
+static PENDING: Pending = Pending(UnsafeCell::new(
+    [crate::pending::ThreadSignals::EMPTY; MAX_THREADS],
+));
+struct ProcessPending(UnsafeCell<crate::pending::ProcessSignals>);
+// SAFETY: used only by the thread-group leader, in its checkpoint handler.
+unsafe impl Sync for ProcessPending {}
+static PROCESS_PENDING: ProcessPending =
+    ProcessPending(UnsafeCell::new(crate::pending::ProcessSignals::EMPTY));
+
 /// Each parked thread's CPU affinity, by slot (all zero: not read), set again after a
 /// restart where the node allows it ([`AFFINITY_REFUSED`] counts where it did not).
 struct Masks(UnsafeCell<[[u64; 16]; MAX_THREADS]>);
@@ -205,6 +219,14 @@ extern "C" fn ckpt_handler(_sig: i32, _info: *mut libc::siginfo_t, _uctx: *mut c
         *mask = sys::affinity().unwrap_or([0; 16]);
         // The personality is the kernel's per thread: each keeps its own.
         let persona = sys::personality(0xffff_ffff);
+        // SAFETY: entry `i` is this thread's alone; the process's entry is the leader's.
+        let (pending, process) = unsafe {
+            (
+                &mut (*PENDING.0.get())[i],
+                (sys::gettid() == sys::getpid()).then(|| &mut *PROCESS_PENDING.0.get()),
+            )
+        };
+        crate::pending::take_pending(pending, process, _sig);
         let ctx = &mut slot.ctx as *mut RawContext;
         // SAFETY: `ctx` is static memory saved in the image; `park` only touches statics.
         let restarted = unsafe { save_and_call(ctx, park, core::ptr::null_mut()) };
@@ -218,6 +240,10 @@ extern "C" fn ckpt_handler(_sig: i32, _info: *mut libc::siginfo_t, _uctx: *mut c
             sys::futex_wake_all(&ARRIVED);
             wait_for_resume();
         }
+        // SAFETY: as above (the leader of the restored process is the leader again).
+        let process =
+            (sys::gettid() == sys::getpid()).then(|| unsafe { &mut *PROCESS_PENDING.0.get() });
+        crate::pending::queue_again(pending, process);
     }
     LEFT.fetch_add(1, Ordering::AcqRel);
     sys::futex_wake_all(&LEFT);
