@@ -438,6 +438,31 @@ pub enum FileKind {
     /// `syslog` keeps, connected to `/dev/log`) ([`DgramState`]). Datagrams queued at the
     /// checkpoint are not kept (a datagram service loses datagrams anyway).
     Dgram(DgramState),
+    /// A file with no name left: a memfd, or a file deleted while open (a Fortran
+    /// scratch file, `tmpfile()`), with its contents ([`UnlinkedState`]).
+    Unlinked(UnlinkedState),
+}
+
+/// A file without a name, as one of its descriptors sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlinkedState {
+    /// The file's inode at the checkpoint: equal for every descriptor of one file.
+    pub file: u64,
+    /// A memfd (`name`: its name), else a deleted file (`name`: the path it had).
+    pub memfd: bool,
+    pub name: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub size: u64,
+    /// A memfd's seals (`F_GET_SEALS`); 0 for a deleted file.
+    pub seals: i32,
+    /// Whether this record carries the contents (exactly one descriptor of each file).
+    pub holds_data: bool,
+    /// The file's bytes, `size` of them, on the descriptor that holds them.
+    pub data: Vec<u8>,
+    /// Where the process maps the file shared: (start, end, file offset); restored by
+    /// mapping the new file there, so the mapping and the descriptor share pages again.
+    pub maps: Vec<[u64; 3]>,
 }
 
 /// A datagram socket as one of its descriptors sees it.

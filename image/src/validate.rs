@@ -267,6 +267,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::Tcp(_)
                     | FileKind::Dgram(_)
             ) && (f.fd <= 2 || f.offset != 0))
+            || (matches!(f.kind, FileKind::Unlinked(_)) && f.fd <= 2)
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)
         {
@@ -276,6 +277,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     check_pipes(&h.files)?;
     check_unix_pairs(&h.files)?;
     check_tcp(&h.files)?;
+    check_unlinked(h)?;
     for f in &h.files {
         if let FileKind::Dgram(d) = &f.kind {
             check_dgram(d).map_err(|e| format!("descriptor {} (datagram socket): {e}", f.fd))?;
@@ -446,6 +448,70 @@ fn check_pipes(files: &[crate::FileState]) -> Result<(), String> {
     }
     if let Some((pipe, _)) = holders.iter().find(|(_, (_, n))| *n > 1) {
         return Err(format!("pipe {pipe}: content recorded twice"));
+    }
+    Ok(())
+}
+
+/// The largest file without a name whose contents an image carries.
+pub const MAX_UNLINKED: u64 = 64 << 20;
+
+/// Files without a name ([`FileKind::Unlinked`]): a bounded size, contents recorded once
+/// per file and of that size, a name without NUL, mode and seal bits that exist, shared
+/// mappings that lie on shared regions of the image.
+fn check_unlinked(h: &ImageHeader) -> Result<(), String> {
+    let mut holders: std::collections::HashMap<u64, (u64, usize)> = Default::default();
+    for f in &h.files {
+        let FileKind::Unlinked(u) = &f.kind else {
+            continue;
+        };
+        let bad = |why: &str| {
+            Err(format!(
+                "descriptor {} (file without a name {}): {why}",
+                f.fd, u.file
+            ))
+        };
+        if u.size > MAX_UNLINKED {
+            return bad("larger than 64 MiB");
+        }
+        if u.name.len() > 4096 || u.name.contains('\0') {
+            return bad("name");
+        }
+        if u.mode > 0o7777 || u.seals & !0x3f != 0 || (!u.memfd && u.seals != 0) {
+            return bad("mode or seals");
+        }
+        if (u.holds_data && u.data.len() as u64 != u.size) || (!u.holds_data && !u.data.is_empty())
+        {
+            return bad(
+                "contents not of the file's size, or on a descriptor that does not hold them",
+            );
+        }
+        if u.maps.len() > 1024 {
+            return bad("too many mappings");
+        }
+        for &[start, end, off] in &u.maps {
+            let inside = h
+                .regions
+                .iter()
+                .any(|r| r.start <= start && end <= r.end && r.kind == RegionKind::SharedAnon);
+            if start >= end
+                || start % PAGE_SIZE != 0
+                || end % PAGE_SIZE != 0
+                || off % PAGE_SIZE != 0
+                || !inside
+            {
+                return bad("a mapping that is no shared region of the image");
+            }
+        }
+        let e = holders.entry(u.file).or_insert((u.size, 0));
+        if e.0 != u.size {
+            return bad("two sizes for one file");
+        }
+        e.1 += u.holds_data as usize;
+    }
+    if let Some((file, _)) = holders.iter().find(|(_, (_, n))| *n != 1) {
+        return Err(format!(
+            "file without a name {file}: contents not recorded exactly once"
+        ));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod ns;
 mod sys;
 
 mod tcp;
+mod unlinked;
 
 use mana_restart_core::plan;
 use mana_restart_core::prepare::{self, VdsoPlan};
@@ -322,7 +323,7 @@ fn reexec(attempt: u32) -> Result<(), String> {
     Err(format!("cannot re-execute the restarter: {err}"))
 }
 
-fn prot_flags(p: u8) -> i32 {
+pub(crate) fn prot_flags(p: u8) -> i32 {
     use mana_image::prot::*;
     (if p & READ != 0 { libc::PROT_READ } else { 0 })
         | (if p & WRITE != 0 { libc::PROT_WRITE } else { 0 })
@@ -455,6 +456,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let sockets = make_socket_pairs(h, above)?;
     let tcp = tcp::make(h, above)?;
     let dgrams = tcp::make_dgram(h, above)?;
+    let nameless = unlinked::make(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -493,6 +495,13 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             keep.push(f.fd);
             continue;
         }
+        if let mana_image::FileKind::Unlinked(u) = &f.kind {
+            let fd = unlinked::open_again(nameless[&u.file], f.flags, f.offset)
+                .map_err(|e| format!("descriptor {} ({}): {e}", f.fd, f.path))?;
+            place(fd, f)?;
+            keep.push(f.fd);
+            continue;
+        }
         if f.kind != mana_image::FileKind::Regular {
             continue;
         }
@@ -528,7 +537,12 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             keep.push(f.fd);
         }
     }
-    for &end in sockets.values().chain(tcp.values()).chain(dgrams.values()) {
+    for &end in sockets
+        .values()
+        .chain(tcp.values())
+        .chain(dgrams.values())
+        .chain(nameless.values())
+    {
         // SAFETY: our temporary (every descriptor of that socket is placed).
         unsafe { libc::close(end) };
     }

@@ -458,3 +458,14 @@ fn fortran_mpi_bottom_restarts_like_native() {
 fn cxx_ops_restart_like_native() {
     restarts_like_native("cxx_ops", 2, "40", WITHIN);
 }
+
+/// Fortran scratch files (tests/mpi/f_scratch.f90): gfortran's runtime unlinks a
+/// `STATUS='SCRATCH'` file as soon as it opens it, so each rank holds two files without a
+/// name (a formatted sequential one read back whole each round, an unformatted
+/// direct-access one). Checkpointed and killed at a random instant, restarted: the sums
+/// over both files equal the native run's. Before, the checkpoint failed naming the
+/// descriptor ("/tmp/gfortrantmp… (deleted)").
+#[test]
+fn fortran_scratch_files_restart_like_native() {
+    restarts_like_native("f_scratch", 2, "60", WITHIN);
+}

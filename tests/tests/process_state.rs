@@ -969,3 +969,47 @@ fn pending_signals_and_alternate_stacks_survive_restarts() {
     );
     assert_continues(&native.stdout, &pieces);
 }
+
+/// Item 2, files without a name: a sealed memfd mapped shared, a `tmpfile()` and a file
+/// unlinked after opening (a Fortran scratch file), with a read-only second descriptor.
+/// One checkpoint without a kill and a chain of three with a kill and a restart at random
+/// instants: each file comes back with its contents (sums of every round equal), the
+/// memfd with its seals and its mapping sharing pages with its descriptor again, each
+/// descriptor with its own offset: output equal to the uninterrupted run's. The images
+/// hold each file once.
+#[test]
+fn memfd_and_deleted_files_come_back_with_their_contents() {
+    let s = Session::start("unlinked");
+    let program = compile("unlinked", Build::Pie, s.dir());
+    let args = ["40", "60"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let check = |gen: &Path| {
+        let kinds = saved_kinds(gen);
+        let holders = kinds
+            .iter()
+            .filter(|k| matches!(k, mana_image::FileKind::Unlinked(u) if u.holds_data))
+            .count();
+        let shared_maps = kinds
+            .iter()
+            .filter_map(|k| match k {
+                mana_image::FileKind::Unlinked(u) if u.memfd => Some(u.maps.len()),
+                _ => None,
+            })
+            .sum::<usize>();
+        assert_eq!(holders, 3, "{kinds:?}");
+        assert_eq!(shared_maps, 1, "{kinds:?}");
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "unlinked ready",
+        1,
+        3,
+        Duration::from_millis(500),
+        check,
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}

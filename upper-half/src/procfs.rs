@@ -203,9 +203,101 @@ pub fn inode(fd: i32) -> Option<u64> {
 pub fn files(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<FileState>, String> {
     let mut out = descriptors(runtime_fds, inherited)?;
     pipe_contents(&mut out)?;
+    unlinked_contents(&mut out)?;
     socket_contents(&mut out)?;
     tcp_contents(&mut out)?;
     Ok(out)
+}
+
+/// A memfd or a file deleted while open ([`FileKind::Unlinked`]), its contents still
+/// to be read ([`unlinked_contents`]).
+fn unlinked(fd: i32, st: &libc::stat, path: &str) -> Result<FileKind, String> {
+    let bare = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let (memfd, name) = match bare.strip_prefix("/memfd:") {
+        Some(n) => (true, n.to_string()),
+        None => (false, bare.to_string()),
+    };
+    let size = st.st_size as u64;
+    if size > mana_image::validate::MAX_UNLINKED {
+        return Err(format!(
+            "descriptor {fd} ({path}): {size} bytes, more than the 64 MiB an image keeps of a file without a name"
+        ));
+    }
+    let seals = if memfd {
+        let f =
+            AppFd::get(fd).ok_or_else(|| format!("descriptor {fd}: closed while checkpointing"))?;
+        // SAFETY: F_GET_SEALS on an open descriptor.
+        unsafe { libc::fcntl(f.raw(), libc::F_GET_SEALS) }.max(0)
+    } else {
+        0
+    };
+    let maps = own_maps()?
+        .into_iter()
+        .filter(|m| m.shared && m.inode == st.st_ino && m.name.ends_with(" (deleted)"))
+        .map(|m| [m.start, m.end, m.offset])
+        .collect();
+    Ok(FileKind::Unlinked(mana_image::UnlinkedState {
+        file: st.st_ino,
+        memfd,
+        name,
+        mode: st.st_mode & 0o7777,
+        size,
+        seals,
+        holds_data: false,
+        data: Vec::new(),
+        maps,
+    }))
+}
+
+/// Reads each file without a name once, on its first descriptor (`pread`: no offset
+/// moves).
+fn unlinked_contents(files: &mut [FileState]) -> Result<(), String> {
+    let mut done: Vec<u64> = Vec::new();
+    for f in files.iter_mut() {
+        let FileKind::Unlinked(u) = &mut f.kind else {
+            continue;
+        };
+        if done.contains(&u.file) {
+            continue;
+        }
+        done.push(u.file);
+        // A reading descriptor of our own (the program's may be write-only), else the
+        // program's (pread moves no offset).
+        let own = std::fs::File::open(format!("/proc/self/fd/{}", f.fd)).ok();
+        let app = AppFd::get(f.fd)
+            .ok_or_else(|| format!("descriptor {}: closed while checkpointing", f.fd))?;
+        let src = own
+            .as_ref()
+            .map_or(app.raw(), std::os::fd::AsRawFd::as_raw_fd);
+        let mut data = vec![0u8; u.size as usize];
+        let mut got = 0usize;
+        while got < data.len() {
+            // SAFETY: pread into the unfilled rest of our buffer.
+            let n = unsafe {
+                libc::pread(
+                    src,
+                    data[got..].as_mut_ptr().cast(),
+                    data.len() - got,
+                    got as libc::off_t,
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                return Err(format!(
+                    "descriptor {} ({}): cannot read the file's contents (write-only, or it shrank): {}",
+                    f.fd,
+                    f.path,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            got += n as usize;
+        }
+        u.holds_data = true;
+        u.data = data;
+    }
+    Ok(())
 }
 
 fn sockopt_int(fd: i32, level: i32, name: i32) -> Option<i32> {
@@ -978,6 +1070,8 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::Regular
         } else if inherited.contains(&(fd, st.st_ino)) {
             FileKind::Inherited(inherited_kind(&st))
+        } else if st.st_mode & libc::S_IFMT == libc::S_IFREG && path.ends_with(" (deleted)") {
+            unlinked(fd, &st, &path)?
         } else if path == "anon_inode:[eventpoll]" {
             FileKind::Epoll(epoll_interests(fd)?)
         } else if let Some(kind) = counter_kind(fd, &path)? {
@@ -1040,7 +1134,11 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                 pos = v.trim().parse().unwrap_or(0);
             }
         }
-        let offset = if kind == FileKind::Regular { pos } else { 0 };
+        let offset = if matches!(kind, FileKind::Regular | FileKind::Unlinked(_)) {
+            pos
+        } else {
+            0
+        };
         out.push(FileState {
             fd,
             kind,
