@@ -441,6 +441,8 @@ pub enum FileKind {
     /// A file with no name left: a memfd, or a file deleted while open (a Fortran
     /// scratch file, `tmpfile()`), with its contents ([`UnlinkedState`]).
     Unlinked(UnlinkedState),
+    /// A listening Unix socket ([`UnixListenerState`]): listens again on its address.
+    UnixListener(UnixListenerState),
 }
 
 /// A file without a name, as one of its descriptors sees it.
@@ -528,6 +530,21 @@ pub struct UnixPairState {
     pub data: Vec<u8>,
     /// The kernel's shutdown bits of this end (1: no more receiving, 2: no more sending).
     pub shutdown: u8,
+    /// The other end is in no process of the image (another process: outside what is
+    /// checkpointed): restored with its other end closed — reads see end-of-file, writes
+    /// fail with `EPIPE` — and no bytes kept.
+    #[serde(default)]
+    pub outside: bool,
+}
+
+/// A listening Unix socket (stream or seqpacket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixListenerState {
+    /// The socket's inode at the checkpoint.
+    pub socket: u64,
+    pub seqpacket: bool,
+    /// Its address: a path, or an abstract name (leading NUL), as `sun_path` holds it.
+    pub path: Vec<u8>,
 }
 
 /// One descriptor an epoll instance watches (`EPOLL_CTL_ADD` arguments).

@@ -266,6 +266,7 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::UnixPair(_)
                     | FileKind::Tcp(_)
                     | FileKind::Dgram(_)
+                    | FileKind::UnixListener(_)
             ) && (f.fd <= 2 || f.offset != 0))
             || (matches!(f.kind, FileKind::Unlinked(_)) && f.fd <= 2)
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
@@ -278,6 +279,20 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     check_unix_pairs(&h.files)?;
     check_tcp(&h.files)?;
     check_unlinked(h)?;
+    for f in &h.files {
+        if let FileKind::UnixListener(l) = &f.kind {
+            let p = &l.path;
+            let abstract_name = p.first() == Some(&0);
+            if p.is_empty() || p.len() > 107 || (!abstract_name && p.contains(&0)) {
+                return Err(format!(
+                    "descriptor {} (listening Unix socket {}): address of {} bytes",
+                    f.fd,
+                    l.socket,
+                    p.len()
+                ));
+            }
+        }
+    }
     for f in &h.files {
         if let FileKind::Dgram(d) = &f.kind {
             check_dgram(d).map_err(|e| format!("descriptor {} (datagram socket): {e}", f.fd))?;
@@ -531,6 +546,12 @@ fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
         .collect();
     for (fd, u) in &ends {
         let bad = |why: &str| Err(format!("descriptor {fd} (socket {}): {why}", u.socket));
+        if u.outside {
+            if u.holds_data || !u.data.is_empty() || u.shutdown > 3 {
+                return bad("bytes kept for a connection to outside the process");
+            }
+            continue;
+        }
         if u.socket == u.peer
             || !ends
                 .iter()

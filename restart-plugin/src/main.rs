@@ -457,6 +457,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     let tcp = tcp::make(h, above)?;
     let dgrams = tcp::make_dgram(h, above)?;
     let nameless = unlinked::make(h, above)?;
+    let listeners = tcp::make_unix_listeners(h, above)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -485,6 +486,11 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         }
         if let mana_image::FileKind::Dgram(d) = &f.kind {
             place_pipe_end(f, dgrams[&d.socket])?;
+            keep.push(f.fd);
+            continue;
+        }
+        if let mana_image::FileKind::UnixListener(l) = &f.kind {
+            place_pipe_end(f, listeners[&l.socket])?;
             keep.push(f.fd);
             continue;
         }
@@ -542,6 +548,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
         .chain(tcp.values())
         .chain(dgrams.values())
         .chain(nameless.values())
+        .chain(listeners.values())
     {
         // SAFETY: our temporary (every descriptor of that socket is placed).
         unsafe { libc::close(end) };
@@ -825,6 +832,23 @@ fn make_socket_pairs(
         } != 0
         {
             return Err(err("cannot make the socket pair"));
+        }
+        if u.outside {
+            // Its peer was another process's: that end is closed at once (end-of-file
+            // here, EPIPE on writing).
+            // SAFETY: closing our temporary; moving the kept end high.
+            let high = unsafe {
+                libc::close(two[1]);
+                libc::fcntl(two[0], libc::F_SETFL, 0);
+                let high = libc::fcntl(two[0], libc::F_DUPFD_CLOEXEC, above);
+                libc::close(two[0]);
+                high
+            };
+            if high < 0 {
+                return Err(err("cannot move it out of the way"));
+            }
+            made.insert(u.socket, high);
+            continue;
         }
         // two[0] is this end, two[1] the peer: bytes readable here are sent from there.
         for (from, bytes) in [(two[1], data_of(u.socket)), (two[0], data_of(u.peer))] {

@@ -21,7 +21,7 @@
 //! `/dev/log`) — where that fails it stays unconnected (sends fail), logged. Datagrams
 //! queued at the checkpoint are not kept.
 
-use mana_image::{DgramState, FileKind, ImageHeader, TcpState};
+use mana_image::{DgramState, FileKind, ImageHeader, TcpState, UnixListenerState};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -439,6 +439,96 @@ pub fn make_dgram(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, Stri
     Ok(made)
 }
 
+/// A Unix socket address for `path` (a path, or an abstract name with its leading NUL;
+/// at most 107 bytes, as the validator checked).
+fn unix_addr(path: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    un.sun_family = libc::AF_UNIX as u16;
+    let path = &path[..path.len().min(107)];
+    for (i, &c) in path.iter().enumerate() {
+        un.sun_path[i] = c as libc::c_char;
+    }
+    (un, (2 + path.len()) as libc::socklen_t)
+}
+
+/// Makes every listening Unix socket of the image once, listening on its address again,
+/// moved to `above` or higher; returns the new descriptor by the socket's number.
+pub fn make_unix_listeners(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
+    let mut made: HashMap<u64, i32> = HashMap::new();
+    for f in &h.files {
+        let FileKind::UnixListener(l) = &f.kind else {
+            continue;
+        };
+        if made.contains_key(&l.socket) {
+            continue;
+        }
+        let s = unix_listener(l).map_err(|e| {
+            format!(
+                "descriptor {} (Unix socket listening on {}): {e}",
+                f.fd,
+                String::from_utf8_lossy(&l.path)
+            )
+        })?;
+        made.insert(l.socket, high(s, above)?);
+    }
+    Ok(made)
+}
+
+fn unix_listener(l: &UnixListenerState) -> Result<i32, String> {
+    let kind = if l.seqpacket {
+        libc::SOCK_SEQPACKET
+    } else {
+        libc::SOCK_STREAM
+    };
+    // SAFETY: socket(2) with constant arguments.
+    let s = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(os_err("cannot make it"));
+    }
+    let (un, len) = unix_addr(&l.path);
+    let addr = (&un as *const libc::sockaddr_un).cast();
+    // SAFETY: bind with a valid sockaddr_un of `len` bytes.
+    let mut r = unsafe { libc::bind(s, addr, len) };
+    if r != 0 && errno() == libc::EADDRINUSE && l.path.first() != Some(&0) {
+        // The socket file the killed process left: taken over when nobody listens on it
+        // (a connection is refused), refused when somebody does.
+        // SAFETY: a probe socket of our own, closed below.
+        let probe = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: connect with a valid address; close our probe.
+        let alive = unsafe {
+            let c = libc::connect(probe, addr, len) == 0;
+            libc::close(probe);
+            c
+        };
+        if alive {
+            // SAFETY: closing our socket.
+            unsafe { libc::close(s) };
+            return Err("another process listens on that path now".into());
+        }
+        let path = std::ffi::CString::new(l.path.clone()).map_err(|_| "bad path")?;
+        let meta = std::fs::symlink_metadata(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&l.path),
+        );
+        use std::os::unix::fs::FileTypeExt;
+        if meta.is_ok_and(|m| m.file_type().is_socket()) {
+            // SAFETY: removing a stale socket file (checked above: a socket, not listened on).
+            unsafe { libc::unlink(path.as_ptr()) };
+            tracing::info!(path = %String::from_utf8_lossy(&l.path), "removed the stale socket file of the listening socket");
+        }
+        // SAFETY: as above.
+        r = unsafe { libc::bind(s, addr, len) };
+    }
+    // SAFETY: listen on our bound socket.
+    if r != 0 || unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
+        let e = os_err("cannot listen on it again");
+        // SAFETY: closing our socket.
+        unsafe { libc::close(s) };
+        return Err(e);
+    }
+    Ok(s)
+}
+
 fn dgram(d: &DgramState) -> Result<i32, String> {
     // SAFETY: socket(2) with a validated family.
     let s = unsafe { libc::socket(d.family as i32, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -449,13 +539,7 @@ fn dgram(d: &DgramState) -> Result<i32, String> {
         if d.remote.is_empty() {
             return Ok(s);
         }
-        // SAFETY: all-zero is a valid sockaddr_un.
-        let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-        un.sun_family = libc::AF_UNIX as u16;
-        for (i, &c) in d.remote.iter().take(107).enumerate() {
-            un.sun_path[i] = c as libc::c_char;
-        }
-        let len = (2 + d.remote.len()) as libc::socklen_t;
+        let (un, len) = unix_addr(&d.remote);
         // SAFETY: a valid sockaddr_un of `len` bytes.
         if unsafe { libc::connect(s, (&un as *const libc::sockaddr_un).cast(), len) } != 0 {
             tracing::warn!(path = %String::from_utf8_lossy(&d.remote), "a Unix datagram socket cannot connect to its path again ({}): it stays unconnected", std::io::Error::last_os_error());

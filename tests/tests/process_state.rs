@@ -802,7 +802,7 @@ fn a_tcp_connection_to_the_outside_comes_back_reset_by_its_peer() {
     let log =
         fs::read_to_string(format!("{}.runtime.log", s.status_file.display())).unwrap_or_default();
     assert!(
-        log.contains("TCP connection to something outside the process"),
+        log.contains("is a connection to something outside the process"),
         "the checkpoint names the connection in the runtime log: {log}"
     );
 }
@@ -1012,4 +1012,56 @@ fn memfd_and_deleted_files_come_back_with_their_contents() {
         |_| {},
     );
     assert_continues(&native.stdout, &pieces);
+}
+
+/// Listening Unix sockets and a Unix connection to another process: a stream listener on
+/// a path in the session directory and a seqpacket listener on an abstract name, each
+/// connected to and answered every round by two threads of the program; and a connection
+/// to a server of the test (another process) that never writes. One checkpoint without a
+/// kill and a chain of three with a kill and a restart: both listeners listen again on
+/// their address (the killed process's socket file taken over), every round answered;
+/// the outside connection reads end-of-file and fails to write with `EPIPE` after the
+/// restart, as after its peer's exit. Before, the checkpoint failed naming the listener.
+#[test]
+fn unix_listeners_listen_again_and_an_outside_connection_comes_back_closed() {
+    let s = Session::start("unix-sockets");
+    let program = compile("unix_sockets", Build::Pie, s.dir());
+    let outside = s.dir().join("outside.sock");
+    let server = std::os::unix::net::UnixListener::bind(&outside).unwrap();
+    // Holds every connection it accepts, never writes.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in server.incoming() {
+            held.push(c);
+        }
+    });
+    let dir = s.dir().to_str().unwrap().to_string();
+    let args = [dir.as_str(), outside.to_str().unwrap(), "30"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    assert!(native.stdout_text().contains("read: would block"));
+    let check = |gen: &Path| {
+        let kinds = saved_kinds(gen);
+        let listeners = kinds
+            .iter()
+            .filter(|k| matches!(k, mana_image::FileKind::UnixListener(_)))
+            .count();
+        assert!(listeners == 2, "{kinds:?}");
+    };
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "unix ready",
+        1,
+        3,
+        Duration::from_millis(700),
+        check,
+        |_| {},
+    );
+    let expected = native
+        .stdout_text()
+        .replace("read: would block", "read: end of file")
+        .replace("write: sent", "write: Broken pipe");
+    assert_continues(expected.as_bytes(), &pieces);
 }

@@ -360,6 +360,66 @@ fn sock_addr(fd: i32, peer: bool) -> Option<(u16, Vec<u8>, u16)> {
 
 /// A datagram socket the restarter can make again (`None`: another kind of socket, or a
 /// Unix datagram socket bound to a name).
+/// The address of Unix socket `s` (its peer's when `peer`): a path, or an abstract name
+/// (leading NUL); empty when it has none (not bound, not connected).
+fn unix_name(s: i32, peer: bool) -> Vec<u8> {
+    // SAFETY: zeroed sockaddr_un is a valid out-buffer.
+    let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let p = (&mut un as *mut libc::sockaddr_un).cast();
+    // SAFETY: a valid buffer of `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(s, p, &mut len)
+        } else {
+            libc::getsockname(s, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return Vec::new();
+    }
+    let n = (len as usize).saturating_sub(2).min(108);
+    let path: Vec<u8> = un.sun_path[..n].iter().map(|&c| c as u8).collect();
+    // A pathname is NUL-terminated; an abstract name (leading NUL) is not.
+    match path.first() {
+        Some(0) => path,
+        _ => path.into_iter().take_while(|&c| c != 0).collect(),
+    }
+}
+
+/// A Unix stream socket that neither listens nor has a peer.
+fn unix_stream_without_peer(fd: i32) -> bool {
+    let Some(sock) = AppFd::get(fd) else {
+        return false;
+    };
+    let s = sock.raw();
+    sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && sockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && sockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(0)
+}
+
+/// A listening Unix stream or seqpacket socket with an address.
+fn unix_listener(fd: i32, ino: u64) -> Option<mana_image::UnixListenerState> {
+    let sock = AppFd::get(fd)?;
+    let s = sock.raw();
+    if sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+        || sockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Some(1)
+    {
+        return None;
+    }
+    let seqpacket = match sockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE)? {
+        libc::SOCK_STREAM => false,
+        libc::SOCK_SEQPACKET => true,
+        _ => return None,
+    };
+    let path = unix_name(s, false);
+    (!path.is_empty()).then_some(mana_image::UnixListenerState {
+        socket: ino,
+        seqpacket,
+        path,
+    })
+}
+
 fn dgram_socket(fd: i32, ino: u64) -> Option<DgramState> {
     let sock = AppFd::get(fd)?;
     let s = sock.raw();
@@ -368,30 +428,7 @@ fn dgram_socket(fd: i32, ino: u64) -> Option<DgramState> {
     }
     match sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)? {
         libc::AF_UNIX => {
-            let name = |peer: bool| -> Option<Vec<u8>> {
-                // SAFETY: zeroed sockaddr_un is a valid out-buffer.
-                let mut un: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-                let mut len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-                let p = (&mut un as *mut libc::sockaddr_un).cast();
-                // SAFETY: a valid buffer of `len` bytes.
-                let r = unsafe {
-                    if peer {
-                        libc::getpeername(s, p, &mut len)
-                    } else {
-                        libc::getsockname(s, p, &mut len)
-                    }
-                };
-                if r != 0 {
-                    return Some(Vec::new()); // not connected
-                }
-                let n = (len as usize).saturating_sub(2).min(108);
-                let path: Vec<u8> = un.sun_path[..n].iter().map(|&c| c as u8).collect();
-                // A pathname is NUL-terminated; an abstract name (leading NUL) is not.
-                Some(match path.first() {
-                    Some(0) => path,
-                    _ => path.into_iter().take_while(|&c| c != 0).collect(),
-                })
-            };
+            let name = |peer: bool| Some(unix_name(s, peer));
             if !name(false)?.is_empty() {
                 return None;
             }
@@ -678,10 +715,10 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
             continue;
         };
         if !ends.contains(&u.peer) {
-            return Err(format!(
-                "descriptor {} (socket:[{}]) cannot be checkpointed: its other end is not in this process (connections to other processes are not restored yet)",
-                f.fd, u.socket
-            ));
+            // Connected to another process: restored with its other end closed.
+            u.outside = true;
+            note_outside(f.fd);
+            continue;
         }
         if done.contains(&u.socket) {
             continue;
@@ -1076,6 +1113,11 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::Epoll(epoll_interests(fd)?)
         } else if let Some(kind) = counter_kind(fd, &path)? {
             kind
+        } else if let Some(l) = (st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+            .then(|| unix_listener(fd, st.st_ino))
+            .flatten()
+        {
+            FileKind::UnixListener(l)
         } else if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
             match unix_peer(st.st_ino) {
                 Some((libc::SOCK_STREAM, peer, shutdown)) => FileKind::UnixPair(UnixPairState {
@@ -1084,11 +1126,23 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                     holds_data: false,
                     data: Vec::new(),
                     shutdown,
+                    outside: false,
                 }),
+
                 _ => match tcp_socket(fd, st.st_ino)? {
                     Some(t) => FileKind::Tcp(t),
                     None => match dgram_socket(fd, st.st_ino) {
                         Some(d) => FileKind::Dgram(d),
+                        // A Unix stream socket whose peer is gone (or that was never
+                        // connected): it comes back with its other end closed.
+                        None if unix_stream_without_peer(fd) => FileKind::UnixPair(UnixPairState {
+                            socket: st.st_ino,
+                            peer: 0,
+                            holds_data: false,
+                            data: Vec::new(),
+                            shutdown: 0,
+                            outside: true,
+                        }),
                         None => {
                         return Err(format!(
                             "descriptor {fd} ({path}) cannot be checkpointed: a socket the process made other than a connected Unix stream socket, a TCP or UDP socket or an unbound Unix datagram socket (not restored yet)"

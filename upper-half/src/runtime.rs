@@ -670,7 +670,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         None => return restarted(cfg, parked, mpi),
         Some(Ok(w)) => {
             for fd in procfs::take_outside_connections() {
-                warn!(fd, "descriptor {fd} is a TCP connection to something outside the process: after a restart it reads as reset by its peer");
+                warn!(fd, "descriptor {fd} is a connection to something outside the process: after a restart it reads as closed (Unix) or reset (TCP) by its peer");
             }
             w
         }
