@@ -475,7 +475,7 @@ pub struct DgramState {
     /// `AF_UNIX`, `AF_INET` or `AF_INET6`.
     pub family: u16,
     /// UDP: the address (4 or 16 bytes) and port it is bound to (port 0: not bound).
-    /// Unix: empty (bound Unix datagram sockets are not restored).
+    /// Unix: the path (or abstract name, leading NUL) it is bound to; empty: not bound.
     pub local_ip: Vec<u8>,
     pub local_port: u16,
     /// What it is connected to (empty: nothing): UDP, an address and `remote_port`;

@@ -643,10 +643,13 @@ fn check_tcp(files: &[crate::FileState]) -> Result<(), String> {
 fn check_dgram(d: &crate::DgramState) -> Result<(), String> {
     match d.family as i32 {
         libc::AF_UNIX => {
-            let path_ok =
-                d.remote.len() <= 107 && (d.remote.first() == Some(&0) || !d.remote.contains(&0));
-            if !d.local_ip.is_empty() || d.local_port != 0 || d.remote_port != 0 || !path_ok {
-                return Err("a Unix datagram socket bound, or connected to a bad path".into());
+            let path_ok = |p: &[u8]| p.len() <= 107 && (p.first() == Some(&0) || !p.contains(&0));
+            if !path_ok(&d.local_ip)
+                || d.local_port != 0
+                || d.remote_port != 0
+                || !path_ok(&d.remote)
+            {
+                return Err("a Unix datagram socket bound or connected to a bad path".into());
             }
         }
         libc::AF_INET | libc::AF_INET6 => {

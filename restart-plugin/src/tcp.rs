@@ -486,11 +486,30 @@ fn unix_listener(l: &UnixListenerState) -> Result<i32, String> {
     if s < 0 {
         return Err(os_err("cannot make it"));
     }
-    let (un, len) = unix_addr(&l.path);
+    let listen = || {
+        // SAFETY: listen on our bound socket.
+        match unsafe { libc::listen(s, libc::SOMAXCONN) } {
+            0 => Ok(()),
+            _ => Err(os_err("cannot listen on it again")),
+        }
+    };
+    if let Err(e) = bind_unix(s, kind, &l.path).and_then(|()| listen()) {
+        // SAFETY: closing our socket.
+        unsafe { libc::close(s) };
+        return Err(e);
+    }
+    Ok(s)
+}
+
+/// Binds our Unix socket `s` (of type `kind`) to `path` again. A path still holding the
+/// killed process's socket file is taken over when nobody uses it (a probe connection is
+/// refused: the file is removed, logged); refused when somebody does.
+fn bind_unix(s: i32, kind: i32, path: &[u8]) -> Result<(), String> {
+    let (un, len) = unix_addr(path);
     let addr = (&un as *const libc::sockaddr_un).cast();
     // SAFETY: bind with a valid sockaddr_un of `len` bytes.
     let mut r = unsafe { libc::bind(s, addr, len) };
-    if r != 0 && errno() == libc::EADDRINUSE && l.path.first() != Some(&0) {
+    if r != 0 && errno() == libc::EADDRINUSE && path.first() != Some(&0) {
         // The socket file the killed process left: taken over when nobody listens on it
         // (a connection is refused), refused when somebody does.
         // SAFETY: a probe socket of our own, closed below.
@@ -502,31 +521,25 @@ fn unix_listener(l: &UnixListenerState) -> Result<i32, String> {
             c
         };
         if alive {
-            // SAFETY: closing our socket.
-            unsafe { libc::close(s) };
-            return Err("another process listens on that path now".into());
+            return Err("another process uses that path now".into());
         }
-        let path = std::ffi::CString::new(l.path.clone()).map_err(|_| "bad path")?;
+        let c_path = std::ffi::CString::new(path.to_vec()).map_err(|_| "bad path")?;
         let meta = std::fs::symlink_metadata(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&l.path),
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path),
         );
         use std::os::unix::fs::FileTypeExt;
         if meta.is_ok_and(|m| m.file_type().is_socket()) {
-            // SAFETY: removing a stale socket file (checked above: a socket, not listened on).
-            unsafe { libc::unlink(path.as_ptr()) };
-            tracing::info!(path = %String::from_utf8_lossy(&l.path), "removed the stale socket file of the listening socket");
+            // SAFETY: removing a stale socket file (checked above: a socket nobody uses).
+            unsafe { libc::unlink(c_path.as_ptr()) };
+            tracing::info!(path = %String::from_utf8_lossy(path), "removed the stale socket file of a restored socket");
         }
         // SAFETY: as above.
         r = unsafe { libc::bind(s, addr, len) };
     }
-    // SAFETY: listen on our bound socket.
-    if r != 0 || unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
-        let e = os_err("cannot listen on it again");
-        // SAFETY: closing our socket.
-        unsafe { libc::close(s) };
-        return Err(e);
+    if r != 0 {
+        return Err(os_err("cannot bind it to its address again"));
     }
-    Ok(s)
+    Ok(())
 }
 
 fn dgram(d: &DgramState) -> Result<i32, String> {
@@ -536,6 +549,13 @@ fn dgram(d: &DgramState) -> Result<i32, String> {
         return Err(os_err("cannot make it"));
     }
     if d.family as i32 == libc::AF_UNIX {
+        if !d.local_ip.is_empty() {
+            if let Err(e) = bind_unix(s, libc::SOCK_DGRAM, &d.local_ip) {
+                // SAFETY: closing our socket.
+                unsafe { libc::close(s) };
+                return Err(e);
+            }
+        }
         if d.remote.is_empty() {
             return Ok(s);
         }

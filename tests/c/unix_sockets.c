@@ -1,8 +1,10 @@
 /* unix_sockets DIR OUTSIDE [rounds]: listening Unix sockets and a Unix connection to
  * another process, across checkpoints (issue 11, item 2).
  *
- * Listens on DIR/listen.sock (stream), on an abstract name (seqpacket) and keeps a
- * connection to OUTSIDE, a Unix stream server of another process that never writes.
+ * Listens on DIR/listen.sock (stream), on an abstract name (seqpacket), has a datagram
+ * socket bound to DIR/dgram.sock and keeps a connection to OUTSIDE, a Unix stream server of
+ * another process that never writes. Each round an unbound datagram socket sends a
+ * numbered datagram to DIR/dgram.sock, which receives it.
  * Each round a client thread connects to both listeners, sends a numbered message, the
  * main thread accepts, answers, and the client checks the answer (so each listener must
  * listen again after a restart, on its address). At the end a non-blocking read and a
@@ -12,6 +14,7 @@
  */
 #include "common.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -92,6 +95,15 @@ int main(int argc, char **argv)
     abstract_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + an);
     int ls = listener(SOCK_STREAM, &path_addr, sizeof path_addr);
     int la = listener(SOCK_SEQPACKET, &abstract_addr, abstract_len);
+    struct sockaddr_un dg_addr = { .sun_family = AF_UNIX };
+    snprintf(dg_addr.sun_path, sizeof dg_addr.sun_path, "%s/dgram.sock", argv[1]);
+    unlink(dg_addr.sun_path);
+    int dg = socket(AF_UNIX, SOCK_DGRAM, 0);
+    int sender = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (dg < 0 || sender < 0 || bind(dg, (struct sockaddr *)&dg_addr, sizeof dg_addr) != 0) {
+        perror("unix_sockets: datagram socket");
+        return 1;
+    }
 
     struct sockaddr_un out = { .sun_family = AF_UNIX };
     snprintf(out.sun_path, sizeof out.sun_path, "%s", argv[2]);
@@ -108,7 +120,20 @@ int main(int argc, char **argv)
         int ok = serve(ls);
         ok = serve(la) && ok;
         pthread_join(t, NULL);
-        printf("round %ld: %s\n", i, ok && r.ok ? "both listeners answered" : "A LISTENER FAILED");
+        char d[32], got[32] = { 0 };
+        int dn = snprintf(d, sizeof d, "datagram %ld", i);
+        /* A datagram queued at a checkpoint is not kept: sent again after 200 ms, as
+         * datagram programs do. */
+        int recvd = 0;
+        for (int attempt = 0; attempt < 10 && !recvd; attempt++) {
+            if (sendto(sender, d, dn, 0, (struct sockaddr *)&dg_addr, sizeof dg_addr) != dn)
+                continue;
+            struct pollfd p = { .fd = dg, .events = POLLIN };
+            if (poll(&p, 1, 200) == 1)
+                recvd = recv(dg, got, sizeof got - 1, 0) == dn && strcmp(got, d) == 0;
+        }
+        printf("round %ld: %s, %s\n", i, ok && r.ok ? "both listeners answered" : "A LISTENER FAILED",
+               recvd ? "datagram received" : "DATAGRAM LOST");
         usleep(100 * 1000);
     }
     char c;

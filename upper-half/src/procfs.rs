@@ -429,13 +429,10 @@ fn dgram_socket(fd: i32, ino: u64) -> Option<DgramState> {
     match sockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)? {
         libc::AF_UNIX => {
             let name = |peer: bool| Some(unix_name(s, peer));
-            if !name(false)?.is_empty() {
-                return None;
-            }
             Some(DgramState {
                 socket: ino,
                 family: libc::AF_UNIX as u16,
-                local_ip: Vec::new(),
+                local_ip: name(false)?,
                 local_port: 0,
                 remote: name(true)?,
                 remote_port: 0,
