@@ -162,22 +162,6 @@ extern "C" fn child_entry(t: *const PlanThread) -> ! {
     unsafe { become_thread(&*t) }
 }
 
-/// `struct clone_args` of the kernel (v2).
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Bytes of the thread's temporary stack below `stack_top` handed to `clone3`.
 const CLONE_STACK: u64 = 16 << 10;
 

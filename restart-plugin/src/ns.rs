@@ -48,22 +48,7 @@ pub enum Ids {
     New,
 }
 
-/// `struct clone_args` of the kernel (v2, 88 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+use mana_restart_core::plan::CloneArgs;
 
 /// Largest pid the kernel ever hands out (`PID_MAX_LIMIT` on 64-bit).
 pub const PID_MAX_LIMIT: i32 = 4 << 20;

@@ -119,3 +119,20 @@ pub struct Plan {
     pub main_index: u64,
     pub threads: [PlanThread; MAX_THREADS],
 }
+
+/// The kernel's `struct clone_args` (v2, 88 bytes), for `clone3`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}

@@ -701,17 +701,24 @@ fn posix_timers_interval_timers_and_a_long_sleep_survive_checkpoints() {
 /// `mpiexec.mpich mana_restart` — rank 0's output equals the uninterrupted job's.
 #[test]
 fn posix_timers_in_mpi_ranks_survive_checkpoints() {
-    let s = Session::start("timers-mpi");
-    let program = compile_mpi("timers_mpi", s.dir());
-    let args = ["12"];
-    let native = mana_tests::mpi::native(&s, 2, &program, &args);
-    let mut rng = Rng::seeded("timers-mpi");
-    let run = mana_tests::mpi::launch(&s, 2, &program, &args, &[]);
-    run.wait_for_stdout("timers ready", SHORT);
+    mpi_ranks_restart_like_native("timers_mpi", &["12"], "timers ready", 1000);
+}
+
+/// `program` (tests/mpi) as 2 ranks under `mpiexec.mpich`: a checkpoint without a kill and
+/// one with a kill at random instants (each within `within_ms` of the last), then
+/// `mpiexec.mpich mana_restart`: rank 0's output equals the native job's.
+fn mpi_ranks_restart_like_native(program: &str, args: &[&str], ready: &str, within_ms: u64) {
+    let s = Session::start(&program.replace('_', "-"));
+    let exe = compile_mpi(program, s.dir());
+    let native = mana_tests::mpi::native(&s, 2, &exe, args);
+    let mut rng = Rng::seeded(program);
+    let run = mana_tests::mpi::launch(&s, 2, &exe, args, &[]);
+    run.wait_for_stdout(ready, SHORT);
     mana_tests::mpi::wait_registered(&s, 2);
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    let within = Duration::from_millis(within_ms);
+    std::thread::sleep(rng.duration_upto(within));
     s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    std::thread::sleep(rng.duration_upto(within));
     s.checkpoint_and_kill()
         .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
     let first = run.wait_output(SHORT).stdout;
@@ -924,23 +931,7 @@ fn ids_signals_and_owned_mutexes_survive_restarts_as_a_user() {
 /// rank 0's output (the problems of both ranks summed each round) equals the native job's.
 #[test]
 fn ids_in_mpi_ranks_survive_a_restart() {
-    let s = Session::start("ids-mpi");
-    let program = compile_mpi("ids_mpi", s.dir());
-    let args = ["16", "150"];
-    let native = mana_tests::mpi::native(&s, 2, &program, &args);
-    let mut rng = Rng::seeded("ids-mpi");
-    let run = mana_tests::mpi::launch(&s, 2, &program, &args, &[]);
-    run.wait_for_stdout("ids ready", SHORT);
-    mana_tests::mpi::wait_registered(&s, 2);
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    std::thread::sleep(rng.duration_upto(Duration::from_millis(800)));
-    s.checkpoint_and_kill()
-        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
-    let first = run.wait_output(SHORT).stdout;
-    let last = mana_tests::mpi::restart(&s, 2, &[]).wait_output(LONG);
-    last.assert_success();
-    assert_continues(native.as_bytes(), &[first, last.stdout]);
+    mpi_ranks_restart_like_native("ids_mpi", &["16", "150"], "ids ready", 800);
 }
 
 /// Item 4, pending signals and alternate stacks: SIGUSR1 and two SIGRTMIN+1 (values 7, 8)
