@@ -1,4 +1,6 @@
-//! `mana_restart`: the calling process becomes the checkpointed process.
+//! `mana_restart`: the checkpointed process comes back (as the calling process's child in
+//! a pid namespace with its saved ids, ns.rs; or, with `--new-ids`, as the calling
+//! process itself).
 //!
 //! First stage (this program, ordinary Rust): `locate → verify → reserve → plugin →
 //! descriptors → plan`, then it hands a plain-data plan to the final stage
@@ -36,9 +38,11 @@ const ATTEMPT_ENV: &str = "MANA_RESTART_ATTEMPT";
 #[command(
     name = "mana_restart",
     about = "Restart a checkpointed process from its newest committed generation",
-    long_about = "Restart a checkpointed process. The calling process becomes the restored \
-process: it keeps this terminal's stdin/stdout/stderr and continues where the checkpoint \
-was taken. The image is taken from the newest committed generation in CKPT_DIR (the one \
+    long_about = "Restart a checkpointed process. The restored process gets back its pid and \
+thread ids in a pid namespace of its own, as this process's child: it keeps this terminal's \
+stdin/stdout/stderr and continues where the checkpoint was taken; this process passes on \
+the signals sent to it and exits as the program does (--new-ids: this process becomes the \
+restored one, with new ids). The image is taken from the newest committed generation in CKPT_DIR (the one \
 LATEST names); under srun/mpiexec each rank restores its own image.\n\nThe restored process \
 reconnects to the coordinator named by --status-file (or $MANA_STATUS_FILE, or the default \
 status file); if none is reachable and none was named, one is started."
