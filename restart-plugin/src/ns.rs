@@ -399,6 +399,12 @@ fn join_or_create(gen_dir: &Path) -> Result<(i32, Option<PathBuf>), String> {
             .mode(0o600)
             .open(&claim);
         if mine.is_ok() {
+            // Another rank may have published and dropped its claim between our look and
+            // our claim: look again before making a second namespace.
+            if let Some(init) = published(&path, uid) {
+                let _ = std::fs::remove_file(&claim);
+                return Ok((init, Some(path)));
+            }
             let made = create(Some(&path));
             if let Ok(init) = made {
                 let tmp = path.with_extension("tmp");
