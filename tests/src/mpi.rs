@@ -170,3 +170,29 @@ pub fn assert_images_have_no_lower_half(gen: &Path, ranks: usize) {
         }
     }
 }
+
+/// A killed job's stdout without what `mpiexec.mpich` appends when it sees a rank die (a
+/// banner of `=`, "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES", the exit
+/// string): the application's lines only.
+pub fn without_launcher_report(stdout: &[u8]) -> &[u8] {
+    const REPORT: &[u8] = b"BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES";
+    let Some(at) = stdout.windows(REPORT.len()).position(|w| w == REPORT) else {
+        return stdout;
+    };
+    // Back to the start of the banner line above the report's first line.
+    let line = stdout[..at]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |i| i + 1);
+    let banner = stdout[..line.saturating_sub(1)]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |i| i + 1);
+    let before = if stdout[banner..line].starts_with(b"====") {
+        &stdout[..banner]
+    } else {
+        &stdout[..line]
+    };
+    // Hydra writes a newline of its own before the banner.
+    before.strip_suffix(b"\n").unwrap_or(before)
+}

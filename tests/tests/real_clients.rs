@@ -164,30 +164,6 @@ fn count_lines(stdout: &[u8], needle: &str) -> usize {
     complete.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// A killed job's stdout without what `mpiexec.mpich` appends when it sees a rank die (a
-/// banner of `=`, "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES", the exit
-/// string): the application's lines only.
-fn without_launcher_report(stdout: &[u8]) -> &[u8] {
-    const REPORT: &[u8] = b"BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES";
-    let Some(at) = stdout.windows(REPORT.len()).position(|w| w == REPORT) else {
-        return stdout;
-    };
-    // Back to the start of the banner line above the report's first line.
-    let line = stdout[..at]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |i| i + 1);
-    let banner = stdout[..line.saturating_sub(1)]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |i| i + 1);
-    if stdout[banner..line].starts_with(b"====") {
-        &stdout[..banner]
-    } else {
-        &stdout[..line]
-    }
-}
-
 /// The last few thousand characters of `text`.
 fn tail(text: &str) -> &str {
     let mut cut = text.len().saturating_sub(4000);
@@ -482,7 +458,7 @@ impl Tester {
         let (expected, native) = self.native(&s);
         let (killed, restarted) = self.client.checkpoint_kill_restart(&s, &native);
         let label = self.client.label;
-        let before = self.normalise(without_launcher_report(&killed.stdout));
+        let before = self.normalise(mana_tests::mpi::without_launcher_report(&killed.stdout));
         let after = self.normalise(&restarted.stdout);
         assert!(
             expected.starts_with(&before),
@@ -720,10 +696,13 @@ fn the_launchers_termination_report_is_not_the_applications_output() {
                   YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)\n";
     let killed = format!("{app}{report}");
     assert_eq!(
-        without_launcher_report(killed.as_bytes()),
-        format!("{app}\n").as_bytes()
+        mana_tests::mpi::without_launcher_report(killed.as_bytes()),
+        app.as_bytes()
     );
-    assert_eq!(without_launcher_report(app.as_bytes()), app.as_bytes());
+    assert_eq!(
+        mana_tests::mpi::without_launcher_report(app.as_bytes()),
+        app.as_bytes()
+    );
     assert_eq!(count_lines(killed.as_bytes(), "BEGIN"), 2);
     assert_eq!(count_lines(b"a PASSED\nb PASSED", "PASSED"), 1);
 }
