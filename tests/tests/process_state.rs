@@ -942,7 +942,6 @@ fn ids_in_mpi_ranks_survive_a_restart() {
 /// once unblocked (the real-time ones twice, in order, with their values; SIGUSR2 on the
 /// alternate stack, which is still set): output equal to the uninterrupted run's.
 #[test]
-#[ignore = "flaky: in 2 of ~12 runs the process's pending SIGUSR1/SIGRTMIN+1 were no longer pending after a restart chain (yet delivered once unblocked); see the closing note of 2026-12-05 and docs/process-state.md"]
 fn pending_signals_and_alternate_stacks_survive_restarts() {
     let s = Session::start("pending-signals");
     let program = compile("pending_signals", Build::Pie, s.dir());

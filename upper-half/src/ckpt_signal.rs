@@ -74,10 +74,12 @@ fn spawn() {
         return;
     };
     let (sig, status_file) = (*sig, status_file.clone());
-    let spawned = std::thread::Builder::new()
-        .name("mana-signal".into())
-        .stack_size(256 << 10)
-        .spawn(move || wait_loop(sig, status_file));
+    let spawned = crate::sys::spawn_blocked(
+        std::thread::Builder::new()
+            .name("mana-signal".into())
+            .stack_size(256 << 10),
+        move || wait_loop(sig, status_file),
+    );
     if let Err(e) = spawned {
         eprintln!("mana: cannot start the thread waiting for {sig}: {e}");
     }
@@ -85,7 +87,6 @@ fn spawn() {
 
 fn wait_loop(sig: Signal, status_file: PathBuf) {
     TID.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
-    crate::sys::block_all_signals();
     if crate::runtime::own_tables() {
         crate::procfs::own_table();
     }

@@ -193,11 +193,13 @@ fn helper_tid() -> Option<i32> {
         return Some(tid);
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("mana-timers".into())
-        .stack_size(256 << 10)
-        .spawn(move || helper(tx))
-        .ok()?;
+    sys::spawn_blocked(
+        std::thread::Builder::new()
+            .name("mana-timers".into())
+            .stack_size(256 << 10),
+        move || helper(tx),
+    )
+    .ok()?;
     let tid = rx.recv().ok()?;
     HELPER_TID.store(tid, Ordering::Release);
     Some(tid)
@@ -208,14 +210,18 @@ fn helper_tid() -> Option<i32> {
 /// and restored as the application's threads are); `sigwaitinfo` goes on after one.
 fn helper(tx: std::sync::mpsc::Sender<i32>) {
     // glibc's sigaddset, sigprocmask and sigwaitinfo refuse or drop its own signals (32
-    // and 33): the mask and the wait are raw system calls.
+    // and 33): the mask and the wait are raw system calls. Like glibc's own helper, it
+    // blocks every signal (the program's are for the program's threads) but the
+    // runtime's thread-stop signal.
     let set: u64 = 1 << (TIMER_SIGNAL - 1);
-    // SAFETY: SIG_BLOCK with a valid 8-byte set, this thread only.
+    let stop = crate::threads::CKPT_SIGNAL.load(core::sync::atomic::Ordering::Acquire);
+    let blocked: u64 = !(1u64 << (stop - 1));
+    // SAFETY: SIG_SETMASK with a valid 8-byte set, this thread only.
     unsafe {
         sys::syscall6(
             sys::SYS_RT_SIGPROCMASK,
-            libc::SIG_BLOCK as usize,
-            &set as *const u64 as usize,
+            libc::SIG_SETMASK as usize,
+            &blocked as *const u64 as usize,
             0,
             8,
             0,

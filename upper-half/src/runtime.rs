@@ -233,13 +233,12 @@ pub fn start() {
 
 fn spawn_runtime_thread(cfg: Config) {
     let epoch = RUNTIME_EPOCH.load(Ordering::Acquire);
-    let spawned = std::thread::Builder::new()
-        .name("mana-ckpt".into())
-        .stack_size(1 << 20)
-        .spawn(move || {
-            sys::block_all_signals();
-            run(cfg, epoch)
-        });
+    let spawned = sys::spawn_blocked(
+        std::thread::Builder::new()
+            .name("mana-ckpt".into())
+            .stack_size(1 << 20),
+        move || run(cfg, epoch),
+    );
     if let Err(e) = spawned {
         eprintln!("mana: cannot start the checkpoint thread: {e}; checkpointing is disabled");
     }

@@ -248,21 +248,42 @@ pub fn sigmask() -> u64 {
     old
 }
 
-/// Blocks every signal in this thread (the checkpoint thread must never run handlers).
-pub fn block_all_signals() {
-    let all: u64 = !0;
-    // SAFETY: SIG_BLOCK with a valid 8-byte set.
+/// Sets this thread's blocked-signal mask; returns the one before.
+fn set_sigmask(mask: u64) -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: SIG_SETMASK (2) with valid 8-byte sets.
     unsafe {
         syscall6(
             SYS_RT_SIGPROCMASK,
-            0,
-            &all as *const u64 as usize,
-            0,
+            2,
+            &mask as *const u64 as usize,
+            &mut old as *mut u64 as usize,
             8,
             0,
             0,
         )
     };
+    old
+}
+
+/// Starts a runtime thread that blocks every signal from its first instruction: a new
+/// thread inherits its creator's mask, and a signal the program sends to its process in
+/// the instant before the thread blocks everything itself would run the program's
+/// handler on the runtime's thread (found: the pending signals a program raised at
+/// start were taken by the just-made checkpoint thread, so nothing was pending to keep).
+/// The caller's mask is blocked only around the `clone`.
+pub fn spawn_blocked<F, T>(
+    builder: std::thread::Builder,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let old = set_sigmask(!0);
+    let spawned = builder.spawn(f);
+    set_sigmask(old);
+    spawned
 }
 
 /// The kernel's `struct sigaction` for x86_64.
