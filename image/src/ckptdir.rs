@@ -71,6 +71,24 @@ pub struct ManifestEntry {
     /// pid namespace hands out past every image's (ranks of a node share a namespace).
     #[serde(default)]
     pub max_id: i32,
+    /// The descendants of the launched process (child processes, theirs…) checkpointed
+    /// with it in this generation, one image each (issue 11, item 5).
+    #[serde(default)]
+    pub members: Vec<MemberEntry>,
+}
+
+/// One descendant of a job member's launched process ([`ManifestEntry::members`]): its
+/// image `rank-RRRRR.pPID.mana` ([`member_image_name`]) and where it hangs in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// Its process id (the one a restart gives back).
+    pub pid: i32,
+    /// Its parent: the launched process's saved pid or another member's.
+    pub ppid: i32,
+    pub file: String,
+    pub bytes: u64,
+    pub header_checksum: u64,
+    pub max_id: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,23 +111,58 @@ impl Manifest {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
+        let bad = |msg: String| CkptDirError::BadManifest {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let plain = |f: &str| {
+            !(f.is_empty() || f.len() > 255 || f.contains(['/', '\0']) || f == "." || f == "..")
+        };
+        // PID_MAX_LIMIT on 64-bit Linux.
+        let id = |v: i32| (0..4 << 20).contains(&v);
         for e in &m.images {
             let f = e.file.as_str();
-            if f.is_empty() || f.len() > 255 || f.contains(['/', '\0']) || f == "." || f == ".." {
-                return Err(CkptDirError::BadManifest {
-                    path: path.to_path_buf(),
-                    msg: format!(
-                        "image file {f:?} of rank {} is not a file name inside the generation",
-                        e.rank
-                    ),
-                });
+            if !plain(f) {
+                return Err(bad(format!(
+                    "image file {f:?} of rank {} is not a file name inside the generation",
+                    e.rank
+                )));
             }
-            // PID_MAX_LIMIT on 64-bit Linux.
-            if !(0..4 << 20).contains(&e.max_id) {
-                return Err(CkptDirError::BadManifest {
-                    path: path.to_path_buf(),
-                    msg: format!("rank {}: max_id {} is no process id", e.rank, e.max_id),
-                });
+            if !id(e.max_id) {
+                return Err(bad(format!(
+                    "rank {}: max_id {} is no process id",
+                    e.rank, e.max_id
+                )));
+            }
+            if e.members.len() > MAX_MEMBERS {
+                return Err(bad(format!(
+                    "rank {}: {} descendant processes (at most {MAX_MEMBERS})",
+                    e.rank,
+                    e.members.len()
+                )));
+            }
+            for (i, c) in e.members.iter().enumerate() {
+                if !plain(&c.file) || c.file == f {
+                    return Err(bad(format!(
+                        "image file {:?} of rank {}'s process {} is not a file name inside the generation",
+                        c.file, e.rank, c.pid
+                    )));
+                }
+                if c.pid <= 1 || !id(c.pid) || c.ppid <= 0 || !id(c.ppid) || !id(c.max_id) {
+                    return Err(bad(format!(
+                        "rank {}: descendant ids pid {} ppid {} max_id {} are no process ids",
+                        e.rank, c.pid, c.ppid, c.max_id
+                    )));
+                }
+                if e.members[..i]
+                    .iter()
+                    .any(|d| d.pid == c.pid || d.file == c.file)
+                {
+                    return Err(bad(format!(
+                        "rank {}: descendant process {} is listed twice",
+                        e.rank, c.pid
+                    )));
+                }
             }
         }
         Ok(m)
@@ -127,6 +180,14 @@ pub fn gen_name(generation: u64) -> String {
 
 pub fn image_name(rank: u32) -> String {
     format!("rank-{rank:05}.mana")
+}
+
+/// Descendant processes a job member may have checkpointed with it.
+pub const MAX_MEMBERS: usize = 256;
+
+/// The image of a descendant `pid` of rank `rank`'s launched process.
+pub fn member_image_name(rank: u32, pid: i32) -> String {
+    format!("rank-{rank:05}.p{pid}.mana")
 }
 
 impl CkptDir {
@@ -275,9 +336,14 @@ impl CkptDir {
     /// replaced: generation numbers are not reused in a directory, so it belongs to
     /// someone else (another job writing here, or a planted file).
     pub fn create_image(&self, generation: u64, rank: u32) -> Result<File, CkptDirError> {
+        self.create_named_image(generation, &image_name(rank))
+    }
+
+    /// Creates the image `name` (a plain file name) in the generation's directory.
+    pub fn create_named_image(&self, generation: u64, name: &str) -> Result<File, CkptDirError> {
         let gdir = self.create_gen_dir(generation)?;
-        let path = self.image_path(generation, rank);
-        create_at(&gdir, &image_name(rank), &path).map_err(|e| match e {
+        let path = self.gen_dir(generation).join(name);
+        create_at(&gdir, name, &path).map_err(|e| match e {
             CkptDirError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::AlreadyExists =>
             {

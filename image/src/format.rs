@@ -664,6 +664,18 @@ pub struct ImageHeader {
     /// Where the runtime keeps, in the saved memory, the [`ImageHeader::state_digest`] of
     /// this header (a u64): the copy the validator compares the header with.
     pub state_digest_at: u64,
+    /// Children that had ended and were not yet waited for (zombies): a restart makes
+    /// each again, ended the same way, so that the program's `waitpid` finds it.
+    #[serde(default)]
+    pub zombies: Vec<Zombie>,
+}
+
+/// A child process that had ended, not yet waited for ([`ImageHeader::zombies`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zombie {
+    pub pid: i32,
+    /// Its wait status (`WIFEXITED`/`WIFSIGNALED` encoding).
+    pub status: i32,
 }
 
 impl ImageHeader {
@@ -690,11 +702,12 @@ impl ImageHeader {
             restart_mailbox,
             mpi,
             state_digest_at: _,
+            zombies,
         } = self;
         let bytes = rmp_serde::to_vec(&(
             (generation, rank, world_size, hostname, pid, program),
             (created_unix_ns, cwd, umask, threads, files, signals),
-            (mm, vdso, restart_mailbox, mpi),
+            (mm, vdso, restart_mailbox, mpi, zombies),
         ))
         .expect("an image header is always serializable");
         checksum(&bytes)

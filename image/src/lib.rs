@@ -16,5 +16,5 @@ pub mod files;
 pub mod format;
 pub mod validate;
 
-pub use ckptdir::{CkptDir, Manifest, ManifestEntry};
+pub use ckptdir::{CkptDir, Manifest, ManifestEntry, MemberEntry};
 pub use format::*;

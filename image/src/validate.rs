@@ -187,6 +187,17 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
     if let Some(w) = tids.windows(2).find(|w| w[0] == w[1]) {
         return Err(format!("thread id {} appears twice", w[0]));
     }
+    if h.zombies.len() > crate::ckptdir::MAX_MEMBERS {
+        return Err(format!("{} ended children (zombies)", h.zombies.len()));
+    }
+    for (i, z) in h.zombies.iter().enumerate() {
+        if z.pid <= 1 || z.pid >= PID_MAX_LIMIT || z.pid == h.pid {
+            return Err(format!("ended child {i}: pid {}", z.pid));
+        }
+        if tids.binary_search(&z.pid).is_ok() || h.zombies[..i].iter().any(|y| y.pid == z.pid) {
+            return Err(format!("ended child {i}: pid {} is taken", z.pid));
+        }
+    }
     for (i, t) in h.threads.iter().enumerate() {
         if t.tid <= 0 || t.tid >= PID_MAX_LIMIT {
             return Err(format!("thread {i}: tid {}", t.tid));

@@ -15,6 +15,7 @@ pub mod ckpt_signal;
 pub mod context;
 pub mod exclude;
 pub mod ids;
+pub mod members;
 pub mod mpi;
 pub mod mpi_ckpt;
 pub mod mpi_guard;

@@ -844,25 +844,19 @@ fn unix_peer(ino: u64) -> Option<(i32, u64, u8)> {
     (peer != 0).then_some((sock_type, peer as u64, shutdown))
 }
 
-/// Fills in each pipe's content on its lowest read end; refuses a pipe a child process
-/// holds the other end of (child processes are not checkpointed yet).
+/// Fills in each pipe's content on its lowest read end (a pipe shared with child
+/// processes, which are stopped too, may be recorded by several of them: the same
+/// bytes; a restart writes them back once).
 fn pipe_contents(files: &mut [FileState]) -> Result<(), String> {
     if !files.iter().any(|f| matches!(f.kind, FileKind::Pipe(_))) {
         return Ok(()); // no pipe: the children's descriptors need no reading
     }
-    let children = child_pipes();
     let mut done = Vec::new();
     for i in 0..files.len() {
         let FileKind::Pipe(p) = &files[i].kind else {
             continue;
         };
         let (pipe, fd) = (p.pipe, files[i].fd);
-        if let Some(child) = children.iter().find(|(_, ino)| *ino == pipe) {
-            return Err(format!(
-                "descriptor {fd} (pipe:[{pipe}]) cannot be checkpointed: child process {} holds the pipe too (child processes are not checkpointed yet)",
-                child.0
-            ));
-        }
         if done.contains(&pipe) || !p.read_end {
             continue;
         }
@@ -1038,36 +1032,52 @@ fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>)
     result
 }
 
-/// (child pid, pipe inode) for every pipe a direct child of this process holds.
-fn child_pipes() -> Vec<(i32, u64)> {
+/// This process's direct children (of every thread).
+pub fn children() -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
     for t in tasks.flatten() {
-        let Ok(kids) = std::fs::read_to_string(t.path().join("children")) else {
-            continue;
-        };
-        for kid in kids
-            .split_whitespace()
-            .filter_map(|k| k.parse::<i32>().ok())
-        {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{kid}/fd")) else {
-                continue;
-            };
-            for f in fds.flatten() {
-                if let Ok(target) = std::fs::read_link(f.path()) {
-                    let t = target.to_string_lossy();
-                    if let Some(ino) = t
-                        .strip_prefix("pipe:[")
-                        .and_then(|r| r.strip_suffix(']'))
-                        .and_then(|n| n.parse().ok())
-                    {
-                        out.push((kid, ino));
-                    }
-                }
-            }
+        if let Ok(kids) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
         }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Children that ended and were not waited for, with their wait status (`waitid` with
+/// `WNOWAIT`: they stay for the program's own `waitpid`).
+pub fn zombies() -> Vec<mana_image::Zombie> {
+    let mut out = Vec::new();
+    for pid in children() {
+        // SAFETY: a zeroed siginfo is a valid out-buffer; WNOWAIT leaves the child as is.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child, without waiting and without reaping.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: filled by waitid for an ended child (si_pid 0 otherwise).
+        let (who, code, st) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if r != 0 || who != pid {
+            continue;
+        }
+        let status = match code {
+            libc::CLD_EXITED => (st & 0xff) << 8,
+            libc::CLD_DUMPED => (st & 0x7f) | 0x80,
+            _ => st & 0x7f,
+        };
+        out.push(mana_image::Zombie { pid, status });
     }
     out
 }

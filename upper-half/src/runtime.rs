@@ -163,10 +163,14 @@ pub fn start() {
     let Ok(status) = std::env::var("MANA_STATUS_FILE") else {
         return;
     };
-    // Only the process mana_launch exec'd is checkpointed, not children it spawns.
+    // The process mana_launch exec'd is the job member's root; a descendant (it kept
+    // LD_PRELOAD) is checkpointed with it when the root named its socket (members.rs).
     if let Ok(pid) = std::env::var("MANA_LAUNCH_PID") {
         if pid.parse::<i32>().ok() != Some(sys::getpid()) {
-            return;
+            if std::env::var_os(crate::members::ENV).is_none() {
+                return;
+            }
+            IS_MEMBER.store(true, Ordering::Relaxed);
         }
     }
     mana_coordinator::init_runtime_logging(std::path::Path::new(&status));
@@ -226,8 +230,53 @@ pub fn start() {
         own_tables = own_tables(),
         "runtime threads' descriptor tables"
     );
-    crate::ckpt_signal::start(cfg.status_file.clone());
+    if !is_member() {
+        crate::ckpt_signal::start(cfg.status_file.clone());
+        crate::members::name_for_descendants(cfg.rank);
+    }
     *START_CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
+    // A child made by fork has only the forking thread: every lock the runtime's
+    // threads may hold is taken around the fork (the runtime heap's by dlmalloc's own
+    // handlers, registered first so that its child handler runs before ours).
+    // SAFETY: registers dlmalloc's fork handlers (once); allocations before are fine
+    // (they only take and release its lock).
+    unsafe { dlmalloc::enable_alloc_after_fork() };
+    // SAFETY: registering plain extern "C" functions as fork handlers.
+    unsafe {
+        libc::pthread_atfork(
+            Some(crate::members::before_fork),
+            Some(crate::members::after_fork_in_parent),
+            Some(after_fork_in_child),
+        )
+    };
+    spawn_runtime_thread(cfg);
+}
+
+/// Whether this process is a descendant of a job member's launched process, checkpointed
+/// through it (members.rs), not registered with the coordinator itself.
+static IS_MEMBER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn is_member() -> bool {
+    IS_MEMBER.load(Ordering::Relaxed)
+}
+
+/// In a child made by `fork` (not `vfork`/`posix_spawn`: those exec, and the library
+/// constructor starts the runtime again): it has no checkpoint thread (fork copies only
+/// the caller); it gets one that joins the launched process as a member.
+extern "C" fn after_fork_in_child() {
+    crate::members::forked();
+    let Ok(cfg) = START_CONFIG.try_lock().map(|c| c.clone()) else {
+        return;
+    };
+    let Some(cfg) = cfg else {
+        return;
+    };
+    if std::env::var_os(crate::members::ENV).is_none() {
+        return;
+    }
+    IS_MEMBER.store(true, Ordering::Relaxed);
+    MPI_JOB.store(false, Ordering::Relaxed);
+    CONN_FD.store(-1, Ordering::Relaxed);
     spawn_runtime_thread(cfg);
 }
 
@@ -237,7 +286,17 @@ fn spawn_runtime_thread(cfg: Config) {
         std::thread::Builder::new()
             .name("mana-ckpt".into())
             .stack_size(1 << 20),
-        move || run(cfg, epoch),
+        move || {
+            if is_member() {
+                RUNTIME_TID.store(sys::gettid(), Ordering::Release);
+                if OWN_TABLES.load(Ordering::Acquire) && !procfs::own_table() {
+                    OWN_TABLES.store(false, Ordering::Release);
+                }
+                crate::members::serve_member(cfg)
+            } else {
+                run(cfg, epoch)
+            }
+        },
     );
     if let Err(e) = spawned {
         eprintln!("mana: cannot start the checkpoint thread: {e}; checkpointing is disabled");
@@ -504,6 +563,9 @@ fn serve(mut cfg: Config, epoch: u64) {
         if retired(epoch) {
             return;
         }
+        if crate::members::listener_tid() == 0 {
+            crate::members::listen();
+        }
         let mut conn = match connect(&cfg) {
             Ok(c) => {
                 if let Some(t) = waiting_since.take() {
@@ -646,6 +708,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     // The thread waiting for the checkpoint signal is the runtime's, not the application's.
     not_ours.push(crate::ckpt_signal::tid());
     not_ours.push(RETIRING_TID.load(Ordering::Acquire));
+    not_ours.push(crate::members::listener_tid());
     CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
     save_itimers();
     save_posix_timers();
@@ -665,8 +728,32 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         }
     };
     debug!(parked, elapsed = ?t0.elapsed(), "quiesced");
+    // The descendants: stopped once this process is, then writing beside it.
+    let root_dir = std::path::absolute(&cfg.ckpt_dir).unwrap_or(cfg.ckpt_dir.clone());
+    let gen_dir = CkptDir::new(&root_dir).gen_dir(generation);
+    let mut round = match crate::members::Round::stop(generation)
+        .and_then(|mut r| r.write(generation, &root_dir, cfg.rank).map(|()| r))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            sys::close(fd);
+            sys::close(pagemap_fd);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            threads::resume(parked);
+            if mpi {
+                crate::mpi_ckpt::finish();
+            }
+            fail(conn, generation, &e);
+            return Outcome::Continue;
+        }
+    };
     let written = match write_phase(cfg, generation, parked, fd, pagemap_fd) {
-        None => return restarted(cfg, parked, mpi),
+        None => {
+            // Restored: the round's sockets were the checkpointed process's.
+            std::mem::forget(round);
+            return restarted(cfg, parked, mpi);
+        }
         Some(Ok(w)) => {
             for fd in procfs::take_outside_connections() {
                 warn!(fd, "descriptor {fd} is a connection to something outside the process: after a restart it reads as closed (Unix) or reset (TCP) by its peer");
@@ -674,6 +761,8 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
             w
         }
         Some(Err(e)) => {
+            let _ = round.collect();
+            round.discard(&gen_dir, cfg.rank);
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(dir.gen_dir(generation));
             threads::resume(parked);
@@ -697,6 +786,21 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         elapsed = ?t0.elapsed(),
         "image written"
     );
+    let members = match round.collect() {
+        Ok(m) => m,
+        Err(e) => {
+            round.discard(&gen_dir, cfg.rank);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            threads::resume(parked);
+            if mpi {
+                crate::mpi_ckpt::finish();
+            }
+            drop(round);
+            fail(conn, generation, &e);
+            return Outcome::Continue;
+        }
+    };
     let entry = ManifestEntry {
         rank: cfg.rank,
         host: procfs::hostname(),
@@ -704,7 +808,11 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         file: mana_image::ckptdir::image_name(cfg.rank),
         bytes: written.bytes,
         header_checksum: written.header_checksum,
-        max_id: written.max_id,
+        max_id: members
+            .iter()
+            .map(|m| m.max_id)
+            .fold(written.max_id, i32::max),
+        members,
     };
     if let Err(e) = conn.send(&ToCoord::Written { generation, entry }) {
         warn!("lost the coordinator while checkpointing: {e}");
@@ -714,7 +822,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         }
         return Outcome::Continue;
     }
-    commit_phase(cfg, conn, &dir, generation, &path);
+    commit_phase(cfg, conn, &dir, generation, &path, &mut round);
     threads::resume(parked);
     if mpi {
         crate::mpi_ckpt::finish();
@@ -820,6 +928,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             LAUNCHER_PMI_FD.load(Ordering::Relaxed),
         ]
     };
+    own_fds.extend(crate::members::runtime_fds());
     let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
         own_fds.extend(crate::mpi::deferred_fds());
@@ -858,6 +967,7 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
         restart_mailbox: MAILBOX.0.get() as u64,
         mpi,
         state_digest_at: 0,
+        zombies: procfs::zombies(),
     };
     let here = 0u8;
     let sp = &here as *const u8 as u64;
@@ -903,6 +1013,7 @@ fn commit_phase(
     dir: &CkptDir,
     generation: u64,
     path: &std::path::Path,
+    round: &mut crate::members::Round,
 ) {
     let mut leader = false;
     loop {
@@ -928,6 +1039,7 @@ fn commit_phase(
             Ok(FromCoord::Resume {
                 committed, exit, ..
             }) => {
+                round.finish(committed, exit);
                 if committed {
                     info!("generation committed");
                     // The leader prunes once the round is over: older committed
@@ -950,6 +1062,7 @@ fn commit_phase(
                         "checkpoint aborted by the coordinator; removing {}",
                         path.display()
                     );
+                    round.discard(&dir.gen_dir(generation), cfg.rank);
                     let _ = std::fs::remove_file(path);
                     let _ = std::fs::remove_dir(dir.gen_dir(generation));
                 }
@@ -962,7 +1075,10 @@ fn commit_phase(
                 let _ = cfg;
                 return;
             }
-            Ok(FromCoord::Kill) => kill_self(),
+            Ok(FromCoord::Kill) => {
+                round.kill();
+                kill_self()
+            }
             Ok(other) => debug!(?other, "ignoring message during commit"),
             Err(e) => {
                 warn!("lost the coordinator during commit: {e}");
@@ -1191,6 +1307,7 @@ static PROCESS_NAME: Static<[u8; 16]> = Static(UnsafeCell::new([0; 16]));
 
 fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
     alloc::forget_window();
+    crate::members::restarted();
     // The clock timed waits use goes on from the checkpoint's instant (before any
     // restored thread looks at it).
     MONO_SHIFT.fetch_add(
@@ -1260,4 +1377,118 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
         );
     }
     Outcome::Restarted
+}
+
+/// A member's checkpoint (members.rs): stops its threads, tells the root (`root`: the
+/// connection), writes its image when told, then goes on or exits as told. Returns
+/// whether this process is the one restored from the image.
+pub fn member_checkpoint(cfg: &mut Config, root: i32, generation: u64) -> bool {
+    use crate::members::ToMember;
+    let pid = sys::getpid();
+    let span = info_span!("checkpoint", rank = cfg.rank, generation, member = pid);
+    let _g = span.enter();
+    if let Ok(comm) = std::fs::read("/proc/self/comm") {
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let mut name = [0u8; 16];
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+        // SAFETY: only the checkpoint thread touches PROCESS_NAME.
+        unsafe { *PROCESS_NAME.0.get() = name };
+    }
+    CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
+    save_itimers();
+    save_posix_timers();
+    save_resources();
+    let parked = match threads::quiesce(Duration::from_secs(30), &[]) {
+        Ok(n) => n,
+        Err(e) => {
+            crate::members::failed(root, &e);
+            return false;
+        }
+    };
+    if !crate::members::stopped(root) {
+        threads::resume(parked);
+        return false;
+    }
+    let (dir, rank) = match crate::members::next(root) {
+        Some(ToMember::Write {
+            generation: g,
+            dir,
+            rank,
+        }) if g == generation => (CkptDir::new(dir), rank),
+        // The round ended before the images (or the root is gone).
+        _ => {
+            threads::resume(parked);
+            return false;
+        }
+    };
+    let name = mana_image::ckptdir::member_image_name(rank, pid);
+    let path = dir.gen_dir(generation).join(&name);
+    let opened = dir
+        .create_named_image(generation, &name)
+        .map_err(|e| format!("cannot create the image: {e}"))
+        .and_then(|f| {
+            use std::os::fd::IntoRawFd;
+            let fd = f.into_raw_fd();
+            sys::open_readonly(c"/proc/self/pagemap")
+                .map(|pm| (fd, pm))
+                .map_err(|e| {
+                    sys::close(fd);
+                    format!("cannot open /proc/self/pagemap (errno {e})")
+                })
+        });
+    let (fd, pagemap_fd) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            crate::members::failed(root, &e);
+            threads::resume(parked);
+            return false;
+        }
+    };
+    match write_phase(cfg, generation, parked, fd, pagemap_fd) {
+        None => {
+            restarted(cfg, parked, false);
+            return true;
+        }
+        Some(Err(e)) => {
+            let _ = std::fs::remove_file(&path);
+            crate::members::failed(root, &format!("writing {}: {e}", path.display()));
+            threads::resume(parked);
+            return false;
+        }
+        Some(Ok(w)) => {
+            info!(bytes = w.bytes, "image written");
+            let entry = mana_image::MemberEntry {
+                pid,
+                ppid: 0,
+                file: name,
+                bytes: w.bytes,
+                header_checksum: w.header_checksum,
+                max_id: w.max_id,
+            };
+            if !crate::members::written(root, entry) {
+                let _ = std::fs::remove_file(&path);
+                threads::resume(parked);
+                return false;
+            }
+        }
+    }
+    match crate::members::next(root) {
+        Some(ToMember::Resume { committed, exit }) => {
+            if !committed {
+                let _ = std::fs::remove_file(&path);
+            } else if exit {
+                info!("exiting after the checkpoint, as requested");
+                // SAFETY: _exit ends the process without running the application's
+                // atexit handlers or flushing its stdio (the image has those buffers).
+                unsafe { libc::_exit(0) };
+            }
+        }
+        other => debug!(
+            ?other,
+            "the launched process is gone during a checkpoint; going on"
+        ),
+    }
+    threads::resume(parked);
+    false
 }

@@ -1,0 +1,111 @@
+/* children: a parent with two child processes connected by pipes (issue 11, item 5).
+ *
+ * Child 1 reads numbers from the parent on one pipe and answers each with its running
+ * sum on another; child 2 blocks in a read on a third pipe until the parent, at the end,
+ * writes to it (checkpoints find it blocked, for as long as the program runs), then
+ * exits with a code made of what it read. Each round the parent sends a number, reads
+ * the sum, and sleeps `ms` (checkpoints land there). At the end: both children waited
+ * for, their exit codes printed, and a third child that exited long before (a zombie
+ * until then) waited for too.
+ * stdout: `children ready`, `round N: sum S`, `child 1 …`, `child 2 …`, `zombie …`.
+ */
+#include "common.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w <= 0) {
+            perror("write");
+            exit(3);
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    start_program();
+    long rounds = arg_long(argc, argv, 1, 20, 1, 100000);
+    long ms = arg_long(argc, argv, 2, 200, 0, 100000);
+    int to1[2], from1[2], to2[2];
+    if (pipe(to1) || pipe(from1) || pipe(to2)) {
+        perror("pipe");
+        return 2;
+    }
+    pid_t zombie = fork();
+    if (zombie == 0)
+        _exit(42);
+    pid_t c1 = fork();
+    if (c1 == 0) {
+        close(to1[1]);
+        close(from1[0]);
+        close(to2[0]);
+        close(to2[1]);
+        long sum = 0, v;
+        while (read_all(to1[0], &v, sizeof v) == 0) {
+            sum += v * v;
+            write_all(from1[1], &sum, sizeof sum);
+        }
+        _exit(sum % 100 == 0 ? 10 : 11);
+    }
+    pid_t c2 = fork();
+    if (c2 == 0) {
+        close(to1[0]);
+        close(to1[1]);
+        close(from1[0]);
+        close(from1[1]);
+        close(to2[1]);
+        char buf[16] = { 0 };
+        int n = 0;
+        ssize_t r;
+        while ((r = read(to2[0], buf + n, sizeof buf - 1 - (size_t)n)) > 0 || (r < 0 && errno == EINTR))
+            if (r > 0)
+                n += (int)r;
+        _exit(n == 2 && buf[0] == 'g' && buf[1] == 'o' ? 20 : 21);
+    }
+    close(to1[0]);
+    close(from1[1]);
+    close(to2[0]);
+    printf("children ready\n");
+    for (long r = 1; r <= rounds; r++) {
+        write_all(to1[1], &r, sizeof r);
+        long sum = 0;
+        if (read_all(from1[0], &sum, sizeof sum) != 0) {
+            printf("round %ld: child 1 is gone\n", r);
+            return 1;
+        }
+        printf("round %ld: sum %ld\n", r, sum);
+        sleep_ms(ms);
+    }
+    write_all(to2[1], "go", 2);
+    close(to2[1]);
+    close(to1[1]);
+    int st1 = 0, st2 = 0, stz = 0;
+    pid_t w1 = waitpid(c1, &st1, 0), w2 = waitpid(c2, &st2, 0), wz = waitpid(zombie, &stz, 0);
+    printf("child 1 %s exit %d\n", w1 == c1 ? "waited" : "LOST", WIFEXITED(st1) ? WEXITSTATUS(st1) : -1);
+    printf("child 2 %s exit %d\n", w2 == c2 ? "waited" : "LOST", WIFEXITED(st2) ? WEXITSTATUS(st2) : -1);
+    printf("zombie %s exit %d\n", wz == zombie ? "waited" : "LOST", WIFEXITED(stz) ? WEXITSTATUS(stz) : -1);
+    return 0;
+}
