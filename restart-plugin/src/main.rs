@@ -15,6 +15,7 @@ mod ns;
 mod sys;
 
 mod tcp;
+mod tree;
 mod unlinked;
 
 use mana_restart_core::plan;
@@ -104,6 +105,8 @@ fn restart(args: Args) -> Result<(), String> {
     // looks for its image.
     check_launcher_world_size(manifest.world_size, &ckpt.gen_dir(generation))?;
     let rank = launcher_rank()?;
+    // A descendant of the launched process, made by its parent's restarter (tree.rs).
+    let member = tree::member()?;
     let entry = manifest
         .images
         .iter()
@@ -115,11 +118,21 @@ fn restart(args: Args) -> Result<(), String> {
             manifest.images.len()
         )
         })?;
-    let image_path = ckpt.gen_dir(generation).join(&entry.file);
+    let (file, listed) = match member {
+        None => (&entry.file, entry.header_checksum),
+        Some(pid) => entry
+            .members
+            .iter()
+            .find(|m| m.pid == pid)
+            .map(|m| (&m.file, m.header_checksum))
+            .ok_or_else(|| {
+                format!("generation {generation} has no image for rank {rank}'s process {pid}")
+            })?,
+    };
+    let image_path = ckpt.gen_dir(generation).join(file);
 
     // verify
-    let reader =
-        ImageReader::open_listed(&image_path, entry.header_checksum).map_err(|e| e.to_string())?;
+    let reader = ImageReader::open_listed(&image_path, listed).map_err(|e| e.to_string())?;
     // SAFETY: an advisory call on our own descriptor (the image is read front to back).
     unsafe {
         libc::posix_fadvise(
@@ -147,16 +160,36 @@ fn restart(args: Args) -> Result<(), String> {
     // The files private regions map: the same bytes as at the checkpoint, checked through
     // the descriptors mapped below.
     let mapped = mana_image::files::verify(h, &image_path).map_err(|e| e.to_string())?;
-    let status_file =
+    // The descendants' images (the pipes between them are made once, by the root).
+    let members = if member.is_none() && !entry.members.is_empty() {
+        tree::load(&ckpt.gen_dir(generation), &entry.members)?
+    } else {
+        Vec::new()
+    };
+    // A descendant is checkpointed through the launched process, not the coordinator.
+    let status_file = if member.is_none() {
         mana_coordinator::ensure_coordinator(args.status_file.as_deref(), None, "mana_restart")
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+    } else {
+        PathBuf::new()
+    };
 
     // reserve: every range of the image is mapped with its contents, which also keeps
     // anything else from landing there.
     avoid_collisions(h, &vdso_moves)?;
     // From here on this may be the restored process in a pid namespace of its own, the
     // launcher's process waiting outside (ns.rs).
-    let ids = if args.new_ids {
+    let ids = if member.is_some() {
+        // Made with its saved pid by its parent's restarter, in the namespace already.
+        if std::process::id() as i32 == h.pid {
+            ns::Ids::Kept {
+                visible_pid: h.pid,
+                drop_caps: tree::inherited_caps(),
+            }
+        } else {
+            ns::Ids::New
+        }
+    } else if args.new_ids {
         ns::Ids::New
     } else {
         ns::enter(
@@ -165,6 +198,26 @@ fn restart(args: Args) -> Result<(), String> {
             &ckpt.gen_dir(generation),
         )
     };
+    // The process tree: the pipes between its processes (made by the root), then this
+    // process's children, each restoring its own image.
+    let shared = if member.is_some() {
+        tree::inherited_pipes()
+    } else if !members.is_empty() {
+        if let ns::Ids::Kept { drop_caps, .. } = &ids {
+            tree::pass_caps(drop_caps.as_ref());
+        }
+        let mut all = vec![h.clone()];
+        all.extend(members);
+        tree::make_shared_pipes(&all)?
+    } else {
+        std::collections::HashMap::new()
+    };
+    tree::make_children(
+        h.pid,
+        &entry.members,
+        &h.zombies,
+        matches!(ids, ns::Ids::Kept { .. }),
+    )?;
     for (i, r) in h.regions.iter().enumerate() {
         restore_region(&reader, &mapped, i, r)?;
     }
@@ -199,7 +252,8 @@ fn restart(args: Args) -> Result<(), String> {
     } else {
         None
     };
-    let mut keep_fds = restore_files(&header)?;
+    let mut keep_fds = restore_files(&header, &shared)?;
+    tree::close_shared(&shared);
     keep_fds.extend(pmi_fd);
     let env = if header.mpi.is_some() {
         Some(EnvBlob::new(pmi_fd)?)
@@ -222,6 +276,7 @@ fn restart(args: Args) -> Result<(), String> {
         &dir,
         env.as_ref(),
         &ids,
+        member.is_some(),
     )?;
     let stacks: Vec<u64> = (0..header.threads.len())
         .map(|i| restorer.thread_stack_top(i))
@@ -452,11 +507,14 @@ fn restore_region(
 
 /// Re-opens regular files at their descriptor numbers and puts back inherited ones (see
 /// [`restore_inherited`]); returns the descriptors to keep.
-fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
+fn restore_files(
+    h: &ImageHeader,
+    shared: &std::collections::HashMap<u64, [i32; 2]>,
+) -> Result<Vec<i32>, String> {
     let mut keep = vec![0, 1, 2];
     let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
     let mut drain = Vec::new();
-    let pipes = make_pipes(h, above)?;
+    let pipes = make_pipes(h, above, shared)?;
     let sockets = make_socket_pairs(h, above)?;
     let tcp = tcp::make(h, above)?;
     let dgrams = tcp::make_dgram(h, above)?;
@@ -499,7 +557,7 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
             continue;
         }
         if let mana_image::FileKind::Pipe(p) = &f.kind {
-            let ends = pipes[&p.pipe];
+            let ends = pipes.get(&p.pipe).unwrap_or_else(|| &shared[&p.pipe]);
             let end = if p.read_end { ends[0] } else { ends[1] };
             place_pipe_end(f, end)?;
             keep.push(f.fd);
@@ -572,84 +630,99 @@ fn restore_files(h: &ImageHeader) -> Result<Vec<i32>, String> {
     Ok(keep)
 }
 
-/// Makes each pipe of the image ([`mana_image::FileKind::Pipe`]) once: its capacity, its
+/// Makes each pipe of the image ([`mana_image::FileKind::Pipe`]) once — but those in
+/// `shared` (made by the tree's root for several processes, tree.rs): its capacity, its
 /// unread bytes written back (packet by packet in packet mode); both ends moved to
 /// `above` or higher, out of every restored descriptor's way. Returns [read, write] by
 /// the pipe's number.
 fn make_pipes(
     h: &ImageHeader,
     above: i32,
+    shared: &std::collections::HashMap<u64, [i32; 2]>,
 ) -> Result<std::collections::HashMap<u64, [i32; 2]>, String> {
     let mut pipes = std::collections::HashMap::new();
     for f in &h.files {
         let mana_image::FileKind::Pipe(p) = &f.kind else {
             continue;
         };
-        if pipes.contains_key(&p.pipe) {
+        if pipes.contains_key(&p.pipe) || shared.contains_key(&p.pipe) {
             continue;
         }
-        let holder = h.files.iter().find_map(|g| match &g.kind {
-            mana_image::FileKind::Pipe(q) if q.pipe == p.pipe && q.holds_data => Some(q),
-            _ => None,
-        });
-        let err = |what: &str| {
-            format!(
-                "descriptor {} (pipe {}): {what}: {}",
-                f.fd,
-                p.pipe,
-                std::io::Error::last_os_error()
-            )
-        };
-        let packet = holder.is_some_and(|q| !q.packets.is_empty())
-            || h.files.iter().any(|g| {
-                matches!(&g.kind, mana_image::FileKind::Pipe(q) if q.pipe == p.pipe)
-                    && g.flags & libc::O_DIRECT != 0
-            });
-        let mut two = [-1i32; 2];
-        let direct = if packet { libc::O_DIRECT } else { 0 };
-        // SAFETY: `two` is a valid out-array of two.
-        if unsafe { libc::pipe2(two.as_mut_ptr(), libc::O_CLOEXEC | direct) } != 0 {
-            return Err(err("cannot make the pipe"));
-        }
-        // SAFETY: F_SETPIPE_SZ on our new pipe.
-        if unsafe { libc::fcntl(two[1], libc::F_SETPIPE_SZ, p.capacity as libc::c_int) } < 0 {
-            return Err(err(&format!(
-                "cannot give it its capacity of {} bytes",
-                p.capacity
-            )));
-        }
-        if let Some(q) = holder {
-            let whole = [q.data.len() as u32];
-            let sizes: &[u32] = if q.packets.is_empty() {
-                &whole
-            } else {
-                &q.packets
-            };
-            let mut at = 0usize;
-            for &n in sizes.iter().filter(|&&n| n > 0) {
-                let piece = &q.data[at..at + n as usize];
-                // SAFETY: writing our own pipe, emptier than its capacity (validated:
-                // the content fits it), so this never blocks.
-                let w = unsafe { libc::write(two[1], piece.as_ptr().cast(), piece.len()) };
-                if w != piece.len() as isize {
-                    return Err(err("cannot write its unread bytes back"));
-                }
-                at += n as usize;
-            }
-        }
-        let mut high = [-1i32; 2];
-        for i in 0..2 {
-            // SAFETY: F_DUPFD_CLOEXEC on our descriptor, then close the low one.
-            high[i] = unsafe { libc::fcntl(two[i], libc::F_DUPFD_CLOEXEC, above) };
-            // SAFETY: our temporary.
-            unsafe { libc::close(two[i]) };
-            if high[i] < 0 {
-                return Err(err("cannot move it out of the way"));
-            }
-        }
-        pipes.insert(p.pipe, high);
+        let ends = new_pipe(std::slice::from_ref(h), p.pipe, above, true)
+            .map_err(|e| format!("descriptor {} (pipe {}): {e}", f.fd, p.pipe))?;
+        pipes.insert(p.pipe, ends);
     }
     Ok(pipes)
+}
+
+/// Makes pipe `pipe` as the images `hs` recorded it (capacity, packet mode, the unread
+/// bytes of whichever holds them), its ends at `above` or higher; [read, write].
+pub(crate) fn new_pipe(
+    hs: &[ImageHeader],
+    pipe: u64,
+    above: i32,
+    cloexec: bool,
+) -> Result<[i32; 2], String> {
+    let records = || {
+        hs.iter()
+            .flat_map(|h| &h.files)
+            .filter_map(move |g| match &g.kind {
+                mana_image::FileKind::Pipe(q) if q.pipe == pipe => Some((g, q)),
+                _ => None,
+            })
+    };
+    let holder = records().find(|(_, q)| q.holds_data).map(|(_, q)| q);
+    let capacity = records().map(|(_, q)| q.capacity).max().unwrap_or(4096);
+    let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    let packet = holder.is_some_and(|q| !q.packets.is_empty())
+        || records().any(|(g, _)| g.flags & libc::O_DIRECT != 0);
+    let mut two = [-1i32; 2];
+    let direct = if packet { libc::O_DIRECT } else { 0 };
+    // SAFETY: `two` is a valid out-array of two.
+    if unsafe { libc::pipe2(two.as_mut_ptr(), libc::O_CLOEXEC | direct) } != 0 {
+        return Err(err("cannot make the pipe"));
+    }
+    // SAFETY: F_SETPIPE_SZ on our new pipe.
+    if unsafe { libc::fcntl(two[1], libc::F_SETPIPE_SZ, capacity as libc::c_int) } < 0 {
+        return Err(err(&format!(
+            "cannot give it its capacity of {capacity} bytes"
+        )));
+    }
+    if let Some(q) = holder {
+        let whole = [q.data.len() as u32];
+        let sizes: &[u32] = if q.packets.is_empty() {
+            &whole
+        } else {
+            &q.packets
+        };
+        let mut at = 0usize;
+        for &n in sizes.iter().filter(|&&n| n > 0) {
+            let piece = &q.data[at..at + n as usize];
+            // SAFETY: writing our own pipe, emptier than its capacity (validated: the
+            // content fits it), so this never blocks.
+            let w = unsafe { libc::write(two[1], piece.as_ptr().cast(), piece.len()) };
+            if w != piece.len() as isize {
+                return Err(err("cannot write its unread bytes back"));
+            }
+            at += n as usize;
+        }
+    }
+    let mut high = [-1i32; 2];
+    let dup = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    for i in 0..2 {
+        // SAFETY: F_DUPFD(_CLOEXEC) on our descriptor, then close the low one.
+        high[i] = unsafe { libc::fcntl(two[i], dup, above) };
+        // SAFETY: our temporary.
+        unsafe { libc::close(two[i]) };
+        if high[i] < 0 {
+            return Err(err("cannot move it out of the way"));
+        }
+    }
+    Ok(high)
 }
 
 /// An eventfd (its counter, semaphore mode), timerfd (its clock, pending expirations, time
@@ -1121,6 +1194,7 @@ fn write_mailbox(
     ckpt_dir: &Path,
     env: Option<&EnvBlob>,
     ids: &ns::Ids,
+    member: bool,
 ) -> Result<(), String> {
     let at = h.restart_mailbox;
     let size = std::mem::size_of::<RestartMailbox>() as u64;
@@ -1156,7 +1230,8 @@ fn write_mailbox(
             ns::Ids::Kept { visible_pid, .. } => *visible_pid as i64,
             ns::Ids::New => 0,
         },
-        ns_root: matches!(ids, ns::Ids::Kept { .. }) as u64,
+        // A descendant's parent is restored with it: its getppid needs no help.
+        ns_root: (matches!(ids, ns::Ids::Kept { .. }) && !member) as u64,
     };
     let put = |dst: &mut [u8; 4096], p: &Path| -> Result<(), String> {
         let b = p.as_os_str().as_bytes();

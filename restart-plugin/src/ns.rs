@@ -164,7 +164,7 @@ fn wanted_ids(h: &ImageHeader) -> Result<Vec<i32>, String> {
     Ok(ids)
 }
 
-fn clone3(args: &CloneArgs) -> Result<i32, i32> {
+pub(crate) fn clone3(args: &CloneArgs) -> Result<i32, i32> {
     // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this
     // single-threaded process and continues with its own memory.
     let r = unsafe {
@@ -583,7 +583,7 @@ fn wait_for(pid: i32) -> i32 {
     }
 }
 
-fn capget() -> Result<[u32; 6], String> {
+pub(crate) fn capget() -> Result<[u32; 6], String> {
     let mut hdr = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
     let mut data = [0u32; 6];
     // SAFETY: capget with a v3 header fills two 12-byte records.

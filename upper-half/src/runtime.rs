@@ -927,8 +927,10 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             LEASE_FD.load(Ordering::Relaxed),
             LAUNCHER_PMI_FD.load(Ordering::Relaxed),
         ]
+        .into_iter()
+        .chain(crate::members::runtime_fds())
+        .collect()
     };
-    own_fds.extend(crate::members::runtime_fds());
     let (mpi, lower) = if MPI_JOB.load(Ordering::Relaxed) {
         own_fds.extend(crate::mpi::lower_fds());
         own_fds.extend(crate::mpi::deferred_fds());

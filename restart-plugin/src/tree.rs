@@ -1,0 +1,289 @@
+//! Restoring a job member's process tree (issue 11, item 5; docs/process-state.md
+//! "Child processes").
+//!
+//! The restarter of the launched process (the root) reads the images of its descendants
+//! (MANIFEST `members`) and makes, once, every pipe that two processes of the tree hold
+//! (the same pipe inode in several images), its unread bytes written back — inherited by
+//! everything it forks. Each process of the tree, before it restores itself, makes its
+//! direct children with their saved pids (`clone3` with `set_tid`, in the restart's pid
+//! namespace): each child execs this restarter again (`MANA_RESTORE_MEMBER`: its pid)
+//! and restores its own image the same way; and it makes its ended-but-unwaited children
+//! again, ended the same way, for its `waitpid`. A restored child is thus the restored
+//! parent's real child.
+
+use crate::ns;
+use mana_image::{FileKind, ImageHeader, ImageReader, MemberEntry};
+use std::collections::HashMap;
+use std::path::Path;
+use tracing::{debug, warn};
+
+/// Set in a child this restarter made: the pid whose image it restores.
+pub const MEMBER_ENV: &str = "MANA_RESTORE_MEMBER";
+/// The tree's shared pipes, inherited: `INODE:READ:WRITE,…`.
+const PIPES_ENV: &str = "MANA_RESTORE_PIPES";
+/// The capabilities a member goes back to in its final stage (6 words, hex), when the
+/// root's user namespace gave the restarters more.
+const CAPS_ENV: &str = "MANA_RESTORE_CAPS";
+
+/// The member this restarter restores (`None`: the launched process).
+pub fn member() -> Result<Option<i32>, String> {
+    match std::env::var(MEMBER_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse::<i32>()
+            .ok()
+            .filter(|&p| p > 1)
+            .map(Some)
+            .ok_or_else(|| format!("{MEMBER_ENV}={v} is no process id")),
+    }
+}
+
+/// The descendants' images (the root's restarter): each header, checked.
+pub fn load(gen_dir: &Path, members: &[MemberEntry]) -> Result<Vec<ImageHeader>, String> {
+    members
+        .iter()
+        .map(|m| {
+            ImageReader::open_listed(&gen_dir.join(&m.file), m.header_checksum)
+                .map(|r| r.header)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Makes every pipe two or more images of the tree (`all`: the root's header and its
+/// members') hold, inheritable, above every descriptor any of them uses.
+pub fn make_shared_pipes(all: &[ImageHeader]) -> Result<HashMap<u64, [i32; 2]>, String> {
+    let mut holders: HashMap<u64, usize> = HashMap::new();
+    for h in all {
+        let mut mine: Vec<u64> = h
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FileKind::Pipe(p) => Some(p.pipe),
+                _ => None,
+            })
+            .collect();
+        mine.sort_unstable();
+        mine.dedup();
+        for p in mine {
+            *holders.entry(p).or_default() += 1;
+        }
+    }
+    let above = all
+        .iter()
+        .flat_map(|h| h.files.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2)
+        .max(64)
+        + 1;
+    let mut shared = HashMap::new();
+    let mut inodes: Vec<u64> = holders
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(p, _)| p)
+        .collect();
+    inodes.sort_unstable();
+    for p in inodes {
+        let ends = crate::new_pipe(all, p, above, false)
+            .map_err(|e| format!("pipe {p} between processes of the tree: {e}"))?;
+        shared.insert(p, ends);
+    }
+    if !shared.is_empty() {
+        let v: Vec<String> = shared
+            .iter()
+            .map(|(p, e)| format!("{p}:{}:{}", e[0], e[1]))
+            .collect();
+        std::env::set_var(PIPES_ENV, v.join(","));
+        debug!(
+            pipes = shared.len(),
+            "pipes between processes of the tree made"
+        );
+    }
+    Ok(shared)
+}
+
+/// In a member's restarter: the shared pipes its ancestors made (from the environment;
+/// only descriptors that are open pipes are believed).
+pub fn inherited_pipes() -> HashMap<u64, [i32; 2]> {
+    let mut out = HashMap::new();
+    let Ok(v) = std::env::var(PIPES_ENV) else {
+        return out;
+    };
+    for item in v.split(',').take(4096) {
+        let mut it = item.split(':').map(|x| x.parse::<i64>().ok());
+        let (Some(Some(p)), Some(Some(r)), Some(Some(w))) = (it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let fifo = |fd: i64| {
+            // SAFETY: fstat into a zeroed stat on a number we only inspect.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            (0..1 << 20).contains(&fd)
+                && unsafe { libc::fstat(fd as i32, &mut st) } == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+        };
+        if p > 0 && fifo(r) && fifo(w) {
+            out.insert(p as u64, [r as i32, w as i32]);
+        }
+    }
+    out
+}
+
+/// Closes the shared pipes' descriptors (every process placed its own ends).
+pub fn close_shared(shared: &HashMap<u64, [i32; 2]>) {
+    for ends in shared.values() {
+        // SAFETY: our inherited temporaries.
+        unsafe {
+            libc::close(ends[0]);
+            libc::close(ends[1]);
+        }
+    }
+}
+
+/// The capabilities members go back to, for their restarters.
+pub fn pass_caps(drop_caps: Option<&[u32; 6]>) {
+    if let Some(c) = drop_caps {
+        let v: Vec<String> = c.iter().map(|w| format!("{w:x}")).collect();
+        std::env::set_var(CAPS_ENV, v.join(","));
+    }
+}
+
+/// In a member's restarter: the capabilities to go back to, if any.
+pub fn inherited_caps() -> Option<[u32; 6]> {
+    let v = std::env::var(CAPS_ENV).ok()?;
+    let words: Vec<u32> = v
+        .split(',')
+        .filter_map(|w| u32::from_str_radix(w, 16).ok())
+        .collect();
+    words.try_into().ok()
+}
+
+/// Makes this process's children of the tree (`pid`: its saved pid; `members`: the
+/// MANIFEST's list) and its ended children (`zombies`), with their saved pids when
+/// `kept_ids`. Each child restarter execs with `MANA_RESTORE_MEMBER`.
+pub fn make_children(
+    pid: i32,
+    members: &[MemberEntry],
+    zombies: &[mana_image::Zombie],
+    kept_ids: bool,
+) -> Result<(), String> {
+    for z in zombies {
+        match fork_with(z.pid, kept_ids)? {
+            0 => end_like(z.status),
+            child => debug!(pid = child, "an ended child made again"),
+        }
+    }
+    for m in members.iter().filter(|m| m.ppid == pid) {
+        match fork_with(m.pid, kept_ids)? {
+            0 => {
+                let err = exec_member(m.pid);
+                eprintln!("mana_restart: child process {}: {err}", m.pid);
+                // SAFETY: ends this child restarter.
+                unsafe { libc::_exit(127) };
+            }
+            child => {
+                if child != m.pid {
+                    warn!(
+                        saved = m.pid,
+                        now = child,
+                        "a child process gets a new pid (its parent's waitpid on the saved one fails)"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A child of this process with pid `want` (when `kept_ids`; else any): 0 in the child.
+fn fork_with(want: i32, kept_ids: bool) -> Result<i32, String> {
+    let set_tid = [want];
+    let args = mana_restart_core::plan::CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if kept_ids { set_tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: kept_ids as u64,
+        ..Default::default()
+    };
+    ns::clone3(&args).map_err(|e| {
+        format!(
+            "cannot make child process {want}: {}",
+            std::io::Error::from_raw_os_error(e)
+        )
+    })
+}
+
+/// Execs this restarter for member `pid`, keeping the capabilities a user namespace gave
+/// (ambient), which the member's final stage drops again.
+fn exec_member(pid: i32) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    raise_ambient();
+    let exe = match std::fs::read_link("/proc/self/exe") {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(MEMBER_ENV, pid.to_string())
+        .env_remove(crate::ATTEMPT_ENV)
+        .exec()
+}
+
+/// Makes every permitted capability inheritable and ambient, so that it survives exec.
+fn raise_ambient() {
+    let Ok(mut caps) = ns::capget() else { return };
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return; // root keeps its capabilities across exec
+    }
+    caps[2] = caps[1];
+    caps[5] = caps[4];
+    let hdr = [0x2008_0522u32, 0];
+    // SAFETY: capset with a v3 header and two 12-byte records.
+    if unsafe { libc::syscall(libc::SYS_capset, hdr.as_ptr(), caps.as_ptr()) } != 0 {
+        return;
+    }
+    for cap in 0..64u32 {
+        let permitted = if cap < 32 {
+            caps[1] & (1 << cap)
+        } else {
+            caps[4] & (1 << (cap - 32))
+        };
+        if permitted != 0 {
+            // SAFETY: raising an ambient capability that is permitted and inheritable.
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+        }
+    }
+}
+
+/// Ends this process as a child that ended with wait status `status` did.
+fn end_like(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 && sig != 0x7f {
+        // SAFETY: no core file for a child that is only made to be waited for; the
+        // signal's default action, unblocked, on ourselves.
+        unsafe {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: ends this child.
+    unsafe { libc::_exit((status >> 8) & 0xff) }
+}
