@@ -1057,3 +1057,100 @@ fn unix_listeners_listen_again_and_an_outside_connection_comes_back_closed() {
         .replace("write: sent", "write: Broken pipe");
     assert_continues(expected.as_bytes(), &pieces);
 }
+
+/// The descendants a MANIFEST entry lists (`members`) for rank 0 of generation `gen`.
+fn members_of(gen: &Path) -> Vec<mana_image::MemberEntry> {
+    let m = mana_image::Manifest::load(&gen.join("MANIFEST")).unwrap();
+    m.images[0].members.clone()
+}
+
+/// Item 5, a process tree: a parent and two children connected by pipes — child 1
+/// answers each number with a running sum, child 2 blocks in a read for the whole run —
+/// and a third child that ended at once and is waited for only at the end (a zombie
+/// all along). One checkpoint without a kill (the MANIFEST lists both children, each
+/// with its image; the parent's image holds the zombie) and a chain of three with a
+/// kill and a restart at random instants: the children come back as the parent's
+/// children with their pids, the pipes between them with their unread bytes, child 2
+/// still blocked, the zombie's exit code for waitpid — the uninterrupted run's output.
+#[test]
+fn a_parent_and_two_children_connected_by_pipes_restart_as_a_tree() {
+    let s = Session::start("children");
+    let program = compile("children", Build::Pie, s.dir());
+    let args = ["30", "150"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "children ready",
+        1,
+        3,
+        Duration::from_millis(800),
+        |gen| {
+            let members = members_of(gen);
+            assert_eq!(members.len(), 2, "{members:?}");
+            for m in &members {
+                assert!(gen.join(&m.file).is_file(), "{m:?}");
+            }
+            let root = mana_image::ImageReader::open(&rank0_image(gen)).unwrap();
+            assert!(members.iter().all(|m| m.ppid == root.header.pid));
+            assert_eq!(root.header.zombies.len(), 1, "{:?}", root.header.zombies);
+            assert_eq!(root.header.zombies[0].status >> 8, 42);
+        },
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
+/// Item 5, `popen` and `system`: each round writes lines to `popen("sort")` and waits
+/// with them unread or half read (the shell and sort are descendants, checkpointed and
+/// restored with the pipe between them and the program), then `pclose` (sort prints
+/// them sorted) and `system("exit 3")`. One checkpoint without a kill and a chain of
+/// three with a kill and a restart at random instants: the uninterrupted run's output.
+#[test]
+fn popen_sort_in_a_loop_and_system_survive_restarts() {
+    let s = Session::start("popen-sort");
+    let program = compile("popen_sort", Build::Pie, s.dir());
+    let args = ["14", "250", "20"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "popen ready",
+        1,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
+/// Item 5, a descendant without the runtime (statically linked: LD_PRELOAD cannot reach
+/// it): the checkpoint fails with one line naming it, and the program runs on to the
+/// uninterrupted run's output (nothing lost).
+#[test]
+fn a_child_without_the_runtime_fails_the_checkpoint_naming_it() {
+    let s = Session::start("static-child");
+    let program = compile("static_child", Build::Pie, s.dir());
+    let child = compile("static_child", Build::Static, s.dir());
+    let child = child.to_str().unwrap();
+    let args = ["40", child];
+    let native = native_run(&program, &args);
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("static child ready", SHORT);
+    s.wait_registered(run.pid());
+    let out = s.checkpoint_output();
+    let err = out.stderr_text();
+    assert!(!out.status.success(), "{}", out.describe());
+    let name = Path::new(child).file_name().unwrap().to_str().unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.contains("runs without the runtime"))
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    assert!(line.contains(&name[..name.len().min(15)]), "{line}");
+    let done = run.wait_output(LONG);
+    done.assert_success();
+    assert_eq!(done.stdout_text(), native.stdout_text());
+}
