@@ -162,7 +162,7 @@ fn restart(args: Args) -> Result<(), String> {
     let mapped = mana_image::files::verify(h, &image_path).map_err(|e| e.to_string())?;
     // The descendants' images (the pipes between them are made once, by the root).
     let members = if member.is_none() && !entry.members.is_empty() {
-        tree::load(&ckpt.gen_dir(generation), &entry.members)?
+        tree::load(&ckpt.gen_dir(generation), h.pid, &entry.members)?
     } else {
         Vec::new()
     };
@@ -185,6 +185,7 @@ fn restart(args: Args) -> Result<(), String> {
             ns::Ids::Kept {
                 visible_pid: h.pid,
                 drop_caps: tree::inherited_caps(),
+                ns_root: false,
             }
         } else {
             ns::Ids::New
@@ -276,7 +277,6 @@ fn restart(args: Args) -> Result<(), String> {
         &dir,
         env.as_ref(),
         &ids,
-        member.is_some(),
     )?;
     let stacks: Vec<u64> = (0..header.threads.len())
         .map(|i| restorer.thread_stack_top(i))
@@ -1194,7 +1194,6 @@ fn write_mailbox(
     ckpt_dir: &Path,
     env: Option<&EnvBlob>,
     ids: &ns::Ids,
-    member: bool,
 ) -> Result<(), String> {
     let at = h.restart_mailbox;
     let size = std::mem::size_of::<RestartMailbox>() as u64;
@@ -1231,7 +1230,7 @@ fn write_mailbox(
             ns::Ids::New => 0,
         },
         // A descendant's parent is restored with it: its getppid needs no help.
-        ns_root: (matches!(ids, ns::Ids::Kept { .. }) && !member) as u64,
+        ns_root: matches!(ids, ns::Ids::Kept { ns_root: true, .. }) as u64,
     };
     let put = |dst: &mut [u8; 4096], p: &Path| -> Result<(), String> {
         let b = p.as_os_str().as_bytes();

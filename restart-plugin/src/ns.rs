@@ -43,6 +43,9 @@ pub enum Ids {
         /// Capabilities to go back to (`capset` data: effective, permitted, inheritable
         /// for bits 0–31 then 32–63) when a user namespace gave this process more.
         drop_caps: Option<[u32; 6]>,
+        /// Whether it is the namespace's root process (its parent is outside): false
+        /// for a descendant restored with it (tree.rs).
+        ns_root: bool,
     },
     /// New ids (asked for, or the namespace could not be made).
     New,
@@ -148,6 +151,7 @@ fn try_enter(h: &ImageHeader, manifest_max_id: i32, gen_dir: &Path) -> Result<Id
         return Ok(Ids::Kept {
             visible_pid,
             drop_caps: user_ns.then_some(caps),
+            ns_root: true,
         });
     }
     supervise(child)

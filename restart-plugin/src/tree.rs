@@ -38,14 +38,42 @@ pub fn member() -> Result<Option<i32>, String> {
     }
 }
 
-/// The descendants' images (the root's restarter): each header, checked.
-pub fn load(gen_dir: &Path, members: &[MemberEntry]) -> Result<Vec<ImageHeader>, String> {
+/// The descendants' images (the root's restarter, `root`: the launched process's saved
+/// pid): each header, checked; every member must hang below the root and be the process
+/// its image holds.
+pub fn load(
+    gen_dir: &Path,
+    root: i32,
+    members: &[MemberEntry],
+) -> Result<Vec<ImageHeader>, String> {
+    for m in members {
+        let mut at = m.ppid;
+        for _ in 0..=members.len() {
+            if at == root {
+                break;
+            }
+            at = members.iter().find(|p| p.pid == at).map_or(0, |p| p.ppid);
+        }
+        if at != root || m.pid == root {
+            return Err(format!(
+                "MANIFEST: process {} (parent {}) does not descend from the launched process {root}",
+                m.pid, m.ppid
+            ));
+        }
+    }
     members
         .iter()
         .map(|m| {
-            ImageReader::open_listed(&gen_dir.join(&m.file), m.header_checksum)
+            let h = ImageReader::open_listed(&gen_dir.join(&m.file), m.header_checksum)
                 .map(|r| r.header)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            if h.pid != m.pid {
+                return Err(format!(
+                    "{}: holds process {}, the MANIFEST says {}",
+                    m.file, h.pid, m.pid
+                ));
+            }
+            Ok(h)
         })
         .collect()
 }

@@ -117,6 +117,24 @@ static LISTEN_FD: AtomicI32 = AtomicI32::new(-1);
 static LISTENER_TID: AtomicI32 = AtomicI32::new(0);
 static ROOT_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// Children the launched process had before the runtime started: a shell's `>(cat)`
+/// forked before it exec'd the program (they belong to whoever started the job, as an
+/// inherited pipe's other end does): never checkpointed, never waited for here.
+static PREEXISTING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// The root, at start: notes the children it already has.
+pub fn note_preexisting() {
+    *PREEXISTING.lock().unwrap_or_else(|p| p.into_inner()) = crate::procfs::children();
+}
+
+/// Whether `pid` is a child the launched process had before the runtime started.
+pub fn preexisting(pid: i32) -> bool {
+    PREEXISTING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&pid)
+}
+
 /// Descriptors of this module (left out of the image).
 pub fn runtime_fds() -> Vec<i32> {
     let mut v = vec![
@@ -305,7 +323,12 @@ impl Round {
             finished: false,
         };
         let t0 = Instant::now();
+        let preexisting = PREEXISTING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut children = crate::procfs::children();
+        children.retain(|c| !preexisting.contains(c));
         loop {
             let joined: Vec<Member> = MEMBERS
                 .lock()
@@ -446,6 +469,10 @@ fn forget_member(pid: i32) {
 /// After a restart: the descriptors of the checkpointed process's sockets are not ours
 /// (their numbers may now be the program's): forgotten, never closed.
 pub fn restarted() {
+    // The children the launched process had before it started were not restored.
+    if let Ok(mut p) = PREEXISTING.try_lock() {
+        p.clear();
+    }
     LISTEN_FD.store(-1, Ordering::Release);
     LISTENER_TID.store(0, Ordering::Release);
     ROOT_FD.store(-1, Ordering::Release);

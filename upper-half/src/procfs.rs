@@ -1056,6 +1056,9 @@ pub fn children() -> Vec<i32> {
 pub fn zombies() -> Vec<mana_image::Zombie> {
     let mut out = Vec::new();
     for pid in children() {
+        if crate::members::preexisting(pid) {
+            continue;
+        }
         // SAFETY: a zeroed siginfo is a valid out-buffer; WNOWAIT leaves the child as is.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid on our own child, without waiting and without reaping.

@@ -233,6 +233,7 @@ pub fn start() {
     if !is_member() {
         crate::ckpt_signal::start(cfg.status_file.clone());
         crate::members::name_for_descendants(cfg.rank);
+        crate::members::note_preexisting();
     }
     *START_CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
     // A child made by fork has only the forking thread: every lock the runtime's

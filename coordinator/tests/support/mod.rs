@@ -220,6 +220,7 @@ impl FakeProcess {
             bytes: 4096 * (u64::from(self.info.rank) + 1),
             header_checksum: 0xabc0 + u64::from(self.info.rank),
             max_id: 0,
+            members: Vec::new(),
         };
         self.conn
             .send(&ToCoord::Written { generation, entry })

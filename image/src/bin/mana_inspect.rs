@@ -12,14 +12,16 @@ use std::path::{Path, PathBuf};
     long_about = "Print a MANA checkpoint image's header (regions with address range, \
 permissions, kind and bytes stored; threads; descriptors; signal handlers) and verify the \
 preamble, header and every region's checksum. Given a checkpoint directory, inspects every \
-image its MANIFEST lists of the newest committed generation (the one LATEST names), and checks \
-each against the header checksum the MANIFEST recorded, as mana_restart does. Then checks, as \
+image its MANIFEST lists of the newest committed generation (the one LATEST names) — each \
+job member's launched process (rank-RRRRR.mana) followed by its descendant processes \
+(rank-RRRRR.pPID.mana) — and checks each against the header checksum the MANIFEST recorded, as mana_restart does. Then checks, as \
 mana_restart does before it maps anything, that every file the process mapped privately \
 (program, libraries) has on this node the size and content (SHA-256 of the mapped bytes) it \
 had at the checkpoint. Exits non-zero if anything is corrupt or changed."
 )]
 struct Args {
-    /// An image file (rank-NNNNN.mana), a generation directory, or a checkpoint directory.
+    /// An image file (rank-NNNNN.mana, rank-NNNNN.pPID.mana), a generation directory, or a
+    /// checkpoint directory.
     path: PathBuf,
     /// Do not list the regions, only the summary and checksum verdicts.
     #[arg(long)]
@@ -57,10 +59,17 @@ fn images(path: &Path) -> Result<Vec<(PathBuf, Option<u64>)>, String> {
     if manifest.images.is_empty() {
         return Err(format!("{}: the MANIFEST lists no images", dir.display()));
     }
+    // Each job member's launched process, then its descendants (issue 11, item 5).
     Ok(manifest
         .images
         .iter()
-        .map(|e| (dir.join(&e.file), Some(e.header_checksum)))
+        .flat_map(|e| {
+            std::iter::once((dir.join(&e.file), Some(e.header_checksum))).chain(
+                e.members
+                    .iter()
+                    .map(|m| (dir.join(&m.file), Some(m.header_checksum))),
+            )
+        })
         .collect())
 }
 
@@ -115,6 +124,18 @@ fn run(args: &Args) -> Result<(), Failure> {
             h.world_size,
             h.generation
         );
+        if !h.zombies.is_empty() {
+            let z: Vec<String> = h
+                .zombies
+                .iter()
+                .map(|z| format!("{} (wait status {:#x})", z.pid, z.status))
+                .collect();
+            out!(
+                o,
+                "ended      children not yet waited for: {}",
+                z.join(", ")
+            );
+        }
         out!(
             o,
             "memory     {} regions, {} MiB mapped, {} MiB stored, file {} MiB",
