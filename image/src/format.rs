@@ -704,11 +704,14 @@ impl ImageHeader {
             state_digest_at: _,
             zombies,
         } = self;
-        let bytes = rmp_serde::to_vec(&(
-            (generation, rank, world_size, hostname, pid, program),
-            (created_unix_ns, cwd, umask, threads, files, signals),
-            (mm, vdso, restart_mailbox, mpi, zombies),
-        ))
+        let first = (generation, rank, world_size, hostname, pid, program);
+        let second = (created_unix_ns, cwd, umask, threads, files, signals);
+        // Without zombies the digest is the one earlier images were written with.
+        let bytes = if zombies.is_empty() {
+            rmp_serde::to_vec(&(first, second, (mm, vdso, restart_mailbox, mpi)))
+        } else {
+            rmp_serde::to_vec(&(first, second, (mm, vdso, restart_mailbox, mpi, zombies)))
+        }
         .expect("an image header is always serializable");
         checksum(&bytes)
     }

@@ -269,7 +269,6 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
             || (matches!(
                 f.kind,
                 FileKind::Inherited(_)
-                    | FileKind::Pipe(_)
                     | FileKind::Epoll(_)
                     | FileKind::EventFd { .. }
                     | FileKind::TimerFd { .. }
@@ -279,6 +278,8 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::Dgram(_)
                     | FileKind::UnixListener(_)
             ) && (f.fd <= 2 || f.offset != 0))
+            // A pipe may be a descendant's stdio (`popen`'s).
+            || (matches!(f.kind, FileKind::Pipe(_)) && f.offset != 0)
             || (matches!(f.kind, FileKind::Unlinked(_)) && f.fd <= 2)
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)

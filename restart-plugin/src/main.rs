@@ -218,6 +218,7 @@ fn restart(args: Args) -> Result<(), String> {
         &entry.members,
         &h.zombies,
         matches!(ids, ns::Ids::Kept { .. }),
+        &dir,
     )?;
     for (i, r) in h.regions.iter().enumerate() {
         restore_region(&reader, &mapped, i, r)?;

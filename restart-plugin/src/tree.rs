@@ -195,6 +195,7 @@ pub fn make_children(
     members: &[MemberEntry],
     zombies: &[mana_image::Zombie],
     kept_ids: bool,
+    ckpt_dir: &Path,
 ) -> Result<(), String> {
     for z in zombies {
         match fork_with(z.pid, kept_ids)? {
@@ -205,7 +206,7 @@ pub fn make_children(
     for m in members.iter().filter(|m| m.ppid == pid) {
         match fork_with(m.pid, kept_ids)? {
             0 => {
-                let err = exec_member(m.pid);
+                let err = exec_member(m.pid, ckpt_dir);
                 eprintln!("mana_restart: child process {}: {err}", m.pid);
                 // SAFETY: ends this child restarter.
                 unsafe { libc::_exit(127) };
@@ -243,15 +244,17 @@ fn fork_with(want: i32, kept_ids: bool) -> Result<i32, String> {
 
 /// Execs this restarter for member `pid`, keeping the capabilities a user namespace gave
 /// (ambient), which the member's final stage drops again.
-fn exec_member(pid: i32) -> std::io::Error {
+fn exec_member(pid: i32, ckpt_dir: &Path) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     raise_ambient();
     let exe = match std::fs::read_link("/proc/self/exe") {
         Ok(e) => e,
         Err(e) => return e,
     };
+    // The checkpoint directory as an absolute path: the namespace's restarter may have
+    // changed directory.
     std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
+        .arg(ckpt_dir)
         .env(MEMBER_ENV, pid.to_string())
         .env_remove(crate::ATTEMPT_ENV)
         .exec()

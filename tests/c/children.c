@@ -7,6 +7,8 @@
  * the sum, and sleeps `ms` (checkpoints land there). At the end: both children waited
  * for, their exit codes printed, and a third child that exited long before (a zombie
  * until then) waited for too.
+ * Built with -DMPI_RANKS (tests/mpi/children_mpi.c) every rank has its children, each
+ * round's sums are added up over the ranks (MPI_Allreduce), rank 0 alone prints.
  * stdout: `children ready`, `round N: sum S`, `child 1 …`, `child 2 …`, `zombie …`.
  */
 #include "common.h"
@@ -14,6 +16,13 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef MPI_RANKS
+#include <mpi.h>
+static int rank;
+#define SAY(...) (rank == 0 ? printf(__VA_ARGS__) : 0)
+#else
+#define SAY(...) printf(__VA_ARGS__)
+#endif
 
 static void write_all(int fd, const void *p, size_t n)
 {
@@ -46,6 +55,10 @@ static int read_all(int fd, void *p, size_t n)
 
 int main(int argc, char **argv)
 {
+#ifdef MPI_RANKS
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+#endif
     start_program();
     long rounds = arg_long(argc, argv, 1, 20, 1, 100000);
     long ms = arg_long(argc, argv, 2, 200, 0, 100000);
@@ -88,7 +101,7 @@ int main(int argc, char **argv)
     close(to1[0]);
     close(from1[1]);
     close(to2[0]);
-    printf("children ready\n");
+    SAY("children ready\n");
     for (long r = 1; r <= rounds; r++) {
         write_all(to1[1], &r, sizeof r);
         long sum = 0;
@@ -96,7 +109,11 @@ int main(int argc, char **argv)
             printf("round %ld: child 1 is gone\n", r);
             return 1;
         }
-        printf("round %ld: sum %ld\n", r, sum);
+#ifdef MPI_RANKS
+        long mine = sum;
+        MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+#endif
+        SAY("round %ld: sum %ld\n", r, sum);
         sleep_ms(ms);
     }
     write_all(to2[1], "go", 2);
@@ -104,8 +121,17 @@ int main(int argc, char **argv)
     close(to1[1]);
     int st1 = 0, st2 = 0, stz = 0;
     pid_t w1 = waitpid(c1, &st1, 0), w2 = waitpid(c2, &st2, 0), wz = waitpid(zombie, &stz, 0);
-    printf("child 1 %s exit %d\n", w1 == c1 ? "waited" : "LOST", WIFEXITED(st1) ? WEXITSTATUS(st1) : -1);
-    printf("child 2 %s exit %d\n", w2 == c2 ? "waited" : "LOST", WIFEXITED(st2) ? WEXITSTATUS(st2) : -1);
-    printf("zombie %s exit %d\n", wz == zombie ? "waited" : "LOST", WIFEXITED(stz) ? WEXITSTATUS(stz) : -1);
+    long bad = (w1 != c1) + (w2 != c2) + (wz != zombie);
+#ifdef MPI_RANKS
+    long mine = bad;
+    MPI_Allreduce(&mine, &bad, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+#endif
+    SAY("child 1 %s exit %d\n", w1 == c1 ? "waited" : "LOST", WIFEXITED(st1) ? WEXITSTATUS(st1) : -1);
+    SAY("child 2 %s exit %d\n", w2 == c2 ? "waited" : "LOST", WIFEXITED(st2) ? WEXITSTATUS(st2) : -1);
+    SAY("zombie %s exit %d\n", wz == zombie ? "waited" : "LOST", WIFEXITED(stz) ? WEXITSTATUS(stz) : -1);
+    SAY("children lost over all ranks: %ld\n", bad);
+#ifdef MPI_RANKS
+    MPI_Finalize();
+#endif
     return 0;
 }

@@ -1154,3 +1154,23 @@ fn a_child_without_the_runtime_fails_the_checkpoint_naming_it() {
     done.assert_success();
     assert_eq!(done.stdout_text(), native.stdout_text());
 }
+
+/// Item 5 in MPI ranks: `children_mpi` (tests/c/children.c as 2 ranks under
+/// `mpiexec.mpich`, each forking its children after `MPI_Init`, the sums added over the
+/// ranks): checkpointed without and with a kill at random instants, restarted by
+/// `mpiexec.mpich mana_restart` — each rank's tree comes back (the children's images
+/// without the copy of the lower half they got from `fork`); rank 0's output equals the
+/// uninterrupted job's.
+#[test]
+fn children_of_mpi_ranks_restart_with_them() {
+    mpi_ranks_restart_like_native("children_mpi", &["30", "150"], "children ready", 1500);
+}
+
+/// Item 5 in MPI ranks: `popen_mpi` (tests/c/popen_sort.c as 2 ranks: `popen("sort")` and
+/// `system()` in every rank; the sort's stdin a pipe from its rank, its stdout the job's):
+/// checkpointed without and with a kill at random instants, restarted by
+/// `mpiexec.mpich mana_restart`: rank 0's output equals the uninterrupted job's.
+#[test]
+fn popen_and_system_in_mpi_ranks_survive_restarts() {
+    mpi_ranks_restart_like_native("popen_mpi", &["14", "250", "20"], "popen ready", 1500);
+}

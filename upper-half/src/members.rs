@@ -43,10 +43,14 @@ pub enum ToMember {
     Stop {
         generation: u64,
     },
+    /// `outside`: the inodes of the launcher's descriptors (the root's stdio and
+    /// inherited ones): a member's stdio or inherited pipe that is none of them is a
+    /// pipe of the tree (`popen`'s), saved and restored as one.
     Write {
         generation: u64,
         dir: String,
         rank: u32,
+        outside: Vec<u64>,
     },
     Resume {
         committed: bool,
@@ -127,6 +131,33 @@ pub fn note_preexisting() {
     *PREEXISTING.lock().unwrap_or_else(|p| p.into_inner()) = crate::procfs::children();
 }
 
+/// The root: the inodes of its stdio as the launcher (or the restarter) gave it.
+static LAUNCH_STDIO: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// The root, at start and after a restart: notes its stdio's inodes.
+pub fn note_launch_stdio() {
+    *LAUNCH_STDIO.lock().unwrap_or_else(|p| p.into_inner()) =
+        (0..3).filter_map(crate::procfs::inode).collect();
+}
+
+/// A member: the launcher's inodes (from the root, for the image being written).
+static OUTSIDE: Mutex<Option<Vec<u64>>> = Mutex::new(None);
+
+/// In a member writing its image: whether a pipe at a stdio or inherited descriptor is
+/// the launcher's (`Some(true)`) or the tree's (`Some(false)`); `None` in the root.
+pub fn launchers_inode(ino: u64) -> Option<bool> {
+    OUTSIDE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|o| o.contains(&ino))
+}
+
+/// A member: the launcher's inodes for the image about to be written.
+pub fn set_outside(outside: Vec<u64>) {
+    *OUTSIDE.lock().unwrap_or_else(|p| p.into_inner()) = Some(outside);
+}
+
 /// Whether `pid` is a child the launched process had before the runtime started.
 pub fn preexisting(pid: i32) -> bool {
     PREEXISTING
@@ -182,8 +213,9 @@ fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> 
     std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
 }
 
-/// The root: listens for its descendants (again after a restart). Called by the
-/// checkpoint thread, so that the listener shares its descriptor table.
+/// The root: listens for its descendants (from the first checkpoint that finds children
+/// on; again after a restart). Called by the checkpoint thread, so that the listener
+/// shares its descriptor table.
 pub fn listen() {
     let Some(name) = socket_name() else {
         return;
@@ -228,7 +260,13 @@ fn accept_loop(listener: UnixListener) {
                 });
                 all.push(m);
             }
-            Err(e) => {
+            // A process that ended before it said who it is (a shell `system` ran) is
+            // no news; anybody else is named.
+            Err(Refused::Gone(e)) => {
+                debug!("a child process left before it joined: {e}");
+                close(fd);
+            }
+            Err(Refused::Stranger(e)) => {
                 warn!("refused a connection to the child-process socket: {e}");
                 close(fd);
             }
@@ -249,8 +287,13 @@ fn hung_up(fd: RawFd) -> bool {
     r != 0
 }
 
+enum Refused {
+    Gone(String),
+    Stranger(String),
+}
+
 /// Checks a new connection: this user's process, a descendant of this one, and its hello.
-fn admit(fd: RawFd, me: i32) -> Result<Member, String> {
+fn admit(fd: RawFd, me: i32) -> Result<Member, Refused> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -269,15 +312,26 @@ fn admit(fd: RawFd, me: i32) -> Result<Member, String> {
     };
     // SAFETY: getuid cannot fail.
     if r != 0 || cred.uid != unsafe { libc::getuid() } {
-        return Err(format!("pid {} is another user's", cred.pid));
+        return Err(Refused::Stranger(format!(
+            "pid {} is another user's",
+            cred.pid
+        )));
     }
     if !descends_from(cred.pid, me) {
-        return Err(format!("pid {} is no descendant of this process", cred.pid));
+        let e = format!("pid {} is no descendant of this process", cred.pid);
+        return Err(if parent_of(cred.pid).is_none() {
+            Refused::Gone(e)
+        } else {
+            Refused::Stranger(e)
+        });
     }
     match recv::<FromMember>(fd, Some(Duration::from_secs(5))) {
         Ok(FromMember::Hello { pid, ppid }) if pid == cred.pid => Ok(Member { pid, ppid, fd }),
-        Ok(other) => Err(format!("pid {}: unexpected {other:?}", cred.pid)),
-        Err(e) => Err(format!("pid {}: {e}", cred.pid)),
+        Ok(other) => Err(Refused::Stranger(format!(
+            "pid {}: unexpected {other:?}",
+            cred.pid
+        ))),
+        Err(e) => Err(Refused::Gone(format!("pid {}: {e}", cred.pid))),
     }
 }
 
@@ -329,6 +383,11 @@ impl Round {
             .clone();
         let mut children = crate::procfs::children();
         children.retain(|c| !preexisting.contains(c));
+        // The socket is opened at the first checkpoint that finds children (most
+        // processes have none: no thread, no socket); they are trying to connect.
+        if !children.is_empty() && listener_tid() == 0 && LISTEN_FD.load(Ordering::Acquire) < 0 {
+            listen();
+        }
         loop {
             let joined: Vec<Member> = MEMBERS
                 .lock()
@@ -388,8 +447,14 @@ impl Round {
         generation: u64,
         dir: &std::path::Path,
         rank: u32,
+        inherited: &[(i32, u64)],
     ) -> Result<(), String> {
         let dir = dir.display().to_string();
+        let mut outside = LAUNCH_STDIO
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        outside.extend(inherited.iter().map(|&(_, ino)| ino));
         for m in &self.members {
             send(
                 m.fd,
@@ -397,6 +462,7 @@ impl Round {
                     generation,
                     dir: dir.clone(),
                     rank,
+                    outside: outside.clone(),
                 },
             )
             .map_err(|e| format!("child process {}: {e}", m.pid))?;
@@ -527,6 +593,9 @@ pub fn serve_member(mut cfg: Config) {
         return;
     };
     let mut quiet_until = Instant::now();
+    // The root listens from its first checkpoint with children on: tried every 20 ms at
+    // first, then less often (at most every 500 ms: well within JOIN_GRACE).
+    let mut pause = Duration::from_millis(20);
     loop {
         let conn = abstract_addr(&name).and_then(|a| UnixStream::connect_addr(&a));
         let conn = match conn {
@@ -536,10 +605,12 @@ pub fn serve_member(mut cfg: Config) {
                     debug!("cannot reach the launched process on @{name} ({e}); trying again");
                     quiet_until = Instant::now() + Duration::from_secs(60);
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
                 continue;
             }
         };
+        pause = Duration::from_millis(20);
         let fd = conn.into_raw_fd();
         ROOT_FD.store(fd, Ordering::Release);
         let hello = FromMember::Hello {

@@ -1099,7 +1099,10 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
         let Some(path) = fd_path(fd) else {
             continue; // closed meanwhile (the listing fd itself)
         };
-        if fd <= 2 {
+        // In a descendant, a stdio or inherited descriptor that is not the launcher's is
+        // the tree's (popen's pipe, a shell's `> /dev/null`): saved as what it is.
+        let trees = |st: &libc::stat| crate::members::launchers_inode(st.st_ino) == Some(false);
+        if fd <= 2 && !fstat(fd).is_some_and(|st| trees(&st)) {
             out.push(FileState {
                 fd,
                 kind: FileKind::Stdio,
@@ -1115,7 +1118,9 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
         };
         let kind = if reopenable(&st, &path) {
             FileKind::Regular
-        } else if inherited.contains(&(fd, st.st_ino)) {
+        } else if inherited.contains(&(fd, st.st_ino))
+            && !(trees(&st) && st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+        {
             FileKind::Inherited(inherited_kind(&st))
         } else if st.st_mode & libc::S_IFMT == libc::S_IFREG && path.ends_with(" (deleted)") {
             unlinked(fd, &st, &path)?

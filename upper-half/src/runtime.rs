@@ -234,6 +234,7 @@ pub fn start() {
         crate::ckpt_signal::start(cfg.status_file.clone());
         crate::members::name_for_descendants(cfg.rank);
         crate::members::note_preexisting();
+        crate::members::note_launch_stdio();
     }
     *START_CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
     // A child made by fork has only the forking thread: every lock the runtime's
@@ -564,9 +565,6 @@ fn serve(mut cfg: Config, epoch: u64) {
         if retired(epoch) {
             return;
         }
-        if crate::members::listener_tid() == 0 {
-            crate::members::listen();
-        }
         let mut conn = match connect(&cfg) {
             Ok(c) => {
                 if let Some(t) = waiting_since.take() {
@@ -732,9 +730,20 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     // The descendants: stopped once this process is, then writing beside it.
     let root_dir = std::path::absolute(&cfg.ckpt_dir).unwrap_or(cfg.ckpt_dir.clone());
     let gen_dir = CkptDir::new(&root_dir).gen_dir(generation);
-    let mut round = match crate::members::Round::stop(generation)
-        .and_then(|mut r| r.write(generation, &root_dir, cfg.rank).map(|()| r))
-    {
+    let mut round = match crate::members::Round::stop(generation).and_then(|mut r| {
+        // The launcher's descriptors, and the lower half's (a child that execs keeps
+        // those MPI opened without close-on-exec: not the tree's).
+        let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if mpi {
+            inherited.extend(
+                crate::mpi::lower_fds()
+                    .into_iter()
+                    .filter_map(|fd| procfs::inode(fd).map(|i| (fd, i))),
+            );
+        }
+        r.write(generation, &root_dir, cfg.rank, &inherited)
+            .map(|()| r)
+    }) {
         Ok(r) => r,
         Err(e) => {
             sys::close(fd);
@@ -943,6 +952,13 @@ fn build_and_write(cfg: &Config, call: &WindowCall) -> Result<Written, String> {
             drained_messages: drained,
         };
         (Some(image), lower)
+    } else if is_member() && crate::mpi::loaded() {
+        // A child an MPI rank forked has a copy of the rank's lower half, which it never
+        // runs (a child of an MPI process may not call MPI): left out of its image, as
+        // the lower half's descriptors are; a restart brings none.
+        own_fds.extend(crate::mpi::lower_fds());
+        own_fds.extend(crate::mpi::deferred_fds());
+        (None, crate::mpi::lower_regions())
     } else {
         (None, Vec::new())
     };
@@ -1368,6 +1384,9 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
             }
             None => false,
         });
+    if !is_member() {
+        crate::members::note_launch_stdio();
+    }
     // SAFETY: only this thread reads it; cleared so a stale mailbox is never reused.
     unsafe { (*MAILBOX.0.get()).magic = 0 };
     info!(generation = cfg.last_generation, parked, "restarted");
@@ -1418,7 +1437,11 @@ pub fn member_checkpoint(cfg: &mut Config, root: i32, generation: u64) -> bool {
             generation: g,
             dir,
             rank,
-        }) if g == generation => (CkptDir::new(dir), rank),
+            outside,
+        }) if g == generation => {
+            crate::members::set_outside(outside);
+            (CkptDir::new(dir), rank)
+        }
         // The round ended before the images (or the root is gone).
         _ => {
             threads::resume(parked);
