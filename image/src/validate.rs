@@ -559,7 +559,17 @@ fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
     for (fd, u) in &ends {
         let bad = |why: &str| Err(format!("descriptor {fd} (socket {}): {why}", u.socket));
         if u.outside {
-            if u.holds_data || !u.data.is_empty() || u.shutdown > 3 {
+            // The bytes readable at this end (its peer may be another process of the
+            // tree, restored with it), on one descriptor of the end.
+            let holders = ends
+                .iter()
+                .filter(|(_, v)| v.socket == u.socket && v.holds_data)
+                .count();
+            if u.data.len() > MAX_SOCKET_DATA
+                || (!u.holds_data && !u.data.is_empty())
+                || holders > 1
+                || u.shutdown > 3
+            {
                 return bad("bytes kept for a connection to outside the process");
             }
             continue;

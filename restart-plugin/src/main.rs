@@ -202,16 +202,16 @@ fn restart(args: Args) -> Result<(), String> {
     // The process tree: the pipes between its processes (made by the root), then this
     // process's children, each restoring its own image.
     let shared = if member.is_some() {
-        tree::inherited_pipes()
+        tree::inherited()
     } else if !members.is_empty() {
         if let ns::Ids::Kept { drop_caps, .. } = &ids {
             tree::pass_caps(drop_caps.as_ref());
         }
         let mut all = vec![h.clone()];
         all.extend(members);
-        tree::make_shared_pipes(&all)?
+        tree::make_shared(&all)?
     } else {
-        std::collections::HashMap::new()
+        tree::Shared::default()
     };
     tree::make_children(
         h.pid,
@@ -255,7 +255,7 @@ fn restart(args: Args) -> Result<(), String> {
         None
     };
     let mut keep_fds = restore_files(&header, &shared)?;
-    tree::close_shared(&shared);
+    shared.close();
     keep_fds.extend(pmi_fd);
     let env = if header.mpi.is_some() {
         Some(EnvBlob::new(pmi_fd)?)
@@ -508,15 +508,12 @@ fn restore_region(
 
 /// Re-opens regular files at their descriptor numbers and puts back inherited ones (see
 /// [`restore_inherited`]); returns the descriptors to keep.
-fn restore_files(
-    h: &ImageHeader,
-    shared: &std::collections::HashMap<u64, [i32; 2]>,
-) -> Result<Vec<i32>, String> {
+fn restore_files(h: &ImageHeader, shared: &tree::Shared) -> Result<Vec<i32>, String> {
     let mut keep = vec![0, 1, 2];
     let above = h.files.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
     let mut drain = Vec::new();
-    let pipes = make_pipes(h, above, shared)?;
-    let sockets = make_socket_pairs(h, above)?;
+    let pipes = make_pipes(h, above, &shared.pipes)?;
+    let sockets = make_socket_pairs(h, above, &shared.sockets)?;
     let tcp = tcp::make(h, above)?;
     let dgrams = tcp::make_dgram(h, above)?;
     let nameless = unlinked::make(h, above)?;
@@ -538,7 +535,10 @@ fn restore_files(
             continue;
         }
         if let mana_image::FileKind::UnixPair(u) = &f.kind {
-            place_pipe_end(f, sockets[&u.socket])?;
+            let end = sockets
+                .get(&u.socket)
+                .unwrap_or_else(|| &shared.sockets[&u.socket]);
+            place_pipe_end(f, *end)?;
             keep.push(f.fd);
             continue;
         }
@@ -558,7 +558,7 @@ fn restore_files(
             continue;
         }
         if let mana_image::FileKind::Pipe(p) = &f.kind {
-            let ends = pipes.get(&p.pipe).unwrap_or_else(|| &shared[&p.pipe]);
+            let ends = pipes.get(&p.pipe).unwrap_or_else(|| &shared.pipes[&p.pipe]);
             let end = if p.read_end { ends[0] } else { ends[1] };
             place_pipe_end(f, end)?;
             keep.push(f.fd);
@@ -873,31 +873,57 @@ fn restore_epoll(
 fn make_socket_pairs(
     h: &ImageHeader,
     above: i32,
+    shared: &std::collections::HashMap<u64, i32>,
 ) -> Result<std::collections::HashMap<u64, i32>, String> {
     let mut made = std::collections::HashMap::new();
-    let data_of = |socket: u64| {
-        h.files.iter().find_map(|g| match &g.kind {
-            mana_image::FileKind::UnixPair(v) if v.socket == socket && v.holds_data => {
-                Some(v.data.as_slice())
-            }
-            _ => None,
-        })
-    };
     for f in &h.files {
         let mana_image::FileKind::UnixPair(u) = &f.kind else {
             continue;
         };
-        if made.contains_key(&u.socket) {
+        if made.contains_key(&u.socket) || shared.contains_key(&u.socket) {
             continue;
         }
-        let err = |what: &str| {
-            format!(
-                "descriptor {} (socket {}): {what}: {}",
-                f.fd,
-                u.socket,
-                std::io::Error::last_os_error()
-            )
-        };
+        let ends = new_socket_pair(std::slice::from_ref(h), u, above, true)
+            .map_err(|e| format!("descriptor {} (socket {}): {e}", f.fd, u.socket))?;
+        made.insert(u.socket, ends[0]);
+        if !u.outside {
+            made.insert(u.peer, ends[1]);
+        }
+    }
+    Ok(made)
+}
+
+/// Makes the socket pair of end `u` as the images `hs` recorded its ends (the bytes
+/// readable at each, their shutdowns); [this end, the peer] at `above` or higher. An
+/// end whose peer is in none of `hs` gets its bytes back, then end-of-file (its peer
+/// closed; the second descriptor is -1).
+pub(crate) fn new_socket_pair(
+    hs: &[ImageHeader],
+    u: &mana_image::UnixPairState,
+    above: i32,
+    cloexec: bool,
+) -> Result<[i32; 2], String> {
+    let records = || {
+        hs.iter()
+            .flat_map(|h| &h.files)
+            .filter_map(|g| match &g.kind {
+                mana_image::FileKind::UnixPair(v) => Some(v),
+                _ => None,
+            })
+    };
+    let data_of = |socket: u64| {
+        records()
+            .find(|v| v.socket == socket && v.holds_data)
+            .map(|v| v.data.as_slice())
+    };
+    let peer_here = records().any(|v| v.socket == u.peer);
+    let dup = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    {
+        let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
         let mut two = [-1i32; 2];
         // SAFETY: `two` is a valid out-array of two.
         if unsafe {
@@ -911,22 +937,32 @@ fn make_socket_pairs(
         {
             return Err(err("cannot make the socket pair"));
         }
-        if u.outside {
-            // Its peer was another process's: that end is closed at once (end-of-file
-            // here, EPIPE on writing).
+        if !peer_here {
+            // Its peer was another process's, outside what is restored: the bytes that
+            // were readable here, then end-of-file (EPIPE on writing).
+            let bytes = data_of(u.socket).unwrap_or(&[]);
+            let mut at = 0;
+            while at < bytes.len() {
+                // SAFETY: writing our own new socket (non-blocking).
+                let w =
+                    unsafe { libc::write(two[1], bytes[at..].as_ptr().cast(), bytes.len() - at) };
+                if w <= 0 {
+                    return Err(err("cannot put its bytes back"));
+                }
+                at += w as usize;
+            }
             // SAFETY: closing our temporary; moving the kept end high.
             let high = unsafe {
                 libc::close(two[1]);
                 libc::fcntl(two[0], libc::F_SETFL, 0);
-                let high = libc::fcntl(two[0], libc::F_DUPFD_CLOEXEC, above);
+                let high = libc::fcntl(two[0], dup, above);
                 libc::close(two[0]);
                 high
             };
             if high < 0 {
                 return Err(err("cannot move it out of the way"));
             }
-            made.insert(u.socket, high);
-            continue;
+            return Ok([high, -1]);
         }
         // two[0] is this end, two[1] the peer: bytes readable here are sent from there.
         for (from, bytes) in [(two[1], data_of(u.socket)), (two[0], data_of(u.peer))] {
@@ -944,12 +980,7 @@ fn make_socket_pairs(
                 at += w as usize;
             }
         }
-        let shutdown_of = |socket: u64| {
-            h.files.iter().find_map(|g| match &g.kind {
-                mana_image::FileKind::UnixPair(v) if v.socket == socket => Some(v.shutdown),
-                _ => None,
-            })
-        };
+        let shutdown_of = |socket: u64| records().find(|v| v.socket == socket).map(|v| v.shutdown);
         let (mine, theirs) = (
             shutdown_of(u.socket).unwrap_or(0),
             shutdown_of(u.peer).unwrap_or(0),
@@ -967,22 +998,22 @@ fn make_socket_pairs(
                 }
             }
         }
-        for (end, socket) in [(two[0], u.socket), (two[1], u.peer)] {
+        let mut high = [-1i32; 2];
+        for (i, end) in two.into_iter().enumerate() {
             // SAFETY: blocking again (each descriptor's own flags are set when placed);
             // moved high, the low one closed.
-            let high = unsafe {
+            high[i] = unsafe {
                 libc::fcntl(end, libc::F_SETFL, 0);
-                let high = libc::fcntl(end, libc::F_DUPFD_CLOEXEC, above);
+                let h = libc::fcntl(end, dup, above);
                 libc::close(end);
-                high
+                h
             };
-            if high < 0 {
+            if high[i] < 0 {
                 return Err(err("cannot move it out of the way"));
             }
-            made.insert(socket, high);
         }
+        Ok(high)
     }
-    Ok(made)
 }
 
 /// Puts one end `end` of a remade pipe at the descriptor number `f` had, with its flags.

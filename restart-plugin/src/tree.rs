@@ -78,9 +78,120 @@ pub fn load(
         .collect()
 }
 
-/// Makes every pipe two or more images of the tree (`all`: the root's header and its
-/// members') hold, inheritable, above every descriptor any of them uses.
-pub fn make_shared_pipes(all: &[ImageHeader]) -> Result<HashMap<u64, [i32; 2]>, String> {
+/// What the tree's processes share, made once by the root's restarter and inherited:
+/// pipes ([read, write] by pipe inode) and socket-pair ends (by socket inode).
+#[derive(Default)]
+pub struct Shared {
+    pub pipes: HashMap<u64, [i32; 2]>,
+    pub sockets: HashMap<u64, i32>,
+}
+
+impl Shared {
+    /// Closes the shared descriptors (every process placed its own ends).
+    pub fn close(&self) {
+        let all = self
+            .pipes
+            .values()
+            .flat_map(|e| e.iter().copied())
+            .chain(self.sockets.values().copied());
+        for fd in all {
+            // SAFETY: our inherited temporaries.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The socket-pair ends shared by the tree (env).
+const SOCKETS_ENV: &str = "MANA_RESTORE_SOCKETS";
+
+/// The root's restarter: makes what two or more images of the tree (`all`: the root's
+/// header and its members') share.
+pub fn make_shared(all: &[ImageHeader]) -> Result<Shared, String> {
+    let pipes = make_shared_pipes(all)?;
+    let above = above_all(all);
+    let mut sockets = HashMap::new();
+    // A socket-pair end whose peer is a socket of another image: connected again.
+    for (i, h) in all.iter().enumerate() {
+        for f in &h.files {
+            let FileKind::UnixPair(u) = &f.kind else {
+                continue;
+            };
+            if !u.outside || sockets.contains_key(&u.socket) {
+                continue;
+            }
+            let elsewhere = all.iter().enumerate().any(|(j, o)| {
+                j != i
+                    && o.files
+                        .iter()
+                        .any(|g| matches!(&g.kind, FileKind::UnixPair(v) if v.socket == u.peer))
+            });
+            if !elsewhere {
+                continue;
+            }
+            let ends = crate::new_socket_pair(all, u, above, false).map_err(|e| {
+                format!(
+                    "socket pair {}-{} between processes of the tree: {e}",
+                    u.socket, u.peer
+                )
+            })?;
+            sockets.insert(u.socket, ends[0]);
+            sockets.insert(u.peer, ends[1]);
+        }
+    }
+    if !sockets.is_empty() {
+        let v: Vec<String> = sockets.iter().map(|(s, fd)| format!("{s}:{fd}")).collect();
+        std::env::set_var(SOCKETS_ENV, v.join(","));
+        debug!(
+            ends = sockets.len(),
+            "socket pairs between processes of the tree made"
+        );
+    }
+    Ok(Shared { pipes, sockets })
+}
+
+/// Above every descriptor any image of the tree uses.
+fn above_all(all: &[ImageHeader]) -> i32 {
+    all.iter()
+        .flat_map(|h| h.files.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2)
+        .max(64)
+        + 1
+}
+
+/// In a member's restarter: what its ancestors made for the tree.
+pub fn inherited() -> Shared {
+    let mut sockets = HashMap::new();
+    if let Ok(v) = std::env::var(SOCKETS_ENV) {
+        for item in v.split(',').take(4096) {
+            let mut it = item.split(':').map(|x| x.parse::<i64>().ok());
+            let (Some(Some(s)), Some(Some(fd))) = (it.next(), it.next()) else {
+                continue;
+            };
+            if s > 0 && is_a(fd, libc::S_IFSOCK) {
+                sockets.insert(s as u64, fd as i32);
+            }
+        }
+    }
+    Shared {
+        pipes: inherited_pipes(),
+        sockets,
+    }
+}
+
+/// Whether `fd` is an open descriptor of file type `kind`.
+fn is_a(fd: i64, kind: libc::mode_t) -> bool {
+    // SAFETY: fstat into a zeroed stat on a number we only inspect.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (0..1 << 20).contains(&fd)
+        && unsafe { libc::fstat(fd as i32, &mut st) } == 0
+        && st.st_mode & libc::S_IFMT == kind
+}
+
+/// Makes every pipe two or more images of the tree hold, inheritable, above every
+/// descriptor any of them uses.
+fn make_shared_pipes(all: &[ImageHeader]) -> Result<HashMap<u64, [i32; 2]>, String> {
     let mut holders: HashMap<u64, usize> = HashMap::new();
     for h in all {
         let mut mine: Vec<u64> = h
@@ -97,13 +208,7 @@ pub fn make_shared_pipes(all: &[ImageHeader]) -> Result<HashMap<u64, [i32; 2]>, 
             *holders.entry(p).or_default() += 1;
         }
     }
-    let above = all
-        .iter()
-        .flat_map(|h| h.files.iter().map(|f| f.fd))
-        .max()
-        .unwrap_or(2)
-        .max(64)
-        + 1;
+    let above = above_all(all);
     let mut shared = HashMap::new();
     let mut inodes: Vec<u64> = holders
         .into_iter()
@@ -132,7 +237,7 @@ pub fn make_shared_pipes(all: &[ImageHeader]) -> Result<HashMap<u64, [i32; 2]>, 
 
 /// In a member's restarter: the shared pipes its ancestors made (from the environment;
 /// only descriptors that are open pipes are believed).
-pub fn inherited_pipes() -> HashMap<u64, [i32; 2]> {
+fn inherited_pipes() -> HashMap<u64, [i32; 2]> {
     let mut out = HashMap::new();
     let Ok(v) = std::env::var(PIPES_ENV) else {
         return out;
@@ -143,30 +248,11 @@ pub fn inherited_pipes() -> HashMap<u64, [i32; 2]> {
         else {
             continue;
         };
-        let fifo = |fd: i64| {
-            // SAFETY: fstat into a zeroed stat on a number we only inspect.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            (0..1 << 20).contains(&fd)
-                && unsafe { libc::fstat(fd as i32, &mut st) } == 0
-                && st.st_mode & libc::S_IFMT == libc::S_IFIFO
-        };
-        if p > 0 && fifo(r) && fifo(w) {
+        if p > 0 && is_a(r, libc::S_IFIFO) && is_a(w, libc::S_IFIFO) {
             out.insert(p as u64, [r as i32, w as i32]);
         }
     }
     out
-}
-
-/// Closes the shared pipes' descriptors (every process placed its own ends).
-pub fn close_shared(shared: &HashMap<u64, [i32; 2]>) {
-    for ends in shared.values() {
-        // SAFETY: our inherited temporaries.
-        unsafe {
-            libc::close(ends[0]);
-            libc::close(ends[1]);
-        }
-    }
 }
 
 /// The capabilities members go back to, for their restarters.

@@ -1102,6 +1102,33 @@ fn a_parent_and_two_children_connected_by_pipes_restart_as_a_tree() {
     assert_continues(&native.stdout, &pieces);
 }
 
+/// Items 2 and 5, a Unix socket pair between a parent and its child: each round two
+/// numbers go to the child and two answers come back, with a wait between (bytes in
+/// flight one way or the other at the checkpoints), then a shutdown the child reads as
+/// end-of-file. One checkpoint without a kill and a chain of three with a kill and a
+/// restart at random instants: the pair comes back connected between the restored
+/// parent and child with its bytes in flight — the uninterrupted run's output (every
+/// answer, the child's count as its exit code).
+#[test]
+fn a_socket_pair_between_parent_and_child_comes_back_connected() {
+    let s = Session::start("pair-child");
+    let program = compile("pair_child", Build::Pie, s.dir());
+    let args = ["30", "150"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "pair ready",
+        1,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
 /// Item 5, `popen` and `system`: each round writes lines to `popen("sort")` and waits
 /// with them unread or half read (the shell and sort are descendants, checkpointed and
 /// restored with the pipe between them and the program), then `pclose` (sort prints

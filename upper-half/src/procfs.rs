@@ -711,14 +711,20 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
         let FileKind::UnixPair(u) = &mut f.kind else {
             continue;
         };
-        if !ends.contains(&u.peer) {
-            // Connected to another process: restored with its other end closed.
-            u.outside = true;
-            note_outside(f.fd);
+        if done.contains(&u.socket) {
+            if !ends.contains(&u.peer) {
+                u.outside = true;
+            }
             continue;
         }
-        if done.contains(&u.socket) {
-            continue;
+        if !ends.contains(&u.peer) {
+            // Connected to another process: a process of the tree (restored connected
+            // with it), else restored with its other end closed — the bytes readable
+            // here kept either way. Only the second is worth a warning.
+            u.outside = true;
+            if !kin_holds(u.peer) {
+                note_outside(f.fd);
+            }
         }
         done.push(u.socket);
         u.holds_data = true;
@@ -1030,6 +1036,24 @@ fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>)
         libc::close(tmp[1]);
     }
     result
+}
+
+/// Whether this process's parent or one of its children holds socket `inode` (the other
+/// end of a socket pair made before a `fork`).
+fn kin_holds(inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    let parent = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+            rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+        });
+    parent.into_iter().chain(children()).any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        })
+    })
 }
 
 /// This process's direct children (of every thread).
