@@ -208,8 +208,10 @@ fn restart(args: Args) -> Result<(), String> {
             tree::pass_caps(drop_caps.as_ref());
         }
         let mut all = vec![h.clone()];
-        all.extend(members);
-        tree::make_shared(&all)?
+        all.extend(members.iter().map(|r| r.header.clone()));
+        let mut readers = vec![&reader];
+        readers.extend(members.iter());
+        tree::make_shared(&all, &readers)?
     } else {
         tree::Shared::default()
     };
@@ -221,7 +223,7 @@ fn restart(args: Args) -> Result<(), String> {
         &dir,
     )?;
     for (i, r) in h.regions.iter().enumerate() {
-        restore_region(&reader, &mapped, i, r)?;
+        restore_region(&reader, &mapped, i, r, &shared.memory)?;
     }
     for m in &vdso_moves.placeholders {
         sys::map_fixed(
@@ -397,8 +399,20 @@ fn restore_region(
     mapped: &mana_image::files::MappedFiles,
     index: usize,
     r: &Region,
+    shared: &std::collections::HashMap<(u64, u64), i32>,
 ) -> Result<(), String> {
     let len = r.len();
+    // Memory shared with other processes of the tree: their common memfd, its contents
+    // already in it (tree.rs).
+    if let (RegionKind::SharedAnon, Some(&fd)) = (&r.kind, shared.get(&(r.start, r.end))) {
+        sys::map_fixed(r.start, len, prot_flags(r.prot), libc::MAP_SHARED, fd, 0).map_err(|e| {
+            format!(
+                "cannot map {:#x}-{:#x} ({}) shared: {e}",
+                r.start, r.end, r.name
+            )
+        })?;
+        return Ok(());
+    }
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // Mostly-stored regions are populated in one go instead of faulting page by page
     // while the image is read into them.

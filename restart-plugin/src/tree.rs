@@ -45,7 +45,7 @@ pub fn load(
     gen_dir: &Path,
     root: i32,
     members: &[MemberEntry],
-) -> Result<Vec<ImageHeader>, String> {
+) -> Result<Vec<ImageReader>, String> {
     for m in members {
         let mut at = m.ppid;
         for _ in 0..=members.len() {
@@ -64,16 +64,15 @@ pub fn load(
     members
         .iter()
         .map(|m| {
-            let h = ImageReader::open_listed(&gen_dir.join(&m.file), m.header_checksum)
-                .map(|r| r.header)
+            let r = ImageReader::open_listed(&gen_dir.join(&m.file), m.header_checksum)
                 .map_err(|e| e.to_string())?;
-            if h.pid != m.pid {
+            if r.header.pid != m.pid {
                 return Err(format!(
                     "{}: holds process {}, the MANIFEST says {}",
-                    m.file, h.pid, m.pid
+                    m.file, r.header.pid, m.pid
                 ));
             }
-            Ok(h)
+            Ok(r)
         })
         .collect()
 }
@@ -84,6 +83,9 @@ pub fn load(
 pub struct Shared {
     pub pipes: HashMap<u64, [i32; 2]>,
     pub sockets: HashMap<u64, i32>,
+    /// Shared anonymous memory (`MAP_SHARED` before a `fork`), by its range: a memfd
+    /// holding its contents, which every process maps instead of memory of its own.
+    pub memory: HashMap<(u64, u64), i32>,
 }
 
 impl Shared {
@@ -93,7 +95,8 @@ impl Shared {
             .pipes
             .values()
             .flat_map(|e| e.iter().copied())
-            .chain(self.sockets.values().copied());
+            .chain(self.sockets.values().copied())
+            .chain(self.memory.values().copied());
         for fd in all {
             // SAFETY: our inherited temporaries.
             unsafe { libc::close(fd) };
@@ -104,11 +107,16 @@ impl Shared {
 /// The socket-pair ends shared by the tree (env).
 const SOCKETS_ENV: &str = "MANA_RESTORE_SOCKETS";
 
-/// The root's restarter: makes what two or more images of the tree (`all`: the root's
-/// header and its members') share.
-pub fn make_shared(all: &[ImageHeader]) -> Result<Shared, String> {
+/// The shared anonymous memory (env): `START:END:FD,…`.
+const MEMORY_ENV: &str = "MANA_RESTORE_MEMORY";
+
+/// The root's restarter: makes what two or more images of the tree share (`all`: the
+/// root's header and its members'; `readers`: the images, in the same order, for the
+/// contents of shared memory).
+pub fn make_shared(all: &[ImageHeader], readers: &[&ImageReader]) -> Result<Shared, String> {
     let pipes = make_shared_pipes(all)?;
     let above = above_all(all);
+    let memory = make_shared_memory(all, readers, above)?;
     let mut sockets = HashMap::new();
     // A socket-pair end whose peer is a socket of another image: connected again.
     for (i, h) in all.iter().enumerate() {
@@ -146,7 +154,102 @@ pub fn make_shared(all: &[ImageHeader]) -> Result<Shared, String> {
             "socket pairs between processes of the tree made"
         );
     }
-    Ok(Shared { pipes, sockets })
+    Ok(Shared {
+        pipes,
+        sockets,
+        memory,
+    })
+}
+
+/// A `MAP_SHARED` anonymous region several images hold at the same range (made before a
+/// `fork`): one memfd with its contents (from the first image holding it), for each
+/// process to map. Nobody writes those pages back afterwards: a process restored later
+/// would overwrite what an earlier one already changed.
+fn make_shared_memory(
+    all: &[ImageHeader],
+    readers: &[&ImageReader],
+    above: i32,
+) -> Result<HashMap<(u64, u64), i32>, String> {
+    let mut memory = HashMap::new();
+    for (i, h) in all.iter().enumerate() {
+        for (index, r) in h.regions.iter().enumerate() {
+            if r.kind != mana_image::RegionKind::SharedAnon
+                || memory.contains_key(&(r.start, r.end))
+            {
+                continue;
+            }
+            let elsewhere = all[i + 1..].iter().any(|o| {
+                o.regions.iter().any(|q| {
+                    q.kind == mana_image::RegionKind::SharedAnon
+                        && q.start == r.start
+                        && q.end == r.end
+                })
+            });
+            if !elsewhere {
+                continue;
+            }
+            let err = |what: &str| {
+                format!(
+                    "memory {:#x}-{:#x} shared between processes of the tree: {what}: {}",
+                    r.start,
+                    r.end,
+                    std::io::Error::last_os_error()
+                )
+            };
+            let len = r.end - r.start;
+            // SAFETY: a new memfd with a constant name.
+            let fd = unsafe { libc::memfd_create(c"mana-shared".as_ptr(), 0) };
+            if fd < 0 {
+                return Err(err("cannot make a memfd"));
+            }
+            // SAFETY: sizing our new memfd.
+            if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+                return Err(err("cannot size it"));
+            }
+            if !r.extents.is_empty() {
+                // SAFETY: a temporary shared mapping of our memfd, filled, then unmapped.
+                let at = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        len as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                };
+                if at == libc::MAP_FAILED {
+                    return Err(err("cannot map it"));
+                }
+                // SAFETY: the mapping just made, `len` bytes, ours alone.
+                let dest = unsafe { std::slice::from_raw_parts_mut(at as *mut u8, len as usize) };
+                let filled = readers[i].read_region(index, dest);
+                // SAFETY: unmapping our temporary mapping.
+                unsafe { libc::munmap(at, len as usize) };
+                filled.map_err(|e| e.to_string())?;
+            }
+            // SAFETY: F_DUPFD (inherited) of our descriptor, then close the low one.
+            let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, above) };
+            // SAFETY: our temporary.
+            unsafe { libc::close(fd) };
+            if high < 0 {
+                return Err(err("cannot move it out of the way"));
+            }
+            memory.insert((r.start, r.end), high);
+        }
+    }
+    if !memory.is_empty() {
+        let v: Vec<String> = memory
+            .iter()
+            .map(|((s, e), fd)| format!("{s}:{e}:{fd}"))
+            .collect();
+        std::env::set_var(MEMORY_ENV, v.join(","));
+        debug!(
+            regions = memory.len(),
+            "memory shared between processes of the tree made"
+        );
+    }
+    Ok(memory)
 }
 
 /// Above every descriptor any image of the tree uses.
@@ -173,9 +276,23 @@ pub fn inherited() -> Shared {
             }
         }
     }
+    let mut memory = HashMap::new();
+    if let Ok(v) = std::env::var(MEMORY_ENV) {
+        for item in v.split(',').take(4096) {
+            let mut it = item.split(':').map(|x| x.parse::<u64>().ok());
+            let (Some(Some(s)), Some(Some(e)), Some(Some(fd))) = (it.next(), it.next(), it.next())
+            else {
+                continue;
+            };
+            if s < e && fd < 1 << 20 && is_a(fd as i64, libc::S_IFREG) {
+                memory.insert((s, e), fd as i32);
+            }
+        }
+    }
     Shared {
         pipes: inherited_pipes(),
         sockets,
+        memory,
     }
 }
 

@@ -1129,6 +1129,32 @@ fn a_socket_pair_between_parent_and_child_comes_back_connected() {
     assert_continues(&native.stdout, &pieces);
 }
 
+/// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
+/// before the `fork`): each round the parent writes a number there, the child answers
+/// next to it (pipes only poke). One checkpoint without a kill and a chain of three with
+/// a kill and a restart at random instants: the memory comes back shared between the
+/// restored parent and child (one memfd both map) — the uninterrupted run's output; two
+/// private copies would show the child stale numbers.
+#[test]
+fn memory_shared_between_parent_and_child_comes_back_shared() {
+    let s = Session::start("shm-child");
+    let program = compile("shm_child", Build::Pie, s.dir());
+    let args = ["30", "150"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "shm ready",
+        1,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
 /// Item 5, `popen` and `system`: each round writes lines to `popen("sort")` and waits
 /// with them unread or half read (the shell and sort are descendants, checkpointed and
 /// restored with the pipe between them and the program), then `pclose` (sort prints
