@@ -528,7 +528,7 @@ fn restore_files(h: &ImageHeader, shared: &tree::Shared) -> Result<Vec<i32>, Str
     let mut drain = Vec::new();
     let pipes = make_pipes(h, above, &shared.pipes)?;
     let sockets = make_socket_pairs(h, above, &shared.sockets)?;
-    let tcp = tcp::make(h, above)?;
+    let tcp = tcp::make(h, above, &shared.tcp)?;
     let dgrams = tcp::make_dgram(h, above)?;
     let nameless = unlinked::make(h, above)?;
     let listeners = tcp::make_unix_listeners(h, above)?;
@@ -557,7 +557,8 @@ fn restore_files(h: &ImageHeader, shared: &tree::Shared) -> Result<Vec<i32>, Str
             continue;
         }
         if let mana_image::FileKind::Tcp(t) = &f.kind {
-            place_pipe_end(f, tcp[&t.socket])?;
+            let end = tcp.get(&t.socket).unwrap_or_else(|| &shared.tcp[&t.socket]);
+            place_pipe_end(f, *end)?;
             keep.push(f.fd);
             continue;
         }

@@ -338,7 +338,51 @@ fn reset_socket(family: u16) -> Result<i32, String> {
 
 /// Makes every TCP socket of the image once, moved to `above` or higher; returns the new
 /// descriptor by the socket's number (inode).
-pub fn make(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
+/// Connects `t` and `u` (two ends of one connection, their addresses crossed) again by a
+/// rendezvous, the bytes readable at each (`t_data`, `u_data`) sent from the other, then
+/// their shutdowns; [t's descriptor, u's] at `above` or higher (inheritable unless
+/// `cloexec`).
+pub(crate) fn connect_pair(
+    t: &TcpState,
+    u: &TcpState,
+    t_data: &[u8],
+    u_data: &[u8],
+    above: i32,
+    cloexec: bool,
+) -> Result<[i32; 2], String> {
+    let (mine, theirs) = rendezvous(t, u)?;
+    send_all(theirs, t_data)?;
+    send_all(mine, u_data)?;
+    for (end, s) in [(mine, t), (theirs, u)] {
+        set_nodelay(end, s.nodelay);
+        if s.shutdown & 2 != 0 {
+            // SAFETY: shutdown of our new socket, after its bytes.
+            unsafe { libc::shutdown(end, libc::SHUT_WR) };
+        }
+    }
+    let mut out = [-1i32; 2];
+    for (i, end) in [mine, theirs].into_iter().enumerate() {
+        out[i] = if cloexec {
+            high(end, above)?
+        } else {
+            // SAFETY: F_DUPFD (inherited) of our socket, then close the low one.
+            let h = unsafe { libc::fcntl(end, libc::F_DUPFD, above) };
+            // SAFETY: our temporary.
+            unsafe { libc::close(end) };
+            if h < 0 {
+                return Err(os_err("cannot move it out of the way"));
+            }
+            h
+        };
+    }
+    Ok(out)
+}
+
+pub fn make(
+    h: &ImageHeader,
+    above: i32,
+    shared: &HashMap<u64, i32>,
+) -> Result<HashMap<u64, i32>, String> {
     let socks: Vec<(i32, &TcpState)> = h
         .files
         .iter()
@@ -380,7 +424,7 @@ pub fn make(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
         made.insert(u.socket, high(theirs, above)?);
     }
     for (fd, t) in &socks {
-        if made.contains_key(&t.socket) {
+        if made.contains_key(&t.socket) || shared.contains_key(&t.socket) {
             continue;
         }
         let s = if t.listening {

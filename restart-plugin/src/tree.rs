@@ -86,6 +86,8 @@ pub struct Shared {
     /// Shared anonymous memory (`MAP_SHARED` before a `fork`), by its range: a memfd
     /// holding its contents, which every process maps instead of memory of its own.
     pub memory: HashMap<(u64, u64), i32>,
+    /// TCP connections between processes of the tree: each end by its socket inode.
+    pub tcp: HashMap<u64, i32>,
 }
 
 impl Shared {
@@ -96,7 +98,8 @@ impl Shared {
             .values()
             .flat_map(|e| e.iter().copied())
             .chain(self.sockets.values().copied())
-            .chain(self.memory.values().copied());
+            .chain(self.memory.values().copied())
+            .chain(self.tcp.values().copied());
         for fd in all {
             // SAFETY: our inherited temporaries.
             unsafe { libc::close(fd) };
@@ -154,11 +157,91 @@ pub fn make_shared(all: &[ImageHeader], readers: &[&ImageReader]) -> Result<Shar
             "socket pairs between processes of the tree made"
         );
     }
+    let tcp = make_shared_tcp(all, above)?;
     Ok(Shared {
         pipes,
         sockets,
         memory,
+        tcp,
     })
+}
+
+/// The TCP connections from a process of the tree to another (each image holds one end,
+/// without a peer in it, the addresses crossed): connected again by the root's
+/// restarter, with the bytes readable at each end.
+fn make_shared_tcp(all: &[ImageHeader], above: i32) -> Result<HashMap<u64, i32>, String> {
+    use mana_image::TcpState;
+    let ends: Vec<(usize, &TcpState)> = all
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| {
+            h.files.iter().filter_map(move |f| match &f.kind {
+                FileKind::Tcp(t) if t.peer == 0 && !t.listening && !t.remote_ip.is_empty() => {
+                    Some((i, t))
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    let data_of = |socket: u64| {
+        ends.iter()
+            .find(|(_, t)| t.socket == socket && t.holds_data)
+            .map_or(&[][..], |(_, t)| t.data.as_slice())
+    };
+    let mut made = HashMap::new();
+    for &(i, t) in &ends {
+        if made.contains_key(&t.socket) {
+            continue;
+        }
+        let Some(&(_, u)) = ends.iter().find(|(j, u)| {
+            *j != i
+                && u.local_ip == t.remote_ip
+                && u.local_port == t.remote_port
+                && u.remote_ip == t.local_ip
+                && u.remote_port == t.local_port
+        }) else {
+            continue;
+        };
+        let fds =
+            crate::tcp::connect_pair(t, u, data_of(t.socket), data_of(u.socket), above, false)
+                .map_err(|e| {
+                    format!(
+                        "TCP connection between processes of the tree (port {} to {}): {e}",
+                        t.local_port, t.remote_port
+                    )
+                })?;
+        made.insert(t.socket, fds[0]);
+        made.insert(u.socket, fds[1]);
+    }
+    if !made.is_empty() {
+        let v: Vec<String> = made.iter().map(|(s, fd)| format!("{s}:{fd}")).collect();
+        std::env::set_var(TCP_ENV, v.join(","));
+        debug!(
+            ends = made.len(),
+            "TCP connections between processes of the tree made"
+        );
+    }
+    Ok(made)
+}
+
+/// The TCP connection ends shared by the tree (env).
+const TCP_ENV: &str = "MANA_RESTORE_TCP";
+
+/// `INODE:FD,…` from `var`, keeping descriptors that are sockets.
+fn inherited_sockets(var: &str) -> HashMap<u64, i32> {
+    let mut out = HashMap::new();
+    if let Ok(v) = std::env::var(var) {
+        for item in v.split(',').take(4096) {
+            let mut it = item.split(':').map(|x| x.parse::<i64>().ok());
+            let (Some(Some(s)), Some(Some(fd))) = (it.next(), it.next()) else {
+                continue;
+            };
+            if s > 0 && is_a(fd, libc::S_IFSOCK) {
+                out.insert(s as u64, fd as i32);
+            }
+        }
+    }
+    out
 }
 
 /// A `MAP_SHARED` anonymous region several images hold at the same range (made before a
@@ -264,18 +347,7 @@ fn above_all(all: &[ImageHeader]) -> i32 {
 
 /// In a member's restarter: what its ancestors made for the tree.
 pub fn inherited() -> Shared {
-    let mut sockets = HashMap::new();
-    if let Ok(v) = std::env::var(SOCKETS_ENV) {
-        for item in v.split(',').take(4096) {
-            let mut it = item.split(':').map(|x| x.parse::<i64>().ok());
-            let (Some(Some(s)), Some(Some(fd))) = (it.next(), it.next()) else {
-                continue;
-            };
-            if s > 0 && is_a(fd, libc::S_IFSOCK) {
-                sockets.insert(s as u64, fd as i32);
-            }
-        }
-    }
+    let sockets = inherited_sockets(SOCKETS_ENV);
     let mut memory = HashMap::new();
     if let Ok(v) = std::env::var(MEMORY_ENV) {
         for item in v.split(',').take(4096) {
@@ -293,6 +365,7 @@ pub fn inherited() -> Shared {
         pipes: inherited_pipes(),
         sockets,
         memory,
+        tcp: inherited_sockets(TCP_ENV),
     }
 }
 

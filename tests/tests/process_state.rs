@@ -1129,6 +1129,32 @@ fn a_socket_pair_between_parent_and_child_comes_back_connected() {
     assert_continues(&native.stdout, &pieces);
 }
 
+/// Items 2 and 5, a loopback TCP connection between a parent and its child (the parent
+/// listened, the child connected; both closed the listener): the exchange of
+/// `pair_child` over it. One checkpoint without a kill and a chain of three with a kill
+/// and a restart at random instants: the connection comes back between the restored
+/// parent and child (a rendezvous by the root's restarter) with its bytes in flight,
+/// no warning about a connection to the outside — the uninterrupted run's output.
+#[test]
+fn a_tcp_connection_between_parent_and_child_comes_back_connected() {
+    let s = Session::start("tcp-child");
+    let program = compile("tcp_child", Build::Pie, s.dir());
+    let args = ["30", "150"];
+    let native = native_run(&program, &args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        &args,
+        "tcp ready",
+        1,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
+}
+
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
 /// before the `fork`): each round the parent writes a number there, the child answers
 /// next to it (pipes only poke). One checkpoint without a kill and a chain of three with

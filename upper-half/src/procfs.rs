@@ -553,7 +553,17 @@ fn tcp_contents(files: &mut [FileState]) -> Result<(), String> {
                 && u.remote_port == t.local_port
         });
         let Some((peer_fd, peer)) = peer else {
-            if !warned.contains(&t.socket) {
+            if warned.contains(&t.socket) || done.contains(&t.socket) {
+                continue;
+            }
+            // A connection to the parent or a child (made before or after a fork): the
+            // bytes readable here are kept, and a restart connects it again (tree.rs).
+            if tcp_peer_inode(t).is_some_and(kin_holds) {
+                done.push(t.socket);
+                t.holds_data = true;
+                t.data = peek_socket(f.fd)
+                    .map_err(|e| format!("descriptor {} (TCP socket {}): {e}", f.fd, t.socket))?;
+            } else {
                 warned.push(t.socket);
                 note_outside(f.fd);
             }
@@ -1036,6 +1046,39 @@ fn peek_pipe(fd: i32, capacity: u64, packet: bool) -> Result<(Vec<u8>, Vec<u32>)
         libc::close(tmp[1]);
     }
     result
+}
+
+/// The inode of the TCP socket at the other end of connection `t` when it is on this
+/// machine (`/proc/self/net/tcp` or `tcp6`: the socket whose local address is `t`'s
+/// remote one and the other way round).
+fn tcp_peer_inode(t: &TcpState) -> Option<u64> {
+    let hex_addr = |ip: &[u8], port: u16| -> String {
+        // The kernel prints each 32-bit word of the address in host (little-endian) order.
+        let words: String = ip
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        format!("{words}:{port:04X}")
+    };
+    if t.local_ip.len() % 4 != 0 || t.remote_ip.len() != t.local_ip.len() {
+        return None;
+    }
+    let (theirs, ours) = (
+        hex_addr(&t.remote_ip, t.remote_port),
+        hex_addr(&t.local_ip, t.local_port),
+    );
+    let table = if t.family == libc::AF_INET6 as u16 {
+        "/proc/self/net/tcp6"
+    } else {
+        "/proc/self/net/tcp"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == theirs && f[2] == ours)
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
 }
 
 /// Whether this process's parent or one of its children holds socket `inode` (the other
