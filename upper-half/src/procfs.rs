@@ -1060,7 +1060,7 @@ fn tcp_peer_inode(t: &TcpState) -> Option<u64> {
             .collect();
         format!("{words}:{port:04X}")
     };
-    if t.local_ip.len() % 4 != 0 || t.remote_ip.len() != t.local_ip.len() {
+    if !t.local_ip.len().is_multiple_of(4) || t.remote_ip.len() != t.local_ip.len() {
         return None;
     }
     let (theirs, ours) = (
