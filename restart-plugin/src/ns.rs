@@ -508,7 +508,7 @@ fn supervise(child: i32) -> ! {
     end_like(wait_for(child))
 }
 
-fn end_like(st: i32) -> ! {
+pub(crate) fn end_like(st: i32) -> ! {
     if libc::WIFSIGNALED(st) {
         let sig = libc::WTERMSIG(st);
         // SAFETY: this process ends by the signal that ended the restored one, without a

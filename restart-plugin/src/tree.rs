@@ -475,7 +475,7 @@ pub fn make_children(
 ) -> Result<(), String> {
     for z in zombies {
         match fork_with(z.pid, kept_ids)? {
-            0 => end_like(z.status),
+            0 => ns::end_like(z.status),
             child => debug!(pid = child, "an ended child made again"),
         }
     }
@@ -569,28 +569,4 @@ fn raise_ambient() {
             };
         }
     }
-}
-
-/// Ends this process as a child that ended with wait status `status` did.
-fn end_like(status: i32) -> ! {
-    let sig = status & 0x7f;
-    if sig != 0 && sig != 0x7f {
-        // SAFETY: no core file for a child that is only made to be waited for; the
-        // signal's default action, unblocked, on ourselves.
-        unsafe {
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
-    }
-    // SAFETY: ends this child.
-    unsafe { libc::_exit((status >> 8) & 0xff) }
 }

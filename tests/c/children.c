@@ -24,35 +24,6 @@ static int rank;
 #define SAY(...) printf(__VA_ARGS__)
 #endif
 
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w <= 0) {
-            perror("write");
-            exit(3);
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
 #ifdef MPI_RANKS
@@ -77,9 +48,9 @@ int main(int argc, char **argv)
         close(to2[0]);
         close(to2[1]);
         long sum = 0, v;
-        while (read_all(to1[0], &v, sizeof v) == 0) {
+        while (fd_read_all(to1[0], &v, sizeof v) == 0) {
             sum += v * v;
-            write_all(from1[1], &sum, sizeof sum);
+            fd_write_all(from1[1], &sum, sizeof sum);
         }
         _exit(sum % 100 == 0 ? 10 : 11);
     }
@@ -103,9 +74,9 @@ int main(int argc, char **argv)
     close(to2[0]);
     SAY("children ready\n");
     for (long r = 1; r <= rounds; r++) {
-        write_all(to1[1], &r, sizeof r);
+        fd_write_all(to1[1], &r, sizeof r);
         long sum = 0;
-        if (read_all(from1[0], &sum, sizeof sum) != 0) {
+        if (fd_read_all(from1[0], &sum, sizeof sum) != 0) {
             printf("round %ld: child 1 is gone\n", r);
             return 1;
         }
@@ -116,7 +87,7 @@ int main(int argc, char **argv)
         SAY("round %ld: sum %ld\n", r, sum);
         sleep_ms(ms);
     }
-    write_all(to2[1], "go", 2);
+    fd_write_all(to2[1], "go", 2);
     close(to2[1]);
     close(to1[1]);
     int st1 = 0, st2 = 0, stz = 0;

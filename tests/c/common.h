@@ -69,6 +69,39 @@ static inline void start_program(void)
     fprintf(stderr, "BANNER pid=%d\n", (int)getpid());
 }
 
+/* Reads exactly n bytes from fd (EINTR retried): 0, or -1 at end of file or an error. */
+static inline int fd_read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Writes all n bytes to fd (EINTR retried); exits with status 3 on an error. */
+static inline void fd_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            perror("write");
+            exit(3);
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
 static inline long arg_long(int argc, char **argv, int i, long dflt, long min, long max)
 {
     if (argc <= i)

@@ -11,37 +11,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            perror("write");
-            exit(3);
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
 int main(int argc, char **argv)
 {
     start_program();
@@ -56,9 +25,9 @@ int main(int argc, char **argv)
     if (c == 0) {
         close(sv[0]);
         long n, count = 0;
-        while (read_all(sv[1], &n, sizeof n) == 0) {
+        while (fd_read_all(sv[1], &n, sizeof n) == 0) {
             long a = n * 3 + 1;
-            write_all(sv[1], &a, sizeof a);
+            fd_write_all(sv[1], &a, sizeof a);
             count++;
         }
         _exit((int)(count % 200));
@@ -67,9 +36,9 @@ int main(int argc, char **argv)
     printf("pair ready\n");
     for (long r = 1; r <= rounds; r++) {
         long q[2] = { r, r + 1000 }, a[2];
-        write_all(sv[0], q, sizeof q);
+        fd_write_all(sv[0], q, sizeof q);
         sleep_ms(ms);
-        if (read_all(sv[0], a, sizeof a) != 0) {
+        if (fd_read_all(sv[0], a, sizeof a) != 0) {
             printf("round %ld: the child is gone\n", r);
             return 1;
         }

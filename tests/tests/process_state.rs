@@ -1111,22 +1111,7 @@ fn a_parent_and_two_children_connected_by_pipes_restart_as_a_tree() {
 /// answer, the child's count as its exit code).
 #[test]
 fn a_socket_pair_between_parent_and_child_comes_back_connected() {
-    let s = Session::start("pair-child");
-    let program = compile("pair_child", Build::Pie, s.dir());
-    let args = ["30", "150"];
-    let native = native_run(&program, &args);
-    let pieces = checkpoint_chain(
-        &s,
-        &program,
-        &args,
-        "pair ready",
-        1,
-        3,
-        Duration::from_millis(800),
-        |_| {},
-        |_| {},
-    );
-    assert_continues(&native.stdout, &pieces);
+    chain_restarts_like_native("pair-child", "pair_child", &["30", "150"], "pair ready");
 }
 
 /// Items 2 and 5, a loopback TCP connection between a parent and its child (the parent
@@ -1137,22 +1122,7 @@ fn a_socket_pair_between_parent_and_child_comes_back_connected() {
 /// no warning about a connection to the outside — the uninterrupted run's output.
 #[test]
 fn a_tcp_connection_between_parent_and_child_comes_back_connected() {
-    let s = Session::start("tcp-child");
-    let program = compile("tcp_child", Build::Pie, s.dir());
-    let args = ["30", "150"];
-    let native = native_run(&program, &args);
-    let pieces = checkpoint_chain(
-        &s,
-        &program,
-        &args,
-        "tcp ready",
-        1,
-        3,
-        Duration::from_millis(800),
-        |_| {},
-        |_| {},
-    );
-    assert_continues(&native.stdout, &pieces);
+    chain_restarts_like_native("tcp-child", "tcp_child", &["30", "150"], "tcp ready");
 }
 
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
@@ -1163,22 +1133,7 @@ fn a_tcp_connection_between_parent_and_child_comes_back_connected() {
 /// private copies would show the child stale numbers.
 #[test]
 fn memory_shared_between_parent_and_child_comes_back_shared() {
-    let s = Session::start("shm-child");
-    let program = compile("shm_child", Build::Pie, s.dir());
-    let args = ["30", "150"];
-    let native = native_run(&program, &args);
-    let pieces = checkpoint_chain(
-        &s,
-        &program,
-        &args,
-        "shm ready",
-        1,
-        3,
-        Duration::from_millis(800),
-        |_| {},
-        |_| {},
-    );
-    assert_continues(&native.stdout, &pieces);
+    chain_restarts_like_native("shm-child", "shm_child", &["30", "150"], "shm ready");
 }
 
 /// Item 5, `popen` and `system`: each round writes lines to `popen("sort")` and waits
@@ -1188,22 +1143,12 @@ fn memory_shared_between_parent_and_child_comes_back_shared() {
 /// three with a kill and a restart at random instants: the uninterrupted run's output.
 #[test]
 fn popen_sort_in_a_loop_and_system_survive_restarts() {
-    let s = Session::start("popen-sort");
-    let program = compile("popen_sort", Build::Pie, s.dir());
-    let args = ["14", "250", "20"];
-    let native = native_run(&program, &args);
-    let pieces = checkpoint_chain(
-        &s,
-        &program,
-        &args,
+    chain_restarts_like_native(
+        "popen-sort",
+        "popen_sort",
+        &["14", "250", "20"],
         "popen ready",
-        1,
-        3,
-        Duration::from_millis(800),
-        |_| {},
-        |_| {},
     );
-    assert_continues(&native.stdout, &pieces);
 }
 
 /// Item 5, a descendant without the runtime (statically linked: LD_PRELOAD cannot reach
@@ -1252,4 +1197,25 @@ fn children_of_mpi_ranks_restart_with_them() {
 #[test]
 fn popen_and_system_in_mpi_ranks_survive_restarts() {
     mpi_ranks_restart_like_native("popen_mpi", &["14", "250", "20"], "popen ready", 1500);
+}
+
+/// `program` (tests/c, PIE) with `args`, launched, checkpointed once without a kill and
+/// in a chain of three with a kill and a restart at random instants (within 800 ms of
+/// one another) once it printed `ready`: its output equals the uninterrupted run's.
+fn chain_restarts_like_native(label: &str, program: &str, args: &[&str], ready: &str) {
+    let s = Session::start(label);
+    let program = compile(program, Build::Pie, s.dir());
+    let native = native_run(&program, args);
+    let pieces = checkpoint_chain(
+        &s,
+        &program,
+        args,
+        ready,
+        1,
+        3,
+        Duration::from_millis(800),
+        |_| {},
+        |_| {},
+    );
+    assert_continues(&native.stdout, &pieces);
 }
