@@ -7,7 +7,11 @@
  * nanosleep, which mana_launch interposes: it is in the loop on purpose.
  * `syscall_mix N thread` first starts one thread that only waits (blocked in read), as
  * a control: what a process pays for having a second thread at all.
+ * `syscall_mix N spawn` instead starts N/2000 child processes that run /bin/true (fork,
+ * exec, waitpid): what a child costs under the runtime (issue 11, item 5: every
+ * descendant runs it too).
  */
+#include <sys/wait.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +42,20 @@ int main(int argc, char **argv)
     if (argc > 2 && strcmp(argv[2], "thread") == 0 && pthread_create(&waiter, NULL, idle, NULL) != 0) {
         perror("pthread_create");
         return 1;
+    }
+    if (argc > 2 && strcmp(argv[2], "spawn") == 0) {
+        long children = n / 2000, ok = 0;
+        for (long i = 0; i < children; i++) {
+            pid_t c = fork();
+            if (c == 0) {
+                execl("/bin/true", "true", (char *)NULL);
+                _exit(127);
+            }
+            int st = 0;
+            ok += c > 0 && waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        }
+        printf("syscall_mix %ld children, %ld ran\n", children, ok);
+        return 0;
     }
     uint64_t sum = 0, seed = 88172645463325252ull;
     char buf[64];

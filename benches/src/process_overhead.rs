@@ -6,6 +6,8 @@
 //! thread that only waits (what any second thread costs such a loop), and `mana_launch`
 //! with `MANA_SHARED_FDS=1` (the checkpoint thread sharing the application's descriptor
 //! table, as an MPI rank's does). Every variant must print the native run's checksum.
+//! Separately (its own pair, each against its native run): N/2000 child processes running
+//! `/bin/true` (fork, exec, waitpid) — every descendant runs the runtime since item 5.
 //!
 //! ```text
 //! $ target/release/process_overhead [--runs 8] [--iterations 1000000]
@@ -29,32 +31,52 @@ struct Variant {
     mana: bool,
     env: &'static [(&'static str, &'static str)],
     extra: &'static [&'static str],
+    /// The variant it is compared with (its native run).
+    baseline: usize,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 6] = [
     Variant {
         name: "native",
         mana: false,
         env: &[],
         extra: &[],
+        baseline: 0,
     },
     Variant {
         name: "mana_launch",
         mana: true,
         env: &[],
         extra: &[],
+        baseline: 0,
     },
     Variant {
         name: "native + idle thread",
         mana: false,
         env: &[],
         extra: &["thread"],
+        baseline: 0,
     },
     Variant {
         name: "mana_launch, shared fd table",
         mana: true,
         env: &[("MANA_SHARED_FDS", "1")],
         extra: &[],
+        baseline: 0,
+    },
+    Variant {
+        name: "native, children",
+        mana: false,
+        env: &[],
+        extra: &["spawn"],
+        baseline: 4,
+    },
+    Variant {
+        name: "mana_launch, children",
+        mana: true,
+        env: &[],
+        extra: &["spawn"],
+        baseline: 4,
     },
 ];
 
@@ -109,12 +131,14 @@ fn main() {
         "syscall_mix {iterations} iterations, {runs} runs of each variant in turn (wall-clock)"
     );
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); VARIANTS.len()];
-    let mut reference: Option<String> = None;
+    // The loop's checksum, and the children's count.
+    let mut reference: [Option<String>; 2] = [None, None];
     for r in 0..runs {
         for (i, v) in VARIANTS.iter().enumerate() {
             let (took, out) = run(v, &program, &iterations, &dir);
-            match &reference {
-                None => reference = Some(out),
+            let reference = &mut reference[v.baseline.min(1)];
+            match reference {
+                None => *reference = Some(out),
                 Some(want) => assert_eq!(&out, want, "{} computed something else", v.name),
             }
             times[i].push(took);
@@ -130,10 +154,9 @@ fn main() {
         "{:<30} {:>10} {:>10} {:>17}",
         "variant", "median s", "paired", "95% interval"
     );
-    let native = times[0].clone();
     let mut goal_line = String::new();
     for (i, v) in VARIANTS.iter().enumerate() {
-        let (ratio, ci) = paired_ratio(&native, &times[i]);
+        let (ratio, ci) = paired_ratio(&times[v.baseline], &times[i]);
         let interval = ci.map_or("-".into(), |(lo, hi)| format!("{lo:.4}-{hi:.4}"));
         println!(
             "{:<30} {:>10.3} {:>9.4}x {:>17}",
