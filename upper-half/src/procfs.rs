@@ -1081,12 +1081,14 @@ fn tcp_peer_inode(t: &TcpState) -> Option<u64> {
     })
 }
 
-/// Whether this process's parent or one of its children holds socket `inode` (the other
-/// end of a socket pair made before a `fork`).
+/// Whether one of this process's children, or its parent when that is in the checkpointed
+/// tree too (this process is a descendant, not the launched one: a launcher is never in
+/// it), holds socket `inode` (the other end of a socket pair made before a `fork`).
 fn kin_holds(inode: u64) -> bool {
     let want = format!("socket:[{inode}]");
-    let parent = std::fs::read_to_string("/proc/self/stat")
-        .ok()
+    let parent = crate::runtime::is_member()
+        .then(|| std::fs::read_to_string("/proc/self/stat").ok())
+        .flatten()
         .and_then(|s| {
             let rest = s.get(s.rfind(')')? + 2..)?.to_string();
             rest.split_whitespace().nth(1)?.parse::<i32>().ok()
