@@ -211,8 +211,12 @@ pub fn start() {
         }
     }
     mana_coordinator::init_runtime_logging(std::path::Path::new(&status));
-    crate::mpi_guard::check_executable();
-    crate::mpi_guard::check_loaded();
+    // The MPI checks are the launched program's (a descendant never reaches MPI through
+    // the runtime): a child that starts by the thousand (`system` in a loop) skips them.
+    if !is_member() {
+        crate::mpi_guard::check_executable();
+        crate::mpi_guard::check_loaded();
+    }
     find_own_range();
     *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = procfs::inherited();
     LAUNCHER_PMI_FD.store(
@@ -250,11 +254,15 @@ pub fn start() {
             .unwrap_or(DEFAULT_KEEP),
     };
     let cfg = Config {
-        last_generation: CkptDir::new(&cfg.ckpt_dir)
-            .latest()
-            .ok()
-            .flatten()
-            .unwrap_or(0),
+        last_generation: if is_member() {
+            0
+        } else {
+            CkptDir::new(&cfg.ckpt_dir)
+                .latest()
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        },
         ..cfg
     };
     if let Err(e) = threads::install_handler() {
