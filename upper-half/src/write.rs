@@ -139,7 +139,14 @@ fn file_identity(m: &MapLine, start: u64, end: u64) -> Option<FileIdentity> {
     let cached = if m.shared {
         Some([0; 32])
     } else {
-        HASHES.lock().ok()?.get(&(key, offset, len)).copied()
+        // `try_lock`: in a child made by `fork` while the parent's checkpoint thread was
+        // warming the cache (at registration, when programs tend to fork), the copy of
+        // the lock stays taken for ever (found by CI: a descendant's checkpoint hung
+        // here); a busy cache is a miss.
+        HASHES
+            .try_lock()
+            .ok()
+            .and_then(|c| c.get(&(key, offset, len)).copied())
     };
     let sha256 = match cached {
         Some(h) => h,
