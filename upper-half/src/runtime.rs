@@ -698,14 +698,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
     let span = info_span!("checkpoint", rank = cfg.rank, generation);
     let _g = span.enter();
     let t0 = std::time::Instant::now();
-    if let Ok(comm) = std::fs::read("/proc/self/comm") {
-        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
-        let mut name = [0u8; 16];
-        let n = comm.len().min(15);
-        name[..n].copy_from_slice(&comm[..n]);
-        // SAFETY: only the checkpoint thread touches PROCESS_NAME.
-        unsafe { *PROCESS_NAME.0.get() = name };
-    }
+    note_process_name();
     let dir = CkptDir::new(&cfg.ckpt_dir);
     let path = dir.image_path(generation, cfg.rank);
     let (fd, pagemap_fd) = match prepare(&dir, generation, cfg.rank) {
@@ -1463,14 +1456,7 @@ pub fn member_checkpoint(cfg: &mut Config, root: i32, generation: u64) -> bool {
     let pid = sys::getpid();
     let span = info_span!("checkpoint", rank = cfg.rank, generation, member = pid);
     let _g = span.enter();
-    if let Ok(comm) = std::fs::read("/proc/self/comm") {
-        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
-        let mut name = [0u8; 16];
-        let n = comm.len().min(15);
-        name[..n].copy_from_slice(&comm[..n]);
-        // SAFETY: only the checkpoint thread touches PROCESS_NAME.
-        unsafe { *PROCESS_NAME.0.get() = name };
-    }
+    note_process_name();
     CKPT_MONO.store(kernel_monotonic_ns(), Ordering::Release);
     save_itimers();
     save_posix_timers();
@@ -1571,4 +1557,16 @@ pub fn member_checkpoint(cfg: &mut Config, root: i32, generation: u64) -> bool {
     }
     threads::resume(parked);
     false
+}
+
+/// Keeps the process's name (`/proc/self/comm`) for the restored process.
+fn note_process_name() {
+    if let Ok(comm) = std::fs::read("/proc/self/comm") {
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let mut name = [0u8; 16];
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+        // SAFETY: only the checkpoint thread touches PROCESS_NAME.
+        unsafe { *PROCESS_NAME.0.get() = name };
+    }
 }
