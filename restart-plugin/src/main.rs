@@ -531,7 +531,7 @@ fn restore_files(h: &ImageHeader, shared: &tree::Shared) -> Result<Vec<i32>, Str
     let tcp = tcp::make(h, above, &shared.tcp)?;
     let dgrams = tcp::make_dgram(h, above)?;
     let nameless = unlinked::make(h, above)?;
-    let listeners = tcp::make_unix_listeners(h, above)?;
+    let listeners = tcp::make_unix_listeners(h, above, &shared.sockets)?;
     for f in &h.files {
         if let mana_image::FileKind::Inherited(kind) = f.kind {
             restore_inherited(f, kind, above, &mut drain)?;
@@ -568,7 +568,10 @@ fn restore_files(h: &ImageHeader, shared: &tree::Shared) -> Result<Vec<i32>, Str
             continue;
         }
         if let mana_image::FileKind::UnixListener(l) = &f.kind {
-            place_pipe_end(f, listeners[&l.socket])?;
+            let end = listeners
+                .get(&l.socket)
+                .unwrap_or_else(|| &shared.sockets[&l.socket]);
+            place_pipe_end(f, *end)?;
             keep.push(f.fd);
             continue;
         }

@@ -213,14 +213,25 @@ fn send_all(fd: i32, bytes: &[u8]) -> Result<(), String> {
 
 /// `fd` moved to `above` or higher (out of every restored descriptor's way).
 fn high(fd: i32, above: i32) -> Result<i32, String> {
+    moved_above(fd, above, true)
+}
+
+/// `fd` moved to `above` or higher, close-on-exec or (for the tree's processes, made by
+/// `exec`) inherited.
+pub(crate) fn moved_above(fd: i32, above: i32, cloexec: bool) -> Result<i32, String> {
+    let cmd = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
     // SAFETY: duplicating and closing our own descriptor.
     let h = unsafe {
-        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+        let h = libc::fcntl(fd, cmd, above);
         libc::close(fd);
         h
     };
     if h < 0 {
-        return Err(os_err("cannot move a TCP socket out of the way"));
+        return Err(os_err("cannot move a socket out of the way"));
     }
     Ok(h)
 }
@@ -362,18 +373,7 @@ pub(crate) fn connect_pair(
     }
     let mut out = [-1i32; 2];
     for (i, end) in [mine, theirs].into_iter().enumerate() {
-        out[i] = if cloexec {
-            high(end, above)?
-        } else {
-            // SAFETY: F_DUPFD (inherited) of our socket, then close the low one.
-            let h = unsafe { libc::fcntl(end, libc::F_DUPFD, above) };
-            // SAFETY: our temporary.
-            unsafe { libc::close(end) };
-            if h < 0 {
-                return Err(os_err("cannot move it out of the way"));
-            }
-            h
-        };
+        out[i] = moved_above(end, above, cloexec)?;
     }
     Ok(out)
 }
@@ -428,28 +428,7 @@ pub fn make(
             continue;
         }
         let s = if t.listening {
-            let s = new_socket(t.family)?;
-            if !bind(s, t.family, &t.local_ip, t.local_port) {
-                let e = errno();
-                if e != libc::EADDRNOTAVAIL || !bind(s, t.family, &wildcard(t.family), t.local_port)
-                {
-                    return Err(format!(
-                        "descriptor {fd}: cannot listen on port {} again: {}",
-                        t.local_port,
-                        std::io::Error::from_raw_os_error(if e == libc::EADDRNOTAVAIL {
-                            errno()
-                        } else {
-                            e
-                        })
-                    ));
-                }
-                tracing::info!(fd, port = t.local_port, "a listening socket's address is not on this node: it listens on the wildcard address, same port");
-            }
-            // SAFETY: listen on our socket.
-            if unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
-                return Err(os_err(&format!("descriptor {fd}: cannot listen again")));
-            }
-            s
+            listen_again(*fd, t)?
         } else if !t.remote_ip.is_empty() {
             tracing::info!(fd, port = t.remote_port, "a TCP connection to something outside the process: it comes back reset by its peer");
             reset_socket(t.family).map_err(|e| format!("descriptor {fd}: {e}"))?
@@ -464,6 +443,34 @@ pub fn make(
         made.insert(t.socket, high(s, above)?);
     }
     Ok(made)
+}
+
+/// A listening socket (descriptor `fd` of an image) listening again on its address and
+/// port; on the wildcard address of its family, logged, when this node lacks the address.
+pub fn listen_again(fd: i32, t: &TcpState) -> Result<i32, String> {
+    let s = new_socket(t.family)?;
+    if !bind(s, t.family, &t.local_ip, t.local_port) {
+        let e = errno();
+        if e != libc::EADDRNOTAVAIL || !bind(s, t.family, &wildcard(t.family), t.local_port) {
+            let e = if e == libc::EADDRNOTAVAIL { errno() } else { e };
+            // SAFETY: our socket.
+            unsafe { libc::close(s) };
+            return Err(format!(
+                "descriptor {fd}: cannot listen on port {} again: {}",
+                t.local_port,
+                std::io::Error::from_raw_os_error(e)
+            ));
+        }
+        tracing::info!(fd, port = t.local_port, "a listening socket's address is not on this node: it listens on the wildcard address, same port");
+    }
+    // SAFETY: listen on our socket.
+    if unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
+        let e = os_err(&format!("descriptor {fd}: cannot listen again"));
+        // SAFETY: our socket.
+        unsafe { libc::close(s) };
+        return Err(e);
+    }
+    Ok(s)
 }
 
 /// Makes every datagram socket of the image once, moved to `above` or higher; returns the
@@ -498,13 +505,17 @@ fn unix_addr(path: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
 
 /// Makes every listening Unix socket of the image once, listening on its address again,
 /// moved to `above` or higher; returns the new descriptor by the socket's number.
-pub fn make_unix_listeners(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i32>, String> {
+pub fn make_unix_listeners(
+    h: &ImageHeader,
+    above: i32,
+    shared: &HashMap<u64, i32>,
+) -> Result<HashMap<u64, i32>, String> {
     let mut made: HashMap<u64, i32> = HashMap::new();
     for f in &h.files {
         let FileKind::UnixListener(l) = &f.kind else {
             continue;
         };
-        if made.contains_key(&l.socket) {
+        if made.contains_key(&l.socket) || shared.contains_key(&l.socket) {
             continue;
         }
         let s = unix_listener(l).map_err(|e| {
@@ -519,7 +530,7 @@ pub fn make_unix_listeners(h: &ImageHeader, above: i32) -> Result<HashMap<u64, i
     Ok(made)
 }
 
-fn unix_listener(l: &UnixListenerState) -> Result<i32, String> {
+pub(crate) fn unix_listener(l: &UnixListenerState) -> Result<i32, String> {
     let kind = if l.seqpacket {
         libc::SOCK_SEQPACKET
     } else {

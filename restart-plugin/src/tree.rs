@@ -86,7 +86,8 @@ pub struct Shared {
     /// Shared anonymous memory (`MAP_SHARED` before a `fork`), by its range: a memfd
     /// holding its contents, which every process maps instead of memory of its own.
     pub memory: HashMap<(u64, u64), i32>,
-    /// TCP connections between processes of the tree: each end by its socket inode.
+    /// TCP connections between processes of the tree (each end) and listening sockets
+    /// several of them hold: by socket inode.
     pub tcp: HashMap<u64, i32>,
 }
 
@@ -147,6 +148,34 @@ pub fn make_shared(all: &[ImageHeader], readers: &[&ImageReader]) -> Result<Shar
             })?;
             sockets.insert(u.socket, ends[0]);
             sockets.insert(u.peer, ends[1]);
+        }
+    }
+    // A Unix listening socket several processes hold (a pre-forking server): listens
+    // again once, inherited by all.
+    for (i, h) in all.iter().enumerate() {
+        for f in &h.files {
+            let FileKind::UnixListener(l) = &f.kind else {
+                continue;
+            };
+            if sockets.contains_key(&l.socket) {
+                continue;
+            }
+            let elsewhere = all.iter().enumerate().any(|(j, o)| {
+                j != i
+                    && o.files.iter().any(
+                        |g| matches!(&g.kind, FileKind::UnixListener(m) if m.socket == l.socket),
+                    )
+            });
+            if elsewhere {
+                let s = crate::tcp::unix_listener(l).map_err(|e| {
+                    format!(
+                        "descriptor {} (Unix socket listening on {}, shared by processes of the tree): {e}",
+                        f.fd,
+                        String::from_utf8_lossy(&l.path)
+                    )
+                })?;
+                sockets.insert(l.socket, crate::tcp::moved_above(s, above, false)?);
+            }
         }
     }
     if !sockets.is_empty() {
@@ -212,6 +241,29 @@ fn make_shared_tcp(all: &[ImageHeader], above: i32) -> Result<HashMap<u64, i32>,
                 })?;
         made.insert(t.socket, fds[0]);
         made.insert(u.socket, fds[1]);
+    }
+    // A listening socket several processes hold (a pre-forking server: made before the
+    // fork, accepted on by the children): listens again once, inherited by all; after
+    // the connections above, whose rendezvous may have used its port.
+    for (i, h) in all.iter().enumerate() {
+        for f in &h.files {
+            let FileKind::Tcp(t) = &f.kind else {
+                continue;
+            };
+            if !t.listening || made.contains_key(&t.socket) {
+                continue;
+            }
+            let elsewhere = all.iter().enumerate().any(|(j, o)| {
+                j != i
+                    && o.files
+                        .iter()
+                        .any(|g| matches!(&g.kind, FileKind::Tcp(u) if u.socket == t.socket))
+            });
+            if elsewhere {
+                let s = crate::tcp::listen_again(f.fd, t)?;
+                made.insert(t.socket, crate::tcp::moved_above(s, above, false)?);
+            }
+        }
     }
     if !made.is_empty() {
         let v: Vec<String> = made.iter().map(|(s, fd)| format!("{s}:{fd}")).collect();

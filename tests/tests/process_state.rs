@@ -1128,6 +1128,33 @@ fn a_tcp_connection_between_parent_and_child_comes_back_connected() {
     chain_restarts_like_native("tcp-child", "tcp_child", &["50", "150"], "tcp ready");
 }
 
+/// Items 2 and 5, a pre-forking server (tests/c/prefork.c): two workers accept on one
+/// listening socket the parent keeps too (three processes hold it), and their sibling,
+/// the client, connects each round, sends a number after the greeting and reads the
+/// answer after a wait (bytes in flight between two siblings at the checkpoints). One
+/// checkpoint without a kill and a chain of three with a kill and a restart at random
+/// instants: the listening socket listens again once for all three, the connection
+/// between the siblings comes back with its bytes — the uninterrupted run's output
+/// (no answer lost; a connection still in the accept queue comes back reset, and the
+/// client connects again before it sent anything).
+#[test]
+fn a_pre_forking_server_and_its_sibling_client_survive_restarts() {
+    chain_restarts_like_native("prefork", "prefork", &["40", "150"], "prefork ready");
+}
+
+/// The same pre-forking server on a Unix socket listening on an abstract name: the
+/// listening socket listens again once for its three holders, the connection between
+/// the siblings comes back as a connected pair with its bytes.
+#[test]
+fn a_pre_forking_unix_server_and_its_sibling_client_survive_restarts() {
+    chain_restarts_like_native(
+        "prefork-unix",
+        "prefork",
+        &["40", "150", "unix"],
+        "prefork ready",
+    );
+}
+
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
 /// before the `fork`): each round the parent writes a number there, the child answers
 /// next to it (pipes only poke). One checkpoint without a kill and a chain of three with

@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod ckpt_signal;
 pub mod context;
 pub mod exclude;
+pub mod fork;
 pub mod ids;
 pub mod members;
 pub mod mpi;

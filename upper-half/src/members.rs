@@ -46,11 +46,15 @@ pub enum ToMember {
     /// `outside`: the inodes of the launcher's descriptors (the root's stdio and
     /// inherited ones): a member's stdio or inherited pipe that is none of them is a
     /// pipe of the tree (`popen`'s), saved and restored as one.
+    /// `tree`: every process of the tree (the root and its members), whose sockets
+    /// are the tree's (a connection between two of them comes back connected).
     Write {
         generation: u64,
         dir: String,
         rank: u32,
         outside: Vec<u64>,
+        #[serde(default)]
+        tree: Vec<i32>,
     },
     Resume {
         committed: bool,
@@ -156,6 +160,24 @@ pub fn launchers_inode(ino: u64) -> Option<bool> {
 /// A member: the launcher's inodes for the image about to be written.
 pub fn set_outside(outside: Vec<u64>) {
     *OUTSIDE.lock().unwrap_or_else(|p| p.into_inner()) = Some(outside);
+}
+
+/// The processes of the tree in the checkpoint being written (empty outside one, and in
+/// a root without members).
+static TREE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// The tree of the image about to be written: the root and its members.
+pub fn set_tree(tree: Vec<i32>) {
+    *TREE.lock().unwrap_or_else(|p| p.into_inner()) = tree;
+}
+
+/// The other processes of the tree whose image is being written (an empty list when
+/// the root has no members).
+pub fn tree_others() -> Vec<i32> {
+    let me = crate::sys::getpid();
+    let mut t = TREE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    t.retain(|&p| p != me);
+    t
 }
 
 /// Whether `pid` is a child the launched process had before the runtime started.
@@ -455,6 +477,10 @@ impl Round {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         outside.extend(inherited.iter().map(|&(_, ino)| ino));
+        let tree: Vec<i32> = std::iter::once(crate::sys::getpid())
+            .chain(self.members.iter().map(|m| m.pid))
+            .collect();
+        set_tree(tree.clone());
         for m in &self.members {
             send(
                 m.fd,
@@ -463,6 +489,7 @@ impl Round {
                     dir: dir.clone(),
                     rank,
                     outside: outside.clone(),
+                    tree: tree.clone(),
                 },
             )
             .map_err(|e| format!("child process {}: {e}", m.pid))?;
@@ -545,32 +572,25 @@ pub fn restarted() {
     MEMBERS.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
-/// The member list, held by the forking thread across a `fork` (the listener may be
-/// adding to it: the child would find it locked for ever).
-struct ForkGuard(std::cell::UnsafeCell<Option<std::sync::MutexGuard<'static, Vec<Member>>>>);
-// SAFETY: only the forking thread touches it, between the prepare handler and the
-// parent's or child's handler.
-unsafe impl Sync for ForkGuard {}
-static FORK_GUARD: ForkGuard = ForkGuard(std::cell::UnsafeCell::new(None));
-
-/// `pthread_atfork` prepare handler.
-pub extern "C" fn before_fork() {
-    let g = MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: see ForkGuard.
-    unsafe { *FORK_GUARD.0.get() = Some(g) };
+/// This module's locks, held by the forking thread across a `fork` ([`crate::fork`]):
+/// the listener may be adding to the member list, and the child would find it locked
+/// for ever.
+pub(crate) fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    use crate::fork::held;
+    vec![
+        held(&MEMBERS),
+        held(&PREEXISTING),
+        held(&LAUNCH_STDIO),
+        held(&OUTSIDE),
+        held(&TREE),
+    ]
 }
 
-/// `pthread_atfork` parent handler.
-pub extern "C" fn after_fork_in_parent() {
-    // SAFETY: see ForkGuard.
-    drop(unsafe { (*FORK_GUARD.0.get()).take() });
-}
-
-/// In a child made by `fork` (its `pthread_atfork` handler): the parent's sockets are
-/// the parent's.
+/// In a child made by `fork` (its `pthread_atfork` handler, the locks released): the
+/// parent's sockets are the parent's.
 pub fn forked() {
-    // SAFETY: see ForkGuard.
-    if let Some(mut all) = unsafe { (*FORK_GUARD.0.get()).take() } {
+    {
+        let mut all = MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
         for m in all.iter() {
             close(m.fd);
         }

@@ -61,6 +61,11 @@ struct ThreadTimer {
 unsafe impl Send for ThreadTimer {}
 
 static THREAD_TIMERS: Mutex<Vec<ThreadTimer>> = Mutex::new(Vec::new());
+/// This module's lock, held by the forking thread across a `fork` ([`crate::fork`]).
+pub(crate) fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    vec![crate::fork::held(&THREAD_TIMERS)]
+}
+
 /// The helper thread's id (0: not started).
 static HELPER_TID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 

@@ -1081,19 +1081,24 @@ fn tcp_peer_inode(t: &TcpState) -> Option<u64> {
     })
 }
 
-/// Whether one of this process's children, or its parent when that is in the checkpointed
-/// tree too (this process is a descendant, not the launched one: a launcher is never in
-/// it), holds socket `inode` (the other end of a socket pair made before a `fork`).
+/// Whether another process of the checkpointed tree holds socket `inode` (the other end
+/// of a socket pair made before a `fork`, a TCP connection between two of them): the
+/// tree as the root listed it for this checkpoint, else this process's children and, in
+/// a descendant, its parent (a launcher is never in the tree).
 fn kin_holds(inode: u64) -> bool {
     let want = format!("socket:[{inode}]");
-    let parent = crate::runtime::is_member()
-        .then(|| std::fs::read_to_string("/proc/self/stat").ok())
-        .flatten()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 2..)?.to_string();
-            rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-        });
-    parent.into_iter().chain(children()).any(|pid| {
+    let mut tree = crate::members::tree_others();
+    if tree.is_empty() {
+        let parent = crate::runtime::is_member()
+            .then(|| std::fs::read_to_string("/proc/self/stat").ok())
+            .flatten()
+            .and_then(|s| {
+                let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            });
+        tree = parent.into_iter().chain(children()).collect();
+    }
+    tree.into_iter().any(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
             fds.flatten()
                 .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))

@@ -295,12 +295,25 @@ pub fn start() {
     // SAFETY: registering plain extern "C" functions as fork handlers.
     unsafe {
         libc::pthread_atfork(
-            Some(crate::members::before_fork),
-            Some(crate::members::after_fork_in_parent),
-            Some(after_fork_in_child),
+            Some(crate::fork::before_fork),
+            Some(crate::fork::after_fork_in_parent),
+            Some(crate::fork::after_fork_in_child),
         )
     };
     spawn_runtime_thread(cfg);
+}
+
+/// This module's locks, held by the forking thread across a `fork` ([`crate::fork`]);
+/// the lease's before the heartbeat's, as [`claim_lease`] takes them.
+pub(crate) fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    use crate::fork::held;
+    vec![
+        held(&LEASE),
+        held(&HEARTBEAT_JOB),
+        held(&INHERITED),
+        held(&POSIX_TIMERS),
+        held(&START_CONFIG),
+    ]
 }
 
 /// Whether this process is a descendant of a job member's launched process, checkpointed
@@ -314,7 +327,7 @@ pub fn is_member() -> bool {
 /// In a child made by `fork` (not `vfork`/`posix_spawn`: those exec, and the library
 /// constructor starts the runtime again): it has no checkpoint thread (fork copies only
 /// the caller); it gets one that joins the launched process as a member.
-extern "C" fn after_fork_in_child() {
+pub(crate) fn after_fork_in_child() {
     crate::members::forked();
     let Ok(cfg) = START_CONFIG.try_lock().map(|c| c.clone()) else {
         return;
@@ -1478,8 +1491,10 @@ pub fn member_checkpoint(cfg: &mut Config, root: i32, generation: u64) -> bool {
             dir,
             rank,
             outside,
+            tree,
         }) if g == generation => {
             crate::members::set_outside(outside);
+            crate::members::set_tree(tree);
             (CkptDir::new(dir), rank)
         }
         // The round ended before the images (or the root is gone).

@@ -249,7 +249,7 @@ pub fn sigmask() -> u64 {
 }
 
 /// Sets this thread's blocked-signal mask; returns the one before.
-fn set_sigmask(mask: u64) -> u64 {
+pub fn set_sigmask(mask: u64) -> u64 {
     let mut old: u64 = 0;
     // SAFETY: SIG_SETMASK (2) with valid 8-byte sets.
     unsafe {
