@@ -1155,6 +1155,18 @@ fn a_pre_forking_unix_server_and_its_sibling_client_survive_restarts() {
     );
 }
 
+/// Item 5, fork safety (tests/c/fork_storm.c): 150 children forked one after another
+/// while another thread creates and deletes SIGEV_THREAD timers all along (a lock
+/// of the runtime's, which a child's checkpoint takes), each child living 40 ms. One checkpoint
+/// without a kill and a chain of three with a kill and a restart at random instants:
+/// every checkpoint finds its children able to stop and write (none inherited a lock held
+/// for ever), and the output is the uninterrupted run's (every child's exit code; the
+/// churning thread's timers, with ids in the hundred thousands, come back with them).
+#[test]
+fn forks_while_other_threads_hold_runtime_locks_stay_checkpointable() {
+    chain_restarts_like_native("fork-storm", "fork_storm", &["150", "40"], "storm ready");
+}
+
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
 /// before the `fork`): each round the parent writes a number there, the child answers
 /// next to it (pipes only poke). One checkpoint without a kill and a chain of three with

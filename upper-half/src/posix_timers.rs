@@ -34,8 +34,9 @@ const SIGEV_SIGNAL: c_int = 0;
 const SIGEV_NONE: c_int = 1;
 const SIGEV_THREAD: c_int = 2;
 const SIGEV_THREAD_ID: c_int = 4;
-/// Timer ids at most this high come back (the restorer creates every id below).
-const MAX_RESTORED_ID: i32 = 1 << 16;
+/// Where the kernel cannot be asked for an id: timer ids at most this high come back (the
+/// restorer creates and deletes every id below: about 2 s for a million).
+const MAX_RESTORED_ID: i32 = 1 << 20;
 
 /// The kernel's `struct sigevent` (64 bytes on x86-64).
 #[repr(C)]
@@ -146,7 +147,13 @@ pub unsafe extern "C" fn timer_delete(timerid: libc::timer_t) -> c_int {
 
 /// `timer_create(clock, ev)`: the kernel's timer id, or the errno.
 fn kernel_timer_create(clock: i32, ev: &KernelSigevent) -> Result<c_int, c_int> {
-    let mut id: c_int = -1;
+    kernel_timer_create_as(clock, ev, -1)
+}
+
+/// `timer_create` with `want` in the out-pointer: the id the kernel gives while
+/// [`restore_ids_mode`] is on, ignored otherwise.
+fn kernel_timer_create_as(clock: i32, ev: &KernelSigevent, want: c_int) -> Result<c_int, c_int> {
+    let mut id: c_int = want;
     // SAFETY: timer_create with a valid sigevent and out-pointer.
     let r = unsafe {
         sys::syscall6(
@@ -357,16 +364,38 @@ pub fn save() -> Result<Vec<SavedTimer>, String> {
 /// thread id of the checkpointed process to the restored thread's. Each timer that cannot
 /// come back is named in one warning.
 pub fn restore(saved: &[SavedTimer], new_tid: impl Fn(i32) -> Option<i32>) {
+    if saved.is_empty() {
+        return;
+    }
+    // The program's other threads are parked: nothing else makes a timer meanwhile.
+    let by_id = restore_ids_mode(true);
     for t in saved {
-        if let Err(e) = restore_one(t, &new_tid) {
+        if let Err(e) = restore_one(t, &new_tid, by_id) {
             tracing::warn!(timer = t.id, "a POSIX timer did not come back: {e}");
         }
     }
+    if by_id {
+        restore_ids_mode(false);
+    }
 }
 
-fn restore_one(t: &SavedTimer, new_tid: &impl Fn(i32) -> Option<i32>) -> Result<(), String> {
-    if !(0..=MAX_RESTORED_ID).contains(&t.id) {
-        return Err(format!("its id is above {MAX_RESTORED_ID}"));
+/// Linux 6.16's `PR_TIMER_CREATE_RESTORE_IDS`: while on (for the whole process),
+/// `timer_create` gives the id its out-pointer holds. False where the kernel lacks it.
+fn restore_ids_mode(on: bool) -> bool {
+    const PR_TIMER_CREATE_RESTORE_IDS: c_int = 77;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, on as libc::c_ulong, 0, 0, 0) == 0 }
+}
+
+fn restore_one(
+    t: &SavedTimer,
+    new_tid: &impl Fn(i32) -> Option<i32>,
+    by_id: bool,
+) -> Result<(), String> {
+    if t.id < 0 || (!by_id && t.id > MAX_RESTORED_ID) {
+        return Err(format!(
+            "its id is above {MAX_RESTORED_ID} (this kernel cannot be asked for an id: Linux 6.16's PR_TIMER_CREATE_RESTORE_IDS)"
+        ));
     }
     let mut ev = KernelSigevent {
         value: t.value,
@@ -378,7 +407,17 @@ fn restore_one(t: &SavedTimer, new_tid: &impl Fn(i32) -> Option<i32>) -> Result<
         let tid = new_tid(t.tid).ok_or_else(|| format!("thread {} it notifies is gone", t.tid))?;
         ev.rest[0] = tid as u32 as u64;
     }
-    loop {
+    while by_id {
+        let id = kernel_timer_create_as(t.clock, &ev, t.id)
+            .map_err(|e| format!("timer_create with its id failed (errno {e})"))?;
+        if id == t.id {
+            break;
+        }
+        // SAFETY: deleting the timer just made.
+        unsafe { sys::syscall6(SYS_TIMER_DELETE, id as usize, 0, 0, 0, 0, 0) };
+        return Err(format!("the kernel gave id {id}, not {}", t.id));
+    }
+    while !by_id {
         let id = kernel_timer_create(t.clock, &ev)
             .map_err(|e| format!("timer_create failed (errno {e})"))?;
         if id == t.id {
