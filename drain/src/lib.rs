@@ -33,7 +33,7 @@ struct Count {
     count: u64,
 }
 
-const OPS_VERSION: u32 = 6;
+const OPS_VERSION: u32 = 7;
 
 /// `struct mana_mpi_ops`: keep in step with `mana_ops.h`.
 #[repr(C)]
@@ -64,6 +64,67 @@ pub struct MpiOps {
     phase: unsafe extern "C" fn() -> i32,
     /// What the last drain round left on this rank, in words; the length written.
     drain_report: unsafe extern "C" fn(buf: *mut u8, len: i32) -> i32,
+    /// Every rank's byte count (MPI initialized, every rank calling); 0 or -1.
+    allgather_lens: unsafe extern "C" fn(len: i32, lens: *mut i32) -> i32,
+    /// Every rank's bytes, rank after rank; 0 or -1.
+    allgather_bytes: unsafe extern "C" fn(
+        input: *const u8,
+        len: i32,
+        out: *mut u8,
+        lens: *const i32,
+        size: i32,
+    ) -> i32,
+}
+
+/// Every rank's `mine`, in rank order: the checkpointer's own exchange between ranks
+/// after a restart (MPI initialized, the application's threads parked, every rank of the
+/// world calling). At most `limit` bytes from each rank are accepted.
+pub fn allgather(mine: &[u8], world_size: u32, limit: usize) -> Result<Vec<Vec<u8>>, String> {
+    let ops = ops().ok_or("the MPI wrapper library did not register its operations")?;
+    if phase() != Phase::Initialized {
+        return Err("MPI is not initialized".into());
+    }
+    let n = usize::try_from(world_size).map_err(|_| "world size out of range")?;
+    let len = i32::try_from(mine.len()).map_err(|_| "too many bytes to exchange")?;
+    let mut lens = vec![0i32; n];
+    // SAFETY: `lens` holds one int per rank of the world.
+    if unsafe { (ops.allgather_lens)(len, lens.as_mut_ptr()) } != 0 {
+        return Err("MPI_Allgather failed".into());
+    }
+    let mut total: usize = 0;
+    for &l in &lens {
+        let l = usize::try_from(l).map_err(|_| "a rank sent a negative length")?;
+        if l > limit {
+            return Err(format!("a rank sent {l} bytes (at most {limit})"));
+        }
+        total = total.checked_add(l).ok_or("lengths overflow")?;
+    }
+    if total > i32::MAX as usize {
+        return Err("more than 2 GiB to exchange".into());
+    }
+    let mut out = vec![0u8; total];
+    // SAFETY: `out` has room for the sum of `lens`; `mine` holds `len` bytes.
+    if unsafe {
+        (ops.allgather_bytes)(
+            mine.as_ptr(),
+            len,
+            out.as_mut_ptr(),
+            lens.as_ptr(),
+            n as i32,
+        )
+    } != 0
+    {
+        return Err("MPI_Allgatherv failed".into());
+    }
+    let mut at = 0usize;
+    Ok(lens
+        .iter()
+        .map(|&l| {
+            let v = out[at..at + l as usize].to_vec();
+            at += l as usize;
+            v
+        })
+        .collect())
 }
 
 /// Where a process is in MPI's lifetime (`mana_mpi_phase` of `mana_wrap.h`).
@@ -130,7 +191,9 @@ pub struct Prepared {
 /// [`reduce_err`]; taken by [`take_round_end`].
 static ROUND_END: std::sync::Mutex<Option<FromCoord>> = std::sync::Mutex::new(None);
 
-fn reduce_err(e: ReduceError) -> String {
+/// A reduce's failure in words; a coordinator message that ended the round is kept for
+/// [`take_round_end`] (also for the checkpointer's own reduces during a checkpoint).
+pub fn reduce_err(e: ReduceError) -> String {
     match e {
         ReduceError::Interrupted(msg) => {
             let text = format!("the coordinator interrupted the checkpoint's agreement ({msg:?})");

@@ -508,7 +508,9 @@ pub struct TcpState {
     /// The bytes its peer sent and it has not read yet (the whole stream in flight).
     pub data: Vec<u8>,
     /// 2: it shut its sending side (`shutdown(SHUT_WR)`; its peer reads end-of-file after
-    /// the bytes in flight).
+    /// the bytes in flight); 1: its peer shut its own (a FIN arrived: this side reads
+    /// end-of-file after the bytes in flight — for a connection to something outside the
+    /// process, those bytes are kept and come back before the end-of-file).
     pub shutdown: u8,
     /// `TCP_NODELAY`.
     pub nodelay: bool,

@@ -625,9 +625,7 @@ fn check_tcp(files: &[crate::FileState]) -> Result<(), String> {
         if t.listening && (!t.remote_ip.is_empty() || t.peer != 0) {
             return bad("listening and connected");
         }
-        if t.data.len() > MAX_SOCKET_DATA
-            || (!t.holds_data && !t.data.is_empty())
-            || !matches!(t.shutdown, 0 | 2)
+        if t.data.len() > MAX_SOCKET_DATA || (!t.holds_data && !t.data.is_empty()) || t.shutdown > 3
         {
             return bad("bytes in flight too many, or on a descriptor that does not hold them");
         }

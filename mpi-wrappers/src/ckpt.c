@@ -7,6 +7,7 @@
  * calls the operations below through the table this library registers with it at load
  * time (mana_register_mpi_ops); the wrappers call the hooks. */
 #include "mana_wrap.h"
+#include <limits.h>
 #include <stdint.h>
 #include "mana_ops.h"
 #include <pthread.h>
@@ -2145,6 +2146,43 @@ static int phase(void)
     return p;
 }
 
+/* The checkpointer's exchange between ranks after a restart (struct mana_mpi_ops). */
+static int allgather_lens(int len, int *lens)
+{
+    int rc;
+    MANA_CALL_LOWER_INTO(rc, 4900, "PMPI_Allgather", int,
+                         (const void *, int, MPI_Datatype, void *, int, MPI_Datatype, MPI_Comm),
+                         (&len, 1, MPI_INT, lens, 1, MPI_INT, MPI_COMM_WORLD));
+    return rc == MPI_SUCCESS ? 0 : -1;
+}
+
+static int allgather_bytes(const char *in, int len, char *out, const int *lens, int size)
+{
+    if (size <= 0 || len < 0)
+        return -1;
+    int *displs = malloc((size_t)size * sizeof *displs);
+    if (!displs)
+        return -1;
+    long long at = 0;
+    for (int i = 0; i < size; i++) {
+        if (lens[i] < 0 || at + lens[i] > INT_MAX) {
+            free(displs);
+            return -1;
+        }
+        displs[i] = (int)at;
+        at += lens[i];
+    }
+    int rc;
+    {
+        MANA_CALL_LOWER_INTO(rc, 4901, "PMPI_Allgatherv", int,
+                             (const void *, int, MPI_Datatype, void *, const int *, const int *,
+                              MPI_Datatype, MPI_Comm),
+                             (in, len, MPI_BYTE, out, lens, displs, MPI_BYTE, MPI_COMM_WORLD));
+    }
+    free(displs);
+    return rc == MPI_SUCCESS ? 0 : -1;
+}
+
 static const struct mana_mpi_ops ops = {
     .version = MANA_MPI_OPS_VERSION,
     .coll_snapshot = coll_snapshot,
@@ -2163,6 +2201,8 @@ static const struct mana_mpi_ops ops = {
     .restart_times = restart_times,
     .phase = phase,
     .drain_report = drain_report,
+    .allgather_lens = allgather_lens,
+    .allgather_bytes = allgather_bytes,
 };
 
 extern void mana_register_mpi_ops(const struct mana_mpi_ops *ops) __attribute__((weak));

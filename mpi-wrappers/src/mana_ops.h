@@ -4,7 +4,7 @@
 #ifndef MANA_OPS_H
 #define MANA_OPS_H
 
-#define MANA_MPI_OPS_VERSION 6
+#define MANA_MPI_OPS_VERSION 7
 
 struct mana_seq {
     unsigned long long gid, seq;
@@ -59,6 +59,13 @@ struct mana_mpi_ops {
     /* What the last drain round left on this rank, in words: communicators still expecting
      * messages, requests not complete. Returns the length written into `buf`. */
     int (*drain_report)(char *buf, int len);
+    /* The checkpointer's own exchange between ranks after a restart (MPI initialized, the
+     * application's threads parked, every rank calling): every rank's byte count into
+     * lens[world size]; 0 or -1. */
+    int (*allgather_lens)(int len, int *lens);
+    /* Then every rank's bytes into `out`, rank after rank (lens from allgather_lens, `size`
+     * ranks, their sum fitting an int); 0 or -1. */
+    int (*allgather_bytes)(const char *in, int len, char *out, const int *lens, int size);
 };
 
 #endif

@@ -302,18 +302,31 @@ fn rendezvous(t: &TcpState, u: &TcpState) -> Result<(i32, i32), String> {
 /// A connected socket whose peer has reset the connection: the next read or write
 /// fails with ECONNRESET.
 fn reset_socket(family: u16) -> Result<i32, String> {
+    stand_in(family, None)
+}
+
+/// A connected socket whose peer (outside) sent `bytes` and closed its side: reads see
+/// them, then end-of-file. The bytes must fit in the new connection's buffers.
+fn closed_after(family: u16, bytes: &[u8]) -> Result<i32, String> {
+    stand_in(family, Some(bytes))
+}
+
+/// A loopback connection whose other end is gone: reset (`closing` None: `SO_LINGER` 0)
+/// or closed after sending `closing`'s bytes.
+fn stand_in(family: u16, closing: Option<&[u8]>) -> Result<i32, String> {
     let listener = new_socket(family)?;
     if !bind(listener, family, &loopback(family), 0) {
         // SAFETY: our socket.
         unsafe { libc::close(listener) };
-        return Err(os_err("cannot make a reset connection (bind)"));
+        return Err(os_err("cannot make a stand-in connection (bind)"));
     }
     // SAFETY: listen on our socket.
     unsafe { libc::listen(listener, 1) };
     let port = local_port(listener);
     let client = new_socket(family)?;
     let (ss, len) = sockaddr(family, &loopback(family), port);
-    // SAFETY: connect, accept, linger 0 and close on our own sockets.
+    let mut sent_all = true;
+    // SAFETY: connect, accept, send, linger and close on our own sockets.
     let ok = unsafe {
         let c = libc::connect(client, (&ss as *const libc::sockaddr_storage).cast(), len) == 0;
         let server = libc::accept4(
@@ -324,25 +337,51 @@ fn reset_socket(family: u16) -> Result<i32, String> {
         );
         libc::close(listener);
         if server >= 0 {
-            let l = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            libc::setsockopt(
-                server,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&l as *const libc::linger).cast(),
-                core::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
+            match closing {
+                None => {
+                    let l = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    libc::setsockopt(
+                        server,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&l as *const libc::linger).cast(),
+                        core::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+                Some(mut b) => {
+                    while !b.is_empty() {
+                        let n = libc::send(
+                            server,
+                            b.as_ptr().cast(),
+                            b.len(),
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        );
+                        if n <= 0 {
+                            sent_all = false;
+                            break;
+                        }
+                        b = &b[n as usize..];
+                    }
+                }
+            }
             libc::close(server);
         }
         c && server >= 0
     };
-    if !ok {
+    if !ok || !sent_all {
         // SAFETY: our socket.
         unsafe { libc::close(client) };
-        return Err(os_err("cannot make a reset connection"));
+        return Err(if ok {
+            format!(
+                "its {} bytes in flight do not fit in a new connection's buffers",
+                closing.map_or(0, <[u8]>::len)
+            )
+        } else {
+            os_err("cannot make a stand-in connection")
+        });
     }
     Ok(client)
 }
@@ -429,6 +468,15 @@ pub fn make(
         }
         let s = if t.listening {
             listen_again(*fd, t)?
+        } else if !t.remote_ip.is_empty() && t.shutdown & 1 != 0 {
+            tracing::info!(fd, port = t.remote_port, "a TCP connection to something outside the process, which had closed its side: its bytes in flight, then end-of-file");
+            let s = closed_after(t.family, data_of(t.socket))
+                .map_err(|e| format!("descriptor {fd}: {e}"))?;
+            if t.shutdown & 2 != 0 {
+                // SAFETY: shutdown of our new socket.
+                unsafe { libc::shutdown(s, libc::SHUT_WR) };
+            }
+            s
         } else if !t.remote_ip.is_empty() {
             tracing::info!(fd, port = t.remote_port, "a TCP connection to something outside the process: it comes back reset by its peer");
             reset_socket(t.family).map_err(|e| format!("descriptor {fd}: {e}"))?

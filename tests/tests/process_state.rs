@@ -1241,6 +1241,18 @@ fn popen_and_system_in_mpi_ranks_survive_restarts() {
     mpi_ranks_restart_like_native("popen_mpi", &["24", "250", "20"], "popen ready", 1500);
 }
 
+/// Item 2, a TCP connection between two ranks (`tcp_ranks`, tests/mpi: rank 0 listens on
+/// the loopback, rank 1 connects; each round two numbers out and two answers back with a
+/// wait between — bytes in flight either way at the checkpoints — and an `MPI_Allreduce`
+/// every 5 rounds; a shutdown read as end-of-file at the end): checkpointed without and
+/// with a kill at random instants, restarted by `mpiexec.mpich mana_restart`: the
+/// connection comes back connected between the restored ranks (exchanged over the new
+/// lower half) with its bytes — rank 0's output equals the uninterrupted job's.
+#[test]
+fn a_tcp_connection_between_mpi_ranks_comes_back_connected() {
+    mpi_ranks_restart_like_native("tcp_ranks", &["40", "150", "5"], "tcp ranks ready", 2500);
+}
+
 /// `program` (tests/c, PIE) with `args`, launched, checkpointed once without a kill and
 /// in a chain of three with a kill and a restart at random instants (within 800 ms of
 /// one another) once it printed `ready`: its output equals the uninterrupted run's.

@@ -23,6 +23,7 @@ pub mod mpi_guard;
 pub mod pending;
 pub mod posix_timers;
 pub mod procfs;
+pub mod rank_links;
 pub mod runtime;
 pub mod sigguard;
 pub mod sys;

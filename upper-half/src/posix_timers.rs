@@ -407,26 +407,26 @@ fn restore_one(
         let tid = new_tid(t.tid).ok_or_else(|| format!("thread {} it notifies is gone", t.tid))?;
         ev.rest[0] = tid as u32 as u64;
     }
-    while by_id {
+    if by_id {
         let id = kernel_timer_create_as(t.clock, &ev, t.id)
             .map_err(|e| format!("timer_create with its id failed (errno {e})"))?;
-        if id == t.id {
-            break;
+        if id != t.id {
+            // SAFETY: deleting the timer just made.
+            unsafe { sys::syscall6(SYS_TIMER_DELETE, id as usize, 0, 0, 0, 0, 0) };
+            return Err(format!("the kernel gave id {id}, not {}", t.id));
         }
-        // SAFETY: deleting the timer just made.
-        unsafe { sys::syscall6(SYS_TIMER_DELETE, id as usize, 0, 0, 0, 0, 0) };
-        return Err(format!("the kernel gave id {id}, not {}", t.id));
-    }
-    while !by_id {
-        let id = kernel_timer_create(t.clock, &ev)
-            .map_err(|e| format!("timer_create failed (errno {e})"))?;
-        if id == t.id {
-            break;
-        }
-        // SAFETY: deleting the timer just made.
-        unsafe { sys::syscall6(SYS_TIMER_DELETE, id as usize, 0, 0, 0, 0, 0) };
-        if id > t.id {
-            return Err(format!("the kernel gave id {id}, past {}", t.id));
+    } else {
+        loop {
+            let id = kernel_timer_create(t.clock, &ev)
+                .map_err(|e| format!("timer_create failed (errno {e})"))?;
+            if id == t.id {
+                break;
+            }
+            // SAFETY: deleting the timer just made.
+            unsafe { sys::syscall6(SYS_TIMER_DELETE, id as usize, 0, 0, 0, 0, 0) };
+            if id > t.id {
+                return Err(format!("the kernel gave id {id}, past {}", t.id));
+            }
         }
     }
     if t.left_ns == 0 {

@@ -457,6 +457,7 @@ fn dgram_socket(fd: i32, ino: u64) -> Option<DgramState> {
 
 const TCP_FIN_WAIT1: u8 = 4;
 const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LAST_ACK: u8 = 9;
 const TCP_CLOSING: u8 = 11;
 
@@ -512,11 +513,17 @@ fn tcp_socket(fd: i32, ino: u64) -> Result<Option<TcpState>, String> {
         peer: 0,
         holds_data: false,
         data: Vec::new(),
+        // 2: this side shut its sending side; 1: its peer shut its own (a FIN arrived:
+        // reads see end-of-file after the bytes in flight).
         shutdown: if matches!(
             state,
             TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING
         ) {
             2
+        } else {
+            0
+        } | if matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING) {
+            1
         } else {
             0
         },
@@ -563,9 +570,26 @@ fn tcp_contents(files: &mut [FileState]) -> Result<(), String> {
                 t.holds_data = true;
                 t.data = peek_socket(f.fd)
                     .map_err(|e| format!("descriptor {} (TCP socket {}): {e}", f.fd, t.socket))?;
+            } else if t.shutdown & 1 != 0 {
+                // Its peer (outside) closed its side after sending: the bytes readable
+                // here are kept, then end-of-file (an answer not read yet when a server
+                // closed).
+                done.push(t.socket);
+                t.holds_data = true;
+                t.data = peek_socket(f.fd)
+                    .map_err(|e| format!("descriptor {} (TCP socket {}): {e}", f.fd, t.socket))?;
             } else {
                 warned.push(t.socket);
                 note_outside(f.fd);
+                // In an MPI rank the other end may be another rank's: kept with the
+                // bytes readable here for the exchange after a restart (rank_links.rs).
+                if crate::runtime::mpi_job() && !crate::runtime::is_member() {
+                    t.holds_data = true;
+                    t.data = peek_socket(f.fd).map_err(|e| {
+                        format!("descriptor {} (TCP socket {}): {e}", f.fd, t.socket)
+                    })?;
+                    crate::rank_links::note(f.fd, t);
+                }
             }
             continue;
         };

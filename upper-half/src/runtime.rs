@@ -316,6 +316,27 @@ pub(crate) fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
     ]
 }
 
+/// The runtime's and the lower half's descriptors in the application's table now (an MPI
+/// rank shares it), for a look at the application's sockets outside a write.
+pub(crate) fn not_the_programs_fds() -> Vec<i32> {
+    let mut v = vec![
+        CONN_FD.load(Ordering::Relaxed),
+        crate::ckpt_signal::request_fd(),
+        LEASE_FD.load(Ordering::Relaxed),
+        LAUNCHER_PMI_FD.load(Ordering::Relaxed),
+    ];
+    v.extend(crate::members::runtime_fds());
+    v.extend(crate::mpi::lower_fds());
+    v.extend(crate::mpi::deferred_fds());
+    v.retain(|&fd| fd >= 0);
+    v
+}
+
+/// Whether the current checkpoint is an MPI one (every rank of the job takes part).
+pub(crate) fn mpi_job() -> bool {
+    MPI_JOB.load(Ordering::Relaxed)
+}
+
 /// Whether this process is a descendant of a job member's launched process, checkpointed
 /// through it (members.rs), not registered with the coordinator itself.
 static IS_MEMBER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -782,6 +803,23 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         }
     };
     debug!(parked, elapsed = ?t0.elapsed(), "quiesced");
+    // Connections between ranks: every rank stopped sending before any peeks.
+    if mpi {
+        if let Err(e) = crate::rank_links::settle(conn, generation) {
+            sys::close(fd);
+            sys::close(pagemap_fd);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir.gen_dir(generation));
+            threads::resume(parked);
+            crate::mpi_ckpt::finish();
+            match crate::mpi_ckpt::take_round_end() {
+                Some(FromCoord::Kill) => kill_self(),
+                Some(_) => error!("checkpoint failed: {e}"),
+                None => fail(conn, generation, &e),
+            }
+            return Outcome::Continue;
+        }
+    }
     // The descendants: stopped once this process is, then writing beside it.
     let root_dir = std::path::absolute(&cfg.ckpt_dir).unwrap_or(cfg.ckpt_dir.clone());
     let gen_dir = CkptDir::new(&root_dir).gen_dir(generation);
@@ -821,7 +859,7 @@ fn checkpoint(cfg: &mut Config, conn: &mut Connection, generation: u64) -> Outco
         }
         Some(Ok(w)) => {
             for fd in procfs::take_outside_connections() {
-                warn!(fd, "descriptor {fd} is a connection to something outside the process: after a restart it reads as closed (Unix) or reset (TCP) by its peer");
+                warn!(fd, "descriptor {fd} is a connection to something outside the process: after a restart it reads as closed (Unix) or reset (TCP) by its peer, unless (TCP) its other end is a rank of this job");
             }
             w
         }
@@ -1432,6 +1470,11 @@ fn restarted(cfg: &mut Config, parked: usize, mpi: bool) -> Outcome {
             kill_self();
         }
         crate::mpi_ckpt::finish();
+        crate::rank_links::restore(
+            &CkptDir::new(&cfg.ckpt_dir).image_path(cfg.last_generation, cfg.rank),
+            cfg.rank,
+            cfg.world_size,
+        );
     }
     // The inherited descriptors' numbers now hold what the restarter put there.
     INHERITED

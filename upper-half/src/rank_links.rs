@@ -1,0 +1,840 @@
+//! TCP connections between ranks of one job (issue 11, item 2): "connections whose two
+//! ends are in the checkpointed job come back connected with their in-flight data".
+//!
+//! At a checkpoint (an MPI one: every rank takes part), once the rank's threads are
+//! stopped: its TCP connections' send queues are given up to 2 s to empty (on a live
+//! connection every byte sent arrives at its peer), then a job-wide reduce through the
+//! coordinator — a barrier — makes sure no rank peeks its receive queues before every
+//! rank stopped sending; it also decides, alike for all, whether a restart exchanges
+//! connections at all (some rank has one, every rank has MPI initialized). The image
+//! keeps each connection to another process with the bytes readable at it; the restarter
+//! puts a connection reset by its peer at its number, as for any outside connection.
+//!
+//! After a restart, with the new lower half initialized and the application's threads
+//! still parked: every rank offers its connections (crossed addresses) and a temporary
+//! listener (its port, its host name and addresses) in one `MPI_Allgatherv`; a connection
+//! whose crossed twin is exactly one connection of one other rank (and the other way
+//! round) is made again: the lower rank accepts, the higher connects and names the pair.
+//! Each side sends the bytes that were readable at it, length first, reads the other's
+//! and sends them back: afterwards each side finds exactly its own saved bytes unread.
+//! The new socket replaces the stand-in (`dup3`, with its file status flags). Anything
+//! not matched or failing stays reset by its peer, logged.
+
+use crate::sys;
+use mana_image::TcpState;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The descriptors of a rank's connections to other processes at the last checkpoint
+/// (-1: free). Noted inside the write window, where the runtime allocates nothing that
+/// survives into the image: their states (with the bytes readable at each) are read back
+/// from the image after a restart.
+static LINK_FDS: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+/// Sockets whose send queue did not empty at the last checkpoint: never noted (their
+/// stream would have a hole). Set before the write window.
+static UNSENT: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Decided job-wide at the last checkpoint: a restart exchanges connections.
+static EXCHANGE: AtomicBool = AtomicBool::new(false);
+
+const WAIT_SENT: Duration = Duration::from_secs(2);
+const MAGIC: u32 = 0x4d52_4c31; // "MRL1"
+/// Per rank in the exchange (a rank offering more is not matched).
+const OFFER_LIMIT: usize = 1 << 20;
+/// Each side's saved bytes: as a restored connection within one process can hold.
+const DATA_LIMIT: u64 = 64 << 20;
+
+/// At a checkpoint (`tcp_contents`): a TCP connection to another process, with the bytes
+/// readable at it.
+pub fn note(fd: i32, t: &TcpState) {
+    if t.shutdown & 1 != 0 || UNSENT.try_lock().is_ok_and(|u| u.contains(&t.socket)) {
+        return;
+    }
+    if let Some(slot) = LINK_FDS.iter().find(|s| s.load(Ordering::Relaxed) < 0) {
+        slot.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// The noted connections, their states as the image holds them.
+fn noted(image: &std::path::Path) -> Result<Vec<(i32, TcpState)>, String> {
+    let fds: Vec<i32> = LINK_FDS
+        .iter()
+        .map(|s| s.swap(-1, Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect();
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = mana_image::ImageReader::open(image).map_err(|e| e.to_string())?;
+    Ok(reader
+        .header
+        .files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            mana_image::FileKind::Tcp(t)
+                if fds.contains(&f.fd) && t.holds_data && t.peer == 0 && !t.listening =>
+            {
+                Some((f.fd, t.clone()))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// One connected TCP socket of the application as `/proc/self/net/tcp` shows it.
+struct Queued {
+    inode: u64,
+    tx_queue: u64,
+}
+
+/// The application's connected TCP sockets (IPv4 and IPv6, the lower half's left out)
+/// with their send queues.
+fn app_connections() -> Vec<Queued> {
+    let not_ours = crate::runtime::not_the_programs_fds();
+    let mut mine: Vec<u64> = Vec::new();
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        for f in fds.flatten() {
+            let fd = f.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            if fd.is_none_or(|fd| not_ours.contains(&fd)) {
+                continue;
+            }
+            if let Ok(l) = std::fs::read_link(f.path()) {
+                let l = l.to_string_lossy();
+                if let Some(n) = l
+                    .strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    mine.push(n);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 10 || f[3] == "0A" {
+                continue; // listening
+            }
+            let Ok(inode) = f[9].parse::<u64>() else {
+                continue;
+            };
+            if inode == 0 || !mine.contains(&inode) {
+                continue;
+            }
+            let tx = f[4]
+                .split(':')
+                .next()
+                .and_then(|t| u64::from_str_radix(t, 16).ok())
+                .unwrap_or(0);
+            out.push(Queued {
+                inode,
+                tx_queue: tx,
+            });
+        }
+    }
+    out
+}
+
+/// At an MPI checkpoint, the rank's threads stopped: lets its connections' send queues
+/// empty (up to 2 s), then waits for every rank at the coordinator (see the module
+/// documentation). An error fails the checkpoint.
+pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Result<(), String> {
+    for s in &LINK_FDS {
+        s.store(-1, Ordering::Relaxed);
+    }
+    let deadline = Instant::now() + WAIT_SENT;
+    let mut conns = app_connections();
+    let mut unsent = Vec::new();
+    loop {
+        let pending: Vec<u64> = conns
+            .iter()
+            .filter(|q| q.tx_queue > 0)
+            .map(|q| q.inode)
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            unsent = pending;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        conns = app_connections();
+    }
+    *UNSENT.lock().unwrap_or_else(|p| p.into_inner()) = unsent;
+    let not_initialized = mana_drain::phase() != mana_drain::Phase::Initialized;
+    let sums = conn
+        .reduce(
+            &format!("ckpt{generation}/links"),
+            mana_coordinator::protocol::ReduceOp::Sum,
+            vec![
+                ([0, 0, 0], conns.len() as i64),
+                ([1, 0, 0], i64::from(not_initialized)),
+            ],
+        )
+        .map_err(|e| {
+            format!(
+                "waiting for every rank's connections to settle: {}",
+                mana_drain::reduce_err(e)
+            )
+        })?;
+    let sum = |k: u64| sums.iter().find(|(key, _)| key[0] == k).map_or(0, |e| e.1);
+    EXCHANGE.store(sum(0) > 0 && sum(1) == 0, Ordering::Release);
+    Ok(())
+}
+
+/// A rank's offer in the exchange after a restart.
+#[derive(Serialize, Deserialize, Default)]
+struct Offer {
+    host: String,
+    /// IPv4 addresses of this node (not the loopback), for peers on other nodes.
+    addrs: Vec<[u8; 4]>,
+    port: u16,
+    links: Vec<Offered>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+struct Offered {
+    family: u16,
+    local_ip: Vec<u8>,
+    local_port: u16,
+    remote_ip: Vec<u8>,
+    remote_port: u16,
+    /// Bytes readable at this end at the checkpoint (the peer checks the preamble).
+    readable: u64,
+}
+
+impl Offered {
+    fn crosses(&self, o: &Offered) -> bool {
+        self.family == o.family
+            && self.local_ip == o.remote_ip
+            && self.local_port == o.remote_port
+            && self.remote_ip == o.local_ip
+            && self.remote_port == o.local_port
+    }
+}
+
+/// A connection of this rank matched with one of rank `peer`.
+struct Matched {
+    mine: usize,
+    peer: u32,
+    theirs: usize,
+}
+
+/// After a restart (see the module documentation): the connections between ranks made
+/// again, in place of their reset stand-ins.
+pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
+    if !EXCHANGE.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let links = noted(image).unwrap_or_else(|e| {
+        warn!("cannot read this rank's connections back from its image ({e}): they stay reset");
+        Vec::new()
+    });
+    let listener = if links.is_empty() {
+        None
+    } else {
+        match Listener::open() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!("cannot listen for the connections between ranks: {e}; they stay reset");
+                None
+            }
+        }
+    };
+    let addrs = node_addresses();
+    let host = crate::procfs::hostname();
+
+    let offer = Offer {
+        host,
+        addrs,
+        port: listener.as_ref().map_or(0, |l| l.port),
+        links: links
+            .iter()
+            .map(|(_, t)| Offered {
+                family: t.family,
+                local_ip: t.local_ip.clone(),
+                local_port: t.local_port,
+                remote_ip: t.remote_ip.clone(),
+                remote_port: t.remote_port,
+                readable: if listener.is_some() {
+                    t.data.len() as u64
+                } else {
+                    u64::MAX // not offered: never matched
+                },
+            })
+            .collect(),
+    };
+    let bytes = rmp_serde::to_vec(&offer).unwrap_or_default();
+    let all = match mana_drain::allgather(&bytes, world_size, OFFER_LIMIT) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("cannot exchange the connections between ranks ({e}): they stay reset");
+            return;
+        }
+    };
+    let offers: Vec<Offer> = all
+        .iter()
+        .map(|b| rmp_serde::from_slice(b).unwrap_or_default())
+        .collect();
+    let Some(listener) = listener else {
+        return;
+    };
+    let matched = match_links(&offers, rank);
+    for (i, (fd, t)) in links.iter().enumerate() {
+        if !matched.iter().any(|m| m.mine == i) {
+            info!(
+                fd,
+                port = t.remote_port,
+                "a TCP connection to another process: no rank of this job holds its other end; it stays reset by its peer"
+            );
+        }
+    }
+    let made = connect_all(&listener, &offers, rank, &matched);
+    let mut states: Vec<Exchange> = Vec::new();
+    for (m, sock) in matched.iter().zip(made) {
+        let (fd, t) = &links[m.mine];
+        match sock {
+            Ok(s) => states.push(Exchange::new(
+                s,
+                *fd,
+                t,
+                &offers[m.peer as usize].links[m.theirs],
+                m.peer,
+            )),
+            Err(e) => warn!(
+                fd,
+                peer = m.peer,
+                "a TCP connection to rank {}: {e}; it stays reset",
+                m.peer
+            ),
+        }
+    }
+    exchange_all(&mut states);
+    for x in states {
+        x.finish();
+    }
+}
+
+/// Connections matched unambiguously both ways (a pair of loopback connections on two
+/// nodes may carry the same four numbers: neither is matched then).
+fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
+    let usable = |o: &Offered| o.readable != u64::MAX;
+    let twins = |r: usize, i: usize| -> Vec<(usize, usize)> {
+        let me = &offers[r].links[i];
+        let mut v = Vec::new();
+        for (p, o) in offers.iter().enumerate() {
+            if p == r {
+                continue;
+            }
+            for (j, l) in o.links.iter().enumerate() {
+                if usable(l) && l.crosses(me) {
+                    v.push((p, j));
+                }
+            }
+        }
+        v
+    };
+    let r = rank as usize;
+    let Some(mine) = offers.get(r) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, l) in mine.links.iter().enumerate() {
+        if !usable(l) {
+            continue;
+        }
+        let t = twins(r, i);
+        if t.len() != 1 {
+            continue;
+        }
+        let (p, j) = t[0];
+        if twins(p, j) == vec![(r, i)] {
+            out.push(Matched {
+                mine: i,
+                peer: p as u32,
+                theirs: j,
+            });
+        }
+    }
+    out
+}
+
+/// The temporary listener of this rank.
+struct Listener {
+    fd: i32,
+    port: u16,
+}
+
+impl Listener {
+    fn open() -> Result<Listener, String> {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let mut l = Listener { fd, port: 0 };
+        let mut a: libc::sockaddr_in = unsafe_zeroed_in();
+        a.sin_family = libc::AF_INET as u16;
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: bind/listen/getsockname on our socket with a valid sockaddr_in.
+        let ok = unsafe {
+            libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) == 0
+                && libc::listen(fd, 128) == 0
+                && libc::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len) == 0
+        };
+        if !ok {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        l.port = u16::from_be(a.sin_port);
+        Ok(l)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        sys::close(self.fd);
+    }
+}
+
+fn unsafe_zeroed_in() -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// This node's IPv4 addresses but the loopback's.
+fn node_addresses() -> Vec<[u8; 4]> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family.
+            let fam = unsafe { (*ifa.ifa_addr).sa_family };
+            if fam == libc::AF_INET as u16 {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let ip = a.sin_addr.s_addr.to_ne_bytes();
+                if ip[0] != 127 && !out.contains(&ip) && out.len() < 16 {
+                    out.push(ip);
+                }
+            }
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// A connection to `ip:port`, within `wait`.
+fn connect_to(ip: [u8; 4], port: u16, wait: Duration) -> Result<i32, String> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let mut a = unsafe_zeroed_in();
+    a.sin_family = libc::AF_INET as u16;
+    a.sin_port = port.to_be();
+    a.sin_addr.s_addr = u32::from_ne_bytes(ip);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: connect with a valid sockaddr_in.
+    let r = unsafe { libc::connect(fd, (&a as *const libc::sockaddr_in).cast(), len) };
+    if r != 0 && sys_errno() != libc::EINPROGRESS {
+        let e = std::io::Error::last_os_error().to_string();
+        sys::close(fd);
+        return Err(e);
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, wait.as_millis() as libc::c_int) };
+    let mut err: libc::c_int = 0;
+    let mut elen = 4 as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one int.
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut elen,
+        )
+    };
+    if n != 1 || err != 0 {
+        sys::close(fd);
+        return Err(if n != 1 {
+            "timed out".into()
+        } else {
+            std::io::Error::from_raw_os_error(err).to_string()
+        });
+    }
+    Ok(fd)
+}
+
+fn sys_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The sockets of the matched connections, in `matched`'s order: connected to the lower
+/// rank's listener by the higher rank (which names the pair first), accepted by the lower.
+fn connect_all(
+    listener: &Listener,
+    offers: &[Offer],
+    rank: u32,
+    matched: &[Matched],
+) -> Vec<Result<i32, String>> {
+    let me = &offers[rank as usize];
+    let mut out: Vec<Result<i32, String>> = matched
+        .iter()
+        .map(|_| Err("not connected".to_string()))
+        .collect();
+    for (k, m) in matched.iter().enumerate() {
+        if m.peer > rank {
+            continue;
+        }
+        let peer = &offers[m.peer as usize];
+        let mut tries: Vec<[u8; 4]> = Vec::new();
+        if peer.host == me.host {
+            tries.push([127, 0, 0, 1]);
+        }
+        tries.extend(peer.addrs.iter().copied());
+        let mut last = "the rank offered no address".to_string();
+        for ip in tries {
+            match connect_to(ip, peer.port, Duration::from_secs(5)) {
+                Ok(fd) => {
+                    let mut hello = Vec::with_capacity(16);
+                    hello.extend_from_slice(&MAGIC.to_le_bytes());
+                    hello.extend_from_slice(&rank.to_le_bytes());
+                    hello.extend_from_slice(&(m.mine as u32).to_le_bytes());
+                    hello.extend_from_slice(&(m.theirs as u32).to_le_bytes());
+                    match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
+                        Ok(()) => {
+                            out[k] = Ok(fd);
+                        }
+                        Err(e) => {
+                            sys::close(fd);
+                            last = e;
+                            continue;
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    last = format!("connecting to rank {} on port {}: {e}", m.peer, peer.port)
+                }
+            }
+        }
+        if out[k].is_err() {
+            out[k] = Err(last);
+        }
+    }
+    let expected = matched.iter().filter(|m| m.peer > rank).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = 0;
+    while got < expected && Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: listener.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 200) } != 1 {
+            continue;
+        }
+        // SAFETY: accept on our listener.
+        let fd = unsafe {
+            libc::accept4(
+                listener.fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        let mut hello = [0u8; 16];
+        if read_exact(fd, &mut hello, Instant::now() + Duration::from_secs(10)).is_err() {
+            sys::close(fd);
+            continue;
+        }
+        let word =
+            |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
+        let (magic, from, theirs, mine) = (word(0), word(4), word(8), word(12));
+        let slot = matched.iter().position(|m| {
+            m.peer == from
+                && m.peer > rank
+                && m.theirs == theirs as usize
+                && m.mine == mine as usize
+        });
+        match slot {
+            Some(k) if magic == MAGIC && out[k].is_err() => {
+                out[k] = Ok(fd);
+                got += 1;
+            }
+            _ => sys::close(fd), // not one of ours
+        }
+    }
+    out
+}
+
+fn wait_fd(fd: i32, events: i16, deadline: Instant) -> Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err("timed out".into());
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as libc::c_int) };
+    Ok(())
+}
+
+fn write_all(fd: i32, mut b: &[u8], deadline: Instant) -> Result<(), String> {
+    while !b.is_empty() {
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+        if n > 0 {
+            b = &b[n as usize..];
+        } else if n < 0 && matches!(sys_errno(), libc::EAGAIN | libc::EINTR) {
+            wait_fd(fd, libc::POLLOUT, deadline)?;
+        } else {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+    }
+    Ok(())
+}
+
+fn read_exact(fd: i32, b: &mut [u8], deadline: Instant) -> Result<(), String> {
+    let mut at = 0;
+    while at < b.len() {
+        // SAFETY: reading into a valid buffer.
+        let n = unsafe { libc::recv(fd, b[at..].as_mut_ptr().cast(), b.len() - at, 0) };
+        if n > 0 {
+            at += n as usize;
+        } else if n < 0 && matches!(sys_errno(), libc::EAGAIN | libc::EINTR) {
+            wait_fd(fd, libc::POLLIN, deadline)?;
+        } else {
+            return Err("the peer closed".into());
+        }
+    }
+    Ok(())
+}
+
+/// One connection being given its bytes back (see the module documentation).
+struct Exchange {
+    sock: i32,
+    fd: i32,
+    peer: u32,
+    shutdown: u8,
+    nodelay: bool,
+    /// What goes out: the length and the bytes readable here, then the peer's bytes.
+    out: Vec<u8>,
+    sent: usize,
+    /// The peer's preamble: length (8 bytes), then its bytes.
+    head: [u8; 8],
+    head_got: usize,
+    expect: u64,
+    data: Vec<u8>,
+    echoed: bool,
+    failed: Option<String>,
+}
+
+impl Exchange {
+    fn new(sock: i32, fd: i32, t: &TcpState, theirs: &Offered, peer: u32) -> Exchange {
+        let mut out = (t.data.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&t.data);
+        Exchange {
+            sock,
+            fd,
+            peer,
+            shutdown: t.shutdown,
+            nodelay: t.nodelay,
+            out,
+            sent: 0,
+            head: [0; 8],
+            head_got: 0,
+            expect: theirs.readable,
+            data: Vec::new(),
+            echoed: false,
+            failed: (theirs.readable > DATA_LIMIT)
+                .then(|| format!("its peer saved {} bytes", theirs.readable)),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.failed.is_some() || (self.echoed && self.sent == self.out.len())
+    }
+
+    /// Reads and writes what it can without blocking.
+    fn step(&mut self) {
+        if self.done() {
+            return;
+        }
+        while self.sent < self.out.len() {
+            let b = &self.out[self.sent..];
+            // SAFETY: writing from a valid buffer.
+            let n =
+                unsafe { libc::send(self.sock, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+            if n > 0 {
+                self.sent += n as usize;
+            } else {
+                if n < 0 && !matches!(sys_errno(), libc::EAGAIN | libc::EINTR) {
+                    self.failed = Some(std::io::Error::last_os_error().to_string());
+                }
+                break;
+            }
+        }
+        // Never read past the peer's preamble: what follows is this side's own bytes.
+        while !self.echoed && self.failed.is_none() {
+            let want = if self.head_got < 8 {
+                8 - self.head_got
+            } else {
+                (self.expect - self.data.len() as u64) as usize
+            };
+            if self.head_got == 8 && want == 0 {
+                self.echoed = true;
+                let data = std::mem::take(&mut self.data);
+                self.out.extend_from_slice(&data);
+                break;
+            }
+            let mut buf = vec![0u8; want.min(1 << 16)];
+            // SAFETY: reading into a valid buffer.
+            let n = unsafe { libc::recv(self.sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                let n = n as usize;
+                if self.head_got < 8 {
+                    self.head[self.head_got..self.head_got + n].copy_from_slice(&buf[..n]);
+                    self.head_got += n;
+                    if self.head_got == 8 && u64::from_le_bytes(self.head) != self.expect {
+                        self.failed = Some("its peer sent another length than it offered".into());
+                    }
+                } else {
+                    self.data.extend_from_slice(&buf[..n]);
+                }
+            } else {
+                if n == 0 || !matches!(sys_errno(), libc::EAGAIN | libc::EINTR) {
+                    self.failed = Some("the peer closed".into());
+                }
+                break;
+            }
+        }
+    }
+
+    /// Puts the new connection in place of the stand-in (or leaves the stand-in).
+    fn finish(self) {
+        if let Some(e) = self
+            .failed
+            .as_ref()
+            .or((!self.done()).then_some(&"timed out".to_string()))
+        {
+            warn!(
+                fd = self.fd,
+                peer = self.peer,
+                "a TCP connection to rank {}: {e}; it stays reset",
+                self.peer
+            );
+            sys::close(self.sock);
+            return;
+        }
+        if self.shutdown & 2 != 0 {
+            // SAFETY: our socket, after its bytes.
+            unsafe { libc::shutdown(self.sock, libc::SHUT_WR) };
+        }
+        if self.nodelay {
+            let one: libc::c_int = 1;
+            // SAFETY: TCP_NODELAY with one int on our socket.
+            unsafe {
+                libc::setsockopt(
+                    self.sock,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+        }
+        // SAFETY: fcntl and dup3 on our socket and the stand-in at the program's number.
+        let placed = unsafe {
+            let fl = libc::fcntl(self.fd, libc::F_GETFL);
+            let cloexec = libc::fcntl(self.fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+            fl >= 0
+                && libc::fcntl(self.sock, libc::F_SETFL, fl & libc::O_NONBLOCK) == 0
+                && libc::dup3(
+                    self.sock,
+                    self.fd,
+                    if cloexec { libc::O_CLOEXEC } else { 0 },
+                ) == self.fd
+        };
+        sys::close(self.sock);
+        if placed {
+            info!(
+                fd = self.fd,
+                peer = self.peer,
+                "a TCP connection to rank {} comes back connected",
+                self.peer
+            );
+        } else {
+            warn!(
+                fd = self.fd,
+                "cannot put the connection to rank {} in place; it stays reset", self.peer
+            );
+        }
+    }
+}
+
+/// Every connection's exchange, in one poll loop (no rank waits on one connection while
+/// its peer waits on another), for at most 60 s.
+fn exchange_all(states: &mut [Exchange]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for x in states.iter_mut() {
+            x.step();
+        }
+        if states.iter().all(Exchange::done) || Instant::now() >= deadline {
+            return;
+        }
+        let mut pfds: Vec<libc::pollfd> = states
+            .iter()
+            .filter(|x| !x.done())
+            .map(|x| libc::pollfd {
+                fd: x.sock,
+                events: if x.sent < x.out.len() {
+                    libc::POLLOUT | libc::POLLIN
+                } else {
+                    libc::POLLIN
+                },
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
+    }
+}
