@@ -193,6 +193,9 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
 /// A rank's offer in the exchange after a restart.
 #[derive(Serialize, Deserialize, Default)]
 struct Offer {
+    /// Random, sent back by each rank connecting to this one's listener (which listens
+    /// on every address of the node: a stranger must not pass for a rank).
+    token: u64,
     host: String,
     /// IPv4 addresses of this node (not the loopback), for peers on other nodes.
     addrs: Vec<[u8; 4]>,
@@ -252,7 +255,14 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
     let addrs = node_addresses();
     let host = crate::procfs::hostname();
 
+    let mut token = [0u8; 8];
+    // SAFETY: getrandom into a valid 8-byte buffer.
+    if unsafe { libc::getrandom(token.as_mut_ptr().cast(), 8, 0) } != 8 {
+        warn!("no random bytes for the connections between ranks: they stay reset");
+        return;
+    }
     let offer = Offer {
+        token: u64::from_ne_bytes(token),
         host,
         addrs,
         port: listener.as_ref().map_or(0, |l| l.port),
@@ -526,11 +536,12 @@ fn connect_all(
         for ip in tries {
             match connect_to(ip, peer.port, Duration::from_secs(5)) {
                 Ok(fd) => {
-                    let mut hello = Vec::with_capacity(16);
+                    let mut hello = Vec::with_capacity(24);
                     hello.extend_from_slice(&MAGIC.to_le_bytes());
                     hello.extend_from_slice(&rank.to_le_bytes());
                     hello.extend_from_slice(&(m.mine as u32).to_le_bytes());
                     hello.extend_from_slice(&(m.theirs as u32).to_le_bytes());
+                    hello.extend_from_slice(&peer.token.to_le_bytes());
                     match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
                         Ok(()) => {
                             out[k] = Ok(fd);
@@ -577,7 +588,7 @@ fn connect_all(
         if fd < 0 {
             continue;
         }
-        let mut hello = [0u8; 16];
+        let mut hello = [0u8; 24];
         if read_exact(fd, &mut hello, Instant::now() + Duration::from_secs(10)).is_err() {
             sys::close(fd);
             continue;
@@ -585,6 +596,9 @@ fn connect_all(
         let word =
             |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
         let (magic, from, theirs, mine) = (word(0), word(4), word(8), word(12));
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&hello[16..24]);
+        let token_ok = u64::from_le_bytes(t) == me.token;
         let slot = matched.iter().position(|m| {
             m.peer == from
                 && m.peer > rank
@@ -592,7 +606,7 @@ fn connect_all(
                 && m.mine == mine as usize
         });
         match slot {
-            Some(k) if magic == MAGIC && out[k].is_err() => {
+            Some(k) if magic == MAGIC && token_ok && out[k].is_err() => {
                 out[k] = Ok(fd);
                 got += 1;
             }
