@@ -113,6 +113,9 @@ fn app_connections() -> Vec<Queued> {
         }
     }
     let mut out = Vec::new();
+    if mine.is_empty() {
+        return out; // no socket: the node's whole table is not worth reading
+    }
     for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -146,6 +149,7 @@ fn app_connections() -> Vec<Queued> {
 /// empty (up to 2 s), then waits for every rank at the coordinator (see the module
 /// documentation). An error fails the checkpoint.
 pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Result<(), String> {
+    let t0 = Instant::now();
     for s in &LINK_FDS {
         s.store(-1, Ordering::Relaxed);
     }
@@ -187,6 +191,12 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
         })?;
     let sum = |k: u64| sums.iter().find(|(key, _)| key[0] == k).map_or(0, |e| e.1);
     EXCHANGE.store(sum(0) > 0 && sum(1) == 0, Ordering::Release);
+    tracing::debug!(
+        connections = conns.len(),
+        job_wide = sum(0),
+        elapsed = ?t0.elapsed(),
+        "connections settled"
+    );
     Ok(())
 }
 
