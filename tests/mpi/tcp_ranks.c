@@ -7,7 +7,8 @@
  * unread at rank 1 or the answers unread at rank 0), reads rank 1's answers (n * 3 + 1)
  * and prints them; every `every` rounds both ranks also meet in an MPI_Allreduce of the
  * answers. At the end rank 0 shuts its side for writing; rank 1 reads end-of-file and
- * sends its count over MPI. Rank 0 alone prints.
+ * sends its count over MPI. Rank 0 alone prints. With a fourth argument `unix`, the same
+ * over a Unix socket rank 0 listens on (an abstract name made of its pid).
  * stdout: `tcp ranks ready`, `round N: A B`, `sum S` (every `every` rounds),
  * `rank 1 answered C`.
  */
@@ -16,7 +17,10 @@
 #include <mpi.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 int main(int argc, char **argv)
 {
@@ -32,23 +36,46 @@ int main(int argc, char **argv)
         fprintf(stderr, "tcp_ranks: 2 ranks\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t alen = sizeof a;
-    int l = -1, s = -1, one = 1;
+    int unix_mode = argc > 4 && strcmp(argv[4], "unix") == 0;
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    struct sockaddr_un *u = (struct sockaddr_un *)&ss;
+    socklen_t alen = sizeof *a;
+    int l = -1, s = -1, one = 1, where = 0;
     if (rank == 0) {
-        l = socket(AF_INET, SOCK_STREAM, 0);
-        if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
-            getsockname(l, (struct sockaddr *)&a, &alen)) {
+        if (unix_mode) {
+            u->sun_family = AF_UNIX;
+            where = (int)getpid();
+            int n = snprintf(u->sun_path + 1, sizeof u->sun_path - 1, "mana-tcp-ranks-%d", where);
+            alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+            l = socket(AF_UNIX, SOCK_STREAM, 0);
+        } else {
+            a->sin_family = AF_INET;
+            a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            l = socket(AF_INET, SOCK_STREAM, 0);
+        }
+        if (l < 0 || bind(l, (struct sockaddr *)&ss, alen) || listen(l, 1) ||
+            (!unix_mode && getsockname(l, (struct sockaddr *)&ss, &alen))) {
             perror("listen");
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
+        if (!unix_mode)
+            where = ntohs(a->sin_port);
     }
-    int port = ntohs(a.sin_port);
-    MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&where, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (rank == 1) {
-        a.sin_port = htons((unsigned short)port);
-        s = socket(AF_INET, SOCK_STREAM, 0);
-        if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a)) {
+        if (unix_mode) {
+            u->sun_family = AF_UNIX;
+            int n = snprintf(u->sun_path + 1, sizeof u->sun_path - 1, "mana-tcp-ranks-%d", where);
+            alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+            s = socket(AF_UNIX, SOCK_STREAM, 0);
+        } else {
+            a->sin_family = AF_INET;
+            a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            a->sin_port = htons((unsigned short)where);
+            s = socket(AF_INET, SOCK_STREAM, 0);
+        }
+        if (s < 0 || connect(s, (struct sockaddr *)&ss, alen)) {
             perror("connect");
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
@@ -60,7 +87,8 @@ int main(int argc, char **argv)
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
     }
-    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!unix_mode)
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0)
         printf("tcp ranks ready\n");

@@ -1253,6 +1253,19 @@ fn a_tcp_connection_between_mpi_ranks_comes_back_connected() {
     mpi_ranks_restart_like_native("tcp_ranks", &["40", "150", "5"], "tcp ranks ready", 2500);
 }
 
+/// The same over a Unix stream connection between the two ranks (rank 0 listens on an
+/// abstract name): matched by socket inodes, made again between the restored ranks on
+/// this node with its bytes — rank 0's output equals the uninterrupted job's.
+#[test]
+fn a_unix_connection_between_mpi_ranks_comes_back_connected() {
+    mpi_ranks_restart_like_native(
+        "tcp_ranks",
+        &["40", "150", "5", "unix"],
+        "tcp ranks ready",
+        2500,
+    );
+}
+
 /// `program` (tests/c, PIE) with `args`, launched, checkpointed once without a kill and
 /// in a chain of three with a kill and a restart at random instants (within 800 ms of
 /// one another) once it printed `ready`: its output equals the uninterrupted run's.

@@ -758,6 +758,10 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
             u.outside = true;
             if !kin_holds(u.peer) {
                 note_outside(f.fd);
+                // In an MPI rank the other end may be another rank's (rank_links.rs).
+                if u.peer != 0 && crate::runtime::mpi_job() && !crate::runtime::is_member() {
+                    crate::rank_links::note_unix(f.fd);
+                }
             }
         }
         done.push(u.socket);

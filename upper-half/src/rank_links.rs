@@ -57,8 +57,34 @@ pub fn note(fd: i32, t: &TcpState) {
     }
 }
 
+/// A noted connection as the image holds it.
+#[derive(Clone)]
+enum Saved {
+    Tcp(TcpState),
+    Unix(mana_image::UnixPairState),
+}
+
+impl Saved {
+    fn data(&self) -> &[u8] {
+        match self {
+            Saved::Tcp(t) => &t.data,
+            Saved::Unix(u) => &u.data,
+        }
+    }
+    /// Whether this side had shut its sending side.
+    fn shut_sending(&self) -> bool {
+        match self {
+            Saved::Tcp(t) => t.shutdown & 2 != 0,
+            Saved::Unix(u) => u.shutdown & 2 != 0,
+        }
+    }
+    fn nodelay(&self) -> bool {
+        matches!(self, Saved::Tcp(t) if t.nodelay)
+    }
+}
+
 /// The noted connections, their states as the image holds them.
-fn noted(image: &std::path::Path) -> Result<Vec<(i32, TcpState)>, String> {
+fn noted(image: &std::path::Path) -> Result<Vec<(i32, Saved)>, String> {
     let fds: Vec<i32> = LINK_FDS
         .iter()
         .map(|s| s.swap(-1, Ordering::Relaxed))
@@ -68,19 +94,32 @@ fn noted(image: &std::path::Path) -> Result<Vec<(i32, TcpState)>, String> {
         return Ok(Vec::new());
     }
     let reader = mana_image::ImageReader::open(image).map_err(|e| e.to_string())?;
+    let mut seen: Vec<u64> = Vec::new();
     Ok(reader
         .header
         .files
         .iter()
+        .filter(|f| fds.contains(&f.fd))
         .filter_map(|f| match &f.kind {
-            mana_image::FileKind::Tcp(t)
-                if fds.contains(&f.fd) && t.holds_data && t.peer == 0 && !t.listening =>
+            mana_image::FileKind::Tcp(t) if t.holds_data && t.peer == 0 && !t.listening => {
+                Some((f.fd, Saved::Tcp(t.clone())))
+            }
+            mana_image::FileKind::UnixPair(u)
+                if u.holds_data && u.outside && u.peer != 0 && !seen.contains(&u.socket) =>
             {
-                Some((f.fd, t.clone()))
+                seen.push(u.socket);
+                Some((f.fd, Saved::Unix(u.clone())))
             }
             _ => None,
         })
         .collect())
+}
+
+/// At a checkpoint (`socket_contents`): a Unix stream connection to another process.
+pub fn note_unix(fd: i32) {
+    if let Some(slot) = LINK_FDS.iter().find(|s| s.load(Ordering::Relaxed) < 0) {
+        slot.store(fd, Ordering::Relaxed);
+    }
 }
 
 /// One connected TCP socket of the application as `/proc/self/net/tcp` shows it.
@@ -89,9 +128,9 @@ struct Queued {
     tx_queue: u64,
 }
 
-/// The application's connected TCP sockets (IPv4 and IPv6, the lower half's left out)
-/// with their send queues.
-fn app_connections() -> Vec<Queued> {
+/// The application's sockets (how many: the lower half's and the runtime's left out) and
+/// its connected TCP sockets (IPv4 and IPv6) with their send queues.
+fn app_connections() -> (usize, Vec<Queued>) {
     let not_ours = crate::runtime::not_the_programs_fds();
     let mut mine: Vec<u64> = Vec::new();
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -114,7 +153,7 @@ fn app_connections() -> Vec<Queued> {
     }
     let mut out = Vec::new();
     if mine.is_empty() {
-        return out; // no socket: the node's whole table is not worth reading
+        return (0, out); // no socket: the node's whole table is not worth reading
     }
     for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -142,7 +181,7 @@ fn app_connections() -> Vec<Queued> {
             });
         }
     }
-    out
+    (mine.len(), out)
 }
 
 /// At an MPI checkpoint, the rank's threads stopped: lets its connections' send queues
@@ -154,7 +193,7 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
         s.store(-1, Ordering::Relaxed);
     }
     let deadline = Instant::now() + WAIT_SENT;
-    let mut conns = app_connections();
+    let (sockets, mut conns) = app_connections();
     let mut unsent = Vec::new();
     loop {
         let pending: Vec<u64> = conns
@@ -170,7 +209,7 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
-        conns = app_connections();
+        conns = app_connections().1;
     }
     *UNSENT.lock().unwrap_or_else(|p| p.into_inner()) = unsent;
     let not_initialized = mana_drain::phase() != mana_drain::Phase::Initialized;
@@ -179,7 +218,7 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
             &format!("ckpt{generation}/links"),
             mana_coordinator::protocol::ReduceOp::Sum,
             vec![
-                ([0, 0, 0], conns.len() as i64),
+                ([0, 0, 0], sockets as i64),
                 ([1, 0, 0], i64::from(not_initialized)),
             ],
         )
@@ -192,7 +231,7 @@ pub fn settle(conn: &mut mana_coordinator::Connection, generation: u64) -> Resul
     let sum = |k: u64| sums.iter().find(|(key, _)| key[0] == k).map_or(0, |e| e.1);
     EXCHANGE.store(sum(0) > 0 && sum(1) == 0, Ordering::Release);
     tracing::debug!(
-        connections = conns.len(),
+        sockets,
         job_wide = sum(0),
         elapsed = ?t0.elapsed(),
         "connections settled"
@@ -211,6 +250,9 @@ struct Offer {
     addrs: Vec<[u8; 4]>,
     port: u16,
     links: Vec<Offered>,
+    /// Unix stream connections: (socket, its peer, bytes readable here) as the
+    /// checkpoint saw them; made again only between ranks on one node.
+    unix: Vec<(u64, u64, u64)>,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
@@ -234,15 +276,22 @@ impl Offered {
     }
 }
 
-/// A connection of this rank matched with one of rank `peer`.
+/// A connection of this rank matched with one of rank `peer`: `mine` indexes this rank's
+/// noted connections, `theirs` the peer's offered list of that kind.
 struct Matched {
     mine: usize,
+    /// Its index in this rank's offered list of its kind.
+    offered: usize,
     peer: u32,
     theirs: usize,
+    unix: bool,
 }
 
+/// Bit of an index in the hello naming a Unix connection.
+const UNIX_BIT: u32 = 1 << 31;
+
 /// After a restart (see the module documentation): the connections between ranks made
-/// again, in place of their reset stand-ins.
+/// again, in place of their stand-ins.
 pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
     if !EXCHANGE.swap(false, Ordering::AcqRel) {
         return;
@@ -251,10 +300,23 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
         warn!("cannot read this rank's connections back from its image ({e}): they stay reset");
         Vec::new()
     });
+    let tcp_idx: Vec<usize> = (0..links.len())
+        .filter(|&i| matches!(links[i].1, Saved::Tcp(_)))
+        .collect();
+    let unix_idx: Vec<usize> = (0..links.len())
+        .filter(|&i| matches!(links[i].1, Saved::Unix(_)))
+        .collect();
+    let mut token = [0u8; 8];
+    // SAFETY: getrandom into a valid 8-byte buffer.
+    if unsafe { libc::getrandom(token.as_mut_ptr().cast(), 8, 0) } != 8 {
+        warn!("no random bytes for the connections between ranks: they stay reset");
+        return;
+    }
+    let token = u64::from_ne_bytes(token);
     let listener = if links.is_empty() {
         None
     } else {
-        match Listener::open() {
+        match Listener::open(token, !unix_idx.is_empty()) {
             Ok(l) => Some(l),
             Err(e) => {
                 warn!("cannot listen for the connections between ranks: {e}; they stay reset");
@@ -262,33 +324,38 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
             }
         }
     };
-    let addrs = node_addresses();
-    let host = crate::procfs::hostname();
-
-    let mut token = [0u8; 8];
-    // SAFETY: getrandom into a valid 8-byte buffer.
-    if unsafe { libc::getrandom(token.as_mut_ptr().cast(), 8, 0) } != 8 {
-        warn!("no random bytes for the connections between ranks: they stay reset");
-        return;
-    }
+    // Offered only with a listener to be reached at.
+    let offered = |n: usize| {
+        if listener.is_some() {
+            n as u64
+        } else {
+            u64::MAX
+        }
+    };
     let offer = Offer {
-        token: u64::from_ne_bytes(token),
-        host,
-        addrs,
+        token,
+        host: crate::procfs::hostname(),
+        addrs: node_addresses(),
         port: listener.as_ref().map_or(0, |l| l.port),
-        links: links
+        links: tcp_idx
             .iter()
-            .map(|(_, t)| Offered {
-                family: t.family,
-                local_ip: t.local_ip.clone(),
-                local_port: t.local_port,
-                remote_ip: t.remote_ip.clone(),
-                remote_port: t.remote_port,
-                readable: if listener.is_some() {
-                    t.data.len() as u64
-                } else {
-                    u64::MAX // not offered: never matched
-                },
+            .filter_map(|&i| match &links[i].1 {
+                Saved::Tcp(t) => Some(Offered {
+                    family: t.family,
+                    local_ip: t.local_ip.clone(),
+                    local_port: t.local_port,
+                    remote_ip: t.remote_ip.clone(),
+                    remote_port: t.remote_port,
+                    readable: offered(t.data.len()),
+                }),
+                Saved::Unix(_) => None,
+            })
+            .collect(),
+        unix: unix_idx
+            .iter()
+            .filter_map(|&i| match &links[i].1 {
+                Saved::Unix(u) => Some((u.socket, u.peer, offered(u.data.len()))),
+                Saved::Tcp(_) => None,
             })
             .collect(),
     };
@@ -307,32 +374,40 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
     let Some(listener) = listener else {
         return;
     };
-    let matched = match_links(&offers, rank);
-    for (i, (fd, t)) in links.iter().enumerate() {
+    let mut matched = match_links(&offers, rank);
+    for m in &mut matched {
+        m.mine = if m.unix {
+            unix_idx[m.mine]
+        } else {
+            tcp_idx[m.mine]
+        };
+    }
+    for (i, (fd, saved)) in links.iter().enumerate() {
         if !matched.iter().any(|m| m.mine == i) {
-            info!(
-                fd,
-                port = t.remote_port,
+            let kind = if matches!(saved, Saved::Unix(_)) {
+                "a Unix connection to another process: no rank of this job holds its other end; it stays closed by its peer"
+            } else {
                 "a TCP connection to another process: no rank of this job holds its other end; it stays reset by its peer"
-            );
+            };
+            info!(fd, "{kind}");
         }
     }
     let made = connect_all(&listener, &offers, rank, &matched);
     let mut states: Vec<Exchange> = Vec::new();
     for (m, sock) in matched.iter().zip(made) {
-        let (fd, t) = &links[m.mine];
+        let (fd, saved) = &links[m.mine];
+        let theirs = &offers[m.peer as usize];
+        let readable = if m.unix {
+            theirs.unix[m.theirs].2
+        } else {
+            theirs.links[m.theirs].readable
+        };
         match sock {
-            Ok(s) => states.push(Exchange::new(
-                s,
-                *fd,
-                t,
-                &offers[m.peer as usize].links[m.theirs],
-                m.peer,
-            )),
+            Ok(s) => states.push(Exchange::new(s, *fd, saved, readable, m.peer)),
             Err(e) => warn!(
                 fd,
                 peer = m.peer,
-                "a TCP connection to rank {}: {e}; it stays reset",
+                "a connection to rank {}: {e}; it stays as it came back (reset or closed)",
                 m.peer
             ),
         }
@@ -344,7 +419,8 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
 }
 
 /// Connections matched unambiguously both ways (a pair of loopback connections on two
-/// nodes may carry the same four numbers: neither is matched then).
+/// nodes may carry the same four numbers: neither is matched then); a Unix connection
+/// by its socket and peer inodes, and only between ranks on one node now.
 fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
     let usable = |o: &Offered| o.readable != u64::MAX;
     let twins = |r: usize, i: usize| -> Vec<(usize, usize)> {
@@ -356,6 +432,21 @@ fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
             }
             for (j, l) in o.links.iter().enumerate() {
                 if usable(l) && l.crosses(me) {
+                    v.push((p, j));
+                }
+            }
+        }
+        v
+    };
+    let unix_twins = |r: usize, i: usize| -> Vec<(usize, usize)> {
+        let (sock, peer, _) = offers[r].unix[i];
+        let mut v = Vec::new();
+        for (p, o) in offers.iter().enumerate() {
+            if p == r {
+                continue;
+            }
+            for (j, &(s2, p2, n)) in o.unix.iter().enumerate() {
+                if n != u64::MAX && s2 == peer && p2 == sock {
                     v.push((p, j));
                 }
             }
@@ -379,28 +470,60 @@ fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
         if twins(p, j) == vec![(r, i)] {
             out.push(Matched {
                 mine: i,
+                offered: i,
                 peer: p as u32,
                 theirs: j,
+                unix: false,
+            });
+        }
+    }
+    for (i, &(_, _, n)) in mine.unix.iter().enumerate() {
+        if n == u64::MAX {
+            continue;
+        }
+        let t = unix_twins(r, i);
+        if t.len() != 1 {
+            continue;
+        }
+        let (p, j) = t[0];
+        if unix_twins(p, j) == vec![(r, i)] && offers[p].host == mine.host {
+            out.push(Matched {
+                mine: i,
+                offered: i,
+                peer: p as u32,
+                theirs: j,
+                unix: true,
             });
         }
     }
     out
 }
 
-/// The temporary listener of this rank.
+/// The abstract name of a rank's Unix listener (`token`: its offer's).
+fn unix_name(token: u64) -> String {
+    format!("mana-links-{token:016x}")
+}
+
+/// The temporary listeners of this rank: TCP on every address, and an abstract Unix
+/// socket when it has Unix connections.
 struct Listener {
     fd: i32,
     port: u16,
+    unix_fd: i32,
 }
 
 impl Listener {
-    fn open() -> Result<Listener, String> {
+    fn open(token: u64, with_unix: bool) -> Result<Listener, String> {
         // SAFETY: socket(2) with constant arguments.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error().to_string());
         }
-        let mut l = Listener { fd, port: 0 };
+        let mut l = Listener {
+            fd,
+            port: 0,
+            unix_fd: -1,
+        };
         let mut a: libc::sockaddr_in = unsafe_zeroed_in();
         a.sin_family = libc::AF_INET as u16;
         let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -414,6 +537,16 @@ impl Listener {
             return Err(std::io::Error::last_os_error().to_string());
         }
         l.port = u16::from_be(a.sin_port);
+        if with_unix {
+            let u = std::os::unix::net::UnixListener::bind_addr(
+                &<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+                    unix_name(token).as_bytes(),
+                )
+                .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("a Unix listener: {e}"))?;
+            l.unix_fd = std::os::fd::IntoRawFd::into_raw_fd(u);
+        }
         Ok(l)
     }
 }
@@ -421,6 +554,9 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         sys::close(self.fd);
+        if self.unix_fd >= 0 {
+            sys::close(self.unix_fd);
+        }
     }
 }
 
@@ -515,6 +651,16 @@ fn connect_to(ip: [u8; 4], port: u16, wait: Duration) -> Result<i32, String> {
     Ok(fd)
 }
 
+/// A connection to the abstract Unix socket `name` (non-blocking once made).
+fn connect_unix(name: &str) -> Result<i32, String> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let s = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(s))
+}
+
 fn sys_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -537,36 +683,43 @@ fn connect_all(
             continue;
         }
         let peer = &offers[m.peer as usize];
-        let mut tries: Vec<[u8; 4]> = Vec::new();
-        if peer.host == me.host {
-            tries.push([127, 0, 0, 1]);
+        let bit = if m.unix { UNIX_BIT } else { 0 };
+        let mut hello = Vec::with_capacity(24);
+        hello.extend_from_slice(&MAGIC.to_le_bytes());
+        hello.extend_from_slice(&rank.to_le_bytes());
+        hello.extend_from_slice(&(m.offered as u32 | bit).to_le_bytes());
+        hello.extend_from_slice(&(m.theirs as u32 | bit).to_le_bytes());
+        hello.extend_from_slice(&peer.token.to_le_bytes());
+        let mut tries: Vec<Option<[u8; 4]>> = Vec::new();
+        if m.unix {
+            tries.push(None);
+        } else {
+            if peer.host == me.host {
+                tries.push(Some([127, 0, 0, 1]));
+            }
+            tries.extend(peer.addrs.iter().copied().map(Some));
         }
-        tries.extend(peer.addrs.iter().copied());
         let mut last = "the rank offered no address".to_string();
         for ip in tries {
-            match connect_to(ip, peer.port, Duration::from_secs(5)) {
-                Ok(fd) => {
-                    let mut hello = Vec::with_capacity(24);
-                    hello.extend_from_slice(&MAGIC.to_le_bytes());
-                    hello.extend_from_slice(&rank.to_le_bytes());
-                    hello.extend_from_slice(&(m.mine as u32).to_le_bytes());
-                    hello.extend_from_slice(&(m.theirs as u32).to_le_bytes());
-                    hello.extend_from_slice(&peer.token.to_le_bytes());
-                    match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
-                        Ok(()) => {
-                            out[k] = Ok(fd);
-                        }
-                        Err(e) => {
-                            sys::close(fd);
-                            last = e;
-                            continue;
-                        }
+            let conn = match ip {
+                Some(ip) => connect_to(ip, peer.port, Duration::from_secs(5)).map_err(|e| {
+                    format!("connecting to rank {} on port {}: {e}", m.peer, peer.port)
+                }),
+                None => connect_unix(&unix_name(peer.token))
+                    .map_err(|e| format!("connecting to rank {}'s Unix socket: {e}", m.peer)),
+            };
+            match conn {
+                Ok(fd) => match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
+                    Ok(()) => {
+                        out[k] = Ok(fd);
+                        break;
                     }
-                    break;
-                }
-                Err(e) => {
-                    last = format!("connecting to rank {} on port {}: {e}", m.peer, peer.port)
-                }
+                    Err(e) => {
+                        sys::close(fd);
+                        last = e;
+                    }
+                },
+                Err(e) => last = e,
             }
         }
         if out[k].is_err() {
@@ -577,19 +730,22 @@ fn connect_all(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = 0;
     while got < expected && Instant::now() < deadline {
-        let mut pfd = libc::pollfd {
-            fd: listener.fd,
+        let mut pfds = [listener.fd, listener.unix_fd].map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 200) } != 1 {
+        });
+        // SAFETY: two valid pollfds (a negative fd is ignored).
+        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, 200) } < 1 {
             continue;
         }
+        let Some(ready) = pfds.iter().find(|p| p.revents & libc::POLLIN != 0) else {
+            continue;
+        };
         // SAFETY: accept on our listener.
         let fd = unsafe {
             libc::accept4(
-                listener.fd,
+                ready.fd,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
@@ -610,10 +766,11 @@ fn connect_all(
         t.copy_from_slice(&hello[16..24]);
         let token_ok = u64::from_le_bytes(t) == me.token;
         let slot = matched.iter().position(|m| {
+            let bit = if m.unix { UNIX_BIT } else { 0 };
             m.peer == from
                 && m.peer > rank
-                && m.theirs == theirs as usize
-                && m.mine == mine as usize
+                && m.theirs as u32 | bit == theirs
+                && m.offered as u32 | bit == mine
         });
         match slot {
             Some(k) if magic == MAGIC && token_ok && out[k].is_err() => {
@@ -677,7 +834,7 @@ struct Exchange {
     sock: i32,
     fd: i32,
     peer: u32,
-    shutdown: u8,
+    shut_sending: bool,
     nodelay: bool,
     /// What goes out: the length and the bytes readable here, then the peer's bytes.
     out: Vec<u8>,
@@ -692,24 +849,23 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(sock: i32, fd: i32, t: &TcpState, theirs: &Offered, peer: u32) -> Exchange {
-        let mut out = (t.data.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&t.data);
+    fn new(sock: i32, fd: i32, saved: &Saved, readable: u64, peer: u32) -> Exchange {
+        let mut out = (saved.data().len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(saved.data());
         Exchange {
             sock,
             fd,
             peer,
-            shutdown: t.shutdown,
-            nodelay: t.nodelay,
+            shut_sending: saved.shut_sending(),
+            nodelay: saved.nodelay(),
             out,
             sent: 0,
             head: [0; 8],
             head_got: 0,
-            expect: theirs.readable,
+            expect: readable,
             data: Vec::new(),
             echoed: false,
-            failed: (theirs.readable > DATA_LIMIT)
-                .then(|| format!("its peer saved {} bytes", theirs.readable)),
+            failed: (readable > DATA_LIMIT).then(|| format!("its peer saved {readable} bytes")),
         }
     }
 
@@ -782,13 +938,13 @@ impl Exchange {
             warn!(
                 fd = self.fd,
                 peer = self.peer,
-                "a TCP connection to rank {}: {e}; it stays reset",
+                "a connection to rank {}: {e}; it stays as it came back (reset or closed)",
                 self.peer
             );
             sys::close(self.sock);
             return;
         }
-        if self.shutdown & 2 != 0 {
+        if self.shut_sending {
             // SAFETY: our socket, after its bytes.
             unsafe { libc::shutdown(self.sock, libc::SHUT_WR) };
         }
