@@ -566,6 +566,25 @@ fn tcp_contents(files: &mut [FileState]) -> Result<(), String> {
             // A connection to the parent or a child (made before or after a fork): the
             // bytes readable here are kept, and a restart connects it again (tree.rs).
             if tcp_peer_inode(t).is_some_and(kin_holds) {
+                // Bytes still in this side's send queue (the receiver's window full:
+                // on the loopback the only case) are in neither process's image, and
+                // the receiver, stopped too, will not take them: refused rather than
+                // restored with a hole in the stream.
+                let queued = AppFd::get(f.fd).map_or(0, |s| {
+                    let mut n: libc::c_int = 0;
+                    // SAFETY: SIOCOUTQ writes one int.
+                    if unsafe { libc::ioctl(s.raw(), SIOCOUTQ, &mut n) } == 0 {
+                        n.max(0)
+                    } else {
+                        0
+                    }
+                });
+                if queued > 0 {
+                    return Err(format!(
+                        "descriptor {} (TCP connection to another process of the tree): {queued} bytes it sent wait in its queue (the receiver's window is full); try the checkpoint again once the receiver reads",
+                        f.fd
+                    ));
+                }
                 done.push(t.socket);
                 t.holds_data = true;
                 t.data = peek_socket(f.fd)
