@@ -1221,6 +1221,38 @@ fn a_child_without_the_runtime_fails_the_checkpoint_naming_it() {
     assert_eq!(done.stdout_text(), native.stdout_text());
 }
 
+/// Items 2 and 5, a TCP connection between a parent and its child whose receive window
+/// is full (tests/c/full_window.c: the parent has written all it could, the child reads
+/// nothing for 6 s): the bytes in the parent's send queue are in no image, so the
+/// checkpoint fails in one line naming the descriptor, and the program runs on; once the
+/// child has read everything, a checkpoint succeeds; the output is the uninterrupted
+/// run's.
+#[test]
+fn bytes_stuck_between_processes_of_the_tree_fail_the_checkpoint_by_name() {
+    let s = Session::start("full-window");
+    let program = compile("full_window", Build::Pie, s.dir());
+    let args = ["6000", "2000"];
+    let native = native_run(&program, &args);
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("window full", SHORT);
+    s.wait_registered(run.pid());
+    let out = s.checkpoint_output();
+    assert!(!out.status.success(), "{}", out.describe());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("(TCP connection to another process of the tree)")
+            && err.contains("wait in its queue"),
+        "{}",
+        out.describe()
+    );
+    run.wait_for_stdout("drained", LONG);
+    s.checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint after the drain: {e}"));
+    let done = run.wait_output(LONG);
+    done.assert_success();
+    assert_eq!(done.stdout_text(), native.stdout_text());
+}
+
 /// Item 5 in MPI ranks: `children_mpi` (tests/c/children.c as 2 ranks under
 /// `mpiexec.mpich`, each forking its children after `MPI_Init`, the sums added over the
 /// ranks): checkpointed without and with a kill at random instants, restarted by
