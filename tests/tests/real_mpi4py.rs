@@ -298,3 +298,38 @@ fn mpi4py_test_suite_checkpointed_repeatedly_passes_as_natively() {
     assert!(committed >= 5, "only {committed} checkpoints committed");
     assert_same_outcomes(native, &mana, "with checkpoints");
 }
+
+/// Item 2 of issue 11 with a client stack nobody here wrote: two ranks talking over
+/// CPython's `socket` module beside mpi4py (tests/python/socket_ranks.py: rank 0 listens
+/// on the loopback, rank 1 connects, numbers out and answers back with a wait between,
+/// an allreduce every 5 rounds, a shutdown read as end-of-file). Checkpointed without a
+/// kill and with one at random instants, restarted by `mpiexec.mpich mana_restart`: the
+/// connection comes back connected between the restored interpreters with its bytes in
+/// flight — rank 0's output equals the uninterrupted job's.
+#[test]
+fn python_sockets_between_ranks_come_back_connected() {
+    let s = Session::start("mpi4py-sockets");
+    let python = mpi4py_python();
+    let script = python_script("socket_ranks.py");
+    let args: Vec<&OsStr> = vec![
+        python.as_os_str(),
+        script.as_os_str(),
+        "40".as_ref(),
+        "150".as_ref(),
+    ];
+    let native = Proc::spawn("native", mpiexec_command(&s, RANKS, &args, &[])).wait_output(LONG);
+    native.assert_success();
+    let run = launch_args(&s, &args, "mana_launch socket_ranks");
+    run.wait_for_stdout("socket ranks ready", LONG);
+    wait_registered(&s, RANKS);
+    let mut rng = Rng::seeded("mpi4py-sockets");
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(2000)));
+    s.checkpoint().unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(2000)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = mana_tests::mpi::without_launcher_report(&run.wait_output(LONG).stdout).to_vec();
+    let last = restart(&s, RANKS, &[]).wait_output(LONG);
+    last.assert_success();
+    assert_continues(&native.stdout, &[first, last.stdout]);
+}
