@@ -537,6 +537,17 @@ pub struct UnixPairState {
     /// fail with `EPIPE` — and no bytes kept.
     #[serde(default)]
     pub outside: bool,
+    /// A `SOCK_SEQPACKET` pair (both ends in the process): message boundaries kept.
+    /// Absent when false, so that earlier images' digests stay the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub seqpacket: bool,
+    /// With `seqpacket`, on the descriptor holding `data`: each message's length, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packets: Vec<u32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A listening Unix socket (stream or seqpacket).

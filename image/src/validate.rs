@@ -558,6 +558,16 @@ fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
         .collect();
     for (fd, u) in &ends {
         let bad = |why: &str| Err(format!("descriptor {fd} (socket {}): {why}", u.socket));
+        let sum = u.packets.iter().map(|&n| n as u64).sum::<u64>();
+        if (!u.seqpacket || !u.holds_data) && !u.packets.is_empty()
+            || (!u.packets.is_empty() && (sum != u.data.len() as u64 || u.packets.contains(&0)))
+            || (u.seqpacket && u.packets.is_empty() && !u.data.is_empty())
+        {
+            return bad("message lengths that do not cut its bytes in flight");
+        }
+        if u.seqpacket && u.outside {
+            return bad("a seqpacket connection to another process");
+        }
         if u.outside {
             // The bytes readable at this end (its peer may be another process of the
             // tree, restored with it), on one descriptor of the end.

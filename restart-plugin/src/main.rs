@@ -944,10 +944,15 @@ pub(crate) fn new_socket_pair(
         let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
         let mut two = [-1i32; 2];
         // SAFETY: `two` is a valid out-array of two.
+        let kind = if u.seqpacket {
+            libc::SOCK_SEQPACKET
+        } else {
+            libc::SOCK_STREAM
+        };
         if unsafe {
             libc::socketpair(
                 libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
                 0,
                 two.as_mut_ptr(),
             )
@@ -982,9 +987,31 @@ pub(crate) fn new_socket_pair(
             }
             return Ok([high, -1]);
         }
-        // two[0] is this end, two[1] the peer: bytes readable here are sent from there.
-        for (from, bytes) in [(two[1], data_of(u.socket)), (two[0], data_of(u.peer))] {
-            let bytes = bytes.unwrap_or(&[]);
+        // two[0] is this end, two[1] the peer: bytes readable here are sent from there
+        // (a seqpacket pair's message by message).
+        let packets_of = |socket: u64| {
+            records()
+                .find(|v| v.socket == socket && v.holds_data)
+                .map_or(&[][..], |v| v.packets.as_slice())
+        };
+        for (from, socket) in [(two[1], u.socket), (two[0], u.peer)] {
+            let bytes = data_of(socket).unwrap_or(&[]);
+            if u.seqpacket {
+                let mut at = 0usize;
+                for &n in packets_of(socket) {
+                    let msg = &bytes[at..at + n as usize];
+                    // SAFETY: sending one message from our buffer on our new socket.
+                    let w = unsafe { libc::send(from, msg.as_ptr().cast(), msg.len(), 0) };
+                    if w != msg.len() as isize {
+                        return Err(err(&format!(
+                            "cannot put its {} messages in flight back",
+                            packets_of(socket).len()
+                        )));
+                    }
+                    at += n as usize;
+                }
+                continue;
+            }
             let mut at = 0;
             while at < bytes.len() {
                 // SAFETY: writing our own new socket (non-blocking).

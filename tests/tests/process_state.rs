@@ -1167,6 +1167,17 @@ fn forks_while_other_threads_hold_runtime_locks_stay_checkpointable() {
     chain_restarts_like_native("fork-storm", "fork_storm", &["150", "40"], "storm ready");
 }
 
+/// Item 2, a `SOCK_SEQPACKET` socket pair between two threads (tests/c/seqpacket.c: 1,000
+/// messages of 1 to 3,000 bytes, the reader slower than the writer, so several messages
+/// wait at the checkpoints). One checkpoint without a kill (the messages are read out
+/// and sent again through the other end, in order) and a chain of three with a kill and
+/// a restart at random instants: every message arrives whole and in order — the
+/// uninterrupted run's output (every 50th length, the hash of all).
+#[test]
+fn a_seqpacket_pair_keeps_its_messages_across_restarts() {
+    chain_restarts_like_native("seqpacket", "seqpacket", &["1000", "5"], "seqpacket ready");
+}
+
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
 /// before the `fork`): each round the parent writes a number there, the child answers
 /// next to it (pipes only poke). One checkpoint without a kill and a chain of three with

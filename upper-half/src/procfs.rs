@@ -752,25 +752,41 @@ fn tcp_in_flight(fd: i32, peer_fd: i32, peer_shutdown: u8) -> Result<Vec<u8>, St
 /// (another process's, or closed), and records the bytes readable at it on its lowest
 /// descriptor, peeked (`SO_PEEK_OFF` + `MSG_PEEK`, so nothing is consumed).
 fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
-    let ends: Vec<u64> = files
+    let ends: Vec<(u64, i32, u8)> = files
         .iter()
         .filter_map(|f| match &f.kind {
-            FileKind::UnixPair(u) => Some(u.socket),
+            FileKind::UnixPair(u) => Some((u.socket, f.fd, u.shutdown)),
             _ => None,
         })
         .collect();
+    let in_process = |s: u64| ends.iter().any(|e| e.0 == s);
     let mut done = Vec::new();
     for f in files.iter_mut() {
         let FileKind::UnixPair(u) = &mut f.kind else {
             continue;
         };
         if done.contains(&u.socket) {
-            if !ends.contains(&u.peer) {
+            if !in_process(u.peer) {
                 u.outside = true;
             }
             continue;
         }
-        if !ends.contains(&u.peer) {
+        if u.seqpacket {
+            // Messages cannot be peeked past the first: read out and sent again through
+            // the other end, which must be the process's.
+            let Some(&(_, peer_fd, peer_shutdown)) = ends.iter().find(|e| e.0 == u.peer) else {
+                return Err(format!(
+                    "descriptor {} (seqpacket socket {}): its other end is another process's: a seqpacket connection between processes cannot be checkpointed (not restored yet)",
+                    f.fd, u.socket
+                ));
+            };
+            done.push(u.socket);
+            u.holds_data = true;
+            (u.data, u.packets) = seqpacket_in_flight(f.fd, peer_fd, peer_shutdown)
+                .map_err(|e| format!("descriptor {} (seqpacket socket {}): {e}", f.fd, u.socket))?;
+            continue;
+        }
+        if !in_process(u.peer) {
             // Connected to another process: a process of the tree (restored connected
             // with it), else restored with its other end closed — the bytes readable
             // here kept either way. Only the second is worth a warning.
@@ -789,6 +805,86 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
             .map_err(|e| format!("descriptor {} (socket:[{}]): {e}", f.fd, u.socket))?;
     }
     Ok(())
+}
+
+/// The messages waiting at the seqpacket socket `fd` (their bytes, their lengths): read
+/// out, then sent again through its other end `peer_fd` in order, so that its queue is
+/// as it was (the program's threads are stopped). Zero-length messages are not kept.
+fn seqpacket_in_flight(
+    fd: i32,
+    peer_fd: i32,
+    peer_shutdown: u8,
+) -> Result<(Vec<u8>, Vec<u32>), String> {
+    let rx = AppFd::get(fd).ok_or("closed while checkpointing")?;
+    let tx = AppFd::get(peer_fd).ok_or("its other end closed while checkpointing")?;
+    let (rx, tx) = (rx.raw(), tx.raw());
+    let next_len = || {
+        // SAFETY: a peek of length 0 with MSG_TRUNC: the kernel returns the message's length.
+        unsafe {
+            libc::recv(
+                rx,
+                core::ptr::null_mut(),
+                0,
+                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            )
+        }
+    };
+    if next_len() > 0 && peer_shutdown & 2 != 0 {
+        return Err(
+            "messages in flight from an end that stopped sending: they could not be sent again"
+                .into(),
+        );
+    }
+    let mut data = Vec::new();
+    let mut packets = Vec::new();
+    loop {
+        let n = next_len();
+        if n <= 0 {
+            break;
+        }
+        let at = data.len();
+        data.resize(at + n as usize, 0);
+        // SAFETY: reading one message into our buffer of its length.
+        let r = unsafe {
+            libc::recv(
+                rx,
+                data[at..].as_mut_ptr().cast(),
+                n as usize,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r != n {
+            return Err(format!("reading a message of {n} bytes failed"));
+        }
+        packets.push(n as u32);
+    }
+    let mut at = 0usize;
+    for &n in &packets {
+        let msg = &data[at..at + n as usize];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            // SAFETY: sending one message from our buffer.
+            let w = unsafe {
+                libc::send(
+                    tx,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if w == msg.len() as isize {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(
+                    "a message read out could not be sent again (the checkpoint lost it)".into(),
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        at += n as usize;
+    }
+    Ok((data, packets))
 }
 
 /// The bytes readable at the stream socket `fd`, without consuming them.
@@ -1256,14 +1352,18 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
             FileKind::UnixListener(l)
         } else if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
             match unix_peer(st.st_ino) {
-                Some((libc::SOCK_STREAM, peer, shutdown)) => FileKind::UnixPair(UnixPairState {
-                    socket: st.st_ino,
-                    peer,
-                    holds_data: false,
-                    data: Vec::new(),
-                    shutdown,
-                    outside: false,
-                }),
+                Some((kind @ (libc::SOCK_STREAM | libc::SOCK_SEQPACKET), peer, shutdown)) => {
+                    FileKind::UnixPair(UnixPairState {
+                        socket: st.st_ino,
+                        peer,
+                        holds_data: false,
+                        data: Vec::new(),
+                        shutdown,
+                        outside: false,
+                        seqpacket: kind == libc::SOCK_SEQPACKET,
+                        packets: Vec::new(),
+                    })
+                }
 
                 _ => match tcp_socket(fd, st.st_ino)? {
                     Some(t) => FileKind::Tcp(t),
@@ -1278,6 +1378,8 @@ fn descriptors(runtime_fds: &[i32], inherited: &[(i32, u64)]) -> Result<Vec<File
                             data: Vec::new(),
                             shutdown: 0,
                             outside: true,
+                            seqpacket: false,
+                            packets: Vec::new(),
                         }),
                         None => {
                         return Err(format!(
