@@ -943,12 +943,12 @@ pub(crate) fn new_socket_pair(
     {
         let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
         let mut two = [-1i32; 2];
-        // SAFETY: `two` is a valid out-array of two.
         let kind = if u.seqpacket {
             libc::SOCK_SEQPACKET
         } else {
             libc::SOCK_STREAM
         };
+        // SAFETY: `two` is a valid out-array of two.
         if unsafe {
             libc::socketpair(
                 libc::AF_UNIX,
