@@ -273,13 +273,15 @@ pub fn validate(h: &ImageHeader, data_end: u64) -> Result<(), String> {
                     | FileKind::EventFd { .. }
                     | FileKind::TimerFd { .. }
                     | FileKind::SignalFd { .. }
-                    | FileKind::UnixPair(_)
-                    | FileKind::Tcp(_)
                     | FileKind::Dgram(_)
                     | FileKind::UnixListener(_)
             ) && (f.fd <= 2 || f.offset != 0))
-            // A pipe may be a descendant's stdio (`popen`'s).
-            || (matches!(f.kind, FileKind::Pipe(_)) && f.offset != 0)
+            // A pipe, a socket pair's end or a TCP connection may be a descendant's
+            // stdio (`popen`'s pipe; a socket given as a child's stdin and stdout).
+            || (matches!(
+                f.kind,
+                FileKind::Pipe(_) | FileKind::UnixPair(_) | FileKind::Tcp(_)
+            ) && f.offset != 0)
             || (matches!(f.kind, FileKind::Unlinked(_)) && f.fd <= 2)
             || matches!(f.kind, FileKind::TimerFd { clock, value_ns, interval_ns, .. }
                 if ![0, 1, 7, 8, 9].contains(&clock) || value_ns >= 1 << 62 || interval_ns >= 1 << 62)

@@ -1178,6 +1178,17 @@ fn a_seqpacket_pair_keeps_its_messages_across_restarts() {
     chain_restarts_like_native("seqpacket", "seqpacket", &["1000", "5"], "seqpacket ready");
 }
 
+/// Items 2 and 5, a child whose stdin and stdout are a Unix socket (tests/c/sock_stdio.c:
+/// the parent execs itself as the child with its end of a socket pair as descriptors 0
+/// and 1, as inetd-style helpers run). One checkpoint without a kill and a chain of three
+/// with a kill and a restart at random instants: the child's standard streams come back
+/// as the same connected pair with its bytes in flight — the uninterrupted run's output
+/// (before, the restart refused the child's image: a socket at descriptor 0).
+#[test]
+fn a_socket_as_a_childs_stdio_comes_back_connected() {
+    chain_restarts_like_native("sock-stdio", "sock_stdio", &["40", "150"], "stdio ready");
+}
+
 /// Items 2 and 5, memory a parent and its child share (`MAP_SHARED|MAP_ANONYMOUS` made
 /// before the `fork`): each round the parent writes a number there, the child answers
 /// next to it (pipes only poke). One checkpoint without a kill and a chain of three with
