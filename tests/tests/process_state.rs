@@ -650,6 +650,40 @@ fn an_mpi_program_without_a_launcher_is_checkpointed_after_its_thread_hands_over
     assert_continues(&native.stdout, &pieces);
 }
 
+/// Item 5 in a program started without a launcher (tests/mpi/singleton_kids.c: a child
+/// forked before the first MPI call, answering over pipes). A checkpoint before
+/// `MPI_Init` makes the socket children join in the checkpoint thread's own descriptor
+/// table; at `MPI_Init` that thread gives way to one sharing the program's, and closes
+/// those sockets as it goes (before: the child stayed joined to a socket the new thread
+/// could not use, and every later checkpoint failed naming it). Checkpoints before and
+/// after `MPI_Init` without a kill, then one with a kill and a restart: each succeeds and
+/// the output is the uninterrupted run's.
+#[test]
+fn a_singleton_mpi_programs_child_stays_checkpointable_across_the_handover() {
+    let s = Session::start("singleton-kids");
+    let program = compile_mpi("singleton_kids", s.dir());
+    let args = ["10", "20", "150"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("kids ready", SHORT);
+    s.wait_registered(run.pid());
+    s.checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint before MPI_Init: {e}"));
+    run.wait_for_stdout("mpi ready", LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    s.checkpoint()
+        .unwrap_or_else(|e| panic!("checkpoint after the handover: {e}"));
+    let mut rng = Rng::seeded("singleton-kids");
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(1000)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = run.wait_output(LONG).stdout;
+    let last = s.restart(&s.ckpt_dir).wait_output(LONG);
+    last.assert_success();
+    assert_continues(&native.stdout, &[first, last.stdout]);
+}
+
 /// POSIX timers of every kind (`SIGEV_SIGNAL` with a handler, `SIGEV_THREAD`, and
 /// `SIGEV_THREAD_ID` to a worker taking its signal with `sigwaitinfo`) and `setitimer`
 /// go on after checkpoints with and without a kill: a timer that did not come back, or

@@ -265,6 +265,10 @@ fn accept_loop(listener: UnixListener) {
     LISTENER_TID.store(crate::sys::gettid(), Ordering::Release);
     let me = crate::sys::getpid();
     for conn in listener.incoming() {
+        // Retired ([`retire`]): the socket was shut down and forgotten.
+        if LISTEN_FD.load(Ordering::Acquire) != listener.as_raw_fd() {
+            break;
+        }
         let Ok(conn) = conn else { continue };
         let fd = conn.into_raw_fd();
         match admit(fd, me) {
@@ -294,6 +298,31 @@ fn accept_loop(listener: UnixListener) {
             }
         }
     }
+    LISTENER_TID.store(0, Ordering::Release);
+}
+
+/// The checkpoint thread gives way to a new one with another descriptor table (a program
+/// started without a launcher, at its first MPI call): the listening socket and the
+/// members' connections are in this thread's table, which the new thread cannot use.
+/// Called by the retiring thread: the listener thread ends (its socket shut down), the
+/// members' connections close — members connect again, to the listener the new thread
+/// makes at its first checkpoint with children.
+pub fn retire() {
+    let fd = LISTEN_FD.swap(-1, Ordering::AcqRel);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: shutting down our listening socket wakes its thread's accept.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while listener_tid() != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut all = MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
+    for m in all.iter() {
+        close(m.fd);
+    }
+    all.clear();
 }
 
 /// Whether the member at the other end of `fd` is gone (a member never speaks first:

@@ -625,8 +625,9 @@ fn run(cfg: Config, epoch: u64) {
     serve(cfg, epoch);
     if retired(epoch) {
         // Its lease descriptor is in this thread's table, closed as the thread ends; the
-        // new thread claims the lease again.
+        // new thread claims the lease again. So are the child-process sockets.
         forget_lease();
+        crate::members::retire();
         let _ =
             RETIRING_TID.compare_exchange(sys::gettid(), 0, Ordering::AcqRel, Ordering::Relaxed);
     }
