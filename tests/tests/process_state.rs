@@ -1341,6 +1341,67 @@ fn a_tcp_connection_between_mpi_ranks_comes_back_connected() {
     mpi_ranks_restart_like_native("tcp_ranks", &["40", "150", "5"], "tcp ranks ready", 2500);
 }
 
+/// The same connection restarted as if on two hosts: rank 1's restarter runs in a UTS
+/// namespace of its own with another host name (`unshare -u`), so the exchange treats the
+/// ranks as on two nodes and rank 1 connects to rank 0's listener over the node's own
+/// address, not the loopback (the path a restart on two nodes takes). Checkpointed at a
+/// random instant with a kill: the connection comes back connected with its bytes —
+/// rank 0's output equals the uninterrupted job's, and rank 1's log names the address.
+#[test]
+fn a_tcp_connection_between_mpi_ranks_on_two_hosts_comes_back_connected() {
+    let s = Session::start("tcp-ranks-hosts");
+    let exe = compile_mpi("tcp_ranks", s.dir());
+    let args = ["30", "150", "5"];
+    let native = mana_tests::mpi::native(&s, 2, &exe, &args);
+    let run = mana_tests::mpi::launch(&s, 2, &exe, &args, &[("MANA_LOG", "mana=debug")]);
+    run.wait_for_stdout("tcp ranks ready", SHORT);
+    mana_tests::mpi::wait_registered(&s, 2);
+    let mut rng = Rng::seeded("tcp-ranks-hosts");
+    std::thread::sleep(rng.duration_upto(Duration::from_millis(2500)));
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = mana_tests::mpi::without_launcher_report(&run.wait_output(SHORT).stdout).to_vec();
+    let restart = mana_tests::bin("mana_restart");
+    let other_host = format!(
+        "hostname mana-other-node && exec {} {}",
+        restart.display(),
+        s.ckpt_dir.display()
+    );
+    let args: Vec<&std::ffi::OsStr> = vec![
+        restart.as_os_str(),
+        s.ckpt_dir.as_os_str(),
+        ":".as_ref(),
+        "-n".as_ref(),
+        "1".as_ref(),
+        "unshare".as_ref(),
+        "-u".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        other_host.as_ref(),
+    ];
+    let last = Proc::spawn(
+        "mpiexec mana_restart on two host names",
+        mana_tests::mpi::mpiexec_command(&s, 1, &args, &[]),
+    )
+    .wait_output(LONG);
+    last.assert_success();
+    let log = last.stderr_text();
+    assert!(
+        log.lines().any(
+            |l| l.contains("connected to the rank's listener") && !l.contains("[127, 0, 0, 1]")
+        ),
+        "rank 1 did not connect over the node's address: {}",
+        last.describe()
+    );
+    assert_eq!(
+        log.matches("comes back connected").count(),
+        2,
+        "{}",
+        last.describe()
+    );
+    assert_continues(native.as_bytes(), &[first, last.stdout]);
+}
+
 /// The same over a Unix stream connection between the two ranks (rank 0 listens on an
 /// abstract name): matched by socket inodes, made again between the restored ranks on
 /// this node with its bytes — rank 0's output equals the uninterrupted job's.

@@ -711,6 +711,7 @@ fn connect_all(
             match conn {
                 Ok(fd) => match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
                     Ok(()) => {
+                        tracing::debug!(peer = m.peer, address = ?ip, "connected to the rank's listener");
                         out[k] = Ok(fd);
                         break;
                     }
