@@ -157,6 +157,16 @@ pub struct Region {
     /// header whose region was moved, resized, given other protections, another file or
     /// other page positions fails it as data changed would.
     pub checksum: u64,
+    /// Shared memory (`SharedAnon`): the inode of the object mapped (a `MAP_SHARED`
+    /// anonymous mapping's, a `SysV` segment's, a deleted file's) — equal in every process
+    /// of the tree mapping the same object, wherever each maps it. 0: not recorded (an
+    /// earlier image; absent from the header then, and out of the checksum).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_inode: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The hasher of a region's checksum, seeded with its description (start, end,
@@ -168,12 +178,16 @@ pub fn region_hasher(
     name: &str,
     kind: &RegionKind,
     extents: &[Extent],
+    shared_inode: u64,
 ) -> RegionHasher {
     let pages: Vec<(u64, u64)> = extents.iter().map(|e| (e.first_page, e.pages)).collect();
     let desc = rmp_serde::to_vec(&(start, end, prot, name, kind, pages))
         .expect("a region description is always serializable");
     let mut h = RegionHasher::new();
     h.update(&desc);
+    if shared_inode != 0 {
+        h.update(&shared_inode.to_le_bytes());
+    }
     h
 }
 
@@ -187,6 +201,7 @@ impl Region {
             &self.name,
             &self.kind,
             &self.extents,
+            self.shared_inode,
         )
     }
 

@@ -399,12 +399,14 @@ fn restore_region(
     mapped: &mana_image::files::MappedFiles,
     index: usize,
     r: &Region,
-    shared: &std::collections::HashMap<(u64, u64), i32>,
+    shared: &std::collections::HashMap<(u64, u64, u64), i32>,
 ) -> Result<(), String> {
     let len = r.len();
     // Memory shared with other processes of the tree: their common memfd, its contents
     // already in it (tree.rs).
-    if let (RegionKind::SharedAnon, Some(&fd)) = (&r.kind, shared.get(&(r.start, r.end))) {
+    if let (RegionKind::SharedAnon, Some(&fd)) =
+        (&r.kind, shared.get(&(r.start, r.end, r.shared_inode)))
+    {
         sys::map_fixed(r.start, len, prot_flags(r.prot), libc::MAP_SHARED, fd, 0).map_err(|e| {
             format!(
                 "cannot map {:#x}-{:#x} ({}) shared: {e}",

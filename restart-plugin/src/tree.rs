@@ -83,9 +83,9 @@ pub fn load(
 pub struct Shared {
     pub pipes: HashMap<u64, [i32; 2]>,
     pub sockets: HashMap<u64, i32>,
-    /// Shared anonymous memory (`MAP_SHARED` before a `fork`), by its range: a memfd
-    /// holding its contents, which every process maps instead of memory of its own.
-    pub memory: HashMap<(u64, u64), i32>,
+    /// Shared memory, by each holder's (start, end, object inode): a memfd holding its
+    /// contents, which every process maps instead of memory of its own.
+    pub memory: HashMap<(u64, u64, u64), i32>,
     /// TCP connections between processes of the tree (each end) and listening sockets
     /// several of them hold: by socket inode.
     pub tcp: HashMap<u64, i32>,
@@ -99,7 +99,12 @@ impl Shared {
             .values()
             .flat_map(|e| e.iter().copied())
             .chain(self.sockets.values().copied())
-            .chain(self.memory.values().copied())
+            .chain({
+                let mut m: Vec<i32> = self.memory.values().copied().collect();
+                m.sort_unstable();
+                m.dedup();
+                m
+            })
             .chain(self.tcp.values().copied());
         for fd in all {
             // SAFETY: our inherited temporaries.
@@ -296,33 +301,65 @@ fn inherited_sockets(var: &str) -> HashMap<u64, i32> {
     out
 }
 
-/// A `MAP_SHARED` anonymous region several images hold at the same range (made before a
-/// `fork`): one memfd with its contents (from the first image holding it), for each
-/// process to map. Nobody writes those pages back afterwards: a process restored later
-/// would overwrite what an earlier one already changed.
+/// Shared memory several images of the tree hold — the same object (its inode, when the
+/// images record it: a `MAP_SHARED` anonymous mapping, a `SysV` segment, a deleted
+/// file's shared mapping, wherever each process maps it) or, in earlier images, the same
+/// range (made before a `fork`): one memfd with its contents (from the first image
+/// holding it), for each process to map at its own range. Nobody writes those pages back
+/// afterwards: a process restored later would overwrite what an earlier one already
+/// changed. Keyed by (start, end, inode) so that a process finds its own region's.
 fn make_shared_memory(
     all: &[ImageHeader],
     readers: &[&ImageReader],
     above: i32,
-) -> Result<HashMap<(u64, u64), i32>, String> {
+) -> Result<HashMap<(u64, u64, u64), i32>, String> {
+    use mana_image::RegionKind;
+    // The object a region maps: a shared-memory object (a `SysV` segment, a `MAP_SHARED`
+    // anonymous mapping: inodes of one internal file system) mapped whole-once by its
+    // image is matched by inode, wherever each process maps it; anything else (pieces of
+    // one object, a deleted file's mapping, an earlier image without inodes) by range
+    // and inode, so that unrelated memory at one range in two processes stays apart.
+    let object = |h: &ImageHeader, r: &mana_image::Region| -> (u64, u64, u64) {
+        let shmem = r.name.starts_with("/SYSV") || r.name == "/dev/zero (deleted)";
+        let pieces = h
+            .regions
+            .iter()
+            .filter(|q| q.kind == RegionKind::SharedAnon && q.shared_inode == r.shared_inode)
+            .count();
+        if r.shared_inode != 0 && shmem && pieces == 1 {
+            (r.shared_inode, r.len(), u64::MAX)
+        } else {
+            (r.start, r.end, r.shared_inode)
+        }
+    };
     let mut memory = HashMap::new();
+    let mut done: Vec<(u64, u64, u64)> = Vec::new();
     for (i, h) in all.iter().enumerate() {
         for (index, r) in h.regions.iter().enumerate() {
-            if r.kind != mana_image::RegionKind::SharedAnon
-                || memory.contains_key(&(r.start, r.end))
-            {
+            if r.kind != RegionKind::SharedAnon {
                 continue;
             }
-            let elsewhere = all[i + 1..].iter().any(|o| {
-                o.regions.iter().any(|q| {
-                    q.kind == mana_image::RegionKind::SharedAnon
-                        && q.start == r.start
-                        && q.end == r.end
+            let key = object(h, r);
+            if done.contains(&key) {
+                continue;
+            }
+            let holders: Vec<(u64, u64, u64)> = all
+                .iter()
+                .flat_map(|o| {
+                    o.regions
+                        .iter()
+                        .filter(move |q| q.kind == RegionKind::SharedAnon && object(o, q) == key)
+                        .map(|q| (q.start, q.end, q.shared_inode))
                 })
-            });
-            if !elsewhere {
+                .collect();
+            if !all[i + 1..].iter().any(|o| {
+                o.regions
+                    .iter()
+                    .any(|q| q.kind == RegionKind::SharedAnon && object(o, q) == key)
+            }) {
                 continue;
             }
+            done.push(key);
             let err = |what: &str| {
                 format!(
                     "memory {:#x}-{:#x} shared between processes of the tree: {what}: {}",
@@ -370,13 +407,15 @@ fn make_shared_memory(
             if high < 0 {
                 return Err(err("cannot move it out of the way"));
             }
-            memory.insert((r.start, r.end), high);
+            for k in holders {
+                memory.insert(k, high);
+            }
         }
     }
     if !memory.is_empty() {
         let v: Vec<String> = memory
             .iter()
-            .map(|((s, e), fd)| format!("{s}:{e}:{fd}"))
+            .map(|((s, e, ino), fd)| format!("{s}:{e}:{ino}:{fd}"))
             .collect();
         std::env::set_var(MEMORY_ENV, v.join(","));
         debug!(
@@ -404,12 +443,13 @@ pub fn inherited() -> Shared {
     if let Ok(v) = std::env::var(MEMORY_ENV) {
         for item in v.split(',').take(4096) {
             let mut it = item.split(':').map(|x| x.parse::<u64>().ok());
-            let (Some(Some(s)), Some(Some(e)), Some(Some(fd))) = (it.next(), it.next(), it.next())
+            let (Some(Some(s)), Some(Some(e)), Some(Some(ino)), Some(Some(fd))) =
+                (it.next(), it.next(), it.next(), it.next())
             else {
                 continue;
             };
             if s < e && fd < 1 << 20 && is_a(fd as i64, libc::S_IFREG) {
-                memory.insert((s, e), fd as i32);
+                memory.insert((s, e, ino), fd as i32);
             }
         }
     }

@@ -62,6 +62,43 @@ struct ThreadTimer {
 unsafe impl Send for ThreadTimer {}
 
 static THREAD_TIMERS: Mutex<Vec<ThreadTimer>> = Mutex::new(Vec::new());
+/// [`THREAD_TIMERS`] held with every signal blocked: a thread a checkpoint stopped while
+/// holding it would keep a forking thread (which takes it with signals blocked,
+/// [`crate::fork`]) waiting, and that one could then never stop. Unlocked before the
+/// mask is given back.
+struct TimersHeld {
+    guard: Option<std::sync::MutexGuard<'static, Vec<ThreadTimer>>>,
+    mask: u64,
+}
+
+fn lock_timers() -> TimersHeld {
+    let mask = sys::set_sigmask(!0);
+    TimersHeld {
+        guard: Some(THREAD_TIMERS.lock().unwrap_or_else(|p| p.into_inner())),
+        mask,
+    }
+}
+
+impl std::ops::Deref for TimersHeld {
+    type Target = Vec<ThreadTimer>;
+    fn deref(&self) -> &Vec<ThreadTimer> {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for TimersHeld {
+    fn deref_mut(&mut self) -> &mut Vec<ThreadTimer> {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for TimersHeld {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        sys::set_sigmask(self.mask);
+    }
+}
+
 /// This module's lock, held by the forking thread across a `fork` ([`crate::fork`]).
 pub(crate) fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
     vec![crate::fork::held(&THREAD_TIMERS)]
@@ -109,7 +146,7 @@ pub unsafe extern "C" fn timer_create(
     };
     kev.rest[0] = helper as u32 as u64;
     // The helper finds the timer by the id the kernel puts in the signal's siginfo.
-    let mut timers = THREAD_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut timers = lock_timers();
     let id = match kernel_timer_create(clock, &kev) {
         Ok(id) => id,
         Err(e) => {
@@ -134,10 +171,7 @@ pub unsafe extern "C" fn timer_create(
 pub unsafe extern "C" fn timer_delete(timerid: libc::timer_t) -> c_int {
     let id = timerid as isize;
     if (0..=i32::MAX as isize).contains(&id) {
-        THREAD_TIMERS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|t| t.id as isize != id);
+        lock_timers().retain(|t| t.id as isize != id);
     }
     type F = unsafe extern "C" fn(libc::timer_t) -> c_int;
     let real: F = crate::timed::real!("timer_delete", F);
@@ -263,7 +297,9 @@ fn helper(tx: std::sync::mpsc::Sender<i32>) {
         // padding (`_sigev_un._timer.si_tid`).
         let id =
             unsafe { *((&info as *const libc::siginfo_t as *const u8).add(16) as *const c_int) };
-        let timers = THREAD_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
+        // Held until the thread is made: its attributes live in the list (a timer_delete
+        // meanwhile would free them).
+        let timers = lock_timers();
         let Some(t) = timers.iter().find(|t| t.id == id) else {
             continue;
         };
@@ -273,9 +309,9 @@ fn helper(tx: std::sync::mpsc::Sender<i32>) {
             .as_deref()
             .map_or(core::ptr::null(), |a| a as *const libc::pthread_attr_t);
         let call = Box::into_raw(Box::new((t.function, t.value)));
-        drop(timers);
         // SAFETY: a trampoline taking ownership of `call`; attributes copied at creation.
         let r = unsafe { libc::pthread_create(&mut thread, attr, run_function, call.cast()) };
+        drop(timers);
         if r == 0 {
             // SAFETY: the thread just made; glibc detaches SIGEV_THREAD threads too.
             unsafe { libc::pthread_detach(thread) };
@@ -287,6 +323,9 @@ fn helper(tx: std::sync::mpsc::Sender<i32>) {
 }
 
 extern "C" fn run_function(arg: *mut c_void) -> *mut c_void {
+    // Made with every signal blocked (the helper's mask while it held the timer list): the
+    // program's function runs with none blocked, as glibc's SIGEV_THREAD threads do.
+    sys::set_sigmask(0);
     // SAFETY: made by `helper` with Box::into_raw.
     let (function, value) = *unsafe { Box::from_raw(arg as *mut (usize, u64)) };
     // SAFETY: the program's `void (*)(union sigval)`; a sigval is passed as one word.

@@ -83,36 +83,58 @@ impl Saved {
     }
 }
 
-/// The noted connections, their states as the image holds them.
-fn noted(image: &std::path::Path) -> Result<Vec<(i32, Saved)>, String> {
+/// A noted connection: every descriptor of its socket, and its state.
+struct Link {
+    fds: Vec<i32>,
+    saved: Saved,
+}
+
+impl Link {
+    fn fd(&self) -> i32 {
+        self.fds[0]
+    }
+}
+
+/// The noted connections, their states as the image holds them, and the host the
+/// checkpoint ran on.
+fn noted(image: &std::path::Path) -> Result<(String, Vec<Link>), String> {
     let fds: Vec<i32> = LINK_FDS
         .iter()
         .map(|s| s.swap(-1, Ordering::Relaxed))
         .filter(|&fd| fd >= 0)
         .collect();
     if fds.is_empty() {
-        return Ok(Vec::new());
+        return Ok((String::new(), Vec::new()));
     }
     let reader = mana_image::ImageReader::open(image).map_err(|e| e.to_string())?;
-    let mut seen: Vec<u64> = Vec::new();
-    Ok(reader
-        .header
-        .files
-        .iter()
-        .filter(|f| fds.contains(&f.fd))
-        .filter_map(|f| match &f.kind {
+    let files = &reader.header.files;
+    let socket_of = |k: &mana_image::FileKind| match k {
+        mana_image::FileKind::Tcp(t) => Some((false, t.socket)),
+        mana_image::FileKind::UnixPair(u) => Some((true, u.socket)),
+        _ => None,
+    };
+    let mut links: Vec<Link> = Vec::new();
+    for f in files.iter().filter(|f| fds.contains(&f.fd)) {
+        let saved = match &f.kind {
             mana_image::FileKind::Tcp(t) if t.holds_data && t.peer == 0 && !t.listening => {
-                Some((f.fd, Saved::Tcp(t.clone())))
+                Saved::Tcp(t.clone())
             }
-            mana_image::FileKind::UnixPair(u)
-                if u.holds_data && u.outside && u.peer != 0 && !seen.contains(&u.socket) =>
-            {
-                seen.push(u.socket);
-                Some((f.fd, Saved::Unix(u.clone())))
+            mana_image::FileKind::UnixPair(u) if u.holds_data && u.outside && u.peer != 0 => {
+                Saved::Unix(u.clone())
             }
-            _ => None,
-        })
-        .collect())
+            _ => continue,
+        };
+        let me = socket_of(&f.kind);
+        let mut all: Vec<i32> = vec![f.fd];
+        all.extend(
+            files
+                .iter()
+                .filter(|g| g.fd != f.fd && socket_of(&g.kind) == me)
+                .map(|g| g.fd),
+        );
+        links.push(Link { fds: all, saved });
+    }
+    Ok((reader.header.hostname.clone(), links))
 }
 
 /// At a checkpoint (`socket_contents`): a Unix stream connection to another process.
@@ -246,6 +268,9 @@ struct Offer {
     /// on every address of the node: a stranger must not pass for a rank).
     token: u64,
     host: String,
+    /// The host the checkpoint ran on (a loopback connection is matched only between
+    /// ranks that were on one host).
+    ckpt_host: String,
     /// IPv4 addresses of this node (not the loopback), for peers on other nodes.
     addrs: Vec<[u8; 4]>,
     port: u16,
@@ -267,6 +292,22 @@ struct Offered {
 }
 
 impl Offered {
+    /// Whether either end's address is a loopback one (127/8, ::1, ::ffff:127/8).
+    fn loopback(&self) -> bool {
+        let lo = |ip: &[u8]| match ip.len() {
+            4 => ip[0] == 127,
+            16 => {
+                ip[..15].iter().all(|&b| b == 0) && ip[15] == 1
+                    || (ip[..10].iter().all(|&b| b == 0)
+                        && ip[10] == 0xff
+                        && ip[11] == 0xff
+                        && ip[12] == 127)
+            }
+            _ => false,
+        };
+        lo(&self.local_ip) || lo(&self.remote_ip)
+    }
+
     fn crosses(&self, o: &Offered) -> bool {
         self.family == o.family
             && self.local_ip == o.remote_ip
@@ -296,24 +337,26 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
     if !EXCHANGE.swap(false, Ordering::AcqRel) {
         return;
     }
-    let links = noted(image).unwrap_or_else(|e| {
+    // Every rank of the world takes part in both exchanges below, whatever it holds or
+    // fails to do (a rank missing one would leave the others waiting inside MPI).
+    let (ckpt_host, links) = noted(image).unwrap_or_else(|e| {
         warn!("cannot read this rank's connections back from its image ({e}): they stay reset");
-        Vec::new()
+        (String::new(), Vec::new())
     });
     let tcp_idx: Vec<usize> = (0..links.len())
-        .filter(|&i| matches!(links[i].1, Saved::Tcp(_)))
+        .filter(|&i| matches!(links[i].saved, Saved::Tcp(_)))
         .collect();
     let unix_idx: Vec<usize> = (0..links.len())
-        .filter(|&i| matches!(links[i].1, Saved::Unix(_)))
+        .filter(|&i| matches!(links[i].saved, Saved::Unix(_)))
         .collect();
     let mut token = [0u8; 8];
     // SAFETY: getrandom into a valid 8-byte buffer.
-    if unsafe { libc::getrandom(token.as_mut_ptr().cast(), 8, 0) } != 8 {
+    let random = unsafe { libc::getrandom(token.as_mut_ptr().cast(), 8, 0) } == 8;
+    if !random && !links.is_empty() {
         warn!("no random bytes for the connections between ranks: they stay reset");
-        return;
     }
     let token = u64::from_ne_bytes(token);
-    let listener = if links.is_empty() {
+    let listener = if links.is_empty() || !random {
         None
     } else {
         match Listener::open(token, !unix_idx.is_empty()) {
@@ -335,11 +378,12 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
     let offer = Offer {
         token,
         host: crate::procfs::hostname(),
+        ckpt_host,
         addrs: node_addresses(),
         port: listener.as_ref().map_or(0, |l| l.port),
         links: tcp_idx
             .iter()
-            .filter_map(|&i| match &links[i].1 {
+            .filter_map(|&i| match &links[i].saved {
                 Saved::Tcp(t) => Some(Offered {
                     family: t.family,
                     local_ip: t.local_ip.clone(),
@@ -353,13 +397,14 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
             .collect(),
         unix: unix_idx
             .iter()
-            .filter_map(|&i| match &links[i].1 {
+            .filter_map(|&i| match &links[i].saved {
                 Saved::Unix(u) => Some((u.socket, u.peer, offered(u.data.len()))),
                 Saved::Tcp(_) => None,
             })
             .collect(),
     };
     let bytes = rmp_serde::to_vec(&offer).unwrap_or_default();
+    // Fails alike on every rank (the lengths are every rank's, MPI's errors the job's).
     let all = match mana_drain::allgather(&bytes, world_size, OFFER_LIMIT) {
         Ok(a) => a,
         Err(e) => {
@@ -371,10 +416,11 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
         .iter()
         .map(|b| rmp_serde::from_slice(b).unwrap_or_default())
         .collect();
-    let Some(listener) = listener else {
-        return;
+    let mut matched = if listener.is_some() {
+        match_links(&offers, rank)
+    } else {
+        Vec::new()
     };
-    let mut matched = match_links(&offers, rank);
     for m in &mut matched {
         m.mine = if m.unix {
             unix_idx[m.mine]
@@ -382,20 +428,23 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
             tcp_idx[m.mine]
         };
     }
-    for (i, (fd, saved)) in links.iter().enumerate() {
+    for (i, l) in links.iter().enumerate() {
         if !matched.iter().any(|m| m.mine == i) {
-            let kind = if matches!(saved, Saved::Unix(_)) {
+            let kind = if matches!(l.saved, Saved::Unix(_)) {
                 "a Unix connection to another process: no rank of this job holds its other end; it stays closed by its peer"
             } else {
                 "a TCP connection to another process: no rank of this job holds its other end; it stays reset by its peer"
             };
-            info!(fd, "{kind}");
+            info!(fd = l.fd(), "{kind}");
         }
     }
-    let made = connect_all(&listener, &offers, rank, &matched);
-    let mut states: Vec<Exchange> = Vec::new();
-    for (m, sock) in matched.iter().zip(made) {
-        let (fd, saved) = &links[m.mine];
+    let made = match &listener {
+        Some(listener) => connect_all(listener, &offers, rank, &matched),
+        None => Vec::new(),
+    };
+    let mut states: Vec<(usize, Exchange)> = Vec::new();
+    for (k, (m, sock)) in matched.iter().zip(made).enumerate() {
+        let link = &links[m.mine];
         let theirs = &offers[m.peer as usize];
         let readable = if m.unix {
             theirs.unix[m.theirs].2
@@ -403,18 +452,50 @@ pub fn restore(image: &std::path::Path, rank: u32, world_size: u32) {
             theirs.links[m.theirs].readable
         };
         match sock {
-            Ok(s) => states.push(Exchange::new(s, *fd, saved, readable, m.peer)),
+            Ok(s) => states.push((
+                k,
+                Exchange::new(s, link.fds.clone(), &link.saved, readable, m.peer),
+            )),
             Err(e) => warn!(
-                fd,
+                fd = link.fd(),
                 peer = m.peer,
                 "a connection to rank {}: {e}; it stays as it came back (reset or closed)",
                 m.peer
             ),
         }
     }
-    exchange_all(&mut states);
-    for x in states {
-        x.finish();
+    let mut just: Vec<&mut Exchange> = states.iter_mut().map(|(_, x)| x).collect();
+    exchange_all(&mut just);
+    // Both sides put a connection in place, or neither: a side whose exchange failed (its
+    // peer's bytes did not fit, a timeout) must not leave the other reading a cut stream.
+    let done: Vec<(u32, u32, bool)> = states
+        .iter()
+        .map(|(k, x)| {
+            let m = &matched[*k];
+            let bit = if m.unix { UNIX_BIT } else { 0 };
+            (m.peer, m.offered as u32 | bit, x.succeeded())
+        })
+        .collect();
+    let bytes = rmp_serde::to_vec(&done).unwrap_or_default();
+    let results: Vec<Vec<(u32, u32, bool)>> =
+        match mana_drain::allgather(&bytes, world_size, OFFER_LIMIT) {
+            Ok(a) => a
+                .iter()
+                .map(|b| rmp_serde::from_slice(b).unwrap_or_default())
+                .collect(),
+            Err(e) => {
+                warn!("cannot agree on the connections between ranks ({e}): they stay reset");
+                Vec::new()
+            }
+        };
+    for (k, x) in states {
+        let m = &matched[k];
+        let bit = if m.unix { UNIX_BIT } else { 0 };
+        let peer_ok = results.get(m.peer as usize).is_some_and(|r| {
+            r.iter()
+                .any(|&(p, o, ok)| p == rank && o == m.theirs as u32 | bit && ok)
+        });
+        x.finish(peer_ok);
     }
 }
 
@@ -430,8 +511,10 @@ fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
             if p == r {
                 continue;
             }
+            // A loopback connection joins two processes of one host only.
+            let same_host = o.ckpt_host == offers[r].ckpt_host;
             for (j, l) in o.links.iter().enumerate() {
-                if usable(l) && l.crosses(me) {
+                if usable(l) && l.crosses(me) && (same_host || !l.loopback()) {
                     v.push((p, j));
                 }
             }
@@ -486,7 +569,10 @@ fn match_links(offers: &[Offer], rank: u32) -> Vec<Matched> {
             continue;
         }
         let (p, j) = t[0];
-        if unix_twins(p, j) == vec![(r, i)] && offers[p].host == mine.host {
+        if unix_twins(p, j) == vec![(r, i)]
+            && offers[p].host == mine.host
+            && offers[p].ckpt_host == mine.ckpt_host
+        {
             out.push(Matched {
                 mine: i,
                 offered: i,
@@ -709,7 +795,18 @@ fn connect_all(
                     .map_err(|e| format!("connecting to rank {}'s Unix socket: {e}", m.peer)),
             };
             match conn {
-                Ok(fd) => match write_all(fd, &hello, Instant::now() + Duration::from_secs(10)) {
+                // The other rank acknowledges with this rank's token: an unrelated
+                // listener at that address (another node's, a local daemon's) does not.
+                Ok(fd) => match write_all(fd, &hello, Instant::now() + Duration::from_secs(10))
+                    .and_then(|()| {
+                        let mut ack = [0u8; 8];
+                        read_exact(fd, &mut ack, Instant::now() + Duration::from_secs(5))?;
+                        if u64::from_le_bytes(ack) == me.token {
+                            Ok(())
+                        } else {
+                            Err("another listener answered".to_string())
+                        }
+                    }) {
                     Ok(()) => {
                         tracing::debug!(peer = m.peer, address = ?ip, "connected to the rank's listener");
                         out[k] = Ok(fd);
@@ -775,8 +872,13 @@ fn connect_all(
         });
         match slot {
             Some(k) if magic == MAGIC && token_ok && out[k].is_err() => {
-                out[k] = Ok(fd);
-                got += 1;
+                let ack = offers[from as usize].token.to_le_bytes();
+                if write_all(fd, &ack, Instant::now() + Duration::from_secs(5)).is_ok() {
+                    out[k] = Ok(fd);
+                    got += 1;
+                } else {
+                    sys::close(fd);
+                }
             }
             _ => sys::close(fd), // not one of ours
         }
@@ -833,7 +935,8 @@ fn read_exact(fd: i32, b: &mut [u8], deadline: Instant) -> Result<(), String> {
 /// One connection being given its bytes back (see the module documentation).
 struct Exchange {
     sock: i32,
-    fd: i32,
+    /// Every descriptor of the connection's socket in the program (the first names it).
+    fds: Vec<i32>,
     peer: u32,
     shut_sending: bool,
     nodelay: bool,
@@ -850,12 +953,12 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(sock: i32, fd: i32, saved: &Saved, readable: u64, peer: u32) -> Exchange {
+    fn new(sock: i32, fds: Vec<i32>, saved: &Saved, readable: u64, peer: u32) -> Exchange {
         let mut out = (saved.data().len() as u64).to_le_bytes().to_vec();
         out.extend_from_slice(saved.data());
         Exchange {
             sock,
-            fd,
+            fds,
             peer,
             shut_sending: saved.shut_sending(),
             nodelay: saved.nodelay(),
@@ -929,15 +1032,24 @@ impl Exchange {
         }
     }
 
-    /// Puts the new connection in place of the stand-in (or leaves the stand-in).
-    fn finish(self) {
-        if let Some(e) = self
-            .failed
-            .as_ref()
-            .or((!self.done()).then_some(&"timed out".to_string()))
-        {
+    /// Whether this side's exchange completed.
+    fn succeeded(&self) -> bool {
+        self.failed.is_none() && self.done()
+    }
+
+    /// Puts the new connection in place of the stand-in at each of its descriptors when
+    /// both sides' exchanges completed (`peer_ok`: the peer's), else leaves the stand-ins.
+    fn finish(self, peer_ok: bool) {
+        let fd = self.fds[0];
+        let why = match &self.failed {
+            Some(e) => Some(e.clone()),
+            None if !self.done() => Some("timed out".to_string()),
+            None if !peer_ok => Some("the other rank's side failed".to_string()),
+            None => None,
+        };
+        if let Some(e) = why {
             warn!(
-                fd = self.fd,
+                fd,
                 peer = self.peer,
                 "a connection to rank {}: {e}; it stays as it came back (reset or closed)",
                 self.peer
@@ -962,30 +1074,28 @@ impl Exchange {
                 )
             };
         }
-        // SAFETY: fcntl and dup3 on our socket and the stand-in at the program's number.
-        let placed = unsafe {
-            let fl = libc::fcntl(self.fd, libc::F_GETFL);
-            let cloexec = libc::fcntl(self.fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
-            fl >= 0
-                && libc::fcntl(self.sock, libc::F_SETFL, fl & libc::O_NONBLOCK) == 0
-                && libc::dup3(
-                    self.sock,
-                    self.fd,
-                    if cloexec { libc::O_CLOEXEC } else { 0 },
-                ) == self.fd
-        };
+        let mut placed = true;
+        for &at in &self.fds {
+            // SAFETY: fcntl and dup3 on our socket and a stand-in at the program's number.
+            placed &= unsafe {
+                let fl = libc::fcntl(at, libc::F_GETFL);
+                let cloexec = libc::fcntl(at, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+                fl >= 0
+                    && libc::fcntl(self.sock, libc::F_SETFL, fl & libc::O_NONBLOCK) == 0
+                    && libc::dup3(self.sock, at, if cloexec { libc::O_CLOEXEC } else { 0 }) == at
+            };
+        }
         sys::close(self.sock);
         if placed {
             info!(
-                fd = self.fd,
+                fd,
                 peer = self.peer,
-                "a TCP connection to rank {} comes back connected",
-                self.peer
+                "a connection to rank {} comes back connected", self.peer
             );
         } else {
             warn!(
-                fd = self.fd,
-                "cannot put the connection to rank {} in place; it stays reset", self.peer
+                fd,
+                "cannot put the connection to rank {} in place at every descriptor", self.peer
             );
         }
     }
@@ -993,13 +1103,13 @@ impl Exchange {
 
 /// Every connection's exchange, in one poll loop (no rank waits on one connection while
 /// its peer waits on another), for at most 60 s.
-fn exchange_all(states: &mut [Exchange]) {
+fn exchange_all(states: &mut [&mut Exchange]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for x in states.iter_mut() {
             x.step();
         }
-        if states.iter().all(Exchange::done) || Instant::now() >= deadline {
+        if states.iter().all(|x| x.done()) || Instant::now() >= deadline {
             return;
         }
         let mut pfds: Vec<libc::pollfd> = states

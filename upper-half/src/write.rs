@@ -270,7 +270,10 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
                 k => k.clone(),
             };
             let prot = prot_bits(m);
-            let hasher = region_hasher(start, end, prot, &m.name, &kind, &extents);
+            // Shared memory names its object: processes of the tree mapping one object
+            // (at the same or other addresses) share it again after a restart.
+            let shared_inode = if kind == RegionKind::SharedAnon { m.inode } else { 0 };
+            let hasher = region_hasher(start, end, prot, &m.name, &kind, &extents, shared_inode);
             let checksum =
                 write_extents(job.fd, start, m, &extents, volatile, &mut bounce, hasher)?;
             job.header.regions.push(Region {
@@ -281,6 +284,7 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
                 kind,
                 extents,
                 checksum,
+                shared_inode,
             });
         }
     }
