@@ -562,7 +562,8 @@ fn check_unix_pairs(files: &[crate::FileState]) -> Result<(), String> {
         let bad = |why: &str| Err(format!("descriptor {fd} (socket {}): {why}", u.socket));
         let sum = u.packets.iter().map(|&n| n as u64).sum::<u64>();
         if (!u.seqpacket || !u.holds_data) && !u.packets.is_empty()
-            || (!u.packets.is_empty() && (sum != u.data.len() as u64 || u.packets.contains(&0)))
+            || (!u.packets.is_empty() && sum != u.data.len() as u64)
+            || u.packets.len() > MAX_SOCKET_DATA
             || (u.seqpacket && u.packets.is_empty() && !u.data.is_empty())
         {
             return bad("message lengths that do not cut its bytes in flight");

@@ -3,6 +3,7 @@
  * number), a few at a time, pausing between bursts; the reader takes them slowly, so that
  * several messages wait at its end at the checkpoints. Each message must arrive whole,
  * with its own length and contents, in order (a stream would merge them).
+ * Every 97th message is empty (a message of its own all the same).
  * stdout: `seqpacket ready`, `message N: L bytes` for every 50th, `seqpacket done: N
  * messages, hash H`.
  */
@@ -16,7 +17,7 @@ static long n_msgs;
 
 static size_t len_of(long i)
 {
-    return (size_t)(1 + (i * 7919) % 3000);
+    return i % 97 == 0 ? 0 : (size_t)(1 + (i * 7919) % 3000); /* some empty ones too */
 }
 
 static void fill(unsigned char *b, long i, size_t len)

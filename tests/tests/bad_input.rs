@@ -198,6 +198,7 @@ fn restart_refuses_bad_checkpoints_with_one_clear_line() {
                     kind: mana_image::RegionKind::Anon,
                     extents,
                     checksum: sum.digest(),
+                    shared_inode: 0,
                 },
             )
         })

@@ -1234,6 +1234,16 @@ fn memory_shared_between_parent_and_child_comes_back_shared() {
     chain_restarts_like_native("shm-child", "shm_child", &["50", "150"], "shm ready");
 }
 
+/// Items 2 and 5, a `SysV` segment a parent and its child each attach after the `fork`,
+/// at different addresses (tests/c/sysv_apart.c): the parent writes, the child answers
+/// beside it. One checkpoint without a kill and a chain of three with a kill and a
+/// restart at random instants: the segment comes back as one object both map (matched
+/// by its inode, not its address) — the uninterrupted run's output.
+#[test]
+fn a_sysv_segment_attached_apart_comes_back_shared() {
+    chain_restarts_like_native("sysv-apart", "sysv_apart", &["40", "150"], "sysv ready");
+}
+
 /// Item 5, `popen` and `system`: each round writes lines to `popen("sort")` and waits
 /// with them unread or half read (the shell and sort are descendants, checkpointed and
 /// restored with the pipe between them and the program), then `pclose` (sort prints

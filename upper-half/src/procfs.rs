@@ -782,7 +782,7 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
             };
             done.push(u.socket);
             u.holds_data = true;
-            (u.data, u.packets) = seqpacket_in_flight(f.fd, peer_fd, peer_shutdown)
+            (u.data, u.packets) = seqpacket_in_flight(f.fd, u.shutdown, peer_fd, peer_shutdown)
                 .map_err(|e| format!("descriptor {} (seqpacket socket {}): {e}", f.fd, u.socket))?;
             continue;
         }
@@ -807,82 +807,132 @@ fn socket_contents(files: &mut [FileState]) -> Result<(), String> {
     Ok(())
 }
 
-/// The messages waiting at the seqpacket socket `fd` (their bytes, their lengths): read
-/// out, then sent again through its other end `peer_fd` in order, so that its queue is
-/// as it was (the program's threads are stopped). Zero-length messages are not kept.
+/// The messages waiting at the seqpacket socket `fd` (their bytes, their lengths, empty
+/// messages too): read out, then sent again through its other end `peer_fd` in order, so
+/// that its queue is as it was (the program's threads are stopped). A message carrying
+/// descriptors (`SCM_RIGHTS`) is sent again with them, and the checkpoint then fails:
+/// an image cannot carry descriptors in flight.
 fn seqpacket_in_flight(
     fd: i32,
+    own_shutdown: u8,
     peer_fd: i32,
     peer_shutdown: u8,
 ) -> Result<(Vec<u8>, Vec<u32>), String> {
+    // No more receiving here: nothing is readable, nothing to keep.
+    if own_shutdown & 1 != 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let rx = AppFd::get(fd).ok_or("closed while checkpointing")?;
     let tx = AppFd::get(peer_fd).ok_or("its other end closed while checkpointing")?;
     let (rx, tx) = (rx.raw(), tx.raw());
+    // The next message's length (0: an empty one, or end-of-file), or None: none waits.
     let next_len = || {
         // SAFETY: a peek of length 0 with MSG_TRUNC: the kernel returns the message's length.
-        unsafe {
+        let n = unsafe {
             libc::recv(
                 rx,
                 core::ptr::null_mut(),
                 0,
                 libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
             )
-        }
+        };
+        (n >= 0).then_some(n as usize)
     };
-    if next_len() > 0 && peer_shutdown & 2 != 0 {
-        return Err(
-            "messages in flight from an end that stopped sending: they could not be sent again"
-                .into(),
-        );
+    if peer_shutdown & 2 != 0 {
+        // The other end stopped sending: a 0 is its end-of-file, and anything waiting
+        // could not be sent again through it.
+        return match next_len() {
+            None | Some(0) => Ok((Vec::new(), Vec::new())),
+            Some(_) => Err(
+                "messages in flight from an end that stopped sending: they could not be sent again"
+                    .into(),
+            ),
+        };
     }
     let mut data = Vec::new();
     let mut packets = Vec::new();
-    loop {
-        let n = next_len();
-        if n <= 0 {
-            break;
-        }
+    let mut controls: Vec<(usize, Vec<u8>)> = Vec::new();
+    while let Some(n) = next_len() {
         let at = data.len();
-        data.resize(at + n as usize, 0);
-        // SAFETY: reading one message into our buffer of its length.
-        let r = unsafe {
-            libc::recv(
-                rx,
-                data[at..].as_mut_ptr().cast(),
-                n as usize,
-                libc::MSG_DONTWAIT,
-            )
+        data.resize(at + n, 0);
+        let mut control = vec![0u8; 512];
+        let mut iov = libc::iovec {
+            iov_base: data[at..].as_mut_ptr().cast(),
+            iov_len: n,
         };
-        if r != n {
-            return Err(format!("reading a message of {n} bytes failed"));
+        // SAFETY: zeroed msghdr is valid; pointers to our buffers set below.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        // SAFETY: reading one message and its ancillary data into our buffers.
+        let r = unsafe { libc::recvmsg(rx, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+        if r != n as isize {
+            return Err(format!(
+                "reading a message of {n} bytes failed: the checkpoint lost it"
+            ));
         }
         packets.push(n as u32);
+        if msg.msg_controllen > 0 {
+            control.truncate(msg.msg_controllen);
+            controls.push((packets.len() - 1, control));
+        }
     }
     let mut at = 0usize;
-    for &n in &packets {
-        let msg = &data[at..at + n as usize];
+    for (i, &n) in packets.iter().enumerate() {
+        let body = &data[at..at + n as usize];
+        let control = controls.iter().find(|(k, _)| *k == i).map(|(_, c)| c);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            // SAFETY: sending one message from our buffer.
-            let w = unsafe {
-                libc::send(
-                    tx,
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
+            let mut iov = libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
             };
-            if w == msg.len() as isize {
+            // SAFETY: zeroed msghdr is valid; pointers to our buffers set below.
+            let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some(c) = control {
+                msg.msg_control = c.as_ptr() as *mut libc::c_void;
+                msg.msg_controllen = c.len();
+            }
+            // SAFETY: sending one message (and the descriptors it carried) from our buffers.
+            let w = unsafe { libc::sendmsg(tx, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if w == body.len() as isize {
                 break;
             }
             if std::time::Instant::now() > deadline {
                 return Err(
-                    "a message read out could not be sent again (the checkpoint lost it)".into(),
+                    "a message read out could not be sent again: the checkpoint lost it".into(),
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         at += n as usize;
+    }
+    if !controls.is_empty() {
+        // Our copies of the descriptors sent again.
+        for (_, c) in &controls {
+            // SAFETY: walking the control buffer the kernel filled, with its own macros.
+            unsafe {
+                let mut msg: libc::msghdr = core::mem::zeroed();
+                msg.msg_control = c.as_ptr() as *mut libc::c_void;
+                msg.msg_controllen = c.len();
+                let mut cm = libc::CMSG_FIRSTHDR(&msg);
+                while !cm.is_null() {
+                    if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                        let count = ((*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                        let fds = libc::CMSG_DATA(cm) as *const i32;
+                        for k in 0..count {
+                            libc::close(*fds.add(k));
+                        }
+                    }
+                    cm = libc::CMSG_NXTHDR(&msg, cm);
+                }
+            }
+        }
+        return Err("a message in flight carries descriptors or credentials: an image cannot keep them (the messages are as they were; try the checkpoint again once they are read)".into());
     }
     Ok((data, packets))
 }

@@ -1090,7 +1090,8 @@ impl Exchange {
             info!(
                 fd,
                 peer = self.peer,
-                "a connection to rank {} comes back connected", self.peer
+                "a connection to rank {} comes back connected",
+                self.peer
             );
         } else {
             warn!(

@@ -272,7 +272,11 @@ pub fn write_image(job: &mut Job) -> Result<Written, String> {
             let prot = prot_bits(m);
             // Shared memory names its object: processes of the tree mapping one object
             // (at the same or other addresses) share it again after a restart.
-            let shared_inode = if kind == RegionKind::SharedAnon { m.inode } else { 0 };
+            let shared_inode = if kind == RegionKind::SharedAnon {
+                m.inode
+            } else {
+                0
+            };
             let hasher = region_hasher(start, end, prot, &m.name, &kind, &extents, shared_inode);
             let checksum =
                 write_extents(job.fd, start, m, &extents, volatile, &mut bounce, hasher)?;
