@@ -497,19 +497,41 @@ pub fn make(
 /// port; on the wildcard address of its family, logged, when this node lacks the address.
 pub fn listen_again(fd: i32, t: &TcpState) -> Result<i32, String> {
     let s = new_socket(t.family)?;
-    if !bind(s, t.family, &t.local_ip, t.local_port) {
-        let e = errno();
-        if e != libc::EADDRNOTAVAIL || !bind(s, t.family, &wildcard(t.family), t.local_port) {
-            let e = if e == libc::EADDRNOTAVAIL { errno() } else { e };
-            // SAFETY: our socket.
-            unsafe { libc::close(s) };
-            return Err(format!(
-                "descriptor {fd}: cannot listen on port {} again: {}",
-                t.local_port,
-                std::io::Error::from_raw_os_error(e)
-            ));
+    let mut waited = false;
+    let deadline = Instant::now() + TIME_WAIT_LEFT;
+    let mut ip = t.local_ip.clone();
+    loop {
+        if bind(s, t.family, &ip, t.local_port) {
+            break;
         }
-        tracing::info!(fd, port = t.local_port, "a listening socket's address is not on this node: it listens on the wildcard address, same port");
+        let mut e = errno();
+        if e == libc::EADDRNOTAVAIL && ip == t.local_ip {
+            ip = wildcard(t.family);
+            tracing::info!(fd, port = t.local_port, "a listening socket's address is not on this node: it listens on the wildcard address, same port");
+            continue;
+        }
+        // The killed process's own connections in TIME_WAIT hold the port against a
+        // listener when its listening socket lacked SO_REUSEADDR (ours has it: theirs
+        // count too): they end within a minute. A port another socket listens on is
+        // taken for good.
+        if e == libc::EADDRINUSE && !port_listened(t.family, t.local_port) {
+            if Instant::now() < deadline {
+                if !waited {
+                    tracing::warn!(fd, port = t.local_port, "port {} is held by the killed process's connections in TIME_WAIT (its listening socket had no SO_REUSEADDR): waiting for them to end, up to a minute", t.local_port);
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            e = libc::EADDRINUSE;
+        }
+        // SAFETY: our socket.
+        unsafe { libc::close(s) };
+        return Err(format!(
+            "descriptor {fd}: cannot listen on port {} again: {}",
+            t.local_port,
+            std::io::Error::from_raw_os_error(e)
+        ));
     }
     // SAFETY: listen on our socket.
     if unsafe { libc::listen(s, libc::SOMAXCONN) } != 0 {
@@ -519,6 +541,25 @@ pub fn listen_again(fd: i32, t: &TcpState) -> Result<i32, String> {
         return Err(e);
     }
     Ok(s)
+}
+
+/// How long the killed connections' TIME_WAIT may still hold a port (Linux: 60 s).
+const TIME_WAIT_LEFT: Duration = Duration::from_secs(65);
+
+/// Whether a socket of this node listens on TCP `port` (`/proc/net/tcp` or `tcp6`).
+fn port_listened(family: u16, port: u16) -> bool {
+    let table = if family == libc::AF_INET6 as u16 {
+        "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
+    };
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string(table).is_ok_and(|text| {
+        text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "0A" && f[1].ends_with(&want)
+        })
+    })
 }
 
 /// Makes every datagram socket of the image once, moved to `above` or higher; returns the

@@ -14,7 +14,8 @@
  * TIME_WAITs hold the port (without it, neither a native server nor a restart can
  * listen there again until they end).
  * With a third argument `unix`, the same over a Unix socket listening on an abstract
- * name (a pre-forking server on a local socket).
+ * name (a pre-forking server on a local socket); with `noreuse`, over TCP without
+ * SO_REUSEADDR (a restart then waits for the killed connections' TIME_WAIT).
  * stdout (the client's, then the parent's): `prefork ready`, `round N: A`,
  * `client done`, `client exit S`, `workers ended`.
  */
@@ -109,7 +110,8 @@ int main(int argc, char **argv)
         alen = sizeof *a;
         l = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1; /* as servers do: the workers close first, leaving TIME_WAITs on its port */
-        setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (!(argc > 3 && strcmp(argv[3], "noreuse") == 0))
+            setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (l < 0 || bind(l, (struct sockaddr *)a, alen) || listen(l, 16) ||
             getsockname(l, (struct sockaddr *)a, &alen)) {
             perror("listen");

@@ -1176,6 +1176,34 @@ fn a_pre_forking_server_and_its_sibling_client_survive_restarts() {
     chain_restarts_like_native("prefork", "prefork", &["40", "150"], "prefork ready");
 }
 
+/// The pre-forking server without `SO_REUSEADDR` on its listening socket: its workers
+/// close first, so the killed process's connections hold the port in TIME_WAIT, which
+/// keeps a new listener off it (natively too). Checkpointed with a kill at a random
+/// instant and restarted: the restart waits for the TIME_WAIT to end (logged, up to a
+/// minute; before, it failed: "cannot listen on port N again: Address already in use")
+/// and the output is the uninterrupted run's.
+#[test]
+fn a_server_without_so_reuseaddr_listens_again_after_time_wait() {
+    let s = Session::start("prefork-noreuse");
+    let program = compile("prefork", Build::Pie, s.dir());
+    let args = ["30", "150", "noreuse"];
+    let native = native_run(&program, &args);
+    native.assert_success();
+    let run = s.launch(&program, &args);
+    run.wait_for_stdout("prefork ready", SHORT);
+    s.wait_registered(run.pid());
+    let mut rng = Rng::seeded("prefork-noreuse");
+    std::thread::sleep(
+        Duration::from_millis(1000) + rng.duration_upto(Duration::from_millis(1500)),
+    );
+    s.checkpoint_and_kill()
+        .unwrap_or_else(|e| panic!("checkpoint --kill: {e}"));
+    let first = run.wait_output(SHORT).stdout;
+    let last = s.restart(&s.ckpt_dir).wait_output(LONG);
+    last.assert_success();
+    assert_continues(&native.stdout, &[first, last.stdout]);
+}
+
 /// The same pre-forking server on a Unix socket listening on an abstract name: the
 /// listening socket listens again once for its three holders, the connection between
 /// the siblings comes back as a connected pair with its bytes.
