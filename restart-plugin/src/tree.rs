@@ -113,6 +113,13 @@ impl Shared {
     }
 }
 
+/// Whether an image of the tree other than `all[i]` holds a descriptor whose kind `is`.
+fn in_another(all: &[ImageHeader], i: usize, is: impl Fn(&FileKind) -> bool) -> bool {
+    all.iter()
+        .enumerate()
+        .any(|(j, o)| j != i && o.files.iter().any(|g| is(&g.kind)))
+}
+
 /// The socket-pair ends shared by the tree (env).
 const SOCKETS_ENV: &str = "MANA_RESTORE_SOCKETS";
 
@@ -136,12 +143,11 @@ pub fn make_shared(all: &[ImageHeader], readers: &[&ImageReader]) -> Result<Shar
             if !u.outside || sockets.contains_key(&u.socket) {
                 continue;
             }
-            let elsewhere = all.iter().enumerate().any(|(j, o)| {
-                j != i
-                    && o.files
-                        .iter()
-                        .any(|g| matches!(&g.kind, FileKind::UnixPair(v) if v.socket == u.peer))
-            });
+            let elsewhere = in_another(
+                all,
+                i,
+                |k| matches!(k, FileKind::UnixPair(v) if v.socket == u.peer),
+            );
             if !elsewhere {
                 continue;
             }
@@ -165,12 +171,11 @@ pub fn make_shared(all: &[ImageHeader], readers: &[&ImageReader]) -> Result<Shar
             if sockets.contains_key(&l.socket) {
                 continue;
             }
-            let elsewhere = all.iter().enumerate().any(|(j, o)| {
-                j != i
-                    && o.files.iter().any(
-                        |g| matches!(&g.kind, FileKind::UnixListener(m) if m.socket == l.socket),
-                    )
-            });
+            let elsewhere = in_another(
+                all,
+                i,
+                |k| matches!(k, FileKind::UnixListener(m) if m.socket == l.socket),
+            );
             if elsewhere {
                 let s = crate::tcp::unix_listener(l).map_err(|e| {
                     format!(
@@ -258,12 +263,11 @@ fn make_shared_tcp(all: &[ImageHeader], above: i32) -> Result<HashMap<u64, i32>,
             if !t.listening || made.contains_key(&t.socket) {
                 continue;
             }
-            let elsewhere = all.iter().enumerate().any(|(j, o)| {
-                j != i
-                    && o.files
-                        .iter()
-                        .any(|g| matches!(&g.kind, FileKind::Tcp(u) if u.socket == t.socket))
-            });
+            let elsewhere = in_another(
+                all,
+                i,
+                |k| matches!(k, FileKind::Tcp(u) if u.socket == t.socket),
+            );
             if elsewhere {
                 let s = crate::tcp::listen_again(f.fd, t)?;
                 made.insert(t.socket, crate::tcp::moved_above(s, above, false)?);
