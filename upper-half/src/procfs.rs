@@ -570,15 +570,18 @@ fn tcp_contents(files: &mut [FileState]) -> Result<(), String> {
                 // on the loopback the only case) are in neither process's image, and
                 // the receiver, stopped too, will not take them: refused rather than
                 // restored with a hole in the stream.
-                let queued = AppFd::get(f.fd).map_or(0, |s| {
-                    let mut n: libc::c_int = 0;
-                    // SAFETY: SIOCOUTQ writes one int.
-                    if unsafe { libc::ioctl(s.raw(), SIOCOUTQ, &mut n) } == 0 {
-                        n.max(0)
-                    } else {
-                        0
-                    }
-                });
+                // An acknowledgement still on its way leaves bytes counted for an
+                // instant: only a queue that stays is a full window.
+                let queued = || {
+                    AppFd::get(f.fd)
+                        .and_then(|s| socket_queue(s.raw(), SIOCOUTQ))
+                        .unwrap_or(0)
+                };
+                let settle = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                while queued() > 0 && std::time::Instant::now() < settle {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                let queued = queued();
                 if queued > 0 {
                     return Err(format!(
                         "descriptor {} (TCP connection to another process of the tree): {queued} bytes it sent wait in its queue (the receiver's window is full); try the checkpoint again once the receiver reads",
@@ -649,6 +652,13 @@ pub fn take_outside_connections() -> Vec<i32> {
 
 const SIOCOUTQ: libc::c_ulong = 0x5411;
 
+/// A socket's queue in bytes: `FIONREAD` (readable) or `SIOCOUTQ` (sent, not yet taken).
+fn socket_queue(fd: i32, req: libc::c_ulong) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD/SIOCOUTQ write one int.
+    (unsafe { libc::ioctl(fd, req, &mut n) } == 0).then_some(n.max(0) as usize)
+}
+
 /// The bytes the process's socket `peer_fd` sent to its socket `fd` that `fd` has not
 /// read: peeked (`MSG_PEEK`) when all of them have arrived; when some still wait in the
 /// sender's queue (the receiver's window full), read out — the rest then arrives — and
@@ -658,11 +668,7 @@ fn tcp_in_flight(fd: i32, peer_fd: i32, peer_shutdown: u8) -> Result<Vec<u8>, St
     let rx = AppFd::get(fd).ok_or("closed while checkpointing")?;
     let tx = AppFd::get(peer_fd).ok_or("its peer closed while checkpointing")?;
     let (rx, tx) = (rx.raw(), tx.raw());
-    let queued = |fd: i32, req: libc::c_ulong| {
-        let mut n: libc::c_int = 0;
-        // SAFETY: SIOCINQ/SIOCOUTQ write one int.
-        (unsafe { libc::ioctl(fd, req, &mut n) } == 0).then_some(n.max(0) as usize)
-    };
+    let queued = socket_queue;
     let unsent = queued(tx, SIOCOUTQ).unwrap_or(0);
     if unsent == 0 {
         let avail = queued(rx, libc::FIONREAD).unwrap_or(0);
